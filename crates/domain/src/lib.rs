@@ -1,0 +1,54 @@
+//! Pure domain types of memlayer.
+//!
+//! This crate is the centre of the hexagon: threads, messages, agent state,
+//! keyset cursors and the validation rules that make a value of these types
+//! trustworthy once constructed ("parse, don't validate").
+//!
+//! Invariants:
+//! - no I/O, no async, no knowledge of databases, HTTP or models;
+//! - every constructor that takes outside input is fallible and returns a
+//!   [`DomainError`] naming the offending field;
+//! - messages are ordered by their per-thread sequence number, never by time.
+
+mod error;
+mod ids;
+mod message;
+mod page;
+mod state;
+mod thread;
+mod token;
+
+pub use error::DomainError;
+pub use ids::{AgentId, MessageId, ResourceId, TenantId, ThreadId};
+pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall};
+pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
+pub use state::{AgentState, StateVersion};
+pub use thread::{
+    Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,
+};
+pub use token::TokenCount;
+
+/// Wall-clock timestamps used across the domain (UTC).
+pub type Timestamp = time::OffsetDateTime;
+
+/// The current time, truncated to microseconds so that every backend can
+/// round-trip it exactly.
+#[must_use]
+pub fn now() -> Timestamp {
+    let t = time::OffsetDateTime::now_utc();
+    let micros = t.unix_timestamp_nanos() / 1_000;
+    from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+}
+
+/// Microseconds since the Unix epoch, the storage representation of a [`Timestamp`].
+#[must_use]
+pub fn to_micros(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// Inverse of [`to_micros`]; out-of-range values clamp to the Unix epoch.
+#[must_use]
+pub fn from_micros(micros: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}

@@ -1,0 +1,281 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DomainError, MessageId, Metadata, ThreadId, Timestamp, TokenCount};
+
+/// Most messages accepted in one append.
+pub const MAX_BATCH: usize = 1_000;
+/// Largest accepted message content, in bytes.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+/// Who authored a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions to the model.
+    System,
+    /// The human or calling program.
+    User,
+    /// The model.
+    Assistant,
+    /// The result of a tool call; carries the call's id.
+    Tool,
+}
+
+impl Role {
+    /// Lowercase name, as stored and sent.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "system" => Ok(Self::System),
+            "user" => Ok(Self::User),
+            "assistant" => Ok(Self::Assistant),
+            "tool" => Ok(Self::Tool),
+            other => Err(DomainError::new(
+                "role",
+                format!("unknown role {:?}; expected system, user, assistant or tool", crate::ids::truncate(other)),
+            )),
+        }
+    }
+}
+
+/// A tool invocation requested by an assistant message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call id a later `tool` message answers.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// Arguments as JSON.
+    pub arguments: Value,
+}
+
+/// A validated message waiting to be appended. The thread assigns its id,
+/// sequence number and time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    role: Role,
+    content: String,
+    tool_call_id: Option<String>,
+    tool_name: Option<String>,
+    tool_calls: Vec<ToolCall>,
+    metadata: Metadata,
+    token_count: Option<TokenCount>,
+}
+
+impl NewMessage {
+    /// Validates a message.
+    ///
+    /// Rules: content at most [`MAX_CONTENT_BYTES`]; empty content only for an
+    /// assistant message that carries tool calls; a `tool` message needs a
+    /// `tool_call_id`, which no other role may carry; only assistant messages
+    /// carry `tool_calls`.
+    ///
+    /// # Errors
+    /// [`DomainError`] naming the first rule broken.
+    pub fn new(
+        role: Role,
+        content: impl Into<String>,
+        tool_call_id: Option<String>,
+        tool_name: Option<String>,
+        tool_calls: Vec<ToolCall>,
+        metadata: Metadata,
+    ) -> Result<Self, DomainError> {
+        let content = content.into();
+        if content.len() > MAX_CONTENT_BYTES {
+            return Err(DomainError::new(
+                "content",
+                format!("is {} bytes, at most {MAX_CONTENT_BYTES} are accepted", content.len()),
+            ));
+        }
+        if content.is_empty() && !(role == Role::Assistant && !tool_calls.is_empty()) {
+            return Err(DomainError::new(
+                "content",
+                "must not be empty (only an assistant message with tool_calls may omit it)",
+            ));
+        }
+        match (role, &tool_call_id) {
+            (Role::Tool, None) => {
+                return Err(DomainError::new("tool_call_id", "is required for a tool message"));
+            }
+            (Role::Tool, Some(id)) => check_short("tool_call_id", id)?,
+            (_, Some(_)) => {
+                return Err(DomainError::new("tool_call_id", "is only allowed on a tool message"));
+            }
+            (_, None) => {}
+        }
+        if let Some(name) = &tool_name {
+            check_short("tool_name", name)?;
+        }
+        if !tool_calls.is_empty() && role != Role::Assistant {
+            return Err(DomainError::new("tool_calls", "are only allowed on an assistant message"));
+        }
+        for call in &tool_calls {
+            check_short("tool_calls.id", &call.id)?;
+            check_short("tool_calls.name", &call.name)?;
+        }
+        Ok(Self { role, content, tool_call_id, tool_name, tool_calls, metadata, token_count: None })
+    }
+
+    /// A plain message with no tool fields and empty metadata.
+    ///
+    /// # Errors
+    /// As [`NewMessage::new`].
+    pub fn text(role: Role, content: impl Into<String>) -> Result<Self, DomainError> {
+        Self::new(role, content, None, None, Vec::new(), Metadata::default())
+    }
+
+    /// Attaches a token count computed by a token counter.
+    #[must_use]
+    pub fn with_token_count(mut self, count: TokenCount) -> Self {
+        self.token_count = Some(count);
+        self
+    }
+
+    /// Author role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Text content.
+    #[must_use]
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+    /// The call a tool message answers.
+    #[must_use]
+    pub fn tool_call_id(&self) -> Option<&str> {
+        self.tool_call_id.as_deref()
+    }
+    /// The tool's name, for tool messages.
+    #[must_use]
+    pub fn tool_name(&self) -> Option<&str> {
+        self.tool_name.as_deref()
+    }
+    /// Calls requested by an assistant message.
+    #[must_use]
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.tool_calls
+    }
+    /// Metadata object.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    /// Token count, when one was computed.
+    #[must_use]
+    pub fn token_count(&self) -> Option<&TokenCount> {
+        self.token_count.as_ref()
+    }
+
+    /// Completes the message with what the store assigns.
+    #[must_use]
+    pub fn into_message(self, id: MessageId, thread_id: ThreadId, seq: i64, created_at: Timestamp) -> Message {
+        Message {
+            id,
+            thread_id,
+            seq,
+            role: self.role,
+            content: self.content,
+            tool_call_id: self.tool_call_id,
+            tool_name: self.tool_name,
+            tool_calls: self.tool_calls,
+            metadata: self.metadata,
+            token_count: self.token_count,
+            created_at,
+        }
+    }
+}
+
+fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() || value.len() > 256 {
+        return Err(DomainError::new(field, "must be 1 to 256 bytes"));
+    }
+    Ok(())
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    /// Time-ordered id.
+    pub id: MessageId,
+    /// The thread it belongs to.
+    pub thread_id: ThreadId,
+    /// Position in the thread: 1, 2, 3… without gaps, strictly increasing in
+    /// append order. The only ordering of messages.
+    pub seq: i64,
+    /// Author role.
+    pub role: Role,
+    /// Text content.
+    pub content: String,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
+    /// The tool's name.
+    pub tool_name: Option<String>,
+    /// Calls requested by an assistant message.
+    pub tool_calls: Vec<ToolCall>,
+    /// Metadata object.
+    pub metadata: Metadata,
+    /// Token count with the model that counted it.
+    pub token_count: Option<TokenCount>,
+    /// Time the store accepted it.
+    pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(role: Role, content: &str, tool_call_id: Option<&str>, calls: usize, ok: bool) {
+        let calls =
+            (0..calls).map(|i| ToolCall { id: format!("c{i}"), name: "t".into(), arguments: Value::Null }).collect();
+        let got = NewMessage::new(role, content, tool_call_id.map(Into::into), None, calls, Metadata::default());
+        assert_eq!(got.is_ok(), ok, "{role} {content:?} {tool_call_id:?}: {got:?}");
+    }
+
+    #[test]
+    fn message_rules() {
+        check(Role::User, "hi", None, 0, true);
+        check(Role::User, "", None, 0, false);
+        check(Role::Tool, "42", None, 0, false);
+        check(Role::Tool, "42", Some("call_1"), 0, true);
+        check(Role::User, "x", Some("call_1"), 0, false);
+        check(Role::Assistant, "", None, 1, true);
+        check(Role::Assistant, "", None, 0, false);
+        check(Role::User, "x", None, 1, false);
+        check(Role::Tool, "x", Some(""), 0, false);
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("tool".parse::<Role>().ok(), Some(Role::Tool));
+        assert_eq!("Tool".parse::<Role>().unwrap_err().field, "role");
+    }
+
+    #[test]
+    fn oversized_content_is_rejected() {
+        let big = "x".repeat(MAX_CONTENT_BYTES + 1);
+        assert_eq!(NewMessage::text(Role::User, big).unwrap_err().field, "content");
+    }
+}

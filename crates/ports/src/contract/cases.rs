@@ -1,0 +1,548 @@
+//! Contract cases. Each `pub async fn` here takes a fresh [`Backend`] and
+//! checks one group of "MUST" sentences from the port docs. Adding a case
+//! means adding its name to `contract_suite!` too (the completeness test
+//! fails otherwise).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use memlayer_domain::{
+    AgentId, Direction, MAX_BATCH, Metadata, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, Role,
+    TenantId, ThreadFilter, ThreadId, ThreadPatch, Title, TokenCount, ToolCall,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
+
+use super::Backend;
+use crate::StoreError;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+fn msg(i: usize) -> NewMessage {
+    NewMessage::text(Role::User, format!("message {i}")).unwrap()
+}
+
+fn msgs(range: std::ops::Range<usize>) -> Vec<NewMessage> {
+    range.map(msg).collect()
+}
+
+fn size(n: u32) -> PageSize {
+    PageSize::new(n).unwrap()
+}
+
+async fn thread(b: &Backend, t: &TenantId) -> ThreadId {
+    b.threads.create(t, NewThread::default()).await.unwrap().id
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, ctx: &str) {
+    assert!(matches!(r, Err(StoreError::NotFound { .. })), "{ctx}: expected NotFound, got {r:?}");
+}
+
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, ctx: &str) {
+    assert!(matches!(r, Err(StoreError::Invalid(_))), "{ctx}: expected Invalid, got {r:?}");
+}
+
+/// Reads every message of a thread page by page in `dir`, returning the seqs.
+async fn read_all(b: &Backend, t: &TenantId, id: ThreadId, dir: Direction, limit: u32) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = b.messages.page(t, id, cursor, Some(dir), size(limit)).await.unwrap();
+        assert!(page.items.len() <= limit as usize, "page larger than its limit");
+        seqs.extend(page.items.iter().map(|m| m.seq));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seqs
+}
+
+pub async fn thread_create_returns_whole_thread(b: Backend) {
+    let t = tenant("acme");
+    let mut meta = serde_json::Map::new();
+    meta.insert("topic".into(), json!("billing"));
+    let new = NewThread {
+        resource_id: Some(ResourceId::parse("user-1").unwrap()),
+        agent_id: Some(AgentId::parse("support").unwrap()),
+        title: Some(Title::parse("Refund").unwrap()),
+        model: Some("gpt-4o".into()),
+        metadata: Metadata::from_value(serde_json::Value::Object(meta)).unwrap(),
+    };
+    let created = b.threads.create(&t, new.clone()).await.unwrap();
+    assert_eq!(created.tenant, t);
+    assert_eq!(created.resource_id, new.resource_id);
+    assert_eq!(created.agent_id, new.agent_id);
+    assert_eq!(created.title, new.title);
+    assert_eq!(created.model, new.model);
+    assert_eq!(created.metadata, new.metadata);
+    assert_eq!(created.last_seq, 0);
+    assert_eq!(created.created_at, created.updated_at);
+    let got = b.threads.get(&t, created.id).await.unwrap();
+    assert_eq!(got, created, "get returns what create returned");
+    let second = b.threads.create(&t, NewThread::default()).await.unwrap();
+    assert!(second.id > created.id, "ids are time-ordered");
+}
+
+pub async fn thread_missing_or_foreign_is_not_found(b: Backend) {
+    let (a, other) = (tenant("a"), tenant("b"));
+    let id = thread(&b, &a).await;
+    assert_not_found(b.threads.get(&a, ThreadId::new()).await, "missing thread");
+    assert_not_found(b.threads.get(&other, id).await, "foreign thread get");
+    assert_not_found(
+        b.threads
+            .update(&other, id, ThreadPatch { title: Some(Some(Title::parse("x").unwrap())), ..Default::default() })
+            .await,
+        "foreign thread update",
+    );
+    assert_not_found(b.threads.delete(&other, id).await, "foreign thread delete");
+    assert_not_found(b.messages.page(&other, id, None, None, size(10)).await, "foreign page");
+    assert_not_found(b.messages.last(&other, id, size(10)).await, "foreign last");
+    assert!(b.threads.get(&a, id).await.is_ok(), "owner still sees it");
+}
+
+pub async fn thread_update_patches_and_bumps_updated_at(b: Backend) {
+    let t = tenant("acme");
+    let created = b
+        .threads
+        .create(
+            &t,
+            NewThread { title: Some(Title::parse("old").unwrap()), model: Some("gpt-4".into()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let patch = ThreadPatch {
+        title: Some(Some(Title::parse("new").unwrap())),
+        model: Some(None),
+        metadata: Some(Metadata::from_value(json!({"k": [1, 2]})).unwrap()),
+        ..Default::default()
+    };
+    let updated = b.threads.update(&t, created.id, patch).await.unwrap();
+    assert_eq!(updated.title.as_ref().map(Title::as_str), Some("new"));
+    assert_eq!(updated.model, None, "Some(None) clears");
+    assert_eq!(updated.metadata.as_map().get("k"), Some(&json!([1, 2])));
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at > created.updated_at, "updated_at moves forward");
+    assert_eq!(b.threads.get(&t, created.id).await.unwrap(), updated);
+}
+
+pub async fn thread_empty_patch_changes_nothing(b: Backend) {
+    let t = tenant("acme");
+    let created = b.threads.create(&t, NewThread::default()).await.unwrap();
+    let same = b.threads.update(&t, created.id, ThreadPatch::default()).await.unwrap();
+    assert_eq!(same, created);
+}
+
+pub async fn thread_delete_removes_messages_and_state(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let keep = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..5)).await.unwrap();
+    b.messages.append(&t, keep, msgs(0..2)).await.unwrap();
+    let agent = AgentId::parse("a1").unwrap();
+    b.states.save(&t, id, &agent, json!({"x": 1}), 0).await.unwrap();
+    b.threads.delete(&t, id).await.unwrap();
+    assert_not_found(b.threads.get(&t, id).await, "deleted thread");
+    assert_not_found(b.messages.page(&t, id, None, None, size(10)).await, "deleted thread's messages");
+    assert_not_found(b.messages.get(&t, stored[0].id).await, "deleted message by id");
+    assert_not_found(b.states.load(&t, id, &agent).await, "deleted thread's state");
+    assert_not_found(b.threads.delete(&t, id).await, "second delete");
+    assert_eq!(b.messages.last(&t, keep, size(10)).await.unwrap().len(), 2, "other threads untouched");
+}
+
+pub async fn thread_list_pages_newest_first_without_gaps(b: Backend) {
+    let t = tenant("acme");
+    let mut ids = Vec::new();
+    for _ in 0..23 {
+        ids.push(thread(&b, &t).await);
+    }
+    thread(&b, &tenant("other")).await;
+    ids.reverse();
+    let filter = ThreadFilter::default();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = b.threads.list(&t, &filter, cursor, size(5)).await.unwrap();
+        assert!(page.items.len() <= 5);
+        seen.extend(page.items.iter().map(|th| th.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every thread once, newest first, only this tenant's");
+    let exact = b.threads.list(&t, &filter, None, size(23)).await.unwrap();
+    assert_eq!(exact.items.len(), 23);
+    assert!(exact.next_cursor.is_none(), "no cursor when nothing more matches");
+}
+
+pub async fn thread_list_filters(b: Backend) {
+    let t = tenant("acme");
+    let u1 = ResourceId::parse("u1").unwrap();
+    let support = AgentId::parse("support").unwrap();
+    let mk = |r: Option<&ResourceId>, a: Option<&AgentId>, m: serde_json::Value| NewThread {
+        resource_id: r.cloned(),
+        agent_id: a.cloned(),
+        metadata: Metadata::from_value(m).unwrap(),
+        ..Default::default()
+    };
+    let t1 = b.threads.create(&t, mk(Some(&u1), Some(&support), json!({"lang": "en", "n": 1}))).await.unwrap().id;
+    let t2 = b.threads.create(&t, mk(Some(&u1), None, json!({"lang": "fr", "n": 2}))).await.unwrap().id;
+    let t3 = b.threads.create(&t, mk(None, Some(&support), json!({"lang": "en", "vip": true}))).await.unwrap().id;
+    let check = |filter: ThreadFilter, expect: Vec<ThreadId>| {
+        let b = b.clone();
+        let t = t.clone();
+        async move {
+            let got: Vec<_> =
+                b.threads.list(&t, &filter, None, size(50)).await.unwrap().items.iter().map(|x| x.id).collect();
+            assert_eq!(got, expect, "filter {filter:?}");
+        }
+    };
+    let meta = |k: &str, v: serde_json::Value| MetadataFilter::new(k, v).unwrap();
+    check(ThreadFilter { resource_id: Some(u1.clone()), ..Default::default() }, vec![t2, t1]).await;
+    check(ThreadFilter { agent_id: Some(support.clone()), ..Default::default() }, vec![t3, t1]).await;
+    check(
+        ThreadFilter { resource_id: Some(u1.clone()), agent_id: Some(support.clone()), ..Default::default() },
+        vec![t1],
+    )
+    .await;
+    check(ThreadFilter { metadata: vec![meta("lang", json!("en"))], ..Default::default() }, vec![t3, t1]).await;
+    check(ThreadFilter { metadata: vec![meta("n", json!(2))], ..Default::default() }, vec![t2]).await;
+    check(ThreadFilter { metadata: vec![meta("n", json!("2"))], ..Default::default() }, vec![]).await;
+    check(ThreadFilter { metadata: vec![meta("vip", json!(true))], ..Default::default() }, vec![t3]).await;
+    check(
+        ThreadFilter { metadata: vec![meta("lang", json!("en")), meta("n", json!(1))], ..Default::default() },
+        vec![t1],
+    )
+    .await;
+    check(ThreadFilter { metadata: vec![meta("missing", json!("x"))], ..Default::default() }, vec![]).await;
+}
+
+pub async fn thread_list_rejects_foreign_cursor(b: Backend) {
+    let t = tenant("acme");
+    for _ in 0..3 {
+        thread(&b, &t).await;
+    }
+    let page = b.threads.list(&t, &ThreadFilter::default(), None, size(1)).await.unwrap();
+    let cursor = page.next_cursor.unwrap();
+    assert_invalid(
+        b.threads.list(&tenant("other"), &ThreadFilter::default(), Some(cursor), size(1)).await,
+        "other tenant",
+    );
+    let filtered = ThreadFilter { resource_id: Some(ResourceId::parse("u").unwrap()), ..Default::default() };
+    assert_invalid(b.threads.list(&t, &filtered, Some(cursor), size(1)).await, "other filter");
+    let id = thread(&b, &t).await;
+    let mcursor = memlayer_domain::Cursor::messages(id, Direction::Forward, 0);
+    assert_invalid(b.threads.list(&t, &ThreadFilter::default(), Some(mcursor), size(1)).await, "message cursor");
+}
+
+pub async fn append_assigns_consecutive_seqs_and_bumps_thread(b: Backend) {
+    let t = tenant("acme");
+    let before = b.threads.create(&t, NewThread::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let first = b.messages.append(&t, before.id, msgs(0..3)).await.unwrap();
+    let second = b.messages.append(&t, before.id, msgs(3..4)).await.unwrap();
+    let seqs: Vec<_> = first.iter().chain(&second).map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(first[1].content, "message 1", "batch order kept");
+    assert!(first.iter().all(|m| m.thread_id == before.id));
+    let after = b.threads.get(&t, before.id).await.unwrap();
+    assert_eq!(after.last_seq, 4);
+    assert!(after.updated_at > before.updated_at, "append bumps updated_at");
+    let ids: BTreeSet<_> = first.iter().chain(&second).map(|m| m.id).collect();
+    assert_eq!(ids.len(), 4, "distinct ids");
+}
+
+pub async fn append_rejects_empty_and_oversized_batch(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    assert_invalid(b.messages.append(&t, id, Vec::new()).await, "empty batch");
+    assert_invalid(b.messages.append(&t, id, msgs(0..MAX_BATCH + 1)).await, "oversized batch");
+    assert_eq!(b.threads.get(&t, id).await.unwrap().last_seq, 0, "nothing stored");
+    assert!(b.messages.last(&t, id, size(10)).await.unwrap().is_empty());
+    let full = b.messages.append(&t, id, msgs(0..MAX_BATCH)).await.unwrap();
+    assert_eq!(full.len(), MAX_BATCH, "exactly the maximum is accepted");
+}
+
+pub async fn append_to_missing_or_foreign_thread_stores_nothing(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    assert_not_found(b.messages.append(&t, ThreadId::new(), msgs(0..2)).await, "missing thread");
+    assert_not_found(b.messages.append(&tenant("other"), id, msgs(0..2)).await, "foreign thread");
+    assert_eq!(b.threads.get(&t, id).await.unwrap().last_seq, 0);
+    assert!(b.messages.last(&t, id, size(10)).await.unwrap().is_empty());
+}
+
+pub async fn append_round_trips_every_field(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let call = ToolCall { id: "call_1".into(), name: "weather".into(), arguments: json!({"city": "Zürich"}) };
+    let assistant = NewMessage::new(
+        Role::Assistant,
+        "",
+        None,
+        None,
+        vec![call],
+        Metadata::from_value(json!({"latency_ms": 12.5, "nested": {"a": [null, true]}})).unwrap(),
+    )
+    .unwrap()
+    .with_token_count(TokenCount { count: 7, model: "gpt-4o".into(), encoding: "o200k_base".into(), exact: true });
+    let tool = NewMessage::new(
+        Role::Tool,
+        "18°C ☀️ \"quoted\" 'single' \\ back",
+        Some("call_1".into()),
+        Some("weather".into()),
+        vec![],
+        Metadata::default(),
+    )
+    .unwrap();
+    let system =
+        NewMessage::text(Role::System, "you are helpful\n\ttabs and 日本語").unwrap().with_token_count(TokenCount {
+            count: 5,
+            model: "claude-3".into(),
+            encoding: "estimate:chars/4".into(),
+            exact: false,
+        });
+    let stored = b.messages.append(&t, id, vec![system, assistant, tool]).await.unwrap();
+    let read = b.messages.page(&t, id, None, None, size(10)).await.unwrap().items;
+    assert_eq!(read, stored, "read back exactly what append returned");
+    assert_eq!(read[1].tool_calls[0].arguments, json!({"city": "Zürich"}));
+    assert_eq!(read[2].tool_call_id.as_deref(), Some("call_1"));
+    assert_eq!(read[2].tool_name.as_deref(), Some("weather"));
+    assert!(read[0].token_count.as_ref().is_some_and(|c| !c.exact));
+    assert!(read[2].token_count.is_none());
+    assert_eq!(b.messages.get(&t, stored[2].id).await.unwrap(), stored[2]);
+}
+
+pub async fn page_forward_and_backward_cover_thread_exactly(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    b.messages.append(&t, id, msgs(0..57)).await.unwrap();
+    let all: Vec<i64> = (1..=57).collect();
+    for limit in [1, 7, 56, 57, 58, 1000] {
+        assert_eq!(read_all(&b, &t, id, Direction::Forward, limit).await, all, "forward limit {limit}");
+        let mut rev = all.clone();
+        rev.reverse();
+        assert_eq!(read_all(&b, &t, id, Direction::Backward, limit).await, rev, "backward limit {limit}");
+    }
+    let exact = b.messages.page(&t, id, None, Some(Direction::Forward), size(57)).await.unwrap();
+    assert!(exact.next_cursor.is_none(), "no cursor when the page reaches the end");
+    let empty_thread = thread(&b, &t).await;
+    let empty = b.messages.page(&t, empty_thread, None, None, size(10)).await.unwrap();
+    assert!(empty.items.is_empty() && empty.next_cursor.is_none());
+}
+
+pub async fn page_rejects_foreign_or_contradicting_cursor(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let other = thread(&b, &t).await;
+    b.messages.append(&t, id, msgs(0..5)).await.unwrap();
+    b.messages.append(&t, other, msgs(0..5)).await.unwrap();
+    let c = b.messages.page(&t, id, None, Some(Direction::Forward), size(2)).await.unwrap().next_cursor.unwrap();
+    assert_invalid(b.messages.page(&t, other, Some(c), None, size(2)).await, "other thread's cursor");
+    assert_invalid(
+        b.messages.page(&t, id, Some(c), Some(Direction::Backward), size(2)).await,
+        "contradicting direction",
+    );
+    let listing = memlayer_domain::Cursor::threads(&t, &ThreadFilter::default(), id);
+    assert_invalid(b.messages.page(&t, id, Some(listing), None, size(2)).await, "thread-listing cursor");
+    let ok = b.messages.page(&t, id, Some(c), None, size(2)).await.unwrap();
+    assert_eq!(ok.items.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4], "direction taken from the cursor");
+}
+
+pub async fn last_returns_newest_oldest_first(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    assert!(b.messages.last(&t, id, size(10)).await.unwrap().is_empty());
+    b.messages.append(&t, id, msgs(0..25)).await.unwrap();
+    let last = b.messages.last(&t, id, size(10)).await.unwrap();
+    assert_eq!(last.iter().map(|m| m.seq).collect::<Vec<_>>(), (16..=25).collect::<Vec<_>>());
+    assert_eq!(b.messages.last(&t, id, size(100)).await.unwrap().len(), 25);
+    assert_not_found(b.messages.last(&t, ThreadId::new(), size(10)).await, "missing thread");
+}
+
+pub async fn message_get_is_tenant_scoped(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let m = b.messages.append(&t, id, msgs(0..1)).await.unwrap().remove(0);
+    assert_eq!(b.messages.get(&t, m.id).await.unwrap(), m);
+    assert_not_found(b.messages.get(&tenant("other"), m.id).await, "foreign message");
+    assert_not_found(b.messages.get(&t, memlayer_domain::MessageId::new()).await, "missing message");
+}
+
+pub async fn state_save_and_load_versions(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let agent = AgentId::parse("planner").unwrap();
+    let other_agent = AgentId::parse("critic").unwrap();
+    assert!(b.states.load(&t, id, &agent).await.unwrap().is_none());
+    let v1 = b.states.save(&t, id, &agent, json!({"step": 1}), 0).await.unwrap();
+    assert_eq!((v1.version, &v1.state), (1, &json!({"step": 1})));
+    let v2 = b.states.save(&t, id, &agent, json!({"step": 2, "notes": ["a"]}), 1).await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(b.states.load(&t, id, &agent).await.unwrap(), Some(v2));
+    assert!(b.states.load(&t, id, &other_agent).await.unwrap().is_none(), "state is per agent");
+    assert_not_found(b.states.load(&tenant("other"), id, &agent).await, "foreign tenant");
+}
+
+pub async fn state_stale_version_conflicts(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let agent = AgentId::parse("planner").unwrap();
+    b.states.save(&t, id, &agent, json!({"v": 1}), 0).await.unwrap();
+    b.states.save(&t, id, &agent, json!({"v": 2}), 1).await.unwrap();
+    for stale in [0, 1, 3, 99] {
+        let r = b.states.save(&t, id, &agent, json!({"v": "stale"}), stale).await;
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "expected {stale} is stale: {r:?}");
+    }
+    let now = b.states.load(&t, id, &agent).await.unwrap().unwrap();
+    assert_eq!((now.version, now.state), (2, json!({"v": 2})), "no lost update");
+}
+
+pub async fn state_concurrent_savers_exactly_one_wins(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let agent = AgentId::parse("planner").unwrap();
+    b.states.save(&t, id, &agent, json!({"v": 0}), 0).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (b, t, agent) = (b.clone(), t.clone(), agent.clone());
+        tasks.push(tokio::spawn(async move { b.states.save(&t, id, &agent, json!({"writer": i}), 1).await }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(s) => {
+                wins += 1;
+                assert_eq!(s.version, 2);
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one writer of version 1 wins");
+}
+
+pub async fn state_rejects_non_object_and_missing_thread(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let agent = AgentId::parse("planner").unwrap();
+    assert_invalid(b.states.save(&t, id, &agent, json!([1]), 0).await, "array state");
+    assert_invalid(b.states.save(&t, id, &agent, json!("s"), 0).await, "string state");
+    assert_not_found(b.states.save(&t, ThreadId::new(), &agent, json!({}), 0).await, "missing thread");
+    assert!(b.states.load(&t, id, &agent).await.unwrap().is_none(), "nothing stored");
+}
+
+/// Runs a small proptest inside the async test, blocking in place.
+fn run_prop<S: Strategy>(cases: u32, strategy: S, body: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S::Value: std::fmt::Debug,
+{
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    tokio::task::block_in_place(|| runner.run(&strategy, body)).unwrap();
+}
+
+pub async fn concurrent_appenders_get_gapless_increasing_seqs(b: Backend) {
+    let handle = tokio::runtime::Handle::current();
+    let strategy = (1usize..5, proptest::collection::vec(1usize..40, 1..6));
+    run_prop(6, strategy, |(writers, batches)| {
+        handle.block_on(async {
+            let t = tenant("acme");
+            let id = thread(&b, &t).await;
+            let mut tasks = Vec::new();
+            for w in 0..writers {
+                let (b, t, batches) = (b.clone(), t.clone(), batches.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    for (k, n) in batches.iter().enumerate() {
+                        let batch = (0..*n).map(|i| msg(w * 100_000 + k * 1000 + i)).collect();
+                        let stored = b.messages.append(&t, id, batch).await.unwrap();
+                        let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+                        assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "one batch is consecutive");
+                        got.extend(seqs);
+                    }
+                    got
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                let mine = task.await.unwrap();
+                prop_assert!(mine.windows(2).all(|p| p[1] > p[0]), "each writer sees increasing seqs");
+                all.extend(mine);
+            }
+            all.sort_unstable();
+            let total = writers * batches.iter().sum::<usize>();
+            prop_assert_eq!(all, (1..=total as i64).collect::<Vec<_>>(), "gapless, no duplicates");
+            let read = read_all(&b, &t, id, Direction::Forward, 97).await;
+            prop_assert_eq!(read, (1..=total as i64).collect::<Vec<_>>());
+            Ok(())
+        })
+    });
+}
+
+pub async fn paging_during_concurrent_appends_never_skips_or_repeats(b: Backend) {
+    let handle = tokio::runtime::Handle::current();
+    let strategy = (0usize..50, 1u32..30, 1usize..20, prop_oneof![Just(Direction::Forward), Just(Direction::Backward)]);
+    run_prop(8, strategy, |(initial, limit, batch, dir)| {
+        handle.block_on(async {
+            let t = tenant("acme");
+            let id = thread(&b, &t).await;
+            if initial > 0 {
+                b.messages.append(&t, id, msgs(0..initial)).await.unwrap();
+            }
+            let writer = {
+                let (b, t) = (b.clone(), t.clone());
+                tokio::spawn(async move {
+                    for k in 0..10 {
+                        b.messages.append(&t, id, msgs(k * batch..(k + 1) * batch)).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = b.messages.page(&t, id, cursor, Some(dir), size(limit)).await.unwrap();
+                seen.extend(page.items.iter().map(|m| m.seq));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            writer.await.unwrap();
+            let unique: BTreeSet<_> = seen.iter().copied().collect();
+            prop_assert_eq!(unique.len(), seen.len(), "a message repeated");
+            match dir {
+                Direction::Forward => {
+                    // Forward paging reads a gapless prefix of the thread.
+                    prop_assert_eq!(&seen, &(1..=seen.len() as i64).collect::<Vec<_>>());
+                    prop_assert!(seen.len() >= initial, "skipped messages that existed before paging");
+                }
+                Direction::Backward => {
+                    // Backward paging reads a gapless run ending at seq 1.
+                    prop_assert!(seen.windows(2).all(|p| p[1] == p[0] - 1), "gap or disorder: {seen:?}");
+                    prop_assert!(seen.is_empty() || seen.last() == Some(&1));
+                    prop_assert!(seen.len() >= initial);
+                }
+            }
+            Ok(())
+        })
+    });
+}
+
+pub async fn database_ping_and_idempotent_migrations(b: Backend) {
+    b.database.ping().await.unwrap();
+    assert!(!b.database.describe().is_empty());
+    let status = b.database.migration_status().await.unwrap();
+    assert!(!status.is_empty(), "at least one migration");
+    assert!(status.iter().all(|m| m.applied_at.is_some()), "fresh backend is fully migrated");
+    assert!(status.windows(2).all(|p| p[0].version < p[1].version), "ordered by version");
+    let again = b.database.migrate_up().await.unwrap();
+    assert!(again.is_empty(), "nothing pending the second time");
+    let _unused: Arc<()> = Arc::new(());
+}

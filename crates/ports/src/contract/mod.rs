@@ -1,0 +1,126 @@
+//! The backend-neutral contract suite.
+//!
+//! Every storage adapter proves the port contracts by expanding
+//! [`contract_suite!`](crate::contract_suite) in its integration tests with a
+//! factory that returns a fresh, migrated [`Backend`]:
+//!
+//! ```ignore
+//! async fn fresh() -> memlayer_ports::contract::Backend { /* open a new store */ }
+//! memlayer_ports::contract_suite!(fresh);
+//! ```
+//!
+//! The macro expands one `#[tokio::test]` per case and a completeness test
+//! that fails when a `pub async fn` case in `cases.rs` is missing from the
+//! macro's list, so a case cannot be written and silently never run.
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed case")]
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::{Database, MessageStore, StateStore, ThreadStore};
+
+pub mod cases;
+
+/// One backend under test: every port served by the same store.
+#[derive(Clone)]
+pub struct Backend {
+    /// Thread port.
+    pub threads: Arc<dyn ThreadStore>,
+    /// Message port.
+    pub messages: Arc<dyn MessageStore>,
+    /// State port.
+    pub states: Arc<dyn StateStore>,
+    /// Database port.
+    pub database: Arc<dyn Database>,
+    /// Anything that must outlive the test (a temp dir, a server handle).
+    pub guard: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("database", &self.database.describe()).finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A backend whose four ports are the same object.
+    pub fn from_one<T>(store: Arc<T>, guard: Arc<dyn Any + Send + Sync>) -> Self
+    where
+        T: ThreadStore + MessageStore + StateStore + Database + 'static,
+    {
+        Self { threads: store.clone(), messages: store.clone(), states: store.clone(), database: store, guard }
+    }
+}
+
+/// Fails when a `pub async fn` in `cases.rs` is not in `listed`, or the reverse.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_complete(listed: &[&str]) {
+    let source = include_str!("cases.rs");
+    let defined: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("pub async fn "))
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    let missing: Vec<_> = defined.iter().filter(|d| !listed.contains(d)).collect();
+    let unknown: Vec<_> = listed.iter().filter(|l| !defined.contains(l)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "contract suite out of date: cases defined but not run: {missing:?}; listed but not defined: {unknown:?}"
+    );
+    assert!(!defined.is_empty(), "no contract cases found");
+}
+
+/// Expands the whole contract suite against a backend factory
+/// (`async fn() -> Backend`). The case list lives only here.
+#[macro_export]
+macro_rules! contract_suite {
+    ($factory:path) => {
+        $crate::__contract_expand!(
+            $factory;
+            thread_create_returns_whole_thread,
+            thread_missing_or_foreign_is_not_found,
+            thread_update_patches_and_bumps_updated_at,
+            thread_empty_patch_changes_nothing,
+            thread_delete_removes_messages_and_state,
+            thread_list_pages_newest_first_without_gaps,
+            thread_list_filters,
+            thread_list_rejects_foreign_cursor,
+            append_assigns_consecutive_seqs_and_bumps_thread,
+            append_rejects_empty_and_oversized_batch,
+            append_to_missing_or_foreign_thread_stores_nothing,
+            append_round_trips_every_field,
+            page_forward_and_backward_cover_thread_exactly,
+            page_rejects_foreign_or_contradicting_cursor,
+            last_returns_newest_oldest_first,
+            message_get_is_tenant_scoped,
+            state_save_and_load_versions,
+            state_stale_version_conflicts,
+            state_concurrent_savers_exactly_one_wins,
+            state_rejects_non_object_and_missing_thread,
+            concurrent_appenders_get_gapless_increasing_seqs,
+            paging_during_concurrent_appends_never_skips_or_repeats,
+            database_ping_and_idempotent_migrations,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $factory().await;
+                $crate::contract::cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn contract_suite_is_complete() {
+            $crate::contract::assert_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}

@@ -1,0 +1,50 @@
+use memlayer_domain::DomainError;
+
+/// The one error every port returns. Adapters translate driver errors at
+/// their boundary; no driver type escapes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The thing does not exist, or belongs to another tenant (the two are
+    /// deliberately indistinguishable). Not retryable; HTTP 404.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of thing (`thread`, `message`…).
+        what: &'static str,
+        /// Its id as given.
+        id: String,
+    },
+    /// The write lost a race or contradicts stored data (stale version,
+    /// duplicate). Not retryable as is: re-read, then decide; HTTP 409.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input is unacceptable. Not retryable; HTTP 400.
+    #[error("invalid input: {0}")]
+    Invalid(#[from] DomainError),
+    /// The backend cannot be reached or is overloaded (pool exhausted, locked,
+    /// connection refused). Retryable after a delay; HTTP 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the backend reported. Not retryable; HTTP 500 with no
+    /// details in the body.
+    #[error("backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Shorthand for [`StoreError::NotFound`].
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Self::NotFound { what, id: id.to_string() }
+    }
+
+    /// Wraps a backend error.
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(e.into())
+    }
+
+    /// Whether retrying the same call later may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

@@ -1,0 +1,29 @@
+//! The ports of memlayer: object-safe async traits that the application calls
+//! and adapters implement.
+//!
+//! Each trait documents its contract with "MUST" sentences; the contract suite
+//! (feature `contract`, module [`contract`]) tests exactly those sentences
+//! against every adapter.
+//!
+//! Invariants:
+//! - domain types in and out, never driver types (no libsql, postgres, axum);
+//! - one backend-neutral error, [`StoreError`];
+//! - every read and write is scoped by a [`memlayer_domain::TenantId`]: data of
+//!   another tenant is indistinguishable from data that does not exist.
+
+mod database;
+mod error;
+mod messages;
+mod state;
+mod threads;
+mod tokens;
+
+#[cfg(feature = "contract")]
+pub mod contract;
+
+pub use database::{Database, MigrationStatus};
+pub use error::StoreError;
+pub use messages::MessageStore;
+pub use state::StateStore;
+pub use threads::ThreadStore;
+pub use tokens::TokenCounter;

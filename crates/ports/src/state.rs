@@ -1,0 +1,35 @@
+use async_trait::async_trait;
+use memlayer_domain::{AgentId, AgentState, StateVersion, TenantId, ThreadId};
+use serde_json::Value;
+
+use crate::StoreError;
+
+/// Per-thread agent state with optimistic concurrency.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The agent's state in the thread, or `None` when never saved.
+    ///
+    /// MUST return `NotFound` when the thread does not exist for this tenant.
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        agent: &AgentId,
+    ) -> Result<Option<AgentState>, StoreError>;
+
+    /// Saves `state` if the stored version equals `expected` (0: not stored yet)
+    /// and returns it with version `expected + 1`.
+    ///
+    /// MUST return `Conflict` when the stored version differs from `expected`
+    /// (a stale writer never overwrites a newer state), `NotFound` for a
+    /// missing thread, and `Invalid` when `state` is not a JSON object.
+    async fn save(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        agent: &AgentId,
+        state: Value,
+        expected: StateVersion,
+    ) -> Result<AgentState, StoreError>;
+}
