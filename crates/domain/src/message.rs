@@ -109,7 +109,8 @@ impl NewMessage {
                 format!("is {} bytes, at most {MAX_CONTENT_BYTES} are accepted", content.len()),
             ));
         }
-        if content.is_empty() && !(role == Role::Assistant && !tool_calls.is_empty()) {
+        let may_be_empty = role == Role::Assistant && !tool_calls.is_empty();
+        if content.is_empty() && !may_be_empty {
             return Err(DomainError::new(
                 "content",
                 "must not be empty (only an assistant message with tool_calls may omit it)",

@@ -242,6 +242,33 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Resolves an optional cursor and an optional requested direction for a
+/// message page of `thread`: the direction to read in and the sequence number
+/// to continue after (exclusive), if any.
+///
+/// # Errors
+/// [`DomainError`] on `cursor` when the cursor belongs to another thread or
+/// listing, or on `direction` when it contradicts the cursor's.
+pub fn resolve_message_cursor(
+    thread: ThreadId,
+    cursor: Option<&Cursor>,
+    requested: Option<Direction>,
+) -> Result<(Direction, Option<i64>), DomainError> {
+    match cursor {
+        None => Ok((requested.unwrap_or_default(), None)),
+        Some(c) => {
+            let (dir, seq) = c.for_messages(thread)?;
+            if requested.is_some_and(|r| r != dir) {
+                return Err(DomainError::new(
+                    "direction",
+                    "contradicts the cursor's direction; omit it or start a new listing",
+                ));
+            }
+            Ok((dir, Some(seq)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,32 +324,5 @@ mod tests {
         assert!(PageSize::new(1).is_ok());
         assert!(PageSize::new(MAX_PAGE_SIZE).is_ok());
         assert!(PageSize::new(MAX_PAGE_SIZE + 1).is_err());
-    }
-}
-
-/// Resolves an optional cursor and an optional requested direction for a
-/// message page of `thread`: the direction to read in and the sequence number
-/// to continue after (exclusive), if any.
-///
-/// # Errors
-/// [`DomainError`] on `cursor` when the cursor belongs to another thread or
-/// listing, or on `direction` when it contradicts the cursor's.
-pub fn resolve_message_cursor(
-    thread: ThreadId,
-    cursor: Option<&Cursor>,
-    requested: Option<Direction>,
-) -> Result<(Direction, Option<i64>), DomainError> {
-    match cursor {
-        None => Ok((requested.unwrap_or_default(), None)),
-        Some(c) => {
-            let (dir, seq) = c.for_messages(thread)?;
-            if requested.is_some_and(|r| r != dir) {
-                return Err(DomainError::new(
-                    "direction",
-                    "contradicts the cursor's direction; omit it or start a new listing",
-                ));
-            }
-            Ok((dir, Some(seq)))
-        }
     }
 }

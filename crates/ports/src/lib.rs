@@ -27,3 +27,9 @@ pub use messages::MessageStore;
 pub use state::StateStore;
 pub use threads::ThreadStore;
 pub use tokens::TokenCounter;
+
+#[cfg(feature = "mocks")]
+pub use {
+    database::MockDatabase, messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore,
+    tokens::MockTokenCounter,
+};

@@ -4,7 +4,7 @@
 //! [`contract_suite!`](crate::contract_suite) in its integration tests with a
 //! factory that returns a fresh, migrated [`Backend`]:
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh() -> memlayer_ports::contract::Backend { /* open a new store */ }
 //! memlayer_ports::contract_suite!(fresh);
 //! ```
