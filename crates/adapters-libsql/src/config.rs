@@ -1,0 +1,118 @@
+//! Where the database lives and how connections behave.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the database lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LibsqlLocation {
+    /// An embedded database file; created with its parent directories when missing.
+    File(PathBuf),
+    /// A private in-memory database, gone when the backend is dropped (tests).
+    Memory,
+    /// A remote libSQL server (sqld, Turso), e.g. `libsql://db-org.turso.io`.
+    /// Needs the crate feature `remote`.
+    Remote {
+        /// Server URL.
+        url: String,
+        /// Bearer token, if the server wants one. Never logged or described.
+        auth_token: Option<String>,
+    },
+}
+
+impl fmt::Debug for LibsqlLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Memory => f.write_str("Memory"),
+            Self::Remote { url, auth_token } => f
+                .debug_struct("Remote")
+                .field("url", &redact_url(url))
+                .field("auth_token", &auth_token.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// How to open a [`crate::LibsqlBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibsqlConfig {
+    /// Where the database lives.
+    pub location: LibsqlLocation,
+    /// How long a connection waits for a lock held by another connection or
+    /// process before the operation fails with `StoreError::Unavailable`.
+    pub busy_timeout: Duration,
+    /// Idle reader connections kept for reuse (file databases only; more are
+    /// opened on demand under load and closed afterwards).
+    pub readers: usize,
+}
+
+impl LibsqlConfig {
+    /// Default lock wait.
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default number of pooled reader connections.
+    pub const DEFAULT_READERS: usize = 4;
+
+    /// An embedded database file at `path`, with default settings.
+    #[must_use]
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::at(LibsqlLocation::File(path.into()))
+    }
+
+    /// A private in-memory database, with default settings.
+    #[must_use]
+    pub fn memory() -> Self {
+        Self::at(LibsqlLocation::Memory)
+    }
+
+    /// A remote libSQL server, with default settings (needs feature `remote`).
+    #[must_use]
+    pub fn remote(url: impl Into<String>, auth_token: Option<String>) -> Self {
+        Self::at(LibsqlLocation::Remote { url: url.into(), auth_token })
+    }
+
+    fn at(location: LibsqlLocation) -> Self {
+        Self { location, busy_timeout: Self::DEFAULT_BUSY_TIMEOUT, readers: Self::DEFAULT_READERS }
+    }
+}
+
+impl Default for LibsqlConfig {
+    /// An in-memory database: callers that persist data name a file.
+    fn default() -> Self {
+        Self::memory()
+    }
+}
+
+/// A URL without credentials or query string, safe to log.
+pub(crate) fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
+        }
+        None => without_query.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        let check = |url: &str, expected: &str| assert_eq!(redact_url(url), expected, "{url}");
+        check("libsql://db-org.turso.io", "libsql://db-org.turso.io");
+        check("libsql://db-org.turso.io?authToken=secret", "libsql://db-org.turso.io");
+        check("https://user:pw@host:8080/x?y=1", "https://host:8080/x");
+        check("http://127.0.0.1:8080", "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let c = LibsqlConfig::remote("libsql://h", Some("sekrit".into()));
+        assert!(!format!("{c:?}").contains("sekrit"));
+    }
+}

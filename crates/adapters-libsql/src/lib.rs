@@ -1,0 +1,78 @@
+//! The libSQL storage adapter of memlayer: threads, messages, agent state and
+//! schema migrations on an embedded SQLite/libSQL file, a private in-memory
+//! database (tests), or a remote libSQL server (feature `remote`).
+//!
+//! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
+//! [`StateStore`] and [`Database`]; the application holds it behind those
+//! traits and never names a libSQL type.
+//!
+//! Invariants:
+//! - one writer connection, serialised by an async mutex, and every write in
+//!   an `IMMEDIATE` transaction (deferred transactions fail with `SQLITE_BUSY`
+//!   under concurrency); readers are separate connections, which WAL lets run
+//!   beside the writer; `:memory:` uses its single connection for everything;
+//! - an append bumps `threads.last_seq` and inserts its messages in the same
+//!   transaction, so sequence numbers are consecutive and gap-free;
+//! - caller input reaches SQL only as bound parameters, never as SQL text;
+//! - driver errors become [`StoreError`] here (busy/locked → `Unavailable`,
+//!   constraint → `Conflict`, else `Backend`); a corrupt stored row is a
+//!   `Backend` error, never a panic;
+//! - the schema changes only through the versioned migrations embedded in
+//!   this crate (`migrations/`), each with up and down SQL; opening never
+//!   migrates, [`LibsqlBackend::open_migrated`] does.
+//!
+//! What it must not know: HTTP, JSON wire shapes, configuration sources,
+//! embeddings or tokenizers. It knows the domain types and the ports only.
+
+mod backend;
+mod config;
+mod error;
+mod messages;
+mod migrations;
+#[cfg(test)]
+mod plans;
+mod rows;
+mod state;
+mod threads;
+mod values;
+
+use async_trait::async_trait;
+use memlayer_ports::{Database, MigrationStatus, StoreError};
+
+pub use backend::LibsqlBackend;
+pub use config::{LibsqlConfig, LibsqlLocation};
+#[cfg(doc)]
+use memlayer_ports::{MessageStore, StateStore, ThreadStore};
+
+#[async_trait]
+impl Database for LibsqlBackend {
+    fn describe(&self) -> String {
+        self.description().to_owned()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| async move {
+            let mut rows =
+                conn.query("SELECT 1", ()).await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
+            rows.next().await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(_) => e,
+            other => StoreError::Unavailable(format!("ping: {other}")),
+        })
+    }
+
+    async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::status(self).await
+    }
+
+    async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::migrate_up(self).await
+    }
+
+    async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::migrate_down(self, steps).await
+    }
+}

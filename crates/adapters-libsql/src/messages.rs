@@ -1,0 +1,271 @@
+//! [`MessageStore`] on libSQL.
+
+use async_trait::async_trait;
+use libsql::{Connection, Value};
+use memlayer_domain::{
+    Cursor, Direction, DomainError, MAX_BATCH, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now,
+    resolve_message_cursor, to_micros,
+};
+use memlayer_ports::{MessageStore, StoreError};
+
+use crate::LibsqlBackend;
+use crate::error::Context as _;
+use crate::rows::{MESSAGE_COLUMNS, RowReader, message, query_row};
+use crate::values::{json_text, opt_text, text};
+
+/// Parameters per message row in an insert.
+const COLUMNS_PER_ROW: usize = 14;
+/// Index of `seq` among a row's parameters.
+const SEQ_PARAM: usize = 2;
+
+#[async_trait]
+impl MessageStore for LibsqlBackend {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Message>, StoreError> {
+        if batch.is_empty() {
+            return Err(DomainError::new("messages", "must not be empty").into());
+        }
+        if batch.len() > MAX_BATCH {
+            return Err(DomainError::new(
+                "messages",
+                format!("{} messages in one append, at most {MAX_BATCH} are accepted", batch.len()),
+            )
+            .into());
+        }
+        let n = i64::try_from(batch.len()).map_err(|e| StoreError::backend(e.to_string()))?;
+        let at = now();
+        let micros = to_micros(at);
+        // Everything but the sequence numbers is prepared before taking the
+        // writer, to keep the write transaction short.
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        let thread_text = thread.to_string();
+        for new in batch {
+            let m = new.into_message(MessageId::new(), thread, 0, at);
+            rows.push(row_params(&m, &thread_text, micros)?);
+            messages.push(m);
+        }
+        let tenant = tenant.as_str().to_owned();
+        self.write(move |conn| async move {
+            let last = query_row(
+                &conn,
+                "bump thread sequence",
+                "UPDATE threads SET last_seq = last_seq + ?1, updated_at = ?2 \
+                 WHERE tenant = ?3 AND id = ?4 RETURNING last_seq",
+                vec![Value::Integer(n), Value::Integer(micros), Value::Text(tenant), text(thread.to_string())],
+                |row| RowReader::new(row, "threads").int(0, "last_seq"),
+            )
+            .await?
+            .ok_or_else(|| StoreError::not_found("thread", thread))?;
+            let first = last - n + 1;
+            for ((seq, m), row) in (first..).zip(messages.iter_mut()).zip(rows.iter_mut()) {
+                m.seq = seq;
+                row[SEQ_PARAM] = Value::Integer(seq);
+            }
+            insert(&conn, rows).await?;
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn page(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        cursor: Option<Cursor>,
+        direction: Option<Direction>,
+        limit: PageSize,
+    ) -> Result<Page<Message>, StoreError> {
+        let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
+        let (sql, bound) = match direction {
+            Direction::Forward => (PAGE_FORWARD, after.unwrap_or(0)),
+            Direction::Backward => (PAGE_BACKWARD, after.unwrap_or(i64::MAX)),
+        };
+        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| async move {
+            let params = vec![
+                text(thread.to_string()),
+                Value::Integer(bound),
+                text(tenant.as_str()),
+                Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)),
+            ];
+            let mut items = collect(&conn, sql, params, limit + 1).await?;
+            if items.is_empty() {
+                ensure_thread(&conn, &tenant, thread).await?;
+            }
+            let next_cursor = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|m| Cursor::messages(thread, direction, m.seq))
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        let n = usize::try_from(n.get()).unwrap_or(usize::MAX);
+        self.read(move |conn| async move {
+            let params = vec![
+                text(thread.to_string()),
+                Value::Integer(i64::MAX),
+                text(tenant.as_str()),
+                Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+            ];
+            let mut items = collect(&conn, PAGE_BACKWARD, params, n).await?;
+            if items.is_empty() {
+                ensure_thread(&conn, &tenant, thread).await?;
+            }
+            items.reverse();
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| async move {
+            query_row(
+                &conn,
+                "get message",
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND EXISTS \
+                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2)"
+                ),
+                [id.to_string(), tenant],
+                message,
+            )
+            .await?
+            .ok_or_else(|| StoreError::not_found("message", id))
+        })
+        .await
+    }
+}
+
+/// `?1` thread, `?2` exclusive bound, `?3` tenant, `?4` limit. The tenant check
+/// is a constant subquery, evaluated once; the rows come from an index range
+/// scan on `(thread_id, seq)`.
+pub(crate) const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at \
+     FROM messages WHERE thread_id = ?1 AND seq > ?2 \
+     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3) \
+     ORDER BY seq ASC LIMIT ?4";
+/// As [`PAGE_FORWARD`], newest first below the bound.
+pub(crate) const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at \
+     FROM messages WHERE thread_id = ?1 AND seq < ?2 \
+     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3) \
+     ORDER BY seq DESC LIMIT ?4";
+
+async fn collect(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Value>,
+    capacity: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut rows = conn.query(sql, params).await.ctx("read messages")?;
+    let mut items = Vec::with_capacity(capacity.min(256));
+    while let Some(row) = rows.next().await.ctx("read messages")? {
+        items.push(message(&row)?);
+    }
+    Ok(items)
+}
+
+/// `NotFound` unless the thread exists for the tenant.
+async fn ensure_thread(conn: &Connection, tenant: &str, thread: ThreadId) -> Result<(), StoreError> {
+    query_row(
+        conn,
+        "read thread",
+        "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2",
+        [tenant.to_owned(), thread.to_string()],
+        |_| Ok(()),
+    )
+    .await?
+    .ok_or_else(|| StoreError::not_found("thread", thread))
+}
+
+/// A message's insert parameters, in `INSERT_COLUMNS` order.
+fn row_params(m: &Message, thread: &str, created_at: i64) -> Result<Vec<Value>, StoreError> {
+    let tool_calls = if m.tool_calls.is_empty() { Value::Null } else { json_text(&m.tool_calls)? };
+    let (count, model, encoding, exact) = match &m.token_count {
+        Some(t) => (
+            Value::Integer(i64::from(t.count)),
+            text(t.model.as_str()),
+            text(t.encoding.as_str()),
+            Value::Integer(i64::from(t.exact)),
+        ),
+        None => (Value::Null, Value::Null, Value::Null, Value::Null),
+    };
+    let row = vec![
+        text(m.id.to_string()),
+        text(thread),
+        Value::Integer(m.seq),
+        text(m.role.as_str()),
+        text(m.content.as_str()),
+        opt_text(m.tool_call_id.as_deref()),
+        opt_text(m.tool_name.as_deref()),
+        tool_calls,
+        if m.metadata.as_map().is_empty() { text("{}") } else { json_text(m.metadata.as_map())? },
+        count,
+        model,
+        encoding,
+        exact,
+        Value::Integer(created_at),
+    ];
+    debug_assert_eq!(row.len(), COLUMNS_PER_ROW);
+    Ok(row)
+}
+
+const INSERT_COLUMNS: &str = "INSERT INTO messages (id, thread_id, seq, role, content, tool_call_id, tool_name, \
+     tool_calls, metadata, token_count, token_model, token_encoding, token_exact, created_at) VALUES ";
+
+/// Rows per multi-row `INSERT`. Measured on 2 cores (release, batches of
+/// 1,000): ~135k messages/s with 64-row statements against ~95k with one
+/// prepared single-row statement; 8 to 128 rows perform alike.
+const CHUNK: usize = 64;
+
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; COLUMNS_PER_ROW].join(", "));
+    let mut sql = String::with_capacity(INSERT_COLUMNS.len() + rows * (one.len() + 2));
+    sql.push_str(INSERT_COLUMNS);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&one);
+    }
+    sql
+}
+
+/// Inserts rows with multi-row statements of [`CHUNK`] rows: one prepared
+/// statement reused (and reset after every use) for full chunks, one more
+/// for the remainder.
+async fn insert(conn: &Connection, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
+    let mut full = None;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(CHUNK).collect();
+        let len = chunk.len();
+        let params: Vec<Value> = chunk.into_iter().flatten().collect();
+        if len == CHUNK {
+            if full.is_none() {
+                full = Some(conn.prepare(&insert_sql(CHUNK)).await.ctx("insert messages")?);
+            }
+            if let Some(stmt) = &full {
+                let result = stmt.execute(params).await;
+                stmt.reset();
+                result.ctx("insert messages")?;
+            }
+        } else {
+            conn.execute(&insert_sql(len), params).await.ctx("insert messages")?;
+        }
+    }
+    Ok(())
+}

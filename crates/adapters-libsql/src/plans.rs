@@ -1,0 +1,59 @@
+//! Query-plan checks: every hot query is an index search, never a scan or a sort.
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+use libsql::Value;
+use memlayer_domain::{AgentId, MetadataFilter, ResourceId, TenantId, ThreadFilter, ThreadId};
+use serde_json::json;
+
+use crate::{LibsqlBackend, LibsqlConfig};
+
+async fn plan(backend: &LibsqlBackend, sql: String, params: Vec<Value>) -> String {
+    backend
+        .read(move |conn| async move {
+            let mut rows = conn.query(&format!("EXPLAIN QUERY PLAN {sql}"), params).await.unwrap();
+            let mut lines = Vec::new();
+            while let Some(row) = rows.next().await.unwrap() {
+                lines.push(format!("{:?}", row.get_value(3).unwrap()));
+            }
+            Ok(lines.join("\n"))
+        })
+        .await
+        .unwrap()
+}
+
+fn check(plan: &str, index: &str) {
+    assert!(!plan.contains("TEMP B-TREE"), "sorts:\n{plan}");
+    assert!(!plan.contains("SCAN "), "scans:\n{plan}");
+    assert!(plan.contains(index), "does not use {index}:\n{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_queries_use_indexes() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let thread = Value::Text(ThreadId::new().to_string());
+    let page_params = || vec![thread.clone(), Value::Integer(0), Value::Text("t".into()), Value::Integer(10)];
+    for sql in [crate::messages::PAGE_FORWARD, crate::messages::PAGE_BACKWARD] {
+        let p = plan(&backend, sql.to_owned(), page_params()).await;
+        println!("{p}");
+        check(&p, "messages_thread_seq");
+    }
+
+    let tenant = TenantId::parse("acme").unwrap();
+    let resource = Some(ResourceId::parse("u1").unwrap());
+    let agent = Some(AgentId::parse("a1").unwrap());
+    let meta = vec![MetadataFilter::new("lang", json!("en")).unwrap()];
+    let cases = [
+        (ThreadFilter::default(), "threads_tenant_id"),
+        (ThreadFilter { resource_id: resource.clone(), ..ThreadFilter::default() }, "threads_tenant_resource_id"),
+        (ThreadFilter { agent_id: agent, ..ThreadFilter::default() }, "threads_tenant_agent_id"),
+        (ThreadFilter { metadata: meta, ..ThreadFilter::default() }, "threads_tenant_id"),
+    ];
+    for (filter, index) in cases {
+        for after in [None, Some(ThreadId::new())] {
+            let (sql, params) = crate::threads::list_query(&tenant, &filter, after, 10).unwrap();
+            let p = plan(&backend, sql, params).await;
+            println!("{p}");
+            check(&p, index);
+        }
+    }
+}

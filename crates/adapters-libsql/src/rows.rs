@@ -1,0 +1,152 @@
+//! Reading stored rows back into domain values without trusting their types:
+//! a corrupt row is a `Backend` error, never a panic.
+
+use libsql::{Row, Value};
+use memlayer_domain::{
+    AgentId, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
+    from_micros,
+};
+use memlayer_ports::StoreError;
+
+use crate::error::{Context as _, corrupt};
+
+/// Typed access to one row's columns, naming the table in errors.
+pub(crate) struct RowReader<'a> {
+    row: &'a Row,
+    table: &'static str,
+}
+
+impl<'a> RowReader<'a> {
+    pub(crate) fn new(row: &'a Row, table: &'static str) -> Self {
+        Self { row, table }
+    }
+
+    fn value(&self, idx: i32) -> Result<Value, StoreError> {
+        self.row.get_value(idx).ctx("read column")
+    }
+
+    pub(crate) fn opt_text(&self, idx: i32, column: &'static str) -> Result<Option<String>, StoreError> {
+        match self.value(idx)? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            other => Err(corrupt(self.table, column, format!("expected text, found {}", kind(&other)))),
+        }
+    }
+
+    pub(crate) fn text(&self, idx: i32, column: &'static str) -> Result<String, StoreError> {
+        self.opt_text(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
+    }
+
+    pub(crate) fn opt_int(&self, idx: i32, column: &'static str) -> Result<Option<i64>, StoreError> {
+        match self.value(idx)? {
+            Value::Null => Ok(None),
+            Value::Integer(i) => Ok(Some(i)),
+            other => Err(corrupt(self.table, column, format!("expected an integer, found {}", kind(&other)))),
+        }
+    }
+
+    pub(crate) fn int(&self, idx: i32, column: &'static str) -> Result<i64, StoreError> {
+        self.opt_int(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
+    }
+
+    pub(crate) fn parse<T, E: std::fmt::Display>(
+        &self,
+        idx: i32,
+        column: &'static str,
+        parse: impl FnOnce(String) -> Result<T, E>,
+    ) -> Result<T, StoreError> {
+        parse(self.text(idx, column)?).map_err(|e| corrupt(self.table, column, e))
+    }
+
+    pub(crate) fn opt_parse<T, E: std::fmt::Display>(
+        &self,
+        idx: i32,
+        column: &'static str,
+        parse: impl FnOnce(String) -> Result<T, E>,
+    ) -> Result<Option<T>, StoreError> {
+        self.opt_text(idx, column)?.map(parse).transpose().map_err(|e| corrupt(self.table, column, e))
+    }
+
+    pub(crate) fn metadata(&self, idx: i32, column: &'static str) -> Result<Metadata, StoreError> {
+        self.parse(idx, column, |s| Metadata::from_json_str(&s))
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NULL",
+        Value::Integer(_) => "an integer",
+        Value::Real(_) => "a real",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "a blob",
+    }
+}
+
+/// Columns of `threads`, in the order [`thread`] reads them.
+pub(crate) const THREAD_COLUMNS: &str =
+    "id, resource_id, agent_id, title, model, metadata, last_seq, created_at, updated_at";
+
+/// Decodes a row selected with [`THREAD_COLUMNS`] (the tenant is the one the
+/// query was scoped by).
+pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError> {
+    let r = RowReader::new(row, "threads");
+    Ok(Thread {
+        id: r.parse(0, "id", |s| s.parse::<ThreadId>())?,
+        tenant: tenant.clone(),
+        resource_id: r.opt_parse(1, "resource_id", ResourceId::parse)?,
+        agent_id: r.opt_parse(2, "agent_id", AgentId::parse)?,
+        title: r.opt_parse(3, "title", Title::parse)?,
+        model: r.opt_text(4, "model")?,
+        metadata: r.metadata(5, "metadata")?,
+        last_seq: r.int(6, "last_seq")?,
+        created_at: from_micros(r.int(7, "created_at")?),
+        updated_at: from_micros(r.int(8, "updated_at")?),
+    })
+}
+
+/// Columns of `messages`, in the order [`message`] reads them.
+pub(crate) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at";
+
+/// Decodes a row selected with [`MESSAGE_COLUMNS`].
+pub(crate) fn message(row: &Row) -> Result<Message, StoreError> {
+    let r = RowReader::new(row, "messages");
+    let tool_calls: Vec<ToolCall> = r.opt_parse(7, "tool_calls", |s| serde_json::from_str(&s))?.unwrap_or_default();
+    let token_count = match r.opt_int(9, "token_count")? {
+        None => None,
+        Some(count) => Some(TokenCount {
+            count: u32::try_from(count).map_err(|e| corrupt("messages", "token_count", e))?,
+            model: r.text(10, "token_model")?,
+            encoding: r.text(11, "token_encoding")?,
+            exact: r.int(12, "token_exact")? != 0,
+        }),
+    };
+    Ok(Message {
+        id: r.parse(0, "id", |s| s.parse::<MessageId>())?,
+        thread_id: r.parse(1, "thread_id", |s| s.parse::<ThreadId>())?,
+        seq: r.int(2, "seq")?,
+        role: r.parse(3, "role", |s| s.parse::<Role>())?,
+        content: r.text(4, "content")?,
+        tool_call_id: r.opt_text(5, "tool_call_id")?,
+        tool_name: r.opt_text(6, "tool_name")?,
+        tool_calls,
+        metadata: r.metadata(8, "metadata")?,
+        token_count,
+        created_at: from_micros(r.int(13, "created_at")?),
+    })
+}
+
+/// Runs `sql` and decodes its first row with `decode`, if there is one. The
+/// statement is finished before returning: a live statement would block DDL
+/// on the same connection ("database table is locked").
+pub(crate) async fn query_row<T>(
+    conn: &libsql::Connection,
+    context: &'static str,
+    sql: &str,
+    params: impl libsql::params::IntoParams,
+    decode: impl FnOnce(&Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut rows = conn.query(sql, params).await.ctx(context)?;
+    let row = rows.next().await.ctx(context)?;
+    row.as_ref().map(decode).transpose()
+}

@@ -1,0 +1,22 @@
+//! Building bound parameter values.
+
+use libsql::Value;
+use memlayer_ports::StoreError;
+use serde::Serialize;
+
+use crate::error::DriverError;
+
+pub(crate) fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+pub(crate) fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+}
+
+/// JSON text of a value, as stored.
+pub(crate) fn json_text(v: &(impl Serialize + ?Sized)) -> Result<Value, StoreError> {
+    serde_json::to_string(v)
+        .map(Value::Text)
+        .map_err(|e| StoreError::backend(DriverError::new("serialise JSON", e.to_string())))
+}

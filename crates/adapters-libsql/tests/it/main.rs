@@ -1,0 +1,11 @@
+//! The adapter's one integration-test binary: the shared contract suite plus
+//! libSQL-specific behaviour (migrations, files, `:memory:`, atomicity, two
+//! processes on one file, throughput).
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+mod atomicity;
+mod common;
+mod contract;
+mod migrations;
+mod shared_file;
+mod storage;

@@ -1,0 +1,122 @@
+//! Where data lives: files across reopen, `:memory:`, remote without the feature.
+
+use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation};
+use memlayer_domain::{AgentId, NewThread, PageSize, Title};
+use memlayer_ports::{Database, MessageStore, StateStore, StoreError, ThreadStore};
+use serde_json::json;
+
+use crate::common::{db_path, msgs, open_file, raw, tenant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let t = tenant("acme");
+    let agent = AgentId::parse("support").unwrap();
+    let (thread, stored) = {
+        let db = open_file(&path).await;
+        assert!(db.describe().contains(&path.display().to_string()), "{}", db.describe());
+        let thread = db
+            .create(&t, NewThread { title: Some(Title::parse("kept").unwrap()), ..NewThread::default() })
+            .await
+            .unwrap();
+        let stored = db.append(&t, thread.id, msgs(25)).await.unwrap();
+        db.save(&t, thread.id, &agent, json!({"step": 3}), 0).await.unwrap();
+        (thread.id, stored)
+    };
+    assert!(path.exists(), "the file and its parent directory were created");
+
+    let db = open_file(&path).await;
+    assert!(db.migrate_up().await.unwrap().is_empty(), "already migrated");
+    let read = ThreadStore::get(&db, &t, thread).await.unwrap();
+    assert_eq!(read.title.as_ref().map(Title::as_str), Some("kept"));
+    assert_eq!(read.last_seq, 25);
+    let page = db.page(&t, thread, None, None, PageSize::new(100).unwrap()).await.unwrap();
+    assert_eq!(page.items, stored);
+    let state = db.load(&t, thread, &agent).await.unwrap().unwrap();
+    assert_eq!((state.version, state.state), (1, json!({"step": 3})));
+
+    let conn = raw(&path).await;
+    let mut rows = conn.query("PRAGMA journal_mode", ()).await.unwrap();
+    let mode = rows.next().await.unwrap().unwrap().get_value(0).unwrap();
+    assert_eq!(mode, libsql::Value::Text("wal".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_mode_works_and_is_private() {
+    let a = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let b = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let t = tenant("acme");
+    let thread = a.create(&t, NewThread::default()).await.unwrap();
+    a.append(&t, thread.id, msgs(10)).await.unwrap();
+    assert_eq!(a.last(&t, thread.id, PageSize::new(3).unwrap()).await.unwrap().len(), 3);
+    assert!(
+        matches!(ThreadStore::get(&b, &t, thread.id).await, Err(StoreError::NotFound { .. })),
+        "separate databases"
+    );
+    a.ping().await.unwrap();
+    assert!(a.describe().contains("memory"));
+
+    // Many concurrent operations on the single connection.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (a, t) = (a.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                a.append(&t, thread.id, msgs(3)).await.unwrap();
+                a.page(&t, thread.id, None, None, PageSize::new(5).unwrap()).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(ThreadStore::get(&a, &t, thread.id).await.unwrap().last_seq, 10 + 8 * 10 * 3);
+}
+
+#[cfg(not(feature = "remote"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_without_feature_says_how_to_enable_it() {
+    let config = LibsqlConfig::remote("libsql://example.invalid", Some("token".into()));
+    let err = LibsqlBackend::open(config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("remote"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_debug_never_shows_the_token() {
+    let config = LibsqlConfig {
+        location: LibsqlLocation::Remote {
+            url: "libsql://h?authToken=secret1".into(),
+            auth_token: Some("secret2".into()),
+        },
+        ..LibsqlConfig::memory()
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+}
+
+/// Operations run on the blocking pool; that must work on a current-thread
+/// runtime too (the default of `#[tokio::test]` and of small tools).
+#[tokio::test(flavor = "current_thread")]
+async fn works_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_file(&db_path(&dir)).await;
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap();
+    db.append(&t, thread.id, msgs(3)).await.unwrap();
+    assert_eq!(db.last(&t, thread.id, PageSize::new(10).unwrap()).await.unwrap().len(), 3);
+    db.ping().await.unwrap();
+}
+
+/// Without a server to talk to, a remote backend opens (connections are lazy)
+/// and reports itself unavailable; its description carries no secret.
+#[cfg(feature = "remote")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_without_server_is_unavailable() {
+    let config = LibsqlConfig::remote("http://127.0.0.1:9/?authToken=secret1", Some("secret2".into()));
+    let db = LibsqlBackend::open(config).await.unwrap();
+    assert!(!db.describe().contains("secret"), "{}", db.describe());
+    let err = db.ping().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
