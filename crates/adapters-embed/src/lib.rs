@@ -1,0 +1,26 @@
+//! Local, in-process model adapters of memlayer: the CPU-bound ports that run
+//! a model's own tokenizer or network on this machine.
+//!
+//! Today it holds [`TiktokenCounter`], the [`memlayer_ports::TokenCounter`]
+//! for OpenAI model families (tiktoken `o200k_base` and `cl100k_base`), with a
+//! documented `chars / 4` estimate for every other model. ONNX embedding
+//! (`ort`, `tokenizers`) will live here too, in its own module next to
+//! `tokens`.
+//!
+//! Invariants:
+//! - an estimate is never presented as exact: `TokenCount::exact` is `true`
+//!   only when the model family's real encoding counted the text;
+//! - the ports never fail for a bad model name or odd input: unknown models,
+//!   an encoder that cannot be built or a text the tokenizer rejects all fall
+//!   back to the estimate, logged with `tracing`, never a panic;
+//! - expensive state (encoders, later ONNX sessions) is built lazily, once,
+//!   and shared by every clone;
+//! - CPU-heavy work runs on tokio's blocking pool behind a semaphore, never on
+//!   the async runtime's worker threads.
+//!
+//! What it must not know: HTTP, JSON wire shapes, SQL or any storage; it sees
+//! only domain types and port traits, and only `app` names it.
+
+mod tokens;
+
+pub use tokens::TiktokenCounter;
