@@ -1,0 +1,228 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A secret value: never printed by `Debug` or logged.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    #[must_use]
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself; call only where it is sent to its destination.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// memlayer's whole configuration.
+///
+/// Layers, later ones win: compiled-in defaults, then an optional TOML file
+/// (`--config` or `MEMLAYER_CONFIG`), then the environment: `MEMLAYER_<KEY>`
+/// with `__` between nested keys (`MEMLAYER_SERVER__ADDR`), plus
+/// `LIBSQL_DATABASE_URL` and `LIBSQL_AUTH_TOKEN` for the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded database lives (`<data_dir>/memlayer.db`).
+    pub data_dir: PathBuf,
+    /// Database selection and tuning.
+    pub database: DatabaseConfig,
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Memory behaviour.
+    pub memory: MemoryConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Database selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// A libSQL URL: unset for the embedded file under `data_dir`; `:memory:`
+    /// for a throwaway in-memory database; `file:PATH` for another file;
+    /// `libsql://…`, `https://…` or `http://…` for a remote libSQL/Turso
+    /// server (needs the `remote` build feature).
+    pub url: Option<String>,
+    /// Auth token for a remote libSQL server.
+    pub auth_token: Option<Secret>,
+    /// How long a write waits for a lock held by another process, in milliseconds.
+    pub busy_timeout_ms: u64,
+    /// Number of pooled reader connections kept open.
+    pub readers: usize,
+    /// Apply pending migrations when the server starts.
+    pub auto_migrate: bool,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Requests taking longer are answered 503.
+    pub request_timeout_secs: u64,
+}
+
+/// Memory behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Tenant used when a request names none.
+    pub default_tenant: String,
+    /// Count tokens of appended messages unless a request says otherwise.
+    pub count_tokens: bool,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter directive such as `info` or `memlayer=debug,info`;
+    /// `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".memlayer"),
+            database: DatabaseConfig::default(),
+            server: ServerConfig::default(),
+            memory: MemoryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, auth_token: None, busy_timeout_ms: 5_000, readers: 4, auto_migrate: true }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 8 * 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { default_tenant: "default".into(), count_tokens: false }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "text".into(), filter: "info".into() }
+    }
+}
+
+/// The configuration could not be read or is invalid; the message says what
+/// to set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be parsed.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range or inconsistent.
+    #[error("configuration: {key}: {reason}")]
+    Invalid {
+        /// The key, as written in a config file.
+        key: &'static str,
+        /// What is wrong and what to set.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The layered sources: defaults, then `file` (or `MEMLAYER_CONFIG`) if
+    /// any, then the environment.
+    #[must_use]
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Self::default()));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("MEMLAYER_CONFIG").map(PathBuf::from));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        fig.merge(Env::prefixed("MEMLAYER_").ignore(&["CONFIG"]).split("__"))
+            .merge(Env::raw().only(&["LIBSQL_DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::raw().only(&["LIBSQL_AUTH_TOKEN"]).map(|_| "database.auth_token".into()))
+    }
+
+    /// Loads and validates the layered configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key to fix.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(&Self::figment(file))
+    }
+
+    /// Extracts and validates a configuration from `figment`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key to fix.
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_owned() });
+        if memlayer_domain::TenantId::parse(self.memory.default_tenant.clone()).is_err() {
+            return invalid("memory.default_tenant", "must be 1 to 64 ASCII letters, digits, - _ . : @");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return invalid("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.server.request_timeout_secs == 0 {
+            return invalid("server.request_timeout_secs", "must be at least 1");
+        }
+        if self.database.readers == 0 || self.database.readers > 64 {
+            return invalid("database.readers", "must be between 1 and 64");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format", "must be `text` or `json`");
+        }
+        if self.database.url.as_ref().is_some_and(|url| url.trim().is_empty()) {
+            return invalid("database.url", "is empty; unset it to use the embedded file under data_dir");
+        }
+        Ok(())
+    }
+
+    /// The embedded database file when no URL is set.
+    #[must_use]
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir.join("memlayer.db")
+    }
+}

@@ -1,0 +1,263 @@
+use std::sync::Arc;
+
+use memlayer_domain::{
+    AgentId, AgentState, Cursor, Direction, Message, MessageId, NewMessage, NewThread, Page, PageSize, StateVersion,
+    TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, TokenCount, parse_model,
+};
+use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter};
+use serde_json::Value;
+
+/// How an append treats token counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// Count tokens of every message: `Some(true)` or `Some(false)` decide,
+    /// `None` follows the configured default (`memory.count_tokens`).
+    pub count_tokens: Option<bool>,
+    /// The model whose tokenizer counts; defaults to the thread's model.
+    pub model: Option<String>,
+}
+
+/// The memory use cases: threads, messages, token counts and agent state,
+/// over whatever adapters [`crate::build`] wired.
+#[derive(Debug, Clone)]
+pub struct MemoryService {
+    threads: Arc<dyn ThreadStore>,
+    messages: Arc<dyn MessageStore>,
+    states: Arc<dyn StateStore>,
+    tokens: Arc<dyn TokenCounter>,
+    default_tenant: TenantId,
+    count_tokens_by_default: bool,
+}
+
+impl MemoryService {
+    /// Assembles the service from ports (the app's own wiring uses
+    /// [`crate::build`]; tests and embedders may pass their own adapters).
+    #[must_use]
+    pub fn new(
+        threads: Arc<dyn ThreadStore>,
+        messages: Arc<dyn MessageStore>,
+        states: Arc<dyn StateStore>,
+        tokens: Arc<dyn TokenCounter>,
+        default_tenant: TenantId,
+        count_tokens_by_default: bool,
+    ) -> Self {
+        Self { threads, messages, states, tokens, default_tenant, count_tokens_by_default }
+    }
+
+    /// The tenant used when a caller names none.
+    #[must_use]
+    pub fn default_tenant(&self) -> &TenantId {
+        &self.default_tenant
+    }
+
+    /// Creates a thread.
+    ///
+    /// # Errors
+    /// As [`ThreadStore::create`].
+    pub async fn create_thread(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+        if let Some(model) = &new.model {
+            parse_model(model)?;
+        }
+        self.threads.create(tenant, new).await
+    }
+
+    /// One thread.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist for this tenant.
+    pub async fn get_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
+        self.threads.get(tenant, id).await
+    }
+
+    /// A page of threads, newest first.
+    ///
+    /// # Errors
+    /// `Invalid` for a cursor of another listing.
+    pub async fn list_threads(
+        &self,
+        tenant: &TenantId,
+        filter: &ThreadFilter,
+        cursor: Option<Cursor>,
+        limit: PageSize,
+    ) -> Result<Page<Thread>, StoreError> {
+        self.threads.list(tenant, filter, cursor, limit).await
+    }
+
+    /// Updates a thread.
+    ///
+    /// # Errors
+    /// `NotFound`, or `Invalid` for an unacceptable model name.
+    pub async fn update_thread(
+        &self,
+        tenant: &TenantId,
+        id: ThreadId,
+        patch: ThreadPatch,
+    ) -> Result<Thread, StoreError> {
+        if let Some(Some(model)) = &patch.model {
+            parse_model(model)?;
+        }
+        self.threads.update(tenant, id, patch).await
+    }
+
+    /// Deletes a thread with its messages and state.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist for this tenant.
+    pub async fn delete_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+        self.threads.delete(tenant, id).await
+    }
+
+    /// Appends messages atomically, counting their tokens when asked.
+    ///
+    /// Token counting uses `options.model`, else the thread's model; counting
+    /// without either is `Invalid` and stores nothing. The text counted is the
+    /// content plus, for assistant messages, each tool call's name and JSON
+    /// arguments.
+    ///
+    /// # Errors
+    /// As [`MessageStore::append`], plus `Invalid` when counting has no model.
+    pub async fn append_messages(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        batch: Vec<NewMessage>,
+        options: AppendOptions,
+    ) -> Result<Vec<Message>, StoreError> {
+        if batch.is_empty() || batch.len() > memlayer_domain::MAX_BATCH {
+            return Err(memlayer_domain::DomainError::new(
+                "messages",
+                format!("a batch holds 1 to {} messages, got {}", memlayer_domain::MAX_BATCH, batch.len()),
+            )
+            .into());
+        }
+        let count = options.count_tokens.unwrap_or(self.count_tokens_by_default);
+        let batch = if count {
+            let model = match options.model {
+                Some(m) => parse_model(&m)?,
+                None => match self.threads.get(tenant, thread).await?.model {
+                    Some(m) => m,
+                    None => {
+                        return Err(memlayer_domain::DomainError::new(
+                            "model",
+                            "token counting needs a model: set the thread's model or pass one with the request",
+                        )
+                        .into());
+                    }
+                },
+            };
+            let texts = batch.iter().map(countable_text).collect();
+            let counts = self.tokens.count(&model, texts).await;
+            if counts.len() != batch.len() {
+                return Err(StoreError::backend(format!(
+                    "token counter returned {} counts for {} messages",
+                    counts.len(),
+                    batch.len()
+                )));
+            }
+            batch.into_iter().zip(counts).map(|(m, c)| m.with_token_count(c)).collect()
+        } else {
+            batch
+        };
+        self.messages.append(tenant, thread, batch).await
+    }
+
+    /// Appends one message; see [`MemoryService::append_messages`].
+    ///
+    /// # Errors
+    /// As [`MemoryService::append_messages`].
+    pub async fn append_message(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        message: NewMessage,
+        options: AppendOptions,
+    ) -> Result<Message, StoreError> {
+        let mut stored = self.append_messages(tenant, thread, vec![message], options).await?;
+        stored.pop().ok_or_else(|| StoreError::backend("append of one message returned none"))
+    }
+
+    /// A page of messages from a cursor; see [`MessageStore::page`].
+    ///
+    /// # Errors
+    /// As [`MessageStore::page`].
+    pub async fn page_messages(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        cursor: Option<Cursor>,
+        direction: Option<Direction>,
+        limit: PageSize,
+    ) -> Result<Page<Message>, StoreError> {
+        self.messages.page(tenant, thread, cursor, direction, limit).await
+    }
+
+    /// The last `n` messages, oldest first.
+    ///
+    /// # Errors
+    /// As [`MessageStore::last`].
+    pub async fn last_messages(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        n: PageSize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.messages.last(tenant, thread, n).await
+    }
+
+    /// One message.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist for this tenant.
+    pub async fn get_message(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+        self.messages.get(tenant, id).await
+    }
+
+    /// An agent's state in a thread.
+    ///
+    /// # Errors
+    /// As [`StateStore::load`].
+    pub async fn load_state(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        agent: &AgentId,
+    ) -> Result<Option<AgentState>, StoreError> {
+        self.states.load(tenant, thread, agent).await
+    }
+
+    /// Saves an agent's state if `expected` is the current version.
+    ///
+    /// # Errors
+    /// `Conflict` for a stale version; as [`StateStore::save`] otherwise.
+    pub async fn save_state(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        agent: &AgentId,
+        state: Value,
+        expected: StateVersion,
+    ) -> Result<AgentState, StoreError> {
+        AgentState::validate(&state)?;
+        self.states.save(tenant, thread, agent, state, expected).await
+    }
+
+    /// Counts tokens of `texts` for `model`.
+    ///
+    /// # Errors
+    /// `Invalid` for an unacceptable model name.
+    pub async fn count_tokens(&self, model: &str, texts: Vec<String>) -> Result<Vec<TokenCount>, StoreError> {
+        let model = parse_model(model)?;
+        Ok(self.tokens.count(&model, texts).await)
+    }
+}
+
+fn countable_text(m: &NewMessage) -> String {
+    let mut text = m.content().to_owned();
+    for call in m.tool_calls() {
+        text.push('\n');
+        text.push_str(&call.name);
+        text.push(' ');
+        text.push_str(&call.arguments.to_string());
+    }
+    text
+}

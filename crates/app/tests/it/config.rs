@@ -1,0 +1,92 @@
+//! Configuration layering: defaults, then file, then environment.
+
+use std::path::Path;
+
+use memlayer_app::{Config, ConfigError};
+
+fn load(jail: &figment::Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+    let _ = jail;
+    Config::load(file.map(Path::new))
+}
+
+#[test]
+fn defaults_apply_without_file_or_environment() {
+    figment::Jail::expect_with(|jail| {
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.addr.to_string(), "127.0.0.1:8080");
+        assert!(c.database.url.is_none(), "embedded file by default");
+        Ok(())
+    });
+}
+
+#[test]
+fn file_overrides_defaults_and_environment_overrides_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "memlayer.toml",
+            r#"
+            data_dir = "/from/file"
+            [server]
+            addr = "0.0.0.0:9000"
+            body_limit_bytes = 4096
+            [log]
+            format = "json"
+            "#,
+        )?;
+        let c = load(jail, Some("memlayer.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.data_dir, Path::new("/from/file"));
+        assert_eq!(c.server.addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.log.format, "json");
+
+        jail.set_env("MEMLAYER_DATA_DIR", "/from/env");
+        jail.set_env("MEMLAYER_SERVER__BODY_LIMIT_BYTES", "2048");
+        jail.set_env("LIBSQL_DATABASE_URL", "libsql://db.example.invalid");
+        jail.set_env("LIBSQL_AUTH_TOKEN", "s3cret");
+        let c = load(jail, Some("memlayer.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.data_dir, Path::new("/from/env"));
+        assert_eq!(c.server.body_limit_bytes, 2048);
+        assert_eq!(c.server.addr.to_string(), "0.0.0.0:9000", "file value kept where env is silent");
+        assert_eq!(c.database.url.as_deref(), Some("libsql://db.example.invalid"));
+        assert_eq!(c.database.auth_token.as_ref().map(|s| s.expose()), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"), "secrets never appear in Debug output");
+        Ok(())
+    });
+}
+
+#[test]
+fn config_file_named_by_environment_is_read() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("other.toml", "[memory]\ndefault_tenant = \"team-a\"\n")?;
+        jail.set_env("MEMLAYER_CONFIG", "other.toml");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(c.memory.default_tenant, "team-a");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_name_the_key_to_fix() {
+    let check = |toml: &str, needle: &str| {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", toml)?;
+            let err = load(jail, Some("bad.toml")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml:?}: {err}");
+            Ok(())
+        });
+    };
+    check("[server]\naddr = \"nope\"\n", "addr");
+    check("[server]\nbody_limit_bytes = 10\n", "server.body_limit_bytes");
+    check("[memory]\ndefault_tenant = \"has space\"\n", "memory.default_tenant");
+    check("[log]\nformat = \"xml\"\n", "log.format");
+    check("unknown_key = 1\n", "unknown_key");
+    check("[database]\nreaders = 0\n", "database.readers");
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    figment::Jail::expect_with(|jail| {
+        assert!(load(jail, Some("does-not-exist.toml")).is_err());
+        Ok(())
+    });
+}
