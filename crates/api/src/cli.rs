@@ -1,0 +1,223 @@
+//! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use figment::providers::Serialized;
+use memlayer_app::Config;
+use memlayer_ports::Database as _;
+
+/// memlayer: the memory and persistence layer for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "memlayer", version, about)]
+pub struct Cli {
+    /// A TOML configuration file (also `MEMLAYER_CONFIG`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded database (also `MEMLAYER_DATA_DIR`).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Listen address, HOST:PORT (also `MEMLAYER_SERVER__ADDR`; default 127.0.0.1:8080).
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<SocketAddr>,
+    },
+    /// Apply, revert or list schema migrations.
+    Migrate {
+        /// Direction.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Check configuration and database reachability, and say what to fix.
+    Doctor,
+}
+
+/// Migration actions.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the newest applied migrations.
+    Down {
+        /// How many to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
+    /// List migrations and whether they are applied.
+    Status,
+}
+
+/// Entry point of the binary.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli, addr: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let mut fig = Config::figment(cli.config.as_deref());
+    if let Some(dir) = &cli.data_dir {
+        fig = fig.merge(Serialized::default("data_dir", dir));
+    }
+    if let Some(addr) = addr {
+        fig = fig.merge(Serialized::default("server.addr", addr.to_string()));
+    }
+    Ok(Config::from_figment(&fig)?)
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Runs one parsed command.
+///
+/// # Errors
+/// Whatever stopped the command, with context.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { addr } => {
+            let config = load_config(&cli, *addr)?;
+            init_tracing(&config);
+            let addr = config.server.addr;
+            let services = memlayer_app::build(config).await?;
+            crate::server::serve(services, addr, |bound| {
+                println!("memlayer listening on http://{bound}");
+            })
+            .await
+            .with_context(|| format!("serving on {addr}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { action } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let db = memlayer_app::open_database(&config).await?;
+            match action {
+                MigrateAction::Up => {
+                    let applied = db.migrate_up().await.context("applying migrations")?;
+                    if applied.is_empty() {
+                        println!("up to date ({})", db.describe());
+                    }
+                    for m in applied {
+                        println!("applied {:>4} {}", m.version, m.name);
+                    }
+                }
+                MigrateAction::Down { steps } => {
+                    let reverted = db.migrate_down(*steps).await.context("reverting migrations")?;
+                    if reverted.is_empty() {
+                        println!("nothing to revert");
+                    }
+                    for m in reverted {
+                        println!("reverted {:>4} {}", m.version, m.name);
+                    }
+                }
+                MigrateAction::Status => {
+                    println!("{}", db.describe());
+                    for m in db.migration_status().await.context("reading migration status")? {
+                        let state = m.applied_at.map_or_else(|| "pending".to_owned(), |t| format!("applied {t}"));
+                        println!("{:>4} {:<32} {state}", m.version, m.name);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => Ok(doctor(&cli).await),
+    }
+}
+
+/// Checks configuration, data directory and database, printing one line per
+/// check and what to fix. Fails when any check fails.
+async fn doctor(cli: &Cli) -> ExitCode {
+    let mut failed = false;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        failed |= !ok;
+        println!("[{}] {what}: {detail}", if ok { " ok " } else { "FAIL" });
+    };
+    let config = match load_config(cli, None) {
+        Ok(c) => {
+            report(true, "configuration", "loaded (defaults, file, environment)".to_owned());
+            c
+        }
+        Err(e) => {
+            report(false, "configuration", format!("{e:#}; fix the named key in the file or environment"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.database.url.is_none() {
+        let dir = &config.data_dir;
+        let writable = std::fs::create_dir_all(dir).and_then(|()| {
+            let probe = dir.join(".memlayer-doctor");
+            std::fs::write(&probe, b"ok")?;
+            std::fs::remove_file(probe)
+        });
+        match writable {
+            Ok(()) => report(true, "data directory", format!("{} is writable", dir.display())),
+            Err(e) => report(
+                false,
+                "data directory",
+                format!("{}: {e}; set --data-dir or MEMLAYER_DATA_DIR to a writable directory", dir.display()),
+            ),
+        }
+    }
+    match memlayer_app::open_database(&config).await {
+        Err(e) => report(false, "database", format!("{e:#}; check database.url / LIBSQL_DATABASE_URL")),
+        Ok(db) => {
+            match db.ping().await {
+                Ok(()) => report(true, "database", format!("{} is reachable", db.describe())),
+                Err(e) => report(false, "database", format!("{}: {e}", db.describe())),
+            }
+            match db.migration_status().await {
+                Ok(list) => {
+                    let pending = list.iter().filter(|m| m.applied_at.is_none()).count();
+                    if pending == 0 {
+                        report(true, "migrations", format!("all {} applied", list.len()));
+                    } else if config.database.auto_migrate {
+                        report(
+                            true,
+                            "migrations",
+                            format!("{pending} pending; `memlayer serve` applies them at start"),
+                        );
+                    } else {
+                        report(
+                            false,
+                            "migrations",
+                            format!(
+                                "{pending} of {} pending; run `memlayer migrate up` (serve applies them too)",
+                                list.len()
+                            ),
+                        );
+                    }
+                }
+                Err(e) => report(false, "migrations", format!("cannot read status: {e}")),
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,336 @@
+//! JSON wire shapes of the HTTP API and their conversions to and from domain
+//! types. Domain types are not the wire format: changing one must not
+//! silently change the other.
+
+use memlayer_domain::{
+    AgentId, AgentState, DomainError, Message, Metadata, NewMessage, NewThread, ResourceId, Role, Thread, ThreadPatch,
+    Title, TokenCount, ToolCall,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A list page: `{"items": [...], "next_cursor": "…" | null}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageDto<T> {
+    /// Items in order.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A thread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThreadDto {
+    /// Time-ordered UUID.
+    pub id: String,
+    /// Owner tenant.
+    pub tenant: String,
+    /// The user or entity owning the thread.
+    pub resource_id: Option<String>,
+    /// The agent of the thread.
+    pub agent_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Model whose tokenizer counts the thread's messages.
+    pub model: Option<String>,
+    /// Free-form JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Messages appended so far (the last sequence number).
+    pub message_count: i64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; moves on every change and append.
+    pub updated_at: String,
+}
+
+impl From<Thread> for ThreadDto {
+    fn from(t: Thread) -> Self {
+        Self {
+            id: t.id.to_string(),
+            tenant: t.tenant.to_string(),
+            resource_id: t.resource_id.map(|r| r.to_string()),
+            agent_id: t.agent_id.map(|a| a.to_string()),
+            title: t.title.map(|x| x.as_str().to_owned()),
+            model: t.model,
+            metadata: Value::Object(t.metadata.into_map()),
+            message_count: t.last_seq,
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+        }
+    }
+}
+
+/// Body of `POST /api/threads`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateThreadDto {
+    /// The user or entity owning the thread.
+    pub resource_id: Option<String>,
+    /// The agent of the thread.
+    pub agent_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Model whose tokenizer counts the thread's messages (`gpt-4o`…).
+    pub model: Option<String>,
+    /// JSON object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl TryFrom<CreateThreadDto> for NewThread {
+    type Error = DomainError;
+    fn try_from(d: CreateThreadDto) -> Result<Self, DomainError> {
+        Ok(Self {
+            resource_id: d.resource_id.map(ResourceId::parse).transpose()?,
+            agent_id: d.agent_id.map(AgentId::parse).transpose()?,
+            title: d.title.map(Title::parse).transpose()?,
+            model: d.model.as_deref().map(memlayer_domain::parse_model).transpose()?,
+            metadata: d.metadata.map(Metadata::from_value).transpose()?.unwrap_or_default(),
+        })
+    }
+}
+
+/// Body of `PATCH /api/threads/{id}`: absent fields stay, `null` clears.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchThreadDto {
+    /// New title or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    /// New resource or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub resource_id: Option<Option<String>>,
+    /// New agent or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub agent_id: Option<Option<String>>,
+    /// New model or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub model: Option<Option<String>>,
+    /// Replaces the whole metadata object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl TryFrom<PatchThreadDto> for ThreadPatch {
+    type Error = DomainError;
+    fn try_from(d: PatchThreadDto) -> Result<Self, DomainError> {
+        Ok(Self {
+            title: d.title.map(|t| t.map(Title::parse).transpose()).transpose()?,
+            resource_id: d.resource_id.map(|r| r.map(ResourceId::parse).transpose()).transpose()?,
+            agent_id: d.agent_id.map(|a| a.map(AgentId::parse).transpose()).transpose()?,
+            model: d.model.map(|m| m.as_deref().map(memlayer_domain::parse_model).transpose()).transpose()?,
+            metadata: match d.metadata {
+                None => None,
+                Some(Value::Null) => Some(Metadata::default()),
+                Some(v) => Some(Metadata::from_value(v)?),
+            },
+        })
+    }
+}
+
+/// A tool call requested by an assistant message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallDto {
+    /// Call id, answered by a later tool message's `tool_call_id`.
+    pub id: String,
+    /// Tool name.
+    pub name: String,
+    /// Arguments (any JSON).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+}
+
+/// A message to append.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessageDto {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text; may be empty only for an assistant message with tool calls.
+    #[serde(default)]
+    pub content: String,
+    /// Required for (and only allowed on) `tool` messages.
+    pub tool_call_id: Option<String>,
+    /// The tool's name, for tool messages.
+    pub tool_name: Option<String>,
+    /// Tool calls of an assistant message.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallDto>,
+    /// JSON object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl TryFrom<NewMessageDto> for NewMessage {
+    type Error = DomainError;
+    fn try_from(d: NewMessageDto) -> Result<Self, DomainError> {
+        let role: Role = d.role.parse()?;
+        let calls =
+            d.tool_calls.into_iter().map(|c| ToolCall { id: c.id, name: c.name, arguments: c.arguments }).collect();
+        let metadata = d.metadata.map(Metadata::from_value).transpose()?.unwrap_or_default();
+        Self::new(role, d.content, d.tool_call_id, d.tool_name, calls, metadata)
+    }
+}
+
+/// Body of `POST /api/threads/{id}/messages` in its batch form.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBatchDto {
+    /// 1 to 1000 messages, appended atomically in order.
+    pub messages: Vec<NewMessageDto>,
+}
+
+/// Either one message or `{"messages": [...]}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "documentation-only type for the OpenAPI schema")]
+pub enum AppendBody {
+    /// One message.
+    One(NewMessageDto),
+    /// A batch.
+    Batch(MessageBatchDto),
+}
+
+/// A token count and how it was obtained.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenCountDto {
+    /// Tokens.
+    pub count: u32,
+    /// Model asked about.
+    pub model: String,
+    /// Encoding (`o200k_base`, `cl100k_base`) or `estimate:chars/4`.
+    pub encoding: String,
+    /// `false` for estimates.
+    pub exact: bool,
+}
+
+impl From<TokenCount> for TokenCountDto {
+    fn from(c: TokenCount) -> Self {
+        Self { count: c.count, model: c.model, encoding: c.encoding, exact: c.exact }
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDto {
+    /// Time-ordered UUID.
+    pub id: String,
+    /// Its thread.
+    pub thread_id: String,
+    /// Position in the thread, from 1, without gaps.
+    pub seq: i64,
+    /// Author role.
+    pub role: String,
+    /// Text.
+    pub content: String,
+    /// For tool messages.
+    pub tool_call_id: Option<String>,
+    /// For tool messages.
+    pub tool_name: Option<String>,
+    /// For assistant messages.
+    pub tool_calls: Vec<ToolCallDto>,
+    /// JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// When counted.
+    pub token_count: Option<TokenCountDto>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<Message> for MessageDto {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id.to_string(),
+            thread_id: m.thread_id.to_string(),
+            seq: m.seq,
+            role: m.role.as_str().to_owned(),
+            content: m.content,
+            tool_call_id: m.tool_call_id,
+            tool_name: m.tool_name,
+            tool_calls: m
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCallDto { id: c.id, name: c.name, arguments: c.arguments })
+                .collect(),
+            metadata: Value::Object(m.metadata.into_map()),
+            token_count: m.token_count.map(Into::into),
+            created_at: rfc3339(m.created_at),
+        }
+    }
+}
+
+/// Items of a batch append.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagesDto {
+    /// Stored messages in order.
+    pub items: Vec<MessageDto>,
+}
+
+/// An agent's state in a thread. `version` 0 and `state` null mean nothing
+/// was saved yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentStateDto {
+    /// The thread.
+    pub thread_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The state object, or null when never saved.
+    #[schema(value_type = Option<Object>)]
+    pub state: Value,
+    /// Pass as `expected_version` on the next save.
+    pub version: u64,
+    /// RFC 3339, or null when never saved.
+    pub updated_at: Option<String>,
+}
+
+impl From<AgentState> for AgentStateDto {
+    fn from(s: AgentState) -> Self {
+        Self {
+            thread_id: s.thread_id.to_string(),
+            agent_id: s.agent_id.to_string(),
+            state: s.state,
+            version: s.version,
+            updated_at: Some(rfc3339(s.updated_at)),
+        }
+    }
+}
+
+/// Body of `PUT /api/threads/{id}/state/{agent_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveStateDto {
+    /// The new state (a JSON object).
+    #[schema(value_type = Object)]
+    pub state: Value,
+    /// The version this write is based on: 0 to create.
+    pub expected_version: u64,
+}
+
+/// Body of `GET /health` and `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthDto {
+    /// `ok`.
+    pub status: &'static str,
+}

@@ -1,0 +1,116 @@
+//! The one mapping from errors to HTTP responses.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use memlayer_domain::DomainError;
+use memlayer_ports::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `invalid_request`, `malformed_json`,
+    /// `unsupported_media_type`, `payload_too_large`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `unavailable`, `timeout`, `internal`.
+    pub code: &'static str,
+    /// Human-readable explanation; for 5xx it reveals nothing internal.
+    pub message: String,
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => Self::not_found(e.to_string()),
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Invalid(d) => d.into(),
+            StoreError::Unavailable(ref m) => {
+                tracing::warn!(error = %m, "store unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry later")
+            }
+            other => {
+                tracing::error!(error = %other, source = ?std::error::Error::source(&other), "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match &r {
+            JsonRejection::JsonSyntaxError(_) => "malformed_json",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            _ => "invalid_request",
+        };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::invalid(r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::invalid(r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,51 @@
+//! Extractors whose rejections are [`ApiError`]s with JSON bodies.
+
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use memlayer_domain::TenantId;
+
+use crate::error::ApiError;
+use crate::routes::AppState;
+
+/// `axum::Json` with our error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` with our error shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` with our error shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// The header naming the tenant.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// The request's tenant: the `X-Tenant-Id` header, or the configured default
+/// tenant when absent. Real authentication comes later; this only scopes data.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantId);
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(TENANT_HEADER) {
+            None => Ok(Self(state.memory.default_tenant().clone())),
+            Some(v) => {
+                let s = v.to_str().map_err(|_| ApiError::invalid("X-Tenant-Id: must be ASCII"))?;
+                TenantId::parse(s).map(Self).map_err(|e| ApiError::invalid(format!("X-Tenant-Id: {}", e.reason)))
+            }
+        }
+    }
+}

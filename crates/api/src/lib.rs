@@ -1,0 +1,18 @@
+//! memlayer's frontends: the HTTP server (axum) and the `memlayer` CLI.
+//!
+//! Invariants:
+//! - this crate alone knows HTTP and JSON wire shapes: request and response
+//!   types live in [`dto`] and convert to and from domain types;
+//! - it owns the only mapping from errors to HTTP statuses ([`error`]);
+//!   5xx bodies say nothing about internals, the error chain is logged once;
+//! - every route is registered together with its OpenAPI description, so the
+//!   document at `/api/openapi.json` cannot drift from the router.
+
+pub mod cli;
+pub mod dto;
+pub mod error;
+mod extract;
+mod routes;
+pub mod server;
+
+pub use routes::{ApiDoc, AppState, router};

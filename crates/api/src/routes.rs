@@ -1,0 +1,363 @@
+//! Handlers, each registered with its OpenAPI description.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use memlayer_app::{AppendOptions, MemoryService};
+use memlayer_domain::{
+    AgentId, Cursor, Direction, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, ThreadFilter, ThreadId,
+    ThreadPatch,
+};
+use memlayer_ports::Database;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::dto::{
+    AgentStateDto, AppendBody, CreateThreadDto, HealthDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto,
+    PageDto, PatchThreadDto, SaveStateDto, ThreadDto,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Path, Query, Tenant};
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub memory: MemoryService,
+    /// Reachability for `/ready`.
+    pub database: Arc<dyn Database>,
+}
+
+/// The OpenAPI document's root; paths are added by the router.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
+    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto)),
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "ops"))
+)]
+pub struct ApiDoc;
+
+/// The application's router with its OpenAPI document served at
+/// `/api/openapi.json`.
+pub fn router(state: AppState) -> axum::Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_thread, list_threads))
+        .routes(routes!(get_thread, update_thread, delete_thread))
+        .routes(routes!(append_messages, list_messages))
+        .routes(routes!(get_state, put_state))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
+        .layer(axum::Extension(api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+fn thread_id(s: &str) -> Result<ThreadId, ApiError> {
+    s.parse().map_err(ApiError::from)
+}
+
+fn page_size(limit: Option<u32>) -> Result<PageSize, ApiError> {
+    limit.map_or(Ok(PageSize::default()), |n| PageSize::new(n).map_err(ApiError::from))
+}
+
+fn cursor(s: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    s.filter(|s| !s.is_empty()).map(Cursor::decode).transpose().map_err(ApiError::from)
+}
+
+/// Create a thread.
+#[utoipa::path(post, path = "/api/threads", tag = "threads",
+    params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant; the default tenant when absent")),
+    request_body = CreateThreadDto,
+    responses((status = 201, body = ThreadDto), (status = 400, body = ErrorBody)))]
+async fn create_thread(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Json(body): Json<CreateThreadDto>,
+) -> Result<(StatusCode, Json<ThreadDto>), ApiError> {
+    let new = NewThread::try_from(body)?;
+    let thread = s.memory.create_thread(&tenant, new).await?;
+    Ok((StatusCode::CREATED, Json(thread.into())))
+}
+
+/// Query of `GET /api/threads`. Besides these, `metadata.KEY=VALUE` filters
+/// on a top-level metadata key; VALUE is read as JSON when it parses
+/// (`metadata.n=2` is the number 2, `metadata.n="2"` the string) and as a
+/// string otherwise.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListThreadsQuery {
+    /// Only threads of this resource.
+    pub resource_id: Option<String>,
+    /// Only threads of this agent.
+    pub agent_id: Option<String>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    pub limit: Option<u32>,
+}
+
+fn parse_list_threads(pairs: Vec<(String, String)>) -> Result<(ListThreadsQuery, Vec<MetadataFilter>), ApiError> {
+    let mut q = ListThreadsQuery::default();
+    let mut meta = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "resource_id" => q.resource_id = Some(v),
+            "agent_id" => q.agent_id = Some(v),
+            "cursor" => q.cursor = Some(v),
+            "limit" => {
+                q.limit = Some(v.parse().map_err(|_| ApiError::invalid(format!("limit: `{v}` is not a number")))?);
+            }
+            _ => match k.strip_prefix("metadata.") {
+                Some(key) => {
+                    let value = serde_json::from_str::<Value>(&v).unwrap_or(Value::String(v));
+                    meta.push(MetadataFilter::new(key, value)?);
+                }
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown query parameter `{k}`; expected resource_id, agent_id, metadata.KEY, cursor, limit"
+                    )));
+                }
+            },
+        }
+    }
+    Ok((q, meta))
+}
+
+/// List threads, newest first.
+#[utoipa::path(get, path = "/api/threads", tag = "threads",
+    params(ListThreadsQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = PageDto<ThreadDto>), (status = 400, body = ErrorBody)))]
+async fn list_threads(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<PageDto<ThreadDto>>, ApiError> {
+    let (q, metadata) = parse_list_threads(pairs)?;
+    let filter = ThreadFilter {
+        resource_id: q.resource_id.map(ResourceId::parse).transpose()?,
+        agent_id: q.agent_id.map(AgentId::parse).transpose()?,
+        metadata,
+    };
+    let page = s.memory.list_threads(&tenant, &filter, cursor(q.cursor.as_deref())?, page_size(q.limit)?).await?;
+    Ok(Json(PageDto {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// Get a thread.
+#[utoipa::path(get, path = "/api/threads/{id}", tag = "threads",
+    params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_thread(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ThreadDto>, ApiError> {
+    Ok(Json(s.memory.get_thread(&tenant, thread_id(&id)?).await?.into()))
+}
+
+/// Update a thread: absent fields stay, `null` clears.
+#[utoipa::path(patch, path = "/api/threads/{id}", tag = "threads",
+    params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    request_body = PatchThreadDto,
+    responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_thread(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<PatchThreadDto>,
+) -> Result<Json<ThreadDto>, ApiError> {
+    let id = thread_id(&id)?;
+    let patch = ThreadPatch::try_from(body)?;
+    Ok(Json(s.memory.update_thread(&tenant, id, patch).await?.into()))
+}
+
+/// Delete a thread with its messages and agent state.
+#[utoipa::path(delete, path = "/api/threads/{id}", tag = "threads",
+    params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_thread(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.memory.delete_thread(&tenant, thread_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `POST /api/threads/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AppendQuery {
+    /// Count tokens of each message (default: the server's `memory.count_tokens`).
+    pub count_tokens: Option<bool>,
+    /// Model whose tokenizer counts (default: the thread's model).
+    pub model: Option<String>,
+}
+
+/// Append one message, or a batch `{"messages": [...]}` atomically.
+///
+/// One message answers with the stored message; a batch with `{"items": [...]}`.
+#[utoipa::path(post, path = "/api/threads/{id}/messages", tag = "messages",
+    params(("id" = String, Path, description = "Thread id"), AppendQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    request_body(content = AppendBody, description = "One message, or `{\"messages\": [...]}` (1 to 1000)"),
+    responses((status = 201, body = MessageDto, description = "One message stored"),
+               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn append_messages(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(q): Query<AppendQuery>,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let id = thread_id(&id)?;
+    let options = AppendOptions { count_tokens: q.count_tokens, model: q.model };
+    let is_batch = body.as_object().is_some_and(|o| o.contains_key("messages"));
+    let parse = |v: Value| -> Result<NewMessage, ApiError> {
+        let dto: NewMessageDto = serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("message: {e}")))?;
+        Ok(NewMessage::try_from(dto)?)
+    };
+    if is_batch {
+        let batch: MessageBatchDto =
+            serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("batch: {e}")))?;
+        let mut messages = Vec::with_capacity(batch.messages.len());
+        for (i, dto) in batch.messages.into_iter().enumerate() {
+            let m = NewMessage::try_from(dto).map_err(|e| ApiError::invalid(format!("messages[{i}].{e}")))?;
+            messages.push(m);
+        }
+        let stored = s.memory.append_messages(&tenant, id, messages, options).await?;
+        let items = stored.into_iter().map(Into::into).collect();
+        Ok((StatusCode::CREATED, Json(MessagesDto { items })).into_response())
+    } else {
+        if !body.is_object() {
+            return Err(ApiError::invalid("body must be a message object or {\"messages\": [...]}"));
+        }
+        let stored = s.memory.append_message(&tenant, id, parse(body)?, options).await?;
+        Ok((StatusCode::CREATED, Json(MessageDto::from(stored))).into_response())
+    }
+}
+
+/// Query of `GET /api/threads/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListMessagesQuery {
+    /// From a previous page's `next_cursor` (it carries its direction).
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    pub limit: Option<u32>,
+    /// `forward` (oldest first, default) or `backward` (newest first).
+    pub direction: Option<String>,
+}
+
+/// Page through a thread's messages by sequence number.
+#[utoipa::path(get, path = "/api/threads/{id}/messages", tag = "messages",
+    params(("id" = String, Path, description = "Thread id"), ListMessagesQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = PageDto<MessageDto>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_messages(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(q): Query<ListMessagesQuery>,
+) -> Result<Json<PageDto<MessageDto>>, ApiError> {
+    let id = thread_id(&id)?;
+    let direction = q.direction.as_deref().map(str::parse::<Direction>).transpose()?;
+    let page =
+        s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, page_size(q.limit)?).await?;
+    Ok(Json(PageDto {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// An agent's state in a thread (version 0 and null state when never saved).
+#[utoipa::path(get, path = "/api/threads/{id}/state/{agent_id}", tag = "state",
+    params(("id" = String, Path, description = "Thread id"), ("agent_id" = String, Path, description = "Agent id"),
+           ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = AgentStateDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_state(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, agent)): Path<(String, String)>,
+) -> Result<Json<AgentStateDto>, ApiError> {
+    let id = thread_id(&id)?;
+    let agent = AgentId::parse(agent)?;
+    let dto = match s.memory.load_state(&tenant, id, &agent).await? {
+        Some(state) => state.into(),
+        None => AgentStateDto {
+            thread_id: id.to_string(),
+            agent_id: agent.to_string(),
+            state: Value::Null,
+            version: 0,
+            updated_at: None,
+        },
+    };
+    Ok(Json(dto))
+}
+
+/// Save an agent's state if `expected_version` is current (0 to create);
+/// a stale version is a 409 and changes nothing.
+#[utoipa::path(put, path = "/api/threads/{id}/state/{agent_id}", tag = "state",
+    params(("id" = String, Path, description = "Thread id"), ("agent_id" = String, Path, description = "Agent id"),
+           ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    request_body = SaveStateDto,
+    responses((status = 200, body = AgentStateDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn put_state(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, agent)): Path<(String, String)>,
+    Json(body): Json<SaveStateDto>,
+) -> Result<Json<AgentStateDto>, ApiError> {
+    let id = thread_id(&id)?;
+    let agent = AgentId::parse(agent)?;
+    let saved = s.memory.save_state(&tenant, id, &agent, body.state, body.expected_version).await?;
+    Ok(Json(saved.into()))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = HealthDto)))]
+async fn health() -> Json<HealthDto> {
+    Json(HealthDto { status: "ok" })
+}
+
+/// The database is reachable.
+#[utoipa::path(get, path = "/ready", tag = "ops",
+    responses((status = 200, body = HealthDto), (status = 503, body = ErrorBody)))]
+async fn ready(State(s): State<AppState>) -> Result<Json<HealthDto>, ApiError> {
+    s.database.ping().await?;
+    Ok(Json(HealthDto { status: "ok" }))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi_json(axum::Extension(api): axum::Extension<Arc<utoipa::openapi::OpenApi>>) -> Response {
+    match api.to_json() {
+        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], Bytes::from(json)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "openapi serialisation failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Serving the router: middleware, tracing, limits and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use memlayer_app::Services;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::routes::{AppState, router};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The full application: routes plus body limit, request ids, per-request
+/// tracing spans and a request timeout.
+pub fn app(services: &Services) -> axum::Router {
+    let state = AppState { memory: services.memory.clone(), database: services.database.clone() };
+    let timeout = Duration::from_secs(services.config.server.request_timeout_secs);
+    router(state)
+        .layer(DefaultBodyLimit::max(services.config.server.body_limit_bytes))
+        .layer(middleware::from_fn(move |req: Request, next: Next| timeout_after(timeout, req, next)))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn timeout_after(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long; retry later")
+                .into_response()
+        }
+    }
+}
+
+/// Binds `addr` and serves until Ctrl-C or SIGTERM, then drains in-flight
+/// requests. `on_bound` receives the bound address (useful with port 0).
+///
+/// # Errors
+/// When the address cannot be bound or the server fails.
+pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    on_bound(bound);
+    tracing::info!(%bound, database = %services.database.describe(), "memlayer listening");
+    axum::serve(listener, app(&services)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("memlayer stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received, draining requests");
+}

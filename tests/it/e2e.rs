@@ -1,0 +1,144 @@
+//! The real `memlayer` binary on a temp directory, driven over HTTP and its CLI.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
+
+/// A running server, killed on drop if the test did not stop it.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("memlayer binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("memlayer listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
+    Server { child, base }
+}
+
+fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).arg("--data-dir").arg(dir).env("RUST_LOG", "warn").output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_api_and_its_cli_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = cli(dir.path(), &["migrate", "status"]);
+    assert!(ok && out.contains("pending"), "fresh store lists pending migrations: {out}");
+    let (ok, out) = cli(dir.path(), &["migrate", "up"]);
+    assert!(ok && out.contains("applied"), "{out}");
+    let (ok, out) = cli(dir.path(), &["doctor"]);
+    assert!(ok && out.contains("database") && !out.contains("FAIL"), "{out}");
+
+    let mut server = start(dir.path());
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(path).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get(format!("{base}/health")).await.0, 200);
+    assert_eq!(get(format!("{base}/ready")).await.0, 200);
+
+    let r = http
+        .post(format!("{base}/api/threads"))
+        .json(&json!({"title": "e2e", "model": "gpt-4o"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let thread: Value = r.json().await.unwrap();
+    let id = thread["id"].as_str().unwrap().to_owned();
+    let batch: Vec<Value> = (0..25).map(|i| json!({"role": "user", "content": format!("hello {i}")})).collect();
+    let r = http
+        .post(format!("{base}/api/threads/{id}/messages?count_tokens=true"))
+        .json(&json!({"messages": batch}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let (status, page) = get(format!("{base}/api/threads/{id}/messages?direction=backward&limit=10")).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"][0]["seq"], 25);
+    assert!(page["next_cursor"].is_string());
+    let r = http
+        .put(format!("{base}/api/threads/{id}/state/planner"))
+        .json(&json!({"state": {"goal": "test"}, "expected_version": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .post(format!("{base}/api/threads"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "malformed_json");
+    let (status, doc) = get(format!("{base}/api/openapi.json")).await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/api/threads/{id}/messages"].is_object());
+
+    // SIGTERM stops the server gracefully with success.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exited.is_some_and(|s| s.success()), "graceful exit after SIGTERM: {exited:?}");
+
+    // The data is on disk: a new server over the same directory sees it.
+    let server = start(dir.path());
+    let (status, again) = get(format!("{}/api/threads/{id}", server.base)).await;
+    assert_eq!((status, again["message_count"].clone()), (200, json!(25)));
+
+    drop(server);
+
+    let (ok, out) = cli(dir.path(), &["migrate", "down", "--steps", "1"]);
+    assert!(ok && out.contains("reverted"), "{out}");
+    let (ok, out) = cli(dir.path(), &["migrate", "status"]);
+    assert!(ok && out.contains("pending"), "{out}");
+    let (ok, out) = cli(dir.path(), &["migrate", "up"]);
+    assert!(ok && out.contains("applied"), "{out}");
+}

@@ -1,0 +1,417 @@
+//! The HTTP API in process: behaviour, bad input, OpenAPI, error shapes.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, assert_error};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_lifecycle() {
+    let t = TestApp::new().await;
+    let (status, created) = t
+        .call(
+            "POST",
+            "/api/threads",
+            Some(json!({"resource_id": "user-1", "agent_id": "support", "title": "Refund", "model": "gpt-4o", "metadata": {"lang": "en"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap();
+    for key in [
+        "id",
+        "tenant",
+        "resource_id",
+        "agent_id",
+        "title",
+        "model",
+        "metadata",
+        "message_count",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(created.get(key).is_some(), "created thread has {key}: {created}");
+    }
+    assert_eq!(created["tenant"], "default");
+    let (status, got) = t.call("GET", &format!("/api/threads/{id}"), None).await;
+    assert_eq!((status, &got), (StatusCode::OK, &created));
+
+    let (status, patched) =
+        t.call("PATCH", &format!("/api/threads/{id}"), Some(json!({"title": "Refund #2", "model": null}))).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["title"], "Refund #2");
+    assert_eq!(patched["model"], Value::Null);
+    assert_eq!(patched["agent_id"], "support", "absent fields stay");
+
+    let (status, _) = t.call("DELETE", &format!("/api/threads/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_error(&t.call("GET", &format!("/api/threads/{id}"), None).await, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_listing_filters_and_pages() {
+    let t = TestApp::new().await;
+    let a = t.thread(json!({"resource_id": "u1", "metadata": {"lang": "en", "n": 2}})).await;
+    let b = t.thread(json!({"resource_id": "u1", "agent_id": "bot"})).await;
+    let c = t.thread(json!({"resource_id": "u2", "metadata": {"lang": "en"}})).await;
+    let ids = |v: &Value| {
+        v["items"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (_, all) = t.call("GET", "/api/threads", None).await;
+    assert_eq!(ids(&all), vec![c.clone(), b.clone(), a.clone()]);
+    assert_eq!(all["next_cursor"], Value::Null);
+    let (_, u1) = t.call("GET", "/api/threads?resource_id=u1", None).await;
+    assert_eq!(ids(&u1), vec![b.clone(), a.clone()]);
+    let (_, en) = t.call("GET", "/api/threads?metadata.lang=en", None).await;
+    assert_eq!(ids(&en), vec![c.clone(), a.clone()]);
+    let (_, n2) = t.call("GET", "/api/threads?metadata.n=2", None).await;
+    assert_eq!(ids(&n2), vec![a.clone()]);
+    let (_, bot) = t.call("GET", "/api/threads?agent_id=bot", None).await;
+    assert_eq!(ids(&bot), vec![b.clone()]);
+
+    let (_, p1) = t.call("GET", "/api/threads?limit=2", None).await;
+    assert_eq!(ids(&p1), vec![c, b]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = t.call("GET", &format!("/api/threads?limit=2&cursor={cursor}"), None).await;
+    assert_eq!(ids(&p2), vec![a]);
+    assert_eq!(p2["next_cursor"], Value::Null);
+    assert_error(
+        &t.call("GET", &format!("/api/threads?limit=2&resource_id=u1&cursor={cursor}"), None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_append_and_page_both_ways() {
+    let t = TestApp::new().await;
+    let id = t.thread(json!({"model": "gpt-4o"})).await;
+    let uri = format!("/api/threads/{id}/messages");
+    let (status, one) = t.call("POST", &uri, Some(json!({"role": "system", "content": "be brief"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{one}");
+    assert_eq!(one["seq"], 1);
+    assert_eq!(one["token_count"], Value::Null, "not counted unless asked");
+    let batch: Vec<Value> = (0..9).map(|i| json!({"role": "user", "content": format!("m{i}")})).collect();
+    let (status, many) = t.call("POST", &format!("{uri}?count_tokens=true"), Some(json!({"messages": batch}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{many}");
+    let items = many["items"].as_array().unwrap();
+    assert_eq!(items.iter().map(|m| m["seq"].as_i64().unwrap()).collect::<Vec<_>>(), (2..=10).collect::<Vec<_>>());
+    assert_eq!(items[0]["token_count"]["encoding"], "o200k_base");
+    assert_eq!(items[0]["token_count"]["exact"], true);
+
+    let (status, est) = t
+        .call(
+            "POST",
+            &format!("{uri}?count_tokens=true&model=claude-3-5-sonnet"),
+            Some(json!({"role": "user", "content": "abcdefgh"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(est["token_count"]["exact"], false, "unknown model is an estimate: {est}");
+
+    let tool = json!({"messages": [
+        {"role": "assistant", "tool_calls": [{"id": "c1", "name": "weather", "arguments": {"city": "Oslo"}}]},
+        {"role": "tool", "tool_call_id": "c1", "tool_name": "weather", "content": "3°C", "metadata": {"ms": 40}}
+    ]});
+    let (status, v) = t.call("POST", &uri, Some(tool)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    for (dir, expect) in [("forward", (1..=13).collect::<Vec<i64>>()), ("backward", (1..=13).rev().collect())] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q =
+                cursor.as_ref().map_or_else(|| format!("?limit=4&direction={dir}"), |c| format!("?limit=4&cursor={c}"));
+            let (status, page) = t.call("GET", &format!("{uri}{q}"), None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(page["items"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expect, "{dir}");
+    }
+    let (_, th) = t.call("GET", &format!("/api/threads/{id}"), None).await;
+    assert_eq!(th["message_count"], 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_state_optimistic_concurrency() {
+    let t = TestApp::new().await;
+    let id = t.thread(json!({})).await;
+    let uri = format!("/api/threads/{id}/state/planner");
+    let (status, empty) = t.call("GET", &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((empty["version"].clone(), empty["state"].clone()), (json!(0), Value::Null));
+    let (status, v1) = t.call("PUT", &uri, Some(json!({"state": {"step": 1}, "expected_version": 0}))).await;
+    assert_eq!(status, StatusCode::OK, "{v1}");
+    assert_eq!(v1["version"], 1);
+    assert_error(
+        &t.call("PUT", &uri, Some(json!({"state": {"step": "stale"}, "expected_version": 0}))).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    let (status, v2) = t.call("PUT", &uri, Some(json!({"state": {"step": 2}, "expected_version": 1}))).await;
+    assert_eq!((status, v2["version"].clone()), (StatusCode::OK, json!(2)));
+    let (_, now) = t.call("GET", &uri, None).await;
+    assert_eq!(now["state"], json!({"step": 2}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let t = TestApp::with(|c| c.server.body_limit_bytes = 64 * 1024).await;
+    let id = t.thread(json!({"title": "keep"})).await;
+    let other = t.thread(json!({})).await;
+    let foreign = {
+        let (s, v) = t.call_as("tenant-b", "POST", "/api/threads", Some(json!({}))).await;
+        assert_eq!(s, StatusCode::CREATED);
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let msgs = format!("/api/threads/{id}/messages");
+    let (_, seeded) = t.call("POST", &msgs, Some(json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "user", "content": "c"}]}))).await;
+    assert_eq!(seeded["items"].as_array().map(Vec::len), Some(3));
+    let (_, page) = t.call("GET", &format!("{msgs}?limit=1"), None).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let state = format!("/api/threads/{id}/state/planner");
+    t.call("PUT", &state, Some(json!({"state": {"v": 1}, "expected_version": 0}))).await;
+    let (_, before_thread) = t.call("GET", &format!("/api/threads/{id}"), None).await;
+
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let (_, other_page) = {
+        t.call(
+            "POST",
+            &format!("/api/threads/{other}/messages"),
+            Some(json!({"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]})),
+        )
+        .await;
+        t.call("GET", &format!("/api/threads/{other}/messages?limit=1"), None).await
+    };
+    let other_cursor = other_page["next_cursor"].as_str().unwrap().to_owned();
+    let many: Vec<Value> = (0..1001).map(|i| json!({"role": "user", "content": format!("{i}")})).collect();
+    let huge = json!({"role": "user", "content": "x".repeat(70 * 1024)});
+
+    let bad = StatusCode::BAD_REQUEST;
+    let cases: Vec<(&str, String, Option<String>, StatusCode, &str)> = vec![
+        ("POST", msgs.clone(), Some("{not json".into()), bad, "malformed_json"),
+        ("POST", msgs.clone(), Some(r#"{"role":"user","content":"x","colour":"red"}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"{"role":"user","content":42}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"{"messages":[]}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(json!({"messages": many}).to_string()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"{"role":"wizard","content":"x"}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"{"role":"tool","content":"42"}"#.into()), bad, "invalid_request"),
+        (
+            "POST",
+            msgs.clone(),
+            Some(r#"{"messages":[{"role":"user","content":"ok"},{"role":"tool","content":"no id"}]}"#.into()),
+            bad,
+            "invalid_request",
+        ),
+        ("POST", msgs.clone(), Some(r#"{"role":"user","content":"x","metadata":[1]}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"[1,2]"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(r#"{"role":"user","content":""}"#.into()), bad, "invalid_request"),
+        (
+            "POST",
+            format!("{msgs}?count_tokens=true"),
+            Some(r#"{"role":"user","content":"no model"}"#.into()),
+            bad,
+            "invalid_request",
+        ),
+        ("POST", format!("{msgs}?colour=red"), Some(r#"{"role":"user","content":"x"}"#.into()), bad, "invalid_request"),
+        ("POST", msgs.clone(), Some(huge.to_string()), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            "POST",
+            "/api/threads/not-a-uuid/messages".into(),
+            Some(r#"{"role":"user","content":"x"}"#.into()),
+            bad,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            format!("/api/threads/{foreign}/messages"),
+            Some(r#"{"role":"user","content":"x"}"#.into()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("GET", format!("/api/threads/{foreign}"), None, StatusCode::NOT_FOUND, "not_found"),
+        ("GET", format!("{msgs}?cursor={tampered}"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?cursor={other_cursor}"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?cursor={cursor}&direction=backward"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?limit=0"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?limit=1001"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?limit=-1"), None, bad, "invalid_request"),
+        ("GET", format!("{msgs}?direction=sideways"), None, bad, "invalid_request"),
+        ("GET", "/api/threads?limit=0".into(), None, bad, "invalid_request"),
+        ("GET", "/api/threads?sort=name".into(), None, bad, "invalid_request"),
+        ("GET", "/api/threads?metadata.$bad=1".into(), None, bad, "invalid_request"),
+        ("POST", "/api/threads".into(), Some(r#"{"metadata":"nope"}"#.into()), bad, "invalid_request"),
+        ("POST", "/api/threads".into(), Some(r#"{"title":"x","owner":"me"}"#.into()), bad, "invalid_request"),
+        ("POST", "/api/threads".into(), Some(r#"{"resource_id":"has space"}"#.into()), bad, "invalid_request"),
+        ("PATCH", format!("/api/threads/{id}"), Some(r#"{"metadata":5}"#.into()), bad, "invalid_request"),
+        ("PATCH", format!("/api/threads/{id}"), Some(r#"{"title":""}"#.into()), bad, "invalid_request"),
+        (
+            "PUT",
+            state.clone(),
+            Some(r#"{"state":{"v":"stale"},"expected_version":0}"#.into()),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        ("PUT", state.clone(), Some(r#"{"state":[1],"expected_version":1}"#.into()), bad, "invalid_request"),
+        ("PUT", state.clone(), Some(r#"{"state":{"v":2}}"#.into()), bad, "invalid_request"),
+        ("PUT", state.clone(), Some(r#"{"state":{"v":2},"expected_version":-1}"#.into()), bad, "invalid_request"),
+        (
+            "PUT",
+            format!("/api/threads/{id}/state/bad%20agent"),
+            Some(r#"{"state":{},"expected_version":0}"#.into()),
+            bad,
+            "invalid_request",
+        ),
+        ("DELETE", "/api/threads/123".into(), None, bad, "invalid_request"),
+        ("GET", "/api/nothing-here".into(), None, StatusCode::NOT_FOUND, "not_found"),
+        ("PUT", "/api/threads".into(), None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let got = t.call_with(method, &uri, &[], body.clone(), true).await;
+        assert_eq!(got.0, status, "{method} {uri} {:?}: {}", body.as_deref().map(|b| &b[..b.len().min(80)]), got.1);
+        assert_eq!(got.1["error"]["code"], code, "{method} {uri}: {}", got.1);
+    }
+    assert_error(
+        &t.call_with("POST", &msgs, &[], Some(r#"{"role":"user","content":"x"}"#.into()), false).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &t.call_with("GET", "/api/threads", &[("x-tenant-id", "bad tenant!")], None, true).await,
+        bad,
+        "invalid_request",
+    );
+
+    let (_, after_thread) = t.call("GET", &format!("/api/threads/{id}"), None).await;
+    assert_eq!(after_thread, before_thread, "no bad request changed the thread");
+    let (_, all) = t.call("GET", &format!("{msgs}?limit=100"), None).await;
+    let contents: Vec<_> =
+        all["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(contents, vec!["a", "b", "c"], "no bad request stored a message");
+    let (_, st) = t.call("GET", &state, None).await;
+    assert_eq!((st["version"].clone(), st["state"].clone()), (json!(1), json!({"v": 1})), "state untouched");
+    let (_, foreign_view) = t.call_as("tenant-b", "GET", &format!("/api/threads/{foreign}"), None).await;
+    assert_eq!(foreign_view["message_count"], 0, "foreign thread untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated() {
+    let t = TestApp::new().await;
+    let (_, a) = t.call_as("tenant-a", "POST", "/api/threads", Some(json!({"title": "a"}))).await;
+    let id = a["id"].as_str().unwrap();
+    assert_eq!(a["tenant"], "tenant-a");
+    let (_, listed) = t.call_as("tenant-b", "GET", "/api/threads", None).await;
+    assert_eq!(listed["items"], json!([]));
+    assert_error(
+        &t.call_as("tenant-b", "DELETE", &format!("/api/threads/{id}"), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &t.call_as("tenant-b", "GET", &format!("/api/threads/{id}/state/x"), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let (status, _) = t.call_as("tenant-a", "GET", &format!("/api/threads/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_request_ids() {
+    let t = TestApp::new().await;
+    assert_eq!(t.call("GET", "/health", None).await, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(t.call("GET", "/ready", None).await, (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_every_route() {
+    let t = TestApp::new().await;
+    let (status, doc) = t.call("GET", "/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let mut described = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+            described.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    described.sort();
+    let mut expected = vec![
+        "POST /api/threads",
+        "GET /api/threads",
+        "GET /api/threads/{id}",
+        "PATCH /api/threads/{id}",
+        "DELETE /api/threads/{id}",
+        "POST /api/threads/{id}/messages",
+        "GET /api/threads/{id}/messages",
+        "GET /api/threads/{id}/state/{agent_id}",
+        "PUT /api/threads/{id}/state/{agent_id}",
+        "GET /health",
+        "GET /ready",
+        "GET /api/openapi.json",
+    ];
+    expected.sort_unstable();
+    assert_eq!(described, expected);
+    // Every described route is served (not the router's fallback).
+    let id = uuid::Uuid::now_v7().to_string();
+    for route in &described {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path.replace("{id}", &id).replace("{agent_id}", "a");
+        let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
+        assert!(
+            status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
+            "{route} is described but not served: {status} {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_errors_reveal_nothing() {
+    use memlayer_ports::{
+        MockDatabase, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter, StoreError,
+    };
+    let mut threads = MockThreadStore::new();
+    threads.expect_get().returning(|_, _| Err(StoreError::backend("SQLITE_CORRUPT at /secret/path/memlayer.db")));
+    threads.expect_create().returning(|_, _| Err(StoreError::Unavailable("pool timed out at 10.0.0.7".into())));
+    let memory = memlayer_app::MemoryService::new(
+        Arc::new(threads),
+        Arc::new(MockMessageStore::new()),
+        Arc::new(MockStateStore::new()),
+        Arc::new(MockTokenCounter::new()),
+        memlayer_domain::TenantId::default_tenant(),
+        false,
+    );
+    let mut database = MockDatabase::new();
+    database.expect_ping().returning(|| Err(StoreError::Unavailable("connection refused".into())));
+    let app = memlayer_api::router(memlayer_api::AppState { memory, database: Arc::new(database) });
+    let call = |method: &'static str, uri: String, body: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            use http_body_util::BodyExt as _;
+            use tower::ServiceExt as _;
+            let mut req = axum::http::Request::builder().method(method).uri(uri);
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let resp = app.oneshot(req.body(axum::body::Body::from(body.unwrap_or(""))).unwrap()).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let got = call("GET", format!("/api/threads/{}", uuid::Uuid::now_v7()), None).await;
+    assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(!got.1.to_string().contains("secret") && !got.1.to_string().contains("SQLITE"), "{}", got.1);
+    let got = call("POST", "/api/threads".into(), Some("{}")).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(!got.1.to_string().contains("10.0.0.7"), "{}", got.1);
+    let got = call("GET", "/ready".into(), None).await;
+    assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}

@@ -1,0 +1,10 @@
+//! Cross-crate tests of memlayer's frontends: the HTTP API in process over
+//! the real app and libSQL adapter (`http`), and the real `memlayer` binary
+//! driven over HTTP and its CLI (`e2e`).
+//!
+//! This is the `memlayer-api` package's one integration-test binary.
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+mod e2e;
+mod http;
+mod support;

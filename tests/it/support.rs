@@ -1,0 +1,82 @@
+//! Helpers shared by the HTTP tests.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use memlayer_app::Config;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// A server's router over a fresh embedded database in a temp directory.
+pub struct TestApp {
+    pub app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        tweak(&mut config);
+        let services = memlayer_app::build(config).await.unwrap();
+        let app = memlayer_api::server::app(&services);
+        Self { app, _dir: dir }
+    }
+
+    /// Sends a request; `body` is sent as JSON when `Some`.
+    pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(method, uri, &[], body.map(|b| b.to_string()), true).await
+    }
+
+    /// Sends a request as tenant `tenant`.
+    pub async fn call_as(&self, tenant: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(method, uri, &[("x-tenant-id", tenant)], body.map(|b| b.to_string()), true).await
+    }
+
+    /// Sends a raw body, optionally without a JSON content type.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+        json: bool,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if json && body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    /// Creates a thread and returns its id.
+    pub async fn thread(&self, body: Value) -> String {
+        let (status, v) = self.call("POST", "/api/threads", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Asserts an error response: status, JSON shape and code.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message present: {}", got.1);
+}
