@@ -356,6 +356,10 @@ async fn openapi_describes_every_route() {
         "GET /health",
         "GET /ready",
         "GET /api/openapi.json",
+        "DELETE /api/threads/{id}/messages/{message_id}",
+        "GET /api/threads/{id}/embeddings",
+        "POST /api/search",
+        "POST /api/embed",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -363,7 +367,7 @@ async fn openapi_describes_every_route() {
     let id = uuid::Uuid::now_v7().to_string();
     for route in &described {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{id}", &id).replace("{agent_id}", "a");
+        let path = path.replace("{id}", &id).replace("{agent_id}", "a").replace("{message_id}", &id);
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
@@ -375,7 +379,8 @@ async fn openapi_describes_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_errors_reveal_nothing() {
     use memlayer_ports::{
-        MockDatabase, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter, StoreError,
+        MockDatabase, MockEmbedder, MockEmbeddingStore, MockMessageStore, MockStateStore, MockThreadStore,
+        MockTokenCounter, MockVectorIndex, StoreError,
     };
     let mut threads = MockThreadStore::new();
     threads.expect_get().returning(|_, _| Err(StoreError::backend("SQLITE_CORRUPT at /secret/path/memlayer.db")));
@@ -390,7 +395,17 @@ async fn internal_errors_reveal_nothing() {
     );
     let mut database = MockDatabase::new();
     database.expect_ping().returning(|| Err(StoreError::Unavailable("connection refused".into())));
-    let app = memlayer_api::router(memlayer_api::AppState { memory, database: Arc::new(database) });
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(|| memlayer_ports::EmbedderInfo { model: "m".into(), dim: 3, max_tokens: 8 });
+    embedder.expect_embed().returning(|_| Err(StoreError::backend("onnx runtime crashed in /secret/lib.so")));
+    let search = memlayer_app::SearchService::new(
+        Arc::new(embedder),
+        Arc::new(MockVectorIndex::new()),
+        Arc::new(MockEmbeddingStore::new()),
+        Arc::new(MockMessageStore::new()),
+        Arc::new(MockThreadStore::new()),
+    );
+    let app = memlayer_api::router(memlayer_api::AppState { memory, search, database: Arc::new(database) });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
         async move {
@@ -414,4 +429,7 @@ async fn internal_errors_reveal_nothing() {
     assert!(!got.1.to_string().contains("10.0.0.7"), "{}", got.1);
     let got = call("GET", "/ready".into(), None).await;
     assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let got = call("POST", "/api/embed".into(), Some(r#"{"texts":["x"]}"#)).await;
+    assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(!got.1.to_string().contains("secret"), "{}", got.1);
 }

@@ -7,4 +7,5 @@
 
 mod e2e;
 mod http;
+mod search;
 mod support;

@@ -80,3 +80,16 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
     assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message present: {}", got.1);
 }
+
+/// Whether the embedding model is provisioned. With `CI` set a missing model
+/// fails the test; locally the test prints a visible skip and returns.
+pub fn model_ready(test: &str) -> bool {
+    match memlayer_app::probe_embedder(&memlayer_app::default_cache_dir()) {
+        Ok(_) => true,
+        Err(problem) => {
+            assert!(std::env::var_os("CI").is_none(), "{test}: the embedding model is required in CI: {problem}");
+            eprintln!("SKIP {test}: {problem}");
+            false
+        }
+    }
+}

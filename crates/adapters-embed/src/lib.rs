@@ -7,6 +7,16 @@
 //! (`ort`, `tokenizers`) will live here too, in its own module next to
 //! `tokens`.
 //!
+//! [`OnnxEmbedder`] is the [`memlayer_ports::Embedder`] on a local ONNX export
+//! of all-MiniLM-L6-v2 (module `onnx`), loaded from the cache that
+//! `scripts/provision` fills ([`default_cache_dir`]).
+//!
+//! [`ExactIndex`] and [`HnswIndex`] are the in-process
+//! [`memlayer_ports::VectorIndex`] adapters (module `index`): exact cosine
+//! search over per-(tenant, model) arenas, and `instant-distance` HNSW graphs
+//! kept current by an exact delta, tombstones, background rebuilds and an
+//! on-disk snapshot.
+//!
 //! Invariants:
 //! - an estimate is never presented as exact: `TokenCount::exact` is `true`
 //!   only when the model family's real encoding counted the text;
@@ -21,6 +31,10 @@
 //! What it must not know: HTTP, JSON wire shapes, SQL or any storage; it sees
 //! only domain types and port traits, and only `app` names it.
 
+mod index;
+mod onnx;
 mod tokens;
 
+pub use index::{ExactIndex, HnswConfig, HnswIndex, HnswModelStats, HnswStats};
+pub use onnx::{MINILM_MODEL, OnnxConfig, OnnxEmbedder, default_cache_dir};
 pub use tokens::TiktokenCounter;

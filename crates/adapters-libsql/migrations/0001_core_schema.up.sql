@@ -1,10 +1,11 @@
 -- Threads, messages and agent state.
 --
--- Ids are hyphenated lowercase UUID text (UUIDv7: text order is creation
--- order), times are INTEGER microseconds since the Unix epoch, JSON is TEXT.
+-- Ids are 16-byte BLOBs, the UUID's big-endian bytes (UUIDv7: byte order,
+-- which is how SQLite compares BLOBs, is creation order), times are INTEGER
+-- microseconds since the Unix epoch, JSON is TEXT.
 
 CREATE TABLE threads (
-    id          TEXT    NOT NULL PRIMARY KEY,
+    id          BLOB    NOT NULL PRIMARY KEY CHECK (typeof(id) = 'blob' AND length(id) = 16),
     tenant      TEXT    NOT NULL,
     resource_id TEXT,
     agent_id    TEXT,
@@ -27,8 +28,8 @@ CREATE INDEX threads_tenant_agent_id ON threads (tenant, agent_id, id);
 -- refer to messages by rowid.
 CREATE TABLE messages (
     rowid          INTEGER PRIMARY KEY,
-    id             TEXT    NOT NULL,
-    thread_id      TEXT    NOT NULL REFERENCES threads (id),
+    id             BLOB    NOT NULL CHECK (typeof(id) = 'blob' AND length(id) = 16),
+    thread_id      BLOB    NOT NULL REFERENCES threads (id) CHECK (typeof(thread_id) = 'blob' AND length(thread_id) = 16),
     seq            INTEGER NOT NULL CHECK (seq > 0),
     role           TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
     content        TEXT    NOT NULL,
@@ -50,7 +51,7 @@ CREATE UNIQUE INDEX messages_thread_seq ON messages (thread_id, seq);
 CREATE UNIQUE INDEX messages_id ON messages (id);
 
 CREATE TABLE agent_state (
-    thread_id  TEXT    NOT NULL REFERENCES threads (id),
+    thread_id  BLOB    NOT NULL REFERENCES threads (id) CHECK (typeof(thread_id) = 'blob' AND length(thread_id) = 16),
     agent_id   TEXT    NOT NULL,
     -- JSON object.
     state      TEXT    NOT NULL,

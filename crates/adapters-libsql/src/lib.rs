@@ -3,8 +3,9 @@
 //! database (tests), or a remote libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`] and [`Database`]; the application holds it behind those
-//! traits and never names a libSQL type.
+//! [`StateStore`], [`EmbeddingStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! implements [`VectorIndex`] on libSQL's native DiskANN index. The
+//! application holds them behind those traits and never names a libSQL type.
 //!
 //! Invariants:
 //! - one writer connection, serialised by an async mutex, and every write in
@@ -13,6 +14,9 @@
 //!   beside the writer; `:memory:` uses its single connection for everything;
 //! - an append bumps `threads.last_seq` and inserts its messages in the same
 //!   transaction, so sequence numbers are consecutive and gap-free;
+//! - triggers on `messages` (migration 2) give every inserted message its
+//!   full-text entry and embedding job, and remove them with its vectors when
+//!   it is deleted, in the same statement, whatever the delete path;
 //! - caller input reaches SQL only as bound parameters, never as SQL text;
 //! - driver errors become [`StoreError`] here (busy/locked → `Unavailable`,
 //!   constraint → `Conflict`, else `Backend`); a corrupt stored row is a
@@ -22,19 +26,22 @@
 //!   migrates, [`LibsqlBackend::open_migrated`] does.
 //!
 //! What it must not know: HTTP, JSON wire shapes, configuration sources,
-//! embeddings or tokenizers. It knows the domain types and the ports only.
+//! embedding models or tokenizers. It knows the domain types and the ports only.
 
 mod backend;
 mod config;
+mod embeddings;
 mod error;
 mod messages;
 mod migrations;
 #[cfg(test)]
 mod plans;
 mod rows;
+mod scope;
 mod state;
 mod threads;
 mod values;
+mod vectors;
 
 use async_trait::async_trait;
 use memlayer_ports::{Database, MigrationStatus, StoreError};
@@ -42,7 +49,8 @@ use memlayer_ports::{Database, MigrationStatus, StoreError};
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
-use memlayer_ports::{MessageStore, StateStore, ThreadStore};
+use memlayer_ports::{EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
 #[async_trait]
 impl Database for LibsqlBackend {

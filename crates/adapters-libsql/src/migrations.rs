@@ -28,12 +28,20 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Versions are strictly increasing; never
 /// edit one that has shipped, add a new one.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core_schema",
-    up: include_str!("../migrations/0001_core_schema.up.sql"),
-    down: include_str!("../migrations/0001_core_schema.down.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core_schema",
+        up: include_str!("../migrations/0001_core_schema.up.sql"),
+        down: include_str!("../migrations/0001_core_schema.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "semantic",
+        up: include_str!("../migrations/0002_semantic.up.sql"),
+        down: include_str!("../migrations/0002_semantic.down.sql"),
+    },
+];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (
     version    INTEGER PRIMARY KEY,

@@ -30,7 +30,7 @@ fn check(plan: &str, index: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_queries_use_indexes() {
     let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
-    let thread = Value::Text(ThreadId::new().to_string());
+    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
     let page_params = || vec![thread.clone(), Value::Integer(0), Value::Text("t".into()), Value::Integer(10)];
     for sql in [crate::messages::PAGE_FORWARD, crate::messages::PAGE_BACKWARD] {
         let p = plan(&backend, sql.to_owned(), page_params()).await;
@@ -56,4 +56,29 @@ async fn hot_queries_use_indexes() {
             check(&p, index);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_queries_use_indexes() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
+    let range = vec![thread, Value::Integer(1), Value::Integer(5), Value::Text("t".into())];
+    let p = plan(&backend, crate::messages::RANGE.to_owned(), range).await;
+    println!("{p}");
+    check(&p, "messages_thread_seq");
+
+    let p = plan(
+        &backend,
+        crate::embeddings::SCAN_VECTORS.to_owned(),
+        vec![Value::Text("m".into()), Value::Integer(0), Value::Integer(10)],
+    )
+    .await;
+    println!("{p}");
+    check(&p, "message_vectors_model");
+
+    // Due jobs: either walk the queue in rowid order or seek the due ones by
+    // time; never a scan of messages.
+    let p = plan(&backend, crate::embeddings::DUE_JOBS.to_owned(), vec![Value::Integer(0), Value::Integer(10)]).await;
+    println!("{p}");
+    assert!(!p.contains("SCAN m") && !p.contains("SCAN t"), "{p}");
 }

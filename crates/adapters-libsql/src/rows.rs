@@ -7,6 +7,7 @@ use memlayer_domain::{
     from_micros,
 };
 use memlayer_ports::StoreError;
+use uuid::Uuid;
 
 use crate::error::{Context as _, corrupt};
 
@@ -35,6 +36,23 @@ impl<'a> RowReader<'a> {
 
     pub(crate) fn text(&self, idx: i32, column: &'static str) -> Result<String, StoreError> {
         self.opt_text(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
+    }
+
+    /// An id stored as the UUID's 16 big-endian bytes.
+    pub(crate) fn uuid(&self, idx: i32, column: &'static str) -> Result<Uuid, StoreError> {
+        match self.value(idx)? {
+            Value::Blob(bytes) => <[u8; 16]>::try_from(bytes.as_slice())
+                .map(Uuid::from_bytes)
+                .map_err(|_| corrupt(self.table, column, format!("expected 16 bytes, found {}", bytes.len()))),
+            other => Err(corrupt(self.table, column, format!("expected a blob, found {}", kind(&other)))),
+        }
+    }
+
+    pub(crate) fn blob(&self, idx: i32, column: &'static str) -> Result<Vec<u8>, StoreError> {
+        match self.value(idx)? {
+            Value::Blob(bytes) => Ok(bytes),
+            other => Err(corrupt(self.table, column, format!("expected a blob, found {}", kind(&other)))),
+        }
     }
 
     pub(crate) fn opt_int(&self, idx: i32, column: &'static str) -> Result<Option<i64>, StoreError> {
@@ -91,7 +109,7 @@ pub(crate) const THREAD_COLUMNS: &str =
 pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError> {
     let r = RowReader::new(row, "threads");
     Ok(Thread {
-        id: r.parse(0, "id", |s| s.parse::<ThreadId>())?,
+        id: ThreadId::from_uuid(r.uuid(0, "id")?),
         tenant: tenant.clone(),
         resource_id: r.opt_parse(1, "resource_id", ResourceId::parse)?,
         agent_id: r.opt_parse(2, "agent_id", AgentId::parse)?,
@@ -122,8 +140,8 @@ pub(crate) fn message(row: &Row) -> Result<Message, StoreError> {
         }),
     };
     Ok(Message {
-        id: r.parse(0, "id", |s| s.parse::<MessageId>())?,
-        thread_id: r.parse(1, "thread_id", |s| s.parse::<ThreadId>())?,
+        id: MessageId::from_uuid(r.uuid(0, "id")?),
+        thread_id: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
         seq: r.int(2, "seq")?,
         role: r.parse(3, "role", |s| s.parse::<Role>())?,
         content: r.text(4, "content")?,
@@ -149,4 +167,32 @@ pub(crate) async fn query_row<T>(
     let mut rows = conn.query(sql, params).await.ctx(context)?;
     let row = rows.next().await.ctx(context)?;
     row.as_ref().map(decode).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_decode_from_16_byte_blobs_only() {
+        let db = libsql::Builder::new_local(":memory:").build().await.unwrap();
+        let conn = db.connect().unwrap();
+        let id = ThreadId::new();
+        let mut rows = conn
+            .query(
+                "SELECT ?1, X'0102', ?2, NULL, 7",
+                vec![crate::values::uuid(id.as_uuid()), Value::Text(id.to_string())],
+            )
+            .await
+            .unwrap();
+        let row = rows.next().await.unwrap().unwrap();
+        let r = RowReader::new(&row, "threads");
+        assert_eq!(ThreadId::from_uuid(r.uuid(0, "id").unwrap()), id);
+        for idx in 1..5 {
+            let err = r.uuid(idx, "id").unwrap_err();
+            assert!(err.to_string().contains("corrupt stored row in threads.id"), "{err}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use memlayer_ports::{StateStore, StoreError};
 use crate::LibsqlBackend;
 use crate::error::{Context as _, DriverError, corrupt};
 use crate::rows::{RowReader, query_row};
-use crate::values::{json_text, text};
+use crate::values::{json_text, text, uuid};
 
 /// `?1` tenant, `?2` thread, `?3` agent: one row when the thread exists, with
 /// NULL state columns when the agent has none.
@@ -24,7 +24,7 @@ impl StateStore for LibsqlBackend {
         thread: ThreadId,
         agent: &AgentId,
     ) -> Result<Option<AgentState>, StoreError> {
-        let params = [tenant.as_str().to_owned(), thread.to_string(), agent.as_str().to_owned()];
+        let params = vec![text(tenant.as_str()), uuid(thread.as_uuid()), text(agent.as_str())];
         let agent = agent.clone();
         self.read(move |conn| async move {
             query_row(&conn, "load agent state", CURRENT, params, |row| {
@@ -57,7 +57,7 @@ impl StateStore for LibsqlBackend {
         AgentState::validate(&state)?;
         let state_text = json_text(&state)?;
         let at = now();
-        let lookup = [tenant.as_str().to_owned(), thread.to_string(), agent.as_str().to_owned()];
+        let lookup = vec![text(tenant.as_str()), uuid(thread.as_uuid()), text(agent.as_str())];
         let agent = agent.clone();
         self.write(move |conn| async move {
             let current = query_row(&conn, "save agent state", CURRENT, lookup, |row| {
@@ -80,7 +80,7 @@ impl StateStore for LibsqlBackend {
                  ON CONFLICT (thread_id, agent_id) DO UPDATE SET \
                  state = excluded.state, version = excluded.version, updated_at = excluded.updated_at",
                 vec![
-                    text(thread.to_string()),
+                    uuid(thread.as_uuid()),
                     text(agent.as_str()),
                     state_text,
                     Value::Integer(stored),

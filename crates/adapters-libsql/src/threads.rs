@@ -10,7 +10,7 @@ use memlayer_ports::{StoreError, ThreadStore};
 use crate::LibsqlBackend;
 use crate::error::Context as _;
 use crate::rows::{THREAD_COLUMNS, query_row, thread};
-use crate::values::{json_text, opt_text, text};
+use crate::values::{json_text, opt_text, text, uuid};
 
 #[async_trait]
 impl ThreadStore for LibsqlBackend {
@@ -29,7 +29,7 @@ impl ThreadStore for LibsqlBackend {
             updated_at: at,
         };
         let params = vec![
-            text(created.id.to_string()),
+            uuid(created.id.as_uuid()),
             text(tenant.as_str()),
             opt_text(created.resource_id.as_ref().map(|r| r.as_str())),
             opt_text(created.agent_id.as_ref().map(|a| a.as_str())),
@@ -60,7 +60,7 @@ impl ThreadStore for LibsqlBackend {
                 &conn,
                 "get thread",
                 &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND id = ?2"),
-                [tenant.as_str().to_owned(), id.to_string()],
+                vec![text(tenant.as_str()), uuid(id.as_uuid())],
                 |row| thread(row, &tenant),
             )
             .await?
@@ -115,12 +115,11 @@ impl ThreadStore for LibsqlBackend {
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
         let tenant = tenant.as_str().to_owned();
         self.write(move |conn| async move {
-            let id_text = id.to_string();
             query_row(
                 &conn,
                 "delete thread",
                 "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2",
-                [tenant, id_text.clone()],
+                vec![Value::Text(tenant), uuid(id.as_uuid())],
                 |_| Ok(()),
             )
             .await?
@@ -130,7 +129,7 @@ impl ThreadStore for LibsqlBackend {
                 "DELETE FROM messages WHERE thread_id = ?1",
                 "DELETE FROM threads WHERE id = ?1",
             ] {
-                conn.execute(sql, [id_text.clone()]).await.ctx("delete thread")?;
+                conn.execute(sql, vec![uuid(id.as_uuid())]).await.ctx("delete thread")?;
             }
             Ok(())
         })
@@ -153,7 +152,7 @@ pub(crate) fn list_query(
         params.len()
     };
     if let Some(after) = after {
-        let n = bind(&mut params, text(after.to_string()));
+        let n = bind(&mut params, uuid(after.as_uuid()));
         sql.push_str(&format!(" AND id < ?{n}"));
     }
     if let Some(resource) = &filter.resource_id {
@@ -184,7 +183,7 @@ pub(crate) fn list_query(
 /// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.
 fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<(String, Vec<Value>), StoreError> {
     let mut sets = vec!["updated_at = ?1".to_owned()];
-    let mut params = vec![Value::Integer(to_micros(now())), text(tenant.as_str()), text(id.to_string())];
+    let mut params = vec![Value::Integer(to_micros(now())), text(tenant.as_str()), uuid(id.as_uuid())];
     let mut set = |column: &str, value: Value| {
         params.push(value);
         sets.push(format!("{column} = ?{}", params.len()));

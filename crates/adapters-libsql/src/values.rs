@@ -3,11 +3,18 @@
 use libsql::Value;
 use memlayer_ports::StoreError;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::error::DriverError;
 
 pub(crate) fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
+}
+
+/// An id as stored: the UUID's 16 big-endian bytes (for UUIDv7, byte order
+/// is creation order, and SQLite compares BLOBs bytewise).
+pub(crate) fn uuid(id: Uuid) -> Value {
+    Value::Blob(id.as_bytes().to_vec())
 }
 
 pub(crate) fn opt_text(s: Option<&str>) -> Value {

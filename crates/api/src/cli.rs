@@ -40,8 +40,35 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Check configuration and database reachability, and say what to fix.
+    /// Check configuration, database, model and runtime, and say what to fix.
     Doctor,
+    /// Search stored messages by meaning, words, or both.
+    Search {
+        /// What to look for.
+        query: String,
+        /// Only this thread.
+        #[arg(long, conflicts_with = "resource")]
+        thread: Option<String>,
+        /// Only this resource's threads.
+        #[arg(long)]
+        resource: Option<String>,
+        /// `vector`, `lexical` or `hybrid`.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// How many hits.
+        #[arg(long, default_value_t = 10)]
+        top_k: u32,
+        /// Tenant (default: the configured default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Embed every message lacking a vector of the current model (after a
+    /// model change, or to catch up); resumable: rerun after an interruption.
+    Reembed {
+        /// Afterwards, delete vectors of other models.
+        #[arg(long)]
+        prune: bool,
+    },
 }
 
 /// Migration actions.
@@ -149,6 +176,85 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => Ok(doctor(&cli).await),
+        Command::Search { query, thread, resource, mode, top_k, tenant } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+                None => services.memory.default_tenant().clone(),
+            };
+            let scope = match (thread, resource) {
+                (Some(t), _) => memlayer_domain::SearchScope::Thread(t.parse()?),
+                (None, Some(r)) => {
+                    memlayer_domain::SearchScope::Resource(memlayer_domain::ResourceId::parse(r.clone())?)
+                }
+                (None, None) => memlayer_domain::SearchScope::Tenant,
+            };
+            let query = memlayer_domain::SearchQuery::new(
+                query.clone(),
+                scope,
+                mode.parse()?,
+                memlayer_domain::TopK::new(*top_k)?,
+                memlayer_domain::Window::default(),
+                None,
+            )?;
+            let results = services.search.search(&tenant, &query).await?;
+            let plan = &results.plan;
+            println!(
+                "{} hits ({} mode, index {}, {} pending, {} other model)",
+                results.hits.len(),
+                query.mode,
+                plan.vector_index,
+                plan.pending,
+                plan.other_model
+            );
+            for hit in results.hits {
+                let m = &hit.message;
+                let text: String = m.content.chars().take(120).collect();
+                println!("{:>8.4}  {} #{:<5} {:<9} {text}", hit.score, m.thread_id, m.seq, m.role.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reembed { prune } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            if let Some(problem) = &services.embedder_problem {
+                anyhow::bail!("cannot embed: {problem}");
+            }
+            let model = services.search.embedder_info().model;
+            let queued = services.embeddings.enqueue_missing(model.clone()).await.context("scheduling messages")?;
+            println!("{model}: {queued} messages scheduled (plus any already pending)");
+            let bar = indicatif::ProgressBar::new(queued);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut done = 0u64;
+            loop {
+                let round = services.worker.run_once().await.context("embedding")?;
+                if round.failed > 0 {
+                    bar.abandon();
+                    anyhow::bail!("embedding failed for {} messages; they stay queued, rerun to resume", round.failed);
+                }
+                if round.embedded == 0 {
+                    break;
+                }
+                done += round.embedded as u64;
+                if done > bar.length().unwrap_or(0) {
+                    bar.set_length(done);
+                }
+                bar.set_position(done);
+            }
+            bar.finish();
+            println!("embedded {done} messages with {model}");
+            if *prune {
+                let pruned = services.embeddings.prune_vectors(model).await.context("pruning old vectors")?;
+                println!("pruned {pruned} vectors of other models");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -218,6 +324,18 @@ async fn doctor(cli: &Cli) -> ExitCode {
                 Err(e) => report(false, "migrations", format!("cannot read status: {e}")),
             }
         }
+    }
+    if config.embedding.enabled {
+        let cache = config.embedding.cache_dir.clone().unwrap_or_else(memlayer_app::default_cache_dir);
+        let embedder = memlayer_app::probe_embedder(&cache);
+        match embedder {
+            Ok(info) => {
+                report(true, "embedding model", format!("{} ({} dims) in {}", info.model, info.dim, cache.display()))
+            }
+            Err(problem) => report(false, "embedding model", problem),
+        }
+    } else {
+        report(true, "embedding model", "disabled (embedding.enabled = false)".to_owned());
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

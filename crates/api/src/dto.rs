@@ -334,3 +334,120 @@ pub struct HealthDto {
     /// `ok`.
     pub status: &'static str,
 }
+
+/// Where a search looks: exactly one of the three.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDto {
+    /// One thread.
+    pub thread_id: Option<String>,
+    /// Every thread of one resource.
+    pub resource_id: Option<String>,
+    /// `true`: the whole tenant.
+    pub tenant: Option<bool>,
+}
+
+/// Neighbours around each hit.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDto {
+    /// Messages before each hit (0 to 20).
+    #[serde(default)]
+    pub before: u32,
+    /// Messages after each hit (0 to 20).
+    #[serde(default)]
+    pub after: u32,
+}
+
+/// Body of `POST /api/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequestDto {
+    /// What to look for (1 to 8192 characters).
+    pub query: String,
+    /// Default: the whole tenant.
+    pub scope: Option<ScopeDto>,
+    /// `vector`, `lexical` or `hybrid` (default).
+    pub mode: Option<String>,
+    /// 1 to 100, default 10.
+    pub top_k: Option<u32>,
+    /// Neighbours around each hit.
+    pub window: Option<WindowDto>,
+    /// Drop hits scoring below this.
+    pub min_score: Option<f32>,
+}
+
+/// One search hit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HitDto {
+    /// The message, whole.
+    pub message: MessageDto,
+    /// Its thread.
+    pub thread_id: String,
+    /// Cosine similarity (vector), BM25-derived (lexical) or fused reciprocal-rank score (hybrid).
+    pub score: f32,
+    /// The ranking that produced the score.
+    pub mode: String,
+    /// Neighbours before, in thread order.
+    pub before: Vec<MessageDto>,
+    /// Neighbours after, in thread order.
+    pub after: Vec<MessageDto>,
+}
+
+/// How the search ran.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanDto {
+    /// `exact` when every candidate was compared, `hnsw`/`libsql` when an index was used, `none` for lexical.
+    pub vector_index: String,
+    /// The embedding model compared (empty for lexical).
+    pub model: String,
+    /// Messages in scope not embedded yet (not findable by vector yet).
+    pub pending: u64,
+    /// Messages in scope embedded by another model only: left out of vector ranking (run `memlayer reembed`).
+    pub other_model: u64,
+}
+
+/// Response of `POST /api/search`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponseDto {
+    /// Best first.
+    pub hits: Vec<HitDto>,
+    /// The mode used.
+    pub mode: String,
+    /// How it ran.
+    pub plan: PlanDto,
+}
+
+/// Body of `POST /api/embed`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequestDto {
+    /// 1 to 256 texts; each is truncated to the model's token limit.
+    pub texts: Vec<String>,
+}
+
+/// Response of `POST /api/embed`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbedResponseDto {
+    /// The model.
+    pub model: String,
+    /// Dimensions of each vector.
+    pub dim: usize,
+    /// One unit-length vector per text, in order.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// Embedding progress of a thread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingStatusDto {
+    /// The current embedding model.
+    pub model: String,
+    /// Messages with a vector of the current model.
+    pub embedded: u64,
+    /// Messages waiting for an embedding (first try or retry).
+    pub pending: u64,
+    /// Pending messages whose embedding failed at least once.
+    pub failing: u64,
+    /// Messages with a vector of another model only.
+    pub other_model: u64,
+}

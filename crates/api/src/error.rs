@@ -21,7 +21,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_request`, `malformed_json`,
     /// `unsupported_media_type`, `payload_too_large`, `not_found`,
-    /// `method_not_allowed`, `conflict`, `unavailable`, `timeout`, `internal`.
+    /// `method_not_allowed`, `conflict`, `unavailable`, `model_unavailable`,
+    /// `timeout`, `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,
@@ -70,6 +71,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(d) => d.into(),
+            StoreError::Unprovisioned(m) => {
+                tracing::warn!(problem = %m, "required resource not provisioned");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", m)
+            }
             StoreError::Unavailable(ref m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry later")

@@ -6,10 +6,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use memlayer_app::{AppendOptions, MemoryService};
+use memlayer_app::{AppendOptions, MemoryService, SearchService};
 use memlayer_domain::{
-    AgentId, Cursor, Direction, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, ThreadFilter, ThreadId,
-    ThreadPatch,
+    AgentId, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
+    SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
 use memlayer_ports::Database;
 use serde::Deserialize;
@@ -19,8 +19,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::dto::{
-    AgentStateDto, AppendBody, CreateThreadDto, HealthDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto,
-    PageDto, PatchThreadDto, SaveStateDto, ThreadDto,
+    AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, HealthDto,
+    HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto, SaveStateDto,
+    SearchRequestDto, SearchResponseDto, ThreadDto,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, Tenant};
@@ -28,8 +29,10 @@ use crate::extract::{Json, Path, Query, Tenant};
 /// Shared state of every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The use cases.
+    /// The memory use cases.
     pub memory: MemoryService,
+    /// Search and embeddings.
+    pub search: SearchService,
     /// Reachability for `/ready`.
     pub database: Arc<dyn Database>,
 }
@@ -39,7 +42,7 @@ pub struct AppState {
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
     components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "ops"))
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -50,7 +53,11 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(create_thread, list_threads))
         .routes(routes!(get_thread, update_thread, delete_thread))
         .routes(routes!(append_messages, list_messages))
+        .routes(routes!(delete_message))
+        .routes(routes!(thread_embeddings))
         .routes(routes!(get_state, put_state))
+        .routes(routes!(search))
+        .routes(routes!(embed))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(openapi_json))
@@ -360,4 +367,114 @@ async fn openapi_json(axum::Extension(api): axum::Extension<Arc<utoipa::openapi:
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
         }
     }
+}
+
+/// Delete one message with its vector and index entry.
+#[utoipa::path(delete, path = "/api/threads/{id}/messages/{message_id}", tag = "messages",
+    params(("id" = String, Path, description = "Thread id"), ("message_id" = String, Path, description = "Message id"),
+           ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_message(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, message_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let thread = thread_id(&id)?;
+    let message: MessageId = message_id.parse()?;
+    let found = s.memory.get_message(&tenant, message).await?;
+    if found.thread_id != thread {
+        return Err(ApiError::not_found(format!("message {message} not found in thread {thread}")));
+    }
+    s.memory.delete_message(&tenant, message).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Embedding progress of a thread: embedded, pending (still retried), other model.
+#[utoipa::path(get, path = "/api/threads/{id}/embeddings", tag = "search",
+    params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = EmbeddingStatusDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn thread_embeddings(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<EmbeddingStatusDto>, ApiError> {
+    let counts = s.search.thread_embeddings(&tenant, thread_id(&id)?).await?;
+    Ok(Json(EmbeddingStatusDto {
+        model: s.search.embedder_info().model,
+        embedded: counts.embedded,
+        pending: counts.pending,
+        failing: counts.failing,
+        other_model: counts.other_model,
+    }))
+}
+
+fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
+    let scope = match body.scope {
+        None => SearchScope::Tenant,
+        Some(scope) => match (scope.thread_id, scope.resource_id, scope.tenant) {
+            (Some(t), None, None) => SearchScope::Thread(thread_id(&t)?),
+            (None, Some(r), None) => SearchScope::Resource(ResourceId::parse(r)?),
+            (None, None, Some(true)) => SearchScope::Tenant,
+            _ => {
+                return Err(ApiError::invalid(
+                    "scope: give exactly one of {\"thread_id\": …}, {\"resource_id\": …} or {\"tenant\": true}",
+                ));
+            }
+        },
+    };
+    let mode = body.mode.as_deref().map(str::parse::<SearchMode>).transpose()?.unwrap_or_default();
+    let top_k = body.top_k.map(TopK::new).transpose()?.unwrap_or_default();
+    let window = body.window.map_or(Ok(Window::default()), |w| Window::new(w.before, w.after))?;
+    Ok(SearchQuery::new(body.query, scope, mode, top_k, window, body.min_score)?)
+}
+
+/// Find messages by meaning (`vector`), by words (`lexical`) or both (`hybrid`).
+#[utoipa::path(post, path = "/api/search", tag = "search",
+    params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    request_body = SearchRequestDto,
+    responses((status = 200, body = SearchResponseDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
+async fn search(
+    State(s): State<AppState>,
+    Tenant(tenant): Tenant,
+    Json(body): Json<SearchRequestDto>,
+) -> Result<Json<SearchResponseDto>, ApiError> {
+    let query = search_query(body)?;
+    let results = s.search.search(&tenant, &query).await?;
+    let hits = results
+        .hits
+        .into_iter()
+        .map(|h| HitDto {
+            thread_id: h.message.thread_id.to_string(),
+            score: h.score,
+            mode: h.mode.as_str().to_owned(),
+            message: h.message.into(),
+            before: h.before.into_iter().map(Into::into).collect(),
+            after: h.after.into_iter().map(Into::into).collect(),
+        })
+        .collect();
+    let p = results.plan;
+    Ok(Json(SearchResponseDto {
+        hits,
+        mode: query.mode.as_str().to_owned(),
+        plan: PlanDto { vector_index: p.vector_index, model: p.model, pending: p.pending, other_model: p.other_model },
+    }))
+}
+
+/// Embed texts with the server's model.
+#[utoipa::path(post, path = "/api/embed", tag = "search",
+    request_body = EmbedRequestDto,
+    responses((status = 200, body = EmbedResponseDto), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
+async fn embed(
+    State(s): State<AppState>,
+    Json(body): Json<EmbedRequestDto>,
+) -> Result<Json<EmbedResponseDto>, ApiError> {
+    let vectors = s.search.embed(body.texts).await?;
+    let info = s.search.embedder_info();
+    Ok(Json(EmbedResponseDto {
+        model: info.model,
+        dim: info.dim,
+        vectors: vectors.into_iter().map(memlayer_domain::Embedding::into_vector).collect(),
+    }))
 }

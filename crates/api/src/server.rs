@@ -20,7 +20,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The full application: routes plus body limit, request ids, per-request
 /// tracing spans and a request timeout.
 pub fn app(services: &Services) -> axum::Router {
-    let state = AppState { memory: services.memory.clone(), database: services.database.clone() };
+    let state = AppState {
+        memory: services.memory.clone(),
+        search: services.search.clone(),
+        database: services.database.clone(),
+    };
     let timeout = Duration::from_secs(services.config.server.request_timeout_secs);
     router(state)
         .layer(DefaultBodyLimit::max(services.config.server.body_limit_bytes))
@@ -53,8 +57,11 @@ pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(S
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     on_bound(bound);
-    tracing::info!(%bound, database = %services.database.describe(), "memlayer listening");
-    axum::serve(listener, app(&services)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!(%bound, database = %services.database.describe(), index = services.search.index_kind(), "memlayer listening");
+    let background = services.start_background();
+    let served = axum::serve(listener, app(&services)).with_graceful_shutdown(shutdown_signal()).await;
+    background.stop().await;
+    served?;
     tracing::info!("memlayer stopped");
     Ok(())
 }

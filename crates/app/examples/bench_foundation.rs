@@ -193,7 +193,7 @@ async fn main() {
                FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT 100 OFFSET ?2";
     let offset_time = |offset: i64, n: usize| {
         let conn = conn.clone();
-        let thread = thread.to_string();
+        let thread = libsql::Value::Blob(thread.as_uuid().as_bytes().to_vec());
         async move {
             let mut times = Vec::new();
             for _ in 0..n {

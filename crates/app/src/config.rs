@@ -49,6 +49,84 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Local embeddings.
+    pub embedding: EmbeddingConfig,
+    /// Semantic search.
+    pub search: SearchConfig,
+}
+
+/// Local embeddings (all-MiniLM-L6-v2 on ONNX Runtime).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// Embed messages at all; when off, vector search answers 503.
+    pub enabled: bool,
+    /// Where `scripts/provision` put the model and runtime; unset for
+    /// `$MEMLAYER_CACHE_DIR` or `~/.cache/memlayer`.
+    pub cache_dir: Option<PathBuf>,
+    /// `background`: appends return at once and a worker embeds; `inline`:
+    /// an append waits until the worker has embedded what is due.
+    pub mode: String,
+    /// Messages embedded per batch.
+    pub batch_size: usize,
+    /// Worker poll interval when idle, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// First retry delay after a failed embedding, in milliseconds (doubles per attempt).
+    pub base_backoff_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub max_backoff_secs: u64,
+    /// ONNX Runtime sessions (parallel batches).
+    pub sessions: usize,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cache_dir: None,
+            mode: "background".into(),
+            batch_size: 64,
+            poll_interval_ms: 500,
+            base_backoff_ms: 1_000,
+            max_backoff_secs: 300,
+            sessions: 1,
+            intra_threads: 1,
+        }
+    }
+}
+
+/// Semantic search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Vector index: `hnsw` (in process, snapshot under data_dir), `exact`
+    /// (in-process scan), or `libsql` (libSQL's native DiskANN index).
+    pub index: String,
+    /// Scopes with at most this many vectors are searched exactly.
+    pub exact_below: usize,
+    /// HNSW: new vectors searched exactly until this many trigger a background rebuild.
+    pub rebuild_threshold: usize,
+    /// HNSW: candidate list size at build time.
+    pub ef_construction: usize,
+    /// HNSW: candidate list size at query time.
+    pub ef_search: usize,
+    /// libSQL index: neighbours per node.
+    pub max_neighbors: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            index: "hnsw".into(),
+            exact_below: 20_000,
+            rebuild_threshold: 5_000,
+            ef_construction: 100,
+            ef_search: 100,
+            max_neighbors: 32,
+        }
+    }
 }
 
 /// Database selection.
@@ -111,6 +189,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             memory: MemoryConfig::default(),
             log: LogConfig::default(),
+            embedding: EmbeddingConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }
@@ -210,6 +290,24 @@ impl Config {
         }
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");
+        }
+        if !matches!(self.embedding.mode.as_str(), "background" | "inline") {
+            return invalid("embedding.mode", "must be `background` or `inline`");
+        }
+        if self.embedding.batch_size == 0 || self.embedding.batch_size > 1024 {
+            return invalid("embedding.batch_size", "must be between 1 and 1024");
+        }
+        if self.embedding.sessions == 0 || self.embedding.sessions > 16 {
+            return invalid("embedding.sessions", "must be between 1 and 16");
+        }
+        if self.embedding.intra_threads == 0 || self.embedding.intra_threads > 64 {
+            return invalid("embedding.intra_threads", "must be between 1 and 64");
+        }
+        if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql") {
+            return invalid("search.index", "must be `hnsw`, `exact` or `libsql`");
+        }
+        if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
+            return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");

@@ -13,10 +13,16 @@
 
 mod config;
 mod memory;
+mod search;
 mod wiring;
+mod worker;
 
-pub use config::{Config, ConfigError, DatabaseConfig, LogConfig, MemoryConfig, Secret, ServerConfig};
+pub use config::{
+    Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, SearchConfig, Secret, ServerConfig,
+};
 pub use memory::{AppendOptions, MemoryService};
-pub use wiring::{BuildError, Services, build, open_database};
+pub use search::{MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
+pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
 pub use memlayer_ports::StoreError;

@@ -4,7 +4,9 @@ use memlayer_domain::{
     AgentId, AgentState, Cursor, Direction, Message, MessageId, NewMessage, NewThread, Page, PageSize, StateVersion,
     TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, TokenCount, parse_model,
 };
-use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter};
+use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
+
+use crate::EmbeddingWorker;
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -27,6 +29,16 @@ pub struct MemoryService {
     tokens: Arc<dyn TokenCounter>,
     default_tenant: TenantId,
     count_tokens_by_default: bool,
+    semantic: Option<Semantic>,
+}
+
+/// What appends and deletes must keep in step with: the vector index and
+/// the embedding worker.
+#[derive(Debug, Clone)]
+struct Semantic {
+    index: Arc<dyn VectorIndex>,
+    worker: EmbeddingWorker,
+    inline: bool,
 }
 
 impl MemoryService {
@@ -41,7 +53,15 @@ impl MemoryService {
         default_tenant: TenantId,
         count_tokens_by_default: bool,
     ) -> Self {
-        Self { threads, messages, states, tokens, default_tenant, count_tokens_by_default }
+        Self { threads, messages, states, tokens, default_tenant, count_tokens_by_default, semantic: None }
+    }
+
+    /// Keeps the vector index in step with deletes and wakes (or, when
+    /// `inline`, awaits) the embedding worker after appends.
+    #[must_use]
+    pub fn with_semantic(mut self, index: Arc<dyn VectorIndex>, worker: EmbeddingWorker, inline: bool) -> Self {
+        self.semantic = Some(Semantic { index, worker, inline });
+        self
     }
 
     /// The tenant used when a caller names none.
@@ -104,7 +124,24 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
     pub async fn delete_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
-        self.threads.delete(tenant, id).await
+        self.threads.delete(tenant, id).await?;
+        if let Some(s) = &self.semantic {
+            s.index.remove_thread(tenant, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes one message with its vector and index entry; the delete is
+    /// acknowledged only once the index no longer returns it.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist for this tenant.
+    pub async fn delete_message(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+        self.messages.delete(tenant, id).await?;
+        if let Some(s) = &self.semantic {
+            s.index.remove(vec![id]).await?;
+        }
+        Ok(())
     }
 
     /// Appends messages atomically, counting their tokens when asked.
@@ -158,7 +195,19 @@ impl MemoryService {
         } else {
             batch
         };
-        self.messages.append(tenant, thread, batch).await
+        let stored = self.messages.append(tenant, thread, batch).await?;
+        if let Some(s) = &self.semantic {
+            if s.inline {
+                // The messages are stored whatever happens here: a failed
+                // embedding stays pending and is retried by the worker.
+                if let Err(e) = s.worker.drain().await {
+                    tracing::warn!(error = %e, "inline embedding failed; the worker will retry");
+                }
+            } else {
+                s.worker.wake();
+            }
+        }
+        Ok(stored)
     }
 
     /// Appends one message; see [`MemoryService::append_messages`].

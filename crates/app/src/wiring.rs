@@ -2,22 +2,86 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memlayer_adapters_embed::TiktokenCounter;
-use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation};
-use memlayer_domain::TenantId;
-use memlayer_ports::{Database, MessageStore, StateStore, StoreError, ThreadStore, TokenCounter};
+use std::collections::HashSet;
 
-use crate::{Config, MemoryService};
+use async_trait::async_trait;
+use memlayer_adapters_embed::{
+    ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TiktokenCounter,
+};
+use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, LibsqlVectorIndex, NativeIndexConfig};
+use memlayer_domain::{Embedding, TenantId};
+use memlayer_ports::{
+    Database, Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StateStore, StoreError, ThreadStore, TokenCounter,
+    VectorIndex,
+};
+use tokio::sync::watch;
+
+use crate::{Config, EmbeddingWorker, MemoryService, SearchService, WorkerSettings};
 
 /// Everything a frontend needs, wired by [`build`].
 #[derive(Debug, Clone)]
 pub struct Services {
-    /// The use cases.
+    /// The memory use cases.
     pub memory: MemoryService,
+    /// Search and embeddings.
+    pub search: SearchService,
+    /// The embedding worker (run it with [`Services::start_background`], or
+    /// drive it by hand as `memlayer reembed` does).
+    pub worker: EmbeddingWorker,
     /// The database: reachability and migrations.
     pub database: Arc<dyn Database>,
+    /// The durable embeddings and job queue.
+    pub embeddings: Arc<dyn EmbeddingStore>,
+    /// The embedder, for status checks.
+    pub embedder: Arc<dyn Embedder>,
+    /// Why the embedder cannot run, when it cannot.
+    pub embedder_problem: Option<String>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
+}
+
+/// Background tasks started by [`Services::start_background`].
+#[derive(Debug)]
+pub struct Background {
+    shutdown: watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Stops the tasks, letting a round in progress finish.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.worker.await {
+            tracing::warn!(error = %e, "embedding worker ended abnormally");
+        }
+    }
+}
+
+impl Services {
+    /// Starts the embedding worker.
+    #[must_use]
+    pub fn start_background(&self) -> Background {
+        let (shutdown, rx) = watch::channel(false);
+        let worker = self.worker.clone().spawn(rx);
+        Background { shutdown, worker }
+    }
+}
+
+/// Stands in for the embedder when embeddings are switched off.
+#[derive(Debug)]
+struct DisabledEmbedder;
+
+#[async_trait]
+impl Embedder for DisabledEmbedder {
+    fn info(&self) -> EmbedderInfo {
+        EmbedderInfo { model: MINILM_MODEL.to_owned(), dim: 384, max_tokens: 256 }
+    }
+
+    async fn embed(&self, _texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+        Err(StoreError::Unprovisioned(
+            "embeddings are disabled (embedding.enabled = false); enable them to use vector search".into(),
+        ))
+    }
 }
 
 /// Building the services failed; the message says what to fix.
@@ -79,8 +143,37 @@ pub async fn open_database(config: &Config) -> Result<Arc<LibsqlBackend>, BuildE
         .map_err(|source| BuildError::Database { location: described, source })
 }
 
+/// Brings an in-process or separate index in line with the durable vectors
+/// of `model`: adds what it lacks, removes what the store no longer has.
+async fn reconcile(store: &dyn EmbeddingStore, index: &dyn VectorIndex, model: &str) -> Result<usize, StoreError> {
+    let present: HashSet<_> = index.ids().await?.into_iter().collect();
+    let mut seen = HashSet::with_capacity(present.len());
+    let mut added = 0;
+    let mut after = None;
+    loop {
+        let (entries, next) = store.scan_vectors(model.to_owned(), after, 4_096).await?;
+        seen.extend(entries.iter().map(|e| e.id));
+        let missing: Vec<_> = entries.into_iter().filter(|e| !present.contains(&e.id)).collect();
+        added += missing.len();
+        if !missing.is_empty() {
+            index.upsert(missing).await?;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let stale: Vec<_> = present.into_iter().filter(|id| !seen.contains(id)).collect();
+    if !stale.is_empty() {
+        tracing::info!(removed = stale.len(), "vector index: removing entries no longer stored");
+        index.remove(stale).await?;
+    }
+    Ok(added)
+}
+
 /// Wires the adapters chosen by `config` into [`Services`]. Applies pending
-/// migrations when `database.auto_migrate` is set.
+/// migrations when `database.auto_migrate` is set, and loads the vector
+/// index from the stored vectors.
 ///
 /// # Errors
 /// [`BuildError`] when the configuration is invalid or the database cannot be
@@ -96,13 +189,103 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
             tracing::info!(version = m.version, name = %m.name, "applied migration");
         }
     }
+    let db_error = |source| BuildError::Database { location: backend.describe(), source };
     let threads: Arc<dyn ThreadStore> = backend.clone();
     let messages: Arc<dyn MessageStore> = backend.clone();
     let states: Arc<dyn StateStore> = backend.clone();
-    let database: Arc<dyn Database> = backend;
+    let embeddings: Arc<dyn EmbeddingStore> = backend.clone();
+    let database: Arc<dyn Database> = backend.clone();
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
+
+    let (embedder, embedder_problem): (Arc<dyn Embedder>, Option<String>) = if config.embedding.enabled {
+        let cache = config.embedding.cache_dir.clone().unwrap_or_else(memlayer_adapters_embed::default_cache_dir);
+        let onnx = OnnxConfig {
+            sessions: config.embedding.sessions,
+            intra_threads: config.embedding.intra_threads,
+            ..OnnxConfig::from_cache_dir(&cache)
+        };
+        let embedder = OnnxEmbedder::new(onnx);
+        let problem = embedder.status().err();
+        if let Some(p) = &problem {
+            tracing::warn!(problem = %p, "embedder unavailable: messages are stored and stay pending until it works");
+        }
+        (Arc::new(embedder), problem)
+    } else {
+        (Arc::new(DisabledEmbedder), Some("embeddings are disabled (embedding.enabled = false)".to_owned()))
+    };
+    let info = embedder.info();
+    let search_cfg = &config.search;
+    let index: Arc<dyn VectorIndex> = match search_cfg.index.as_str() {
+        "exact" => Arc::new(ExactIndex::new()),
+        "libsql" => Arc::new(
+            LibsqlVectorIndex::open(
+                (*backend).clone(),
+                info.dim,
+                NativeIndexConfig {
+                    max_neighbors: search_cfg.max_neighbors,
+                    exact_below: search_cfg.exact_below,
+                    ..NativeIndexConfig::default()
+                },
+            )
+            .await
+            .map_err(db_error)?,
+        ),
+        _ => {
+            let snapshot = config.database.url.is_none().then(|| config.data_dir.join("index").join("hnsw.snapshot"));
+            Arc::new(
+                HnswIndex::open(HnswConfig {
+                    snapshot_path: snapshot,
+                    rebuild_threshold: search_cfg.rebuild_threshold,
+                    exact_below: search_cfg.exact_below,
+                    ef_construction: search_cfg.ef_construction,
+                    ef_search: search_cfg.ef_search,
+                })
+                .map_err(db_error)?,
+            )
+        }
+    };
+    let loaded = reconcile(embeddings.as_ref(), index.as_ref(), &info.model).await.map_err(db_error)?;
+    tracing::info!(index = index.kind(), loaded, model = %info.model, "vector index ready");
+
+    let e = &config.embedding;
+    let worker = EmbeddingWorker::new(
+        embedder.clone(),
+        embeddings.clone(),
+        index.clone(),
+        WorkerSettings {
+            batch_size: e.batch_size,
+            poll_interval: Duration::from_millis(e.poll_interval_ms),
+            base_backoff: Duration::from_millis(e.base_backoff_ms),
+            max_backoff: Duration::from_secs(e.max_backoff_secs),
+        },
+    );
     let default_tenant = TenantId::parse(config.memory.default_tenant.clone())
         .map_err(|e| crate::ConfigError::Invalid { key: "memory.default_tenant", reason: e.to_string() })?;
-    let memory = MemoryService::new(threads, messages, states, tokens, default_tenant, config.memory.count_tokens);
-    Ok(Services { memory, database, config: Arc::new(config) })
+    let memory = MemoryService::new(
+        threads.clone(),
+        messages.clone(),
+        states,
+        tokens,
+        default_tenant,
+        config.memory.count_tokens,
+    )
+    .with_semantic(index.clone(), worker.clone(), e.mode == "inline");
+    let search = SearchService::new(embedder.clone(), index, embeddings.clone(), messages, threads);
+    Ok(Services { memory, search, worker, database, embeddings, embedder, embedder_problem, config: Arc::new(config) })
+}
+
+/// The default model and runtime cache (`$MEMLAYER_CACHE_DIR` or
+/// `~/.cache/memlayer`).
+#[must_use]
+pub fn default_cache_dir() -> PathBuf {
+    memlayer_adapters_embed::default_cache_dir()
+}
+
+/// Loads the embedder from `cache` and reports what it is, or what is
+/// missing and how to fix it (for `memlayer doctor`).
+///
+/// # Errors
+/// The problem, with the fix.
+pub fn probe_embedder(cache: &std::path::Path) -> Result<EmbedderInfo, String> {
+    OnnxEmbedder::new(OnnxConfig::from_cache_dir(cache)).status()
 }

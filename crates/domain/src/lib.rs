@@ -14,6 +14,7 @@ mod error;
 mod ids;
 mod message;
 mod page;
+mod search;
 mod state;
 mod thread;
 mod token;
@@ -22,6 +23,10 @@ pub use error::DomainError;
 pub use ids::{AgentId, MessageId, ResourceId, TenantId, ThreadId};
 pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
+pub use search::{
+    Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode,
+    SearchPlan, SearchQuery, SearchScope, TopK, Window,
+};
 pub use state::{AgentState, StateVersion};
 pub use thread::{
     Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,

@@ -223,8 +223,9 @@ pub struct Message {
     pub id: MessageId,
     /// The thread it belongs to.
     pub thread_id: ThreadId,
-    /// Position in the thread: 1, 2, 3… without gaps, strictly increasing in
-    /// append order. The only ordering of messages.
+    /// Position in the thread: appends hand out 1, 2, 3… without gaps,
+    /// strictly increasing in append order; a deleted message's number is
+    /// never reused. The only ordering of messages.
     pub seq: i64,
     /// Author role.
     pub role: Role,

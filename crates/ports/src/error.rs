@@ -25,6 +25,11 @@ pub enum StoreError {
     /// connection refused). Retryable after a delay; HTTP 503.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A local resource this call needs (the embedding model, its runtime)
+    /// is missing, disabled or corrupt. The message says how to fix it and is
+    /// safe to show; retryable once fixed; HTTP 503.
+    #[error("not provisioned: {0}")]
+    Unprovisioned(String),
     /// Anything else the backend reported. Not retryable; HTTP 500 with no
     /// details in the body.
     #[error("backend error: {0}")]
@@ -45,6 +50,6 @@ impl StoreError {
     /// Whether retrying the same call later may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Unprovisioned(_))
     }
 }

@@ -12,24 +12,30 @@
 //!   another tenant is indistinguishable from data that does not exist.
 
 mod database;
+mod embedder;
+mod embeddings;
 mod error;
 mod messages;
 mod state;
 mod threads;
 mod tokens;
+mod vectors;
 
 #[cfg(feature = "contract")]
 pub mod contract;
 
 pub use database::{Database, MigrationStatus};
+pub use embedder::{Embedder, EmbedderInfo};
+pub use embeddings::{EmbeddingStore, PendingEmbedding};
 pub use error::StoreError;
 pub use messages::MessageStore;
 pub use state::StateStore;
 pub use threads::ThreadStore;
 pub use tokens::TokenCounter;
+pub use vectors::{VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
 
 #[cfg(feature = "mocks")]
 pub use {
-    database::MockDatabase, messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore,
-    tokens::MockTokenCounter,
+    database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore, messages::MockMessageStore,
+    state::MockStateStore, threads::MockThreadStore, tokens::MockTokenCounter, vectors::MockVectorIndex,
 };

@@ -29,8 +29,8 @@ async fn batch_failing_midway_rolls_back_whole() {
     let conn = raw(&path).await;
     conn.execute(
         "INSERT INTO messages (id, thread_id, seq, role, content, metadata, created_at) \
-         VALUES ('00000000-0000-7000-8000-000000000001', ?1, 510, 'user', 'planted', '{}', 0)",
-        [thread.id.to_string()],
+         VALUES (X'00000000000070008000000000000001', ?1, 510, 'user', 'planted', '{}', 0)",
+        [libsql::Value::Blob(thread.id.as_uuid().as_bytes().to_vec())],
     )
     .await
     .unwrap();

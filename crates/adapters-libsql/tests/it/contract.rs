@@ -25,3 +25,36 @@ mod memory {
 
     memlayer_ports::contract_suite!(fresh);
 }
+
+/// The vector-index suite on the native index, in a file database.
+mod vector_index {
+    use memlayer_adapters_libsql::{LibsqlVectorIndex, NativeIndexConfig};
+    use memlayer_ports::contract::IndexUnderTest;
+    use memlayer_ports::contract::vector_cases::DIM;
+
+    use super::*;
+
+    async fn open(exact_below: usize) -> IndexUnderTest {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LibsqlBackend::open_migrated(LibsqlConfig::file(dir.path().join("memlayer.db"))).await.unwrap();
+        let config = NativeIndexConfig { exact_below, ..NativeIndexConfig::default() };
+        let index = LibsqlVectorIndex::open(store, DIM, config).await.unwrap();
+        IndexUnderTest { index: Arc::new(index), guard: Arc::new(dir) }
+    }
+
+    /// Every search goes through `vector_top_k` (and its fallback).
+    mod native {
+        async fn fresh() -> memlayer_ports::contract::IndexUnderTest {
+            super::open(0).await
+        }
+        memlayer_ports::vector_index_suite!(fresh);
+    }
+
+    /// Default settings: these small sets are searched exactly.
+    mod default {
+        async fn fresh() -> memlayer_ports::contract::IndexUnderTest {
+            super::open(memlayer_adapters_libsql::NativeIndexConfig::DEFAULT_EXACT_BELOW).await
+        }
+        memlayer_ports::vector_index_suite!(fresh);
+    }
+}

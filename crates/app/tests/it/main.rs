@@ -5,4 +5,5 @@
 
 mod config;
 mod memory;
+mod semantic;
 mod wiring;

@@ -546,3 +546,196 @@ pub async fn database_ping_and_idempotent_migrations(b: Backend) {
     assert!(again.is_empty(), "nothing pending the second time");
     let _unused: Arc<()> = Arc::new(());
 }
+
+fn unit(seed: usize, dim: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dim).map(|i| (((i + 1) * (seed + 3)) % 17) as f32 - 8.0).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn embedding(model: &str, seed: usize) -> memlayer_domain::Embedding {
+    memlayer_domain::Embedding::new(model, unit(seed, 8), 8).unwrap()
+}
+
+fn whole_tenant(t: &TenantId) -> crate::VectorFilter {
+    crate::VectorFilter { tenant: t.clone(), threads: None }
+}
+
+fn far_future() -> memlayer_domain::Timestamp {
+    memlayer_domain::now() + time::Duration::days(3650)
+}
+
+pub async fn messages_get_many_range_and_delete(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..6)).await.unwrap();
+    let pick = vec![stored[4].id, memlayer_domain::MessageId::new(), stored[1].id];
+    let got = b.messages.get_many(&t, pick).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![5, 2], "order of ids kept, missing left out");
+    assert!(b.messages.get_many(&tenant("other"), vec![stored[0].id]).await.unwrap().is_empty(), "foreign left out");
+    let range = b.messages.range(&t, id, 2, 4).await.unwrap();
+    assert_eq!(range.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_not_found(b.messages.range(&t, ThreadId::new(), 1, 3).await, "range of a missing thread");
+    assert_not_found(b.messages.delete(&tenant("other"), stored[2].id).await, "foreign delete");
+    b.messages.delete(&t, stored[2].id).await.unwrap();
+    assert_not_found(b.messages.delete(&t, stored[2].id).await, "second delete");
+    assert_not_found(b.messages.get(&t, stored[2].id).await, "deleted message");
+    let seqs = read_all(&b, &t, id, Direction::Forward, 2).await;
+    assert_eq!(seqs, vec![1, 2, 4, 5, 6], "paging skips the deleted message");
+    let next = b.messages.append(&t, id, msgs(6..7)).await.unwrap();
+    assert_eq!(next[0].seq, 7, "a deleted message's seq is never reused");
+}
+
+pub async fn append_creates_embedding_jobs_atomically(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: json!({"order": "A-17"}) };
+    let with_call = NewMessage::new(Role::Assistant, "checking", None, None, vec![call], Metadata::default()).unwrap();
+    let stored = b.messages.append(&t, id, vec![msg(0), with_call]).await.unwrap();
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    let mine: Vec<_> = due.iter().filter(|j| j.thread == id).collect();
+    assert_eq!(mine.len(), 2, "one job per appended message");
+    assert_eq!(mine[0].id, stored[0].id, "oldest first");
+    assert_eq!(mine[0].text, "message 0");
+    assert!(mine[1].text.contains("checking") && mine[1].text.contains("lookup") && mine[1].text.contains("A-17"));
+    assert!(mine.iter().all(|j| j.attempts == 0 && j.tenant == t));
+    let _ = b.messages.append(&t, ThreadId::new(), msgs(0..3)).await;
+    let after = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    assert_eq!(after.len(), due.len(), "a failed append creates no job");
+    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    assert_eq!((counts.embedded, counts.pending), (0, 2));
+}
+
+pub async fn completed_jobs_store_vectors(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..3)).await.unwrap();
+    let done: Vec<_> = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m1", i))).collect();
+    let entries = b.embeddings.complete_jobs(done).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e.tenant == t && e.thread == id && e.embedding.model() == "m1"));
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    assert!(due.iter().all(|j| j.thread != id), "completed jobs are gone");
+    let (scanned, _) = b.embeddings.scan_vectors("m1".into(), None, 100).await.unwrap();
+    let mine: Vec<_> = scanned.iter().filter(|e| e.thread == id).collect();
+    assert_eq!(mine.len(), 3);
+    let stored_v1 = mine.iter().find(|e| e.id == stored[1].id).unwrap();
+    assert_eq!(stored_v1.embedding.vector(), unit(1, 8).as_slice(), "vector round-trips exactly");
+    let (page, next) = b.embeddings.scan_vectors("m1".into(), None, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let (rest, _) = b.embeddings.scan_vectors("m1".into(), next, 100).await.unwrap();
+    assert_eq!(page.len() + rest.len(), scanned.len(), "scan resumes where it stopped");
+    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    assert_eq!((counts.embedded, counts.pending, counts.other_model), (3, 0, 0));
+    let again = b.embeddings.complete_jobs(vec![(stored[0].id, embedding("m1", 9))]).await.unwrap();
+    assert_eq!(again.len(), 1, "re-embedding replaces");
+    let (scanned, _) = b.embeddings.scan_vectors("m1".into(), None, 100).await.unwrap();
+    assert_eq!(scanned.iter().filter(|e| e.id == stored[0].id).count(), 1);
+}
+
+pub async fn deleted_messages_lose_vectors_and_jobs(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let other = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..3)).await.unwrap();
+    let kept = b.messages.append(&t, other, msgs(0..1)).await.unwrap();
+    b.embeddings
+        .complete_jobs(vec![(stored[0].id, embedding("m1", 0)), (kept[0].id, embedding("m1", 1))])
+        .await
+        .unwrap();
+    b.messages.delete(&t, stored[1].id).await.unwrap();
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    assert!(due.iter().all(|j| j.id != stored[1].id), "a deleted message's job is gone");
+    let skipped = b.embeddings.complete_jobs(vec![(stored[1].id, embedding("m1", 2))]).await.unwrap();
+    assert!(skipped.is_empty(), "completing a deleted message's job stores nothing");
+    b.threads.delete(&t, id).await.unwrap();
+    let (scanned, _) = b.embeddings.scan_vectors("m1".into(), None, 100).await.unwrap();
+    assert!(scanned.iter().all(|e| e.thread != id), "a deleted thread's vectors are gone");
+    assert!(scanned.iter().any(|e| e.id == kept[0].id), "other threads keep theirs");
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    assert!(due.iter().all(|j| j.thread != id));
+    let hits = b.embeddings.lexical_search(&whole_tenant(&t), "message".into(), 10).await.unwrap();
+    assert!(hits.iter().all(|h| h.thread != id), "no full-text hit from a deleted thread");
+}
+
+pub async fn failed_jobs_back_off(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..2)).await.unwrap();
+    let retry_at = far_future();
+    b.embeddings.fail_jobs(vec![stored[0].id], "model missing".into(), retry_at).await.unwrap();
+    let due_now = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
+    assert!(due_now.iter().all(|j| j.id != stored[0].id), "not due before its retry time");
+    assert!(due_now.iter().any(|j| j.id == stored[1].id));
+    let later = b.embeddings.due_jobs(retry_at, 100).await.unwrap();
+    let job = later.iter().find(|j| j.id == stored[0].id).expect("due at its retry time");
+    assert_eq!(job.attempts, 1);
+    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    assert_eq!((counts.pending, counts.failing), (2, 1), "a failing message is still pending, never lost");
+}
+
+pub async fn enqueue_missing_is_idempotent_per_model(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..3)).await.unwrap();
+    let done: Vec<_> = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m1", i))).collect();
+    b.embeddings.complete_jobs(done).await.unwrap();
+    assert_eq!(b.embeddings.enqueue_missing("m1".into()).await.unwrap(), 0, "nothing missing for m1");
+    assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 3);
+    assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 0, "idempotent");
+    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m2".into()).await.unwrap();
+    assert_eq!((counts.embedded, counts.pending, counts.other_model), (0, 3, 3));
+    let done: Vec<_> = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m2", i))).collect();
+    b.embeddings.complete_jobs(done).await.unwrap();
+    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m2".into()).await.unwrap();
+    assert_eq!((counts.embedded, counts.pending, counts.other_model), (3, 0, 0));
+    assert_eq!(b.embeddings.prune_vectors("m2".into()).await.unwrap(), 3, "old model's vectors pruned");
+    let (old, _) = b.embeddings.scan_vectors("m1".into(), None, 10).await.unwrap();
+    assert!(old.is_empty());
+}
+
+pub async fn lexical_search_ranks_and_escapes(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let other = thread(&b, &t).await;
+    let texts = [
+        "the invoice for march is attached",
+        "please send the shipping address again",
+        "my refund for the broken kettle never arrived",
+        "weather tomorrow looks sunny",
+    ];
+    let batch = texts.iter().map(|s| NewMessage::text(Role::User, *s).unwrap()).collect();
+    let stored = b.messages.append(&t, id, batch).await.unwrap();
+    b.messages.append(&t, other, vec![NewMessage::text(Role::User, "kettle kettle kettle").unwrap()]).await.unwrap();
+    let foreign = thread(&b, &tenant("other")).await;
+    b.messages
+        .append(&tenant("other"), foreign, vec![NewMessage::text(Role::User, "kettle refund").unwrap()])
+        .await
+        .unwrap();
+    let only_id = crate::VectorFilter { tenant: t.clone(), threads: Some(vec![id]) };
+    let hits = b.embeddings.lexical_search(&only_id, "refund kettle".into(), 10).await.unwrap();
+    assert_eq!(hits[0].id, stored[2].id, "the message with both words ranks first");
+    assert!(hits.iter().all(|h| h.thread == id), "thread filter holds");
+    assert!(hits.windows(2).all(|p| p[0].score >= p[1].score), "higher score is better");
+    let all = b.embeddings.lexical_search(&whole_tenant(&t), "kettle".into(), 10).await.unwrap();
+    assert_eq!(all.len(), 2, "both of this tenant's kettle messages, never the other tenant's");
+    for nasty in ["\"unbalanced", "refund OR", "NEAR(kettle", "kettle*", "a:b", "(", "-refund", "' OR 1=1 --", "^col"] {
+        let r = b.embeddings.lexical_search(&whole_tenant(&t), nasty.into(), 10).await;
+        assert!(r.is_ok(), "query {nasty:?} must not reach the engine unescaped: {r:?}");
+    }
+    assert!(b.embeddings.lexical_search(&whole_tenant(&t), "...".into(), 10).await.unwrap().is_empty());
+}
+
+pub async fn resource_threads_are_tenant_scoped(b: Backend) {
+    let t = tenant("acme");
+    let u1 = ResourceId::parse("user-1").unwrap();
+    let mk = |r: Option<ResourceId>| NewThread { resource_id: r, ..Default::default() };
+    let a = b.threads.create(&t, mk(Some(u1.clone()))).await.unwrap().id;
+    let c = b.threads.create(&t, mk(Some(u1.clone()))).await.unwrap().id;
+    b.threads.create(&t, mk(None)).await.unwrap();
+    b.threads.create(&tenant("other"), mk(Some(u1.clone()))).await.unwrap();
+    let mut got = b.embeddings.resource_threads(&t, &u1).await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![a, c]);
+    assert!(b.embeddings.resource_threads(&t, &ResourceId::parse("nobody").unwrap()).await.unwrap().is_empty());
+}

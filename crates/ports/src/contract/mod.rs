@@ -17,9 +17,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::{Database, MessageStore, StateStore, ThreadStore};
+use crate::{Database, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
 
 pub mod cases;
+pub mod vector_cases;
 
 /// One backend under test: every port served by the same store.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct Backend {
     pub states: Arc<dyn StateStore>,
     /// Database port.
     pub database: Arc<dyn Database>,
+    /// Embedding store port.
+    pub embeddings: Arc<dyn EmbeddingStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -46,9 +49,16 @@ impl Backend {
     /// A backend whose four ports are the same object.
     pub fn from_one<T>(store: Arc<T>, guard: Arc<dyn Any + Send + Sync>) -> Self
     where
-        T: ThreadStore + MessageStore + StateStore + Database + 'static,
+        T: ThreadStore + MessageStore + StateStore + Database + EmbeddingStore + 'static,
     {
-        Self { threads: store.clone(), messages: store.clone(), states: store.clone(), database: store, guard }
+        Self {
+            threads: store.clone(),
+            messages: store.clone(),
+            states: store.clone(),
+            database: store.clone(),
+            embeddings: store,
+            guard,
+        }
     }
 }
 
@@ -57,7 +67,18 @@ impl Backend {
 /// # Panics
 /// On any difference, naming the cases.
 pub fn assert_complete(listed: &[&str]) {
-    let source = include_str!("cases.rs");
+    assert_complete_in(include_str!("cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the vector-index cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_vector_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("vector_cases.rs"), listed);
+}
+
+fn assert_complete_in(source: &str, listed: &[&str]) {
     let defined: Vec<&str> = source
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("pub async fn "))
@@ -102,6 +123,14 @@ macro_rules! contract_suite {
             concurrent_appenders_get_gapless_increasing_seqs,
             paging_during_concurrent_appends_never_skips_or_repeats,
             database_ping_and_idempotent_migrations,
+            messages_get_many_range_and_delete,
+            append_creates_embedding_jobs_atomically,
+            completed_jobs_store_vectors,
+            deleted_messages_lose_vectors_and_jobs,
+            failed_jobs_back_off,
+            enqueue_missing_is_idempotent_per_model,
+            lexical_search_ranks_and_escapes,
+            resource_threads_are_tenant_scoped,
         );
     };
 }
@@ -121,6 +150,61 @@ macro_rules! __contract_expand {
         #[test]
         fn contract_suite_is_complete() {
             $crate::contract::assert_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+/// One vector index under test.
+#[derive(Clone)]
+pub struct IndexUnderTest {
+    /// The index, empty.
+    pub index: Arc<dyn VectorIndex>,
+    /// Anything that must outlive the test.
+    pub guard: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for IndexUnderTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexUnderTest").field("kind", &self.index.kind()).finish_non_exhaustive()
+    }
+}
+
+/// Expands the vector-index contract suite against a factory
+/// (`async fn() -> IndexUnderTest`) producing an empty index for vectors of
+/// [`vector_cases::DIM`] dimensions. Expand it once per configuration inside
+/// its own module.
+#[macro_export]
+macro_rules! vector_index_suite {
+    ($factory:path) => {
+        $crate::__vector_expand!(
+            $factory;
+            ranks_by_exact_cosine,
+            filters_by_tenant_and_threads,
+            removed_entries_are_never_returned,
+            upsert_replaces_the_same_id,
+            models_never_mix,
+            dimension_mismatch_is_invalid,
+            recall_on_clustered_data,
+            len_and_ids_track_live_entries,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __vector_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let under_test = $factory().await;
+                $crate::contract::vector_cases::$case(under_test).await;
+            }
+        )*
+
+        #[test]
+        fn vector_index_suite_is_complete() {
+            $crate::contract::assert_vector_complete(&[$(stringify!($case)),*]);
         }
     };
 }

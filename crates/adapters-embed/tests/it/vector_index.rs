@@ -1,0 +1,36 @@
+//! The backend-neutral vector-index contract suite against both in-process
+//! adapters.
+
+use std::sync::Arc;
+
+use memlayer_adapters_embed::{ExactIndex, HnswConfig, HnswIndex};
+use memlayer_ports::contract::IndexUnderTest;
+
+mod exact {
+    use super::*;
+
+    async fn fresh() -> IndexUnderTest {
+        IndexUnderTest { index: Arc::new(ExactIndex::new()), guard: Arc::new(()) }
+    }
+
+    memlayer_ports::vector_index_suite!(fresh);
+}
+
+mod hnsw {
+    use super::*;
+
+    /// Tiny thresholds: graphs are built in the background while the cases
+    /// run, and any filter is searched through the graph once one exists.
+    async fn fresh() -> IndexUnderTest {
+        let config = HnswConfig {
+            snapshot_path: None,
+            rebuild_threshold: 16,
+            exact_below: 0,
+            ef_construction: 32,
+            ef_search: 40,
+        };
+        IndexUnderTest { index: Arc::new(HnswIndex::open(config).unwrap()), guard: Arc::new(()) }
+    }
+
+    memlayer_ports::vector_index_suite!(fresh);
+}

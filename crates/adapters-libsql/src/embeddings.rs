@@ -1,0 +1,404 @@
+//! [`EmbeddingStore`] on libSQL: the embedding job queue, stored vectors and
+//! full-text (FTS5/BM25) search. The tables and the triggers that keep them
+//! in step with `messages` are migration 2's.
+
+use async_trait::async_trait;
+use libsql::Value;
+use memlayer_domain::{
+    Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now, to_micros,
+};
+use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
+
+use crate::LibsqlBackend;
+use crate::error::{Context as _, corrupt};
+use crate::rows::{RowReader, query_row};
+use crate::scope::scope;
+use crate::values::{text, uuid};
+use crate::vectors::{decode_f32, encode_f32};
+
+/// Longest stored error text of a failed job, in bytes.
+pub(crate) const MAX_ERROR_BYTES: usize = 1024;
+/// Most distinct terms of a lexical query (the rest is ignored).
+pub(crate) const MAX_QUERY_TERMS: usize = 64;
+
+#[async_trait]
+impl EmbeddingStore for LibsqlBackend {
+    async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let params = vec![Value::Integer(to_micros(now)), int(limit)];
+        self.read(move |conn| async move {
+            let mut rows = conn.query(DUE_JOBS, params).await.ctx("read embedding jobs")?;
+            let mut jobs = Vec::new();
+            while let Some(row) = rows.next().await.ctx("read embedding jobs")? {
+                let r = RowReader::new(&row, "embedding_jobs");
+                let calls: Vec<ToolCall> =
+                    r.opt_parse(4, "tool_calls", |s| serde_json::from_str(&s))?.unwrap_or_default();
+                jobs.push(PendingEmbedding {
+                    id: MessageId::from_uuid(r.uuid(0, "id")?),
+                    thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
+                    tenant: r.parse(2, "tenant", TenantId::parse)?,
+                    text: embedding_text(r.text(3, "content")?, &calls),
+                    attempts: u32::try_from(r.int(5, "attempts")?)
+                        .map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
+                });
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = to_micros(now());
+        self.write(move |conn| async move {
+            let lookup = conn.prepare(MESSAGE_SCOPE).await.ctx("complete embedding jobs")?;
+            let store = conn
+                .prepare(
+                    "INSERT OR REPLACE INTO message_vectors (message_rowid, model, dim, vector, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .await
+                .ctx("complete embedding jobs")?;
+            let finish = conn
+                .prepare("DELETE FROM embedding_jobs WHERE message_rowid = ?1")
+                .await
+                .ctx("complete embedding jobs")?;
+            let mut stored = Vec::with_capacity(done.len());
+            for (id, embedding) in done {
+                let found = {
+                    let mut rows = lookup.query(vec![uuid(id.as_uuid())]).await.ctx("complete embedding jobs")?;
+                    let found = match rows.next().await.ctx("complete embedding jobs")? {
+                        Some(row) => {
+                            let r = RowReader::new(&row, "messages");
+                            Some((
+                                r.int(0, "rowid")?,
+                                ThreadId::from_uuid(r.uuid(1, "thread_id")?),
+                                r.parse(2, "tenant", TenantId::parse)?,
+                            ))
+                        }
+                        None => None,
+                    };
+                    drop(rows);
+                    lookup.reset();
+                    found
+                };
+                // Deleted meanwhile: its job went with it; store nothing.
+                let Some((rowid, thread, tenant)) = found else { continue };
+                let params = vec![
+                    Value::Integer(rowid),
+                    text(embedding.model()),
+                    int(embedding.dim()),
+                    Value::Blob(encode_f32(embedding.vector())),
+                    Value::Integer(at),
+                ];
+                let result = store.execute(params).await;
+                store.reset();
+                result.ctx("store vector")?;
+                let result = finish.execute(vec![Value::Integer(rowid)]).await;
+                finish.reset();
+                result.ctx("delete embedding job")?;
+                stored.push(VectorEntry { id, tenant, thread, embedding });
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let error = truncate(error, MAX_ERROR_BYTES);
+        let retry_at = to_micros(retry_at);
+        self.write(move |conn| async move {
+            let stmt = conn
+                .prepare(
+                    "UPDATE embedding_jobs SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 \
+                     WHERE message_rowid = (SELECT rowid FROM messages WHERE id = ?1)",
+                )
+                .await
+                .ctx("record failed embedding jobs")?;
+            for id in ids {
+                let result =
+                    stmt.execute(vec![uuid(id.as_uuid()), text(error.as_str()), Value::Integer(retry_at)]).await;
+                stmt.reset();
+                result.ctx("record failed embedding jobs")?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError> {
+        let at = to_micros(now());
+        self.write(move |conn| async move {
+            let added = conn
+                .execute(
+                    "INSERT INTO embedding_jobs (message_rowid, attempts, next_attempt_at, last_error, created_at) \
+                     SELECT m.rowid, 0, ?2, NULL, ?2 FROM messages m \
+                     WHERE NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1) \
+                     AND NOT EXISTS (SELECT 1 FROM embedding_jobs j WHERE j.message_rowid = m.rowid)",
+                    vec![Value::Text(model), Value::Integer(at)],
+                )
+                .await
+                .ctx("enqueue missing embeddings")?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn scan_vectors(
+        &self,
+        model: String,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError> {
+        if limit == 0 {
+            return Ok((Vec::new(), after));
+        }
+        self.read(move |conn| async move {
+            let params = vec![
+                Value::Text(model.clone()),
+                Value::Integer(after.unwrap_or(0)),
+                Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1)),
+            ];
+            let mut rows = conn.query(SCAN_VECTORS, params).await.ctx("scan vectors")?;
+            let mut entries = Vec::with_capacity(limit.min(4096));
+            let mut last = None;
+            let mut more = false;
+            while let Some(row) = rows.next().await.ctx("scan vectors")? {
+                if entries.len() == limit {
+                    more = true;
+                    break;
+                }
+                let r = RowReader::new(&row, "message_vectors");
+                let position = r.int(0, "rowid")?;
+                let dim = usize::try_from(r.int(4, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
+                let vector = decode_f32(&r.blob(5, "vector")?)
+                    .ok_or_else(|| corrupt("message_vectors", "vector", "length is not a multiple of 4"))?;
+                let embedding =
+                    Embedding::new(model.clone(), vector, dim).map_err(|e| corrupt("message_vectors", "vector", e))?;
+                entries.push(VectorEntry {
+                    id: MessageId::from_uuid(r.uuid(1, "id")?),
+                    thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                    tenant: r.parse(3, "tenant", TenantId::parse)?,
+                    embedding,
+                });
+                last = Some(position);
+            }
+            Ok((entries, if more { last } else { None }))
+        })
+        .await
+    }
+
+    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
+        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
+            return Ok(EmbeddingCounts::default());
+        };
+        let from = "FROM messages m JOIN threads t ON t.id = m.thread_id";
+        let sql = format!(
+            "SELECT \
+             (SELECT count(*) {from} JOIN message_vectors v ON v.message_rowid = m.rowid AND v.model = ?1 \
+              WHERE 1 {s}), \
+             (SELECT count(*) {from} JOIN embedding_jobs j ON j.message_rowid = m.rowid WHERE 1 {s}), \
+             (SELECT count(*) {from} JOIN embedding_jobs j ON j.message_rowid = m.rowid WHERE j.attempts > 0 {s}), \
+             (SELECT count(*) {from} WHERE 1 {s} \
+              AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
+              AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1))",
+            s = scope.sql
+        );
+        let mut params = vec![Value::Text(model)];
+        params.extend(scope.params);
+        self.read(move |conn| async move {
+            query_row(&conn, "count embeddings", &sql, params, |row| {
+                let r = RowReader::new(row, "message_vectors");
+                let count = |i: i32| -> Result<u64, StoreError> {
+                    u64::try_from(r.int(i, "count")?).map_err(|e| corrupt("message_vectors", "count", e))
+                };
+                Ok(EmbeddingCounts {
+                    embedded: count(0)?,
+                    pending: count(1)?,
+                    failing: count(2)?,
+                    other_model: count(3)?,
+                })
+            })
+            .await
+            .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
+        self.write(move |conn| async move {
+            conn.execute("DELETE FROM message_vectors WHERE model <> ?1", vec![Value::Text(keep)])
+                .await
+                .ctx("prune vectors")
+        })
+        .await
+    }
+
+    async fn lexical_search(
+        &self,
+        filter: &VectorFilter,
+        query: String,
+        k: usize,
+    ) -> Result<Vec<VectorMatch>, StoreError> {
+        let Some(matcher) = fts_query(&query) else {
+            return Ok(Vec::new());
+        };
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 3) else {
+            return Ok(Vec::new());
+        };
+        // `bm25()` is lower-better (negative); the port wants higher-better.
+        let sql = format!(
+            "SELECT m.id, m.thread_id, -bm25(messages_fts) AS score FROM messages_fts \
+             JOIN messages m ON m.rowid = messages_fts.rowid JOIN threads t ON t.id = m.thread_id \
+             WHERE messages_fts MATCH ?1 {} ORDER BY bm25(messages_fts) LIMIT ?2",
+            scope.sql
+        );
+        let mut params = vec![Value::Text(matcher), int(k)];
+        params.extend(scope.params);
+        self.read(move |conn| async move {
+            let mut rows = conn.query(&sql, params).await.ctx("full-text search")?;
+            let mut hits = Vec::with_capacity(k.min(256));
+            while let Some(row) = rows.next().await.ctx("full-text search")? {
+                let r = RowReader::new(&row, "messages_fts");
+                let score = match row.get_value(2).ctx("read column")? {
+                    Value::Real(x) => x,
+                    Value::Integer(i) => i as f64,
+                    other => return Err(corrupt("messages_fts", "bm25", format!("{other:?}"))),
+                };
+                #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
+                hits.push(VectorMatch {
+                    id: MessageId::from_uuid(r.uuid(0, "id")?),
+                    thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
+                    score: score as f32,
+                });
+            }
+            Ok(hits)
+        })
+        .await
+    }
+
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
+        let params = vec![text(tenant.as_str()), text(resource.as_str())];
+        self.read(move |conn| async move {
+            let mut rows = conn
+                .query("SELECT id FROM threads WHERE tenant = ?1 AND resource_id = ?2 ORDER BY id", params)
+                .await
+                .ctx("list resource threads")?;
+            let mut threads = Vec::new();
+            while let Some(row) = rows.next().await.ctx("list resource threads")? {
+                threads.push(ThreadId::from_uuid(RowReader::new(&row, "threads").uuid(0, "id")?));
+            }
+            Ok(threads)
+        })
+        .await
+    }
+}
+
+/// `?1` due time, `?2` limit: due jobs, oldest message first, with what the
+/// embedder needs.
+pub(crate) const DUE_JOBS: &str = "SELECT m.id, m.thread_id, t.tenant, m.content, m.tool_calls, j.attempts \
+     FROM embedding_jobs j JOIN messages m ON m.rowid = j.message_rowid JOIN threads t ON t.id = m.thread_id \
+     WHERE j.next_attempt_at <= ?1 ORDER BY j.message_rowid LIMIT ?2";
+
+/// `?1` message id: its rowid, thread and tenant.
+const MESSAGE_SCOPE: &str = "SELECT m.rowid, m.thread_id, t.tenant FROM messages m \
+     JOIN threads t ON t.id = m.thread_id WHERE m.id = ?1";
+
+/// `?1` model, `?2` exclusive position, `?3` limit: vectors in storage order.
+pub(crate) const SCAN_VECTORS: &str = "SELECT v.rowid, m.id, m.thread_id, t.tenant, v.dim, v.vector \
+     FROM message_vectors v JOIN messages m ON m.rowid = v.message_rowid JOIN threads t ON t.id = m.thread_id \
+     WHERE v.model = ?1 AND v.rowid > ?2 ORDER BY v.rowid LIMIT ?3";
+
+/// The text embedded for a message: its content, then for each tool call a
+/// line `name arguments-json` (the same text the application counts tokens of).
+pub(crate) fn embedding_text(content: String, calls: &[ToolCall]) -> String {
+    let mut text = content;
+    for call in calls {
+        text.push('\n');
+        text.push_str(&call.name);
+        text.push(' ');
+        text.push_str(&call.arguments.to_string());
+    }
+    text
+}
+
+/// An FTS5 query for plain words: the text's Unicode words (letters and
+/// digits, split at everything else, as the `unicode61` tokenizer does),
+/// each quoted as an FTS5 string with internal quotes doubled, OR-ed so BM25
+/// ranks documents by how many and how rare the matching words are. No
+/// operator, column filter, prefix or `NEAR` of the user's ever reaches
+/// MATCH. `None` when the text has no word.
+pub(crate) fn fts_query(text: &str) -> Option<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let word = word.to_lowercase();
+        if !terms.contains(&word) {
+            terms.push(word);
+            if terms.len() == MAX_QUERY_TERMS {
+                break;
+            }
+        }
+    }
+    if terms.is_empty() {
+        return None;
+    }
+    Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn int(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_queries_quote_every_word() {
+        assert_eq!(fts_query("Refund kettle").as_deref(), Some("\"refund\" OR \"kettle\""));
+        assert_eq!(fts_query("\"foo\" OR bar*  NEAR(").as_deref(), Some("\"foo\" OR \"or\" OR \"bar\" OR \"near\""));
+        assert_eq!(fts_query("a:b (c) -d ^e").as_deref(), Some("\"a\" OR \"b\" OR \"c\" OR \"d\" OR \"e\""));
+        assert_eq!(fts_query("café naïve 東京").as_deref(), Some("\"café\" OR \"naïve\" OR \"東京\""));
+        assert_eq!(fts_query("x x X").as_deref(), Some("\"x\""));
+        assert_eq!(fts_query("... --- ()"), None);
+        assert_eq!(fts_query(""), None);
+        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
+        assert_eq!(fts_query(&many).unwrap().matches(" OR ").count(), MAX_QUERY_TERMS - 1);
+    }
+
+    #[test]
+    fn errors_are_truncated_at_char_boundaries() {
+        assert_eq!(truncate("abc".into(), 10), "abc");
+        assert_eq!(truncate("é".repeat(600), MAX_ERROR_BYTES).len(), MAX_ERROR_BYTES);
+        assert_eq!(truncate("aé".into(), 2), "a");
+    }
+
+    #[test]
+    fn embedding_text_matches_the_token_counting_text() {
+        let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: serde_json::json!({"a": "x"}) };
+        assert_eq!(embedding_text("hi".into(), &[call]), "hi\nlookup {\"a\":\"x\"}");
+        assert_eq!(embedding_text("plain".into(), &[]), "plain");
+    }
+}

@@ -1,0 +1,196 @@
+//! The embedding worker, search and deletes over mocked ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memlayer_app::{EmbeddingWorker, MemoryService, SearchService, StoreError, WorkerSettings};
+use memlayer_domain::{
+    Embedding, EmbeddingCounts, Message, MessageId, NewMessage, Role, SearchMode, SearchQuery, SearchScope, TenantId,
+    ThreadId, TopK, Window, from_micros, now,
+};
+use memlayer_ports::{
+    EmbedderInfo, MockEmbedder, MockEmbeddingStore, MockMessageStore, MockStateStore, MockThreadStore,
+    MockTokenCounter, MockVectorIndex, PendingEmbedding, VectorEntry, VectorMatch, VectorSearch,
+};
+
+fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+fn info() -> EmbedderInfo {
+    EmbedderInfo { model: "m".into(), dim: 2, max_tokens: 8 }
+}
+
+fn job(attempts: u32) -> PendingEmbedding {
+    PendingEmbedding { id: MessageId::new(), tenant: tenant(), thread: ThreadId::new(), text: "hi".into(), attempts }
+}
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        batch_size: 8,
+        poll_interval: Duration::from_millis(10),
+        base_backoff: Duration::from_secs(2),
+        max_backoff: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_embedding_is_rescheduled_with_backoff_and_nothing_is_indexed() {
+    let jobs = vec![job(2), job(0)];
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let mut store = MockEmbeddingStore::new();
+    store.expect_due_jobs().times(1).returning(move |_, _| Ok(jobs.clone()));
+    let before = now();
+    store
+        .expect_fail_jobs()
+        .withf(move |got, error, retry_at| {
+            let delay = *retry_at - before;
+            got == &ids
+                && error.contains("model missing")
+                && delay >= time::Duration::seconds(8)
+                && delay < time::Duration::seconds(10)
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    store.expect_complete_jobs().times(0);
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_embed().returning(|_| Err(StoreError::Unavailable("model missing: run scripts/provision".into())));
+    let mut index = MockVectorIndex::new();
+    index.expect_upsert().times(0);
+    let worker = EmbeddingWorker::new(Arc::new(embedder), Arc::new(store), Arc::new(index), settings());
+    let round = worker.run_once().await.unwrap();
+    assert_eq!((round.embedded, round.failed), (0, 2), "2^attempts × base backoff: 2 s × 4 = 8 s");
+}
+
+#[tokio::test]
+async fn embedded_jobs_are_stored_then_indexed() {
+    let jobs = vec![job(0), job(1)];
+    let thread = jobs[0].thread;
+    let mut store = MockEmbeddingStore::new();
+    let j = jobs.clone();
+    store.expect_due_jobs().times(1).returning(move |_, _| Ok(j.clone()));
+    store.expect_complete_jobs().times(1).returning(move |done| {
+        Ok(done.into_iter().map(|(id, embedding)| VectorEntry { id, tenant: tenant(), thread, embedding }).collect())
+    });
+    let mut embedder = MockEmbedder::new();
+    embedder
+        .expect_embed()
+        .returning(|texts| Ok(texts.iter().map(|_| Embedding::new("m", vec![0.6, 0.8], 2).unwrap()).collect()));
+    let mut index = MockVectorIndex::new();
+    index.expect_upsert().withf(|entries| entries.len() == 2).times(1).returning(|_| Ok(()));
+    let worker = EmbeddingWorker::new(Arc::new(embedder), Arc::new(store), Arc::new(index), settings());
+    assert_eq!(worker.run_once().await.unwrap().embedded, 2);
+}
+
+fn service(threads: MockThreadStore, messages: MockMessageStore, index: MockVectorIndex) -> MemoryService {
+    let index: Arc<dyn memlayer_ports::VectorIndex> = Arc::new(index);
+    let mut store = MockEmbeddingStore::new();
+    store.expect_due_jobs().returning(|_, _| Ok(Vec::new()));
+    let worker = EmbeddingWorker::new(Arc::new(MockEmbedder::new()), Arc::new(store), index.clone(), settings());
+    MemoryService::new(
+        Arc::new(threads),
+        Arc::new(messages),
+        Arc::new(MockStateStore::new()),
+        Arc::new(MockTokenCounter::new()),
+        TenantId::default_tenant(),
+        false,
+    )
+    .with_semantic(index, worker, true)
+}
+
+#[tokio::test]
+async fn deletes_reach_the_index_only_after_the_store() {
+    let id = ThreadId::new();
+    let mut threads = MockThreadStore::new();
+    threads.expect_delete().times(1).returning(|_, _| Ok(()));
+    let mut index = MockVectorIndex::new();
+    index.expect_remove_thread().withf(move |_, t| *t == id).times(1).returning(|_, _| Ok(()));
+    index.expect_remove().times(1).returning(|_| Ok(()));
+    let mut messages = MockMessageStore::new();
+    messages.expect_delete().times(1).returning(|_, _| Ok(()));
+    let svc = service(threads, messages, index);
+    svc.delete_thread(&tenant(), id).await.unwrap();
+    svc.delete_message(&tenant(), MessageId::new()).await.unwrap();
+
+    let mut threads = MockThreadStore::new();
+    threads.expect_delete().returning(|_, id| Err(StoreError::not_found("thread", id)));
+    let mut index = MockVectorIndex::new();
+    index.expect_remove_thread().times(0);
+    let svc = service(threads, MockMessageStore::new(), index);
+    assert!(matches!(svc.delete_thread(&tenant(), id).await, Err(StoreError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn inline_mode_drains_the_worker_after_an_append() {
+    let mut messages = MockMessageStore::new();
+    messages.expect_append().times(1).returning(|_, thread, batch| {
+        Ok(batch.into_iter().map(|m| m.into_message(MessageId::new(), thread, 1, from_micros(0))).collect())
+    });
+    let index = MockVectorIndex::new();
+    let svc = service(MockThreadStore::new(), messages, index);
+    let m = NewMessage::text(Role::User, "x").unwrap();
+    svc.append_message(&tenant(), ThreadId::new(), m, memlayer_app::AppendOptions::default()).await.unwrap();
+}
+
+fn message(id: MessageId, thread: ThreadId, seq: i64) -> Message {
+    NewMessage::text(Role::User, format!("m{seq}")).unwrap().into_message(id, thread, seq, from_micros(0))
+}
+
+#[tokio::test]
+async fn search_never_returns_a_message_deleted_after_indexing() {
+    let thread = ThreadId::new();
+    let (alive, deleted) = (MessageId::new(), MessageId::new());
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(info);
+    embedder.expect_embed().returning(|_| Ok(vec![Embedding::new("m", vec![1.0, 0.0], 2).unwrap()]));
+    let mut index = MockVectorIndex::new();
+    index.expect_search().returning(move |_, _, _| {
+        Ok(VectorSearch {
+            matches: vec![
+                VectorMatch { id: deleted, thread, score: 0.9 },
+                VectorMatch { id: alive, thread, score: 0.8 },
+            ],
+            strategy: "exact",
+        })
+    });
+    let mut store = MockEmbeddingStore::new();
+    store
+        .expect_embedding_counts()
+        .returning(|_, _| Ok(EmbeddingCounts { embedded: 1, pending: 3, failing: 0, other_model: 2 }));
+    let mut messages = MockMessageStore::new();
+    messages.expect_get_many().returning(move |_, _| Ok(vec![message(alive, thread, 2)]));
+    let search = SearchService::new(
+        Arc::new(embedder),
+        Arc::new(index),
+        Arc::new(store),
+        Arc::new(messages),
+        Arc::new(MockThreadStore::new()),
+    );
+    let q =
+        SearchQuery::new("x", SearchScope::Tenant, SearchMode::Vector, TopK::new(5).unwrap(), Window::default(), None)
+            .unwrap();
+    let results = search.search(&tenant(), &q).await.unwrap();
+    assert_eq!(results.hits.len(), 1);
+    assert_eq!(results.hits[0].message.id, alive);
+    assert_eq!((results.plan.pending, results.plan.other_model, results.plan.vector_index.as_str()), (3, 2, "exact"));
+}
+
+#[tokio::test]
+async fn a_missing_model_is_reported_as_unprovisioned() {
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(info);
+    embedder
+        .expect_embed()
+        .returning(|_| Err(StoreError::Unavailable("model.onnx missing: run scripts/provision".into())));
+    let search = SearchService::new(
+        Arc::new(embedder),
+        Arc::new(MockVectorIndex::new()),
+        Arc::new(MockEmbeddingStore::new()),
+        Arc::new(MockMessageStore::new()),
+        Arc::new(MockThreadStore::new()),
+    );
+    let q = SearchQuery::new("x", SearchScope::Tenant, SearchMode::Hybrid, TopK::default(), Window::default(), None)
+        .unwrap();
+    let err = search.search(&tenant(), &q).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unprovisioned(ref m) if m.contains("scripts/provision")), "{err:?}");
+}

@@ -1,0 +1,309 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DomainError, Message, ResourceId, ThreadId};
+
+/// Most hits a search may ask for.
+pub const MAX_TOP_K: u32 = 100;
+/// Most neighbour messages around a hit, on each side.
+pub const MAX_WINDOW: u32 = 20;
+/// Longest accepted query, in characters. Longer texts are rejected here;
+/// the embedder itself truncates to its model's token limit.
+pub const MAX_QUERY_CHARS: usize = 8_192;
+/// Longest accepted embedding.
+pub const MAX_DIMENSIONS: usize = 4_096;
+
+/// A vector produced by an embedding model, tagged with that model.
+///
+/// Always non-empty, at most [`MAX_DIMENSIONS`] long, finite, and of the
+/// dimension its model declares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    model: String,
+    vector: Vec<f32>,
+}
+
+impl Embedding {
+    /// Validates `vector` as an embedding of `model`, whose dimension is `dim`.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `vector` when empty, of the wrong dimension or not finite.
+    pub fn new(model: impl Into<String>, vector: Vec<f32>, dim: usize) -> Result<Self, DomainError> {
+        if vector.is_empty() || vector.len() > MAX_DIMENSIONS {
+            return Err(DomainError::new("vector", format!("must have 1 to {MAX_DIMENSIONS} dimensions")));
+        }
+        if vector.len() != dim {
+            return Err(DomainError::new("vector", format!("has {} dimensions, the model takes {dim}", vector.len())));
+        }
+        if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+            return Err(DomainError::new("vector", format!("element {i} is not a finite number")));
+        }
+        Ok(Self { model: model.into(), vector })
+    }
+
+    /// The model that produced it.
+    #[must_use]
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The vector.
+    #[must_use]
+    pub fn vector(&self) -> &[f32] {
+        &self.vector
+    }
+
+    /// Number of dimensions.
+    #[must_use]
+    pub fn dim(&self) -> usize {
+        self.vector.len()
+    }
+
+    /// Consumes into the vector.
+    #[must_use]
+    pub fn into_vector(self) -> Vec<f32> {
+        self.vector
+    }
+}
+
+/// How a search ranks messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// By cosine similarity of embeddings.
+    Vector,
+    /// By BM25 over message text.
+    Lexical,
+    /// Both rankings fused by reciprocal rank.
+    #[default]
+    Hybrid,
+}
+
+impl SearchMode {
+    /// Lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Lexical => "lexical",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SearchMode {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "vector" => Ok(Self::Vector),
+            "lexical" => Ok(Self::Lexical),
+            "hybrid" => Ok(Self::Hybrid),
+            _ => Err(DomainError::new("mode", "must be `vector`, `lexical` or `hybrid`")),
+        }
+    }
+}
+
+/// Where a search looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchScope {
+    /// One thread.
+    Thread(ThreadId),
+    /// Every thread of one resource (user or entity).
+    Resource(ResourceId),
+    /// The whole tenant.
+    Tenant,
+}
+
+/// A validated number of hits: 1 to [`MAX_TOP_K`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopK(u32);
+
+impl TopK {
+    /// Validates `n`.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `top_k` when 0 or above [`MAX_TOP_K`].
+    pub fn new(n: u32) -> Result<Self, DomainError> {
+        if n == 0 || n > MAX_TOP_K {
+            return Err(DomainError::new("top_k", format!("must be between 1 and {MAX_TOP_K}, got {n}")));
+        }
+        Ok(Self(n))
+    }
+
+    /// The number.
+    #[must_use]
+    pub const fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl Default for TopK {
+    fn default() -> Self {
+        Self(10)
+    }
+}
+
+/// Neighbour messages returned around each hit, in thread order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    before: u32,
+    after: u32,
+}
+
+impl Window {
+    /// Validates a window.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `window` when a side exceeds [`MAX_WINDOW`].
+    pub fn new(before: u32, after: u32) -> Result<Self, DomainError> {
+        if before > MAX_WINDOW || after > MAX_WINDOW {
+            return Err(DomainError::new("window", format!("before and after must each be at most {MAX_WINDOW}")));
+        }
+        Ok(Self { before, after })
+    }
+
+    /// Messages before each hit.
+    #[must_use]
+    pub const fn before(self) -> u32 {
+        self.before
+    }
+
+    /// Messages after each hit.
+    #[must_use]
+    pub const fn after(self) -> u32 {
+        self.after
+    }
+
+    /// Whether the window is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.before == 0 && self.after == 0
+    }
+}
+
+/// A validated search request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    text: String,
+    /// Where to look.
+    pub scope: SearchScope,
+    /// How to rank.
+    pub mode: SearchMode,
+    /// How many hits.
+    pub top_k: TopK,
+    /// Neighbours around each hit.
+    pub window: Window,
+    /// Drop hits scoring below this (cosine for vector, BM25-derived for
+    /// lexical, fused score for hybrid).
+    pub min_score: Option<f32>,
+}
+
+impl SearchQuery {
+    /// Validates a query: non-blank text of at most [`MAX_QUERY_CHARS`]
+    /// characters and a finite `min_score`.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `query` or `min_score`.
+    pub fn new(
+        text: impl Into<String>,
+        scope: SearchScope,
+        mode: SearchMode,
+        top_k: TopK,
+        window: Window,
+        min_score: Option<f32>,
+    ) -> Result<Self, DomainError> {
+        let text = text.into();
+        if text.trim().is_empty() {
+            return Err(DomainError::new("query", "must not be empty"));
+        }
+        if text.chars().count() > MAX_QUERY_CHARS {
+            return Err(DomainError::new("query", format!("must be at most {MAX_QUERY_CHARS} characters")));
+        }
+        if min_score.is_some_and(|s| !s.is_finite()) {
+            return Err(DomainError::new("min_score", "must be a finite number"));
+        }
+        Ok(Self { text, scope, mode, top_k, window, min_score })
+    }
+
+    /// The query text.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The matching message, whole.
+    pub message: Message,
+    /// Its score under `mode` (higher is better).
+    pub score: f32,
+    /// The ranking that produced the score.
+    pub mode: SearchMode,
+    /// Up to `window.before` messages preceding it, in thread order.
+    pub before: Vec<Message>,
+    /// Up to `window.after` messages following it, in thread order.
+    pub after: Vec<Message>,
+}
+
+/// How a search was carried out, for the response and the logs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchPlan {
+    /// `exact`, `hnsw`, `libsql`… or `none` for lexical-only searches.
+    pub vector_index: String,
+    /// The embedding model of the query and of every vector compared.
+    pub model: String,
+    /// Messages in scope still waiting for an embedding (not searchable by vector yet).
+    pub pending: u64,
+    /// Messages in scope embedded by another model, left out of vector ranking.
+    pub other_model: u64,
+}
+
+/// Embedding progress of a thread or store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EmbeddingCounts {
+    /// Messages with a vector of the current model.
+    pub embedded: u64,
+    /// Messages waiting for their first embedding or a retry.
+    pub pending: u64,
+    /// Messages whose embedding failed at least once and is scheduled again.
+    pub failing: u64,
+    /// Messages with a vector of another model only.
+    pub other_model: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_are_validated() {
+        assert!(Embedding::new("m", vec![0.1, 0.2], 2).is_ok());
+        for (v, dim) in [(vec![], 0), (vec![0.1], 2), (vec![f32::NAN, 0.0], 2), (vec![f32::INFINITY], 1)] {
+            assert_eq!(Embedding::new("m", v, dim).unwrap_err().field, "vector");
+        }
+    }
+
+    #[test]
+    fn query_rules() {
+        let q = |text: &str, min: Option<f32>| {
+            SearchQuery::new(text, SearchScope::Tenant, SearchMode::Hybrid, TopK::default(), Window::default(), min)
+        };
+        assert!(q("hello", None).is_ok());
+        assert_eq!(q("   ", None).unwrap_err().field, "query");
+        assert_eq!(q(&"x".repeat(MAX_QUERY_CHARS + 1), None).unwrap_err().field, "query");
+        assert_eq!(q("x", Some(f32::NAN)).unwrap_err().field, "min_score");
+        assert!(TopK::new(0).is_err() && TopK::new(MAX_TOP_K + 1).is_err() && TopK::new(MAX_TOP_K).is_ok());
+        assert!(Window::new(MAX_WINDOW + 1, 0).is_err() && Window::new(2, 3).is_ok());
+        assert_eq!("fuzzy".parse::<SearchMode>().unwrap_err().field, "mode");
+    }
+}

@@ -1,0 +1,73 @@
+use async_trait::async_trait;
+use memlayer_domain::{Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp};
+
+use crate::{StoreError, VectorEntry, VectorFilter, VectorMatch};
+
+/// A message waiting for its embedding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEmbedding {
+    /// The message.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its thread.
+    pub thread: ThreadId,
+    /// The text to embed (content plus tool-call names and arguments).
+    pub text: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// Durable embeddings, the embedding job queue and lexical search: the
+/// database side of semantic memory.
+///
+/// Every appended message gets an embedding job in the same transaction as
+/// the message, so a message can never be stored without either a vector or
+/// a pending job.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
+    /// Up to `limit` jobs due at `now`, oldest message first.
+    async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError>;
+
+    /// Stores each embedding and deletes its job, atomically. MUST skip
+    /// messages deleted meanwhile and return the entries actually stored.
+    async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError>;
+
+    /// Records a failed attempt for each job: attempts + 1, the error, and
+    /// the next attempt at `retry_at`.
+    async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError>;
+
+    /// Schedules every message lacking a vector of `model` (re-embedding a
+    /// store for a new model); returns how many jobs were added. MUST be
+    /// idempotent.
+    async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError>;
+
+    /// Vectors of `model` in storage order, after position `after`, up to
+    /// `limit`, and the position to continue from (`None` at the end).
+    async fn scan_vectors(
+        &self,
+        model: String,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError>;
+
+    /// Embedding progress of the messages a filter admits.
+    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError>;
+
+    /// Removes vectors of every model but `keep`; returns how many.
+    async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError>;
+
+    /// Messages matching `query` by BM25 over their text, best first, with
+    /// scores where higher is better. The query is plain words: operators and
+    /// punctuation of the underlying engine never reach it unescaped.
+    async fn lexical_search(
+        &self,
+        filter: &VectorFilter,
+        query: String,
+        k: usize,
+    ) -> Result<Vec<VectorMatch>, StoreError>;
+
+    /// The tenant's threads of `resource`.
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError>;
+}
