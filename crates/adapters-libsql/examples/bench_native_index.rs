@@ -9,7 +9,9 @@
 //!     [--compress float8|none] [--threads 100] [--delete-every 10]
 //! ```
 //!
-//! The vector file is raw little-endian f32, `dim` per row; its last
+//! "native" rows force the index path (`exact_below = 0`; thin filters then
+//! fall back to exact), "exact SQL" rows force `vector_distance_cos` over
+//! every admitted row. The vector file is raw little-endian f32, `dim` per row; its last
 //! `--queries` rows are the queries, the rows before them the data, of which
 //! the first `--rows` are inserted (fewer when `--budget-secs` runs out).
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "a benchmark binary")]
@@ -234,11 +236,19 @@ async fn main() {
 
     let native_run = run_queries(&native, &whole, ids, &truth, &queries, a.dim).await;
     let exact_run = run_queries(&exact, &whole, ids, &truth, &queries, a.dim).await;
-    // One thread of `threads`: what the default config does (exact under 20k).
-    let one = VectorFilter { tenant: tenant.clone(), threads: Some(vec![threads[0]]) };
-    let thread_live: Vec<bool> = (0..inserted).map(|i| i % threads.len() == 0).collect();
-    let thread_truth: Vec<Vec<usize>> = queries.iter().map(|q| exact_top(&data, &thread_live, q, 10)).collect();
-    let thread_native = run_queries(&native, &one, ids, &thread_truth, &queries, a.dim).await;
+    // Narrower filters: a tenth of the threads, and one thread.
+    let scoped = |n: usize| {
+        let filter = VectorFilter { tenant: tenant.clone(), threads: Some(threads[..n].to_vec()) };
+        let admitted: Vec<bool> = (0..inserted).map(|i| i % threads.len() < n).collect();
+        let truth: Vec<Vec<usize>> = queries.iter().map(|q| exact_top(&data, &admitted, q, 10)).collect();
+        (filter, truth, admitted.iter().filter(|x| **x).count())
+    };
+    let (tenth, tenth_truth, tenth_rows) = scoped((threads.len() / 10).max(1));
+    let tenth_native = run_queries(&native, &tenth, ids, &tenth_truth, &queries, a.dim).await;
+    let tenth_exact = run_queries(&exact, &tenth, ids, &tenth_truth, &queries, a.dim).await;
+    let (one, one_truth, one_rows) = scoped(1);
+    let one_native = run_queries(&native, &one, ids, &one_truth, &queries, a.dim).await;
+    let one_exact = run_queries(&exact, &one, ids, &one_truth, &queries, a.dim).await;
 
     // Deletions: DiskANN can leave nodes unreachable; recall over the rest.
     let doomed: Vec<MessageId> = (0..inserted).filter(|i| i % a.delete_every.max(1) == 0).map(|i| ids[i]).collect();
@@ -282,10 +292,17 @@ async fn main() {
         "strategy"
     );
     println!("|{}|{}|---------|--------|--------|-------|-----------|", "-".repeat(48), "-".repeat(14));
+    let tenth_name = format!("{tenth_rows} rows (1/10 threads), native");
+    let tenth_exact_name = format!("{tenth_rows} rows (1/10 threads), exact SQL");
+    let one_name = format!("{one_rows} rows (1 thread), native");
+    let one_exact_name = format!("{one_rows} rows (1 thread), exact SQL");
     for (name, r) in [
         ("tenant scope, native index", &native_run),
         ("tenant scope, exact SQL (vector_distance_cos)", &exact_run),
-        ("one thread (1/N of rows), exact_below=0", &thread_native),
+        (tenth_name.as_str(), &tenth_native),
+        (tenth_exact_name.as_str(), &tenth_exact),
+        (one_name.as_str(), &one_native),
+        (one_exact_name.as_str(), &one_exact),
         ("tenant scope after deleting 1/10, native", &after_run),
     ] {
         println!(
