@@ -15,7 +15,7 @@
 //! ```text
 //! cargo run --release -p memlayer-adapters-embed --example bench_index -- \
 //!     --vectors target/bench-data/vectors101k.f32 [--dim 384] [--data 100000] [--queries 1000] \
-//!     [--threads 1000] [--k 10] [--ef 32,64,100,128,200] [--ef-construction 100] \
+//!     [--threads 1000] [--k 10] [--ef 16,32,48,64,100] [--ef-construction 100] \
 //!     [--exact-below 20000] [--snapshot target/bench-data/hnsw100k.idx] [--reuse-snapshot]
 //! ```
 #![allow(clippy::unwrap_used, reason = "benchmark binary")]
@@ -54,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         queries: 1000,
         threads: 1000,
         k: 10,
-        ef: vec![32, 64, 100, 128, 200],
+        ef: vec![16, 32, 48, 64, 100],
         ef_construction: 100,
         exact_below: 20_000,
         snapshot: PathBuf::from("target/bench-data/hnsw100k.idx"),
@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         recall: f64,
         strategies: String,
         heap: usize,
-        rss: f64,
+        rss: Option<f64>,
     }
     let mut rows_out = Vec::new();
     let mut thread_hnsw = None;
@@ -264,7 +264,8 @@ async fn main() -> anyhow::Result<()> {
         let load = started.elapsed();
         let stats = hnsw.stats();
         ensure!(stats.rebuilds == 0 && stats.models[0].graph == a.data, "snapshot did not load: {stats:?}");
-        let rss = rss_mib() - rss0;
+        // Meaningful for the first load only: later ones reuse freed memory.
+        let rss = rows_out.is_empty().then(|| rss_mib() - rss0);
         let got = run(&hnsw, &whole_tenant, &queries, a.k).await;
         let mut strategies: Vec<&str> = got.strategies.iter().copied().collect();
         strategies.sort_unstable();
@@ -292,21 +293,22 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| index | ef_search | load | QPS | mean latency | speed-up vs exact | recall@{} | strategy | heap (est.) | RSS delta |",
+        "| index | ef_search | load (snapshot) | QPS | mean latency | speed-up vs exact | recall@{} | strategy | heap (est.) | RSS delta |",
         a.k
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| exact | – | insert {:.2?} | {:.1} | {:.0} µs | 1.0× | 1.0000 | {} | – | {:.0} MiB |",
+        "| exact | – | insert {:.2?} | {:.1} | {:.0} µs | 1.0× | 1.0000 | {} | {:.0} MiB | {:.0} MiB |",
         exact_insert,
         truth.qps(),
         truth.micros(),
         truth.strategies.iter().copied().collect::<Vec<_>>().join("+"),
+        mib(exact.heap_bytes()),
         exact_rss
     );
     for r in &rows_out {
         println!(
-            "| hnsw | {} | {:.2?} | {:.0} | {:.0} µs | {:.1}× | {:.4} | {} | {:.0} MiB | {:.0} MiB |",
+            "| hnsw | {} | {:.2?} | {:.0} | {:.0} µs | {:.1}× | {:.4} | {} | {:.0} MiB | {} |",
             r.ef,
             r.load,
             r.qps,
@@ -315,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
             r.recall,
             r.strategies,
             mib(r.heap),
-            r.rss
+            r.rss.map_or("–".to_owned(), |m| format!("{m:.0} MiB"))
         );
     }
     println!();

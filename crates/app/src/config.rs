@@ -104,7 +104,8 @@ pub struct SearchConfig {
     /// Vector index: `hnsw` (in process, snapshot under data_dir), `exact`
     /// (in-process scan), or `libsql` (libSQL's native DiskANN index).
     pub index: String,
-    /// Scopes with at most this many vectors are searched exactly.
+    /// HNSW: scopes with at most this many vectors are searched exactly (the
+    /// libSQL index keeps its own, measured threshold).
     pub exact_below: usize,
     /// HNSW: new vectors searched exactly until this many trigger a background rebuild.
     pub rebuild_threshold: usize,
@@ -123,7 +124,7 @@ impl Default for SearchConfig {
             exact_below: 20_000,
             rebuild_threshold: 5_000,
             ef_construction: 100,
-            ef_search: 100,
+            ef_search: 48,
             max_neighbors: 32,
         }
     }

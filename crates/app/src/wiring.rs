@@ -221,11 +221,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
             LibsqlVectorIndex::open(
                 (*backend).clone(),
                 info.dim,
-                NativeIndexConfig {
-                    max_neighbors: search_cfg.max_neighbors,
-                    exact_below: search_cfg.exact_below,
-                    ..NativeIndexConfig::default()
-                },
+                // The native index keeps its own exact threshold: exact search
+                // in SQL breaks even with the index near 2,000 rows, far below
+                // the in-process scan's.
+                NativeIndexConfig { max_neighbors: search_cfg.max_neighbors, ..NativeIndexConfig::default() },
             )
             .await
             .map_err(db_error)?,

@@ -21,27 +21,36 @@ use super::store::{ModelStore, Threads, dedup_threads};
 use super::{INLINE_WORK, Prepared, blocking, check_batch, dimension_error, read, write_with};
 
 /// Settings of [`HnswIndex`].
+///
+/// Defaults come from `examples/bench_index.rs` on 100,000 all-MiniLM-L6-v2
+/// embeddings of real text (2 cores): with `ef_construction` 100,
+/// `ef_search` 48 gave recall@10 0.99 at ~16× the exact QPS (32: 0.985 at
+/// ~20×; 16: 0.963 at ~28×; 100: 0.996 at ~8×). The graph build took ~7
+/// minutes with `ef_construction` 48 and ~17 with 100 on that loaded
+/// machine; `M` is fixed at 32 by instant-distance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HnswConfig {
     /// Where the index persists itself (after each rebuild and on
     /// [`HnswIndex::flush`]); `None` keeps it in memory only.
     pub snapshot_path: Option<PathBuf>,
     /// Delta size (vectors not yet in a graph, per model) that starts a
-    /// background rebuild.
+    /// background rebuild. Default 5000.
     pub rebuild_threshold: usize,
-    /// Searches whose filter admits at most this many candidates are exact.
+    /// Searches whose filter admits at most this many candidates are exact
+    /// (20,000 × 384 dimensions take ~3–4 ms). Default 20,000.
     pub exact_below: usize,
-    /// Beam width while building (`efConstruction`).
+    /// Beam width while building (`efConstruction`). Default 100.
     pub ef_construction: usize,
     /// Beam width while searching (`ef`): the graph returns at most this many
-    /// candidates per search, so it also caps `k` for the graph path. Applied
-    /// to new graphs and to a loaded snapshot (no rebuild needed).
+    /// candidates per search, so it also caps `k` for the graph path (a
+    /// larger `k` is searched exactly). Applied to new graphs and to a loaded
+    /// snapshot (changing it needs a restart, not a rebuild). Default 48.
     pub ef_search: usize,
 }
 
 impl Default for HnswConfig {
     fn default() -> Self {
-        Self { snapshot_path: None, rebuild_threshold: 5000, exact_below: 20_000, ef_construction: 100, ef_search: 100 }
+        Self { snapshot_path: None, rebuild_threshold: 5000, exact_below: 20_000, ef_construction: 100, ef_search: 48 }
     }
 }
 
