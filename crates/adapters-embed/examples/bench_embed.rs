@@ -11,7 +11,7 @@
 //! line, in input order. Like the Python reference, the timing covers
 //! tokenization and inference of all texts in one `embed` call, after the
 //! model is loaded and one warm-up call; it is printed to stderr as
-//! `bench: … texts/s`.
+//! `bench: … texts/s, cpu …s` (the process's CPU time over the same span).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -76,13 +76,14 @@ async fn main() -> anyhow::Result<()> {
     let load = started.elapsed();
     embedder.embed(vec!["warm-up".to_owned()]).await?;
 
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     let embeddings = embedder.embed(texts.clone()).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(cpu_before).map_or(f64::NAN, |(after, before)| after - before);
     let chars: usize = texts.iter().map(|t| t.chars().count()).sum();
     eprintln!(
         "bench: {} texts ({chars} chars), sessions={} threads={} max_batch_tokens={} max_batch_size={}: \
-         {:.1} texts/s (embed {elapsed:.3}s, load {:.3}s)",
+         {:.1} texts/s, cpu {cpu:.2}s (embed {elapsed:.3}s, load {:.3}s)",
         texts.len(),
         config.sessions,
         config.intra_threads,
@@ -101,4 +102,14 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat`
+/// (Linux, 10 ms ticks); `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

@@ -128,8 +128,9 @@ impl fmt::Debug for Inner {
 }
 
 impl OnnxEmbedder {
-    /// Loads the runtime, tokenizer and model (a fraction of a second: call
-    /// it at start-up, not on an async worker in the middle of serving).
+    /// Loads the runtime, tokenizer and model (about a second, most of it
+    /// reading and hashing the 90 MB model: call it at start-up, or on the
+    /// blocking pool, not on an async worker in the middle of serving).
     ///
     /// Never fails: when anything is missing or corrupt the error is kept,
     /// logged, shown by [`Self::status`] and returned as
@@ -196,17 +197,22 @@ impl Embedder for OnnxEmbedder {
         let mut ids = model.blocking(move |m| m.tokenize(&texts)).await??;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
 
-        let mut batches = JoinSet::new();
-        for indices in batch::plan(&lengths, model.max_batch_tokens, model.max_batch_size) {
-            let rows: Vec<Vec<u32>> = indices.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
-            let model = Arc::clone(&model);
-            batches.spawn(async move {
-                let vectors = model.blocking(move |m| m.infer(&rows)).await??;
-                Ok::<_, StoreError>((indices, vectors))
-            });
-        }
+        // At most one batch per session in flight: a call queues behind the
+        // batches already running, not behind every batch of a large backfill.
+        let mut plan = batch::plan(&lengths, model.max_batch_tokens, model.max_batch_size).into_iter();
+        let mut running = JoinSet::new();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; count];
-        while let Some(joined) = batches.join_next().await {
+        loop {
+            while running.len() < model.sessions {
+                let Some(indices) = plan.next() else { break };
+                let rows: Vec<Vec<u32>> = indices.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
+                let model = Arc::clone(&model);
+                running.spawn(async move {
+                    let vectors = model.blocking(move |m| m.infer(&rows)).await??;
+                    Ok::<_, StoreError>((indices, vectors))
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
             let (indices, batch) = joined.map_err(StoreError::backend)??;
             for (i, vector) in indices.into_iter().zip(batch) {
                 vectors[i] = Some(vector);
@@ -228,6 +234,7 @@ struct Model {
     tokenizer: Tokenizer,
     pad_id: u32,
     slots: Mutex<Vec<Slot>>,
+    sessions: usize,
     permits: Arc<Semaphore>,
     max_batch_tokens: usize,
     max_batch_size: usize,
@@ -238,6 +245,7 @@ impl Model {
         Self {
             tokenizer: loaded.tokenizer,
             pad_id: loaded.pad_id,
+            sessions: loaded.slots.len(),
             permits: Arc::new(Semaphore::new(loaded.slots.len())),
             slots: Mutex::new(loaded.slots),
             max_batch_tokens: config.max_batch_tokens.max(1),
@@ -276,15 +284,11 @@ impl Model {
     /// One batch through a free session: one vector per row, in row order.
     fn infer(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, StoreError> {
         let padded = batch::pad(rows, self.pad_id);
-        let mut slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .ok_or_else(|| StoreError::backend("no free onnx session (more permits than sessions)"))?;
-        let result = run(&mut slot.session, &slot.options, &padded);
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
-        let vectors = result.map_err(|e| StoreError::backend(format!("onnx inference failed: {e}")))?;
+        let mut slot = Borrowed::take(&self.slots)?;
+        let Slot { session, options } = &mut *slot;
+        let vectors =
+            run(session, options, &padded).map_err(|e| StoreError::backend(format!("onnx inference failed: {e}")))?;
+        drop(slot);
         for v in &vectors {
             let norm = v.iter().map(|x| x * x).sum::<f32>();
             if !norm.is_finite() || (norm - 1.0).abs() > NORM_TOLERANCE {
@@ -292,6 +296,44 @@ impl Model {
             }
         }
         Ok(vectors)
+    }
+}
+
+/// A session taken from the pool, put back when dropped (even by a panic,
+/// so that a failed batch never shrinks the pool).
+struct Borrowed<'a> {
+    pool: &'a Mutex<Vec<Slot>>,
+    slot: Option<Slot>,
+}
+
+impl<'a> Borrowed<'a> {
+    fn take(pool: &'a Mutex<Vec<Slot>>) -> Result<Self, StoreError> {
+        let slot = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match slot {
+            Some(slot) => Ok(Self { pool, slot: Some(slot) }),
+            None => Err(StoreError::backend("no free onnx session (more permits than sessions)")),
+        }
+    }
+}
+
+impl std::ops::Deref for Borrowed<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        self.slot.as_ref().unwrap_or_else(|| unreachable!("the slot is only taken out on drop"))
+    }
+}
+
+impl std::ops::DerefMut for Borrowed<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        self.slot.as_mut().unwrap_or_else(|| unreachable!("the slot is only taken out on drop"))
+    }
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        }
     }
 }
 
