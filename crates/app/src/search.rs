@@ -125,10 +125,16 @@ impl SearchService {
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
         let vector = if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
             let model = self.embedder.info().model;
-            let mut embedded = self.embedder.embed(vec![query.text().to_owned()]).await.map_err(unprovisioned)?;
+            // The coverage counts (a database read) run while the query is
+            // embedded (ONNX on the blocking pool).
+            let (embedded, counts) = tokio::join!(
+                self.embedder.embed(vec![query.text().to_owned()]),
+                self.store.embedding_counts(&filter, model.clone())
+            );
+            let mut embedded = embedded.map_err(unprovisioned)?;
+            let counts = counts?;
             let q = embedded.pop().ok_or_else(|| StoreError::backend("embedder returned no vector"))?;
             let found = self.index.search(&filter, &q, candidates).await?;
-            let counts = self.store.embedding_counts(&filter, model.clone()).await?;
             plan.vector_index = found.strategy.to_owned();
             plan.model = model;
             plan.pending = counts.pending;

@@ -182,10 +182,12 @@ async fn a_missing_model_is_reported_as_unprovisioned() {
     embedder
         .expect_embed()
         .returning(|_| Err(StoreError::Unavailable("model.onnx missing: run scripts/provision".into())));
+    let mut store = MockEmbeddingStore::new();
+    store.expect_embedding_counts().returning(|_, _| Ok(EmbeddingCounts::default()));
     let search = SearchService::new(
         Arc::new(embedder),
         Arc::new(MockVectorIndex::new()),
-        Arc::new(MockEmbeddingStore::new()),
+        Arc::new(store),
         Arc::new(MockMessageStore::new()),
         Arc::new(MockThreadStore::new()),
     );
