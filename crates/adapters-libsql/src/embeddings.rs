@@ -39,7 +39,7 @@ impl EmbeddingStore for LibsqlBackend {
                     id: MessageId::from_uuid(r.uuid(0, "id")?),
                     thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
                     tenant: r.parse(2, "tenant", TenantId::parse)?,
-                    text: embedding_text(r.text(3, "content")?, &calls),
+                    text: memlayer_domain::model_text(&r.text(3, "content")?, &calls),
                     attempts: u32::try_from(r.int(5, "attempts")?)
                         .map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
                 });
@@ -319,19 +319,6 @@ pub(crate) const SCAN_VECTORS: &str = "SELECT v.rowid, m.id, m.thread_id, t.tena
      FROM message_vectors v JOIN messages m ON m.rowid = v.message_rowid JOIN threads t ON t.id = m.thread_id \
      WHERE v.model = ?1 AND v.rowid > ?2 ORDER BY v.rowid LIMIT ?3";
 
-/// The text embedded for a message: its content, then for each tool call a
-/// line `name arguments-json` (the same text the application counts tokens of).
-pub(crate) fn embedding_text(content: String, calls: &[ToolCall]) -> String {
-    let mut text = content;
-    for call in calls {
-        text.push('\n');
-        text.push_str(&call.name);
-        text.push(' ');
-        text.push_str(&call.arguments.to_string());
-    }
-    text
-}
-
 /// An FTS5 query for plain words: the text's Unicode words (letters and
 /// digits, split at everything else, as the `unicode61` tokenizer does),
 /// each quoted as an FTS5 string with internal quotes doubled, OR-ed so BM25
@@ -393,12 +380,5 @@ mod tests {
         assert_eq!(truncate("abc".into(), 10), "abc");
         assert_eq!(truncate("é".repeat(600), MAX_ERROR_BYTES).len(), MAX_ERROR_BYTES);
         assert_eq!(truncate("aé".into(), 2), "a");
-    }
-
-    #[test]
-    fn embedding_text_matches_the_token_counting_text() {
-        let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: serde_json::json!({"a": "x"}) };
-        assert_eq!(embedding_text("hi".into(), &[call]), "hi\nlookup {\"a\":\"x\"}");
-        assert_eq!(embedding_text("plain".into(), &[]), "plain");
     }
 }

@@ -182,7 +182,7 @@ impl MemoryService {
                     }
                 },
             };
-            let texts = batch.iter().map(countable_text).collect();
+            let texts = batch.iter().map(|m| memlayer_domain::model_text(m.content(), m.tool_calls())).collect();
             let counts = self.tokens.count(&model, texts).await;
             if counts.len() != batch.len() {
                 return Err(StoreError::backend(format!(
@@ -298,15 +298,4 @@ impl MemoryService {
         let model = parse_model(model)?;
         Ok(self.tokens.count(&model, texts).await)
     }
-}
-
-fn countable_text(m: &NewMessage) -> String {
-    let mut text = m.content().to_owned();
-    for call in m.tool_calls() {
-        text.push('\n');
-        text.push_str(&call.name);
-        text.push(' ');
-        text.push_str(&call.arguments.to_string());
-    }
-    text
 }

@@ -21,7 +21,7 @@ mod token;
 
 pub use error::DomainError;
 pub use ids::{AgentId, MessageId, ResourceId, TenantId, ThreadId};
-pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall};
+pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, model_text};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use search::{
     Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode,

@@ -209,6 +209,20 @@ impl NewMessage {
     }
 }
 
+/// The text a model sees of a message, for token counting and embedding:
+/// its content, then for each tool call a line `name arguments-json`.
+#[must_use]
+pub fn model_text(content: &str, calls: &[ToolCall]) -> String {
+    let mut text = content.to_owned();
+    for call in calls {
+        text.push('\n');
+        text.push_str(&call.name);
+        text.push(' ');
+        text.push_str(&call.arguments.to_string());
+    }
+    text
+}
+
 fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() || value.len() > 256 {
         return Err(DomainError::new(field, "must be 1 to 256 bytes"));
@@ -267,6 +281,13 @@ mod tests {
         check(Role::Assistant, "", None, 0, false);
         check(Role::User, "x", None, 1, false);
         check(Role::Tool, "x", Some(""), 0, false);
+    }
+
+    #[test]
+    fn model_text_appends_each_tool_call() {
+        let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: serde_json::json!({"a": "x"}) };
+        assert_eq!(model_text("hi", &[call]), "hi\nlookup {\"a\":\"x\"}");
+        assert_eq!(model_text("plain", &[]), "plain");
     }
 
     #[test]
