@@ -157,6 +157,12 @@ impl EmbeddingStore for LibsqlBackend {
                 )
                 .await
                 .ctx("enqueue missing embeddings")?;
+            conn.execute(
+                "UPDATE embedding_jobs SET next_attempt_at = ?1 WHERE next_attempt_at > ?1",
+                vec![Value::Integer(at)],
+            )
+            .await
+            .ctx("make embedding jobs due")?;
             Ok(added)
         })
         .await

@@ -42,7 +42,8 @@ pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
 
     /// Schedules every message lacking a vector of `model` (re-embedding a
     /// store for a new model); returns how many jobs were added. MUST be
-    /// idempotent.
+    /// idempotent, and MUST make every queued job due at once (an explicit
+    /// re-embed does not wait out the backoff of earlier failures).
     async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError>;
 
     /// Vectors of `model` in storage order, after position `after`, up to

@@ -726,6 +726,12 @@ pub async fn enqueue_missing_is_idempotent_per_model(b: Backend) {
     assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 0, "idempotent");
     let counts = progress(&b, &whole_tenant(&t), "m2").await;
     assert_eq!((counts.embedded, counts.pending, counts.other_model), (0, 3, 3));
+    // A job backing off after a failure is due again at once after a re-enqueue.
+    b.embeddings.fail_jobs(vec![stored[0].id], "boom".into(), far_future()).await.unwrap();
+    assert!(b.embeddings.due_jobs(memlayer_domain::now(), 10).await.unwrap().iter().all(|j| j.id != stored[0].id));
+    assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 0);
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 10).await.unwrap();
+    assert!(due.iter().any(|j| j.id == stored[0].id && j.attempts == 1), "due again, attempts kept");
     let done: Vec<_> = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m2", i))).collect();
     b.embeddings.complete_jobs(done).await.unwrap();
     let counts = progress(&b, &whole_tenant(&t), "m2").await;
