@@ -241,6 +241,12 @@ pub enum ConfigError {
     },
 }
 
+/// `MEMLAYER_` variables that are not configuration keys: the config file's
+/// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
+/// provisioning scripts' Python, and the test suite's Postgres. Any other
+/// unknown `MEMLAYER_` variable is an error naming it, so a typo is caught.
+const NOT_CONFIG: &[&str] = &["CONFIG", "CACHE_DIR", "PYTHON", "TEST_DATABASE_URL"];
+
 impl Config {
     /// The layered sources: defaults, then `file` (or `MEMLAYER_CONFIG`) if
     /// any, then the environment.
@@ -251,7 +257,7 @@ impl Config {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        fig.merge(Env::prefixed("MEMLAYER_").ignore(&["CONFIG"]).split("__"))
+        fig.merge(Env::prefixed("MEMLAYER_").ignore(NOT_CONFIG).split("__"))
             .merge(Env::raw().only(&["LIBSQL_DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["LIBSQL_AUTH_TOKEN"]).map(|_| "database.auth_token".into()))
     }
