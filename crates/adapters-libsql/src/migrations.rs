@@ -41,6 +41,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0002_semantic.up.sql"),
         down: include_str!("../migrations/0002_semantic.down.sql"),
     },
+    Migration {
+        version: 3,
+        name: "config_store",
+        up: include_str!("../migrations/0003_config_store.up.sql"),
+        down: include_str!("../migrations/0003_config_store.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

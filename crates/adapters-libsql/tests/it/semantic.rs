@@ -38,6 +38,7 @@ async fn migration_2_backfills_and_reverts_cleanly() {
     let path = db_path(&dir);
     let db = open_file(&path).await;
     let conn = raw(&path).await;
+    down_to_2(&db).await;
     let with_2 = schema_objects(&conn).await;
     assert_eq!(db.migrate_down(1).await.unwrap()[0].version, 2);
     let without_2 = schema_objects(&conn).await;
@@ -54,6 +55,7 @@ async fn migration_2_backfills_and_reverts_cleanly() {
     batch.push(NewMessage::new(Role::Assistant, "checking", None, None, vec![call], Metadata::default()).unwrap());
     let stored = db.append(&t, thread, batch).await.unwrap();
     assert_eq!(db.migrate_up().await.unwrap()[0].version, 2);
+    down_to_2(&db).await;
     assert_eq!(schema_objects(&conn).await, with_2, "up again restores the same schema");
     assert_eq!(counts(&conn).await, (5, 5, 0), "backfilled full-text entries and jobs");
     fts_integrity(&conn).await;
@@ -72,8 +74,22 @@ async fn migration_2_backfills_and_reverts_cleanly() {
     db.migrate_down(usize::MAX).await.unwrap();
     assert_eq!(schema_objects(&conn).await, vec!["_memlayer_migrations".to_owned()]);
     db.migrate_up().await.unwrap();
+    down_to_2(&db).await;
     assert_eq!(schema_objects(&conn).await, with_2);
     assert_eq!(counts(&conn).await, (0, 0, 0));
+}
+
+/// Reverts the migrations newer than 2, so that this file tests migration 2
+/// as the newest whatever came after it.
+async fn down_to_2(db: &memlayer_adapters_libsql::LibsqlBackend) {
+    loop {
+        let status = db.migration_status().await.unwrap();
+        let newest = status.iter().filter(|m| m.applied_at.is_some()).map(|m| m.version).max().unwrap_or(0);
+        if newest <= 2 {
+            break;
+        }
+        db.migrate_down(1).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
