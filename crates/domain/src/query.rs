@@ -223,10 +223,7 @@ impl Op {
             other => {
                 return Err(DomainError::new(
                     "filter",
-                    format!(
-                        "unknown operator `{}`; use eq, ne, lt, lte, gt, gte, in or contains",
-                        truncate(other)
-                    ),
+                    format!("unknown operator `{}`; use eq, ne, lt, lte, gt, gte, in or contains", truncate(other)),
                 ));
             }
         })
@@ -254,10 +251,7 @@ impl FieldValue {
     /// Parses `raw` as a value of `kind` (for a text list: one element).
     fn parse(field: &FieldSpec, raw: &str) -> Result<Self, DomainError> {
         let bad = |what: &str| {
-            DomainError::new(
-                "filter",
-                format!("`{}` is not {what}, as field `{}` needs", truncate(raw), field.name),
-            )
+            DomainError::new("filter", format!("`{}` is not {what}, as field `{}` needs", truncate(raw), field.name))
         };
         Ok(match field.kind {
             FieldKind::Text | FieldKind::TextList => {
@@ -756,7 +750,13 @@ mod tests {
         assert!(q.clone().resume(&TenantId::parse("other").unwrap(), &back).is_err());
         assert!(models().sort_by("-name").unwrap().resume(&tenant, &back).is_err(), "other filter");
         assert!(
-            models().filter_expr("provider:eq:openai").unwrap().sort_by("name").unwrap().resume(&tenant, &back).is_err(),
+            models()
+                .filter_expr("provider:eq:openai")
+                .unwrap()
+                .sort_by("name")
+                .unwrap()
+                .resume(&tenant, &back)
+                .is_err(),
             "other direction"
         );
         let mut raw = URL_SAFE_NO_PAD.decode(c.encode()).unwrap();
