@@ -405,7 +405,12 @@ async fn internal_errors_reveal_nothing() {
         Arc::new(MockMessageStore::new()),
         Arc::new(MockThreadStore::new()),
     );
-    let app = memlayer_api::router(memlayer_api::AppState { memory, search, database: Arc::new(database) });
+    let configuration = memlayer_app::ConfigService::new(
+        Arc::new(memlayer_ports::MockConfigStore::new()),
+        memlayer_app::CacheSettings::default(),
+    );
+    let app =
+        memlayer_api::router(memlayer_api::AppState { memory, search, configuration, database: Arc::new(database) });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
         async move {
