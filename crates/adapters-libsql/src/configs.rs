@@ -84,7 +84,7 @@ pub(crate) fn list_sql(tenant: &TenantId, query: &ListQuery) -> Result<(String, 
         if spec.kind == FieldKind::TextList {
             // `tool_ids contains X`: X names a tool by its UUID; text that is
             // not a UUID matches nothing (bound as text, never equal to a blob).
-            let v = match &f.values()[..] {
+            let v = match f.values() {
                 [FieldValue::Text(s)] => s.parse::<uuid::Uuid>().map_or_else(|_| Value::Text(s.clone()), uuid),
                 _ => return Err(unknown(spec.name)),
             };
