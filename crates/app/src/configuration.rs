@@ -2,6 +2,7 @@
 //! in-process read cache.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlayer_domain::{
@@ -40,9 +41,15 @@ type SettingKey = (TenantId, SettingName, SettingName);
 /// (all models on a model write, since the default flag moves between
 /// them; all agents on an agent write; the one setting on a setting write).
 /// Listings and tools always read the store.
+///
+/// A read that raced a write never leaves the pre-write value cached: reads
+/// note a write generation before going to the store and cache their
+/// result only if no write finished meanwhile (writes bump the generation,
+/// then invalidate).
 #[derive(Clone)]
 pub struct ConfigService {
     store: Arc<dyn ConfigStore>,
+    writes: Arc<AtomicU64>,
     models: Cache<(TenantId, ModelId), ModelConfig>,
     agents: Cache<(TenantId, AgentConfigId), AgentConfig>,
     agents_by_name: Cache<(TenantId, AgentId), Option<AgentConfig>>,
@@ -78,6 +85,7 @@ impl ConfigService {
     pub fn new(store: Arc<dyn ConfigStore>, cache_settings: CacheSettings) -> Self {
         Self {
             store,
+            writes: Arc::new(AtomicU64::new(0)),
             models: cache(cache_settings),
             agents: cache(cache_settings),
             agents_by_name: cache(cache_settings),
@@ -85,11 +93,26 @@ impl ConfigService {
         }
     }
 
+    fn generation(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Whether no write finished since `generation` was read.
+    fn unchanged_since(&self, generation: u64) -> bool {
+        self.writes.load(Ordering::Acquire) == generation
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn models_changed(&self) {
+        self.wrote();
         self.models.invalidate_all();
     }
 
     fn agents_changed(&self) {
+        self.wrote();
         self.agents.invalidate_all();
         self.agents_by_name.invalidate_all();
     }
@@ -114,8 +137,11 @@ impl ConfigService {
         if let Some(hit) = self.models.get(&key).await {
             return Ok(hit);
         }
+        let generation = self.generation();
         let model = self.store.get_model(tenant, id).await?;
-        self.models.insert(key, model.clone()).await;
+        if self.unchanged_since(generation) {
+            self.models.insert(key, model.clone()).await;
+        }
         Ok(model)
     }
 
@@ -181,8 +207,11 @@ impl ConfigService {
         if let Some(hit) = self.agents.get(&key).await {
             return Ok(hit);
         }
+        let generation = self.generation();
         let agent = self.store.get_agent(tenant, id).await?;
-        self.agents.insert(key, agent.clone()).await;
+        if self.unchanged_since(generation) {
+            self.agents.insert(key, agent.clone()).await;
+        }
         Ok(agent)
     }
 
@@ -197,8 +226,11 @@ impl ConfigService {
             return Ok(hit);
         }
         let query = ListQuery::new(ConfigEntity::Agents).filter("name", "eq", name.as_str())?.limit(PageSize::new(1)?);
+        let generation = self.generation();
         let found = self.store.list_agents(tenant, &query).await?.items.pop();
-        self.agents_by_name.insert(key, found.clone()).await;
+        if self.unchanged_since(generation) {
+            self.agents_by_name.insert(key, found.clone()).await;
+        }
         Ok(found)
     }
 
@@ -308,8 +340,11 @@ impl ConfigService {
         if let Some(hit) = self.settings.get(&k).await {
             return Ok(hit);
         }
+        let generation = self.generation();
         let found = self.store.get_setting(tenant, category, key).await?;
-        self.settings.insert(k, found.clone()).await;
+        if self.unchanged_since(generation) {
+            self.settings.insert(k, found.clone()).await;
+        }
         Ok(found)
     }
 
@@ -340,6 +375,7 @@ impl ConfigService {
     ) -> Result<Setting, StoreError> {
         validate_setting_value(&value)?;
         let stored = self.store.put_setting(tenant, category, key, value).await;
+        self.wrote();
         self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
         stored
     }
@@ -355,6 +391,7 @@ impl ConfigService {
         key: &SettingName,
     ) -> Result<(), StoreError> {
         let deleted = self.store.delete_setting(tenant, category, key).await;
+        self.wrote();
         self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
         deleted
     }

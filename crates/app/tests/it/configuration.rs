@@ -218,3 +218,30 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
     assert!(t.metadata.as_map().is_empty(), "an agent memlayer does not know adds nothing");
     assert_eq!(t.agent_id.map(|a| a.to_string()), Some("external-bot".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_write_does_not_cache_the_old_value() {
+    let id = AgentConfigId::new();
+    let mut store = MockConfigStore::new();
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reads.clone();
+    store.expect_get_agent().times(2).returning(move |_, id| {
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // The first read is slow: the write below finishes meanwhile.
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(agent(id, "old"))
+        } else {
+            Ok(agent(id, "new"))
+        }
+    });
+    store.expect_update_agent().times(1).returning(move |_, id, _| Ok(agent(id, "new")));
+    let svc = service(store);
+    let reader = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.get_agent(&tenant(), id).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    svc.update_agent(&tenant(), id, new_agent("support", MemoryOptions::default())).await.unwrap();
+    assert_eq!(reader.await.unwrap().spec.system_prompt, "old", "the racing read saw the old row");
+    assert_eq!(svc.get_agent(&tenant(), id).await.unwrap().spec.system_prompt, "new", "but did not cache it");
+}
