@@ -53,6 +53,26 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     /// Semantic search.
     pub search: SearchConfig,
+    /// The configuration store's read cache.
+    pub cache: CacheConfig,
+}
+
+/// The in-process cache of configuration reads (models, agents, settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most entries per cache (LRU eviction beyond).
+    pub max_entries: u64,
+    /// Seconds an entry is served before it is read again; bounds how long
+    /// a write by another process goes unseen (writes through this process
+    /// invalidate at once).
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { max_entries: 10_000, ttl_secs: 60 }
+    }
 }
 
 /// Local embeddings (all-MiniLM-L6-v2 on ONNX Runtime).
@@ -192,6 +212,7 @@ impl Default for Config {
             log: LogConfig::default(),
             embedding: EmbeddingConfig::default(),
             search: SearchConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -315,6 +336,12 @@ impl Config {
         }
         if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
             return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
+        }
+        if self.cache.max_entries == 0 {
+            return invalid("cache.max_entries", "must be at least 1");
+        }
+        if self.cache.ttl_secs == 0 {
+            return invalid("cache.ttl_secs", "must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");
