@@ -98,8 +98,8 @@ async fn a_thin_filter_still_finds_every_admitted_entry() {
     index.upsert(stored.clone()).await.unwrap();
     let whole = VectorFilter { tenant: t.clone(), threads: None };
     let query = Embedding::new("m", data[1].clone(), DIM).unwrap();
-    let all = index.search(&whole, &query, 100).await.unwrap();
-    assert_eq!((all.matches.len(), all.strategy), (100, "libsql"), "the whole tenant is served by the graph");
+    let top = index.search(&whole, &query, 10).await.unwrap();
+    assert_eq!((top.matches.len(), top.strategy), (10, "libsql"), "the whole tenant is served by the graph");
     // Remove a third: DiskANN deletions can leave nodes unreachable.
     index.remove(stored.iter().step_by(3).map(|e| e.id).collect()).await.unwrap();
     let live: Vec<_> = stored.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, e)| e).collect();
