@@ -63,8 +63,13 @@ def tokenize(tok, texts):
     return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=True)]
 
 
-def plan_batches(lengths, max_batch_tokens, max_batch_size):
-    """Indices sorted by length (stable), cut into batches capped by rows and padded tokens."""
+def plan_batches(lengths, max_batch_tokens, max_batch_size, batching="sorted"):
+    """Batches of indices. `sorted` (memlayer's, the default): sorted by length (stable),
+    cut at max_batch_size rows or max_batch_tokens padded tokens. `input`: the common Python
+    pipeline, fixed batches of max_batch_size rows in input order, each padded to its longest."""
+    if batching == "input":
+        idx = list(range(len(lengths)))
+        return [idx[i : i + max_batch_size] for i in range(0, len(idx), max_batch_size)]
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches, cur, cur_max = [], [], 0
     for i in order:
@@ -97,9 +102,9 @@ def run_batch(session, input_ids, mask, token_type_ids, outputs=("sentence_embed
 
 
 def embed_ids(session, id_lists, pad_id, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
-              max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+              max_batch_size=DEFAULT_MAX_BATCH_SIZE, batching="sorted"):
     out = np.zeros((len(id_lists), 384), dtype=np.float32)
-    for batch in plan_batches([len(x) for x in id_lists], max_batch_tokens, max_batch_size):
+    for batch in plan_batches([len(x) for x in id_lists], max_batch_tokens, max_batch_size, batching):
         (emb,) = run_batch(session, *pad_batch([id_lists[i] for i in batch], pad_id))
         out[batch] = emb
     return out

@@ -23,11 +23,16 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env_remove("MEMLAYER_CONFIG")
         .env_remove("LIBSQL_DATABASE_URL")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -44,6 +49,21 @@ fn start(dir: &Path) -> Server {
     });
     let base = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
     Server { child, base }
+}
+
+/// SIGTERM, then asserts a graceful exit with success within 10 s.
+fn stop(server: &mut Server) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exited.is_some_and(|s| s.success()), "graceful exit after SIGTERM: {exited:?}");
 }
 
 fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -116,17 +136,7 @@ async fn the_binary_serves_the_api_and_its_cli_works() {
     assert!(doc["paths"]["/api/threads/{id}/messages"].is_object());
 
     // SIGTERM stops the server gracefully with success.
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            exited = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(exited.is_some_and(|s| s.success()), "graceful exit after SIGTERM: {exited:?}");
+    stop(&mut server);
 
     // The data is on disk: a new server over the same directory sees it.
     let server = start(dir.path());
@@ -141,4 +151,75 @@ async fn the_binary_serves_the_api_and_its_cli_works() {
     assert!(ok && out.contains("pending"), "{out}");
     let (ok, out) = cli(dir.path(), &["migrate", "up"]);
     assert!(ok && out.contains("applied"), "{out}");
+}
+
+/// `memlayer reembed` embeds what was stored while embedding was off, is
+/// killed partway, and a second run finishes only what the first left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reembed_resumes_after_being_killed() {
+    if !crate::support::model_ready("reembed_resumes_after_being_killed") {
+        return;
+    }
+    const TOTAL: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_with(dir.path(), &[("MEMLAYER_EMBEDDING__ENABLED", "false")]);
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let r = http.post(format!("{base}/api/threads")).json(&json!({"title": "reembed"})).send().await.unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    for start in (0..TOTAL).step_by(500) {
+        let batch: Vec<Value> = (start..start + 500)
+            .map(|i| json!({"role": "user", "content": format!("note {i}: the shipment of order {i} left the warehouse on day {} and the customer asked about its tracking number", i % 31)}))
+            .collect();
+        let r = http.post(format!("{base}/api/threads/{id}/messages")).json(&json!({"messages": batch})).send().await;
+        assert_eq!(r.unwrap().status().as_u16(), 201);
+    }
+    stop(&mut server);
+
+    // First run: killed once it reports progress.
+    let mut child = Command::new(BIN)
+        .args(["reembed", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("MEMLAYER_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        if let Some(n) = line.strip_suffix(" messages embedded") {
+            first = n.parse().unwrap();
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first > 0 && first < TOTAL, "killed partway: {first}");
+
+    // Second run: only the rest.
+    let (ok, out) = cli(dir.path(), &["reembed"]);
+    assert!(ok, "{out}");
+    let second: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("embedded ").and_then(|r| r.split(' ').next()))
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    assert!(second > 0 && first + second <= TOTAL + 64, "first {first}, second {second}: the rest only");
+    let (ok, out) = cli(dir.path(), &["reembed"]);
+    assert!(ok && out.contains("embedded 0 messages"), "nothing left: {out}");
+
+    let server = start(dir.path());
+    let r = http.get(format!("{}/api/threads/{id}/embeddings", server.base)).send().await.unwrap();
+    let status: Value = r.json().await.unwrap();
+    assert_eq!((status["embedded"].as_u64(), status["pending"].as_u64()), (Some(TOTAL), Some(0)), "{status}");
+    let r = http
+        .post(format!("{}/api/search", server.base))
+        .json(&json!({"query": "where is the parcel for order 1234", "scope": {"thread_id": id}, "mode": "vector", "top_k": 3}))
+        .send()
+        .await
+        .unwrap();
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(3), "{found}");
 }

@@ -1,11 +1,18 @@
 //! [`EmbeddingStore`] on libSQL: the embedding job queue, stored vectors and
 //! full-text (FTS5/BM25) search. The tables and the triggers that keep them
-//! in step with `messages` are migration 2's.
+//! in step with `messages` are migrations 2 and 3.
+//!
+//! Appends write only their messages (migration 3): full-text entries and
+//! embedding jobs of messages above the `semantic_watermark` are added in
+//! batches by [`LibsqlBackend::catch_up`], which every reader of them
+//! (due jobs, full-text search, progress counts) runs first, so no reader
+//! ever misses a stored message.
 
 use async_trait::async_trait;
 use libsql::Value;
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now, to_micros,
+    Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
+    to_micros,
 };
 use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
 
@@ -27,6 +34,7 @@ impl EmbeddingStore for LibsqlBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.catch_up().await?;
         let params = vec![Value::Integer(to_micros(now)), int(limit)];
         self.read(move |conn| async move {
             let mut rows = conn.query(DUE_JOBS, params).await.ctx("read embedding jobs")?;
@@ -112,6 +120,8 @@ impl EmbeddingStore for LibsqlBackend {
         if ids.is_empty() {
             return Ok(());
         }
+        // A job not yet materialised must exist to record its failure.
+        self.catch_up().await?;
         let error = truncate(error, MAX_ERROR_BYTES);
         let retry_at = to_micros(retry_at);
         self.write(move |conn| async move {
@@ -134,6 +144,7 @@ impl EmbeddingStore for LibsqlBackend {
     }
 
     async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError> {
+        self.catch_up().await?;
         let at = to_micros(now());
         self.write(move |conn| async move {
             let added = conn
@@ -146,6 +157,12 @@ impl EmbeddingStore for LibsqlBackend {
                 )
                 .await
                 .ctx("enqueue missing embeddings")?;
+            conn.execute(
+                "UPDATE embedding_jobs SET next_attempt_at = ?1 WHERE next_attempt_at > ?1",
+                vec![Value::Integer(at)],
+            )
+            .await
+            .ctx("make embedding jobs due")?;
             Ok(added)
         })
         .await
@@ -199,6 +216,7 @@ impl EmbeddingStore for LibsqlBackend {
         let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(EmbeddingCounts::default());
         };
+        self.catch_up().await?;
         let from = "FROM messages m JOIN threads t ON t.id = m.thread_id";
         let sql = format!(
             "SELECT \
@@ -232,6 +250,44 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
+    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
+            return Ok(Coverage::default());
+        };
+        self.catch_up().await?;
+        // Pending: driven by the job queue (CROSS JOIN fixes the join order),
+        // which is small once the worker keeps up, instead of by the scope's
+        // messages. Other model: counted only when a vector of another model
+        // exists at all (two seeks on the model index), which is never the
+        // case in a store that has not changed models.
+        let sql = format!(
+            "SELECT \
+             (SELECT count(*) FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
+              CROSS JOIN threads t ON t.id = m.thread_id WHERE 1 {s}), \
+             CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < ?1) \
+                    OR EXISTS (SELECT 1 FROM message_vectors WHERE model > ?1) \
+             THEN (SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
+                   AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
+                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
+             ELSE 0 END",
+            s = scope.sql
+        );
+        let mut params = vec![Value::Text(model)];
+        params.extend(scope.params);
+        self.read(move |conn| async move {
+            query_row(&conn, "count coverage", &sql, params, |row| {
+                let r = RowReader::new(row, "message_vectors");
+                let count = |i: i32| -> Result<u64, StoreError> {
+                    u64::try_from(r.int(i, "count")?).map_err(|e| corrupt("message_vectors", "count", e))
+                };
+                Ok(Coverage { pending: count(0)?, other_model: count(1)? })
+            })
+            .await
+            .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
     async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
         self.write(move |conn| async move {
             conn.execute("DELETE FROM message_vectors WHERE model <> ?1", vec![Value::Text(keep)])
@@ -256,6 +312,7 @@ impl EmbeddingStore for LibsqlBackend {
         let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
+        self.catch_up().await?;
         // `bm25()` is lower-better (negative); the port wants higher-better.
         let sql = format!(
             "SELECT m.id, m.thread_id, -bm25(messages_fts) AS score FROM messages_fts \
@@ -303,6 +360,82 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 }
+
+/// Messages indexed and queued per catch-up transaction: large enough that
+/// FTS5 writes few segments, small enough that the writer is never held for
+/// long (a few hundred milliseconds).
+const CATCH_UP_CHUNK: i64 = 5_000;
+
+impl LibsqlBackend {
+    /// Adds the full-text entries and embedding jobs of every message above
+    /// the watermark (migration 3), in transactions of [`CATCH_UP_CHUNK`]
+    /// messages, and moves the watermark past them. A read when there is
+    /// nothing to do. Every reader of the full-text index and the job queue
+    /// runs it first; call it after a bulk import to take that work off the
+    /// first search.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn catch_up(&self) -> Result<(), StoreError> {
+        let behind = self
+            .read(|conn| async move {
+                query_row(&conn, "read watermark", WATERMARK, (), |row| {
+                    let r = RowReader::new(row, "semantic_watermark");
+                    Ok(r.int(0, "caught_up_to")? < r.int(1, "max")?)
+                })
+                .await
+            })
+            .await?
+            .unwrap_or(false);
+        if !behind {
+            return Ok(());
+        }
+        loop {
+            let done = self
+                .write(|conn| async move {
+                    let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
+                        let r = RowReader::new(row, "semantic_watermark");
+                        Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
+                    })
+                    .await?
+                    else {
+                        return Ok(true);
+                    };
+                    if from >= newest {
+                        return Ok(true);
+                    }
+                    let to = newest.min(from.saturating_add(CATCH_UP_CHUNK));
+                    let range = || vec![Value::Integer(from), Value::Integer(to)];
+                    conn.execute(CATCH_UP_FTS, range()).await.ctx("index messages for full-text search")?;
+                    conn.execute(CATCH_UP_JOBS, range()).await.ctx("queue embedding jobs")?;
+                    conn.execute("UPDATE semantic_watermark SET caught_up_to = ?1", [to])
+                        .await
+                        .ctx("move watermark")?;
+                    Ok(to >= newest)
+                })
+                .await?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The watermark and the newest message's rowid.
+const WATERMARK: &str =
+    "SELECT caught_up_to, (SELECT coalesce(max(rowid), 0) FROM messages) AS max FROM semantic_watermark";
+
+/// `?1` exclusive, `?2` inclusive rowid bounds: full-text entries.
+const CATCH_UP_FTS: &str = "INSERT INTO messages_fts (rowid, content, tools) \
+     SELECT message_rowid, content, tools FROM messages_fts_source WHERE message_rowid > ?1 AND message_rowid <= ?2";
+
+/// `?1` exclusive, `?2` inclusive rowid bounds: embedding jobs, due from the
+/// message's creation, for messages without a vector yet (one embedded
+/// inline before the catch-up needs none).
+const CATCH_UP_JOBS: &str = "INSERT OR IGNORE INTO embedding_jobs \
+     (message_rowid, attempts, next_attempt_at, last_error, created_at) \
+     SELECT m.rowid, 0, m.created_at, NULL, m.created_at FROM messages m WHERE m.rowid > ?1 AND m.rowid <= ?2 \
+     AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid)";
 
 /// `?1` due time, `?2` limit: due jobs, oldest message first, with what the
 /// embedder needs.

@@ -41,6 +41,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0002_semantic.up.sql"),
         down: include_str!("../migrations/0002_semantic.down.sql"),
     },
+    Migration {
+        version: 3,
+        name: "deferred_indexing",
+        up: include_str!("../migrations/0003_deferred_indexing.up.sql"),
+        down: include_str!("../migrations/0003_deferred_indexing.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

@@ -246,6 +246,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     bar.set_length(done);
                 }
                 bar.set_position(done);
+                if bar.is_hidden() {
+                    // Not a terminal (a log, a pipe): a line per batch instead.
+                    println!("{done} messages embedded");
+                }
             }
             bar.finish();
             println!("embedded {done} messages with {model}");

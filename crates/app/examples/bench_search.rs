@@ -82,6 +82,7 @@ async fn main() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.embedding.enabled = true;
     let services = build(config).await.unwrap();
+    let model = services.search.embedder_info().model;
 
     let queries: Vec<String> = texts[texts.len() - QUERIES..].to_vec();
     let filter = VectorFilter { tenant: tenant.clone(), threads: Some(vec![thread]) };
@@ -89,7 +90,7 @@ async fn main() {
     for q in queries.iter().take(10) {
         services.search.embed(vec![q.clone()]).await.unwrap();
     }
-    let (mut embed_t, mut scan_t, mut search_t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut embed_t, mut scan_t, mut search_t, mut count_t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut strategy = String::new();
     for q in &queries {
         let t = Instant::now();
@@ -109,6 +110,9 @@ async fn main() {
         )
         .unwrap();
         let t = Instant::now();
+        services.embeddings.coverage(&filter, model.clone()).await.unwrap();
+        count_t.push(t.elapsed());
+        let t = Instant::now();
         let results = services.search.search(&tenant, &query).await.unwrap();
         search_t.push(t.elapsed());
         assert_eq!(results.hits.len(), 10);
@@ -121,6 +125,7 @@ async fn main() {
     println!("  embed query alone        {:>8.3} ms", ms(e));
     println!("  exact scan alone         {:>8.3} ms", ms(s));
     println!("  embed + scan             {:>8.3} ms", ms(e + s));
+    println!("  coverage counts alone    {:>8.3} ms", ms(median(count_t)));
     println!("  full search (strategy {strategy}) {:>8.3} ms", ms(f));
     println!("  ratio full / (embed + scan): {:.3} (target < 1.3)", f.as_secs_f64() / (e + s).as_secs_f64());
 }

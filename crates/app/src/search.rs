@@ -129,7 +129,7 @@ impl SearchService {
             // embedded (ONNX on the blocking pool).
             let (embedded, counts) = tokio::join!(
                 self.embedder.embed(vec![query.text().to_owned()]),
-                self.store.embedding_counts(&filter, model.clone())
+                self.store.coverage(&filter, model.clone())
             );
             let mut embedded = embedded.map_err(unprovisioned)?;
             let counts = counts?;

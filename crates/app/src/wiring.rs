@@ -44,25 +44,35 @@ pub struct Services {
 #[derive(Debug)]
 pub struct Background {
     shutdown: watch::Sender<bool>,
-    worker: tokio::task::JoinHandle<()>,
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
     /// Stops the tasks, letting a round in progress finish.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        if let Err(e) = self.worker.await {
+        if let Some(worker) = self.worker
+            && let Err(e) = worker.await
+        {
             tracing::warn!(error = %e, "embedding worker ended abnormally");
         }
     }
 }
 
 impl Services {
-    /// Starts the embedding worker.
+    /// Starts the embedding worker, unless embeddings are switched off
+    /// (`embedding.enabled = false`): then messages stay queued, pending and
+    /// not failing, until embeddings are switched on or `memlayer reembed`
+    /// runs.
     #[must_use]
     pub fn start_background(&self) -> Background {
         let (shutdown, rx) = watch::channel(false);
-        let worker = self.worker.clone().spawn(rx);
+        let worker = if self.config.embedding.enabled {
+            Some(self.worker.clone().spawn(rx))
+        } else {
+            tracing::info!("embeddings are disabled: the embedding worker is not started");
+            None
+        };
         Background { shutdown, worker }
     }
 }

@@ -24,8 +24,8 @@ pub use ids::{AgentId, MessageId, ResourceId, TenantId, ThreadId};
 pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, model_text};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use search::{
-    Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode,
-    SearchPlan, SearchQuery, SearchScope, TopK, Window,
+    Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit,
+    SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window,
 };
 pub use state::{AgentState, StateVersion};
 pub use thread::{

@@ -268,6 +268,23 @@ pub struct SearchPlan {
     pub other_model: u64,
 }
 
+/// What a vector search must report about its scope: the two figures of
+/// [`EmbeddingCounts`] that say what the ranking could not see. Cheaper to
+/// compute than the full counts, since it runs on every search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Coverage {
+    /// Messages waiting for their first embedding or a retry.
+    pub pending: u64,
+    /// Messages with a vector of another model only.
+    pub other_model: u64,
+}
+
+impl From<EmbeddingCounts> for Coverage {
+    fn from(c: EmbeddingCounts) -> Self {
+        Self { pending: c.pending, other_model: c.other_model }
+    }
+}
+
 /// Embedding progress of a thread or store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EmbeddingCounts {

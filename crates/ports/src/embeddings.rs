@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use memlayer_domain::{Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp};
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp};
 
 use crate::{StoreError, VectorEntry, VectorFilter, VectorMatch};
 
@@ -21,9 +21,11 @@ pub struct PendingEmbedding {
 /// Durable embeddings, the embedding job queue and lexical search: the
 /// database side of semantic memory.
 ///
-/// Every appended message gets an embedding job in the same transaction as
-/// the message, so a message can never be stored without either a vector or
-/// a pending job.
+/// A message can never be stored without either a vector or a pending job:
+/// the job is durable from the append's own transaction (an adapter may
+/// record it there explicitly, or implicitly, e.g. as "every message after
+/// position N", and materialise it later), and every method here that reads
+/// jobs, counts progress or searches text sees every stored message.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
@@ -40,7 +42,8 @@ pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
 
     /// Schedules every message lacking a vector of `model` (re-embedding a
     /// store for a new model); returns how many jobs were added. MUST be
-    /// idempotent.
+    /// idempotent, and MUST make every queued job due at once (an explicit
+    /// re-embed does not wait out the backoff of earlier failures).
     async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError>;
 
     /// Vectors of `model` in storage order, after position `after`, up to
@@ -54,6 +57,14 @@ pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
 
     /// Embedding progress of the messages a filter admits.
     async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError>;
+
+    /// What every vector search reports: `pending` and `other_model` of
+    /// [`embedding_counts`](Self::embedding_counts), which they MUST equal.
+    /// Adapters override it with something cheaper than the full counts,
+    /// since it runs on every search.
+    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+        self.embedding_counts(filter, model).await.map(Coverage::from)
+    }
 
     /// Removes vectors of every model but `keep`; returns how many.
     async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError>;

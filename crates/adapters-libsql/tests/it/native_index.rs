@@ -96,20 +96,24 @@ async fn a_thin_filter_still_finds_every_admitted_entry() {
     let data = vectors(7, 500);
     let stored = entries(&t, &threads, &data);
     index.upsert(stored.clone()).await.unwrap();
+    let whole = VectorFilter { tenant: t.clone(), threads: None };
+    let query = Embedding::new("m", data[1].clone(), DIM).unwrap();
+    let all = index.search(&whole, &query, 100).await.unwrap();
+    assert_eq!((all.matches.len(), all.strategy), (100, "libsql"), "the whole tenant is served by the graph");
     // Remove a third: DiskANN deletions can leave nodes unreachable.
     index.remove(stored.iter().step_by(3).map(|e| e.id).collect()).await.unwrap();
     let live: Vec<_> = stored.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, e)| e).collect();
     assert_eq!(index.len().await.unwrap(), live.len());
     let filter = VectorFilter { tenant: t.clone(), threads: Some(vec![threads[1]]) };
-    let query = Embedding::new("m", data[1].clone(), DIM).unwrap();
     let got = index.search(&filter, &query, 100).await.unwrap();
     let admitted = live.iter().filter(|e| e.thread == threads[1]).count();
     assert_eq!(got.matches.len(), admitted);
     assert!(got.matches.iter().all(|m| m.thread == threads[1]));
-    let whole = VectorFilter { tenant: t.clone(), threads: None };
+    // After the deletes the graph may or may not still reach 100 live
+    // entries (DiskANN's graph is random); either way the answer is whole.
     let all = index.search(&whole, &query, 100).await.unwrap();
-    assert_eq!(all.matches.len(), 100);
-    assert_eq!(all.strategy, "libsql", "the whole tenant is served by the graph");
+    assert_eq!(all.matches.len(), 100, "strategy {}", all.strategy);
+    assert!(all.matches.iter().all(|m| live.iter().any(|e| e.id == m.id)), "no deleted entry returned");
     assert!(
         index.search(&VectorFilter { tenant: t, threads: Some(vec![]) }, &query, 5).await.unwrap().matches.is_empty()
     );

@@ -1,5 +1,6 @@
-//! Migration 2: full-text index, embedding jobs and stored vectors, checked
-//! against the raw tables behind the adapter's back.
+//! Migrations 2 and 3: full-text index, embedding jobs and stored vectors,
+//! and their deferred catch-up, checked against the raw tables behind the
+//! adapter's back.
 
 use memlayer_domain::{Embedding, Metadata, NewMessage, NewThread, Role, ThreadId, ToolCall, now};
 use memlayer_ports::{Database, EmbeddingStore, MessageStore, StoreError, ThreadStore, VectorFilter};
@@ -33,17 +34,24 @@ async fn fts_integrity(conn: &libsql::Connection) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_2_backfills_and_reverts_cleanly() {
+async fn semantic_migrations_backfill_and_revert_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let db = open_file(&path).await;
     let conn = raw(&path).await;
-    let with_2 = schema_objects(&conn).await;
-    assert_eq!(db.migrate_down(1).await.unwrap()[0].version, 2);
-    let without_2 = schema_objects(&conn).await;
-    for gone in ["messages_fts", "message_vectors", "embedding_jobs", "messages_fts_source", "messages_semantic_insert"]
-    {
-        assert!(with_2.iter().any(|o| o == gone) && !without_2.iter().any(|o| o == gone), "{gone}");
+    let with_semantic = schema_objects(&conn).await;
+    let reverted: Vec<i64> = db.migrate_down(2).await.unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(reverted, vec![3, 2]);
+    let without = schema_objects(&conn).await;
+    for gone in [
+        "messages_fts",
+        "message_vectors",
+        "embedding_jobs",
+        "messages_fts_source",
+        "semantic_watermark",
+        "messages_semantic_delete",
+    ] {
+        assert!(with_semantic.iter().any(|o| o == gone) && !without.iter().any(|o| o == gone), "{gone}");
     }
 
     // Messages stored before migration 2 are indexed and queued by it.
@@ -53,9 +61,11 @@ async fn migration_2_backfills_and_reverts_cleanly() {
     let mut batch = msgs(4);
     batch.push(NewMessage::new(Role::Assistant, "checking", None, None, vec![call], Metadata::default()).unwrap());
     let stored = db.append(&t, thread, batch).await.unwrap();
-    assert_eq!(db.migrate_up().await.unwrap()[0].version, 2);
-    assert_eq!(schema_objects(&conn).await, with_2, "up again restores the same schema");
+    let applied: Vec<i64> = db.migrate_up().await.unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(applied, vec![2, 3]);
+    assert_eq!(schema_objects(&conn).await, with_semantic, "up again restores the same schema");
     assert_eq!(counts(&conn).await, (5, 5, 0), "backfilled full-text entries and jobs");
+    assert_eq!(scalar(&conn, "SELECT caught_up_to FROM semantic_watermark").await, 5, "nothing left to catch up");
     fts_integrity(&conn).await;
     let hits = db.lexical_search(&whole("acme"), "A-17".into(), 5).await.unwrap();
     assert_eq!(hits.first().map(|h| h.id), Some(stored[4].id), "tool arguments are searchable");
@@ -63,17 +73,84 @@ async fn migration_2_backfills_and_reverts_cleanly() {
     assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), stored.iter().map(|m| m.id).collect::<Vec<_>>());
     assert_eq!(due[4].text, "checking\nlookup_order {\"order\":\"A-17\"}");
 
+    // Down to 2 with messages above the watermark: they are indexed and
+    // queued on the way down, as migration 2's trigger would have.
+    let later = db.append(&t, thread, vec![text("the zanzibar ledger")]).await.unwrap();
+    assert_eq!(counts(&conn).await, (5, 5, 0), "appends write only their messages");
+    assert_eq!(db.migrate_down(1).await.unwrap()[0].version, 3);
+    assert_eq!(counts(&conn).await, (6, 6, 0));
+    fts_integrity(&conn).await;
+    let matching = "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zanzibar'";
+    assert_eq!(scalar(&conn, matching).await, 1, "(the adapter itself needs the newest schema)");
+    assert_eq!(db.migrate_up().await.unwrap()[0].version, 3);
+    assert_eq!(db.lexical_search(&whole("acme"), "zanzibar".into(), 5).await.unwrap()[0].id, later[0].id);
+
     // Down with vectors stored, then down everything: nothing is left behind
     // (foreign keys are on in the adapter's connections).
     db.complete_jobs(vec![(stored[0].id, emb("m", 0.1))]).await.unwrap();
-    db.migrate_down(1).await.unwrap();
-    assert_eq!(schema_objects(&conn).await, without_2);
+    db.migrate_down(2).await.unwrap();
+    assert_eq!(schema_objects(&conn).await, without);
     assert_eq!(scalar(&conn, "SELECT count(*) FROM sqlite_sequence WHERE name = 'message_vectors'").await, 0);
     db.migrate_down(usize::MAX).await.unwrap();
     assert_eq!(schema_objects(&conn).await, vec!["_memlayer_migrations".to_owned()]);
     db.migrate_up().await.unwrap();
-    assert_eq!(schema_objects(&conn).await, with_2);
+    assert_eq!(schema_objects(&conn).await, with_semantic);
     assert_eq!(counts(&conn).await, (0, 0, 0));
+}
+
+/// Appends leave the full-text entries and jobs to the catch-up; a reused
+/// rowid (the newest message deleted, then another appended) is caught up
+/// as the new message, never mistaken for the deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_follows_the_watermark_through_reused_rowids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let db = open_file(&path).await;
+    let conn = raw(&path).await;
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let watermark = || scalar(&conn, "SELECT caught_up_to FROM semantic_watermark");
+
+    let stored =
+        db.append(&t, thread, vec![text("alpha one"), text("bravo two"), text("charlie three")]).await.unwrap();
+    assert_eq!((counts(&conn).await, watermark().await), ((0, 0, 0), 0));
+    db.catch_up().await.unwrap();
+    assert_eq!((counts(&conn).await, watermark().await), ((3, 3, 0), 3));
+    db.catch_up().await.unwrap();
+    assert_eq!(counts(&conn).await, (3, 3, 0), "idempotent");
+
+    // The newest message goes; its rowid is handed out again.
+    MessageStore::delete(&db, &t, stored[2].id).await.unwrap();
+    assert_eq!((counts(&conn).await, watermark().await), ((2, 2, 0), 2));
+    let again = db.append(&t, thread, vec![text("delta four")]).await.unwrap();
+    assert_eq!(scalar(&conn, "SELECT max(rowid) FROM messages").await, 3, "rowid reused");
+    let hits = db.lexical_search(&whole("acme"), "delta charlie".into(), 10).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![again[0].id]);
+    assert_eq!(counts(&conn).await, (3, 3, 0));
+    fts_integrity(&conn).await;
+
+    // A message in the middle keeps the watermark where it is.
+    MessageStore::delete(&db, &t, stored[0].id).await.unwrap();
+    assert_eq!((counts(&conn).await, watermark().await), ((2, 2, 0), 3));
+
+    // Counting progress sees messages above the watermark as pending, and a
+    // message embedded before its catch-up gets no job.
+    let fresh = db.append(&t, thread, vec![text("echo five"), text("foxtrot six")]).await.unwrap();
+    db.complete_jobs(vec![(fresh[0].id, emb("m", 0.4))]).await.unwrap();
+    let progress = db.embedding_counts(&whole("acme"), "m".into()).await.unwrap();
+    assert_eq!((progress.embedded, progress.pending), (1, 3));
+    assert_eq!(counts(&conn).await, (4, 3, 1));
+    fts_integrity(&conn).await;
+
+    // A catch-up larger than one transaction's chunk.
+    let many: Vec<NewMessage> = (0..12_000).map(|i| text(&format!("bulk message {i}"))).collect();
+    for chunk in many.chunks(1_000) {
+        db.append(&t, thread, chunk.to_vec()).await.unwrap();
+    }
+    let hits = db.lexical_search(&whole("acme"), "11999".into(), 10).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(counts(&conn).await, (12_004, 12_003, 1));
+    assert_eq!(watermark().await, scalar(&conn, "SELECT max(rowid) FROM messages").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +163,8 @@ async fn full_text_index_follows_inserts_and_deletes() {
     let thread = db.create(&t, NewThread::default()).await.unwrap().id;
     let stored =
         db.append(&t, thread, vec![text("foo bar"), text("the zanzibar ledger"), text("bar baz")]).await.unwrap();
-    assert_eq!(counts(&conn).await.0, 3);
     assert_eq!(db.lexical_search(&whole("acme"), "zanzibar".into(), 10).await.unwrap()[0].id, stored[1].id);
+    assert_eq!(counts(&conn).await.0, 3, "the search caught the index up first");
 
     MessageStore::delete(&db, &t, stored[1].id).await.unwrap();
     assert_eq!(counts(&conn).await.0, 2);
@@ -143,8 +220,10 @@ async fn jobs_live_and_die_with_their_messages() {
     let thread = db.create(&t, NewThread::default()).await.unwrap().id;
 
     let stored = db.append(&t, thread, msgs(3)).await.unwrap();
-    assert_eq!(counts(&conn).await, (3, 3, 0), "a job per message, in the append's transaction");
+    db.catch_up().await.unwrap();
+    assert_eq!(counts(&conn).await, (3, 3, 0), "a job per message");
     assert!(db.append(&t, ThreadId::new(), msgs(3)).await.is_err());
+    db.catch_up().await.unwrap();
     assert_eq!(counts(&conn).await, (3, 3, 0), "a failed append leaves no job");
 
     // A batch failing midway (a planted row collides) rolls its jobs back too.
@@ -155,8 +234,10 @@ async fn jobs_live_and_die_with_their_messages() {
     )
     .await
     .unwrap();
-    assert_eq!(counts(&conn).await, (4, 4, 0), "the raw insert got its job through the trigger");
+    db.catch_up().await.unwrap();
+    assert_eq!(counts(&conn).await, (4, 4, 0), "the raw insert is caught up like any message");
     assert!(matches!(db.append(&t, thread, msgs(100)).await, Err(StoreError::Conflict(_))));
+    db.catch_up().await.unwrap();
     assert_eq!(counts(&conn).await, (4, 4, 0));
     conn.execute("DELETE FROM messages WHERE seq = 50", ()).await.unwrap();
     assert_eq!(counts(&conn).await, (3, 3, 0), "a raw delete drops the job and entry too");
@@ -257,6 +338,7 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
     let kept = db.create(&t, NewThread::default()).await.unwrap().id;
     let a = db.append(&t, gone, msgs(30)).await.unwrap();
     let b = db.append(&t, kept, msgs(10)).await.unwrap();
+    db.catch_up().await.unwrap();
     let done = a.iter().chain(&b).take(35).map(|m| (m.id, emb("m", 0.5))).collect();
     db.complete_jobs(done).await.unwrap();
     assert_eq!(counts(&conn).await, (40, 5, 35));

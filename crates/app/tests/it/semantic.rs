@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use memlayer_app::{EmbeddingWorker, MemoryService, SearchService, StoreError, WorkerSettings};
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, Message, MessageId, NewMessage, Role, SearchMode, SearchQuery, SearchScope, TenantId,
+    Coverage, Embedding, Message, MessageId, NewMessage, Role, SearchMode, SearchQuery, SearchScope, TenantId,
     ThreadId, TopK, Window, from_micros, now,
 };
 use memlayer_ports::{
@@ -154,9 +154,7 @@ async fn search_never_returns_a_message_deleted_after_indexing() {
         })
     });
     let mut store = MockEmbeddingStore::new();
-    store
-        .expect_embedding_counts()
-        .returning(|_, _| Ok(EmbeddingCounts { embedded: 1, pending: 3, failing: 0, other_model: 2 }));
+    store.expect_coverage().returning(|_, _| Ok(Coverage { pending: 3, other_model: 2 }));
     let mut messages = MockMessageStore::new();
     messages.expect_get_many().returning(move |_, _| Ok(vec![message(alive, thread, 2)]));
     let search = SearchService::new(
@@ -183,7 +181,7 @@ async fn a_missing_model_is_reported_as_unprovisioned() {
         .expect_embed()
         .returning(|_| Err(StoreError::Unavailable("model.onnx missing: run scripts/provision".into())));
     let mut store = MockEmbeddingStore::new();
-    store.expect_embedding_counts().returning(|_, _| Ok(EmbeddingCounts::default()));
+    store.expect_coverage().returning(|_, _| Ok(Coverage::default()));
     let search = SearchService::new(
         Arc::new(embedder),
         Arc::new(MockVectorIndex::new()),

@@ -561,6 +561,14 @@ fn whole_tenant(t: &TenantId) -> crate::VectorFilter {
     crate::VectorFilter { tenant: t.clone(), threads: None }
 }
 
+/// `embedding_counts`, checked against `coverage` on the same scope.
+async fn progress(b: &Backend, filter: &crate::VectorFilter, model: &str) -> memlayer_domain::EmbeddingCounts {
+    let counts = b.embeddings.embedding_counts(filter, model.into()).await.unwrap();
+    let coverage = b.embeddings.coverage(filter, model.into()).await.unwrap();
+    assert_eq!(coverage, counts.into(), "coverage agrees with the counts of {filter:?}");
+    counts
+}
+
 fn far_future() -> memlayer_domain::Timestamp {
     memlayer_domain::now() + time::Duration::days(3650)
 }
@@ -602,7 +610,7 @@ pub async fn append_creates_embedding_jobs_atomically(b: Backend) {
     let _ = b.messages.append(&t, ThreadId::new(), msgs(0..3)).await;
     let after = b.embeddings.due_jobs(memlayer_domain::now(), 100).await.unwrap();
     assert_eq!(after.len(), due.len(), "a failed append creates no job");
-    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    let counts = progress(&b, &whole_tenant(&t), "m1").await;
     assert_eq!((counts.embedded, counts.pending), (0, 2));
 }
 
@@ -625,7 +633,7 @@ pub async fn completed_jobs_store_vectors(b: Backend) {
     assert_eq!(page.len(), 2);
     let (rest, _) = b.embeddings.scan_vectors("m1".into(), next, 100).await.unwrap();
     assert_eq!(page.len() + rest.len(), scanned.len(), "scan resumes where it stopped");
-    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    let counts = progress(&b, &whole_tenant(&t), "m1").await;
     assert_eq!((counts.embedded, counts.pending, counts.other_model), (3, 0, 0));
     let again = b.embeddings.complete_jobs(vec![(stored[0].id, embedding("m1", 9))]).await.unwrap();
     assert_eq!(again.len(), 1, "re-embedding replaces");
@@ -670,8 +678,41 @@ pub async fn failed_jobs_back_off(b: Backend) {
     let later = b.embeddings.due_jobs(retry_at, 100).await.unwrap();
     let job = later.iter().find(|j| j.id == stored[0].id).expect("due at its retry time");
     assert_eq!(job.attempts, 1);
-    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m1".into()).await.unwrap();
+    let counts = progress(&b, &whole_tenant(&t), "m1").await;
     assert_eq!((counts.pending, counts.failing), (2, 1), "a failing message is still pending, never lost");
+}
+
+pub async fn coverage_counts_pending_and_other_model_per_scope(b: Backend) {
+    let t = tenant("acme");
+    let (one, two) = (thread(&b, &t).await, thread(&b, &t).await);
+    let a = b.messages.append(&t, one, msgs(0..4)).await.unwrap();
+    let c = b.messages.append(&t, two, msgs(0..3)).await.unwrap();
+    let other = thread(&b, &tenant("other")).await;
+    b.messages.append(&tenant("other"), other, msgs(0..5)).await.unwrap();
+    let only = |id| crate::VectorFilter { tenant: t.clone(), threads: Some(vec![id]) };
+    assert_eq!(progress(&b, &only(one), "m1").await.pending, 4, "pending before the worker ever ran");
+    assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 7, "another tenant's jobs are not counted");
+    // Thread one: two on m1, one on m0 only (another model), one pending.
+    b.embeddings
+        .complete_jobs(vec![
+            (a[0].id, embedding("m1", 0)),
+            (a[1].id, embedding("m1", 1)),
+            (a[2].id, embedding("m0", 2)),
+            (c[0].id, embedding("m1", 3)),
+        ])
+        .await
+        .unwrap();
+    let one_counts = progress(&b, &only(one), "m1").await;
+    assert_eq!((one_counts.embedded, one_counts.pending, one_counts.other_model), (2, 1, 1));
+    let two_counts = progress(&b, &only(two), "m1").await;
+    assert_eq!((two_counts.embedded, two_counts.pending, two_counts.other_model), (1, 2, 0));
+    let all = progress(&b, &whole_tenant(&t), "m1").await;
+    assert_eq!((all.embedded, all.pending, all.other_model), (3, 3, 1));
+    // Seen from m0, the m1 vectors are the other model's.
+    assert_eq!(progress(&b, &whole_tenant(&t), "m0").await.other_model, 3);
+    assert_eq!(progress(&b, &whole_tenant(&t), "m2").await.other_model, 4, "a model sorting after both");
+    let none = crate::VectorFilter { tenant: t.clone(), threads: Some(vec![]) };
+    assert_eq!(progress(&b, &none, "m1").await, memlayer_domain::EmbeddingCounts::default());
 }
 
 pub async fn enqueue_missing_is_idempotent_per_model(b: Backend) {
@@ -683,11 +724,17 @@ pub async fn enqueue_missing_is_idempotent_per_model(b: Backend) {
     assert_eq!(b.embeddings.enqueue_missing("m1".into()).await.unwrap(), 0, "nothing missing for m1");
     assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 3);
     assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 0, "idempotent");
-    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m2".into()).await.unwrap();
+    let counts = progress(&b, &whole_tenant(&t), "m2").await;
     assert_eq!((counts.embedded, counts.pending, counts.other_model), (0, 3, 3));
+    // A job backing off after a failure is due again at once after a re-enqueue.
+    b.embeddings.fail_jobs(vec![stored[0].id], "boom".into(), far_future()).await.unwrap();
+    assert!(b.embeddings.due_jobs(memlayer_domain::now(), 10).await.unwrap().iter().all(|j| j.id != stored[0].id));
+    assert_eq!(b.embeddings.enqueue_missing("m2".into()).await.unwrap(), 0);
+    let due = b.embeddings.due_jobs(memlayer_domain::now(), 10).await.unwrap();
+    assert!(due.iter().any(|j| j.id == stored[0].id && j.attempts == 1), "due again, attempts kept");
     let done: Vec<_> = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m2", i))).collect();
     b.embeddings.complete_jobs(done).await.unwrap();
-    let counts = b.embeddings.embedding_counts(&whole_tenant(&t), "m2".into()).await.unwrap();
+    let counts = progress(&b, &whole_tenant(&t), "m2").await;
     assert_eq!((counts.embedded, counts.pending, counts.other_model), (3, 0, 0));
     assert_eq!(b.embeddings.prune_vectors("m2".into()).await.unwrap(), 3, "old model's vectors pruned");
     let (old, _) = b.embeddings.scan_vectors("m1".into(), None, 10).await.unwrap();

@@ -128,6 +128,7 @@ macro_rules! contract_suite {
             completed_jobs_store_vectors,
             deleted_messages_lose_vectors_and_jobs,
             failed_jobs_back_off,
+            coverage_counts_pending_and_other_model_per_scope,
             enqueue_missing_is_idempotent_per_model,
             lexical_search_ranks_and_escapes,
             resource_threads_are_tenant_scoped,
