@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
+    Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
 };
 use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
 use pgvector::Vector;
@@ -145,6 +145,13 @@ impl EmbeddingStore for PgBackend {
             .await
             .ctx("enqueue missing embeddings")?;
         let added = tx.execute(&stmt, &[&model, &at]).await.ctx("enqueue missing embeddings")?;
+        // An explicit re-embed does not wait out the backoff of earlier
+        // failures: every queued job is due now (attempts are kept).
+        let due = tx
+            .prepare_cached("UPDATE embedding_jobs SET next_attempt_at = $1 WHERE next_attempt_at > $1")
+            .await
+            .ctx("make embedding jobs due")?;
+        tx.execute(&due, &[&at]).await.ctx("make embedding jobs due")?;
         tx.commit().await.ctx("enqueue missing embeddings")?;
         Ok(added)
     }
@@ -222,6 +229,39 @@ impl EmbeddingStore for PgBackend {
             failing: count("failing")?,
             other_model: count("other")?,
         })
+    }
+
+    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+        let Some(threads) = thread_filter(filter) else {
+            return Ok(Coverage::default());
+        };
+        // Pending: driven by the job queue, which is small once the worker
+        // keeps up, instead of by the scope's messages. Other model: counted
+        // only when a vector of another model exists at all (two seeks on
+        // the (model, position) index), which is never the case in a store
+        // that has not changed models.
+        let scope = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let sql = format!(
+            "SELECT \
+             (SELECT count(*) FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
+              WHERE j.tenant = $2 AND {scope}) AS pending, \
+             CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < $1) \
+                    OR EXISTS (SELECT 1 FROM message_vectors WHERE model > $1) \
+             THEN (SELECT count(*) FROM messages m WHERE {scope} \
+                   AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
+                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) \
+             ELSE 0 END AS other"
+        );
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let stmt = tx.prepare_cached(&sql).await.ctx("count coverage")?;
+        let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count coverage")?;
+        tx.commit().await.ctx("count coverage")?;
+        let r = RowReader::new(&row, "message_vectors");
+        let count = |column: &'static str| -> Result<u64, StoreError> {
+            u64::try_from(r.get::<i64>(column)?).map_err(|e| corrupt("message_vectors", column, e))
+        };
+        Ok(Coverage { pending: count("pending")?, other_model: count("other")? })
     }
 
     async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
