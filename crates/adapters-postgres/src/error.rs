@@ -39,7 +39,18 @@ pub(crate) fn corrupt(table: &'static str, column: &'static str, reason: impl To
 pub(crate) fn map_err(context: &'static str, e: &tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        // The driver's own text ("error connecting to server") hides the
+        // cause (connection refused, timeout, unknown host): add the chain.
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
     };
     if e.is_closed() {
         return StoreError::Unavailable(format!("{context}: connection closed: {message}"));

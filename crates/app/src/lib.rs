@@ -18,7 +18,8 @@ mod wiring;
 mod worker;
 
 pub use config::{
-    Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, SearchConfig, Secret, ServerConfig,
+    Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig, SearchConfig,
+    Secret, ServerConfig,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_TEXTS, SearchResults, SearchService};

@@ -5,5 +5,6 @@
 
 mod config;
 mod memory;
+mod postgres;
 mod semantic;
 mod wiring;
