@@ -289,3 +289,54 @@ async fn the_binary_runs_on_postgres_from_database_url() {
     assert_eq!(hits["hits"][0]["message"]["content"], "Your refund was sent on Monday.", "{hits}");
     stop(&mut server);
 }
+
+#[test]
+fn the_cli_manages_the_configuration_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = |out: &str| -> serde_json::Value { serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}")) };
+    let (ok, out) = cli(
+        dir.path(),
+        &["models", "create", "--name", "gpt-4o", "--provider", "openai", "--context-window", "128000"]
+            .into_iter()
+            .chain(["--max-output-tokens", "16384", "--input-price", "2.5", "--default"])
+            .collect::<Vec<_>>(),
+    );
+    assert!(ok, "{out}");
+    let model = json(&out);
+    assert_eq!(model["is_default"], true);
+    let model_id = model["id"].as_str().unwrap().to_owned();
+    let (ok, out) = cli(dir.path(), &["models", "list", "--filter", "provider:eq:openai", "--sort", "-name"]);
+    assert!(ok, "{out}");
+    assert_eq!(json(&out)["items"][0]["id"], model_id.as_str());
+    let (ok, out) = cli(dir.path(), &["models", "list", "--filter", "name;DROP TABLE config_models--:eq:x"]);
+    assert!(!ok && out.contains("unknown field `name;DROP TABLE config_models--`"), "{out}");
+
+    let params = r#"{"type": "object", "properties": {"q": {"type": "string"}}}"#;
+    let (ok, out) = cli(dir.path(), &["tools", "create", "--name", "search", "--parameters", params]);
+    assert!(ok, "{out}");
+    let tool_id = json(&out)["id"].as_str().unwrap().to_owned();
+    let (ok, out) = cli(
+        dir.path(),
+        &["agents", "create", "--name", "support", "--model-id", &model_id, "--tool-id", &tool_id, "--last-n", "10"],
+    );
+    assert!(ok, "{out}");
+    let agent_id = json(&out)["id"].as_str().unwrap().to_owned();
+    let (ok, out) = cli(dir.path(), &["agents", "tools", &agent_id]);
+    assert!(ok && json(&out)[0]["name"] == "search", "{out}");
+    let missing = "0193e5a0-0000-7000-8000-000000000000";
+    let (ok, out) = cli(dir.path(), &["agents", "create", "--name", "other", "--model-id", missing]);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+
+    let (ok, out) = cli(dir.path(), &["settings", "get", "ui", "theme", "--default", "\"light\""]);
+    assert_eq!((ok, out.trim()), (true, "\"light\""));
+    let (ok, out) = cli(dir.path(), &["settings", "set", "ui", "theme", "not json"]);
+    assert!(!ok && out.contains("not JSON"), "{out}");
+    let (ok, out) = cli(dir.path(), &["settings", "set", "ui", "theme", "\"dark\""]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(dir.path(), &["settings", "get", "ui", "theme", "--tenant", "acme"]);
+    assert!(!ok && out.contains("not set"), "another tenant: {out}");
+    let (ok, out) = cli(dir.path(), &["settings", "get", "ui", "theme"]);
+    assert_eq!((ok, out.trim()), (true, "\"dark\""));
+    let (ok, out) = cli(dir.path(), &["models", "delete", &model_id]);
+    assert!(!ok && out.contains("used by agent"), "{out}");
+}

@@ -360,6 +360,25 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}/embeddings",
         "POST /api/search",
         "POST /api/embed",
+        "POST /api/models",
+        "GET /api/models",
+        "GET /api/models/{id}",
+        "PUT /api/models/{id}",
+        "DELETE /api/models/{id}",
+        "POST /api/agents",
+        "GET /api/agents",
+        "GET /api/agents/{id}",
+        "PUT /api/agents/{id}",
+        "DELETE /api/agents/{id}",
+        "GET /api/agents/{id}/tools",
+        "POST /api/tools",
+        "GET /api/tools",
+        "GET /api/tools/{id}",
+        "PUT /api/tools/{id}",
+        "DELETE /api/tools/{id}",
+        "GET /api/settings/{category}/{key}",
+        "PUT /api/settings/{category}/{key}",
+        "DELETE /api/settings/{category}/{key}",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -367,7 +386,12 @@ async fn openapi_describes_every_route() {
     let id = uuid::Uuid::now_v7().to_string();
     for route in &described {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{id}", &id).replace("{agent_id}", "a").replace("{message_id}", &id);
+        let path = path
+            .replace("{id}", &id)
+            .replace("{agent_id}", "a")
+            .replace("{message_id}", &id)
+            .replace("{category}", "c")
+            .replace("{key}", "k");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
@@ -405,7 +429,12 @@ async fn internal_errors_reveal_nothing() {
         Arc::new(MockMessageStore::new()),
         Arc::new(MockThreadStore::new()),
     );
-    let app = memlayer_api::router(memlayer_api::AppState { memory, search, database: Arc::new(database) });
+    let configuration = memlayer_app::ConfigService::new(
+        Arc::new(memlayer_ports::MockConfigStore::new()),
+        memlayer_app::CacheSettings::default(),
+    );
+    let app =
+        memlayer_api::router(memlayer_api::AppState { memory, search, configuration, database: Arc::new(database) });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
         async move {

@@ -5,6 +5,7 @@
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
+mod config;
 mod e2e;
 mod http;
 mod search;

@@ -3,7 +3,7 @@
 //! database (tests), or a remote libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`] and [`Database`]; [`LibsqlVectorIndex`]
 //! implements [`VectorIndex`] on libSQL's native DiskANN index. The
 //! application holds them behind those traits and never names a libSQL type.
 //!
@@ -30,6 +30,7 @@
 
 mod backend;
 mod config;
+mod configs;
 mod embeddings;
 mod error;
 mod messages;
@@ -49,7 +50,7 @@ use memlayer_ports::{Database, MigrationStatus, StoreError};
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
-use memlayer_ports::{EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
 #[async_trait]

@@ -47,6 +47,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0003_deferred_indexing.up.sql"),
         down: include_str!("../migrations/0003_deferred_indexing.down.sql"),
     },
+    Migration {
+        version: 4,
+        name: "config_store",
+        up: include_str!("../migrations/0004_config_store.up.sql"),
+        down: include_str!("../migrations/0004_config_store.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

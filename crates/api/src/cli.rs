@@ -1,4 +1,6 @@
-//! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`.
+//! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
+//! `search`, `reembed`, and the configuration store (`models`, `agents`,
+//! `tools`, `settings`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +10,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use figment::providers::Serialized;
 use memlayer_app::Config;
+
+use crate::cli_config::ConfigCommand;
 
 /// memlayer: the memory and persistence layer for AI agents.
 #[derive(Debug, Parser)]
@@ -67,6 +71,42 @@ pub enum Command {
         /// Afterwards, delete vectors of other models.
         #[arg(long)]
         prune: bool,
+    },
+    /// Configured models: list, get, create, delete.
+    Models {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_config::ModelsAction,
+    },
+    /// Configured agents: list, get, tools, create, delete.
+    Agents {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_config::AgentsAction,
+    },
+    /// Configured tools: list, get, create, delete.
+    Tools {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_config::ToolsAction,
+    },
+    /// Settings: get (with a default), set, delete.
+    Settings {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_config::SettingsAction,
     },
 }
 
@@ -175,6 +215,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => Ok(doctor(&cli).await),
+        Command::Models { tenant, action } => config_command(&cli, tenant, ConfigCommand::Models(action)).await,
+        Command::Agents { tenant, action } => config_command(&cli, tenant, ConfigCommand::Agents(action)).await,
+        Command::Tools { tenant, action } => config_command(&cli, tenant, ConfigCommand::Tools(action)).await,
+        Command::Settings { tenant, action } => config_command(&cli, tenant, ConfigCommand::Settings(action)).await,
         Command::Search { query, thread, resource, mode, top_k, tenant } => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);
@@ -259,6 +303,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn config_command(cli: &Cli, tenant: &Option<String>, command: ConfigCommand<'_>) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(cli, None)?;
+    init_tracing(&config);
+    // Configuration commands never embed: skip loading the model.
+    config.embedding.enabled = false;
+    let services = memlayer_app::build(config).await?;
+    let tenant = match tenant {
+        Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+        None => services.memory.default_tenant().clone(),
+    };
+    crate::cli_config::run(&services, &tenant, command).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Checks configuration, data directory and database, printing one line per

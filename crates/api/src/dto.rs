@@ -3,8 +3,9 @@
 //! silently change the other.
 
 use memlayer_domain::{
-    AgentId, AgentState, DomainError, Message, Metadata, NewMessage, NewThread, ResourceId, Role, Thread, ThreadPatch,
-    Title, TokenCount, ToolCall,
+    AgentConfig, AgentId, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
+    NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, Setting, Thread, ThreadPatch, Title, TokenCount,
+    ToolCall, ToolConfig, ToolId,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -450,4 +451,265 @@ pub struct EmbeddingStatusDto {
     pub failing: u64,
     /// Messages with a vector of another model only.
     pub other_model: u64,
+}
+
+/// Body of `POST /api/models` and `PUT /api/models/{id}` (a replacement).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBodyDto {
+    /// The provider's model name (`gpt-4o`); unique per tenant.
+    pub name: String,
+    /// `openai`, `anthropic`, …
+    pub provider: String,
+    /// Context window, in tokens.
+    pub context_window: u32,
+    /// Most output tokens (at most `context_window`).
+    pub max_output_tokens: u32,
+    /// Price per million input tokens.
+    #[serde(default)]
+    pub input_price: f64,
+    /// Price per million output tokens.
+    #[serde(default)]
+    pub output_price: f64,
+    /// Make this the tenant's default model (the previous default loses the flag).
+    #[serde(default)]
+    pub is_default: bool,
+}
+
+impl From<ModelBodyDto> for NewModel {
+    fn from(d: ModelBodyDto) -> Self {
+        Self {
+            name: d.name,
+            provider: d.provider,
+            context_window: d.context_window,
+            max_output_tokens: d.max_output_tokens,
+            input_price: d.input_price,
+            output_price: d.output_price,
+            is_default: d.is_default,
+        }
+    }
+}
+
+/// A configured model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelDto {
+    /// Time-ordered UUID.
+    pub id: String,
+    /// Model name.
+    pub name: String,
+    /// Provider.
+    pub provider: String,
+    /// Context window, in tokens.
+    pub context_window: u32,
+    /// Most output tokens.
+    pub max_output_tokens: u32,
+    /// Price per million input tokens.
+    pub input_price: f64,
+    /// Price per million output tokens.
+    pub output_price: f64,
+    /// The tenant's default model.
+    pub is_default: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<ModelConfig> for ModelDto {
+    fn from(m: ModelConfig) -> Self {
+        Self {
+            id: m.id.to_string(),
+            name: m.spec.name,
+            provider: m.spec.provider,
+            context_window: m.spec.context_window,
+            max_output_tokens: m.spec.max_output_tokens,
+            input_price: m.spec.input_price,
+            output_price: m.spec.output_price,
+            is_default: m.spec.is_default,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+/// An agent's memory options, copied into threads created for it.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryOptionsDto {
+    /// Recent messages loaded by default (1 to 1000).
+    pub last_n: Option<u32>,
+    /// Search hits within a thread by default (1 to 100).
+    pub top_k: Option<u32>,
+    /// Token budget for assembled context.
+    pub token_budget: Option<u32>,
+}
+
+/// Body of `POST /api/agents` and `PUT /api/agents/{id}` (a replacement).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBodyDto {
+    /// Unique per tenant; threads name the agent by it (`agent_id`).
+    pub name: String,
+    /// A configured model's id.
+    pub model_id: String,
+    /// System prompt.
+    #[serde(default)]
+    pub system_prompt: String,
+    /// Configured tools' ids, in order.
+    #[serde(default)]
+    pub tool_ids: Vec<String>,
+    /// Memory options.
+    #[serde(default)]
+    pub memory: MemoryOptionsDto,
+}
+
+impl TryFrom<AgentBodyDto> for NewAgent {
+    type Error = DomainError;
+    fn try_from(d: AgentBodyDto) -> Result<Self, DomainError> {
+        let new = Self {
+            name: AgentId::parse(d.name).map_err(|e| DomainError::new("name", e.reason))?,
+            model_id: d.model_id.parse::<ModelId>()?,
+            system_prompt: d.system_prompt,
+            tool_ids: d.tool_ids.iter().map(|t| t.parse::<ToolId>()).collect::<Result<_, _>>()?,
+            memory: MemoryOptions {
+                last_n: d.memory.last_n,
+                top_k: d.memory.top_k,
+                token_budget: d.memory.token_budget,
+            },
+        };
+        new.validate()?;
+        Ok(new)
+    }
+}
+
+/// A configured agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentDto {
+    /// Time-ordered UUID.
+    pub id: String,
+    /// Name, as threads' `agent_id`.
+    pub name: String,
+    /// Its model's id.
+    pub model_id: String,
+    /// System prompt.
+    pub system_prompt: String,
+    /// Its tools' ids, in order.
+    pub tool_ids: Vec<String>,
+    /// Memory options (unset ones are `null`).
+    pub memory: MemoryOptionsDto,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<AgentConfig> for AgentDto {
+    fn from(a: AgentConfig) -> Self {
+        let m = a.spec.memory;
+        Self {
+            id: a.id.to_string(),
+            name: a.spec.name.to_string(),
+            model_id: a.spec.model_id.to_string(),
+            system_prompt: a.spec.system_prompt,
+            tool_ids: a.spec.tool_ids.iter().map(ToString::to_string).collect(),
+            memory: MemoryOptionsDto { last_n: m.last_n, top_k: m.top_k, token_budget: m.token_budget },
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+        }
+    }
+}
+
+/// Body of `POST /api/tools` and `PUT /api/tools/{id}` (a replacement).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolBodyDto {
+    /// Function name: ASCII letters, digits, `_`, `-`; unique per tenant.
+    pub name: String,
+    /// What the tool does.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the parameters: an object schema (`"type": "object"`).
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+impl From<ToolBodyDto> for NewTool {
+    fn from(d: ToolBodyDto) -> Self {
+        Self { name: d.name, description: d.description, parameters: d.parameters }
+    }
+}
+
+/// A configured tool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolDto {
+    /// Time-ordered UUID.
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of its parameters.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<ToolConfig> for ToolDto {
+    fn from(t: ToolConfig) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.spec.name,
+            description: t.spec.description,
+            parameters: t.spec.parameters,
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+        }
+    }
+}
+
+/// Tools of an agent: `{"items": [...]}`, whole and in the agent's order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolsDto {
+    /// The tools.
+    pub items: Vec<ToolDto>,
+}
+
+/// Body of `PUT /api/settings/{category}/{key}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSettingDto {
+    /// Any JSON value.
+    #[schema(value_type = Object)]
+    pub value: Value,
+}
+
+/// A setting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingDto {
+    /// Category.
+    pub category: String,
+    /// Key.
+    pub key: String,
+    /// Any JSON value (the caller's `default` when not stored).
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Whether the value is stored (false: it is the request's `default`).
+    pub stored: bool,
+    /// RFC 3339 time of the last write; `null` when not stored.
+    pub updated_at: Option<String>,
+}
+
+impl From<Setting> for SettingDto {
+    fn from(s: Setting) -> Self {
+        Self {
+            category: s.category.as_str().to_owned(),
+            key: s.key.as_str().to_owned(),
+            value: s.value,
+            stored: true,
+            updated_at: Some(rfc3339(s.updated_at)),
+        }
+    }
 }

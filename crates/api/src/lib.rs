@@ -9,6 +9,8 @@
 //!   document at `/api/openapi.json` cannot drift from the router.
 
 pub mod cli;
+pub mod cli_config;
+mod config_routes;
 pub mod dto;
 pub mod error;
 mod extract;

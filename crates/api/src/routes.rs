@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use memlayer_app::{AppendOptions, MemoryService, SearchService};
+use memlayer_app::{AppendOptions, ConfigService, MemoryService, SearchService};
 use memlayer_domain::{
     AgentId, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
     SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
@@ -33,6 +33,8 @@ pub struct AppState {
     pub memory: MemoryService,
     /// Search and embeddings.
     pub search: SearchService,
+    /// Models, agents, tools and settings.
+    pub configuration: ConfigService,
     /// Reachability for `/ready`.
     pub database: Arc<dyn Database>,
 }
@@ -42,14 +44,14 @@ pub struct AppState {
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
     components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "ops"))
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
 /// The application's router with its OpenAPI document served at
 /// `/api/openapi.json`.
 pub fn router(state: AppState) -> axum::Router {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_thread, list_threads))
         .routes(routes!(get_thread, update_thread, delete_thread))
         .routes(routes!(append_messages, list_messages))
@@ -60,8 +62,8 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(embed))
         .routes(routes!(health))
         .routes(routes!(ready))
-        .routes(routes!(openapi_json))
-        .split_for_parts();
+        .routes(routes!(openapi_json));
+    let (router, api) = crate::config_routes::register(router).split_for_parts();
     let api = Arc::new(api);
     router
         .layer(axum::Extension(api))
@@ -272,7 +274,7 @@ async fn append_messages(
 pub struct ListMessagesQuery {
     /// From a previous page's `next_cursor` (it carries its direction).
     pub cursor: Option<String>,
-    /// 1 to 1000, default 50.
+    /// 1 to 1000; default the thread's `_memory.last_n` (from its agent), else 50.
     pub limit: Option<u32>,
     /// `forward` (oldest first, default) or `backward` (newest first).
     pub direction: Option<String>,
@@ -290,8 +292,12 @@ async fn list_messages(
 ) -> Result<Json<PageDto<MessageDto>>, ApiError> {
     let id = thread_id(&id)?;
     let direction = q.direction.as_deref().map(str::parse::<Direction>).transpose()?;
-    let page =
-        s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, page_size(q.limit)?).await?;
+    let limit = match q.limit {
+        Some(n) => PageSize::new(n)?,
+        // A thread created for a configured agent pages by its `last_n`.
+        None => s.memory.memory_options(&tenant, id).await?.last_n.map_or(Ok(PageSize::default()), PageSize::new)?,
+    };
+    let page = s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
     Ok(Json(PageDto {
         items: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -437,8 +443,14 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
 async fn search(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Json(body): Json<SearchRequestDto>,
+    Json(mut body): Json<SearchRequestDto>,
 ) -> Result<Json<SearchResponseDto>, ApiError> {
+    // Within one thread, the thread's `_memory.top_k` (from its agent) is the default.
+    if body.top_k.is_none()
+        && let Some(thread) = body.scope.as_ref().and_then(|sc| sc.thread_id.as_deref())
+    {
+        body.top_k = s.memory.memory_options(&tenant, thread_id(thread)?).await?.top_k;
+    }
     let query = search_query(body)?;
     let results = s.search.search(&tenant, &query).await?;
     let hits = results

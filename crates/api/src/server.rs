@@ -23,6 +23,7 @@ pub fn app(services: &Services) -> axum::Router {
     let state = AppState {
         memory: services.memory.clone(),
         search: services.search.clone(),
+        configuration: services.configuration.clone(),
         database: services.database.clone(),
     };
     let timeout = Duration::from_secs(services.config.server.request_timeout_secs);

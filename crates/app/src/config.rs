@@ -66,6 +66,26 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     /// Semantic search.
     pub search: SearchConfig,
+    /// The configuration store's read cache.
+    pub cache: CacheConfig,
+}
+
+/// The in-process cache of configuration reads (models, agents, settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most entries per cache (LRU eviction beyond).
+    pub max_entries: u64,
+    /// Seconds an entry is served before it is read again; bounds how long
+    /// a write by another process goes unseen (writes through this process
+    /// invalidate at once).
+    pub ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { max_entries: 10_000, ttl_secs: 60 }
+    }
 }
 
 /// Local embeddings (all-MiniLM-L6-v2 on ONNX Runtime).
@@ -240,6 +260,7 @@ impl Default for Config {
             log: LogConfig::default(),
             embedding: EmbeddingConfig::default(),
             search: SearchConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -305,6 +326,12 @@ pub enum ConfigError {
     },
 }
 
+/// `MEMLAYER_` variables that are not configuration keys: the config file's
+/// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
+/// provisioning scripts' Python, and the test suite's Postgres. Any other
+/// unknown `MEMLAYER_` variable is an error naming it, so a typo is caught.
+const NOT_CONFIG: &[&str] = &["CONFIG", "CACHE_DIR", "PYTHON", "TEST_DATABASE_URL"];
+
 impl Config {
     /// The layered sources: defaults, then `file` (or `MEMLAYER_CONFIG`) if
     /// any, then the environment.
@@ -315,8 +342,7 @@ impl Config {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        // MEMLAYER_TEST_DATABASE_URL belongs to the test suites (scripts/test), not to the configuration.
-        fig.merge(Env::prefixed("MEMLAYER_").ignore(&["CONFIG", "TEST_DATABASE_URL"]).split("__"))
+        fig.merge(Env::prefixed("MEMLAYER_").ignore(NOT_CONFIG).split("__"))
             .merge(url_from("LIBSQL_DATABASE_URL"))
             .merge(Env::raw().only(&["LIBSQL_AUTH_TOKEN"]).map(|_| "database.auth_token".into()))
             .merge(url_from("DATABASE_URL"))
@@ -382,6 +408,12 @@ impl Config {
         }
         if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
             return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
+        }
+        if self.cache.max_entries == 0 {
+            return invalid("cache.max_entries", "must be at least 1");
+        }
+        if self.cache.ttl_secs == 0 {
+            return invalid("cache.ttl_secs", "must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");

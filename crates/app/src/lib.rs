@@ -1,26 +1,31 @@
 //! memlayer's application layer.
 //!
 //! [`build`] turns a [`Config`] into [`Services`]: the adapters chosen by the
-//! configuration, wired behind `Arc<dyn Port>`, and the [`MemoryService`] that
-//! every frontend (HTTP server, CLI, an embedding program) calls.
+//! configuration, wired behind `Arc<dyn Port>`, and the [`MemoryService`],
+//! [`SearchService`] and [`ConfigService`] that every frontend (HTTP server,
+//! CLI, an embedding program) calls.
 //!
 //! Invariants:
 //! - this is the only crate that names adapter crates; the backend is chosen
 //!   in one place, [`build`];
 //! - no HTTP or JSON wire shapes here: those belong to `memlayer-api`;
+//! - the configuration read cache (`moka`) lives here and nowhere else; every
+//!   configuration write goes through [`ConfigService`], which invalidates it;
 //! - the memory service validates use-case rules (a model for token counting,
 //!   tenant scoping) and delegates storage rules to the ports.
 
 mod config;
+mod configuration;
 mod memory;
 mod search;
 mod wiring;
 mod worker;
 
 pub use config::{
-    Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig, SearchConfig,
-    Secret, ServerConfig,
+    CacheConfig, Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig,
+    SearchConfig, Secret, ServerConfig,
 };
+pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};

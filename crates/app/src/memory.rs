@@ -1,12 +1,13 @@
 use std::sync::Arc;
 
 use memlayer_domain::{
-    AgentId, AgentState, Cursor, Direction, Message, MessageId, NewMessage, NewThread, Page, PageSize, StateVersion,
-    TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, TokenCount, parse_model,
+    AgentId, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
+    NewMessage, NewThread, Page, PageSize, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    TokenCount, parse_model,
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
-use crate::EmbeddingWorker;
+use crate::{ConfigService, EmbeddingWorker};
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -30,6 +31,7 @@ pub struct MemoryService {
     default_tenant: TenantId,
     count_tokens_by_default: bool,
     semantic: Option<Semantic>,
+    config: Option<ConfigService>,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -53,7 +55,24 @@ impl MemoryService {
         default_tenant: TenantId,
         count_tokens_by_default: bool,
     ) -> Self {
-        Self { threads, messages, states, tokens, default_tenant, count_tokens_by_default, semantic: None }
+        Self {
+            threads,
+            messages,
+            states,
+            tokens,
+            default_tenant,
+            count_tokens_by_default,
+            semantic: None,
+            config: None,
+        }
+    }
+
+    /// Gives threads created for a configured agent that agent's memory
+    /// options (see [`MemoryService::create_thread`]).
+    #[must_use]
+    pub fn with_config(mut self, config: ConfigService) -> Self {
+        self.config = Some(config);
+        self
     }
 
     /// Keeps the vector index in step with deletes and wakes (or, when
@@ -72,13 +91,59 @@ impl MemoryService {
 
     /// Creates a thread.
     ///
+    /// When `agent_id` names an agent configured for the tenant (by its
+    /// name) and the metadata has no [`MEMORY_METADATA_KEY`] entry, the
+    /// agent's memory options are copied there (`{"last_n", "top_k",
+    /// "token_budget"}`, only those set), where [`MemoryService::memory_options`]
+    /// finds them. An `agent_id` naming no configured agent is allowed
+    /// (agents may live outside memlayer) and adds nothing.
+    ///
     /// # Errors
     /// As [`ThreadStore::create`].
-    pub async fn create_thread(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+    pub async fn create_thread(&self, tenant: &TenantId, mut new: NewThread) -> Result<Thread, StoreError> {
         if let Some(model) = &new.model {
             parse_model(model)?;
         }
+        if let (Some(config), Some(agent)) = (&self.config, &new.agent_id)
+            && !new.metadata.as_map().contains_key(MEMORY_METADATA_KEY)
+            && let Some(configured) = config.agent_by_name(tenant, agent).await?
+            && !configured.spec.memory.is_empty()
+        {
+            let mut map = new.metadata.into_map();
+            map.insert(MEMORY_METADATA_KEY.to_owned(), configured.spec.memory.to_value());
+            new.metadata = Metadata::from_value(Value::Object(map))?;
+        }
         self.threads.create(tenant, new).await
+    }
+
+    /// The memory options a thread carries (from its agent at creation, or
+    /// written by the caller under [`MEMORY_METADATA_KEY`]); empty when none.
+    ///
+    /// # Errors
+    /// `NotFound` when the thread does not exist for this tenant.
+    pub async fn memory_options(&self, tenant: &TenantId, thread: ThreadId) -> Result<MemoryOptions, StoreError> {
+        Ok(MemoryOptions::from_metadata(&self.threads.get(tenant, thread).await?.metadata))
+    }
+
+    /// The last `n` messages, oldest first; without `n`, the thread's
+    /// `last_n` memory option, else the default page size (50).
+    ///
+    /// # Errors
+    /// As [`MessageStore::last`].
+    pub async fn recent_messages(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        n: Option<PageSize>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let n = match n {
+            Some(n) => n,
+            None => match self.memory_options(tenant, thread).await?.last_n {
+                Some(last) => PageSize::new(last)?,
+                None => PageSize::default(),
+            },
+        };
+        self.messages.last(tenant, thread, n).await
     }
 
     /// One thread.

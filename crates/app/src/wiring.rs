@@ -12,12 +12,12 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    Database, Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StateStore, StoreError, ThreadStore, TokenCounter,
-    VectorIndex,
+    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StateStore, StoreError, ThreadStore,
+    TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
-use crate::{Config, EmbeddingWorker, MemoryService, SearchService, WorkerSettings};
+use crate::{CacheSettings, Config, ConfigService, EmbeddingWorker, MemoryService, SearchService, WorkerSettings};
 
 /// Everything a frontend needs, wired by [`build`].
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct Services {
     pub memory: MemoryService,
     /// Search and embeddings.
     pub search: SearchService,
+    /// Models, agents, tools and settings, with the read cache.
+    pub configuration: ConfigService,
     /// The embedding worker (run it with [`Services::start_background`], or
     /// drive it by hand as `memlayer reembed` does).
     pub worker: EmbeddingWorker,
@@ -254,6 +256,11 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         Backend::Postgres(b) => Stores::of(b),
     };
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
+    let config_store: Arc<dyn ConfigStore> = backend.clone();
+    let configuration = ConfigService::new(
+        config_store,
+        CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) },
+    );
 
     let (embedder, embedder_problem): (Arc<dyn Embedder>, Option<String>) = if config.embedding.enabled {
         let cache = config.embedding.cache_dir.clone().unwrap_or_else(memlayer_adapters_embed::default_cache_dir);
@@ -341,9 +348,20 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         default_tenant,
         config.memory.count_tokens,
     )
-    .with_semantic(index.clone(), worker.clone(), e.mode == "inline");
+    .with_semantic(index.clone(), worker.clone(), e.mode == "inline")
+    .with_config(configuration.clone());
     let search = SearchService::new(embedder.clone(), index, embeddings.clone(), messages, threads);
-    Ok(Services { memory, search, worker, database, embeddings, embedder, embedder_problem, config: Arc::new(config) })
+    Ok(Services {
+        memory,
+        search,
+        configuration,
+        worker,
+        database,
+        embeddings,
+        embedder,
+        embedder_problem,
+        config: Arc::new(config),
+    })
 }
 
 /// The default model and runtime cache (`$MEMLAYER_CACHE_DIR` or

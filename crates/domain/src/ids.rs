@@ -66,6 +66,21 @@ uuid_id!(
     MessageId,
     "message_id"
 );
+uuid_id!(
+    /// Identifies a configured model.
+    ModelId,
+    "model_id"
+);
+uuid_id!(
+    /// Identifies a configured agent (its `name` is the [`AgentId`] threads use).
+    AgentConfigId,
+    "agent_id"
+);
+uuid_id!(
+    /// Identifies a configured tool.
+    ToolId,
+    "tool_id"
+);
 
 macro_rules! name_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {

@@ -10,19 +10,29 @@
 //!   [`DomainError`] naming the offending field;
 //! - messages are ordered by their per-thread sequence number, never by time.
 
+mod config;
 mod error;
 mod ids;
 mod message;
 mod page;
+mod query;
 mod search;
 mod state;
 mod thread;
 mod token;
 
+pub use config::{
+    AgentConfig, MAX_AGENT_TOOLS, MAX_CONFIG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
+    MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,
+};
 pub use error::DomainError;
-pub use ids::{AgentId, MessageId, ResourceId, TenantId, ThreadId};
+pub use ids::{AgentConfigId, AgentId, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
 pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, model_text};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
+pub use query::{
+    AGENT_FIELDS, After, ConfigEntity, ConfigRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,
+    MAX_FILTERS, MAX_IN_VALUES, MAX_VALUE_BYTES, MODEL_FIELDS, Op, Sort, TOOL_FIELDS,
+};
 pub use search::{
     Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit,
     SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window,

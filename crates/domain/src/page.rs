@@ -62,12 +62,13 @@ impl FromStr for Direction {
 }
 
 /// A page of items and the cursor for the next one (`None` at the end).
+/// Configuration listings use [`crate::ListCursor`] as `C`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
+pub struct Page<T, C = Cursor> {
     /// Items in traversal order.
     pub items: Vec<T>,
     /// Where the next page starts; `None` when this page reached the end.
-    pub next_cursor: Option<Cursor>,
+    pub next_cursor: Option<C>,
 }
 
 /// What a cursor pages through.

@@ -11,6 +11,7 @@
 //! - every read and write is scoped by a [`memlayer_domain::TenantId`]: data of
 //!   another tenant is indistinguishable from data that does not exist.
 
+mod config;
 mod database;
 mod embedder;
 mod embeddings;
@@ -24,6 +25,7 @@ mod vectors;
 #[cfg(feature = "contract")]
 pub mod contract;
 
+pub use config::ConfigStore;
 pub use database::{Database, MigrationStatus};
 pub use embedder::{Embedder, EmbedderInfo};
 pub use embeddings::{EmbeddingStore, PendingEmbedding};
@@ -36,6 +38,7 @@ pub use vectors::{VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSea
 
 #[cfg(feature = "mocks")]
 pub use {
-    database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore, messages::MockMessageStore,
-    state::MockStateStore, threads::MockThreadStore, tokens::MockTokenCounter, vectors::MockVectorIndex,
+    config::MockConfigStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
+    messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore, tokens::MockTokenCounter,
+    vectors::MockVectorIndex,
 };

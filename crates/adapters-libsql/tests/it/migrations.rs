@@ -30,7 +30,19 @@ async fn up_down_up_round_trip() {
         OffsetDateTime::parse(at, &Rfc3339).unwrap();
     }
     let objects = schema_objects(&conn).await;
-    for expected in ["_memlayer_migrations", "agent_state", "messages", "messages_thread_seq", "threads"] {
+    for expected in [
+        "_memlayer_migrations",
+        "agent_state",
+        "messages",
+        "messages_thread_seq",
+        "threads",
+        "config_models",
+        "config_models_one_default",
+        "config_agents",
+        "config_agent_tools",
+        "config_tools",
+        "config_settings",
+    ] {
         assert!(objects.iter().any(|o| o == expected), "{expected} missing from {objects:?}");
     }
     assert!(db.migrate_up().await.unwrap().is_empty(), "idempotent");

@@ -41,6 +41,10 @@ fn file_overrides_defaults_and_environment_overrides_file() {
 
         jail.set_env("MEMLAYER_DATA_DIR", "/from/env");
         jail.set_env("MEMLAYER_SERVER__BODY_LIMIT_BYTES", "2048");
+        // Variables of the scripts, not configuration keys (the README's run
+        // command failed on MEMLAYER_CACHE_DIR before they were set apart).
+        jail.set_env("MEMLAYER_CACHE_DIR", "/tmp/cache");
+        jail.set_env("MEMLAYER_PYTHON", "python3");
         jail.set_env("LIBSQL_DATABASE_URL", "libsql://db.example.invalid");
         jail.set_env("LIBSQL_AUTH_TOKEN", "s3cret");
         let c = load(jail, Some("memlayer.toml")).map_err(|e| e.to_string())?;
@@ -148,6 +152,16 @@ fn postgres_settings_are_validated() {
         jail.set_env("MEMLAYER_DATABASE__POOL_SIZE", "8");
         jail.set_env("MEMLAYER_DATABASE__URL", ":memory:");
         check(jail, "MEMLAYER_SEARCH__INDEX", "pgvector", "search.index");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_misspelt_environment_variable_is_an_error_naming_it() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("MEMLAYER_SERVR__ADDR", "127.0.0.1:1");
+        let err = load(jail, None).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("servr"), "{err}");
         Ok(())
     });
 }

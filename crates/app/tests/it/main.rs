@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
 
 mod config;
+mod configuration;
 mod memory;
 mod postgres;
 mod semantic;

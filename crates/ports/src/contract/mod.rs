@@ -9,17 +9,19 @@
 //! memlayer_ports::contract_suite!(fresh);
 //! ```
 //!
-//! The macro expands one `#[tokio::test]` per case and a completeness test
-//! that fails when a `pub async fn` case in `cases.rs` is missing from the
-//! macro's list, so a case cannot be written and silently never run.
+//! The macro expands one `#[tokio::test]` per case of `cases.rs` and of
+//! `config_cases.rs` (the configuration store), and a completeness test per
+//! file that fails when a `pub async fn` case is missing from the macro's
+//! list, so a case cannot be written and silently never run.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed case")]
 
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::{Database, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use crate::{ConfigStore, Database, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
 
 pub mod cases;
+pub mod config_cases;
 pub mod vector_cases;
 
 /// One backend under test: every port served by the same store.
@@ -35,6 +37,8 @@ pub struct Backend {
     pub database: Arc<dyn Database>,
     /// Embedding store port.
     pub embeddings: Arc<dyn EmbeddingStore>,
+    /// Configuration store port.
+    pub config: Arc<dyn ConfigStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -46,17 +50,18 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// A backend whose four ports are the same object.
+    /// A backend whose ports are all the same object.
     pub fn from_one<T>(store: Arc<T>, guard: Arc<dyn Any + Send + Sync>) -> Self
     where
-        T: ThreadStore + MessageStore + StateStore + Database + EmbeddingStore + 'static,
+        T: ThreadStore + MessageStore + StateStore + Database + EmbeddingStore + ConfigStore + 'static,
     {
         Self {
             threads: store.clone(),
             messages: store.clone(),
             states: store.clone(),
             database: store.clone(),
-            embeddings: store,
+            embeddings: store.clone(),
+            config: store,
             guard,
         }
     }
@@ -68,6 +73,14 @@ impl Backend {
 /// On any difference, naming the cases.
 pub fn assert_complete(listed: &[&str]) {
     assert_complete_in(include_str!("cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the configuration-store cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_config_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("config_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -133,6 +146,36 @@ macro_rules! contract_suite {
             lexical_search_ranks_and_escapes,
             resource_threads_are_tenant_scoped,
         );
+        $crate::__config_expand!(
+            $factory;
+            config_model_crud_round_trips,
+            config_agent_and_tool_crud_round_trips,
+            config_unknown_model_or_tool_is_rejected,
+            config_default_model_is_unique_per_tenant,
+            config_is_tenant_scoped,
+            config_filters_apply_each_operator_to_each_kind,
+            config_sorting_pages_without_skips_or_repeats,
+            config_settings_round_trip_and_absent_is_none,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __config_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $factory().await;
+                $crate::contract::config_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn config_contract_suite_is_complete() {
+            $crate::contract::assert_config_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 

@@ -1,0 +1,398 @@
+//! The configuration use cases: models, agents, tools and settings, with an
+//! in-process read cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use memlayer_domain::{
+    AgentConfig, AgentConfigId, AgentId, ConfigEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel,
+    NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
+};
+use memlayer_ports::{ConfigStore, StoreError};
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+use serde_json::Value;
+
+/// Size and lifetime of the configuration read cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Most entries per cache (models, agents by id, agents by name, settings).
+    pub max_entries: u64,
+    /// How long an entry is served before it is read again. Writes through
+    /// this process invalidate at once; this bounds how long a write by
+    /// another process can go unseen.
+    pub ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { max_entries: 10_000, ttl: Duration::from_secs(60) }
+    }
+}
+
+type SettingKey = (TenantId, SettingName, SettingName);
+
+/// Models, agents, tools and settings over a [`ConfigStore`].
+///
+/// Reads of single models, agents (by id and by name) and settings are
+/// served from bounded LRU caches with a time to live; every write through
+/// this service invalidates what it may have changed before returning
+/// (all models on a model write, since the default flag moves between
+/// them; all agents on an agent write; the one setting on a setting write).
+/// Listings and tools always read the store.
+///
+/// A read that raced a write never leaves the pre-write value cached: reads
+/// note a write generation before going to the store and cache their
+/// result only if no write finished meanwhile (writes bump the generation,
+/// then invalidate).
+#[derive(Clone)]
+pub struct ConfigService {
+    store: Arc<dyn ConfigStore>,
+    writes: Arc<AtomicU64>,
+    models: Cache<(TenantId, ModelId), ModelConfig>,
+    agents: Cache<(TenantId, AgentConfigId), AgentConfig>,
+    agents_by_name: Cache<(TenantId, AgentId), Option<AgentConfig>>,
+    settings: Cache<SettingKey, Option<Setting>>,
+}
+
+impl std::fmt::Debug for ConfigService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigService")
+            .field("store", &self.store)
+            .field("cached_models", &self.models.entry_count())
+            .field("cached_agents", &self.agents.entry_count())
+            .field("cached_settings", &self.settings.entry_count())
+            .finish()
+    }
+}
+
+fn cache<K, V>(settings: CacheSettings) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(settings.max_entries)
+        .time_to_live(settings.ttl)
+        .eviction_policy(EvictionPolicy::lru())
+        .build()
+}
+
+impl ConfigService {
+    /// A service over `store` with caches of `cache` size and lifetime.
+    #[must_use]
+    pub fn new(store: Arc<dyn ConfigStore>, cache_settings: CacheSettings) -> Self {
+        Self {
+            store,
+            writes: Arc::new(AtomicU64::new(0)),
+            models: cache(cache_settings),
+            agents: cache(cache_settings),
+            agents_by_name: cache(cache_settings),
+            settings: cache(cache_settings),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Whether no write finished since `generation` was read.
+    fn unchanged_since(&self, generation: u64) -> bool {
+        self.writes.load(Ordering::Acquire) == generation
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn models_changed(&self) {
+        self.wrote();
+        self.models.invalidate_all();
+    }
+
+    fn agents_changed(&self) {
+        self.wrote();
+        self.agents.invalidate_all();
+        self.agents_by_name.invalidate_all();
+    }
+
+    /// Creates a model; with `is_default` it becomes the tenant's only default.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::create_model`].
+    pub async fn create_model(&self, tenant: &TenantId, new: NewModel) -> Result<ModelConfig, StoreError> {
+        new.validate()?;
+        let created = self.store.create_model(tenant, new).await;
+        self.models_changed();
+        created
+    }
+
+    /// One model (cached).
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such model.
+    pub async fn get_model(&self, tenant: &TenantId, id: ModelId) -> Result<ModelConfig, StoreError> {
+        let key = (tenant.clone(), id);
+        if let Some(hit) = self.models.get(&key).await {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let model = self.store.get_model(tenant, id).await?;
+        if self.unchanged_since(generation) {
+            self.models.insert(key, model.clone()).await;
+        }
+        Ok(model)
+    }
+
+    /// The tenant's default model, if one is marked.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::list_models`].
+    pub async fn default_model(&self, tenant: &TenantId) -> Result<Option<ModelConfig>, StoreError> {
+        let query = ListQuery::new(ConfigEntity::Models).filter("is_default", "eq", "true")?.limit(PageSize::new(1)?);
+        Ok(self.store.list_models(tenant, &query).await?.items.pop())
+    }
+
+    /// A page of models.
+    ///
+    /// # Errors
+    /// `Invalid` for a query of another entity.
+    pub async fn list_models(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Page<ModelConfig, ListCursor>, StoreError> {
+        self.store.list_models(tenant, query).await
+    }
+
+    /// Replaces a model.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::update_model`].
+    pub async fn update_model(&self, tenant: &TenantId, id: ModelId, new: NewModel) -> Result<ModelConfig, StoreError> {
+        new.validate()?;
+        let updated = self.store.update_model(tenant, id, new).await;
+        self.models_changed();
+        updated
+    }
+
+    /// Deletes a model no agent uses.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::delete_model`].
+    pub async fn delete_model(&self, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
+        let deleted = self.store.delete_model(tenant, id).await;
+        self.models_changed();
+        deleted
+    }
+
+    /// Creates an agent.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::create_agent`] (`Invalid` for an unknown model or tool).
+    pub async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
+        new.validate()?;
+        let created = self.store.create_agent(tenant, new).await;
+        self.agents_changed();
+        created
+    }
+
+    /// One agent (cached).
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such agent.
+    pub async fn get_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError> {
+        let key = (tenant.clone(), id);
+        if let Some(hit) = self.agents.get(&key).await {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let agent = self.store.get_agent(tenant, id).await?;
+        if self.unchanged_since(generation) {
+            self.agents.insert(key, agent.clone()).await;
+        }
+        Ok(agent)
+    }
+
+    /// The configured agent named `name` (as threads name agents), or `None`
+    /// (cached, absence included).
+    ///
+    /// # Errors
+    /// As [`ConfigStore::list_agents`].
+    pub async fn agent_by_name(&self, tenant: &TenantId, name: &AgentId) -> Result<Option<AgentConfig>, StoreError> {
+        let key = (tenant.clone(), name.clone());
+        if let Some(hit) = self.agents_by_name.get(&key).await {
+            return Ok(hit);
+        }
+        let query = ListQuery::new(ConfigEntity::Agents).filter("name", "eq", name.as_str())?.limit(PageSize::new(1)?);
+        let generation = self.generation();
+        let found = self.store.list_agents(tenant, &query).await?.items.pop();
+        if self.unchanged_since(generation) {
+            self.agents_by_name.insert(key, found.clone()).await;
+        }
+        Ok(found)
+    }
+
+    /// A page of agents.
+    ///
+    /// # Errors
+    /// `Invalid` for a query of another entity.
+    pub async fn list_agents(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Page<AgentConfig, ListCursor>, StoreError> {
+        self.store.list_agents(tenant, query).await
+    }
+
+    /// Replaces an agent.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::update_agent`].
+    pub async fn update_agent(
+        &self,
+        tenant: &TenantId,
+        id: AgentConfigId,
+        new: NewAgent,
+    ) -> Result<AgentConfig, StoreError> {
+        new.validate()?;
+        let updated = self.store.update_agent(tenant, id, new).await;
+        self.agents_changed();
+        updated
+    }
+
+    /// Deletes an agent.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::delete_agent`].
+    pub async fn delete_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
+        let deleted = self.store.delete_agent(tenant, id).await;
+        self.agents_changed();
+        deleted
+    }
+
+    /// The agent's tools, whole, in its order.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such agent.
+    pub async fn agent_tools(&self, tenant: &TenantId, id: AgentConfigId) -> Result<Vec<ToolConfig>, StoreError> {
+        self.store.agent_tools(tenant, id).await
+    }
+
+    /// Creates a tool.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::create_tool`].
+    pub async fn create_tool(&self, tenant: &TenantId, new: NewTool) -> Result<ToolConfig, StoreError> {
+        new.validate()?;
+        self.store.create_tool(tenant, new).await
+    }
+
+    /// One tool.
+    ///
+    /// # Errors
+    /// `NotFound` when the tenant has no such tool.
+    pub async fn get_tool(&self, tenant: &TenantId, id: ToolId) -> Result<ToolConfig, StoreError> {
+        self.store.get_tool(tenant, id).await
+    }
+
+    /// A page of tools.
+    ///
+    /// # Errors
+    /// `Invalid` for a query of another entity.
+    pub async fn list_tools(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Page<ToolConfig, ListCursor>, StoreError> {
+        self.store.list_tools(tenant, query).await
+    }
+
+    /// Replaces a tool.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::update_tool`].
+    pub async fn update_tool(&self, tenant: &TenantId, id: ToolId, new: NewTool) -> Result<ToolConfig, StoreError> {
+        new.validate()?;
+        self.store.update_tool(tenant, id, new).await
+    }
+
+    /// Deletes a tool no agent lists.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::delete_tool`].
+    pub async fn delete_tool(&self, tenant: &TenantId, id: ToolId) -> Result<(), StoreError> {
+        self.store.delete_tool(tenant, id).await
+    }
+
+    /// A setting, or `None` when absent (cached, absence included).
+    ///
+    /// # Errors
+    /// As [`ConfigStore::get_setting`].
+    pub async fn get_setting(
+        &self,
+        tenant: &TenantId,
+        category: &SettingName,
+        key: &SettingName,
+    ) -> Result<Option<Setting>, StoreError> {
+        let k = (tenant.clone(), category.clone(), key.clone());
+        if let Some(hit) = self.settings.get(&k).await {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let found = self.store.get_setting(tenant, category, key).await?;
+        if self.unchanged_since(generation) {
+            self.settings.insert(k, found.clone()).await;
+        }
+        Ok(found)
+    }
+
+    /// A setting's value, or `default` when it is absent.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::get_setting`].
+    pub async fn setting_or(
+        &self,
+        tenant: &TenantId,
+        category: &SettingName,
+        key: &SettingName,
+        default: Value,
+    ) -> Result<Value, StoreError> {
+        Ok(self.get_setting(tenant, category, key).await?.map_or(default, |s| s.value))
+    }
+
+    /// Creates or replaces a setting.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::put_setting`].
+    pub async fn put_setting(
+        &self,
+        tenant: &TenantId,
+        category: &SettingName,
+        key: &SettingName,
+        value: Value,
+    ) -> Result<Setting, StoreError> {
+        validate_setting_value(&value)?;
+        let stored = self.store.put_setting(tenant, category, key, value).await;
+        self.wrote();
+        self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        stored
+    }
+
+    /// Deletes a setting.
+    ///
+    /// # Errors
+    /// As [`ConfigStore::delete_setting`].
+    pub async fn delete_setting(
+        &self,
+        tenant: &TenantId,
+        category: &SettingName,
+        key: &SettingName,
+    ) -> Result<(), StoreError> {
+        let deleted = self.store.delete_setting(tenant, category, key).await;
+        self.wrote();
+        self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        deleted
+    }
+}
