@@ -1,9 +1,9 @@
 //! The Postgres storage adapter of memlayer: threads, messages, agent
-//! state, embeddings and schema migrations in a Postgres database with
-//! pgvector, and a pgvector HNSW [`VectorIndex`].
+//! state, embeddings, the configuration store and schema migrations in a
+//! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
 //!
 //! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`] and [`Database`]; [`PgVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`] and [`Database`]; [`PgVectorIndex`]
 //! implements [`VectorIndex`]. The application holds them behind those traits
 //! and never names a driver type.
 //!
@@ -37,6 +37,7 @@
 
 mod backend;
 mod config;
+mod configs;
 mod embeddings;
 mod error;
 mod messages;
@@ -54,7 +55,7 @@ use memlayer_ports::{Database, MigrationStatus, StoreError};
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
-use memlayer_ports::{EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 
 #[async_trait]

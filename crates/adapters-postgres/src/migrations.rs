@@ -29,7 +29,8 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Versions are strictly increasing; never
 /// edit one that has shipped, add a new one. Same versions and names as the
-/// libSQL adapter's, so `memlayer migrate status` reads alike on both.
+/// libSQL adapter's, so `memlayer migrate status` reads alike on both (a
+/// version only libSQL needs is absent here).
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -42,6 +43,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "semantic",
         up: include_str!("../migrations/0002_semantic.up.sql"),
         down: include_str!("../migrations/0002_semantic.down.sql"),
+    },
+    // No version 3: libSQL's `deferred_indexing` has no Postgres counterpart
+    // (jobs and full-text entries are written in the appending statement here).
+    Migration {
+        version: 4,
+        name: "config_store",
+        up: include_str!("../migrations/0004_config_store.up.sql"),
+        down: include_str!("../migrations/0004_config_store.down.sql"),
     },
 ];
 
