@@ -158,11 +158,12 @@ struct Stores {
     messages: Arc<dyn MessageStore>,
     states: Arc<dyn StateStore>,
     embeddings: Arc<dyn EmbeddingStore>,
+    config: Arc<dyn ConfigStore>,
 }
 
 impl Stores {
-    fn of<B: ThreadStore + MessageStore + StateStore + EmbeddingStore + 'static>(b: &Arc<B>) -> Self {
-        Self { threads: b.clone(), messages: b.clone(), states: b.clone(), embeddings: b.clone() }
+    fn of<B: ThreadStore + MessageStore + StateStore + EmbeddingStore + ConfigStore + 'static>(b: &Arc<B>) -> Self {
+        Self { threads: b.clone(), messages: b.clone(), states: b.clone(), embeddings: b.clone(), config: b.clone() }
     }
 }
 
@@ -251,12 +252,11 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         }
     }
     let db_error = |source| BuildError::Database { location: database.describe(), source };
-    let Stores { threads, messages, states, embeddings } = match &backend {
+    let Stores { threads, messages, states, embeddings, config: config_store } = match &backend {
         Backend::Libsql(b) => Stores::of(b),
         Backend::Postgres(b) => Stores::of(b),
     };
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
-    let config_store: Arc<dyn ConfigStore> = backend.clone();
     let configuration = ConfigService::new(
         config_store,
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) },
