@@ -10,9 +10,14 @@ use std::time::Duration;
 use memlayer_adapters_postgres::testing;
 use memlayer_app::{AppendOptions, Config, DatabaseConfig, build};
 use memlayer_domain::{
-    AgentId, NewMessage, NewThread, PageSize, Role, SearchMode, SearchQuery, SearchScope, TenantId, TopK, Window,
+    AgentId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, PageSize, Role, SearchMode, SearchQuery,
+    SearchScope, TenantId, TopK, Window,
 };
 use serde_json::json;
+
+fn other_tenant() -> TenantId {
+    TenantId::parse("other").unwrap()
+}
 
 fn on_postgres(url: &str, dir: &std::path::Path) -> Config {
     Config {
@@ -76,6 +81,36 @@ async fn the_app_runs_every_use_case_on_postgres() {
     assert!(matches!(stale, Err(memlayer_app::StoreError::Conflict(_))), "{stale:?}");
     let loaded = services.memory.load_state(&tenant, thread.id, &agent).await.unwrap().unwrap();
     assert_eq!((loaded.state, loaded.version), (json!({"step": 1}), 1));
+
+    // Configuration, stored in Postgres: a thread created for a configured
+    // agent carries the agent's memory options.
+    let model = NewModel {
+        name: "gpt-4o".into(),
+        provider: "openai".into(),
+        context_window: 128_000,
+        max_output_tokens: 16_384,
+        input_price: 2.5,
+        output_price: 10.0,
+        is_default: true,
+    };
+    let model = services.configuration.create_model(&tenant, model).await.unwrap();
+    let memory = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None };
+    let configured = NewAgent {
+        name: agent.clone(),
+        model_id: model.id,
+        system_prompt: "Be brief.".into(),
+        tool_ids: vec![],
+        memory,
+    };
+    services.configuration.create_agent(&tenant, configured).await.unwrap();
+    let direct = memlayer_ports::ConfigStore::get_model(&db.backend().await, &tenant, model.id).await;
+    assert_eq!(direct.unwrap(), model, "stored in the Postgres database");
+    assert_eq!(services.configuration.default_model(&tenant).await.unwrap().map(|m| m.id), Some(model.id));
+    assert_eq!(services.configuration.default_model(&other_tenant()).await.unwrap(), None, "tenant scoped");
+    let for_agent =
+        services.memory.create_thread(&tenant, NewThread { agent_id: Some(agent.clone()), ..NewThread::default() });
+    let for_agent = for_agent.await.unwrap();
+    assert_eq!(services.memory.memory_options(&tenant, for_agent.id).await.unwrap(), memory);
 
     let query = |text: &str, mode| {
         SearchQuery::new(text, SearchScope::Tenant, mode, TopK::new(2).unwrap(), Window::default(), None).unwrap()
