@@ -32,6 +32,7 @@ fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
         .arg(dir)
         .env_remove("MEMLAYER_CONFIG")
         .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -67,7 +68,21 @@ fn stop(server: &mut Server) {
 }
 
 fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).arg("--data-dir").arg(dir).env("RUST_LOG", "warn").output().unwrap();
+    cli_with(dir, args, &[])
+}
+
+fn cli_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -222,6 +237,57 @@ async fn reembed_resumes_after_being_killed() {
         .unwrap();
     let found: Value = r.json().await.unwrap();
     assert_eq!(found["hits"].as_array().map(Vec::len), Some(3), "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_on_postgres_from_database_url() {
+    let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("DATABASE_URL", db.url.as_str()), ("MEMLAYER_EMBEDDING__ENABLED", "false")];
+    let (ok, out) = cli_with(dir.path(), &["migrate", "down", "--steps", "2"], &env);
+    assert!(ok && out.matches("reverted").count() == 2, "{out}");
+    let (ok, out) = cli_with(dir.path(), &["migrate", "status"], &env);
+    assert!(ok && out.starts_with("postgres://") && out.contains("pending"), "{out}");
+    let (ok, out) = cli_with(dir.path(), &["migrate", "up"], &env);
+    assert!(ok && out.matches("applied").count() == 2, "{out}");
+    let (ok, out) = cli_with(dir.path(), &["doctor"], &env);
+    assert!(ok && out.contains("postgres://") && !out.contains("FAIL"), "{out}");
+    assert!(!dir.path().join("memlayer.db").exists(), "no libSQL file when DATABASE_URL is set");
+
+    // A database that does not exist: doctor says so, serve refuses to start.
+    let wrong = memlayer_adapters_postgres::testing::with_database(&db.url, "memlayer_missing_db");
+    let bad = [("DATABASE_URL", wrong.as_str())];
+    let (ok, out) = cli_with(dir.path(), &["doctor"], &bad);
+    assert!(!ok && out.contains("[FAIL] database") && out.contains("does not exist"), "{out}");
+    let (ok, out) = cli_with(dir.path(), &["serve", "--addr", "127.0.0.1:0"], &bad);
+    assert!(!ok && out.contains(r#"database "memlayer_missing_db" does not exist"#), "{out}");
+
+    let mut server = start_with(dir.path(), &env);
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    assert_eq!(http.get(format!("{base}/ready")).send().await.unwrap().status().as_u16(), 200);
+    let r = http.post(format!("{base}/api/threads")).json(&json!({"resource_id": "user-42"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let batch = json!({"messages": [
+        {"role": "user", "content": "Where is my refund?"},
+        {"role": "assistant", "content": "Your refund was sent on Monday."}]});
+    let r = http.post(format!("{base}/api/threads/{id}/messages")).json(&batch).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let page: Value =
+        http.get(format!("{base}/api/threads/{id}/messages?limit=1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["items"][0]["seq"], 1);
+    assert!(page["next_cursor"].is_string());
+    let r = http
+        .post(format!("{base}/api/search"))
+        .json(&json!({"query": "monday", "mode": "lexical", "scope": {"resource_id": "user-42"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let hits: Value = r.json().await.unwrap();
+    assert_eq!(hits["hits"][0]["message"]["content"], "Your refund was sent on Monday.", "{hits}");
+    stop(&mut server);
 }
 
 #[test]

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use figment::providers::Serialized;
 use memlayer_app::Config;
-use memlayer_ports::Database as _;
 
 use crate::cli_config::ConfigCommand;
 
@@ -354,8 +353,18 @@ async fn doctor(cli: &Cli) -> ExitCode {
             ),
         }
     }
-    match memlayer_app::open_database(&config).await {
-        Err(e) => report(false, "database", format!("{e:#}; check database.url / LIBSQL_DATABASE_URL")),
+    match memlayer_app::open_database(&config).await.map_err(anyhow::Error::from) {
+        Err(e) => report(
+            false,
+            "database",
+            if config.is_postgres() {
+                format!(
+                    "{e:#}; check DATABASE_URL / database.url (host, port, user, database name) and that the server runs"
+                )
+            } else {
+                format!("{e:#}; check database.url / LIBSQL_DATABASE_URL")
+            },
+        ),
         Ok(db) => {
             match db.ping().await {
                 Ok(()) => report(true, "database", format!("{} is reachable", db.describe())),

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memlayer_app::{CacheSettings, Config, ConfigService, open_database};
+use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+use memlayer_app::{CacheSettings, ConfigService};
 use memlayer_domain::{AgentId, MemoryOptions, NewAgent, NewModel, NewTool, TenantId};
 use memlayer_ports::{ConfigStore, Database as _};
 use serde_json::json;
@@ -35,9 +36,10 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 1_000 } else { 20_000 };
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    let backend = open_database(&config).await.unwrap();
-    backend.migrate_up().await.unwrap();
+    // The libSQL backend itself: `open_database` hands out only its
+    // `Database` port now that it opens Postgres too.
+    let backend =
+        Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::file(dir.path().join("memlayer.db"))).await.unwrap());
     let store: Arc<dyn ConfigStore> = backend.clone();
     let service = ConfigService::new(store.clone(), CacheSettings::default());
     println!("{}; {n} lookups each", backend.describe());

@@ -24,6 +24,18 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
@@ -35,7 +47,8 @@ impl std::fmt::Debug for Secret {
 /// Layers, later ones win: compiled-in defaults, then an optional TOML file
 /// (`--config` or `MEMLAYER_CONFIG`), then the environment: `MEMLAYER_<KEY>`
 /// with `__` between nested keys (`MEMLAYER_SERVER__ADDR`), plus
-/// `LIBSQL_DATABASE_URL` and `LIBSQL_AUTH_TOKEN` for the database.
+/// `DATABASE_URL` (Postgres), `LIBSQL_DATABASE_URL` and `LIBSQL_AUTH_TOKEN`
+/// for the database.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -121,8 +134,10 @@ impl Default for EmbeddingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
-    /// Vector index: `hnsw` (in process, snapshot under data_dir), `exact`
-    /// (in-process scan), or `libsql` (libSQL's native DiskANN index).
+    /// Vector index: `hnsw` (in process, snapshot under data_dir; on
+    /// Postgres the default means pgvector's HNSW), `exact` (in-process
+    /// scan), `libsql` (libSQL's native DiskANN index, libSQL only) or
+    /// `pgvector` (pgvector's HNSW index, Postgres only).
     pub index: String,
     /// HNSW: scopes with at most this many vectors are searched exactly (the
     /// libSQL index keeps its own, measured threshold).
@@ -135,6 +150,32 @@ pub struct SearchConfig {
     pub ef_search: usize,
     /// libSQL index: neighbours per node.
     pub max_neighbors: usize,
+    /// pgvector's HNSW index (Postgres).
+    pub pgvector: PgvectorConfig,
+}
+
+/// pgvector's HNSW index on Postgres. `metric`, `m` and `ef_construction`
+/// apply when the index is built (an existing index keeps its own);
+/// `ef_search` and `exact_below` per query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgvectorConfig {
+    /// `cosine`, `l2` or `ip` (inner product); the same neighbours for unit vectors.
+    pub metric: String,
+    /// Neighbours per node (2–100).
+    pub m: u32,
+    /// Candidate list while building (4–1000, at least 2 × m).
+    pub ef_construction: u32,
+    /// Candidate list while searching (1–1000).
+    pub ef_search: u32,
+    /// Scopes with at most this many vectors are compared exactly.
+    pub exact_below: usize,
+}
+
+impl Default for PgvectorConfig {
+    fn default() -> Self {
+        Self { metric: "cosine".into(), m: 16, ef_construction: 64, ef_search: 40, exact_below: 1_000 }
+    }
 }
 
 impl Default for SearchConfig {
@@ -146,6 +187,7 @@ impl Default for SearchConfig {
             ef_construction: 100,
             ef_search: 48,
             max_neighbors: 32,
+            pgvector: PgvectorConfig::default(),
         }
     }
 }
@@ -154,17 +196,23 @@ impl Default for SearchConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// A libSQL URL: unset for the embedded file under `data_dir`; `:memory:`
-    /// for a throwaway in-memory database; `file:PATH` for another file;
-    /// `libsql://…`, `https://…` or `http://…` for a remote libSQL/Turso
-    /// server (needs the `remote` build feature).
-    pub url: Option<String>,
+    /// Which database: unset for the embedded libSQL file under `data_dir`;
+    /// `:memory:` for a throwaway in-memory database; `file:PATH` for another
+    /// file; `libsql://…`, `https://…` or `http://…` for a remote
+    /// libSQL/Turso server (needs the `remote` build feature);
+    /// `postgres://…` or `postgresql://…` for Postgres with pgvector
+    /// (`DATABASE_URL` sets it).
+    pub url: Option<Secret>,
     /// Auth token for a remote libSQL server.
     pub auth_token: Option<Secret>,
     /// How long a write waits for a lock held by another process, in milliseconds.
     pub busy_timeout_ms: u64,
-    /// Number of pooled reader connections kept open.
+    /// Number of pooled reader connections kept open (libSQL).
     pub readers: usize,
+    /// Pooled connections (Postgres).
+    pub pool_size: usize,
+    /// How long opening a connection may take, in seconds (Postgres).
+    pub connect_timeout_secs: u64,
     /// Apply pending migrations when the server starts.
     pub auto_migrate: bool,
 }
@@ -219,7 +267,15 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, auth_token: None, busy_timeout_ms: 5_000, readers: 4, auto_migrate: true }
+        Self {
+            url: None,
+            auth_token: None,
+            busy_timeout_ms: 5_000,
+            readers: 4,
+            pool_size: 8,
+            connect_timeout_secs: 5,
+            auto_migrate: true,
+        }
     }
 }
 
@@ -243,6 +299,14 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self { format: "text".into(), filter: "info".into() }
     }
+}
+
+/// `database.url` from the environment variable `var`; empty counts as unset
+/// (shells and CI often export an empty one).
+fn url_from(var: &'static str) -> Env {
+    Env::raw()
+        .only(&[var])
+        .filter_map(move |_| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()).then(|| "database.url".into()))
 }
 
 /// The configuration could not be read or is invalid; the message says what
@@ -279,8 +343,9 @@ impl Config {
             fig = fig.merge(Toml::file_exact(file));
         }
         fig.merge(Env::prefixed("MEMLAYER_").ignore(NOT_CONFIG).split("__"))
-            .merge(Env::raw().only(&["LIBSQL_DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(url_from("LIBSQL_DATABASE_URL"))
             .merge(Env::raw().only(&["LIBSQL_AUTH_TOKEN"]).map(|_| "database.auth_token".into()))
+            .merge(url_from("DATABASE_URL"))
     }
 
     /// Loads and validates the layered configuration.
@@ -288,6 +353,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key to fix.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let set = |var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+        if set("DATABASE_URL") && set("LIBSQL_DATABASE_URL") {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                reason: "both DATABASE_URL (Postgres) and LIBSQL_DATABASE_URL (libSQL) are set; unset one".into(),
+            });
+        }
         Self::from_figment(&Self::figment(file))
     }
 
@@ -331,8 +403,8 @@ impl Config {
         if self.embedding.intra_threads == 0 || self.embedding.intra_threads > 64 {
             return invalid("embedding.intra_threads", "must be between 1 and 64");
         }
-        if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql") {
-            return invalid("search.index", "must be `hnsw`, `exact` or `libsql`");
+        if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql" | "pgvector") {
+            return invalid("search.index", "must be `hnsw`, `exact`, `libsql` or `pgvector`");
         }
         if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
             return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
@@ -346,10 +418,65 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");
         }
-        if self.database.url.as_ref().is_some_and(|url| url.trim().is_empty()) {
+        if self.database.url.as_ref().is_some_and(|url| url.expose().trim().is_empty()) {
             return invalid("database.url", "is empty; unset it to use the embedded file under data_dir");
         }
+        if let Some(url) = &self.database.url
+            && let Some((scheme, _)) = url.expose().trim().split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql" | "libsql" | "https" | "http")
+        {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                reason: format!(
+                    "unknown scheme `{scheme}://`; use postgres:// or postgresql:// (Postgres), libsql://, https:// \
+                     or http:// (remote libSQL), file:PATH, or :memory:"
+                ),
+            });
+        }
+        let postgres = self.is_postgres();
+        match self.search.index.as_str() {
+            "libsql" if postgres => {
+                return invalid(
+                    "search.index",
+                    "`libsql` needs a libSQL database; on Postgres use `pgvector` (or `hnsw`, the same) or `exact`",
+                );
+            }
+            "pgvector" if !postgres => {
+                return invalid("search.index", "`pgvector` needs a Postgres database.url (or DATABASE_URL)");
+            }
+            _ => {}
+        }
+        if postgres {
+            if self.database.pool_size == 0 || self.database.pool_size > 256 {
+                return invalid("database.pool_size", "must be between 1 and 256");
+            }
+            if self.database.connect_timeout_secs == 0 {
+                return invalid("database.connect_timeout_secs", "must be at least 1");
+            }
+            let p = &self.search.pgvector;
+            if !matches!(p.metric.as_str(), "cosine" | "l2" | "ip") {
+                return invalid("search.pgvector.metric", "must be `cosine`, `l2` or `ip`");
+            }
+            if !(2..=100).contains(&p.m) {
+                return invalid("search.pgvector.m", "must be between 2 and 100");
+            }
+            if !(4..=1000).contains(&p.ef_construction) || p.ef_construction < 2 * p.m {
+                return invalid("search.pgvector.ef_construction", "must be between 4 and 1000 and at least 2 × m");
+            }
+            if !(1..=1000).contains(&p.ef_search) {
+                return invalid("search.pgvector.ef_search", "must be between 1 and 1000");
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `database.url` selects Postgres (`postgres://` or `postgresql://`).
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.as_ref().is_some_and(|url| {
+            let url = url.expose().trim();
+            url.starts_with("postgres://") || url.starts_with("postgresql://")
+        })
     }
 
     /// The embedded database file when no URL is set.

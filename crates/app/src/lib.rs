@@ -22,8 +22,8 @@ mod wiring;
 mod worker;
 
 pub use config::{
-    CacheConfig, Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, SearchConfig, Secret,
-    ServerConfig,
+    CacheConfig, Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig,
+    SearchConfig, Secret, ServerConfig,
 };
 pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};

@@ -9,6 +9,7 @@ use memlayer_adapters_embed::{
     ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TiktokenCounter,
 };
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, LibsqlVectorIndex, NativeIndexConfig};
+use memlayer_adapters_postgres::{PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StateStore, StoreError, ThreadStore,
@@ -103,7 +104,7 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] crate::ConfigError),
     /// The database could not be opened or migrated.
-    #[error("database {location}: {source}")]
+    #[error("database {location}")]
     Database {
         /// Where (no secrets).
         location: String,
@@ -114,7 +115,7 @@ pub enum BuildError {
 }
 
 fn location(config: &Config) -> LibsqlLocation {
-    match config.database.url.as_deref().map(str::trim) {
+    match config.database.url.as_ref().map(|u| u.expose().trim()) {
         None => LibsqlLocation::File(config.database_file()),
         Some(":memory:") => LibsqlLocation::Memory,
         Some(url) if url.starts_with("libsql://") || url.starts_with("https://") || url.starts_with("http://") => {
@@ -135,13 +136,52 @@ fn describe(loc: &LibsqlLocation) -> String {
     }
 }
 
-/// Opens the configured database without migrating it (for `migrate` and
-/// `doctor`).
-///
-/// # Errors
-/// [`BuildError`] saying what could not be opened.
-pub async fn open_database(config: &Config) -> Result<Arc<LibsqlBackend>, BuildError> {
+/// The storage backend `database.url` selects.
+#[derive(Debug, Clone)]
+enum Backend {
+    Libsql(Arc<LibsqlBackend>),
+    Postgres(Arc<PgBackend>),
+}
+
+impl Backend {
+    fn database(&self) -> Arc<dyn Database> {
+        match self {
+            Backend::Libsql(b) => b.clone(),
+            Backend::Postgres(b) => b.clone(),
+        }
+    }
+}
+
+/// The storage ports of one backend.
+struct Stores {
+    threads: Arc<dyn ThreadStore>,
+    messages: Arc<dyn MessageStore>,
+    states: Arc<dyn StateStore>,
+    embeddings: Arc<dyn EmbeddingStore>,
+    config: Arc<dyn ConfigStore>,
+}
+
+impl Stores {
+    fn of<B: ThreadStore + MessageStore + StateStore + EmbeddingStore + ConfigStore + 'static>(b: &Arc<B>) -> Self {
+        Self { threads: b.clone(), messages: b.clone(), states: b.clone(), embeddings: b.clone(), config: b.clone() }
+    }
+}
+
+async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
     config.validate()?;
+    if config.is_postgres() {
+        let url = config.database.url.as_ref().map(|u| u.expose().trim().to_owned()).unwrap_or_default();
+        let described = memlayer_adapters_postgres::describe_url(&url);
+        let pg = PgConfig {
+            pool_size: config.database.pool_size,
+            connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+            ..PgConfig::new(url)
+        };
+        return PgBackend::open(pg)
+            .await
+            .map(|b| Backend::Postgres(Arc::new(b)))
+            .map_err(|source| BuildError::Database { location: described, source });
+    }
     let loc = location(config);
     let described = describe(&loc);
     let libsql = LibsqlConfig {
@@ -151,8 +191,17 @@ pub async fn open_database(config: &Config) -> Result<Arc<LibsqlBackend>, BuildE
     };
     LibsqlBackend::open(libsql)
         .await
-        .map(Arc::new)
+        .map(|b| Backend::Libsql(Arc::new(b)))
         .map_err(|source| BuildError::Database { location: described, source })
+}
+
+/// Opens the configured database (libSQL or Postgres) without migrating it
+/// (for `migrate` and `doctor`).
+///
+/// # Errors
+/// [`BuildError`] saying what could not be opened.
+pub async fn open_database(config: &Config) -> Result<Arc<dyn Database>, BuildError> {
+    open_backend(config).await.map(|b| b.database())
 }
 
 /// Brings an in-process or separate index in line with the durable vectors
@@ -191,24 +240,23 @@ async fn reconcile(store: &dyn EmbeddingStore, index: &dyn VectorIndex, model: &
 /// [`BuildError`] when the configuration is invalid or the database cannot be
 /// opened or migrated.
 pub async fn build(config: Config) -> Result<Services, BuildError> {
-    let backend = open_database(&config).await?;
+    let backend = open_backend(&config).await?;
+    let database = backend.database();
     if config.database.auto_migrate {
-        let applied = backend
+        let applied = database
             .migrate_up()
             .await
-            .map_err(|source| BuildError::Database { location: backend.describe(), source })?;
+            .map_err(|source| BuildError::Database { location: database.describe(), source })?;
         for m in &applied {
             tracing::info!(version = m.version, name = %m.name, "applied migration");
         }
     }
-    let db_error = |source| BuildError::Database { location: backend.describe(), source };
-    let threads: Arc<dyn ThreadStore> = backend.clone();
-    let messages: Arc<dyn MessageStore> = backend.clone();
-    let states: Arc<dyn StateStore> = backend.clone();
-    let embeddings: Arc<dyn EmbeddingStore> = backend.clone();
-    let database: Arc<dyn Database> = backend.clone();
+    let db_error = |source| BuildError::Database { location: database.describe(), source };
+    let Stores { threads, messages, states, embeddings, config: config_store } = match &backend {
+        Backend::Libsql(b) => Stores::of(b),
+        Backend::Postgres(b) => Stores::of(b),
+    };
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
-    let config_store: Arc<dyn ConfigStore> = backend.clone();
     let configuration = ConfigService::new(
         config_store,
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) },
@@ -232,11 +280,26 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     };
     let info = embedder.info();
     let search_cfg = &config.search;
-    let index: Arc<dyn VectorIndex> = match search_cfg.index.as_str() {
-        "exact" => Arc::new(ExactIndex::new()),
-        "libsql" => Arc::new(
+    let index: Arc<dyn VectorIndex> = match (search_cfg.index.as_str(), &backend) {
+        ("exact", _) => Arc::new(ExactIndex::new()),
+        // On Postgres the default (`hnsw`) is pgvector's HNSW, in the database.
+        (_, Backend::Postgres(pg)) => {
+            let p = &search_cfg.pgvector;
+            let hnsw = memlayer_adapters_postgres::HnswConfig {
+                metric: p.metric.parse().map_err(|e| crate::ConfigError::Invalid {
+                    key: "search.pgvector.metric",
+                    reason: format!("{e}"),
+                })?,
+                m: p.m,
+                ef_construction: p.ef_construction,
+                ef_search: p.ef_search,
+                exact_below: p.exact_below,
+            };
+            Arc::new(PgVectorIndex::open((**pg).clone(), info.dim, hnsw).await.map_err(db_error)?)
+        }
+        ("libsql", Backend::Libsql(backend)) => Arc::new(
             LibsqlVectorIndex::open(
-                (*backend).clone(),
+                (**backend).clone(),
                 info.dim,
                 // The native index keeps its own exact threshold: exact search
                 // in SQL breaks even with the index near 2,000 rows, far below
@@ -246,7 +309,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
             .await
             .map_err(db_error)?,
         ),
-        _ => {
+        (_, Backend::Libsql(_)) => {
             let snapshot = config.database.url.is_none().then(|| config.data_dir.join("index").join("hnsw.snapshot"));
             Arc::new(
                 HnswIndex::open(HnswConfig {

@@ -51,7 +51,7 @@ fn file_overrides_defaults_and_environment_overrides_file() {
         assert_eq!(c.data_dir, Path::new("/from/env"));
         assert_eq!(c.server.body_limit_bytes, 2048);
         assert_eq!(c.server.addr.to_string(), "0.0.0.0:9000", "file value kept where env is silent");
-        assert_eq!(c.database.url.as_deref(), Some("libsql://db.example.invalid"));
+        assert_eq!(c.database.url.as_ref().map(memlayer_app::Secret::expose), Some("libsql://db.example.invalid"));
         assert_eq!(c.database.auth_token.as_ref().map(|s| s.expose()), Some("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"), "secrets never appear in Debug output");
         Ok(())
@@ -91,6 +91,67 @@ fn bad_values_name_the_key_to_fix() {
 fn a_missing_config_file_is_an_error() {
     figment::Jail::expect_with(|jail| {
         assert!(load(jail, Some("does-not-exist.toml")).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn database_url_selects_postgres_and_libsql_stays_the_default() {
+    figment::Jail::expect_with(|jail| {
+        let url = |c: &Config| c.database.url.as_ref().map(|u| u.expose().to_owned());
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert!(!c.is_postgres(), "embedded libSQL by default");
+        jail.set_env("DATABASE_URL", "postgres://app:pw@db.example:5432/mem");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert!(c.is_postgres());
+        assert_eq!(url(&c).as_deref(), Some("postgres://app:pw@db.example:5432/mem"));
+        assert_eq!(c.search.pgvector, memlayer_app::PgvectorConfig::default());
+        assert_eq!((c.search.pgvector.m, c.search.pgvector.ef_construction, c.search.pgvector.ef_search), (16, 64, 40));
+
+        jail.set_env("LIBSQL_DATABASE_URL", "libsql://db.example.invalid");
+        let err = load(jail, None).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL") && err.contains("LIBSQL_DATABASE_URL"), "{err}");
+        jail.set_env("DATABASE_URL", "");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert!(!c.is_postgres(), "LIBSQL_DATABASE_URL keeps selecting remote libSQL");
+        assert_eq!(url(&c).as_deref(), Some("libsql://db.example.invalid"));
+        jail.set_env("LIBSQL_DATABASE_URL", "");
+
+        jail.create_file(
+            "pg.toml",
+            "[database]\nurl = \"postgresql://app@h/mem\"\n[search.pgvector]\nef_search = 100\n",
+        )?;
+        let c = load(jail, Some("pg.toml")).map_err(|e| e.to_string())?;
+        assert!(c.is_postgres(), "postgresql:// in the file");
+        assert_eq!(c.search.pgvector.ef_search, 100);
+        jail.set_env("MEMLAYER_DATABASE__URL", "postgres://app@other/mem");
+        let c = load(jail, Some("pg.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(url(&c).as_deref(), Some("postgres://app@other/mem"));
+        Ok(())
+    });
+}
+
+#[test]
+fn postgres_settings_are_validated() {
+    figment::Jail::expect_with(|jail| {
+        let check = |jail: &mut figment::Jail, var: &str, value: &str, key: &str| {
+            jail.set_env(var, value);
+            let err = load(jail, None).unwrap_err().to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        };
+        check(jail, "MEMLAYER_DATABASE__URL", "mysql://h/db", "unknown scheme `mysql://`");
+        jail.set_env("MEMLAYER_DATABASE__URL", "postgres://app@h/mem");
+        check(jail, "MEMLAYER_SEARCH__INDEX", "libsql", "search.index");
+        jail.set_env("MEMLAYER_SEARCH__INDEX", "pgvector");
+        load(jail, None).map_err(|e| e.to_string())?;
+        check(jail, "MEMLAYER_SEARCH__PGVECTOR__METRIC", "manhattan", "search.pgvector.metric");
+        jail.set_env("MEMLAYER_SEARCH__PGVECTOR__METRIC", "l2");
+        check(jail, "MEMLAYER_SEARCH__PGVECTOR__EF_CONSTRUCTION", "20", "search.pgvector.ef_construction");
+        jail.set_env("MEMLAYER_SEARCH__PGVECTOR__EF_CONSTRUCTION", "64");
+        check(jail, "MEMLAYER_DATABASE__POOL_SIZE", "0", "database.pool_size");
+        jail.set_env("MEMLAYER_DATABASE__POOL_SIZE", "8");
+        jail.set_env("MEMLAYER_DATABASE__URL", ":memory:");
+        check(jail, "MEMLAYER_SEARCH__INDEX", "pgvector", "search.index");
         Ok(())
     });
 }

@@ -6,5 +6,6 @@
 mod config;
 mod configuration;
 mod memory;
+mod postgres;
 mod semantic;
 mod wiring;

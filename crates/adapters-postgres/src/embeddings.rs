@@ -1,0 +1,408 @@
+//! [`EmbeddingStore`] on Postgres: the embedding job queue, stored vectors
+//! (pgvector `vector`, with model and dimension) and full-text search over
+//! the `tsvector` column of migration 2.
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use memlayer_domain::{
+    Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
+};
+use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
+use pgvector::Vector;
+
+use crate::PgBackend;
+use crate::backend::{Access, begin};
+use crate::error::{Context as _, corrupt};
+use crate::rows::RowReader;
+use crate::threads::{Param, refs};
+
+/// Longest stored error text of a failed job, in bytes.
+const MAX_ERROR_BYTES: usize = 1024;
+/// Most distinct terms of a lexical query (the rest is ignored).
+const MAX_QUERY_TERMS: usize = 64;
+
+#[async_trait]
+impl EmbeddingStore for PgBackend {
+    async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT m.id, m.thread_id, m.tenant, m.content, m.tool_calls, j.attempts \
+                 FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
+                 WHERE j.next_attempt_at <= $1 ORDER BY m.created_at, m.thread_id, m.seq LIMIT $2",
+            )
+            .await
+            .ctx("read embedding jobs")?;
+        let rows = tx.query(&stmt, &[&now, &int(limit)]).await.ctx("read embedding jobs")?;
+        tx.commit().await.ctx("read embedding jobs")?;
+        rows.iter()
+            .map(|row| {
+                let r = RowReader::new(row, "embedding_jobs");
+                let calls: Vec<ToolCall> = match r.get::<Option<serde_json::Value>>("tool_calls")? {
+                    None => Vec::new(),
+                    Some(v) => serde_json::from_value(v).map_err(|e| corrupt("messages", "tool_calls", e))?,
+                };
+                Ok(PendingEmbedding {
+                    id: MessageId::from_uuid(r.get("id")?),
+                    thread: ThreadId::from_uuid(r.get("thread_id")?),
+                    tenant: r.tenant()?,
+                    text: memlayer_domain::model_text(&r.get::<String>("content")?, &calls),
+                    attempts: u32::try_from(r.get::<i32>("attempts")?)
+                        .map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = now();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        // A replaced vector takes a new position (`position = DEFAULT`), so a
+        // `scan_vectors` reader that is past the old one sees it again.
+        let store = tx
+            .prepare_cached(
+                "INSERT INTO message_vectors (message_id, tenant, thread_id, model, dim, embedding, created_at) \
+                 SELECT id, tenant, thread_id, $2, $3, $4, $5 FROM messages WHERE id = $1 \
+                 ON CONFLICT (message_id, model) DO UPDATE SET position = DEFAULT, dim = excluded.dim, \
+                 embedding = excluded.embedding, created_at = excluded.created_at \
+                 RETURNING tenant, thread_id",
+            )
+            .await
+            .ctx("store vectors")?;
+        let finish = tx
+            .prepare_cached("DELETE FROM embedding_jobs WHERE message_id = ANY($1)")
+            .await
+            .ctx("delete embedding jobs")?;
+        let vectors: Vec<(uuid::Uuid, Vector, i32)> = done
+            .iter()
+            .map(|(id, e)| (id.as_uuid(), Vector::from(e.vector().to_vec()), i32::try_from(e.dim()).unwrap_or(0)))
+            .collect();
+        // Pipelined: every insert is sent before the first answer is awaited.
+        let stored = try_join_all(done.iter().zip(&vectors).map(|((_, e), (id, v, dim))| {
+            let store = &store;
+            let tx = &tx;
+            async move { tx.query_opt(store, &[id, &e.model(), dim, v, &at]).await }
+        }))
+        .await
+        .ctx("store vectors")?;
+        let ids: Vec<uuid::Uuid> = vectors.iter().map(|(id, _, _)| *id).collect();
+        tx.execute(&finish, &[&ids]).await.ctx("delete embedding jobs")?;
+        tx.commit().await.ctx("store vectors")?;
+        let mut entries = Vec::with_capacity(done.len());
+        for ((id, embedding), row) in done.into_iter().zip(stored) {
+            // Deleted meanwhile: its job went with it; nothing was stored.
+            let Some(row) = row else { continue };
+            let r = RowReader::new(&row, "message_vectors");
+            entries.push(VectorEntry {
+                id,
+                tenant: r.tenant()?,
+                thread: ThreadId::from_uuid(r.get("thread_id")?),
+                embedding,
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let error = truncate(error, MAX_ERROR_BYTES);
+        let ids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE embedding_jobs SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
+                 WHERE message_id = ANY($1)",
+            )
+            .await
+            .ctx("record failed embedding jobs")?;
+        tx.execute(&stmt, &[&ids, &error, &retry_at]).await.ctx("record failed embedding jobs")?;
+        tx.commit().await.ctx("record failed embedding jobs")?;
+        Ok(())
+    }
+
+    async fn enqueue_missing(&self, model: String) -> Result<u64, StoreError> {
+        let at = now();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO embedding_jobs (message_id, tenant, attempts, next_attempt_at, last_error, created_at) \
+                 SELECT m.id, m.tenant, 0, $2, NULL, $2 FROM messages m \
+                 WHERE NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .await
+            .ctx("enqueue missing embeddings")?;
+        let added = tx.execute(&stmt, &[&model, &at]).await.ctx("enqueue missing embeddings")?;
+        // An explicit re-embed does not wait out the backoff of earlier
+        // failures: every queued job is due now (attempts are kept).
+        let due = tx
+            .prepare_cached("UPDATE embedding_jobs SET next_attempt_at = $1 WHERE next_attempt_at > $1")
+            .await
+            .ctx("make embedding jobs due")?;
+        tx.execute(&due, &[&at]).await.ctx("make embedding jobs due")?;
+        tx.commit().await.ctx("enqueue missing embeddings")?;
+        Ok(added)
+    }
+
+    async fn scan_vectors(
+        &self,
+        model: String,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError> {
+        if limit == 0 {
+            return Ok((Vec::new(), after));
+        }
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT position, message_id, thread_id, tenant, dim, embedding FROM message_vectors \
+                 WHERE model = $1 AND position > $2 ORDER BY position LIMIT $3",
+            )
+            .await
+            .ctx("scan vectors")?;
+        let fetch = int(limit).saturating_add(1);
+        let rows = tx.query(&stmt, &[&model, &after.unwrap_or(0), &fetch]).await.ctx("scan vectors")?;
+        tx.commit().await.ctx("scan vectors")?;
+        let more = rows.len() > limit;
+        let mut entries = Vec::with_capacity(rows.len().min(limit));
+        let mut last = None;
+        for row in rows.iter().take(limit) {
+            let r = RowReader::new(row, "message_vectors");
+            let dim = usize::try_from(r.get::<i32>("dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
+            let vector = r.get::<Vector>("embedding")?.to_vec();
+            let embedding =
+                Embedding::new(model.clone(), vector, dim).map_err(|e| corrupt("message_vectors", "embedding", e))?;
+            entries.push(VectorEntry {
+                id: MessageId::from_uuid(r.get("message_id")?),
+                thread: ThreadId::from_uuid(r.get("thread_id")?),
+                tenant: r.tenant()?,
+                embedding,
+            });
+            last = Some(r.get::<i64>("position")?);
+        }
+        Ok((entries, if more { last } else { None }))
+    }
+
+    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
+        let Some(threads) = thread_filter(filter) else {
+            return Ok(EmbeddingCounts::default());
+        };
+        // `$3` is NULL for the whole tenant.
+        let scope = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let sql = format!(
+            "SELECT \
+             (SELECT count(*) FROM messages m JOIN message_vectors v ON v.message_id = m.id AND v.model = $1 \
+              WHERE {scope}) AS embedded, \
+             (SELECT count(*) FROM messages m JOIN embedding_jobs j ON j.message_id = m.id WHERE {scope}) AS pending, \
+             (SELECT count(*) FROM messages m JOIN embedding_jobs j ON j.message_id = m.id \
+              WHERE j.attempts > 0 AND {scope}) AS failing, \
+             (SELECT count(*) FROM messages m WHERE {scope} \
+              AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
+              AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) AS other"
+        );
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let stmt = tx.prepare_cached(&sql).await.ctx("count embeddings")?;
+        let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count embeddings")?;
+        tx.commit().await.ctx("count embeddings")?;
+        let r = RowReader::new(&row, "message_vectors");
+        let count = |column: &'static str| -> Result<u64, StoreError> {
+            u64::try_from(r.get::<i64>(column)?).map_err(|e| corrupt("message_vectors", column, e))
+        };
+        Ok(EmbeddingCounts {
+            embedded: count("embedded")?,
+            pending: count("pending")?,
+            failing: count("failing")?,
+            other_model: count("other")?,
+        })
+    }
+
+    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+        let Some(threads) = thread_filter(filter) else {
+            return Ok(Coverage::default());
+        };
+        // Pending: driven by the job queue, which is small once the worker
+        // keeps up, instead of by the scope's messages. Other model: counted
+        // only when a vector of another model exists at all (two seeks on
+        // the (model, position) index), which is never the case in a store
+        // that has not changed models.
+        let scope = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let sql = format!(
+            "SELECT \
+             (SELECT count(*) FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
+              WHERE j.tenant = $2 AND {scope}) AS pending, \
+             CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < $1) \
+                    OR EXISTS (SELECT 1 FROM message_vectors WHERE model > $1) \
+             THEN (SELECT count(*) FROM messages m WHERE {scope} \
+                   AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
+                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) \
+             ELSE 0 END AS other"
+        );
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let stmt = tx.prepare_cached(&sql).await.ctx("count coverage")?;
+        let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count coverage")?;
+        tx.commit().await.ctx("count coverage")?;
+        let r = RowReader::new(&row, "message_vectors");
+        let count = |column: &'static str| -> Result<u64, StoreError> {
+            u64::try_from(r.get::<i64>(column)?).map_err(|e| corrupt("message_vectors", column, e))
+        };
+        Ok(Coverage { pending: count("pending")?, other_model: count("other")? })
+    }
+
+    async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx.prepare_cached("DELETE FROM message_vectors WHERE model <> $1").await.ctx("prune vectors")?;
+        let n = tx.execute(&stmt, &[&keep]).await.ctx("prune vectors")?;
+        tx.commit().await.ctx("prune vectors")?;
+        Ok(n)
+    }
+
+    async fn lexical_search(
+        &self,
+        filter: &VectorFilter,
+        query: String,
+        k: usize,
+    ) -> Result<Vec<VectorMatch>, StoreError> {
+        let Some(matcher) = tsquery(&query) else {
+            return Ok(Vec::new());
+        };
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(threads) = thread_filter(filter) else {
+            return Ok(Vec::new());
+        };
+        // The words reach `to_tsquery` only as quoted lexemes joined by `|`:
+        // no operator of the user's is ever parsed. `ts_rank` is higher-better
+        // like the port's score; ties break by message order.
+        let sql = "SELECT m.id, m.thread_id, ts_rank(m.document, q)::real AS score \
+                   FROM messages m, to_tsquery('simple', $1) AS q \
+                   WHERE m.document @@ q AND m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
+                   ORDER BY score DESC, m.id LIMIT $4";
+        let params: Vec<Param> =
+            vec![Box::new(matcher), Box::new(filter.tenant.as_str().to_owned()), Box::new(threads), Box::new(int(k))];
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let stmt = tx.prepare_cached(sql).await.ctx("full-text search")?;
+        let rows = tx.query(&stmt, &refs(&params)).await.ctx("full-text search")?;
+        tx.commit().await.ctx("full-text search")?;
+        rows.iter()
+            .map(|row| {
+                let r = RowReader::new(row, "messages");
+                Ok(VectorMatch {
+                    id: MessageId::from_uuid(r.get("id")?),
+                    thread: ThreadId::from_uuid(r.get("thread_id")?),
+                    score: r.get("score")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx
+            .prepare_cached("SELECT id FROM threads WHERE tenant = $1 AND resource_id = $2 ORDER BY id")
+            .await
+            .ctx("list resource threads")?;
+        let rows = tx.query(&stmt, &[&tenant.as_str(), &resource.as_str()]).await.ctx("list resource threads")?;
+        tx.commit().await.ctx("list resource threads")?;
+        rows.iter().map(|row| Ok(ThreadId::from_uuid(RowReader::new(row, "threads").get("id")?))).collect()
+    }
+}
+
+/// The filter's threads as a parameter: `Some(None)` for the whole tenant,
+/// `Some(Some(ids))` for these threads, `None` when it admits nothing.
+pub(crate) fn thread_filter(filter: &VectorFilter) -> Option<Option<Vec<uuid::Uuid>>> {
+    match &filter.threads {
+        None => Some(None),
+        Some(ts) if ts.is_empty() => None,
+        Some(ts) => Some(Some(ts.iter().map(ThreadId::as_uuid).collect())),
+    }
+}
+
+/// A `to_tsquery` input for plain words: the text's Unicode words (letters
+/// and digits, split at everything else), lowercased, deduplicated, each
+/// quoted as a tsquery lexeme (quotes and backslashes escaped, though words
+/// never contain them), OR-ed so the ranking counts how many match, as the
+/// libSQL adapter's FTS5 query does. `None` when the text has no word.
+pub(crate) fn tsquery(text: &str) -> Option<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let word = word.to_lowercase();
+        if !terms.contains(&word) {
+            terms.push(word);
+            if terms.len() == MAX_QUERY_TERMS {
+                break;
+            }
+        }
+    }
+    if terms.is_empty() {
+        return None;
+    }
+    Some(
+        terms
+            .iter()
+            .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    )
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsqueries_quote_every_word() {
+        assert_eq!(tsquery("Refund kettle").as_deref(), Some("'refund' | 'kettle'"));
+        assert_eq!(tsquery("\"foo\" OR bar*  NEAR(").as_deref(), Some("'foo' | 'or' | 'bar' | 'near'"));
+        assert_eq!(tsquery("a:b (c) -d ^e !f & g").as_deref(), Some("'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'"));
+        assert_eq!(tsquery("café naïve 東京").as_deref(), Some("'café' | 'naïve' | '東京'"));
+        assert_eq!(tsquery("x x X").as_deref(), Some("'x'"));
+        assert_eq!(tsquery("' OR 1=1 --").as_deref(), Some("'or' | '1'"));
+        assert_eq!(tsquery("... --- ()"), None);
+        assert_eq!(tsquery(""), None);
+        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
+        assert_eq!(tsquery(&many).unwrap().matches(" | ").count(), MAX_QUERY_TERMS - 1);
+    }
+
+    #[test]
+    fn errors_are_truncated_at_char_boundaries() {
+        assert_eq!(truncate("abc".into(), 10), "abc");
+        assert_eq!(truncate("é".repeat(600), MAX_ERROR_BYTES).len(), MAX_ERROR_BYTES);
+        assert_eq!(truncate("aé".into(), 2), "a");
+    }
+}

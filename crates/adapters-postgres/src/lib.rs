@@ -1,0 +1,82 @@
+//! The Postgres storage adapter of memlayer: threads, messages, agent
+//! state, embeddings, the configuration store and schema migrations in a
+//! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
+//!
+//! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
+//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`] and [`Database`]; [`PgVectorIndex`]
+//! implements [`VectorIndex`]. The application holds them behind those traits
+//! and never names a driver type.
+//!
+//! Invariants:
+//! - every call runs in one transaction on a pooled connection
+//!   (`deadpool-postgres`), and every transaction starts by setting
+//!   `memlayer.tenant` transaction-locally: row-level security policies
+//!   (forced, so they bind the table owner too) admit only that tenant's
+//!   rows, so a query that forgets its tenant filter still sees nothing of
+//!   another tenant; `*` admits every tenant and is used only by work that
+//!   spans tenants (the embedding queue, index maintenance, migrations);
+//!   session state (`SET LOCAL`, `set_config(…, true)`) never outlives the
+//!   transaction, so pooled connections are never polluted;
+//! - an append locks the thread row, reserves consecutive sequence numbers,
+//!   loads the messages by binary COPY and bumps `updated_at` in one
+//!   transaction; a statement trigger gives every inserted message its
+//!   embedding job in the same statement, and the full-text entry is a
+//!   generated column of the row;
+//! - deletes cascade (`ON DELETE CASCADE`) to messages, states, vectors and
+//!   jobs in the deleting statement;
+//! - caller input reaches SQL only as bound parameters, never as SQL text;
+//!   lexical queries reach `to_tsquery` only as quoted words;
+//! - driver errors become [`StoreError`] here (connection, pool and lock
+//!   trouble → `Unavailable`, constraint → `Conflict`, else `Backend`);
+//! - the schema changes only through the versioned migrations embedded in
+//!   this crate (`migrations/`), each with up and down SQL; opening never
+//!   migrates, [`PgBackend::open_migrated`] does.
+//!
+//! What it must not know: HTTP, JSON wire shapes, configuration sources,
+//! embedding models or tokenizers. It knows the domain types and the ports only.
+
+mod backend;
+mod config;
+mod configs;
+mod embeddings;
+mod error;
+mod messages;
+mod migrations;
+mod rows;
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod threads;
+mod vectors;
+
+use async_trait::async_trait;
+use memlayer_ports::{Database, MigrationStatus, StoreError};
+
+pub use backend::PgBackend;
+pub use config::{PgConfig, describe_url};
+#[cfg(doc)]
+use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
+
+#[async_trait]
+impl Database for PgBackend {
+    fn describe(&self) -> String {
+        self.description().to_owned()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check().await
+    }
+
+    async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::status(self).await
+    }
+
+    async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::migrate_up(self).await
+    }
+
+    async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
+        migrations::migrate_down(self, steps).await
+    }
+}

@@ -1,0 +1,355 @@
+//! [`MessageStore`] on Postgres. Appends lock the thread row, assign
+//! sequence numbers and load the batch with binary COPY in one transaction.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::Transaction;
+use memlayer_domain::{
+    Cursor, Direction, DomainError, MAX_BATCH, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now,
+    resolve_message_cursor,
+};
+use memlayer_ports::{MessageStore, StoreError};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::PgBackend;
+use crate::backend::{Access, begin};
+use crate::error::{Context as _, DriverError};
+use crate::rows::{MESSAGE_COLUMNS, message};
+
+/// The columns an append writes, in the order of [`COLUMN_TYPES`].
+const INSERT_COLUMNS: &str = "id, tenant, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at";
+
+/// Binary COPY needs each column's type up front; all are built-in types
+/// with fixed OIDs.
+const COLUMN_TYPES: [Type; 15] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::UUID,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::JSONB,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TIMESTAMPTZ,
+];
+
+/// A message's column values, owned, in [`INSERT_COLUMNS`] order.
+struct InsertRow {
+    id: uuid::Uuid,
+    thread: uuid::Uuid,
+    seq: i64,
+    role: &'static str,
+    content: String,
+    tool_call_id: Option<String>,
+    tool_name: Option<String>,
+    tool_calls: Option<serde_json::Value>,
+    metadata: serde_json::Value,
+    token_count: Option<i64>,
+    token_model: Option<String>,
+    token_encoding: Option<String>,
+    token_exact: Option<bool>,
+    created_at: time::OffsetDateTime,
+}
+
+impl InsertRow {
+    fn new(m: &Message) -> Result<Self, StoreError> {
+        let tool_calls = if m.tool_calls.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_value(&m.tool_calls)
+                    .map_err(|e| StoreError::backend(DriverError::new("encode tool calls", e.to_string())))?,
+            )
+        };
+        let token = m.token_count.as_ref();
+        Ok(Self {
+            id: m.id.as_uuid(),
+            thread: m.thread_id.as_uuid(),
+            seq: m.seq,
+            role: m.role.as_str(),
+            content: m.content.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+            tool_name: m.tool_name.clone(),
+            tool_calls,
+            metadata: serde_json::Value::Object(m.metadata.as_map().clone()),
+            token_count: token.map(|t| i64::from(t.count)),
+            token_model: token.map(|t| t.model.clone()),
+            token_encoding: token.map(|t| t.encoding.clone()),
+            token_exact: token.map(|t| t.exact),
+            created_at: m.created_at,
+        })
+    }
+
+    fn params<'a>(&'a self, tenant: &'a &'a str) -> [&'a (dyn ToSql + Sync); 15] {
+        [
+            &self.id,
+            tenant,
+            &self.thread,
+            &self.seq,
+            &self.role,
+            &self.content,
+            &self.tool_call_id,
+            &self.tool_name,
+            &self.tool_calls,
+            &self.metadata,
+            &self.token_count,
+            &self.token_model,
+            &self.token_encoding,
+            &self.token_exact,
+            &self.created_at,
+        ]
+    }
+}
+
+#[async_trait]
+impl MessageStore for PgBackend {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Message>, StoreError> {
+        if batch.is_empty() {
+            return Err(DomainError::new("messages", "must not be empty").into());
+        }
+        if batch.len() > MAX_BATCH {
+            return Err(DomainError::new(
+                "messages",
+                format!("{} messages in one append, at most {MAX_BATCH} are accepted", batch.len()),
+            )
+            .into());
+        }
+        let at = now();
+        let messages: Vec<Message> =
+            batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let messages = append_in(&tx, tenant, thread, messages).await?;
+        tx.commit().await.ctx("append messages")?;
+        Ok(messages)
+    }
+
+    async fn page(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        cursor: Option<Cursor>,
+        direction: Option<Direction>,
+        limit: PageSize,
+    ) -> Result<Page<Message>, StoreError> {
+        let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
+        let (sql, bound) = match direction {
+            Direction::Forward => (PAGE_FORWARD, after.unwrap_or(0)),
+            Direction::Backward => (PAGE_BACKWARD, after.unwrap_or(i64::MAX)),
+        };
+        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx.prepare_cached(sql).await.ctx("read messages")?;
+        let rows =
+            tx.query(&stmt, &[&thread.as_uuid(), &bound, &tenant.as_str(), &fetch]).await.ctx("read messages")?;
+        if rows.is_empty() {
+            ensure_thread(&tx, tenant, thread).await?;
+        }
+        tx.commit().await.ctx("read messages")?;
+        let mut items = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|m| Cursor::messages(thread, direction, m.seq))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        let n = i64::from(n.get());
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx.prepare_cached(PAGE_BACKWARD).await.ctx("read messages")?;
+        let rows = tx.query(&stmt, &[&thread.as_uuid(), &i64::MAX, &tenant.as_str(), &n]).await.ctx("read messages")?;
+        if rows.is_empty() {
+            ensure_thread(&tx, tenant, thread).await?;
+        }
+        tx.commit().await.ctx("read messages")?;
+        let mut items = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        items.reverse();
+        Ok(items)
+    }
+
+    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx
+            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant = $2"))
+            .await
+            .ctx("get message")?;
+        let row = tx.query_opt(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("get message")?;
+        tx.commit().await.ctx("get message")?;
+        row.as_ref().map(message).transpose()?.ok_or_else(|| StoreError::not_found("message", id))
+    }
+
+    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx
+            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant = $2"))
+            .await
+            .ctx("get messages")?;
+        let rows = tx.query(&stmt, &[&uuids, &tenant.as_str()]).await.ctx("get messages")?;
+        tx.commit().await.ctx("get messages")?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let m = message(row)?;
+            found.insert(m.id, m);
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx.prepare_cached(RANGE).await.ctx("read messages")?;
+        let rows = tx.query(&stmt, &[&thread.as_uuid(), &from, &to, &tenant.as_str()]).await.ctx("read messages")?;
+        if rows.is_empty() {
+            ensure_thread(&tx, tenant, thread).await?;
+        }
+        tx.commit().await.ctx("read messages")?;
+        rows.iter().map(message).collect()
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        // Its vectors and job go by ON DELETE CASCADE, its full-text entry
+        // is a column of the row: all in this statement.
+        let stmt =
+            tx.prepare_cached("DELETE FROM messages WHERE id = $1 AND tenant = $2").await.ctx("delete message")?;
+        let deleted = tx.execute(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("delete message")?;
+        if deleted == 0 {
+            return Err(StoreError::not_found("message", id));
+        }
+        tx.commit().await.ctx("delete message")?;
+        Ok(())
+    }
+}
+
+/// The append inside the caller's transaction: `UPDATE … RETURNING` takes
+/// the thread row's lock (as `SELECT … FOR UPDATE` would) and reserves the
+/// sequence numbers in the same round trip, so concurrent appenders queue
+/// on the row and get consecutive, gap-free ranges; then the rows go in by
+/// binary COPY (one prepared `INSERT` for a single message), and the
+/// statement trigger of migration 2 adds their embedding jobs. Nothing is
+/// visible to others until the caller commits.
+pub(crate) async fn append_in(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    thread: ThreadId,
+    mut messages: Vec<Message>,
+) -> Result<Vec<Message>, StoreError> {
+    let n =
+        i64::try_from(messages.len()).map_err(|e| StoreError::backend(DriverError::new("append", e.to_string())))?;
+    let at = messages.first().map_or_else(now, |m| m.created_at);
+    let bump = tx
+        .prepare_cached(
+            "UPDATE threads SET last_seq = last_seq + $1, updated_at = greatest(updated_at, $2) \
+             WHERE tenant = $3 AND id = $4 RETURNING last_seq",
+        )
+        .await
+        .ctx("reserve sequence numbers")?;
+    let row = tx
+        .query_opt(&bump, &[&n, &at, &tenant.as_str(), &thread.as_uuid()])
+        .await
+        .ctx("reserve sequence numbers")?
+        .ok_or_else(|| StoreError::not_found("thread", thread))?;
+    let last: i64 = row.try_get(0).ctx("reserve sequence numbers")?;
+    for (seq, m) in (last - n + 1..).zip(messages.iter_mut()) {
+        m.seq = seq;
+    }
+    let rows = messages.iter().map(InsertRow::new).collect::<Result<Vec<_>, _>>()?;
+    if let [one] = rows.as_slice() {
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO messages ({INSERT_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            ))
+            .await
+            .ctx("insert message")?;
+        tx.execute(&stmt, &one.params(&tenant.as_str())).await.ctx("insert message")?;
+    } else {
+        copy_rows(tx, tenant.as_str(), &rows).await?;
+    }
+    Ok(messages)
+}
+
+/// A session-private staging table for binary COPY: Postgres refuses COPY
+/// FROM into a table under row-level security, so the rows are copied here
+/// and moved into `messages` by one `INSERT … SELECT`, which the policies
+/// check like any insert. `ON COMMIT DELETE ROWS` empties it at the end of
+/// every transaction (a rollback discards its rows too), so nothing carries
+/// over to the pooled connection's next user.
+const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS memlayer_append_staging (
+    id uuid, tenant text, thread_id uuid, seq bigint, role text, content text, tool_call_id text,
+    tool_name text, tool_calls jsonb, metadata jsonb, token_count bigint, token_model text,
+    token_encoding text, token_exact boolean, created_at timestamptz
+) ON COMMIT DELETE ROWS";
+
+async fn copy_rows(tx: &Transaction<'_>, tenant: &str, rows: &[InsertRow]) -> Result<(), StoreError> {
+    tx.batch_execute(STAGING).await.ctx("stage messages")?;
+    let sink = tx
+        .copy_in::<_, Bytes>(&format!("COPY memlayer_append_staging ({INSERT_COLUMNS}) FROM STDIN (FORMAT binary)"))
+        .await
+        .ctx("copy messages")?;
+    let writer = BinaryCopyInWriter::new(sink, &COLUMN_TYPES);
+    futures_util::pin_mut!(writer);
+    for row in rows {
+        writer.as_mut().write(&row.params(&tenant)).await.ctx("copy messages")?;
+    }
+    writer.finish().await.ctx("copy messages")?;
+    let insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO messages ({INSERT_COLUMNS}) SELECT {INSERT_COLUMNS} FROM memlayer_append_staging ORDER BY seq"
+        ))
+        .await
+        .ctx("insert messages")?;
+    tx.execute(&insert, &[]).await.ctx("insert messages")?;
+    Ok(())
+}
+
+/// `$1` thread, `$2` first seq, `$3` last seq, `$4` tenant: an index range
+/// scan on `(thread_id, seq)`.
+const RANGE: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at \
+     FROM messages WHERE thread_id = $1 AND seq >= $2 AND seq <= $3 AND tenant = $4 ORDER BY seq ASC";
+
+/// `$1` thread, `$2` exclusive bound, `$3` tenant, `$4` limit.
+const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at \
+     FROM messages WHERE thread_id = $1 AND seq > $2 AND tenant = $3 ORDER BY seq ASC LIMIT $4";
+/// As [`PAGE_FORWARD`], newest first below the bound.
+const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at \
+     FROM messages WHERE thread_id = $1 AND seq < $2 AND tenant = $3 ORDER BY seq DESC LIMIT $4";
+
+/// `NotFound` unless the thread exists for the tenant.
+pub(crate) async fn ensure_thread(tx: &Transaction<'_>, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
+    let stmt = tx.prepare_cached("SELECT 1 FROM threads WHERE tenant = $1 AND id = $2").await.ctx("read thread")?;
+    tx.query_opt(&stmt, &[&tenant.as_str(), &thread.as_uuid()])
+        .await
+        .ctx("read thread")?
+        .map(|_| ())
+        .ok_or_else(|| StoreError::not_found("thread", thread))
+}

@@ -1,0 +1,14 @@
+//! The adapter's one integration-test binary: the shared contract suites
+//! against Postgres, plus Postgres-specific behaviour (row-level security,
+//! migrations down and up, atomic bulk appends, pooled connections left
+//! clean).
+//!
+//! Every test gets a fresh database cloned from a migrated template. The
+//! server is `MEMLAYER_TEST_DATABASE_URL`/`DATABASE_URL` or the one
+//! `scripts/postgres start` runs; when none is reachable a test fails with
+//! `CI` set and otherwise prints `SKIP:`.
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+mod contract;
+mod rls;
+mod storage;

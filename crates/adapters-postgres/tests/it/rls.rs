@@ -1,0 +1,115 @@
+//! Tenant isolation enforced by Postgres itself: row-level security on every
+//! table, keyed on the transaction's `memlayer.tenant`, for a role that
+//! cannot bypass it.
+
+use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
+use memlayer_domain::{
+    AgentId, Embedding, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role, SettingName, TenantId,
+};
+use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore};
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
+
+async fn raw(db: &TestDatabase) -> Client {
+    let (client, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Tenants of every row of `table` visible with `memlayer.tenant` = `tenant`
+/// (`None`: not set), read by a raw query without any tenant filter.
+async fn visible(client: &mut Client, tenant: Option<&str>, table: &str) -> Vec<String> {
+    let tx = client.transaction().await.unwrap();
+    if let Some(t) = tenant {
+        tx.execute("SELECT set_config('memlayer.tenant', $1, true)", &[&t]).await.unwrap();
+    }
+    let rows = tx.query(&format!("SELECT tenant FROM {table}"), &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_tenant_filter_sees_only_its_tenant() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let (a, b) = (TenantId::parse("tenant-a").unwrap(), TenantId::parse("tenant-b").unwrap());
+    for t in [&a, &b] {
+        let thread = ThreadStore::create(&store, t, NewThread::default()).await.unwrap().id;
+        let stored = store
+            .append(
+                t,
+                thread,
+                vec![NewMessage::text(Role::User, "secret").unwrap(), NewMessage::text(Role::User, "x").unwrap()],
+            )
+            .await
+            .unwrap();
+        store.save(t, thread, &AgentId::parse("agent").unwrap(), json!({"k": 1}), 0).await.unwrap();
+        let e = Embedding::new("m", vec![1.0, 0.0], 2).unwrap();
+        store.complete_jobs(vec![(stored[0].id, e)]).await.unwrap();
+        // The configuration store: the same names in both tenants.
+        let model = NewModel {
+            name: "gpt-4o".into(),
+            provider: "openai".into(),
+            context_window: 128_000,
+            max_output_tokens: 16_384,
+            input_price: 2.5,
+            output_price: 10.0,
+            is_default: true,
+        };
+        let model = store.create_model(t, model).await.unwrap();
+        let tool =
+            NewTool { name: "search".into(), description: "secret".into(), parameters: json!({"type": "object"}) };
+        let tool = store.create_tool(t, tool).await.unwrap();
+        let agent = NewAgent {
+            name: AgentId::parse("support").unwrap(),
+            model_id: model.id,
+            system_prompt: "secret".into(),
+            tool_ids: vec![tool.id],
+            memory: MemoryOptions::default(),
+        };
+        store.create_agent(t, agent).await.unwrap();
+        let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
+        store.put_setting(t, &cat, &key, json!("dark")).await.unwrap();
+    }
+    let mut client = raw(&db).await;
+    let role = client
+        .query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .unwrap();
+    assert_eq!((role.get::<_, bool>(0), role.get::<_, bool>(1)), (false, false), "the test role must not bypass RLS");
+    for table in [
+        "threads",
+        "messages",
+        "agent_state",
+        "message_vectors",
+        "embedding_jobs",
+        "config_models",
+        "config_tools",
+        "config_agents",
+        "config_agent_tools",
+        "config_settings",
+    ] {
+        let seen = visible(&mut client, Some("tenant-a"), table).await;
+        assert!(!seen.is_empty(), "{table}: tenant-a sees its own rows");
+        assert!(seen.iter().all(|t| t == "tenant-a"), "{table}: tenant-a saw {seen:?}");
+        assert!(visible(&mut client, None, table).await.is_empty(), "{table}: no tenant set, nothing visible");
+        assert!(visible(&mut client, Some("nobody"), table).await.is_empty(), "{table}: unknown tenant sees nothing");
+    }
+    // Writing a row of another tenant is refused by the policy's check.
+    for insert in [
+        "INSERT INTO threads (id, tenant, created_at, updated_at) VALUES (gen_random_uuid(), 'tenant-b', now(), now())",
+        "INSERT INTO config_settings (tenant, category, key, value, updated_at) \
+         VALUES ('tenant-b', 'ui', 'font', '1', now())",
+    ] {
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT set_config('memlayer.tenant', 'tenant-a', true)", &[]).await.unwrap();
+        let err = tx.execute(insert, &[]).await.unwrap_err();
+        let db = err.as_db_error().expect("a database error");
+        assert!(db.message().contains("row-level security"), "{insert}: {db:?}");
+        drop(tx);
+    }
+    // The setting is transaction-local: the connection is clean afterwards.
+    let after: Option<String> =
+        client.query_one("SELECT nullif(current_setting('memlayer.tenant', true), '')", &[]).await.unwrap().get(0);
+    assert_eq!(after, None);
+}

@@ -1,0 +1,115 @@
+//! Postgres-specific behaviour: migrations down and up, atomic bulk appends
+//! through binary COPY, and pooled connections left without session state.
+
+use memlayer_adapters_postgres::testing::{fresh_database, pooled_setting};
+use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
+use memlayer_domain::{Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, Role, SettingName, TenantId, ThreadId};
+use memlayer_ports::{
+    ConfigStore, Database, EmbeddingStore, MessageStore, MigrationStatus, StoreError, ThreadStore, VectorFilter,
+    VectorIndex,
+};
+
+fn msgs(n: usize) -> Vec<NewMessage> {
+    (0..n).map(|i| NewMessage::text(Role::User, format!("message {i}")).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_go_down_and_up_again() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("acme").unwrap();
+    let thread = store.create(&t, NewThread::default()).await.unwrap().id;
+    store.append(&t, thread, msgs(3)).await.unwrap();
+    let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
+    store.put_setting(&t, &cat, &key, serde_json::json!("dark")).await.unwrap();
+    let versions = |list: Vec<MigrationStatus>| list.iter().map(|m| m.version).collect::<Vec<_>>();
+    // Reverting migration 4 drops the configuration tables, with their rows.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
+    assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
+    assert_eq!(store.migrate_up().await.unwrap().len(), 1);
+    assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
+    let down = store.migrate_down(2).await.unwrap();
+    assert_eq!(versions(down), vec![4, 2]);
+    let status = store.migration_status().await.unwrap();
+    assert_eq!(status.iter().map(|m| m.applied_at.is_some()).collect::<Vec<_>>(), vec![true, false, false]);
+    // Messages survive reverting migration 2; re-applying it schedules them.
+    let up = store.migrate_up().await.unwrap();
+    assert_eq!(versions(up), vec![2, 4]);
+    let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
+    assert_eq!(due.len(), 3, "backfilled jobs");
+    let all_down = store.migrate_down(10).await.unwrap();
+    assert_eq!(versions(all_down), vec![4, 2, 1]);
+    assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
+    assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
+    assert_eq!(store.migrate_up().await.unwrap().len(), 3);
+    assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_bulk_append_stores_nothing() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("acme").unwrap();
+    let thread = store.create(&t, NewThread::default()).await.unwrap().id;
+    store.append(&t, thread, msgs(MAX_BATCH)).await.unwrap();
+    // Postgres text cannot hold NUL: the COPY fails at the last row.
+    let mut batch = msgs(MAX_BATCH - 1);
+    batch.push(NewMessage::text(Role::User, "bad \0 byte").unwrap());
+    let err = store.append(&t, thread, batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(ThreadStore::get(&store, &t, thread).await.unwrap().last_seq, MAX_BATCH as i64, "sequence untouched");
+    let last = store.last(&t, thread, PageSize::new(5).unwrap()).await.unwrap();
+    assert_eq!(last.last().unwrap().seq, MAX_BATCH as i64);
+    let due = store.due_jobs(memlayer_domain::now(), 10_000).await.unwrap();
+    assert_eq!(due.len(), MAX_BATCH, "no job for the rejected batch");
+    let next = store.append(&t, thread, msgs(2)).await.unwrap();
+    assert_eq!(next[0].seq, MAX_BATCH as i64 + 1, "no gap after the failed append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_keep_no_session_state() {
+    let Some(db) = fresh_database().await else { return };
+    let store = memlayer_adapters_postgres::PgBackend::open(PgConfig { pool_size: 1, ..PgConfig::new(db.url.clone()) })
+        .await
+        .unwrap();
+    let t = TenantId::parse("acme").unwrap();
+    let thread = store.create(&t, NewThread::default()).await.unwrap().id;
+    let index =
+        PgVectorIndex::open(store.clone(), 2, HnswConfig { exact_below: 0, ef_search: 123, ..Default::default() })
+            .await
+            .unwrap();
+    let e = Embedding::new("m", vec![0.6, 0.8], 2).unwrap();
+    index
+        .upsert(vec![memlayer_ports::VectorEntry {
+            id: memlayer_domain::MessageId::new(),
+            tenant: t.clone(),
+            thread,
+            embedding: e.clone(),
+        }])
+        .await
+        .unwrap();
+    let filter = VectorFilter { tenant: t.clone(), threads: Some(vec![thread, ThreadId::new()]) };
+    assert_eq!(index.search(&filter, &e, 5).await.unwrap().matches.len(), 1);
+    for (name, default) in [("memlayer.tenant", ""), ("hnsw.ef_search", "40"), ("hnsw.iterative_scan", "off")] {
+        let value = pooled_setting(&store, name).await.unwrap_or_default();
+        assert_eq!(value, default, "{name} leaked into the pooled connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_or_malformed_urls_say_what_is_wrong() {
+    let refused =
+        memlayer_adapters_postgres::PgBackend::open(PgConfig::new("postgres://memlayer@127.0.0.1:1/memlayer"))
+            .await
+            .unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+    let text = refused.to_string();
+    assert!(text.contains("127.0.0.1:1") && text.contains("memlayer"), "names the server: {text}");
+    let malformed =
+        memlayer_adapters_postgres::PgBackend::open(PgConfig::new("postgres://h:port/db")).await.unwrap_err();
+    assert!(matches!(malformed, StoreError::Invalid(_)), "{malformed}");
+    let Some(db) = fresh_database().await else { return };
+    let wrong_db = memlayer_adapters_postgres::testing::with_database(&db.url, "no_such_database");
+    let err = memlayer_adapters_postgres::PgBackend::open(PgConfig::new(wrong_db)).await.unwrap_err();
+    assert!(err.to_string().contains("no_such_database"), "{err}");
+}
