@@ -131,7 +131,8 @@ async fn bench_append(a: &Args) -> Res<()> {
     let backend = db.backend().await;
     let tenant = TenantId::parse("bench")?;
     let corpus = texts(a, a.messages.max(a.singles))?;
-    let message = |i: usize| NewMessage::text(if i % 2 == 0 { Role::User } else { Role::Assistant }, &corpus[i]);
+    let message =
+        |i: usize| NewMessage::text(if i.is_multiple_of(2) { Role::User } else { Role::Assistant }, &corpus[i]);
 
     let thread = backend.create(&tenant, NewThread::default()).await?.id;
     let batches: Vec<Vec<NewMessage>> = (0..a.messages)
@@ -157,7 +158,7 @@ async fn bench_append(a: &Args) -> Res<()> {
     let started = Instant::now();
     for (i, m) in ones.into_iter().enumerate() {
         backend.append(&tenant, single, vec![m]).await?;
-        if (i + 1) % 10_000 == 0 {
+        if (i + 1).is_multiple_of(10_000) {
             eprintln!("  singles: {} in {:.1?}", i + 1, started.elapsed());
         }
     }
@@ -168,7 +169,10 @@ async fn bench_append(a: &Args) -> Res<()> {
         singles,
         per_sec(a.singles, singles)
     );
-    println!("ratio (per-message rate, COPY / single): {:.1}×", per_sec(a.messages, copy) / per_sec(a.singles, singles));
+    println!(
+        "ratio (per-message rate, COPY / single): {:.1}×",
+        per_sec(a.messages, copy) / per_sec(a.singles, singles)
+    );
     Ok(())
 }
 
@@ -232,7 +236,11 @@ async fn bench_vector(a: &Args) -> Res<()> {
         index.upsert(chunk.to_vec()).await?;
     }
     let load = started.elapsed();
-    println!("load {} vectors (upsert, 1,000 per call, no HNSW index): {load:.2?} = {:.0}/s", a.data, per_sec(a.data, load));
+    println!(
+        "load {} vectors (upsert, 1,000 per call, no HNSW index): {load:.2?} = {:.0}/s",
+        a.data,
+        per_sec(a.data, load)
+    );
     let started = Instant::now();
     index.build_hnsw().await?;
     let build = started.elapsed();
@@ -242,7 +250,7 @@ async fn bench_vector(a: &Args) -> Res<()> {
     tokio::spawn(conn);
     client.batch_execute(&format!("ANALYZE pgvector_index_{}", a.dim)).await?;
     let size: i64 = client
-        .query_one("SELECT pg_relation_size($1::regclass)", &[&format!("pgvector_index_{}_hnsw_cosine", a.dim)])
+        .query_one("SELECT pg_relation_size(to_regclass($1))", &[&format!("pgvector_index_{}_hnsw_cosine", a.dim)])
         .await?
         .get(0);
     println!("HNSW index size: {:.0} MiB", size as f64 / (1024.0 * 1024.0));
