@@ -158,7 +158,7 @@ async fn bench_append(a: &Args) -> Res<()> {
     let started = Instant::now();
     for (i, m) in ones.into_iter().enumerate() {
         backend.append(&tenant, single, vec![m]).await?;
-        if (i + 1) % 10_000 == 0 {
+        if (i + 1).is_multiple_of(10_000) {
             eprintln!("  singles: {} in {:.1?}", i + 1, started.elapsed());
         }
     }
@@ -250,7 +250,7 @@ async fn bench_vector(a: &Args) -> Res<()> {
     tokio::spawn(conn);
     client.batch_execute(&format!("ANALYZE pgvector_index_{}", a.dim)).await?;
     let size: i64 = client
-        .query_one("SELECT pg_relation_size($1::regclass)", &[&format!("pgvector_index_{}_hnsw_cosine", a.dim)])
+        .query_one("SELECT pg_relation_size(to_regclass($1))", &[&format!("pgvector_index_{}_hnsw_cosine", a.dim)])
         .await?
         .get(0);
     println!("HNSW index size: {:.0} MiB", size as f64 / (1024.0 * 1024.0));
