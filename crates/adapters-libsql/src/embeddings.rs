@@ -23,11 +23,6 @@ use crate::scope::scope;
 use crate::values::{text, uuid};
 use crate::vectors::{decode_f32, encode_f32};
 
-/// Longest stored error text of a failed job, in bytes.
-pub(crate) const MAX_ERROR_BYTES: usize = 1024;
-/// Most distinct terms of a lexical query (the rest is ignored).
-pub(crate) const MAX_QUERY_TERMS: usize = 64;
-
 #[async_trait]
 impl EmbeddingStore for LibsqlBackend {
     async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
@@ -122,7 +117,7 @@ impl EmbeddingStore for LibsqlBackend {
         }
         // A job not yet materialised must exist to record its failure.
         self.catch_up().await?;
-        let error = truncate(error, MAX_ERROR_BYTES);
+        let error = memlayer_domain::job_error(error);
         let retry_at = to_micros(retry_at);
         self.write(move |conn| async move {
             let stmt = conn
@@ -459,32 +454,11 @@ pub(crate) const SCAN_VECTORS: &str = "SELECT v.rowid, m.id, m.thread_id, t.tena
 /// operator, column filter, prefix or `NEAR` of the user's ever reaches
 /// MATCH. `None` when the text has no word.
 pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let mut terms: Vec<String> = Vec::new();
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        let word = word.to_lowercase();
-        if !terms.contains(&word) {
-            terms.push(word);
-            if terms.len() == MAX_QUERY_TERMS {
-                break;
-            }
-        }
-    }
+    let terms = memlayer_domain::query_terms(text);
     if terms.is_empty() {
         return None;
     }
     Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 fn int(n: usize) -> Value {
@@ -505,13 +479,6 @@ mod tests {
         assert_eq!(fts_query("... --- ()"), None);
         assert_eq!(fts_query(""), None);
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
-        assert_eq!(fts_query(&many).unwrap().matches(" OR ").count(), MAX_QUERY_TERMS - 1);
-    }
-
-    #[test]
-    fn errors_are_truncated_at_char_boundaries() {
-        assert_eq!(truncate("abc".into(), 10), "abc");
-        assert_eq!(truncate("é".repeat(600), MAX_ERROR_BYTES).len(), MAX_ERROR_BYTES);
-        assert_eq!(truncate("aé".into(), 2), "a");
+        assert_eq!(fts_query(&many).unwrap().matches(" OR ").count(), memlayer_domain::MAX_QUERY_TERMS - 1);
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_domain::{
-    Cursor, Direction, DomainError, MAX_BATCH, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now,
-    resolve_message_cursor, to_micros,
+    Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
+    to_micros,
 };
 use memlayer_ports::{MessageStore, StoreError};
 
@@ -28,16 +28,7 @@ impl MessageStore for LibsqlBackend {
         thread: ThreadId,
         batch: Vec<NewMessage>,
     ) -> Result<Vec<Message>, StoreError> {
-        if batch.is_empty() {
-            return Err(DomainError::new("messages", "must not be empty").into());
-        }
-        if batch.len() > MAX_BATCH {
-            return Err(DomainError::new(
-                "messages",
-                format!("{} messages in one append, at most {MAX_BATCH} are accepted", batch.len()),
-            )
-            .into());
-        }
+        memlayer_domain::check_batch(batch.len())?;
         let n = i64::try_from(batch.len()).map_err(|e| StoreError::backend(e.to_string()))?;
         let at = now();
         let micros = to_micros(at);

@@ -16,11 +16,6 @@ use crate::error::{Context as _, corrupt};
 use crate::rows::RowReader;
 use crate::threads::{Param, refs};
 
-/// Longest stored error text of a failed job, in bytes.
-const MAX_ERROR_BYTES: usize = 1024;
-/// Most distinct terms of a lexical query (the rest is ignored).
-const MAX_QUERY_TERMS: usize = 64;
-
 #[async_trait]
 impl EmbeddingStore for PgBackend {
     async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
@@ -115,7 +110,7 @@ impl EmbeddingStore for PgBackend {
         if ids.is_empty() {
             return Ok(());
         }
-        let error = truncate(error, MAX_ERROR_BYTES);
+        let error = memlayer_domain::job_error(error);
         let ids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
@@ -343,16 +338,7 @@ pub(crate) fn thread_filter(filter: &VectorFilter) -> Option<Option<Vec<uuid::Uu
 /// never contain them), OR-ed so the ranking counts how many match, as the
 /// libSQL adapter's FTS5 query does. `None` when the text has no word.
 pub(crate) fn tsquery(text: &str) -> Option<String> {
-    let mut terms: Vec<String> = Vec::new();
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        let word = word.to_lowercase();
-        if !terms.contains(&word) {
-            terms.push(word);
-            if terms.len() == MAX_QUERY_TERMS {
-                break;
-            }
-        }
-    }
+    let terms = memlayer_domain::query_terms(text);
     if terms.is_empty() {
         return None;
     }
@@ -363,18 +349,6 @@ pub(crate) fn tsquery(text: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(" | "),
     )
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 fn int(n: usize) -> i64 {
@@ -396,13 +370,6 @@ mod tests {
         assert_eq!(tsquery("... --- ()"), None);
         assert_eq!(tsquery(""), None);
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
-        assert_eq!(tsquery(&many).unwrap().matches(" | ").count(), MAX_QUERY_TERMS - 1);
-    }
-
-    #[test]
-    fn errors_are_truncated_at_char_boundaries() {
-        assert_eq!(truncate("abc".into(), 10), "abc");
-        assert_eq!(truncate("é".repeat(600), MAX_ERROR_BYTES).len(), MAX_ERROR_BYTES);
-        assert_eq!(truncate("aé".into(), 2), "a");
+        assert_eq!(tsquery(&many).unwrap().matches(" | ").count(), memlayer_domain::MAX_QUERY_TERMS - 1);
     }
 }

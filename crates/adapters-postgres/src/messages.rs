@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use memlayer_domain::{
-    Cursor, Direction, DomainError, MAX_BATCH, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now,
-    resolve_message_cursor,
+    Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
 };
 use memlayer_ports::{MessageStore, StoreError};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -117,16 +116,7 @@ impl MessageStore for PgBackend {
         thread: ThreadId,
         batch: Vec<NewMessage>,
     ) -> Result<Vec<Message>, StoreError> {
-        if batch.is_empty() {
-            return Err(DomainError::new("messages", "must not be empty").into());
-        }
-        if batch.len() > MAX_BATCH {
-            return Err(DomainError::new(
-                "messages",
-                format!("{} messages in one append, at most {MAX_BATCH} are accepted", batch.len()),
-            )
-            .into());
-        }
+        memlayer_domain::check_batch(batch.len())?;
         let at = now();
         let messages: Vec<Message> =
             batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();

@@ -27,15 +27,16 @@ pub use config::{
 };
 pub use error::DomainError;
 pub use ids::{AgentConfigId, AgentId, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
-pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, model_text};
+pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, check_batch, model_text};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use query::{
     AGENT_FIELDS, After, ConfigEntity, ConfigRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,
     MAX_FILTERS, MAX_IN_VALUES, MAX_VALUE_BYTES, MODEL_FIELDS, Op, Sort, TOOL_FIELDS,
 };
 pub use search::{
-    Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_QUERY_CHARS, MAX_TOP_K, MAX_WINDOW, SearchHit,
-    SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window,
+    Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_JOB_ERROR_BYTES, MAX_QUERY_CHARS, MAX_QUERY_TERMS,
+    MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window, job_error,
+    query_terms,
 };
 pub use state::{AgentState, StateVersion};
 pub use thread::{

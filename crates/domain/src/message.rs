@@ -8,6 +8,23 @@ use crate::{DomainError, MessageId, Metadata, ThreadId, Timestamp, TokenCount};
 
 /// Most messages accepted in one append.
 pub const MAX_BATCH: usize = 1_000;
+
+/// Checks the size of an append: at least one message, at most [`MAX_BATCH`].
+///
+/// # Errors
+/// `messages` when the batch is empty or too large.
+pub fn check_batch(len: usize) -> Result<(), DomainError> {
+    if len == 0 {
+        return Err(DomainError::new("messages", "must not be empty"));
+    }
+    if len > MAX_BATCH {
+        return Err(DomainError::new(
+            "messages",
+            format!("{len} messages in one append, at most {MAX_BATCH} are accepted"),
+        ));
+    }
+    Ok(())
+}
 /// Largest accepted message content, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 

@@ -298,9 +298,66 @@ pub struct EmbeddingCounts {
     pub other_model: u64,
 }
 
+/// Most distinct words of a lexical query; the rest is ignored.
+pub const MAX_QUERY_TERMS: usize = 64;
+
+/// Longest stored error text of a failed embedding job, in bytes.
+pub const MAX_JOB_ERROR_BYTES: usize = 1024;
+
+/// The plain words of a lexical query, as every backend's full-text engine
+/// gets them: the text's Unicode words (letters and digits, split at
+/// everything else), lowercased, deduplicated in order of appearance, at
+/// most [`MAX_QUERY_TERMS`]. Adapters quote each for their engine, so no
+/// operator, column filter or prefix of the caller's ever reaches it.
+#[must_use]
+pub fn query_terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let word = word.to_lowercase();
+        if !terms.contains(&word) {
+            terms.push(word);
+            if terms.len() == MAX_QUERY_TERMS {
+                break;
+            }
+        }
+    }
+    terms
+}
+
+/// The error text stored with a failed embedding job: at most
+/// [`MAX_JOB_ERROR_BYTES`] bytes, cut at a character boundary.
+#[must_use]
+pub fn job_error(mut error: String) -> String {
+    if error.len() > MAX_JOB_ERROR_BYTES {
+        let mut end = MAX_JOB_ERROR_BYTES;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+    }
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_terms_are_lowercased_deduplicated_words() {
+        assert_eq!(query_terms("Refund, kettle! refund"), ["refund", "kettle"]);
+        assert_eq!(query_terms("a:b (c) -d ^e"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(query_terms("café naïve 東京"), ["café", "naïve", "東京"]);
+        assert!(query_terms("... --- ()").is_empty());
+        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
+        assert_eq!(query_terms(&many).len(), MAX_QUERY_TERMS);
+    }
+
+    #[test]
+    fn job_errors_are_truncated_at_char_boundaries() {
+        assert_eq!(job_error("abc".into()), "abc");
+        assert_eq!(job_error("é".repeat(600)).len(), MAX_JOB_ERROR_BYTES);
+        assert_eq!(job_error(format!("{}é", "a".repeat(MAX_JOB_ERROR_BYTES - 1))).len(), MAX_JOB_ERROR_BYTES - 1);
+    }
 
     #[test]
     fn embeddings_are_validated() {
