@@ -225,10 +225,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
         ConfigCommand::Models(action) => match action {
             ModelsAction::List(args) => {
                 let page = c.list_models(tenant, &query(ConfigEntity::Models, tenant, args)?).await?;
-                print(&PageDto::<ModelDto> {
-                    items: page.items.into_iter().map(Into::into).collect(),
-                    next_cursor: page.next_cursor.map(|c| c.encode()),
-                })
+                print(&PageDto::<ModelDto>::from(page))
             }
             ModelsAction::Get { id } => print(&ModelDto::from(c.get_model(tenant, id.parse::<ModelId>()?).await?)),
             ModelsAction::Create {
@@ -260,10 +257,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
         ConfigCommand::Agents(action) => match action {
             AgentsAction::List(args) => {
                 let page = c.list_agents(tenant, &query(ConfigEntity::Agents, tenant, args)?).await?;
-                print(&PageDto::<AgentDto> {
-                    items: page.items.into_iter().map(Into::into).collect(),
-                    next_cursor: page.next_cursor.map(|c| c.encode()),
-                })
+                print(&PageDto::<AgentDto>::from(page))
             }
             AgentsAction::Get { id } => {
                 print(&AgentDto::from(c.get_agent(tenant, id.parse::<AgentConfigId>()?).await?))
@@ -291,10 +285,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
         ConfigCommand::Tools(action) => match action {
             ToolsAction::List(args) => {
                 let page = c.list_tools(tenant, &query(ConfigEntity::Tools, tenant, args)?).await?;
-                print(&PageDto::<ToolDto> {
-                    items: page.items.into_iter().map(Into::into).collect(),
-                    next_cursor: page.next_cursor.map(|c| c.encode()),
-                })
+                print(&PageDto::<ToolDto>::from(page))
             }
             ToolsAction::Get { id } => print(&ToolDto::from(c.get_tool(tenant, id.parse::<ToolId>()?).await?)),
             ToolsAction::Create { name, description, parameters } => {

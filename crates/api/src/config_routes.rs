@@ -85,13 +85,6 @@ fn list_query(entity: ConfigEntity, tenant: &TenantId, pairs: Vec<(String, Strin
     Ok(query)
 }
 
-fn page<T, D: From<T>>(page: memlayer_domain::Page<T, ListCursor>) -> PageDto<D> {
-    PageDto {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor.map(|c| c.encode()),
-    }
-}
-
 /// Create a model.
 #[utoipa::path(post, path = "/api/models", tag = "config",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
@@ -118,7 +111,7 @@ async fn list_models(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ModelDto>>, ApiError> {
     let query = list_query(ConfigEntity::Models, &tenant, pairs)?;
-    Ok(Json(page(s.configuration.list_models(&tenant, &query).await?)))
+    Ok(Json(s.configuration.list_models(&tenant, &query).await?.into()))
 }
 
 /// Get a model.
@@ -187,7 +180,7 @@ async fn list_agents(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<AgentDto>>, ApiError> {
     let query = list_query(ConfigEntity::Agents, &tenant, pairs)?;
-    Ok(Json(page(s.configuration.list_agents(&tenant, &query).await?)))
+    Ok(Json(s.configuration.list_agents(&tenant, &query).await?.into()))
 }
 
 /// Get an agent.
@@ -269,7 +262,7 @@ async fn list_tools(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ToolDto>>, ApiError> {
     let query = list_query(ConfigEntity::Tools, &tenant, pairs)?;
-    Ok(Json(page(s.configuration.list_tools(&tenant, &query).await?)))
+    Ok(Json(s.configuration.list_tools(&tenant, &query).await?.into()))
 }
 
 /// Get a tool.

@@ -34,6 +34,15 @@ pub struct PageDto<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T, D: From<T>, C: std::fmt::Display> From<memlayer_domain::Page<T, C>> for PageDto<D> {
+    fn from(page: memlayer_domain::Page<T, C>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }
+    }
+}
+
 /// A thread.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ThreadDto {

@@ -167,10 +167,7 @@ async fn list_threads(
         metadata,
     };
     let page = s.memory.list_threads(&tenant, &filter, cursor(q.cursor.as_deref())?, page_size(q.limit)?).await?;
-    Ok(Json(PageDto {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor.map(|c| c.encode()),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// Get a thread.
@@ -298,10 +295,7 @@ async fn list_messages(
         None => s.memory.memory_options(&tenant, id).await?.last_n.map_or(Ok(PageSize::default()), PageSize::new)?,
     };
     let page = s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
-    Ok(Json(PageDto {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor.map(|c| c.encode()),
-    }))
+    Ok(Json(page.into()))
 }
 
 /// An agent's state in a thread (version 0 and null state when never saved).
