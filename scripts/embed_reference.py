@@ -33,7 +33,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 MAX_SEQ_LENGTH = 256
-DEFAULT_MAX_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_TOKENS = 768
 DEFAULT_MAX_BATCH_SIZE = 64
 
 
