@@ -265,6 +265,37 @@ pub async fn config_default_model_is_unique_per_tenant(b: Backend) {
     assert!(b.config.list_models(&t, &defaults).await.unwrap().items.is_empty(), "no default is allowed");
 }
 
+/// Writes that move the default flag, run at once from many tasks, all
+/// succeed and leave exactly one default: each clears the old default and
+/// sets its own as one serial step (the Postgres adapter's advisory lock).
+pub async fn config_concurrent_default_moves_leave_one_default(b: Backend) {
+    let t = tenant("acme");
+    let defaults = query(ConfigEntity::Models, &["is_default:eq:true"], None, 50);
+    let mut existing = Vec::new();
+    for i in 0..8 {
+        existing.push(b.config.create_model(&t, model(&format!("old{i}"), "openai", 10, 0.0, false)).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, old) in existing.iter().enumerate() {
+        let (config, tid) = (b.config.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            config.create_model(&tid, model(&format!("new{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
+        }));
+        let (config, tid, id) = (b.config.clone(), t.clone(), old.id);
+        tasks.push(tokio::spawn(async move {
+            config.update_model(&tid, id, model(&format!("old{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
+        }));
+    }
+    let mut written = Vec::new();
+    for task in tasks {
+        written.push(task.await.unwrap().expect("a concurrent default move failed").as_uuid());
+    }
+    let now_default = ids(&b.config.list_models(&t, &defaults).await.unwrap().items);
+    assert_eq!(now_default.len(), 1, "exactly one default after 16 concurrent moves: {now_default:?}");
+    assert!(written.contains(&now_default[0]), "the default is one of the models written");
+    assert_eq!(all_models(&b, &t, &query(ConfigEntity::Models, &[], None, 50)).await.len(), 16, "nothing lost");
+}
+
 pub async fn config_is_tenant_scoped(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
     let m = b.config.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, true)).await.unwrap();

@@ -152,6 +152,7 @@ macro_rules! contract_suite {
             config_agent_and_tool_crud_round_trips,
             config_unknown_model_or_tool_is_rejected,
             config_default_model_is_unique_per_tenant,
+            config_concurrent_default_moves_leave_one_default,
             config_is_tenant_scoped,
             config_filters_apply_each_operator_to_each_kind,
             config_sorting_pages_without_skips_or_repeats,
