@@ -102,6 +102,29 @@ impl PgBackend {
     }
 
     /// A pooled connection.
+    /// See `Database::warnings`.
+    pub(crate) async fn role_warnings(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .ctx("read the connecting role")?;
+        let (role, superuser, bypass): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        let why = match (superuser, bypass) {
+            (true, _) => "is a superuser",
+            (false, true) => "has BYPASSRLS",
+            (false, false) => return Ok(Vec::new()),
+        };
+        Ok(vec![format!(
+            "role `{role}` {why}, so Postgres does not apply row-level security to it and tenant isolation \
+             rests on memlayer's own filters alone; connect as a role created NOSUPERUSER NOBYPASSRLS \
+             (scripts/postgres creates `memlayer` so)"
+        )])
+    }
+
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.ctx("connect to Postgres")
     }

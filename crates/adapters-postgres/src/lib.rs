@@ -79,4 +79,11 @@ impl Database for PgBackend {
     async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
         migrations::migrate_down(self, steps).await
     }
+
+    /// Warns when the connecting role is a superuser or has `BYPASSRLS`:
+    /// Postgres then skips even forced row-level security, and tenant
+    /// isolation rests on the adapter's own filters alone.
+    async fn warnings(&self) -> Result<Vec<String>, StoreError> {
+        self.role_warnings().await
+    }
 }

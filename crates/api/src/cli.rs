@@ -394,6 +394,14 @@ async fn doctor(cli: &Cli) -> ExitCode {
                 }
                 Err(e) => report(false, "migrations", format!("cannot read status: {e}")),
             }
+            match db.warnings().await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        println!("[warn] database: {w}");
+                    }
+                }
+                Err(e) => report(false, "database", format!("cannot check the set-up: {e}")),
+            }
         }
     }
     if config.embedding.enabled {

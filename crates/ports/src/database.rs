@@ -33,4 +33,11 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Reverts the last `steps` applied migrations, newest first, each in its
     /// own transaction; returns those reverted.
     async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError>;
+
+    /// Set-up problems that leave the store working but weaken one of its
+    /// guarantees (for example a role that row-level security does not
+    /// apply to), each saying what to change. Default: none.
+    async fn warnings(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
