@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_error};
+use crate::support::{Store, TestApp, assert_error};
 
 fn model(name: &str, provider: &str, window: u64, price: f64) -> Value {
     json!({"name": name, "provider": provider, "context_window": window, "max_output_tokens": 4096.min(window),
@@ -96,7 +96,16 @@ async fn models_crud_listing_and_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_listing_input_is_a_400_naming_it_and_changes_nothing() {
-    let t = TestApp::new().await;
+    bad_listing_input(Store::Libsql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_listing_input_is_a_400_naming_it_and_changes_nothing_on_postgres() {
+    bad_listing_input(Store::Postgres).await;
+}
+
+async fn bad_listing_input(store: Store) {
+    let Some(t) = TestApp::on(store, |_| {}).await else { return };
     create(&t, "/api/models", model("gpt-4o", "openai", 128_000, 2.5)).await;
     create(&t, "/api/models", model("o3", "openai", 200_000, 2.0)).await;
     let before = model_names(&t).await;
@@ -145,7 +154,16 @@ async fn bad_listing_input_is_a_400_naming_it_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_4xx_and_change_nothing() {
-    let t = TestApp::new().await;
+    bad_bodies(Store::Libsql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_4xx_and_change_nothing_on_postgres() {
+    bad_bodies(Store::Postgres).await;
+}
+
+async fn bad_bodies(store: Store) {
+    let Some(t) = TestApp::on(store, |_| {}).await else { return };
     let m = create(&t, "/api/models", model("gpt-4o", "openai", 128_000, 2.5)).await;
     let mid = m["id"].as_str().unwrap().to_owned();
     let tool = create(&t, "/api/tools", json!({"name": "search", "parameters": {"type": "object"}})).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_error};
+use crate::support::{Store, TestApp, assert_error};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thread_lifecycle() {
@@ -161,7 +161,16 @@ async fn agent_state_optimistic_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let t = TestApp::with(|c| c.server.body_limit_bytes = 64 * 1024).await;
+    bad_input(Store::Libsql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing_on_postgres() {
+    bad_input(Store::Postgres).await;
+}
+
+async fn bad_input(store: Store) {
+    let Some(t) = TestApp::on(store, |c| c.server.body_limit_bytes = 64 * 1024).await else { return };
     let id = t.thread(json!({"title": "keep"})).await;
     let other = t.thread(json!({})).await;
     let foreign = {
@@ -303,7 +312,16 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated() {
-    let t = TestApp::new().await;
+    tenants_isolated(Store::Libsql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_on_postgres() {
+    tenants_isolated(Store::Postgres).await;
+}
+
+async fn tenants_isolated(store: Store) {
+    let Some(t) = TestApp::on(store, |_| {}).await else { return };
     let (_, a) = t.call_as("tenant-a", "POST", "/api/threads", Some(json!({"title": "a"}))).await;
     let id = a["id"].as_str().unwrap();
     assert_eq!(a["tenant"], "tenant-a");

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_error, model_ready};
+use crate::support::{Store, TestApp, assert_error, model_ready};
 
 async fn app(index: &str) -> TestApp {
     let index = index.to_owned();
@@ -173,7 +173,24 @@ async fn embed_endpoint_and_truncation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_search_input_gets_a_clear_4xx() {
-    let t = app("exact").await;
+    bad_search_input(Store::Libsql, "exact").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_search_input_gets_a_clear_4xx_on_postgres() {
+    bad_search_input(Store::Postgres, "pgvector").await;
+}
+
+async fn bad_search_input(store: Store, index: &str) {
+    let index = index.to_owned();
+    let Some(t) = TestApp::on(store, move |c| {
+        c.embedding.mode = "inline".into();
+        c.search.index = index;
+    })
+    .await
+    else {
+        return;
+    };
     let (id, _) = {
         let id = t.thread(json!({})).await;
         (id, ())

@@ -7,10 +7,21 @@ use memlayer_app::Config;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-/// A server's router over a fresh embedded database in a temp directory.
+/// The database a [`TestApp`] runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    /// The embedded default: a libSQL file in a temp directory.
+    Libsql,
+    /// A fresh, migrated Postgres database (`memlayer_adapters_postgres::testing`).
+    Postgres,
+}
+
+/// A server's router over a fresh database: an embedded libSQL file in a temp
+/// directory, or a fresh Postgres database.
 pub struct TestApp {
     pub app: axum::Router,
     _dir: tempfile::TempDir,
+    _db: Option<memlayer_adapters_postgres::testing::TestDatabase>,
 }
 
 impl TestApp {
@@ -19,12 +30,29 @@ impl TestApp {
     }
 
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::on(Store::Libsql, tweak).await.unwrap()
+    }
+
+    /// An app on `store`, or `None` after a `SKIP:` line when Postgres cannot
+    /// be reached outside CI (with `CI` set that fails the test instead).
+    pub async fn on(store: Store, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let db = match store {
+            Store::Libsql => None,
+            Store::Postgres => {
+                let db = memlayer_adapters_postgres::testing::fresh_database().await?;
+                config.database.url = Some(db.url.as_str().into());
+                config.database.pool_size = 4;
+                Some(db)
+            }
+        };
         tweak(&mut config);
         let services = memlayer_app::build(config).await.unwrap();
+        let described = services.database.describe();
+        assert_eq!(described.starts_with("postgres://"), db.is_some(), "{store:?} runs on {described}");
         let app = memlayer_api::server::app(&services);
-        Self { app, _dir: dir }
+        Some(Self { app, _dir: dir, _db: db })
     }
 
     /// Sends a request; `body` is sent as JSON when `Some`.
