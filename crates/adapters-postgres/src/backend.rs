@@ -101,7 +101,6 @@ impl PgBackend {
         Ok(())
     }
 
-    /// A pooled connection.
     /// See `Database::warnings`.
     pub(crate) async fn role_warnings(&self) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
@@ -125,6 +124,7 @@ impl PgBackend {
         )])
     }
 
+    /// A pooled connection.
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.ctx("connect to Postgres")
     }

@@ -78,7 +78,7 @@ pub struct OnnxConfig {
     pub intra_threads: usize,
     /// Most padded tokens (rows × longest row) in one batch. Default 768:
     /// batches that small keep a layer's activations in cache, and on
-    /// mixed-length text ran 15–20% faster than 8192 (docs/BENCHMARKS.md,
+    /// mixed-length text ran 14–21% faster than 8192 (docs/BENCHMARKS.md,
     /// "Embedding throughput").
     pub max_batch_tokens: usize,
     /// Most texts in one batch. Default 64.
