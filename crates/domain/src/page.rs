@@ -172,9 +172,7 @@ impl Cursor {
         b.extend_from_slice(&self.scope);
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.last_id);
-        let sum = fnv1a(&b);
-        b.extend_from_slice(&sum.to_be_bytes());
-        URL_SAFE_NO_PAD.encode(b)
+        seal(b)
     }
 
     /// Parses the text form.
@@ -183,13 +181,8 @@ impl Cursor {
     /// [`DomainError`] on `cursor` for anything that [`Cursor::encode`] did not produce.
     pub fn decode(s: &str) -> Result<Self, DomainError> {
         let bad = || DomainError::new("cursor", "is malformed or was modified");
-        let b = URL_SAFE_NO_PAD.decode(s.as_bytes()).map_err(|_| bad())?;
-        if b.len() != LEN || b[0] != VERSION {
-            return Err(bad());
-        }
-        let (body, sum) = b.split_at(LEN - 8);
-        let sum = u64::from_be_bytes(sum.try_into().map_err(|_| bad())?);
-        if fnv1a(body) != sum {
+        let b = unseal(s).ok_or_else(bad)?;
+        if b.len() != LEN - 8 || b[0] != VERSION {
             return Err(bad());
         }
         let kind = match b[1] {
@@ -230,6 +223,24 @@ fn threads_scope(tenant: &TenantId, filter: &ThreadFilter) -> [u8; 16] {
     scope[..8].copy_from_slice(&fnv1a(tenant.as_str().as_bytes()).to_be_bytes());
     scope[8..].copy_from_slice(&filter.fingerprint().to_be_bytes());
     scope
+}
+
+/// The text form of a cursor: `body`, then its [`fnv1a`] checksum, in
+/// URL-safe base64 without padding.
+pub(crate) fn seal(mut body: Vec<u8>) -> String {
+    let sum = fnv1a(&body);
+    body.extend_from_slice(&sum.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(body)
+}
+
+/// The body of a text [`seal`] produced, its checksum checked; `None` for
+/// anything else (bad base64, too short, any byte changed).
+pub(crate) fn unseal(s: &str) -> Option<Vec<u8>> {
+    let mut b = URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()?;
+    let at = b.len().checked_sub(8)?;
+    let sum = u64::from_be_bytes(b[at..].try_into().ok()?);
+    b.truncate(at);
+    (fnv1a(&b) == sum).then_some(b)
 }
 
 /// 64-bit FNV-1a over `bytes`, seeded with a memlayer-specific basis so that

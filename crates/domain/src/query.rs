@@ -11,13 +11,11 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::ids::truncate;
-use crate::page::fnv1a;
+use crate::page::{fnv1a, seal, unseal};
 use crate::{DomainError, PageSize, TenantId, Timestamp, from_micros, to_micros};
 
 /// The type of a declared field, which decides the operators it accepts
@@ -644,9 +642,7 @@ impl ListCursor {
         b.extend_from_slice(&self.scope.to_be_bytes());
         self.after.value.canonical(&mut b);
         b.extend_from_slice(self.after.id.as_bytes());
-        let sum = fnv1a(&b);
-        b.extend_from_slice(&sum.to_be_bytes());
-        URL_SAFE_NO_PAD.encode(b)
+        seal(b)
     }
 
     /// Parses the text form.
@@ -655,13 +651,8 @@ impl ListCursor {
     /// [`DomainError`] on `cursor` for anything [`ListCursor::encode`] did not produce.
     pub fn decode(s: &str) -> Result<Self, DomainError> {
         let bad = || DomainError::new("cursor", "is malformed or was modified");
-        let b = URL_SAFE_NO_PAD.decode(s.as_bytes()).map_err(|_| bad())?;
-        if b.len() < 2 + 8 + 1 + 16 + 8 || b[0] != LIST_CURSOR_VERSION {
-            return Err(bad());
-        }
-        let (body, sum) = b.split_at(b.len() - 8);
-        let sum = u64::from_be_bytes(sum.try_into().map_err(|_| bad())?);
-        if fnv1a(body) != sum {
+        let body = unseal(s).ok_or_else(bad)?;
+        if body.len() < 2 + 8 + 1 + 16 || body[0] != LIST_CURSOR_VERSION {
             return Err(bad());
         }
         let entity = body[1];
@@ -680,6 +671,9 @@ impl fmt::Display for ListCursor {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn models() -> ListQuery {
