@@ -105,14 +105,7 @@ pub(crate) fn list_sql(tenant: &TenantId, query: &ListQuery) -> Result<(String, 
                 format!("instr({col}, {p}) > 0")
             }
             op => {
-                let sym = match op {
-                    Op::Eq => "=",
-                    Op::Ne => "<>",
-                    Op::Lt => "<",
-                    Op::Lte => "<=",
-                    Op::Gt => ">",
-                    _ => ">=",
-                };
+                let sym = op.sql_comparison().ok_or_else(|| unknown(spec.name))?;
                 let p = bind(&mut params, bind_value(&values[0]));
                 format!("{col} {sym} {p}")
             }

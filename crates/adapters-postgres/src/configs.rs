@@ -136,14 +136,7 @@ pub(crate) fn list_sql(tenant: &TenantId, query: &ListQuery) -> Result<(String, 
                 format!("strpos({col}, {p}) > 0")
             }
             op => {
-                let sym = match op {
-                    Op::Eq => "=",
-                    Op::Ne => "<>",
-                    Op::Lt => "<",
-                    Op::Lte => "<=",
-                    Op::Gt => ">",
-                    _ => ">=",
-                };
+                let sym = op.sql_comparison().ok_or_else(|| unknown(spec.name))?;
                 let p = bind(&mut params, param(&values[0]));
                 format!("{col} {sym} {p}")
             }
