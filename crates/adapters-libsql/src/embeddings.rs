@@ -1,6 +1,7 @@
 //! [`EmbeddingStore`] on libSQL: the embedding job queue, stored vectors and
-//! full-text (FTS5/BM25) search. The tables and the triggers that keep them
-//! in step with `messages` are migrations 2 and 3.
+//! full-text (FTS5/BM25) search, one FTS5 table per tenant. The tables and
+//! the triggers that keep them in step with `messages` are migrations 2, 3
+//! and 5.
 //!
 //! Appends write only their messages (migration 3): full-text entries and
 //! embedding jobs of messages above the `semantic_watermark` are added in
@@ -9,7 +10,7 @@
 //! ever misses a stored message.
 
 use async_trait::async_trait;
-use libsql::Value;
+use libsql::{Connection, Value};
 use memlayer_domain::{
     Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
     to_micros,
@@ -308,24 +309,41 @@ impl EmbeddingStore for LibsqlBackend {
             return Ok(Vec::new());
         };
         self.catch_up().await?;
-        // `bm25()` is lower-better (negative); the port wants higher-better.
-        let sql = format!(
-            "SELECT m.id, m.thread_id, -bm25(messages_fts) AS score FROM messages_fts \
-             JOIN messages m ON m.rowid = messages_fts.rowid JOIN threads t ON t.id = m.thread_id \
-             WHERE messages_fts MATCH ?1 {} ORDER BY bm25(messages_fts) LIMIT ?2",
-            scope.sql
-        );
-        let mut params = vec![Value::Text(matcher), int(k)];
-        params.extend(scope.params);
+        let tenant = filter.tenant.as_str().to_owned();
         self.read(move |conn| async move {
+            let Some(id) = query_row(
+                &conn,
+                "full-text search",
+                "SELECT id FROM lexical_tenants WHERE tenant = ?1",
+                [tenant],
+                |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+            )
+            .await?
+            else {
+                return Ok(Vec::new());
+            };
+            // The tenant's own table, so BM25's statistics are its own.
+            // `bm25()` is lower-better (negative); the port wants
+            // higher-better. Entries queued as stale (deleted or edited
+            // since the catch-up) are left out.
+            let sql = format!(
+                "SELECT m.id, m.thread_id, -bm25({table}) AS score FROM {table} \
+                 JOIN messages m ON m.rowid = {table}.rowid JOIN threads t ON t.id = m.thread_id \
+                 WHERE {table} MATCH ?1 {scope} AND {table}.rowid NOT IN (SELECT message_rowid FROM lexical_stale) \
+                 ORDER BY bm25({table}) LIMIT ?2",
+                table = lexical_table(id),
+                scope = scope.sql
+            );
+            let mut params = vec![Value::Text(matcher), int(k)];
+            params.extend(scope.params);
             let mut rows = conn.query(&sql, params).await.ctx("full-text search")?;
             let mut hits = Vec::with_capacity(k.min(256));
             while let Some(row) = rows.next().await.ctx("full-text search")? {
-                let r = RowReader::new(&row, "messages_fts");
+                let r = RowReader::new(&row, "lexical_fts");
                 let score = match row.get_value(2).ctx("read column")? {
                     Value::Real(x) => x,
                     Value::Integer(i) => i as f64,
-                    other => return Err(corrupt("messages_fts", "bm25", format!("{other:?}"))),
+                    other => return Err(corrupt("lexical_fts", "bm25", format!("{other:?}"))),
                 };
                 #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
                 hits.push(VectorMatch {
@@ -356,27 +374,30 @@ impl EmbeddingStore for LibsqlBackend {
     }
 }
 
-/// Messages indexed and queued per catch-up transaction: large enough that
-/// FTS5 writes few segments, small enough that the writer is never held for
-/// long (a few hundred milliseconds).
+/// Messages indexed and queued (or stale full-text entries removed) per
+/// catch-up transaction: large enough that FTS5 writes few segments, small
+/// enough that the writer is never held for long (a few hundred
+/// milliseconds).
 const CATCH_UP_CHUNK: i64 = 5_000;
 
 impl LibsqlBackend {
-    /// Adds the full-text entries and embedding jobs of every message above
-    /// the watermark (migration 3), in transactions of [`CATCH_UP_CHUNK`]
-    /// messages, and moves the watermark past them. A read when there is
-    /// nothing to do. Every reader of the full-text index and the job queue
-    /// runs it first; call it after a bulk import to take that work off the
-    /// first search.
+    /// Brings the full-text index and the job queue up to date (migrations 3
+    /// and 5), in transactions of at most [`CATCH_UP_CHUNK`] messages: first
+    /// removes (or re-indexes) the entries of deleted (or edited) messages
+    /// queued in `lexical_stale`, then adds the full-text entries and
+    /// embedding jobs of every message above the watermark, each into its
+    /// tenant's own full-text table, and moves the watermark past them. A
+    /// read when there is nothing to do. Every reader of the full-text index
+    /// and the job queue runs it first; call it after a bulk import to take
+    /// that work off the first search.
     ///
     /// # Errors
     /// A database error.
     pub async fn catch_up(&self) -> Result<(), StoreError> {
         let behind = self
             .read(|conn| async move {
-                query_row(&conn, "read watermark", WATERMARK, (), |row| {
-                    let r = RowReader::new(row, "semantic_watermark");
-                    Ok(r.int(0, "caught_up_to")? < r.int(1, "max")?)
+                query_row(&conn, "read watermark", BEHIND, (), |row| {
+                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
                 })
                 .await
             })
@@ -388,6 +409,9 @@ impl LibsqlBackend {
         loop {
             let done = self
                 .write(|conn| async move {
+                    if !remove_stale(&conn).await? {
+                        return Ok(false);
+                    }
                     let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
                         let r = RowReader::new(row, "semantic_watermark");
                         Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
@@ -400,9 +424,9 @@ impl LibsqlBackend {
                         return Ok(true);
                     }
                     let to = newest.min(from.saturating_add(CATCH_UP_CHUNK));
-                    let range = || vec![Value::Integer(from), Value::Integer(to)];
-                    conn.execute(CATCH_UP_FTS, range()).await.ctx("index messages for full-text search")?;
-                    conn.execute(CATCH_UP_JOBS, range()).await.ctx("queue embedding jobs")?;
+                    index_range(&conn, from, to).await?;
+                    let range = vec![Value::Integer(from), Value::Integer(to)];
+                    conn.execute(CATCH_UP_JOBS, range).await.ctx("queue embedding jobs")?;
                     conn.execute("UPDATE semantic_watermark SET caught_up_to = ?1", [to])
                         .await
                         .ctx("move watermark")?;
@@ -416,13 +440,139 @@ impl LibsqlBackend {
     }
 }
 
+/// Removes up to [`CATCH_UP_CHUNK`] queued stale full-text entries (and
+/// re-indexes the edited ones); whether the queue is now empty.
+async fn remove_stale(conn: &Connection) -> Result<bool, StoreError> {
+    let mut stale = Vec::new();
+    {
+        let mut rows = conn
+            .query(
+                "SELECT message_rowid, tenant_id, reindex FROM lexical_stale ORDER BY message_rowid LIMIT ?1",
+                [CATCH_UP_CHUNK],
+            )
+            .await
+            .ctx("read stale full-text entries")?;
+        while let Some(row) = rows.next().await.ctx("read stale full-text entries")? {
+            let r = RowReader::new(&row, "lexical_stale");
+            stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0));
+        }
+    }
+    for &(rowid, table, reindex) in &stale {
+        let table = lexical_table(table);
+        conn.execute(&format!("DELETE FROM {table} WHERE rowid = ?1"), [rowid]).await.ctx("remove full-text entry")?;
+        if reindex {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (rowid, content, tools) \
+                     SELECT message_rowid, content, tools FROM messages_fts_source WHERE message_rowid = ?1"
+                ),
+                [rowid],
+            )
+            .await
+            .ctx("re-index edited message")?;
+        }
+        conn.execute("DELETE FROM lexical_stale WHERE message_rowid = ?1", [rowid])
+            .await
+            .ctx("remove full-text entry")?;
+    }
+    Ok(i64::try_from(stale.len()).unwrap_or(i64::MAX) < CATCH_UP_CHUNK)
+}
+
+/// Indexes the messages with rowids in `(from, to]`, each into its tenant's
+/// full-text table (created on the tenant's first message). Rows are read
+/// once in rowid order and inserted as runs of one tenant, so a chunk costs
+/// one statement per run, not one scan of the range per tenant.
+async fn index_range(conn: &Connection, from: i64, to: i64) -> Result<(), StoreError> {
+    let mut runs: Vec<(String, i64, i64)> = Vec::new();
+    {
+        let mut rows = conn
+            .query(
+                "SELECT m.rowid, t.tenant FROM messages m JOIN threads t ON t.id = m.thread_id \
+                 WHERE m.rowid > ?1 AND m.rowid <= ?2 ORDER BY m.rowid",
+                [from, to],
+            )
+            .await
+            .ctx("read messages to index")?;
+        while let Some(row) = rows.next().await.ctx("read messages to index")? {
+            let r = RowReader::new(&row, "messages");
+            let (rowid, tenant) = (r.int(0, "rowid")?, r.text(1, "tenant")?);
+            match runs.last_mut() {
+                Some((t, _, last)) if *t == tenant => *last = rowid,
+                _ => runs.push((tenant, rowid, rowid)),
+            }
+        }
+    }
+    let mut tables: Vec<(String, String)> = Vec::new();
+    for (tenant, first, last) in runs {
+        let table = match tables.iter().find(|(t, _)| *t == tenant) {
+            Some((_, table)) => table.clone(),
+            None => {
+                let table = tenant_table(conn, &tenant).await?;
+                tables.push((tenant, table.clone()));
+                table
+            }
+        };
+        conn.execute(
+            &format!(
+                "INSERT INTO {table} (rowid, content, tools) SELECT message_rowid, content, tools \
+                 FROM messages_fts_source WHERE message_rowid >= ?1 AND message_rowid <= ?2"
+            ),
+            [first, last],
+        )
+        .await
+        .ctx("index messages for full-text search")?;
+    }
+    Ok(())
+}
+
+/// The tenant's full-text table, registered and created when missing.
+///
+/// Contentless with deletes (SQLite 3.43+): the text lives once, in
+/// `messages`; FTS5 keeps only the inverted index and deletes by rowid.
+/// Tokenizer `unicode61 remove_diacritics 2`, no stemmer: memory is
+/// multilingual and full of identifiers, codes and names, which an English
+/// stemmer conflates or mangles (see migration 2).
+async fn tenant_table(conn: &Connection, tenant: &str) -> Result<String, StoreError> {
+    conn.execute("INSERT OR IGNORE INTO lexical_tenants (tenant) VALUES (?1)", [tenant])
+        .await
+        .ctx("register full-text table")?;
+    let id = query_row(
+        conn,
+        "register full-text table",
+        "SELECT id FROM lexical_tenants WHERE tenant = ?1",
+        [tenant],
+        |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+    )
+    .await?
+    .ok_or_else(|| corrupt("lexical_tenants", "id", "missing after insert"))?;
+    let table = lexical_table(id);
+    conn.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(content, tools, content = '', \
+         contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2')"
+    ))
+    .await
+    .ctx("create full-text table")?;
+    Ok(table)
+}
+
+/// The name of full-text table `id` of `lexical_tenants`: made of an
+/// integer only, so no caller text ever reaches SQL.
+fn lexical_table(id: i64) -> String {
+    format!("lexical_fts_{id}")
+}
+
+/// The per-tenant full-text tables (their FTS5 shadow tables excluded), for
+/// migration 5's down step.
+pub(crate) const LEXICAL_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
+     AND name GLOB 'lexical_fts_[0-9]*' AND sql LIKE 'CREATE VIRTUAL TABLE%'";
+
+/// Whether the catch-up has anything to do.
+const BEHIND: &str = "SELECT caught_up_to < (SELECT coalesce(max(rowid), 0) FROM messages) \
+     OR EXISTS (SELECT 1 FROM lexical_stale) AS behind FROM semantic_watermark";
+
 /// The watermark and the newest message's rowid.
 const WATERMARK: &str =
     "SELECT caught_up_to, (SELECT coalesce(max(rowid), 0) FROM messages) AS max FROM semantic_watermark";
-
-/// `?1` exclusive, `?2` inclusive rowid bounds: full-text entries.
-const CATCH_UP_FTS: &str = "INSERT INTO messages_fts (rowid, content, tools) \
-     SELECT message_rowid, content, tools FROM messages_fts_source WHERE message_rowid > ?1 AND message_rowid <= ?2";
 
 /// `?1` exclusive, `?2` inclusive rowid bounds: embedding jobs, due from the
 /// message's creation, for messages without a vector yet (one embedded

@@ -14,10 +14,21 @@
 //!   beside the writer; `:memory:` uses its single connection for everything;
 //! - an append bumps `threads.last_seq` and inserts its messages in the same
 //!   transaction, so sequence numbers are consecutive and gap-free;
-//! - triggers on `messages` (migration 2) give every inserted message its
-//!   full-text entry and embedding job, and remove them with its vectors when
-//!   it is deleted, in the same statement, whatever the delete path;
-//! - caller input reaches SQL only as bound parameters, never as SQL text;
+//! - an append writes only its messages: every message above the
+//!   `semantic_watermark` (migration 3) counts as not yet indexed nor queued,
+//!   and `catch_up`, which every reader of the full-text index or the job
+//!   queue runs first, gives it its full-text entry and embedding job; the
+//!   watermark never stays above the newest rowid, since SQLite hands out
+//!   `max(rowid) + 1` again after the newest messages are deleted
+//!   (migration 5);
+//! - a delete trigger removes a message's vectors and job in the deleting
+//!   statement, whatever the delete path, and queues its full-text entry in
+//!   `lexical_stale`, which searches leave out until the catch-up removes it;
+//! - every tenant has its own FTS5 table (`lexical_fts_<id>`, migration 5),
+//!   so BM25's statistics, and so a tenant's lexical scores, depend on that
+//!   tenant's data alone;
+//! - caller input reaches SQL only as bound parameters, never as SQL text
+//!   (a tenant's full-text table is named by an integer id);
 //! - driver errors become [`StoreError`] here (busy/locked → `Unavailable`,
 //!   constraint → `Conflict`, else `Backend`); a corrupt stored row is a
 //!   `Backend` error, never a panic;

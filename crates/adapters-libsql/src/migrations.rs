@@ -24,6 +24,9 @@ pub(crate) struct Migration {
     pub(crate) up: &'static str,
     /// SQL that reverts it.
     pub(crate) down: &'static str,
+    /// A query naming tables created at run time (their names are not in
+    /// `down`), dropped before `down` runs.
+    pub(crate) down_drops: Option<&'static str>,
 }
 
 /// Every migration, oldest first. Versions are strictly increasing; never
@@ -34,24 +37,35 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "core_schema",
         up: include_str!("../migrations/0001_core_schema.up.sql"),
         down: include_str!("../migrations/0001_core_schema.down.sql"),
+        down_drops: None,
     },
     Migration {
         version: 2,
         name: "semantic",
         up: include_str!("../migrations/0002_semantic.up.sql"),
         down: include_str!("../migrations/0002_semantic.down.sql"),
+        down_drops: None,
     },
     Migration {
         version: 3,
         name: "deferred_indexing",
         up: include_str!("../migrations/0003_deferred_indexing.up.sql"),
         down: include_str!("../migrations/0003_deferred_indexing.down.sql"),
+        down_drops: None,
     },
     Migration {
         version: 4,
         name: "config_store",
         up: include_str!("../migrations/0004_config_store.up.sql"),
         down: include_str!("../migrations/0004_config_store.down.sql"),
+        down_drops: None,
+    },
+    Migration {
+        version: 5,
+        name: "tenant_lexical",
+        up: include_str!("../migrations/0005_tenant_lexical.up.sql"),
+        down: include_str!("../migrations/0005_tenant_lexical.down.sql"),
+        down_drops: Some(crate::embeddings::LEXICAL_TABLES),
     },
 ];
 
@@ -144,6 +158,19 @@ pub(crate) async fn migrate_down(backend: &LibsqlBackend, steps: usize) -> Resul
                         format!("the database has migration {version}, which this build does not know"),
                     ))
                 })?;
+                if let Some(query) = migration.down_drops {
+                    let mut rows = conn.query(query, ()).await.ctx("list tables to drop")?;
+                    let mut names = Vec::new();
+                    while let Some(row) = rows.next().await.ctx("list tables to drop")? {
+                        names.push(RowReader::new(&row, "sqlite_master").text(0, "name")?);
+                    }
+                    drop(rows);
+                    for name in names {
+                        conn.execute_batch(&format!("DROP TABLE \"{}\"", name.replace('"', "\"\"")))
+                            .await
+                            .ctx("drop table")?;
+                    }
+                }
                 conn.execute_batch(migration.down).await.ctx("revert migration")?;
                 conn.execute("DELETE FROM _memlayer_migrations WHERE version = ?1", [version])
                     .await

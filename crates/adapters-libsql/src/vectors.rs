@@ -72,7 +72,9 @@ const SEARCH_L: usize = 200;
 /// rowids only and takes no filter), joined back, filtered, and doubled until
 /// `k` admitted entries are found (strategy `libsql`), up to libSQL's search
 /// list size (200), falling back to the exact path when the graph cannot
-/// produce them (a thin filter, or entries made unreachable by deletions). Scores are always
+/// produce them (a thin filter, or entries made unreachable by deletions;
+/// still reported as `libsql`, since whether it happens depends on other
+/// tenants' entries, which a search must not reveal). Scores are always
 /// recomputed from the stored f32 vectors: true cosine similarity.
 ///
 /// Writes go through the backend's single writer connection; DiskANN
@@ -334,9 +336,14 @@ impl Search {
         if admitted == 0 {
             return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
         }
-        if admitted > self.exact_below
-            && let Some(matches) = self.native(conn, admitted).await?
-        {
+        // The strategy reported is the one the filter's own size chose:
+        // whether the graph yields `k` admitted entries depends on the other
+        // tenants' entries around them, which the report must not reveal.
+        if admitted > self.exact_below {
+            let matches = match self.native(conn, admitted).await? {
+                Some(matches) => matches,
+                None => self.exact(conn).await?,
+            };
             return Ok(VectorSearch { matches, strategy: "libsql" });
         }
         Ok(VectorSearch { matches: self.exact(conn).await?, strategy: "exact" })

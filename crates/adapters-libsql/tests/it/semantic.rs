@@ -20,17 +20,45 @@ fn whole(t: &str) -> VectorFilter {
     VectorFilter { tenant: tenant(t), threads: None }
 }
 
-/// Rows of the semantic tables: (fts, jobs, vectors).
+/// Rows of the semantic tables: (full-text entries, jobs, vectors). Full-text
+/// entries are those of the single `messages_fts` (migrations 2 to 4) or of
+/// the per-tenant tables (migration 5) less those queued as deleted.
 async fn counts(conn: &libsql::Connection) -> (i64, i64, i64) {
+    let mut fts = 0;
+    for table in fts_tables(conn).await {
+        fts += scalar(conn, &format!("SELECT count(*) FROM {table}")).await;
+    }
+    if fts_tables(conn).await.iter().all(|t| t != "messages_fts") {
+        fts -= scalar(conn, "SELECT count(*) FROM lexical_stale WHERE reindex = 0").await;
+    }
     (
-        scalar(conn, "SELECT count(*) FROM messages_fts").await,
+        fts,
         scalar(conn, "SELECT count(*) FROM embedding_jobs").await,
         scalar(conn, "SELECT count(*) FROM message_vectors").await,
     )
 }
 
+/// The full-text tables: `messages_fts` or the per-tenant ones.
+async fn fts_tables(conn: &libsql::Connection) -> Vec<String> {
+    let mut rows = conn
+        .query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%' \
+             AND (name = 'messages_fts' OR name GLOB 'lexical_fts_[0-9]*') ORDER BY name",
+            (),
+        )
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    while let Some(row) = rows.next().await.unwrap() {
+        names.push(row.get::<String>(0).unwrap());
+    }
+    names
+}
+
 async fn fts_integrity(conn: &libsql::Connection) {
-    conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 0)", ()).await.unwrap();
+    for table in fts_tables(conn).await {
+        conn.execute(&format!("INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 0)"), ()).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,11 +97,14 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
     assert_eq!(counts(&conn).await, (5, 5, 0), "backfilled full-text entries and jobs");
     assert_eq!(scalar(&conn, "SELECT caught_up_to FROM semantic_watermark").await, 5, "nothing left to catch up");
     fts_integrity(&conn).await;
+    // The adapter itself needs the newest schema.
+    db.migrate_up().await.unwrap();
     let hits = db.lexical_search(&whole("acme"), "A-17".into(), 5).await.unwrap();
     assert_eq!(hits.first().map(|h| h.id), Some(stored[4].id), "tool arguments are searchable");
     let due = db.due_jobs(now(), 10).await.unwrap();
     assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), stored.iter().map(|m| m.id).collect::<Vec<_>>());
     assert_eq!(due[4].text, "checking\nlookup_order {\"order\":\"A-17\"}");
+    down_to(&db, 3).await;
 
     // Down to 2 with messages above the watermark: they are indexed and
     // queued on the way down, as migration 2's trigger would have.
@@ -85,8 +116,8 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
     let matching = "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zanzibar'";
     assert_eq!(scalar(&conn, matching).await, 1, "(the adapter itself needs the newest schema)");
     assert_eq!(db.migrate_up().await.unwrap()[0].version, 3);
-    down_to(&db, 3).await;
     assert_eq!(db.lexical_search(&whole("acme"), "zanzibar".into(), 5).await.unwrap()[0].id, later[0].id);
+    down_to(&db, 3).await;
 
     // Down with vectors stored, then down everything: nothing is left behind
     // (foreign keys are on in the adapter's connections).
@@ -391,4 +422,78 @@ async fn scalar_blob(conn: &libsql::Connection, sql: &str) -> Vec<u8> {
         libsql::Value::Blob(b) => b,
         other => panic!("{sql}: {other:?}"),
     }
+}
+
+/// Migration 3's delete trigger could leave messages at or below the
+/// watermark without a full-text entry or a job (lost to search for good).
+/// Migration 5 re-indexes everything into the per-tenant tables and gives
+/// every message without a vector its job back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_5_repairs_messages_the_old_trigger_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let db = open_file(&path).await;
+    let conn = raw(&path).await;
+    down_to(&db, 4).await;
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let stored = db.append(&t, thread, vec![text("alpha"), text("bravo"), text("charlie")]).await.unwrap();
+    db.complete_jobs(vec![(stored[0].id, emb("m", 0.2))]).await.unwrap();
+    // The damage: the watermark above messages that were never indexed or
+    // queued (what the old trigger did after a thread delete).
+    conn.execute("UPDATE semantic_watermark SET caught_up_to = (SELECT max(rowid) FROM messages)", ()).await.unwrap();
+    assert_eq!(counts(&conn).await, (0, 0, 1));
+    assert_eq!(db.migrate_up().await.unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), vec![5]);
+    for (word, message) in ["alpha", "bravo", "charlie"].iter().zip(&stored) {
+        let hits = db.lexical_search(&whole("acme"), (*word).into(), 5).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![message.id], "{word}");
+    }
+    let progress = db.embedding_counts(&whole("acme"), "m".into()).await.unwrap();
+    assert_eq!((progress.embedded, progress.pending), (1, 2), "the embedded one needs no job");
+    assert_eq!(counts(&conn).await, (3, 2, 1));
+    fts_integrity(&conn).await;
+    assert_eq!(fts_tables(&conn).await, vec!["lexical_fts_1".to_owned()]);
+
+    // Down and up again: the per-tenant tables go with migration 5.
+    db.migrate_down(1).await.unwrap();
+    assert_eq!(fts_tables(&conn).await, vec!["messages_fts".to_owned()]);
+    assert_eq!(counts(&conn).await, (3, 2, 1), "one table holds everything again");
+    fts_integrity(&conn).await;
+    db.migrate_up().await.unwrap();
+    assert_eq!(db.lexical_search(&whole("acme"), "bravo".into(), 5).await.unwrap()[0].id, stored[1].id);
+}
+
+/// Each tenant's entries live in its own table; a deleted or edited
+/// message's entry is queued, left out of searches, then removed or
+/// replaced by the catch-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_have_their_own_full_text_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let db = open_file(&path).await;
+    let conn = raw(&path).await;
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let a = db.create(&acme, NewThread::default()).await.unwrap().id;
+    let o = db.create(&other, NewThread::default()).await.unwrap().id;
+    let mine = db.append(&acme, a, vec![text("shared word"), text("edit me")]).await.unwrap();
+    db.append(&other, o, vec![text("shared word"), text("shared again")]).await.unwrap();
+    db.catch_up().await.unwrap();
+    assert_eq!(fts_tables(&conn).await, vec!["lexical_fts_1".to_owned(), "lexical_fts_2".to_owned()]);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_fts_1").await, 2);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_fts_2").await, 2);
+
+    MessageStore::delete(&db, &acme, mine[0].id).await.unwrap();
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_stale").await, 1, "queued, not yet removed");
+    assert!(db.lexical_search(&whole("acme"), "shared".into(), 5).await.unwrap().is_empty());
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_stale").await, 0);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_fts_1").await, 1);
+    assert_eq!(db.lexical_search(&whole("other"), "shared".into(), 5).await.unwrap().len(), 2);
+
+    // Edited behind memlayer's back: re-indexed with the new text.
+    conn.execute("UPDATE messages SET content = 'rewritten text' WHERE content = 'edit me'", ()).await.unwrap();
+    assert_eq!(scalar(&conn, "SELECT reindex FROM lexical_stale").await, 1);
+    assert!(db.lexical_search(&whole("acme"), "edit".into(), 5).await.unwrap().is_empty());
+    assert_eq!(db.lexical_search(&whole("acme"), "rewritten".into(), 5).await.unwrap()[0].id, mine[1].id);
+    fts_integrity(&conn).await;
+    assert!(db.lexical_search(&whole("nobody"), "shared".into(), 5).await.unwrap().is_empty());
 }

@@ -786,3 +786,194 @@ pub async fn resource_threads_are_tenant_scoped(b: Backend) {
     assert_eq!(got, vec![a, c]);
     assert!(b.embeddings.resource_threads(&t, &ResourceId::parse("nobody").unwrap()).await.unwrap().is_empty());
 }
+
+/// A word no other message of a case holds: letters only, so every
+/// backend's tokenizer keeps it whole.
+fn unique_word(n: usize) -> String {
+    let mut word = String::from("zq");
+    let mut n = n;
+    loop {
+        word.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            break word;
+        }
+    }
+}
+
+/// Checks the semantic invariant over `live` (every stored message with its
+/// unique word) and `gone` (deleted ones): each live message has a vector of
+/// `m1` or a pending job and is found by its word, alone; no deleted one is.
+async fn assert_nothing_lost(
+    b: &Backend,
+    t: &TenantId,
+    live: &[(memlayer_domain::MessageId, String)],
+    gone: &[(memlayer_domain::MessageId, String)],
+) -> Result<(), TestCaseError> {
+    let jobs = b.embeddings.due_jobs(far_future(), 100_000).await.unwrap();
+    let (vectors, _) = b.embeddings.scan_vectors("m1".into(), None, 100_000).await.unwrap();
+    let covered: BTreeSet<_> = jobs.iter().map(|j| j.id).chain(vectors.iter().map(|v| v.id)).collect();
+    for (id, word) in live {
+        prop_assert!(covered.contains(id), "message {word} has neither a vector nor a pending job");
+        let hits = b.embeddings.lexical_search(&whole_tenant(t), word.clone(), 5).await.unwrap();
+        prop_assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![*id], "searching {}", word);
+    }
+    for (id, word) in gone {
+        prop_assert!(!covered.contains(id), "deleted message {word} still has a vector or job");
+        let hits = b.embeddings.lexical_search(&whole_tenant(t), word.clone(), 5).await.unwrap();
+        prop_assert!(hits.is_empty(), "deleted message {word} is still found: {hits:?}");
+    }
+    let counts = progress(b, &whole_tenant(t), "m1").await;
+    prop_assert!(counts.embedded + counts.pending >= live.len() as u64, "counts {counts:?} miss messages");
+    Ok(())
+}
+
+/// The reproduction of the lost-messages defect: the newest messages of the
+/// store deleted together (a whole thread), then new ones appended.
+pub async fn deleting_the_newest_messages_loses_nothing(b: Backend) {
+    let t = tenant("acme");
+    let a = thread(&b, &t).await;
+    let first = b.messages.append(&t, a, vec![NewMessage::text(Role::User, unique_word(0)).unwrap()]).await.unwrap();
+    // Everything so far is indexed and queued before the delete.
+    assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 1);
+    let doomed = thread(&b, &t).await;
+    let texts: Vec<_> = (1..4).map(unique_word).collect();
+    let batch = texts.iter().map(|w| NewMessage::text(Role::User, w.clone()).unwrap()).collect();
+    let deleted = b.messages.append(&t, doomed, batch).await.unwrap();
+    assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 4);
+    b.threads.delete(&t, doomed).await.unwrap();
+    let words: Vec<_> = (4..7).map(unique_word).collect();
+    let batch = words.iter().map(|w| NewMessage::text(Role::User, w.clone()).unwrap()).collect();
+    let later = b.messages.append(&t, a, batch).await.unwrap();
+    let live: Vec<_> = std::iter::once((first[0].id, unique_word(0)))
+        .chain(later.iter().map(|m| m.id).zip(words.iter().cloned()))
+        .collect();
+    let gone: Vec<_> = deleted.iter().map(|m| m.id).zip(texts.iter().cloned()).collect();
+    assert_nothing_lost(&b, &t, &live, &gone).await.unwrap();
+    assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 4, "four messages, four pending");
+}
+
+/// One step of [`appends_and_deletes_never_lose_a_message`].
+#[derive(Debug, Clone)]
+enum Step {
+    Create,
+    Append { thread: usize, n: usize },
+    DeleteThread(usize),
+    DeleteNewest(usize),
+    DeleteOne { thread: usize, pick: usize },
+    Embed { pick: usize },
+    Check,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => Just(Step::Create),
+        4 => (0usize..4, 1usize..4).prop_map(|(thread, n)| Step::Append { thread, n }),
+        1 => (0usize..4).prop_map(Step::DeleteThread),
+        2 => (0usize..4).prop_map(Step::DeleteNewest),
+        1 => (0usize..4, 0usize..8).prop_map(|(thread, pick)| Step::DeleteOne { thread, pick }),
+        1 => (0usize..16).prop_map(|pick| Step::Embed { pick }),
+        1 => Just(Step::Check),
+    ]
+}
+
+/// The invariant of the semantic tables under any sequence of appends,
+/// deletes of whole threads, of single messages (the newest included) and
+/// embeddings: a stored message always has a vector or a pending job and is
+/// found by lexical search; a deleted one is neither.
+pub async fn appends_and_deletes_never_lose_a_message(b: Backend) {
+    let handle = tokio::runtime::Handle::current();
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    run_prop(24, proptest::collection::vec(step(), 1..32), |steps| {
+        handle.block_on(async {
+            // Each case in its own tenant: cases share the store.
+            let t = tenant(&format!("prop-{}", case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+            let mut threads: Vec<(ThreadId, Vec<(memlayer_domain::MessageId, String)>)> = Vec::new();
+            let mut gone = Vec::new();
+            let mut words = 0;
+            for s in steps {
+                match s {
+                    Step::Create => threads.push((thread(&b, &t).await, Vec::new())),
+                    Step::Append { thread: i, n } => {
+                        if threads.is_empty() {
+                            threads.push((thread(&b, &t).await, Vec::new()));
+                        }
+                        let i = i % threads.len();
+                        let new: Vec<String> = (words..words + n).map(unique_word).collect();
+                        words += n;
+                        let batch = new.iter().map(|w| NewMessage::text(Role::User, w.clone()).unwrap()).collect();
+                        let stored = b.messages.append(&t, threads[i].0, batch).await.unwrap();
+                        threads[i].1.extend(stored.iter().map(|m| m.id).zip(new));
+                    }
+                    Step::DeleteThread(i) if !threads.is_empty() => {
+                        let (id, messages) = threads.remove(i % threads.len());
+                        b.threads.delete(&t, id).await.unwrap();
+                        gone.extend(messages);
+                    }
+                    Step::DeleteNewest(i) | Step::DeleteOne { thread: i, .. } if !threads.is_empty() => {
+                        let i = i % threads.len();
+                        let messages = &mut threads[i].1;
+                        if messages.is_empty() {
+                            continue;
+                        }
+                        let at = match s {
+                            Step::DeleteOne { pick, .. } => pick % messages.len(),
+                            _ => messages.len() - 1,
+                        };
+                        let (id, word) = messages.remove(at);
+                        b.messages.delete(&t, id).await.unwrap();
+                        gone.push((id, word));
+                    }
+                    Step::Embed { pick } => {
+                        let all: Vec<_> = threads.iter().flat_map(|(_, m)| m.iter()).collect();
+                        if let Some((id, _)) = all.get(pick % all.len().max(1)) {
+                            b.embeddings.complete_jobs(vec![(*id, embedding("m1", pick))]).await.unwrap();
+                        }
+                    }
+                    Step::Check => {
+                        let live: Vec<_> = threads.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+                        assert_nothing_lost(&b, &t, &live, &gone).await?;
+                    }
+                    _ => {}
+                }
+            }
+            let live: Vec<_> = threads.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+            assert_nothing_lost(&b, &t, &live, &gone).await
+        })
+    });
+}
+
+/// Lexical scores and rankings of one tenant depend on its own data alone:
+/// another tenant storing the same words, often, changes nothing.
+pub async fn lexical_scores_ignore_other_tenants(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let texts = [
+        "the project code name is bluefalcon",
+        "lunch at noon with the bluefalcon team and the weather team",
+        "weather looks sunny tomorrow",
+        "a much longer message about lunch, the weather, travel plans and many other things",
+    ];
+    let batch = texts.iter().map(|s| NewMessage::text(Role::User, *s).unwrap()).collect();
+    b.messages.append(&t, id, batch).await.unwrap();
+    let queries = ["bluefalcon", "lunch weather", "the team", "sunny travel bluefalcon"];
+    let mut before = Vec::new();
+    for q in queries {
+        let hits = b.embeddings.lexical_search(&whole_tenant(&t), q.into(), 10).await.unwrap();
+        assert!(!hits.is_empty(), "{q} finds something");
+        before.push(hits.iter().map(|h| (h.id, h.score.to_bits())).collect::<Vec<_>>());
+    }
+    let other = tenant("other");
+    let theirs = thread(&b, &other).await;
+    let mut batch: Vec<_> = (0..20).map(|i| NewMessage::text(Role::User, format!("bluefalcon {i}")).unwrap()).collect();
+    batch.extend((0..40).map(|i| {
+        NewMessage::text(Role::User, format!("the team had lunch {}", "and talked about the weather ".repeat(i % 7)))
+            .unwrap()
+    }));
+    b.messages.append(&other, theirs, batch).await.unwrap();
+    for (q, was) in queries.iter().zip(&before) {
+        let hits = b.embeddings.lexical_search(&whole_tenant(&t), (*q).into(), 10).await.unwrap();
+        let now: Vec<_> = hits.iter().map(|h| (h.id, h.score.to_bits())).collect();
+        assert_eq!(&now, was, "{q}: ranking and scores must not move when another tenant writes");
+    }
+}

@@ -145,6 +145,9 @@ macro_rules! contract_suite {
             enqueue_missing_is_idempotent_per_model,
             lexical_search_ranks_and_escapes,
             resource_threads_are_tenant_scoped,
+            deleting_the_newest_messages_loses_nothing,
+            appends_and_deletes_never_lose_a_message,
+            lexical_scores_ignore_other_tenants,
         );
         $crate::__config_expand!(
             $factory;
