@@ -100,10 +100,12 @@ pub struct HnswStats {
 /// points, those outside the filter or removed are dropped, the rest are
 /// re-scored exactly and merged with the exact delta results (strategy
 /// `hnsw`). Because instant-distance fixes `ef_search` per graph, the
-/// over-fetch cannot grow per query: when the filter's share of the graph
-/// makes fewer than `k` admitted hits likely, or the graph returned fewer, the
-/// filter's candidates are searched exactly instead. Scores are always the
-/// exact cosine.
+/// over-fetch cannot grow per query: when the graph returned fewer than `k`
+/// admitted hits, the filter's candidates are searched exactly instead, still
+/// reported as `hnsw`. The choice depends on the filter's own candidates only
+/// (never on the graph's size or other tenants' share of it), so the
+/// reported strategy reveals nothing about other tenants. Scores are always
+/// the exact cosine.
 ///
 /// Clones share the same index.
 #[derive(Clone)]
@@ -296,14 +298,13 @@ impl Inner {
             return Ok(Plan::Empty);
         }
         let Some(seg) = &ms.segment else { return Ok(Plan::Exact(total)) };
-        if total <= self.config.exact_below || r.k > seg.ef_search {
+        // Decided by the filter's own candidates only, never by the graph's
+        // size or by how much of it is other tenants': the strategy a search
+        // reports must not tell a tenant anything about anybody else.
+        if total <= self.config.exact_below || in_graph == 0 || r.k > seg.ef_search {
             return Ok(Plan::Exact(total));
         }
-        // Expected admitted hits among the graph's `ef_search` candidates:
-        // the filter's share of the graph's points, times the live share.
-        let n = seg.len() as f64;
-        let share = in_graph as f64 / n * ((seg.len() - ms.dead_count) as f64 / n);
-        if share * seg.ef_search as f64 >= r.k as f64 { Ok(Plan::Graph) } else { Ok(Plan::Exact(total)) }
+        Ok(Plan::Graph)
     }
 
     fn run(&self, st: &State, r: &Request, plan: Plan) -> VectorSearch {
@@ -318,7 +319,11 @@ impl Inner {
                 t.scan(q, threads, &mut top);
             }
         }
-        let mut strategy = "exact";
+        // The plan's strategy, whatever rescued it: a graph search that
+        // yields fewer than `k` admitted points falls back to an exact scan
+        // of the filter's points, and whether it does depends on the other
+        // tenants' points around them, which the report must not reveal.
+        let strategy = if plan == Plan::Graph { "hnsw" } else { "exact" };
         if let Some(seg) = &ms.segment {
             let mut done = false;
             if plan == Plan::Graph
@@ -332,7 +337,6 @@ impl Inner {
                 let admitted = seg.graph_search(&r.query, &ms.dead, admit, &mut from_graph);
                 if admitted >= r.k {
                     top.merge(from_graph);
-                    strategy = "hnsw";
                     done = true;
                 }
             }
@@ -854,6 +858,28 @@ mod tests {
             top1 += usize::from(got.matches[0].id == entries[probe].id);
         }
         assert_eq!(top1, 22, "a stored vector queried exactly is its own top hit");
+    }
+
+    /// The strategy a search reports is chosen by the tenant's own points:
+    /// another tenant filling the graph changes nothing a tenant can see.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reported_strategy_ignores_other_tenants() {
+        let index = HnswIndex::open(graph_config()).unwrap();
+        let (t, other) = (tenant("acme"), tenant("other"));
+        let (mine, _) = corpus(&t, 200, 4, 7);
+        index.upsert(mine.clone()).await.unwrap();
+        index.rebuild_now().await.unwrap();
+        let q = emb("m", mine[17].embedding.vector());
+        let before = index.search(&all(&t), &q, 10).await.unwrap();
+        assert_eq!(before.strategy, "hnsw");
+        let (theirs, _) = corpus(&other, 4_000, 8, 8);
+        index.upsert(theirs).await.unwrap();
+        index.rebuild_now().await.unwrap();
+        let after = index.search(&all(&t), &q, 10).await.unwrap();
+        assert_eq!(after.strategy, "hnsw", "another tenant's points do not change the reported plan");
+        assert_eq!(after.matches.len(), 10);
+        assert!(after.matches.iter().all(|m| mine.iter().any(|e| e.id == m.id)), "only the tenant's own points");
+        assert_exact_scores(&after, &mine, mine[17].embedding.vector());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
