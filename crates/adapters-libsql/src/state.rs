@@ -55,6 +55,7 @@ impl StateStore for LibsqlBackend {
         expected: StateVersion,
     ) -> Result<AgentState, StoreError> {
         AgentState::validate(&state)?;
+        let version = AgentState::next_version(expected)?;
         let state_text = json_text(&state)?;
         let at = now();
         let lookup = vec![text(tenant.as_str()), uuid(thread.as_uuid()), text(agent.as_str())];
@@ -71,7 +72,6 @@ impl StateStore for LibsqlBackend {
             if current != expected {
                 return Err(StoreError::Conflict(format!("agent state version is {current}, expected {expected}")));
             }
-            let version = expected + 1;
             let stored = i64::try_from(version)
                 .map_err(|_| StoreError::backend(DriverError::new("save agent state", "version overflow")))?;
             conn.execute(

@@ -55,7 +55,7 @@ impl StateStore for PgBackend {
     ) -> Result<AgentState, StoreError> {
         AgentState::validate(&state)?;
         let at = now();
-        let version = expected + 1;
+        let version = AgentState::next_version(expected)?;
         let (stored, expected_i) = match (i64::try_from(version), i64::try_from(expected)) {
             (Ok(v), Ok(e)) => (v, e),
             _ => return Err(StoreError::backend(DriverError::new("save agent state", "version overflow"))),

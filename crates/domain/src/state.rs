@@ -46,4 +46,23 @@ impl AgentState {
         }
         Ok(())
     }
+
+    /// The version a save with `expected` stores: `expected + 1`, which
+    /// must fit a signed 64-bit column (every backend stores it as one).
+    ///
+    /// # Errors
+    /// [`DomainError`] on `expected_version` when it is
+    /// [`MAX_EXPECTED_VERSION`](Self::MAX_EXPECTED_VERSION) or more.
+    pub fn next_version(expected: StateVersion) -> Result<StateVersion, DomainError> {
+        if expected > Self::MAX_EXPECTED_VERSION {
+            return Err(DomainError::new(
+                "expected_version",
+                format!("is {expected}, at most {} is accepted", Self::MAX_EXPECTED_VERSION),
+            ));
+        }
+        Ok(expected + 1)
+    }
+
+    /// The largest `expected` a save accepts (`i64::MAX - 1`).
+    pub const MAX_EXPECTED_VERSION: StateVersion = i64::MAX as StateVersion - 1;
 }

@@ -436,6 +436,10 @@ pub async fn state_rejects_non_object_and_missing_thread(b: Backend) {
     assert_invalid(b.states.save(&t, id, &agent, json!("s"), 0).await, "string state");
     assert_not_found(b.states.save(&t, ThreadId::new(), &agent, json!({}), 0).await, "missing thread");
     assert!(b.states.load(&t, id, &agent).await.unwrap().is_none(), "nothing stored");
+    for absurd in [u64::MAX, i64::MAX as u64, memlayer_domain::AgentState::MAX_EXPECTED_VERSION + 1] {
+        assert_invalid(b.states.save(&t, id, &agent, json!({}), absurd).await, "expected version past i64");
+    }
+    assert!(b.states.load(&t, id, &agent).await.unwrap().is_none(), "nothing stored");
 }
 
 /// Runs a small proptest inside the async test, blocking in place.
