@@ -76,6 +76,7 @@ impl ThreadStore for LibsqlBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
+        filter.check()?;
         let after = cursor.map(|c| c.for_threads(tenant, filter)).transpose()?;
         let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
         let (sql, params) = list_query(tenant, filter, after, limit)?;

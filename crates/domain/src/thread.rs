@@ -245,6 +245,22 @@ pub struct ThreadFilter {
 }
 
 impl ThreadFilter {
+    /// Checks the filter's size: at most [`MAX_FILTERS`](crate::MAX_FILTERS)
+    /// metadata filters, as for configuration listings (each is a condition
+    /// of the query, and an unbounded number of them exhausts the engine).
+    ///
+    /// # Errors
+    /// [`DomainError`] on `metadata` naming the limit.
+    pub fn check(&self) -> Result<(), DomainError> {
+        if self.metadata.len() > crate::MAX_FILTERS {
+            return Err(DomainError::new(
+                "metadata",
+                format!("{} filters given, at most {} are accepted", self.metadata.len(), crate::MAX_FILTERS),
+            ));
+        }
+        Ok(())
+    }
+
     /// A stable fingerprint of the filter, bound into listing cursors so that a
     /// cursor cannot be replayed against a different filter.
     #[must_use]

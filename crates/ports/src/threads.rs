@@ -22,7 +22,8 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// MUST return at most `limit` threads after the cursor's last thread and
     /// a `next_cursor` exactly when more match; MUST never skip or repeat a
     /// thread across pages; MUST return `Invalid` for a cursor issued for
-    /// another tenant or filter.
+    /// another tenant or filter, and for more metadata filters than
+    /// [`ThreadFilter::check`] accepts.
     async fn list(
         &self,
         tenant: &TenantId,

@@ -221,6 +221,13 @@ pub async fn thread_list_filters(b: Backend) {
     )
     .await;
     check(ThreadFilter { metadata: vec![meta("missing", json!("x"))], ..Default::default() }, vec![]).await;
+    let many = |n: usize| ThreadFilter {
+        metadata: (0..n).map(|i| meta(&format!("k{i}"), json!(i))).collect(),
+        ..Default::default()
+    };
+    check(many(memlayer_domain::MAX_FILTERS), vec![]).await;
+    assert_invalid(b.threads.list(&t, &many(memlayer_domain::MAX_FILTERS + 1), None, size(50)).await, "17 filters");
+    assert_invalid(b.threads.list(&t, &many(600), None, size(50)).await, "600 filters");
 }
 
 pub async fn thread_list_rejects_foreign_cursor(b: Backend) {
