@@ -480,3 +480,184 @@ async fn internal_errors_reveal_nothing() {
     assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert!(!got.1.to_string().contains("secret"), "{}", got.1);
 }
+
+/// Sends `req` to `app`; returns status, headers and the JSON body.
+async fn send(
+    app: &axum::Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn request(method: &str, uri: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).unwrap()
+}
+
+/// A router with a panicking route and a well-behaved one, served with the
+/// real middleware.
+fn panicking_app() -> axum::Router {
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("secret detail in /var/lib/memlayer");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/ok", axum::routing::get(|| async { "fine" }));
+    memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_secs(30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
+    let app = panicking_app();
+    let (status, headers, body) = send(&app, request("GET", "/boom")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, json!({"error": {"code": "internal", "message": "internal error"}}), "nothing of the panic leaks");
+    assert!(headers.get("x-request-id").is_some(), "the 500 still carries its request id");
+    let (status, _, _) = send(&app, request("GET", "/ok")).await;
+    assert_eq!(status, StatusCode::OK, "the server keeps serving");
+
+    // A panic deep in the real app (a port that panics) is the same JSON 500.
+    let t = TestApp::new().await;
+    let state_panics = {
+        use memlayer_ports::{MockDatabase, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
+        let mut threads = MockThreadStore::new();
+        threads.expect_list().returning(|_, _, _, _| panic!("driver bug at /secret/path"));
+        let memory = memlayer_app::MemoryService::new(
+            Arc::new(threads),
+            Arc::new(MockMessageStore::new()),
+            Arc::new(MockStateStore::new()),
+            Arc::new(MockTokenCounter::new()),
+            memlayer_domain::TenantId::default_tenant(),
+            false,
+        );
+        let search = memlayer_app::SearchService::new(
+            Arc::new(memlayer_ports::MockEmbedder::new()),
+            Arc::new(memlayer_ports::MockVectorIndex::new()),
+            Arc::new(memlayer_ports::MockEmbeddingStore::new()),
+            Arc::new(MockMessageStore::new()),
+            Arc::new(MockThreadStore::new()),
+        );
+        let configuration = memlayer_app::ConfigService::new(
+            Arc::new(memlayer_ports::MockConfigStore::new()),
+            memlayer_app::CacheSettings::default(),
+        );
+        let state = memlayer_api::AppState { memory, search, configuration, database: Arc::new(MockDatabase::new()) };
+        memlayer_api::server::with_middleware(memlayer_api::router(state), 1 << 20, std::time::Duration::from_secs(30))
+    };
+    let (status, _, body) = send(&state_panics, request("GET", "/api/threads")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!body.to_string().contains("secret"), "{body}");
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(send(&state_panics, request("GET", "/health")).await.0, StatusCode::OK, "still serving");
+    assert_eq!(t.call("GET", "/health", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_only_when_safe() {
+    let t = TestApp::new().await;
+    let with_id = |id: &[u8]| {
+        axum::http::Request::builder()
+            .uri("/health")
+            .header("x-request-id", axum::http::HeaderValue::from_bytes(id).unwrap())
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let good = "req-42.a_b:C".to_owned();
+    let longest = "a".repeat(memlayer_api::server::MAX_REQUEST_ID_LEN);
+    for id in [good.as_str(), longest.as_str()] {
+        let (_, headers, _) = send(&t.app, with_id(id.as_bytes())).await;
+        assert_eq!(headers["x-request-id"], id, "a safe id is echoed");
+    }
+    let too_long = "a".repeat(memlayer_api::server::MAX_REQUEST_ID_LEN + 1);
+    for bad in [too_long.as_bytes(), b"evil\" injected=1".as_slice(), b"a b", b"<script>", b"caf\xc3\xa9", b"%0d%0a"] {
+        let (_, headers, _) = send(&t.app, with_id(bad)).await;
+        let got = headers["x-request-id"].to_str().unwrap();
+        assert!(
+            uuid::Uuid::parse_str(got).is_ok(),
+            "{:?} is replaced by a fresh UUID, got {got}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let (_, headers, _) = send(&t.app, request("GET", "/health")).await;
+    assert!(uuid::Uuid::parse_str(headers["x-request-id"].to_str().unwrap()).is_ok(), "none given: a fresh UUID");
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+// One thread: the subscriber set for this test sees every poll of the request.
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_span_names_the_tenant_and_only_a_safe_request_id() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let t = TestApp::new().await;
+    let req = axum::http::Request::builder()
+        .uri("/api/threads")
+        .header("x-tenant-id", "acme-eu")
+        .header("x-request-id", "evil\"injected=1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&t.app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(text.contains("tenant=acme-eu"), "the span names the tenant: {text}");
+    assert!(text.contains(&format!("request_id={id}")), "the span names the replacement id: {text}");
+    assert!(!text.contains("injected"), "the unsafe id never reaches the log: {text}");
+    let (_, _, _) = send(&t.app, request("GET", "/api/threads")).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("tenant=default"), "no header: the default tenant is named: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_write_says_its_outcome_is_unknown_and_how_to_retry() {
+    let never = || async { std::future::pending::<&'static str>().await };
+    let router = axum::Router::new().route("/slow", axum::routing::get(never).post(never).delete(never));
+    let app = memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_millis(50));
+    for method in ["POST", "DELETE"] {
+        let (status, headers, body) = send(&app, request(method, "/slow")).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("may or may not have been applied") && message.contains("Idempotency-Key"),
+            "{message}"
+        );
+        assert!(headers.get("retry-after").is_some(), "{method}: Retry-After is set");
+    }
+    let (status, headers, body) = send(&app, request("GET", "/slow")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("retry later"), "{body}");
+    assert!(headers.get("retry-after").is_some());
+}
