@@ -661,3 +661,61 @@ async fn a_timed_out_write_says_its_outcome_is_unknown_and_how_to_retry() {
     assert!(body["error"]["message"].as_str().unwrap().contains("retry later"), "{body}");
     assert!(headers.get("retry-after").is_some());
 }
+
+/// The document states what the server does (schemathesis checks the rest
+/// against the running binary in `fuzz`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_states_the_real_shapes_bounds_and_errors() {
+    let t = TestApp::new().await;
+    let (_, doc) = t.call("GET", "/api/openapi.json", None).await;
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // The append body: a message object or {"messages": [...]}, untagged.
+    let append = schema("AppendBody");
+    let shapes: Vec<String> =
+        append["oneOf"].as_array().unwrap().iter().map(|s| s["$ref"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(shapes, ["#/components/schemas/NewMessageDto", "#/components/schemas/MessageBatchDto"], "{append}");
+    assert!(!append.to_string().contains("\"One\"") && !append.to_string().contains("\"Batch\""), "{append}");
+    assert_eq!(schema("MessageBatchDto")["properties"]["messages"]["minItems"], 1);
+    assert_eq!(schema("MessageBatchDto")["properties"]["messages"]["maxItems"], 1000);
+    // Both shapes the document describes are accepted as such.
+    let id = t.thread(json!({})).await;
+    let uri = format!("/api/threads/{id}/messages");
+    assert_eq!(t.call("POST", &uri, Some(json!({"role": "user", "content": "a"}))).await.0, StatusCode::CREATED);
+    let batch = json!({"messages": [{"role": "user", "content": "b"}]});
+    assert_eq!(t.call("POST", &uri, Some(batch)).await.0, StatusCode::CREATED);
+    // A setting's value is any JSON, as stored.
+    for value in
+        [schema("PutSettingDto")["properties"]["value"].clone(), schema("SettingDto")["properties"]["value"].clone()]
+    {
+        assert!(value.get("type").is_none(), "any JSON, not an object: {value}");
+    }
+    let (status, stored) = t.call("PUT", "/api/settings/ui/n", Some(json!({"value": 3}))).await;
+    assert_eq!((status, &stored["value"]), (StatusCode::OK, &json!(3)));
+    // Bounds as enforced.
+    let search = schema("SearchRequestDto");
+    assert_eq!(
+        (search["properties"]["top_k"]["minimum"].clone(), search["properties"]["top_k"]["maximum"].clone()),
+        (json!(1), json!(100))
+    );
+    assert_eq!(schema("WindowDto")["properties"]["before"]["maximum"], 20);
+    let limits = doc["paths"]["/api/threads"]["get"]["parameters"].as_array().unwrap().clone();
+    let limit = limits.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!((limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()), (json!(1), json!(1000)));
+    // Every route with a JSON body documents 413 and 415; every API route 503.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = &op["responses"];
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} documents {status}");
+                }
+            }
+            if path.starts_with("/api/threads") || path.starts_with("/api/search") {
+                assert!(responses.get("503").is_some(), "{method} {path} documents 503");
+            }
+        }
+    }
+    // And the 415 is what the server answers without the content type.
+    let got = t.call_with("POST", "/api/threads", &[], Some("{}".into()), false).await;
+    assert_error(&got, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+}
