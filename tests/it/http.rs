@@ -480,3 +480,242 @@ async fn internal_errors_reveal_nothing() {
     assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert!(!got.1.to_string().contains("secret"), "{}", got.1);
 }
+
+/// Sends `req` to `app`; returns status, headers and the JSON body.
+async fn send(
+    app: &axum::Router,
+    req: axum::http::Request<axum::body::Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn request(method: &str, uri: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).unwrap()
+}
+
+/// A router with a panicking route and a well-behaved one, served with the
+/// real middleware.
+fn panicking_app() -> axum::Router {
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("secret detail in /var/lib/memlayer");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/ok", axum::routing::get(|| async { "fine" }));
+    memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_secs(30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
+    let app = panicking_app();
+    let (status, headers, body) = send(&app, request("GET", "/boom")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, json!({"error": {"code": "internal", "message": "internal error"}}), "nothing of the panic leaks");
+    assert!(headers.get("x-request-id").is_some(), "the 500 still carries its request id");
+    let (status, _, _) = send(&app, request("GET", "/ok")).await;
+    assert_eq!(status, StatusCode::OK, "the server keeps serving");
+
+    // A panic deep in the real app (a port that panics) is the same JSON 500.
+    let t = TestApp::new().await;
+    let state_panics = {
+        use memlayer_ports::{MockDatabase, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
+        let mut threads = MockThreadStore::new();
+        threads.expect_list().returning(|_, _, _, _| panic!("driver bug at /secret/path"));
+        let memory = memlayer_app::MemoryService::new(
+            Arc::new(threads),
+            Arc::new(MockMessageStore::new()),
+            Arc::new(MockStateStore::new()),
+            Arc::new(MockTokenCounter::new()),
+            memlayer_domain::TenantId::default_tenant(),
+            false,
+        );
+        let search = memlayer_app::SearchService::new(
+            Arc::new(memlayer_ports::MockEmbedder::new()),
+            Arc::new(memlayer_ports::MockVectorIndex::new()),
+            Arc::new(memlayer_ports::MockEmbeddingStore::new()),
+            Arc::new(MockMessageStore::new()),
+            Arc::new(MockThreadStore::new()),
+        );
+        let configuration = memlayer_app::ConfigService::new(
+            Arc::new(memlayer_ports::MockConfigStore::new()),
+            memlayer_app::CacheSettings::default(),
+        );
+        let state = memlayer_api::AppState { memory, search, configuration, database: Arc::new(MockDatabase::new()) };
+        memlayer_api::server::with_middleware(memlayer_api::router(state), 1 << 20, std::time::Duration::from_secs(30))
+    };
+    let (status, _, body) = send(&state_panics, request("GET", "/api/threads")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!body.to_string().contains("secret"), "{body}");
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(send(&state_panics, request("GET", "/health")).await.0, StatusCode::OK, "still serving");
+    assert_eq!(t.call("GET", "/health", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_only_when_safe() {
+    let t = TestApp::new().await;
+    let with_id = |id: &[u8]| {
+        axum::http::Request::builder()
+            .uri("/health")
+            .header("x-request-id", axum::http::HeaderValue::from_bytes(id).unwrap())
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let good = "req-42.a_b:C".to_owned();
+    let longest = "a".repeat(memlayer_api::server::MAX_REQUEST_ID_LEN);
+    for id in [good.as_str(), longest.as_str()] {
+        let (_, headers, _) = send(&t.app, with_id(id.as_bytes())).await;
+        assert_eq!(headers["x-request-id"], id, "a safe id is echoed");
+    }
+    let too_long = "a".repeat(memlayer_api::server::MAX_REQUEST_ID_LEN + 1);
+    for bad in [too_long.as_bytes(), b"evil\" injected=1".as_slice(), b"a b", b"<script>", b"caf\xc3\xa9", b"%0d%0a"] {
+        let (_, headers, _) = send(&t.app, with_id(bad)).await;
+        let got = headers["x-request-id"].to_str().unwrap();
+        assert!(
+            uuid::Uuid::parse_str(got).is_ok(),
+            "{:?} is replaced by a fresh UUID, got {got}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let (_, headers, _) = send(&t.app, request("GET", "/health")).await;
+    assert!(uuid::Uuid::parse_str(headers["x-request-id"].to_str().unwrap()).is_ok(), "none given: a fresh UUID");
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+// One thread: the subscriber set for this test sees every poll of the request.
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_span_names_the_tenant_and_only_a_safe_request_id() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let t = TestApp::new().await;
+    let req = axum::http::Request::builder()
+        .uri("/api/threads")
+        .header("x-tenant-id", "acme-eu")
+        .header("x-request-id", "evil\"injected=1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&t.app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(text.contains("tenant=acme-eu"), "the span names the tenant: {text}");
+    assert!(text.contains(&format!("request_id={id}")), "the span names the replacement id: {text}");
+    assert!(!text.contains("injected"), "the unsafe id never reaches the log: {text}");
+    let (_, _, _) = send(&t.app, request("GET", "/api/threads")).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("tenant=default"), "no header: the default tenant is named: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_write_says_its_outcome_is_unknown_and_how_to_retry() {
+    let never = || async { std::future::pending::<&'static str>().await };
+    let router = axum::Router::new().route("/slow", axum::routing::get(never).post(never).delete(never));
+    let app = memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_millis(50));
+    for method in ["POST", "DELETE"] {
+        let (status, headers, body) = send(&app, request(method, "/slow")).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("may or may not have been applied") && message.contains("Idempotency-Key"),
+            "{message}"
+        );
+        assert!(headers.get("retry-after").is_some(), "{method}: Retry-After is set");
+    }
+    let (status, headers, body) = send(&app, request("GET", "/slow")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("retry later"), "{body}");
+    assert!(headers.get("retry-after").is_some());
+}
+
+/// The document states what the server does (schemathesis checks the rest
+/// against the running binary in `fuzz`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_states_the_real_shapes_bounds_and_errors() {
+    let t = TestApp::new().await;
+    let (_, doc) = t.call("GET", "/api/openapi.json", None).await;
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // The append body: a message object or {"messages": [...]}, untagged.
+    let append = schema("AppendBody");
+    let shapes: Vec<String> =
+        append["oneOf"].as_array().unwrap().iter().map(|s| s["$ref"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(shapes, ["#/components/schemas/NewMessageDto", "#/components/schemas/MessageBatchDto"], "{append}");
+    assert!(!append.to_string().contains("\"One\"") && !append.to_string().contains("\"Batch\""), "{append}");
+    assert_eq!(schema("MessageBatchDto")["properties"]["messages"]["minItems"], 1);
+    assert_eq!(schema("MessageBatchDto")["properties"]["messages"]["maxItems"], 1000);
+    // Both shapes the document describes are accepted as such.
+    let id = t.thread(json!({})).await;
+    let uri = format!("/api/threads/{id}/messages");
+    assert_eq!(t.call("POST", &uri, Some(json!({"role": "user", "content": "a"}))).await.0, StatusCode::CREATED);
+    let batch = json!({"messages": [{"role": "user", "content": "b"}]});
+    assert_eq!(t.call("POST", &uri, Some(batch)).await.0, StatusCode::CREATED);
+    // A setting's value is any JSON, as stored.
+    for value in
+        [schema("PutSettingDto")["properties"]["value"].clone(), schema("SettingDto")["properties"]["value"].clone()]
+    {
+        assert!(value.get("type").is_none(), "any JSON, not an object: {value}");
+    }
+    let (status, stored) = t.call("PUT", "/api/settings/ui/n", Some(json!({"value": 3}))).await;
+    assert_eq!((status, &stored["value"]), (StatusCode::OK, &json!(3)));
+    // Bounds as enforced.
+    let search = schema("SearchRequestDto");
+    assert_eq!(
+        (search["properties"]["top_k"]["minimum"].clone(), search["properties"]["top_k"]["maximum"].clone()),
+        (json!(1), json!(100))
+    );
+    assert_eq!(schema("WindowDto")["properties"]["before"]["maximum"], 20);
+    let limits = doc["paths"]["/api/threads"]["get"]["parameters"].as_array().unwrap().clone();
+    let limit = limits.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!((limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()), (json!(1), json!(1000)));
+    // Every route with a JSON body documents 413 and 415; every API route 503.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = &op["responses"];
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} documents {status}");
+                }
+            }
+            if path.starts_with("/api/threads") || path.starts_with("/api/search") {
+                assert!(responses.get("503").is_some(), "{method} {path} documents 503");
+            }
+        }
+    }
+    // And the 415 is what the server answers without the content type.
+    let got = t.call_with("POST", "/api/threads", &[], Some("{}".into()), false).await;
+    assert_error(&got, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+}

@@ -25,6 +25,37 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A whole number however JSON writes it: `49` or `49.0` (JSON Schema's
+/// `integer` is both, so a client generated from the document may send
+/// either). A fraction, a negative number or one out of range is an error.
+fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let n = serde_json::Number::deserialize(d)?;
+    let int = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        // Exactly representable whole floats only: below 2^53.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and in range")]
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => Some(f as u64),
+        _ => None,
+    };
+    int.and_then(|u| T::try_from(u).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("invalid value: {n}, expected a whole number in range")))
+}
+
+/// [`whole`] for an optional field (`null` or absent is `None`).
+fn whole_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    struct W<T: TryFrom<u64>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<W<T>>::deserialize(d)?.map(|w| w.0))
+}
+
 /// A list page: `{"items": [...], "next_cursor": "…" | null}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PageDto<T> {
@@ -90,15 +121,24 @@ impl From<Thread> for ThreadDto {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateThreadDto {
-    /// The user or entity owning the thread.
+    /// The user or entity owning the thread: 1 to 256 ASCII letters, digits, `- _ . : @`.
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 256)]
     pub resource_id: Option<String>,
-    /// The agent of the thread.
+    /// The agent of the thread: 1 to 128 ASCII letters, digits, `- _ . : @`.
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 128)]
     pub agent_id: Option<String>,
-    /// Title.
+    /// Title: up to 512 characters, not only whitespace (it is trimmed).
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        min_length = 1,
+        max_length = 512
+    )]
     pub title: Option<String>,
-    /// Model whose tokenizer counts the thread's messages (`gpt-4o`…).
+    /// Model whose tokenizer counts the thread's messages (`gpt-4o`…): 1 to
+    /// 128 printable ASCII characters, no spaces.
+    #[schema(pattern = "^[!-~]+$", min_length = 1, max_length = 128)]
     pub model: Option<String>,
-    /// JSON object.
+    /// JSON object (at most 64 KiB serialised).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -120,23 +160,23 @@ impl TryFrom<CreateThreadDto> for NewThread {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchThreadDto {
-    /// New title or `null`.
+    /// New title or `null` (as on create).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]", min_length = 1, max_length = 512)]
     pub title: Option<Option<String>>,
-    /// New resource or `null`.
+    /// New resource or `null` (as on create).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 256)]
     pub resource_id: Option<Option<String>>,
-    /// New agent or `null`.
+    /// New agent or `null` (as on create).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 128)]
     pub agent_id: Option<Option<String>>,
-    /// New model or `null`.
+    /// New model or `null` (as on create).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]+$", min_length = 1, max_length = 128)]
     pub model: Option<Option<String>>,
-    /// Replaces the whole metadata object.
+    /// Replaces the whole metadata object (at most 64 KiB); `null` empties it.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
@@ -162,13 +202,14 @@ impl TryFrom<PatchThreadDto> for ThreadPatch {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCallDto {
-    /// Call id, answered by a later tool message's `tool_call_id`.
+    /// Call id, answered by a later tool message's `tool_call_id` (1 to 256 bytes).
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
-    /// Tool name.
+    /// Tool name (1 to 256 bytes).
+    #[schema(min_length = 1, max_length = 256)]
     pub name: String,
-    /// Arguments (any JSON).
+    /// Arguments (any JSON; `null` when absent).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub arguments: Value,
 }
 
@@ -209,11 +250,15 @@ impl TryFrom<NewMessageDto> for NewMessage {
 #[serde(deny_unknown_fields)]
 pub struct MessageBatchDto {
     /// 1 to 1000 messages, appended atomically in order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub messages: Vec<NewMessageDto>,
 }
 
-/// Either one message or `{"messages": [...]}`.
+/// Body of `POST /api/threads/{id}/messages`: one message object, or
+/// `{"messages": [...]}` (untagged: the server tells them apart by the
+/// `messages` key). Documentation only; the handler parses the JSON itself.
 #[derive(Debug, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code, reason = "documentation-only type for the OpenAPI schema")]
 pub enum AppendBody {
     /// One message.
@@ -221,6 +266,53 @@ pub enum AppendBody {
     /// A batch.
     Batch(MessageBatchDto),
 }
+
+/// The schemas JSON Schema attributes cannot derive: a message's rules
+/// depend on its role. Replaces the derived `NewMessageDto` component in the
+/// document ([`crate::routes`] applies it).
+#[must_use]
+pub fn new_message_schema() -> Value {
+    let short = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64,
+        "description": "1 to 256 bytes of UTF-8 (64 characters always fit)"});
+    let nonempty = serde_json::json!({"type": "string", "minLength": 1, "maxLength": MAX_CONTENT_CHARS,
+        "description": "Text, not empty: at most 1 MiB of UTF-8 (262,144 characters always fit)"});
+    let metadata = serde_json::json!({"type": ["object", "null"], "description": "JSON object (at most 64 KiB)"});
+    let no_calls = serde_json::json!({"type": "array", "maxItems": 0, "items": {}, "description": "Only assistant messages carry tool calls"});
+    let call = serde_json::json!({"type": "object", "description": "A tool call requested by an assistant message",
+        "properties": {"id": short, "name": short, "arguments": {"description": "Any JSON; `null` when absent"}},
+        "required": ["id", "name"], "additionalProperties": false});
+    let calls = serde_json::json!({"type": "array", "items": call});
+    let absent = serde_json::json!({"type": "null", "description": "Only tool messages carry one"});
+    let variant = |role: &[&str], props: Value, required: &[&str], description: &str| {
+        let mut properties = serde_json::json!({"role": {"type": "string", "enum": role}, "metadata": metadata,
+            "tool_name": {"type": ["string", "null"], "minLength": 1, "maxLength": 64,
+                          "description": "The tool's name (1 to 256 bytes)"}});
+        if let (Some(o), Some(extra)) = (properties.as_object_mut(), props.as_object()) {
+            o.extend(extra.clone());
+        }
+        let mut req = vec!["role"];
+        req.extend_from_slice(required);
+        serde_json::json!({"type": "object", "description": description, "properties": properties,
+            "required": req, "additionalProperties": false})
+    };
+    serde_json::json!({
+        "description": "A message to append; its rules depend on its `role`.",
+        "oneOf": [
+            variant(&["system", "user"], serde_json::json!({"content": nonempty, "tool_call_id": absent, "tool_calls": no_calls}),
+                &["content"], "A system or user message: text, no tool calls."),
+            variant(&["assistant"], serde_json::json!({"content": nonempty, "tool_call_id": absent, "tool_calls": calls}),
+                &["content"], "An assistant message with text (and perhaps tool calls)."),
+            variant(&["assistant"], serde_json::json!({"content": {"type": "string", "maxLength": 0}, "tool_call_id": absent,
+                "tool_calls": {"type": "array", "minItems": 1, "items": call}}),
+                &["tool_calls"], "An assistant message that only calls tools (empty or absent content)."),
+            variant(&["tool"], serde_json::json!({"content": nonempty, "tool_call_id": short, "tool_calls": no_calls}),
+                &["content", "tool_call_id"], "A tool's answer to the call `tool_call_id`."),
+        ],
+    })
+}
+
+/// Characters of content that always fit [`MAX_CONTENT_BYTES`] (4 bytes each at most).
+const MAX_CONTENT_CHARS: usize = memlayer_domain::MAX_CONTENT_BYTES / 4;
 
 /// A token count and how it was obtained.
 #[derive(Debug, Serialize, ToSchema)]
@@ -331,10 +423,12 @@ impl From<AgentState> for AgentStateDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveStateDto {
-    /// The new state (a JSON object).
+    /// The new state: a JSON object (at most 1 MiB serialised).
     #[schema(value_type = Object)]
     pub state: Value,
     /// The version this write is based on: 0 to create.
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub expected_version: u64,
 }
 
@@ -345,7 +439,8 @@ pub struct HealthDto {
     pub status: &'static str,
 }
 
-/// Where a search looks: exactly one of the three.
+/// Where a search looks: exactly one of the three. (The document's schema
+/// is [`scope_schema`]: one object per choice.)
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeDto {
@@ -357,15 +452,34 @@ pub struct ScopeDto {
     pub tenant: Option<bool>,
 }
 
+/// The documented schema of [`ScopeDto`]: exactly one of the three keys.
+#[must_use]
+pub fn scope_schema() -> Value {
+    serde_json::json!({
+        "description": "Where a search looks: exactly one of the three.",
+        "oneOf": [
+            {"type": "object", "description": "One thread.", "additionalProperties": false, "required": ["thread_id"],
+             "properties": {"thread_id": {"type": "string", "format": "uuid"}}},
+            {"type": "object", "description": "Every thread of one resource.", "additionalProperties": false,
+             "required": ["resource_id"],
+             "properties": {"resource_id": {"type": "string", "pattern": "^[A-Za-z0-9._:@-]+$", "minLength": 1, "maxLength": 256}}},
+            {"type": "object", "description": "The whole tenant.", "additionalProperties": false, "required": ["tenant"],
+             "properties": {"tenant": {"type": "boolean", "enum": [true]}}},
+        ],
+    })
+}
+
 /// Neighbours around each hit.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowDto {
     /// Messages before each hit (0 to 20).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 20)]
     pub before: u32,
     /// Messages after each hit (0 to 20).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 0, maximum = 20)]
     pub after: u32,
 }
 
@@ -373,17 +487,25 @@ pub struct WindowDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequestDto {
-    /// What to look for (1 to 8192 characters).
+    /// What to look for: 1 to 8192 characters, not only whitespace.
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        min_length = 1,
+        max_length = 8192
+    )]
     pub query: String,
     /// Default: the whole tenant.
     pub scope: Option<ScopeDto>,
     /// `vector`, `lexical` or `hybrid` (default).
     pub mode: Option<String>,
-    /// 1 to 100, default 10.
+    /// 1 to 100; default the thread's `_memory.top_k` within one thread, else 10.
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<u32>,
     /// Neighbours around each hit.
     pub window: Option<WindowDto>,
-    /// Drop hits scoring below this.
+    /// Drop hits scoring below this (a 32-bit float).
+    #[schema(minimum = -3.4e38, maximum = 3.4e38)]
     pub min_score: Option<f32>,
 }
 
@@ -432,7 +554,9 @@ pub struct SearchResponseDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequestDto {
-    /// 1 to 256 texts; each is truncated to the model's token limit.
+    /// 1 to 256 texts, each at most 1 MiB of UTF-8 (262,144 characters always
+    /// fit); each is truncated to the model's token limit.
+    #[schema(min_items = 1, max_items = 256)]
     pub texts: Vec<String>,
 }
 
@@ -466,19 +590,29 @@ pub struct EmbeddingStatusDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBodyDto {
-    /// The provider's model name (`gpt-4o`); unique per tenant.
+    /// The provider's model name (`gpt-4o`): 1 to 128 printable ASCII
+    /// characters without spaces; unique per tenant.
+    #[schema(pattern = "^[!-~]+$", min_length = 1, max_length = 128)]
     pub name: String,
-    /// `openai`, `anthropic`, …
+    /// `openai`, `anthropic`, …: 1 to 64 printable ASCII characters without spaces.
+    #[schema(pattern = "^[!-~]+$", min_length = 1, max_length = 64)]
     pub provider: String,
-    /// Context window, in tokens.
+    /// Context window, in tokens (at least 1).
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u32)]
     pub context_window: u32,
-    /// Most output tokens (at most `context_window`).
+    /// Most output tokens: 1 to `context_window` (a rule between two fields
+    /// that JSON Schema cannot state; breaking it is a 400).
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u32)]
     pub max_output_tokens: u32,
-    /// Price per million input tokens.
+    /// Price per million input tokens (at least 0).
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub input_price: f64,
-    /// Price per million output tokens.
+    /// Price per million output tokens (at least 0).
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub output_price: f64,
     /// Make this the tenant's default model (the previous default loses the flag).
     #[serde(default)]
@@ -546,10 +680,16 @@ impl From<ModelConfig> for ModelDto {
 #[serde(deny_unknown_fields)]
 pub struct MemoryOptionsDto {
     /// Recent messages loaded by default (1 to 1000).
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub last_n: Option<u32>,
     /// Search hits within a thread by default (1 to 100).
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<u32>,
-    /// Token budget for assembled context.
+    /// Token budget for assembled context (1 to 10,000,000).
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_budget: Option<u32>,
 }
 
@@ -557,15 +697,20 @@ pub struct MemoryOptionsDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentBodyDto {
-    /// Unique per tenant; threads name the agent by it (`agent_id`).
+    /// Unique per tenant; threads name the agent by it (`agent_id`): 1 to
+    /// 128 ASCII letters, digits, `- _ . : @`.
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 128)]
     pub name: String,
-    /// A configured model's id.
+    /// A configured model's id (an unknown one is a 400).
+    #[schema(format = Uuid)]
     pub model_id: String,
-    /// System prompt.
+    /// System prompt: at most 64 KiB of UTF-8 (16,384 characters always fit).
     #[serde(default)]
+    #[schema(max_length = 16_384)]
     pub system_prompt: String,
-    /// Configured tools' ids, in order.
+    /// Configured tools' ids, in order (at most 64; an unknown one is a 400).
     #[serde(default)]
+    #[schema(value_type = Vec<uuid::Uuid>, max_items = 64)]
     pub tool_ids: Vec<String>,
     /// Memory options.
     #[serde(default)]
@@ -632,14 +777,39 @@ impl From<AgentConfig> for AgentDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolBodyDto {
-    /// Function name: ASCII letters, digits, `_`, `-`; unique per tenant.
+    /// Function name: 1 to 64 ASCII letters, digits, `_`, `-`; unique per tenant.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$", min_length = 1, max_length = 64)]
     pub name: String,
-    /// What the tool does.
+    /// What the tool does: at most 4 KiB of UTF-8 (1,024 characters always fit).
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: String,
-    /// JSON Schema of the parameters: an object schema (`"type": "object"`).
-    #[schema(value_type = Object)]
+    /// JSON Schema of the parameters (at most 64 KiB): an object schema
+    /// (`"type": "object"`), `properties` (if present) an object of schema
+    /// objects, `required` (if present) names of `properties` (a rule JSON
+    /// Schema cannot state; breaking it is a 400).
+    #[schema(schema_with = tool_parameters_schema)]
     pub parameters: Value,
+}
+
+fn tool_parameters_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let object = || ObjectBuilder::new().schema_type(SchemaType::Type(Type::Object));
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .description(Some("An object JSON Schema: `type` is `object`"))
+        .property(
+            "type",
+            ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)).enum_values(Some(["object"])),
+        )
+        .required("type")
+        .property("properties", object().additional_properties(Some(AdditionalProperties::RefOr(object().into()))))
+        .property(
+            "required",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String))),
+        )
+        .build()
 }
 
 impl From<ToolBodyDto> for NewTool {
@@ -690,8 +860,7 @@ pub struct ToolsDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSettingDto {
-    /// Any JSON value.
-    #[schema(value_type = Object)]
+    /// Any JSON value, `null` included (at most 64 KiB serialised).
     pub value: Value,
 }
 
@@ -703,7 +872,6 @@ pub struct SettingDto {
     /// Key.
     pub key: String,
     /// Any JSON value (the caller's `default` when not stored).
-    #[schema(value_type = Object)]
     pub value: Value,
     /// Whether the value is stored (false: it is the request's `default`).
     pub stored: bool,

@@ -28,6 +28,12 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The body's message for `StoreError::Unprovisioned`: how to fix it, with
+/// no path or detail of the server (those are logged).
+pub const MODEL_UNAVAILABLE: &str = "the embedding model is not available (not provisioned, disabled by \
+     `embedding.enabled = false`, or corrupt); the server log says which. Fix: run scripts/provision on the \
+     server, or enable embeddings, then retry; `memlayer doctor` checks the set-up";
+
 /// An error on its way to becoming a response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -52,6 +58,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 500 `internal`: says nothing about the cause (the caller logs it).
+    #[must_use]
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
     /// The status.
     #[must_use]
     pub fn status(&self) -> StatusCode {
@@ -72,8 +84,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(d) => d.into(),
             StoreError::Unprovisioned(m) => {
+                // The adapter's message may name files of the server (the
+                // model's path): it goes to the log, the body gets the fix.
                 tracing::warn!(problem = %m, "required resource not provisioned");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", m)
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", MODEL_UNAVAILABLE)
             }
             StoreError::Unavailable(ref m) => {
                 tracing::warn!(error = %m, "store unavailable");
@@ -81,7 +95,7 @@ impl From<StoreError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, source = ?std::error::Error::source(&other), "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                Self::internal()
             }
         }
     }

@@ -33,6 +33,8 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 
 /// The request's tenant: the `X-Tenant-Id` header, or the configured default
 /// tenant when absent. Real authentication comes later; this only scopes data.
+/// Once parsed, the tenant is recorded in the request's tracing span (its
+/// `tenant` field), so every log line of the request names it.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantId);
 
@@ -40,12 +42,14 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match parts.headers.get(TENANT_HEADER) {
-            None => Ok(Self(state.memory.default_tenant().clone())),
+        let tenant = match parts.headers.get(TENANT_HEADER) {
+            None => state.memory.default_tenant().clone(),
             Some(v) => {
                 let s = v.to_str().map_err(|_| ApiError::invalid("X-Tenant-Id: must be ASCII"))?;
-                TenantId::parse(s).map(Self).map_err(|e| ApiError::invalid(format!("X-Tenant-Id: {}", e.reason)))
+                TenantId::parse(s).map_err(|e| ApiError::invalid(format!("X-Tenant-Id: {}", e.reason)))?
             }
-        }
+        };
+        tracing::Span::current().record("tenant", tracing::field::display(tenant.as_str()));
+        Ok(Self(tenant))
     }
 }

@@ -6,7 +6,10 @@
 //! - it owns the only mapping from errors to HTTP statuses ([`error`]);
 //!   5xx bodies say nothing about internals, the error chain is logged once;
 //! - every route is registered together with its OpenAPI description, so the
-//!   document at `/api/openapi.json` cannot drift from the router.
+//!   document at `/api/openapi.json` cannot drift from the router; module `openapi`
+//!   adds what derives cannot say (bounds of parameters, role-dependent
+//!   message rules, the error responses every route can give), and
+//!   schemathesis checks the result against the running server.
 
 pub mod cli;
 pub mod cli_config;
@@ -14,6 +17,7 @@ mod config_routes;
 pub mod dto;
 pub mod error;
 mod extract;
+mod openapi;
 mod routes;
 pub mod server;
 

@@ -43,7 +43,7 @@ pub struct AppState {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
-    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto)),
+    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
     tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
 )]
 pub struct ApiDoc;
@@ -64,9 +64,16 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(ready))
         .routes(routes!(openapi_json));
     let (router, api) = crate::config_routes::register(router).split_for_parts();
-    let api = Arc::new(api);
+    let document = match serde_json::to_value(&api) {
+        Ok(mut doc) => {
+            crate::openapi::complete(&mut doc);
+            serde_json::to_vec(&doc).map(Bytes::from)
+        }
+        Err(e) => Err(e),
+    };
+    let document = Arc::new(document.map_err(|e| e.to_string()));
     router
-        .layer(axum::Extension(api))
+        .layer(axum::Extension(document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -228,7 +235,7 @@ pub struct AppendQuery {
 #[utoipa::path(post, path = "/api/threads/{id}/messages", tag = "messages",
     params(("id" = String, Path, description = "Thread id"), AppendQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body(content = AppendBody, description = "One message, or `{\"messages\": [...]}` (1 to 1000)"),
-    responses((status = 201, body = MessageDto, description = "One message stored"),
+    responses((status = 201, body = MessageDto, description = "The stored message, or `{\"items\": [...]}` for a batch"),
                (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn append_messages(
     State(s): State<AppState>,
@@ -359,12 +366,12 @@ async fn ready(State(s): State<AppState>) -> Result<Json<HealthDto>, ApiError> {
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
-async fn openapi_json(axum::Extension(api): axum::Extension<Arc<utoipa::openapi::OpenApi>>) -> Response {
-    match api.to_json() {
-        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], Bytes::from(json)).into_response(),
+async fn openapi_json(axum::Extension(document): axum::Extension<Arc<Result<Bytes, String>>>) -> Response {
+    match document.as_ref() {
+        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "openapi serialisation failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+            ApiError::internal().into_response()
         }
     }
 }

@@ -1,0 +1,163 @@
+//! What the derived OpenAPI document cannot say by itself, added once at
+//! start-up: bounds and formats of path, query and header parameters, the
+//! role-dependent rules of a message, the error responses every route can
+//! give (400, 413, 415, 500, 503). The result must let a client generated
+//! from the document work unchanged; `tests/it/fuzz.rs` holds the server to
+//! it with schemathesis.
+
+use memlayer_domain::{ConfigEntity, MAX_PAGE_SIZE};
+use serde_json::{Map, Value, json};
+
+use crate::dto::{new_message_schema, scope_schema};
+
+/// `TenantId`, `AgentId`, `ResourceId`, setting names: ASCII letters, digits, `- _ . : @`.
+const NAME_PATTERN: &str = "^[A-Za-z0-9._:@-]+$";
+
+/// Completes the derived document `doc` (see the module doc).
+pub(crate) fn complete(doc: &mut Value) {
+    if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        schemas.insert("NewMessageDto".into(), new_message_schema());
+        schemas.insert("ScopeDto".into(), scope_schema());
+        schemas.insert(
+            "AppendBody".into(),
+            json!({"description": "One message object, or `{\"messages\": [...]}` (1 to 1000, appended atomically).",
+                   "oneOf": [{"$ref": "#/components/schemas/NewMessageDto"},
+                             {"$ref": "#/components/schemas/MessageBatchDto"}]}),
+        );
+        if let Some(mode) = schemas.get_mut("SearchRequestDto").and_then(|s| s.pointer_mut("/properties/mode")) {
+            mode["enum"] = json!(["vector", "lexical", "hybrid", null]);
+        }
+        if let Some(texts) = schemas.get_mut("EmbedRequestDto").and_then(|s| s.pointer_mut("/properties/texts/items")) {
+            *texts = json!({"type": "string", "maxLength": memlayer_domain::MAX_CONTENT_BYTES / 4,
+                            "description": "At most 1 MiB of UTF-8 (262,144 characters always fit)"});
+        }
+    }
+    if let Some(created) =
+        doc.pointer_mut("/paths/~1api~1threads~1{id}~1messages/post/responses/201/content/application~1json")
+    {
+        created["schema"] = json!({"oneOf": [{"$ref": "#/components/schemas/MessageDto"},
+                                             {"$ref": "#/components/schemas/MessagesDto"}]});
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else { continue };
+            complete_parameters(path, method, op);
+            complete_responses(path, method, op);
+        }
+    }
+}
+
+/// The schema of a parameter named `name` in `location`, as the server parses it.
+fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Option<Value> {
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let named = |max: usize| json!({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": max});
+    Some(match (location, name) {
+        ("header", "X-Tenant-Id") => named(64),
+        ("path", "id" | "message_id") => uuid,
+        ("path", "agent_id") => named(128),
+        ("path", "category" | "key") => named(128),
+        ("query", "resource_id") => named(256),
+        ("query", "agent_id") => named(128),
+        ("query", "limit") => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
+        ("query", "direction") => json!({"type": "string", "enum": ["forward", "backward"]}),
+        ("query", "model") => json!({"type": "string", "pattern": "^[!-~]+$", "minLength": 1, "maxLength": 128}),
+        ("query", "count_tokens") => json!({"type": "boolean"}),
+        ("query", "cursor") => json!({"type": "string",
+            "description": "Opaque: a previous page's `next_cursor`, unchanged (anything else is a 400); empty means the first page"}),
+        ("query", "sort") => {
+            let entity = match path {
+                "/api/models" => ConfigEntity::Models,
+                "/api/agents" => ConfigEntity::Agents,
+                "/api/tools" => ConfigEntity::Tools,
+                _ => return None,
+            };
+            let mut values = Vec::new();
+            for f in entity.fields().iter().filter(|f| f.sortable) {
+                values.push(Value::String(f.name.to_owned()));
+                values.push(Value::String(format!("-{}", f.name)));
+            }
+            json!({"type": "string", "enum": values})
+        }
+        _ => {
+            let _ = method;
+            return None;
+        }
+    })
+}
+
+fn complete_parameters(path: &str, method: &str, op: &mut Map<String, Value>) {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { return };
+    for p in params.iter_mut() {
+        let (Some(name), Some(location)) = (
+            p.get("name").and_then(Value::as_str).map(str::to_owned),
+            p.get("in").and_then(Value::as_str).map(str::to_owned),
+        ) else {
+            continue;
+        };
+        if location == "query" && name == "default" {
+            // A JSON value, sent as its JSON text.
+            if let Some(o) = p.as_object_mut() {
+                o.remove("schema");
+                o.insert("content".into(), json!({"application/json": {"schema": {}}}));
+            }
+            continue;
+        }
+        if let Some(schema) = parameter_schema(path, method, &name, &location) {
+            let description = p.pointer("/schema/description").cloned();
+            let mut schema = schema;
+            if let (Some(d), Some(o)) = (description, schema.as_object_mut()) {
+                o.entry("description").or_insert(d);
+            }
+            p["schema"] = schema;
+        }
+    }
+}
+
+fn error(description: &str) -> Value {
+    json!({"description": description,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+}
+
+fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
+    let has_body = op.contains_key("requestBody");
+    let has_params = op.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    // Derived error responses without a description get the code's meaning.
+    for (status, response) in responses.iter_mut() {
+        let known = match status.as_str() {
+            "400" => "Invalid request: the message names what is wrong",
+            "404" => "`not_found`: no such thing for this tenant",
+            "409" => "`conflict`: contradicts stored data (a name taken, a stale version, still in use)",
+            _ => continue,
+        };
+        if response.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            response["description"] = Value::String(known.to_owned());
+        }
+    }
+    let mut add = |status: &str, description: &str| {
+        responses.entry(status.to_owned()).or_insert_with(|| error(description));
+    };
+    let ops = matches!(path, "/health" | "/api/openapi.json");
+    if has_body || has_params {
+        add("400", "Invalid request: the message names what is wrong (`invalid_request`, `malformed_json`)");
+    }
+    if has_body {
+        add("413", "The body is larger than `server.body_limit_bytes` (`payload_too_large`)");
+        add("415", "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)");
+    }
+    if !ops {
+        let write = !matches!(method, "get" | "head");
+        add(
+            "503",
+            if write {
+                "`unavailable`: the store is unreachable or busy, retry later; `timeout`: the write took too long and \
+                 may or may not have been applied (retry with the same `Idempotency-Key`), with `Retry-After`"
+            } else {
+                "`unavailable`: the store is unreachable or busy; `timeout`: took too long. Retry later (`Retry-After`)"
+            },
+        );
+        add("500", "`internal`: an unexpected failure; the body says nothing more (see the server log)");
+    }
+}

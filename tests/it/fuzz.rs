@@ -1,0 +1,186 @@
+//! schemathesis against the real `memlayer` binary: every route and method
+//! of `/api/openapi.json`, with checks that the document tells the truth.
+//!
+//! Checks: no 5xx (`not_a_server_error`), every status and body as
+//! documented (`status_code_conformance`, `response_schema_conformance`,
+//! `content_type_conformance`), and no request that follows the document
+//! rejected (`positive_data_acceptance`: a schema-valid request must not get
+//! a 400, 413, 415 or 422).
+//!
+//! A few rules JSON Schema cannot state are in the document's prose only, and
+//! the run pins the values they concern (see [`config`]): cursors (opaque
+//! tokens of earlier responses), list filters (a grammar over the entity's
+//! fields), `max_output_tokens <= context_window` of a model, an agent's
+//! references to a stored model and tools, a tool's `required` naming its
+//! `properties`. Everything else is generated.
+//!
+//! The run is deterministic: a fixed seed, a bounded number of examples per
+//! operation, one worker. `MEMLAYER_FUZZ_EXAMPLES` and `MEMLAYER_FUZZ_SEED`
+//! make a longer or different run (see docs/ARCHITECTURE.md, "Fuzzing").
+//! schemathesis comes from `scripts/provision` (`$MEMLAYER_CACHE_DIR/fuzz`,
+//! or `MEMLAYER_SCHEMATHESIS` names an `st` binary). Missing, the test
+//! prints a `SKIP` line; with `CI` set it fails instead.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
+
+/// Examples per operation in the CI run: about a minute on two cores.
+const CI_EXAMPLES: &str = "25";
+/// The CI run's seed.
+const CI_SEED: &str = "20261129";
+
+/// The checks; each is a promise of the document.
+const CHECKS: &str = "not_a_server_error,status_code_conformance,response_schema_conformance,\
+                      content_type_conformance,positive_data_acceptance";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn schemathesis() -> Option<PathBuf> {
+    if let Some(st) = std::env::var_os("MEMLAYER_SCHEMATHESIS").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(st));
+    }
+    let st = memlayer_app::default_cache_dir().join("fuzz").join("bin").join("st");
+    st.is_file().then_some(st)
+}
+
+fn start(dir: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        // The test's own knobs are no server configuration (it refuses unknown MEMLAYER_ keys).
+        .env_remove("MEMLAYER_FUZZ_EXAMPLES")
+        .env_remove("MEMLAYER_FUZZ_SEED")
+        .env_remove("MEMLAYER_SCHEMATHESIS")
+        .env("RUST_LOG", "error")
+        // A loaded CI machine must not turn a slow request into a 503.
+        .env("MEMLAYER_SERVER__REQUEST_TIMEOUT_SECS", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("memlayer binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("memlayer listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let server = Server(child);
+    let base = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
+    (server, base)
+}
+
+/// schemathesis' configuration: values pinned where the document's rule is
+/// prose (see the module doc). Body pins are not applied by the coverage
+/// phase, so it skips those few operations; the fuzzing phase covers them.
+fn config(model_id: &str, tool_id: &str) -> String {
+    format!(
+        r#"
+[parameters]
+"query.cursor" = ""
+"query.filter" = "name:ne:~"
+
+[[operations]]
+include-operation-id = ["create_model", "update_model"]
+parameters = {{ "body.max_output_tokens" = 1 }}
+phases.coverage.enabled = false
+
+[[operations]]
+include-operation-id = ["create_agent", "update_agent"]
+parameters = {{ "body.model_id" = "{model_id}", "body.tool_ids" = ["{tool_id}"], "header.X-Tenant-Id" = "default" }}
+phases.coverage.enabled = false
+
+[[operations]]
+include-operation-id = ["create_tool", "update_tool"]
+parameters = {{ "body.parameters" = {{ type = "object", properties = {{ q = {{ type = "string" }} }}, required = ["q"] }} }}
+phases.coverage.enabled = false
+"#
+    )
+}
+
+/// Creates a model and a tool for agents to refer to; returns their ids.
+async fn seed_references(base: &str) -> (String, String) {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for (path, body) in [
+        (
+            "models",
+            serde_json::json!({"name": "fuzz-model", "provider": "fuzz", "context_window": 8192, "max_output_tokens": 1024}),
+        ),
+        ("tools", serde_json::json!({"name": "fuzz_tool", "parameters": {"type": "object"}})),
+    ] {
+        let r = http.post(format!("{base}/api/{path}")).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "seeding {path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    (ids[0].clone(), ids[1].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_the_document_truthful() {
+    let Some(st) = schemathesis() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "schemathesis is required in CI: run scripts/provision (it installs $MEMLAYER_CACHE_DIR/fuzz/bin/st)"
+        );
+        eprintln!("SKIP schemathesis_finds_the_document_truthful: schemathesis not installed (run scripts/provision)");
+        return;
+    };
+    if !crate::support::model_ready("schemathesis_finds_the_document_truthful") {
+        return;
+    }
+    let examples = std::env::var("MEMLAYER_FUZZ_EXAMPLES").unwrap_or_else(|_| CI_EXAMPLES.to_owned());
+    let seed = std::env::var("MEMLAYER_FUZZ_SEED").unwrap_or_else(|_| CI_SEED.to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = start(dir.path());
+    let (model, tool) = seed_references(&base).await;
+    let config_file = dir.path().join("schemathesis.toml");
+    std::fs::write(&config_file, config(&model, &tool)).unwrap();
+    let report = dir.path().join("schemathesis");
+    let out = Command::new(&st)
+        .arg("--config-file")
+        .arg(&config_file)
+        .arg("run")
+        .arg(format!("{base}/api/openapi.json"))
+        .args(["--checks", CHECKS])
+        .args(["--max-examples", &examples, "--seed", &seed])
+        .args(["--phases", "examples,coverage,fuzzing", "--workers", "1"])
+        .args(["--generation-database", "none", "--no-color", "--request-timeout", "330"])
+        .arg("--report-dir")
+        .arg(&report)
+        // No user or project configuration changes what CI runs.
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env_remove("SCHEMATHESIS_HOOKS")
+        .output()
+        .expect("schemathesis runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("schemathesis (seed {seed}, {examples} examples per operation):\n{text}");
+    assert!(out.status.success(), "schemathesis found the document untruthful (seed {seed}); see its output above");
+    // "N generated, N passed": it ran, and every case passed every check.
+    let counts = text
+        .lines()
+        .find_map(|l| {
+            let (generated, rest) = l.trim().split_once(" generated, ")?;
+            Some((generated.parse::<u64>().ok()?, rest.strip_suffix(" passed")?.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no `N generated, N passed` line in schemathesis' output"));
+    assert!(counts.0 > 0 && counts.0 == counts.1, "every generated case passes: {counts:?}");
+}
