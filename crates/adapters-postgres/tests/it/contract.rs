@@ -62,10 +62,12 @@ mod vector_index {
         memlayer_ports::vector_index_suite!(fresh);
     }
 
-    /// Default settings: these small sets are searched exactly.
+    /// Default thresholds and build settings (with the suite's
+    /// `ef_search`): sets up to 1,000 entries are searched exactly, the
+    /// recall case's 3,000 through the graph.
     mod default {
         async fn fresh() -> memlayer_ports::contract::IndexUnderTest {
-            super::open(super::HnswConfig::default()).await
+            super::open(super::HnswConfig { ef_search: super::EF_SEARCH, ..Default::default() }).await
         }
         memlayer_ports::vector_index_suite!(fresh);
     }
