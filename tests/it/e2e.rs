@@ -95,6 +95,7 @@ async fn the_binary_serves_the_api_and_its_cli_works() {
     assert!(ok && out.contains("applied"), "{out}");
     let (ok, out) = cli(dir.path(), &["doctor"]);
     assert!(ok && out.contains("database") && !out.contains("FAIL"), "{out}");
+    assert!(out.contains("[ ok ] durability: synchronous=FULL (2), journal_mode=wal"), "{out}");
 
     let mut server = start(dir.path());
     let http = reqwest::Client::new();

@@ -1,13 +1,15 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `config`, `search`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
-//! `memlayer` binary driven over HTTP and its CLI (`e2e`) and fuzzed from its
-//! OpenAPI document by schemathesis (`fuzz`).
+//! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
+//! OpenAPI document by schemathesis (`fuzz`), and killed with `kill -9`
+//! during concurrent appends (`crash`).
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod config;
+mod crash;
 mod e2e;
 mod fuzz;
 mod http;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use libsql::{Connection, TransactionBehavior};
-use memlayer_ports::StoreError;
+use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
@@ -52,8 +52,9 @@ impl fmt::Debug for LibsqlBackend {
 
 impl LibsqlBackend {
     /// Opens the database (creating the file and its parent directories when
-    /// missing), switches a file to WAL, and sets the busy timeout and foreign
-    /// keys on every connection. Does not migrate.
+    /// missing), switches a file to WAL, sets the busy timeout and foreign
+    /// keys on every connection and `synchronous = FULL` on the local writer.
+    /// Does not migrate.
     ///
     /// # Errors
     /// `Invalid` for a remote URL when built without feature `remote`;
@@ -164,6 +165,40 @@ impl LibsqlBackend {
         .await
     }
 
+    /// `PRAGMA synchronous` and `journal_mode` as the writer connection
+    /// reports them (none for a remote database: its server decides).
+    pub(crate) async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+        if !self.inner.blocking {
+            return Ok(Vec::new());
+        }
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        self.run(async move {
+            let synchronous = match pragma(&guard, "synchronous").await? {
+                libsql::Value::Integer(n) => {
+                    let name = match n {
+                        0 => "OFF",
+                        1 => "NORMAL",
+                        2 => "FULL",
+                        3 => "EXTRA",
+                        _ => "unknown",
+                    };
+                    format!("{name} ({n})")
+                }
+                other => format!("{other:?}"),
+            };
+            let journal = match pragma(&guard, "journal_mode").await? {
+                libsql::Value::Text(mode) => mode,
+                other => format!("{other:?}"),
+            };
+            drop(guard);
+            Ok(vec![
+                DurabilitySetting { name: "synchronous".to_owned(), value: synchronous },
+                DurabilitySetting { name: "journal_mode".to_owned(), value: journal },
+            ])
+        })
+        .await
+    }
+
     /// Drives `fut` to completion: on the blocking pool for local databases,
     /// inline for remote ones (their I/O is truly asynchronous). A local
     /// operation always runs to its end, even when the caller stops waiting,
@@ -244,7 +279,21 @@ async fn open_local_blocking(path: Option<PathBuf>, busy_timeout: Duration) -> R
         enable_wal(&writer).await?;
     }
     writer.execute_batch("PRAGMA foreign_keys = ON;").await.ctx("enable foreign keys")?;
+    // Explicit, not the build's default: every commit is on disk before the
+    // append is acknowledged, also across power loss (NORMAL in WAL mode can
+    // lose the last commits). Only the writer commits, so only it needs it.
+    writer.execute_batch("PRAGMA synchronous = FULL;").await.ctx("set synchronous")?;
     Ok(Opened { db, writer, description, shared_reader, blocking: true })
+}
+
+/// The single value a reading `PRAGMA name` returns.
+async fn pragma(conn: &Connection, name: &'static str) -> Result<libsql::Value, StoreError> {
+    let what = "read pragma";
+    let mut rows = conn.query(&format!("PRAGMA {name}"), ()).await.ctx(what)?;
+    match rows.next().await.ctx(what)? {
+        Some(row) => row.get_value(0).ctx(what),
+        None => Err(StoreError::backend(DriverError::new(what, format!("PRAGMA {name} returned no row")))),
+    }
 }
 
 fn create_parent(path: &Path) -> Result<(), StoreError> {

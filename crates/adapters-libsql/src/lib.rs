@@ -56,7 +56,7 @@ mod values;
 mod vectors;
 
 use async_trait::async_trait;
-use memlayer_ports::{Database, MigrationStatus, StoreError};
+use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
@@ -94,5 +94,11 @@ impl Database for LibsqlBackend {
 
     async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
         migrations::migrate_down(self, steps).await
+    }
+
+    /// `synchronous` (always `FULL (2)` for a local file: set explicitly when
+    /// the writer connection opens) and `journal_mode` (`wal`).
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+        LibsqlBackend::durability(self).await
     }
 }

@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
 use memlayer_domain::TenantId;
-use memlayer_ports::StoreError;
+use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio_postgres::NoTls;
 
 use crate::config::{PgConfig, describe_url};
@@ -122,6 +122,26 @@ impl PgBackend {
              rests on memlayer's own filters alone; connect as a role created NOSUPERUSER NOBYPASSRLS \
              (scripts/postgres creates `memlayer` so)"
         )])
+    }
+
+    /// See `Database::durability`: `fsync`, `synchronous_commit` and
+    /// `full_page_writes` as a pooled connection sees them.
+    pub(crate) async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, setting FROM pg_settings \
+                 WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes') ORDER BY name",
+                &[],
+            )
+            .await
+            .ctx("read durability settings")?;
+        rows.iter()
+            .map(|row| {
+                let name = row.try_get(0).ctx("read durability settings")?;
+                Ok(DurabilitySetting { name, value: row.try_get(1).ctx("read durability settings")? })
+            })
+            .collect()
     }
 
     /// A pooled connection.

@@ -50,7 +50,7 @@ mod threads;
 mod vectors;
 
 use async_trait::async_trait;
-use memlayer_ports::{Database, MigrationStatus, StoreError};
+use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
@@ -85,5 +85,10 @@ impl Database for PgBackend {
     /// isolation rests on the adapter's own filters alone.
     async fn warnings(&self) -> Result<Vec<String>, StoreError> {
         self.role_warnings().await
+    }
+
+    /// `fsync`, `full_page_writes` and `synchronous_commit` of the server.
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+        PgBackend::durability(self).await
     }
 }

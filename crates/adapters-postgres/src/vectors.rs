@@ -104,7 +104,8 @@ pub const MAX_INDEXED_DIMENSIONS: usize = 2_000;
 /// [`HnswConfig::exact_below`]: that many or fewer are compared exactly
 /// (strategy `exact`, index scans disabled with `SET LOCAL`); more go to the
 /// planner with the HNSW index available, `hnsw.ef_search` set and
-/// `hnsw.iterative_scan = relaxed_order`, so a filter that discards most
+/// `hnsw.iterative_scan = relaxed_order` and sorting disabled (so the plan
+/// is the graph's whether or not the table has been analysed), so a filter that discards most
 /// neighbours makes the scan continue instead of returning too few (strategy
 /// `pgvector`). Scores are recomputed as cosine similarity and the matches
 /// re-sorted.
@@ -285,8 +286,13 @@ impl PgVectorIndex {
         let settings = if exact {
             "SET LOCAL enable_indexscan = off".to_owned()
         } else {
+            // enable_sort off: without statistics (a table loaded since the
+            // last ANALYZE) the planner estimates one row and sorts the
+            // B-tree's rows instead, an exact scan reported as `pgvector`
+            // whose choice changes when autovacuum runs.
             format!(
-                "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order",
+                "SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = relaxed_order; \
+                 SET LOCAL enable_sort = off",
                 self.config.ef_search
             )
         };

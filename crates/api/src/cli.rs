@@ -394,6 +394,14 @@ async fn doctor(cli: &Cli) -> ExitCode {
                 }
                 Err(e) => report(false, "migrations", format!("cannot read status: {e}")),
             }
+            match db.durability().await {
+                Ok(settings) if !settings.is_empty() => {
+                    let line: Vec<String> = settings.iter().map(|s| format!("{}={}", s.name, s.value)).collect();
+                    report(true, "durability", line.join(", "));
+                }
+                Ok(_) => {}
+                Err(e) => report(false, "durability", format!("cannot read the settings: {e}")),
+            }
             match db.warnings().await {
                 Ok(warnings) => {
                     for w in warnings {

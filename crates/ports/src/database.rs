@@ -13,6 +13,17 @@ pub struct MigrationStatus {
     pub applied_at: Option<String>,
 }
 
+/// One storage setting that decides what survives a crash or power loss
+/// (`synchronous`, `fsync`, …), as the backend reads it back from the
+/// connection that writes. `memlayer doctor` prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurabilitySetting {
+    /// The backend's own name for it (`synchronous`, `fsync`).
+    pub name: String,
+    /// Its value as the backend reports it, e.g. `FULL (2)` or `on`.
+    pub value: String,
+}
+
 /// The database as a whole: reachability and schema migrations.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
@@ -38,6 +49,13 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// guarantees (for example a role that row-level security does not
     /// apply to), each saying what to change. Default: none.
     async fn warnings(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The durability settings in force, read from the connection that
+    /// writes (not from configuration), so a report shows what the server
+    /// really does. Default: none known.
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         Ok(Vec::new())
     }
 }

@@ -26,7 +26,7 @@ mod vectors;
 pub mod contract;
 
 pub use config::ConfigStore;
-pub use database::{Database, MigrationStatus};
+pub use database::{Database, DurabilitySetting, MigrationStatus};
 pub use embedder::{Embedder, EmbedderInfo};
 pub use embeddings::{EmbeddingStore, PendingEmbedding};
 pub use error::StoreError;

@@ -7,6 +7,20 @@ use serde_json::json;
 
 use crate::common::{db_path, msgs, open_file, raw, tenant};
 
+/// The writer commits with `synchronous = FULL`, set explicitly (not left to
+/// the SQLite build's default), and reports it with the journal mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_syncs_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_file(&db_path(&dir)).await;
+    let settings: Vec<(String, String)> =
+        db.durability().await.unwrap().into_iter().map(|s| (s.name, s.value)).collect();
+    assert_eq!(
+        settings,
+        vec![("synchronous".to_owned(), "FULL (2)".to_owned()), ("journal_mode".to_owned(), "wal".to_owned())]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -223,12 +223,16 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
 async fn a_read_racing_a_write_does_not_cache_the_old_value() {
     let id = AgentConfigId::new();
     let mut store = MockConfigStore::new();
-    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = reads.clone();
+    // The first read is held inside the store until the write has finished:
+    // an ordering by handshake, not by sleeps that a loaded machine can
+    // reorder.
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let first = std::sync::Mutex::new(Some((started_tx, release_rx)));
     store.expect_get_agent().times(2).returning(move |_, id| {
-        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            // The first read is slow: the write below finishes meanwhile.
-            std::thread::sleep(Duration::from_millis(300));
+        if let Some((started_tx, release_rx)) = first.lock().unwrap().take() {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
             Ok(agent(id, "old"))
         } else {
             Ok(agent(id, "new"))
@@ -240,8 +244,9 @@ async fn a_read_racing_a_write_does_not_cache_the_old_value() {
         let svc = svc.clone();
         tokio::spawn(async move { svc.get_agent(&tenant(), id).await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    started.await.unwrap();
     svc.update_agent(&tenant(), id, new_agent("support", MemoryOptions::default())).await.unwrap();
+    release.send(()).unwrap();
     assert_eq!(reader.await.unwrap().spec.system_prompt, "old", "the racing read saw the old row");
     assert_eq!(svc.get_agent(&tenant(), id).await.unwrap().spec.system_prompt, "new", "but did not cache it");
 }

@@ -200,7 +200,14 @@ pub async fn recall_on_clustered_data(u: IndexUnderTest) {
         found += got.matches.iter().filter(|m| truth.contains(&m.id)).count();
     }
     let recall = found as f64 / (queries.len() * 10) as f64;
-    assert!(recall >= 0.9, "recall@10 {recall:.3} on clustered data");
+    // Printed for measuring the spread (`--nocapture`). Over 50 runs each
+    // (2026-11-29): pgvector HNSW at the suite's ef_search 200, 0.9925 to
+    // 0.9975 (at the default 40, 0.83 to 0.93 whenever the graph was used);
+    // instant-distance and libSQL DiskANN 1.0 every time. A bound of 0.95
+    // leaves room for the graphs' random levels and fails a graph searched
+    // too shallowly or a broken one.
+    eprintln!("recall@10 {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall:.3} on clustered data");
 }
 
 pub async fn len_and_ids_track_live_entries(u: IndexUnderTest) {
