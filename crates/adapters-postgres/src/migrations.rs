@@ -52,6 +52,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0004_config_store.up.sql"),
         down: include_str!("../migrations/0004_config_store.down.sql"),
     },
+    // Version 5 is reserved for another change (libSQL's numbering).
+    Migration {
+        version: 6,
+        name: "idempotency",
+        up: include_str!("../migrations/0006_idempotency.up.sql"),
+        down: include_str!("../migrations/0006_idempotency.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (
