@@ -14,6 +14,7 @@ mod config_routes;
 pub mod dto;
 pub mod error;
 mod extract;
+pub mod idempotency;
 mod routes;
 pub mod server;
 

@@ -13,12 +13,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::idempotency::Idempotency;
 use crate::routes::{AppState, router};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The full application: routes plus body limit, request ids, per-request
-/// tracing spans and a request timeout.
+/// The full application: routes plus `Idempotency-Key` handling, body
+/// limit, request ids, per-request tracing spans and a request timeout.
 pub fn app(services: &Services) -> axum::Router {
     let state = AppState {
         memory: services.memory.clone(),
@@ -26,9 +27,19 @@ pub fn app(services: &Services) -> axum::Router {
         configuration: services.configuration.clone(),
         database: services.database.clone(),
     };
-    let timeout = Duration::from_secs(services.config.server.request_timeout_secs);
+    let server = &services.config.server;
+    let timeout = Duration::from_secs(server.request_timeout_secs);
+    let idempotency = Idempotency {
+        store: services.idempotency.clone(),
+        ttl: Duration::from_secs(server.idempotency_ttl_secs),
+        default_tenant: services.memory.default_tenant().clone(),
+        body_limit: server.body_limit_bytes,
+    };
     router(state)
-        .layer(DefaultBodyLimit::max(services.config.server.body_limit_bytes))
+        // Inside the timeout: a keyed write that outlives it still finishes
+        // and records its outcome for the retry.
+        .layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer))
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         .layer(middleware::from_fn(move |req: Request, next: Next| timeout_after(timeout, req, next)))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -39,12 +50,18 @@ pub fn app(services: &Services) -> axum::Router {
 }
 
 async fn timeout_after(limit: Duration, req: Request, next: Next) -> Response {
+    let writes = !req.method().is_safe();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
             tracing::warn!(?limit, "request timed out");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long; retry later")
-                .into_response()
+            let message = if writes {
+                "the request took too long and its outcome is unknown: it may still complete. Retrying with \
+                 the same Idempotency-Key is safe and returns its outcome; without a key a retry may write twice"
+            } else {
+                "the request took too long; retry later"
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message).into_response()
         }
     }
 }
