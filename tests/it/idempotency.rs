@@ -185,6 +185,9 @@ async fn keys_are_per_tenant() {
     assert!(!a.replayed() && !b.replayed(), "another tenant's key is another key");
     assert_ne!(a.json()["id"], b.json()["id"]);
     assert_eq!(b.json()["tenant"], "tenant-b");
+    let again = send(&t.app, Some("tenant-a"), "/api/threads", Some(b"same"), &json!({"title": "a"})).await;
+    assert!(again.replayed(), "each tenant's own key replays");
+    assert_eq!(again.json()["id"], a.json()["id"]);
     assert_eq!(
         (count_as(&t, "tenant-a", "/api/threads").await, count_as(&t, "tenant-b", "/api/threads").await),
         (1, 1)
@@ -203,9 +206,12 @@ async fn a_failed_request_releases_its_key() {
     }
     let r = send(&t.app, None, "/api/models", Some(b"k"), &json!({"name": ""})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json());
-    // Released, so the key is free for another request.
+    // Released, so the key is free for another request, which is recorded.
     let r = send(&t.app, None, "/api/threads", Some(b"k"), &json!({})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let again = send(&t.app, None, "/api/threads", Some(b"k"), &json!({})).await;
+    assert!(again.replayed() && again.bytes == r.bytes, "{}", again.json());
+    assert_eq!(count(&t, "/api/threads").await, 1);
 }
 
 /// A [`MessageStore`] whose appends wait for `gate`, and then run to their
