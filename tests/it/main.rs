@@ -1,5 +1,6 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
-//! the real app and libSQL adapter (`http`, `config`, `search`; the bad-input
+//! the real app and libSQL adapter (`http`, `config`, `search`,
+//! `idempotency`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), and killed with `kill -9`
@@ -13,5 +14,6 @@ mod crash;
 mod e2e;
 mod fuzz;
 mod http;
+mod idempotency;
 mod search;
 mod support;

@@ -3,7 +3,7 @@
 //! database (tests), or a remote libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]
 //! implements [`VectorIndex`] on libSQL's native DiskANN index. The
 //! application holds them behind those traits and never names a libSQL type.
 //!
@@ -44,6 +44,7 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod idempotency;
 mod messages;
 mod migrations;
 #[cfg(test)]
@@ -61,7 +62,9 @@ use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
-use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use memlayer_ports::{
+    ConfigStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+};
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
 #[async_trait]

@@ -67,6 +67,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         down: include_str!("../migrations/0005_tenant_lexical.down.sql"),
         down_drops: Some(crate::embeddings::LEXICAL_TABLES),
     },
+    Migration {
+        version: 6,
+        name: "idempotency",
+        up: include_str!("../migrations/0006_idempotency.up.sql"),
+        down: include_str!("../migrations/0006_idempotency.down.sql"),
+        down_drops: None,
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

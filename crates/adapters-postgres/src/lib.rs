@@ -3,7 +3,7 @@
 //! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
 //!
 //! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`] and [`Database`]; [`PgVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`PgVectorIndex`]
 //! implements [`VectorIndex`]. The application holds them behind those traits
 //! and never names a driver type.
 //!
@@ -40,6 +40,7 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod idempotency;
 mod messages;
 mod migrations;
 mod rows;
@@ -55,7 +56,9 @@ use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
-use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use memlayer_ports::{
+    ConfigStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+};
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 
 #[async_trait]

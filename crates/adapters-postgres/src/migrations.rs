@@ -52,6 +52,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0004_config_store.up.sql"),
         down: include_str!("../migrations/0004_config_store.down.sql"),
     },
+    // No version 5: libSQL's `tenant_lexical` (a full-text table per tenant)
+    // has no Postgres counterpart (`ts_rank` uses no corpus statistics).
+    Migration {
+        version: 6,
+        name: "idempotency",
+        up: include_str!("../migrations/0006_idempotency.up.sql"),
+        down: include_str!("../migrations/0006_idempotency.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

@@ -21,7 +21,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_request`, `malformed_json`,
     /// `unsupported_media_type`, `payload_too_large`, `not_found`,
-    /// `method_not_allowed`, `conflict`, `unavailable`, `model_unavailable`,
+    /// `method_not_allowed`, `conflict`, `idempotency_in_progress`,
+    /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.

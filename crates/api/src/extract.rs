@@ -1,6 +1,7 @@
 //! Extractors whose rejections are [`ApiError`]s with JSON bodies.
 
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use memlayer_domain::TenantId;
 
@@ -42,14 +43,19 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let tenant = match parts.headers.get(TENANT_HEADER) {
-            None => state.memory.default_tenant().clone(),
-            Some(v) => {
-                let s = v.to_str().map_err(|_| ApiError::invalid("X-Tenant-Id: must be ASCII"))?;
-                TenantId::parse(s).map_err(|e| ApiError::invalid(format!("X-Tenant-Id: {}", e.reason)))?
-            }
-        };
+        let tenant = tenant_of(&parts.headers, state.memory.default_tenant())?;
         tracing::Span::current().record("tenant", tracing::field::display(tenant.as_str()));
         Ok(Self(tenant))
+    }
+}
+
+/// The tenant `headers` name, or `default` when they name none.
+pub(crate) fn tenant_of(headers: &HeaderMap, default: &TenantId) -> Result<TenantId, ApiError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(default.clone()),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ApiError::invalid("X-Tenant-Id: must be ASCII"))?;
+            TenantId::parse(s).map_err(|e| ApiError::invalid(format!("X-Tenant-Id: {}", e.reason)))
+        }
     }
 }

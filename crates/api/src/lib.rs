@@ -17,6 +17,7 @@ mod config_routes;
 pub mod dto;
 pub mod error;
 mod extract;
+pub mod idempotency;
 mod openapi;
 mod routes;
 pub mod server;

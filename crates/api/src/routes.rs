@@ -63,7 +63,8 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(openapi_json));
-    let (router, api) = crate::config_routes::register(router).split_for_parts();
+    let (router, mut api) = crate::config_routes::register(router).split_for_parts();
+    crate::idempotency::document(&mut api);
     let document = match serde_json::to_value(&api) {
         Ok(mut doc) => {
             crate::openapi::complete(&mut doc);

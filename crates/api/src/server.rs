@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use memlayer_app::Services;
@@ -14,6 +14,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::idempotency::Idempotency;
 use crate::routes::{AppState, router};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -24,8 +25,9 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// Seconds a client is told to wait (`Retry-After`) after a request timed out.
 const RETRY_AFTER_SECS: &str = "1";
 
-/// The full application: routes plus body limit, request ids, per-request
-/// tracing spans, a request timeout and a JSON 500 for a panicking handler.
+/// The full application: routes plus `Idempotency-Key` handling, body
+/// limit, request ids, per-request tracing spans, a request timeout and a
+/// JSON 500 for a panicking handler.
 pub fn app(services: &Services) -> axum::Router {
     let state = AppState {
         memory: services.memory.clone(),
@@ -33,8 +35,18 @@ pub fn app(services: &Services) -> axum::Router {
         configuration: services.configuration.clone(),
         database: services.database.clone(),
     };
-    let timeout = Duration::from_secs(services.config.server.request_timeout_secs);
-    with_middleware(router(state), services.config.server.body_limit_bytes, timeout)
+    let server = &services.config.server;
+    let timeout = Duration::from_secs(server.request_timeout_secs);
+    let idempotency = Idempotency {
+        store: services.idempotency.clone(),
+        ttl: Duration::from_secs(server.idempotency_ttl_secs),
+        default_tenant: services.memory.default_tenant().clone(),
+        body_limit: server.body_limit_bytes,
+    };
+    // Inside the timeout (added by `with_middleware`): a keyed write that
+    // outlives it still finishes and records its outcome for the retry.
+    let routes = router(state).layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
+    with_middleware(routes, server.body_limit_bytes, timeout)
 }
 
 /// Wraps `router` in the server's middleware: body limit, request timeout,
@@ -91,14 +103,15 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 async fn timeout_after(limit: Duration, req: Request, next: Next) -> Response {
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let write = !req.method().is_safe();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
             tracing::warn!(?limit, write, "request timed out");
             let message = if write {
-                "the request took too long; the write may or may not have been applied. Retrying with the same \
-                 Idempotency-Key header is safe; without one, read the data back before retrying"
+                "the request took too long and its outcome is unknown: the write may or may not have been applied, \
+                 and may still complete. Retrying with the same Idempotency-Key header is safe and returns its \
+                 outcome; without a key, read the data back before retrying, or a retry may write twice"
             } else {
                 "the request took too long; retry later"
             };

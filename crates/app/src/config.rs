@@ -225,8 +225,12 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
-    /// Requests taking longer are answered 503.
+    /// Requests taking longer are answered 503 (a write sent with an
+    /// `Idempotency-Key` still finishes and records its outcome).
     pub request_timeout_secs: u64,
+    /// How long an `Idempotency-Key` is remembered, in seconds: a retry with
+    /// the same key within this time returns the first response.
+    pub idempotency_ttl_secs: u64,
 }
 
 /// Memory behaviour.
@@ -285,6 +289,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 8 * 1024 * 1024,
             request_timeout_secs: 30,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }
@@ -325,6 +330,9 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// The longest `server.idempotency_ttl_secs` accepted: 365 days.
+const MAX_IDEMPOTENCY_TTL_SECS: u64 = 365 * 24 * 3600;
 
 /// `MEMLAYER_` variables that are not configuration keys: the config file's
 /// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
@@ -387,6 +395,9 @@ impl Config {
         }
         if self.server.request_timeout_secs == 0 {
             return invalid("server.request_timeout_secs", "must be at least 1");
+        }
+        if !(1..=MAX_IDEMPOTENCY_TTL_SECS).contains(&self.server.idempotency_ttl_secs) {
+            return invalid("server.idempotency_ttl_secs", "must be between 1 and 31536000 (365 days)");
         }
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");

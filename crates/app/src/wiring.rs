@@ -12,8 +12,8 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StateStore, StoreError, ThreadStore,
-    TokenCounter, VectorIndex,
+    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, MessageStore, StateStore,
+    StoreError, ThreadStore, TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
@@ -37,6 +37,10 @@ pub struct Services {
     pub embeddings: Arc<dyn EmbeddingStore>,
     /// The embedder, for status checks.
     pub embedder: Arc<dyn Embedder>,
+    /// Idempotency records of requests sent with an `Idempotency-Key`
+    /// (expired ones are purged by [`Services::start_background`], or by
+    /// [`Services::purge_expired_idempotency`]).
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Why the embedder cannot run, when it cannot.
     pub embedder_problem: Option<String>,
     /// The validated configuration the services were built from.
@@ -48,6 +52,7 @@ pub struct Services {
 pub struct Background {
     shutdown: watch::Sender<bool>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    purge: tokio::task::JoinHandle<()>,
 }
 
 impl Background {
@@ -59,8 +64,18 @@ impl Background {
         {
             tracing::warn!(error = %e, "embedding worker ended abnormally");
         }
+        if let Err(e) = self.purge.await {
+            tracing::warn!(error = %e, "idempotency purge ended abnormally");
+        }
     }
 }
+
+/// Expired idempotency records deleted per transaction.
+const PURGE_BATCH: u32 = 1_000;
+/// Most transactions of one purge round, so a round's work is bounded.
+const PURGE_BATCHES_PER_ROUND: u32 = 100;
+/// Time between purge rounds of the background task.
+const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Services {
     /// Starts the embedding worker, unless embeddings are switched off
@@ -71,12 +86,52 @@ impl Services {
     pub fn start_background(&self) -> Background {
         let (shutdown, rx) = watch::channel(false);
         let worker = if self.config.embedding.enabled {
-            Some(self.worker.clone().spawn(rx))
+            Some(self.worker.clone().spawn(rx.clone()))
         } else {
             tracing::info!("embeddings are disabled: the embedding worker is not started");
             None
         };
-        Background { shutdown, worker }
+        let purge = self.spawn_purge(rx);
+        Background { shutdown, worker, purge }
+    }
+
+    /// Deletes expired idempotency records, in transactions of at most
+    /// 1,000 and at most 100,000 per call; returns how many it deleted. The
+    /// background task calls this every five minutes; expired records
+    /// already count as absent, so purging only reclaims space.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn purge_expired_idempotency(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for _ in 0..PURGE_BATCHES_PER_ROUND {
+            let n = self.idempotency.purge_expired(memlayer_domain::now(), PURGE_BATCH).await?;
+            total += n;
+            if n < u64::from(PURGE_BATCH) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn spawn_purge(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let services = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match services.purge_expired_idempotency().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired idempotency records purged"),
+                    Err(e) => tracing::warn!(error = %e, "idempotency purge: store error"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(PURGE_INTERVAL) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
     }
 }
 
@@ -159,11 +214,22 @@ struct Stores {
     states: Arc<dyn StateStore>,
     embeddings: Arc<dyn EmbeddingStore>,
     config: Arc<dyn ConfigStore>,
+    idempotency: Arc<dyn IdempotencyStore>,
 }
 
 impl Stores {
-    fn of<B: ThreadStore + MessageStore + StateStore + EmbeddingStore + ConfigStore + 'static>(b: &Arc<B>) -> Self {
-        Self { threads: b.clone(), messages: b.clone(), states: b.clone(), embeddings: b.clone(), config: b.clone() }
+    fn of<B>(b: &Arc<B>) -> Self
+    where
+        B: ThreadStore + MessageStore + StateStore + EmbeddingStore + ConfigStore + IdempotencyStore + 'static,
+    {
+        Self {
+            threads: b.clone(),
+            messages: b.clone(),
+            states: b.clone(),
+            embeddings: b.clone(),
+            config: b.clone(),
+            idempotency: b.clone(),
+        }
     }
 }
 
@@ -252,7 +318,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         }
     }
     let db_error = |source| BuildError::Database { location: database.describe(), source };
-    let Stores { threads, messages, states, embeddings, config: config_store } = match &backend {
+    let Stores { threads, messages, states, embeddings, config: config_store, idempotency } = match &backend {
         Backend::Libsql(b) => Stores::of(b),
         Backend::Postgres(b) => Stores::of(b),
     };
@@ -360,6 +426,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         embeddings,
         embedder,
         embedder_problem,
+        idempotency,
         config: Arc::new(config),
     })
 }

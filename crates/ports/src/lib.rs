@@ -16,6 +16,7 @@ mod database;
 mod embedder;
 mod embeddings;
 mod error;
+mod idempotency;
 mod messages;
 mod state;
 mod threads;
@@ -30,6 +31,9 @@ pub use database::{Database, DurabilitySetting, MigrationStatus};
 pub use embedder::{Embedder, EmbedderInfo};
 pub use embeddings::{EmbeddingStore, PendingEmbedding};
 pub use error::StoreError;
+pub use idempotency::{
+    Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
+};
 pub use messages::MessageStore;
 pub use state::StateStore;
 pub use threads::ThreadStore;
@@ -39,6 +43,6 @@ pub use vectors::{VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSea
 #[cfg(feature = "mocks")]
 pub use {
     config::MockConfigStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
-    messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore, tokens::MockTokenCounter,
-    vectors::MockVectorIndex,
+    idempotency::MockIdempotencyStore, messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore,
+    tokens::MockTokenCounter, vectors::MockVectorIndex,
 };

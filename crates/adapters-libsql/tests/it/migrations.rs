@@ -42,6 +42,8 @@ async fn up_down_up_round_trip() {
         "config_agent_tools",
         "config_tools",
         "config_settings",
+        "idempotency_records",
+        "idempotency_records_expires",
     ] {
         assert!(objects.iter().any(|o| o == expected), "{expected} missing from {objects:?}");
     }

@@ -16,6 +16,9 @@ fn defaults_apply_without_file_or_environment() {
         assert_eq!(c, Config::default());
         assert_eq!(c.server.addr.to_string(), "127.0.0.1:8080");
         assert!(c.database.url.is_none(), "embedded file by default");
+        assert_eq!(c.server.idempotency_ttl_secs, 86_400, "idempotency keys are remembered 24 h");
+        jail.set_env("MEMLAYER_SERVER__IDEMPOTENCY_TTL_SECS", "60");
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.server.idempotency_ttl_secs, 60);
         Ok(())
     });
 }
@@ -85,6 +88,8 @@ fn bad_values_name_the_key_to_fix() {
     check("[log]\nformat = \"xml\"\n", "log.format");
     check("unknown_key = 1\n", "unknown_key");
     check("[database]\nreaders = 0\n", "database.readers");
+    check("[server]\nidempotency_ttl_secs = 0\n", "server.idempotency_ttl_secs");
+    check("[server]\nidempotency_ttl_secs = 31536001\n", "server.idempotency_ttl_secs");
 }
 
 #[test]

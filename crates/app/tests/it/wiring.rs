@@ -54,3 +54,28 @@ async fn unopenable_database_is_a_clear_error() {
     let err = build(config_in(&file)).await.unwrap_err().to_string();
     assert!(err.contains("not-a-dir"), "the error names the location: {err}");
 }
+
+/// Library users get the idempotency store; its records survive a restart
+/// and the purge removes only expired ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_records_are_durable_and_purged_when_expired() {
+    use memlayer_ports::{Claim, Fingerprint, IdempotencyKey};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.embedding.enabled = false;
+    let tenant = TenantId::default_tenant();
+    let (live, old) = (IdempotencyKey::parse("live").unwrap(), IdempotencyKey::parse("old").unwrap());
+    let fp = Fingerprint::new([1; 32]);
+    let now = memlayer_domain::now();
+    let hour = time::Duration::hours(1);
+    {
+        let services = build(config.clone()).await.unwrap();
+        assert_eq!(services.idempotency.claim(&tenant, &live, fp, now, now + hour).await.unwrap(), Claim::New);
+        let expired = services.idempotency.claim(&tenant, &old, fp, now - hour - hour, now - hour).await.unwrap();
+        assert_eq!(expired, Claim::New);
+    }
+    let services = build(config).await.unwrap();
+    assert_eq!(services.purge_expired_idempotency().await.unwrap(), 1, "only the expired record");
+    assert_eq!(services.purge_expired_idempotency().await.unwrap(), 0);
+    assert_eq!(services.idempotency.claim(&tenant, &live, fp, now, now + hour).await.unwrap(), Claim::InProgress);
+}

@@ -9,8 +9,9 @@
 //! memlayer_ports::contract_suite!(fresh);
 //! ```
 //!
-//! The macro expands one `#[tokio::test]` per case of `cases.rs` and of
-//! `config_cases.rs` (the configuration store), and a completeness test per
+//! The macro expands one `#[tokio::test]` per case of `cases.rs`, of
+//! `config_cases.rs` (the configuration store) and of `idempotency_cases.rs`
+//! (idempotency records), and a completeness test per
 //! file that fails when a `pub async fn` case is missing from the macro's
 //! list, so a case cannot be written and silently never run.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed case")]
@@ -18,10 +19,13 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::{ConfigStore, Database, EmbeddingStore, MessageStore, StateStore, ThreadStore, VectorIndex};
+use crate::{
+    ConfigStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+};
 
 pub mod cases;
 pub mod config_cases;
+pub mod idempotency_cases;
 pub mod vector_cases;
 
 /// One backend under test: every port served by the same store.
@@ -39,6 +43,8 @@ pub struct Backend {
     pub embeddings: Arc<dyn EmbeddingStore>,
     /// Configuration store port.
     pub config: Arc<dyn ConfigStore>,
+    /// Idempotency record port.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -53,7 +59,14 @@ impl Backend {
     /// A backend whose ports are all the same object.
     pub fn from_one<T>(store: Arc<T>, guard: Arc<dyn Any + Send + Sync>) -> Self
     where
-        T: ThreadStore + MessageStore + StateStore + Database + EmbeddingStore + ConfigStore + 'static,
+        T: ThreadStore
+            + MessageStore
+            + StateStore
+            + Database
+            + EmbeddingStore
+            + ConfigStore
+            + IdempotencyStore
+            + 'static,
     {
         Self {
             threads: store.clone(),
@@ -61,7 +74,8 @@ impl Backend {
             states: store.clone(),
             database: store.clone(),
             embeddings: store.clone(),
-            config: store,
+            config: store.clone(),
+            idempotency: store,
             guard,
         }
     }
@@ -81,6 +95,14 @@ pub fn assert_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_config_complete(listed: &[&str]) {
     assert_complete_in(include_str!("config_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the idempotency-store cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_idempotency_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("idempotency_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -161,6 +183,36 @@ macro_rules! contract_suite {
             config_sorting_pages_without_skips_or_repeats,
             config_settings_round_trip_and_absent_is_none,
         );
+        $crate::__idempotency_expand!(
+            $factory;
+            idempotency_claim_complete_then_replay,
+            idempotency_other_fingerprint_is_a_mismatch,
+            idempotency_release_frees_the_key,
+            idempotency_expired_records_count_as_absent,
+            idempotency_keys_are_per_tenant,
+            idempotency_concurrent_claims_exactly_one_new,
+            idempotency_purge_deletes_only_expired_records,
+            idempotency_rejects_bad_input,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __idempotency_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $factory().await;
+                $crate::contract::idempotency_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn idempotency_contract_suite_is_complete() {
+            $crate::contract::assert_idempotency_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
