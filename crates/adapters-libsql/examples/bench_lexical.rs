@@ -86,7 +86,7 @@ async fn main() {
         let path = dir.path().join("bench.db");
         let db = LibsqlBackend::open_migrated(LibsqlConfig::file(&path)).await.unwrap();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let ids: Vec<TenantId> = (0..tenants).map(|i| TenantId::parse(&format!("t{i}")).unwrap()).collect();
+        let ids: Vec<TenantId> = (0..tenants).map(|i| TenantId::parse(format!("t{i}")).unwrap()).collect();
         let mut threads = Vec::with_capacity(tenants);
         for t in &ids {
             threads.push(db.create(t, NewThread::default()).await.unwrap().id);
