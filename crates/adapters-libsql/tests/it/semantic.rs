@@ -443,7 +443,7 @@ async fn migration_5_repairs_messages_the_old_trigger_lost() {
     // queued (what the old trigger did after a thread delete).
     conn.execute("UPDATE semantic_watermark SET caught_up_to = (SELECT max(rowid) FROM messages)", ()).await.unwrap();
     assert_eq!(counts(&conn).await, (0, 0, 1));
-    assert_eq!(db.migrate_up().await.unwrap().iter().map(|m| m.version).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(db.migrate_up().await.unwrap().first().map(|m| m.version), Some(5));
     for (word, message) in ["alpha", "bravo", "charlie"].iter().zip(&stored) {
         let hits = db.lexical_search(&whole("acme"), (*word).into(), 5).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![message.id], "{word}");
@@ -455,7 +455,7 @@ async fn migration_5_repairs_messages_the_old_trigger_lost() {
     assert_eq!(fts_tables(&conn).await, vec!["lexical_fts_1".to_owned()]);
 
     // Down and up again: the per-tenant tables go with migration 5.
-    db.migrate_down(1).await.unwrap();
+    down_to(&db, 4).await;
     assert_eq!(fts_tables(&conn).await, vec!["messages_fts".to_owned()]);
     assert_eq!(counts(&conn).await, (3, 2, 1), "one table holds everything again");
     fts_integrity(&conn).await;
