@@ -20,16 +20,14 @@
 //! and prints its figures (docs/BENCHMARKS.md).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
 const CLIENTS: usize = 8;
 const THREADS: usize = 4;
 
@@ -70,30 +68,12 @@ impl Store {
 
     /// Starts the binary; `embedding` runs the embedding worker.
     fn start(&self, embedding: bool) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(self.dir.path())
-            .env_remove("MEMLAYER_CONFIG")
-            .env_remove("LIBSQL_DATABASE_URL")
-            .env_remove("DATABASE_URL")
-            .env_remove("MEMLAYER_CRASH_ROUNDS") // the test's, not a configuration key
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("MEMLAYER_EMBEDDING__ENABLED", if embedding { "true" } else { "false" })
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("memlayer binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("memlayer listening on ") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(120)).expect("the server restarts and announces its address");
+        let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("MEMLAYER_EMBEDDING__ENABLED", if embedding { "true" } else { "false" }));
+        env.push(("RUST_LOG", "error"));
+        // MEMLAYER_CRASH_ROUNDS is the test's, not a configuration key.
+        let (child, base) =
+            crate::support::spawn_server(self.dir.path(), &env, &["MEMLAYER_CRASH_ROUNDS"], Duration::from_secs(120));
         Server { child, base }
     }
 }

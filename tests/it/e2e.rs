@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
+use crate::support::BIN;
 
 /// A running server, killed on drop if the test did not stop it.
 struct Server {
@@ -27,28 +27,7 @@ fn start(dir: &Path) -> Server {
 }
 
 fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env_remove("MEMLAYER_CONFIG")
-        .env_remove("LIBSQL_DATABASE_URL")
-        .env_remove("DATABASE_URL")
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("memlayer binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("memlayer listening on ") {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("server announces its address");
+    let (child, base) = crate::support::spawn_server(dir, env, &[], Duration::from_secs(60));
     Server { child, base }
 }
 

@@ -121,3 +121,51 @@ pub fn model_ready(test: &str) -> bool {
         }
     }
 }
+
+/// The real `memlayer` binary, built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
+
+/// Starts `memlayer serve` on a free loopback port over `dir`, with the
+/// environment's database and configuration settings removed (and any
+/// `unset` variable: a test's own knobs are no configuration keys, and the
+/// server refuses unknown `MEMLAYER_` keys), then `env` set. Returns the
+/// child and its base URL, once the server announced it (within `wait`).
+pub fn spawn_server(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    unset: &[&str],
+    wait: std::time::Duration,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir);
+    for name in ["MEMLAYER_CONFIG", "LIBSQL_DATABASE_URL", "DATABASE_URL"].iter().chain(unset) {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("memlayer binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("memlayer listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(wait) {
+        Ok(base) => (child, base),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not announce its address within {wait:?}: {e}");
+        }
+    }
+}

@@ -426,9 +426,10 @@ pub struct SaveStateDto {
     /// The new state: a JSON object (at most 1 MiB serialised).
     #[schema(value_type = Object)]
     pub state: Value,
-    /// The version this write is based on: 0 to create.
+    /// The version this write is based on: 0 to create; at most
+    /// `i64::MAX - 1` (`AgentState::MAX_EXPECTED_VERSION`).
     #[serde(deserialize_with = "whole")]
-    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_806_i64)]
     pub expected_version: u64,
 }
 
