@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-use memlayer_domain::{NewMessage, NewThread, Role, TenantId};
+use memlayer_domain::{NewMessage, NewThread, Role, TenantId, ThreadId};
 use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
 
 /// A small deterministic generator (xorshift), so runs are comparable.
@@ -62,6 +62,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Appends `each` messages to every tenant's thread, in batches of 1,000.
+async fn fill(db: &LibsqlBackend, ids: &[TenantId], threads: &[ThreadId], each: usize, rng: &mut Rng) {
+    for (t, thread) in ids.iter().zip(threads) {
+        let mut left = each;
+        while left > 0 {
+            let n = left.min(1_000);
+            let batch = (0..n).map(|_| NewMessage::text(Role::User, sentence(rng)).unwrap()).collect();
+            db.append(t, *thread, batch).await.unwrap();
+            left -= n;
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut messages = 100_000usize;
@@ -92,29 +105,13 @@ async fn main() {
             threads.push(db.create(t, NewThread::default()).await.unwrap().id);
         }
         let per_tenant = messages / tenants;
-        for (t, thread) in ids.iter().zip(&threads) {
-            let mut left = per_tenant;
-            while left > 0 {
-                let n = left.min(1_000);
-                let batch = (0..n).map(|_| NewMessage::text(Role::User, sentence(&mut rng)).unwrap()).collect();
-                db.append(t, *thread, batch).await.unwrap();
-                left -= n;
-            }
-        }
+        fill(&db, &ids, &threads, per_tenant, &mut rng).await;
         let start = Instant::now();
         db.catch_up().await.unwrap();
         let caught_up = start.elapsed();
         // A second round into tables that exist: a fifth more per tenant.
         let more = (per_tenant / 5).max(1);
-        for (t, thread) in ids.iter().zip(&threads) {
-            let mut left = more;
-            while left > 0 {
-                let n = left.min(1_000);
-                let batch = (0..n).map(|_| NewMessage::text(Role::User, sentence(&mut rng)).unwrap()).collect();
-                db.append(t, *thread, batch).await.unwrap();
-                left -= n;
-            }
-        }
+        fill(&db, &ids, &threads, more, &mut rng).await;
         let start = Instant::now();
         db.catch_up().await.unwrap();
         let steady = start.elapsed();
