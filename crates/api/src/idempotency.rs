@@ -126,7 +126,7 @@ pub(crate) async fn layer(State(idem): State<Idempotency>, req: Request, next: N
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::error!(error = %e, "handler task failed; the idempotency key stays in progress");
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+                    ApiError::internal().into_response()
                 }
             }
         }
@@ -198,7 +198,7 @@ impl Record {
             Err(e) => {
                 // The handler finished; what it did is unknown: keep the claim.
                 tracing::error!(error = %e, "cannot buffer the response; the idempotency key stays in progress");
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response();
+                return ApiError::internal().into_response();
             }
         };
         let Self { store, tenant, key, fingerprint } = self;
