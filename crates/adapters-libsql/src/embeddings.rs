@@ -340,11 +340,7 @@ impl EmbeddingStore for LibsqlBackend {
             let mut hits = Vec::with_capacity(k.min(256));
             while let Some(row) = rows.next().await.ctx("full-text search")? {
                 let r = RowReader::new(&row, "lexical_fts");
-                let score = match row.get_value(2).ctx("read column")? {
-                    Value::Real(x) => x,
-                    Value::Integer(i) => i as f64,
-                    other => return Err(corrupt("lexical_fts", "bm25", format!("{other:?}"))),
-                };
+                let score = r.real(2, "bm25")?;
                 #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
                 hits.push(VectorMatch {
                     id: MessageId::from_uuid(r.uuid(0, "id")?),

@@ -14,17 +14,13 @@ use memlayer_ports::{
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::rows::{RowReader, query_row};
-use crate::values::text;
+use crate::values::{blob, text};
 
 const TABLE: &str = "idempotency_records";
 
 /// What a claim finds: fingerprint, status (NULL in progress), body, expiry.
 const FIND: &str = "SELECT fingerprint, status, body, expires_at FROM idempotency_records \
      WHERE tenant = ?1 AND idempotency_key = ?2";
-
-fn blob(bytes: &[u8]) -> Value {
-    Value::Blob(bytes.to_vec())
-}
 
 #[async_trait]
 impl IdempotencyStore for LibsqlBackend {
@@ -45,11 +41,7 @@ impl IdempotencyStore for LibsqlBackend {
                 let stored = Fingerprint::from_slice(&r.blob(0, "fingerprint")?)
                     .map_err(|e| corrupt(TABLE, "fingerprint", e))?;
                 let status = r.opt_int(1, "status")?;
-                let body = match row.get_value(2).ctx("read column")? {
-                    Value::Blob(b) => b,
-                    Value::Null => Vec::new(),
-                    _ => return Err(corrupt(TABLE, "body", "expected a blob")),
-                };
+                let body = r.opt_blob(2, "body")?.unwrap_or_default();
                 Ok((stored, status, body, r.int(3, "expires_at")?))
             })
             .await?;
