@@ -25,12 +25,16 @@
 //!   back to the estimate, logged with `tracing`, never a panic;
 //! - expensive state (encoders, later ONNX sessions) is built lazily, once,
 //!   and shared by every clone;
-//! - CPU-heavy work runs on tokio's blocking pool behind a semaphore, never on
-//!   the async runtime's worker threads.
+//! - CPU-heavy work never runs on the async runtime's worker threads: work a
+//!   caller waits for (a search query's embedding, a search) runs on tokio's
+//!   blocking pool; background work (batch embedding, graph builds) runs on
+//!   dedicated low-priority threads (module `background`) that the request
+//!   path preempts and shutdown does not wait for.
 //!
 //! What it must not know: HTTP, JSON wire shapes, SQL or any storage; it sees
 //! only domain types and port traits, and only `app` names it.
 
+mod background;
 mod index;
 mod onnx;
 mod tokens;

@@ -108,8 +108,12 @@ pub struct EmbeddingConfig {
     pub base_backoff_ms: u64,
     /// Longest retry delay, in seconds.
     pub max_backoff_secs: u64,
-    /// ONNX Runtime sessions (parallel batches).
+    /// ONNX Runtime sessions for batch work (the embedding worker,
+    /// `/api/embed`), run on low-priority threads.
     pub sessions: usize,
+    /// ONNX Runtime sessions kept for search queries, so a query never
+    /// waits behind a batch; concurrent queries share a run.
+    pub interactive_sessions: usize,
     /// Intra-op threads per session.
     pub intra_threads: usize,
 }
@@ -125,6 +129,7 @@ impl Default for EmbeddingConfig {
             base_backoff_ms: 1_000,
             max_backoff_secs: 300,
             sessions: 1,
+            interactive_sessions: 1,
             intra_threads: 1,
         }
     }
@@ -410,6 +415,9 @@ impl Config {
         }
         if self.embedding.sessions == 0 || self.embedding.sessions > 16 {
             return invalid("embedding.sessions", "must be between 1 and 16");
+        }
+        if self.embedding.interactive_sessions == 0 || self.embedding.interactive_sessions > 16 {
+            return invalid("embedding.interactive_sessions", "must be between 1 and 16");
         }
         if self.embedding.intra_threads == 0 || self.embedding.intra_threads > 64 {
             return invalid("embedding.intra_threads", "must be between 1 and 64");

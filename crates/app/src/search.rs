@@ -128,7 +128,7 @@ impl SearchService {
             // The coverage counts (a database read) run while the query is
             // embedded (ONNX on the blocking pool).
             let (embedded, counts) = tokio::join!(
-                self.embedder.embed(vec![query.text().to_owned()]),
+                self.embedder.embed_interactive(vec![query.text().to_owned()]),
                 self.store.coverage(&filter, model.clone())
             );
             let mut embedded = embedded.map_err(unprovisioned)?;

@@ -37,6 +37,8 @@ pub struct Services {
     pub embeddings: Arc<dyn EmbeddingStore>,
     /// The embedder, for status checks.
     pub embedder: Arc<dyn Embedder>,
+    /// The vector index (closed by [`Background::stop`]).
+    pub index: Arc<dyn VectorIndex>,
     /// Idempotency records of requests sent with an `Idempotency-Key`
     /// (expired ones are purged by [`Services::start_background`], or by
     /// [`Services::purge_expired_idempotency`]).
@@ -53,19 +55,36 @@ pub struct Background {
     shutdown: watch::Sender<bool>,
     worker: Option<tokio::task::JoinHandle<()>>,
     purge: tokio::task::JoinHandle<()>,
+    index: Arc<dyn VectorIndex>,
 }
 
+/// Longest wait in [`Background::stop`] for the embedding worker's round in
+/// progress. A round still running then is left to finish on its own (not
+/// cut mid-transaction); if the process exits first, its jobs stay in the
+/// durable queue and the next start embeds them.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(3);
+
 impl Background {
-    /// Stops the tasks, letting a round in progress finish.
+    /// Stops the tasks (waiting at most 3 s for an embedding round in
+    /// progress), then closes the vector index: a graph build in progress
+    /// is abandoned, not awaited, and the in-memory index is persisted.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        if let Some(worker) = self.worker
-            && let Err(e) = worker.await
-        {
-            tracing::warn!(error = %e, "embedding worker ended abnormally");
+        if let Some(worker) = self.worker {
+            match tokio::time::timeout(WORKER_STOP_WAIT, worker).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "embedding worker ended abnormally"),
+                Err(_) => tracing::warn!(
+                    wait = ?WORKER_STOP_WAIT,
+                    "embedding worker still busy: not waiting for its round; unfinished jobs stay queued"
+                ),
+            }
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
+        }
+        if let Err(e) = self.index.close().await {
+            tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
     }
 }
@@ -92,7 +111,7 @@ impl Services {
             None
         };
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge }
+        Background { shutdown, worker, purge, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -332,6 +351,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         let cache = config.embedding.cache_dir.clone().unwrap_or_else(memlayer_adapters_embed::default_cache_dir);
         let onnx = OnnxConfig {
             sessions: config.embedding.sessions,
+            interactive_sessions: config.embedding.interactive_sessions,
             intra_threads: config.embedding.intra_threads,
             ..OnnxConfig::from_cache_dir(&cache)
         };
@@ -416,7 +436,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     )
     .with_semantic(index.clone(), worker.clone(), e.mode == "inline")
     .with_config(configuration.clone());
-    let search = SearchService::new(embedder.clone(), index, embeddings.clone(), messages, threads);
+    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads);
     Ok(Services {
         memory,
         search,
@@ -425,6 +445,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         database,
         embeddings,
         embedder,
+        index,
         embedder_problem,
         idempotency,
         config: Arc::new(config),

@@ -30,4 +30,13 @@ pub trait Embedder: Send + Sync + std::fmt::Debug {
     /// runtime is missing or broken. CPU work MUST NOT run on the async
     /// workers.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError>;
+
+    /// Embeds `texts` for a caller that is waiting (a search query), with
+    /// the same guarantees as [`Embedder::embed`]. An implementation SHOULD
+    /// serve it ahead of [`Embedder::embed`]'s batch work (its own lane,
+    /// never queued behind a background batch) and MAY batch concurrent
+    /// calls together. The default runs [`Embedder::embed`].
+    async fn embed_interactive(&self, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+        self.embed(texts).await
+    }
 }

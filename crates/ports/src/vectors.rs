@@ -90,4 +90,14 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// Ids of every searchable entry (to reconcile the index with the durable
     /// store at start-up).
     async fn ids(&self) -> Result<Vec<MessageId>, StoreError>;
+
+    /// The process is shutting down: stop background work (abandoning, not
+    /// finishing, a long one such as a graph build) and persist what the
+    /// adapter keeps only in memory, promptly (seconds, not minutes). The
+    /// index MUST still answer every other method afterwards, with nothing
+    /// lost. The default does nothing (an index whose entries are durable
+    /// already).
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use super::segment::{BuildParams, Point, Segment, SegmentInput};
 use super::snapshot::{self, DeltaEntry, ModelImage};
 use super::store::{ModelStore, Threads, dedup_threads};
 use super::{INLINE_WORK, Prepared, blocking, check_batch, dimension_error, read, write_with};
+use crate::background::BackgroundPool;
 
 /// Settings of [`HnswIndex`].
 ///
@@ -91,8 +92,12 @@ pub struct HnswStats {
 /// or replaced since the build. When the delta exceeds
 /// [`HnswConfig::rebuild_threshold`], or tombstones exceed 20% of the graph,
 /// a background task rebuilds one graph from the live points (on the
-/// blocking pool), swaps it in, re-applies whatever was upserted or removed
-/// meanwhile, and writes the snapshot.
+/// process's low-priority index threads, one per core at nice
+/// [`REBUILD_NICE`], so searches and appends preempt it), swaps it in,
+/// re-applies whatever was upserted or removed meanwhile, and writes the
+/// snapshot. [`VectorIndex::close`] abandons a running build (its result is
+/// dropped when it ends; nothing waits for it) and writes the snapshot of
+/// what is in memory, so shutdown takes a snapshot write, not a build.
 ///
 /// Search: a filter admitting at most [`HnswConfig::exact_below`] candidates
 /// (counted from per-tenant and per-thread postings) is searched exactly
@@ -119,9 +124,29 @@ impl fmt::Debug for HnswIndex {
     }
 }
 
+/// Nice value of the index build threads: the lowest priority, below batch
+/// embedding, which itself yields to requests.
+pub(crate) const REBUILD_NICE: i32 = 19;
+
+/// The process's index build threads, shared by every [`HnswIndex`].
+fn build_threads() -> Result<&'static BackgroundPool, StoreError> {
+    static POOL: OnceLock<Result<BackgroundPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        BackgroundPool::new("memlayer-index", cores, REBUILD_NICE).map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| StoreError::backend(e.clone()))
+}
+
 struct Inner {
     config: HnswConfig,
     state: RwLock<State>,
+    /// Set by `close`: no rebuild starts, and a running one is dropped.
+    closed: AtomicBool,
+    /// Tests: a built graph waits here before it is swapped in (or dropped).
+    #[cfg(test)]
+    before_swap: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// A rebuild task is running (or about to).
     running: AtomicBool,
     /// `true` while no rebuild runs.
@@ -354,6 +379,9 @@ impl Inner {
     /// Rebuilds every model that needs it (blocking; minutes for large
     /// graphs). Returns how many graphs were built.
     fn rebuild_pending(&self, force: bool) -> usize {
+        if self.closed.load(Ordering::Acquire) {
+            return 0;
+        }
         let models: Vec<String> = read(&self.state)
             .models
             .iter()
@@ -374,8 +402,17 @@ impl Inner {
         } else {
             catch_unwind(AssertUnwindSafe(|| Segment::build(input, dim, params))).map(|s| Some(Arc::new(s)))
         };
-        let Some(replaced) = self.finish_rebuild(model, built.ok()) else {
-            tracing::error!(model, points, "vector index rebuild failed; keeping the previous graph");
+        #[cfg(test)]
+        if let Some(gate) = self.before_swap.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = gate.recv();
+        }
+        let closed = self.closed.load(Ordering::Acquire);
+        let Some(replaced) = self.finish_rebuild(model, built.ok().filter(|_| !closed)) else {
+            if closed {
+                tracing::info!(model, points, "vector index closed: the rebuild's graph is dropped");
+            } else {
+                tracing::error!(model, points, "vector index rebuild failed; keeping the previous graph");
+            }
             return false;
         };
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +529,10 @@ impl Inner {
 
     /// Starts the background rebuild task if some model needs one and none runs.
     fn schedule(self: &Arc<Self>) {
-        if !self.any_needs_rebuild(false) || self.running.swap(true, Ordering::AcqRel) {
+        if self.closed.load(Ordering::Acquire)
+            || !self.any_needs_rebuild(false)
+            || self.running.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -509,7 +549,11 @@ impl Inner {
 async fn rebuild_loop(inner: Arc<Inner>, mut force: bool) {
     loop {
         let worker = Arc::clone(&inner);
-        let built = blocking(move || worker.rebuild_pending(force)).await.unwrap_or_else(|e| {
+        let built = match build_threads() {
+            Ok(threads) => threads.run(move || worker.rebuild_pending(force)).await,
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|e| {
             tracing::error!(error = %e, "vector index rebuild task failed");
             0
         });
@@ -581,6 +625,9 @@ impl HnswIndex {
             inner: Arc::new(Inner {
                 config,
                 state: RwLock::new(state),
+                closed: AtomicBool::new(false),
+                #[cfg(test)]
+                before_swap: Mutex::new(None),
                 running: AtomicBool::new(false),
                 idle,
                 snapshot_lock: Mutex::new(()),
@@ -766,6 +813,13 @@ impl VectorIndex for HnswIndex {
         Ok(read(&self.inner.state).models.values().map(ModelState::live).sum())
     }
 
+    /// Abandons a running rebuild (no new one starts) and writes the
+    /// snapshot of the current graphs, tombstones and delta, if configured.
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.flush().await
+    }
+
     async fn ids(&self) -> Result<Vec<MessageId>, StoreError> {
         let st = read(&self.inner.state);
         let mut ids = HashSet::new();
@@ -837,6 +891,47 @@ mod tests {
             assert!((m.score - truth).abs() < 1e-5, "score {} is the cosine {truth}", m.score);
             assert_eq!(m.thread, e.thread);
         }
+    }
+
+    /// `close` returns while a build still runs, drops the build's graph
+    /// when it ends, and leaves every vector searchable and in the snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_abandons_a_running_rebuild_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hnsw.snapshot");
+        let index = HnswIndex::open(HnswConfig { snapshot_path: Some(path.clone()), ..graph_config() }).unwrap();
+        let t = tenant("acme");
+        let (entries, _) = corpus(&t, 300, 5, 7);
+        index.upsert(entries.clone()).await.unwrap();
+        let (open_gate, gate) = std::sync::mpsc::channel();
+        *index.inner.before_swap.lock().unwrap() = Some(gate);
+        let rebuild = tokio::spawn({
+            let index = index.clone();
+            async move { index.rebuild_now().await }
+        });
+        // Wait until the build has begun (the delta is frozen).
+        while read(&index.inner.state).models.get("m").is_none_or(|m| m.frozen.is_none()) {
+            tokio::task::yield_now().await;
+        }
+
+        index.close().await.unwrap();
+        assert!(index.stats().rebuilding, "close did not wait for the build");
+        open_gate.send(()).unwrap();
+        rebuild.await.unwrap().unwrap();
+        index.wait_for_rebuild().await;
+        let stats = index.stats();
+        assert_eq!((stats.rebuilds, stats.models[0].graph, stats.models[0].delta), (0, 0, 300), "graph dropped");
+
+        // Nothing scheduled after close, everything still found exactly.
+        index.upsert(vec![entry(&t, ThreadId::new(), entries[0].embedding.vector())]).await.unwrap();
+        assert!(!index.stats().rebuilding);
+        let q = entries[3].embedding.vector();
+        let got = index.search(&all(&t), &emb("m", q), 1).await.unwrap();
+        assert_eq!(got.matches[0].id, entries[3].id);
+
+        // The snapshot close wrote holds all 300 vectors.
+        let reopened = HnswIndex::open(HnswConfig { snapshot_path: Some(path), ..graph_config() }).unwrap();
+        assert_eq!(reopened.len().await.unwrap(), 300);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

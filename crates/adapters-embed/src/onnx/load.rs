@@ -45,11 +45,15 @@ pub(crate) struct Slot {
 pub(crate) struct Loaded {
     pub tokenizer: Tokenizer,
     pub pad_id: u32,
+    /// The batch lane's `config.sessions` sessions.
     pub slots: Vec<Slot>,
+    /// The interactive lane's `config.interactive_sessions` sessions.
+    pub interactive: Vec<Slot>,
 }
 
 /// Loads the runtime, checks the model directory against its manifest, and
-/// builds the tokenizer and `config.sessions` sessions.
+/// builds the tokenizer, `config.sessions` sessions for batches and
+/// `config.interactive_sessions` for interactive calls.
 pub(crate) fn load(config: &OnnxConfig) -> Result<Loaded, String> {
     let dir = &config.model_dir;
     if !dir.is_dir() {
@@ -72,8 +76,9 @@ pub(crate) fn load(config: &OnnxConfig) -> Result<Loaded, String> {
 
     let model_bytes = read(&model_path)?;
     manifest.verify(MODEL_FILE, &model_path, &model_bytes)?;
-    let mut slots = Vec::with_capacity(config.sessions.max(1));
-    for _ in 0..config.sessions.max(1) {
+    let batch = config.sessions.max(1);
+    let mut slots = Vec::with_capacity(batch + config.interactive_sessions.max(1));
+    for _ in 0..batch + config.interactive_sessions.max(1) {
         let slot = session(&environment, &model_bytes, config.intra_threads.max(1)).map_err(|e| {
             format!("model {} could not be loaded by onnx runtime (corrupt?): {e}; {FIX}", model_path.display())
         })?;
@@ -82,7 +87,8 @@ pub(crate) fn load(config: &OnnxConfig) -> Result<Loaded, String> {
     drop(model_bytes);
     let first = slots.first_mut().ok_or_else(|| "no session was created".to_owned())?;
     check_signature(&mut first.session).map_err(|e| format!("model {} {e}; {FIX}", model_path.display()))?;
-    Ok(Loaded { tokenizer, pad_id, slots })
+    let interactive = slots.split_off(batch);
+    Ok(Loaded { tokenizer, pad_id, slots, interactive })
 }
 
 /// The process's ONNX Runtime environment, loading `library` on first use.

@@ -263,3 +263,29 @@ async fn corrupt_files_are_unavailable() {
     let message = unavailable(&with(&dir)).await;
     assert!(message.contains("tokenizer.json"), "{message}");
 }
+
+/// The interactive lane gives the batch lane's vectors, in order, to every
+/// one of many concurrent calls (which it gathers into shared batches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_calls_get_the_batch_lanes_vectors_when_concurrent() {
+    let Some(embedder) = embedder() else { return };
+    let texts: Vec<String> = (0..24).map(|i| format!("question {i}: where did we put the {} keys?", i * 7)).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let expected = embed(embedder, &refs).await;
+
+    let calls = texts.chunks(2).map(|pair| {
+        let embedder = embedder.clone();
+        let pair = pair.to_vec();
+        tokio::spawn(async move { embedder.embed_interactive(pair).await })
+    });
+    let mut got = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        got.extend(call.await.unwrap().unwrap().into_iter().map(memlayer_domain::Embedding::into_vector));
+    }
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        let diff = max_abs_diff(g, e);
+        assert!(diff <= 1e-5, "text {i}: the interactive vector differs from the batch one by {diff}");
+    }
+    assert!(embedder.embed_interactive(Vec::new()).await.unwrap().is_empty());
+}
