@@ -3,8 +3,9 @@
 //! `idempotency`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
-//! OpenAPI document by schemathesis (`fuzz`), and killed with `kill -9`
-//! during concurrent appends (`crash`).
+//! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
+//! during concurrent appends (`crash`), and put under mixed concurrent load
+//! past saturation (`load`).
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -15,5 +16,6 @@ mod e2e;
 mod fuzz;
 mod http;
 mod idempotency;
+mod load;
 mod search;
 mod support;

@@ -136,10 +136,22 @@ pub fn spawn_server(
     unset: &[&str],
     wait: std::time::Duration,
 ) -> (std::process::Child, String) {
+    spawn_binary(std::path::Path::new(BIN), dir, env, unset, wait)
+}
+
+/// [`spawn_server`] with another `memlayer` binary (the load harness
+/// compares builds).
+pub fn spawn_binary(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    unset: &[&str],
+    wait: std::time::Duration,
+) -> (std::process::Child, String) {
     use std::io::{BufRead as _, BufReader};
     use std::process::{Command, Stdio};
 
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin);
     command.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(dir);
     for name in ["MEMLAYER_CONFIG", "LIBSQL_DATABASE_URL", "DATABASE_URL"].iter().chain(unset) {
         command.env_remove(name);
