@@ -391,8 +391,10 @@ enum Op {
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
-    /// Latency of each answered request (2xx or 503), per operation.
+    /// Latency of each served request (2xx), per operation.
     latencies: HashMap<Op, Vec<Duration>>,
+    /// Latency of each 503 (how quickly overload is answered).
+    shed_latencies: Vec<Duration>,
     ok: HashMap<Op, usize>,
     shed: HashMap<Op, usize>,
     /// Answers that are neither 2xx nor a well-formed 503, described.
@@ -438,7 +440,7 @@ async fn client(base: String, thread: String, until: Instant, seed: u64, tally: 
                 t.acked.push(body["id"].as_str().expect("an appended message has an id").to_owned());
             }
         } else if status == 503 && retry_after && body["error"]["code"].is_string() {
-            t.latencies.entry(op).or_default().push(elapsed);
+            t.shed_latencies.push(elapsed);
             *t.shed.entry(op).or_default() += 1;
         } else {
             t.wrong.push(format!("{op:?}: {status} retry-after={retry_after} {body}"));
@@ -468,7 +470,7 @@ struct Report {
 impl Report {
     fn print(&self, binary: &Path) {
         println!("\n{} clients, {:.1} s, binary {}", self.clients, self.seconds, binary.display());
-        println!("| operation | ok/s | 503/s | p50 ms | p99 ms | max ms |");
+        println!("| operation | served/s | 503/s | p50 ms | p99 ms | max ms |");
         println!("|---|---|---|---|---|---|");
         for op in [Op::Read, Op::Append, Op::Search] {
             let mut l = self.tally.latencies.get(&op).cloned().unwrap_or_default();
@@ -482,6 +484,14 @@ impl Report {
                 percentile(&l, 100.0)
             );
         }
+        let mut shed = self.tally.shed_latencies.clone();
+        shed.sort();
+        println!(
+            "503 answers: {}, p50 {:.1} ms, p99 {:.1} ms (latencies above are of served requests only)",
+            shed.len(),
+            percentile(&shed, 50.0),
+            percentile(&shed, 99.0)
+        );
         println!(
             "peak RSS {:.0} MiB; stopped {} after SIGTERM; acknowledged appends {}, lost {}, duplicated {}; \
              wrong answers {}",
