@@ -81,7 +81,8 @@ impl Settings {
             backlog: number("MEMLAYER_LOAD_BACKLOG", 3_000),
             clients: var("MEMLAYER_LOAD_CLIENTS").map_or_else(
                 || vec![16, 64],
-                |v| v.split(',').map(|c| c.trim().parse().expect("MEMLAYER_LOAD_CLIENTS")).collect(),
+                // `0` alone: seed `MEMLAYER_LOAD_DATA` and stop.
+                |v| v.split(',').map(|c| c.trim().parse().expect("MEMLAYER_LOAD_CLIENTS")).filter(|&c| c > 0).collect(),
             ),
             seconds: number("MEMLAYER_LOAD_SECONDS", 30) as u64,
             data: var("MEMLAYER_LOAD_DATA").map(PathBuf::from),
