@@ -112,6 +112,11 @@ pub struct EmbeddingConfig {
     pub sessions: usize,
     /// Intra-op threads per session.
     pub intra_threads: usize,
+    /// How long a claimed batch of embedding jobs stays leased to its
+    /// worker, in seconds: another server on the same database does not take
+    /// those jobs before then, and a crashed worker's jobs come back after
+    /// it. Far longer than a batch ever takes.
+    pub lease_secs: u64,
 }
 
 impl Default for EmbeddingConfig {
@@ -126,6 +131,7 @@ impl Default for EmbeddingConfig {
             max_backoff_secs: 300,
             sessions: 1,
             intra_threads: 1,
+            lease_secs: 300,
         }
     }
 }
@@ -413,6 +419,9 @@ impl Config {
         }
         if self.embedding.intra_threads == 0 || self.embedding.intra_threads > 64 {
             return invalid("embedding.intra_threads", "must be between 1 and 64");
+        }
+        if !(10..=86_400).contains(&self.embedding.lease_secs) {
+            return invalid("embedding.lease_secs", "must be between 10 and 86400 (a day)");
         }
         if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql" | "pgvector") {
             return invalid("search.index", "must be `hnsw`, `exact`, `libsql` or `pgvector`");

@@ -402,6 +402,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
             poll_interval: Duration::from_millis(e.poll_interval_ms),
             base_backoff: Duration::from_millis(e.base_backoff_ms),
             max_backoff: Duration::from_secs(e.max_backoff_secs),
+            lease: Duration::from_secs(e.lease_secs),
         },
     );
     let default_tenant = TenantId::parse(config.memory.default_tenant.clone())
