@@ -1,12 +1,13 @@
-//! The shared handle: one writer connection, a small pool of readers, and the
-//! helpers every store operation goes through.
+//! The shared handle: one writer connection, a bounded pool of readers
+//! (`deadpool`), and the helpers every store operation goes through.
 
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use libsql::{Connection, TransactionBehavior};
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio::sync::Mutex as AsyncMutex;
@@ -19,8 +20,10 @@ use crate::error::{Context as _, DriverError};
 /// Cloning is cheap and shares the connections. All writes go through one
 /// writer connection, serialised by an async mutex, each in an `IMMEDIATE`
 /// transaction; reads use separate pooled connections (WAL lets them run
-/// beside the writer). For `:memory:` every connection would be a separate
-/// database, so the writer connection serves reads too.
+/// beside the writer), at most `readers` of them: a read waits for a free
+/// one at most `reader_timeout`, then fails with `Unavailable`. For
+/// `:memory:` every connection would be a separate database, so the writer
+/// connection serves reads too.
 ///
 /// Local databases run each operation on tokio's blocking pool: the driver is
 /// synchronous underneath, and a query or a wait for another process's lock
@@ -31,17 +34,46 @@ pub struct LibsqlBackend {
 }
 
 struct Inner {
-    db: libsql::Database,
     writer: Arc<AsyncMutex<Connection>>,
-    /// Idle readers; unused when `shared_reader` is set.
-    idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
-    /// Reads use the writer connection (`:memory:`).
-    shared_reader: bool,
+    /// Reader connections; `None` when reads use the writer connection
+    /// (`:memory:`).
+    readers: Option<ReaderPool>,
+    /// The database when no pool holds it (`:memory:`), kept open with
+    /// the handle.
+    _db: Option<libsql::Database>,
+    /// How long a read waits for a free reader.
+    reader_timeout: Duration,
     /// Run operations on the blocking pool (local databases).
     blocking: bool,
-    busy_timeout: Duration,
     description: String,
+}
+
+type ReaderPool = managed::Pool<Readers>;
+
+/// Opens reader connections for the pool and vets returned ones.
+struct Readers {
+    db: libsql::Database,
+    busy_timeout: Duration,
+}
+
+impl managed::Manager for Readers {
+    type Type = Connection;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<Connection, StoreError> {
+        let conn = self.db.connect().ctx("connect reader")?;
+        conn.busy_timeout(self.busy_timeout).ctx("set busy timeout")?;
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<StoreError> {
+        if conn.is_autocommit() {
+            Ok(())
+        } else {
+            // Never reuse a connection left inside a transaction.
+            Err(RecycleError::message("reader was left inside a transaction"))
+        }
+    }
 }
 
 impl fmt::Debug for LibsqlBackend {
@@ -60,7 +92,7 @@ impl LibsqlBackend {
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout } = config;
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -74,15 +106,24 @@ impl LibsqlBackend {
         };
         let Opened { db, writer, description, shared_reader, blocking } = opened;
 
+        let (readers, kept) = if shared_reader {
+            (None, Some(db))
+        } else {
+            let pool = managed::Pool::builder(Readers { db, busy_timeout })
+                .max_size(readers.max(1))
+                .wait_timeout(Some(reader_timeout))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .map_err(|e| StoreError::backend(DriverError::new("build reader pool", e.to_string())))?;
+            (Some(pool), None)
+        };
         let backend = Self {
             inner: Arc::new(Inner {
-                db,
                 writer: Arc::new(AsyncMutex::new(writer)),
-                idle: Mutex::new(Vec::new()),
-                max_idle: readers.max(1),
-                shared_reader,
+                readers,
+                _db: kept,
+                reader_timeout,
                 blocking,
-                busy_timeout,
                 description,
             }),
         };
@@ -111,7 +152,7 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        if self.inner.shared_reader {
+        let Some(readers) = &self.inner.readers else {
             let guard = Arc::clone(&self.inner.writer).lock_owned().await;
             return self
                 .run(async move {
@@ -120,15 +161,38 @@ impl LibsqlBackend {
                     result
                 })
                 .await;
-        }
-        let inner = Arc::clone(&self.inner);
+        };
+        // Waiting for a free reader happens here, on the async side, so a
+        // queue of reads never holds blocking-pool threads.
+        let conn = readers.get().await.map_err(|e| self.checkout_error(e))?;
         self.run(async move {
-            let conn = inner.checkout()?;
-            let result = f(conn.clone()).await;
-            inner.checkin(conn);
+            let result = f(Connection::clone(&conn)).await;
+            drop(conn);
             result
         })
         .await
+    }
+
+    fn checkout_error(&self, e: PoolError<StoreError>) -> StoreError {
+        match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
+                "no reader connection free within {} ms (database.readers = {})",
+                self.inner.reader_timeout.as_millis(),
+                self.inner.readers.as_ref().map_or(0, |p| p.status().max_size),
+            )),
+            other => StoreError::backend(DriverError::new("check out reader", other.to_string())),
+        }
+    }
+
+    /// Reader connections open now and the most there may be (`(0, 0)` when
+    /// reads use the writer connection).
+    #[must_use]
+    pub fn reader_connections(&self) -> (usize, usize) {
+        self.inner.readers.as_ref().map_or((0, 0), |p| {
+            let status = p.status();
+            (status.size, status.max_size)
+        })
     }
 
     /// Runs `f` in one `IMMEDIATE` transaction on the writer connection:
@@ -215,30 +279,6 @@ impl LibsqlBackend {
         tokio::task::spawn_blocking(move || handle.block_on(fut))
             .await
             .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
-    }
-}
-
-impl Inner {
-    fn checkout(&self) -> Result<Connection, StoreError> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => {
-                let conn = self.db.connect().ctx("connect reader")?;
-                conn.busy_timeout(self.busy_timeout).ctx("set busy timeout")?;
-                Ok(conn)
-            }
-        }
-    }
-
-    fn checkin(&self, conn: Connection) {
-        if !conn.is_autocommit() {
-            return; // never reuse a connection left inside a transaction
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(conn);
-        }
     }
 }
 
@@ -332,4 +372,76 @@ async fn open_remote(_url: String, _auth_token: Option<String>) -> Result<libsql
         "database.url",
         "remote libSQL URLs need memlayer-adapters-libsql built with feature `remote`",
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    async fn file_backend(dir: &tempfile::TempDir, readers: usize, reader_timeout: Duration) -> LibsqlBackend {
+        let config = LibsqlConfig { readers, reader_timeout, ..LibsqlConfig::file(dir.path().join("db.sqlite")) };
+        LibsqlBackend::open_migrated(config).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_share_a_bounded_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reads = (0..10).map(|_| {
+            let (backend, inside, most) = (backend.clone(), inside.clone(), most.clone());
+            tokio::spawn(async move {
+                backend
+                    .read(move |conn| async move {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Hold the connection long enough for the reads to overlap.
+                        std::thread::sleep(Duration::from_millis(20));
+                        let mut rows = conn.query("SELECT count(*) FROM threads", ()).await.unwrap();
+                        rows.next().await.unwrap();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            read.await.unwrap().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{} reads held connections at once", most.load(Ordering::SeqCst));
+        let (open, max) = backend.reader_connections();
+        assert_eq!(max, 2);
+        assert!((1..=2).contains(&open), "{open} reader connections open");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_finds_no_free_reader_in_time_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 1, Duration::from_millis(50)).await;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (held, started) = (release.clone(), Arc::new(tokio::sync::Notify::new()));
+        let signal = started.clone();
+        let holder = {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                backend
+                    .read(move |_conn| async move {
+                        signal.notify_one();
+                        held.notified().await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        let err = backend.read(|_conn| async move { Ok(()) }).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("database.readers = 1")), "{err:?}");
+        release.notify_one();
+        holder.await.unwrap().unwrap();
+        backend.read(|_conn| async move { Ok(()) }).await.unwrap();
+    }
 }

@@ -43,9 +43,14 @@ pub struct LibsqlConfig {
     /// How long a connection waits for a lock held by another connection or
     /// process before the operation fails with `StoreError::Unavailable`.
     pub busy_timeout: Duration,
-    /// Idle reader connections kept for reuse (file databases only; more are
-    /// opened on demand under load and closed afterwards).
+    /// Most reader connections open at once (file databases only): a pool
+    /// of at most this many, opened on demand and kept for reuse. A read
+    /// waits for a free one at most `reader_timeout`.
     pub readers: usize,
+    /// How long a read waits for a free reader connection before it fails
+    /// with `StoreError::Unavailable` (an overloaded server answers 503
+    /// rather than queueing without end).
+    pub reader_timeout: Duration,
 }
 
 impl LibsqlConfig {
@@ -53,6 +58,8 @@ impl LibsqlConfig {
     pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default number of pooled reader connections.
     pub const DEFAULT_READERS: usize = 4;
+    /// Default wait for a free reader connection.
+    pub const DEFAULT_READER_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// An embedded database file at `path`, with default settings.
     #[must_use]
@@ -73,7 +80,12 @@ impl LibsqlConfig {
     }
 
     fn at(location: LibsqlLocation) -> Self {
-        Self { location, busy_timeout: Self::DEFAULT_BUSY_TIMEOUT, readers: Self::DEFAULT_READERS }
+        Self {
+            location,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+            readers: Self::DEFAULT_READERS,
+            reader_timeout: Self::DEFAULT_READER_TIMEOUT,
+        }
     }
 }
 

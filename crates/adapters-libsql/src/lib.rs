@@ -11,7 +11,9 @@
 //! - one writer connection, serialised by an async mutex, and every write in
 //!   an `IMMEDIATE` transaction (deferred transactions fail with `SQLITE_BUSY`
 //!   under concurrency); readers are separate connections, which WAL lets run
-//!   beside the writer; `:memory:` uses its single connection for everything;
+//!   beside the writer, from a pool of at most `readers` (a read that finds
+//!   none free within `reader_timeout` is `Unavailable`); `:memory:` uses its
+//!   single connection for everything;
 //! - an append bumps `threads.last_seq` and inserts its messages in the same
 //!   transaction, so sequence numbers are consecutive and gap-free;
 //! - an append writes only its messages: every message above the

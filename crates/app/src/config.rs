@@ -221,6 +221,9 @@ pub struct DatabaseConfig {
     pub connect_timeout_secs: u64,
     /// Apply pending migrations when the server starts.
     pub auto_migrate: bool,
+    /// How long a read waits for a free pooled reader connection before it
+    /// is answered 503, in milliseconds (libSQL).
+    pub reader_timeout_ms: u64,
 }
 
 /// HTTP server settings.
@@ -285,6 +288,7 @@ impl Default for DatabaseConfig {
             pool_size: 8,
             connect_timeout_secs: 5,
             auto_migrate: true,
+            reader_timeout_ms: 2_000,
         }
     }
 }
@@ -407,6 +411,9 @@ impl Config {
         }
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");
+        }
+        if !(1..=60_000).contains(&self.database.reader_timeout_ms) {
+            return invalid("database.reader_timeout_ms", "must be between 1 and 60000");
         }
         if !matches!(self.embedding.mode.as_str(), "background" | "inline") {
             return invalid("embedding.mode", "must be `background` or `inline`");

@@ -254,6 +254,7 @@ async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
         location: loc,
         busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
         readers: config.database.readers,
+        reader_timeout: Duration::from_millis(config.database.reader_timeout_ms),
     };
     LibsqlBackend::open(libsql)
         .await
