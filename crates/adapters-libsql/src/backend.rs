@@ -4,13 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use libsql::{Connection, TransactionBehavior};
 use memlayer_ports::{DurabilitySetting, StoreError};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
 use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
 use crate::error::{Context as _, DriverError};
@@ -46,6 +47,61 @@ struct Inner {
     /// Run operations on the blocking pool (local databases).
     blocking: bool,
     description: String,
+    indexer: Indexer,
+}
+
+/// How readers and appends reach the background catch-up task.
+pub(crate) struct Indexer {
+    wake: Arc<Notify>,
+    /// Catch-up rounds started so far.
+    started: Arc<AtomicU64>,
+    /// Catch-up rounds finished so far (in order: one task runs them).
+    finished: watch::Receiver<u64>,
+    /// How long a reader waits for a round.
+    wait: Duration,
+}
+
+impl Indexer {
+    /// Wakes the task and waits until a round that started after this call
+    /// has finished, so everything committed before the call is indexed (or
+    /// the round failed and logged why), at most `wait`.
+    pub(crate) async fn wait_for_round(&self) {
+        let want = self.started.load(Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let mut finished = self.finished.clone();
+        if tokio::time::timeout(self.wait, finished.wait_for(|done| *done >= want)).await.is_err() {
+            tracing::debug!(wait = ?self.wait, "full-text catch-up still running: reading what is indexed");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the indexer task see that the backend is gone and end.
+        self.indexer.wake.notify_one();
+    }
+}
+
+/// The background catch-up: one round per wake-up, ending when the backend
+/// is dropped (it holds the backend weakly, so it never keeps it alive).
+///
+/// Woken by readers that find the index behind (`await_indexed`), never by
+/// appends themselves: appends stay cheap, rounds batch many appends, and
+/// right after an append the embedding worker's `claim_jobs` (woken by the
+/// append) runs the catch-up anyway. A reader therefore notices appends of
+/// other processes on the same file too.
+async fn index_in_background(inner: Weak<Inner>, wake: Arc<Notify>, started: Arc<AtomicU64>, done: watch::Sender<u64>) {
+    loop {
+        wake.notified().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let round = started.fetch_add(1, Ordering::SeqCst) + 1;
+        let backend = LibsqlBackend { inner };
+        if let Err(e) = backend.catch_up().await {
+            tracing::warn!(error = %e, "full-text and job-queue catch-up failed; retrying on the next wake-up");
+        }
+        drop(backend);
+        done.send_replace(round);
+    }
 }
 
 type ReaderPool = managed::Pool<Readers>;
@@ -92,7 +148,7 @@ impl LibsqlBackend {
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers, reader_timeout } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait } = config;
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -117,6 +173,9 @@ impl LibsqlBackend {
                 .map_err(|e| StoreError::backend(DriverError::new("build reader pool", e.to_string())))?;
             (Some(pool), None)
         };
+        let (wake, started) = (Arc::new(Notify::new()), Arc::new(AtomicU64::new(0)));
+        let (done, finished) = watch::channel(0);
+        let indexer = Indexer { wake: wake.clone(), started: started.clone(), finished, wait: index_wait };
         let backend = Self {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(writer)),
@@ -125,8 +184,10 @@ impl LibsqlBackend {
                 reader_timeout,
                 blocking,
                 description,
+                indexer,
             }),
         };
+        tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
         tracing::debug!(backend = %backend.inner.description, "opened libsql backend");
         Ok(backend)
     }
@@ -143,6 +204,10 @@ impl LibsqlBackend {
 
     pub(crate) fn description(&self) -> &str {
         &self.inner.description
+    }
+
+    pub(crate) fn indexer(&self) -> &Indexer {
+        &self.inner.indexer
     }
 
     /// Runs `f` on a reader connection (the writer's, for `:memory:`).
@@ -385,6 +450,49 @@ mod tests {
     async fn file_backend(dir: &tempfile::TempDir, readers: usize, reader_timeout: Duration) -> LibsqlBackend {
         let config = LibsqlConfig { readers, reader_timeout, ..LibsqlConfig::file(dir.path().join("db.sqlite")) };
         LibsqlBackend::open_migrated(config).await.unwrap()
+    }
+
+    /// A search while a long write holds the writer: it neither takes nor
+    /// waits for the writer beyond the index wait; it searches what is
+    /// indexed and counts the rest as pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_never_wait_for_the_writer() {
+        use memlayer_domain::{NewMessage, NewThread, Role, TenantId};
+        use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            LibsqlConfig { index_wait: Duration::from_millis(50), ..LibsqlConfig::file(dir.path().join("db")) };
+        let backend = LibsqlBackend::open_migrated(config).await.unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let thread = backend.create(&t, NewThread::default()).await.unwrap().id;
+        let text = |s: &str| NewMessage::text(Role::User, s).unwrap();
+        backend.append(&t, thread, vec![text("kettle refund"), text("kettle again")]).await.unwrap();
+
+        let (release, held) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let writer = {
+            let (backend, release, held) = (backend.clone(), release.clone(), held.clone());
+            tokio::spawn(async move {
+                backend
+                    .write(move |_conn| async move {
+                        held.notify_one();
+                        release.notified().await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        held.notified().await;
+        let all = VectorFilter { tenant: t.clone(), threads: None };
+        let search = backend.lexical_search(&all, "kettle".into(), 5);
+        let hits = tokio::time::timeout(Duration::from_secs(30), search).await.expect("search waited for the writer");
+        assert!(hits.unwrap().is_empty(), "nothing is indexed while the writer is busy");
+        let coverage = tokio::time::timeout(Duration::from_secs(30), backend.coverage(&all, "m".into())).await;
+        assert_eq!(coverage.expect("coverage waited for the writer").unwrap().pending, 2, "the rest is pending");
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        backend.catch_up().await.unwrap();
+        assert_eq!(backend.lexical_search(&all, "kettle".into(), 5).await.unwrap().len(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

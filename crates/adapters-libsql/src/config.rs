@@ -51,6 +51,10 @@ pub struct LibsqlConfig {
     /// with `StoreError::Unavailable` (an overloaded server answers 503
     /// rather than queueing without end).
     pub reader_timeout: Duration,
+    /// How long a full-text search, a progress count or `due_jobs` waits for
+    /// the background catch-up to index what was appended before it; after
+    /// that it reads what is indexed and counts the rest as pending.
+    pub index_wait: Duration,
 }
 
 impl LibsqlConfig {
@@ -60,6 +64,11 @@ impl LibsqlConfig {
     pub const DEFAULT_READERS: usize = 4;
     /// Default wait for a free reader connection.
     pub const DEFAULT_READER_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default wait for the background catch-up: generous, since a round
+    /// over a few appended messages takes milliseconds and a reader waits
+    /// only when it is behind (the server sets its own,
+    /// `database.index_wait_ms`).
+    pub const DEFAULT_INDEX_WAIT: Duration = Duration::from_secs(10);
 
     /// An embedded database file at `path`, with default settings.
     #[must_use]
@@ -85,6 +94,7 @@ impl LibsqlConfig {
             busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
             readers: Self::DEFAULT_READERS,
             reader_timeout: Self::DEFAULT_READER_TIMEOUT,
+            index_wait: Self::DEFAULT_INDEX_WAIT,
         }
     }
 }

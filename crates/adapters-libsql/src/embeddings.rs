@@ -5,9 +5,12 @@
 //!
 //! Appends write only their messages (migration 3): full-text entries and
 //! embedding jobs of messages above the `semantic_watermark` are added in
-//! batches by [`LibsqlBackend::catch_up`], which every reader of them
-//! (due jobs, full-text search, progress counts) runs first, so no reader
-//! ever misses a stored message.
+//! batches by [`LibsqlBackend::catch_up`]. The queue's writers (claiming,
+//! failing, re-enqueueing jobs) run it first; readers (due jobs, full-text
+//! search, progress counts) never take the writer for it: they wake the
+//! backend's indexer task and wait for its round, bounded, and the counts
+//! include the messages above the watermark as pending, so no stored
+//! message is ever silently missing.
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
@@ -30,7 +33,7 @@ impl EmbeddingStore for LibsqlBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.catch_up().await?;
+        self.await_indexed().await?;
         let now = to_micros(now);
         self.read(move |conn| async move {
             let jobs = read_due_jobs(&conn, now, limit).await?;
@@ -239,18 +242,19 @@ impl EmbeddingStore for LibsqlBackend {
         let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(EmbeddingCounts::default());
         };
-        self.catch_up().await?;
+        self.await_indexed().await?;
         let from = "FROM messages m JOIN threads t ON t.id = m.thread_id";
         let sql = format!(
             "SELECT \
              (SELECT count(*) {from} JOIN message_vectors v ON v.message_rowid = m.rowid AND v.model = ?1 \
               WHERE 1 {s}), \
-             (SELECT count(*) {from} JOIN embedding_jobs j ON j.message_rowid = m.rowid WHERE 1 {s}), \
+             (SELECT count(*) {from} JOIN embedding_jobs j ON j.message_rowid = m.rowid WHERE 1 {s}) + {UNQUEUED}, \
              (SELECT count(*) {from} JOIN embedding_jobs j ON j.message_rowid = m.rowid WHERE j.attempts > 0 {s}), \
              (SELECT count(*) {from} WHERE 1 {s} \
               AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1))",
-            s = scope.sql
+            s = scope.sql,
+            UNQUEUED = unqueued(&scope.sql),
         );
         let mut params = vec![Value::Text(model)];
         params.extend(scope.params);
@@ -277,7 +281,7 @@ impl EmbeddingStore for LibsqlBackend {
         let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(Coverage::default());
         };
-        self.catch_up().await?;
+        self.await_indexed().await?;
         // Pending: driven by the job queue (CROSS JOIN fixes the join order),
         // which is small once the worker keeps up, instead of by the scope's
         // messages. Other model: counted only when a vector of another model
@@ -286,14 +290,15 @@ impl EmbeddingStore for LibsqlBackend {
         let sql = format!(
             "SELECT \
              (SELECT count(*) FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
-              CROSS JOIN threads t ON t.id = m.thread_id WHERE 1 {s}), \
+              CROSS JOIN threads t ON t.id = m.thread_id WHERE 1 {s}) + {UNQUEUED}, \
              CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < ?1) \
                     OR EXISTS (SELECT 1 FROM message_vectors WHERE model > ?1) \
              THEN (SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
                    AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
                    AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
              ELSE 0 END",
-            s = scope.sql
+            s = scope.sql,
+            UNQUEUED = unqueued(&scope.sql),
         );
         let mut params = vec![Value::Text(model)];
         params.extend(scope.params);
@@ -335,7 +340,7 @@ impl EmbeddingStore for LibsqlBackend {
         let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
-        self.catch_up().await?;
+        self.await_indexed().await?;
         let tenant = filter.tenant.as_str().to_owned();
         self.read(move |conn| async move {
             let Some(id) = query_row(
@@ -397,6 +402,17 @@ impl EmbeddingStore for LibsqlBackend {
     }
 }
 
+/// The scope's messages above the watermark without a vector: not yet
+/// queued by the catch-up, and pending all the same (migration 3). A range
+/// of rowids, empty when the catch-up has kept up.
+fn unqueued(scope: &str) -> String {
+    format!(
+        "(SELECT count(*) FROM messages m CROSS JOIN threads t ON t.id = m.thread_id \
+         WHERE m.rowid > (SELECT caught_up_to FROM semantic_watermark) {scope} \
+         AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid))"
+    )
+}
+
 /// Messages indexed and queued (or stale full-text entries removed) per
 /// catch-up transaction: large enough that FTS5 writes few segments, small
 /// enough that the writer is never held for long (a few hundred
@@ -404,15 +420,40 @@ impl EmbeddingStore for LibsqlBackend {
 const CATCH_UP_CHUNK: i64 = 5_000;
 
 impl LibsqlBackend {
+    /// Waits until everything stored before the call is indexed and queued
+    /// (and stale entries removed or re-indexed),
+    /// at most the configured index wait, without taking the writer: wakes
+    /// the indexer task and waits for a catch-up round that started after
+    /// the call to finish. After the wait the reader reads what is indexed;
+    /// the counts report messages the catch-up has not reached yet as
+    /// pending (`unqueued`), so nothing is silently missing.
+    pub(crate) async fn await_indexed(&self) -> Result<(), StoreError> {
+        let behind = self
+            .read(|conn| async move {
+                query_row(&conn, "read watermark", BEHIND, (), |row| {
+                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
+                })
+                .await
+            })
+            .await?
+            .unwrap_or(false);
+        if behind {
+            self.indexer().wait_for_round().await;
+        }
+        Ok(())
+    }
+
     /// Brings the full-text index and the job queue up to date (migrations 3
     /// and 5), in transactions of at most [`CATCH_UP_CHUNK`] messages: first
     /// removes (or re-indexes) the entries of deleted (or edited) messages
     /// queued in `lexical_stale`, then adds the full-text entries and
     /// embedding jobs of every message above the watermark, each into its
     /// tenant's own full-text table, and moves the watermark past them. A
-    /// read when there is nothing to do. Every reader of the full-text index
-    /// and the job queue runs it first; call it after a bulk import to take
-    /// that work off the first search.
+    /// read when there is nothing to do. The backend's indexer task runs it
+    /// in the background (woken by appends and by readers that wait for
+    /// it); the writers of the queue (`claim_jobs`, `fail_jobs`,
+    /// `enqueue_missing`) run it first. Call it after a bulk import to have
+    /// everything indexed before the next search.
     ///
     /// # Errors
     /// A database error.

@@ -224,6 +224,11 @@ pub struct DatabaseConfig {
     /// How long a read waits for a free pooled reader connection before it
     /// is answered 503, in milliseconds (libSQL).
     pub reader_timeout_ms: u64,
+    /// How long a full-text search or progress count waits for the
+    /// background catch-up to index what was appended before it, in
+    /// milliseconds (libSQL); after that it searches what is indexed and
+    /// reports the rest as pending.
+    pub index_wait_ms: u64,
 }
 
 /// HTTP server settings.
@@ -289,6 +294,7 @@ impl Default for DatabaseConfig {
             connect_timeout_secs: 5,
             auto_migrate: true,
             reader_timeout_ms: 2_000,
+            index_wait_ms: 2_000,
         }
     }
 }
@@ -414,6 +420,9 @@ impl Config {
         }
         if !(1..=60_000).contains(&self.database.reader_timeout_ms) {
             return invalid("database.reader_timeout_ms", "must be between 1 and 60000");
+        }
+        if self.database.index_wait_ms > 60_000 {
+            return invalid("database.index_wait_ms", "must be at most 60000");
         }
         if !matches!(self.embedding.mode.as_str(), "background" | "inline") {
             return invalid("embedding.mode", "must be `background` or `inline`");

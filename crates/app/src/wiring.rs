@@ -255,6 +255,7 @@ async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
         busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
         readers: config.database.readers,
         reader_timeout: Duration::from_millis(config.database.reader_timeout_ms),
+        index_wait: Duration::from_millis(config.database.index_wait_ms),
     };
     LibsqlBackend::open(libsql)
         .await
