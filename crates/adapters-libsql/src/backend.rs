@@ -1,15 +1,17 @@
-//! The shared handle: one writer connection, a small pool of readers, and the
-//! helpers every store operation goes through.
+//! The shared handle: one writer connection, a bounded pool of readers
+//! (`deadpool`), and the helpers every store operation goes through.
 
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use libsql::{Connection, TransactionBehavior};
 use memlayer_ports::{DurabilitySetting, StoreError};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
 use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
 use crate::error::{Context as _, DriverError};
@@ -19,8 +21,10 @@ use crate::error::{Context as _, DriverError};
 /// Cloning is cheap and shares the connections. All writes go through one
 /// writer connection, serialised by an async mutex, each in an `IMMEDIATE`
 /// transaction; reads use separate pooled connections (WAL lets them run
-/// beside the writer). For `:memory:` every connection would be a separate
-/// database, so the writer connection serves reads too.
+/// beside the writer), at most `readers` of them: a read waits for a free
+/// one at most `reader_timeout`, then fails with `Unavailable`. For
+/// `:memory:` every connection would be a separate database, so the writer
+/// connection serves reads too.
 ///
 /// Local databases run each operation on tokio's blocking pool: the driver is
 /// synchronous underneath, and a query or a wait for another process's lock
@@ -31,17 +35,101 @@ pub struct LibsqlBackend {
 }
 
 struct Inner {
-    db: libsql::Database,
     writer: Arc<AsyncMutex<Connection>>,
-    /// Idle readers; unused when `shared_reader` is set.
-    idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
-    /// Reads use the writer connection (`:memory:`).
-    shared_reader: bool,
+    /// Reader connections; `None` when reads use the writer connection
+    /// (`:memory:`).
+    readers: Option<ReaderPool>,
+    /// The database when no pool holds it (`:memory:`), kept open with
+    /// the handle.
+    _db: Option<libsql::Database>,
+    /// How long a read waits for a free reader.
+    reader_timeout: Duration,
     /// Run operations on the blocking pool (local databases).
     blocking: bool,
-    busy_timeout: Duration,
     description: String,
+    indexer: Indexer,
+}
+
+/// How readers and appends reach the background catch-up task.
+pub(crate) struct Indexer {
+    wake: Arc<Notify>,
+    /// Catch-up rounds started so far.
+    started: Arc<AtomicU64>,
+    /// Catch-up rounds finished so far (in order: one task runs them).
+    finished: watch::Receiver<u64>,
+    /// How long a reader waits for a round.
+    wait: Duration,
+}
+
+impl Indexer {
+    /// Wakes the task and waits until a round that started after this call
+    /// has finished, so everything committed before the call is indexed (or
+    /// the round failed and logged why), at most `wait`.
+    pub(crate) async fn wait_for_round(&self) {
+        let want = self.started.load(Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let mut finished = self.finished.clone();
+        if tokio::time::timeout(self.wait, finished.wait_for(|done| *done >= want)).await.is_err() {
+            tracing::debug!(wait = ?self.wait, "full-text catch-up still running: reading what is indexed");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the indexer task see that the backend is gone and end.
+        self.indexer.wake.notify_one();
+    }
+}
+
+/// The background catch-up: one round per wake-up, ending when the backend
+/// is dropped (it holds the backend weakly, so it never keeps it alive).
+///
+/// Woken by readers that find the index behind (`await_indexed`), never by
+/// appends themselves: appends stay cheap, rounds batch many appends, and
+/// right after an append the embedding worker's `claim_jobs` (woken by the
+/// append) runs the catch-up anyway. A reader therefore notices appends of
+/// other processes on the same file too.
+async fn index_in_background(inner: Weak<Inner>, wake: Arc<Notify>, started: Arc<AtomicU64>, done: watch::Sender<u64>) {
+    loop {
+        wake.notified().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let round = started.fetch_add(1, Ordering::SeqCst) + 1;
+        let backend = LibsqlBackend { inner };
+        if let Err(e) = backend.catch_up().await {
+            tracing::warn!(error = %e, "full-text and job-queue catch-up failed; retrying on the next wake-up");
+        }
+        drop(backend);
+        done.send_replace(round);
+    }
+}
+
+type ReaderPool = managed::Pool<Readers>;
+
+/// Opens reader connections for the pool and vets returned ones.
+struct Readers {
+    db: libsql::Database,
+    busy_timeout: Duration,
+}
+
+impl managed::Manager for Readers {
+    type Type = Connection;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<Connection, StoreError> {
+        let conn = self.db.connect().ctx("connect reader")?;
+        conn.busy_timeout(self.busy_timeout).ctx("set busy timeout")?;
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<StoreError> {
+        if conn.is_autocommit() {
+            Ok(())
+        } else {
+            // Never reuse a connection left inside a transaction.
+            Err(RecycleError::message("reader was left inside a transaction"))
+        }
+    }
 }
 
 impl fmt::Debug for LibsqlBackend {
@@ -60,7 +148,7 @@ impl LibsqlBackend {
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait } = config;
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -74,18 +162,32 @@ impl LibsqlBackend {
         };
         let Opened { db, writer, description, shared_reader, blocking } = opened;
 
+        let (readers, kept) = if shared_reader {
+            (None, Some(db))
+        } else {
+            let pool = managed::Pool::builder(Readers { db, busy_timeout })
+                .max_size(readers.max(1))
+                .wait_timeout(Some(reader_timeout))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .map_err(|e| StoreError::backend(DriverError::new("build reader pool", e.to_string())))?;
+            (Some(pool), None)
+        };
+        let (wake, started) = (Arc::new(Notify::new()), Arc::new(AtomicU64::new(0)));
+        let (done, finished) = watch::channel(0);
+        let indexer = Indexer { wake: wake.clone(), started: started.clone(), finished, wait: index_wait };
         let backend = Self {
             inner: Arc::new(Inner {
-                db,
                 writer: Arc::new(AsyncMutex::new(writer)),
-                idle: Mutex::new(Vec::new()),
-                max_idle: readers.max(1),
-                shared_reader,
+                readers,
+                _db: kept,
+                reader_timeout,
                 blocking,
-                busy_timeout,
                 description,
+                indexer,
             }),
         };
+        tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
         tracing::debug!(backend = %backend.inner.description, "opened libsql backend");
         Ok(backend)
     }
@@ -104,6 +206,10 @@ impl LibsqlBackend {
         &self.inner.description
     }
 
+    pub(crate) fn indexer(&self) -> &Indexer {
+        &self.inner.indexer
+    }
+
     /// Runs `f` on a reader connection (the writer's, for `:memory:`).
     pub(crate) async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
@@ -111,7 +217,7 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        if self.inner.shared_reader {
+        let Some(readers) = &self.inner.readers else {
             let guard = Arc::clone(&self.inner.writer).lock_owned().await;
             return self
                 .run(async move {
@@ -120,15 +226,38 @@ impl LibsqlBackend {
                     result
                 })
                 .await;
-        }
-        let inner = Arc::clone(&self.inner);
+        };
+        // Waiting for a free reader happens here, on the async side, so a
+        // queue of reads never holds blocking-pool threads.
+        let conn = readers.get().await.map_err(|e| self.checkout_error(e))?;
         self.run(async move {
-            let conn = inner.checkout()?;
-            let result = f(conn.clone()).await;
-            inner.checkin(conn);
+            let result = f(Connection::clone(&conn)).await;
+            drop(conn);
             result
         })
         .await
+    }
+
+    fn checkout_error(&self, e: PoolError<StoreError>) -> StoreError {
+        match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
+                "no reader connection free within {} ms (database.readers = {})",
+                self.inner.reader_timeout.as_millis(),
+                self.inner.readers.as_ref().map_or(0, |p| p.status().max_size),
+            )),
+            other => StoreError::backend(DriverError::new("check out reader", other.to_string())),
+        }
+    }
+
+    /// Reader connections open now and the most there may be (`(0, 0)` when
+    /// reads use the writer connection).
+    #[must_use]
+    pub fn reader_connections(&self) -> (usize, usize) {
+        self.inner.readers.as_ref().map_or((0, 0), |p| {
+            let status = p.status();
+            (status.size, status.max_size)
+        })
     }
 
     /// Runs `f` in one `IMMEDIATE` transaction on the writer connection:
@@ -215,30 +344,6 @@ impl LibsqlBackend {
         tokio::task::spawn_blocking(move || handle.block_on(fut))
             .await
             .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
-    }
-}
-
-impl Inner {
-    fn checkout(&self) -> Result<Connection, StoreError> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => {
-                let conn = self.db.connect().ctx("connect reader")?;
-                conn.busy_timeout(self.busy_timeout).ctx("set busy timeout")?;
-                Ok(conn)
-            }
-        }
-    }
-
-    fn checkin(&self, conn: Connection) {
-        if !conn.is_autocommit() {
-            return; // never reuse a connection left inside a transaction
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.max_idle {
-            idle.push(conn);
-        }
     }
 }
 
@@ -332,4 +437,119 @@ async fn open_remote(_url: String, _auth_token: Option<String>) -> Result<libsql
         "database.url",
         "remote libSQL URLs need memlayer-adapters-libsql built with feature `remote`",
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    async fn file_backend(dir: &tempfile::TempDir, readers: usize, reader_timeout: Duration) -> LibsqlBackend {
+        let config = LibsqlConfig { readers, reader_timeout, ..LibsqlConfig::file(dir.path().join("db.sqlite")) };
+        LibsqlBackend::open_migrated(config).await.unwrap()
+    }
+
+    /// A search while a long write holds the writer: it neither takes nor
+    /// waits for the writer beyond the index wait; it searches what is
+    /// indexed and counts the rest as pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_never_wait_for_the_writer() {
+        use memlayer_domain::{NewMessage, NewThread, Role, TenantId};
+        use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            LibsqlConfig { index_wait: Duration::from_millis(50), ..LibsqlConfig::file(dir.path().join("db")) };
+        let backend = LibsqlBackend::open_migrated(config).await.unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let thread = backend.create(&t, NewThread::default()).await.unwrap().id;
+        let text = |s: &str| NewMessage::text(Role::User, s).unwrap();
+        backend.append(&t, thread, vec![text("kettle refund"), text("kettle again")]).await.unwrap();
+
+        let (release, held) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let writer = {
+            let (backend, release, held) = (backend.clone(), release.clone(), held.clone());
+            tokio::spawn(async move {
+                backend
+                    .write(move |_conn| async move {
+                        held.notify_one();
+                        release.notified().await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        held.notified().await;
+        let all = VectorFilter { tenant: t.clone(), threads: None };
+        let search = backend.lexical_search(&all, "kettle".into(), 5);
+        let hits = tokio::time::timeout(Duration::from_secs(30), search).await.expect("search waited for the writer");
+        assert!(hits.unwrap().is_empty(), "nothing is indexed while the writer is busy");
+        let coverage = tokio::time::timeout(Duration::from_secs(30), backend.coverage(&all, "m".into())).await;
+        assert_eq!(coverage.expect("coverage waited for the writer").unwrap().pending, 2, "the rest is pending");
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        backend.catch_up().await.unwrap();
+        assert_eq!(backend.lexical_search(&all, "kettle".into(), 5).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_share_a_bounded_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reads = (0..10).map(|_| {
+            let (backend, inside, most) = (backend.clone(), inside.clone(), most.clone());
+            tokio::spawn(async move {
+                backend
+                    .read(move |conn| async move {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Hold the connection long enough for the reads to overlap.
+                        std::thread::sleep(Duration::from_millis(20));
+                        let mut rows = conn.query("SELECT count(*) FROM threads", ()).await.unwrap();
+                        rows.next().await.unwrap();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            read.await.unwrap().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{} reads held connections at once", most.load(Ordering::SeqCst));
+        let (open, max) = backend.reader_connections();
+        assert_eq!(max, 2);
+        assert!((1..=2).contains(&open), "{open} reader connections open");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_finds_no_free_reader_in_time_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 1, Duration::from_millis(50)).await;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (held, started) = (release.clone(), Arc::new(tokio::sync::Notify::new()));
+        let signal = started.clone();
+        let holder = {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                backend
+                    .read(move |_conn| async move {
+                        signal.notify_one();
+                        held.notified().await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        let err = backend.read(|_conn| async move { Ok(()) }).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("database.readers = 1")), "{err:?}");
+        release.notify_one();
+        holder.await.unwrap().unwrap();
+        backend.read(|_conn| async move { Ok(()) }).await.unwrap();
+    }
 }

@@ -43,9 +43,18 @@ pub struct LibsqlConfig {
     /// How long a connection waits for a lock held by another connection or
     /// process before the operation fails with `StoreError::Unavailable`.
     pub busy_timeout: Duration,
-    /// Idle reader connections kept for reuse (file databases only; more are
-    /// opened on demand under load and closed afterwards).
+    /// Most reader connections open at once (file databases only): a pool
+    /// of at most this many, opened on demand and kept for reuse. A read
+    /// waits for a free one at most `reader_timeout`.
     pub readers: usize,
+    /// How long a read waits for a free reader connection before it fails
+    /// with `StoreError::Unavailable` (an overloaded server answers 503
+    /// rather than queueing without end).
+    pub reader_timeout: Duration,
+    /// How long a full-text search, a progress count or `due_jobs` waits for
+    /// the background catch-up to index what was appended before it; after
+    /// that it reads what is indexed and counts the rest as pending.
+    pub index_wait: Duration,
 }
 
 impl LibsqlConfig {
@@ -53,6 +62,13 @@ impl LibsqlConfig {
     pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default number of pooled reader connections.
     pub const DEFAULT_READERS: usize = 4;
+    /// Default wait for a free reader connection.
+    pub const DEFAULT_READER_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default wait for the background catch-up: generous, since a round
+    /// over a few appended messages takes milliseconds and a reader waits
+    /// only when it is behind (the server sets its own,
+    /// `database.index_wait_ms`).
+    pub const DEFAULT_INDEX_WAIT: Duration = Duration::from_secs(10);
 
     /// An embedded database file at `path`, with default settings.
     #[must_use]
@@ -73,7 +89,13 @@ impl LibsqlConfig {
     }
 
     fn at(location: LibsqlLocation) -> Self {
-        Self { location, busy_timeout: Self::DEFAULT_BUSY_TIMEOUT, readers: Self::DEFAULT_READERS }
+        Self {
+            location,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+            readers: Self::DEFAULT_READERS,
+            reader_timeout: Self::DEFAULT_READER_TIMEOUT,
+            index_wait: Self::DEFAULT_INDEX_WAIT,
+        }
     }
 }
 

@@ -11,13 +11,17 @@
 //! - one writer connection, serialised by an async mutex, and every write in
 //!   an `IMMEDIATE` transaction (deferred transactions fail with `SQLITE_BUSY`
 //!   under concurrency); readers are separate connections, which WAL lets run
-//!   beside the writer; `:memory:` uses its single connection for everything;
+//!   beside the writer, from a pool of at most `readers` (a read that finds
+//!   none free within `reader_timeout` is `Unavailable`); `:memory:` uses its
+//!   single connection for everything;
 //! - an append bumps `threads.last_seq` and inserts its messages in the same
 //!   transaction, so sequence numbers are consecutive and gap-free;
 //! - an append writes only its messages: every message above the
-//!   `semantic_watermark` (migration 3) counts as not yet indexed nor queued,
-//!   and `catch_up`, which every reader of the full-text index or the job
-//!   queue runs first, gives it its full-text entry and embedding job; the
+//!   `semantic_watermark` (migration 3) counts as not yet indexed nor queued
+//!   (and as pending in every progress count), and `catch_up` gives it its
+//!   full-text entry and embedding job, run by the queue's writers and by a
+//!   background indexer task that readers wake and wait for (bounded: they
+//!   never take the writer themselves); the
 //!   watermark never stays above the newest rowid, since SQLite hands out
 //!   `max(rowid) + 1` again after the newest messages are deleted
 //!   (migration 5);

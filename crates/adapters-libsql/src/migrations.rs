@@ -74,6 +74,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         down: include_str!("../migrations/0006_idempotency.down.sql"),
         down_drops: None,
     },
+    Migration {
+        version: 7,
+        name: "fair_job_queue",
+        up: include_str!("../migrations/0007_fair_job_queue.up.sql"),
+        down: include_str!("../migrations/0007_fair_job_queue.down.sql"),
+        down_drops: None,
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

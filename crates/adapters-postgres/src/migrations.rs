@@ -60,6 +60,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0006_idempotency.up.sql"),
         down: include_str!("../migrations/0006_idempotency.down.sql"),
     },
+    Migration {
+        version: 7,
+        name: "fair_job_queue",
+        up: include_str!("../migrations/0007_fair_job_queue.up.sql"),
+        down: include_str!("../migrations/0007_fair_job_queue.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

@@ -116,6 +116,11 @@ pub struct EmbeddingConfig {
     pub interactive_sessions: usize,
     /// Intra-op threads per session.
     pub intra_threads: usize,
+    /// How long a claimed batch of embedding jobs stays leased to its
+    /// worker, in seconds: another server on the same database does not take
+    /// those jobs before then, and a crashed worker's jobs come back after
+    /// it. Far longer than a batch ever takes.
+    pub lease_secs: u64,
 }
 
 impl Default for EmbeddingConfig {
@@ -131,6 +136,7 @@ impl Default for EmbeddingConfig {
             sessions: 1,
             interactive_sessions: 1,
             intra_threads: 1,
+            lease_secs: 300,
         }
     }
 }
@@ -220,6 +226,14 @@ pub struct DatabaseConfig {
     pub connect_timeout_secs: u64,
     /// Apply pending migrations when the server starts.
     pub auto_migrate: bool,
+    /// How long a read waits for a free pooled reader connection before it
+    /// is answered 503, in milliseconds (libSQL).
+    pub reader_timeout_ms: u64,
+    /// How long a full-text search or progress count waits for the
+    /// background catch-up to index what was appended before it, in
+    /// milliseconds (libSQL); after that it searches what is indexed and
+    /// reports the rest as pending.
+    pub index_wait_ms: u64,
 }
 
 /// HTTP server settings.
@@ -284,6 +298,8 @@ impl Default for DatabaseConfig {
             pool_size: 8,
             connect_timeout_secs: 5,
             auto_migrate: true,
+            reader_timeout_ms: 2_000,
+            index_wait_ms: 2_000,
         }
     }
 }
@@ -407,6 +423,12 @@ impl Config {
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");
         }
+        if !(1..=60_000).contains(&self.database.reader_timeout_ms) {
+            return invalid("database.reader_timeout_ms", "must be between 1 and 60000");
+        }
+        if self.database.index_wait_ms > 60_000 {
+            return invalid("database.index_wait_ms", "must be at most 60000");
+        }
         if !matches!(self.embedding.mode.as_str(), "background" | "inline") {
             return invalid("embedding.mode", "must be `background` or `inline`");
         }
@@ -421,6 +443,9 @@ impl Config {
         }
         if self.embedding.intra_threads == 0 || self.embedding.intra_threads > 64 {
             return invalid("embedding.intra_threads", "must be between 1 and 64");
+        }
+        if !(10..=86_400).contains(&self.embedding.lease_secs) {
+            return invalid("embedding.lease_secs", "must be between 10 and 86400 (a day)");
         }
         if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql" | "pgvector") {
             return invalid("search.index", "must be `hnsw`, `exact`, `libsql` or `pgvector`");

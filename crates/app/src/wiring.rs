@@ -273,6 +273,8 @@ async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
         location: loc,
         busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
         readers: config.database.readers,
+        reader_timeout: Duration::from_millis(config.database.reader_timeout_ms),
+        index_wait: Duration::from_millis(config.database.index_wait_ms),
     };
     LibsqlBackend::open(libsql)
         .await
@@ -422,6 +424,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
             poll_interval: Duration::from_millis(e.poll_interval_ms),
             base_backoff: Duration::from_millis(e.base_backoff_ms),
             max_backoff: Duration::from_secs(e.max_backoff_secs),
+            lease: Duration::from_secs(e.lease_secs),
         },
     );
     let default_tenant = TenantId::parse(config.memory.default_tenant.clone())

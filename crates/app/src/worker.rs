@@ -1,8 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use memlayer_domain::now;
-use memlayer_ports::{Embedder, EmbeddingStore, StoreError, VectorIndex};
+use memlayer_domain::{Embedding, MessageId, now};
+use memlayer_ports::{Embedder, EmbeddingStore, PendingEmbedding, StoreError, VectorIndex};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::{Mutex, Notify, watch};
 
 /// How the worker retries.
@@ -16,6 +18,12 @@ pub struct WorkerSettings {
     pub base_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// How long a claimed batch stays leased to this worker: other workers
+    /// (another server on the same database) do not take its jobs before
+    /// then, and the jobs of a worker that died come back after it. Far
+    /// longer than a batch ever takes (seconds), so a live worker never
+    /// loses its batch to another.
+    pub lease: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -25,6 +33,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(500),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            lease: Duration::from_secs(300),
         }
     }
 }
@@ -42,6 +51,16 @@ pub struct Round {
 /// and adds them to the vector index. Failures are recorded on the jobs and
 /// retried with exponential backoff: a message is never lost and never
 /// silently unsearchable (it stays counted as pending).
+///
+/// Each round claims a batch with a lease ([`EmbeddingStore::claim_jobs`]),
+/// so several workers, in one process or in several servers on one
+/// database, share the queue without embedding a job twice. When a batch
+/// fails for a reason other than the embedder being unavailable, it is split
+/// in halves and each half retried, recursively down to single texts, so one
+/// bad message fails alone and its batch-mates are embedded: at most
+/// `2·log2(batch)` extra embed calls per bad message, each on fewer texts
+/// (a batch where every text fails costs `2·batch − 1` calls over
+/// `batch·(log2(batch) + 1)` texts).
 #[derive(Debug, Clone)]
 pub struct EmbeddingWorker {
     embedder: Arc<dyn Embedder>,
@@ -82,34 +101,28 @@ impl EmbeddingWorker {
     /// reported in [`Round::failed`] instead.
     pub async fn run_once(&self) -> Result<Round, StoreError> {
         let _guard = self.round.lock().await;
-        let jobs = self.store.due_jobs(now(), self.settings.batch_size).await?;
+        let at = now();
+        let jobs = self.store.claim_jobs(at, self.settings.batch_size, at + self.settings.lease).await?;
         if jobs.is_empty() {
             return Ok(Round::default());
         }
-        let texts = jobs.iter().map(|j| j.text.clone()).collect();
-        match self.embedder.embed(texts).await {
-            Ok(vectors) if vectors.len() == jobs.len() => {
-                let done = jobs.iter().map(|j| j.id).zip(vectors).collect();
-                let entries = self.store.complete_jobs(done).await?;
-                let embedded = entries.len();
-                self.index.upsert(entries).await?;
-                Ok(Round { embedded, failed: 0 })
-            }
-            other => {
-                let error = match other {
-                    Ok(v) => format!("embedder returned {} vectors for {} texts", v.len(), jobs.len()),
-                    Err(e) => e.to_string(),
-                };
-                let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
-                let delay = self.backoff(attempts);
-                let retry_at = now() + delay;
-                tracing::warn!(jobs = jobs.len(), attempts = attempts + 1, retry_in = ?delay, %error, "embedding failed");
-                let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
-                let failed = ids.len();
-                self.store.fail_jobs(ids, error, retry_at).await?;
-                Ok(Round { embedded: 0, failed })
-            }
+        let mut outcome = Outcome::default();
+        embed_isolating(self.embedder.as_ref(), &jobs, &mut outcome).await;
+        let mut round = Round::default();
+        if !outcome.done.is_empty() {
+            let entries = self.store.complete_jobs(outcome.done).await?;
+            round.embedded = entries.len();
+            self.index.upsert(entries).await?;
         }
+        for (failed, error) in outcome.failed {
+            let attempts = failed.iter().map(|j| j.attempts).max().unwrap_or(0);
+            let delay = self.backoff(attempts);
+            let retry_at = now() + delay;
+            tracing::warn!(jobs = failed.len(), attempts = attempts + 1, retry_in = ?delay, %error, "embedding failed");
+            round.failed += failed.len();
+            self.store.fail_jobs(failed.iter().map(|j| j.id).collect(), error, retry_at).await?;
+        }
+        Ok(round)
     }
 
     /// Runs rounds until no job is due; returns the totals.
@@ -152,4 +165,44 @@ impl EmbeddingWorker {
             }
         })
     }
+}
+
+/// What embedding a batch came to: the vectors made, and the jobs that
+/// failed, in groups sharing one error.
+#[derive(Default)]
+struct Outcome {
+    done: Vec<(MessageId, Embedding)>,
+    failed: Vec<(Vec<PendingEmbedding>, String)>,
+}
+
+/// Embeds `jobs`; when that fails for a reason the texts may cause (anything
+/// but an unavailable embedder, which would fail every half alike), splits
+/// them in halves and embeds each alone, recursively, so only the texts
+/// that fail on their own are recorded as failed.
+fn embed_isolating<'a>(
+    embedder: &'a dyn Embedder,
+    jobs: &'a [PendingEmbedding],
+    outcome: &'a mut Outcome,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let texts = jobs.iter().map(|j| j.text.clone()).collect();
+        let error = match embedder.embed(texts).await {
+            Ok(vectors) if vectors.len() == jobs.len() => {
+                outcome.done.extend(jobs.iter().map(|j| j.id).zip(vectors));
+                return;
+            }
+            Ok(vectors) => {
+                StoreError::backend(format!("embedder returned {} vectors for {} texts", vectors.len(), jobs.len()))
+            }
+            Err(e) => e,
+        };
+        if jobs.len() == 1 || error.is_retryable() {
+            outcome.failed.push((jobs.to_vec(), error.to_string()));
+            return;
+        }
+        tracing::debug!(jobs = jobs.len(), %error, "embedding batch failed: retrying its halves");
+        let (left, right) = jobs.split_at(jobs.len() / 2);
+        embed_isolating(embedder, left, outcome).await;
+        embed_isolating(embedder, right, outcome).await;
+    })
 }

@@ -29,15 +29,41 @@ pub struct PendingEmbedding {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
-    /// Up to `limit` jobs due at `now`, oldest message first.
+    /// Up to `limit` jobs due at `now` (their next attempt is at or before
+    /// `now` and no lease on them runs past `now`), without leasing them:
+    /// what [`claim_jobs`](Self::claim_jobs) would hand out.
+    ///
+    /// Fair across tenants: the batch is filled round-robin, every tenant
+    /// with a due job getting its first job in before any tenant gets its
+    /// second, and so on (tenants in the same round in the order their jobs
+    /// fell due), so one tenant's bulk import of thousands of messages never
+    /// starves another tenant's new ones. Within a tenant, earliest due
+    /// first: a new job is due from its message's creation, so a tenant's
+    /// fresh jobs come oldest message first, and a retried one at its retry
+    /// time. MUST stay cheap with a queue of 100,000 jobs (the worker polls
+    /// it every batch).
     async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError>;
+
+    /// [`due_jobs`](Self::due_jobs), and leases the jobs returned until
+    /// `lease_until`, atomically: until then no other `claim_jobs` call, of
+    /// this process or of another one on the same database, hands them out
+    /// again, nor does `due_jobs`. Two concurrent calls MUST never return the
+    /// same job. [`complete_jobs`](Self::complete_jobs) and
+    /// [`fail_jobs`](Self::fail_jobs) end the lease; a job whose worker died
+    /// is handed out again once `lease_until` has passed.
+    async fn claim_jobs(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<PendingEmbedding>, StoreError>;
 
     /// Stores each embedding and deletes its job, atomically. MUST skip
     /// messages deleted meanwhile and return the entries actually stored.
     async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError>;
 
     /// Records a failed attempt for each job: attempts + 1, the error, and
-    /// the next attempt at `retry_at`.
+    /// the next attempt at `retry_at`; ends any lease on them.
     async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError>;
 
     /// Schedules every message lacking a vector of `model` (re-embedding a

@@ -23,33 +23,39 @@ async fn migrations_go_down_and_up_again() {
     let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
     store.put_setting(&t, &cat, &key, serde_json::json!("dark")).await.unwrap();
     let versions = |list: Vec<MigrationStatus>| list.iter().map(|m| m.version).collect::<Vec<_>>();
-    // Reverting migration 6 drops the idempotency records.
-    let (k, fp) = (IdempotencyKey::parse("k").unwrap(), Fingerprint::new([7; 32]));
+    // Reverting migration 7 drops the leases; the jobs stay.
     let now = memlayer_domain::now();
     let later = now + time::Duration::hours(1);
+    assert_eq!(store.claim_jobs(now, 1, later).await.unwrap().len(), 1);
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![7]);
+    assert!(store.claim_jobs(now, 1, later).await.is_err(), "lease column gone");
+    // Reverting migration 6 drops the idempotency records.
+    let (k, fp) = (IdempotencyKey::parse("k").unwrap(), Fingerprint::new([7; 32]));
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New);
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![6]);
     assert!(matches!(store.claim(&t, &k, fp, now, later).await, Err(StoreError::Backend(_))), "table gone");
     // Reverting migration 4 drops the configuration tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7]);
+    assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(3).await.unwrap();
-    assert_eq!(versions(down), vec![6, 4, 2]);
+    let down = store.migrate_down(4).await.unwrap();
+    assert_eq!(versions(down), vec![7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
-    assert_eq!(status.iter().map(|m| m.applied_at.is_some()).collect::<Vec<_>>(), vec![true, false, false, false]);
+    let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
+    assert_eq!(applied, vec![true, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 3, "backfilled jobs");
     let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![6, 4, 2, 1]);
+    assert_eq!(versions(all_down), vec![7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 4);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 5);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 
@@ -120,4 +126,50 @@ async fn unreachable_or_malformed_urls_say_what_is_wrong() {
     let wrong_db = memlayer_adapters_postgres::testing::with_database(&db.url, "no_such_database");
     let err = memlayer_adapters_postgres::PgBackend::open(PgConfig::new(wrong_db)).await.unwrap_err();
     assert!(err.to_string().contains("no_such_database"), "{err}");
+}
+
+/// Two servers on one database: claims from two pools at once never hand
+/// the same job to both, lose none, and an unfinished job is handed out
+/// again once its lease has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_share_the_queue_through_leases() {
+    let Some(db) = fresh_database().await else { return };
+    let (one, two) = (db.backend().await, db.backend().await);
+    let mut all = std::collections::BTreeSet::new();
+    for name in ["a", "b", "c"] {
+        let t = TenantId::parse(name).unwrap();
+        let thread = one.create(&t, NewThread::default()).await.unwrap().id;
+        all.extend(one.append(&t, thread, msgs(400)).await.unwrap().into_iter().map(|m| m.id));
+    }
+    let now = memlayer_domain::now();
+    let lease = now + time::Duration::minutes(5);
+    let worker = |store: memlayer_adapters_postgres::PgBackend| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = store.claim_jobs(now, 16, lease).await.unwrap();
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|j| j.id));
+        }
+    };
+    let (a, b, c, d) = tokio::join!(worker(one.clone()), worker(two.clone()), worker(one.clone()), worker(two.clone()));
+    let claims: Vec<_> = [a, b, c, d].concat();
+    let handed: std::collections::BTreeSet<_> = claims.iter().copied().collect();
+    assert_eq!(handed.len(), claims.len(), "a job was handed to two workers");
+    assert_eq!(handed, all, "every job handed out once");
+    // The first worker finishes half its jobs and dies with the rest.
+    let done: Vec<_> =
+        claims.iter().take(600).map(|id| (*id, Embedding::new("m", vec![0.6, 0.8], 2).unwrap())).collect();
+    assert_eq!(one.complete_jobs(done).await.unwrap().len(), 600);
+    assert!(two.claim_jobs(now + time::Duration::minutes(4), 100, lease).await.unwrap().is_empty(), "still leased");
+    let after = lease + time::Duration::seconds(1);
+    let back: std::collections::BTreeSet<_> = two
+        .claim_jobs(after, 10_000, after + time::Duration::minutes(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(back, claims[600..].iter().copied().collect(), "unfinished jobs come back after the lease");
 }

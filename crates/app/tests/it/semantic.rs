@@ -31,6 +31,7 @@ fn settings() -> WorkerSettings {
         poll_interval: Duration::from_millis(10),
         base_backoff: Duration::from_secs(2),
         max_backoff: Duration::from_secs(60),
+        lease: Duration::from_secs(300),
     }
 }
 
@@ -39,7 +40,7 @@ async fn a_failed_embedding_is_rescheduled_with_backoff_and_nothing_is_indexed()
     let jobs = vec![job(2), job(0)];
     let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
     let mut store = MockEmbeddingStore::new();
-    store.expect_due_jobs().times(1).returning(move |_, _| Ok(jobs.clone()));
+    store.expect_claim_jobs().times(1).returning(move |_, _, _| Ok(jobs.clone()));
     let before = now();
     store
         .expect_fail_jobs()
@@ -68,7 +69,7 @@ async fn embedded_jobs_are_stored_then_indexed() {
     let thread = jobs[0].thread;
     let mut store = MockEmbeddingStore::new();
     let j = jobs.clone();
-    store.expect_due_jobs().times(1).returning(move |_, _| Ok(j.clone()));
+    store.expect_claim_jobs().times(1).returning(move |_, _, _| Ok(j.clone()));
     store.expect_complete_jobs().times(1).returning(move |done| {
         Ok(done.into_iter().map(|(id, embedding)| VectorEntry { id, tenant: tenant(), thread, embedding }).collect())
     });
@@ -82,10 +83,72 @@ async fn embedded_jobs_are_stored_then_indexed() {
     assert_eq!(worker.run_once().await.unwrap().embedded, 2);
 }
 
+/// An embedder that fails every batch holding `poison`, as a model runtime
+/// does on one text it cannot take, and counts its calls.
+#[derive(Debug)]
+struct PoisonedEmbedder {
+    poison: String,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl memlayer_ports::Embedder for PoisonedEmbedder {
+    fn info(&self) -> EmbedderInfo {
+        info()
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if texts.contains(&self.poison) {
+            return Err(StoreError::backend("tensor shape mismatch"));
+        }
+        Ok(texts.iter().map(|_| Embedding::new("m", vec![0.6, 0.8], 2).unwrap()).collect())
+    }
+}
+
+#[tokio::test]
+async fn one_bad_text_fails_alone_and_its_batch_mates_are_embedded() {
+    let mut jobs: Vec<_> = (0..64).map(|i| PendingEmbedding { text: format!("text {i}"), ..job(0) }).collect();
+    jobs[37].text = "poison".into();
+    let bad = jobs[37].id;
+    let mut store = MockEmbeddingStore::new();
+    let j = jobs.clone();
+    store
+        .expect_claim_jobs()
+        .withf(|at, limit, until| *limit == 64 && *until - *at == time::Duration::seconds(300))
+        .times(1)
+        .returning(move |_, _, _| Ok(j.clone()));
+    store
+        .expect_complete_jobs()
+        .withf(move |done| done.len() == 63 && done.iter().all(|(id, _)| *id != bad))
+        .times(1)
+        .returning(|done| {
+            Ok(done
+                .into_iter()
+                .map(|(id, embedding)| VectorEntry { id, tenant: tenant(), thread: ThreadId::new(), embedding })
+                .collect())
+        });
+    store
+        .expect_fail_jobs()
+        .withf(move |ids, error, _| ids == &vec![bad] && error.contains("tensor shape mismatch"))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let mut index = MockVectorIndex::new();
+    index.expect_upsert().withf(|entries| entries.len() == 63).times(1).returning(|_| Ok(()));
+    let embedder = Arc::new(PoisonedEmbedder { poison: "poison".into(), calls: 0.into() });
+    let settings = WorkerSettings { batch_size: 64, ..settings() };
+    let worker = EmbeddingWorker::new(embedder.clone(), Arc::new(store), Arc::new(index), settings);
+    let round = worker.run_once().await.unwrap();
+    assert_eq!((round.embedded, round.failed), (63, 1));
+    // The whole batch, then two halves per level down to the single text:
+    // 1 + 2 · log2(64) calls, not one per text.
+    assert_eq!(embedder.calls.load(std::sync::atomic::Ordering::SeqCst), 13);
+}
+
 fn service(threads: MockThreadStore, messages: MockMessageStore, index: MockVectorIndex) -> MemoryService {
     let index: Arc<dyn memlayer_ports::VectorIndex> = Arc::new(index);
     let mut store = MockEmbeddingStore::new();
-    store.expect_due_jobs().returning(|_, _| Ok(Vec::new()));
+    store.expect_claim_jobs().returning(|_, _, _| Ok(Vec::new()));
     let worker = EmbeddingWorker::new(Arc::new(MockEmbedder::new()), Arc::new(store), index.clone(), settings());
     MemoryService::new(
         Arc::new(threads),

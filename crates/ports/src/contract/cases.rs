@@ -988,3 +988,59 @@ pub async fn lexical_scores_ignore_other_tenants(b: Backend) {
         assert_eq!(&now, was, "{q}: ranking and scores must not move when another tenant writes");
     }
 }
+
+/// The starvation defect: one tenant's bulk import queued first, another
+/// tenant's one new message after it; the first batch holds the new message.
+pub async fn due_jobs_are_fair_across_tenants(b: Backend) {
+    let (bulk, small) = (tenant("bulk"), tenant("small"));
+    let big = thread(&b, &bulk).await;
+    let imported = b.messages.append(&bulk, big, msgs(0..500)).await.unwrap();
+    let mine = thread(&b, &small).await;
+    let new = b.messages.append(&small, mine, msgs(0..2)).await.unwrap();
+    let batch = b.embeddings.due_jobs(memlayer_domain::now(), 8).await.unwrap();
+    assert_eq!(batch.len(), 8);
+    let ids: Vec<_> = batch.iter().map(|j| j.id).collect();
+    assert!(
+        ids.contains(&new[0].id) && ids.contains(&new[1].id),
+        "the small tenant waits behind the import: {batch:?}"
+    );
+    let bulk_ids: Vec<_> = batch.iter().filter(|j| j.tenant == bulk).map(|j| j.id).collect();
+    assert_eq!(bulk_ids, imported[..6].iter().map(|m| m.id).collect::<Vec<_>>(), "each tenant oldest first");
+    // Round-robin: every tenant's first job before any tenant's second.
+    let tenants: Vec<_> = batch.iter().take(2).map(|j| j.tenant.clone()).collect();
+    assert!(tenants.contains(&bulk) && tenants.contains(&small), "first round: one job per tenant: {tenants:?}");
+    // A job backing off does not hold a tenant's turn.
+    b.embeddings.fail_jobs(vec![new[0].id], "boom".into(), far_future()).await.unwrap();
+    let batch = b.embeddings.due_jobs(memlayer_domain::now(), 2).await.unwrap();
+    let ids: Vec<_> = batch.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![imported[0].id, new[1].id], "same round: the job due first goes first");
+}
+
+/// Leases: a claimed job is handed to no one else until it is completed,
+/// failed, or its lease runs out.
+pub async fn claimed_jobs_are_leased_until_done_or_expired(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, msgs(0..4)).await.unwrap();
+    let now = memlayer_domain::now();
+    let until = now + time::Duration::minutes(5);
+    let first = b.embeddings.claim_jobs(now, 2, until).await.unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![stored[0].id, stored[1].id]);
+    let second = b.embeddings.claim_jobs(now, 10, until).await.unwrap();
+    let second: Vec<_> = second.iter().map(|j| j.id).collect();
+    assert_eq!(second, vec![stored[2].id, stored[3].id], "leased jobs are skipped");
+    assert!(b.embeddings.claim_jobs(now, 10, until).await.unwrap().is_empty(), "everything is leased");
+    assert!(b.embeddings.due_jobs(now, 10).await.unwrap().is_empty(), "leased jobs are not due");
+    assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 4, "leased jobs are still pending");
+    // Completing and failing end the lease.
+    b.embeddings.complete_jobs(vec![(stored[0].id, embedding("m1", 0))]).await.unwrap();
+    b.embeddings.fail_jobs(vec![stored[1].id], "boom".into(), now).await.unwrap();
+    let again = b.embeddings.claim_jobs(now, 10, until).await.unwrap();
+    assert_eq!(again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(), vec![(stored[1].id, 1)]);
+    // A crashed worker's jobs come back once the lease has run out.
+    let after = until + time::Duration::seconds(1);
+    let back = b.embeddings.claim_jobs(after, 10, after + time::Duration::minutes(5)).await.unwrap();
+    let back: BTreeSet<_> = back.iter().map(|j| j.id).collect();
+    let expected: BTreeSet<_> = stored[1..].iter().map(|m| m.id).collect();
+    assert_eq!(back, expected, "expired leases are handed out again");
+}

@@ -170,6 +170,8 @@ macro_rules! contract_suite {
             deleting_the_newest_messages_loses_nothing,
             appends_and_deletes_never_lose_a_message,
             lexical_scores_ignore_other_tenants,
+            due_jobs_are_fair_across_tenants,
+            claimed_jobs_are_leased_until_done_or_expired,
         );
         $crate::__config_expand!(
             $factory;
