@@ -48,6 +48,7 @@ mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod threads;
+mod tls;
 mod vectors;
 
 use async_trait::async_trait;

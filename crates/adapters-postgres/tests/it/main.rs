@@ -10,5 +10,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod contract;
+mod limits;
 mod rls;
 mod storage;
+mod tls;
