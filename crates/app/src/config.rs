@@ -215,6 +215,13 @@ pub struct DatabaseConfig {
     pub connect_timeout_secs: u64,
     /// Apply pending migrations when the server starts.
     pub auto_migrate: bool,
+    /// Longest one statement may run, in milliseconds, before Postgres
+    /// cancels it and the call fails 503 (`SET LOCAL statement_timeout` in
+    /// every transaction but migrations); 0: memlayer sets none (Postgres).
+    pub statement_timeout_ms: u64,
+    /// Accept a Postgres role that bypasses row-level security (a superuser
+    /// or `BYPASSRLS`); otherwise opening the database refuses it.
+    pub allow_rls_bypass: bool,
 }
 
 /// HTTP server settings.
@@ -279,6 +286,8 @@ impl Default for DatabaseConfig {
             pool_size: 8,
             connect_timeout_secs: 5,
             auto_migrate: true,
+            statement_timeout_ms: 30_000,
+            allow_rls_bypass: false,
         }
     }
 }
@@ -333,6 +342,9 @@ pub enum ConfigError {
 
 /// The longest `server.idempotency_ttl_secs` accepted: 365 days.
 const MAX_IDEMPOTENCY_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// Postgres's largest `statement_timeout` (an `int` of milliseconds).
+const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// `MEMLAYER_` variables that are not configuration keys: the config file's
 /// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
@@ -463,6 +475,12 @@ impl Config {
             }
             if self.database.connect_timeout_secs == 0 {
                 return invalid("database.connect_timeout_secs", "must be at least 1");
+            }
+            if self.database.statement_timeout_ms > MAX_STATEMENT_TIMEOUT_MS {
+                return invalid(
+                    "database.statement_timeout_ms",
+                    "must be at most 2147483647 (Postgres's limit, about 24 days); 0 sets none",
+                );
             }
             let p = &self.search.pgvector;
             if !matches!(p.metric.as_str(), "cosine" | "l2" | "ip") {
