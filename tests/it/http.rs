@@ -273,6 +273,13 @@ async fn bad_input(store: Store) {
         ("PUT", state.clone(), Some(r#"{"state":{"v":2},"expected_version":-1}"#.into()), bad, "invalid_request"),
         (
             "PUT",
+            state.clone(),
+            Some(r#"{"state":{"v":2},"expected_version":18446744073709551615}"#.into()),
+            bad,
+            "invalid_request",
+        ),
+        (
+            "PUT",
             format!("/api/threads/{id}/state/bad%20agent"),
             Some(r#"{"state":{},"expected_version":0}"#.into()),
             bad,
@@ -308,6 +315,28 @@ async fn bad_input(store: Store) {
     assert_eq!((st["version"].clone(), st["state"].clone()), (json!(1), json!({"v": 1})), "state untouched");
     let (_, foreign_view) = t.call_as("tenant-b", "GET", &format!("/api/threads/{foreign}"), None).await;
     assert_eq!(foreign_view["message_count"], 0, "foreign thread untouched");
+}
+
+/// A message whose full-text entry would pass Postgres's 1 MiB tsvector
+/// limit (distinct words) is stored whole; its first part is searchable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_full_text_limit_is_stored_on_postgres() {
+    let Some(t) = TestApp::on(Store::Postgres, |c| c.embedding.enabled = false).await else { return };
+    let id = t.thread(json!({})).await;
+    let mut content = String::new();
+    for i in 0u64.. {
+        let word = format!("w{:031x} ", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if content.len() + word.len() > memlayer_domain::MAX_CONTENT_BYTES {
+            break;
+        }
+        content.push_str(&word);
+    }
+    let uri = format!("/api/threads/{id}/messages");
+    let (status, body) = t.call("POST", &uri, Some(json!({"role": "user", "content": content}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", &body.to_string()[..200.min(body.to_string().len())]);
+    let (status, page) = t.call("GET", &uri, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["content"].as_str().map(str::len), Some(content.len()), "stored whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,12 @@
 //! The connection pool and the per-transaction tenant setting.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
 use memlayer_domain::TenantId;
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PgConfig, describe_url};
 use crate::error::{Context as _, DriverError};
@@ -39,6 +42,9 @@ pub(crate) const ALL_TENANTS: &str = "*";
 pub struct PgBackend {
     pool: Pool,
     description: String,
+    /// `statement_timeout` of every transaction [`begin`] opens, in
+    /// milliseconds, as `set_config` takes it; `None`: left alone.
+    statement_timeout: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -48,14 +54,23 @@ impl std::fmt::Debug for PgBackend {
 }
 
 impl PgBackend {
-    /// Builds the pool and checks that the server answers; never migrates.
+    /// Builds the pool and checks that the server answers and that the role
+    /// does not bypass row-level security (unless
+    /// [`PgConfig::allow_rls_bypass`], which logs a warning); never migrates.
     ///
     /// # Errors
-    /// `Invalid` for a malformed URL; `Unavailable` when the server cannot be
-    /// reached or refuses the login, with the server's reason.
+    /// `Invalid` for a malformed URL, unreadable TLS root certificates, or a
+    /// role that bypasses row-level security without
+    /// [`PgConfig::allow_rls_bypass`] (naming the role, why, and the
+    /// setting); `Unavailable` when the server cannot be reached, the TLS
+    /// handshake fails or the server refuses the login, with the reason.
     pub async fn open(config: PgConfig) -> Result<Self, StoreError> {
-        let driver = config.driver_config()?;
-        let manager = Manager::from_config(driver, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let (driver, tls) = config.driver_config()?;
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls.client_config()? {
+            None => Manager::from_config(driver, NoTls, recycling),
+            Some(rustls) => Manager::from_config(driver, MakeRustlsConnect::new(rustls), recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
             .wait_timeout(Some(config.acquire_timeout))
@@ -63,8 +78,24 @@ impl PgBackend {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::backend(DriverError::new("build connection pool", e.to_string())))?;
-        let backend = Self { pool, description: describe_url(&config.url) };
+        let statement_timeout =
+            config.statement_timeout.filter(|t| !t.is_zero()).map(|t| Arc::from(t.as_millis().max(1).to_string()));
+        let backend = Self { pool, description: describe_url(&config.url), statement_timeout };
         backend.check().await?;
+        if let Some(bypass) = backend.rls_bypass().await? {
+            if !config.allow_rls_bypass {
+                return Err(StoreError::Invalid(memlayer_domain::DomainError::new(
+                    "database.allow_rls_bypass",
+                    format!(
+                        "memlayer refuses to use {}: {bypass}. Connect as a role created NOSUPERUSER NOBYPASSRLS \
+                         (scripts/postgres creates `memlayer` so), or set database.allow_rls_bypass = true \
+                         to accept it",
+                        backend.description
+                    ),
+                )));
+            }
+            tracing::warn!(database = %backend.description, "{bypass} (allowed by database.allow_rls_bypass)");
+        }
         Ok(backend)
     }
 
@@ -103,6 +134,20 @@ impl PgBackend {
 
     /// See `Database::warnings`.
     pub(crate) async fn role_warnings(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .rls_bypass()
+            .await?
+            .map(|why| {
+                format!(
+                    "{why}; connect as a role created NOSUPERUSER NOBYPASSRLS (scripts/postgres creates `memlayer` so)"
+                )
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Why the connecting role escapes row-level security, if it does.
+    async fn rls_bypass(&self) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -115,13 +160,12 @@ impl PgBackend {
         let why = match (superuser, bypass) {
             (true, _) => "is a superuser",
             (false, true) => "has BYPASSRLS",
-            (false, false) => return Ok(Vec::new()),
+            (false, false) => return Ok(None),
         };
-        Ok(vec![format!(
+        Ok(Some(format!(
             "role `{role}` {why}, so Postgres does not apply row-level security to it and tenant isolation \
-             rests on memlayer's own filters alone; connect as a role created NOSUPERUSER NOBYPASSRLS \
-             (scripts/postgres creates `memlayer` so)"
-        )])
+             rests on memlayer's own filters alone"
+        )))
     }
 
     /// See `Database::durability`: `fsync`, `synchronous_commit` and
@@ -144,20 +188,66 @@ impl PgBackend {
             .collect()
     }
 
-    /// A pooled connection.
-    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.ctx("connect to Postgres")
+    /// A pooled connection, carrying the statement timeout [`begin`] sets.
+    pub(crate) async fn client(&self) -> Result<Conn, StoreError> {
+        let client = self.pool.get().await.ctx("connect to Postgres")?;
+        Ok(Conn { client, statement_timeout: self.statement_timeout.clone() })
+    }
+}
+
+/// A pooled connection (it derefs to the driver's client) and the
+/// `statement_timeout` every transaction [`begin`] opens on it gets.
+pub(crate) struct Conn {
+    client: Object,
+    statement_timeout: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.client
     }
 }
 
 const SCOPE: &str = "SELECT set_config('memlayer.tenant', $1, true)";
+const SCOPE_AND_TIMEOUT: &str =
+    "SELECT set_config('memlayer.tenant', $1, true), set_config('statement_timeout', $2, true)";
 
-/// Starts a transaction on `client` and scopes it to `access`: the setting is
-/// transaction-local (`set_config(…, true)`), so it ends with the
-/// transaction and never leaks to the connection's next user.
-pub(crate) async fn begin<'a>(client: &'a mut Object, access: Access<'_>) -> Result<Transaction<'a>, StoreError> {
+/// Starts a transaction on `conn`, scoped to `access` and bounded by the
+/// backend's statement timeout (see [`begin_with`]).
+pub(crate) async fn begin<'a>(conn: &'a mut Conn, access: Access<'_>) -> Result<Transaction<'a>, StoreError> {
+    let Conn { client, statement_timeout } = conn;
+    begin_with(client, access, statement_timeout.as_deref()).await
+}
+
+/// Starts a transaction on `client`, scopes it to `access` and, with
+/// `timeout` (milliseconds), bounds each of its statements, in one round
+/// trip: both settings are transaction-local (`set_config(…, true)`, as
+/// `SET LOCAL`), so they end with the transaction and never leak to the
+/// connection's next user. Migrations and the vector index's schema set-up
+/// pass no timeout: a schema change on a large table may rightly take long.
+pub(crate) async fn begin_with<'a>(
+    client: &'a mut Object,
+    access: Access<'_>,
+    timeout: Option<&str>,
+) -> Result<Transaction<'a>, StoreError> {
     let tx = client.transaction().await.ctx("begin transaction")?;
-    let scope = tx.prepare_cached(SCOPE).await.ctx("scope transaction to tenant")?;
-    tx.execute(&scope, &[&access.setting()]).await.ctx("scope transaction to tenant")?;
+    match timeout {
+        Some(ms) => {
+            let scope = tx.prepare_cached(SCOPE_AND_TIMEOUT).await.ctx("scope transaction to tenant")?;
+            tx.execute(&scope, &[&access.setting(), &ms]).await.ctx("scope transaction to tenant")?;
+        }
+        None => {
+            let scope = tx.prepare_cached(SCOPE).await.ctx("scope transaction to tenant")?;
+            tx.execute(&scope, &[&access.setting()]).await.ctx("scope transaction to tenant")?;
+        }
+    }
     Ok(tx)
 }

@@ -35,7 +35,9 @@ pub(crate) fn corrupt(table: &'static str, column: &'static str, reason: impl To
 /// Classifies a driver error: connection trouble, lock and serialization
 /// failures and server overload are `Unavailable` (retryable); unique,
 /// foreign-key and exclusion violations are `Conflict`; text the server
-/// cannot store (a NUL character) is `Invalid`; the rest is `Backend`.
+/// cannot store (a NUL character) and input beyond a server limit (class 54,
+/// e.g. a full-text entry over 1 MiB) are `Invalid`; a statement cancelled by
+/// the statement timeout is `Unavailable`; the rest is `Backend`.
 pub(crate) fn map_err(context: &'static str, e: &tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -71,10 +73,29 @@ fn classify(code: &SqlState, context: &'static str, message: String) -> StoreErr
         StoreError::Conflict(format!("{context}: {message}"))
     } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER {
         StoreError::Invalid(DomainError::new("text", format!("cannot be stored: {message}")))
+    } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED && message.contains("tsvector") {
+        // Migration 8 indexes a bounded prefix, so this needs a server whose
+        // limits differ from Postgres 18's: still the input's fault, a 400.
+        StoreError::Invalid(DomainError::new(
+            "content",
+            format!(
+                "is too large for the full-text index (Postgres allows 1 MiB of distinct words and their \
+                 positions per message): {message}"
+            ),
+        ))
+    } else if class == "54" {
+        // 54 program limit exceeded: the input is too large or too complex
+        // for the server (statement too complex, too many columns, …).
+        StoreError::Invalid(DomainError::new("input", format!("exceeds a database limit: {message}")))
+    } else if *code == SqlState::QUERY_CANCELED {
+        // The statement timeout of `begin` (or a cancel request): retryable.
+        StoreError::Unavailable(format!(
+            "{context}: the statement was cancelled after running longer than the statement timeout \
+             (database.statement_timeout_ms): {message}"
+        ))
     } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
         || *code == SqlState::LOCK_NOT_AVAILABLE
-        || *code == SqlState::QUERY_CANCELED
         // 08 connection exception, 53 insufficient resources, 57 operator
         // intervention (shutdown, crash recovery).
         || matches!(class, "08" | "53" | "57")
@@ -137,6 +158,9 @@ mod tests {
         check(SqlState::ADMIN_SHUTDOWN, "unavailable");
         check(SqlState::CONNECTION_FAILURE, "unavailable");
         check(SqlState::CHARACTER_NOT_IN_REPERTOIRE, "invalid");
+        check(SqlState::PROGRAM_LIMIT_EXCEEDED, "invalid");
+        check(SqlState::STATEMENT_TOO_COMPLEX, "invalid");
+        check(SqlState::QUERY_CANCELED, "unavailable");
         check(SqlState::UNDEFINED_TABLE, "backend");
         check(SqlState::SYNTAX_ERROR, "backend");
         check(SqlState::INSUFFICIENT_PRIVILEGE, "backend");

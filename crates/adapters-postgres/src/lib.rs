@@ -15,8 +15,15 @@
 //!   rows, so a query that forgets its tenant filter still sees nothing of
 //!   another tenant; `*` admits every tenant and is used only by work that
 //!   spans tenants (the embedding queue, index maintenance, migrations);
-//!   session state (`SET LOCAL`, `set_config(…, true)`) never outlives the
-//!   transaction, so pooled connections are never polluted;
+//!   the same statement sets `statement_timeout` (all but migrations and
+//!   schema set-up); session state (`SET LOCAL`, `set_config(…, true)`)
+//!   never outlives the transaction, so pooled connections are never
+//!   polluted;
+//! - `prepare_cached` only for fixed SQL texts, so the per-connection
+//!   statement cache stays bounded;
+//! - a role that bypasses row-level security is refused at open unless
+//!   [`PgConfig::allow_rls_bypass`]; TLS follows the URL's `sslmode` and
+//!   `sslrootcert` (rustls);
 //! - an append locks the thread row, reserves consecutive sequence numbers,
 //!   loads the messages by binary COPY and bumps `updated_at` in one
 //!   transaction; a statement trigger gives every inserted message its
@@ -27,7 +34,9 @@
 //! - caller input reaches SQL only as bound parameters, never as SQL text;
 //!   lexical queries reach `to_tsquery` only as quoted words;
 //! - driver errors become [`StoreError`] here (connection, pool and lock
-//!   trouble → `Unavailable`, constraint → `Conflict`, else `Backend`);
+//!   trouble and the statement timeout → `Unavailable`, constraint →
+//!   `Conflict`, a server limit exceeded by the input → `Invalid`, else
+//!   `Backend`);
 //! - the schema changes only through the versioned migrations embedded in
 //!   this crate (`migrations/`), each with up and down SQL; opening never
 //!   migrates, [`PgBackend::open_migrated`] does.
@@ -48,6 +57,7 @@ mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod threads;
+mod tls;
 mod vectors;
 
 use async_trait::async_trait;

@@ -11,7 +11,7 @@ use memlayer_ports::{MigrationStatus, StoreError};
 use time::format_description::well_known::Rfc3339;
 
 use crate::PgBackend;
-use crate::backend::{Access, begin};
+use crate::backend::{Access, begin_with};
 use crate::error::{Context as _, DriverError};
 
 /// One schema change.
@@ -66,6 +66,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0007_fair_job_queue.up.sql"),
         down: include_str!("../migrations/0007_fair_job_queue.down.sql"),
     },
+    // Postgres only: libSQL's FTS5 has no size limit on a document.
+    Migration {
+        version: 8,
+        name: "bounded_document",
+        up: include_str!("../migrations/0008_bounded_document.up.sql"),
+        down: include_str!("../migrations/0008_bounded_document.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (
@@ -96,7 +103,7 @@ pub(crate) async fn migrate_up(backend: &PgBackend) -> Result<Vec<MigrationStatu
     let mut done = Vec::new();
     let mut client = backend.client().await?;
     for migration in MIGRATIONS {
-        let tx = begin(&mut client, Access::All).await?;
+        let tx = begin_with(&mut client, Access::All, None).await?;
         lock(&tx).await?;
         let exists = tx
             .query_opt("SELECT 1 FROM _memlayer_migrations WHERE version = $1", &[&migration.version])
@@ -133,7 +140,7 @@ pub(crate) async fn migrate_down(backend: &PgBackend, steps: usize) -> Result<Ve
     let mut done = Vec::new();
     let mut client = backend.client().await?;
     for _ in 0..steps {
-        let tx = begin(&mut client, Access::All).await?;
+        let tx = begin_with(&mut client, Access::All, None).await?;
         lock(&tx).await?;
         let newest = tx
             .query_opt("SELECT version FROM _memlayer_migrations ORDER BY version DESC LIMIT 1", &[])

@@ -6,7 +6,7 @@ use memlayer_ports::{StateStore, StoreError};
 
 use crate::PgBackend;
 use crate::backend::{Access, begin};
-use crate::error::{Context as _, DriverError, corrupt};
+use crate::error::{Context as _, corrupt};
 use crate::rows::RowReader;
 
 /// `$1` tenant, `$2` thread, `$3` agent: one row when the thread exists, with
@@ -56,9 +56,17 @@ impl StateStore for PgBackend {
         AgentState::validate(&state)?;
         let at = now();
         let version = AgentState::next_version(expected)?;
+        // `next_version` bounds `expected` so both fit a bigint; should that
+        // bound ever move, the caller's number is still a 400, not a 500.
         let (stored, expected_i) = match (i64::try_from(version), i64::try_from(expected)) {
             (Ok(v), Ok(e)) => (v, e),
-            _ => return Err(StoreError::backend(DriverError::new("save agent state", "version overflow"))),
+            _ => {
+                return Err(memlayer_domain::DomainError::new(
+                    "expected_version",
+                    format!("is {expected}, beyond what Postgres stores (a bigint)"),
+                )
+                .into());
+            }
         };
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;

@@ -167,6 +167,70 @@ pub async fn pooled_setting(backend: &PgBackend, name: &str) -> Option<String> {
     client.query_one("SELECT current_setting($1, true)", &[&name]).await.unwrap().get(0)
 }
 
+/// How many prepared statements the next pooled connection caches (with a
+/// pool of one: the connection every earlier call used).
+pub async fn statement_cache_size(backend: &PgBackend) -> usize {
+    backend.client().await.unwrap().statement_cache.size()
+}
+
+/// Whether the next pooled connection is encrypted (`pg_stat_ssl`).
+pub async fn connection_encrypted(backend: &PgBackend) -> bool {
+    let client = backend.client().await.unwrap();
+    client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+/// Runs `sql` in a transaction the backend opens as for any call (scoped to
+/// every tenant, with the configured statement timeout): for tests of what
+/// every transaction gets.
+///
+/// # Errors
+/// As any call, through the adapter's error mapping.
+pub async fn run_in_transaction(backend: &PgBackend, sql: &str) -> Result<(), memlayer_ports::StoreError> {
+    use crate::error::Context as _;
+    let mut client = backend.client().await?;
+    let tx = crate::backend::begin(&mut client, crate::backend::Access::All).await?;
+    tx.batch_execute(sql).await.ctx("test statement")?;
+    tx.commit().await.ctx("test statement")
+}
+
+/// The URL of a superuser on the test server: `MEMLAYER_TEST_SUPERUSER_URL`,
+/// else the server URL with the user `postgres` (what `scripts/postgres`
+/// creates); `None` (after a `SKIP:` line, or failing under `CI`) when
+/// it cannot log in.
+pub async fn superuser_url() -> Option<String> {
+    let server = server_url()?;
+    let url = match std::env::var("MEMLAYER_TEST_SUPERUSER_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => with_user(&server, "postgres"),
+    };
+    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            drop(client);
+            drop(conn);
+            Some(url)
+        }
+        Err(e) => {
+            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+            assert!(!ci, "a superuser is needed and CI is set, but {} cannot log in: {e}", crate::describe_url(&url));
+            eprintln!("SKIP: no superuser login ({e}); set MEMLAYER_TEST_SUPERUSER_URL");
+            None
+        }
+    }
+}
+
+/// `url` (a `postgres://` URL) with its user replaced by `user` and no password.
+#[must_use]
+pub fn with_user(url: &str, user: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let host_start = match (rest.find('@'), rest.find('/')) {
+        (Some(at), Some(slash)) if at < slash => at + 1,
+        (Some(at), None) => at + 1,
+        _ => 0,
+    };
+    format!("{}{user}@{}", &url[..after_scheme], &rest[host_start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +240,7 @@ mod tests {
         assert_eq!(with_database("postgres://u@h:1/memlayer", "x"), "postgres://u@h:1/x");
         assert_eq!(with_database("postgres://u@h:1/db?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(with_user("postgres://u:pw@h:1/db", "postgres"), "postgres://postgres@h:1/db");
+        assert_eq!(with_user("postgres://h:1/db", "postgres"), "postgres://postgres@h:1/db");
     }
 }

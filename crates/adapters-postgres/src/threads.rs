@@ -89,8 +89,10 @@ impl ThreadStore for PgBackend {
         let (sql, params) = list_query(tenant, filter, after, limit);
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached(&sql).await.ctx("list threads")?;
-        let rows = tx.query(&stmt, &refs(&params)).await.ctx("list threads")?;
+        // Not `prepare_cached`: the text varies with the filter (which
+        // fields, how many metadata pairs), and every distinct text would
+        // stay in the connection's statement cache for its lifetime.
+        let rows = tx.query(&sql, &refs(&params)).await.ctx("list threads")?;
         tx.commit().await.ctx("list threads")?;
         let mut items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > limit {
@@ -109,8 +111,8 @@ impl ThreadStore for PgBackend {
         let (sql, params) = update_query(tenant, id, patch);
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached(&sql).await.ctx("update thread")?;
-        let row = tx.query_opt(&stmt, &refs(&params)).await.ctx("update thread")?;
+        // Not `prepare_cached`: the text varies with the patched fields.
+        let row = tx.query_opt(&sql, &refs(&params)).await.ctx("update thread")?;
         tx.commit().await.ctx("update thread")?;
         row.as_ref().map(thread).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
     }

@@ -9,7 +9,7 @@ use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorM
 use pgvector::Vector;
 
 use crate::PgBackend;
-use crate::backend::{Access, begin};
+use crate::backend::{Access, begin, begin_with};
 use crate::embeddings::thread_filter;
 use crate::error::{Context as _, DriverError};
 use crate::rows::RowReader;
@@ -165,7 +165,8 @@ impl PgVectorIndex {
             t = index.table
         );
         let mut client = index.backend.client().await?;
-        let tx = begin(&mut client, Access::All).await?;
+        // Schema set-up, like a migration: no statement timeout.
+        let tx = begin_with(&mut client, Access::All, None).await?;
         // Serialise concurrent openers: CREATE … IF NOT EXISTS races otherwise.
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&index.table]).await.ctx("lock vector index")?;
         tx.batch_execute(&ddl).await.ctx("create vector index table")?;

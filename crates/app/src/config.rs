@@ -234,6 +234,13 @@ pub struct DatabaseConfig {
     /// milliseconds (libSQL); after that it searches what is indexed and
     /// reports the rest as pending.
     pub index_wait_ms: u64,
+    /// Longest one statement may run, in milliseconds, before Postgres
+    /// cancels it and the call fails 503 (`SET LOCAL statement_timeout` in
+    /// every transaction but migrations); 0: memlayer sets none (Postgres).
+    pub statement_timeout_ms: u64,
+    /// Accept a Postgres role that bypasses row-level security (a superuser
+    /// or `BYPASSRLS`); otherwise opening the database refuses it.
+    pub allow_rls_bypass: bool,
 }
 
 /// HTTP server settings.
@@ -300,6 +307,8 @@ impl Default for DatabaseConfig {
             auto_migrate: true,
             reader_timeout_ms: 2_000,
             index_wait_ms: 2_000,
+            statement_timeout_ms: 30_000,
+            allow_rls_bypass: false,
         }
     }
 }
@@ -354,6 +363,9 @@ pub enum ConfigError {
 
 /// The longest `server.idempotency_ttl_secs` accepted: 365 days.
 const MAX_IDEMPOTENCY_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// Postgres's largest `statement_timeout` (an `int` of milliseconds).
+const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// `MEMLAYER_` variables that are not configuration keys: the config file's
 /// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
@@ -496,6 +508,12 @@ impl Config {
             }
             if self.database.connect_timeout_secs == 0 {
                 return invalid("database.connect_timeout_secs", "must be at least 1");
+            }
+            if self.database.statement_timeout_ms > MAX_STATEMENT_TIMEOUT_MS {
+                return invalid(
+                    "database.statement_timeout_ms",
+                    "must be at most 2147483647 (Postgres's limit, about 24 days); 0 sets none",
+                );
             }
             let p = &self.search.pgvector;
             if !matches!(p.metric.as_str(), "cosine" | "l2" | "ip") {

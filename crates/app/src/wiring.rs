@@ -260,6 +260,9 @@ async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
         let pg = PgConfig {
             pool_size: config.database.pool_size,
             connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
+            statement_timeout: Some(Duration::from_millis(config.database.statement_timeout_ms))
+                .filter(|t| !t.is_zero()),
+            allow_rls_bypass: config.database.allow_rls_bypass,
             ..PgConfig::new(url)
         };
         return PgBackend::open(pg)

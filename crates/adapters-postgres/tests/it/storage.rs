@@ -32,27 +32,29 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 6 drops the idempotency records.
     let (k, fp) = (IdempotencyKey::parse("k").unwrap(), Fingerprint::new([7; 32]));
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New);
+    // Reverting migration 8 restores migration 2's full-text function.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![8]);
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![6]);
     assert!(matches!(store.claim(&t, &k, fp, now, later).await, Err(StoreError::Backend(_))), "table gone");
     // Reverting migration 4 drops the configuration tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8]);
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     let down = store.migrate_down(4).await.unwrap();
-    assert_eq!(versions(down), vec![7, 6, 4, 2]);
+    assert_eq!(versions(down), vec![8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 3, "backfilled jobs");
     let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![7, 6, 4, 2, 1]);
+    assert_eq!(versions(all_down), vec![8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
     assert_eq!(store.migrate_up().await.unwrap().len(), 5);

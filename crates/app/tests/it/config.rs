@@ -16,6 +16,8 @@ fn defaults_apply_without_file_or_environment() {
         assert_eq!(c, Config::default());
         assert_eq!(c.server.addr.to_string(), "127.0.0.1:8080");
         assert!(c.database.url.is_none(), "embedded file by default");
+        assert_eq!(c.database.statement_timeout_ms, 30_000, "30 s per Postgres statement");
+        assert!(!c.database.allow_rls_bypass, "a role that bypasses row-level security is refused");
         assert_eq!(c.server.idempotency_ttl_secs, 86_400, "idempotency keys are remembered 24 h");
         jail.set_env("MEMLAYER_SERVER__IDEMPOTENCY_TTL_SECS", "60");
         assert_eq!(load(jail, None).map_err(|e| e.to_string())?.server.idempotency_ttl_secs, 60);
@@ -155,6 +157,11 @@ fn postgres_settings_are_validated() {
         jail.set_env("MEMLAYER_SEARCH__PGVECTOR__EF_CONSTRUCTION", "64");
         check(jail, "MEMLAYER_DATABASE__POOL_SIZE", "0", "database.pool_size");
         jail.set_env("MEMLAYER_DATABASE__POOL_SIZE", "8");
+        check(jail, "MEMLAYER_DATABASE__STATEMENT_TIMEOUT_MS", "2147483648", "database.statement_timeout_ms");
+        jail.set_env("MEMLAYER_DATABASE__STATEMENT_TIMEOUT_MS", "0");
+        jail.set_env("MEMLAYER_DATABASE__ALLOW_RLS_BYPASS", "true");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!((c.database.statement_timeout_ms, c.database.allow_rls_bypass), (0, true));
         jail.set_env("MEMLAYER_DATABASE__URL", ":memory:");
         check(jail, "MEMLAYER_SEARCH__INDEX", "pgvector", "search.index");
         Ok(())

@@ -163,6 +163,51 @@ async fn a_missing_database_is_a_clear_start_up_error() {
     assert!(text.contains(r#"database "memlayer_no_such_database" does not exist"#), "says why: {text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_is_refused_unless_database_allow_rls_bypass() {
+    let Some(db) = testing::fresh_database().await else { return };
+    let Some(superuser) = testing::superuser_url().await else { return };
+    let db_name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let url = testing::with_database(&superuser, db_name);
+    let dir = tempfile::tempdir().unwrap();
+    let err = build(on_postgres(&url, dir.path())).await.unwrap_err();
+    let text = anyhow_chain(&err);
+    for part in ["role `postgres` is a superuser", "row-level security", "database.allow_rls_bypass = true"] {
+        assert!(text.contains(part), "says {part:?}: {text}");
+    }
+    let mut config = on_postgres(&url, dir.path());
+    config.database.allow_rls_bypass = true;
+    let services = build(config).await.unwrap();
+    let warnings = memlayer_ports::Database::warnings(&*services.database).await.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("is a superuser")), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statement_timeout_reaches_postgres() {
+    let Some(db) = testing::fresh_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_postgres(&db.url, dir.path());
+    config.database.statement_timeout_ms = 150;
+    config.embedding.enabled = false;
+    let services = build(config).await.unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let thread = services.memory.create_thread(&tenant, NewThread::default()).await.unwrap();
+    // Another session holds the thread row: the append waits past 150 ms.
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("BEGIN; SELECT set_config('memlayer.tenant', 'acme', true)").await.unwrap();
+    client.execute("SELECT 1 FROM threads WHERE id = $1 FOR UPDATE", &[&thread.id.as_uuid()]).await.unwrap();
+    let append = services.memory.append_messages(
+        &tenant,
+        thread.id,
+        vec![NewMessage::text(Role::User, "late").unwrap()],
+        AppendOptions::default(),
+    );
+    let err = append.await.unwrap_err();
+    assert!(matches!(err, memlayer_ports::StoreError::Unavailable(_)), "a 503: {err}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+}
+
 #[test]
 fn a_password_never_shows_in_debug_output() {
     let config = on_postgres("postgres://app:s3cret@db.example/mem", std::path::Path::new("."));
