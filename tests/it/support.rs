@@ -148,6 +148,52 @@ pub fn spawn_binary(
     unset: &[&str],
     wait: std::time::Duration,
 ) -> (std::process::Child, String) {
+    spawn(bin, dir, env, unset, wait, std::process::Stdio::inherit())
+}
+
+/// What a server wrote to stderr so far (its logs).
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// [`spawn_server`], keeping the server's stderr (its logs) instead of
+/// passing it through.
+pub fn spawn_server_with_logs(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String, Logs) {
+    use std::io::{BufRead as _, BufReader};
+    let (mut child, base) = spawn(
+        std::path::Path::new(BIN),
+        dir,
+        env,
+        &[],
+        std::time::Duration::from_secs(60),
+        std::process::Stdio::piped(),
+    );
+    let logs = Logs::default();
+    let stderr = child.stderr.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut text = sink.0.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    (child, base, logs)
+}
+
+fn spawn(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    unset: &[&str],
+    wait: std::time::Duration,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
     use std::io::{BufRead as _, BufReader};
     use std::process::{Command, Stdio};
 
@@ -160,7 +206,7 @@ pub fn spawn_binary(
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("memlayer binary starts");
     let stdout = child.stdout.take().unwrap();
