@@ -527,6 +527,11 @@ fn request(method: &str, uri: &str) -> axum::http::Request<axum::body::Body> {
     axum::http::Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).unwrap()
 }
 
+/// The default limits with a 1 MiB body limit and `timeout`.
+fn limits(timeout: std::time::Duration) -> memlayer_api::server::Limits {
+    memlayer_api::server::Limits { body_limit_bytes: 1 << 20, request_timeout: timeout, ..Default::default() }
+}
+
 /// A router with a panicking route and a well-behaved one, served with the
 /// real middleware.
 fn panicking_app() -> axum::Router {
@@ -541,7 +546,7 @@ fn panicking_app() -> axum::Router {
             }),
         )
         .route("/ok", axum::routing::get(|| async { "fine" }));
-    memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_secs(30))
+    memlayer_api::server::with_middleware(router, &limits(std::time::Duration::from_secs(30)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,7 +585,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             memlayer_app::CacheSettings::default(),
         );
         let state = memlayer_api::AppState { memory, search, configuration, database: Arc::new(MockDatabase::new()) };
-        memlayer_api::server::with_middleware(memlayer_api::router(state), 1 << 20, std::time::Duration::from_secs(30))
+        memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
     let (status, _, body) = send(&state_panics, request("GET", "/api/threads")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -669,7 +674,7 @@ async fn the_request_span_names_the_tenant_and_only_a_safe_request_id() {
 async fn a_timed_out_write_says_its_outcome_is_unknown_and_how_to_retry() {
     let never = || async { std::future::pending::<&'static str>().await };
     let router = axum::Router::new().route("/slow", axum::routing::get(never).post(never).delete(never));
-    let app = memlayer_api::server::with_middleware(router, 1 << 20, std::time::Duration::from_millis(50));
+    let app = memlayer_api::server::with_middleware(router, &limits(std::time::Duration::from_millis(50)));
     for method in ["POST", "DELETE"] {
         let (status, headers, body) = send(&app, request(method, "/slow")).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));

@@ -1,6 +1,6 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `config`, `search`,
-//! `idempotency`; the bad-input
+//! `idempotency`; admission control over real sockets in `admission`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
@@ -10,6 +10,7 @@
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
+mod admission;
 mod config;
 mod crash;
 mod e2e;

@@ -23,7 +23,8 @@ pub struct ErrorDetail {
     /// `unsupported_media_type`, `payload_too_large`, `not_found`,
     /// `method_not_allowed`, `conflict`, `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
-    /// `timeout`, `internal`.
+    /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
+    /// `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,

@@ -153,9 +153,11 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
             "503",
             if write {
                 "`unavailable`: the store is unreachable or busy, retry later; `timeout`: the write took too long and \
-                 may or may not have been applied (retry with the same `Idempotency-Key`), with `Retry-After`"
+                 may or may not have been applied (retry with the same `Idempotency-Key`); `overloaded`: shed \
+                 before it started (nothing was written); all with `Retry-After`"
             } else {
-                "`unavailable`: the store is unreachable or busy; `timeout`: took too long. Retry later (`Retry-After`)"
+                "`unavailable`: the store is unreachable or busy; `timeout`: took too long; `overloaded`: shed before \
+                 it started. Retry later (`Retry-After`)"
             },
         );
         add("500", "`internal`: an unexpected failure; the body says nothing more (see the server log)");

@@ -257,6 +257,34 @@ pub struct ServerConfig {
     /// How long an `Idempotency-Key` is remembered, in seconds: a retry with
     /// the same key within this time returns the first response.
     pub idempotency_ttl_secs: u64,
+    /// How long a client may take to send a request's headers, in seconds;
+    /// on HTTP/1.1 also how long a kept-alive connection may wait for its
+    /// next request. Slower connections are closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight for this many seconds is
+    /// closed gracefully (HTTP/1.1 and HTTP/2).
+    pub idle_timeout_secs: u64,
+    /// Most open client connections; one more is answered 503 (`overloaded`,
+    /// `Retry-After`) and closed at once.
+    pub max_connections: usize,
+    /// Most requests handled at once (`/health` and `/ready` are not
+    /// counted); unset: 16 per CPU core.
+    pub max_concurrent_requests: Option<usize>,
+    /// How long a request may wait for one of `max_concurrent_requests`, in
+    /// milliseconds, before it is answered 503 (`overloaded`, `Retry-After`).
+    pub queue_timeout_ms: u64,
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish,
+    /// in seconds, before their connections are closed.
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerConfig {
+    /// `max_concurrent_requests`, or 16 per CPU core when unset.
+    #[must_use]
+    pub fn concurrency_limit(&self) -> usize {
+        self.max_concurrent_requests
+            .unwrap_or_else(|| 16 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    }
 }
 
 /// Memory behaviour.
@@ -267,6 +295,10 @@ pub struct MemoryConfig {
     pub default_tenant: String,
     /// Count tokens of appended messages unless a request says otherwise.
     pub count_tokens: bool,
+    /// Most bytes of messages one message page or one search returns
+    /// (estimated per message, see `Message::approx_bytes`); a page or
+    /// search that would pass it stops early, always with at least one message.
+    pub max_response_bytes: usize,
 }
 
 /// Logging.
@@ -320,13 +352,19 @@ impl Default for ServerConfig {
             body_limit_bytes: 8 * 1024 * 1024,
             request_timeout_secs: 30,
             idempotency_ttl_secs: 86_400,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 512,
+            max_concurrent_requests: None,
+            queue_timeout_ms: 100,
+            shutdown_grace_secs: 4,
         }
     }
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { default_tenant: "default".into(), count_tokens: false }
+        Self { default_tenant: "default".into(), count_tokens: false, max_response_bytes: 8 * 1024 * 1024 }
     }
 }
 
@@ -431,6 +469,22 @@ impl Config {
         }
         if !(1..=MAX_IDEMPOTENCY_TTL_SECS).contains(&self.server.idempotency_ttl_secs) {
             return invalid("server.idempotency_ttl_secs", "must be between 1 and 31536000 (365 days)");
+        }
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0 || server.idle_timeout_secs == 0 {
+            return invalid("server.header_read_timeout_secs", "and server.idle_timeout_secs must be at least 1");
+        }
+        if server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if server.max_concurrent_requests == Some(0) {
+            return invalid("server.max_concurrent_requests", "must be at least 1 (unset: 16 per CPU core)");
+        }
+        if server.shutdown_grace_secs > 3600 {
+            return invalid("server.shutdown_grace_secs", "must be at most 3600");
+        }
+        if self.memory.max_response_bytes < 1024 {
+            return invalid("memory.max_response_bytes", "must be at least 1024");
         }
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");
