@@ -244,15 +244,25 @@ impl MessageStore for GatedAppends {
         .unwrap()
     }
 
-    async fn page(
+    async fn page_within(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
+        max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
-        self.inner.page(tenant, thread, cursor, direction, limit).await
+        self.inner.page_within(tenant, thread, cursor, direction, limit, max_bytes).await
+    }
+
+    async fn read_windows(
+        &self,
+        tenant: &TenantId,
+        windows: Vec<memlayer_ports::SeqRange>,
+        max_bytes: usize,
+    ) -> Result<memlayer_ports::Windows, StoreError> {
+        self.inner.read_windows(tenant, windows, max_bytes).await
     }
 
     async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {

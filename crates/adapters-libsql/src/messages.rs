@@ -1,6 +1,6 @@
 //! [`MessageStore`] on libSQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
@@ -8,7 +8,7 @@ use memlayer_domain::{
     Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
     to_micros,
 };
-use memlayer_ports::{MessageStore, StoreError};
+use memlayer_ports::{ByteBudget, MessageStore, SeqRange, StoreError, Windows};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
@@ -64,13 +64,14 @@ impl MessageStore for LibsqlBackend {
         .await
     }
 
-    async fn page(
+    async fn page_within(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
+        max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
         let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
         let (sql, bound) = match direction {
@@ -86,17 +87,66 @@ impl MessageStore for LibsqlBackend {
                 text(tenant.as_str()),
                 Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)),
             ];
-            let mut items = collect(&conn, sql, params, limit + 1).await?;
+            // Rows are read one at a time: the budget stops the read itself.
+            let mut budget = ByteBudget::new(max_bytes);
+            let mut rows = conn.query(sql, params).await.ctx("read messages")?;
+            let mut items = Vec::with_capacity(limit.min(256));
+            let mut more = false;
+            while let Some(row) = rows.next().await.ctx("read messages")? {
+                let m = message(&row)?;
+                if items.len() == limit || !budget.take(&m, true) {
+                    more = true;
+                    break;
+                }
+                items.push(m);
+            }
             if items.is_empty() {
                 ensure_thread(&conn, &tenant, thread).await?;
             }
-            let next_cursor = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(|m| Cursor::messages(thread, direction, m.seq))
-            } else {
-                None
-            };
+            let next_cursor =
+                if more { items.last().map(|m| Cursor::messages(thread, direction, m.seq)) } else { None };
             Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn read_windows(
+        &self,
+        tenant: &TenantId,
+        windows: Vec<SeqRange>,
+        max_bytes: usize,
+    ) -> Result<Windows, StoreError> {
+        let windows: Vec<SeqRange> = windows.into_iter().filter(|w| w.from <= w.to).collect();
+        if windows.is_empty() {
+            return Ok(Windows::default());
+        }
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| async move {
+            let mut budget = ByteBudget::new(max_bytes);
+            let mut seen = HashSet::new();
+            let mut out = Windows::default();
+            // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
+            for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+                let mut params = Vec::with_capacity(1 + chunk.len() * 3);
+                params.push(text(tenant.as_str()));
+                for w in chunk {
+                    params.extend([uuid(w.thread.as_uuid()), Value::Integer(w.from), Value::Integer(w.to)]);
+                }
+                let mut rows = conn.query(&windows_sql(chunk.len()), params).await.ctx("read windows")?;
+                while let Some(row) = rows.next().await.ctx("read windows")? {
+                    let m = message(&row)?;
+                    if seen.contains(&m.id) {
+                        continue;
+                    }
+                    if !budget.take(&m, false) {
+                        out.truncated = true;
+                        return Ok(out);
+                    }
+                    seen.insert(m.id);
+                    out.messages.push(m);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -198,6 +248,26 @@ impl MessageStore for LibsqlBackend {
         })
         .await
     }
+}
+
+/// Windows per query of `read_windows`: 3 parameters each, well below
+/// SQLite's parameter limit, and at least the largest search (`top_k` 100).
+const WINDOWS_PER_QUERY: usize = 200;
+
+/// `?1` tenant, then thread, first and last seq per window. The windows are
+/// a `VALUES` list on the left of a `CROSS JOIN`, which SQLite never
+/// reorders: they are read in the order given, each by a range scan of the
+/// `(thread_id, seq)` index, so the rows stream in window order with no
+/// sort and the caller's budget can stop the read.
+fn windows_sql(n: usize) -> String {
+    let values = (0..n).map(|i| format!("(?{}, ?{}, ?{})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i)).collect::<Vec<_>>();
+    format!(
+        "WITH w(thread, lo, hi) AS (VALUES {}) \
+         SELECT {MESSAGE_COLUMNS} FROM w CROSS JOIN messages ON messages.thread_id = w.thread \
+         AND messages.seq >= w.lo AND messages.seq <= w.hi \
+         WHERE EXISTS (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1)",
+        values.join(", ")
+    )
 }
 
 /// Ids per `IN (…)` list: well below SQLite's parameter limit.

@@ -7,7 +7,7 @@ use deadpool_postgres::Transaction;
 use memlayer_domain::{
     Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
 };
-use memlayer_ports::{MessageStore, StoreError};
+use memlayer_ports::{ByteBudget, MessageStore, SeqRange, StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -127,13 +127,14 @@ impl MessageStore for PgBackend {
         Ok(messages)
     }
 
-    async fn page(
+    async fn page_within(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
+        max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
         let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
         let (sql, bound) = match direction {
@@ -145,20 +146,67 @@ impl MessageStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(sql).await.ctx("read messages")?;
-        let rows =
-            tx.query(&stmt, &[&thread.as_uuid(), &bound, &tenant.as_str(), &fetch]).await.ctx("read messages")?;
-        if rows.is_empty() {
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut items = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        read_in_chunks(
+            &tx,
+            &stmt,
+            &[&thread.as_uuid(), &bound, &tenant.as_str(), &fetch],
+            max_bytes,
+            &mut budget,
+            |m, budget| {
+                if items.len() == limit || !budget.take(&m, true) {
+                    more = true;
+                    return false;
+                }
+                items.push(m);
+                true
+            },
+        )
+        .await?;
+        if items.is_empty() {
             ensure_thread(&tx, tenant, thread).await?;
         }
         tx.commit().await.ctx("read messages")?;
-        let mut items = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|m| Cursor::messages(thread, direction, m.seq))
-        } else {
-            None
-        };
+        let next_cursor = if more { items.last().map(|m| Cursor::messages(thread, direction, m.seq)) } else { None };
         Ok(Page { items, next_cursor })
+    }
+
+    async fn read_windows(
+        &self,
+        tenant: &TenantId,
+        windows: Vec<SeqRange>,
+        max_bytes: usize,
+    ) -> Result<Windows, StoreError> {
+        let windows: Vec<SeqRange> = windows.into_iter().filter(|w| w.from <= w.to).collect();
+        if windows.is_empty() {
+            return Ok(Windows::default());
+        }
+        let threads: Vec<uuid::Uuid> = windows.iter().map(|w| w.thread.as_uuid()).collect();
+        let from: Vec<i64> = windows.iter().map(|w| w.from).collect();
+        let to: Vec<i64> = windows.iter().map(|w| w.to).collect();
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
+        let mut budget = ByteBudget::new(max_bytes);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Windows::default();
+        read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], max_bytes, &mut budget, |m, budget| {
+            if seen.contains(&m.id) {
+                return true;
+            }
+            if !budget.take(&m, false) {
+                out.truncated = true;
+                return false;
+            }
+            seen.insert(m.id);
+            out.messages.push(m);
+            true
+        })
+        .await?;
+        tx.commit().await.ctx("read windows")?;
+        Ok(out)
     }
 
     async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
@@ -324,6 +372,58 @@ async fn copy_rows(tx: &Transaction<'_>, tenant: &str, rows: &[InsertRow]) -> Re
 const RANGE: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at \
      FROM messages WHERE thread_id = $1 AND seq >= $2 AND seq <= $3 AND tenant = $4 ORDER BY seq ASC";
+
+/// Rows of the first portal fetch of a budgeted read: at most this many
+/// whole messages are read before the budget is first consulted.
+const FIRST_CHUNK: i32 = 8;
+/// Largest portal fetch.
+const MAX_CHUNK: i32 = 1_000;
+
+/// Runs `stmt` through a portal, fetching rows in chunks sized by what the
+/// budget has left (after a first chunk of [`FIRST_CHUNK`], as many as the
+/// average message so far says still fit, plus one), and hands each
+/// message to `accept` until it returns `false` or the rows run out. A
+/// budgeted read so stops the query on the server instead of receiving
+/// `limit` whole messages.
+async fn read_in_chunks(
+    tx: &Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+    max_bytes: usize,
+    budget: &mut ByteBudget,
+    mut accept: impl FnMut(Message, &mut ByteBudget) -> bool,
+) -> Result<(), StoreError> {
+    let portal = tx.bind(stmt, params).await.ctx("read messages")?;
+    let mut chunk = FIRST_CHUNK;
+    loop {
+        let rows = tx.query_portal(&portal, chunk).await.ctx("read messages")?;
+        let exhausted = rows.len() < usize::try_from(chunk).unwrap_or(usize::MAX);
+        for row in &rows {
+            if !accept(message(row)?, budget) {
+                return Ok(());
+            }
+        }
+        if exhausted {
+            return Ok(());
+        }
+        let used = max_bytes.saturating_sub(budget.left());
+        let average = (used / budget.taken().max(1)).max(1);
+        chunk = i32::try_from(budget.left() / average + 1).unwrap_or(MAX_CHUNK).clamp(1, MAX_CHUNK);
+    }
+}
+
+/// `$1` threads, `$2` first and `$3` last seqs (arrays, one element per
+/// window), `$4` tenant. Each window is an index range scan on `(thread_id,
+/// seq)` in a lateral join over the windows in their given order (the
+/// ordinality is a sort key the planner knows, so only each window's few
+/// rows are ever sorted and the rows stream out in window order).
+const WINDOWS: &str = "SELECT x.id, x.thread_id, x.seq, x.role, x.content, x.tool_call_id, x.tool_name, x.tool_calls, \
+     x.metadata, x.token_count, x.token_model, x.token_encoding, x.token_exact, x.created_at \
+     FROM unnest($1::uuid[], $2::int8[], $3::int8[]) WITH ORDINALITY AS w(thread, lo, hi, ord) \
+     CROSS JOIN LATERAL (SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at FROM messages \
+     WHERE tenant = $4 AND thread_id = w.thread AND seq >= w.lo AND seq <= w.hi) x \
+     ORDER BY w.ord, x.seq";
 
 /// `$1` thread, `$2` exclusive bound, `$3` tenant, `$4` limit.
 const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \

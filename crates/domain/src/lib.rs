@@ -27,7 +27,10 @@ pub use config::{
 };
 pub use error::DomainError;
 pub use ids::{AgentConfigId, AgentId, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
-pub use message::{MAX_BATCH, MAX_CONTENT_BYTES, Message, NewMessage, Role, ToolCall, check_batch, model_text};
+pub use message::{
+    MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
+    check_batch, json_len, model_text,
+};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use query::{
     AGENT_FIELDS, After, ConfigEntity, ConfigRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,

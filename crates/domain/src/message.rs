@@ -28,6 +28,29 @@ pub fn check_batch(len: usize) -> Result<(), DomainError> {
 /// Largest accepted message content, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
+/// Most bytes of tool-call arguments one message may carry: the compact
+/// JSON text of every call's `arguments`, added up.
+pub const MAX_TOOL_ARGUMENT_BYTES: usize = 256 * 1024;
+
+/// Bytes of `value`'s compact JSON text, counted without building it.
+#[must_use]
+pub fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing JSON of a `Value` or a derived type to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Who authored a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,7 +127,8 @@ pub struct NewMessage {
 impl NewMessage {
     /// Validates a message.
     ///
-    /// Rules: content at most [`MAX_CONTENT_BYTES`]; empty content only for an
+    /// Rules: content at most [`MAX_CONTENT_BYTES`]; tool-call arguments at
+    /// most [`MAX_TOOL_ARGUMENT_BYTES`] of JSON together; empty content only for an
     /// assistant message that carries tool calls; a `tool` message needs a
     /// `tool_call_id`, which no other role may carry; only assistant messages
     /// carry `tool_calls`.
@@ -149,9 +173,19 @@ impl NewMessage {
         if !tool_calls.is_empty() && role != Role::Assistant {
             return Err(DomainError::new("tool_calls", "are only allowed on an assistant message"));
         }
+        let mut argument_bytes = 0;
         for call in &tool_calls {
             check_short("tool_calls.id", &call.id)?;
             check_short("tool_calls.name", &call.name)?;
+            argument_bytes += json_len(&call.arguments);
+        }
+        if argument_bytes > MAX_TOOL_ARGUMENT_BYTES {
+            return Err(DomainError::new(
+                "tool_calls",
+                format!(
+                    "arguments are {argument_bytes} bytes of JSON in total, at most {MAX_TOOL_ARGUMENT_BYTES} are accepted per message"
+                ),
+            ));
         }
         Ok(Self { role, content, tool_call_id, tool_name, tool_calls, metadata, token_count: None })
     }
@@ -276,6 +310,31 @@ pub struct Message {
     pub created_at: Timestamp,
 }
 
+/// Bytes counted for a message's fixed fields (ids, sequence number, role,
+/// time, token count, JSON keys) by [`Message::approx_bytes`].
+pub const MESSAGE_OVERHEAD_BYTES: usize = 320;
+
+impl Message {
+    /// About how many bytes the message takes in a response: its content,
+    /// tool fields, tool calls and metadata (as compact JSON) plus
+    /// [`MESSAGE_OVERHEAD_BYTES`]. JSON escaping of the content (quotes,
+    /// control characters) may add to it. The measure of response byte
+    /// budgets: a store stops a budgeted read by it.
+    #[must_use]
+    pub fn approx_bytes(&self) -> usize {
+        let tool = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let calls: usize =
+            self.tool_calls.iter().map(|c| c.id.len() + c.name.len() + 40 + json_len(&c.arguments)).sum();
+        let metadata = if self.metadata.as_map().is_empty() { 2 } else { json_len(self.metadata.as_map()) };
+        MESSAGE_OVERHEAD_BYTES
+            + self.content.len()
+            + tool(&self.tool_call_id)
+            + tool(&self.tool_name)
+            + calls
+            + metadata
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +370,46 @@ mod tests {
     fn roles_parse() {
         assert_eq!("tool".parse::<Role>().ok(), Some(Role::Tool));
         assert_eq!("Tool".parse::<Role>().unwrap_err().field, "role");
+    }
+
+    #[test]
+    fn oversized_tool_arguments_are_rejected() {
+        let calls = |n: usize, each: usize| -> Vec<ToolCall> {
+            (0..n)
+                .map(|i| ToolCall { id: format!("c{i}"), name: "t".into(), arguments: Value::String("x".repeat(each)) })
+                .collect()
+        };
+        let new = |calls| NewMessage::new(Role::Assistant, "", None, None, calls, Metadata::default());
+        // Each string argument is its text plus two quotes.
+        assert!(new(calls(4, MAX_TOOL_ARGUMENT_BYTES / 4 - 2)).is_ok(), "exactly at the limit");
+        let err = new(calls(4, MAX_TOOL_ARGUMENT_BYTES / 4 - 1)).unwrap_err();
+        assert_eq!(err.field, "tool_calls");
+        assert!(err.to_string().contains(&MAX_TOOL_ARGUMENT_BYTES.to_string()), "names the limit: {err}");
+    }
+
+    #[test]
+    fn approx_bytes_counts_what_a_response_carries() {
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let plain = NewMessage::text(Role::User, "x".repeat(1000)).unwrap().into_message(
+            MessageId::new(),
+            ThreadId::new(),
+            1,
+            at,
+        );
+        assert_eq!(plain.approx_bytes(), MESSAGE_OVERHEAD_BYTES + 1000 + 2);
+        let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: serde_json::json!({"a": "x"}) };
+        let meta = Metadata::from_value(serde_json::json!({"k": "v"})).unwrap();
+        let rich = NewMessage::new(Role::Assistant, "hi", None, None, vec![call], meta).unwrap().into_message(
+            MessageId::new(),
+            ThreadId::new(),
+            2,
+            at,
+        );
+        assert_eq!(rich.approx_bytes(), MESSAGE_OVERHEAD_BYTES + 2 + (2 + 6 + 40 + 9) + 9);
+        // The estimate is at least the JSON the message serialises to.
+        for m in [&plain, &rich] {
+            assert!(m.approx_bytes() >= json_len(m), "{} < {}", m.approx_bytes(), json_len(m));
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
 };
-pub use messages::MessageStore;
+pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use threads::ThreadStore;
 pub use tokens::TokenCounter;

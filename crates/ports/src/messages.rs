@@ -3,6 +3,68 @@ use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, P
 
 use crate::StoreError;
 
+/// A run of one thread's messages: sequence numbers `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    /// The thread.
+    pub thread: ThreadId,
+    /// First sequence number.
+    pub from: i64,
+    /// Last sequence number (inclusive).
+    pub to: i64,
+}
+
+/// What [`MessageStore::read_windows`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Windows {
+    /// The messages, each once, windows in the order given.
+    pub messages: Vec<Message>,
+    /// The byte budget stopped the read before every window was read.
+    pub truncated: bool,
+}
+
+/// Accumulates messages in order within a byte budget: the shared rule of
+/// [`MessageStore::page_within`] and [`MessageStore::read_windows`] for
+/// adapters.
+#[derive(Debug)]
+pub struct ByteBudget {
+    left: usize,
+    taken: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max_bytes`.
+    #[must_use]
+    pub fn new(max_bytes: usize) -> Self {
+        Self { left: max_bytes, taken: 0 }
+    }
+
+    /// Whether `m` fits: when it does, it is counted. With `at_least_one`
+    /// the first message always fits.
+    pub fn take(&mut self, m: &Message, at_least_one: bool) -> bool {
+        let size = m.approx_bytes();
+        if size <= self.left || (at_least_one && self.taken == 0) {
+            self.left = self.left.saturating_sub(size);
+            self.taken += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Bytes still free.
+    #[must_use]
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Messages counted.
+    #[must_use]
+    pub fn taken(&self) -> usize {
+        self.taken
+    }
+}
+
 /// The messages of threads.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
@@ -23,14 +85,8 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
         batch: Vec<NewMessage>,
     ) -> Result<Vec<Message>, StoreError>;
 
-    /// One page of the thread's messages by keyset on the sequence number.
-    ///
-    /// Without a cursor, forward starts at the oldest and backward at the
-    /// newest message. MUST return at most `limit` messages in the direction's
-    /// order, a `next_cursor` exactly when more messages existed at read time,
-    /// and never skip or repeat a message across pages, even while appends run.
-    /// MUST return `Invalid` when the cursor belongs to another thread or its
-    /// direction contradicts `direction`, and `NotFound` for a missing thread.
+    /// One page of the thread's messages by keyset on the sequence number:
+    /// [`MessageStore::page_within`] without a byte budget.
     async fn page(
         &self,
         tenant: &TenantId,
@@ -38,7 +94,50 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
+    ) -> Result<Page<Message>, StoreError> {
+        self.page_within(tenant, thread, cursor, direction, limit, usize::MAX).await
+    }
+
+    /// One page of the thread's messages by keyset on the sequence number,
+    /// within a byte budget.
+    ///
+    /// Without a cursor, forward starts at the oldest and backward at the
+    /// newest message. MUST return at most `limit` messages in the direction's
+    /// order, a `next_cursor` exactly when more messages existed at read time,
+    /// and never skip or repeat a message across pages, even while appends run.
+    /// MUST stop before a message that would bring the page's
+    /// [`Message::approx_bytes`] above `max_bytes` (then `next_cursor` follows
+    /// the last message returned), but always return the first message, and
+    /// MUST NOT read the whole `limit` into memory when the budget stops it
+    /// (at most a small chunk of messages past the budget).
+    /// MUST return `Invalid` when the cursor belongs to another thread or its
+    /// direction contradicts `direction`, and `NotFound` for a missing thread.
+    async fn page_within(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        cursor: Option<Cursor>,
+        direction: Option<Direction>,
+        limit: PageSize,
+        max_bytes: usize,
     ) -> Result<Page<Message>, StoreError>;
+
+    /// Reads many runs of messages (the neighbour windows of search hits) in
+    /// one query, within a byte budget.
+    ///
+    /// MUST return the messages of this tenant's threads whose sequence
+    /// number lies in one of `windows`, each message once, in the order of
+    /// the first window holding it and by sequence number within a window.
+    /// A window of a missing or foreign thread, or with `from > to`, holds
+    /// nothing (no error). MUST stop before a message that would bring the
+    /// total [`Message::approx_bytes`] above `max_bytes` and then say
+    /// `truncated`, reading at most a small chunk of messages past the budget.
+    async fn read_windows(
+        &self,
+        tenant: &TenantId,
+        windows: Vec<SeqRange>,
+        max_bytes: usize,
+    ) -> Result<Windows, StoreError>;
 
     /// The last `n` messages of the thread, oldest first.
     ///

@@ -1044,3 +1044,97 @@ pub async fn claimed_jobs_are_leased_until_done_or_expired(b: Backend) {
     let expected: BTreeSet<_> = stored[1..].iter().map(|m| m.id).collect();
     assert_eq!(back, expected, "expired leases are handed out again");
 }
+
+/// A message of `kib` KiB of content.
+fn big(kib: usize) -> NewMessage {
+    NewMessage::text(Role::User, "x".repeat(kib * 1024)).unwrap()
+}
+
+pub async fn message_reads_stop_at_a_byte_budget(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let stored = b.messages.append(&t, id, (0..20).map(|_| big(4)).collect()).await.unwrap();
+    let each = stored[0].approx_bytes();
+    for dir in [Direction::Forward, Direction::Backward] {
+        // Room for three and a half messages: pages of three, each with a
+        // cursor after its last message, cover the thread exactly once.
+        let mut cursor = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = b.messages.page_within(&t, id, cursor, Some(dir), size(1000), each * 7 / 2).await.unwrap();
+            assert!(!page.items.is_empty(), "{dir:?}: a page is never empty while messages remain");
+            assert!(page.items.len() <= 3, "{dir:?}: the budget holds {} messages", page.items.len());
+            seen.extend(page.items.iter().map(|m| m.seq));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<i64> = (1..=20).collect();
+        if dir == Direction::Backward {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "{dir:?}: every message exactly once");
+    }
+    // A budget smaller than one message still returns one, with a cursor.
+    let one = b.messages.page_within(&t, id, None, None, size(10), 1).await.unwrap();
+    assert_eq!(one.items.len(), 1);
+    assert!(one.next_cursor.is_some());
+    // The limit still applies within the budget; the last page has no cursor.
+    let two = b.messages.page_within(&t, id, None, None, size(2), usize::MAX).await.unwrap();
+    assert_eq!(two.items.len(), 2);
+    let all = b.messages.page_within(&t, id, None, None, size(20), each * 20).await.unwrap();
+    assert_eq!((all.items.len(), all.next_cursor), (20, None), "exactly the budget fits everything");
+    assert_not_found(b.messages.page_within(&t, ThreadId::new(), None, None, size(10), 1).await, "missing thread");
+}
+
+pub async fn read_windows_reads_each_message_once_within_a_budget(b: Backend) {
+    use crate::SeqRange;
+    let t = tenant("acme");
+    let (a, c) = (thread(&b, &t).await, thread(&b, &t).await);
+    b.messages.append(&t, a, msgs(0..10)).await.unwrap();
+    b.messages.append(&t, c, msgs(0..5)).await.unwrap();
+    let foreign = thread(&b, &tenant("other")).await;
+    b.messages.append(&tenant("other"), foreign, msgs(0..5)).await.unwrap();
+    let w = |thread, from, to| SeqRange { thread, from, to };
+    let windows = vec![
+        w(a, 6, 8),
+        w(c, 1, 2),
+        w(a, 2, 7), // overlaps the first: 6 and 7 come once, with the first window
+        w(foreign, 1, 5),
+        w(ThreadId::new(), 1, 5),
+        w(a, 5, 4),
+        w(c, 4, 99),
+    ];
+    let got = b.messages.read_windows(&t, windows.clone(), usize::MAX).await.unwrap();
+    let order: Vec<(bool, i64)> = got.messages.iter().map(|m| (m.thread_id == a, m.seq)).collect();
+    assert_eq!(
+        order,
+        vec![
+            (true, 6),
+            (true, 7),
+            (true, 8),
+            (false, 1),
+            (false, 2),
+            (true, 2),
+            (true, 3),
+            (true, 4),
+            (true, 5),
+            (false, 4),
+            (false, 5)
+        ],
+        "windows in order, each message once, nothing foreign or missing"
+    );
+    assert!(!got.truncated);
+    // A budget of four messages stops after the fourth, in window order.
+    let each = got.messages[0].approx_bytes();
+    let cut = b.messages.read_windows(&t, windows.clone(), each * 4 + each / 2).await.unwrap();
+    assert!(cut.truncated);
+    assert_eq!(
+        cut.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        got.messages[..4].iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    let none = b.messages.read_windows(&t, windows, 1).await.unwrap();
+    assert!(none.truncated && none.messages.is_empty(), "no minimum: a budget below one message reads none");
+    assert_eq!(b.messages.read_windows(&t, Vec::new(), 1).await.unwrap(), crate::Windows::default());
+}

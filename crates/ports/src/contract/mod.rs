@@ -172,6 +172,8 @@ macro_rules! contract_suite {
             lexical_scores_ignore_other_tenants,
             due_jobs_are_fair_across_tenants,
             claimed_jobs_are_leased_until_done_or_expired,
+            message_reads_stop_at_a_byte_budget,
+            read_windows_reads_each_message_once_within_a_budget,
         );
         $crate::__config_expand!(
             $factory;
