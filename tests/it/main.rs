@@ -1,6 +1,7 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `config`, `search`,
-//! `idempotency`; admission control over real sockets in `admission`; the bad-input
+//! `idempotency`; admission control over real sockets in `admission`, caps and
+//! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
@@ -17,6 +18,7 @@ mod e2e;
 mod fuzz;
 mod http;
 mod idempotency;
+mod limits;
 mod load;
 mod search;
 mod support;

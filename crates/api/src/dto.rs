@@ -61,7 +61,9 @@ where
 pub struct PageDto<T> {
     /// Items in order.
     pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; `null` at the end.
+    /// Pass as `cursor` to get the next page; `null` at the end. A message
+    /// page may hold fewer than `limit` items and still have a cursor: it
+    /// stops at the response budget (`memory.max_response_bytes`).
     pub next_cursor: Option<String>,
 }
 
@@ -279,7 +281,8 @@ pub fn new_message_schema() -> Value {
     let metadata = serde_json::json!({"type": ["object", "null"], "description": "JSON object (at most 64 KiB)"});
     let no_calls = serde_json::json!({"type": "array", "maxItems": 0, "items": {}, "description": "Only assistant messages carry tool calls"});
     let call = serde_json::json!({"type": "object", "description": "A tool call requested by an assistant message",
-        "properties": {"id": short, "name": short, "arguments": {"description": "Any JSON; `null` when absent"}},
+        "properties": {"id": short, "name": short, "arguments": {"description": "Any JSON; `null` when absent. The \
+            arguments of all of a message's calls are at most 256 KiB of compact JSON together (a 400 above)"}},
         "required": ["id", "name"], "additionalProperties": false});
     let calls = serde_json::json!({"type": "array", "items": call});
     let absent = serde_json::json!({"type": "null", "description": "Only tool messages carry one"});
@@ -521,9 +524,12 @@ pub struct HitDto {
     pub score: f32,
     /// The ranking that produced the score.
     pub mode: String,
-    /// Neighbours before, in thread order.
+    /// Neighbours before, in thread order. Each message appears once in a
+    /// response: a neighbour that is itself a hit appears only as that hit,
+    /// and one in the windows of several hits only in the best-ranked one's
+    /// (use `seq` to put a context back together).
     pub before: Vec<MessageDto>,
-    /// Neighbours after, in thread order.
+    /// Neighbours after, in thread order (each message once, as `before`).
     pub after: Vec<MessageDto>,
 }
 
@@ -549,14 +555,18 @@ pub struct SearchResponseDto {
     pub mode: String,
     /// How it ran.
     pub plan: PlanDto,
+    /// `true` when the response budget (`memory.max_response_bytes`) cut the
+    /// results: fewer hits than found, or fewer neighbours than the window
+    /// asked for. The best hit is always returned.
+    pub truncated: bool,
 }
 
 /// Body of `POST /api/embed`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequestDto {
-    /// 1 to 256 texts, each at most 1 MiB of UTF-8 (262,144 characters always
-    /// fit); each is truncated to the model's token limit.
+    /// 1 to 256 texts, at most 1 MiB of UTF-8 together (262,144 characters
+    /// always fit); each is truncated to the model's token limit.
     #[schema(min_items = 1, max_items = 256)]
     pub texts: Vec<String>,
 }

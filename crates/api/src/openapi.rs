@@ -29,7 +29,7 @@ pub(crate) fn complete(doc: &mut Value) {
         }
         if let Some(texts) = schemas.get_mut("EmbedRequestDto").and_then(|s| s.pointer_mut("/properties/texts/items")) {
             *texts = json!({"type": "string", "maxLength": memlayer_domain::MAX_CONTENT_BYTES / 4,
-                            "description": "At most 1 MiB of UTF-8 (262,144 characters always fit)"});
+                            "description": "At most 1 MiB of UTF-8, all texts together (262,144 characters always fit)"});
         }
     }
     if let Some(created) =

@@ -472,6 +472,7 @@ async fn search(
         hits,
         mode: query.mode.as_str().to_owned(),
         plan: PlanDto { vector_index: p.vector_index, model: p.model, pending: p.pending, other_model: p.other_model },
+        truncated: results.truncated,
     }))
 }
 

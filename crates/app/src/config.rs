@@ -364,7 +364,11 @@ impl Default for ServerConfig {
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { default_tenant: "default".into(), count_tokens: false, max_response_bytes: 8 * 1024 * 1024 }
+        Self {
+            default_tenant: "default".into(),
+            count_tokens: false,
+            max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+        }
     }
 }
 

@@ -27,8 +27,12 @@ pub use config::{
 };
 pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
-pub use search::{MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
 pub use memlayer_ports::StoreError;
+
+/// The default response byte budget of a message page or a search
+/// (`memory.max_response_bytes`): 8 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;

@@ -32,6 +32,7 @@ pub struct MemoryService {
     count_tokens_by_default: bool,
     semantic: Option<Semantic>,
     config: Option<ConfigService>,
+    max_response_bytes: usize,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -64,7 +65,17 @@ impl MemoryService {
             count_tokens_by_default,
             semantic: None,
             config: None,
+            max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
         }
+    }
+
+    /// Bounds the bytes of messages one page returns (by
+    /// [`Message::approx_bytes`]; at least one message always); the default
+    /// is [`crate::DEFAULT_MAX_RESPONSE_BYTES`].
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_response_bytes = max_bytes;
+        self
     }
 
     /// Gives threads created for a configured agent that agent's memory
@@ -290,10 +301,12 @@ impl MemoryService {
         stored.pop().ok_or_else(|| StoreError::backend("append of one message returned none"))
     }
 
-    /// A page of messages from a cursor; see [`MessageStore::page`].
+    /// A page of messages from a cursor; see [`MessageStore::page_within`]:
+    /// at most `limit` messages and at most the response budget's bytes
+    /// (a page cut by the budget has fewer messages and a `next_cursor`).
     ///
     /// # Errors
-    /// As [`MessageStore::page`].
+    /// As [`MessageStore::page_within`].
     pub async fn page_messages(
         &self,
         tenant: &TenantId,
@@ -302,7 +315,7 @@ impl MemoryService {
         direction: Option<Direction>,
         limit: PageSize,
     ) -> Result<Page<Message>, StoreError> {
-        self.messages.page(tenant, thread, cursor, direction, limit).await
+        self.messages.page_within(tenant, thread, cursor, direction, limit, self.max_response_bytes).await
     }
 
     /// The last `n` messages, oldest first.

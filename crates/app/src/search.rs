@@ -2,11 +2,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Cursor, Direction, Embedding, EmbeddingCounts, MessageId, PageSize, SearchHit, SearchMode, SearchPlan, SearchQuery,
-    SearchScope, TenantId, ThreadId,
+    Embedding, EmbeddingCounts, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TenantId,
+    ThreadId,
 };
 use memlayer_ports::{
-    Embedder, EmbedderInfo, EmbeddingStore, MessageStore, StoreError, ThreadStore, VectorFilter, VectorIndex,
+    Embedder, EmbedderInfo, EmbeddingStore, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter, VectorIndex,
     VectorMatch,
 };
 
@@ -14,6 +14,9 @@ use memlayer_ports::{
 const RRF_K: f32 = 60.0;
 /// Most texts one `embed` call accepts.
 pub const MAX_EMBED_TEXTS: usize = 256;
+/// Most bytes of text one `embed` call accepts, all texts together: the
+/// call holds an embedding session that vector search needs too.
+pub const MAX_EMBED_BYTES: usize = 1024 * 1024;
 
 /// Hits and how they were found.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +25,9 @@ pub struct SearchResults {
     pub hits: Vec<SearchHit>,
     /// The strategy and coverage.
     pub plan: SearchPlan,
+    /// The response budget cut the results: fewer hits than found, or
+    /// fewer neighbours than the window asked for.
+    pub truncated: bool,
 }
 
 /// Semantic, lexical and hybrid recall over stored messages.
@@ -32,6 +38,7 @@ pub struct SearchService {
     store: Arc<dyn EmbeddingStore>,
     messages: Arc<dyn MessageStore>,
     threads: Arc<dyn ThreadStore>,
+    max_response_bytes: usize,
 }
 
 impl SearchService {
@@ -44,7 +51,16 @@ impl SearchService {
         messages: Arc<dyn MessageStore>,
         threads: Arc<dyn ThreadStore>,
     ) -> Self {
-        Self { embedder, index, store, messages, threads }
+        Self { embedder, index, store, messages, threads, max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES }
+    }
+
+    /// Bounds the bytes of messages one search returns (hits and
+    /// neighbours, by [`memlayer_domain::Message::approx_bytes`]); the
+    /// default is [`crate::DEFAULT_MAX_RESPONSE_BYTES`].
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_response_bytes = max_bytes;
+        self
     }
 
     /// The embedding model, its dimension and token limit.
@@ -59,7 +75,8 @@ impl SearchService {
         self.index.kind()
     }
 
-    /// Embeds up to [`MAX_EMBED_TEXTS`] texts with the configured model.
+    /// Embeds up to [`MAX_EMBED_TEXTS`] texts of at most [`MAX_EMBED_BYTES`]
+    /// together with the configured model.
     ///
     /// # Errors
     /// `Invalid` for an empty or oversized list or an oversized text;
@@ -76,6 +93,14 @@ impl SearchService {
             return Err(memlayer_domain::DomainError::new(
                 "texts",
                 format!("text {i} is over {} bytes", memlayer_domain::MAX_CONTENT_BYTES),
+            )
+            .into());
+        }
+        let total: usize = texts.iter().map(String::len).sum();
+        if total > MAX_EMBED_BYTES {
+            return Err(memlayer_domain::DomainError::new(
+                "texts",
+                format!("are {total} bytes together, at most {MAX_EMBED_BYTES} are accepted per request"),
             )
             .into());
         }
@@ -120,7 +145,7 @@ impl SearchService {
         let k = query.top_k.get();
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
         if filter.threads.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(SearchResults { hits: Vec::new(), plan });
+            return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
         let vector = if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
@@ -164,57 +189,131 @@ impl SearchService {
             other_model = plan.other_model,
             "search"
         );
-        let hits = self.hydrate(tenant, query, ranked).await?;
-        Ok(SearchResults { hits, plan })
+        let (hits, truncated) = self.hydrate(tenant, query, ranked).await?;
+        if truncated {
+            tracing::info!(
+                max_response_bytes = self.max_response_bytes,
+                hits = hits.len(),
+                "search cut by the response budget"
+            );
+        }
+        Ok(SearchResults { hits, plan, truncated })
     }
 
+    /// Reads the ranked hits and their neighbour windows within the
+    /// response budget. Hits come first, in rank order, as long as they fit
+    /// (the best one always); the remaining budget then goes to the
+    /// windows, read in one query in the hits' rank order, each message
+    /// once: a neighbour that is itself a hit appears only as that hit, and
+    /// one in several windows only in the best-ranked hit's window.
     async fn hydrate(
         &self,
         tenant: &TenantId,
         query: &SearchQuery,
         ranked: Vec<VectorMatch>,
-    ) -> Result<Vec<SearchHit>, StoreError> {
+    ) -> Result<(Vec<SearchHit>, bool), StoreError> {
         let scores: HashMap<MessageId, f32> = ranked.iter().map(|m| (m.id, m.score)).collect();
         let messages = self.messages.get_many(tenant, ranked.iter().map(|m| m.id).collect()).await?;
+        let mut left = self.max_response_bytes;
+        let mut truncated = false;
         let mut hits = Vec::with_capacity(messages.len());
         for message in messages {
-            let score = scores.get(&message.id).copied().unwrap_or_default();
-            let (before, after) = self.window(tenant, &message, query).await?;
-            hits.push(SearchHit { message, score, mode: query.mode, before, after });
-        }
-        Ok(hits)
-    }
-
-    async fn window(
-        &self,
-        tenant: &TenantId,
-        message: &memlayer_domain::Message,
-        query: &SearchQuery,
-    ) -> Result<(Vec<memlayer_domain::Message>, Vec<memlayer_domain::Message>), StoreError> {
-        let around = |direction, n: u32| {
-            let messages = Arc::clone(&self.messages);
-            let tenant = tenant.clone();
-            let thread = message.thread_id;
-            let seq = message.seq;
-            async move {
-                if n == 0 {
-                    return Ok(Vec::new());
-                }
-                let cursor = Cursor::messages(thread, direction, seq);
-                let size = PageSize::new(n)?;
-                match messages.page(&tenant, thread, Some(cursor), None, size).await {
-                    Ok(page) => Ok(page.items),
-                    // The thread was deleted after the hit was read: no neighbours.
-                    Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
-                    Err(e) => Err(e),
-                }
+            let size = message.approx_bytes();
+            if size > left && !hits.is_empty() {
+                truncated = true;
+                break;
             }
-        };
-        let mut before = around(Direction::Backward, query.window.before()).await?;
-        before.reverse();
-        let after = around(Direction::Forward, query.window.after()).await?;
-        Ok((before, after))
+            left = left.saturating_sub(size);
+            let score = scores.get(&message.id).copied().unwrap_or_default();
+            hits.push(SearchHit { message, score, mode: query.mode, before: Vec::new(), after: Vec::new() });
+        }
+        if query.window.is_empty() || hits.is_empty() {
+            return Ok((hits, truncated));
+        }
+        let windows = neighbour_windows(&hits, query.window.before(), query.window.after());
+        let read = self.messages.read_windows(tenant, windows.iter().map(|(_, _, w)| *w).collect(), left).await?;
+        truncated |= read.truncated;
+        for m in read.messages {
+            let Some((hit, side, _)) =
+                windows.iter().find(|(_, _, w)| w.thread == m.thread_id && (w.from..=w.to).contains(&m.seq))
+            else {
+                continue;
+            };
+            let hit = &mut hits[*hit];
+            match side {
+                Side::Before => hit.before.push(m),
+                Side::After => hit.after.push(m),
+            }
+        }
+        for hit in &mut hits {
+            hit.before.sort_by_key(|m| m.seq);
+            hit.after.sort_by_key(|m| m.seq);
+        }
+        Ok((hits, truncated))
     }
+}
+
+/// Which side of its hit a window lies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Before,
+    After,
+}
+
+/// The neighbour windows of `hits`, in rank order, as disjoint runs of
+/// sequence numbers tagged with their hit and side: each hit's `before`
+/// messages before it and `after` after it, minus every hit's own message
+/// and every run an earlier window already covers (so each message is read
+/// and returned once).
+fn neighbour_windows(hits: &[SearchHit], before: u32, after: u32) -> Vec<(usize, Side, SeqRange)> {
+    let mut taken: HashMap<ThreadId, Vec<(i64, i64)>> = HashMap::new();
+    for hit in hits {
+        let seq = hit.message.seq;
+        taken.entry(hit.message.thread_id).or_default().push((seq, seq));
+    }
+    let mut out = Vec::new();
+    for (i, hit) in hits.iter().enumerate() {
+        let (thread, seq) = (hit.message.thread_id, hit.message.seq);
+        let sides = [
+            (Side::Before, seq.saturating_sub(i64::from(before)), seq - 1),
+            (Side::After, seq + 1, seq.saturating_add(i64::from(after))),
+        ];
+        for (side, from, to) in sides {
+            if from > to {
+                continue;
+            }
+            let covered = taken.entry(thread).or_default();
+            for (a, b) in subtract((from, to), covered) {
+                out.push((i, side, SeqRange { thread, from: a, to: b }));
+            }
+            covered.push((from, to));
+        }
+    }
+    out
+}
+
+/// The parts of `range` (inclusive) that none of `covered` overlaps, in order.
+fn subtract(range: (i64, i64), covered: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut parts = vec![range];
+    for &(a, b) in covered {
+        parts = parts
+            .into_iter()
+            .flat_map(|(from, to)| {
+                if b < from || a > to {
+                    return vec![(from, to)];
+                }
+                let mut rest = Vec::with_capacity(2);
+                if from < a {
+                    rest.push((from, a - 1));
+                }
+                if b < to {
+                    rest.push((b + 1, to));
+                }
+                rest
+            })
+            .collect();
+    }
+    parts
 }
 
 /// The embedder's `Unavailable` means its model or runtime is missing: a
@@ -246,6 +345,37 @@ mod tests {
 
     fn m(id: MessageId, score: f32) -> VectorMatch {
         VectorMatch { id, thread: ThreadId::new(), score }
+    }
+
+    #[test]
+    fn subtract_leaves_the_uncovered_parts_in_order() {
+        assert_eq!(subtract((1, 10), &[]), vec![(1, 10)]);
+        assert_eq!(subtract((1, 10), &[(4, 5), (8, 8)]), vec![(1, 3), (6, 7), (9, 10)]);
+        assert_eq!(subtract((3, 6), &[(1, 9)]), Vec::<(i64, i64)>::new());
+        assert_eq!(subtract((3, 6), &[(6, 9), (1, 3)]), vec![(4, 5)]);
+    }
+
+    #[test]
+    fn neighbour_windows_skip_hits_and_what_earlier_windows_cover() {
+        use memlayer_domain::{NewMessage, Role};
+        let thread = ThreadId::new();
+        let hit = |seq: i64| SearchHit {
+            message: NewMessage::text(Role::User, "x").unwrap().into_message(
+                MessageId::new(),
+                thread,
+                seq,
+                memlayer_domain::now(),
+            ),
+            score: 1.0,
+            mode: SearchMode::Lexical,
+            before: Vec::new(),
+            after: Vec::new(),
+        };
+        // Hits at 10 (best) and 12, windows of 2 + 2.
+        let windows = neighbour_windows(&[hit(10), hit(12)], 2, 2);
+        let got: Vec<(usize, Side, i64, i64)> = windows.iter().map(|(i, s, w)| (*i, *s, w.from, w.to)).collect();
+        // Hit 12's `before` (10, 11) is a hit and hit 10's window: nothing left.
+        assert_eq!(got, vec![(0, Side::Before, 8, 9), (0, Side::After, 11, 11), (1, Side::After, 13, 14)]);
     }
 
     #[test]

@@ -441,8 +441,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         config.memory.count_tokens,
     )
     .with_semantic(index.clone(), worker.clone(), e.mode == "inline")
-    .with_config(configuration.clone());
-    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads);
+    .with_config(configuration.clone())
+    .with_max_response_bytes(config.memory.max_response_bytes);
+    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
+        .with_max_response_bytes(config.memory.max_response_bytes);
     Ok(Services {
         memory,
         search,
