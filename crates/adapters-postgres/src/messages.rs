@@ -179,13 +179,16 @@ impl MessageStore for PgBackend {
         windows: Vec<SeqRange>,
         max_bytes: usize,
     ) -> Result<Windows, StoreError> {
-        let windows: Vec<SeqRange> = windows.into_iter().filter(|w| w.from <= w.to).collect();
+        let windows: Vec<SeqRange> =
+            windows.into_iter().filter(|w| w.from <= w.to && w.to >= 0 && w.from <= i64::MAX / 2).collect();
         if windows.is_empty() {
             return Ok(Windows::default());
         }
         let threads: Vec<uuid::Uuid> = windows.iter().map(|w| w.thread.as_uuid()).collect();
-        let from: Vec<i64> = windows.iter().map(|w| w.from).collect();
-        let to: Vec<i64> = windows.iter().map(|w| w.to).collect();
+        // Sequence numbers start at 1 and stay far below 2^62: clamping
+        // keeps `hi - lo + 1` in the query from overflowing.
+        let from: Vec<i64> = windows.iter().map(|w| w.from.max(0)).collect();
+        let to: Vec<i64> = windows.iter().map(|w| w.to.min(i64::MAX / 2)).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
@@ -414,15 +417,20 @@ async fn read_in_chunks(
 
 /// `$1` threads, `$2` first and `$3` last seqs (arrays, one element per
 /// window), `$4` tenant. Each window is an index range scan on `(thread_id,
-/// seq)` in a lateral join over the windows in their given order (the
-/// ordinality is a sort key the planner knows, so only each window's few
-/// rows are ever sorted and the rows stream out in window order).
+/// seq)` in a lateral join over the windows in their given order: the
+/// `LIMIT` (never binding: a window holds at most `hi - lo + 1` rows) keeps
+/// the planner from flattening the lateral subquery into a hash join over a
+/// sequential scan and a full sort (measured with EXPLAIN on 20,000 rows of
+/// one thread), and the ordinality is a sort key the planner knows, so the
+/// plan is a nested loop with an incremental sort of each window's few rows
+/// and the rows stream out in window order.
 const WINDOWS: &str = "SELECT x.id, x.thread_id, x.seq, x.role, x.content, x.tool_call_id, x.tool_name, x.tool_calls, \
      x.metadata, x.token_count, x.token_model, x.token_encoding, x.token_exact, x.created_at \
      FROM unnest($1::uuid[], $2::int8[], $3::int8[]) WITH ORDINALITY AS w(thread, lo, hi, ord) \
      CROSS JOIN LATERAL (SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at FROM messages \
-     WHERE tenant = $4 AND thread_id = w.thread AND seq >= w.lo AND seq <= w.hi) x \
+     WHERE tenant = $4 AND thread_id = w.thread AND seq >= w.lo AND seq <= w.hi \
+     ORDER BY seq LIMIT w.hi - w.lo + 1) x \
      ORDER BY w.ord, x.seq";
 
 /// `$1` thread, `$2` exclusive bound, `$3` tenant, `$4` limit.

@@ -1137,4 +1137,7 @@ pub async fn read_windows_reads_each_message_once_within_a_budget(b: Backend) {
     let none = b.messages.read_windows(&t, windows, 1).await.unwrap();
     assert!(none.truncated && none.messages.is_empty(), "no minimum: a budget below one message reads none");
     assert_eq!(b.messages.read_windows(&t, Vec::new(), 1).await.unwrap(), crate::Windows::default());
+    let extremes = vec![w(c, i64::MIN, i64::MAX), w(a, i64::MAX - 1, i64::MAX), w(a, i64::MIN, 0)];
+    let whole = b.messages.read_windows(&t, extremes, usize::MAX).await.unwrap();
+    assert_eq!(whole.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "extreme bounds");
 }
