@@ -35,12 +35,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The harness's own knobs: not configuration keys, so unset for the server.
-const KNOBS: [&str; 5] = [
+const KNOBS: [&str; 6] = [
     "MEMLAYER_LOAD_MESSAGES",
     "MEMLAYER_LOAD_CLIENTS",
     "MEMLAYER_LOAD_SECONDS",
     "MEMLAYER_LOAD_BINARY",
     "MEMLAYER_LOAD_BACKLOG",
+    "MEMLAYER_LOAD_DATA",
 ];
 
 /// How big a run is.

@@ -205,7 +205,7 @@ async fn search_never_returns_a_message_deleted_after_indexing() {
     let (alive, deleted) = (MessageId::new(), MessageId::new());
     let mut embedder = MockEmbedder::new();
     embedder.expect_info().returning(info);
-    embedder.expect_embed().returning(|_| Ok(vec![Embedding::new("m", vec![1.0, 0.0], 2).unwrap()]));
+    embedder.expect_embed_interactive().returning(|_| Ok(vec![Embedding::new("m", vec![1.0, 0.0], 2).unwrap()]));
     let mut index = MockVectorIndex::new();
     index.expect_search().returning(move |_, _, _| {
         Ok(VectorSearch {
@@ -241,7 +241,7 @@ async fn a_missing_model_is_reported_as_unprovisioned() {
     let mut embedder = MockEmbedder::new();
     embedder.expect_info().returning(info);
     embedder
-        .expect_embed()
+        .expect_embed_interactive()
         .returning(|_| Err(StoreError::Unavailable("model.onnx missing: run scripts/provision".into())));
     let mut store = MockEmbeddingStore::new();
     store.expect_coverage().returning(|_, _| Ok(Coverage::default()));
