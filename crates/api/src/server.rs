@@ -228,8 +228,18 @@ pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(S
     tracing::info!(%bound, database = %services.database.describe(), index = services.search.index_kind(), "memlayer listening");
     let background = services.start_background();
     let connections = Connections::from_config(&services.config.server);
-    let served = serve_on(listener, app(&services), &connections, shutdown_signal()).await;
-    background.stop().await;
+    // Background work stops while requests drain, not after, so shutdown
+    // takes the longer of the two (each bounded), not their sum.
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    };
+    let stop_background = async move {
+        let _ = on_signal.await;
+        background.stop().await;
+    };
+    let (served, ()) = tokio::join!(serve_on(listener, app(&services), &connections, signal), stop_background);
     served?;
     tracing::info!("memlayer stopped");
     Ok(())
