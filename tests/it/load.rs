@@ -35,13 +35,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The harness's own knobs: not configuration keys, so unset for the server.
-const KNOBS: [&str; 6] = [
+const KNOBS: [&str; 8] = [
     "MEMLAYER_LOAD_MESSAGES",
     "MEMLAYER_LOAD_CLIENTS",
     "MEMLAYER_LOAD_SECONDS",
     "MEMLAYER_LOAD_BINARY",
     "MEMLAYER_LOAD_BACKLOG",
     "MEMLAYER_LOAD_DATA",
+    "MEMLAYER_LOAD_REBUILD",
+    "MEMLAYER_LOAD_MODE",
 ];
 
 /// How big a run is.
@@ -56,6 +58,11 @@ struct Settings {
     seconds: u64,
     /// A seeded data directory to start from (seeded first if empty).
     data: Option<PathBuf>,
+    /// Remove the vector snapshot before each scenario, so the index
+    /// rebuilds its graph during the load (`MEMLAYER_LOAD_REBUILD=0`: keep it).
+    rebuild: bool,
+    /// Search mode of the searches (`MEMLAYER_LOAD_MODE`, default hybrid).
+    mode: String,
     /// Server logs at info for the vector index (graph builds).
     verbose: bool,
 }
@@ -69,6 +76,8 @@ impl Settings {
             clients: vec![4, 32],
             seconds: 3,
             data: None,
+            rebuild: true,
+            mode: "hybrid".to_owned(),
             verbose: false,
         }
     }
@@ -87,6 +96,8 @@ impl Settings {
             ),
             seconds: number("MEMLAYER_LOAD_SECONDS", 30) as u64,
             data: var("MEMLAYER_LOAD_DATA").map(PathBuf::from),
+            rebuild: var("MEMLAYER_LOAD_REBUILD").is_none_or(|v| v != "0"),
+            mode: var("MEMLAYER_LOAD_MODE").unwrap_or_else(|| "hybrid".to_owned()),
             verbose: true,
         }
     }
@@ -405,7 +416,17 @@ struct Tally {
     acked: Vec<String>,
 }
 
-async fn client(base: String, thread: String, until: Instant, seed: u64, tally: Arc<Mutex<Tally>>) {
+/// One closed-loop client: the next request as soon as the last is answered.
+struct Client {
+    base: String,
+    thread: String,
+    mode: String,
+    until: Instant,
+    seed: u64,
+}
+
+async fn client(c: Client, tally: Arc<Mutex<Tally>>) {
+    let Client { base, thread, mode, until, seed } = c;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let mut rng = Rng(seed);
     while Instant::now() < until {
@@ -416,7 +437,7 @@ async fn client(base: String, thread: String, until: Instant, seed: u64, tally: 
             let body = json!({"role": "user", "content": sentence(&mut rng, 8, 40)});
             (Op::Append, http.post(format!("{base}/api/threads/{thread}/messages")).json(&body))
         } else {
-            let body = json!({"query": sentence(&mut rng, 3, 6), "mode": "hybrid", "top_k": 10,
+            let body = json!({"query": sentence(&mut rng, 3, 6), "mode": mode, "top_k": 10,
                               "scope": {"thread_id": thread}});
             (Op::Search, http.post(format!("{base}/api/search")).json(&body))
         };
@@ -522,8 +543,10 @@ impl Report {
 }
 
 async fn scenario(settings: &Settings, dir: &Path, thread: &str, clients: usize, http: &reqwest::Client) -> Report {
-    // No snapshot: the index re-reads every vector and rebuilds its graph.
-    let _ = std::fs::remove_file(dir.join("index").join("hnsw.snapshot"));
+    // Without a snapshot the index re-reads every vector and rebuilds its graph.
+    if settings.rebuild {
+        let _ = std::fs::remove_file(dir.join("index").join("hnsw.snapshot"));
+    }
     let server = start(settings, dir);
     let base = server.base.clone();
     append_bulk(http, &base, thread, settings.backlog, &mut Rng(clients as u64 + 11)).await;
@@ -532,7 +555,16 @@ async fn scenario(settings: &Settings, dir: &Path, thread: &str, clients: usize,
     let started = Instant::now();
     let until = started + Duration::from_secs(settings.seconds);
     let tasks: Vec<_> = (0..clients)
-        .map(|c| tokio::spawn(client(base.clone(), thread.to_owned(), until, 1000 + c as u64, Arc::clone(&tally))))
+        .map(|c| {
+            let c = Client {
+                base: base.clone(),
+                thread: thread.to_owned(),
+                mode: settings.mode.clone(),
+                until,
+                seed: 1000 + c as u64,
+            };
+            tokio::spawn(client(c, Arc::clone(&tally)))
+        })
         .collect();
     for task in tasks {
         task.await.unwrap();

@@ -148,10 +148,15 @@ impl SearchService {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
-        let vector = if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
+        // The two legs run at once: a hybrid search takes the slower leg's
+        // time, not the sum (each may wait for the store's catch-up round).
+        let vector_leg = async {
+            if !matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
+                return Ok(None);
+            }
             let model = self.embedder.info().model;
             // The coverage counts (a database read) run while the query is
-            // embedded (ONNX on the blocking pool).
+            // embedded (ONNX, in the embedder's interactive lane).
             let (embedded, counts) = tokio::join!(
                 self.embedder.embed_interactive(vec![query.text().to_owned()]),
                 self.store.coverage(&filter, model.clone())
@@ -160,19 +165,23 @@ impl SearchService {
             let counts = counts?;
             let q = embedded.pop().ok_or_else(|| StoreError::backend("embedder returned no vector"))?;
             let found = self.index.search(&filter, &q, candidates).await?;
+            Ok::<_, StoreError>(Some((found, model, counts)))
+        };
+        let lexical_leg = async {
+            if matches!(query.mode, SearchMode::Lexical | SearchMode::Hybrid) {
+                Ok(Some(self.store.lexical_search(&filter, query.text().to_owned(), candidates).await?))
+            } else {
+                Ok::<_, StoreError>(None)
+            }
+        };
+        let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
+        let vector = vector.map(|(found, model, counts)| {
             plan.vector_index = found.strategy.to_owned();
             plan.model = model;
             plan.pending = counts.pending;
             plan.other_model = counts.other_model;
-            Some(found.matches)
-        } else {
-            None
-        };
-        let lexical = if matches!(query.mode, SearchMode::Lexical | SearchMode::Hybrid) {
-            Some(self.store.lexical_search(&filter, query.text().to_owned(), candidates).await?)
-        } else {
-            None
-        };
+            found.matches
+        });
         let ranked = match (vector, lexical) {
             (Some(v), Some(l)) => fuse(&[v, l]),
             (Some(v), None) => v,
