@@ -218,7 +218,11 @@ pub struct DatabaseConfig {
     pub auth_token: Option<Secret>,
     /// How long a write waits for a lock held by another process, in milliseconds.
     pub busy_timeout_ms: u64,
-    /// Number of pooled reader connections kept open (libSQL).
+    /// Most pooled reader connections open at once (libSQL). Default 16:
+    /// with 4, reads queued behind searches holding every reader (under
+    /// 16 clients of mixed load, read p99 131 ms against 30 ms with 16;
+    /// docs/BENCHMARKS.md, "Under load"). A WAL reader costs a file handle
+    /// and its page cache.
     pub readers: usize,
     /// Pooled connections (Postgres).
     pub pool_size: usize,
@@ -333,7 +337,7 @@ impl Default for DatabaseConfig {
             url: None,
             auth_token: None,
             busy_timeout_ms: 5_000,
-            readers: 4,
+            readers: 16,
             pool_size: 8,
             connect_timeout_secs: 5,
             auto_migrate: true,
