@@ -28,11 +28,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::support::Server;
 
 /// The harness's own knobs: not configuration keys, so unset for the server.
 const KNOBS: [&str; 8] = [
@@ -100,19 +101,6 @@ impl Settings {
             mode: var("MEMLAYER_LOAD_MODE").unwrap_or_else(|| "hybrid".to_owned()),
             verbose: true,
         }
-    }
-}
-
-/// A server process; killed on drop if still running.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -122,6 +122,20 @@ pub fn model_ready(test: &str) -> bool {
     }
 }
 
+/// A running `memlayer` server process, killed on drop if a test did not
+/// stop it.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The real `memlayer` binary, built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
 

@@ -420,6 +420,20 @@ fn unqueued(scope: &str) -> String {
 const CATCH_UP_CHUNK: i64 = 5_000;
 
 impl LibsqlBackend {
+    /// Whether messages above the watermark or stale entries wait for the
+    /// catch-up (a read).
+    async fn index_behind(&self) -> Result<bool, StoreError> {
+        let behind = self
+            .read(|conn| async move {
+                query_row(&conn, "read watermark", BEHIND, (), |row| {
+                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
+                })
+                .await
+            })
+            .await?;
+        Ok(behind.unwrap_or(false))
+    }
+
     /// Waits until everything stored before the call is indexed and queued
     /// (and stale entries removed or re-indexed),
     /// at most the configured index wait, without taking the writer: wakes
@@ -428,15 +442,7 @@ impl LibsqlBackend {
     /// the counts report messages the catch-up has not reached yet as
     /// pending (`unqueued`), so nothing is silently missing.
     pub(crate) async fn await_indexed(&self) -> Result<(), StoreError> {
-        let behind = self
-            .read(|conn| async move {
-                query_row(&conn, "read watermark", BEHIND, (), |row| {
-                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
-                })
-                .await
-            })
-            .await?
-            .unwrap_or(false);
+        let behind = self.index_behind().await?;
         if behind {
             self.indexer().wait_for_round().await;
         }
@@ -458,15 +464,7 @@ impl LibsqlBackend {
     /// # Errors
     /// A database error.
     pub async fn catch_up(&self) -> Result<(), StoreError> {
-        let behind = self
-            .read(|conn| async move {
-                query_row(&conn, "read watermark", BEHIND, (), |row| {
-                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
-                })
-                .await
-            })
-            .await?
-            .unwrap_or(false);
+        let behind = self.index_behind().await?;
         if !behind {
             return Ok(());
         }
