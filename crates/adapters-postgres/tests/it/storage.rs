@@ -23,6 +23,8 @@ async fn migrations_go_down_and_up_again() {
     let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
     store.put_setting(&t, &cat, &key, serde_json::json!("dark")).await.unwrap();
     let versions = |list: Vec<MigrationStatus>| list.iter().map(|m| m.version).collect::<Vec<_>>();
+    // Reverting migration 8 restores migration 2's full-text function.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![8]);
     // Reverting migration 7 drops the leases; the jobs stay.
     let now = memlayer_domain::now();
     let later = now + time::Duration::hours(1);
@@ -32,8 +34,6 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 6 drops the idempotency records.
     let (k, fp) = (IdempotencyKey::parse("k").unwrap(), Fingerprint::new([7; 32]));
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New);
-    // Reverting migration 8 restores migration 2's full-text function.
-    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![8]);
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![6]);
     assert!(matches!(store.claim(&t, &k, fp, now, later).await, Err(StoreError::Backend(_))), "table gone");
     // Reverting migration 4 drops the configuration tables, with their rows.
@@ -43,7 +43,7 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(4).await.unwrap();
+    let down = store.migrate_down(5).await.unwrap();
     assert_eq!(versions(down), vec![8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
@@ -57,7 +57,7 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(versions(all_down), vec![8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 5);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 6);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 
