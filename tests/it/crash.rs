@@ -228,26 +228,14 @@ async fn verify(http: &reqwest::Client, base: &str, threads: &[String], ledger: 
     let mut gaps = Vec::new();
     for (t, id) in threads.iter().enumerate() {
         let mut seqs = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{base}/api/threads/{id}/messages?limit=1000");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-            for m in page["items"].as_array().unwrap() {
-                let content = m["content"].as_str().unwrap();
-                let w = content.split(' ').find(|p| p.starts_with("zx")).unwrap().to_owned();
-                let seq = m["seq"].as_u64().unwrap();
-                seqs.push(seq);
-                assert_eq!(ledger.sent.get(&w), Some(&t), "{w} was sent, and to this thread");
-                if stored.insert(w.clone(), (t, m["id"].as_str().unwrap().to_owned(), seq)).is_some() {
-                    duplicates.push(w);
-                }
-            }
-            cursor = page["next_cursor"].as_str().map(str::to_owned);
-            if cursor.is_none() {
-                break;
+        for m in &crate::support::all_messages(http, base, id).await {
+            let content = m["content"].as_str().unwrap();
+            let w = content.split(' ').find(|p| p.starts_with("zx")).unwrap().to_owned();
+            let seq = m["seq"].as_u64().unwrap();
+            seqs.push(seq);
+            assert_eq!(ledger.sent.get(&w), Some(&t), "{w} was sent, and to this thread");
+            if stored.insert(w.clone(), (t, m["id"].as_str().unwrap().to_owned(), seq)).is_some() {
+                duplicates.push(w);
             }
         }
         let n = seqs.len() as u64;

@@ -332,25 +332,6 @@ async fn append_bulk(http: &reqwest::Client, base: &str, thread: &str, n: usize,
     ids
 }
 
-/// Every message id of the thread, paging forward.
-async fn stored_ids(http: &reqwest::Client, base: &str, thread: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/threads/{thread}/messages?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-        ids.extend(page["items"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
-        }
-    }
-}
-
 /// Seeds a data directory: one thread of `settings.messages` messages, all
 /// embedded (and the index snapshot written). Returns the thread id.
 async fn seed(settings: &Settings, dir: &Path, http: &reqwest::Client) -> String {
@@ -564,7 +545,11 @@ async fn scenario(settings: &Settings, dir: &Path, thread: &str, clients: usize,
 
     // Restart on the same data: every acknowledged append, exactly once.
     let server = start(settings, dir);
-    let stored = stored_ids(http, &server.base, thread).await;
+    let stored: Vec<String> = crate::support::all_messages(http, &server.base, thread)
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
     drop(server);
     let mut count: HashMap<&str, usize> = HashMap::new();
     for id in &stored {

@@ -136,6 +136,26 @@ impl Drop for Server {
     }
 }
 
+/// Every message of a thread through the running server's API, in order
+/// (pages of 1,000, following `next_cursor`).
+pub async fn all_messages(http: &reqwest::Client, base: &str, thread: &str) -> Vec<Value> {
+    let mut messages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/threads/{thread}/messages?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(c);
+        }
+        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        messages.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return messages,
+        }
+    }
+}
+
 /// The real `memlayer` binary, built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
 
