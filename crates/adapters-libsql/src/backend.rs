@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ struct Inner {
     blocking: bool,
     description: String,
     indexer: Indexer,
+    /// Whether this handle has claimed embedding jobs yet (see
+    /// [`LibsqlBackend::first_claim`]).
+    claimed: AtomicBool,
 }
 
 /// How readers and appends reach the background catch-up task.
@@ -185,6 +188,7 @@ impl LibsqlBackend {
                 blocking,
                 description,
                 indexer,
+                claimed: AtomicBool::new(false),
             }),
         };
         tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
@@ -200,6 +204,11 @@ impl LibsqlBackend {
         let backend = Self::open(config).await?;
         crate::migrations::migrate_up(&backend).await?;
         Ok(backend)
+    }
+
+    /// `true` the first time it is called on this handle (and its clones).
+    pub(crate) fn first_claim(&self) -> bool {
+        !self.inner.claimed.swap(true, Ordering::SeqCst)
     }
 
     pub(crate) fn description(&self) -> &str {

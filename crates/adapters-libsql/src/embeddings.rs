@@ -52,6 +52,21 @@ impl EmbeddingStore for LibsqlBackend {
             return Ok(Vec::new());
         }
         self.catch_up().await?;
+        if self.first_claim() {
+            // A lease outlives the process that took it. A libSQL file has
+            // one server (and at times a `memlayer reembed`), so leases found
+            // at a process's first claim belong to one that died or is
+            // about to finish: take them back rather than leave the jobs
+            // waiting out the lease. At worst a live process's batch is
+            // embedded twice, and the second vector replaces the first.
+            self.write(|conn| async move {
+                conn.execute("UPDATE embedding_jobs SET leased_until = 0 WHERE leased_until > 0", ())
+                    .await
+                    .ctx("take back stale embedding leases")?;
+                Ok(())
+            })
+            .await?;
+        }
         let (now, until) = (to_micros(now), to_micros(lease_until));
         let due = self
             .read(move |conn| async move {

@@ -60,3 +60,27 @@ async fn two_backends_on_one_file_do_not_corrupt_each_other() {
     let ok = rows.next().await.unwrap().unwrap().get_value(0).unwrap();
     assert_eq!(ok, libsql::Value::Text("ok".into()));
 }
+
+/// A process killed mid-batch (`memlayer reembed`, or a server) leaves its
+/// lease in the file; the next process to claim takes it back at once
+/// instead of leaving the jobs to wait out the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_of_a_dead_process_are_taken_back_by_the_next() {
+    use memlayer_ports::EmbeddingStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let t = tenant("acme");
+    let (now, lease);
+    {
+        let dead = crate::common::open_file(&path).await;
+        let thread = dead.create(&t, NewThread::default()).await.unwrap().id;
+        dead.append(&t, thread, msgs(3)).await.unwrap();
+        now = memlayer_domain::now();
+        lease = now + time::Duration::minutes(5);
+        assert_eq!(dead.claim_jobs(now, 10, lease).await.unwrap().len(), 3);
+        assert!(dead.claim_jobs(now, 10, lease).await.unwrap().is_empty(), "its own leases hold");
+    }
+    let next = crate::common::open_file(&path).await;
+    assert_eq!(next.claim_jobs(now, 10, lease).await.unwrap().len(), 3, "taken back");
+    assert!(next.claim_jobs(now, 10, lease).await.unwrap().is_empty(), "and leased again");
+}
