@@ -15,6 +15,7 @@ mod admission;
 mod config;
 mod crash;
 mod e2e;
+mod frontends;
 mod fuzz;
 mod http;
 mod idempotency;

@@ -58,9 +58,10 @@ pub enum Command {
         /// `vector`, `lexical` or `hybrid`.
         #[arg(long, default_value = "hybrid")]
         mode: String,
-        /// How many hits.
-        #[arg(long, default_value_t = 10)]
-        top_k: u32,
+        /// How many hits (default: with --thread, the thread's `_memory.top_k`
+        /// from its agent, else 10).
+        #[arg(long)]
+        top_k: Option<u32>,
         /// Tenant (default: the configured default tenant).
         #[arg(long)]
         tenant: Option<String>,
@@ -243,7 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 query.clone(),
                 scope,
                 mode.parse()?,
-                memlayer_domain::TopK::new(*top_k)?,
+                top_k.map(memlayer_domain::TopK::new).transpose()?,
                 memlayer_domain::Window::default(),
                 None,
             )?;

@@ -297,11 +297,7 @@ async fn list_messages(
 ) -> Result<Json<PageDto<MessageDto>>, ApiError> {
     let id = thread_id(&id)?;
     let direction = q.direction.as_deref().map(str::parse::<Direction>).transpose()?;
-    let limit = match q.limit {
-        Some(n) => PageSize::new(n)?,
-        // A thread created for a configured agent pages by its `last_n`.
-        None => s.memory.memory_options(&tenant, id).await?.last_n.map_or(Ok(PageSize::default()), PageSize::new)?,
-    };
+    let limit = q.limit.map(PageSize::new).transpose()?;
     let page = s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
     Ok(Json(page.into()))
 }
@@ -389,11 +385,7 @@ async fn delete_message(
 ) -> Result<StatusCode, ApiError> {
     let thread = thread_id(&id)?;
     let message: MessageId = message_id.parse()?;
-    let found = s.memory.get_message(&tenant, message).await?;
-    if found.thread_id != thread {
-        return Err(ApiError::not_found(format!("message {message} not found in thread {thread}")));
-    }
-    s.memory.delete_message(&tenant, message).await?;
+    s.memory.delete_message(&tenant, thread, message).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -431,7 +423,7 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
         },
     };
     let mode = body.mode.as_deref().map(str::parse::<SearchMode>).transpose()?.unwrap_or_default();
-    let top_k = body.top_k.map(TopK::new).transpose()?.unwrap_or_default();
+    let top_k = body.top_k.map(TopK::new).transpose()?;
     let window = body.window.map_or(Ok(Window::default()), |w| Window::new(w.before, w.after))?;
     Ok(SearchQuery::new(body.query, scope, mode, top_k, window, body.min_score)?)
 }
@@ -445,14 +437,8 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
 async fn search(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Json(mut body): Json<SearchRequestDto>,
+    Json(body): Json<SearchRequestDto>,
 ) -> Result<Json<SearchResponseDto>, ApiError> {
-    // Within one thread, the thread's `_memory.top_k` (from its agent) is the default.
-    if body.top_k.is_none()
-        && let Some(thread) = body.scope.as_ref().and_then(|sc| sc.thread_id.as_deref())
-    {
-        body.top_k = s.memory.memory_options(&tenant, thread_id(thread)?).await?.top_k;
-    }
     let query = search_query(body)?;
     let results = s.search.search(&tenant, &query).await?;
     let hits = results

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TenantId,
-    ThreadId,
+    Embedding, EmbeddingCounts, MemoryOptions, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope,
+    TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter, VectorIndex,
@@ -107,16 +107,19 @@ impl SearchService {
         self.embedder.embed(texts).await.map_err(unprovisioned)
     }
 
-    async fn filter(&self, tenant: &TenantId, scope: &SearchScope) -> Result<VectorFilter, StoreError> {
-        let threads = match scope {
-            SearchScope::Thread(id) => {
-                self.threads.get(tenant, *id).await?;
-                Some(vec![*id])
-            }
-            SearchScope::Resource(resource) => Some(self.store.resource_threads(tenant, resource).await?),
-            SearchScope::Tenant => None,
+    /// The filter of `scope` and, for one thread, that thread: read once,
+    /// both to check it exists and for its memory options.
+    async fn filter(
+        &self,
+        tenant: &TenantId,
+        scope: &SearchScope,
+    ) -> Result<(VectorFilter, Option<Thread>), StoreError> {
+        let (threads, thread) = match scope {
+            SearchScope::Thread(id) => (Some(vec![*id]), Some(self.threads.get(tenant, *id).await?)),
+            SearchScope::Resource(resource) => (Some(self.store.resource_threads(tenant, resource).await?), None),
+            SearchScope::Tenant => (None, None),
         };
-        Ok(VectorFilter { tenant: tenant.clone(), threads })
+        Ok((VectorFilter { tenant: tenant.clone(), threads }, thread))
     }
 
     /// Embedding progress of a thread.
@@ -124,7 +127,7 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a missing thread.
     pub async fn thread_embeddings(&self, tenant: &TenantId, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
-        let filter = self.filter(tenant, &SearchScope::Thread(thread)).await?;
+        let (filter, _) = self.filter(tenant, &SearchScope::Thread(thread)).await?;
         self.store.embedding_counts(&filter, self.embedder.info().model).await
     }
 
@@ -135,14 +138,23 @@ impl SearchService {
     /// in `plan.other_model` instead); lexical mode by BM25; hybrid fuses
     /// both rankings with reciprocal rank fusion (`1/(60 + rank)` summed).
     /// Hits scoring below `min_score` are dropped; a hit whose message was
-    /// deleted meanwhile is never returned.
+    /// deleted meanwhile is never returned. Without `top_k`, a search within
+    /// one thread returns the thread's `_memory.top_k` hits (from its agent),
+    /// any other [`TopK::default`].
     ///
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
     pub async fn search(&self, tenant: &TenantId, query: &SearchQuery) -> Result<SearchResults, StoreError> {
-        let filter = self.filter(tenant, &query.scope).await?;
-        let k = query.top_k.get();
+        let (filter, thread) = self.filter(tenant, &query.scope).await?;
+        let k = match (query.top_k, thread) {
+            (Some(k), _) => k,
+            (None, Some(thread)) => {
+                MemoryOptions::from_metadata(&thread.metadata).top_k.map(TopK::new).transpose()?.unwrap_or_default()
+            }
+            (None, None) => TopK::default(),
+        }
+        .get();
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
         if filter.threads.as_ref().is_some_and(Vec::is_empty) {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });

@@ -154,11 +154,6 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// of `ids`; missing or foreign ids are left out.
     async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
-    /// The thread's messages with `from <= seq <= to`, in order.
-    ///
-    /// MUST return `NotFound` for a missing thread.
-    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError>;
-
     /// Deletes one message with its vector, embedding job and full-text
     /// entry, atomically. Its sequence number is never reused (later pages
     /// simply skip it).

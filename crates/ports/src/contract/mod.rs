@@ -158,7 +158,7 @@ macro_rules! contract_suite {
             concurrent_appenders_get_gapless_increasing_seqs,
             paging_during_concurrent_appends_never_skips_or_repeats,
             database_ping_and_idempotent_migrations,
-            messages_get_many_range_and_delete,
+            messages_get_many_and_delete,
             append_creates_embedding_jobs_atomically,
             completed_jobs_store_vectors,
             deleted_messages_lose_vectors_and_jobs,
