@@ -149,7 +149,7 @@ async fn run(index: &dyn VectorIndex, filters: &[VectorFilter], queries: &[Embed
     let started = Instant::now();
     for (i, q) in queries.iter().enumerate() {
         let got = index.search(&filters[i % filters.len()], q, k).await.unwrap();
-        strategies.insert(got.strategy);
+        strategies.insert(got.strategy.as_str());
         results.push(got.matches);
     }
     Run { results, elapsed: started.elapsed(), strategies }

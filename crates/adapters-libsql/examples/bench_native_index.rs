@@ -139,8 +139,8 @@ async fn run_queries(
         let start = Instant::now();
         let got = index.search(filter, &e, 10).await.unwrap();
         latencies.push(start.elapsed());
-        if !strategies.contains(&got.strategy) {
-            strategies.push(got.strategy);
+        if !strategies.contains(&got.strategy.as_str()) {
+            strategies.push(got.strategy.as_str());
         }
         let truth_ids: HashSet<MessageId> = t.iter().map(|&i| ids[i]).collect();
         found += got.matches.iter().filter(|m| truth_ids.contains(&m.id)).count();

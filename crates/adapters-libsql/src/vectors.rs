@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use libsql::Value;
 use memlayer_domain::{DomainError, Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
+use memlayer_ports::{IndexKind, StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
@@ -158,8 +158,8 @@ impl LibsqlVectorIndex {
 
 #[async_trait]
 impl VectorIndex for LibsqlVectorIndex {
-    fn kind(&self) -> &'static str {
-        "libsql"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Libsql
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -249,10 +249,10 @@ impl VectorIndex for LibsqlVectorIndex {
             ));
         }
         let Some(scope) = scope(filter, "v.tenant", "v.thread_id", 3) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         let search = Search {
             table: self.table.clone(),
@@ -334,7 +334,7 @@ impl Search {
             .unwrap_or(0);
         let admitted = usize::try_from(admitted).map_err(|e| corrupt("vector_index", "count", e))?;
         if admitted == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         // The strategy reported is the one the filter's own size chose:
         // whether the graph yields `k` admitted entries depends on the other
@@ -344,9 +344,9 @@ impl Search {
                 Some(matches) => matches,
                 None => self.exact(conn).await?,
             };
-            return Ok(VectorSearch { matches, strategy: "libsql" });
+            return Ok(VectorSearch { matches, strategy: IndexKind::Libsql });
         }
-        Ok(VectorSearch { matches: self.exact(conn).await?, strategy: "exact" })
+        Ok(VectorSearch { matches: self.exact(conn).await?, strategy: IndexKind::Exact })
     }
 
     /// Every admitted entry compared in SQL; the best `k` re-scored here.

@@ -285,7 +285,7 @@ async fn bench_vector(a: &Args) -> Res<()> {
         let started = Instant::now();
         for q in &queries {
             let r = index.search(&filter, q, a.k).await?;
-            strategies.insert(r.strategy);
+            strategies.insert(r.strategy.as_str());
             got.push(r.matches);
         }
         let took = started.elapsed();

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
+use memlayer_ports::{IndexKind, StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
 use pgvector::Vector;
 
 use crate::PgBackend;
@@ -258,10 +258,10 @@ impl PgVectorIndex {
             return Err(invalid("query", format!("has {} dimensions, this index holds {}", query.dim(), self.dim)));
         }
         let Some(threads) = thread_filter(filter) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         let model = query.model();
         let vector = Vector::from(query.vector().to_vec());
@@ -322,7 +322,7 @@ impl PgVectorIndex {
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Iterative scans in relaxed order may return neighbours slightly out of order.
         matches.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(VectorSearch { matches, strategy: if exact { "exact" } else { "pgvector" } })
+        Ok(VectorSearch { matches, strategy: if exact { IndexKind::Exact } else { IndexKind::Pgvector } })
     }
 }
 
@@ -331,8 +331,8 @@ const UPSERT_CHUNK: usize = 1_000;
 
 #[async_trait]
 impl VectorIndex for PgVectorIndex {
-    fn kind(&self) -> &'static str {
-        "pgvector"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Pgvector
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {

@@ -166,7 +166,8 @@ fn init_tracing(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ =
+        if config.log.format == memlayer_app::LogFormat::Json { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Runs one parsed command.

@@ -225,7 +225,7 @@ pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(S
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     on_bound(bound);
-    tracing::info!(%bound, database = %services.database.describe(), index = services.search.index_kind(), "memlayer listening");
+    tracing::info!(%bound, database = %services.database.describe(), index = %services.search.index_kind(), "memlayer listening");
     let background = services.start_background();
     let connections = Connections::from_config(&services.config.server);
     // Background work stops while requests drain, not after, so shutdown

@@ -22,8 +22,8 @@ mod wiring;
 mod worker;
 
 pub use config::{
-    CacheConfig, Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig,
-    SearchConfig, Secret, ServerConfig,
+    BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
+    EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
 pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
@@ -31,7 +31,7 @@ pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService}
 pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
-pub use memlayer_ports::StoreError;
+pub use memlayer_ports::{IndexKind, StoreError};
 
 /// The default response byte budget of a message page or a search
 /// (`memory.max_response_bytes`): 8 MiB.

@@ -6,8 +6,8 @@ use memlayer_domain::{
     TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
-    Embedder, EmbedderInfo, EmbeddingStore, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter, VectorIndex,
-    VectorMatch,
+    Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter,
+    VectorIndex, VectorMatch,
 };
 
 /// Reciprocal-rank-fusion constant (the usual 60 from Cormack et al.).
@@ -69,9 +69,9 @@ impl SearchService {
         self.embedder.info()
     }
 
-    /// The configured vector index (`exact`, `hnsw`, `libsql`).
+    /// The configured vector index.
     #[must_use]
-    pub fn index_kind(&self) -> &'static str {
+    pub fn index_kind(&self) -> IndexKind {
         self.index.kind()
     }
 
@@ -188,7 +188,7 @@ impl SearchService {
         };
         let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
         let vector = vector.map(|(found, model, counts)| {
-            plan.vector_index = found.strategy.to_owned();
+            plan.vector_index = found.strategy.as_str().to_owned();
             plan.model = model;
             plan.pending = counts.pending;
             plan.other_model = counts.other_model;

@@ -1,5 +1,8 @@
+use std::fmt;
+
 use async_trait::async_trait;
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
+use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
@@ -50,9 +53,44 @@ pub struct VectorMatch {
 pub struct VectorSearch {
     /// Best first.
     pub matches: Vec<VectorMatch>,
-    /// `exact` when every candidate was compared, else the index used
-    /// (`hnsw`, `libsql`…).
-    pub strategy: &'static str,
+    /// [`IndexKind::Exact`] when every candidate was compared, else the
+    /// index used.
+    pub strategy: IndexKind,
+}
+
+/// A kind of vector index: what `search.index` names, what
+/// [`VectorIndex::kind`] says, and how a search was answered
+/// ([`VectorSearch::strategy`]: `Exact` when every candidate was compared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// Every candidate compared (an in-process scan, or SQL without an index).
+    Exact,
+    /// The in-process HNSW graph (libSQL only).
+    Hnsw,
+    /// libSQL's native DiskANN index.
+    Libsql,
+    /// pgvector's HNSW index in Postgres.
+    Pgvector,
+}
+
+impl IndexKind {
+    /// Lowercase name, as configured and reported.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Hnsw => "hnsw",
+            Self::Libsql => "libsql",
+            Self::Pgvector => "pgvector",
+        }
+    }
+}
+
+impl fmt::Display for IndexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A nearest-neighbour index over message vectors.
@@ -60,8 +98,8 @@ pub struct VectorSearch {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait VectorIndex: Send + Sync + std::fmt::Debug {
-    /// Short name of the adapter (`exact`, `hnsw`, `libsql`).
-    fn kind(&self) -> &'static str;
+    /// Which index this is.
+    fn kind(&self) -> IndexKind;
 
     /// Adds entries; an entry with an id already present (for the same model)
     /// replaces it. MUST make them searchable before returning.

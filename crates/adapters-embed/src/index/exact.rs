@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, StoreError, VectorEntry, VectorFilter, VectorIndex, VectorSearch};
 
 use super::math::{TopK, normalised};
 use super::store::{ModelStore, Threads, dedup_threads};
@@ -87,13 +87,13 @@ fn run(models: &HashMap<String, ModelStore>, r: &Request) -> VectorSearch {
     if let Some(t) = models.get(&r.model).and_then(|s| s.tenant(&r.tenant)) {
         t.scan(&r.query, r.threads(), &mut top);
     }
-    VectorSearch { matches: top.into_matches(), strategy: "exact" }
+    VectorSearch { matches: top.into_matches(), strategy: IndexKind::Exact }
 }
 
 #[async_trait]
 impl VectorIndex for ExactIndex {
-    fn kind(&self) -> &'static str {
-        "exact"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Exact
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -147,7 +147,7 @@ impl VectorIndex for ExactIndex {
             let models = read(&self.inner.models);
             let candidates = plan(&models, &request)?;
             if k == 0 || candidates == 0 {
-                return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+                return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
             }
             if candidates.saturating_mul(request.query.len()) <= INLINE_WORK {
                 return Ok(run(&models, &request));
@@ -215,7 +215,7 @@ mod tests {
         let mut truth: Vec<(f32, MessageId)> =
             entries.iter().map(|e| (cosine(e.embedding.vector(), &q), e.id)).collect();
         truth.sort_by(|a, b| b.0.total_cmp(&a.0));
-        assert_eq!(got.strategy, "exact");
+        assert_eq!(got.strategy, IndexKind::Exact);
         assert_eq!(got.matches.len(), 25);
         for (m, (score, id)) in got.matches.iter().zip(&truth) {
             assert!((m.score - score).abs() < 1e-5, "{} vs {score}", m.score);

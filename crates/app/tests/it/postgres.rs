@@ -46,7 +46,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
     assert!(config.is_postgres());
     let services = build(config).await.unwrap();
     assert!(services.database.describe().starts_with("postgres://"), "{}", services.database.describe());
-    assert_eq!(services.search.index_kind(), "pgvector");
+    assert_eq!(services.search.index_kind(), memlayer_ports::IndexKind::Pgvector);
     assert!(!dir.path().join("memlayer.db").exists(), "no libSQL file on Postgres");
     let status = services.database.migration_status().await.unwrap();
     assert!(!status.is_empty() && status.iter().all(|m| m.applied_at.is_some()), "{status:?}");

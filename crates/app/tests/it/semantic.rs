@@ -227,7 +227,7 @@ async fn search_never_returns_a_message_deleted_after_indexing() {
                 VectorMatch { id: deleted, thread, score: 0.9 },
                 VectorMatch { id: alive, thread, score: 0.8 },
             ],
-            strategy: "exact",
+            strategy: memlayer_ports::IndexKind::Exact,
         })
     });
     let mut store = MockEmbeddingStore::new();

@@ -87,7 +87,7 @@ pub async fn ranks_by_exact_cosine(u: IndexUnderTest) {
             assert!((m.score - truth).abs() < 1e-3, "score {} is the cosine {truth}", m.score);
             assert_eq!(m.thread, thread);
         }
-        assert!(!got.strategy.is_empty());
+        // `got.strategy` is an `IndexKind`: never empty, by its type.
     }
 }
 
