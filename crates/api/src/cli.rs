@@ -57,7 +57,7 @@ pub enum Command {
         resource: Option<String>,
         /// `vector`, `lexical` or `hybrid`.
         #[arg(long, default_value = "hybrid")]
-        mode: String,
+        mode: memlayer_domain::SearchMode,
         /// How many hits (default: with --thread, the thread's `_memory.top_k`
         /// from its agent, else 10).
         #[arg(long)]
@@ -244,7 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let query = memlayer_domain::SearchQuery::new(
                 query.clone(),
                 scope,
-                mode.parse()?,
+                *mode,
                 top_k.map(memlayer_domain::TopK::new).transpose()?,
                 memlayer_domain::Window::default(),
                 None,

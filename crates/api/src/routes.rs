@@ -422,7 +422,7 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
             }
         },
     };
-    let mode = body.mode.as_deref().map(str::parse::<SearchMode>).transpose()?.unwrap_or_default();
+    let mode = body.mode.map(SearchMode::from).unwrap_or_default();
     let top_k = body.top_k.map(TopK::new).transpose()?;
     let window = body.window.map_or(Ok(Window::default()), |w| Window::new(w.before, w.after))?;
     Ok(SearchQuery::new(body.query, scope, mode, top_k, window, body.min_score)?)
@@ -447,7 +447,7 @@ async fn search(
         .map(|h| HitDto {
             thread_id: h.message.thread_id.to_string(),
             score: h.score,
-            mode: h.mode.as_str().to_owned(),
+            mode: h.mode.into(),
             message: h.message.into(),
             before: h.before.into_iter().map(Into::into).collect(),
             after: h.after.into_iter().map(Into::into).collect(),
@@ -456,7 +456,7 @@ async fn search(
     let p = results.plan;
     Ok(Json(SearchResponseDto {
         hits,
-        mode: query.mode.as_str().to_owned(),
+        mode: query.mode.into(),
         plan: PlanDto { vector_index: p.vector_index, model: p.model, pending: p.pending, other_model: p.other_model },
         truncated: results.truncated,
     }))
