@@ -467,7 +467,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn searches_never_wait_for_the_writer() {
         use memlayer_domain::{NewMessage, NewThread, Role, TenantId};
-        use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
+        use memlayer_ports::{EmbeddingStore, MessageStore, SearchFilter, ThreadStore};
 
         let dir = tempfile::tempdir().unwrap();
         let config =
@@ -492,7 +492,7 @@ mod tests {
             })
         };
         held.notified().await;
-        let all = VectorFilter { tenant: t.clone(), threads: None };
+        let all = SearchFilter::all_threads(t.clone());
         let search = backend.lexical_search(&all, "kettle".into(), 5);
         let hits = tokio::time::timeout(Duration::from_secs(30), search).await.expect("search waited for the writer");
         assert!(hits.unwrap().is_empty(), "nothing is indexed while the writer is busy");

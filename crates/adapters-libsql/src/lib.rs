@@ -48,13 +48,13 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod filter_sql;
 mod idempotency;
 mod messages;
 mod migrations;
 #[cfg(test)]
 mod plans;
 mod rows;
-mod scope;
 mod state;
 mod threads;
 mod values;

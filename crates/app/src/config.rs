@@ -189,7 +189,7 @@ pub struct SearchConfig {
     /// for `pgvector`: an in-process graph there would miss the writes of
     /// every other server on the database.
     pub index: Option<IndexKind>,
-    /// HNSW: scopes with at most this many vectors are searched exactly (the
+    /// HNSW: searches whose filter admits at most this many vectors are done exactly (the
     /// libSQL index keeps its own, measured threshold).
     pub exact_below: usize,
     /// HNSW: new vectors searched exactly until this many trigger a background rebuild.
@@ -218,7 +218,7 @@ pub struct PgvectorConfig {
     pub ef_construction: u32,
     /// Candidate list while searching (1–1000).
     pub ef_search: u32,
-    /// Scopes with at most this many vectors are compared exactly.
+    /// Searches whose filter admits at most this many vectors compare exactly.
     pub exact_below: usize,
 }
 

@@ -11,8 +11,11 @@
 //! - no HTTP or JSON wire shapes here: those belong to `memlayer-api`;
 //! - the configuration read cache (`moka`) lives here and nowhere else; every
 //!   configuration write goes through [`ConfigService`], which invalidates it;
-//! - the memory service validates use-case rules (a model for token counting,
-//!   tenant scoping) and delegates storage rules to the ports.
+//! - use-case rules live in the services, so every frontend applies them
+//!   alike: a model for token counting, tenant isolation, an agent's memory
+//!   options as defaults (`last_n` for pages, `top_k` for a search within a
+//!   thread), a deleted message belonging to the named thread; storage rules
+//!   stay with the ports.
 
 mod config;
 mod configuration;

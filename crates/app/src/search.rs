@@ -6,8 +6,8 @@ use memlayer_domain::{
     TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
-    Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter,
-    VectorIndex, VectorMatch,
+    Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
+    ThreadStore, VectorIndex,
 };
 
 /// Reciprocal-rank-fusion constant (the usual 60 from Cormack et al.).
@@ -113,13 +113,19 @@ impl SearchService {
         &self,
         tenant: &TenantId,
         scope: &SearchScope,
-    ) -> Result<(VectorFilter, Option<Thread>), StoreError> {
-        let (threads, thread) = match scope {
-            SearchScope::Thread(id) => (Some(vec![*id]), Some(self.threads.get(tenant, *id).await?)),
-            SearchScope::Resource(resource) => (Some(self.store.resource_threads(tenant, resource).await?), None),
-            SearchScope::Tenant => (None, None),
-        };
-        Ok((VectorFilter { tenant: tenant.clone(), threads }, thread))
+    ) -> Result<(SearchFilter, Option<Thread>), StoreError> {
+        let tenant = tenant.clone();
+        Ok(match scope {
+            SearchScope::Thread(id) => {
+                let thread = self.threads.get(&tenant, *id).await?;
+                (SearchFilter::these_threads(tenant, vec![*id]), Some(thread))
+            }
+            SearchScope::Resource(resource) => {
+                let threads = self.threads.resource_threads(&tenant, resource).await?;
+                (SearchFilter::these_threads(tenant, threads), None)
+            }
+            SearchScope::Tenant => (SearchFilter::all_threads(tenant), None),
+        })
     }
 
     /// Embedding progress of a thread.
@@ -156,7 +162,7 @@ impl SearchService {
         }
         .get();
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
-        if filter.threads.as_ref().is_some_and(Vec::is_empty) {
+        if filter.admits_nothing() {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
@@ -200,7 +206,7 @@ impl SearchService {
             (None, Some(l)) => l,
             (None, None) => Vec::new(),
         };
-        let ranked: Vec<VectorMatch> =
+        let ranked: Vec<ScoredHit> =
             ranked.into_iter().filter(|m| query.min_score.is_none_or(|min| m.score >= min)).take(k).collect();
         tracing::info!(
             mode = %query.mode,
@@ -231,7 +237,7 @@ impl SearchService {
         &self,
         tenant: &TenantId,
         query: &SearchQuery,
-        ranked: Vec<VectorMatch>,
+        ranked: Vec<ScoredHit>,
     ) -> Result<(Vec<SearchHit>, bool), StoreError> {
         let scores: HashMap<MessageId, f32> = ranked.iter().map(|m| (m.id, m.score)).collect();
         let messages = self.messages.get_many(tenant, ranked.iter().map(|m| m.id).collect()).await?;
@@ -347,12 +353,12 @@ fn unprovisioned(e: StoreError) -> StoreError {
 }
 
 /// Reciprocal rank fusion of best-first rankings.
-fn fuse(rankings: &[Vec<VectorMatch>]) -> Vec<VectorMatch> {
-    let mut fused: HashMap<MessageId, VectorMatch> = HashMap::new();
+fn fuse(rankings: &[Vec<ScoredHit>]) -> Vec<ScoredHit> {
+    let mut fused: HashMap<MessageId, ScoredHit> = HashMap::new();
     for ranking in rankings {
         for (rank, m) in ranking.iter().enumerate() {
             let add = 1.0 / (RRF_K + rank as f32 + 1.0);
-            fused.entry(m.id).and_modify(|f| f.score += add).or_insert(VectorMatch { score: add, ..*m });
+            fused.entry(m.id).and_modify(|f| f.score += add).or_insert(ScoredHit { score: add, ..*m });
         }
     }
     let mut out: Vec<_> = fused.into_values().collect();
@@ -364,8 +370,8 @@ fn fuse(rankings: &[Vec<VectorMatch>]) -> Vec<VectorMatch> {
 mod tests {
     use super::*;
 
-    fn m(id: MessageId, score: f32) -> VectorMatch {
-        VectorMatch { id, thread: ThreadId::new(), score }
+    fn m(id: MessageId, score: f32) -> ScoredHit {
+        ScoredHit { id, thread: ThreadId::new(), score }
     }
 
     #[test]

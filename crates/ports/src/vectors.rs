@@ -19,26 +19,72 @@ pub struct VectorEntry {
     pub embedding: Embedding,
 }
 
-/// Which entries a search may return.
+/// Which threads of a tenant a search covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VectorFilter {
-    /// Only this tenant's entries.
-    pub tenant: TenantId,
-    /// Only these threads' entries; `None` for the whole tenant.
-    pub threads: Option<Vec<ThreadId>>,
+pub enum ThreadSelection {
+    /// Every thread of the tenant.
+    All,
+    /// Only these threads; none at all when the list is empty (a resource
+    /// without threads).
+    These(Vec<ThreadId>),
 }
 
-impl VectorFilter {
-    /// Whether an entry of `tenant` and `thread` passes.
+impl ThreadSelection {
+    /// The listed threads; `None` for all of them.
     #[must_use]
-    pub fn admits(&self, tenant: &TenantId, thread: ThreadId) -> bool {
-        &self.tenant == tenant && self.threads.as_ref().is_none_or(|ts| ts.contains(&thread))
+    pub fn listed(&self) -> Option<&[ThreadId]> {
+        match self {
+            Self::All => None,
+            Self::These(ts) => Some(ts),
+        }
     }
 }
 
-/// A search result: the message and its similarity (higher is closer).
+/// What a search, vector or lexical, may return: one tenant's messages,
+/// of all its threads or of some. The resolved form of a request's
+/// [`memlayer_domain::SearchScope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Only this tenant's messages.
+    pub tenant: TenantId,
+    /// Of these threads.
+    pub threads: ThreadSelection,
+}
+
+impl SearchFilter {
+    /// Every thread of `tenant`.
+    #[must_use]
+    pub fn all_threads(tenant: TenantId) -> Self {
+        Self { tenant, threads: ThreadSelection::All }
+    }
+
+    /// Only `threads` of `tenant` (none when empty).
+    #[must_use]
+    pub fn these_threads(tenant: TenantId, threads: Vec<ThreadId>) -> Self {
+        Self { tenant, threads: ThreadSelection::These(threads) }
+    }
+
+    /// Whether an entry of `tenant` and `thread` passes.
+    #[must_use]
+    pub fn admits(&self, tenant: &TenantId, thread: ThreadId) -> bool {
+        &self.tenant == tenant
+            && match &self.threads {
+                ThreadSelection::All => true,
+                ThreadSelection::These(ts) => ts.contains(&thread),
+            }
+    }
+
+    /// Whether no message can pass (an empty thread list).
+    #[must_use]
+    pub fn admits_nothing(&self) -> bool {
+        matches!(&self.threads, ThreadSelection::These(ts) if ts.is_empty())
+    }
+}
+
+/// A message found by a search, before it is read: its id, its thread and
+/// its score under the ranking that found it (higher is better).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VectorMatch {
+pub struct ScoredHit {
     /// The message.
     pub id: MessageId,
     /// Its thread.
@@ -52,7 +98,7 @@ pub struct VectorMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorSearch {
     /// Best first.
-    pub matches: Vec<VectorMatch>,
+    pub matches: Vec<ScoredHit>,
     /// [`IndexKind::Exact`] when every candidate was compared, else the
     /// index used.
     pub strategy: IndexKind,
@@ -120,7 +166,7 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// the cosine similarity of the stored vector and the query, sorted
     /// descending; MUST return `Invalid` when the query's dimension differs
     /// from the stored vectors' of that model.
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
 
     /// Number of searchable entries.
     async fn len(&self) -> Result<usize, StoreError>;

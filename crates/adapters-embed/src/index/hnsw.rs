@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, StoreError, VectorEntry, VectorFilter, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 use tokio::sync::watch;
 
 use super::math::{TopK, normalised};
@@ -694,10 +694,10 @@ impl HnswIndex {
         blocking(move || inner.write_snapshot()).await?
     }
 
-    fn request(filter: &VectorFilter, query: &Embedding, k: usize) -> Request {
+    fn request(filter: &SearchFilter, query: &Embedding, k: usize) -> Request {
         Request {
             tenant: filter.tenant.clone(),
-            threads: filter.threads.as_deref().map(dedup_threads),
+            threads: filter.threads.listed().map(dedup_threads),
             model: query.model().to_owned(),
             query: Point::new(&normalised(query.vector())),
             k,
@@ -787,7 +787,7 @@ impl VectorIndex for HnswIndex {
         Ok(())
     }
 
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         let request = Self::request(filter, query, k);
         {
             let st = read(&self.inner.state);
@@ -860,8 +860,8 @@ mod tests {
         VectorEntry { id: MessageId::new(), tenant: t.clone(), thread, embedding: emb("m", v) }
     }
 
-    fn all(t: &TenantId) -> VectorFilter {
-        VectorFilter { tenant: t.clone(), threads: None }
+    fn all(t: &TenantId) -> SearchFilter {
+        SearchFilter::all_threads(t.clone())
     }
 
     /// A graph is always used when it can be (nothing is "few" candidates).
@@ -986,7 +986,7 @@ mod tests {
         index.upsert(entries.clone()).await.unwrap();
         exact.upsert(entries.clone()).await.unwrap();
         index.rebuild_now().await.unwrap();
-        let scope = VectorFilter { tenant: t.clone(), threads: Some(vec![threads[3], threads[4]]) };
+        let scope = SearchFilter::these_threads(t.clone(), vec![threads[3], threads[4]]);
         for probe in [0usize, 5, 321] {
             let q = emb("m", entries[probe].embedding.vector());
             let got = index.search(&scope, &q, 15).await.unwrap();
@@ -1019,7 +1019,7 @@ mod tests {
         index.upsert(entries.clone()).await.unwrap();
         index.rebuild_now().await.unwrap();
         for (probe, v) in vectors.iter().enumerate().step_by(23) {
-            for filter in [all(&a), VectorFilter { tenant: a.clone(), threads: Some(vec![threads[1], threads[2]]) }] {
+            for filter in [all(&a), SearchFilter::these_threads(a.clone(), vec![threads[1], threads[2]])] {
                 let got = index.search(&filter, &emb("m", v), 10).await.unwrap();
                 assert_eq!(got.matches.len(), 10);
                 for m in &got.matches {
@@ -1202,14 +1202,14 @@ mod tests {
         index.upsert(vec![VectorEntry { embedding: emb("other", &[0.6, 0.8]), ..entries[470].clone() }]).await.unwrap();
         index.flush().await.unwrap();
 
-        let queries: Vec<(VectorFilter, Embedding)> = entries
+        let queries: Vec<(SearchFilter, Embedding)> = entries
             .iter()
             .step_by(37)
             .flat_map(|e| {
                 [
                     (all(&a), e.embedding.clone()),
                     (all(&b), e.embedding.clone()),
-                    (VectorFilter { tenant: a.clone(), threads: Some(vec![threads[2]]) }, e.embedding.clone()),
+                    (SearchFilter::these_threads(a.clone(), vec![threads[2]]), e.embedding.clone()),
                 ]
             })
             .collect();

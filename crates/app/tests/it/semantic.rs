@@ -10,7 +10,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     EmbedderInfo, MockEmbedder, MockEmbeddingStore, MockMessageStore, MockStateStore, MockThreadStore,
-    MockTokenCounter, MockVectorIndex, PendingEmbedding, VectorEntry, VectorMatch, VectorSearch,
+    MockTokenCounter, MockVectorIndex, PendingEmbedding, ScoredHit, VectorEntry, VectorSearch,
 };
 
 fn tenant() -> TenantId {
@@ -223,10 +223,7 @@ async fn search_never_returns_a_message_deleted_after_indexing() {
     let mut index = MockVectorIndex::new();
     index.expect_search().returning(move |_, _, _| {
         Ok(VectorSearch {
-            matches: vec![
-                VectorMatch { id: deleted, thread, score: 0.9 },
-                VectorMatch { id: alive, thread, score: 0.8 },
-            ],
+            matches: vec![ScoredHit { id: deleted, thread, score: 0.9 }, ScoredHit { id: alive, thread, score: 0.8 }],
             strategy: memlayer_ports::IndexKind::Exact,
         })
     });
@@ -295,7 +292,7 @@ async fn a_search_within_a_thread_reads_it_once_and_defaults_to_its_top_k() {
     let mut store = MockEmbeddingStore::new();
     // Lexical mode asks the store for `top_k` candidates.
     store.expect_lexical_search().withf(|_, _, k| *k == 2).times(1).returning(move |_, _, k| {
-        Ok(found.iter().take(k).map(|&m| VectorMatch { id: m, thread: id, score: 1.0 }).collect())
+        Ok(found.iter().take(k).map(|&m| ScoredHit { id: m, thread: id, score: 1.0 }).collect())
     });
     let mut messages = MockMessageStore::new();
     messages

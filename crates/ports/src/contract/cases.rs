@@ -568,12 +568,12 @@ fn embedding(model: &str, seed: usize) -> memlayer_domain::Embedding {
     memlayer_domain::Embedding::new(model, unit(seed, 8), 8).unwrap()
 }
 
-fn whole_tenant(t: &TenantId) -> crate::VectorFilter {
-    crate::VectorFilter { tenant: t.clone(), threads: None }
+fn whole_tenant(t: &TenantId) -> crate::SearchFilter {
+    crate::SearchFilter::all_threads(t.clone())
 }
 
 /// `embedding_counts`, checked against `coverage` on the same scope.
-async fn progress(b: &Backend, filter: &crate::VectorFilter, model: &str) -> memlayer_domain::EmbeddingCounts {
+async fn progress(b: &Backend, filter: &crate::SearchFilter, model: &str) -> memlayer_domain::EmbeddingCounts {
     let counts = b.embeddings.embedding_counts(filter, model.into()).await.unwrap();
     let coverage = b.embeddings.coverage(filter, model.into()).await.unwrap();
     assert_eq!(coverage, counts.into(), "coverage agrees with the counts of {filter:?}");
@@ -697,7 +697,7 @@ pub async fn coverage_counts_pending_and_other_model_per_scope(b: Backend) {
     let c = b.messages.append(&t, two, msgs(0..3)).await.unwrap();
     let other = thread(&b, &tenant("other")).await;
     b.messages.append(&tenant("other"), other, msgs(0..5)).await.unwrap();
-    let only = |id| crate::VectorFilter { tenant: t.clone(), threads: Some(vec![id]) };
+    let only = |id| crate::SearchFilter::these_threads(t.clone(), vec![id]);
     assert_eq!(progress(&b, &only(one), "m1").await.pending, 4, "pending before the worker ever ran");
     assert_eq!(progress(&b, &whole_tenant(&t), "m1").await.pending, 7, "another tenant's jobs are not counted");
     // Thread one: two on m1, one on m0 only (another model), one pending.
@@ -719,7 +719,7 @@ pub async fn coverage_counts_pending_and_other_model_per_scope(b: Backend) {
     // Seen from m0, the m1 vectors are the other model's.
     assert_eq!(progress(&b, &whole_tenant(&t), "m0").await.other_model, 3);
     assert_eq!(progress(&b, &whole_tenant(&t), "m2").await.other_model, 4, "a model sorting after both");
-    let none = crate::VectorFilter { tenant: t.clone(), threads: Some(vec![]) };
+    let none = crate::SearchFilter::these_threads(t.clone(), vec![]);
     assert_eq!(progress(&b, &none, "m1").await, memlayer_domain::EmbeddingCounts::default());
 }
 
@@ -767,7 +767,7 @@ pub async fn lexical_search_ranks_and_escapes(b: Backend) {
         .append(&tenant("other"), foreign, vec![NewMessage::text(Role::User, "kettle refund").unwrap()])
         .await
         .unwrap();
-    let only_id = crate::VectorFilter { tenant: t.clone(), threads: Some(vec![id]) };
+    let only_id = crate::SearchFilter::these_threads(t.clone(), vec![id]);
     let hits = b.embeddings.lexical_search(&only_id, "refund kettle".into(), 10).await.unwrap();
     assert_eq!(hits[0].id, stored[2].id, "the message with both words ranks first");
     assert!(hits.iter().all(|h| h.thread == id), "thread filter holds");
@@ -789,10 +789,10 @@ pub async fn resource_threads_are_tenant_scoped(b: Backend) {
     let c = b.threads.create(&t, mk(Some(u1.clone()))).await.unwrap().id;
     b.threads.create(&t, mk(None)).await.unwrap();
     b.threads.create(&tenant("other"), mk(Some(u1.clone()))).await.unwrap();
-    let mut got = b.embeddings.resource_threads(&t, &u1).await.unwrap();
+    let mut got = b.threads.resource_threads(&t, &u1).await.unwrap();
     got.sort();
     assert_eq!(got, vec![a, c]);
-    assert!(b.embeddings.resource_threads(&t, &ResourceId::parse("nobody").unwrap()).await.unwrap().is_empty());
+    assert!(b.threads.resource_threads(&t, &ResourceId::parse("nobody").unwrap()).await.unwrap().is_empty());
 }
 
 /// A word no other message of a case holds: letters only, so every
