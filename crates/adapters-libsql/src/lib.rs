@@ -10,7 +10,9 @@
 //! Invariants:
 //! - one writer connection, serialised by an async mutex, and every write in
 //!   an `IMMEDIATE` transaction (deferred transactions fail with `SQLITE_BUSY`
-//!   under concurrency); readers are separate connections, which WAL lets run
+//!   under concurrency), which the writes queued behind it share, each in
+//!   its own savepoint (group commit: one `fsync` for all of them, a failed
+//!   write undone alone, nobody answered before the commit); readers are separate connections, which WAL lets run
 //!   beside the writer, from a pool of at most `readers` (a read that finds
 //!   none free within `reader_timeout` is `Unavailable`); `:memory:` uses its
 //!   single connection for everything;
@@ -48,6 +50,7 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod group;
 mod idempotency;
 mod messages;
 mod migrations;
