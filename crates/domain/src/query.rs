@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::ids::truncate;
-use crate::page::{fnv1a, seal, unseal};
+use crate::seal::{fnv1a, seal, unseal};
 use crate::{DomainError, PageSize, TenantId, Timestamp, from_micros, to_micros};
 
 /// The type of a declared field, which decides the operators it accepts

@@ -275,7 +275,7 @@ impl ThreadFilter {
             s.push('=');
             s.push_str(&m.value.to_string());
         }
-        crate::page::fnv1a(s.as_bytes())
+        crate::seal::fnv1a(s.as_bytes())
     }
 }
 
