@@ -19,7 +19,10 @@ pub mod error;
 mod extract;
 pub mod idempotency;
 mod openapi;
+mod router;
 mod routes;
 pub mod server;
+mod state;
 
-pub use routes::{ApiDoc, AppState, router};
+pub use router::{ApiDoc, router};
+pub use state::AppState;
