@@ -1,3 +1,6 @@
+//! Threads: [`Thread`], [`NewThread`], [`ThreadPatch`], metadata and its
+//! filters, titles, and the [`ThreadFilter`] of a listing.
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
