@@ -208,22 +208,6 @@ impl Op {
         }
     }
 
-    /// The SQL comparison operator of `eq` … `gte` (the same in every SQL
-    /// dialect the adapters speak); `None` for `in` and `contains`, which each
-    /// adapter writes in its own dialect.
-    #[must_use]
-    pub fn sql_comparison(self) -> Option<&'static str> {
-        Some(match self {
-            Self::Eq => "=",
-            Self::Ne => "<>",
-            Self::Lt => "<",
-            Self::Lte => "<=",
-            Self::Gt => ">",
-            Self::Gte => ">=",
-            Self::In | Self::Contains => return None,
-        })
-    }
-
     fn parse(s: &str) -> Result<Self, DomainError> {
         Ok(match s {
             "eq" => Self::Eq,
