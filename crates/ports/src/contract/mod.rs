@@ -9,6 +9,10 @@
 //! memlayer_ports::contract_suite!(fresh);
 //! ```
 //!
+//! A backend that needs a server may return `Option<Backend>` instead: `None`
+//! skips the case, after the factory has printed a `SKIP:` line (and failed
+//! instead when `CI` is set), as every test of a missing backend does.
+//!
 //! The cases live in one file per port: `thread_cases.rs`,
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `config_cases.rs` (the configuration store) and
@@ -89,6 +93,44 @@ impl Backend {
     }
 }
 
+/// What a suite's factory returns: the thing under test, or `None` when its
+/// backend is missing and the case is skipped (the factory says so with a
+/// `SKIP:` line, and fails instead when `CI` is set).
+pub trait UnderTest {
+    /// The thing under test.
+    type Item;
+    /// `Some` to run the case, `None` to skip it.
+    fn under_test(self) -> Option<Self::Item>;
+}
+
+impl UnderTest for Backend {
+    type Item = Self;
+    fn under_test(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+impl UnderTest for Option<Backend> {
+    type Item = Backend;
+    fn under_test(self) -> Self {
+        self
+    }
+}
+
+impl UnderTest for IndexUnderTest {
+    type Item = Self;
+    fn under_test(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+impl UnderTest for Option<IndexUnderTest> {
+    type Item = IndexUnderTest;
+    fn under_test(self) -> Self {
+        self
+    }
+}
+
 /// Fails when, for any of the per-port case files (`thread_cases.rs`,
 /// `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 /// `embedding_cases.rs`), a `pub async fn` in the file is not listed for its
@@ -152,7 +194,8 @@ fn assert_complete_in(source: &str, listed: &[&str]) {
 }
 
 /// Expands the whole contract suite against a backend factory
-/// (`async fn() -> Backend`). The case list lives only here.
+/// (`async fn() -> Backend`, or `-> Option<Backend>` for a backend that may
+/// be missing: see [`UnderTest`]). The case list lives only here.
 #[macro_export]
 macro_rules! contract_suite {
     ($factory:path) => {
@@ -241,7 +284,7 @@ macro_rules! __idempotency_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::idempotency_cases::$case(backend).await;
             }
         )*
@@ -260,7 +303,7 @@ macro_rules! __config_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::config_cases::$case(backend).await;
             }
         )*
@@ -279,7 +322,7 @@ macro_rules! __contract_expand {
         $($(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::$module::$case(backend).await;
             }
         )*)*
@@ -307,7 +350,8 @@ impl std::fmt::Debug for IndexUnderTest {
 }
 
 /// Expands the vector-index contract suite against a factory
-/// (`async fn() -> IndexUnderTest`) producing an empty index for vectors of
+/// (`async fn() -> IndexUnderTest`, or `-> Option<IndexUnderTest>`: see
+/// [`UnderTest`]) producing an empty index for vectors of
 /// [`vector_cases::DIM`] dimensions. Expand it once per configuration inside
 /// its own module.
 #[macro_export]
@@ -334,7 +378,7 @@ macro_rules! __vector_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let under_test = $factory().await;
+                let Some(under_test) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::vector_cases::$case(under_test).await;
             }
         )*
