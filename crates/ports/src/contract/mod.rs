@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A backend that needs a server may return `Option<Backend>` instead: `None`
-//! skips the case, after the factory has printed a `SKIP:` line (and failed
+//! skips the case, after the factory has printed a `SKIP` line (and failed
 //! instead when `CI` is set), as every test of a missing backend does.
 //!
 //! The cases live in one file per port: `thread_cases.rs`,
@@ -20,7 +20,8 @@
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
-//! and silently never run. `vector_cases.rs` is the [`vector_index_suite!`](crate::vector_index_suite)'s.
+//! and silently never run. `vector_cases.rs` holds the cases of
+//! [`vector_index_suite!`](crate::vector_index_suite).
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed case")]
 
 use std::any::Any;
