@@ -6,7 +6,8 @@
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
 //! during concurrent appends (`crash`), and put under mixed concurrent load
-//! past saturation (`load`).
+//! past saturation (`load`). `tidy` checks the architecture's invariants
+//! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -22,3 +23,4 @@ mod limits;
 mod load;
 mod search;
 mod support;
+mod tidy;

@@ -1,6 +1,8 @@
-//! The libSQL storage adapter of memlayer: threads, messages, agent state and
-//! schema migrations on an embedded SQLite/libSQL file, a private in-memory
-//! database (tests), or a remote libSQL server (feature `remote`).
+//! The libSQL storage adapter of memlayer: threads, messages, agent state,
+//! embeddings and their job queue, full-text search, the configuration
+//! store, idempotency records and schema migrations on an embedded
+//! SQLite/libSQL file, a private in-memory database (tests), or a remote
+//! libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
 //! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]

@@ -1,3 +1,6 @@
+//! [`VectorIndex`]: nearest neighbours of a query vector under a tenant and
+//! thread filter.
+
 use async_trait::async_trait;
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
 
