@@ -292,12 +292,21 @@ impl LibsqlBackend {
         if writes.is_empty() {
             drop(guard);
         } else {
-            self.run(async move {
+            let group = async move {
                 group::run(&guard, writes).await;
                 drop(guard);
                 Ok(())
-            })
-            .await?;
+            };
+            if self.inner.blocking {
+                self.run(group).await?;
+            } else {
+                // A remote group runs on the async side: as its own task, so
+                // the caller that leads it giving up never cuts the others'
+                // transaction short.
+                tokio::spawn(group)
+                    .await
+                    .map_err(|e| StoreError::backend(format!("write task failed: {e}")))??;
+            }
         }
         answer.await.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
     }
