@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use libsql::{Connection, Row, Value};
+use memlayer_adapters_sql::SqlOp as _;
 use memlayer_domain::{
     AgentConfig, AgentConfigId, AgentId, ConfigEntity, DomainError, FieldKind, FieldValue, ListCursor, ListQuery,
     MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName, TenantId,

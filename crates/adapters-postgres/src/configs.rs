@@ -18,6 +18,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use memlayer_adapters_sql::SqlOp as _;
 use memlayer_domain::{
     AgentConfig, AgentConfigId, AgentId, ConfigEntity, DomainError, FieldKind, FieldSpec, FieldValue, ListCursor,
     ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName,

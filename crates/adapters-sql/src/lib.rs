@@ -12,6 +12,10 @@
 //! - business rules live in the application's services, not here: this crate
 //!   only describes how to store and fetch.
 
+mod op;
+
+pub use op::SqlOp;
+
 /// The SQL dialects memlayer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

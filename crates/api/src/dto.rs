@@ -271,7 +271,7 @@ pub enum AppendBody {
 
 /// The schemas JSON Schema attributes cannot derive: a message's rules
 /// depend on its role. Replaces the derived `NewMessageDto` component in the
-/// document ([`crate::routes`] applies it).
+/// document (module `openapi` applies it).
 #[must_use]
 pub fn new_message_schema() -> Value {
     let short = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64,

@@ -1,4 +1,6 @@
-//! Handlers, each registered with its OpenAPI description.
+//! Handlers of threads, messages, agent state, search, embeddings and
+//! operations (`/health`, `/ready`, the OpenAPI document), each registered
+//! with its OpenAPI description by [`register`].
 
 use std::sync::Arc;
 
@@ -6,15 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use memlayer_app::{AppendOptions, ConfigService, MemoryService, SearchService};
+use memlayer_app::AppendOptions;
 use memlayer_domain::{
     AgentId, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
     SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
-use memlayer_ports::Database;
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,33 +26,11 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, Tenant};
+use crate::state::AppState;
 
-/// Shared state of every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The memory use cases.
-    pub memory: MemoryService,
-    /// Search and embeddings.
-    pub search: SearchService,
-    /// Models, agents, tools and settings.
-    pub configuration: ConfigService,
-    /// Reachability for `/ready`.
-    pub database: Arc<dyn Database>,
-}
-
-/// The OpenAPI document's root; paths are added by the router.
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
-    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
-)]
-pub struct ApiDoc;
-
-/// The application's router with its OpenAPI document served at
-/// `/api/openapi.json`.
-pub fn router(state: AppState) -> axum::Router {
-    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Adds the thread, message, state, search and operations routes.
+pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
         .routes(routes!(create_thread, list_threads))
         .routes(routes!(get_thread, update_thread, delete_thread))
         .routes(routes!(append_messages, list_messages))
@@ -62,30 +41,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(embed))
         .routes(routes!(health))
         .routes(routes!(ready))
-        .routes(routes!(openapi_json));
-    let (router, mut api) = crate::config_routes::register(router).split_for_parts();
-    crate::idempotency::document(&mut api);
-    let document = match serde_json::to_value(&api) {
-        Ok(mut doc) => {
-            crate::openapi::complete(&mut doc);
-            serde_json::to_vec(&doc).map(Bytes::from)
-        }
-        Err(e) => Err(e),
-    };
-    let document = Arc::new(document.map_err(|e| e.to_string()));
-    router
-        .layer(axum::Extension(document))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        .routes(routes!(openapi_json))
 }
 
 fn thread_id(s: &str) -> Result<ThreadId, ApiError> {

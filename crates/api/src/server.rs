@@ -26,7 +26,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
-use crate::routes::{AppState, router};
+use crate::router::router;
+use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -1,3 +1,7 @@
+//! Process settings: [`Config`] (compiled-in defaults, then a TOML file,
+//! then `MEMLAYER_*` environment variables), validated at start-up, with
+//! secrets in [`Secret`].
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

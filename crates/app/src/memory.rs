@@ -1,3 +1,7 @@
+//! The memory use cases ([`MemoryService`]): threads, messages and agent
+//! state over the storage ports, and an agent's memory options read back from
+//! its thread.
+
 use std::sync::Arc;
 
 use memlayer_domain::{

@@ -1,3 +1,7 @@
+//! The search use cases ([`SearchService`]): scopes, vector, lexical and
+//! hybrid ranking, neighbour windows, hydration and the response budget; and
+//! embedding texts for `/api/embed`.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

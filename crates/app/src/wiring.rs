@@ -1,3 +1,6 @@
+//! `build(config) -> Services`: the one place adapters are chosen and wired
+//! together, and the background tasks ([`Background`]) a server runs.
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,7 @@
+//! Search values: [`Embedding`]s of a model and dimension, the query
+//! ([`SearchQuery`], scope, mode, `top_k`, neighbour window), hits, plans and
+//! embedding coverage counts.
+
 use std::fmt;
 use std::str::FromStr;
 

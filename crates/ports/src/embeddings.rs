@@ -1,3 +1,6 @@
+//! [`EmbeddingStore`]: durable vectors, the embedding job queue (fair,
+//! leased) and BM25 lexical search.
+
 use async_trait::async_trait;
 use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp};
 

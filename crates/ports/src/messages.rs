@@ -1,3 +1,6 @@
+//! [`MessageStore`]: appends with gapless sequence numbers, keyset pages and
+//! byte-budgeted reads ([`ByteBudget`]).
+
 use async_trait::async_trait;
 use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
 

@@ -1,3 +1,6 @@
+//! [`ThreadStore`]: threads of a tenant, created, patched, deleted with
+//! their messages and state, and listed newest first.
+
 use async_trait::async_trait;
 use memlayer_domain::{
     Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,

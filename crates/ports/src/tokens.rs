@@ -1,3 +1,6 @@
+//! [`TokenCounter`]: token counts of a text for a model, exact or marked as
+//! an estimate.
+
 use async_trait::async_trait;
 use memlayer_domain::TokenCount;
 

@@ -1,3 +1,6 @@
+//! [`VectorIndex`]: nearest neighbours of a query vector under a tenant and
+//! thread filter.
+
 use std::fmt;
 
 use async_trait::async_trait;
