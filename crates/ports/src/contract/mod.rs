@@ -174,6 +174,8 @@ macro_rules! contract_suite {
             claimed_jobs_are_leased_until_done_or_expired,
             message_reads_stop_at_a_byte_budget,
             read_windows_reads_each_message_once_within_a_budget,
+            deleted_thread_is_missing_everywhere_at_once,
+            sweep_removes_deleted_threads_in_chunks,
         );
         $crate::__config_expand!(
             $factory;
