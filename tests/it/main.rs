@@ -22,3 +22,4 @@ mod limits;
 mod load;
 mod search;
 mod support;
+mod sweep;

@@ -148,9 +148,12 @@ impl ThreadStore for PgBackend {
         let tx = begin(&mut client, Access::All).await?;
         let next =
             tx.prepare_cached(&format!("{NEXT_MARKED} FOR UPDATE SKIP LOCKED")).await.ctx("sweep deleted threads")?;
+        let any = tx.prepare_cached(NEXT_MARKED).await.ctx("sweep deleted threads")?;
         let Some(row) = tx.query_opt(&next, &[]).await.ctx("sweep deleted threads")? else {
+            // Every marked thread (if any) is another sweeper's right now.
+            let more = tx.query_opt(&any, &[]).await.ctx("sweep deleted threads")?.is_some();
             tx.commit().await.ctx("sweep deleted threads")?;
-            return Ok(Sweep::default());
+            return Ok(Sweep { more, ..Sweep::default() });
         };
         let thread: uuid::Uuid = row.try_get(0).ctx("sweep deleted threads")?;
         // Oldest first; vectors and jobs go by ON DELETE CASCADE.
@@ -172,7 +175,6 @@ impl ThreadStore for PgBackend {
                 .ctx("sweep deleted thread")?;
             threads = tx.execute(&row, &[&thread]).await.ctx("sweep deleted thread")?;
         }
-        let any = tx.prepare_cached(NEXT_MARKED).await.ctx("sweep deleted threads")?;
         let more = tx.query_opt(&any, &[]).await.ctx("sweep deleted threads")?.is_some();
         tx.commit().await.ctx("sweep deleted threads")?;
         Ok(Sweep { messages, threads, more })

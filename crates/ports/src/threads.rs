@@ -74,6 +74,8 @@ pub struct Sweep {
     pub messages: u64,
     /// Threads removed whole (their row and agent states; 0 or 1).
     pub threads: u64,
-    /// Whether marked threads remain after this call.
+    /// Whether marked threads remain after this call (including one another
+    /// sweeper, e.g. of another server on the same database, is removing
+    /// right now: then a call may remove nothing and still say `more`).
     pub more: bool,
 }
