@@ -18,6 +18,8 @@
 //! synchronous delete that is when the request returns); the appends that
 //! overlap that window are its figures. Printed: the delete request's latency, when the
 //! thread was physically gone, and the appends' p50/p99/max in both windows.
+//! `MEMLAYER_BENCH_CHUNK` sets `memory.sweep_chunk` (messages per sweep
+//! transaction, where deletes are swept in the background).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a failure is a panic")]
 
 use std::sync::Arc;
@@ -126,6 +128,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = memlayer_app::Config { data_dir: dir.path().to_path_buf(), ..memlayer_app::Config::default() };
     config.embedding.enabled = false;
+    // Messages per sweep transaction (the default: `memory.sweep_chunk`).
+    if let Some(chunk) = std::env::var("MEMLAYER_BENCH_CHUNK").ok().and_then(|v| v.parse().ok()) {
+        config.memory.sweep_chunk = chunk;
+    }
     let services = memlayer_app::build(config).await.unwrap();
     let background = services.start_background();
     let app = memlayer_api::server::app(&services);
