@@ -151,11 +151,7 @@ impl ThreadStore for LibsqlBackend {
             // and job and queues its full-text entry for the catch-up (it
             // finds the tenant through the thread row, still present).
             let messages = conn
-                .execute(
-                    "DELETE FROM messages WHERE rowid IN \
-                     (SELECT rowid FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT ?2)",
-                    vec![Value::Blob(thread.clone()), Value::Integer(i64::from(max_messages))],
-                )
+                .execute(SWEEP_MESSAGES, vec![Value::Blob(thread.clone()), Value::Integer(i64::from(max_messages))])
                 .await
                 .ctx("sweep deleted thread's messages")?;
             let mut threads = 0;
@@ -175,9 +171,15 @@ impl ThreadStore for LibsqlBackend {
     }
 }
 
+/// `?1` thread, `?2` chunk: its oldest messages, found by a range search of
+/// `messages_thread_seq`.
+pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
+     (SELECT rowid FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT ?2)";
+
 /// The marked thread to sweep next: the oldest mark (partial index
 /// `threads_deleted`, migration 9).
-const NEXT_MARKED: &str = "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
+pub(crate) const NEXT_MARKED: &str =
+    "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
 
 /// The listing query: fixed SQL fragments with numbered parameters; no
 /// caller-supplied text ever becomes SQL.
