@@ -25,4 +25,5 @@ mod limits;
 mod load;
 mod search;
 mod support;
+mod sweep;
 mod tidy;

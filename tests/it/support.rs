@@ -20,6 +20,8 @@ pub enum Store {
 /// directory, or a fresh Postgres database.
 pub struct TestApp {
     pub app: axum::Router,
+    /// The services behind the router (background tasks are not started).
+    pub services: memlayer_app::Services,
     _dir: tempfile::TempDir,
     _db: Option<memlayer_adapters_postgres::testing::TestDatabase>,
 }
@@ -52,7 +54,7 @@ impl TestApp {
         let described = services.database.describe();
         assert_eq!(described.starts_with("postgres://"), db.is_some(), "{store:?} runs on {described}");
         let app = memlayer_api::server::app(&services);
-        Some(Self { app, _dir: dir, _db: db })
+        Some(Self { app, services, _dir: dir, _db: db })
     }
 
     /// Sends a request; `body` is sent as JSON when `Some`.

@@ -191,7 +191,8 @@ impl EmbeddingStore for LibsqlBackend {
                     "INSERT INTO embedding_jobs \
                      (message_rowid, attempts, next_attempt_at, last_error, created_at, tenant) \
                      SELECT m.rowid, 0, ?2, NULL, ?2, t.tenant FROM messages m JOIN threads t ON t.id = m.thread_id \
-                     WHERE NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1) \
+                     WHERE t.deleted_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1) \
                      AND NOT EXISTS (SELECT 1 FROM embedding_jobs j WHERE j.message_rowid = m.rowid)",
                     vec![Value::Text(model), Value::Integer(at)],
                 )
@@ -666,6 +667,8 @@ pub(crate) const DUE_JOBS: &str = "WITH RECURSIVE tenants(tenant) AS ( \
          WHERE j.message_rowid IN ( \
              SELECT i.message_rowid FROM embedding_jobs i \
              WHERE i.tenant = tenants.tenant AND i.next_attempt_at <= ?1 AND i.leased_until <= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM messages dm CROSS JOIN threads dt ON dt.id = dm.thread_id \
+                 WHERE dm.rowid = i.message_rowid AND dt.deleted_at IS NOT NULL) \
              ORDER BY i.next_attempt_at, i.message_rowid LIMIT ?2)), \
      ranked AS ( \
          SELECT picked.*, \
@@ -700,12 +703,12 @@ async fn read_due_jobs(conn: &Connection, now: i64, limit: usize) -> Result<Vec<
 
 /// `?1` message id: its rowid, thread and tenant.
 const MESSAGE_SCOPE: &str = "SELECT m.rowid, m.thread_id, t.tenant FROM messages m \
-     JOIN threads t ON t.id = m.thread_id WHERE m.id = ?1";
+     JOIN threads t ON t.id = m.thread_id WHERE m.id = ?1 AND t.deleted_at IS NULL";
 
 /// `?1` model, `?2` exclusive position, `?3` limit: vectors in storage order.
 pub(crate) const SCAN_VECTORS: &str = "SELECT v.rowid, m.id, m.thread_id, t.tenant, v.dim, v.vector \
      FROM message_vectors v JOIN messages m ON m.rowid = v.message_rowid JOIN threads t ON t.id = m.thread_id \
-     WHERE v.model = ?1 AND v.rowid > ?2 ORDER BY v.rowid LIMIT ?3";
+     WHERE v.model = ?1 AND v.rowid > ?2 AND t.deleted_at IS NULL ORDER BY v.rowid LIMIT ?3";
 
 /// An FTS5 query for plain words: the text's Unicode words (letters and
 /// digits, split at everything else, as the `unicode61` tokenizer does),

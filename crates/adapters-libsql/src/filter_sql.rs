@@ -5,7 +5,8 @@ use memlayer_ports::SearchFilter;
 
 use crate::values::text;
 
-/// The condition ` AND {tenant_col} = ?{first} [AND {thread_col} IN (…)]` and
+/// The condition ` AND {tenant_col} = ?{first} AND {thread_col} NOT IN (marked
+/// deleted) [AND {thread_col} IN (…)]` and
 /// its parameters, numbered from `first`; `None` when the filter admits no
 /// thread at all (an empty list).
 ///
@@ -13,7 +14,12 @@ use crate::values::text;
 /// `json_each` and `unhex`, so a resource with thousands of threads never
 /// meets SQLite's parameter limit; the planner still drives an index by it.
 pub(crate) fn filter_sql(filter: &SearchFilter, tenant_col: &str, thread_col: &str, first: usize) -> Option<FilterSql> {
-    let mut sql = format!(" AND {tenant_col} = ?{first}");
+    // Threads marked deleted (migration 9) are left out at once, before
+    // the sweep removes their rows: a short set read once per statement by
+    // the partial index `threads_deleted`.
+    let mut sql = format!(
+        " AND {tenant_col} = ?{first} AND {thread_col} NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+    );
     let mut params = vec![text(filter.tenant.as_str())];
     if let Some(threads) = filter.threads.listed() {
         if threads.is_empty() {

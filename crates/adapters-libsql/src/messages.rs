@@ -47,7 +47,7 @@ impl MessageStore for LibsqlBackend {
                 &conn,
                 "bump thread sequence",
                 "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2) \
-                 WHERE tenant = ?3 AND id = ?4 RETURNING last_seq",
+                 WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq",
                 vec![Value::Integer(n), Value::Integer(micros), Value::Text(tenant), uuid(thread.as_uuid())],
                 |row| RowReader::new(row, "threads").int(0, "last_seq"),
             )
@@ -179,7 +179,7 @@ impl MessageStore for LibsqlBackend {
                 "get message",
                 &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND EXISTS \
-                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2)"
+                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
                 ),
                 vec![uuid(id.as_uuid()), Value::Text(tenant)],
                 message,
@@ -200,7 +200,7 @@ impl MessageStore for LibsqlBackend {
             for chunk in ids.chunks(IN_LIST_CHUNK) {
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({}) AND EXISTS \
-                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1)",
+                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1 AND threads.deleted_at IS NULL)",
                     placeholders(2, chunk.len())
                 );
                 let mut params = Vec::with_capacity(chunk.len() + 1);
@@ -223,7 +223,7 @@ impl MessageStore for LibsqlBackend {
             let deleted = conn
                 .execute(
                     "DELETE FROM messages WHERE id = ?1 AND EXISTS \
-                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2)",
+                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)",
                     vec![uuid(id.as_uuid()), Value::Text(tenant)],
                 )
                 .await
@@ -252,7 +252,7 @@ fn windows_sql(n: usize) -> String {
         "WITH w(thread, lo, hi) AS (VALUES {}) \
          SELECT {MESSAGE_COLUMNS} FROM w CROSS JOIN messages ON messages.thread_id = w.thread \
          AND messages.seq >= w.lo AND messages.seq <= w.hi \
-         WHERE EXISTS (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1)",
+         WHERE EXISTS (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1 AND threads.deleted_at IS NULL)",
         values.join(", ")
     )
 }
@@ -271,13 +271,13 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 pub(crate) const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at \
      FROM messages WHERE thread_id = ?1 AND seq > ?2 \
-     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3) \
+     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3 AND threads.deleted_at IS NULL) \
      ORDER BY seq ASC LIMIT ?4";
 /// As [`PAGE_FORWARD`], newest first below the bound.
 pub(crate) const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at \
      FROM messages WHERE thread_id = ?1 AND seq < ?2 \
-     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3) \
+     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3 AND threads.deleted_at IS NULL) \
      ORDER BY seq DESC LIMIT ?4";
 
 async fn collect(
@@ -299,7 +299,7 @@ async fn ensure_thread(conn: &Connection, tenant: &str, thread: ThreadId) -> Res
     query_row(
         conn,
         "read thread",
-        "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2",
+        "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2 AND deleted_at IS NULL",
         vec![text(tenant), uuid(thread.as_uuid())],
         |_| Ok(()),
     )

@@ -81,6 +81,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         down: include_str!("../migrations/0007_fair_job_queue.down.sql"),
         down_drops: None,
     },
+    // Version 8 is Postgres's own (a bound on full-text documents).
+    Migration {
+        version: 9,
+        name: "thread_sweep",
+        up: include_str!("../migrations/0009_thread_sweep.up.sql"),
+        down: include_str!("../migrations/0009_thread_sweep.down.sql"),
+        down_drops: None,
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

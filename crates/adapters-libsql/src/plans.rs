@@ -86,3 +86,18 @@ async fn semantic_queries_use_indexes() {
         );
     }
 }
+
+/// The sweep of deleted threads: the next mark from the partial index, a
+/// chunk of its messages by a range search (migration 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_queries_use_indexes() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let p = plan(&backend, crate::threads::NEXT_MARKED.to_owned(), Vec::new()).await;
+    println!("{p}");
+    check(&p, "threads_deleted");
+    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
+    let p = plan(&backend, crate::threads::SWEEP_MESSAGES.to_owned(), vec![thread, Value::Integer(10)]).await;
+    println!("{p}");
+    assert!(p.contains("messages_thread_seq (thread_id=?)"), "{p}");
+    assert!(!p.contains("TEMP B-TREE"), "sorts:\n{p}");
+}

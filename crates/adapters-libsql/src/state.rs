@@ -14,7 +14,7 @@ use crate::values::{json_text, text, uuid};
 /// NULL state columns when the agent has none.
 const CURRENT: &str = "SELECT a.state, a.version, a.updated_at FROM threads t \
      LEFT JOIN agent_state a ON a.thread_id = t.id AND a.agent_id = ?3 \
-     WHERE t.tenant = ?1 AND t.id = ?2";
+     WHERE t.tenant = ?1 AND t.id = ?2 AND t.deleted_at IS NULL";
 
 #[async_trait]
 impl StateStore for LibsqlBackend {

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use libsql::Value;
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now,
-    to_micros,
+    Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    now, to_micros,
 };
-use memlayer_ports::{StoreError, ThreadStore};
+use memlayer_ports::{StoreError, Sweep, ThreadStore};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
@@ -19,7 +19,10 @@ impl ThreadStore for LibsqlBackend {
         let params = vec![text(tenant.as_str()), text(resource.as_str())];
         self.read(move |conn| async move {
             let mut rows = conn
-                .query("SELECT id FROM threads WHERE tenant = ?1 AND resource_id = ?2 ORDER BY id", params)
+                .query(
+                    "SELECT id FROM threads WHERE tenant = ?1 AND resource_id = ?2 AND deleted_at IS NULL ORDER BY id",
+                    params,
+                )
                 .await
                 .ctx("list resource threads")?;
             let mut threads = Vec::new();
@@ -76,7 +79,7 @@ impl ThreadStore for LibsqlBackend {
             query_row(
                 &conn,
                 "get thread",
-                &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND id = ?2"),
+                &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND id = ?2 AND deleted_at IS NULL"),
                 vec![text(tenant.as_str()), uuid(id.as_uuid())],
                 |row| thread(row, &tenant),
             )
@@ -131,29 +134,71 @@ impl ThreadStore for LibsqlBackend {
     }
 
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
-        let tenant = tenant.as_str().to_owned();
+        // Only the mark, one row whatever the thread's size: from this commit
+        // on every query leaves the thread out; `sweep_deleted` removes its
+        // messages later in bounded transactions.
+        let params = vec![Value::Integer(to_micros(now())), text(tenant.as_str()), uuid(id.as_uuid())];
         self.write(move |conn| async move {
-            query_row(
-                &conn,
-                "delete thread",
-                "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2",
-                vec![Value::Text(tenant), uuid(id.as_uuid())],
-                |_| Ok(()),
-            )
-            .await?
-            .ok_or_else(|| StoreError::not_found("thread", id))?;
-            for sql in [
-                "DELETE FROM agent_state WHERE thread_id = ?1",
-                "DELETE FROM messages WHERE thread_id = ?1",
-                "DELETE FROM threads WHERE id = ?1",
-            ] {
-                conn.execute(sql, vec![uuid(id.as_uuid())]).await.ctx("delete thread")?;
+            let marked = conn
+                .execute(
+                    "UPDATE threads SET deleted_at = ?1 WHERE tenant = ?2 AND id = ?3 AND deleted_at IS NULL",
+                    params,
+                )
+                .await
+                .ctx("delete thread")?;
+            if marked == 0 {
+                return Err(StoreError::not_found("thread", id));
             }
             Ok(())
         })
         .await
     }
+
+    async fn sweep_deleted(&self, max_messages: u32) -> Result<Sweep, StoreError> {
+        if max_messages == 0 {
+            return Err(StoreError::Invalid(DomainError::new("max_messages", "must be at least 1")));
+        }
+        self.write(move |conn| async move {
+            let Some(thread) = query_row(&conn, "sweep deleted threads", NEXT_MARKED, (), |row| {
+                RowReader::new(row, "threads").blob(0, "id")
+            })
+            .await?
+            else {
+                return Ok(Sweep::default());
+            };
+            // Oldest first; the delete trigger removes each message's vectors
+            // and job and queues its full-text entry for the catch-up (it
+            // finds the tenant through the thread row, still present).
+            let messages = conn
+                .execute(SWEEP_MESSAGES, vec![Value::Blob(thread.clone()), Value::Integer(i64::from(max_messages))])
+                .await
+                .ctx("sweep deleted thread's messages")?;
+            let mut threads = 0;
+            if messages < u64::from(max_messages) {
+                conn.execute("DELETE FROM agent_state WHERE thread_id = ?1", vec![Value::Blob(thread.clone())])
+                    .await
+                    .ctx("sweep deleted thread's state")?;
+                threads = conn
+                    .execute("DELETE FROM threads WHERE id = ?1 AND deleted_at IS NOT NULL", vec![Value::Blob(thread)])
+                    .await
+                    .ctx("sweep deleted thread")?;
+            }
+            let more = query_row(&conn, "sweep deleted threads", NEXT_MARKED, (), |_| Ok(())).await?.is_some();
+            Ok(Sweep { messages, threads, more })
+        })
+        .await
+    }
 }
+
+/// `?1` thread, `?2` chunk: its oldest messages, found by a range search of
+/// `messages_thread_seq`.
+pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
+     (SELECT rowid FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT ?2)";
+
+/// The marked thread to sweep next: the oldest mark (partial index
+/// `threads_deleted`, migration 9).
+pub(crate) const NEXT_MARKED: &str =
+    "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
 
 /// The listing query: fixed SQL fragments with numbered parameters; no
 /// caller-supplied text ever becomes SQL.
@@ -163,7 +208,7 @@ pub(crate) fn list_query(
     after: Option<ThreadId>,
     limit: usize,
 ) -> Result<(String, Vec<Value>), StoreError> {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1");
+    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND deleted_at IS NULL");
     let mut params = vec![text(tenant.as_str())];
     let bind = |params: &mut Vec<Value>, value: Value| {
         params.push(value);
@@ -221,7 +266,9 @@ fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<(
     if let Some(metadata) = patch.metadata {
         set("metadata", json_text(metadata.as_map())?);
     }
-    let sql =
-        format!("UPDATE threads SET {} WHERE tenant = ?2 AND id = ?3 RETURNING {THREAD_COLUMNS}", sets.join(", "));
+    let sql = format!(
+        "UPDATE threads SET {} WHERE tenant = ?2 AND id = ?3 AND deleted_at IS NULL RETURNING {THREAD_COLUMNS}",
+        sets.join(", ")
+    );
     Ok((sql, params))
 }

@@ -60,6 +60,7 @@ impl EmbeddingStore for PgBackend {
             .prepare_cached(
                 "INSERT INTO message_vectors (message_id, tenant, thread_id, model, dim, embedding, created_at) \
                  SELECT id, tenant, thread_id, $2, $3, $4, $5 FROM messages WHERE id = $1 \
+                 AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
                  ON CONFLICT (message_id, model) DO UPDATE SET position = DEFAULT, dim = excluded.dim, \
                  embedding = excluded.embedding, created_at = excluded.created_at \
                  RETURNING tenant, thread_id",
@@ -128,7 +129,8 @@ impl EmbeddingStore for PgBackend {
             .prepare_cached(
                 "INSERT INTO embedding_jobs (message_id, tenant, attempts, next_attempt_at, last_error, created_at) \
                  SELECT m.id, m.tenant, 0, $2, NULL, $2 FROM messages m \
-                 WHERE NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
+                 WHERE m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
+                 AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
                  ON CONFLICT (message_id) DO NOTHING",
             )
             .await
@@ -159,7 +161,9 @@ impl EmbeddingStore for PgBackend {
         let stmt = tx
             .prepare_cached(
                 "SELECT position, message_id, thread_id, tenant, dim, embedding FROM message_vectors \
-                 WHERE model = $1 AND position > $2 ORDER BY position LIMIT $3",
+                 WHERE model = $1 AND position > $2 \
+                 AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
+                 ORDER BY position LIMIT $3",
             )
             .await
             .ctx("scan vectors")?;
@@ -191,7 +195,8 @@ impl EmbeddingStore for PgBackend {
             return Ok(EmbeddingCounts::default());
         };
         // `$3` is NULL for the whole tenant.
-        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
+                     AND m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
         let sql = format!(
             "SELECT \
              (SELECT count(*) FROM messages m JOIN message_vectors v ON v.message_id = m.id AND v.model = $1 \
@@ -229,7 +234,8 @@ impl EmbeddingStore for PgBackend {
         // only when a vector of another model exists at all (two seeks on
         // the (model, position) index), which is never the case in a store
         // that has not changed models.
-        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
+                     AND m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
         let sql = format!(
             "SELECT \
              (SELECT count(*) FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
@@ -283,6 +289,7 @@ impl EmbeddingStore for PgBackend {
         let sql = "SELECT m.id, m.thread_id, ts_rank(m.document, q)::real AS score \
                    FROM messages m, to_tsquery('simple', $1) AS q \
                    WHERE m.document @@ q AND m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
+                   AND m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
                    ORDER BY score DESC, m.id LIMIT $4";
         let params: Vec<Param> =
             vec![Box::new(matcher), Box::new(filter.tenant.as_str().to_owned()), Box::new(threads), Box::new(int(k))];
@@ -328,6 +335,8 @@ macro_rules! picked_jobs {
                      SELECT j.message_id, j.next_attempt_at, j.attempts FROM embedding_jobs j \
                      WHERE j.tenant = t.tenant AND j.next_attempt_at <= $1 \
                      AND (j.leased_until IS NULL OR j.leased_until <= $1) \
+                     AND NOT EXISTS (SELECT 1 FROM messages dm JOIN threads dt ON dt.id = dm.thread_id \
+                         WHERE dm.id = j.message_id AND dt.deleted_at IS NOT NULL) \
                      ORDER BY j.tenant, j.next_attempt_at, j.message_id LIMIT $2 ",
             $lock,
             ") p WHERE t.tenant IS NOT NULL), \

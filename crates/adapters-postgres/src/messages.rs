@@ -231,7 +231,7 @@ impl MessageStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx
-            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant = $2"))
+            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant = $2 AND {LIVE}"))
             .await
             .ctx("get message")?;
         let row = tx.query_opt(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("get message")?;
@@ -247,7 +247,9 @@ impl MessageStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx
-            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant = $2"))
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant = $2 AND {LIVE}"
+            ))
             .await
             .ctx("get messages")?;
         let rows = tx.query(&stmt, &[&uuids, &tenant.as_str()]).await.ctx("get messages")?;
@@ -265,8 +267,10 @@ impl MessageStore for PgBackend {
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         // Its vectors and job go by ON DELETE CASCADE, its full-text entry
         // is a column of the row: all in this statement.
-        let stmt =
-            tx.prepare_cached("DELETE FROM messages WHERE id = $1 AND tenant = $2").await.ctx("delete message")?;
+        let stmt = tx
+            .prepare_cached(&format!("DELETE FROM messages WHERE id = $1 AND tenant = $2 AND {LIVE}"))
+            .await
+            .ctx("delete message")?;
         let deleted = tx.execute(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("delete message")?;
         if deleted == 0 {
             return Err(StoreError::not_found("message", id));
@@ -295,7 +299,7 @@ pub(crate) async fn append_in(
     let bump = tx
         .prepare_cached(
             "UPDATE threads SET last_seq = last_seq + $1, updated_at = greatest(updated_at, $2) \
-             WHERE tenant = $3 AND id = $4 RETURNING last_seq",
+             WHERE tenant = $3 AND id = $4 AND deleted_at IS NULL RETURNING last_seq",
         )
         .await
         .ctx("reserve sequence numbers")?;
@@ -358,6 +362,10 @@ async fn copy_rows(tx: &Transaction<'_>, tenant: &str, rows: &[InsertRow]) -> Re
     Ok(())
 }
 
+/// Leaves out the messages of threads marked deleted (migration 9): a short
+/// set, read once per statement through the partial index `threads_deleted`.
+pub(crate) const LIVE: &str = "thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
+
 /// Rows of the first portal fetch of a budgeted read: at most this many
 /// whole messages are read before the budget is first consulted.
 const FIRST_CHUNK: i32 = 8;
@@ -412,21 +420,27 @@ const WINDOWS: &str = "SELECT x.id, x.thread_id, x.seq, x.role, x.content, x.too
      CROSS JOIN LATERAL (SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at FROM messages \
      WHERE tenant = $4 AND thread_id = w.thread AND seq >= w.lo AND seq <= w.hi \
+     AND NOT EXISTS (SELECT 1 FROM threads WHERE id = w.thread AND deleted_at IS NOT NULL) \
      ORDER BY seq LIMIT w.hi - w.lo + 1) x \
      ORDER BY w.ord, x.seq";
 
 /// `$1` thread, `$2` exclusive bound, `$3` tenant, `$4` limit.
 const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = $1 AND seq > $2 AND tenant = $3 ORDER BY seq ASC LIMIT $4";
+     FROM messages WHERE thread_id = $1 AND seq > $2 AND tenant = $3 \
+     AND NOT EXISTS (SELECT 1 FROM threads WHERE id = $1 AND deleted_at IS NOT NULL) ORDER BY seq ASC LIMIT $4";
 /// As [`PAGE_FORWARD`], newest first below the bound.
 const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = $1 AND seq < $2 AND tenant = $3 ORDER BY seq DESC LIMIT $4";
+     FROM messages WHERE thread_id = $1 AND seq < $2 AND tenant = $3 \
+     AND NOT EXISTS (SELECT 1 FROM threads WHERE id = $1 AND deleted_at IS NOT NULL) ORDER BY seq DESC LIMIT $4";
 
 /// `NotFound` unless the thread exists for the tenant.
 pub(crate) async fn ensure_thread(tx: &Transaction<'_>, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-    let stmt = tx.prepare_cached("SELECT 1 FROM threads WHERE tenant = $1 AND id = $2").await.ctx("read thread")?;
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL")
+        .await
+        .ctx("read thread")?;
     tx.query_opt(&stmt, &[&tenant.as_str(), &thread.as_uuid()])
         .await
         .ctx("read thread")?

@@ -73,6 +73,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         up: include_str!("../migrations/0008_bounded_document.up.sql"),
         down: include_str!("../migrations/0008_bounded_document.down.sql"),
     },
+    Migration {
+        version: 9,
+        name: "thread_sweep",
+        up: include_str!("../migrations/0009_thread_sweep.up.sql"),
+        down: include_str!("../migrations/0009_thread_sweep.down.sql"),
+    },
 ];
 
 const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS _memlayer_migrations (

@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now,
+    Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    now,
 };
-use memlayer_ports::{StoreError, ThreadStore};
+use memlayer_ports::{StoreError, Sweep, ThreadStore};
 use tokio_postgres::types::ToSql;
 
 use crate::PgBackend;
@@ -26,7 +27,9 @@ impl ThreadStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx
-            .prepare_cached("SELECT id FROM threads WHERE tenant = $1 AND resource_id = $2 ORDER BY id")
+            .prepare_cached(
+                "SELECT id FROM threads WHERE tenant = $1 AND resource_id = $2 AND deleted_at IS NULL ORDER BY id",
+            )
             .await
             .ctx("list resource threads")?;
         let rows = tx.query(&stmt, &[&tenant.as_str(), &resource.as_str()]).await.ctx("list resource threads")?;
@@ -82,7 +85,9 @@ impl ThreadStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx
-            .prepare_cached(&format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND id = $2"))
+            .prepare_cached(&format!(
+                "SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL"
+            ))
             .await
             .ctx("get thread")?;
         let row = tx.query_opt(&stmt, &[&tenant.as_str(), &id.as_uuid()]).await.ctx("get thread")?;
@@ -132,24 +137,74 @@ impl ThreadStore for PgBackend {
     }
 
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+        // Only the mark, one row whatever the thread's size: from this commit
+        // on every query leaves the thread out; `sweep_deleted` removes its
+        // messages (vectors and jobs by cascade) later in bounded transactions.
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        // Messages (with their vectors, jobs and full-text entries) and agent
-        // states go by ON DELETE CASCADE, in this statement.
-        let stmt = tx.prepare_cached("DELETE FROM threads WHERE tenant = $1 AND id = $2").await.ctx("delete thread")?;
-        let deleted = tx.execute(&stmt, &[&tenant.as_str(), &id.as_uuid()]).await.ctx("delete thread")?;
-        if deleted == 0 {
+        let stmt = tx
+            .prepare_cached("UPDATE threads SET deleted_at = $3 WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL")
+            .await
+            .ctx("delete thread")?;
+        let marked = tx.execute(&stmt, &[&tenant.as_str(), &id.as_uuid(), &now()]).await.ctx("delete thread")?;
+        if marked == 0 {
             return Err(StoreError::not_found("thread", id));
         }
         tx.commit().await.ctx("delete thread")?;
         Ok(())
     }
+
+    async fn sweep_deleted(&self, max_messages: u32) -> Result<Sweep, StoreError> {
+        if max_messages == 0 {
+            return Err(StoreError::Invalid(DomainError::new("max_messages", "must be at least 1")));
+        }
+        let mut client = self.client().await?;
+        // Every tenant's marked threads: the sweeper serves them all.
+        let tx = begin(&mut client, Access::All).await?;
+        let next =
+            tx.prepare_cached(&format!("{NEXT_MARKED} FOR UPDATE SKIP LOCKED")).await.ctx("sweep deleted threads")?;
+        let any = tx.prepare_cached(NEXT_MARKED).await.ctx("sweep deleted threads")?;
+        let Some(row) = tx.query_opt(&next, &[]).await.ctx("sweep deleted threads")? else {
+            // Every marked thread (if any) is another sweeper's right now.
+            let more = tx.query_opt(&any, &[]).await.ctx("sweep deleted threads")?.is_some();
+            tx.commit().await.ctx("sweep deleted threads")?;
+            return Ok(Sweep { more, ..Sweep::default() });
+        };
+        let thread: uuid::Uuid = row.try_get(0).ctx("sweep deleted threads")?;
+        // Oldest first; vectors and jobs go by ON DELETE CASCADE.
+        let chunk = tx
+            .prepare_cached(
+                "DELETE FROM messages WHERE id IN \
+                 (SELECT id FROM messages WHERE thread_id = $1 ORDER BY seq LIMIT $2)",
+            )
+            .await
+            .ctx("sweep deleted thread's messages")?;
+        let messages =
+            tx.execute(&chunk, &[&thread, &i64::from(max_messages)]).await.ctx("sweep deleted thread's messages")?;
+        let mut threads = 0;
+        if messages < u64::from(max_messages) {
+            // Agent states go by ON DELETE CASCADE.
+            let row = tx
+                .prepare_cached("DELETE FROM threads WHERE id = $1 AND deleted_at IS NOT NULL")
+                .await
+                .ctx("sweep deleted thread")?;
+            threads = tx.execute(&row, &[&thread]).await.ctx("sweep deleted thread")?;
+        }
+        let more = tx.query_opt(&any, &[]).await.ctx("sweep deleted threads")?.is_some();
+        tx.commit().await.ctx("sweep deleted threads")?;
+        Ok(Sweep { messages, threads, more })
+    }
 }
+
+/// The marked thread to sweep next: the oldest mark (partial index
+/// `threads_deleted`, migration 9). The sweep locks it `SKIP LOCKED`, so
+/// sweepers of several servers on one database take different threads.
+const NEXT_MARKED: &str = "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
 
 /// The listing query: fixed SQL fragments with numbered parameters; no
 /// caller-supplied text ever becomes SQL.
 fn list_query(tenant: &TenantId, filter: &ThreadFilter, after: Option<ThreadId>, limit: usize) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1");
+    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND deleted_at IS NULL");
     let mut params: Vec<Param> = vec![Box::new(tenant.as_str().to_owned())];
     let bind = |params: &mut Vec<Param>, value: Param| {
         params.push(value);
@@ -202,7 +257,9 @@ fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String,
     if let Some(metadata) = patch.metadata {
         set("metadata", Box::new(serde_json::Value::Object(metadata.into_map())));
     }
-    let sql =
-        format!("UPDATE threads SET {} WHERE tenant = $2 AND id = $3 RETURNING {THREAD_COLUMNS}", sets.join(", "));
+    let sql = format!(
+        "UPDATE threads SET {} WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL RETURNING {THREAD_COLUMNS}",
+        sets.join(", ")
+    );
     (sql, params)
 }

@@ -267,7 +267,10 @@ impl PgVectorIndex {
         let vector = Vector::from(query.vector().to_vec());
         let tenant = filter.tenant.as_str();
         let t = &self.table;
-        let cond = "tenant = $1 AND model = $2 AND ($3::uuid[] IS NULL OR thread_id = ANY($3))";
+        // Threads marked deleted (migration 9) are left out until the app's
+        // `remove_thread` and the sweep have removed their rows.
+        let cond = "tenant = $1 AND model = $2 AND ($3::uuid[] IS NULL OR thread_id = ANY($3)) \
+                     AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
         let mut client = self.backend.client().await?;
         let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
         let exact = match force_exact {

@@ -163,6 +163,10 @@ async fn update_thread(
 }
 
 /// Delete a thread with its messages and agent state.
+///
+/// Answered at once whatever the thread's size: from the answer on the
+/// thread is 404 everywhere (reads, appends, state, searches); its rows are
+/// removed in the background.
 #[utoipa::path(delete, path = "/api/threads/{id}", tag = "threads",
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -353,6 +353,11 @@ pub struct MemoryConfig {
     /// (estimated per message, see `Message::approx_bytes`); a page or
     /// search that would pass it stops early, always with at least one message.
     pub max_response_bytes: usize,
+    /// Messages of a deleted thread removed per transaction by the
+    /// background sweeper (1–100000). A delete only marks the thread (it is
+    /// gone for every caller at once); other writers get the database
+    /// between chunks.
+    pub sweep_chunk: u32,
 }
 
 /// Logging.
@@ -422,6 +427,7 @@ impl Default for MemoryConfig {
             default_tenant: "default".into(),
             count_tokens: false,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+            sweep_chunk: crate::DEFAULT_SWEEP_CHUNK,
         }
     }
 }
@@ -615,6 +621,9 @@ impl Config {
         }
         if self.memory.max_response_bytes < 1024 {
             return invalid("memory.max_response_bytes", "must be at least 1024");
+        }
+        if self.memory.sweep_chunk == 0 || self.memory.sweep_chunk > 100_000 {
+            return invalid("memory.sweep_chunk", "must be between 1 and 100000");
         }
         if self.database.readers == 0 || self.database.readers > 64 {
             return invalid("database.readers", "must be between 1 and 64");

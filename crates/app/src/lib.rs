@@ -21,6 +21,7 @@ mod config;
 mod configuration;
 mod memory;
 mod search;
+mod sweeper;
 mod wiring;
 mod worker;
 
@@ -31,6 +32,7 @@ pub use config::{
 pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
 pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 

@@ -11,7 +11,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
-use crate::{ConfigService, EmbeddingWorker};
+use crate::{ConfigService, EmbeddingWorker, ThreadSweeper};
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -35,6 +35,7 @@ pub struct MemoryService {
     default_tenant: TenantId,
     count_tokens_by_default: bool,
     semantic: Option<Semantic>,
+    sweeper: Option<ThreadSweeper>,
     config: Option<ConfigService>,
     max_response_bytes: usize,
 }
@@ -68,6 +69,7 @@ impl MemoryService {
             default_tenant,
             count_tokens_by_default,
             semantic: None,
+            sweeper: None,
             config: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -95,6 +97,14 @@ impl MemoryService {
     #[must_use]
     pub fn with_semantic(mut self, index: Arc<dyn VectorIndex>, worker: EmbeddingWorker, inline: bool) -> Self {
         self.semantic = Some(Semantic { index, worker, inline });
+        self
+    }
+
+    /// Wakes `sweeper` after every thread delete, so the deleted thread's
+    /// rows are removed in the background at once.
+    #[must_use]
+    pub fn with_sweeper(mut self, sweeper: ThreadSweeper) -> Self {
+        self.sweeper = Some(sweeper);
         self
     }
 
@@ -196,12 +206,20 @@ impl MemoryService {
         self.threads.update(tenant, id, patch).await
     }
 
-    /// Deletes a thread with its messages and state.
+    /// Deletes a thread with its messages and state: the thread is marked
+    /// deleted in one short transaction, whatever its size, and is missing
+    /// for every caller from then on; its entries leave the vector index
+    /// before this returns; the sweeper (woken here) removes its rows in
+    /// bounded chunks in the background.
     ///
     /// # Errors
-    /// `NotFound` when it does not exist for this tenant.
+    /// `NotFound` when it does not exist for this tenant (or is already
+    /// deleted).
     pub async fn delete_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
         self.threads.delete(tenant, id).await?;
+        if let Some(s) = &self.sweeper {
+            s.wake();
+        }
         if let Some(s) = &self.semantic {
             s.index.remove_thread(tenant, id).await?;
         }

@@ -21,7 +21,9 @@ use memlayer_ports::{
 use tokio::sync::watch;
 
 use crate::config::{DatabaseTarget, DistanceMetric, EmbeddingConfig, EmbeddingMode};
-use crate::{CacheSettings, Config, ConfigService, EmbeddingWorker, MemoryService, SearchService, WorkerSettings};
+use crate::{
+    CacheSettings, Config, ConfigService, EmbeddingWorker, MemoryService, SearchService, ThreadSweeper, WorkerSettings,
+};
 
 /// Everything a frontend needs, wired by [`build`].
 #[derive(Debug, Clone)]
@@ -35,6 +37,10 @@ pub struct Services {
     /// The embedding worker (run it with [`Services::start_background`], or
     /// drive it by hand as `memlayer reembed` does).
     pub worker: EmbeddingWorker,
+    /// Removes deleted threads' rows in chunks (run by
+    /// [`Services::start_background`], or by hand with
+    /// [`ThreadSweeper::drain`]).
+    pub sweeper: ThreadSweeper,
     /// The database: reachability and migrations.
     pub database: Arc<dyn Database>,
     /// The durable embeddings and job queue.
@@ -59,6 +65,7 @@ pub struct Background {
     shutdown: watch::Sender<bool>,
     worker: Option<tokio::task::JoinHandle<()>>,
     purge: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
     index: Arc<dyn VectorIndex>,
 }
 
@@ -70,7 +77,7 @@ const WORKER_STOP_WAIT: Duration = Duration::from_secs(3);
 
 impl Background {
     /// Stops the tasks (waiting at most 3 s for an embedding round in
-    /// progress), then closes the vector index: a graph build in progress
+    /// progress, and for the thread sweeper's chunk in progress), then closes the vector index: a graph build in progress
     /// is abandoned, not awaited, and the in-memory index is persisted.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -87,6 +94,11 @@ impl Background {
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
         }
+        // At most one chunk (one short transaction) is in flight; the rest
+        // stays marked and the next start resumes it.
+        if let Err(e) = self.sweeper.await {
+            tracing::warn!(error = %e, "thread sweeper ended abnormally");
+        }
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
@@ -101,7 +113,9 @@ const PURGE_BATCHES_PER_ROUND: u32 = 100;
 const PURGE_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Services {
-    /// Starts the embedding worker, unless embeddings are switched off
+    /// Starts the thread sweeper (which first resumes any sweep a crash cut
+    /// short), the idempotency purge and the embedding worker, unless
+    /// embeddings are switched off
     /// (`embedding.enabled = false`): then messages stay queued, pending and
     /// not failing, until embeddings are switched on or `memlayer reembed`
     /// runs.
@@ -114,8 +128,9 @@ impl Services {
             tracing::info!("embeddings are disabled: the embedding worker is not started");
             None
         };
+        let sweeper = self.sweeper.clone().spawn(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -461,6 +476,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .map_err(|e| crate::ConfigError::Invalid { key: "memory.default_tenant", reason: e.to_string() })?;
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
     let inline = config.embedding.mode == EmbeddingMode::Inline;
+    let sweeper = ThreadSweeper::new(threads.clone(), config.memory.sweep_chunk);
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -470,6 +486,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         config.memory.count_tokens,
     )
     .with_semantic(index.clone(), worker.clone(), inline)
+    .with_sweeper(sweeper.clone())
     .with_config(configuration.clone())
     .with_max_response_bytes(config.memory.max_response_bytes);
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
@@ -479,6 +496,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         search,
         configuration,
         worker,
+        sweeper,
         database,
         embeddings,
         embedder,

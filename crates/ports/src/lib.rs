@@ -36,7 +36,7 @@ pub use idempotency::{
 };
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
-pub use threads::ThreadStore;
+pub use threads::{Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 

@@ -46,9 +46,45 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// MUST return `NotFound` as [`ThreadStore::get`]; MUST return the updated thread.
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError>;
 
-    /// Deletes the thread with its messages and agent states, atomically.
+    /// Deletes the thread: marks it deleted in one short transaction whatever
+    /// its size; [`ThreadStore::sweep_deleted`] removes what it held later.
     ///
-    /// MUST return `NotFound` as [`ThreadStore::get`]; after success nothing
-    /// of the thread is readable.
+    /// MUST return `NotFound` as [`ThreadStore::get`] (a thread already
+    /// deleted included). From its success on, every method of every port
+    /// MUST answer for the thread exactly as for one that never existed:
+    /// `NotFound` from thread, message and state reads and writes (append,
+    /// page, last, range, get, state load and save, update, a second
+    /// delete), its messages absent from `get_many`, `read_windows`,
+    /// lexical search, embedding counts and coverage, due and claimed
+    /// embedding jobs, `scan_vectors`, `resource_threads` and thread
+    /// listings, and `complete_jobs` storing nothing for them. Its id MUST
+    /// stay taken until the sweep has removed it.
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError>;
+
+    /// Physically removes threads [`ThreadStore::delete`] marked, of every
+    /// tenant, oldest mark first: ONE transaction that deletes at most
+    /// `max_messages` messages of one marked thread (with their vectors,
+    /// embedding jobs and full-text entries) and, when that leaves the thread
+    /// no message, its agent states and row too. Callers loop while
+    /// [`Sweep::more`], each call releasing the database between chunks, so
+    /// other writers never wait for a whole thread.
+    ///
+    /// MUST be atomic per call (a crash between calls leaves a marked thread
+    /// with fewer messages, which the next call continues); MUST return
+    /// `Invalid` for `max_messages` 0; MUST report what it removed. The
+    /// marks are durable: a sweep cut short resumes after a restart.
+    async fn sweep_deleted(&self, max_messages: u32) -> Result<Sweep, StoreError>;
+}
+
+/// What one [`ThreadStore::sweep_deleted`] call removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sweep {
+    /// Messages removed.
+    pub messages: u64,
+    /// Threads removed whole (their row and agent states; 0 or 1).
+    pub threads: u64,
+    /// Whether marked threads remain after this call (including one another
+    /// sweeper, e.g. of another server on the same database, is removing
+    /// right now: then a call may remove nothing and still say `more`).
+    pub more: bool,
 }

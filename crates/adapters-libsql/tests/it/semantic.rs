@@ -2,8 +2,8 @@
 //! and their deferred catch-up, checked against the raw tables behind the
 //! adapter's back.
 
-use memlayer_domain::{Embedding, Metadata, NewMessage, NewThread, Role, ThreadId, ToolCall, now};
-use memlayer_ports::{Database, EmbeddingStore, MessageStore, SearchFilter, StoreError, ThreadStore};
+use memlayer_domain::{Embedding, MessageId, Metadata, NewMessage, NewThread, Role, ThreadId, ToolCall, now};
+use memlayer_ports::{Database, EmbeddingStore, MessageStore, SearchFilter, StateStore, StoreError, ThreadStore};
 use serde_json::json;
 
 use crate::common::{db_path, msgs, open_file, raw, scalar, schema_objects, tenant};
@@ -67,6 +67,13 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
     let path = db_path(&dir);
     let db = open_file(&path).await;
     let conn = raw(&path).await;
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let call = ToolCall { id: "c1".into(), name: "lookup_order".into(), arguments: json!({"order": "A-17"}) };
+    let mut batch = msgs(4);
+    batch.push(NewMessage::new(Role::Assistant, "checking", None, None, vec![call], Metadata::default()).unwrap());
+    let stored = db.append(&t, thread, batch).await.unwrap();
+    db.catch_up().await.unwrap();
     down_to(&db, 3).await;
     let with_semantic = schema_objects(&conn).await;
     let reverted: Vec<i64> = db.migrate_down(2).await.unwrap().iter().map(|m| m.version).collect();
@@ -83,13 +90,8 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
         assert!(with_semantic.iter().any(|o| o == gone) && !without.iter().any(|o| o == gone), "{gone}");
     }
 
-    // Messages stored before migration 2 are indexed and queued by it.
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
-    let call = ToolCall { id: "c1".into(), name: "lookup_order".into(), arguments: json!({"order": "A-17"}) };
-    let mut batch = msgs(4);
-    batch.push(NewMessage::new(Role::Assistant, "checking", None, None, vec![call], Metadata::default()).unwrap());
-    let stored = db.append(&t, thread, batch).await.unwrap();
+    // Messages stored before migration 2 (above, with the current schema, as
+    // the adapter needs it) are indexed and queued by it.
     let applied: Vec<i64> = db.migrate_up().await.unwrap().iter().map(|m| m.version).collect();
     assert_eq!(applied[..2], [2, 3]);
     down_to(&db, 3).await;
@@ -108,7 +110,8 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
 
     // Down to 2 with messages above the watermark: they are indexed and
     // queued on the way down, as migration 2's trigger would have.
-    let later = db.append(&t, thread, vec![text("the zanzibar ledger")]).await.unwrap();
+    // (Raw SQL: the adapter's append needs the newest schema.)
+    let later = raw_append(&conn, thread, 6, "the zanzibar ledger").await;
     assert_eq!(counts(&conn).await, (5, 5, 0), "appends write only their messages");
     assert_eq!(db.migrate_down(1).await.unwrap()[0].version, 3);
     assert_eq!(counts(&conn).await, (6, 6, 0));
@@ -116,12 +119,19 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
     let matching = "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zanzibar'";
     assert_eq!(scalar(&conn, matching).await, 1, "(the adapter itself needs the newest schema)");
     assert_eq!(db.migrate_up().await.unwrap()[0].version, 3);
-    assert_eq!(db.lexical_search(&whole("acme"), "zanzibar".into(), 5).await.unwrap()[0].id, later[0].id);
+    db.migrate_up().await.unwrap();
+    assert_eq!(db.lexical_search(&whole("acme"), "zanzibar".into(), 5).await.unwrap()[0].id, later);
     down_to(&db, 3).await;
 
     // Down with vectors stored, then down everything: nothing is left behind
     // (foreign keys are on in the adapter's connections).
-    db.complete_jobs(vec![(stored[0].id, emb("m", 0.1))]).await.unwrap();
+    conn.execute(
+        "INSERT INTO message_vectors (message_rowid, model, dim, vector, created_at) \
+         SELECT rowid, 'm', 1, x'0000803f', 0 FROM messages WHERE id = ?1",
+        [stored[0].id.as_uuid().as_bytes().to_vec()],
+    )
+    .await
+    .unwrap();
     db.migrate_down(2).await.unwrap();
     assert_eq!(schema_objects(&conn).await, without);
     assert_eq!(scalar(&conn, "SELECT count(*) FROM sqlite_sequence WHERE name = 'message_vectors'").await, 0);
@@ -131,6 +141,25 @@ async fn semantic_migrations_backfill_and_revert_cleanly() {
     down_to(&db, 3).await;
     assert_eq!(schema_objects(&conn).await, with_semantic);
     assert_eq!(counts(&conn).await, (0, 0, 0));
+}
+
+/// Appends one message to `thread` at sequence number `seq` by raw SQL (for
+/// schemas older than the adapter's own); its id.
+async fn raw_append(conn: &libsql::Connection, thread: ThreadId, seq: i64, content: &str) -> MessageId {
+    let id = MessageId::new();
+    conn.execute(
+        "INSERT INTO messages (id, thread_id, seq, role, content, created_at) VALUES (?1, ?2, ?3, 'user', ?4, 0)",
+        libsql::params![id.as_uuid().as_bytes().to_vec(), thread.as_uuid().as_bytes().to_vec(), seq, content],
+    )
+    .await
+    .unwrap();
+    conn.execute(
+        "UPDATE threads SET last_seq = ?1 WHERE id = ?2",
+        libsql::params![seq, thread.as_uuid().as_bytes().to_vec()],
+    )
+    .await
+    .unwrap();
+    id
 }
 
 /// Reverts the migrations newer than `version`, so that this file tests the
@@ -390,8 +419,33 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
     let done = a.iter().chain(&b).take(35).map(|m| (m.id, emb("m", 0.5))).collect();
     db.complete_jobs(done).await.unwrap();
     assert_eq!(counts(&conn).await, (40, 5, 35));
+    let state = memlayer_domain::AgentId::parse("a1").unwrap();
+    StateStore::save(&db, &t, gone, &state, json!({"x": 1}), 0).await.unwrap();
     ThreadStore::delete(&db, &t, gone).await.unwrap();
+    // The delete only marks the thread (it is missing for every caller, see
+    // the contract suite); its rows go with the sweep, in chunks.
+    assert_eq!(counts(&conn).await, (40, 5, 35), "nothing removed by the mark");
+    let first = db.sweep_deleted(7).await.unwrap();
+    assert_eq!((first.messages, first.threads, first.more), (7, 0, true));
+    // A crash mid-sweep: the process dies after one chunk; the next one
+    // finds the mark and finishes.
+    drop(db);
+    let db = open_file(&path).await;
+    let mut total = first.messages;
+    loop {
+        let round = db.sweep_deleted(7).await.unwrap();
+        total += round.messages;
+        if !round.more {
+            break;
+        }
+    }
+    assert_eq!(total, 30);
+    db.catch_up().await.unwrap();
     assert_eq!(counts(&conn).await, (10, 5, 5));
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_stale").await, 0, "stale entries removed");
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM messages").await, 10);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM threads").await, 1);
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM agent_state").await, 0);
     fts_integrity(&conn).await;
     let hits = db.lexical_search(&whole("acme"), "message".into(), 100).await.unwrap();
     assert_eq!(hits.len(), 10);
@@ -431,14 +485,22 @@ async fn migration_5_repairs_messages_the_old_trigger_lost() {
     let path = db_path(&dir);
     let db = open_file(&path).await;
     let conn = raw(&path).await;
-    down_to(&db, 4).await;
+    // Stored with the current schema (the adapter needs it), then taken back
+    // to migration 4.
     let t = tenant("acme");
     let thread = db.create(&t, NewThread::default()).await.unwrap().id;
     let stored = db.append(&t, thread, vec![text("alpha"), text("bravo"), text("charlie")]).await.unwrap();
+    db.catch_up().await.unwrap();
     db.complete_jobs(vec![(stored[0].id, emb("m", 0.2))]).await.unwrap();
+    down_to(&db, 4).await;
     // The damage: the watermark above messages that were never indexed or
     // queued (what the old trigger did after a thread delete).
-    conn.execute("UPDATE semantic_watermark SET caught_up_to = (SELECT max(rowid) FROM messages)", ()).await.unwrap();
+    conn.execute_batch(
+        "INSERT INTO messages_fts (messages_fts) VALUES ('delete-all'); DELETE FROM embedding_jobs; \
+         UPDATE semantic_watermark SET caught_up_to = (SELECT max(rowid) FROM messages);",
+    )
+    .await
+    .unwrap();
     assert_eq!(counts(&conn).await, (0, 0, 1));
     assert_eq!(db.migrate_up().await.unwrap().first().map(|m| m.version), Some(5));
     for (word, message) in ["alpha", "bravo", "charlie"].iter().zip(&stored) {

@@ -23,12 +23,19 @@ async fn migrations_go_down_and_up_again() {
     let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
     store.put_setting(&t, &cat, &key, serde_json::json!("dark")).await.unwrap();
     let versions = |list: Vec<MigrationStatus>| list.iter().map(|m| m.version).collect::<Vec<_>>();
-    // Reverting migration 8 restores migration 2's full-text function.
-    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![8]);
-    // Reverting migration 7 drops the leases; the jobs stay.
+    // Reverting migration 9 removes the threads still marked deleted, whole,
+    // or they would come back to life: below, only the live thread's three
+    // jobs are left.
+    let doomed = store.create(&t, NewThread::default()).await.unwrap().id;
+    store.append(&t, doomed, msgs(2)).await.unwrap();
+    ThreadStore::delete(&store, &t, doomed).await.unwrap();
     let now = memlayer_domain::now();
     let later = now + time::Duration::hours(1);
     assert_eq!(store.claim_jobs(now, 1, later).await.unwrap().len(), 1);
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![9]);
+    // Reverting migration 8 restores migration 2's full-text function.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![8]);
+    // Reverting migration 7 drops the leases; the jobs stay.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![7]);
     assert!(store.claim_jobs(now, 1, later).await.is_err(), "lease column gone");
     // Reverting migration 6 drops the idempotency records.
@@ -39,25 +46,25 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 4 drops the configuration tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9]);
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(5).await.unwrap();
-    assert_eq!(versions(down), vec![8, 7, 6, 4, 2]);
+    let down = store.migrate_down(6).await.unwrap();
+    assert_eq!(versions(down), vec![9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 3, "backfilled jobs");
     let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![8, 7, 6, 4, 2, 1]);
+    assert_eq!(versions(all_down), vec![9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 6);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 7);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

@@ -92,6 +92,8 @@ fn bad_values_name_the_key_to_fix() {
     check("[database]\nreaders = 0\n", "database.readers");
     check("[server]\nidempotency_ttl_secs = 0\n", "server.idempotency_ttl_secs");
     check("[server]\nidempotency_ttl_secs = 31536001\n", "server.idempotency_ttl_secs");
+    check("[memory]\nsweep_chunk = 0\n", "memory.sweep_chunk");
+    check("[memory]\nsweep_chunk = 100001\n", "memory.sweep_chunk");
 }
 
 #[test]

@@ -20,23 +20,27 @@ fn unit(seed: usize, dim: usize) -> Vec<f32> {
     v.into_iter().map(|x| x / n).collect()
 }
 
-fn embedding(model: &str, seed: usize) -> memlayer_domain::Embedding {
+pub(super) fn embedding(model: &str, seed: usize) -> memlayer_domain::Embedding {
     memlayer_domain::Embedding::new(model, unit(seed, 8), 8).unwrap()
 }
 
-fn whole_tenant(t: &TenantId) -> crate::SearchFilter {
+pub(super) fn whole_tenant(t: &TenantId) -> crate::SearchFilter {
     crate::SearchFilter::all_threads(t.clone())
 }
 
 /// `embedding_counts`, checked against `coverage` on the same scope.
-async fn progress(b: &Backend, filter: &crate::SearchFilter, model: &str) -> memlayer_domain::EmbeddingCounts {
+pub(super) async fn progress(
+    b: &Backend,
+    filter: &crate::SearchFilter,
+    model: &str,
+) -> memlayer_domain::EmbeddingCounts {
     let counts = b.embeddings.embedding_counts(filter, model.into()).await.unwrap();
     let coverage = b.embeddings.coverage(filter, model.into()).await.unwrap();
     assert_eq!(coverage, counts.into(), "coverage agrees with the counts of {filter:?}");
     counts
 }
 
-fn far_future() -> memlayer_domain::Timestamp {
+pub(super) fn far_future() -> memlayer_domain::Timestamp {
     memlayer_domain::now() + time::Duration::days(3650)
 }
 
@@ -235,7 +239,7 @@ pub async fn resource_threads_are_tenant_scoped(b: Backend) {
 
 /// A word no other message of a case holds: letters only, so every
 /// backend's tokenizer keeps it whole.
-fn unique_word(n: usize) -> String {
+pub(super) fn unique_word(n: usize) -> String {
     let mut word = String::from("zq");
     let mut n = n;
     loop {

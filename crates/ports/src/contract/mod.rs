@@ -15,7 +15,8 @@
 //!
 //! The cases live in one file per port: `thread_cases.rs`,
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
-//! `embedding_cases.rs`, `config_cases.rs` (the configuration store) and
+//! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
+//! once), `config_cases.rs` (the configuration store) and
 //! `idempotency_cases.rs` (idempotency records), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
@@ -38,6 +39,7 @@ pub mod idempotency_cases;
 pub mod message_cases;
 pub mod state_cases;
 mod support;
+pub mod sweep_cases;
 pub mod thread_cases;
 pub mod vector_cases;
 
@@ -140,12 +142,13 @@ impl UnderTest for Option<IndexUnderTest> {
 /// # Panics
 /// On any difference, naming the cases.
 pub fn assert_complete(listed: &[(&str, &[&str])]) {
-    const FILES: [(&str, &str); 5] = [
+    const FILES: [(&str, &str); 6] = [
         ("thread_cases", include_str!("thread_cases.rs")),
         ("message_cases", include_str!("message_cases.rs")),
         ("state_cases", include_str!("state_cases.rs")),
         ("database_cases", include_str!("database_cases.rs")),
         ("embedding_cases", include_str!("embedding_cases.rs")),
+        ("sweep_cases", include_str!("sweep_cases.rs")),
     ];
     let modules: Vec<&str> = listed.iter().map(|(module, _)| *module).collect();
     let files: Vec<&str> = FILES.iter().map(|(module, _)| *module).collect();
@@ -250,6 +253,10 @@ macro_rules! contract_suite {
                 lexical_scores_ignore_other_tenants,
                 due_jobs_are_fair_across_tenants,
                 claimed_jobs_are_leased_until_done_or_expired,
+            ],
+            sweep_cases: [
+                deleted_thread_is_missing_everywhere_at_once,
+                sweep_removes_deleted_threads_in_chunks,
             ],
         );
         $crate::__config_expand!(
