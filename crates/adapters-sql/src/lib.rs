@@ -3,42 +3,34 @@
 //!
 //! It knows SQL and the domain types, and neither driver: a [`Dialect`]
 //! says how the two backends differ (placeholders and the few functions and
-//! clauses that are spelled differently); the rest of a statement is written
-//! once here and bound by the adapter.
+//! clauses that are spelled differently); [`Sql`] builds a statement once
+//! with its bound [`SqlValue`]s; [`table`] describes each table once, and
+//! the CRUD statements derive from the description; [`configs`] is the
+//! configuration store, written once over the [`Transactor`] and
+//! [`Executor`] traits the adapters implement with their drivers.
 //!
 //! Invariants:
 //! - no driver crate (`libsql`, `tokio-postgres`, `sqlx`) is a dependency;
 //! - caller input reaches SQL only as bound parameters, never as SQL text;
-//! - business rules live in the application's services, not here: this crate
-//!   only describes how to store and fetch.
+//! - a rule about stored data (unique names, one default model, references
+//!   that must exist) is written once, here or in the application's
+//!   services, never in an adapter: adapters only run statements.
 
-/// The SQL dialects memlayer speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// SQLite as embedded by libSQL: `?N` placeholders.
-    Sqlite,
-    /// Postgres: `$N` placeholders.
-    Postgres,
-}
+pub mod configs;
+mod dialect;
+pub mod exec;
+mod sql;
+pub mod table;
+mod value;
 
-impl Dialect {
-    /// The placeholder of the `n`-th bound parameter (1-based).
-    #[must_use]
-    pub fn placeholder(self, n: usize) -> String {
-        match self {
-            Self::Sqlite => format!("?{n}"),
-            Self::Postgres => format!("${n}"),
-        }
-    }
-}
+pub use dialect::Dialect;
+pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
+pub use sql::Sql;
+pub use value::{Cells, CorruptRow, SqlValue, corrupt};
 
-#[cfg(test)]
-mod tests {
-    use super::Dialect;
-
-    #[test]
-    fn placeholders_are_numbered_per_dialect() {
-        assert_eq!(Dialect::Sqlite.placeholder(3), "?3");
-        assert_eq!(Dialect::Postgres.placeholder(3), "$3");
-    }
+/// What [`config_store!`] needs from this crate's dependencies, so the
+/// adapters expanding it need not name them.
+#[doc(hidden)]
+pub mod reexport {
+    pub use async_trait::async_trait;
 }
