@@ -31,6 +31,10 @@ pub trait Executor: Send + Sync {
     /// Runs `sql`, returning how many rows it changed.
     async fn execute(&self, context: &'static str, sql: Sql) -> Result<u64, StoreError>;
 
+    /// Runs fixed SQL text of one or more statements without parameters
+    /// (migrations).
+    async fn execute_batch(&self, context: &'static str, sql: &str) -> Result<(), StoreError>;
+
     /// The first row `sql` returns, if any.
     async fn fetch_one(&self, context: &'static str, sql: Sql) -> Result<Option<Row>, StoreError> {
         Ok(self.fetch(context, sql).await?.into_iter().next())

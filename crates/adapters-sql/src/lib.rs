@@ -7,7 +7,8 @@
 //! with its bound [`SqlValue`]s; [`table`] describes each table once, and
 //! the CRUD statements derive from the description; [`configs`] is the
 //! configuration store, written once over the [`Transactor`] and
-//! [`Executor`] traits the adapters implement with their drivers.
+//! [`Executor`] traits the adapters implement with their drivers, and
+//! [`migrate`] the migration runner over each adapter's plan.
 //!
 //! Invariants:
 //! - no driver crate (`libsql`, `tokio-postgres`, `sqlx`) is a dependency;
@@ -19,6 +20,7 @@
 pub mod configs;
 mod dialect;
 pub mod exec;
+pub mod migrate;
 mod sql;
 pub mod table;
 mod value;
