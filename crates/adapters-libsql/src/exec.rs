@@ -91,6 +91,11 @@ impl Transactor for LibsqlBackend {
     async fn write<T: Send + 'static>(&self, _tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
         LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
     }
+
+    /// Every write is serial on libSQL's one writer.
+    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
+        Transactor::write(self, tenant, work).await
+    }
 }
 
 #[async_trait]

@@ -158,9 +158,17 @@ impl Transactor for PgBackend {
     async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        // On failure the transaction rolls back when dropped.
+        let out = work(&PgExecutor(&tx)).await?;
+        tx.commit().await.ctx("commit")?;
+        Ok(out)
+    }
+
+    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))").await.ctx("lock tenant")?;
         tx.execute(&stmt, &[&CONFIG_LOCK, &tenant.as_str()]).await.ctx("lock tenant")?;
-        // On failure the transaction rolls back when dropped.
         let out = work(&PgExecutor(&tx)).await?;
         tx.commit().await.ctx("commit")?;
         Ok(out)

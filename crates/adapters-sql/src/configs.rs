@@ -4,7 +4,7 @@
 //! per tenant, one default model (setting one clears the others), an
 //! agent's model and tools must exist, a model or tool in use cannot be
 //! deleted, `validate()` before anything is stored. Every check and the
-//! write it guards run in one [`Transactor::write`] transaction, in which a
+//! write it guards run in one [`Transactor::write_serial`] transaction, in which a
 //! tenant's writes are serial.
 //!
 //! Listings are built from fixed SQL fragments: a declared field maps to
@@ -438,7 +438,7 @@ pub async fn create_model<B: Transactor>(b: &B, tenant: &TenantId, new: NewModel
     let at = now();
     let created = ModelConfig { id: ModelId::new(), tenant: tenant.clone(), spec: new, created_at: at, updated_at: at };
     let stored = created.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -481,7 +481,7 @@ pub async fn update_model<B: Transactor>(
     new.validate()?;
     let at = now();
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -502,7 +502,7 @@ pub async fn update_model<B: Transactor>(
 /// [`memlayer_ports::ConfigStore::delete_model`].
 pub async fn delete_model<B: Transactor>(b: &B, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -532,7 +532,7 @@ pub async fn create_agent<B: Transactor>(b: &B, tenant: &TenantId, new: NewAgent
     let created =
         AgentConfig { id: AgentConfigId::new(), tenant: tenant.clone(), spec: new, created_at: at, updated_at: at };
     let stored = created.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -588,7 +588,7 @@ pub async fn update_agent<B: Transactor>(
     new.validate()?;
     let at = now();
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -610,7 +610,7 @@ pub async fn update_agent<B: Transactor>(
 /// [`memlayer_ports::ConfigStore::delete_agent`].
 pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -657,7 +657,7 @@ pub async fn create_tool<B: Transactor>(b: &B, tenant: &TenantId, new: NewTool) 
     let at = now();
     let created = ToolConfig { id: ToolId::new(), tenant: tenant.clone(), spec: new, created_at: at, updated_at: at };
     let stored = created.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -695,7 +695,7 @@ pub async fn update_tool<B: Transactor>(
     new.validate()?;
     let at = now();
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -713,7 +713,7 @@ pub async fn update_tool<B: Transactor>(
 /// [`memlayer_ports::ConfigStore::delete_tool`].
 pub async fn delete_tool<B: Transactor>(b: &B, tenant: &TenantId, id: ToolId) -> Result<(), StoreError> {
     let t = tenant.clone();
-    b.write(
+    b.write_serial(
         tenant,
         work(move |ex| {
             Box::pin(async move {
@@ -781,7 +781,8 @@ pub async fn put_setting<B: Transactor>(
         ") ON CONFLICT (tenant, category, key) DO UPDATE SET value = excluded.value, \
          updated_at = excluded.updated_at",
     );
-    b.write(tenant, work(move |ex| Box::pin(async move { ex.execute("put setting", sql).await.map(drop) }))).await?;
+    b.write_serial(tenant, work(move |ex| Box::pin(async move { ex.execute("put setting", sql).await.map(drop) })))
+        .await?;
     Ok(Setting { tenant: tenant.clone(), category: category.clone(), key: key.clone(), value, updated_at: at })
 }
 
@@ -795,7 +796,9 @@ pub async fn delete_setting<B: Transactor>(
     let mut sql = Sql::new(b.dialect());
     sql.push("DELETE FROM config_settings");
     setting_key(&mut sql, tenant, category, key);
-    let n = b.write(tenant, work(move |ex| Box::pin(async move { ex.execute("delete setting", sql).await }))).await?;
+    let n = b
+        .write_serial(tenant, work(move |ex| Box::pin(async move { ex.execute("delete setting", sql).await })))
+        .await?;
     if n == 0 {
         return Err(StoreError::not_found("setting", format!("{}/{}", category.as_str(), key.as_str())));
     }

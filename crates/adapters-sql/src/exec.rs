@@ -58,9 +58,12 @@ pub trait Transactor: Send + Sync {
     async fn read<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
 
     /// Runs `work` in a write transaction scoped to `tenant`, committed when
-    /// it succeeds and rolled back when it fails. A tenant's writes through
-    /// this method are serial (libSQL: its one writer; Postgres: a
+    /// it succeeds and rolled back when it fails.
+    async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
+
+    /// As [`Transactor::write`], and serial with every other such write of
+    /// the tenant (libSQL: every write is, on its one writer; Postgres: a
     /// transaction-level advisory lock on the tenant), so a check and the
     /// write it guards cannot interleave with another such write.
-    async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
+    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
 }

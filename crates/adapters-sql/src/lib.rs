@@ -7,7 +7,8 @@
 //! with its bound [`SqlValue`]s; [`table`] describes each table once, and
 //! the CRUD statements derive from the description; [`configs`] is the
 //! configuration store, written once over the [`Transactor`] and
-//! [`Executor`] traits the adapters implement with their drivers, and
+//! [`Executor`] traits the adapters implement with their drivers, [`state`]
+//! the agent-state store the same way, and
 //! [`migrate`] the migration runner over each adapter's plan.
 //!
 //! Invariants:
@@ -19,16 +20,19 @@
 
 pub mod configs;
 mod dialect;
+mod error;
 pub mod exec;
 pub mod migrate;
 mod sql;
+pub mod state;
 pub mod table;
 mod value;
 
 pub use dialect::Dialect;
+pub use error::{CorruptRow, DriverError, corrupt};
 pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
 pub use sql::Sql;
-pub use value::{Cells, CorruptRow, SqlValue, corrupt};
+pub use value::{Cells, SqlValue};
 
 /// What [`config_store!`] needs from this crate's dependencies, so the
 /// adapters expanding it need not name them.

@@ -11,6 +11,8 @@ use memlayer_domain::{Timestamp, from_micros};
 use memlayer_ports::StoreError;
 use uuid::Uuid;
 
+use crate::corrupt;
+
 /// One bound parameter or fetched column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -104,20 +106,6 @@ impl SqlValue {
             Self::Blob(_) => "a blob",
         }
     }
-}
-
-/// A stored row that does not decode.
-#[derive(Debug, thiserror::Error)]
-#[error("corrupt stored row in {table}.{column}: {reason}")]
-pub struct CorruptRow {
-    table: &'static str,
-    column: &'static str,
-    reason: String,
-}
-
-/// A `Backend` error for a column of `table` that does not decode.
-pub fn corrupt(table: &'static str, column: &'static str, reason: impl ToString) -> StoreError {
-    StoreError::backend(CorruptRow { table, column, reason: reason.to_string() })
 }
 
 /// Typed reads of one fetched row's columns, by position, naming the table
