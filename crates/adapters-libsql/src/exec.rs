@@ -42,7 +42,8 @@ fn cell(v: Value) -> SqlValue {
     }
 }
 
-fn params(sql: Sql) -> Result<(String, Vec<Value>), StoreError> {
+/// A statement's text and its values bound for libSQL.
+pub(crate) fn params(sql: Sql) -> Result<(String, Vec<Value>), StoreError> {
     let (text, args) = sql.into_parts();
     Ok((text, args.into_iter().map(bind).collect::<Result<_, _>>()?))
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use libsql::Value;
+use memlayer_adapters_sql::Dialect;
 use memlayer_domain::{
     Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now, to_micros,
 };
@@ -138,47 +139,22 @@ impl ThreadStore for LibsqlBackend {
     }
 }
 
-/// The listing query: fixed SQL fragments with numbered parameters; no
-/// caller-supplied text ever becomes SQL.
+/// The listing query (written once in `memlayer_adapters_sql::threads`),
+/// with its values bound for libSQL.
 pub(crate) fn list_query(
     tenant: &TenantId,
     filter: &ThreadFilter,
     after: Option<ThreadId>,
     limit: usize,
 ) -> Result<(String, Vec<Value>), StoreError> {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1");
-    let mut params = vec![text(tenant.as_str())];
-    let bind = |params: &mut Vec<Value>, value: Value| {
-        params.push(value);
-        params.len()
-    };
-    if let Some(after) = after {
-        let n = bind(&mut params, uuid(after.as_uuid()));
-        sql.push_str(&format!(" AND id < ?{n}"));
-    }
-    if let Some(resource) = &filter.resource_id {
-        let n = bind(&mut params, text(resource.as_str()));
-        sql.push_str(&format!(" AND resource_id = ?{n}"));
-    }
-    if let Some(agent) = &filter.agent_id {
-        let n = bind(&mut params, text(agent.as_str()));
-        sql.push_str(&format!(" AND agent_id = ?{n}"));
-    }
-    for m in &filter.metadata {
-        // The key is validated by the domain (letters, digits, `_`, `-`), so
-        // quoting it in a JSON path is safe; the path is still a parameter.
-        let path = bind(&mut params, text(format!("$.\"{}\"", m.key())));
-        let value = bind(&mut params, json_text(m.value())?);
-        // Same JSON type and same value: `true` never matches 1, a missing
-        // key never matches `null`.
-        sql.push_str(&format!(
-            " AND json_type(metadata, ?{path}) = json_type(?{value}) \
-             AND json_extract(metadata, ?{path}) IS json_extract(?{value}, '$')"
-        ));
-    }
-    let n = bind(&mut params, Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{n}"));
-    Ok((sql, params))
+    crate::exec::params(memlayer_adapters_sql::threads::list_sql(
+        Dialect::Sqlite,
+        THREAD_COLUMNS,
+        tenant,
+        filter,
+        after,
+        limit,
+    ))
 }
 
 /// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.

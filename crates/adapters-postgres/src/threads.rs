@@ -1,6 +1,7 @@
 //! [`ThreadStore`] on Postgres.
 
 use async_trait::async_trait;
+use memlayer_adapters_sql::Dialect;
 use memlayer_domain::{Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now};
 use memlayer_ports::{StoreError, ThreadStore};
 use tokio_postgres::types::ToSql;
@@ -8,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
+use crate::exec::PgArg;
 use crate::rows::{THREAD_COLUMNS, thread};
 
 /// A boxed query parameter.
@@ -92,7 +94,8 @@ impl ThreadStore for PgBackend {
         // Not `prepare_cached`: the text varies with the filter (which
         // fields, how many metadata pairs), and every distinct text would
         // stay in the connection's statement cache for its lifetime.
-        let rows = tx.query(&sql, &refs(&params)).await.ctx("list threads")?;
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = tx.query(&sql, &params).await.ctx("list threads")?;
         tx.commit().await.ctx("list threads")?;
         let mut items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > limit {
@@ -132,37 +135,12 @@ impl ThreadStore for PgBackend {
     }
 }
 
-/// The listing query: fixed SQL fragments with numbered parameters; no
-/// caller-supplied text ever becomes SQL.
-fn list_query(tenant: &TenantId, filter: &ThreadFilter, after: Option<ThreadId>, limit: usize) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1");
-    let mut params: Vec<Param> = vec![Box::new(tenant.as_str().to_owned())];
-    let bind = |params: &mut Vec<Param>, value: Param| {
-        params.push(value);
-        params.len()
-    };
-    if let Some(after) = after {
-        let n = bind(&mut params, Box::new(after.as_uuid()));
-        sql.push_str(&format!(" AND id < ${n}"));
-    }
-    if let Some(resource) = &filter.resource_id {
-        let n = bind(&mut params, Box::new(resource.as_str().to_owned()));
-        sql.push_str(&format!(" AND resource_id = ${n}"));
-    }
-    if let Some(agent) = &filter.agent_id {
-        let n = bind(&mut params, Box::new(agent.as_str().to_owned()));
-        sql.push_str(&format!(" AND agent_id = ${n}"));
-    }
-    for m in &filter.metadata {
-        let key = bind(&mut params, Box::new(m.key().to_owned()));
-        let value = bind(&mut params, Box::new(m.value().clone()));
-        // jsonb equality: same JSON type and value; `true` never matches 1,
-        // a missing key (SQL NULL) never matches `null`.
-        sql.push_str(&format!(" AND metadata -> ${key}::text = ${value}::jsonb"));
-    }
-    let n = bind(&mut params, Box::new(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${n}"));
-    (sql, params)
+/// The listing query (written once in `memlayer_adapters_sql::threads`),
+/// with its values bound for Postgres.
+fn list_query(tenant: &TenantId, filter: &ThreadFilter, after: Option<ThreadId>, limit: usize) -> (String, Vec<PgArg>) {
+    let sql = memlayer_adapters_sql::threads::list_sql(Dialect::Postgres, THREAD_COLUMNS, tenant, filter, after, limit);
+    let (text, args) = sql.into_parts();
+    (text, args.into_iter().map(PgArg).collect())
 }
 
 /// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.

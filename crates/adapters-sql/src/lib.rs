@@ -26,6 +26,7 @@ pub mod migrate;
 mod sql;
 pub mod state;
 pub mod table;
+pub mod threads;
 mod value;
 
 pub use dialect::Dialect;
