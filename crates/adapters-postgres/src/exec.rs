@@ -67,6 +67,17 @@ impl ToSql for PgArg {
     to_sql_checked!();
 }
 
+/// A statement's text and its values bound for Postgres.
+pub(crate) fn pg_parts(sql: Sql) -> (String, Vec<PgArg>) {
+    let (text, args) = sql.into_parts();
+    (text, args.into_iter().map(PgArg).collect())
+}
+
+/// Borrowed views of bound arguments, as the driver takes them.
+pub(crate) fn arg_refs(args: &[PgArg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
 /// Column `i` of `row` as a neutral value, by its server-side type.
 fn cell(row: &tokio_postgres::Row, i: usize, context: &'static str) -> Result<SqlValue, StoreError> {
     fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
@@ -102,7 +113,7 @@ impl PgExecutor<'_> {
         let fixed = sql.is_fixed();
         let (text, args) = sql.into_parts();
         let args: Vec<PgArg> = args.into_iter().map(PgArg).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let refs = arg_refs(&args);
         if fixed {
             let stmt = self.0.prepare_cached(&text).await.ctx(context)?;
             self.0.query(&stmt, &refs).await.ctx(context)
@@ -131,7 +142,7 @@ impl Executor for PgExecutor<'_> {
         let fixed = sql.is_fixed();
         let (text, args) = sql.into_parts();
         let args: Vec<PgArg> = args.into_iter().map(PgArg).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let refs = arg_refs(&args);
         if fixed {
             let stmt = self.0.prepare_cached(&text).await.ctx(context)?;
             self.0.execute(&stmt, &refs).await.ctx(context)

@@ -1,7 +1,7 @@
 //! [`ThreadStore`] on Postgres.
 
 use async_trait::async_trait;
-use memlayer_adapters_sql::Dialect;
+use memlayer_adapters_sql::{Dialect, threads};
 use memlayer_domain::{Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now};
 use memlayer_ports::{StoreError, ThreadStore};
 use tokio_postgres::types::ToSql;
@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
-use crate::exec::PgArg;
+use crate::exec::{PgArg, arg_refs, pg_parts};
 use crate::rows::{THREAD_COLUMNS, thread};
 
 /// A boxed query parameter.
@@ -24,18 +24,7 @@ pub(crate) fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 impl ThreadStore for PgBackend {
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
         let at = now();
-        let created = Thread {
-            id: ThreadId::new(),
-            tenant: tenant.clone(),
-            resource_id: new.resource_id,
-            agent_id: new.agent_id,
-            title: new.title,
-            model: new.model,
-            metadata: new.metadata,
-            last_seq: 0,
-            created_at: at,
-            updated_at: at,
-        };
+        let created = threads::created(tenant, new, at);
         let metadata = serde_json::Value::Object(created.metadata.as_map().clone());
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
@@ -85,26 +74,17 @@ impl ThreadStore for PgBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        filter.check()?;
-        let after = cursor.map(|c| c.for_threads(tenant, filter)).transpose()?;
-        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-        let (sql, params) = list_query(tenant, filter, after, limit);
+        let (sql, limit) = threads::listing(Dialect::Postgres, THREAD_COLUMNS, tenant, filter, cursor, limit)?;
+        let (sql, params) = pg_parts(sql);
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         // Not `prepare_cached`: the text varies with the filter (which
         // fields, how many metadata pairs), and every distinct text would
         // stay in the connection's statement cache for its lifetime.
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = tx.query(&sql, &params).await.ctx("list threads")?;
+        let rows = tx.query(&sql, &arg_refs(&params)).await.ctx("list threads")?;
         tx.commit().await.ctx("list threads")?;
-        let mut items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|t| Cursor::threads(tenant, filter, t.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
+        Ok(threads::page(tenant, filter, items, limit))
     }
 
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError> {
@@ -115,7 +95,7 @@ impl ThreadStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         // Not `prepare_cached`: the text varies with the patched fields.
-        let row = tx.query_opt(&sql, &refs(&params)).await.ctx("update thread")?;
+        let row = tx.query_opt(&sql, &arg_refs(&params)).await.ctx("update thread")?;
         tx.commit().await.ctx("update thread")?;
         row.as_ref().map(thread).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
     }
@@ -135,38 +115,8 @@ impl ThreadStore for PgBackend {
     }
 }
 
-/// The listing query (written once in `memlayer_adapters_sql::threads`),
-/// with its values bound for Postgres.
-fn list_query(tenant: &TenantId, filter: &ThreadFilter, after: Option<ThreadId>, limit: usize) -> (String, Vec<PgArg>) {
-    let sql = memlayer_adapters_sql::threads::list_sql(Dialect::Postgres, THREAD_COLUMNS, tenant, filter, after, limit);
-    let (text, args) = sql.into_parts();
-    (text, args.into_iter().map(PgArg).collect())
-}
-
-/// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.
-fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String, Vec<Param>) {
-    let mut sets = vec!["updated_at = $1".to_owned()];
-    let mut params: Vec<Param> = vec![Box::new(now()), Box::new(tenant.as_str().to_owned()), Box::new(id.as_uuid())];
-    let mut set = |column: &str, value: Param| {
-        params.push(value);
-        sets.push(format!("{column} = ${}", params.len()));
-    };
-    if let Some(title) = patch.title {
-        set("title", Box::new(title.map(|t| t.as_str().to_owned())));
-    }
-    if let Some(resource) = patch.resource_id {
-        set("resource_id", Box::new(resource.map(|r| r.as_str().to_owned())));
-    }
-    if let Some(agent) = patch.agent_id {
-        set("agent_id", Box::new(agent.map(|a| a.as_str().to_owned())));
-    }
-    if let Some(model) = patch.model {
-        set("model", Box::new(model));
-    }
-    if let Some(metadata) = patch.metadata {
-        set("metadata", Box::new(serde_json::Value::Object(metadata.into_map())));
-    }
-    let sql =
-        format!("UPDATE threads SET {} WHERE tenant = $2 AND id = $3 RETURNING {THREAD_COLUMNS}", sets.join(", "));
-    (sql, params)
+/// The patch query (written once in `memlayer_adapters_sql::threads`),
+/// with its values bound for Postgres: `UPDATE … RETURNING` the whole row.
+fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String, Vec<PgArg>) {
+    pg_parts(threads::update_sql(Dialect::Postgres, THREAD_COLUMNS, tenant, id, patch, now()))
 }
