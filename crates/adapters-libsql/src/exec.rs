@@ -93,6 +93,10 @@ impl Transactor for LibsqlBackend {
         LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
     }
 
+    async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
+        LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
+    }
+
     /// Every write is serial on libSQL's one writer.
     async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
         Transactor::write(self, tenant, work).await

@@ -175,6 +175,14 @@ impl Transactor for PgBackend {
         Ok(out)
     }
 
+    async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::All).await?;
+        let out = work(&PgExecutor(&tx)).await?;
+        tx.commit().await.ctx("commit")?;
+        Ok(out)
+    }
+
     async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;

@@ -61,6 +61,10 @@ pub trait Transactor: Send + Sync {
     /// it succeeds and rolled back when it fails.
     async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
 
+    /// Runs `work` in a write transaction that sees every tenant's rows
+    /// (cross-tenant maintenance: purges, queues).
+    async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError>;
+
     /// As [`Transactor::write`], and serial with every other such write of
     /// the tenant (libSQL: every write is, on its one writer; Postgres: a
     /// transaction-level advisory lock on the tenant), so a check and the

@@ -7,8 +7,9 @@
 //! with its bound [`SqlValue`]s; [`table`] describes each table once, and
 //! the CRUD statements derive from the description; [`configs`] is the
 //! configuration store, written once over the [`Transactor`] and
-//! [`Executor`] traits the adapters implement with their drivers, [`state`]
-//! the agent-state store the same way, and
+//! [`Executor`] traits the adapters implement with their drivers,
+//! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
+//! stores the same way, [`threads`] the thread listing, and
 //! [`migrate`] the migration runner over each adapter's plan.
 //!
 //! Invariants:
@@ -22,6 +23,7 @@ pub mod configs;
 mod dialect;
 mod error;
 pub mod exec;
+pub mod idempotency;
 pub mod migrate;
 mod sql;
 pub mod state;

@@ -183,6 +183,20 @@ impl<'a> Cells<'a> {
         }
     }
 
+    /// Bytes, or NULL.
+    pub fn opt_blob(&self, idx: usize, column: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get(idx, column)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Blob(bytes) => Ok(Some(bytes.clone())),
+            other => Err(self.wrong(column, "a blob", other)),
+        }
+    }
+
+    /// Bytes.
+    pub fn blob(&self, idx: usize, column: &'static str) -> Result<Vec<u8>, StoreError> {
+        self.opt_blob(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
+    }
+
     /// A boolean, stored as one or as 0/1.
     pub fn bool(&self, idx: usize, column: &'static str) -> Result<bool, StoreError> {
         match self.get(idx, column)? {
