@@ -105,10 +105,6 @@ impl Transactor for LibsqlBackend {
 
 #[async_trait]
 impl Migrate for LibsqlBackend {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
     fn plan(&self) -> &'static [Migration] {
         crate::migrations::MIGRATIONS
     }

@@ -196,10 +196,6 @@ impl Transactor for PgBackend {
 
 #[async_trait]
 impl Migrate for PgBackend {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
     fn plan(&self) -> &'static [Migration] {
         crate::migrations::MIGRATIONS
     }

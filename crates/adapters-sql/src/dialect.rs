@@ -75,6 +75,31 @@ impl Dialect {
         }
     }
 
+    /// The full-text query for a caller's plain words (libSQL: an FTS5
+    /// `MATCH` string; Postgres: a `to_tsquery` input), bound as a parameter:
+    /// the text's Unicode words (letters and digits, split at everything
+    /// else), lowercased and deduplicated by `memlayer_domain::query_terms`,
+    /// each quoted for the engine (FTS5: a string with `"` doubled; tsquery: a
+    /// lexeme with `\` and `'` escaped, though words never contain them),
+    /// OR-ed so the ranking counts how many and how rare the matching words
+    /// are. No operator, column filter, prefix or `NEAR` of the caller's ever
+    /// reaches the engine. `None` when the text has no word.
+    #[must_use]
+    pub fn text_query(self, text: &str) -> Option<String> {
+        let terms = memlayer_domain::query_terms(text);
+        if terms.is_empty() {
+            return None;
+        }
+        let quoted = terms.iter().map(|t| match self {
+            Self::Sqlite => format!("\"{}\"", t.replace('"', "\"\"")),
+            Self::Postgres => format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")),
+        });
+        Some(quoted.collect::<Vec<_>>().join(match self {
+            Self::Sqlite => " OR ",
+            Self::Postgres => " | ",
+        }))
+    }
+
     /// Whether every table, link tables included, carries its tenant.
     /// Postgres needs it for its row-level security policies; libSQL's link
     /// tables reach their tenant through the rows they link.
@@ -93,6 +118,32 @@ mod tests {
         assert_eq!(Dialect::Sqlite.placeholder(3), "?3");
         assert_eq!(Dialect::Postgres.placeholder(3), "$3");
         assert_eq!(Dialect::Postgres.placeholder(12), "$12");
+    }
+
+    #[test]
+    fn text_queries_quote_every_word() {
+        let fts = |t: &str| Dialect::Sqlite.text_query(t);
+        assert_eq!(fts("Refund kettle").as_deref(), Some("\"refund\" OR \"kettle\""));
+        assert_eq!(fts("\"foo\" OR bar*  NEAR(").as_deref(), Some("\"foo\" OR \"or\" OR \"bar\" OR \"near\""));
+        assert_eq!(fts("a:b (c) -d ^e").as_deref(), Some("\"a\" OR \"b\" OR \"c\" OR \"d\" OR \"e\""));
+        assert_eq!(fts("café naïve 東京").as_deref(), Some("\"café\" OR \"naïve\" OR \"東京\""));
+        let ts = |t: &str| Dialect::Postgres.text_query(t);
+        assert_eq!(ts("Refund kettle").as_deref(), Some("'refund' | 'kettle'"));
+        assert_eq!(ts("a:b (c) -d ^e !f & g").as_deref(), Some("'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'"));
+        assert_eq!(ts("\"foo\" OR bar*  NEAR(").as_deref(), Some("'foo' | 'or' | 'bar' | 'near'"));
+        assert_eq!(ts("café naïve 東京").as_deref(), Some("'café' | 'naïve' | '東京'"));
+        assert_eq!(ts("x x X").as_deref(), Some("'x'"));
+        assert_eq!(fts("x x X").as_deref(), Some("\"x\""));
+        assert_eq!(ts("' OR 1=1 --").as_deref(), Some("'or' | '1'"));
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let q = |t: &str| dialect.text_query(t);
+            assert_eq!(q("x x X"), q("x"));
+            assert_eq!(q("... --- ()"), None);
+            assert_eq!(q(""), None);
+            let many: String = (0..200).map(|i| format!("w{i} ")).collect();
+            let sep = if dialect == Dialect::Sqlite { " OR " } else { " | " };
+            assert_eq!(q(&many).unwrap().matches(sep).count(), memlayer_domain::MAX_QUERY_TERMS - 1);
+        }
     }
 
     #[test]

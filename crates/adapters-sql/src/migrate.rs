@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use memlayer_ports::{MigrationStatus, StoreError};
 use time::format_description::well_known::Rfc3339;
 
-use crate::{Cells, Dialect, Executor, Sql, SqlValue, Work};
+use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, Work};
 
 /// One schema change.
 #[derive(Debug)]
@@ -35,10 +35,7 @@ pub struct Migration {
 
 /// What a backend provides so the runner can migrate it.
 #[async_trait]
-pub trait Migrate: Send + Sync {
-    /// The backend's dialect.
-    fn dialect(&self) -> Dialect;
-
+pub trait Migrate: Transactor {
     /// Every migration, oldest first.
     fn plan(&self) -> &'static [Migration];
 
