@@ -23,6 +23,7 @@ use memlayer_adapters_sql::migrate::{Migrate, Migration, bookkeeping};
 use memlayer_adapters_sql::{Dialect, Executor, Row, Sql, SqlValue, Transactor, Work, corrupt};
 use memlayer_domain::TenantId;
 use memlayer_ports::StoreError;
+use tokio_postgres::Statement;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::PgBackend;
@@ -109,17 +110,13 @@ fn cell(row: &tokio_postgres::Row, i: usize, context: &'static str) -> Result<Sq
 pub(crate) struct PgExecutor<'a>(pub(crate) &'a Transaction<'a>);
 
 impl PgExecutor<'_> {
-    async fn rows(&self, context: &'static str, sql: Sql) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    /// The prepared statement of `sql` (through the connection's cache only
+    /// when its text is fixed) and its bound arguments.
+    async fn prepare(&self, context: &'static str, sql: Sql) -> Result<(Statement, Vec<PgArg>), StoreError> {
         let fixed = sql.is_fixed();
-        let (text, args) = sql.into_parts();
-        let args: Vec<PgArg> = args.into_iter().map(PgArg).collect();
-        let refs = arg_refs(&args);
-        if fixed {
-            let stmt = self.0.prepare_cached(&text).await.ctx(context)?;
-            self.0.query(&stmt, &refs).await.ctx(context)
-        } else {
-            self.0.query(&text, &refs).await.ctx(context)
-        }
+        let (text, args) = pg_parts(sql);
+        let stmt = if fixed { self.0.prepare_cached(&text).await } else { self.0.prepare(&text).await };
+        Ok((stmt.ctx(context)?, args))
     }
 }
 
@@ -130,7 +127,8 @@ impl Executor for PgExecutor<'_> {
     }
 
     async fn fetch(&self, context: &'static str, sql: Sql) -> Result<Vec<Row>, StoreError> {
-        let rows = self.rows(context, sql).await?;
+        let (stmt, args) = self.prepare(context, sql).await?;
+        let rows = self.0.query(&stmt, &arg_refs(&args)).await.ctx(context)?;
         rows.iter().map(|r| (0..r.len()).map(|i| cell(r, i, context)).collect()).collect()
     }
 
@@ -139,16 +137,30 @@ impl Executor for PgExecutor<'_> {
     }
 
     async fn execute(&self, context: &'static str, sql: Sql) -> Result<u64, StoreError> {
-        let fixed = sql.is_fixed();
-        let (text, args) = sql.into_parts();
-        let args: Vec<PgArg> = args.into_iter().map(PgArg).collect();
-        let refs = arg_refs(&args);
-        if fixed {
-            let stmt = self.0.prepare_cached(&text).await.ctx(context)?;
-            self.0.execute(&stmt, &refs).await.ctx(context)
-        } else {
-            self.0.execute(&text, &refs).await.ctx(context)
+        let (stmt, args) = self.prepare(context, sql).await?;
+        self.0.execute(&stmt, &arg_refs(&args)).await.ctx(context)
+    }
+}
+
+impl PgBackend {
+    /// Runs `work` in one transaction scoped to `access`, first taking the
+    /// tenant's configuration write lock when `serial`; committed when `work`
+    /// succeeds, rolled back (dropped) when it fails.
+    async fn transaction<T: Send + 'static>(
+        &self,
+        access: Access<'_>,
+        serial: bool,
+        work: Work<T>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, access).await?;
+        if let (true, Access::Tenant(tenant)) = (serial, &access) {
+            let stmt = tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))").await.ctx("lock tenant")?;
+            tx.execute(&stmt, &[&CONFIG_LOCK, &tenant.as_str()]).await.ctx("lock tenant")?;
         }
+        let out = work(&PgExecutor(&tx)).await?;
+        tx.commit().await.ctx("commit")?;
+        Ok(out)
     }
 }
 
@@ -159,38 +171,19 @@ impl Transactor for PgBackend {
     }
 
     async fn read<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let out = work(&PgExecutor(&tx)).await?;
-        tx.commit().await.ctx("commit read")?;
-        Ok(out)
+        self.transaction(Access::Tenant(tenant), false, work).await
     }
 
     async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        // On failure the transaction rolls back when dropped.
-        let out = work(&PgExecutor(&tx)).await?;
-        tx.commit().await.ctx("commit")?;
-        Ok(out)
+        self.transaction(Access::Tenant(tenant), false, work).await
     }
 
     async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::All).await?;
-        let out = work(&PgExecutor(&tx)).await?;
-        tx.commit().await.ctx("commit")?;
-        Ok(out)
+        self.transaction(Access::All, false, work).await
     }
 
     async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))").await.ctx("lock tenant")?;
-        tx.execute(&stmt, &[&CONFIG_LOCK, &tenant.as_str()]).await.ctx("lock tenant")?;
-        let out = work(&PgExecutor(&tx)).await?;
-        tx.commit().await.ctx("commit")?;
-        Ok(out)
+        self.transaction(Access::Tenant(tenant), true, work).await
     }
 }
 
