@@ -727,6 +727,12 @@ async fn openapi_states_the_real_shapes_bounds_and_errors() {
         (json!(1), json!(100))
     );
     assert_eq!(schema("WindowDto")["properties"]["before"]["maximum"], 20);
+    // Closed sets of values are enumerated, by the same type that parses them.
+    assert_eq!(schema("SearchModeDto")["enum"], json!(["vector", "lexical", "hybrid"]));
+    for (dto, property) in [("SearchRequestDto", "mode"), ("SearchResponseDto", "mode"), ("HitDto", "mode")] {
+        let mode = schema(dto)["properties"][property].to_string();
+        assert!(mode.contains("#/components/schemas/SearchModeDto"), "{dto}.{property}: {mode}");
+    }
     let limits = doc["paths"]["/api/threads"]["get"]["parameters"].as_array().unwrap().clone();
     let limit = limits.iter().find(|p| p["name"] == "limit").unwrap();
     assert_eq!((limit["schema"]["minimum"].clone(), limit["schema"]["maximum"].clone()), (json!(1), json!(1000)));

@@ -277,10 +277,6 @@ impl MessageStore for GatedAppends {
         self.inner.get_many(tenant, ids).await
     }
 
-    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
-        self.inner.range(tenant, thread, from, to).await
-    }
-
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
         MessageStore::delete(self.inner.as_ref(), tenant, id).await
     }

@@ -3,10 +3,12 @@
 //! `idempotency`; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
-//! `memlayer` binary driven over HTTP and its CLI (`e2e`), fuzzed from its
+//! `memlayer` binary driven over HTTP and its CLI (`e2e`; `frontends` holds
+//! both to the same use-case rule), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
 //! during concurrent appends (`crash`), and put under mixed concurrent load
-//! past saturation (`load`).
+//! past saturation (`load`). `tidy` checks the architecture's invariants
+//! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
@@ -15,6 +17,7 @@ mod admission;
 mod config;
 mod crash;
 mod e2e;
+mod frontends;
 mod fuzz;
 mod http;
 mod idempotency;
@@ -22,3 +25,4 @@ mod limits;
 mod load;
 mod search;
 mod support;
+mod tidy;

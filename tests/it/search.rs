@@ -8,8 +8,8 @@ use crate::support::{Store, TestApp, assert_error, model_ready};
 async fn app(index: &str) -> TestApp {
     let index = index.to_owned();
     TestApp::with(move |c| {
-        c.embedding.mode = "inline".into();
-        c.search.index = index;
+        c.embedding.mode = memlayer_app::EmbeddingMode::Inline;
+        c.search.index = Some(serde_json::from_value(json!(index)).unwrap());
     })
     .await
 }
@@ -184,8 +184,8 @@ async fn bad_search_input_gets_a_clear_4xx_on_postgres() {
 async fn bad_search_input(store: Store, index: &str) {
     let index = index.to_owned();
     let Some(t) = TestApp::on(store, move |c| {
-        c.embedding.mode = "inline".into();
-        c.search.index = index;
+        c.embedding.mode = memlayer_app::EmbeddingMode::Inline;
+        c.search.index = Some(serde_json::from_value(json!(index)).unwrap());
     })
     .await
     else {
@@ -232,7 +232,7 @@ async fn a_missing_model_is_a_503_with_the_fix_and_loses_nothing() {
     let secret = cache.to_string_lossy().into_owned();
     let t = TestApp::with(move |c| {
         c.embedding.cache_dir = Some(cache);
-        c.embedding.mode = "inline".into();
+        c.embedding.mode = memlayer_app::EmbeddingMode::Inline;
     })
     .await;
     let id = t.thread(json!({})).await;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use memlayer_adapters_embed::{ExactIndex, HnswConfig, HnswIndex};
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{VectorEntry, VectorFilter, VectorIndex, VectorMatch};
+use memlayer_ports::{ScoredHit, SearchFilter, VectorEntry, VectorIndex};
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 
@@ -126,7 +126,7 @@ fn mib(bytes: usize) -> f64 {
 }
 
 struct Run {
-    results: Vec<Vec<VectorMatch>>,
+    results: Vec<Vec<ScoredHit>>,
     elapsed: Duration,
     strategies: HashSet<&'static str>,
 }
@@ -141,7 +141,7 @@ impl Run {
     }
 }
 
-async fn run(index: &dyn VectorIndex, filters: &[VectorFilter], queries: &[Embedding], k: usize) -> Run {
+async fn run(index: &dyn VectorIndex, filters: &[SearchFilter], queries: &[Embedding], k: usize) -> Run {
     // One warm-up query (page faults, pools).
     index.search(&filters[0], &queries[0], k).await.unwrap();
     let mut results = Vec::with_capacity(queries.len());
@@ -149,13 +149,13 @@ async fn run(index: &dyn VectorIndex, filters: &[VectorFilter], queries: &[Embed
     let started = Instant::now();
     for (i, q) in queries.iter().enumerate() {
         let got = index.search(&filters[i % filters.len()], q, k).await.unwrap();
-        strategies.insert(got.strategy);
+        strategies.insert(got.strategy.as_str());
         results.push(got.matches);
     }
     Run { results, elapsed: started.elapsed(), strategies }
 }
 
-fn recall(truth: &[Vec<VectorMatch>], got: &[Vec<VectorMatch>], k: usize) -> f64 {
+fn recall(truth: &[Vec<ScoredHit>], got: &[Vec<ScoredHit>], k: usize) -> f64 {
     let mut found = 0usize;
     let mut total = 0usize;
     for (t, g) in truth.iter().zip(got) {
@@ -188,9 +188,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let queries: Vec<Embedding> = query_rows.iter().map(|v| Embedding::new(MODEL, v.clone(), a.dim).unwrap()).collect();
-    let whole_tenant = vec![VectorFilter { tenant: tenant.clone(), threads: None }];
-    let one_thread: Vec<VectorFilter> =
-        threads.iter().map(|t| VectorFilter { tenant: tenant.clone(), threads: Some(vec![*t]) }).collect();
+    let whole_tenant = vec![SearchFilter::all_threads(tenant.clone())];
+    let one_thread: Vec<SearchFilter> =
+        threads.iter().map(|t| SearchFilter::these_threads(tenant.clone(), vec![*t])).collect();
     drop(rows);
 
     // Exact ------------------------------------------------------------------------------

@@ -1,11 +1,9 @@
 //! Local, in-process model adapters of memlayer: the CPU-bound ports that run
 //! a model's own tokenizer or network on this machine.
 //!
-//! Today it holds [`TiktokenCounter`], the [`memlayer_ports::TokenCounter`]
-//! for OpenAI model families (tiktoken `o200k_base` and `cl100k_base`), with a
-//! documented `chars / 4` estimate for every other model. ONNX embedding
-//! (`ort`, `tokenizers`) will live here too, in its own module next to
-//! `tokens`.
+//! [`TiktokenCounter`] is the [`memlayer_ports::TokenCounter`] for OpenAI
+//! model families (tiktoken `o200k_base` and `cl100k_base`), with a
+//! documented `chars / 4` estimate for every other model (module `tokens`).
 //!
 //! [`OnnxEmbedder`] is the [`memlayer_ports::Embedder`] on a local ONNX export
 //! of all-MiniLM-L6-v2 (module `onnx`), loaded from the cache that
@@ -23,8 +21,9 @@
 //! - the ports never fail for a bad model name or odd input: unknown models,
 //!   an encoder that cannot be built or a text the tokenizer rejects all fall
 //!   back to the estimate, logged with `tracing`, never a panic;
-//! - expensive state (encoders, later ONNX sessions) is built lazily, once,
-//!   and shared by every clone;
+//! - expensive state is built once and shared by every clone: tiktoken
+//!   encoders lazily, the ONNX Runtime library, tokenizer and sessions when
+//!   the embedder is built ([`OnnxEmbedder::new`]);
 //! - CPU-heavy work never runs on the async runtime's worker threads: work a
 //!   caller waits for (a search query's embedding, a search) runs on tokio's
 //!   blocking pool; background work (batch embedding, graph builds) runs on

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
 use memlayer_domain::{NewMessage, NewThread, Role, TenantId, ThreadId};
-use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
+use memlayer_ports::{EmbeddingStore, MessageStore, SearchFilter, ThreadStore};
 
 /// A small deterministic generator (xorshift), so runs are comparable.
 struct Rng(u64);
@@ -115,7 +115,7 @@ async fn main() {
         let start = Instant::now();
         db.catch_up().await.unwrap();
         let steady = start.elapsed();
-        let scope = VectorFilter { tenant: ids[0].clone(), threads: None };
+        let scope = SearchFilter::all_threads(ids[0].clone());
         let mut times = Vec::with_capacity(queries);
         for _ in 0..queries {
             let q = (0..2 + rng.next() % 2).map(|_| word(rng.word())).collect::<Vec<_>>().join(" ");

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlVectorIndex, NativeIndexConfig};
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{VectorEntry, VectorFilter, VectorIndex};
+use memlayer_ports::{SearchFilter, VectorEntry, VectorIndex};
 
 struct Args {
     vectors: PathBuf,
@@ -124,7 +124,7 @@ impl QueryRun {
 
 async fn run_queries(
     index: &LibsqlVectorIndex,
-    filter: &VectorFilter,
+    filter: &SearchFilter,
     ids: &[MessageId],
     truth: &[Vec<usize>],
     queries: &[Vec<f32>],
@@ -139,8 +139,8 @@ async fn run_queries(
         let start = Instant::now();
         let got = index.search(filter, &e, 10).await.unwrap();
         latencies.push(start.elapsed());
-        if !strategies.contains(&got.strategy) {
-            strategies.push(got.strategy);
+        if !strategies.contains(&got.strategy.as_str()) {
+            strategies.push(got.strategy.as_str());
         }
         let truth_ids: HashSet<MessageId> = t.iter().map(|&i| ids[i]).collect();
         found += got.matches.iter().filter(|m| truth_ids.contains(&m.id)).count();
@@ -225,7 +225,7 @@ async fn main() {
     let db_bytes = file_size(&path);
     let wal_bytes = file_size(&dir.path().join("bench.db-wal"));
 
-    let whole = VectorFilter { tenant: tenant.clone(), threads: None };
+    let whole = SearchFilter::all_threads(tenant.clone());
     let mut live = vec![true; inserted];
     let truth: Vec<Vec<usize>> = queries.iter().map(|q| exact_top(&data, &live, q, 10)).collect();
     let t0 = Instant::now();
@@ -238,7 +238,7 @@ async fn main() {
     let exact_run = run_queries(&exact, &whole, ids, &truth, &queries, a.dim).await;
     // Narrower filters: a tenth of the threads, and one thread.
     let scoped = |n: usize| {
-        let filter = VectorFilter { tenant: tenant.clone(), threads: Some(threads[..n].to_vec()) };
+        let filter = SearchFilter::these_threads(tenant.clone(), threads[..n].to_vec());
         let admitted: Vec<bool> = (0..inserted).map(|i| i % threads.len() < n).collect();
         let truth: Vec<Vec<usize>> = queries.iter().map(|q| exact_top(&data, &admitted, q, 10)).collect();
         (filter, truth, admitted.iter().filter(|x| **x).count())

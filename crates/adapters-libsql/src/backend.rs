@@ -9,12 +9,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
-use libsql::{Connection, TransactionBehavior};
+use libsql::Connection;
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
 use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
 use crate::error::{Context as _, DriverError};
+use crate::group;
 
 /// A libSQL database implementing every storage port of memlayer.
 ///
@@ -36,6 +37,8 @@ pub struct LibsqlBackend {
 
 struct Inner {
     writer: Arc<AsyncMutex<Connection>>,
+    /// Writes waiting for the writer (group commit).
+    queue: std::sync::Mutex<Vec<group::Queued>>,
     /// Reader connections; `None` when reads use the writer connection
     /// (`:memory:`).
     readers: Option<ReaderPool>,
@@ -182,6 +185,7 @@ impl LibsqlBackend {
         let backend = Self {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(writer)),
+                queue: std::sync::Mutex::new(Vec::new()),
                 readers,
                 _db: kept,
                 reader_timeout,
@@ -269,38 +273,45 @@ impl LibsqlBackend {
         })
     }
 
-    /// Runs `f` in one `IMMEDIATE` transaction on the writer connection:
-    /// committed when `f` succeeds, rolled back when it fails.
+    /// Runs `f` in an `IMMEDIATE` transaction on the writer connection,
+    /// shared with the writes that queued while the writer was busy (group
+    /// commit, see [`crate::group`]): its changes are committed when `f`
+    /// succeeds (the answer comes after the commit) and undone when it fails.
     pub(crate) async fn write<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        let (job, answer) = group::Job::new(f);
+        self.queue().push(Box::new(job));
         let guard = Arc::clone(&self.inner.writer).lock_owned().await;
-        self.run(async move {
-            if !guard.is_autocommit() {
-                // A previous operation died inside its transaction (a panic):
-                // never let its half-done work join ours.
-                tracing::warn!("writer connection was left inside a transaction; rolling it back");
-                guard.execute_batch("ROLLBACK;").await.ctx("roll back abandoned transaction")?;
-            }
-            let tx =
-                guard.transaction_with_behavior(TransactionBehavior::Immediate).await.ctx("begin write transaction")?;
-            let result = f(Connection::clone(&tx)).await;
-            let result = match result {
-                Ok(value) => tx.commit().await.ctx("commit").map(|()| value),
-                Err(e) => {
-                    if let Err(rollback) = tx.rollback().await {
-                        tracing::debug!(error = %rollback, "rollback after a failed write");
-                    }
-                    Err(e)
-                }
-            };
+        // Every queued write's caller takes the writer after queueing, so
+        // taking the whole queue never strands a write.
+        let writes = std::mem::take(&mut *self.queue());
+        if writes.is_empty() {
             drop(guard);
-            result
-        })
-        .await
+        } else {
+            let group = async move {
+                group::run(&guard, writes).await;
+                drop(guard);
+                Ok(())
+            };
+            if self.inner.blocking {
+                self.run(group).await?;
+            } else {
+                // A remote group runs on the async side: as its own task, so
+                // the caller that leads it giving up never cuts the others'
+                // transaction short.
+                tokio::spawn(group).await.map_err(|e| StoreError::backend(format!("write task failed: {e}")))??;
+            }
+        }
+        answer.await.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<group::Queued>> {
+        // A panic never happens while the lock is held (push and take).
+        self.inner.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `PRAGMA synchronous` and `journal_mode` as the writer connection
@@ -467,7 +478,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn searches_never_wait_for_the_writer() {
         use memlayer_domain::{NewMessage, NewThread, Role, TenantId};
-        use memlayer_ports::{EmbeddingStore, MessageStore, ThreadStore, VectorFilter};
+        use memlayer_ports::{EmbeddingStore, MessageStore, SearchFilter, ThreadStore};
 
         let dir = tempfile::tempdir().unwrap();
         let config =
@@ -492,7 +503,7 @@ mod tests {
             })
         };
         held.notified().await;
-        let all = VectorFilter { tenant: t.clone(), threads: None };
+        let all = SearchFilter::all_threads(t.clone());
         let search = backend.lexical_search(&all, "kettle".into(), 5);
         let hits = tokio::time::timeout(Duration::from_secs(30), search).await.expect("search waited for the writer");
         assert!(hits.unwrap().is_empty(), "nothing is indexed while the writer is busy");
@@ -502,6 +513,142 @@ mod tests {
         writer.await.unwrap().unwrap();
         backend.catch_up().await.unwrap();
         assert_eq!(backend.lexical_search(&all, "kettle".into(), 5).await.unwrap().len(), 2);
+    }
+
+    /// Holds the writer inside a write until `release` is notified.
+    async fn hold_writer(backend: &LibsqlBackend) -> (Arc<Notify>, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let (release, held) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let writer = {
+            let (backend, release, held) = (backend.clone(), release.clone(), held.clone());
+            tokio::spawn(async move {
+                backend
+                    .write(move |_conn| async move {
+                        held.notify_one();
+                        release.notified().await;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        held.notified().await;
+        (release, writer)
+    }
+
+    /// Waits until `n` writes wait in the queue (at most 30 s).
+    async fn queued(backend: &LibsqlBackend, n: usize) {
+        let wait = async {
+            while backend.queue().len() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait).await.expect("the writes queue behind the held writer");
+    }
+
+    async fn stored(backend: &LibsqlBackend) -> Vec<i64> {
+        backend
+            .read(|conn| async move {
+                let mut rows = conn.query("SELECT x FROM scratch ORDER BY x", ()).await.ctx("read")?;
+                let mut xs = Vec::new();
+                while let Some(row) = rows.next().await.ctx("read")? {
+                    xs.push(row.get::<i64>(0).unwrap());
+                }
+                Ok(xs)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Writes that queue behind a busy writer commit together, and one that
+    /// fails is undone alone: its caller hears its own error, the others
+    /// are stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        backend
+            .write(|conn| async move {
+                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (release, writer) = hold_writer(&backend).await;
+        let insert = |x: i64, fail: bool| {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                backend
+                    .write(move |conn| async move {
+                        conn.execute("INSERT INTO scratch (x) VALUES (?1)", [x]).await.ctx("insert")?;
+                        if fail {
+                            return Err(StoreError::Conflict(format!("write {x} refuses")));
+                        }
+                        Ok(x)
+                    })
+                    .await
+            })
+        };
+        let writes = vec![insert(1, false), insert(2, true), insert(3, false)];
+        // Let all three queue behind the held writer.
+        queued(&backend, 3).await;
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for w in writes {
+            answers.push(w.await.unwrap());
+        }
+        assert_eq!(answers[0].as_ref().unwrap(), &1);
+        assert!(matches!(&answers[1], Err(StoreError::Conflict(m)) if m == "write 2 refuses"), "{:?}", answers[1]);
+        assert_eq!(answers[2].as_ref().unwrap(), &3);
+        assert_eq!(stored(&backend).await, vec![1, 3], "the failed write's insert is undone, the others stay");
+        // A constraint error inside a grouped write is that write's alone.
+        let (release, writer) = hold_writer(&backend).await;
+        let (dup, fresh) = (insert(3, false), insert(4, false));
+        queued(&backend, 2).await;
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        let (dup, fresh) = (dup.await.unwrap(), fresh.await.unwrap());
+        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+        assert_eq!(fresh.unwrap(), 4);
+        assert_eq!(stored(&backend).await, vec![1, 3, 4]);
+    }
+
+    /// A write whose caller gave up before the write ran is not run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_queued_write_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        backend
+            .write(|conn| async move {
+                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (release, writer) = hold_writer(&backend).await;
+        let abandoned = {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                backend
+                    .write(|conn| async move {
+                        conn.execute("INSERT INTO scratch (x) VALUES (1)", ()).await.ctx("insert")?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        queued(&backend, 1).await;
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        backend
+            .write(|conn| async move {
+                conn.execute("INSERT INTO scratch (x) VALUES (2)", ()).await.ctx("insert")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored(&backend).await, vec![2]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,15 +15,14 @@
 use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_domain::{
-    Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
-    to_micros,
+    Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, ToolCall, now, to_micros,
 };
-use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
+use memlayer_ports::{EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
+use crate::filter_sql::filter_sql;
 use crate::rows::{RowReader, query_row};
-use crate::scope::scope;
 use crate::values::{text, uuid};
 use crate::vectors::{decode_f32, encode_f32};
 
@@ -253,8 +252,8 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
-    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
-        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
+    async fn embedding_counts(&self, filter: &SearchFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
+        let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(EmbeddingCounts::default());
         };
         self.await_indexed().await?;
@@ -268,11 +267,11 @@ impl EmbeddingStore for LibsqlBackend {
              (SELECT count(*) {from} WHERE 1 {s} \
               AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1))",
-            s = scope.sql,
-            UNQUEUED = unqueued(&scope.sql),
+            s = cond.sql,
+            UNQUEUED = unqueued(&cond.sql),
         );
         let mut params = vec![Value::Text(model)];
-        params.extend(scope.params);
+        params.extend(cond.params);
         self.read(move |conn| async move {
             query_row(&conn, "count embeddings", &sql, params, |row| {
                 let r = RowReader::new(row, "message_vectors");
@@ -292,13 +291,13 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
-    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
-        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 2) else {
+    async fn coverage(&self, filter: &SearchFilter, model: String) -> Result<Coverage, StoreError> {
+        let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(Coverage::default());
         };
         self.await_indexed().await?;
         // Pending: driven by the job queue (CROSS JOIN fixes the join order),
-        // which is small once the worker keeps up, instead of by the scope's
+        // which is small once the worker keeps up, instead of by the filter's
         // messages. Other model: counted only when a vector of another model
         // exists at all (two seeks on the model index), which is never the
         // case in a store that has not changed models.
@@ -312,11 +311,11 @@ impl EmbeddingStore for LibsqlBackend {
                    AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
                    AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
              ELSE 0 END",
-            s = scope.sql,
-            UNQUEUED = unqueued(&scope.sql),
+            s = cond.sql,
+            UNQUEUED = unqueued(&cond.sql),
         );
         let mut params = vec![Value::Text(model)];
-        params.extend(scope.params);
+        params.extend(cond.params);
         self.read(move |conn| async move {
             query_row(&conn, "count coverage", &sql, params, |row| {
                 let r = RowReader::new(row, "message_vectors");
@@ -342,17 +341,17 @@ impl EmbeddingStore for LibsqlBackend {
 
     async fn lexical_search(
         &self,
-        filter: &VectorFilter,
+        filter: &SearchFilter,
         query: String,
         k: usize,
-    ) -> Result<Vec<VectorMatch>, StoreError> {
+    ) -> Result<Vec<ScoredHit>, StoreError> {
         let Some(matcher) = memlayer_adapters_sql::Dialect::Sqlite.text_query(&query) else {
             return Ok(Vec::new());
         };
         if k == 0 {
             return Ok(Vec::new());
         }
-        let Some(scope) = scope(filter, "t.tenant", "m.thread_id", 3) else {
+        let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
         self.await_indexed().await?;
@@ -376,20 +375,20 @@ impl EmbeddingStore for LibsqlBackend {
             let sql = format!(
                 "SELECT m.id, m.thread_id, -bm25({table}) AS score FROM {table} \
                  JOIN messages m ON m.rowid = {table}.rowid JOIN threads t ON t.id = m.thread_id \
-                 WHERE {table} MATCH ?1 {scope} AND {table}.rowid NOT IN (SELECT message_rowid FROM lexical_stale) \
+                 WHERE {table} MATCH ?1 {filter} AND {table}.rowid NOT IN (SELECT message_rowid FROM lexical_stale) \
                  ORDER BY bm25({table}) LIMIT ?2",
                 table = lexical_table(id),
-                scope = scope.sql
+                filter = cond.sql
             );
             let mut params = vec![Value::Text(matcher), int(k)];
-            params.extend(scope.params);
+            params.extend(cond.params);
             let mut rows = conn.query(&sql, params).await.ctx("full-text search")?;
             let mut hits = Vec::with_capacity(k.min(256));
             while let Some(row) = rows.next().await.ctx("full-text search")? {
                 let r = RowReader::new(&row, "lexical_fts");
                 let score = r.real(2, "bm25")?;
                 #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
-                hits.push(VectorMatch {
+                hits.push(ScoredHit {
                     id: MessageId::from_uuid(r.uuid(0, "id")?),
                     thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
                     score: score as f32,
@@ -399,31 +398,15 @@ impl EmbeddingStore for LibsqlBackend {
         })
         .await
     }
-
-    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
-        let params = vec![text(tenant.as_str()), text(resource.as_str())];
-        self.read(move |conn| async move {
-            let mut rows = conn
-                .query("SELECT id FROM threads WHERE tenant = ?1 AND resource_id = ?2 ORDER BY id", params)
-                .await
-                .ctx("list resource threads")?;
-            let mut threads = Vec::new();
-            while let Some(row) = rows.next().await.ctx("list resource threads")? {
-                threads.push(ThreadId::from_uuid(RowReader::new(&row, "threads").uuid(0, "id")?));
-            }
-            Ok(threads)
-        })
-        .await
-    }
 }
 
-/// The scope's messages above the watermark without a vector: not yet
+/// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range
 /// of rowids, empty when the catch-up has kept up.
-fn unqueued(scope: &str) -> String {
+fn unqueued(filter: &str) -> String {
     format!(
         "(SELECT count(*) FROM messages m CROSS JOIN threads t ON t.id = m.thread_id \
-         WHERE m.rowid > (SELECT caught_up_to FROM semantic_watermark) {scope} \
+         WHERE m.rowid > (SELECT caught_up_to FROM semantic_watermark) {filter} \
          AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid))"
     )
 }

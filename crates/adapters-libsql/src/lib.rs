@@ -1,6 +1,8 @@
-//! The libSQL storage adapter of memlayer: threads, messages, agent state and
-//! schema migrations on an embedded SQLite/libSQL file, a private in-memory
-//! database (tests), or a remote libSQL server (feature `remote`).
+//! The libSQL storage adapter of memlayer: threads, messages, agent state,
+//! embeddings and their job queue, full-text search, the configuration
+//! store, idempotency records and schema migrations on an embedded
+//! SQLite/libSQL file, a private in-memory database (tests), or a remote
+//! libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
 //! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]
@@ -10,7 +12,9 @@
 //! Invariants:
 //! - one writer connection, serialised by an async mutex, and every write in
 //!   an `IMMEDIATE` transaction (deferred transactions fail with `SQLITE_BUSY`
-//!   under concurrency); readers are separate connections, which WAL lets run
+//!   under concurrency), which the writes queued behind it share, each in
+//!   its own savepoint (group commit: one `fsync` for all of them, a failed
+//!   write undone alone, nobody answered before the commit); readers are separate connections, which WAL lets run
 //!   beside the writer, from a pool of at most `readers` (a read that finds
 //!   none free within `reader_timeout` is `Unavailable`); `:memory:` uses its
 //!   single connection for everything;
@@ -49,13 +53,14 @@ mod configs;
 mod embeddings;
 mod error;
 mod exec;
+mod filter_sql;
+mod group;
 mod idempotency;
 mod messages;
 mod migrations;
 #[cfg(test)]
 mod plans;
 mod rows;
-mod scope;
 mod state;
 mod threads;
 mod values;

@@ -215,19 +215,6 @@ impl MessageStore for LibsqlBackend {
         .await
     }
 
-    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        self.read(move |conn| async move {
-            let params = vec![uuid(thread.as_uuid()), Value::Integer(from), Value::Integer(to), text(tenant.as_str())];
-            let items = collect(&conn, RANGE, params, 16).await?;
-            if items.is_empty() {
-                ensure_thread(&conn, &tenant, thread).await?;
-            }
-            Ok(items)
-        })
-        .await
-    }
-
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
         let tenant = tenant.as_str().to_owned();
         // The triggers of migration 2 remove the full-text entry, vectors and
@@ -277,14 +264,6 @@ pub(crate) const IN_LIST_CHUNK: usize = 500;
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
-
-/// `?1` thread, `?2` first seq, `?3` last seq, `?4` tenant: an index range
-/// scan on `(thread_id, seq)`.
-pub(crate) const RANGE: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = ?1 AND seq >= ?2 AND seq <= ?3 \
-     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?4) \
-     ORDER BY seq ASC";
 
 /// `?1` thread, `?2` exclusive bound, `?3` tenant, `?4` limit. The tenant check
 /// is a constant subquery, evaluated once; the rows come from an index range

@@ -69,12 +69,6 @@ async fn hot_queries_use_indexes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semantic_queries_use_indexes() {
     let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
-    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
-    let range = vec![thread, Value::Integer(1), Value::Integer(5), Value::Text("t".into())];
-    let p = plan(&backend, crate::messages::RANGE.to_owned(), range).await;
-    println!("{p}");
-    check(&p, "messages_thread_seq");
-
     let p = plan(
         &backend,
         crate::embeddings::SCAN_VECTORS.to_owned(),

@@ -4,17 +4,34 @@ use async_trait::async_trait;
 use libsql::Value;
 use memlayer_adapters_sql::{Dialect, threads};
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now, to_micros,
+    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now,
+    to_micros,
 };
 use memlayer_ports::{StoreError, ThreadStore};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
-use crate::rows::{THREAD_COLUMNS, query_row, thread};
+use crate::rows::{RowReader, THREAD_COLUMNS, query_row, thread};
 use crate::values::{json_text, opt_text, text, uuid};
 
 #[async_trait]
 impl ThreadStore for LibsqlBackend {
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
+        let params = vec![text(tenant.as_str()), text(resource.as_str())];
+        self.read(move |conn| async move {
+            let mut rows = conn
+                .query("SELECT id FROM threads WHERE tenant = ?1 AND resource_id = ?2 ORDER BY id", params)
+                .await
+                .ctx("list resource threads")?;
+            let mut threads = Vec::new();
+            while let Some(row) = rows.next().await.ctx("list resource threads")? {
+                threads.push(ThreadId::from_uuid(RowReader::new(&row, "threads").uuid(0, "id")?));
+            }
+            Ok(threads)
+        })
+        .await
+    }
+
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
         let at = now();
         let created = threads::created(tenant, new, at);

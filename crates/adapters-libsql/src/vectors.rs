@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 use libsql::Value;
 use memlayer_domain::{DomainError, Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
+use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
+use crate::filter_sql::filter_sql;
 use crate::rows::{RowReader, query_row};
-use crate::scope::scope;
 use crate::values::{text, uuid};
 
 /// Settings of the native index, fixed when its table is first created.
@@ -158,8 +158,8 @@ impl LibsqlVectorIndex {
 
 #[async_trait]
 impl VectorIndex for LibsqlVectorIndex {
-    fn kind(&self) -> &'static str {
-        "libsql"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Libsql
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -241,24 +241,24 @@ impl VectorIndex for LibsqlVectorIndex {
             .await
     }
 
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         if query.dim() != self.dim {
             return Err(invalid(
                 "vector",
                 format!("the query has {} dimensions, this index holds {}", query.dim(), self.dim),
             ));
         }
-        let Some(scope) = scope(filter, "v.tenant", "v.thread_id", 3) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+        let Some(cond) = filter_sql(filter, "v.tenant", "v.thread_id", 3) else {
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         let search = Search {
             table: self.table.clone(),
             ann: self.ann.clone(),
-            scope_sql: scope.sql,
-            scope_params: scope.params,
+            filter_sql: cond.sql,
+            filter_params: cond.params,
             model: query.model().to_owned(),
             query: query.vector().to_vec(),
             k,
@@ -301,8 +301,8 @@ struct Search {
     table: String,
     ann: String,
     /// Filter condition on alias `v`, parameters numbered from 3.
-    scope_sql: String,
-    scope_params: Vec<Value>,
+    filter_sql: String,
+    filter_params: Vec<Value>,
     model: String,
     query: Vec<f32>,
     k: usize,
@@ -313,7 +313,7 @@ impl Search {
     /// `?1` query vector, `?2` model or limit, `?3…` the filter.
     fn params(&self, second: Value) -> Vec<Value> {
         let mut params = vec![Value::Blob(encode_f32(&self.query)), second];
-        params.extend(self.scope_params.iter().cloned());
+        params.extend(self.filter_params.iter().cloned());
         params
     }
 
@@ -324,7 +324,7 @@ impl Search {
         let cap = i64::try_from(self.exact_below.max(self.k)).unwrap_or(i64::MAX - 1).saturating_add(1);
         let count_sql = format!(
             "SELECT count(*) FROM (SELECT 1 FROM {} v WHERE v.model = ?2 {} LIMIT {cap})",
-            self.table, self.scope_sql
+            self.table, self.filter_sql
         );
         let admitted =
             query_row(conn, "count vector candidates", &count_sql, self.params(text(self.model.as_str())), |row| {
@@ -334,7 +334,7 @@ impl Search {
             .unwrap_or(0);
         let admitted = usize::try_from(admitted).map_err(|e| corrupt("vector_index", "count", e))?;
         if admitted == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         // The strategy reported is the one the filter's own size chose:
         // whether the graph yields `k` admitted entries depends on the other
@@ -344,17 +344,17 @@ impl Search {
                 Some(matches) => matches,
                 None => self.exact(conn).await?,
             };
-            return Ok(VectorSearch { matches, strategy: "libsql" });
+            return Ok(VectorSearch { matches, strategy: IndexKind::Libsql });
         }
-        Ok(VectorSearch { matches: self.exact(conn).await?, strategy: "exact" })
+        Ok(VectorSearch { matches: self.exact(conn).await?, strategy: IndexKind::Exact })
     }
 
     /// Every admitted entry compared in SQL; the best `k` re-scored here.
-    async fn exact(&self, conn: &libsql::Connection) -> Result<Vec<VectorMatch>, StoreError> {
+    async fn exact(&self, conn: &libsql::Connection) -> Result<Vec<ScoredHit>, StoreError> {
         let sql = format!(
             "SELECT v.message_id, v.thread_id, v.embedding FROM {} v WHERE v.model = ?2 {} \
              ORDER BY vector_distance_cos(v.embedding, vector32(?1)) LIMIT {}",
-            self.table, self.scope_sql, self.k
+            self.table, self.filter_sql, self.k
         );
         let mut rows = conn.query(&sql, self.params(text(self.model.as_str()))).await.ctx("exact vector search")?;
         let mut found = Vec::with_capacity(self.k);
@@ -366,7 +366,7 @@ impl Search {
 
     /// `vector_top_k` over-fetched and filtered; `None` when even the largest
     /// fetch, or the whole graph, yields fewer than `min(k, admitted)` entries.
-    async fn native(&self, conn: &libsql::Connection, admitted: usize) -> Result<Option<Vec<VectorMatch>>, StoreError> {
+    async fn native(&self, conn: &libsql::Connection, admitted: usize) -> Result<Option<Vec<ScoredHit>>, StoreError> {
         let wanted = self.k.min(admitted);
         let cap = SEARCH_L.max(self.k);
         let mut n = (self.k * OVERFETCH).clamp(64, cap);
@@ -374,11 +374,11 @@ impl Search {
         // with NULLs, so the raw neighbour count tells when the graph ran dry.
         let sql = format!(
             "SELECT v.message_id, v.thread_id, v.embedding FROM vector_top_k('{ann}', vector32(?1), ?2) AS top \
-             LEFT JOIN {table} v ON v.rowid = top.id AND v.model = ?{model} {scope}",
+             LEFT JOIN {table} v ON v.rowid = top.id AND v.model = ?{model} {filter}",
             ann = self.ann,
             table = self.table,
-            model = 3 + self.scope_params.len(),
-            scope = self.scope_sql,
+            model = 3 + self.filter_params.len(),
+            filter = self.filter_sql,
         );
         loop {
             let mut params = self.params(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
@@ -409,12 +409,12 @@ impl Search {
     }
 
     /// A row `(message_id, thread_id, embedding)` with its true cosine similarity.
-    fn scored(&self, row: &libsql::Row) -> Result<VectorMatch, StoreError> {
+    fn scored(&self, row: &libsql::Row) -> Result<ScoredHit, StoreError> {
         let r = RowReader::new(row, "vector_index");
         let vector = decode_f32(&r.blob(2, "embedding")?)
             .filter(|v| v.len() == self.query.len())
             .ok_or_else(|| corrupt("vector_index", "embedding", "wrong length"))?;
-        Ok(VectorMatch {
+        Ok(ScoredHit {
             id: MessageId::from_uuid(r.uuid(0, "message_id")?),
             thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
             score: cosine(&vector, &self.query),
@@ -423,7 +423,7 @@ impl Search {
 }
 
 /// The best `k`, highest score first.
-fn best(mut found: Vec<VectorMatch>, k: usize) -> Vec<VectorMatch> {
+fn best(mut found: Vec<ScoredHit>, k: usize) -> Vec<ScoredHit> {
     found.sort_by(|a, b| b.score.total_cmp(&a.score));
     found.truncate(k);
     found

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use memlayer_adapters_postgres::{HnswConfig, Metric, PgVectorIndex, testing};
 use memlayer_domain::{Embedding, MessageId, NewMessage, NewThread, Role, TenantId, ThreadId};
-use memlayer_ports::{MessageStore, ThreadStore, VectorEntry, VectorFilter, VectorIndex, VectorMatch};
+use memlayer_ports::{MessageStore, ScoredHit, SearchFilter, ThreadStore, VectorEntry, VectorIndex};
 
 const MODEL: &str = "all-MiniLM-L6-v2";
 
@@ -188,7 +188,7 @@ fn load_vectors(a: &Args) -> Res<Vec<Vec<f32>>> {
         .collect())
 }
 
-fn recall(truth: &[Vec<VectorMatch>], got: &[Vec<VectorMatch>], k: usize) -> f64 {
+fn recall(truth: &[Vec<ScoredHit>], got: &[Vec<ScoredHit>], k: usize) -> f64 {
     let (mut found, mut total) = (0usize, 0usize);
     for (t, g) in truth.iter().zip(got) {
         let want: HashSet<MessageId> = t.iter().take(k).map(|m| m.id).collect();
@@ -219,7 +219,7 @@ async fn bench_vector(a: &Args) -> Res<()> {
         .collect::<Result<_, memlayer_domain::DomainError>>()?;
     let queries: Vec<Embedding> =
         query_rows.iter().map(|v| Embedding::new(MODEL, v.clone(), a.dim)).collect::<Result<_, _>>()?;
-    let filter = VectorFilter { tenant: tenant.clone(), threads: None };
+    let filter = SearchFilter::all_threads(tenant.clone());
     let config = |ef_search: u32| HnswConfig {
         metric: Metric::Cosine,
         m: a.m,
@@ -285,7 +285,7 @@ async fn bench_vector(a: &Args) -> Res<()> {
         let started = Instant::now();
         for q in &queries {
             let r = index.search(&filter, q, a.k).await?;
-            strategies.insert(r.strategy);
+            strategies.insert(r.strategy.as_str());
             got.push(r.matches);
         }
         let took = started.elapsed();

@@ -216,18 +216,18 @@ impl std::ops::DerefMut for Conn {
     }
 }
 
-const SCOPE: &str = "SELECT set_config('memlayer.tenant', $1, true)";
-const SCOPE_AND_TIMEOUT: &str =
+const BIND_TENANT: &str = "SELECT set_config('memlayer.tenant', $1, true)";
+const BIND_TENANT_AND_TIMEOUT: &str =
     "SELECT set_config('memlayer.tenant', $1, true), set_config('statement_timeout', $2, true)";
 
-/// Starts a transaction on `conn`, scoped to `access` and bounded by the
+/// Starts a transaction on `conn`, bound to `access` and bounded by the
 /// backend's statement timeout (see [`begin_with`]).
 pub(crate) async fn begin<'a>(conn: &'a mut Conn, access: Access<'_>) -> Result<Transaction<'a>, StoreError> {
     let Conn { client, statement_timeout } = conn;
     begin_with(client, access, statement_timeout.as_deref()).await
 }
 
-/// Starts a transaction on `client`, scopes it to `access` and, with
+/// Starts a transaction on `client`, binds it to `access` and, with
 /// `timeout` (milliseconds), bounds each of its statements, in one round
 /// trip: both settings are transaction-local (`set_config(…, true)`, as
 /// `SET LOCAL`), so they end with the transaction and never leak to the
@@ -241,12 +241,12 @@ pub(crate) async fn begin_with<'a>(
     let tx = client.transaction().await.ctx("begin transaction")?;
     match timeout {
         Some(ms) => {
-            let scope = tx.prepare_cached(SCOPE_AND_TIMEOUT).await.ctx("scope transaction to tenant")?;
-            tx.execute(&scope, &[&access.setting(), &ms]).await.ctx("scope transaction to tenant")?;
+            let bind = tx.prepare_cached(BIND_TENANT_AND_TIMEOUT).await.ctx("bind transaction to tenant")?;
+            tx.execute(&bind, &[&access.setting(), &ms]).await.ctx("bind transaction to tenant")?;
         }
         None => {
-            let scope = tx.prepare_cached(SCOPE).await.ctx("scope transaction to tenant")?;
-            tx.execute(&scope, &[&access.setting()]).await.ctx("scope transaction to tenant")?;
+            let bind = tx.prepare_cached(BIND_TENANT).await.ctx("bind transaction to tenant")?;
+            tx.execute(&bind, &[&access.setting()]).await.ctx("bind transaction to tenant")?;
         }
     }
     Ok(tx)

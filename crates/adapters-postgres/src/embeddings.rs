@@ -4,10 +4,10 @@
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use memlayer_domain::{
-    Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp, ToolCall, now,
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ThreadId, Timestamp, ToolCall, now};
+use memlayer_ports::{
+    EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry,
 };
-use memlayer_ports::{EmbeddingStore, PendingEmbedding, StoreError, VectorEntry, VectorFilter, VectorMatch};
 use pgvector::Vector;
 
 use crate::PgBackend;
@@ -186,20 +186,20 @@ impl EmbeddingStore for PgBackend {
         Ok((entries, if more { last } else { None }))
     }
 
-    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
+    async fn embedding_counts(&self, filter: &SearchFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
         let Some(threads) = thread_filter(filter) else {
             return Ok(EmbeddingCounts::default());
         };
         // `$3` is NULL for the whole tenant.
-        let scope = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
         let sql = format!(
             "SELECT \
              (SELECT count(*) FROM messages m JOIN message_vectors v ON v.message_id = m.id AND v.model = $1 \
-              WHERE {scope}) AS embedded, \
-             (SELECT count(*) FROM messages m JOIN embedding_jobs j ON j.message_id = m.id WHERE {scope}) AS pending, \
+              WHERE {cond}) AS embedded, \
+             (SELECT count(*) FROM messages m JOIN embedding_jobs j ON j.message_id = m.id WHERE {cond}) AS pending, \
              (SELECT count(*) FROM messages m JOIN embedding_jobs j ON j.message_id = m.id \
-              WHERE j.attempts > 0 AND {scope}) AS failing, \
-             (SELECT count(*) FROM messages m WHERE {scope} \
+              WHERE j.attempts > 0 AND {cond}) AS failing, \
+             (SELECT count(*) FROM messages m WHERE {cond} \
               AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) AS other"
         );
@@ -220,23 +220,23 @@ impl EmbeddingStore for PgBackend {
         })
     }
 
-    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+    async fn coverage(&self, filter: &SearchFilter, model: String) -> Result<Coverage, StoreError> {
         let Some(threads) = thread_filter(filter) else {
             return Ok(Coverage::default());
         };
         // Pending: driven by the job queue, which is small once the worker
-        // keeps up, instead of by the scope's messages. Other model: counted
+        // keeps up, instead of by the filter's messages. Other model: counted
         // only when a vector of another model exists at all (two seeks on
         // the (model, position) index), which is never the case in a store
         // that has not changed models.
-        let scope = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
+        let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3))";
         let sql = format!(
             "SELECT \
              (SELECT count(*) FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
-              WHERE j.tenant = $2 AND {scope}) AS pending, \
+              WHERE j.tenant = $2 AND {cond}) AS pending, \
              CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < $1) \
                     OR EXISTS (SELECT 1 FROM message_vectors WHERE model > $1) \
-             THEN (SELECT count(*) FROM messages m WHERE {scope} \
+             THEN (SELECT count(*) FROM messages m WHERE {cond} \
                    AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
                    AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) \
              ELSE 0 END AS other"
@@ -264,10 +264,10 @@ impl EmbeddingStore for PgBackend {
 
     async fn lexical_search(
         &self,
-        filter: &VectorFilter,
+        filter: &SearchFilter,
         query: String,
         k: usize,
-    ) -> Result<Vec<VectorMatch>, StoreError> {
+    ) -> Result<Vec<ScoredHit>, StoreError> {
         let Some(matcher) = memlayer_adapters_sql::Dialect::Postgres.text_query(&query) else {
             return Ok(Vec::new());
         };
@@ -294,25 +294,13 @@ impl EmbeddingStore for PgBackend {
         rows.iter()
             .map(|row| {
                 let r = RowReader::new(row, "messages");
-                Ok(VectorMatch {
+                Ok(ScoredHit {
                     id: MessageId::from_uuid(r.get("id")?),
                     thread: ThreadId::from_uuid(r.get("thread_id")?),
                     score: r.get("score")?,
                 })
             })
             .collect()
-    }
-
-    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx
-            .prepare_cached("SELECT id FROM threads WHERE tenant = $1 AND resource_id = $2 ORDER BY id")
-            .await
-            .ctx("list resource threads")?;
-        let rows = tx.query(&stmt, &[&tenant.as_str(), &resource.as_str()]).await.ctx("list resource threads")?;
-        tx.commit().await.ctx("list resource threads")?;
-        rows.iter().map(|row| Ok(ThreadId::from_uuid(RowReader::new(row, "threads").get("id")?))).collect()
     }
 }
 
@@ -389,11 +377,11 @@ fn pending(row: &tokio_postgres::Row) -> Result<PendingEmbedding, StoreError> {
 
 /// The filter's threads as a parameter: `Some(None)` for the whole tenant,
 /// `Some(Some(ids))` for these threads, `None` when it admits nothing.
-pub(crate) fn thread_filter(filter: &VectorFilter) -> Option<Option<Vec<uuid::Uuid>>> {
+pub(crate) fn thread_filter(filter: &SearchFilter) -> Option<Option<Vec<uuid::Uuid>>> {
     match &filter.threads {
-        None => Some(None),
-        Some(ts) if ts.is_empty() => None,
-        Some(ts) => Some(Some(ts.iter().map(ThreadId::as_uuid).collect())),
+        ThreadSelection::All => Some(None),
+        ThreadSelection::These(ts) if ts.is_empty() => None,
+        ThreadSelection::These(ts) => Some(Some(ts.iter().map(ThreadId::as_uuid).collect())),
     }
 }
 

@@ -260,18 +260,6 @@ impl MessageStore for PgBackend {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached(RANGE).await.ctx("read messages")?;
-        let rows = tx.query(&stmt, &[&thread.as_uuid(), &from, &to, &tenant.as_str()]).await.ctx("read messages")?;
-        if rows.is_empty() {
-            ensure_thread(&tx, tenant, thread).await?;
-        }
-        tx.commit().await.ctx("read messages")?;
-        rows.iter().map(message).collect()
-    }
-
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
@@ -369,12 +357,6 @@ async fn copy_rows(tx: &Transaction<'_>, tenant: &str, rows: &[InsertRow]) -> Re
     tx.execute(&insert, &[]).await.ctx("insert messages")?;
     Ok(())
 }
-
-/// `$1` thread, `$2` first seq, `$3` last seq, `$4` tenant: an index range
-/// scan on `(thread_id, seq)`.
-const RANGE: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = $1 AND seq >= $2 AND seq <= $3 AND tenant = $4 ORDER BY seq ASC";
 
 /// Rows of the first portal fetch of a budgeted read: at most this many
 /// whole messages are read before the budget is first consulted.

@@ -3,8 +3,9 @@
 //!
 //! The server is the one in `MEMLAYER_TEST_DATABASE_URL` (or `DATABASE_URL`),
 //! else the project's local one, started on demand by `scripts/postgres
-//! start`. When none can be reached, [`server_url`] fails the test when `CI`
-//! is set and otherwise prints a `SKIP:` line and returns `None`.
+//! start`. When none can be reached (no URL and no start, or a URL whose
+//! server refuses connections), [`server_url`] fails the test when `CI` is
+//! set and otherwise prints a `SKIP:` line and returns `None`.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, reason = "test support: a failure is a failed test")]
 
 use std::process::Command;
@@ -21,12 +22,26 @@ pub fn server_url() -> Option<String> {
     match URL.get_or_init(find_server) {
         Ok(url) => Some(url.clone()),
         Err(why) => {
-            let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-            assert!(!ci, "Postgres is needed and CI is set, but {why}");
-            eprintln!("SKIP: Postgres not reachable ({why}); run scripts/postgres start");
+            skip(&format!("Postgres not reachable ({why}); run scripts/postgres start"));
             None
         }
     }
+}
+
+/// Skips the running test because `what` is missing: fails it when `CI` is
+/// set (non-empty), and otherwise writes `SKIP <test>: <what>` to standard
+/// error directly, past the test harness's capture, so a skip is seen
+/// without `--nocapture`. Every Postgres test skips through here.
+///
+/// # Panics
+/// When `CI` is set.
+pub fn skip(what: &str) {
+    use std::io::Write as _;
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    assert!(!ci, "{test}: {what}, and CI is set");
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {what}");
 }
 
 fn find_server() -> Result<String, String> {
@@ -34,7 +49,7 @@ fn find_server() -> Result<String, String> {
         if let Ok(url) = std::env::var(var)
             && !url.trim().is_empty()
         {
-            return Ok(url);
+            return reachable(&url).map(|()| url).map_err(|e| format!("{var} names an unreachable server: {e}"));
         }
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres");
@@ -50,6 +65,28 @@ fn find_server() -> Result<String, String> {
     }
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if url.is_empty() { Err("scripts/postgres start printed no URL".to_owned()) } else { Ok(url) }
+}
+
+/// Whether a TCP connection to one of the URL's hosts opens within 3 s (a
+/// URL that does not parse, or names only Unix sockets, is left to the
+/// test to fail on).
+fn reachable(url: &str) -> Result<(), String> {
+    use std::net::{TcpStream, ToSocketAddrs as _};
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else { return Ok(()) };
+    let ports = config.get_ports();
+    let mut tried = Vec::new();
+    for (i, host) in config.get_hosts().iter().enumerate() {
+        let tokio_postgres::config::Host::Tcp(host) = host else { return Ok(()) };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| format!("{host} does not resolve: {e}"))?;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)) {
+                Ok(_) => return Ok(()),
+                Err(e) => tried.push(format!("{addr}: {e}")),
+            }
+        }
+    }
+    if tried.is_empty() { Ok(()) } else { Err(tried.join("; ")) }
 }
 
 /// `url` with its database name replaced by `db`.

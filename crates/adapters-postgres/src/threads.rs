@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use memlayer_adapters_sql::{Dialect, threads};
-use memlayer_domain::{Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now};
+use memlayer_domain::{
+    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, now,
+};
 use memlayer_ports::{StoreError, ThreadStore};
 use tokio_postgres::types::ToSql;
 
@@ -10,7 +12,7 @@ use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
 use crate::exec::{PgArg, arg_refs, pg_parts};
-use crate::rows::{THREAD_COLUMNS, thread};
+use crate::rows::{RowReader, THREAD_COLUMNS, thread};
 
 /// A boxed query parameter.
 pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
@@ -22,6 +24,18 @@ pub(crate) fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 
 #[async_trait]
 impl ThreadStore for PgBackend {
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let stmt = tx
+            .prepare_cached("SELECT id FROM threads WHERE tenant = $1 AND resource_id = $2 ORDER BY id")
+            .await
+            .ctx("list resource threads")?;
+        let rows = tx.query(&stmt, &[&tenant.as_str(), &resource.as_str()]).await.ctx("list resource threads")?;
+        tx.commit().await.ctx("list resource threads")?;
+        rows.iter().map(|row| Ok(ThreadId::from_uuid(RowReader::new(row, "threads").get("id")?))).collect()
+    }
+
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
         let at = now();
         let created = threads::created(tenant, new, at);

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
+use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 use pgvector::Vector;
 
 use crate::PgBackend;
@@ -82,7 +82,7 @@ pub struct HnswConfig {
     /// defaults).
     pub ef_search: u32,
     /// A search whose filter admits at most this many entries is answered
-    /// exactly (index scans off), which is both exact and fast for small scopes.
+    /// exactly (index scans off), which is both exact and fast for small filters.
     pub exact_below: usize,
 }
 
@@ -233,14 +233,14 @@ impl PgVectorIndex {
         client.batch_execute(&format!("DROP INDEX IF EXISTS {}", self.hnsw)).await.ctx("drop HNSW index")
     }
 
-    /// Searches exactly, whatever the scope's size: the same query with
+    /// Searches exactly, whatever the filter's size: the same query with
     /// index scans disabled (benchmarks and recall checks).
     ///
     /// # Errors
     /// As [`VectorIndex::search`].
     pub async fn search_exact(
         &self,
-        filter: &VectorFilter,
+        filter: &SearchFilter,
         query: &Embedding,
         k: usize,
     ) -> Result<VectorSearch, StoreError> {
@@ -249,7 +249,7 @@ impl PgVectorIndex {
 
     async fn run_search(
         &self,
-        filter: &VectorFilter,
+        filter: &SearchFilter,
         query: &Embedding,
         k: usize,
         force_exact: Option<bool>,
@@ -258,28 +258,29 @@ impl PgVectorIndex {
             return Err(invalid("query", format!("has {} dimensions, this index holds {}", query.dim(), self.dim)));
         }
         let Some(threads) = thread_filter(filter) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
         }
         let model = query.model();
         let vector = Vector::from(query.vector().to_vec());
         let tenant = filter.tenant.as_str();
         let t = &self.table;
-        let scope = "tenant = $1 AND model = $2 AND ($3::uuid[] IS NULL OR thread_id = ANY($3))";
+        let cond = "tenant = $1 AND model = $2 AND ($3::uuid[] IS NULL OR thread_id = ANY($3))";
         let mut client = self.backend.client().await?;
         let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
         let exact = match force_exact {
             Some(exact) => exact,
             None => {
                 let count = tx
-                    .prepare_cached(&format!("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {scope} LIMIT $4) s"))
+                    .prepare_cached(&format!("SELECT count(*) FROM (SELECT 1 FROM {t} WHERE {cond} LIMIT $4) s"))
                     .await
-                    .ctx("count vector scope")?;
+                    .ctx("count filtered vectors")?;
                 let cap = i64::try_from(self.config.exact_below).unwrap_or(i64::MAX - 1) + 1;
-                let row = tx.query_one(&count, &[&tenant, &model, &threads, &cap]).await.ctx("count vector scope")?;
-                row.try_get::<_, i64>(0).ctx("count vector scope")? < cap
+                let row =
+                    tx.query_one(&count, &[&tenant, &model, &threads, &cap]).await.ctx("count filtered vectors")?;
+                row.try_get::<_, i64>(0).ctx("count filtered vectors")? < cap
             }
         };
         // SET LOCAL: these end with the transaction; the pooled connection's
@@ -301,7 +302,7 @@ impl PgVectorIndex {
         let stmt = tx
             .prepare_cached(&format!(
                 "SELECT message_id, thread_id, (1 - (embedding <=> $5))::real AS score FROM {t} \
-                 WHERE {scope} ORDER BY embedding {op} $5 LIMIT $4",
+                 WHERE {cond} ORDER BY embedding {op} $5 LIMIT $4",
                 op = self.config.metric.operator()
             ))
             .await
@@ -313,7 +314,7 @@ impl PgVectorIndex {
             .iter()
             .map(|row| {
                 let r = RowReader::new(row, "pgvector_index");
-                Ok(VectorMatch {
+                Ok(ScoredHit {
                     id: MessageId::from_uuid(r.get("message_id")?),
                     thread: ThreadId::from_uuid(r.get("thread_id")?),
                     score: r.get("score")?,
@@ -322,7 +323,7 @@ impl PgVectorIndex {
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Iterative scans in relaxed order may return neighbours slightly out of order.
         matches.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(VectorSearch { matches, strategy: if exact { "exact" } else { "pgvector" } })
+        Ok(VectorSearch { matches, strategy: if exact { IndexKind::Exact } else { IndexKind::Pgvector } })
     }
 }
 
@@ -331,8 +332,8 @@ const UPSERT_CHUNK: usize = 1_000;
 
 #[async_trait]
 impl VectorIndex for PgVectorIndex {
-    fn kind(&self) -> &'static str {
-        "pgvector"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Pgvector
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -407,7 +408,7 @@ impl VectorIndex for PgVectorIndex {
         tx.commit().await.ctx("remove thread vectors")
     }
 
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         self.run_search(filter, query, k, None).await
     }
 

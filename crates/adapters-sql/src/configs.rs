@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::exec::{Executor, Row, Transactor, Work};
 use crate::table::{AGENTS, MODELS, TOOLS, Table};
-use crate::{Cells, Dialect, Sql, SqlValue};
+use crate::{Cells, Dialect, Sql, SqlOp as _, SqlValue};
 
 fn work<T, F>(f: F) -> Work<T>
 where
@@ -42,19 +42,6 @@ fn field_value(v: &FieldValue) -> SqlValue {
         FieldValue::Timestamp(t) => SqlValue::Timestamp(*t),
         FieldValue::Id(u) => SqlValue::Uuid(*u),
     }
-}
-
-/// The SQL comparison of an operator that has one.
-fn comparison(op: Op) -> Option<&'static str> {
-    Some(match op {
-        Op::Eq => "=",
-        Op::Ne => "<>",
-        Op::Lt => "<",
-        Op::Lte => "<=",
-        Op::Gt => ">",
-        Op::Gte => ">=",
-        Op::In | Op::Contains => return None,
-    })
 }
 
 fn table_of(entity: ConfigEntity) -> &'static Table {
@@ -102,7 +89,7 @@ pub fn list_sql(dialect: Dialect, tenant: &TenantId, query: &ListQuery) -> Resul
                 sql.push(&dialect.contains(&col, &p));
             }
             op => {
-                let sym = comparison(op).ok_or_else(|| table.unknown(spec.name))?;
+                let sym = op.sql_comparison().ok_or_else(|| table.unknown(spec.name))?;
                 sql.push(&col).push(" ").push(sym).push(" ").bind(field_value(&values[0]));
             }
         }

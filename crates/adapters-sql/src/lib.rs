@@ -25,6 +25,7 @@ mod error;
 pub mod exec;
 pub mod idempotency;
 pub mod migrate;
+mod op;
 mod sql;
 pub mod state;
 pub mod table;
@@ -34,6 +35,7 @@ mod value;
 pub use dialect::Dialect;
 pub use error::{CorruptRow, DriverError, corrupt};
 pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
+pub use op::SqlOp;
 pub use sql::Sql;
 pub use value::{Cells, SqlValue};
 

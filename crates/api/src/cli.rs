@@ -57,10 +57,11 @@ pub enum Command {
         resource: Option<String>,
         /// `vector`, `lexical` or `hybrid`.
         #[arg(long, default_value = "hybrid")]
-        mode: String,
-        /// How many hits.
-        #[arg(long, default_value_t = 10)]
-        top_k: u32,
+        mode: memlayer_domain::SearchMode,
+        /// How many hits (default: with --thread, the thread's `_memory.top_k`
+        /// from its agent, else 10).
+        #[arg(long)]
+        top_k: Option<u32>,
         /// Tenant (default: the configured default tenant).
         #[arg(long)]
         tenant: Option<String>,
@@ -165,7 +166,8 @@ fn init_tracing(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ =
+        if config.log.format == memlayer_app::LogFormat::Json { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Runs one parsed command.
@@ -242,8 +244,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let query = memlayer_domain::SearchQuery::new(
                 query.clone(),
                 scope,
-                mode.parse()?,
-                memlayer_domain::TopK::new(*top_k)?,
+                *mode,
+                top_k.map(memlayer_domain::TopK::new).transpose()?,
                 memlayer_domain::Window::default(),
                 None,
             )?;

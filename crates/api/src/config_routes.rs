@@ -23,7 +23,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, Tenant};
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// Adds the configuration routes.
 pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {

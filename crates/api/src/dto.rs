@@ -4,8 +4,8 @@
 
 use memlayer_domain::{
     AgentConfig, AgentId, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
-    NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, Setting, Thread, ThreadPatch, Title, TokenCount,
-    ToolCall, ToolConfig, ToolId,
+    NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread, ThreadPatch, Title,
+    TokenCount, ToolCall, ToolConfig, ToolId,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -271,7 +271,7 @@ pub enum AppendBody {
 
 /// The schemas JSON Schema attributes cannot derive: a message's rules
 /// depend on its role. Replaces the derived `NewMessageDto` component in the
-/// document ([`crate::routes`] applies it).
+/// document (module `openapi` applies it).
 #[must_use]
 pub fn new_message_schema() -> Value {
     let short = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64,
@@ -487,6 +487,40 @@ pub struct WindowDto {
     pub after: u32,
 }
 
+/// How a search ranks messages: `vector` (cosine similarity of
+/// embeddings), `lexical` (BM25 over the text) or `hybrid` (both, fused by
+/// reciprocal rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchModeDto {
+    /// By cosine similarity of embeddings.
+    Vector,
+    /// By BM25 over message text.
+    Lexical,
+    /// Both rankings fused by reciprocal rank.
+    Hybrid,
+}
+
+impl From<SearchModeDto> for SearchMode {
+    fn from(m: SearchModeDto) -> Self {
+        match m {
+            SearchModeDto::Vector => Self::Vector,
+            SearchModeDto::Lexical => Self::Lexical,
+            SearchModeDto::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+impl From<SearchMode> for SearchModeDto {
+    fn from(m: SearchMode) -> Self {
+        match m {
+            SearchMode::Vector => Self::Vector,
+            SearchMode::Lexical => Self::Lexical,
+            SearchMode::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
 /// Body of `POST /api/search`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -501,7 +535,7 @@ pub struct SearchRequestDto {
     /// Default: the whole tenant.
     pub scope: Option<ScopeDto>,
     /// `vector`, `lexical` or `hybrid` (default).
-    pub mode: Option<String>,
+    pub mode: Option<SearchModeDto>,
     /// 1 to 100; default the thread's `_memory.top_k` within one thread, else 10.
     #[serde(default, deserialize_with = "whole_opt")]
     #[schema(minimum = 1, maximum = 100)]
@@ -523,7 +557,7 @@ pub struct HitDto {
     /// Cosine similarity (vector), BM25-derived (lexical) or fused reciprocal-rank score (hybrid).
     pub score: f32,
     /// The ranking that produced the score.
-    pub mode: String,
+    pub mode: SearchModeDto,
     /// Neighbours before, in thread order. Each message appears once in a
     /// response: a neighbour that is itself a hit appears only as that hit,
     /// and one in the windows of several hits only in the best-ranked one's
@@ -552,7 +586,7 @@ pub struct SearchResponseDto {
     /// Best first.
     pub hits: Vec<HitDto>,
     /// The mode used.
-    pub mode: String,
+    pub mode: SearchModeDto,
     /// How it ran.
     pub plan: PlanDto,
     /// `true` when the response budget (`memory.max_response_bytes`) cut the

@@ -1,12 +1,15 @@
 //! Extractors whose rejections are [`ApiError`]s with JSON bodies.
+//!
+//! They are generic over the router's state: what they need from it they
+//! take through axum's `FromRef` ([`DefaultTenant`]), so this module does not
+//! name the application's state and each extractor can be tested alone.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use memlayer_domain::TenantId;
 
 use crate::error::ApiError;
-use crate::routes::AppState;
 
 /// `axum::Json` with our error shape.
 #[derive(Debug, FromRequest)]
@@ -39,11 +42,21 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantId);
 
-impl FromRequestParts<AppState> for Tenant {
+/// The tenant of a request that names none: what [`Tenant`] needs from the
+/// router's state.
+#[derive(Debug, Clone)]
+pub struct DefaultTenant(pub TenantId);
+
+impl<S> FromRequestParts<S> for Tenant
+where
+    DefaultTenant: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let tenant = tenant_of(&parts.headers, state.memory.default_tenant())?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let DefaultTenant(default) = DefaultTenant::from_ref(state);
+        let tenant = tenant_of(&parts.headers, &default)?;
         tracing::Span::current().record("tenant", tracing::field::display(tenant.as_str()));
         Ok(Self(tenant))
     }

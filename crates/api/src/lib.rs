@@ -10,6 +10,13 @@
 //!   adds what derives cannot say (bounds of parameters, role-dependent
 //!   message rules, the error responses every route can give), and
 //!   schemathesis checks the result against the running server.
+//!
+//! Tests: this crate's one integration-test binary, `it`, lives at the
+//! workspace root in `tests/it/` (declared by `[[test]]` in this crate's
+//! `Cargo.toml`): the API in process on libSQL and Postgres, the real binary
+//! end to end, fuzzing, crash and load runs, and the architecture's tidy
+//! checks (`tests/it/tidy.rs`). Run it with `cargo test -p memlayer-api
+//! --test it`.
 
 pub mod cli;
 pub mod cli_config;
@@ -19,7 +26,10 @@ pub mod error;
 mod extract;
 pub mod idempotency;
 mod openapi;
+mod router;
 mod routes;
 pub mod server;
+mod state;
 
-pub use routes::{ApiDoc, AppState, router};
+pub use router::{ApiDoc, router};
+pub use state::AppState;

@@ -24,9 +24,6 @@ pub(crate) fn complete(doc: &mut Value) {
                    "oneOf": [{"$ref": "#/components/schemas/NewMessageDto"},
                              {"$ref": "#/components/schemas/MessageBatchDto"}]}),
         );
-        if let Some(mode) = schemas.get_mut("SearchRequestDto").and_then(|s| s.pointer_mut("/properties/mode")) {
-            mode["enum"] = json!(["vector", "lexical", "hybrid", null]);
-        }
         if let Some(texts) = schemas.get_mut("EmbedRequestDto").and_then(|s| s.pointer_mut("/properties/texts/items")) {
             *texts = json!({"type": "string", "maxLength": memlayer_domain::MAX_CONTENT_BYTES / 4,
                             "description": "At most 1 MiB of UTF-8, all texts together (262,144 characters always fit)"});

@@ -1,4 +1,6 @@
-//! Handlers, each registered with its OpenAPI description.
+//! Handlers of threads, messages, agent state, search, embeddings and
+//! operations (`/health`, `/ready`, the OpenAPI document), each registered
+//! with its OpenAPI description by [`register`].
 
 use std::sync::Arc;
 
@@ -6,15 +8,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use memlayer_app::{AppendOptions, ConfigService, MemoryService, SearchService};
+use memlayer_app::AppendOptions;
 use memlayer_domain::{
     AgentId, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
     SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
-use memlayer_ports::Database;
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,33 +26,11 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, Tenant};
+use crate::state::AppState;
 
-/// Shared state of every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The memory use cases.
-    pub memory: MemoryService,
-    /// Search and embeddings.
-    pub search: SearchService,
-    /// Models, agents, tools and settings.
-    pub configuration: ConfigService,
-    /// Reachability for `/ready`.
-    pub database: Arc<dyn Database>,
-}
-
-/// The OpenAPI document's root; paths are added by the router.
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
-    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
-)]
-pub struct ApiDoc;
-
-/// The application's router with its OpenAPI document served at
-/// `/api/openapi.json`.
-pub fn router(state: AppState) -> axum::Router {
-    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Adds the thread, message, state, search and operations routes.
+pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
         .routes(routes!(create_thread, list_threads))
         .routes(routes!(get_thread, update_thread, delete_thread))
         .routes(routes!(append_messages, list_messages))
@@ -62,30 +41,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(embed))
         .routes(routes!(health))
         .routes(routes!(ready))
-        .routes(routes!(openapi_json));
-    let (router, mut api) = crate::config_routes::register(router).split_for_parts();
-    crate::idempotency::document(&mut api);
-    let document = match serde_json::to_value(&api) {
-        Ok(mut doc) => {
-            crate::openapi::complete(&mut doc);
-            serde_json::to_vec(&doc).map(Bytes::from)
-        }
-        Err(e) => Err(e),
-    };
-    let document = Arc::new(document.map_err(|e| e.to_string()));
-    router
-        .layer(axum::Extension(document))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        .routes(routes!(openapi_json))
 }
 
 fn thread_id(s: &str) -> Result<ThreadId, ApiError> {
@@ -297,11 +253,7 @@ async fn list_messages(
 ) -> Result<Json<PageDto<MessageDto>>, ApiError> {
     let id = thread_id(&id)?;
     let direction = q.direction.as_deref().map(str::parse::<Direction>).transpose()?;
-    let limit = match q.limit {
-        Some(n) => PageSize::new(n)?,
-        // A thread created for a configured agent pages by its `last_n`.
-        None => s.memory.memory_options(&tenant, id).await?.last_n.map_or(Ok(PageSize::default()), PageSize::new)?,
-    };
+    let limit = q.limit.map(PageSize::new).transpose()?;
     let page = s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
     Ok(Json(page.into()))
 }
@@ -389,11 +341,7 @@ async fn delete_message(
 ) -> Result<StatusCode, ApiError> {
     let thread = thread_id(&id)?;
     let message: MessageId = message_id.parse()?;
-    let found = s.memory.get_message(&tenant, message).await?;
-    if found.thread_id != thread {
-        return Err(ApiError::not_found(format!("message {message} not found in thread {thread}")));
-    }
-    s.memory.delete_message(&tenant, message).await?;
+    s.memory.delete_message(&tenant, thread, message).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -430,8 +378,8 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
             }
         },
     };
-    let mode = body.mode.as_deref().map(str::parse::<SearchMode>).transpose()?.unwrap_or_default();
-    let top_k = body.top_k.map(TopK::new).transpose()?.unwrap_or_default();
+    let mode = body.mode.map(SearchMode::from).unwrap_or_default();
+    let top_k = body.top_k.map(TopK::new).transpose()?;
     let window = body.window.map_or(Ok(Window::default()), |w| Window::new(w.before, w.after))?;
     Ok(SearchQuery::new(body.query, scope, mode, top_k, window, body.min_score)?)
 }
@@ -445,14 +393,8 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
 async fn search(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Json(mut body): Json<SearchRequestDto>,
+    Json(body): Json<SearchRequestDto>,
 ) -> Result<Json<SearchResponseDto>, ApiError> {
-    // Within one thread, the thread's `_memory.top_k` (from its agent) is the default.
-    if body.top_k.is_none()
-        && let Some(thread) = body.scope.as_ref().and_then(|sc| sc.thread_id.as_deref())
-    {
-        body.top_k = s.memory.memory_options(&tenant, thread_id(thread)?).await?.top_k;
-    }
     let query = search_query(body)?;
     let results = s.search.search(&tenant, &query).await?;
     let hits = results
@@ -461,7 +403,7 @@ async fn search(
         .map(|h| HitDto {
             thread_id: h.message.thread_id.to_string(),
             score: h.score,
-            mode: h.mode.as_str().to_owned(),
+            mode: h.mode.into(),
             message: h.message.into(),
             before: h.before.into_iter().map(Into::into).collect(),
             after: h.after.into_iter().map(Into::into).collect(),
@@ -470,7 +412,7 @@ async fn search(
     let p = results.plan;
     Ok(Json(SearchResponseDto {
         hits,
-        mode: query.mode.as_str().to_owned(),
+        mode: query.mode.into(),
         plan: PlanDto { vector_index: p.vector_index, model: p.model, pending: p.pending, other_model: p.other_model },
         truncated: results.truncated,
     }))

@@ -26,7 +26,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
-use crate::routes::{AppState, router};
+use crate::router::router;
+use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -225,7 +226,7 @@ pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(S
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     on_bound(bound);
-    tracing::info!(%bound, database = %services.database.describe(), index = services.search.index_kind(), "memlayer listening");
+    tracing::info!(%bound, database = %services.database.describe(), index = %services.search.index_kind(), "memlayer listening");
     let background = services.start_background();
     let connections = Connections::from_config(&services.config.server);
     // Background work stops while requests drain, not after, so shutdown

@@ -10,6 +10,8 @@
 //! 2. On a thread of 1,000,000 messages: fetching page 1 and page 10,000 (100
 //!    messages a page) by keyset cursor, beside the same pages by OFFSET.
 //! 3. Loading the last 10 messages of that thread.
+//!
+//! Between 1 and 2: single appends from 1, 8 and 32 concurrent callers.
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark binary")]
 
 use std::time::{Duration, Instant};
@@ -132,6 +134,35 @@ async fn main() {
     }
     ratios.sort_by(f64::total_cmp);
     println!("append ratio (median of 3): {:.1}x", ratios[1]);
+
+    // 1b. Single appends from concurrent callers (group commit shares one
+    // commit among the appends that queue behind the writer).
+    for clients in [1, 8, 32] {
+        let per_client = append_n / clients;
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let (memory, tenant) = (memory.clone(), tenant.clone());
+                tokio::spawn(async move {
+                    let thread = memory.create_thread(&tenant, NewThread::default()).await.unwrap().id;
+                    for i in 0..per_client {
+                        let m = message(c * per_client + i);
+                        memory.append_message(&tenant, thread, m, AppendOptions::default()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let elapsed = t.elapsed();
+        println!(
+            "single appends from {clients} concurrent callers: {} in {:.2} s ({:.0} msg/s)",
+            per_client * clients,
+            elapsed.as_secs_f64(),
+            (per_client * clients) as f64 / elapsed.as_secs_f64()
+        );
+    }
 
     // 2. A long thread.
     let thread = memory.create_thread(&tenant, NewThread::default()).await.unwrap().id;

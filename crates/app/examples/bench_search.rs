@@ -22,7 +22,7 @@ use memlayer_app::{AppendOptions, Config, build};
 use memlayer_domain::{
     Embedding, NewMessage, NewThread, Role, SearchMode, SearchQuery, SearchScope, TenantId, TopK, Window,
 };
-use memlayer_ports::{VectorEntry, VectorFilter, VectorIndex as _};
+use memlayer_ports::{SearchFilter, VectorEntry, VectorIndex as _};
 
 const DIM: usize = 384;
 const N: usize = 10_000;
@@ -85,7 +85,7 @@ async fn main() {
     let model = services.search.embedder_info().model;
 
     let queries: Vec<String> = texts[texts.len() - QUERIES..].to_vec();
-    let filter = VectorFilter { tenant: tenant.clone(), threads: Some(vec![thread]) };
+    let filter = SearchFilter::these_threads(tenant.clone(), vec![thread]);
     // Warm up.
     for q in queries.iter().take(10) {
         services.search.embed(vec![q.clone()]).await.unwrap();

@@ -1,8 +1,13 @@
+//! Process settings: [`Config`] (compiled-in defaults, then a TOML file,
+//! then `MEMLAYER_*` environment variables), validated at start-up, with
+//! secrets in [`Secret`].
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use memlayer_ports::IndexKind;
 use serde::{Deserialize, Serialize};
 
 /// A secret value: never printed by `Debug` or logged.
@@ -99,7 +104,7 @@ pub struct EmbeddingConfig {
     pub cache_dir: Option<PathBuf>,
     /// `background`: appends return at once and a worker embeds; `inline`:
     /// an append waits until the worker has embedded what is due.
-    pub mode: String,
+    pub mode: EmbeddingMode,
     /// Messages embedded per batch.
     pub batch_size: usize,
     /// Worker poll interval when idle, in milliseconds.
@@ -128,7 +133,7 @@ impl Default for EmbeddingConfig {
         Self {
             enabled: true,
             cache_dir: None,
-            mode: "background".into(),
+            mode: EmbeddingMode::Background,
             batch_size: 64,
             poll_interval_ms: 500,
             base_backoff_ms: 1_000,
@@ -141,16 +146,54 @@ impl Default for EmbeddingConfig {
     }
 }
 
+/// When an append's messages are embedded (`embedding.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingMode {
+    /// Appends return at once; the worker embeds right after.
+    #[default]
+    Background,
+    /// An append waits until the worker has embedded what is due.
+    Inline,
+}
+
+/// The distance of pgvector's HNSW graph (`search.pgvector.metric`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistanceMetric {
+    /// Cosine distance.
+    #[default]
+    Cosine,
+    /// Euclidean distance.
+    L2,
+    /// Negative inner product.
+    Ip,
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Semantic search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
-    /// Vector index: `hnsw` (in process, snapshot under data_dir; on
-    /// Postgres the default means pgvector's HNSW), `exact` (in-process
-    /// scan), `libsql` (libSQL's native DiskANN index, libSQL only) or
-    /// `pgvector` (pgvector's HNSW index, Postgres only).
-    pub index: String,
-    /// HNSW: scopes with at most this many vectors are searched exactly (the
+    /// Vector index: `hnsw` (in process, snapshot under data_dir; libSQL
+    /// only), `exact` (in-process scan), `libsql` (libSQL's native DiskANN
+    /// index, libSQL only) or `pgvector` (pgvector's HNSW index, Postgres
+    /// only). Unset: `hnsw` on libSQL, `pgvector` on Postgres (see
+    /// [`Config::index_kind`]). `hnsw` on Postgres is an error, not an alias
+    /// for `pgvector`: an in-process graph there would miss the writes of
+    /// every other server on the database.
+    pub index: Option<IndexKind>,
+    /// HNSW: searches whose filter admits at most this many vectors are done exactly (the
     /// libSQL index keeps its own, measured threshold).
     pub exact_below: usize,
     /// HNSW: new vectors searched exactly until this many trigger a background rebuild.
@@ -172,27 +215,27 @@ pub struct SearchConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PgvectorConfig {
     /// `cosine`, `l2` or `ip` (inner product); the same neighbours for unit vectors.
-    pub metric: String,
+    pub metric: DistanceMetric,
     /// Neighbours per node (2–100).
     pub m: u32,
     /// Candidate list while building (4–1000, at least 2 × m).
     pub ef_construction: u32,
     /// Candidate list while searching (1–1000).
     pub ef_search: u32,
-    /// Scopes with at most this many vectors are compared exactly.
+    /// Searches whose filter admits at most this many vectors compare exactly.
     pub exact_below: usize,
 }
 
 impl Default for PgvectorConfig {
     fn default() -> Self {
-        Self { metric: "cosine".into(), m: 16, ef_construction: 64, ef_search: 40, exact_below: 1_000 }
+        Self { metric: DistanceMetric::Cosine, m: 16, ef_construction: 64, ef_search: 40, exact_below: 1_000 }
     }
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
-            index: "hnsw".into(),
+            index: None,
             exact_below: 20_000,
             rebuild_threshold: 5_000,
             ef_construction: 100,
@@ -317,7 +360,7 @@ pub struct MemoryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A `tracing` filter directive such as `info` or `memlayer=debug,info`;
     /// `RUST_LOG` overrides it.
     pub filter: String,
@@ -385,7 +428,7 @@ impl Default for MemoryConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".into(), filter: "info".into() }
+        Self { format: LogFormat::Text, filter: "info".into() }
     }
 }
 
@@ -412,6 +455,78 @@ pub enum ConfigError {
         /// What is wrong and what to set.
         reason: String,
     },
+    /// A key of a closed set of values (`search.index`, `embedding.mode`…)
+    /// holds another.
+    #[error("configuration: {key}: unknown value {value:?}, expected one of {}{}", one_of(.expected), from(.origin))]
+    UnknownValue {
+        /// The key, as written in a config file.
+        key: String,
+        /// The value found.
+        value: String,
+        /// The accepted values.
+        expected: &'static [&'static str],
+        /// Which layer set it (a file, the environment), when known.
+        origin: Option<String>,
+    },
+}
+
+fn one_of(expected: &[&str]) -> String {
+    expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn from(origin: &Option<String>) -> String {
+    origin.as_ref().map(|s| format!(" (from {s})")).unwrap_or_default()
+}
+
+impl From<figment::Error> for ConfigError {
+    /// An unknown value of an enum names its key; anything else keeps
+    /// figment's own message (which names key and layer too).
+    fn from(e: figment::Error) -> Self {
+        match &e.kind {
+            figment::error::Kind::UnknownVariant(value, expected) if !e.path.is_empty() => Self::UnknownValue {
+                key: e.path.join("."),
+                value: value.clone(),
+                expected,
+                origin: e.metadata.as_ref().map(|m| m.name.to_string()),
+            },
+            _ => Self::Load(Box::new(e)),
+        }
+    }
+}
+
+/// Which storage backend a configuration selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// libSQL: an embedded file, in memory, or a remote server.
+    Libsql,
+    /// Postgres with pgvector.
+    Postgres,
+}
+
+/// What `database.url` names: the one classification of the URL, which
+/// every caller (validation, wiring, `doctor`) matches on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A libSQL file: `<data_dir>/memlayer.db` when the URL is unset, else
+    /// `file:PATH` or a plain path.
+    File(PathBuf),
+    /// A throwaway in-memory libSQL database (`:memory:`).
+    Memory,
+    /// A remote libSQL or Turso server (`libsql://`, `https://`, `http://`).
+    RemoteLibsql(Secret),
+    /// Postgres (`postgres://`, `postgresql://`).
+    Postgres(Secret),
+}
+
+impl DatabaseTarget {
+    /// The backend that serves it.
+    #[must_use]
+    pub fn backend(&self) -> BackendKind {
+        match self {
+            Self::File(_) | Self::Memory | Self::RemoteLibsql(_) => BackendKind::Libsql,
+            Self::Postgres(_) => BackendKind::Postgres,
+        }
+    }
 }
 
 /// The longest `server.idempotency_ttl_secs` accepted: 365 days.
@@ -462,7 +577,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key to fix.
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
-        let config: Self = figment.extract().map_err(Box::new)?;
+        let config: Self = figment.extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -510,9 +625,6 @@ impl Config {
         if self.database.index_wait_ms > 60_000 {
             return invalid("database.index_wait_ms", "must be at most 60000");
         }
-        if !matches!(self.embedding.mode.as_str(), "background" | "inline") {
-            return invalid("embedding.mode", "must be `background` or `inline`");
-        }
         if self.embedding.batch_size == 0 || self.embedding.batch_size > 1024 {
             return invalid("embedding.batch_size", "must be between 1 and 1024");
         }
@@ -528,9 +640,6 @@ impl Config {
         if !(10..=86_400).contains(&self.embedding.lease_secs) {
             return invalid("embedding.lease_secs", "must be between 10 and 86400 (a day)");
         }
-        if !matches!(self.search.index.as_str(), "hnsw" | "exact" | "libsql" | "pgvector") {
-            return invalid("search.index", "must be `hnsw`, `exact`, `libsql` or `pgvector`");
-        }
         if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
             return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
         }
@@ -540,33 +649,22 @@ impl Config {
         if self.cache.ttl_secs == 0 {
             return invalid("cache.ttl_secs", "must be at least 1");
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return invalid("log.format", "must be `text` or `json`");
-        }
-        if self.database.url.as_ref().is_some_and(|url| url.expose().trim().is_empty()) {
-            return invalid("database.url", "is empty; unset it to use the embedded file under data_dir");
-        }
-        if let Some(url) = &self.database.url
-            && let Some((scheme, _)) = url.expose().trim().split_once("://")
-            && !matches!(scheme, "postgres" | "postgresql" | "libsql" | "https" | "http")
-        {
-            return Err(ConfigError::Invalid {
-                key: "database.url",
-                reason: format!(
-                    "unknown scheme `{scheme}://`; use postgres:// or postgresql:// (Postgres), libsql://, https:// \
-                     or http:// (remote libSQL), file:PATH, or :memory:"
-                ),
-            });
-        }
-        let postgres = self.is_postgres();
-        match self.search.index.as_str() {
-            "libsql" if postgres => {
+        let postgres = self.database_target()?.backend() == BackendKind::Postgres;
+        match (self.index_kind(), postgres) {
+            (IndexKind::Libsql, true) => {
                 return invalid(
                     "search.index",
-                    "`libsql` needs a libSQL database; on Postgres use `pgvector` (or `hnsw`, the same) or `exact`",
+                    "`libsql` needs a libSQL database; on Postgres use `pgvector` or `exact`, or leave it unset",
                 );
             }
-            "pgvector" if !postgres => {
+            (IndexKind::Hnsw, true) => {
+                return invalid(
+                    "search.index",
+                    "`hnsw` is the in-process index of libSQL; on Postgres use `pgvector` (HNSW in the database) \
+                     or `exact`, or leave it unset",
+                );
+            }
+            (IndexKind::Pgvector, false) => {
                 return invalid("search.index", "`pgvector` needs a Postgres database.url (or DATABASE_URL)");
             }
             _ => {}
@@ -585,9 +683,6 @@ impl Config {
                 );
             }
             let p = &self.search.pgvector;
-            if !matches!(p.metric.as_str(), "cosine" | "l2" | "ip") {
-                return invalid("search.pgvector.metric", "must be `cosine`, `l2` or `ip`");
-            }
             if !(2..=100).contains(&p.m) {
                 return invalid("search.pgvector.m", "must be between 2 and 100");
             }
@@ -601,13 +696,50 @@ impl Config {
         Ok(())
     }
 
+    /// What `database.url` names (see [`DatabaseTarget`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] on `database.url` when it is empty or has an
+    /// unknown scheme.
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let Some(url) = &self.database.url else {
+            return Ok(DatabaseTarget::File(self.database_file()));
+        };
+        let url = url.expose().trim();
+        if url.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                reason: "is empty; unset it to use the embedded file under data_dir".into(),
+            });
+        }
+        if url == ":memory:" {
+            return Ok(DatabaseTarget::Memory);
+        }
+        match url.split_once("://") {
+            None => Ok(DatabaseTarget::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url)))),
+            Some(("postgres" | "postgresql", _)) => Ok(DatabaseTarget::Postgres(url.into())),
+            Some(("libsql" | "https" | "http", _)) => Ok(DatabaseTarget::RemoteLibsql(url.into())),
+            Some((scheme, _)) => Err(ConfigError::Invalid {
+                key: "database.url",
+                reason: format!(
+                    "unknown scheme `{scheme}://`; use postgres:// or postgresql:// (Postgres), libsql://, https:// \
+                     or http:// (remote libSQL), file:PATH, or :memory:"
+                ),
+            }),
+        }
+    }
+
     /// Whether `database.url` selects Postgres (`postgres://` or `postgresql://`).
     #[must_use]
     pub fn is_postgres(&self) -> bool {
-        self.database.url.as_ref().is_some_and(|url| {
-            let url = url.expose().trim();
-            url.starts_with("postgres://") || url.starts_with("postgresql://")
-        })
+        self.database_target().is_ok_and(|t| t.backend() == BackendKind::Postgres)
+    }
+
+    /// The vector index: `search.index`, or when unset the backend's own
+    /// (`hnsw` on libSQL, `pgvector` on Postgres).
+    #[must_use]
+    pub fn index_kind(&self) -> IndexKind {
+        self.search.index.unwrap_or(if self.is_postgres() { IndexKind::Pgvector } else { IndexKind::Hnsw })
     }
 
     /// The embedded database file when no URL is set.

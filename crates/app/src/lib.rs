@@ -11,8 +11,11 @@
 //! - no HTTP or JSON wire shapes here: those belong to `memlayer-api`;
 //! - the configuration read cache (`moka`) lives here and nowhere else; every
 //!   configuration write goes through [`ConfigService`], which invalidates it;
-//! - the memory service validates use-case rules (a model for token counting,
-//!   tenant scoping) and delegates storage rules to the ports.
+//! - use-case rules live in the services, so every frontend applies them
+//!   alike: a model for token counting, tenant isolation, an agent's memory
+//!   options as defaults (`last_n` for pages, `top_k` for a search within a
+//!   thread), a deleted message belonging to the named thread; storage rules
+//!   stay with the ports.
 
 mod config;
 mod configuration;
@@ -22,8 +25,8 @@ mod wiring;
 mod worker;
 
 pub use config::{
-    CacheConfig, Config, ConfigError, DatabaseConfig, EmbeddingConfig, LogConfig, MemoryConfig, PgvectorConfig,
-    SearchConfig, Secret, ServerConfig,
+    BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
+    EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
 pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
@@ -31,7 +34,7 @@ pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService}
 pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
-pub use memlayer_ports::StoreError;
+pub use memlayer_ports::{IndexKind, StoreError};
 
 /// The default response byte budget of a message page or a search
 /// (`memory.max_response_bytes`): 8 MiB.

@@ -1,3 +1,7 @@
+//! The memory use cases ([`MemoryService`]): threads, messages and agent
+//! state over the storage ports, and an agent's memory options read back from
+//! its thread.
+
 use std::sync::Arc;
 
 use memlayer_domain::{
@@ -136,25 +140,22 @@ impl MemoryService {
         Ok(MemoryOptions::from_metadata(&self.threads.get(tenant, thread).await?.metadata))
     }
 
-    /// The last `n` messages, oldest first; without `n`, the thread's
-    /// `last_n` memory option, else the default page size (50).
-    ///
-    /// # Errors
-    /// As [`MessageStore::last`].
-    pub async fn recent_messages(
+    /// How many messages a page or a "last messages" read returns: `limit`,
+    /// else the thread's `last_n` memory option (from its agent), else the
+    /// default page size (50).
+    async fn limit_or_last_n(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        n: Option<PageSize>,
-    ) -> Result<Vec<Message>, StoreError> {
-        let n = match n {
-            Some(n) => n,
+        limit: Option<PageSize>,
+    ) -> Result<PageSize, StoreError> {
+        match limit {
+            Some(n) => Ok(n),
             None => match self.memory_options(tenant, thread).await?.last_n {
-                Some(last) => PageSize::new(last)?,
-                None => PageSize::default(),
+                Some(last) => Ok(PageSize::new(last)?),
+                None => Ok(PageSize::default()),
             },
-        };
-        self.messages.last(tenant, thread, n).await
+        }
     }
 
     /// One thread.
@@ -207,12 +208,17 @@ impl MemoryService {
         Ok(())
     }
 
-    /// Deletes one message with its vector and index entry; the delete is
-    /// acknowledged only once the index no longer returns it.
+    /// Deletes one message of `thread` with its vector and index entry; the
+    /// delete is acknowledged only once the index no longer returns it.
     ///
     /// # Errors
-    /// `NotFound` when it does not exist for this tenant.
-    pub async fn delete_message(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+    /// `NotFound` when it does not exist for this tenant or belongs to
+    /// another thread (which is left alone).
+    pub async fn delete_message(&self, tenant: &TenantId, thread: ThreadId, id: MessageId) -> Result<(), StoreError> {
+        let found = self.messages.get(tenant, id).await?;
+        if found.thread_id != thread {
+            return Err(StoreError::not_found("message", format!("{id} of thread {thread}")));
+        }
         self.messages.delete(tenant, id).await?;
         if let Some(s) = &self.semantic {
             s.index.remove(vec![id]).await?;
@@ -304,6 +310,8 @@ impl MemoryService {
     /// A page of messages from a cursor; see [`MessageStore::page_within`]:
     /// at most `limit` messages and at most the response budget's bytes
     /// (a page cut by the budget has fewer messages and a `next_cursor`).
+    /// Without `limit`, the thread's `last_n` memory option (from its
+    /// agent), else the default page size (50).
     ///
     /// # Errors
     /// As [`MessageStore::page_within`].
@@ -313,12 +321,14 @@ impl MemoryService {
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
-        limit: PageSize,
+        limit: impl Into<Option<PageSize>>,
     ) -> Result<Page<Message>, StoreError> {
+        let limit = self.limit_or_last_n(tenant, thread, limit.into()).await?;
         self.messages.page_within(tenant, thread, cursor, direction, limit, self.max_response_bytes).await
     }
 
-    /// The last `n` messages, oldest first.
+    /// The last `n` messages, oldest first; without `n`, as many as
+    /// [`MemoryService::page_messages`] would page by default.
     ///
     /// # Errors
     /// As [`MessageStore::last`].
@@ -326,8 +336,9 @@ impl MemoryService {
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        n: PageSize,
+        n: impl Into<Option<PageSize>>,
     ) -> Result<Vec<Message>, StoreError> {
+        let n = self.limit_or_last_n(tenant, thread, n.into()).await?;
         self.messages.last(tenant, thread, n).await
     }
 

@@ -1,13 +1,17 @@
+//! The search use cases ([`SearchService`]): scopes, vector, lexical and
+//! hybrid ranking, neighbour windows, hydration and the response budget; and
+//! embedding texts for `/api/embed`.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TenantId,
-    ThreadId,
+    Embedding, EmbeddingCounts, MemoryOptions, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope,
+    TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
-    Embedder, EmbedderInfo, EmbeddingStore, MessageStore, SeqRange, StoreError, ThreadStore, VectorFilter, VectorIndex,
-    VectorMatch,
+    Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
+    ThreadStore, VectorIndex,
 };
 
 /// Reciprocal-rank-fusion constant (the usual 60 from Cormack et al.).
@@ -69,9 +73,9 @@ impl SearchService {
         self.embedder.info()
     }
 
-    /// The configured vector index (`exact`, `hnsw`, `libsql`).
+    /// The configured vector index.
     #[must_use]
-    pub fn index_kind(&self) -> &'static str {
+    pub fn index_kind(&self) -> IndexKind {
         self.index.kind()
     }
 
@@ -107,16 +111,25 @@ impl SearchService {
         self.embedder.embed(texts).await.map_err(unprovisioned)
     }
 
-    async fn filter(&self, tenant: &TenantId, scope: &SearchScope) -> Result<VectorFilter, StoreError> {
-        let threads = match scope {
+    /// The filter of `scope` and, for one thread, that thread: read once,
+    /// both to check it exists and for its memory options.
+    async fn filter(
+        &self,
+        tenant: &TenantId,
+        scope: &SearchScope,
+    ) -> Result<(SearchFilter, Option<Thread>), StoreError> {
+        let tenant = tenant.clone();
+        Ok(match scope {
             SearchScope::Thread(id) => {
-                self.threads.get(tenant, *id).await?;
-                Some(vec![*id])
+                let thread = self.threads.get(&tenant, *id).await?;
+                (SearchFilter::these_threads(tenant, vec![*id]), Some(thread))
             }
-            SearchScope::Resource(resource) => Some(self.store.resource_threads(tenant, resource).await?),
-            SearchScope::Tenant => None,
-        };
-        Ok(VectorFilter { tenant: tenant.clone(), threads })
+            SearchScope::Resource(resource) => {
+                let threads = self.threads.resource_threads(&tenant, resource).await?;
+                (SearchFilter::these_threads(tenant, threads), None)
+            }
+            SearchScope::Tenant => (SearchFilter::all_threads(tenant), None),
+        })
     }
 
     /// Embedding progress of a thread.
@@ -124,7 +137,7 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a missing thread.
     pub async fn thread_embeddings(&self, tenant: &TenantId, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
-        let filter = self.filter(tenant, &SearchScope::Thread(thread)).await?;
+        let (filter, _) = self.filter(tenant, &SearchScope::Thread(thread)).await?;
         self.store.embedding_counts(&filter, self.embedder.info().model).await
     }
 
@@ -135,16 +148,25 @@ impl SearchService {
     /// in `plan.other_model` instead); lexical mode by BM25; hybrid fuses
     /// both rankings with reciprocal rank fusion (`1/(60 + rank)` summed).
     /// Hits scoring below `min_score` are dropped; a hit whose message was
-    /// deleted meanwhile is never returned.
+    /// deleted meanwhile is never returned. Without `top_k`, a search within
+    /// one thread returns the thread's `_memory.top_k` hits (from its agent),
+    /// any other [`TopK::default`].
     ///
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
     pub async fn search(&self, tenant: &TenantId, query: &SearchQuery) -> Result<SearchResults, StoreError> {
-        let filter = self.filter(tenant, &query.scope).await?;
-        let k = query.top_k.get();
+        let (filter, thread) = self.filter(tenant, &query.scope).await?;
+        let k = match (query.top_k, thread) {
+            (Some(k), _) => k,
+            (None, Some(thread)) => {
+                MemoryOptions::from_metadata(&thread.metadata).top_k.map(TopK::new).transpose()?.unwrap_or_default()
+            }
+            (None, None) => TopK::default(),
+        }
+        .get();
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
-        if filter.threads.as_ref().is_some_and(Vec::is_empty) {
+        if filter.admits_nothing() {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
@@ -176,7 +198,7 @@ impl SearchService {
         };
         let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
         let vector = vector.map(|(found, model, counts)| {
-            plan.vector_index = found.strategy.to_owned();
+            plan.vector_index = found.strategy.as_str().to_owned();
             plan.model = model;
             plan.pending = counts.pending;
             plan.other_model = counts.other_model;
@@ -188,7 +210,7 @@ impl SearchService {
             (None, Some(l)) => l,
             (None, None) => Vec::new(),
         };
-        let ranked: Vec<VectorMatch> =
+        let ranked: Vec<ScoredHit> =
             ranked.into_iter().filter(|m| query.min_score.is_none_or(|min| m.score >= min)).take(k).collect();
         tracing::info!(
             mode = %query.mode,
@@ -219,7 +241,7 @@ impl SearchService {
         &self,
         tenant: &TenantId,
         query: &SearchQuery,
-        ranked: Vec<VectorMatch>,
+        ranked: Vec<ScoredHit>,
     ) -> Result<(Vec<SearchHit>, bool), StoreError> {
         let scores: HashMap<MessageId, f32> = ranked.iter().map(|m| (m.id, m.score)).collect();
         let messages = self.messages.get_many(tenant, ranked.iter().map(|m| m.id).collect()).await?;
@@ -335,12 +357,12 @@ fn unprovisioned(e: StoreError) -> StoreError {
 }
 
 /// Reciprocal rank fusion of best-first rankings.
-fn fuse(rankings: &[Vec<VectorMatch>]) -> Vec<VectorMatch> {
-    let mut fused: HashMap<MessageId, VectorMatch> = HashMap::new();
+fn fuse(rankings: &[Vec<ScoredHit>]) -> Vec<ScoredHit> {
+    let mut fused: HashMap<MessageId, ScoredHit> = HashMap::new();
     for ranking in rankings {
         for (rank, m) in ranking.iter().enumerate() {
             let add = 1.0 / (RRF_K + rank as f32 + 1.0);
-            fused.entry(m.id).and_modify(|f| f.score += add).or_insert(VectorMatch { score: add, ..*m });
+            fused.entry(m.id).and_modify(|f| f.score += add).or_insert(ScoredHit { score: add, ..*m });
         }
     }
     let mut out: Vec<_> = fused.into_values().collect();
@@ -352,8 +374,8 @@ fn fuse(rankings: &[Vec<VectorMatch>]) -> Vec<VectorMatch> {
 mod tests {
     use super::*;
 
-    fn m(id: MessageId, score: f32) -> VectorMatch {
-        VectorMatch { id, thread: ThreadId::new(), score }
+    fn m(id: MessageId, score: f32) -> ScoredHit {
+        ScoredHit { id, thread: ThreadId::new(), score }
     }
 
     #[test]

@@ -1,3 +1,6 @@
+//! `build(config) -> Services`: the one place adapters are chosen and wired
+//! together, and the background tasks ([`Background`]) a server runs.
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +12,15 @@ use memlayer_adapters_embed::{
     ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TiktokenCounter,
 };
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, LibsqlVectorIndex, NativeIndexConfig};
-use memlayer_adapters_postgres::{PgBackend, PgConfig, PgVectorIndex};
+use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, MessageStore, StateStore,
-    StoreError, ThreadStore, TokenCounter, VectorIndex,
+    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, MessageStore,
+    StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
+use crate::config::{DatabaseTarget, DistanceMetric, EmbeddingConfig, EmbeddingMode};
 use crate::{CacheSettings, Config, ConfigService, EmbeddingWorker, MemoryService, SearchService, WorkerSettings};
 
 /// Everything a frontend needs, wired by [`build`].
@@ -188,20 +192,6 @@ pub enum BuildError {
     },
 }
 
-fn location(config: &Config) -> LibsqlLocation {
-    match config.database.url.as_ref().map(|u| u.expose().trim()) {
-        None => LibsqlLocation::File(config.database_file()),
-        Some(":memory:") => LibsqlLocation::Memory,
-        Some(url) if url.starts_with("libsql://") || url.starts_with("https://") || url.starts_with("http://") => {
-            LibsqlLocation::Remote {
-                url: url.to_owned(),
-                auth_token: config.database.auth_token.as_ref().map(|s| s.expose().to_owned()),
-            }
-        }
-        Some(path) => LibsqlLocation::File(PathBuf::from(path.strip_prefix("file:").unwrap_or(path))),
-    }
-}
-
 fn describe(loc: &LibsqlLocation) -> String {
     match loc {
         LibsqlLocation::File(p) => format!("file {}", p.display()),
@@ -222,6 +212,13 @@ impl Backend {
         match self {
             Backend::Libsql(b) => b.clone(),
             Backend::Postgres(b) => b.clone(),
+        }
+    }
+
+    fn stores(&self) -> Stores {
+        match self {
+            Backend::Libsql(b) => Stores::of(b),
+            Backend::Postgres(b) => Stores::of(b),
         }
     }
 }
@@ -254,30 +251,42 @@ impl Stores {
 
 async fn open_backend(config: &Config) -> Result<Backend, BuildError> {
     config.validate()?;
-    if config.is_postgres() {
-        let url = config.database.url.as_ref().map(|u| u.expose().trim().to_owned()).unwrap_or_default();
-        let described = memlayer_adapters_postgres::describe_url(&url);
-        let pg = PgConfig {
-            pool_size: config.database.pool_size,
-            connect_timeout: Duration::from_secs(config.database.connect_timeout_secs),
-            statement_timeout: Some(Duration::from_millis(config.database.statement_timeout_ms))
-                .filter(|t| !t.is_zero()),
-            allow_rls_bypass: config.database.allow_rls_bypass,
-            ..PgConfig::new(url)
-        };
-        return PgBackend::open(pg)
-            .await
-            .map(|b| Backend::Postgres(Arc::new(b)))
-            .map_err(|source| BuildError::Database { location: described, source });
-    }
-    let loc = location(config);
-    let described = describe(&loc);
+    let location = match config.database_target()? {
+        DatabaseTarget::Postgres(url) => return open_postgres(config, url.expose()).await,
+        DatabaseTarget::File(path) => LibsqlLocation::File(path),
+        DatabaseTarget::Memory => LibsqlLocation::Memory,
+        DatabaseTarget::RemoteLibsql(url) => LibsqlLocation::Remote {
+            url: url.expose().to_owned(),
+            auth_token: config.database.auth_token.as_ref().map(|s| s.expose().to_owned()),
+        },
+    };
+    open_libsql(config, location).await
+}
+
+async fn open_postgres(config: &Config, url: &str) -> Result<Backend, BuildError> {
+    let db = &config.database;
+    let pg = PgConfig {
+        pool_size: db.pool_size,
+        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
+        statement_timeout: Some(Duration::from_millis(db.statement_timeout_ms)).filter(|t| !t.is_zero()),
+        allow_rls_bypass: db.allow_rls_bypass,
+        ..PgConfig::new(url.to_owned())
+    };
+    PgBackend::open(pg)
+        .await
+        .map(|b| Backend::Postgres(Arc::new(b)))
+        .map_err(|source| BuildError::Database { location: memlayer_adapters_postgres::describe_url(url), source })
+}
+
+async fn open_libsql(config: &Config, location: LibsqlLocation) -> Result<Backend, BuildError> {
+    let described = describe(&location);
+    let db = &config.database;
     let libsql = LibsqlConfig {
-        location: loc,
-        busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
-        readers: config.database.readers,
-        reader_timeout: Duration::from_millis(config.database.reader_timeout_ms),
-        index_wait: Duration::from_millis(config.database.index_wait_ms),
+        location,
+        busy_timeout: Duration::from_millis(db.busy_timeout_ms),
+        readers: db.readers,
+        reader_timeout: Duration::from_millis(db.reader_timeout_ms),
+        index_wait: Duration::from_millis(db.index_wait_ms),
     };
     LibsqlBackend::open(libsql)
         .await
@@ -322,6 +331,105 @@ async fn reconcile(store: &dyn EmbeddingStore, index: &dyn VectorIndex, model: &
     Ok(added)
 }
 
+/// Applies every pending migration.
+async fn migrate(database: &dyn Database) -> Result<(), BuildError> {
+    let applied =
+        database.migrate_up().await.map_err(|source| BuildError::Database { location: database.describe(), source })?;
+    for m in &applied {
+        tracing::info!(version = m.version, name = %m.name, "applied migration");
+    }
+    Ok(())
+}
+
+/// The ONNX embedder, or a stand-in when embeddings are off; with why it
+/// cannot embed, when it cannot.
+fn open_embedder(e: &EmbeddingConfig) -> (Arc<dyn Embedder>, Option<String>) {
+    if !e.enabled {
+        return (Arc::new(DisabledEmbedder), Some("embeddings are disabled (embedding.enabled = false)".to_owned()));
+    }
+    let cache = e.cache_dir.clone().unwrap_or_else(memlayer_adapters_embed::default_cache_dir);
+    let onnx = OnnxConfig {
+        sessions: e.sessions,
+        interactive_sessions: e.interactive_sessions,
+        intra_threads: e.intra_threads,
+        ..OnnxConfig::from_cache_dir(&cache)
+    };
+    let embedder = OnnxEmbedder::new(onnx);
+    let problem = embedder.status().err();
+    if let Some(p) = &problem {
+        tracing::warn!(problem = %p, "embedder unavailable: messages are stored and stay pending until it works");
+    }
+    (Arc::new(embedder), problem)
+}
+
+/// The vector index [`Config::index_kind`] names, on `backend`, for
+/// vectors of `dim` dimensions.
+async fn open_index(config: &Config, backend: &Backend, dim: usize) -> Result<Arc<dyn VectorIndex>, BuildError> {
+    let search = &config.search;
+    let db_error = |source| BuildError::Database { location: backend.database().describe(), source };
+    Ok(match (config.index_kind(), backend) {
+        (IndexKind::Exact, _) => Arc::new(ExactIndex::new()),
+        (IndexKind::Pgvector, Backend::Postgres(pg)) => {
+            let p = &search.pgvector;
+            let hnsw = memlayer_adapters_postgres::HnswConfig {
+                metric: match p.metric {
+                    DistanceMetric::Cosine => Metric::Cosine,
+                    DistanceMetric::L2 => Metric::L2,
+                    DistanceMetric::Ip => Metric::InnerProduct,
+                },
+                m: p.m,
+                ef_construction: p.ef_construction,
+                ef_search: p.ef_search,
+                exact_below: p.exact_below,
+            };
+            Arc::new(PgVectorIndex::open((**pg).clone(), dim, hnsw).await.map_err(db_error)?)
+        }
+        (IndexKind::Libsql, Backend::Libsql(backend)) => Arc::new(
+            LibsqlVectorIndex::open(
+                (**backend).clone(),
+                dim,
+                // The native index keeps its own exact threshold: exact search
+                // in SQL breaks even with the index near 2,000 rows, far below
+                // the in-process scan's.
+                NativeIndexConfig { max_neighbors: search.max_neighbors, ..NativeIndexConfig::default() },
+            )
+            .await
+            .map_err(db_error)?,
+        ),
+        (IndexKind::Hnsw, Backend::Libsql(_)) => {
+            let snapshot = config.database.url.is_none().then(|| config.data_dir.join("index").join("hnsw.snapshot"));
+            Arc::new(
+                HnswIndex::open(HnswConfig {
+                    snapshot_path: snapshot,
+                    rebuild_threshold: search.rebuild_threshold,
+                    exact_below: search.exact_below,
+                    ef_construction: search.ef_construction,
+                    ef_search: search.ef_search,
+                })
+                .map_err(db_error)?,
+            )
+        }
+        // `Config::validate` refuses these pairs already.
+        (kind @ (IndexKind::Pgvector | IndexKind::Libsql | IndexKind::Hnsw), _) => {
+            return Err(crate::ConfigError::Invalid {
+                key: "search.index",
+                reason: format!("`{kind}` does not run on this database"),
+            }
+            .into());
+        }
+    })
+}
+
+fn worker_settings(e: &EmbeddingConfig) -> WorkerSettings {
+    WorkerSettings {
+        batch_size: e.batch_size,
+        poll_interval: Duration::from_millis(e.poll_interval_ms),
+        base_backoff: Duration::from_millis(e.base_backoff_ms),
+        max_backoff: Duration::from_secs(e.max_backoff_secs),
+        lease: Duration::from_secs(e.lease_secs),
+    }
+}
+
 /// Wires the adapters chosen by `config` into [`Services`]. Applies pending
 /// migrations when `database.auto_migrate` is set, and loads the vector
 /// index from the stored vectors.
@@ -333,105 +441,26 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let backend = open_backend(&config).await?;
     let database = backend.database();
     if config.database.auto_migrate {
-        let applied = database
-            .migrate_up()
-            .await
-            .map_err(|source| BuildError::Database { location: database.describe(), source })?;
-        for m in &applied {
-            tracing::info!(version = m.version, name = %m.name, "applied migration");
-        }
+        migrate(database.as_ref()).await?;
     }
-    let db_error = |source| BuildError::Database { location: database.describe(), source };
-    let Stores { threads, messages, states, embeddings, config: config_store, idempotency } = match &backend {
-        Backend::Libsql(b) => Stores::of(b),
-        Backend::Postgres(b) => Stores::of(b),
-    };
-    let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
-    let configuration = ConfigService::new(
-        config_store,
-        CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) },
-    );
-
-    let (embedder, embedder_problem): (Arc<dyn Embedder>, Option<String>) = if config.embedding.enabled {
-        let cache = config.embedding.cache_dir.clone().unwrap_or_else(memlayer_adapters_embed::default_cache_dir);
-        let onnx = OnnxConfig {
-            sessions: config.embedding.sessions,
-            interactive_sessions: config.embedding.interactive_sessions,
-            intra_threads: config.embedding.intra_threads,
-            ..OnnxConfig::from_cache_dir(&cache)
-        };
-        let embedder = OnnxEmbedder::new(onnx);
-        let problem = embedder.status().err();
-        if let Some(p) = &problem {
-            tracing::warn!(problem = %p, "embedder unavailable: messages are stored and stay pending until it works");
-        }
-        (Arc::new(embedder), problem)
-    } else {
-        (Arc::new(DisabledEmbedder), Some("embeddings are disabled (embedding.enabled = false)".to_owned()))
-    };
+    let Stores { threads, messages, states, embeddings, config: config_store, idempotency } = backend.stores();
+    let cache =
+        CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
+    let configuration = ConfigService::new(config_store, cache);
+    let (embedder, embedder_problem) = open_embedder(&config.embedding);
     let info = embedder.info();
-    let search_cfg = &config.search;
-    let index: Arc<dyn VectorIndex> = match (search_cfg.index.as_str(), &backend) {
-        ("exact", _) => Arc::new(ExactIndex::new()),
-        // On Postgres the default (`hnsw`) is pgvector's HNSW, in the database.
-        (_, Backend::Postgres(pg)) => {
-            let p = &search_cfg.pgvector;
-            let hnsw = memlayer_adapters_postgres::HnswConfig {
-                metric: p.metric.parse().map_err(|e| crate::ConfigError::Invalid {
-                    key: "search.pgvector.metric",
-                    reason: format!("{e}"),
-                })?,
-                m: p.m,
-                ef_construction: p.ef_construction,
-                ef_search: p.ef_search,
-                exact_below: p.exact_below,
-            };
-            Arc::new(PgVectorIndex::open((**pg).clone(), info.dim, hnsw).await.map_err(db_error)?)
-        }
-        ("libsql", Backend::Libsql(backend)) => Arc::new(
-            LibsqlVectorIndex::open(
-                (**backend).clone(),
-                info.dim,
-                // The native index keeps its own exact threshold: exact search
-                // in SQL breaks even with the index near 2,000 rows, far below
-                // the in-process scan's.
-                NativeIndexConfig { max_neighbors: search_cfg.max_neighbors, ..NativeIndexConfig::default() },
-            )
-            .await
-            .map_err(db_error)?,
-        ),
-        (_, Backend::Libsql(_)) => {
-            let snapshot = config.database.url.is_none().then(|| config.data_dir.join("index").join("hnsw.snapshot"));
-            Arc::new(
-                HnswIndex::open(HnswConfig {
-                    snapshot_path: snapshot,
-                    rebuild_threshold: search_cfg.rebuild_threshold,
-                    exact_below: search_cfg.exact_below,
-                    ef_construction: search_cfg.ef_construction,
-                    ef_search: search_cfg.ef_search,
-                })
-                .map_err(db_error)?,
-            )
-        }
-    };
-    let loaded = reconcile(embeddings.as_ref(), index.as_ref(), &info.model).await.map_err(db_error)?;
-    tracing::info!(index = index.kind(), loaded, model = %info.model, "vector index ready");
+    let index = open_index(&config, &backend, info.dim).await?;
+    let loaded = reconcile(embeddings.as_ref(), index.as_ref(), &info.model)
+        .await
+        .map_err(|source| BuildError::Database { location: database.describe(), source })?;
+    tracing::info!(index = %index.kind(), loaded, model = %info.model, "vector index ready");
 
-    let e = &config.embedding;
-    let worker = EmbeddingWorker::new(
-        embedder.clone(),
-        embeddings.clone(),
-        index.clone(),
-        WorkerSettings {
-            batch_size: e.batch_size,
-            poll_interval: Duration::from_millis(e.poll_interval_ms),
-            base_backoff: Duration::from_millis(e.base_backoff_ms),
-            max_backoff: Duration::from_secs(e.max_backoff_secs),
-            lease: Duration::from_secs(e.lease_secs),
-        },
-    );
+    let worker =
+        EmbeddingWorker::new(embedder.clone(), embeddings.clone(), index.clone(), worker_settings(&config.embedding));
     let default_tenant = TenantId::parse(config.memory.default_tenant.clone())
         .map_err(|e| crate::ConfigError::Invalid { key: "memory.default_tenant", reason: e.to_string() })?;
+    let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
+    let inline = config.embedding.mode == EmbeddingMode::Inline;
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -440,7 +469,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         default_tenant,
         config.memory.count_tokens,
     )
-    .with_semantic(index.clone(), worker.clone(), e.mode == "inline")
+    .with_semantic(index.clone(), worker.clone(), inline)
     .with_config(configuration.clone())
     .with_max_response_bytes(config.memory.max_response_bytes);
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)

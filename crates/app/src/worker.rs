@@ -1,3 +1,7 @@
+//! The [`EmbeddingWorker`]: drains the embedding job queue under leases,
+//! embeds, stores and indexes, splitting a failed batch to isolate the texts
+//! that fail.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! [`DomainError`]: a value refused by a constructor, naming the field and
+//! the reason.
+
 /// A value from outside failed validation. The message names the field and
 /// says what is expected; it is safe to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

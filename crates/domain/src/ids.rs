@@ -1,3 +1,6 @@
+//! Identifiers: UUID ids (threads, messages, configuration records) and
+//! validated names (tenants, resources, agents).
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -16,6 +16,7 @@ mod ids;
 mod message;
 mod page;
 mod query;
+mod seal;
 mod search;
 mod state;
 mod thread;

@@ -1,3 +1,7 @@
+//! Messages: roles, tool calls, [`NewMessage`] validated at construction,
+//! stored [`Message`]s with their sequence numbers, and the size limits of a
+//! batch and of a message's fields.
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -1,10 +1,13 @@
+//! Pages and keyset cursors: page sizes, directions, and the opaque
+//! [`Cursor`] of message pages and thread listings, bound to its thread (or
+//! to the tenant and filter of a listing) and sealed by [`crate::seal`].
+
 use std::fmt;
 use std::str::FromStr;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use crate::seal::{fnv1a, seal, unseal};
 use crate::{DomainError, TenantId, ThreadFilter, ThreadId};
 
 /// Largest page a caller may ask for.
@@ -225,35 +228,6 @@ fn threads_scope(tenant: &TenantId, filter: &ThreadFilter) -> [u8; 16] {
     scope
 }
 
-/// The text form of a cursor: `body`, then its [`fnv1a`] checksum, in
-/// URL-safe base64 without padding.
-pub(crate) fn seal(mut body: Vec<u8>) -> String {
-    let sum = fnv1a(&body);
-    body.extend_from_slice(&sum.to_be_bytes());
-    URL_SAFE_NO_PAD.encode(body)
-}
-
-/// The body of a text [`seal`] produced, its checksum checked; `None` for
-/// anything else (bad base64, too short, any byte changed).
-pub(crate) fn unseal(s: &str) -> Option<Vec<u8>> {
-    let mut b = URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()?;
-    let at = b.len().checked_sub(8)?;
-    let sum = u64::from_be_bytes(b[at..].try_into().ok()?);
-    b.truncate(at);
-    (fnv1a(&b) == sum).then_some(b)
-}
-
-/// 64-bit FNV-1a over `bytes`, seeded with a memlayer-specific basis so that
-/// cursors from other systems do not validate by accident.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ 0x6d65_6d6c_6179_6572; // "memlayer"
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// Resolves an optional cursor and an optional requested direction for a
 /// message page of `thread`: the direction to read in and the sequence number
 /// to continue after (exclusive), if any.
@@ -283,8 +257,11 @@ pub fn resolve_message_cursor(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use proptest::prelude::*;
+
+    use super::*;
 
     fn direction() -> impl Strategy<Value = Direction> {
         prop_oneof![Just(Direction::Forward), Just(Direction::Backward)]

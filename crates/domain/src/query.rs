@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::ids::truncate;
-use crate::page::{fnv1a, seal, unseal};
+use crate::seal::{fnv1a, seal, unseal};
 use crate::{DomainError, PageSize, TenantId, Timestamp, from_micros, to_micros};
 
 /// The type of a declared field, which decides the operators it accepts
@@ -206,22 +206,6 @@ impl Op {
             Self::In => "in",
             Self::Contains => "contains",
         }
-    }
-
-    /// The SQL comparison operator of `eq` … `gte` (the same in every SQL
-    /// dialect the adapters speak); `None` for `in` and `contains`, which each
-    /// adapter writes in its own dialect.
-    #[must_use]
-    pub fn sql_comparison(self) -> Option<&'static str> {
-        Some(match self {
-            Self::Eq => "=",
-            Self::Ne => "<>",
-            Self::Lt => "<",
-            Self::Lte => "<=",
-            Self::Gt => ">",
-            Self::Gte => ">=",
-            Self::In | Self::Contains => return None,
-        })
     }
 
     fn parse(s: &str) -> Result<Self, DomainError> {

@@ -1,3 +1,7 @@
+//! Search values: [`Embedding`]s of a model and dimension, the query
+//! ([`SearchQuery`], scope, mode, `top_k`, neighbour window), hits, plans and
+//! embedding coverage counts.
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -197,8 +201,9 @@ pub struct SearchQuery {
     pub scope: SearchScope,
     /// How to rank.
     pub mode: SearchMode,
-    /// How many hits.
-    pub top_k: TopK,
+    /// How many hits; `None` for the default: within one thread, the
+    /// thread's `_memory.top_k` (from its agent), else [`TopK::default`].
+    pub top_k: Option<TopK>,
     /// Neighbours around each hit.
     pub window: Window,
     /// Drop hits scoring below this (cosine for vector, BM25-derived for
@@ -208,7 +213,8 @@ pub struct SearchQuery {
 
 impl SearchQuery {
     /// Validates a query: non-blank text of at most [`MAX_QUERY_CHARS`]
-    /// characters and a finite `min_score`.
+    /// characters and a finite `min_score`. `top_k` is a [`TopK`] or
+    /// `None` for the default (see [`SearchQuery::top_k`]).
     ///
     /// # Errors
     /// [`DomainError`] on `query` or `min_score`.
@@ -216,11 +222,12 @@ impl SearchQuery {
         text: impl Into<String>,
         scope: SearchScope,
         mode: SearchMode,
-        top_k: TopK,
+        top_k: impl Into<Option<TopK>>,
         window: Window,
         min_score: Option<f32>,
     ) -> Result<Self, DomainError> {
         let text = text.into();
+        let top_k = top_k.into();
         if text.trim().is_empty() {
             return Err(DomainError::new("query", "must not be empty"));
         }

@@ -1,3 +1,6 @@
+//! Per-thread agent state ([`AgentState`]): a JSON object with a version for
+//! optimistic concurrency.
+
 use serde::Serialize;
 use serde_json::Value;
 

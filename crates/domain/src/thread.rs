@@ -1,3 +1,6 @@
+//! Threads: [`Thread`], [`NewThread`], [`ThreadPatch`], metadata and its
+//! filters, titles, and the [`ThreadFilter`] of a listing.
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -275,7 +278,7 @@ impl ThreadFilter {
             s.push('=');
             s.push_str(&m.value.to_string());
         }
-        crate::page::fnv1a(s.as_bytes())
+        crate::seal::fnv1a(s.as_bytes())
     }
 }
 

@@ -1,3 +1,5 @@
+//! [`TokenCount`]: a message's token count, which says whether it is exact.
+
 use serde::{Deserialize, Serialize};
 
 /// How many tokens a text takes for a model, and how that was determined.

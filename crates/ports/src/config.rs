@@ -1,3 +1,6 @@
+//! [`ConfigStore`]: the configuration store (models, agents, tools,
+//! settings) with typed, filtered listings.
+
 use async_trait::async_trait;
 use memlayer_domain::{
     AgentConfig, AgentConfigId, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Page,

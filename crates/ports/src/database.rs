@@ -1,3 +1,6 @@
+//! [`Database`]: reachability, migrations up and down, set-up warnings and
+//! the durability settings `doctor` prints.
+
 use async_trait::async_trait;
 
 use crate::StoreError;

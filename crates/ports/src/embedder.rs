@@ -1,3 +1,6 @@
+//! [`Embedder`]: texts to unit vectors of one model, in a batch lane and an
+//! interactive lane.
+
 use async_trait::async_trait;
 use memlayer_domain::Embedding;
 

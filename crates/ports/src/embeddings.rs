@@ -1,7 +1,10 @@
-use async_trait::async_trait;
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ResourceId, TenantId, ThreadId, Timestamp};
+//! [`EmbeddingStore`]: durable vectors, the embedding job queue (fair,
+//! leased) and BM25 lexical search.
 
-use crate::{StoreError, VectorEntry, VectorFilter, VectorMatch};
+use async_trait::async_trait;
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp};
+
+use crate::{ScoredHit, SearchFilter, StoreError, VectorEntry};
 
 /// A message waiting for its embedding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +85,13 @@ pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError>;
 
     /// Embedding progress of the messages a filter admits.
-    async fn embedding_counts(&self, filter: &VectorFilter, model: String) -> Result<EmbeddingCounts, StoreError>;
+    async fn embedding_counts(&self, filter: &SearchFilter, model: String) -> Result<EmbeddingCounts, StoreError>;
 
     /// What every vector search reports: `pending` and `other_model` of
     /// [`embedding_counts`](Self::embedding_counts), which they MUST equal.
     /// Adapters override it with something cheaper than the full counts,
     /// since it runs on every search.
-    async fn coverage(&self, filter: &VectorFilter, model: String) -> Result<Coverage, StoreError> {
+    async fn coverage(&self, filter: &SearchFilter, model: String) -> Result<Coverage, StoreError> {
         self.embedding_counts(filter, model).await.map(Coverage::from)
     }
 
@@ -100,11 +103,8 @@ pub trait EmbeddingStore: Send + Sync + std::fmt::Debug {
     /// punctuation of the underlying engine never reach it unescaped.
     async fn lexical_search(
         &self,
-        filter: &VectorFilter,
+        filter: &SearchFilter,
         query: String,
         k: usize,
-    ) -> Result<Vec<VectorMatch>, StoreError>;
-
-    /// The tenant's threads of `resource`.
-    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError>;
+    ) -> Result<Vec<ScoredHit>, StoreError>;
 }

@@ -1,3 +1,6 @@
+//! [`StoreError`]: the one backend-neutral error of every storage port; each
+//! variant says whether it is retryable.
+
 use memlayer_domain::DomainError;
 
 /// The one error every port returns. Adapters translate driver errors at

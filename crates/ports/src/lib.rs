@@ -38,7 +38,7 @@ pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use threads::ThreadStore;
 pub use tokens::TokenCounter;
-pub use vectors::{VectorEntry, VectorFilter, VectorIndex, VectorMatch, VectorSearch};
+pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 
 #[cfg(feature = "mocks")]
 pub use {

@@ -1,3 +1,6 @@
+//! [`MessageStore`]: appends with gapless sequence numbers, keyset pages and
+//! byte-budgeted reads ([`ByteBudget`]).
+
 use async_trait::async_trait;
 use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
 
@@ -153,11 +156,6 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// The messages with these ids that exist for this tenant, in the order
     /// of `ids`; missing or foreign ids are left out.
     async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
-
-    /// The thread's messages with `from <= seq <= to`, in order.
-    ///
-    /// MUST return `NotFound` for a missing thread.
-    async fn range(&self, tenant: &TenantId, thread: ThreadId, from: i64, to: i64) -> Result<Vec<Message>, StoreError>;
 
     /// Deletes one message with its vector, embedding job and full-text
     /// entry, atomically. Its sequence number is never reused (later pages

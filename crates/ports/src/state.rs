@@ -1,3 +1,5 @@
+//! [`StateStore`]: versioned agent state per thread and agent.
+
 use async_trait::async_trait;
 use memlayer_domain::{AgentId, AgentState, StateVersion, TenantId, ThreadId};
 use serde_json::Value;

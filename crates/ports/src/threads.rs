@@ -1,5 +1,10 @@
+//! [`ThreadStore`]: threads of a tenant, created, patched, deleted with
+//! their messages and state, and listed newest first.
+
 use async_trait::async_trait;
-use memlayer_domain::{Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch};
+use memlayer_domain::{
+    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+};
 
 use crate::StoreError;
 
@@ -16,6 +21,10 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// MUST return `NotFound` when the thread does not exist or belongs to
     /// another tenant.
     async fn get(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError>;
+
+    /// The ids of the tenant's threads of `resource`, in id order (what a
+    /// search scoped to a resource covers); empty when it has none.
+    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError>;
 
     /// Lists the tenant's threads matching `filter`, newest first (by id).
     ///

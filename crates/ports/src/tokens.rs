@@ -1,3 +1,6 @@
+//! [`TokenCounter`]: token counts of a text for a model, exact or marked as
+//! an estimate.
+
 use async_trait::async_trait;
 use memlayer_domain::TokenCount;
 
@@ -11,7 +14,4 @@ pub trait TokenCounter: Send + Sync + std::fmt::Debug {
     /// encoding when it knows the model, and otherwise return an estimate
     /// marked `exact: false`. Never fails: an unknown model is estimated.
     async fn count(&self, model: &str, texts: Vec<String>) -> Vec<TokenCount>;
-
-    /// Whether `model` is counted exactly.
-    fn is_exact(&self, model: &str) -> bool;
 }

@@ -1,5 +1,11 @@
+//! [`VectorIndex`]: nearest neighbours of a query vector under a tenant and
+//! thread filter.
+
+use std::fmt;
+
 use async_trait::async_trait;
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
+use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
@@ -16,26 +22,72 @@ pub struct VectorEntry {
     pub embedding: Embedding,
 }
 
-/// Which entries a search may return.
+/// Which threads of a tenant a search covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VectorFilter {
-    /// Only this tenant's entries.
-    pub tenant: TenantId,
-    /// Only these threads' entries; `None` for the whole tenant.
-    pub threads: Option<Vec<ThreadId>>,
+pub enum ThreadSelection {
+    /// Every thread of the tenant.
+    All,
+    /// Only these threads; none at all when the list is empty (a resource
+    /// without threads).
+    These(Vec<ThreadId>),
 }
 
-impl VectorFilter {
-    /// Whether an entry of `tenant` and `thread` passes.
+impl ThreadSelection {
+    /// The listed threads; `None` for all of them.
     #[must_use]
-    pub fn admits(&self, tenant: &TenantId, thread: ThreadId) -> bool {
-        &self.tenant == tenant && self.threads.as_ref().is_none_or(|ts| ts.contains(&thread))
+    pub fn listed(&self) -> Option<&[ThreadId]> {
+        match self {
+            Self::All => None,
+            Self::These(ts) => Some(ts),
+        }
     }
 }
 
-/// A search result: the message and its similarity (higher is closer).
+/// What a search, vector or lexical, may return: one tenant's messages,
+/// of all its threads or of some. The resolved form of a request's
+/// [`memlayer_domain::SearchScope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Only this tenant's messages.
+    pub tenant: TenantId,
+    /// Of these threads.
+    pub threads: ThreadSelection,
+}
+
+impl SearchFilter {
+    /// Every thread of `tenant`.
+    #[must_use]
+    pub fn all_threads(tenant: TenantId) -> Self {
+        Self { tenant, threads: ThreadSelection::All }
+    }
+
+    /// Only `threads` of `tenant` (none when empty).
+    #[must_use]
+    pub fn these_threads(tenant: TenantId, threads: Vec<ThreadId>) -> Self {
+        Self { tenant, threads: ThreadSelection::These(threads) }
+    }
+
+    /// Whether an entry of `tenant` and `thread` passes.
+    #[must_use]
+    pub fn admits(&self, tenant: &TenantId, thread: ThreadId) -> bool {
+        &self.tenant == tenant
+            && match &self.threads {
+                ThreadSelection::All => true,
+                ThreadSelection::These(ts) => ts.contains(&thread),
+            }
+    }
+
+    /// Whether no message can pass (an empty thread list).
+    #[must_use]
+    pub fn admits_nothing(&self) -> bool {
+        matches!(&self.threads, ThreadSelection::These(ts) if ts.is_empty())
+    }
+}
+
+/// A message found by a search, before it is read: its id, its thread and
+/// its score under the ranking that found it (higher is better).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VectorMatch {
+pub struct ScoredHit {
     /// The message.
     pub id: MessageId,
     /// Its thread.
@@ -49,10 +101,45 @@ pub struct VectorMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorSearch {
     /// Best first.
-    pub matches: Vec<VectorMatch>,
-    /// `exact` when every candidate was compared, else the index used
-    /// (`hnsw`, `libsql`…).
-    pub strategy: &'static str,
+    pub matches: Vec<ScoredHit>,
+    /// [`IndexKind::Exact`] when every candidate was compared, else the
+    /// index used.
+    pub strategy: IndexKind,
+}
+
+/// A kind of vector index: what `search.index` names, what
+/// [`VectorIndex::kind`] says, and how a search was answered
+/// ([`VectorSearch::strategy`]: `Exact` when every candidate was compared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexKind {
+    /// Every candidate compared (an in-process scan, or SQL without an index).
+    Exact,
+    /// The in-process HNSW graph (libSQL only).
+    Hnsw,
+    /// libSQL's native DiskANN index.
+    Libsql,
+    /// pgvector's HNSW index in Postgres.
+    Pgvector,
+}
+
+impl IndexKind {
+    /// Lowercase name, as configured and reported.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Hnsw => "hnsw",
+            Self::Libsql => "libsql",
+            Self::Pgvector => "pgvector",
+        }
+    }
+}
+
+impl fmt::Display for IndexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A nearest-neighbour index over message vectors.
@@ -60,8 +147,8 @@ pub struct VectorSearch {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait VectorIndex: Send + Sync + std::fmt::Debug {
-    /// Short name of the adapter (`exact`, `hnsw`, `libsql`).
-    fn kind(&self) -> &'static str;
+    /// Which index this is.
+    fn kind(&self) -> IndexKind;
 
     /// Adds entries; an entry with an id already present (for the same model)
     /// replaces it. MUST make them searchable before returning.
@@ -82,7 +169,7 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// the cosine similarity of the stored vector and the query, sorted
     /// descending; MUST return `Invalid` when the query's dimension differs
     /// from the stored vectors' of that model.
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
 
     /// Number of searchable entries.
     async fn len(&self) -> Result<usize, StoreError>;

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 
 use super::math::{TopK, normalised};
 use super::store::{ModelStore, Threads, dedup_threads};
@@ -58,10 +58,10 @@ struct Request {
 }
 
 impl Request {
-    fn new(filter: &VectorFilter, query: &Embedding, k: usize) -> Self {
+    fn new(filter: &SearchFilter, query: &Embedding, k: usize) -> Self {
         Self {
             tenant: filter.tenant.clone(),
-            threads: filter.threads.as_deref().map(dedup_threads),
+            threads: filter.threads.listed().map(dedup_threads),
             model: query.model().to_owned(),
             query: normalised(query.vector()),
             k,
@@ -87,13 +87,13 @@ fn run(models: &HashMap<String, ModelStore>, r: &Request) -> VectorSearch {
     if let Some(t) = models.get(&r.model).and_then(|s| s.tenant(&r.tenant)) {
         t.scan(&r.query, r.threads(), &mut top);
     }
-    VectorSearch { matches: top.into_matches(), strategy: "exact" }
+    VectorSearch { matches: top.into_matches(), strategy: IndexKind::Exact }
 }
 
 #[async_trait]
 impl VectorIndex for ExactIndex {
-    fn kind(&self) -> &'static str {
-        "exact"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Exact
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -141,13 +141,13 @@ impl VectorIndex for ExactIndex {
         .await
     }
 
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         let request = Request::new(filter, query, k);
         {
             let models = read(&self.inner.models);
             let candidates = plan(&models, &request)?;
             if k == 0 || candidates == 0 {
-                return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" });
+                return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
             }
             if candidates.saturating_mul(request.query.len()) <= INLINE_WORK {
                 return Ok(run(&models, &request));
@@ -211,11 +211,11 @@ mod tests {
         let entries: Vec<_> = vectors.iter().map(|v| entry(&t, thread, "m", v)).collect();
         index.upsert(entries.clone()).await.unwrap();
         let q: Vec<f32> = vectors[42].iter().map(|x| x * -3.0 + 0.01).collect();
-        let got = index.search(&VectorFilter { tenant: t.clone(), threads: None }, &emb("m", &q), 25).await.unwrap();
+        let got = index.search(&SearchFilter::all_threads(t.clone()), &emb("m", &q), 25).await.unwrap();
         let mut truth: Vec<(f32, MessageId)> =
             entries.iter().map(|e| (cosine(e.embedding.vector(), &q), e.id)).collect();
         truth.sort_by(|a, b| b.0.total_cmp(&a.0));
-        assert_eq!(got.strategy, "exact");
+        assert_eq!(got.strategy, IndexKind::Exact);
         assert_eq!(got.matches.len(), 25);
         for (m, (score, id)) in got.matches.iter().zip(&truth) {
             assert!((m.score - score).abs() < 1e-5, "{} vs {score}", m.score);
@@ -236,14 +236,14 @@ mod tests {
             entries.push(entry(t, threads[i % 4], model, v));
         }
         index.upsert(entries.clone()).await.unwrap();
-        let scope = VectorFilter { tenant: a.clone(), threads: Some(vec![threads[1], threads[1], threads[2]]) };
+        let scope = SearchFilter::these_threads(a.clone(), vec![threads[1], threads[1], threads[2]]);
         let got = index.search(&scope, &emb("m", &vectors[0]), 1000).await.unwrap();
         let expected: Vec<&VectorEntry> =
             entries.iter().filter(|e| scope.admits(&e.tenant, e.thread) && e.embedding.model() == "m").collect();
         assert_eq!(got.matches.len(), expected.len(), "each admitted entry once");
         assert!(got.matches.iter().all(|m| expected.iter().any(|e| e.id == m.id)));
         // A thread id used under another tenant is not reachable through it.
-        let foreign = VectorFilter { tenant: tenant("c"), threads: Some(vec![threads[1]]) };
+        let foreign = SearchFilter::these_threads(tenant("c"), vec![threads[1]]);
         assert!(index.search(&foreign, &emb("m", &vectors[0]), 10).await.unwrap().matches.is_empty());
     }
 
@@ -258,7 +258,7 @@ mod tests {
         let mixed = vec![entry(&t, ThreadId::new(), "n", &[1.0, 0.0]), entry(&t, ThreadId::new(), "n", &[1.0])];
         assert!(matches!(index.upsert(mixed).await, Err(StoreError::Invalid(_))));
         assert_eq!(index.len().await.unwrap(), 1, "a rejected batch writes nothing");
-        let q = index.search(&VectorFilter { tenant: t.clone(), threads: None }, &emb("m", &[1.0, 0.0]), 3).await;
+        let q = index.search(&SearchFilter::all_threads(t.clone()), &emb("m", &[1.0, 0.0]), 3).await;
         assert!(matches!(q, Err(StoreError::Invalid(_))));
         index.remove(vec![e.id]).await.unwrap();
         index.upsert(vec![entry(&t, ThreadId::new(), "m", &[1.0, 0.0])]).await.unwrap();
@@ -273,8 +273,8 @@ mod tests {
         let threads: Vec<ThreadId> = (0..30).map(|_| ThreadId::new()).collect();
         let entries: Vec<_> = vectors.iter().enumerate().map(|(i, v)| entry(&t, threads[i % 30], "m", v)).collect();
         index.upsert(entries).await.unwrap();
-        let all = VectorFilter { tenant: t.clone(), threads: None };
-        let one = VectorFilter { tenant: t.clone(), threads: Some(threads.clone()) };
+        let all = SearchFilter::all_threads(t.clone());
+        let one = SearchFilter::these_threads(t.clone(), threads.clone());
         let q = emb("m", &vectors[7]);
         // 3000 × 128 > INLINE_WORK (tenant scope runs blocking); the thread list
         // goes through postings. Same candidates, same answer.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 use tokio::sync::watch;
 
 use super::math::{TopK, normalised};
@@ -335,7 +335,7 @@ impl Inner {
     fn run(&self, st: &State, r: &Request, plan: Plan) -> VectorSearch {
         let mut top = TopK::new(r.k);
         let Some(ms) = st.models.get(&r.model).filter(|_| plan != Plan::Empty) else {
-            return VectorSearch { matches: Vec::new(), strategy: "exact" };
+            return VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact };
         };
         let q = &r.query.0[..];
         let threads = r.threads();
@@ -348,7 +348,7 @@ impl Inner {
         // yields fewer than `k` admitted points falls back to an exact scan
         // of the filter's points, and whether it does depends on the other
         // tenants' points around them, which the report must not reveal.
-        let strategy = if plan == Plan::Graph { "hnsw" } else { "exact" };
+        let strategy = if plan == Plan::Graph { IndexKind::Hnsw } else { IndexKind::Exact };
         if let Some(seg) = &ms.segment {
             let mut done = false;
             if plan == Plan::Graph
@@ -694,10 +694,10 @@ impl HnswIndex {
         blocking(move || inner.write_snapshot()).await?
     }
 
-    fn request(filter: &VectorFilter, query: &Embedding, k: usize) -> Request {
+    fn request(filter: &SearchFilter, query: &Embedding, k: usize) -> Request {
         Request {
             tenant: filter.tenant.clone(),
-            threads: filter.threads.as_deref().map(dedup_threads),
+            threads: filter.threads.listed().map(dedup_threads),
             model: query.model().to_owned(),
             query: Point::new(&normalised(query.vector())),
             k,
@@ -733,8 +733,8 @@ fn restore(models: Vec<snapshot::LoadedModel>) -> State {
 
 #[async_trait]
 impl VectorIndex for HnswIndex {
-    fn kind(&self) -> &'static str {
-        "hnsw"
+    fn kind(&self) -> IndexKind {
+        IndexKind::Hnsw
     }
 
     async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
@@ -787,13 +787,13 @@ impl VectorIndex for HnswIndex {
         Ok(())
     }
 
-    async fn search(&self, filter: &VectorFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         let request = Self::request(filter, query, k);
         {
             let st = read(&self.inner.state);
             let plan = self.inner.plan(&st, &request)?;
             match plan {
-                Plan::Empty => return Ok(VectorSearch { matches: Vec::new(), strategy: "exact" }),
+                Plan::Empty => return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact }),
                 Plan::Exact(n) if n.saturating_mul(request.query.0.len()) <= INLINE_WORK => {
                     return Ok(self.inner.run(&st, &request, plan));
                 }
@@ -860,8 +860,8 @@ mod tests {
         VectorEntry { id: MessageId::new(), tenant: t.clone(), thread, embedding: emb("m", v) }
     }
 
-    fn all(t: &TenantId) -> VectorFilter {
-        VectorFilter { tenant: t.clone(), threads: None }
+    fn all(t: &TenantId) -> SearchFilter {
+        SearchFilter::all_threads(t.clone())
     }
 
     /// A graph is always used when it can be (nothing is "few" candidates).
@@ -947,7 +947,7 @@ mod tests {
         for probe in (0..400).step_by(19) {
             let q = entries[probe].embedding.vector();
             let got = index.search(&all(&t), &emb("m", q), 10).await.unwrap();
-            assert_eq!(got.strategy, "hnsw");
+            assert_eq!(got.strategy, IndexKind::Hnsw);
             assert_eq!(got.matches.len(), 10);
             assert_exact_scores(&got, &entries, q);
             top1 += usize::from(got.matches[0].id == entries[probe].id);
@@ -966,12 +966,12 @@ mod tests {
         index.rebuild_now().await.unwrap();
         let q = emb("m", mine[17].embedding.vector());
         let before = index.search(&all(&t), &q, 10).await.unwrap();
-        assert_eq!(before.strategy, "hnsw");
+        assert_eq!(before.strategy, IndexKind::Hnsw);
         let (theirs, _) = corpus(&other, 4_000, 8, 8);
         index.upsert(theirs).await.unwrap();
         index.rebuild_now().await.unwrap();
         let after = index.search(&all(&t), &q, 10).await.unwrap();
-        assert_eq!(after.strategy, "hnsw", "another tenant's points do not change the reported plan");
+        assert_eq!(after.strategy, IndexKind::Hnsw, "another tenant's points do not change the reported plan");
         assert_eq!(after.matches.len(), 10);
         assert!(after.matches.iter().all(|m| mine.iter().any(|e| e.id == m.id)), "only the tenant's own points");
         assert_exact_scores(&after, &mine, mine[17].embedding.vector());
@@ -986,17 +986,17 @@ mod tests {
         index.upsert(entries.clone()).await.unwrap();
         exact.upsert(entries.clone()).await.unwrap();
         index.rebuild_now().await.unwrap();
-        let scope = VectorFilter { tenant: t.clone(), threads: Some(vec![threads[3], threads[4]]) };
+        let scope = SearchFilter::these_threads(t.clone(), vec![threads[3], threads[4]]);
         for probe in [0usize, 5, 321] {
             let q = emb("m", entries[probe].embedding.vector());
             let got = index.search(&scope, &q, 15).await.unwrap();
-            assert_eq!(got.strategy, "exact", "60 candidates <= exact_below");
+            assert_eq!(got.strategy, IndexKind::Exact, "60 candidates <= exact_below");
             assert_eq!(got, exact.search(&scope, &q, 15).await.unwrap());
             let wide = index.search(&all(&t), &q, 15).await.unwrap();
-            assert_eq!(wide.strategy, "hnsw");
+            assert_eq!(wide.strategy, IndexKind::Hnsw);
             // k above ef_search: the graph cannot deliver, exact instead.
             let many = index.search(&all(&t), &q, 100).await.unwrap();
-            assert_eq!((many.strategy, many.matches.len()), ("exact", 100));
+            assert_eq!((many.strategy, many.matches.len()), (IndexKind::Exact, 100));
             assert_eq!(many, exact.search(&all(&t), &q, 100).await.unwrap());
         }
     }
@@ -1019,7 +1019,7 @@ mod tests {
         index.upsert(entries.clone()).await.unwrap();
         index.rebuild_now().await.unwrap();
         for (probe, v) in vectors.iter().enumerate().step_by(23) {
-            for filter in [all(&a), VectorFilter { tenant: a.clone(), threads: Some(vec![threads[1], threads[2]]) }] {
+            for filter in [all(&a), SearchFilter::these_threads(a.clone(), vec![threads[1], threads[2]])] {
                 let got = index.search(&filter, &emb("m", v), 10).await.unwrap();
                 assert_eq!(got.matches.len(), 10);
                 for m in &got.matches {
@@ -1202,14 +1202,14 @@ mod tests {
         index.upsert(vec![VectorEntry { embedding: emb("other", &[0.6, 0.8]), ..entries[470].clone() }]).await.unwrap();
         index.flush().await.unwrap();
 
-        let queries: Vec<(VectorFilter, Embedding)> = entries
+        let queries: Vec<(SearchFilter, Embedding)> = entries
             .iter()
             .step_by(37)
             .flat_map(|e| {
                 [
                     (all(&a), e.embedding.clone()),
                     (all(&b), e.embedding.clone()),
-                    (VectorFilter { tenant: a.clone(), threads: Some(vec![threads[2]]) }, e.embedding.clone()),
+                    (SearchFilter::these_threads(a.clone(), vec![threads[2]]), e.embedding.clone()),
                 ]
             })
             .collect();
@@ -1236,7 +1236,7 @@ mod tests {
         assert_eq!(wider.stats().models[0].ef_search, 300);
         assert_eq!(wider.stats().rebuilds, 0);
         let got = wider.search(&all(&a), &entries[100].embedding, 100).await.unwrap();
-        assert_eq!((got.strategy, got.matches[0].id), ("hnsw", entries[100].id));
+        assert_eq!((got.strategy, got.matches[0].id), (IndexKind::Hnsw, entries[100].id));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use memlayer_domain::{MessageId, ThreadId};
-use memlayer_ports::VectorMatch;
+use memlayer_ports::ScoredHit;
 
 /// Lanes of the dot product: sixteen independent accumulators let LLVM keep
 /// several SIMD registers busy (a plain `zip().map().sum()` is a serial
@@ -137,12 +137,12 @@ impl TopK {
     }
 
     /// The kept candidates, best first.
-    pub(crate) fn into_matches(self) -> Vec<VectorMatch> {
+    pub(crate) fn into_matches(self) -> Vec<ScoredHit> {
         // `Reverse` sorts ascending as descending scores.
         self.heap
             .into_sorted_vec()
             .into_iter()
-            .map(|Reverse(c)| VectorMatch { id: c.id, thread: c.thread, score: c.score })
+            .map(|Reverse(c)| ScoredHit { id: c.id, thread: c.thread, score: c.score })
             .collect()
     }
 }

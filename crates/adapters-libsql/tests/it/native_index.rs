@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlVectorIndex, NativeIndexConfig};
 use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{StoreError, VectorEntry, VectorFilter, VectorIndex};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex};
 
 use crate::common::{db_path, tenant};
 
@@ -60,13 +60,14 @@ async fn both_paths_return_true_cosine_scores() {
     let data = vectors(5, 400);
     let stored = entries(&t, &threads, &data);
     let queries = vectors(99, 5);
-    for (exact_below, strategy) in [(0, "libsql"), (NativeIndexConfig::DEFAULT_EXACT_BELOW, "exact")] {
+    for (exact_below, strategy) in [(0, IndexKind::Libsql), (NativeIndexConfig::DEFAULT_EXACT_BELOW, IndexKind::Exact)]
+    {
         let (index, _dir) = open(exact_below).await;
-        assert_eq!(index.kind(), "libsql");
+        assert_eq!(index.kind(), IndexKind::Libsql);
         index.upsert(stored.clone()).await.unwrap();
         for q in &queries {
             let query = Embedding::new("m", q.clone(), DIM).unwrap();
-            let got = index.search(&VectorFilter { tenant: t.clone(), threads: None }, &query, 10).await.unwrap();
+            let got = index.search(&SearchFilter::all_threads(t.clone()), &query, 10).await.unwrap();
             assert_eq!(got.strategy, strategy);
             assert_eq!(got.matches.len(), 10);
             let mut truth: Vec<(f64, MessageId)> =
@@ -78,7 +79,7 @@ async fn both_paths_return_true_cosine_scores() {
                 assert!((f64::from(m.score) - want).abs() < 1e-5, "{strategy}: score {} vs dot {want}", m.score);
             }
             assert!(got.matches.windows(2).all(|p| p[0].score >= p[1].score));
-            if strategy == "exact" {
+            if strategy == IndexKind::Exact {
                 let ids: Vec<_> = truth.iter().take(10).map(|x| x.1).collect();
                 assert_eq!(got.matches.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
             }
@@ -96,15 +97,15 @@ async fn a_thin_filter_still_finds_every_admitted_entry() {
     let data = vectors(7, 500);
     let stored = entries(&t, &threads, &data);
     index.upsert(stored.clone()).await.unwrap();
-    let whole = VectorFilter { tenant: t.clone(), threads: None };
+    let whole = SearchFilter::all_threads(t.clone());
     let query = Embedding::new("m", data[1].clone(), DIM).unwrap();
     let top = index.search(&whole, &query, 10).await.unwrap();
-    assert_eq!((top.matches.len(), top.strategy), (10, "libsql"), "the whole tenant is served by the graph");
+    assert_eq!((top.matches.len(), top.strategy), (10, IndexKind::Libsql), "the whole tenant is served by the graph");
     // Remove a third: DiskANN deletions can leave nodes unreachable.
     index.remove(stored.iter().step_by(3).map(|e| e.id).collect()).await.unwrap();
     let live: Vec<_> = stored.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, e)| e).collect();
     assert_eq!(index.len().await.unwrap(), live.len());
-    let filter = VectorFilter { tenant: t.clone(), threads: Some(vec![threads[1]]) };
+    let filter = SearchFilter::these_threads(t.clone(), vec![threads[1]]);
     let got = index.search(&filter, &query, 100).await.unwrap();
     let admitted = live.iter().filter(|e| e.thread == threads[1]).count();
     assert_eq!(got.matches.len(), admitted);
@@ -114,9 +115,7 @@ async fn a_thin_filter_still_finds_every_admitted_entry() {
     let all = index.search(&whole, &query, 100).await.unwrap();
     assert_eq!(all.matches.len(), 100, "strategy {}", all.strategy);
     assert!(all.matches.iter().all(|m| live.iter().any(|e| e.id == m.id)), "no deleted entry returned");
-    assert!(
-        index.search(&VectorFilter { tenant: t, threads: Some(vec![]) }, &query, 5).await.unwrap().matches.is_empty()
-    );
+    assert!(index.search(&SearchFilter::these_threads(t, vec![]), &query, 5).await.unwrap().matches.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

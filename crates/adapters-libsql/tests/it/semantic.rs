@@ -3,7 +3,7 @@
 //! adapter's back.
 
 use memlayer_domain::{Embedding, Metadata, NewMessage, NewThread, Role, ThreadId, ToolCall, now};
-use memlayer_ports::{Database, EmbeddingStore, MessageStore, StoreError, ThreadStore, VectorFilter};
+use memlayer_ports::{Database, EmbeddingStore, MessageStore, SearchFilter, StoreError, ThreadStore};
 use serde_json::json;
 
 use crate::common::{db_path, msgs, open_file, raw, scalar, schema_objects, tenant};
@@ -16,8 +16,8 @@ fn emb(model: &str, seed: f32) -> Embedding {
     Embedding::new(model, vec![seed, 1.0 - seed, 0.5], 3).unwrap()
 }
 
-fn whole(t: &str) -> VectorFilter {
-    VectorFilter { tenant: tenant(t), threads: None }
+fn whole(t: &str) -> SearchFilter {
+    SearchFilter::all_threads(tenant(t))
 }
 
 /// Rows of the semantic tables: (full-text entries, jobs, vectors). Full-text
@@ -371,7 +371,7 @@ async fn enqueue_missing_and_scan() {
     let counts = db.embedding_counts(&whole("acme"), "m1".into()).await.unwrap();
     // A job means "embed with the current model": any completion ends it.
     assert_eq!((counts.embedded, counts.pending, counts.failing, counts.other_model), (5, 4, 0, 0));
-    let only = VectorFilter { tenant: t.clone(), threads: Some(vec![]) };
+    let only = SearchFilter::these_threads(t.clone(), vec![]);
     assert_eq!(db.embedding_counts(&only, "m1".into()).await.unwrap().embedded, 0);
 }
 
@@ -399,7 +399,7 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_many_and_range() {
+async fn get_many_in_caller_order() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_file(&db_path(&dir)).await;
     let t = tenant("acme");
@@ -411,9 +411,6 @@ async fn get_many_and_range() {
     let got = db.get_many(&t, ids.clone()).await.unwrap();
     assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
     assert!(db.get_many(&t, vec![]).await.unwrap().is_empty());
-    assert_eq!(db.range(&t, thread, 1199, 5000).await.unwrap().len(), 2);
-    assert!(db.range(&t, thread, 5, 4).await.unwrap().is_empty());
-    assert!(matches!(db.range(&tenant("other"), thread, 1, 2).await, Err(StoreError::NotFound { .. })));
 }
 
 async fn scalar_blob(conn: &libsql::Connection, sql: &str) -> Vec<u8> {

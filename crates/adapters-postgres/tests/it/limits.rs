@@ -13,7 +13,7 @@ use memlayer_domain::{
     AgentId, MAX_CONTENT_BYTES, MAX_FILTERS, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, Role,
     TenantId, ThreadFilter, ThreadPatch, Title,
 };
-use memlayer_ports::{Database, EmbeddingStore, MessageStore, StoreError, ThreadStore, VectorFilter};
+use memlayer_ports::{Database, EmbeddingStore, MessageStore, SearchFilter, StoreError, ThreadStore};
 use serde_json::json;
 use tokio_postgres::NoTls;
 
@@ -140,7 +140,7 @@ async fn a_message_over_the_full_text_limit_is_stored_whole_and_found_by_its_pre
     store.append(&t, thread, batch).await.unwrap();
     assert_eq!(MessageStore::get(&store, &t, stored[0].id).await.unwrap().content, text, "stored whole");
 
-    let filter = VectorFilter { tenant: t.clone(), threads: Some(vec![thread]) };
+    let filter = SearchFilter::these_threads(t.clone(), vec![thread]);
     let hits = store.lexical_search(&filter, first_word, 10).await.unwrap();
     assert_eq!(hits.len(), 2, "both found by a word of the indexed prefix: {hits:?}");
     let hits = store.lexical_search(&filter, "lastword".into(), 10).await.unwrap();

@@ -7,7 +7,7 @@
 //! Every test gets a fresh database cloned from a migrated template. The
 //! server is `MEMLAYER_TEST_DATABASE_URL`/`DATABASE_URL` or the one
 //! `scripts/postgres start` runs; when none is reachable a test fails with
-//! `CI` set and otherwise prints `SKIP:`. The TLS test starts a second,
+//! `CI` set and otherwise prints `SKIP <test>:` (`testing::skip`). The TLS test starts a second,
 //! TLS-only server of its own (`scripts/postgres-tls`).
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 

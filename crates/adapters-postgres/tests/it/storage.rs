@@ -6,7 +6,7 @@ use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, Role, SettingName, TenantId, ThreadId};
 use memlayer_ports::{
     Claim, ConfigStore, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, MessageStore,
-    MigrationStatus, StoreError, ThreadStore, VectorFilter, VectorIndex,
+    MigrationStatus, SearchFilter, StoreError, ThreadStore, VectorIndex,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -104,7 +104,7 @@ async fn pooled_connections_keep_no_session_state() {
         }])
         .await
         .unwrap();
-    let filter = VectorFilter { tenant: t.clone(), threads: Some(vec![thread, ThreadId::new()]) };
+    let filter = SearchFilter::these_threads(t.clone(), vec![thread, ThreadId::new()]);
     assert_eq!(index.search(&filter, &e, 5).await.unwrap().matches.len(), 1);
     for (name, default) in [("memlayer.tenant", ""), ("hnsw.ef_search", "40"), ("hnsw.iterative_scan", "off")] {
         let value = pooled_setting(&store, name).await.unwrap_or_default();

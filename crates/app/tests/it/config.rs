@@ -42,7 +42,7 @@ fn file_overrides_defaults_and_environment_overrides_file() {
         let c = load(jail, Some("memlayer.toml")).map_err(|e| e.to_string())?;
         assert_eq!(c.data_dir, Path::new("/from/file"));
         assert_eq!(c.server.addr.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.log.format, "json");
+        assert_eq!(c.log.format, memlayer_app::LogFormat::Json);
 
         jail.set_env("MEMLAYER_DATA_DIR", "/from/env");
         jail.set_env("MEMLAYER_SERVER__BODY_LIMIT_BYTES", "2048");
@@ -174,6 +174,73 @@ fn a_misspelt_environment_variable_is_an_error_naming_it() {
         jail.set_env("MEMLAYER_SERVR__ADDR", "127.0.0.1:1");
         let err = load(jail, None).unwrap_err().to_string();
         assert!(err.to_lowercase().contains("servr"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn closed_sets_of_values_are_enums_whose_errors_name_key_and_choices() {
+    figment::Jail::expect_with(|jail| {
+        // Each bad value is put back to a good one before the next.
+        let err = |jail: &mut figment::Jail, var: &str, bad: &str, good: &str| {
+            jail.set_env(var, bad);
+            let err = load(jail, None).unwrap_err().to_string();
+            jail.set_env(var, good);
+            err
+        };
+        let e = err(jail, "MEMLAYER_SEARCH__INDEX", "x", "exact");
+        assert!(
+            e.starts_with(
+                "configuration: search.index: unknown value \"x\", expected one of `exact`, `hnsw`, `libsql`, `pgvector`"
+            ),
+            "{e}"
+        );
+        let e = err(jail, "MEMLAYER_EMBEDDING__MODE", "sometimes", "inline");
+        assert!(e.starts_with("configuration: embedding.mode: unknown value \"sometimes\""), "{e}");
+        assert!(e.contains("`background`, `inline`"), "{e}");
+        // Checked on every backend now, not only when Postgres is selected.
+        let e = err(jail, "MEMLAYER_SEARCH__PGVECTOR__METRIC", "manhattan", "l2");
+        assert!(e.contains("search.pgvector.metric") && e.contains("`cosine`, `l2`, `ip`"), "{e}");
+        let e = err(jail, "MEMLAYER_LOG__FORMAT", "xml", "json");
+        assert!(e.contains("log.format") && e.contains("`text`, `json`"), "{e}");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(c.embedding.mode, memlayer_app::EmbeddingMode::Inline);
+        assert_eq!(c.search.pgvector.metric, memlayer_app::DistanceMetric::L2);
+        Ok(())
+    });
+}
+
+#[test]
+fn an_unset_index_is_the_backends_own_and_hnsw_on_postgres_is_refused() {
+    use memlayer_app::{BackendKind, DatabaseTarget, IndexKind};
+    figment::Jail::expect_with(|jail| {
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!((c.search.index, c.index_kind()), (None, IndexKind::Hnsw));
+        assert_eq!(c.database_target().unwrap(), DatabaseTarget::File(c.data_dir.join("memlayer.db")));
+        jail.set_env("DATABASE_URL", "postgres://app@h/mem");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            (c.index_kind(), c.database_target().unwrap().backend()),
+            (IndexKind::Pgvector, BackendKind::Postgres)
+        );
+        jail.set_env("MEMLAYER_SEARCH__INDEX", "hnsw");
+        let e = load(jail, None).unwrap_err().to_string();
+        assert!(e.contains("search.index") && e.contains("pgvector"), "an error, not an alias: {e}");
+        jail.set_env("MEMLAYER_SEARCH__INDEX", "exact");
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.index_kind(), IndexKind::Exact);
+        for (url, target) in [
+            (":memory:", DatabaseTarget::Memory),
+            ("file:/tmp/x.db", DatabaseTarget::File("/tmp/x.db".into())),
+            ("/tmp/y.db", DatabaseTarget::File("/tmp/y.db".into())),
+            ("libsql://db.example", DatabaseTarget::RemoteLibsql("libsql://db.example".into())),
+            ("postgresql://h/db", DatabaseTarget::Postgres("postgresql://h/db".into())),
+        ] {
+            let c = Config {
+                database: memlayer_app::DatabaseConfig { url: Some(url.into()), ..Default::default() },
+                ..Default::default()
+            };
+            assert_eq!(c.database_target().unwrap(), target, "{url}");
+        }
         Ok(())
     });
 }

@@ -31,8 +31,7 @@ fn model_ready(test: &str) -> bool {
     match memlayer_app::probe_embedder(&memlayer_app::default_cache_dir()) {
         Ok(_) => true,
         Err(problem) => {
-            assert!(std::env::var_os("CI").is_none(), "{test}: the embedding model is required in CI: {problem}");
-            eprintln!("SKIP {test} (vector part): {problem}");
+            testing::skip(&format!("the embedding model, for {test}'s vector part ({problem})"));
             false
         }
     }
@@ -46,7 +45,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
     assert!(config.is_postgres());
     let services = build(config).await.unwrap();
     assert!(services.database.describe().starts_with("postgres://"), "{}", services.database.describe());
-    assert_eq!(services.search.index_kind(), "pgvector");
+    assert_eq!(services.search.index_kind(), memlayer_ports::IndexKind::Pgvector);
     assert!(!dir.path().join("memlayer.db").exists(), "no libSQL file on Postgres");
     let status = services.database.migration_status().await.unwrap();
     assert!(!status.is_empty() && status.iter().all(|m| m.applied_at.is_some()), "{status:?}");

@@ -10,7 +10,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     EmbedderInfo, MockEmbedder, MockEmbeddingStore, MockMessageStore, MockStateStore, MockThreadStore,
-    MockTokenCounter, MockVectorIndex, PendingEmbedding, VectorEntry, VectorMatch, VectorSearch,
+    MockTokenCounter, MockVectorIndex, PendingEmbedding, ScoredHit, VectorEntry, VectorSearch,
 };
 
 fn tenant() -> TenantId {
@@ -170,10 +170,11 @@ async fn deletes_reach_the_index_only_after_the_store() {
     index.expect_remove_thread().withf(move |_, t| *t == id).times(1).returning(|_, _| Ok(()));
     index.expect_remove().times(1).returning(|_| Ok(()));
     let mut messages = MockMessageStore::new();
+    messages.expect_get().returning(move |_, m| Ok(message(m, id, 1)));
     messages.expect_delete().times(1).returning(|_, _| Ok(()));
     let svc = service(threads, messages, index);
     svc.delete_thread(&tenant(), id).await.unwrap();
-    svc.delete_message(&tenant(), MessageId::new()).await.unwrap();
+    svc.delete_message(&tenant(), id, MessageId::new()).await.unwrap();
 
     let mut threads = MockThreadStore::new();
     threads.expect_delete().returning(|_, id| Err(StoreError::not_found("thread", id)));
@@ -181,6 +182,19 @@ async fn deletes_reach_the_index_only_after_the_store() {
     index.expect_remove_thread().times(0);
     let svc = service(threads, MockMessageStore::new(), index);
     assert!(matches!(svc.delete_thread(&tenant(), id).await, Err(StoreError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn a_message_of_another_thread_is_not_found_and_stays() {
+    let (thread, other) = (ThreadId::new(), ThreadId::new());
+    let mut messages = MockMessageStore::new();
+    messages.expect_get().returning(move |_, m| Ok(message(m, other, 1)));
+    messages.expect_delete().times(0);
+    let mut index = MockVectorIndex::new();
+    index.expect_remove().times(0);
+    let svc = service(MockThreadStore::new(), messages, index);
+    let got = svc.delete_message(&tenant(), thread, MessageId::new()).await;
+    assert!(matches!(got, Err(StoreError::NotFound { what: "message", .. })), "{got:?}");
 }
 
 #[tokio::test]
@@ -209,11 +223,8 @@ async fn search_never_returns_a_message_deleted_after_indexing() {
     let mut index = MockVectorIndex::new();
     index.expect_search().returning(move |_, _, _| {
         Ok(VectorSearch {
-            matches: vec![
-                VectorMatch { id: deleted, thread, score: 0.9 },
-                VectorMatch { id: alive, thread, score: 0.8 },
-            ],
-            strategy: "exact",
+            matches: vec![ScoredHit { id: deleted, thread, score: 0.9 }, ScoredHit { id: alive, thread, score: 0.8 }],
+            strategy: memlayer_ports::IndexKind::Exact,
         })
     });
     let mut store = MockEmbeddingStore::new();
@@ -256,4 +267,44 @@ async fn a_missing_model_is_reported_as_unprovisioned() {
         .unwrap();
     let err = search.search(&tenant(), &q).await.unwrap_err();
     assert!(matches!(err, StoreError::Unprovisioned(ref m) if m.contains("scripts/provision")), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_search_within_a_thread_reads_it_once_and_defaults_to_its_top_k() {
+    let id = ThreadId::new();
+    let metadata = memlayer_domain::Metadata::from_value(serde_json::json!({"_memory": {"top_k": 2}})).unwrap();
+    let thread = memlayer_domain::Thread {
+        id,
+        tenant: tenant(),
+        resource_id: None,
+        agent_id: None,
+        title: None,
+        model: None,
+        metadata,
+        last_seq: 0,
+        created_at: from_micros(0),
+        updated_at: from_micros(0),
+    };
+    let mut threads = MockThreadStore::new();
+    threads.expect_get().times(1).returning(move |_, _| Ok(thread.clone()));
+    let ids: Vec<MessageId> = (0..5).map(|_| MessageId::new()).collect();
+    let found = ids.clone();
+    let mut store = MockEmbeddingStore::new();
+    // Lexical mode asks the store for `top_k` candidates.
+    store.expect_lexical_search().withf(|_, _, k| *k == 2).times(1).returning(move |_, _, k| {
+        Ok(found.iter().take(k).map(|&m| ScoredHit { id: m, thread: id, score: 1.0 }).collect())
+    });
+    let mut messages = MockMessageStore::new();
+    messages
+        .expect_get_many()
+        .returning(move |_, got| Ok(got.into_iter().enumerate().map(|(i, m)| message(m, id, i as i64 + 1)).collect()));
+    let search = SearchService::new(
+        Arc::new(MockEmbedder::new()),
+        Arc::new(MockVectorIndex::new()),
+        Arc::new(store),
+        Arc::new(messages),
+        Arc::new(threads),
+    );
+    let q = SearchQuery::new("x", SearchScope::Thread(id), SearchMode::Lexical, None, Window::default(), None).unwrap();
+    assert_eq!(search.search(&tenant(), &q).await.unwrap().hits.len(), 2);
 }

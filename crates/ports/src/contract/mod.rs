@@ -9,11 +9,19 @@
 //! memlayer_ports::contract_suite!(fresh);
 //! ```
 //!
-//! The macro expands one `#[tokio::test]` per case of `cases.rs`, of
-//! `config_cases.rs` (the configuration store) and of `idempotency_cases.rs`
-//! (idempotency records), and a completeness test per
-//! file that fails when a `pub async fn` case is missing from the macro's
-//! list, so a case cannot be written and silently never run.
+//! A backend that needs a server may return `Option<Backend>` instead: `None`
+//! skips the case, after the factory has printed a `SKIP` line (and failed
+//! instead when `CI` is set), as every test of a missing backend does.
+//!
+//! The cases live in one file per port: `thread_cases.rs`,
+//! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
+//! `embedding_cases.rs`, `config_cases.rs` (the configuration store) and
+//! `idempotency_cases.rs` (idempotency records), with the fixtures they share
+//! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
+//! completeness tests that fail when a `pub async fn` case of a file is
+//! missing from the macro's list for that file, so a case cannot be written
+//! and silently never run. `vector_cases.rs` holds the cases of
+//! [`vector_index_suite!`](crate::vector_index_suite).
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed case")]
 
 use std::any::Any;
@@ -23,9 +31,14 @@ use crate::{
     ConfigStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
 };
 
-pub mod cases;
 pub mod config_cases;
+pub mod database_cases;
+pub mod embedding_cases;
 pub mod idempotency_cases;
+pub mod message_cases;
+pub mod state_cases;
+mod support;
+pub mod thread_cases;
 pub mod vector_cases;
 
 /// One backend under test: every port served by the same store.
@@ -81,12 +94,65 @@ impl Backend {
     }
 }
 
-/// Fails when a `pub async fn` in `cases.rs` is not in `listed`, or the reverse.
+/// What a suite's factory returns: the thing under test, or `None` when its
+/// backend is missing and the case is skipped (the factory says so with a
+/// `SKIP:` line, and fails instead when `CI` is set).
+pub trait UnderTest {
+    /// The thing under test.
+    type Item;
+    /// `Some` to run the case, `None` to skip it.
+    fn under_test(self) -> Option<Self::Item>;
+}
+
+impl UnderTest for Backend {
+    type Item = Self;
+    fn under_test(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+impl UnderTest for Option<Backend> {
+    type Item = Backend;
+    fn under_test(self) -> Self {
+        self
+    }
+}
+
+impl UnderTest for IndexUnderTest {
+    type Item = Self;
+    fn under_test(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+impl UnderTest for Option<IndexUnderTest> {
+    type Item = IndexUnderTest;
+    fn under_test(self) -> Self {
+        self
+    }
+}
+
+/// Fails when, for any of the per-port case files (`thread_cases.rs`,
+/// `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
+/// `embedding_cases.rs`), a `pub async fn` in the file is not listed for its
+/// module, or the reverse, or a file is not listed at all.
 ///
 /// # Panics
 /// On any difference, naming the cases.
-pub fn assert_complete(listed: &[&str]) {
-    assert_complete_in(include_str!("cases.rs"), listed);
+pub fn assert_complete(listed: &[(&str, &[&str])]) {
+    const FILES: [(&str, &str); 5] = [
+        ("thread_cases", include_str!("thread_cases.rs")),
+        ("message_cases", include_str!("message_cases.rs")),
+        ("state_cases", include_str!("state_cases.rs")),
+        ("database_cases", include_str!("database_cases.rs")),
+        ("embedding_cases", include_str!("embedding_cases.rs")),
+    ];
+    let modules: Vec<&str> = listed.iter().map(|(module, _)| *module).collect();
+    let files: Vec<&str> = FILES.iter().map(|(module, _)| *module).collect();
+    assert_eq!(modules, files, "contract suite out of date: the macro's modules differ from the case files");
+    for ((_, source), (_, cases)) in FILES.iter().zip(listed) {
+        assert_complete_in(source, cases);
+    }
 }
 
 /// As [`assert_complete`] for the configuration-store cases.
@@ -129,51 +195,62 @@ fn assert_complete_in(source: &str, listed: &[&str]) {
 }
 
 /// Expands the whole contract suite against a backend factory
-/// (`async fn() -> Backend`). The case list lives only here.
+/// (`async fn() -> Backend`, or `-> Option<Backend>` for a backend that may
+/// be missing: see [`UnderTest`]). The case list lives only here.
 #[macro_export]
 macro_rules! contract_suite {
     ($factory:path) => {
         $crate::__contract_expand!(
             $factory;
-            thread_create_returns_whole_thread,
-            thread_missing_or_foreign_is_not_found,
-            thread_update_patches_and_bumps_updated_at,
-            thread_empty_patch_changes_nothing,
-            thread_delete_removes_messages_and_state,
-            thread_list_pages_newest_first_without_gaps,
-            thread_list_filters,
-            thread_list_rejects_foreign_cursor,
-            append_assigns_consecutive_seqs_and_bumps_thread,
-            append_rejects_empty_and_oversized_batch,
-            append_to_missing_or_foreign_thread_stores_nothing,
-            append_round_trips_every_field,
-            page_forward_and_backward_cover_thread_exactly,
-            page_rejects_foreign_or_contradicting_cursor,
-            last_returns_newest_oldest_first,
-            message_get_is_tenant_scoped,
-            state_save_and_load_versions,
-            state_stale_version_conflicts,
-            state_concurrent_savers_exactly_one_wins,
-            state_rejects_non_object_and_missing_thread,
-            concurrent_appenders_get_gapless_increasing_seqs,
-            paging_during_concurrent_appends_never_skips_or_repeats,
-            database_ping_and_idempotent_migrations,
-            messages_get_many_range_and_delete,
-            append_creates_embedding_jobs_atomically,
-            completed_jobs_store_vectors,
-            deleted_messages_lose_vectors_and_jobs,
-            failed_jobs_back_off,
-            coverage_counts_pending_and_other_model_per_scope,
-            enqueue_missing_is_idempotent_per_model,
-            lexical_search_ranks_and_escapes,
-            resource_threads_are_tenant_scoped,
-            deleting_the_newest_messages_loses_nothing,
-            appends_and_deletes_never_lose_a_message,
-            lexical_scores_ignore_other_tenants,
-            due_jobs_are_fair_across_tenants,
-            claimed_jobs_are_leased_until_done_or_expired,
-            message_reads_stop_at_a_byte_budget,
-            read_windows_reads_each_message_once_within_a_budget,
+            thread_cases: [
+                thread_create_returns_whole_thread,
+                thread_missing_or_foreign_is_not_found,
+                thread_update_patches_and_bumps_updated_at,
+                thread_empty_patch_changes_nothing,
+                thread_delete_removes_messages_and_state,
+                thread_list_pages_newest_first_without_gaps,
+                thread_list_filters,
+                thread_list_rejects_foreign_cursor,
+            ],
+            message_cases: [
+                append_assigns_consecutive_seqs_and_bumps_thread,
+                append_rejects_empty_and_oversized_batch,
+                append_to_missing_or_foreign_thread_stores_nothing,
+                append_round_trips_every_field,
+                page_forward_and_backward_cover_thread_exactly,
+                page_rejects_foreign_or_contradicting_cursor,
+                last_returns_newest_oldest_first,
+                message_get_is_tenant_scoped,
+                concurrent_appenders_get_gapless_increasing_seqs,
+                paging_during_concurrent_appends_never_skips_or_repeats,
+                messages_get_many_and_delete,
+                message_reads_stop_at_a_byte_budget,
+                read_windows_reads_each_message_once_within_a_budget,
+            ],
+            state_cases: [
+                state_save_and_load_versions,
+                state_stale_version_conflicts,
+                state_concurrent_savers_exactly_one_wins,
+                state_rejects_non_object_and_missing_thread,
+            ],
+            database_cases: [
+                database_ping_and_idempotent_migrations,
+            ],
+            embedding_cases: [
+                append_creates_embedding_jobs_atomically,
+                completed_jobs_store_vectors,
+                deleted_messages_lose_vectors_and_jobs,
+                failed_jobs_back_off,
+                coverage_counts_pending_and_other_model_per_scope,
+                enqueue_missing_is_idempotent_per_model,
+                lexical_search_ranks_and_escapes,
+                resource_threads_are_tenant_scoped,
+                deleting_the_newest_messages_loses_nothing,
+                appends_and_deletes_never_lose_a_message,
+                lexical_scores_ignore_other_tenants,
+                due_jobs_are_fair_across_tenants,
+                claimed_jobs_are_leased_until_done_or_expired,
+            ],
         );
         $crate::__config_expand!(
             $factory;
@@ -208,7 +285,7 @@ macro_rules! __idempotency_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::idempotency_cases::$case(backend).await;
             }
         )*
@@ -227,7 +304,7 @@ macro_rules! __config_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::config_cases::$case(backend).await;
             }
         )*
@@ -242,18 +319,18 @@ macro_rules! __config_expand {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_expand {
-    ($factory:path; $($case:ident),* $(,)?) => {
-        $(
+    ($factory:path; $($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        $($(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let backend = $factory().await;
-                $crate::contract::cases::$case(backend).await;
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::$module::$case(backend).await;
             }
-        )*
+        )*)*
 
         #[test]
         fn contract_suite_is_complete() {
-            $crate::contract::assert_complete(&[$(stringify!($case)),*]);
+            $crate::contract::assert_complete(&[$((stringify!($module), &[$(stringify!($case)),*])),*]);
         }
     };
 }
@@ -274,7 +351,8 @@ impl std::fmt::Debug for IndexUnderTest {
 }
 
 /// Expands the vector-index contract suite against a factory
-/// (`async fn() -> IndexUnderTest`) producing an empty index for vectors of
+/// (`async fn() -> IndexUnderTest`, or `-> Option<IndexUnderTest>`: see
+/// [`UnderTest`]) producing an empty index for vectors of
 /// [`vector_cases::DIM`] dimensions. Expand it once per configuration inside
 /// its own module.
 #[macro_export]
@@ -301,7 +379,7 @@ macro_rules! __vector_expand {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let under_test = $factory().await;
+                let Some(under_test) = $crate::contract::UnderTest::under_test($factory().await) else { return };
                 $crate::contract::vector_cases::$case(under_test).await;
             }
         )*

@@ -1,7 +1,7 @@
-//! SQL for a [`VectorFilter`]: a tenant and, optionally, a list of threads.
+//! SQL for a [`SearchFilter`]: a tenant and, optionally, a list of threads.
 
 use libsql::Value;
-use memlayer_ports::VectorFilter;
+use memlayer_ports::SearchFilter;
 
 use crate::values::text;
 
@@ -12,10 +12,10 @@ use crate::values::text;
 /// The thread list is one parameter, a JSON array of hex ids unpacked with
 /// `json_each` and `unhex`, so a resource with thousands of threads never
 /// meets SQLite's parameter limit; the planner still drives an index by it.
-pub(crate) fn scope(filter: &VectorFilter, tenant_col: &str, thread_col: &str, first: usize) -> Option<Scope> {
+pub(crate) fn filter_sql(filter: &SearchFilter, tenant_col: &str, thread_col: &str, first: usize) -> Option<FilterSql> {
     let mut sql = format!(" AND {tenant_col} = ?{first}");
     let mut params = vec![text(filter.tenant.as_str())];
-    if let Some(threads) = &filter.threads {
+    if let Some(threads) = filter.threads.listed() {
         if threads.is_empty() {
             return None;
         }
@@ -24,14 +24,14 @@ pub(crate) fn scope(filter: &VectorFilter, tenant_col: &str, thread_col: &str, f
         sql.push_str(&format!(" AND {thread_col} IN (SELECT unhex(value) FROM json_each(?{}))", first + 1));
         params.push(Value::Text(json));
     }
-    Some(Scope { sql, params })
+    Some(FilterSql { sql, params })
 }
 
 /// A filter's SQL condition and parameters.
 #[derive(Debug)]
-pub(crate) struct Scope {
+pub(crate) struct FilterSql {
     /// Starts with ` AND `.
     pub(crate) sql: String,
-    /// Numbered from the `first` given to [`scope`].
+    /// Numbered from the `first` given to [`filter_sql`].
     pub(crate) params: Vec<Value>,
 }

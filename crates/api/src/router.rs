@@ -1,0 +1,52 @@
+//! The application's router: every route module's routes, the OpenAPI
+//! document completed once and served at `/api/openapi.json`, and the JSON
+//! fallbacks for unknown routes and methods.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::dto::{AppendBody, MessageBatchDto, MessagesDto, NewMessageDto};
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// The OpenAPI document's root; paths are added by the router.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
+    components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
+)]
+pub struct ApiDoc;
+
+/// The application's router with its OpenAPI document served at
+/// `/api/openapi.json`.
+pub fn router(state: AppState) -> axum::Router {
+    let router = crate::routes::register(OpenApiRouter::with_openapi(ApiDoc::openapi()));
+    let (router, mut api) = crate::config_routes::register(router).split_for_parts();
+    crate::idempotency::document(&mut api);
+    let document = match serde_json::to_value(&api) {
+        Ok(mut doc) => {
+            crate::openapi::complete(&mut doc);
+            serde_json::to_vec(&doc).map(Bytes::from)
+        }
+        Err(e) => Err(e),
+    };
+    let document = Arc::new(document.map_err(|e| e.to_string()));
+    router
+        .layer(axum::Extension(document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -1,0 +1,70 @@
+//! The HTTP API and the CLI apply the same use-case rules: both call the
+//! app's services, which hold the rules (here: a search within one thread
+//! returns the thread's `_memory.top_k` hits, from its agent, unless the
+//! caller names a number).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{BIN, spawn_server};
+
+/// Lexical search needs no model: both frontends run without one.
+const NO_MODEL: (&str, &str) = ("MEMLAYER_EMBEDDING__ENABLED", "false");
+
+fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env(NO_MODEL.0, NO_MODEL.1)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert!(status < 300, "{url}: {status} {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_cli_search_default_to_the_agents_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = spawn_server(dir.path(), &[NO_MODEL], &[], Duration::from_secs(60));
+    let server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| post(&http, format!("{}{path}", server.base), body);
+    let model = json!({"name": "gpt-4o", "provider": "openai", "context_window": 128_000, "max_output_tokens": 4096,
+                       "input_price": 2.5, "output_price": 10.0});
+    let model = post("/api/models", model).await;
+    post("/api/agents", json!({"name": "support", "model_id": model["id"], "memory": {"top_k": 2}})).await;
+    let thread = post("/api/threads", json!({"agent_id": "support"})).await;
+    let thread = thread["id"].as_str().unwrap().to_owned();
+    let batch: Vec<Value> = (0..5).map(|i| json!({"role": "user", "content": format!("refund request {i}")})).collect();
+    post(&format!("/api/threads/{thread}/messages"), json!({"messages": batch})).await;
+
+    let search = |top_k: Option<u32>| {
+        let mut body = json!({"query": "refund", "mode": "lexical", "scope": {"thread_id": thread}});
+        if let Some(k) = top_k {
+            body["top_k"] = json!(k);
+        }
+        post("/api/search", body)
+    };
+    assert_eq!(search(None).await["hits"].as_array().unwrap().len(), 2, "HTTP: the agent's top_k");
+    assert_eq!(search(Some(4)).await["hits"].as_array().unwrap().len(), 4, "HTTP: an explicit top_k wins");
+    drop(server);
+
+    let (ok, out) = cli(dir.path(), &["search", "refund", "--thread", &thread, "--mode", "lexical"]);
+    assert!(ok && out.starts_with("2 hits"), "CLI: the agent's top_k: {out}");
+    let (ok, out) = cli(dir.path(), &["search", "refund", "--thread", &thread, "--mode", "lexical", "--top-k", "4"]);
+    assert!(ok && out.starts_with("4 hits"), "CLI: an explicit top_k wins: {out}");
+}
