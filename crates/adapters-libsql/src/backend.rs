@@ -206,7 +206,7 @@ impl LibsqlBackend {
     /// As [`LibsqlBackend::open`], and any migration failure.
     pub async fn open_migrated(config: LibsqlConfig) -> Result<Self, StoreError> {
         let backend = Self::open(config).await?;
-        crate::migrations::migrate_up(&backend).await?;
+        memlayer_adapters_sql::migrate::migrate_up(&backend).await?;
         Ok(backend)
     }
 

@@ -346,7 +346,7 @@ impl EmbeddingStore for LibsqlBackend {
         query: String,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = fts_query(&query) else {
+        let Some(matcher) = memlayer_adapters_sql::Dialect::Sqlite.text_query(&query) else {
             return Ok(Vec::new());
         };
         if k == 0 {
@@ -710,38 +710,6 @@ pub(crate) const SCAN_VECTORS: &str = "SELECT v.rowid, m.id, m.thread_id, t.tena
      FROM message_vectors v JOIN messages m ON m.rowid = v.message_rowid JOIN threads t ON t.id = m.thread_id \
      WHERE v.model = ?1 AND v.rowid > ?2 AND t.deleted_at IS NULL ORDER BY v.rowid LIMIT ?3";
 
-/// An FTS5 query for plain words: the text's Unicode words (letters and
-/// digits, split at everything else, as the `unicode61` tokenizer does),
-/// each quoted as an FTS5 string with internal quotes doubled, OR-ed so BM25
-/// ranks documents by how many and how rare the matching words are. No
-/// operator, column filter, prefix or `NEAR` of the user's ever reaches
-/// MATCH. `None` when the text has no word.
-pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let terms = memlayer_domain::query_terms(text);
-    if terms.is_empty() {
-        return None;
-    }
-    Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
-}
-
 fn int(n: usize) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fts_queries_quote_every_word() {
-        assert_eq!(fts_query("Refund kettle").as_deref(), Some("\"refund\" OR \"kettle\""));
-        assert_eq!(fts_query("\"foo\" OR bar*  NEAR(").as_deref(), Some("\"foo\" OR \"or\" OR \"bar\" OR \"near\""));
-        assert_eq!(fts_query("a:b (c) -d ^e").as_deref(), Some("\"a\" OR \"b\" OR \"c\" OR \"d\" OR \"e\""));
-        assert_eq!(fts_query("café naïve 東京").as_deref(), Some("\"café\" OR \"naïve\" OR \"東京\""));
-        assert_eq!(fts_query("x x X").as_deref(), Some("\"x\""));
-        assert_eq!(fts_query("... --- ()"), None);
-        assert_eq!(fts_query(""), None);
-        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
-        assert_eq!(fts_query(&many).unwrap().matches(" OR ").count(), memlayer_domain::MAX_QUERY_TERMS - 1);
-    }
 }

@@ -7,29 +7,7 @@ const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
 const SQLITE_CONSTRAINT: i32 = 19;
 
-/// A backend failure with the step that failed. Holds the driver's message as
-/// text so that no driver type escapes through `source()`.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {message}")]
-pub(crate) struct DriverError {
-    context: &'static str,
-    message: String,
-}
-
-impl DriverError {
-    pub(crate) fn new(context: &'static str, message: impl Into<String>) -> Self {
-        Self { context, message: message.into() }
-    }
-}
-
-/// A stored row that cannot be turned back into a domain value.
-#[derive(Debug, thiserror::Error)]
-#[error("corrupt stored row in {table}.{column}: {reason}")]
-pub(crate) struct CorruptRow {
-    pub(crate) table: &'static str,
-    pub(crate) column: &'static str,
-    pub(crate) reason: String,
-}
+pub(crate) use memlayer_adapters_sql::{DriverError, corrupt};
 
 /// Maps a driver error: busy/locked → `Unavailable`, constraint violation →
 /// `Conflict`, connection failures → `Unavailable`, anything else → `Backend`.
@@ -48,10 +26,10 @@ pub(crate) fn map_err(context: &'static str, e: libsql::Error) -> StoreError {
             } else if message.contains("SQLITE_BUSY") || message.contains("SQLITE_LOCKED") {
                 StoreError::Unavailable(format!("{context}: {message}"))
             } else {
-                StoreError::backend(DriverError { context, message })
+                StoreError::backend(DriverError::new(context, message))
             }
         }
-        _ => StoreError::backend(DriverError { context, message }),
+        _ => StoreError::backend(DriverError::new(context, message)),
     }
 }
 
@@ -59,7 +37,7 @@ fn classify(primary: i32, context: &'static str, message: String) -> StoreError 
     match primary {
         SQLITE_BUSY | SQLITE_LOCKED => StoreError::Unavailable(format!("{context}: {message}")),
         SQLITE_CONSTRAINT => StoreError::Conflict(format!("{context}: {message}")),
-        _ => StoreError::backend(DriverError { context, message }),
+        _ => StoreError::backend(DriverError::new(context, message)),
     }
 }
 
@@ -73,11 +51,6 @@ impl<T> Context<T> for Result<T, libsql::Error> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|e| map_err(context, e))
     }
-}
-
-/// A `Backend` error for a stored value that does not decode.
-pub(crate) fn corrupt(table: &'static str, column: &'static str, reason: impl ToString) -> StoreError {
-    StoreError::backend(CorruptRow { table, column, reason: reason.to_string() })
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod exec;
 mod filter_sql;
 mod group;
 mod idempotency;
@@ -66,6 +67,7 @@ mod values;
 mod vectors;
 
 use async_trait::async_trait;
+use memlayer_adapters_sql::migrate;
 use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 
 pub use backend::LibsqlBackend;
@@ -97,15 +99,15 @@ impl Database for LibsqlBackend {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::status(self).await
+        migrate::status(self).await
     }
 
     async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::migrate_up(self).await
+        migrate::migrate_up(self).await
     }
 
     async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::migrate_down(self, steps).await
+        migrate::migrate_down(self, steps).await
     }
 
     /// `synchronous` (always `FULL (2)` for a local file: set explicitly when

@@ -50,7 +50,15 @@ async fn hot_queries_use_indexes() {
     ];
     for (filter, index) in cases {
         for after in [None, Some(ThreadId::new())] {
-            let (sql, params) = crate::threads::list_query(&tenant, &filter, after, 10).unwrap();
+            let sql = memlayer_adapters_sql::threads::list_sql(
+                memlayer_adapters_sql::Dialect::Sqlite,
+                crate::rows::THREAD_COLUMNS,
+                &tenant,
+                &filter,
+                after,
+                10,
+            );
+            let (sql, params) = crate::exec::params(sql).unwrap();
             let p = plan(&backend, sql, params).await;
             println!("{p}");
             check(&p, index);

@@ -55,14 +55,6 @@ impl<'a> RowReader<'a> {
         }
     }
 
-    pub(crate) fn opt_blob(&self, idx: i32, column: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.value(idx)? {
-            Value::Null => Ok(None),
-            Value::Blob(bytes) => Ok(Some(bytes)),
-            other => Err(corrupt(self.table, column, format!("expected a blob, found {}", kind(&other)))),
-        }
-    }
-
     pub(crate) fn opt_int(&self, idx: i32, column: &'static str) -> Result<Option<i64>, StoreError> {
         match self.value(idx)? {
             Value::Null => Ok(None),

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use libsql::Value;
+use memlayer_adapters_sql::{Dialect, threads};
 use memlayer_domain::{
     Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     now, to_micros,
@@ -36,18 +37,7 @@ impl ThreadStore for LibsqlBackend {
 
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
         let at = now();
-        let created = Thread {
-            id: ThreadId::new(),
-            tenant: tenant.clone(),
-            resource_id: new.resource_id,
-            agent_id: new.agent_id,
-            title: new.title,
-            model: new.model,
-            metadata: new.metadata,
-            last_seq: 0,
-            created_at: at,
-            updated_at: at,
-        };
+        let created = threads::created(tenant, new, at);
         let params = vec![
             uuid(created.id.as_uuid()),
             text(tenant.as_str()),
@@ -96,27 +86,20 @@ impl ThreadStore for LibsqlBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        filter.check()?;
-        let after = cursor.map(|c| c.for_threads(tenant, filter)).transpose()?;
-        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-        let (sql, params) = list_query(tenant, filter, after, limit)?;
-        let tenant = tenant.clone();
-        let filter = filter.clone();
-        self.read(move |conn| async move {
-            let mut rows = conn.query(&sql, params).await.ctx("list threads")?;
-            let mut items = Vec::with_capacity(limit.min(64) + 1);
-            while let Some(row) = rows.next().await.ctx("list threads")? {
-                items.push(thread(&row, &tenant)?);
-            }
-            let next_cursor = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(|t| Cursor::threads(&tenant, &filter, t.id))
-            } else {
-                None
-            };
-            Ok(Page { items, next_cursor })
-        })
-        .await
+        let (sql, limit) = threads::listing(Dialect::Sqlite, THREAD_COLUMNS, tenant, filter, cursor, limit)?;
+        let (sql, params) = crate::exec::params(sql)?;
+        let owner = tenant.clone();
+        let items = self
+            .read(move |conn| async move {
+                let mut rows = conn.query(&sql, params).await.ctx("list threads")?;
+                let mut items = Vec::with_capacity(limit.min(64) + 1);
+                while let Some(row) = rows.next().await.ctx("list threads")? {
+                    items.push(thread(&row, &owner)?);
+                }
+                Ok(items)
+            })
+            .await?;
+        Ok(threads::page(tenant, filter, items, limit))
     }
 
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError> {
@@ -200,75 +183,8 @@ pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
 pub(crate) const NEXT_MARKED: &str =
     "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
 
-/// The listing query: fixed SQL fragments with numbered parameters; no
-/// caller-supplied text ever becomes SQL.
-pub(crate) fn list_query(
-    tenant: &TenantId,
-    filter: &ThreadFilter,
-    after: Option<ThreadId>,
-    limit: usize,
-) -> Result<(String, Vec<Value>), StoreError> {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND deleted_at IS NULL");
-    let mut params = vec![text(tenant.as_str())];
-    let bind = |params: &mut Vec<Value>, value: Value| {
-        params.push(value);
-        params.len()
-    };
-    if let Some(after) = after {
-        let n = bind(&mut params, uuid(after.as_uuid()));
-        sql.push_str(&format!(" AND id < ?{n}"));
-    }
-    if let Some(resource) = &filter.resource_id {
-        let n = bind(&mut params, text(resource.as_str()));
-        sql.push_str(&format!(" AND resource_id = ?{n}"));
-    }
-    if let Some(agent) = &filter.agent_id {
-        let n = bind(&mut params, text(agent.as_str()));
-        sql.push_str(&format!(" AND agent_id = ?{n}"));
-    }
-    for m in &filter.metadata {
-        // The key is validated by the domain (letters, digits, `_`, `-`), so
-        // quoting it in a JSON path is safe; the path is still a parameter.
-        let path = bind(&mut params, text(format!("$.\"{}\"", m.key())));
-        let value = bind(&mut params, json_text(m.value())?);
-        // Same JSON type and same value: `true` never matches 1, a missing
-        // key never matches `null`.
-        sql.push_str(&format!(
-            " AND json_type(metadata, ?{path}) = json_type(?{value}) \
-             AND json_extract(metadata, ?{path}) IS json_extract(?{value}, '$')"
-        ));
-    }
-    let n = bind(&mut params, Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{n}"));
-    Ok((sql, params))
-}
-
-/// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.
+/// The patch query (written once in `memlayer_adapters_sql::threads`),
+/// with its values bound for libSQL: `UPDATE … RETURNING` the whole row.
 fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<(String, Vec<Value>), StoreError> {
-    let mut sets = vec!["updated_at = ?1".to_owned()];
-    let mut params = vec![Value::Integer(to_micros(now())), text(tenant.as_str()), uuid(id.as_uuid())];
-    let mut set = |column: &str, value: Value| {
-        params.push(value);
-        sets.push(format!("{column} = ?{}", params.len()));
-    };
-    if let Some(title) = patch.title {
-        set("title", opt_text(title.as_ref().map(|t| t.as_str())));
-    }
-    if let Some(resource) = patch.resource_id {
-        set("resource_id", opt_text(resource.as_ref().map(|r| r.as_str())));
-    }
-    if let Some(agent) = patch.agent_id {
-        set("agent_id", opt_text(agent.as_ref().map(|a| a.as_str())));
-    }
-    if let Some(model) = patch.model {
-        set("model", opt_text(model.as_deref()));
-    }
-    if let Some(metadata) = patch.metadata {
-        set("metadata", json_text(metadata.as_map())?);
-    }
-    let sql = format!(
-        "UPDATE threads SET {} WHERE tenant = ?2 AND id = ?3 AND deleted_at IS NULL RETURNING {THREAD_COLUMNS}",
-        sets.join(", ")
-    );
-    Ok((sql, params))
+    crate::exec::params(threads::update_sql(Dialect::Sqlite, THREAD_COLUMNS, tenant, id, patch, now()))
 }

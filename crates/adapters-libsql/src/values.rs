@@ -27,8 +27,3 @@ pub(crate) fn json_text(v: &(impl Serialize + ?Sized)) -> Result<Value, StoreErr
         .map(Value::Text)
         .map_err(|e| StoreError::backend(DriverError::new("serialise JSON", e.to_string())))
 }
-
-/// Bytes as a BLOB.
-pub(crate) fn blob(bytes: &[u8]) -> Value {
-    Value::Blob(bytes.to_vec())
-}

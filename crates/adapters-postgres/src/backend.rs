@@ -105,7 +105,7 @@ impl PgBackend {
     /// As [`PgBackend::open`], and any migration failure.
     pub async fn open_migrated(config: PgConfig) -> Result<Self, StoreError> {
         let backend = Self::open(config).await?;
-        crate::migrations::migrate_up(&backend).await?;
+        memlayer_adapters_sql::migrate::migrate_up(&backend).await?;
         Ok(backend)
     }
 

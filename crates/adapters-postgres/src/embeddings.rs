@@ -274,7 +274,7 @@ impl EmbeddingStore for PgBackend {
         query: String,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = tsquery(&query) else {
+        let Some(matcher) = memlayer_adapters_sql::Dialect::Postgres.text_query(&query) else {
             return Ok(Vec::new());
         };
         if k == 0 {
@@ -394,44 +394,6 @@ pub(crate) fn thread_filter(filter: &SearchFilter) -> Option<Option<Vec<uuid::Uu
     }
 }
 
-/// A `to_tsquery` input for plain words: the text's Unicode words (letters
-/// and digits, split at everything else), lowercased, deduplicated, each
-/// quoted as a tsquery lexeme (quotes and backslashes escaped, though words
-/// never contain them), OR-ed so the ranking counts how many match, as the
-/// libSQL adapter's FTS5 query does. `None` when the text has no word.
-pub(crate) fn tsquery(text: &str) -> Option<String> {
-    let terms = memlayer_domain::query_terms(text);
-    if terms.is_empty() {
-        return None;
-    }
-    Some(
-        terms
-            .iter()
-            .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(" | "),
-    )
-}
-
 fn int(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tsqueries_quote_every_word() {
-        assert_eq!(tsquery("Refund kettle").as_deref(), Some("'refund' | 'kettle'"));
-        assert_eq!(tsquery("\"foo\" OR bar*  NEAR(").as_deref(), Some("'foo' | 'or' | 'bar' | 'near'"));
-        assert_eq!(tsquery("a:b (c) -d ^e !f & g").as_deref(), Some("'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'"));
-        assert_eq!(tsquery("café naïve 東京").as_deref(), Some("'café' | 'naïve' | '東京'"));
-        assert_eq!(tsquery("x x X").as_deref(), Some("'x'"));
-        assert_eq!(tsquery("' OR 1=1 --").as_deref(), Some("'or' | '1'"));
-        assert_eq!(tsquery("... --- ()"), None);
-        assert_eq!(tsquery(""), None);
-        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
-        assert_eq!(tsquery(&many).unwrap().matches(" | ").count(), memlayer_domain::MAX_QUERY_TERMS - 1);
-    }
 }

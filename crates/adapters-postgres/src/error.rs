@@ -5,32 +5,7 @@ use memlayer_domain::DomainError;
 use memlayer_ports::StoreError;
 use tokio_postgres::error::SqlState;
 
-/// A backend failure with the step that failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}: {message}")]
-pub(crate) struct DriverError {
-    context: &'static str,
-    message: String,
-}
-
-impl DriverError {
-    pub(crate) fn new(context: &'static str, message: impl Into<String>) -> Self {
-        Self { context, message: message.into() }
-    }
-}
-
-/// A stored row that does not decode: a `Backend` error, never a panic.
-#[derive(Debug, thiserror::Error)]
-#[error("corrupt stored row in {table}.{column}: {reason}")]
-pub(crate) struct CorruptRow {
-    table: &'static str,
-    column: &'static str,
-    reason: String,
-}
-
-pub(crate) fn corrupt(table: &'static str, column: &'static str, reason: impl ToString) -> StoreError {
-    StoreError::backend(CorruptRow { table, column, reason: reason.to_string() })
-}
+pub(crate) use memlayer_adapters_sql::{DriverError, corrupt};
 
 /// Classifies a driver error: connection trouble, lock and serialization
 /// failures and server overload are `Unavailable` (retryable); unique,
@@ -102,7 +77,7 @@ fn classify(code: &SqlState, context: &'static str, message: String) -> StoreErr
     {
         StoreError::Unavailable(format!("{context}: {message}"))
     } else {
-        StoreError::backend(DriverError { context, message })
+        StoreError::backend(DriverError::new(context, message))
     }
 }
 

@@ -49,6 +49,7 @@ mod config;
 mod configs;
 mod embeddings;
 mod error;
+mod exec;
 mod idempotency;
 mod messages;
 mod migrations;
@@ -61,6 +62,7 @@ mod tls;
 mod vectors;
 
 use async_trait::async_trait;
+use memlayer_adapters_sql::migrate;
 use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
 
 pub use backend::PgBackend;
@@ -82,15 +84,15 @@ impl Database for PgBackend {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::status(self).await
+        migrate::status(self).await
     }
 
     async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::migrate_up(self).await
+        migrate::migrate_up(self).await
     }
 
     async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrations::migrate_down(self, steps).await
+        migrate::migrate_down(self, steps).await
     }
 
     /// Warns when the connecting role is a superuser or has `BYPASSRLS`:

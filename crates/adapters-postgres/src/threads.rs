@@ -1,6 +1,7 @@
 //! [`ThreadStore`] on Postgres.
 
 use async_trait::async_trait;
+use memlayer_adapters_sql::{Dialect, threads};
 use memlayer_domain::{
     Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     now,
@@ -11,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
+use crate::exec::{PgArg, arg_refs, pg_parts};
 use crate::rows::{RowReader, THREAD_COLUMNS, thread};
 
 /// A boxed query parameter.
@@ -39,18 +41,7 @@ impl ThreadStore for PgBackend {
 
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
         let at = now();
-        let created = Thread {
-            id: ThreadId::new(),
-            tenant: tenant.clone(),
-            resource_id: new.resource_id,
-            agent_id: new.agent_id,
-            title: new.title,
-            model: new.model,
-            metadata: new.metadata,
-            last_seq: 0,
-            created_at: at,
-            updated_at: at,
-        };
+        let created = threads::created(tenant, new, at);
         let metadata = serde_json::Value::Object(created.metadata.as_map().clone());
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
@@ -102,25 +93,17 @@ impl ThreadStore for PgBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        filter.check()?;
-        let after = cursor.map(|c| c.for_threads(tenant, filter)).transpose()?;
-        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-        let (sql, params) = list_query(tenant, filter, after, limit);
+        let (sql, limit) = threads::listing(Dialect::Postgres, THREAD_COLUMNS, tenant, filter, cursor, limit)?;
+        let (sql, params) = pg_parts(sql);
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         // Not `prepare_cached`: the text varies with the filter (which
         // fields, how many metadata pairs), and every distinct text would
         // stay in the connection's statement cache for its lifetime.
-        let rows = tx.query(&sql, &refs(&params)).await.ctx("list threads")?;
+        let rows = tx.query(&sql, &arg_refs(&params)).await.ctx("list threads")?;
         tx.commit().await.ctx("list threads")?;
-        let mut items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|t| Cursor::threads(tenant, filter, t.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
+        Ok(threads::page(tenant, filter, items, limit))
     }
 
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError> {
@@ -131,7 +114,7 @@ impl ThreadStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         // Not `prepare_cached`: the text varies with the patched fields.
-        let row = tx.query_opt(&sql, &refs(&params)).await.ctx("update thread")?;
+        let row = tx.query_opt(&sql, &arg_refs(&params)).await.ctx("update thread")?;
         tx.commit().await.ctx("update thread")?;
         row.as_ref().map(thread).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
     }
@@ -201,65 +184,8 @@ impl ThreadStore for PgBackend {
 /// sweepers of several servers on one database take different threads.
 const NEXT_MARKED: &str = "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
 
-/// The listing query: fixed SQL fragments with numbered parameters; no
-/// caller-supplied text ever becomes SQL.
-fn list_query(tenant: &TenantId, filter: &ThreadFilter, after: Option<ThreadId>, limit: usize) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND deleted_at IS NULL");
-    let mut params: Vec<Param> = vec![Box::new(tenant.as_str().to_owned())];
-    let bind = |params: &mut Vec<Param>, value: Param| {
-        params.push(value);
-        params.len()
-    };
-    if let Some(after) = after {
-        let n = bind(&mut params, Box::new(after.as_uuid()));
-        sql.push_str(&format!(" AND id < ${n}"));
-    }
-    if let Some(resource) = &filter.resource_id {
-        let n = bind(&mut params, Box::new(resource.as_str().to_owned()));
-        sql.push_str(&format!(" AND resource_id = ${n}"));
-    }
-    if let Some(agent) = &filter.agent_id {
-        let n = bind(&mut params, Box::new(agent.as_str().to_owned()));
-        sql.push_str(&format!(" AND agent_id = ${n}"));
-    }
-    for m in &filter.metadata {
-        let key = bind(&mut params, Box::new(m.key().to_owned()));
-        let value = bind(&mut params, Box::new(m.value().clone()));
-        // jsonb equality: same JSON type and value; `true` never matches 1,
-        // a missing key (SQL NULL) never matches `null`.
-        sql.push_str(&format!(" AND metadata -> ${key}::text = ${value}::jsonb"));
-    }
-    let n = bind(&mut params, Box::new(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${n}"));
-    (sql, params)
-}
-
-/// The patch query: `UPDATE … RETURNING` the whole row, `NotFound` on no row.
-fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String, Vec<Param>) {
-    let mut sets = vec!["updated_at = $1".to_owned()];
-    let mut params: Vec<Param> = vec![Box::new(now()), Box::new(tenant.as_str().to_owned()), Box::new(id.as_uuid())];
-    let mut set = |column: &str, value: Param| {
-        params.push(value);
-        sets.push(format!("{column} = ${}", params.len()));
-    };
-    if let Some(title) = patch.title {
-        set("title", Box::new(title.map(|t| t.as_str().to_owned())));
-    }
-    if let Some(resource) = patch.resource_id {
-        set("resource_id", Box::new(resource.map(|r| r.as_str().to_owned())));
-    }
-    if let Some(agent) = patch.agent_id {
-        set("agent_id", Box::new(agent.map(|a| a.as_str().to_owned())));
-    }
-    if let Some(model) = patch.model {
-        set("model", Box::new(model));
-    }
-    if let Some(metadata) = patch.metadata {
-        set("metadata", Box::new(serde_json::Value::Object(metadata.into_map())));
-    }
-    let sql = format!(
-        "UPDATE threads SET {} WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL RETURNING {THREAD_COLUMNS}",
-        sets.join(", ")
-    );
-    (sql, params)
+/// The patch query (written once in `memlayer_adapters_sql::threads`),
+/// with its values bound for Postgres: `UPDATE … RETURNING` the whole row.
+fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String, Vec<PgArg>) {
+    pg_parts(threads::update_sql(Dialect::Postgres, THREAD_COLUMNS, tenant, id, patch, now()))
 }

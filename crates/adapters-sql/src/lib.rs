@@ -3,46 +3,45 @@
 //!
 //! It knows SQL and the domain types, and neither driver: a [`Dialect`]
 //! says how the two backends differ (placeholders and the few functions and
-//! clauses that are spelled differently); the rest of a statement is written
-//! once here and bound by the adapter.
+//! clauses that are spelled differently); [`Sql`] builds a statement once
+//! with its bound [`SqlValue`]s; [`table`] describes each table once, and
+//! the CRUD statements derive from the description; [`configs`] is the
+//! configuration store, written once over the [`Transactor`] and
+//! [`Executor`] traits the adapters implement with their drivers,
+//! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
+//! stores the same way, [`threads`] the thread listing, and
+//! [`migrate`] the migration runner over each adapter's plan.
 //!
 //! Invariants:
 //! - no driver crate (`libsql`, `tokio-postgres`, `sqlx`) is a dependency;
 //! - caller input reaches SQL only as bound parameters, never as SQL text;
-//! - business rules live in the application's services, not here: this crate
-//!   only describes how to store and fetch.
+//! - a rule about stored data (unique names, one default model, references
+//!   that must exist) is written once, here or in the application's
+//!   services, never in an adapter: adapters only run statements.
 
+pub mod configs;
+mod dialect;
+mod error;
+pub mod exec;
+pub mod idempotency;
+pub mod migrate;
 mod op;
+mod sql;
+pub mod state;
+pub mod table;
+pub mod threads;
+mod value;
 
+pub use dialect::Dialect;
+pub use error::{CorruptRow, DriverError, corrupt};
+pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
 pub use op::SqlOp;
+pub use sql::Sql;
+pub use value::{Cells, SqlValue};
 
-/// The SQL dialects memlayer speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// SQLite as embedded by libSQL: `?N` placeholders.
-    Sqlite,
-    /// Postgres: `$N` placeholders.
-    Postgres,
-}
-
-impl Dialect {
-    /// The placeholder of the `n`-th bound parameter (1-based).
-    #[must_use]
-    pub fn placeholder(self, n: usize) -> String {
-        match self {
-            Self::Sqlite => format!("?{n}"),
-            Self::Postgres => format!("${n}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Dialect;
-
-    #[test]
-    fn placeholders_are_numbered_per_dialect() {
-        assert_eq!(Dialect::Sqlite.placeholder(3), "?3");
-        assert_eq!(Dialect::Postgres.placeholder(3), "$3");
-    }
+/// What [`config_store!`] needs from this crate's dependencies, so the
+/// adapters expanding it need not name them.
+#[doc(hidden)]
+pub mod reexport {
+    pub use async_trait::async_trait;
 }

@@ -1,0 +1,256 @@
+//! The migration runner, written once: versioned up/down SQL embedded in
+//! each adapter (its [`Migration`] plan, the SQL per backend), bookkept in
+//! `_memlayer_migrations`. Every migration is applied or reverted in its own
+//! transaction together with its bookkeeping row, serial with every other
+//! process migrating the same database ([`Migrate::migration_tx`]), and
+//! re-checks inside that transaction whether another process already did
+//! it, so two processes cannot apply one twice.
+//!
+//! The runner depends on neither adapter; an adapter's backend implements
+//! [`Migrate`], and its `open` calls [`migrate_up`], so the backend module
+//! and the migration plan do not name each other.
+
+use async_trait::async_trait;
+use memlayer_ports::{MigrationStatus, StoreError};
+use time::format_description::well_known::Rfc3339;
+
+use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, Work};
+
+/// One schema change.
+#[derive(Debug)]
+pub struct Migration {
+    /// Increasing version number (the same number for the same change on
+    /// every backend; a change one backend does not need leaves a gap).
+    pub version: i64,
+    /// Short name.
+    pub name: &'static str,
+    /// SQL that applies it.
+    pub up: &'static str,
+    /// SQL that reverts it.
+    pub down: &'static str,
+    /// A query naming tables created at run time (their names are not in
+    /// `down`), dropped before `down` runs.
+    pub down_drops: Option<&'static str>,
+}
+
+/// What a backend provides so the runner can migrate it.
+#[async_trait]
+pub trait Migrate: Transactor {
+    /// Every migration, oldest first.
+    fn plan(&self) -> &'static [Migration];
+
+    /// Runs `work` in a transaction of its own, serial with every other
+    /// process migrating the database, without a statement timeout, the
+    /// bookkeeping table created; committed when `work` succeeds.
+    async fn migration_tx<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError>;
+
+    /// Runs `work` as a read (the bookkeeping table may be missing).
+    async fn migration_read<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError>;
+}
+
+/// A migration the runner cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MigrationError(String);
+
+/// The bookkeeping table, created if missing.
+#[must_use]
+pub fn bookkeeping(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS _memlayer_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);"
+        }
+        Dialect::Postgres => {
+            "CREATE TABLE IF NOT EXISTS _memlayer_migrations (
+    version    bigint      PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL
+)"
+        }
+    }
+}
+
+/// A query returning a row when the bookkeeping table exists.
+fn bookkeeping_exists(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_memlayer_migrations'",
+        Dialect::Postgres => "SELECT 1 WHERE to_regclass('_memlayer_migrations') IS NOT NULL",
+    }
+}
+
+fn rfc3339(t: memlayer_domain::Timestamp) -> Result<String, StoreError> {
+    t.format(&Rfc3339).map_err(|e| StoreError::backend(MigrationError(format!("format time: {e}"))))
+}
+
+/// An applied time as stored (libSQL: RFC 3339 text; Postgres: timestamptz).
+fn applied_at_text(cells: &Cells<'_>, idx: usize) -> Result<String, StoreError> {
+    match cells.text(idx, "applied_at") {
+        Ok(text) => Ok(text),
+        Err(_) => rfc3339(cells.timestamp(idx, "applied_at")?),
+    }
+}
+
+/// Applied versions with their times; empty when the bookkeeping table is missing.
+async fn applied(ex: &dyn Executor) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut exists = Sql::new(ex.dialect());
+    exists.push(bookkeeping_exists(ex.dialect()));
+    if ex.fetch_one("read migrations", exists).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::new(ex.dialect());
+    sql.push("SELECT version, applied_at FROM _memlayer_migrations ORDER BY version");
+    let rows = ex.fetch("read migrations", sql).await?;
+    rows.iter()
+        .map(|row| {
+            let r = Cells::new(row, "_memlayer_migrations");
+            Ok((r.int(0, "version")?, applied_at_text(&r, 1)?))
+        })
+        .collect()
+}
+
+/// Every known migration with its applied time.
+///
+/// # Errors
+/// As the backend's reads.
+pub async fn status<M: Migrate>(backend: &M) -> Result<Vec<MigrationStatus>, StoreError> {
+    let applied = backend.migration_read(Box::new(|ex| Box::pin(applied(ex)))).await?;
+    Ok(backend
+        .plan()
+        .iter()
+        .map(|m| MigrationStatus {
+            version: m.version,
+            name: m.name.to_owned(),
+            applied_at: applied.iter().find(|(v, _)| *v == m.version).map(|(_, at)| at.clone()),
+        })
+        .collect())
+}
+
+/// Applies `migration` unless it is already applied; its applied time.
+async fn apply(ex: &dyn Executor, migration: &'static Migration) -> Result<Option<String>, StoreError> {
+    let d = ex.dialect();
+    let mut done = Sql::new(d);
+    done.push("SELECT 1 FROM _memlayer_migrations WHERE version = ").bind(migration.version);
+    if ex.fetch_one("read migrations", done).await?.is_some() {
+        return Ok(None);
+    }
+    ex.execute_batch("apply migration", migration.up).await?;
+    let at = memlayer_domain::now();
+    let text = rfc3339(at)?;
+    let stored = match d {
+        Dialect::Sqlite => SqlValue::Text(text.clone()),
+        Dialect::Postgres => SqlValue::Timestamp(at),
+    };
+    let mut record = Sql::new(d);
+    record.push("INSERT INTO _memlayer_migrations (version, name, applied_at) VALUES (");
+    record.bind(migration.version).push(", ").bind(migration.name).push(", ").bind(stored).push(")");
+    ex.execute("record migration", record).await?;
+    Ok(Some(text))
+}
+
+/// Applies every pending migration, oldest first; returns those applied.
+///
+/// # Errors
+/// As the backend's writes; a failing migration leaves its transaction
+/// rolled back.
+pub async fn migrate_up<M: Migrate>(backend: &M) -> Result<Vec<MigrationStatus>, StoreError> {
+    let mut done = Vec::new();
+    for migration in backend.plan() {
+        let applied = backend.migration_tx(Box::new(move |ex| Box::pin(apply(ex, migration)))).await?;
+        if let Some(at) = applied {
+            tracing::info!(version = migration.version, name = %migration.name, "applied migration");
+            done.push(MigrationStatus {
+                version: migration.version,
+                name: migration.name.to_owned(),
+                applied_at: Some(at),
+            });
+        }
+    }
+    Ok(done)
+}
+
+/// Reverts the newest applied migration of `plan`, if any; its version.
+async fn revert_newest(
+    ex: &dyn Executor,
+    plan: &'static [Migration],
+) -> Result<Option<&'static Migration>, StoreError> {
+    let mut newest = Sql::new(ex.dialect());
+    newest.push("SELECT version FROM _memlayer_migrations ORDER BY version DESC LIMIT 1");
+    let Some(row) = ex.fetch_one("read migrations", newest).await? else {
+        return Ok(None);
+    };
+    let version = Cells::new(&row, "_memlayer_migrations").int(0, "version")?;
+    let migration = plan.iter().find(|m| m.version == version).ok_or_else(|| {
+        StoreError::backend(MigrationError(format!(
+            "revert migration: the database has migration {version}, which this build does not know"
+        )))
+    })?;
+    if let Some(query) = migration.down_drops {
+        let mut names = Sql::new(ex.dialect());
+        names.push(query);
+        for row in ex.fetch("list tables to drop", names).await? {
+            let name = Cells::new(&row, "sqlite_master").text(0, "name")?;
+            ex.execute_batch("drop table", &format!("DROP TABLE \"{}\"", name.replace('"', "\"\""))).await?;
+        }
+    }
+    ex.execute_batch("revert migration", migration.down).await?;
+    let mut record = Sql::new(ex.dialect());
+    record.push("DELETE FROM _memlayer_migrations WHERE version = ").bind(version);
+    ex.execute("record migration", record).await?;
+    Ok(Some(migration))
+}
+
+/// Reverts the newest `steps` applied migrations, newest first; returns those
+/// reverted (now pending, so without an applied time).
+///
+/// # Errors
+/// As the backend's writes; `Backend` when the database has a migration this
+/// build does not know.
+pub async fn migrate_down<M: Migrate>(backend: &M, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
+    let mut done = Vec::new();
+    let plan = backend.plan();
+    for _ in 0..steps {
+        let reverted = backend.migration_tx(Box::new(move |ex| Box::pin(revert_newest(ex, plan)))).await?;
+        let Some(migration) = reverted else { break };
+        tracing::info!(version = migration.version, name = %migration.name, "reverted migration");
+        done.push(MigrationStatus { version: migration.version, name: migration.name.to_owned(), applied_at: None });
+    }
+    Ok(done)
+}
+
+/// Checks a plan: versions strictly increase, every migration has SQL both ways.
+///
+/// # Errors
+/// The first problem found.
+pub fn check_plan(plan: &[Migration]) -> Result<(), String> {
+    let mut last = 0;
+    for m in plan {
+        if m.version <= last {
+            return Err(format!("migration {} out of order", m.version));
+        }
+        if m.up.trim().is_empty() || m.down.trim().is_empty() {
+            return Err(format!("migration {} lacks SQL", m.version));
+        }
+        last = m.version;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn m(version: i64, up: &'static str) -> Migration {
+        Migration { version, name: "m", up, down: "x", down_drops: None }
+    }
+
+    #[test]
+    fn a_plan_must_increase_and_carry_sql() {
+        assert_eq!(check_plan(&[m(1, "a"), m(3, "b")]), Ok(()));
+        assert_eq!(check_plan(&[m(2, "a"), m(2, "b")]), Err("migration 2 out of order".into()));
+        assert_eq!(check_plan(&[m(1, " ")]), Err("migration 1 lacks SQL".into()));
+    }
+}

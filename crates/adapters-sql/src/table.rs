@@ -1,0 +1,258 @@
+//! Tables described once: name, columns and their encodings, and which
+//! declared listing fields they serve. Both backends derive their CRUD
+//! statements from a description ([`Table::select`], [`Table::insert`],
+//! [`Table::update`], …), so a column is named in exactly one place.
+//!
+//! Every described table has an `id` (first column) and a `tenant` (not
+//! listed: it is bound by the statements, never read back).
+
+use memlayer_domain::{ConfigEntity, FieldSpec};
+use memlayer_ports::StoreError;
+
+use crate::Sql;
+
+/// How a column is stored; the adapters' binders and [`crate::Cells`] know
+/// each kind's encoding per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An id (libSQL: 16-byte blob; Postgres: `uuid`).
+    Id,
+    /// Text (Postgres: `COLLATE "C"` where listings compare it).
+    Text,
+    /// A 64-bit integer.
+    Int,
+    /// A 64-bit float.
+    Real,
+    /// A boolean (libSQL: 0/1).
+    Bool,
+    /// A time (libSQL: microseconds; Postgres: `timestamptz`).
+    Timestamp,
+    /// A JSON document (libSQL: text; Postgres: `json`).
+    Json,
+}
+
+/// One stored column.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Its name in SQL.
+    pub name: &'static str,
+    /// How it is stored.
+    pub kind: Kind,
+    /// Whether an update may change it (not `id`, not `created_at`).
+    pub mutable: bool,
+}
+
+const fn col(name: &'static str, kind: Kind) -> Column {
+    Column { name, kind, mutable: true }
+}
+
+const fn fixed(name: &'static str, kind: Kind) -> Column {
+    Column { name, kind, mutable: false }
+}
+
+/// A set of rows with an id each, owned by tenants.
+#[derive(Debug)]
+pub struct Table {
+    /// Its name in SQL.
+    pub name: &'static str,
+    /// What one row is, for error messages ("model").
+    pub what: &'static str,
+    /// Its columns but `tenant`, `id` first, in `SELECT` order.
+    pub columns: &'static [Column],
+    /// The declared listing fields this table answers, if it is listed.
+    pub entity: Option<ConfigEntity>,
+    /// A declared field kept in a link table rather than a column: its
+    /// name and the `EXISTS` test for "the row links to `{}`" (the value's
+    /// placeholder replaces `{}`).
+    pub link: Option<(&'static str, &'static str)>,
+}
+
+/// `config_models`: a tenant's language models, one of them the default.
+pub const MODELS: Table = Table {
+    name: "config_models",
+    what: "model",
+    columns: &[
+        fixed("id", Kind::Id),
+        col("name", Kind::Text),
+        col("provider", Kind::Text),
+        col("context_window", Kind::Int),
+        col("max_output_tokens", Kind::Int),
+        col("input_price", Kind::Real),
+        col("output_price", Kind::Real),
+        col("is_default", Kind::Bool),
+        fixed("created_at", Kind::Timestamp),
+        col("updated_at", Kind::Timestamp),
+    ],
+    entity: Some(ConfigEntity::Models),
+    link: None,
+};
+
+/// `config_tools`: tools an agent may call, with their JSON Schema.
+pub const TOOLS: Table = Table {
+    name: "config_tools",
+    what: "tool",
+    columns: &[
+        fixed("id", Kind::Id),
+        col("name", Kind::Text),
+        col("description", Kind::Text),
+        col("parameters", Kind::Json),
+        fixed("created_at", Kind::Timestamp),
+        col("updated_at", Kind::Timestamp),
+    ],
+    entity: Some(ConfigEntity::Tools),
+    link: None,
+};
+
+/// `config_agents`: agents, their model and memory options; their tools
+/// are ordered rows of `config_agent_tools` (so foreign keys guard deletes).
+pub const AGENTS: Table = Table {
+    name: "config_agents",
+    what: "agent",
+    columns: &[
+        fixed("id", Kind::Id),
+        col("name", Kind::Text),
+        col("model_id", Kind::Id),
+        col("system_prompt", Kind::Text),
+        col("last_n", Kind::Int),
+        col("top_k", Kind::Int),
+        col("token_budget", Kind::Int),
+        fixed("created_at", Kind::Timestamp),
+        col("updated_at", Kind::Timestamp),
+    ],
+    entity: Some(ConfigEntity::Agents),
+    link: Some((
+        "tool_ids",
+        "EXISTS (SELECT 1 FROM config_agent_tools t WHERE t.agent_id = config_agents.id AND t.tool_id = {})",
+    )),
+};
+
+/// A declared field with no column: a domain declaration the description
+/// was not updated for (the tests below keep that from shipping).
+#[derive(Debug, thiserror::Error)]
+#[error("{table}: no column for declared field {field}")]
+pub struct UnknownField {
+    table: &'static str,
+    field: String,
+}
+
+impl Table {
+    /// The column of a declared field.
+    pub fn column(&self, field: &FieldSpec) -> Result<&'static Column, StoreError> {
+        self.columns.iter().find(|c| c.name == field.name).ok_or_else(|| self.unknown(field.name))
+    }
+
+    /// The `Backend` error for a declared field this description cannot
+    /// answer.
+    #[must_use]
+    pub fn unknown(&self, field: &str) -> StoreError {
+        StoreError::backend(UnknownField { table: self.name, field: field.to_owned() })
+    }
+
+    /// The column list, `prefix.`ed when given.
+    #[must_use]
+    pub fn column_list(&self, prefix: Option<&str>) -> String {
+        let names = self.columns.iter().map(|c| match prefix {
+            Some(p) => format!("{p}.{}", c.name),
+            None => c.name.to_owned(),
+        });
+        names.collect::<Vec<_>>().join(", ")
+    }
+
+    /// `SELECT <columns> FROM <table> WHERE tenant = ?`.
+    pub fn select(&self, sql: &mut Sql, tenant: &str) {
+        sql.push(&format!("SELECT {} FROM {} WHERE tenant = ", self.column_list(None), self.name)).bind(tenant);
+    }
+
+    /// `SELECT <columns> FROM <table> WHERE tenant = ? AND id = ?`.
+    pub fn select_by_id(&self, sql: &mut Sql, tenant: &str, id: uuid::Uuid) {
+        self.select(sql, tenant);
+        sql.push(" AND id = ").bind(id);
+    }
+
+    /// `INSERT INTO <table> (tenant, <columns>) VALUES (…)`; `values` in
+    /// column order.
+    pub fn insert(&self, sql: &mut Sql, tenant: &str, values: Vec<crate::SqlValue>) {
+        debug_assert_eq!(values.len(), self.columns.len(), "{}: one value per column", self.name);
+        sql.push(&format!("INSERT INTO {} (tenant, {}) VALUES (", self.name, self.column_list(None)));
+        sql.bind(tenant).push(", ").bind_list(values).push(")");
+    }
+
+    /// `UPDATE <table> SET <mutable columns> WHERE tenant = ? AND id = ?
+    /// RETURNING <columns>`; `values` in column order (the values of
+    /// columns an update may not change are ignored).
+    pub fn update(&self, sql: &mut Sql, tenant: &str, id: uuid::Uuid, values: Vec<crate::SqlValue>) {
+        debug_assert_eq!(values.len(), self.columns.len(), "{}: one value per column", self.name);
+        sql.push(&format!("UPDATE {} SET ", self.name));
+        let mut first = true;
+        for (c, v) in self.columns.iter().zip(values) {
+            if c.mutable {
+                sql.push(if first { "" } else { ", " }).push(c.name).push(" = ").bind(v);
+                first = false;
+            }
+        }
+        sql.push(" WHERE tenant = ").bind(tenant).push(" AND id = ").bind(id);
+        sql.push(&format!(" RETURNING {}", self.column_list(None)));
+    }
+
+    /// `SELECT 1 FROM <table> WHERE tenant = ? AND id = ?`.
+    pub fn exists(&self, sql: &mut Sql, tenant: &str, id: uuid::Uuid) {
+        sql.push(&format!("SELECT 1 FROM {} WHERE tenant = ", self.name)).bind(tenant).push(" AND id = ").bind(id);
+    }
+
+    /// `SELECT 1 FROM <table> WHERE tenant = ? AND name = ? AND id is not
+    /// <except>` (NULL: any row).
+    pub fn name_taken(&self, sql: &mut Sql, tenant: &str, name: &str, except: Option<uuid::Uuid>) {
+        sql.push(&format!("SELECT 1 FROM {} WHERE tenant = ", self.name)).bind(tenant);
+        sql.push(" AND name = ").bind(name).push(" AND ");
+        let p = sql.arg(except);
+        let cond = sql.dialect().is_distinct("id", &p);
+        sql.push(&cond);
+    }
+
+    /// `DELETE FROM <table> WHERE tenant = ? AND id = ?`.
+    pub fn delete(&self, sql: &mut Sql, tenant: &str, id: uuid::Uuid) {
+        sql.push(&format!("DELETE FROM {} WHERE tenant = ", self.name)).bind(tenant).push(" AND id = ").bind(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+    use crate::{Dialect, SqlValue};
+
+    #[test]
+    fn every_declared_field_has_a_column_or_a_link() {
+        for table in [MODELS, TOOLS, AGENTS] {
+            let entity = table.entity.unwrap();
+            for f in entity.fields() {
+                let linked = table.link.is_some_and(|(name, _)| name == f.name);
+                assert!(linked || table.column(f).is_ok(), "{}.{} has no column", table.name, f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn crud_statements_derive_from_the_description() {
+        let id = uuid::Uuid::nil();
+        let mut sql = Sql::new(Dialect::Postgres);
+        TOOLS.update(&mut sql, "acme", id, vec![SqlValue::Null; TOOLS.columns.len()]);
+        assert_eq!(
+            sql.text(),
+            "UPDATE config_tools SET name = $1, description = $2, parameters = $3, updated_at = $4 \
+             WHERE tenant = $5 AND id = $6 RETURNING id, name, description, parameters, created_at, updated_at"
+        );
+        let mut sql = Sql::new(Dialect::Sqlite);
+        TOOLS.insert(&mut sql, "acme", vec![SqlValue::Null; TOOLS.columns.len()]);
+        assert_eq!(
+            sql.text(),
+            "INSERT INTO config_tools (tenant, id, name, description, parameters, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        );
+        let mut sql = Sql::new(Dialect::Sqlite);
+        MODELS.name_taken(&mut sql, "acme", "gpt", None);
+        assert_eq!(sql.text(), "SELECT 1 FROM config_models WHERE tenant = ?1 AND name = ?2 AND id IS NOT ?3");
+        assert_eq!(sql.args()[2], SqlValue::Null);
+    }
+}

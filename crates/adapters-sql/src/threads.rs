@@ -1,0 +1,202 @@
+//! Thread listing, written once: the keyset query over a tenant's threads
+//! with optional resource, agent and metadata filters, newest first. The
+//! one part that differs is how a metadata pair is compared (libSQL:
+//! `json_type`/`json_extract` on JSON text; Postgres: `jsonb` equality);
+//! both compare the same JSON type and value (`true` never matches 1, a
+//! missing key never matches `null`). Also the patch statement and what a
+//! created thread is. Every caller value is bound.
+
+use memlayer_domain::{
+    Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, Timestamp,
+};
+use memlayer_ports::StoreError;
+
+use crate::{Dialect, Sql, SqlValue};
+
+/// `SELECT <columns> FROM threads WHERE tenant = ? AND … ORDER BY id DESC
+/// LIMIT limit + 1` (one more than the page, to know whether another
+/// follows). `columns` is the adapter's thread column list. The text varies
+/// with the filter, so the statement is marked dynamic.
+#[must_use]
+pub fn list_sql(
+    dialect: Dialect,
+    columns: &str,
+    tenant: &TenantId,
+    filter: &ThreadFilter,
+    after: Option<ThreadId>,
+    limit: usize,
+) -> Sql {
+    let mut sql = Sql::new(dialect).dynamic();
+    sql.push(&format!("SELECT {columns} FROM threads WHERE tenant = ")).bind(tenant.as_str());
+    // Threads marked deleted (migration 9) are gone for every caller.
+    sql.push(" AND deleted_at IS NULL");
+    if let Some(after) = after {
+        sql.push(" AND id < ").bind(after.as_uuid());
+    }
+    if let Some(resource) = &filter.resource_id {
+        sql.push(" AND resource_id = ").bind(resource.as_str());
+    }
+    if let Some(agent) = &filter.agent_id {
+        sql.push(" AND agent_id = ").bind(agent.as_str());
+    }
+    for m in &filter.metadata {
+        match dialect {
+            Dialect::Sqlite => {
+                // The key is validated by the domain (letters, digits, `_`,
+                // `-`), so quoting it in a JSON path is safe; the path is
+                // still a parameter.
+                let path = sql.arg(format!("$.\"{}\"", m.key()));
+                let value = sql.arg(SqlValue::Json(m.value().clone()));
+                sql.push(&format!(
+                    " AND json_type(metadata, {path}) = json_type({value}) \
+                     AND json_extract(metadata, {path}) IS json_extract({value}, '$')"
+                ));
+            }
+            Dialect::Postgres => {
+                let key = sql.arg(m.key());
+                let value = sql.arg(SqlValue::Json(m.value().clone()));
+                sql.push(&format!(" AND metadata -> {key}::text = {value}::jsonb"));
+            }
+        }
+    }
+    sql.push(" ORDER BY id DESC LIMIT ").bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
+    sql
+}
+
+/// A listing request resolved: the filter checked, the cursor opened
+/// (bound to tenant and filter), the query for one more than `limit`.
+/// Returns the statement and the page size.
+///
+/// # Errors
+/// `Invalid` for a bad filter or a cursor of another listing.
+pub fn listing(
+    dialect: Dialect,
+    columns: &str,
+    tenant: &TenantId,
+    filter: &ThreadFilter,
+    cursor: Option<Cursor>,
+    limit: PageSize,
+) -> Result<(Sql, usize), StoreError> {
+    filter.check()?;
+    let after = cursor.map(|c| c.for_threads(tenant, filter)).transpose()?;
+    let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+    Ok((list_sql(dialect, columns, tenant, filter, after, limit), limit))
+}
+
+/// Cuts a `limit + 1` read to a page and the cursor after its last thread.
+#[must_use]
+pub fn page(tenant: &TenantId, filter: &ThreadFilter, mut items: Vec<Thread>, limit: usize) -> Page<Thread> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|t| Cursor::threads(tenant, filter, t.id))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+/// The thread `create` stores: a new id, no messages yet, created now.
+#[must_use]
+pub fn created(tenant: &TenantId, new: NewThread, at: Timestamp) -> Thread {
+    Thread {
+        id: ThreadId::new(),
+        tenant: tenant.clone(),
+        resource_id: new.resource_id,
+        agent_id: new.agent_id,
+        title: new.title,
+        model: new.model,
+        metadata: new.metadata,
+        last_seq: 0,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// `UPDATE threads SET updated_at = <at>, <patched columns> WHERE tenant = ?
+/// AND id = ? RETURNING <columns>`; a field the patch leaves out keeps its
+/// value, a field set to `None` is cleared.
+#[must_use]
+pub fn update_sql(
+    dialect: Dialect,
+    columns: &str,
+    tenant: &TenantId,
+    id: ThreadId,
+    patch: ThreadPatch,
+    at: Timestamp,
+) -> Sql {
+    let text = |v: Option<&str>| SqlValue::from(v.map(str::to_owned));
+    let mut sql = Sql::new(dialect).dynamic();
+    sql.push("UPDATE threads SET updated_at = ").bind(at);
+    let mut set = |column: &str, value: SqlValue| {
+        sql.push(", ").push(column).push(" = ").bind(value);
+    };
+    if let Some(title) = patch.title {
+        set("title", text(title.as_ref().map(|t| t.as_str())));
+    }
+    if let Some(resource) = patch.resource_id {
+        set("resource_id", text(resource.as_ref().map(|r| r.as_str())));
+    }
+    if let Some(agent) = patch.agent_id {
+        set("agent_id", text(agent.as_ref().map(|a| a.as_str())));
+    }
+    if let Some(model) = patch.model {
+        set("model", text(model.as_deref()));
+    }
+    if let Some(metadata) = patch.metadata {
+        set("metadata", SqlValue::Json(serde_json::Value::Object(metadata.into_map())));
+    }
+    sql.push(" WHERE tenant = ").bind(tenant.as_str()).push(" AND id = ").bind(id.as_uuid());
+    sql.push(" AND deleted_at IS NULL");
+    sql.push(&format!(" RETURNING {columns}"));
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use memlayer_domain::{MetadataFilter, ResourceId};
+
+    use super::*;
+
+    #[test]
+    fn filters_render_per_dialect_with_every_value_bound() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let evil = "x' OR 1=1 --";
+        let filter = ThreadFilter {
+            resource_id: Some(ResourceId::parse("user-42").unwrap()),
+            metadata: vec![MetadataFilter::new("lang", serde_json::json!(evil)).unwrap()],
+            ..ThreadFilter::default()
+        };
+        let after = ThreadId::new();
+        let sql = list_sql(Dialect::Postgres, "id", &tenant, &filter, Some(after), 10);
+        assert_eq!(
+            sql.text(),
+            "SELECT id FROM threads WHERE tenant = $1 AND id < $2 AND resource_id = $3 \
+             AND metadata -> $4::text = $5::jsonb ORDER BY id DESC LIMIT $6"
+        );
+        assert_eq!(sql.args()[2], SqlValue::from("user-42"));
+        assert_eq!(sql.args()[4], SqlValue::Json(serde_json::json!(evil)));
+        assert_eq!(sql.args()[5], SqlValue::Int(11));
+        let sql = list_sql(Dialect::Sqlite, "id", &tenant, &filter, None, 10);
+        assert!(sql.text().contains(
+            "AND json_type(metadata, ?3) = json_type(?4) AND json_extract(metadata, ?3) IS json_extract(?4, '$')"
+        ));
+        assert_eq!(sql.args()[2], SqlValue::from("$.\"lang\""));
+        assert!(!sql.text().contains(evil) && !sql.is_fixed());
+    }
+
+    #[test]
+    fn a_patch_sets_only_what_it_names() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let resource = Some(ResourceId::parse("user-7").unwrap());
+        let patch = ThreadPatch { title: Some(None), resource_id: Some(resource), ..ThreadPatch::default() };
+        let sql = update_sql(Dialect::Sqlite, "id", &tenant, ThreadId::new(), patch, memlayer_domain::now());
+        assert_eq!(
+            sql.text(),
+            "UPDATE threads SET updated_at = ?1, title = ?2, resource_id = ?3 WHERE tenant = ?4 AND id = ?5 RETURNING id"
+        );
+        assert_eq!(sql.args()[1], SqlValue::Null);
+        assert_eq!(sql.args()[2], SqlValue::from("user-7"));
+    }
+}
