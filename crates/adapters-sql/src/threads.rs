@@ -172,7 +172,7 @@ mod tests {
         let sql = list_sql(Dialect::Postgres, "id", &tenant, &filter, Some(after), 10);
         assert_eq!(
             sql.text(),
-            "SELECT id FROM threads WHERE tenant = $1 AND id < $2 AND resource_id = $3 \
+            "SELECT id FROM threads WHERE tenant = $1 AND deleted_at IS NULL AND id < $2 AND resource_id = $3 \
              AND metadata -> $4::text = $5::jsonb ORDER BY id DESC LIMIT $6"
         );
         assert_eq!(sql.args()[2], SqlValue::from("user-42"));
@@ -194,7 +194,8 @@ mod tests {
         let sql = update_sql(Dialect::Sqlite, "id", &tenant, ThreadId::new(), patch, memlayer_domain::now());
         assert_eq!(
             sql.text(),
-            "UPDATE threads SET updated_at = ?1, title = ?2, resource_id = ?3 WHERE tenant = ?4 AND id = ?5 RETURNING id"
+            "UPDATE threads SET updated_at = ?1, title = ?2, resource_id = ?3 WHERE tenant = ?4 AND id = ?5 \
+             AND deleted_at IS NULL RETURNING id"
         );
         assert_eq!(sql.args()[1], SqlValue::Null);
         assert_eq!(sql.args()[2], SqlValue::from("user-7"));
