@@ -258,7 +258,7 @@ async fn the_binary_runs_on_postgres_from_database_url() {
 }
 
 #[test]
-fn the_cli_manages_the_configuration_store() {
+fn the_cli_manages_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
     let json = |out: &str| -> serde_json::Value { serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}")) };
     let (ok, out) = cli(

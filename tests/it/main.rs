@@ -1,5 +1,5 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
-//! the real app and libSQL adapter (`http`, `config`, `search`,
+//! the real app and libSQL adapter (`http`, `catalog`, `search`,
 //! `idempotency`; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod admission;
-mod config;
+mod catalog;
 mod crash;
 mod e2e;
 mod frontends;

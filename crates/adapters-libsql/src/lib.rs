@@ -5,7 +5,7 @@
 //! libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]
 //! implements [`VectorIndex`] on libSQL's native DiskANN index. The
 //! application holds them behind those traits and never names a libSQL type.
 //!
@@ -48,8 +48,8 @@
 //! embedding models or tokenizers. It knows the domain types and the ports only.
 
 mod backend;
+mod catalog;
 mod config;
-mod configs;
 mod embeddings;
 mod error;
 mod exec;
@@ -74,7 +74,7 @@ pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
 use memlayer_ports::{
-    ConfigStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
 };
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 

@@ -4,7 +4,7 @@
 //! come back as `SqlValue`s by column type. [`PgBackend`]'s `Transactor`
 //! opens a transaction scoped to the tenant (row-level security), a write
 //! one first taking a transaction-level advisory lock on its tenant, so that
-//! the configuration writes of one tenant are serial, as every write is on
+//! the catalog writes of one tenant are serial, as every write is on
 //! libSQL: moving the default flag or checking a name or a reference and
 //! then writing cannot interleave with another such write (the unique
 //! indexes and foreign keys still hold if they did). Its `Migrate` runs each
@@ -30,7 +30,7 @@ use crate::PgBackend;
 use crate::backend::{Access, begin, begin_with};
 use crate::error::Context as _;
 
-/// First key of the per-tenant configuration write lock (`pg_advisory_xact_lock(int, int)`;
+/// First key of the per-tenant catalog write lock (`pg_advisory_xact_lock(int, int)`;
 /// the second is the tenant's hash). "mcfg" in ASCII.
 const CONFIG_LOCK: i32 = 0x6d63_6667;
 
@@ -144,7 +144,7 @@ impl Executor for PgExecutor<'_> {
 
 impl PgBackend {
     /// Runs `work` in one transaction scoped to `access`, first taking the
-    /// tenant's configuration write lock when `serial`; committed when `work`
+    /// tenant's catalog write lock when `serial`; committed when `work`
     /// succeeds, rolled back (dropped) when it fails.
     async fn transaction<T: Send + 'static>(
         &self,

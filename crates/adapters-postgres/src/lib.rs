@@ -1,9 +1,9 @@
 //! The Postgres storage adapter of memlayer: threads, messages, agent
-//! state, embeddings, the configuration store and schema migrations in a
+//! state, embeddings, the catalog and schema migrations in a
 //! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
 //!
 //! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`ConfigStore`], [`IdempotencyStore`] and [`Database`]; [`PgVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`] and [`Database`]; [`PgVectorIndex`]
 //! implements [`VectorIndex`]. The application holds them behind those traits
 //! and never names a driver type.
 //!
@@ -45,8 +45,8 @@
 //! embedding models or tokenizers. It knows the domain types and the ports only.
 
 mod backend;
+mod catalog;
 mod config;
-mod configs;
 mod embeddings;
 mod error;
 mod exec;
@@ -69,7 +69,7 @@ pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
 use memlayer_ports::{
-    ConfigStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
 };
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 

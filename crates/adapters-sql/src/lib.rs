@@ -5,8 +5,8 @@
 //! says how the two backends differ (placeholders and the few functions and
 //! clauses that are spelled differently); [`Sql`] builds a statement once
 //! with its bound [`SqlValue`]s; [`table`] describes each table once, and
-//! the CRUD statements derive from the description; [`configs`] is the
-//! configuration store, written once over the [`Transactor`] and
+//! the CRUD statements derive from the description; [`catalog`] is the
+//! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
 //! stores the same way, [`threads`] the thread listing, and
@@ -19,7 +19,7 @@
 //!   that must exist) is written once, here or in the application's
 //!   services, never in an adapter: adapters only run statements.
 
-pub mod configs;
+pub mod catalog;
 mod dialect;
 mod error;
 pub mod exec;
@@ -39,7 +39,7 @@ pub use op::SqlOp;
 pub use sql::Sql;
 pub use value::{Cells, SqlValue};
 
-/// What [`config_store!`] needs from this crate's dependencies, so the
+/// What [`catalog_store!`] needs from this crate's dependencies, so the
 /// adapters expanding it need not name them.
 #[doc(hidden)]
 pub mod reexport {

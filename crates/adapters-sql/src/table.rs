@@ -6,7 +6,7 @@
 //! Every described table has an `id` (first column) and a `tenant` (not
 //! listed: it is bound by the statements, never read back).
 
-use memlayer_domain::{ConfigEntity, FieldSpec};
+use memlayer_domain::{CatalogEntity, FieldSpec};
 use memlayer_ports::StoreError;
 
 use crate::Sql;
@@ -60,7 +60,7 @@ pub struct Table {
     /// Its columns but `tenant`, `id` first, in `SELECT` order.
     pub columns: &'static [Column],
     /// The declared listing fields this table answers, if it is listed.
-    pub entity: Option<ConfigEntity>,
+    pub entity: Option<CatalogEntity>,
     /// A declared field kept in a link table rather than a column: its
     /// name and the `EXISTS` test for "the row links to `{}`" (the value's
     /// placeholder replaces `{}`).
@@ -83,7 +83,7 @@ pub const MODELS: Table = Table {
         fixed("created_at", Kind::Timestamp),
         col("updated_at", Kind::Timestamp),
     ],
-    entity: Some(ConfigEntity::Models),
+    entity: Some(CatalogEntity::Models),
     link: None,
 };
 
@@ -99,7 +99,7 @@ pub const TOOLS: Table = Table {
         fixed("created_at", Kind::Timestamp),
         col("updated_at", Kind::Timestamp),
     ],
-    entity: Some(ConfigEntity::Tools),
+    entity: Some(CatalogEntity::Tools),
     link: None,
 };
 
@@ -119,7 +119,7 @@ pub const AGENTS: Table = Table {
         fixed("created_at", Kind::Timestamp),
         col("updated_at", Kind::Timestamp),
     ],
-    entity: Some(ConfigEntity::Agents),
+    entity: Some(CatalogEntity::Agents),
     link: Some((
         "tool_ids",
         "EXISTS (SELECT 1 FROM config_agent_tools t WHERE t.agent_id = config_agents.id AND t.tool_id = {})",

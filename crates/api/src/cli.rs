@@ -1,5 +1,5 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
-//! `search`, `reembed`, and the configuration store (`models`, `agents`,
+//! `search`, `reembed`, and the catalog (`models`, `agents`,
 //! `tools`, `settings`).
 
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use figment::providers::Serialized;
 use memlayer_app::Config;
 
-use crate::cli_config::ConfigCommand;
+use crate::cli_catalog::CatalogCommand;
 
 /// memlayer: the memory and persistence layer for AI agents.
 #[derive(Debug, Parser)]
@@ -73,41 +73,41 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
     },
-    /// Configured models: list, get, create, delete.
+    /// The catalog's models: list, get, create, delete.
     Models {
         /// Tenant (default: the configured default tenant).
         #[arg(long, global = true)]
         tenant: Option<String>,
         /// What to do.
         #[command(subcommand)]
-        action: crate::cli_config::ModelsAction,
+        action: crate::cli_catalog::ModelsAction,
     },
-    /// Configured agents: list, get, tools, create, delete.
+    /// The catalog's agents: list, get, tools, create, delete.
     Agents {
         /// Tenant (default: the configured default tenant).
         #[arg(long, global = true)]
         tenant: Option<String>,
         /// What to do.
         #[command(subcommand)]
-        action: crate::cli_config::AgentsAction,
+        action: crate::cli_catalog::AgentsAction,
     },
-    /// Configured tools: list, get, create, delete.
+    /// The catalog's tools: list, get, create, delete.
     Tools {
         /// Tenant (default: the configured default tenant).
         #[arg(long, global = true)]
         tenant: Option<String>,
         /// What to do.
         #[command(subcommand)]
-        action: crate::cli_config::ToolsAction,
+        action: crate::cli_catalog::ToolsAction,
     },
-    /// Settings: get (with a default), set, delete.
+    /// The catalog's settings: get (with a default), set, delete.
     Settings {
         /// Tenant (default: the configured default tenant).
         #[arg(long, global = true)]
         tenant: Option<String>,
         /// What to do.
         #[command(subcommand)]
-        action: crate::cli_config::SettingsAction,
+        action: crate::cli_catalog::SettingsAction,
     },
 }
 
@@ -222,10 +222,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => Ok(doctor(&cli).await),
-        Command::Models { tenant, action } => config_command(&cli, tenant, ConfigCommand::Models(action)).await,
-        Command::Agents { tenant, action } => config_command(&cli, tenant, ConfigCommand::Agents(action)).await,
-        Command::Tools { tenant, action } => config_command(&cli, tenant, ConfigCommand::Tools(action)).await,
-        Command::Settings { tenant, action } => config_command(&cli, tenant, ConfigCommand::Settings(action)).await,
+        Command::Models { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Models(action)).await,
+        Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
+        Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
+        Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
         Command::Search { query, thread, resource, mode, top_k, tenant } => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);
@@ -312,17 +312,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn config_command(cli: &Cli, tenant: &Option<String>, command: ConfigCommand<'_>) -> anyhow::Result<ExitCode> {
+async fn catalog_command(cli: &Cli, tenant: &Option<String>, command: CatalogCommand<'_>) -> anyhow::Result<ExitCode> {
     let mut config = load_config(cli, None)?;
     init_tracing(&config);
-    // Configuration commands never embed: skip loading the model.
+    // Catalog commands never embed: skip loading the model.
     config.embedding.enabled = false;
     let services = memlayer_app::build(config).await?;
     let tenant = match tenant {
         Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
         None => services.memory.default_tenant().clone(),
     };
-    crate::cli_config::run(&services, &tenant, command).await?;
+    crate::cli_catalog::run(&services, &tenant, command).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,9 +18,9 @@
 //! checks (`tests/it/tidy.rs`). Run it with `cargo test -p memlayer-api
 //! --test it`.
 
+mod catalog_routes;
 pub mod cli;
-pub mod cli_config;
-mod config_routes;
+pub mod cli_catalog;
 pub mod dto;
 pub mod error;
 mod extract;

@@ -5,7 +5,7 @@
 //! from the document work unchanged; `tests/it/fuzz.rs` holds the server to
 //! it with schemathesis.
 
-use memlayer_domain::{ConfigEntity, MAX_PAGE_SIZE};
+use memlayer_domain::{CatalogEntity, MAX_PAGE_SIZE};
 use serde_json::{Map, Value, json};
 
 use crate::dto::{new_message_schema, scope_schema};
@@ -65,9 +65,9 @@ fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Opt
             "description": "Opaque: a previous page's `next_cursor`, unchanged (anything else is a 400); empty means the first page"}),
         ("query", "sort") => {
             let entity = match path {
-                "/api/models" => ConfigEntity::Models,
-                "/api/agents" => ConfigEntity::Agents,
-                "/api/tools" => ConfigEntity::Tools,
+                "/api/models" => CatalogEntity::Models,
+                "/api/agents" => CatalogEntity::Agents,
+                "/api/tools" => CatalogEntity::Tools,
                 _ => return None,
             };
             let mut values = Vec::new();

@@ -18,7 +18,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
     components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "config"), (name = "ops"))
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "catalog"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -26,7 +26,7 @@ pub struct ApiDoc;
 /// `/api/openapi.json`.
 pub fn router(state: AppState) -> axum::Router {
     let router = crate::routes::register(OpenApiRouter::with_openapi(ApiDoc::openapi()));
-    let (router, mut api) = crate::config_routes::register(router).split_for_parts();
+    let (router, mut api) = crate::catalog_routes::register(router).split_for_parts();
     crate::idempotency::document(&mut api);
     let document = match serde_json::to_value(&api) {
         Ok(mut doc) => {

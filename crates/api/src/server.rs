@@ -46,7 +46,7 @@ pub fn app(services: &Services) -> axum::Router {
     let state = AppState {
         memory: services.memory.clone(),
         search: services.search.clone(),
-        configuration: services.configuration.clone(),
+        catalog: services.catalog.clone(),
         database: services.database.clone(),
     };
     let server = &services.config.server;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use memlayer_app::{ConfigService, MemoryService, SearchService};
+use memlayer_app::{CatalogService, MemoryService, SearchService};
 use memlayer_ports::Database;
 
 use crate::extract::DefaultTenant;
@@ -17,7 +17,7 @@ pub struct AppState {
     /// Search and embeddings.
     pub search: SearchService,
     /// Models, agents, tools and settings.
-    pub configuration: ConfigService,
+    pub catalog: CatalogService,
     /// Reachability for `/ready`.
     pub database: Arc<dyn Database>,
 }

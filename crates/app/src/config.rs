@@ -71,11 +71,11 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     /// Semantic search.
     pub search: SearchConfig,
-    /// The configuration store's read cache.
+    /// The catalog's read cache.
     pub cache: CacheConfig,
 }
 
-/// The in-process cache of configuration reads (models, agents, settings).
+/// The in-process cache of catalog reads (models, agents, settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {

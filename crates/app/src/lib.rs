@@ -2,34 +2,34 @@
 //!
 //! [`build`] turns a [`Config`] into [`Services`]: the adapters chosen by the
 //! configuration, wired behind `Arc<dyn Port>`, and the [`MemoryService`],
-//! [`SearchService`] and [`ConfigService`] that every frontend (HTTP server,
+//! [`SearchService`] and [`CatalogService`] that every frontend (HTTP server,
 //! CLI, an embedding program) calls.
 //!
 //! Invariants:
 //! - this is the only crate that names adapter crates; the backend is chosen
 //!   in one place, [`build`];
 //! - no HTTP or JSON wire shapes here: those belong to `memlayer-api`;
-//! - the configuration read cache (`moka`) lives here and nowhere else; every
-//!   configuration write goes through [`ConfigService`], which invalidates it;
+//! - the catalog read cache (`moka`) lives here and nowhere else; every
+//!   catalog write goes through [`CatalogService`], which invalidates it;
 //! - use-case rules live in the services, so every frontend applies them
 //!   alike: a model for token counting, tenant isolation, an agent's memory
 //!   options as defaults (`last_n` for pages, `top_k` for a search within a
 //!   thread), a deleted message belonging to the named thread; storage rules
 //!   stay with the ports.
 
+mod catalog;
 mod config;
-mod configuration;
 mod memory;
 mod search;
 mod sweeper;
 mod wiring;
 mod worker;
 
+pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
-pub use configuration::{CacheSettings, ConfigService};
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};

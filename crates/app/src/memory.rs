@@ -11,7 +11,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
-use crate::{ConfigService, EmbeddingWorker, ThreadSweeper};
+use crate::{CatalogService, EmbeddingWorker, ThreadSweeper};
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -36,7 +36,7 @@ pub struct MemoryService {
     count_tokens_by_default: bool,
     semantic: Option<Semantic>,
     sweeper: Option<ThreadSweeper>,
-    config: Option<ConfigService>,
+    catalog: Option<CatalogService>,
     max_response_bytes: usize,
 }
 
@@ -70,7 +70,7 @@ impl MemoryService {
             count_tokens_by_default,
             semantic: None,
             sweeper: None,
-            config: None,
+            catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
@@ -87,8 +87,8 @@ impl MemoryService {
     /// Gives threads created for a configured agent that agent's memory
     /// options (see [`MemoryService::create_thread`]).
     #[must_use]
-    pub fn with_config(mut self, config: ConfigService) -> Self {
-        self.config = Some(config);
+    pub fn with_catalog(mut self, catalog: CatalogService) -> Self {
+        self.catalog = Some(catalog);
         self
     }
 
@@ -129,9 +129,9 @@ impl MemoryService {
         if let Some(model) = &new.model {
             parse_model(model)?;
         }
-        if let (Some(config), Some(agent)) = (&self.config, &new.agent_id)
+        if let (Some(catalog), Some(agent)) = (&self.catalog, &new.agent_id)
             && !new.metadata.as_map().contains_key(MEMORY_METADATA_KEY)
-            && let Some(configured) = config.agent_by_name(tenant, agent).await?
+            && let Some(configured) = catalog.agent_by_name(tenant, agent).await?
             && !configured.spec.memory.is_empty()
         {
             let mut map = new.metadata.into_map();

@@ -15,14 +15,14 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    ConfigStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, MessageStore,
+    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, MessageStore,
     StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
 use crate::config::{DatabaseTarget, DistanceMetric, EmbeddingConfig, EmbeddingMode};
 use crate::{
-    CacheSettings, Config, ConfigService, EmbeddingWorker, MemoryService, SearchService, ThreadSweeper, WorkerSettings,
+    CacheSettings, CatalogService, Config, EmbeddingWorker, MemoryService, SearchService, ThreadSweeper, WorkerSettings,
 };
 
 /// Everything a frontend needs, wired by [`build`].
@@ -33,7 +33,7 @@ pub struct Services {
     /// Search and embeddings.
     pub search: SearchService,
     /// Models, agents, tools and settings, with the read cache.
-    pub configuration: ConfigService,
+    pub catalog: CatalogService,
     /// The embedding worker (run it with [`Services::start_background`], or
     /// drive it by hand as `memlayer reembed` does).
     pub worker: EmbeddingWorker,
@@ -244,21 +244,21 @@ struct Stores {
     messages: Arc<dyn MessageStore>,
     states: Arc<dyn StateStore>,
     embeddings: Arc<dyn EmbeddingStore>,
-    config: Arc<dyn ConfigStore>,
+    catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
 }
 
 impl Stores {
     fn of<B>(b: &Arc<B>) -> Self
     where
-        B: ThreadStore + MessageStore + StateStore + EmbeddingStore + ConfigStore + IdempotencyStore + 'static,
+        B: ThreadStore + MessageStore + StateStore + EmbeddingStore + CatalogStore + IdempotencyStore + 'static,
     {
         Self {
             threads: b.clone(),
             messages: b.clone(),
             states: b.clone(),
             embeddings: b.clone(),
-            config: b.clone(),
+            catalog: b.clone(),
             idempotency: b.clone(),
         }
     }
@@ -458,10 +458,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, config: config_store, idempotency } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency } = backend.stores();
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
-    let configuration = ConfigService::new(config_store, cache);
+    let catalog = CatalogService::new(catalog, cache);
     let (embedder, embedder_problem) = open_embedder(&config.embedding);
     let info = embedder.info();
     let index = open_index(&config, &backend, info.dim).await?;
@@ -487,14 +487,14 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     )
     .with_semantic(index.clone(), worker.clone(), inline)
     .with_sweeper(sweeper.clone())
-    .with_config(configuration.clone())
+    .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes);
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes);
     Ok(Services {
         memory,
         search,
-        configuration,
+        catalog,
         worker,
         sweeper,
         database,

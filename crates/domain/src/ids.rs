@@ -1,4 +1,4 @@
-//! Identifiers: UUID ids (threads, messages, configuration records) and
+//! Identifiers: UUID ids (threads, messages, catalog records) and
 //! validated names (tenants, resources, agents).
 
 use std::fmt;

@@ -10,7 +10,7 @@
 //!   [`DomainError`] naming the offending field;
 //! - messages are ordered by their per-thread sequence number, never by time.
 
-mod config;
+mod catalog;
 mod error;
 mod ids;
 mod message;
@@ -22,7 +22,7 @@ mod state;
 mod thread;
 mod token;
 
-pub use config::{
+pub use catalog::{
     AgentConfig, MAX_AGENT_TOOLS, MAX_CONFIG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,
 };
@@ -34,7 +34,7 @@ pub use message::{
 };
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use query::{
-    AGENT_FIELDS, After, ConfigEntity, ConfigRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,
+    AGENT_FIELDS, After, CatalogEntity, CatalogRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,
     MAX_FILTERS, MAX_IN_VALUES, MAX_VALUE_BYTES, MODEL_FIELDS, Op, Sort, TOOL_FIELDS,
 };
 pub use search::{

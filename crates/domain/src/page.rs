@@ -65,7 +65,7 @@ impl FromStr for Direction {
 }
 
 /// A page of items and the cursor for the next one (`None` at the end).
-/// Configuration listings use [`crate::ListCursor`] as `C`.
+/// Catalog listings use [`crate::ListCursor`] as `C`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T, C = Cursor> {
     /// Items in traversal order.

@@ -1,4 +1,4 @@
-//! Typed list queries over the configuration tables: filters on declared
+//! Typed list queries over the catalog tables: filters on declared
 //! fields with operators checked against the field's kind, a sort on a
 //! declared field, and keyset paging on (sort value, id).
 //!
@@ -67,7 +67,7 @@ impl FieldKind {
     }
 }
 
-/// One declared field of a configuration entity.
+/// One declared field of a catalog entity.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FieldSpec {
     /// Its name, as callers write it.
@@ -115,7 +115,7 @@ pub static TOOL_FIELDS: &[FieldSpec] = &[
 
 /// What a [`ListQuery`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConfigEntity {
+pub enum CatalogEntity {
     /// Models.
     Models,
     /// Agents.
@@ -124,7 +124,7 @@ pub enum ConfigEntity {
     Tools,
 }
 
-impl ConfigEntity {
+impl CatalogEntity {
     /// The entity's declared fields.
     #[must_use]
     pub fn fields(self) -> &'static [FieldSpec] {
@@ -412,8 +412,8 @@ pub struct After {
     pub id: Uuid,
 }
 
-/// A stored configuration record that a listing pages through.
-pub trait ConfigRecord {
+/// A stored catalog record that a listing pages through.
+pub trait CatalogRecord {
     /// Its id.
     fn record_id(&self) -> Uuid;
     /// The value of a declared sortable field (`None` for fields that are
@@ -421,10 +421,10 @@ pub trait ConfigRecord {
     fn sort_value(&self, field: &str) -> Option<FieldValue>;
 }
 
-/// A validated listing of one configuration entity.
+/// A validated listing of one catalog entity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
-    entity: ConfigEntity,
+    entity: CatalogEntity,
     filters: Vec<Filter>,
     sort: Sort,
     limit: PageSize,
@@ -434,7 +434,7 @@ pub struct ListQuery {
 impl ListQuery {
     /// Everything, newest first (`-created_at`), default page size.
     #[must_use]
-    pub fn new(entity: ConfigEntity) -> Self {
+    pub fn new(entity: CatalogEntity) -> Self {
         let created = entity.fields().iter().find(|f| f.name == "created_at").unwrap_or(&entity.fields()[0]);
         Self {
             entity,
@@ -549,7 +549,7 @@ impl ListQuery {
 
     /// The entity listed.
     #[must_use]
-    pub fn entity(&self) -> ConfigEntity {
+    pub fn entity(&self) -> CatalogEntity {
         self.entity
     }
 
@@ -582,7 +582,7 @@ impl ListQuery {
     /// # Errors
     /// [`DomainError`] on `sort` when `last` has no value for the sort field
     /// (an adapter bug, never caller input).
-    pub fn cursor_after(&self, tenant: &TenantId, last: &impl ConfigRecord) -> Result<ListCursor, DomainError> {
+    pub fn cursor_after(&self, tenant: &TenantId, last: &impl CatalogRecord) -> Result<ListCursor, DomainError> {
         let value = last
             .sort_value(self.sort.field.name)
             .filter(|v| v.fits(self.sort.field.kind))
@@ -616,7 +616,7 @@ impl ListQuery {
     }
 }
 
-/// An opaque keyset cursor of a configuration listing: the last item's sort
+/// An opaque keyset cursor of a catalog listing: the last item's sort
 /// value and id, bound to the tenant, entity, filters and sort that issued
 /// it, with a checksum so that an edited cursor is refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -677,7 +677,7 @@ mod tests {
     use super::*;
 
     fn models() -> ListQuery {
-        ListQuery::new(ConfigEntity::Models)
+        ListQuery::new(CatalogEntity::Models)
     }
 
     fn check(expr: &str, ok: bool) {
@@ -704,7 +704,7 @@ mod tests {
         check("name:eq;DROP:x", false);
         check("name:eq:x';DROP TABLE models--", true);
         check("nope", false);
-        let agents = ListQuery::new(ConfigEntity::Agents);
+        let agents = ListQuery::new(CatalogEntity::Agents);
         assert!(agents.clone().filter_expr("tool_ids:contains:abc").is_ok());
         assert!(agents.clone().filter_expr("tool_ids:eq:abc").is_err());
         assert!(agents.clone().filter_expr("model_id:eq:not-a-uuid").is_err());
@@ -719,12 +719,12 @@ mod tests {
         let e = models().sort_by("-secret").unwrap_err();
         assert_eq!(e.field, "sort");
         assert!(e.reason.contains("secret"), "{e}");
-        assert!(ListQuery::new(ConfigEntity::Agents).sort_by("tool_ids").is_err());
-        assert!(ListQuery::new(ConfigEntity::Tools).sort_by("description").is_err());
+        assert!(ListQuery::new(CatalogEntity::Agents).sort_by("tool_ids").is_err());
+        assert!(ListQuery::new(CatalogEntity::Tools).sort_by("description").is_err());
     }
 
     struct Rec(Uuid, FieldValue);
-    impl ConfigRecord for Rec {
+    impl CatalogRecord for Rec {
         fn record_id(&self) -> Uuid {
             self.0
         }

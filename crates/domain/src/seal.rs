@@ -1,5 +1,5 @@
 //! Cursor sealing: the text form every cursor (message pages, thread
-//! listings, configuration listings) shares. A body of bytes gets a 64-bit
+//! listings, catalog listings) shares. A body of bytes gets a 64-bit
 //! FNV-1a checksum and is written as URL-safe base64 without padding, so an
 //! edited or truncated cursor is refused. A checksum against accidents, not
 //! a signature: cursors are opaque, not secret.

@@ -249,7 +249,7 @@ pub struct ThreadFilter {
 
 impl ThreadFilter {
     /// Checks the filter's size: at most [`MAX_FILTERS`](crate::MAX_FILTERS)
-    /// metadata filters, as for configuration listings (each is a condition
+    /// metadata filters, as for catalog listings (each is a condition
     /// of the query, and an unbounded number of them exhausts the engine).
     ///
     /// # Errors

@@ -11,7 +11,7 @@
 //! - every read and write is scoped by a [`memlayer_domain::TenantId`]: data of
 //!   another tenant is indistinguishable from data that does not exist.
 
-mod config;
+mod catalog;
 mod database;
 mod embedder;
 mod embeddings;
@@ -26,7 +26,7 @@ mod vectors;
 #[cfg(feature = "contract")]
 pub mod contract;
 
-pub use config::ConfigStore;
+pub use catalog::CatalogStore;
 pub use database::{Database, DurabilitySetting, MigrationStatus};
 pub use embedder::{Embedder, EmbedderInfo};
 pub use embeddings::{EmbeddingStore, PendingEmbedding};
@@ -42,7 +42,7 @@ pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEnt
 
 #[cfg(feature = "mocks")]
 pub use {
-    config::MockConfigStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
+    catalog::MockCatalogStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
     idempotency::MockIdempotencyStore, messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore,
     tokens::MockTokenCounter, vectors::MockVectorIndex,
 };

@@ -6,7 +6,7 @@ use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
     AgentId, Embedding, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role, SettingName, TenantId,
 };
-use memlayer_ports::{ConfigStore, EmbeddingStore, MessageStore, StateStore, ThreadStore};
+use memlayer_ports::{CatalogStore, EmbeddingStore, MessageStore, StateStore, ThreadStore};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
@@ -46,7 +46,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         store.save(t, thread, &AgentId::parse("agent").unwrap(), json!({"k": 1}), 0).await.unwrap();
         let e = Embedding::new("m", vec![1.0, 0.0], 2).unwrap();
         store.complete_jobs(vec![(stored[0].id, e)]).await.unwrap();
-        // The configuration store: the same names in both tenants.
+        // The catalog: the same names in both tenants.
         let model = NewModel {
             name: "gpt-4o".into(),
             provider: "openai".into(),

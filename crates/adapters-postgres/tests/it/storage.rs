@@ -5,7 +5,7 @@ use memlayer_adapters_postgres::testing::{fresh_database, pooled_setting};
 use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, Role, SettingName, TenantId, ThreadId};
 use memlayer_ports::{
-    Claim, ConfigStore, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, MessageStore,
+    CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, MessageStore,
     MigrationStatus, SearchFilter, StoreError, ThreadStore, VectorIndex,
 };
 
@@ -43,7 +43,7 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New);
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![6]);
     assert!(matches!(store.claim(&t, &k, fp, now, later).await, Err(StoreError::Backend(_))), "table gone");
-    // Reverting migration 4 drops the configuration tables, with their rows.
+    // Reverting migration 4 drops the catalog tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9]);

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 #![allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
 
+mod catalog;
 mod config;
-mod configuration;
 mod memory;
 mod postgres;
 mod semantic;

@@ -92,7 +92,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
         output_price: 10.0,
         is_default: true,
     };
-    let model = services.configuration.create_model(&tenant, model).await.unwrap();
+    let model = services.catalog.create_model(&tenant, model).await.unwrap();
     let memory = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None };
     let configured = NewAgent {
         name: agent.clone(),
@@ -101,11 +101,11 @@ async fn the_app_runs_every_use_case_on_postgres() {
         tool_ids: vec![],
         memory,
     };
-    services.configuration.create_agent(&tenant, configured).await.unwrap();
-    let direct = memlayer_ports::ConfigStore::get_model(&db.backend().await, &tenant, model.id).await;
+    services.catalog.create_agent(&tenant, configured).await.unwrap();
+    let direct = memlayer_ports::CatalogStore::get_model(&db.backend().await, &tenant, model.id).await;
     assert_eq!(direct.unwrap(), model, "stored in the Postgres database");
-    assert_eq!(services.configuration.default_model(&tenant).await.unwrap().map(|m| m.id), Some(model.id));
-    assert_eq!(services.configuration.default_model(&other_tenant()).await.unwrap(), None, "tenant scoped");
+    assert_eq!(services.catalog.default_model(&tenant).await.unwrap().map(|m| m.id), Some(model.id));
+    assert_eq!(services.catalog.default_model(&other_tenant()).await.unwrap(), None, "tenant scoped");
     let for_agent =
         services.memory.create_thread(&tenant, NewThread { agent_id: Some(agent.clone()), ..NewThread::default() });
     let for_agent = for_agent.await.unwrap();

@@ -16,7 +16,7 @@
 //! The cases live in one file per port: `thread_cases.rs`,
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
-//! once), `config_cases.rs` (the configuration store) and
+//! once), `catalog_cases.rs` (the catalog) and
 //! `idempotency_cases.rs` (idempotency records), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
@@ -29,10 +29,10 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    ConfigStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
 };
 
-pub mod config_cases;
+pub mod catalog_cases;
 pub mod database_cases;
 pub mod embedding_cases;
 pub mod idempotency_cases;
@@ -56,8 +56,8 @@ pub struct Backend {
     pub database: Arc<dyn Database>,
     /// Embedding store port.
     pub embeddings: Arc<dyn EmbeddingStore>,
-    /// Configuration store port.
-    pub config: Arc<dyn ConfigStore>,
+    /// Catalog port.
+    pub catalog: Arc<dyn CatalogStore>,
     /// Idempotency record port.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
@@ -79,7 +79,7 @@ impl Backend {
             + StateStore
             + Database
             + EmbeddingStore
-            + ConfigStore
+            + CatalogStore
             + IdempotencyStore
             + 'static,
     {
@@ -89,7 +89,7 @@ impl Backend {
             states: store.clone(),
             database: store.clone(),
             embeddings: store.clone(),
-            config: store.clone(),
+            catalog: store.clone(),
             idempotency: store,
             guard,
         }
@@ -158,12 +158,12 @@ pub fn assert_complete(listed: &[(&str, &[&str])]) {
     }
 }
 
-/// As [`assert_complete`] for the configuration-store cases.
+/// As [`assert_complete`] for the catalog cases.
 ///
 /// # Panics
 /// On any difference, naming the cases.
-pub fn assert_config_complete(listed: &[&str]) {
-    assert_complete_in(include_str!("config_cases.rs"), listed);
+pub fn assert_catalog_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("catalog_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the idempotency-store cases.
@@ -259,17 +259,17 @@ macro_rules! contract_suite {
                 sweep_removes_deleted_threads_in_chunks,
             ],
         );
-        $crate::__config_expand!(
+        $crate::__catalog_expand!(
             $factory;
-            config_model_crud_round_trips,
-            config_agent_and_tool_crud_round_trips,
-            config_unknown_model_or_tool_is_rejected,
-            config_default_model_is_unique_per_tenant,
-            config_concurrent_default_moves_leave_one_default,
-            config_is_tenant_scoped,
-            config_filters_apply_each_operator_to_each_kind,
-            config_sorting_pages_without_skips_or_repeats,
-            config_settings_round_trip_and_absent_is_none,
+            catalog_model_crud_round_trips,
+            catalog_agent_and_tool_crud_round_trips,
+            catalog_unknown_model_or_tool_is_rejected,
+            catalog_default_model_is_unique_per_tenant,
+            catalog_concurrent_default_moves_leave_one_default,
+            catalog_is_tenant_scoped,
+            catalog_filters_apply_each_operator_to_each_kind,
+            catalog_sorting_pages_without_skips_or_repeats,
+            catalog_settings_round_trip_and_absent_is_none,
         );
         $crate::__idempotency_expand!(
             $factory;
@@ -306,19 +306,19 @@ macro_rules! __idempotency_expand {
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __config_expand {
+macro_rules! __catalog_expand {
     ($factory:path; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
-                $crate::contract::config_cases::$case(backend).await;
+                $crate::contract::catalog_cases::$case(backend).await;
             }
         )*
 
         #[test]
-        fn config_contract_suite_is_complete() {
-            $crate::contract::assert_config_complete(&[$(stringify!($case)),*]);
+        fn catalog_contract_suite_is_complete() {
+            $crate::contract::assert_catalog_complete(&[$(stringify!($case)),*]);
         }
     };
 }

@@ -1,11 +1,11 @@
-//! `memlayer models|agents|tools|settings …`: the configuration store from
+//! `memlayer models|agents|tools|settings …`: the catalog from
 //! the command line. Output is the same JSON as the HTTP API's.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use memlayer_app::Services;
 use memlayer_domain::{
-    AgentConfigId, AgentId, ConfigEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel, NewTool,
+    AgentConfigId, AgentId, CatalogEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel, NewTool,
     PageSize, SettingName, TenantId, ToolId,
 };
 use serde::Serialize;
@@ -177,9 +177,9 @@ pub enum SettingsAction {
     },
 }
 
-/// Which configuration command.
+/// Which catalog command.
 #[derive(Debug)]
-pub enum ConfigCommand<'a> {
+pub enum CatalogCommand<'a> {
     /// Models.
     Models(&'a ModelsAction),
     /// Agents.
@@ -197,7 +197,7 @@ fn print(v: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn query(entity: ConfigEntity, tenant: &TenantId, args: &ListArgs) -> anyhow::Result<ListQuery> {
+fn query(entity: CatalogEntity, tenant: &TenantId, args: &ListArgs) -> anyhow::Result<ListQuery> {
     let mut q = ListQuery::new(entity).limit(PageSize::new(args.limit)?);
     for f in &args.filter {
         q = q.filter_expr(f)?;
@@ -215,16 +215,16 @@ fn json_arg(what: &str, s: &str) -> anyhow::Result<Value> {
     serde_json::from_str(s).with_context(|| format!("{what} is not JSON"))
 }
 
-/// Runs one configuration command for `tenant`.
+/// Runs one catalog command for `tenant`.
 ///
 /// # Errors
 /// Whatever the store or the input validation refused.
-pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<'_>) -> anyhow::Result<()> {
-    let c = &services.configuration;
+pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand<'_>) -> anyhow::Result<()> {
+    let c = &services.catalog;
     match command {
-        ConfigCommand::Models(action) => match action {
+        CatalogCommand::Models(action) => match action {
             ModelsAction::List(args) => {
-                let page = c.list_models(tenant, &query(ConfigEntity::Models, tenant, args)?).await?;
+                let page = c.list_models(tenant, &query(CatalogEntity::Models, tenant, args)?).await?;
                 print(&PageDto::<ModelDto>::from(page))
             }
             ModelsAction::Get { id } => print(&ModelDto::from(c.get_model(tenant, id.parse::<ModelId>()?).await?)),
@@ -254,9 +254,9 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
                 Ok(())
             }
         },
-        ConfigCommand::Agents(action) => match action {
+        CatalogCommand::Agents(action) => match action {
             AgentsAction::List(args) => {
-                let page = c.list_agents(tenant, &query(ConfigEntity::Agents, tenant, args)?).await?;
+                let page = c.list_agents(tenant, &query(CatalogEntity::Agents, tenant, args)?).await?;
                 print(&PageDto::<AgentDto>::from(page))
             }
             AgentsAction::Get { id } => {
@@ -282,9 +282,9 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
                 Ok(())
             }
         },
-        ConfigCommand::Tools(action) => match action {
+        CatalogCommand::Tools(action) => match action {
             ToolsAction::List(args) => {
-                let page = c.list_tools(tenant, &query(ConfigEntity::Tools, tenant, args)?).await?;
+                let page = c.list_tools(tenant, &query(CatalogEntity::Tools, tenant, args)?).await?;
                 print(&PageDto::<ToolDto>::from(page))
             }
             ToolsAction::Get { id } => print(&ToolDto::from(c.get_tool(tenant, id.parse::<ToolId>()?).await?)),
@@ -302,7 +302,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: ConfigCommand<
                 Ok(())
             }
         },
-        ConfigCommand::Settings(action) => match action {
+        CatalogCommand::Settings(action) => match action {
             SettingsAction::Get { category, key, default } => {
                 let (cat, k) = (SettingName::category(category.clone())?, SettingName::key(key.clone())?);
                 let default = default.as_deref().map(|d| json_arg("--default", d)).transpose()?;

@@ -1,4 +1,4 @@
-//! The configuration store over HTTP: models, agents, tools, settings,
+//! The catalog over HTTP: models, agents, tools, settings,
 //! typed listings, bad input (each a clear 4xx that changes nothing), and
 //! threads that pick up their agent's memory options.
 
@@ -410,7 +410,7 @@ async fn settings_round_trip_with_a_default_for_absent_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn config_routes_are_in_the_openapi_document() {
+async fn catalog_routes_are_in_the_openapi_document() {
     let t = TestApp::new().await;
     let (_, doc) = t.call("GET", "/api/openapi.json", None).await;
     for path in [

@@ -1,24 +1,24 @@
-//! The configuration service over a mocked store: the read cache serves
+//! The catalog service over a mocked store: the read cache serves
 //! repeated reads without the store, and writes invalidate it; threads
 //! created for a configured agent carry its memory options.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use memlayer_app::{CacheSettings, ConfigService, MemoryService, StoreError};
+use memlayer_app::{CacheSettings, CatalogService, MemoryService, StoreError};
 use memlayer_domain::{
     AgentConfig, AgentConfigId, AgentId, MEMORY_METADATA_KEY, MemoryOptions, Metadata, ModelConfig, ModelId, NewAgent,
     NewModel, NewThread, Page, SettingName, TenantId, Thread, ThreadId, from_micros,
 };
-use memlayer_ports::{MockConfigStore, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
+use memlayer_ports::{MockCatalogStore, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
 use serde_json::json;
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
 
-fn service(store: MockConfigStore) -> ConfigService {
-    ConfigService::new(Arc::new(store), CacheSettings { max_entries: 100, ttl: Duration::from_secs(600) })
+fn service(store: MockCatalogStore) -> CatalogService {
+    CatalogService::new(Arc::new(store), CacheSettings { max_entries: 100, ttl: Duration::from_secs(600) })
 }
 
 fn new_agent(name: &str, memory: MemoryOptions) -> NewAgent {
@@ -62,7 +62,7 @@ fn model(id: ModelId, default: bool) -> ModelConfig {
 #[tokio::test]
 async fn a_cached_agent_read_does_not_reach_the_store() {
     let id = AgentConfigId::new();
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     store.expect_get_agent().times(1).returning(move |_, id| Ok(agent(id, "v1")));
     let svc = service(store);
     let first = svc.get_agent(&tenant(), id).await.unwrap();
@@ -74,7 +74,7 @@ async fn a_cached_agent_read_does_not_reach_the_store() {
 #[tokio::test]
 async fn an_agent_write_invalidates_the_cache() {
     let id = AgentConfigId::new();
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     let mut seq = mockall::Sequence::new();
     store.expect_get_agent().times(1).in_sequence(&mut seq).returning(move |_, id| Ok(agent(id, "v1")));
     store.expect_update_agent().times(1).in_sequence(&mut seq).returning(move |_, id, _| Ok(agent(id, "v2")));
@@ -89,7 +89,7 @@ async fn an_agent_write_invalidates_the_cache() {
 #[tokio::test]
 async fn a_failed_read_is_not_cached() {
     let id = AgentConfigId::new();
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     let mut seq = mockall::Sequence::new();
     store
         .expect_get_agent()
@@ -106,7 +106,7 @@ async fn a_failed_read_is_not_cached() {
 async fn a_model_write_invalidates_every_cached_model() {
     // Making one model the default clears the flag on another: both re-read.
     let (a, b) = (ModelId::new(), ModelId::new());
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     store.expect_get_model().times(2).returning(move |_, id| Ok(model(id, id == a)));
     store.expect_update_model().times(1).returning(move |_, id, _| Ok(model(id, true)));
     let svc = service(store);
@@ -121,7 +121,7 @@ async fn a_model_write_invalidates_every_cached_model() {
 #[tokio::test]
 async fn settings_cache_absence_return_the_default_and_invalidate_on_write() {
     let (cat, key) = (SettingName::category("retrieval").unwrap(), SettingName::key("top_k").unwrap());
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     let mut seq = mockall::Sequence::new();
     store.expect_get_setting().times(1).in_sequence(&mut seq).returning(|_, _, _| Ok(None));
     store.expect_put_setting().times(1).in_sequence(&mut seq).returning(|t, c, k, v| {
@@ -152,7 +152,7 @@ async fn settings_cache_absence_return_the_default_and_invalidate_on_write() {
 
 #[tokio::test]
 async fn an_oversized_setting_never_reaches_the_store() {
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     store.expect_put_setting().times(0);
     let svc = service(store);
     let (cat, key) = (SettingName::category("a").unwrap(), SettingName::key("b").unwrap());
@@ -161,7 +161,7 @@ async fn an_oversized_setting_never_reaches_the_store() {
     assert!(matches!(err, StoreError::Invalid(ref e) if e.field == "value"), "{err:?}");
 }
 
-fn memory_with(config: MockConfigStore, threads: MockThreadStore) -> MemoryService {
+fn memory_with(catalog: MockCatalogStore, threads: MockThreadStore) -> MemoryService {
     MemoryService::new(
         Arc::new(threads),
         Arc::new(MockMessageStore::new()),
@@ -170,7 +170,7 @@ fn memory_with(config: MockConfigStore, threads: MockThreadStore) -> MemoryServi
         TenantId::default_tenant(),
         false,
     )
-    .with_config(service(config))
+    .with_catalog(service(catalog))
 }
 
 fn created(new: NewThread) -> Thread {
@@ -190,15 +190,15 @@ fn created(new: NewThread) -> Thread {
 
 #[tokio::test]
 async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
-    let mut config = MockConfigStore::new();
-    config.expect_list_agents().returning(|_, q| {
+    let mut catalog = MockCatalogStore::new();
+    catalog.expect_list_agents().returning(|_, q| {
         let named_support = format!("{:?}", q.filters()).contains("support");
         let items = if named_support { vec![agent(AgentConfigId::new(), "p")] } else { vec![] };
         Ok(Page { items, next_cursor: None })
     });
     let mut threads = MockThreadStore::new();
     threads.expect_create().returning(|_, new| Ok(created(new)));
-    let svc = memory_with(config, threads);
+    let svc = memory_with(catalog, threads);
     let for_agent = |name: &str, metadata: serde_json::Value| NewThread {
         agent_id: Some(AgentId::parse(name).unwrap()),
         metadata: Metadata::from_value(metadata).unwrap(),
@@ -222,7 +222,7 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_racing_a_write_does_not_cache_the_old_value() {
     let id = AgentConfigId::new();
-    let mut store = MockConfigStore::new();
+    let mut store = MockCatalogStore::new();
     // The first read is held inside the store until the write has finished:
     // an ordering by handshake, not by sleeps that a loaded machine can
     // reorder.

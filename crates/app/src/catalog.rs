@@ -1,4 +1,4 @@
-//! The configuration use cases: models, agents, tools and settings, with an
+//! The catalog use cases: models, agents, tools and settings, with an
 //! in-process read cache.
 
 use std::sync::Arc;
@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentId, ConfigEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel,
-    NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
+    AgentConfig, AgentConfigId, AgentId, CatalogEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent,
+    NewModel, NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
 };
-use memlayer_ports::{ConfigStore, StoreError};
+use memlayer_ports::{CatalogStore, StoreError};
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use serde_json::Value;
 
-/// Size and lifetime of the configuration read cache.
+/// Size and lifetime of the catalog read cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Most entries per cache (models, agents by id, agents by name, settings).
@@ -33,7 +33,7 @@ impl Default for CacheSettings {
 
 type SettingKey = (TenantId, SettingName, SettingName);
 
-/// Models, agents, tools and settings over a [`ConfigStore`].
+/// Models, agents, tools and settings over a [`CatalogStore`].
 ///
 /// Reads of single models, agents (by id and by name) and settings are
 /// served from bounded LRU caches with a time to live; every write through
@@ -47,8 +47,8 @@ type SettingKey = (TenantId, SettingName, SettingName);
 /// result only if no write finished meanwhile (writes bump the generation,
 /// then invalidate).
 #[derive(Clone)]
-pub struct ConfigService {
-    store: Arc<dyn ConfigStore>,
+pub struct CatalogService {
+    store: Arc<dyn CatalogStore>,
     writes: Arc<AtomicU64>,
     models: Cache<(TenantId, ModelId), ModelConfig>,
     agents: Cache<(TenantId, AgentConfigId), AgentConfig>,
@@ -56,9 +56,9 @@ pub struct ConfigService {
     settings: Cache<SettingKey, Option<Setting>>,
 }
 
-impl std::fmt::Debug for ConfigService {
+impl std::fmt::Debug for CatalogService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigService")
+        f.debug_struct("CatalogService")
             .field("store", &self.store)
             .field("cached_models", &self.models.entry_count())
             .field("cached_agents", &self.agents.entry_count())
@@ -79,10 +79,10 @@ where
         .build()
 }
 
-impl ConfigService {
+impl CatalogService {
     /// A service over `store` with caches of `cache` size and lifetime.
     #[must_use]
-    pub fn new(store: Arc<dyn ConfigStore>, cache_settings: CacheSettings) -> Self {
+    pub fn new(store: Arc<dyn CatalogStore>, cache_settings: CacheSettings) -> Self {
         Self {
             store,
             writes: Arc::new(AtomicU64::new(0)),
@@ -120,7 +120,7 @@ impl ConfigService {
     /// Creates a model; with `is_default` it becomes the tenant's only default.
     ///
     /// # Errors
-    /// As [`ConfigStore::create_model`].
+    /// As [`CatalogStore::create_model`].
     pub async fn create_model(&self, tenant: &TenantId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
         let created = self.store.create_model(tenant, new).await;
@@ -148,9 +148,9 @@ impl ConfigService {
     /// The tenant's default model, if one is marked.
     ///
     /// # Errors
-    /// As [`ConfigStore::list_models`].
+    /// As [`CatalogStore::list_models`].
     pub async fn default_model(&self, tenant: &TenantId) -> Result<Option<ModelConfig>, StoreError> {
-        let query = ListQuery::new(ConfigEntity::Models).filter("is_default", "eq", "true")?.limit(PageSize::new(1)?);
+        let query = ListQuery::new(CatalogEntity::Models).filter("is_default", "eq", "true")?.limit(PageSize::new(1)?);
         Ok(self.store.list_models(tenant, &query).await?.items.pop())
     }
 
@@ -169,7 +169,7 @@ impl ConfigService {
     /// Replaces a model.
     ///
     /// # Errors
-    /// As [`ConfigStore::update_model`].
+    /// As [`CatalogStore::update_model`].
     pub async fn update_model(&self, tenant: &TenantId, id: ModelId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
         let updated = self.store.update_model(tenant, id, new).await;
@@ -180,7 +180,7 @@ impl ConfigService {
     /// Deletes a model no agent uses.
     ///
     /// # Errors
-    /// As [`ConfigStore::delete_model`].
+    /// As [`CatalogStore::delete_model`].
     pub async fn delete_model(&self, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
         let deleted = self.store.delete_model(tenant, id).await;
         self.models_changed();
@@ -190,7 +190,7 @@ impl ConfigService {
     /// Creates an agent.
     ///
     /// # Errors
-    /// As [`ConfigStore::create_agent`] (`Invalid` for an unknown model or tool).
+    /// As [`CatalogStore::create_agent`] (`Invalid` for an unknown model or tool).
     pub async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         let created = self.store.create_agent(tenant, new).await;
@@ -219,13 +219,13 @@ impl ConfigService {
     /// (cached, absence included).
     ///
     /// # Errors
-    /// As [`ConfigStore::list_agents`].
+    /// As [`CatalogStore::list_agents`].
     pub async fn agent_by_name(&self, tenant: &TenantId, name: &AgentId) -> Result<Option<AgentConfig>, StoreError> {
         let key = (tenant.clone(), name.clone());
         if let Some(hit) = self.agents_by_name.get(&key).await {
             return Ok(hit);
         }
-        let query = ListQuery::new(ConfigEntity::Agents).filter("name", "eq", name.as_str())?.limit(PageSize::new(1)?);
+        let query = ListQuery::new(CatalogEntity::Agents).filter("name", "eq", name.as_str())?.limit(PageSize::new(1)?);
         let generation = self.generation();
         let found = self.store.list_agents(tenant, &query).await?.items.pop();
         if self.unchanged_since(generation) {
@@ -249,7 +249,7 @@ impl ConfigService {
     /// Replaces an agent.
     ///
     /// # Errors
-    /// As [`ConfigStore::update_agent`].
+    /// As [`CatalogStore::update_agent`].
     pub async fn update_agent(
         &self,
         tenant: &TenantId,
@@ -265,7 +265,7 @@ impl ConfigService {
     /// Deletes an agent.
     ///
     /// # Errors
-    /// As [`ConfigStore::delete_agent`].
+    /// As [`CatalogStore::delete_agent`].
     pub async fn delete_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
         let deleted = self.store.delete_agent(tenant, id).await;
         self.agents_changed();
@@ -283,7 +283,7 @@ impl ConfigService {
     /// Creates a tool.
     ///
     /// # Errors
-    /// As [`ConfigStore::create_tool`].
+    /// As [`CatalogStore::create_tool`].
     pub async fn create_tool(&self, tenant: &TenantId, new: NewTool) -> Result<ToolConfig, StoreError> {
         new.validate()?;
         self.store.create_tool(tenant, new).await
@@ -312,7 +312,7 @@ impl ConfigService {
     /// Replaces a tool.
     ///
     /// # Errors
-    /// As [`ConfigStore::update_tool`].
+    /// As [`CatalogStore::update_tool`].
     pub async fn update_tool(&self, tenant: &TenantId, id: ToolId, new: NewTool) -> Result<ToolConfig, StoreError> {
         new.validate()?;
         self.store.update_tool(tenant, id, new).await
@@ -321,7 +321,7 @@ impl ConfigService {
     /// Deletes a tool no agent lists.
     ///
     /// # Errors
-    /// As [`ConfigStore::delete_tool`].
+    /// As [`CatalogStore::delete_tool`].
     pub async fn delete_tool(&self, tenant: &TenantId, id: ToolId) -> Result<(), StoreError> {
         self.store.delete_tool(tenant, id).await
     }
@@ -329,7 +329,7 @@ impl ConfigService {
     /// A setting, or `None` when absent (cached, absence included).
     ///
     /// # Errors
-    /// As [`ConfigStore::get_setting`].
+    /// As [`CatalogStore::get_setting`].
     pub async fn get_setting(
         &self,
         tenant: &TenantId,
@@ -351,7 +351,7 @@ impl ConfigService {
     /// A setting's value, or `default` when it is absent.
     ///
     /// # Errors
-    /// As [`ConfigStore::get_setting`].
+    /// As [`CatalogStore::get_setting`].
     pub async fn setting_or(
         &self,
         tenant: &TenantId,
@@ -365,7 +365,7 @@ impl ConfigService {
     /// Creates or replaces a setting.
     ///
     /// # Errors
-    /// As [`ConfigStore::put_setting`].
+    /// As [`CatalogStore::put_setting`].
     pub async fn put_setting(
         &self,
         tenant: &TenantId,
@@ -383,7 +383,7 @@ impl ConfigService {
     /// Deletes a setting.
     ///
     /// # Errors
-    /// As [`ConfigStore::delete_setting`].
+    /// As [`CatalogStore::delete_setting`].
     pub async fn delete_setting(
         &self,
         tenant: &TenantId,

@@ -1,4 +1,4 @@
-//! [`ConfigStore`]: the configuration store (models, agents, tools,
+//! [`CatalogStore`]: the catalog (models, agents, tools,
 //! settings) with typed, filtered listings.
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use memlayer_domain::{
 
 use crate::StoreError;
 
-/// The configuration store: models, agents, tools and settings, per tenant.
+/// The catalog: models, agents, tools and settings, per tenant.
 ///
 /// Common contract of every method:
 /// - MUST scope every read and write by `tenant`: another tenant's record is
@@ -28,7 +28,7 @@ use crate::StoreError;
 /// is a case-sensitive substring test, on a list a membership test.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
-pub trait ConfigStore: Send + Sync + std::fmt::Debug {
+pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     /// Creates a model with a new time-ordered id.
     ///
     /// MUST return the stored model whole; MUST return `Conflict` when the
@@ -49,11 +49,11 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug {
 
     /// Replaces a model's fields and bumps `updated_at`, keeping `created_at`.
     ///
-    /// MUST return `NotFound` as [`ConfigStore::get_model`], `Conflict` as
-    /// [`ConfigStore::create_model`], and move the default flag as it does.
+    /// MUST return `NotFound` as [`CatalogStore::get_model`], `Conflict` as
+    /// [`CatalogStore::create_model`], and move the default flag as it does.
     async fn update_model(&self, tenant: &TenantId, id: ModelId, new: NewModel) -> Result<ModelConfig, StoreError>;
 
-    /// MUST return `NotFound` as [`ConfigStore::get_model`]; MUST return
+    /// MUST return `NotFound` as [`CatalogStore::get_model`]; MUST return
     /// `Conflict` when an agent of the tenant uses the model.
     async fn delete_model(&self, tenant: &TenantId, id: ModelId) -> Result<(), StoreError>;
 
@@ -77,8 +77,8 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug {
 
     /// Replaces an agent's fields and bumps `updated_at`.
     ///
-    /// MUST return `NotFound` as [`ConfigStore::get_agent`], and `Invalid` and
-    /// `Conflict` as [`ConfigStore::create_agent`].
+    /// MUST return `NotFound` as [`CatalogStore::get_agent`], and `Invalid` and
+    /// `Conflict` as [`CatalogStore::create_agent`].
     async fn update_agent(
         &self,
         tenant: &TenantId,
@@ -86,12 +86,12 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug {
         new: NewAgent,
     ) -> Result<AgentConfig, StoreError>;
 
-    /// MUST return `NotFound` as [`ConfigStore::get_agent`].
+    /// MUST return `NotFound` as [`CatalogStore::get_agent`].
     async fn delete_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError>;
 
     /// The agent's tools, whole, in the agent's order.
     ///
-    /// MUST return `NotFound` as [`ConfigStore::get_agent`].
+    /// MUST return `NotFound` as [`CatalogStore::get_agent`].
     async fn agent_tools(&self, tenant: &TenantId, id: AgentConfigId) -> Result<Vec<ToolConfig>, StoreError>;
 
     /// Creates a tool with a new time-ordered id.
@@ -112,11 +112,11 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug {
 
     /// Replaces a tool's fields and bumps `updated_at`.
     ///
-    /// MUST return `NotFound` as [`ConfigStore::get_tool`] and `Conflict` as
-    /// [`ConfigStore::create_tool`].
+    /// MUST return `NotFound` as [`CatalogStore::get_tool`] and `Conflict` as
+    /// [`CatalogStore::create_tool`].
     async fn update_tool(&self, tenant: &TenantId, id: ToolId, new: NewTool) -> Result<ToolConfig, StoreError>;
 
-    /// MUST return `NotFound` as [`ConfigStore::get_tool`]; MUST return
+    /// MUST return `NotFound` as [`CatalogStore::get_tool`]; MUST return
     /// `Conflict` when an agent of the tenant lists the tool.
     async fn delete_tool(&self, tenant: &TenantId, id: ToolId) -> Result<(), StoreError>;
 

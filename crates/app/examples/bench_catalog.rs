@@ -1,14 +1,14 @@
-//! Configuration read cache benchmark (library level, no HTTP), on the
+//! Catalog read cache benchmark (library level, no HTTP), on the
 //! embedded libSQL file.
 //!
 //! ```text
-//! cargo run --release -p memlayer-app --example bench_config            # full run
-//! cargo run --release -p memlayer-app --example bench_config -- --quick # smoke run
+//! cargo run --release -p memlayer-app --example bench_catalog            # full run
+//! cargo run --release -p memlayer-app --example bench_catalog -- --quick # smoke run
 //! ```
 //!
 //! Looks up one agent (with three tools) by id, 20,000 times straight from
 //! the store (every read a SQL query on a pooled reader) and 20,000 times
-//! through the `ConfigService` cache after one warming read; prints the
+//! through the `CatalogService` cache after one warming read; prints the
 //! median and mean of each and their ratio. Fails when the cached lookup is
 //! not at least 20× faster.
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark binary")]
@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-use memlayer_app::{CacheSettings, ConfigService};
+use memlayer_app::{CacheSettings, CatalogService};
 use memlayer_domain::{AgentId, MemoryOptions, NewAgent, NewModel, NewTool, TenantId};
-use memlayer_ports::{ConfigStore, Database as _};
+use memlayer_ports::{CatalogStore, Database as _};
 use serde_json::json;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -40,8 +40,8 @@ async fn main() {
     // `Database` port now that it opens Postgres too.
     let backend =
         Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::file(dir.path().join("memlayer.db"))).await.unwrap());
-    let store: Arc<dyn ConfigStore> = backend.clone();
-    let service = ConfigService::new(store.clone(), CacheSettings::default());
+    let store: Arc<dyn CatalogStore> = backend.clone();
+    let service = CatalogService::new(store.clone(), CacheSettings::default());
     println!("{}; {n} lookups each", backend.describe());
 
     let t = TenantId::parse("bench").unwrap();

@@ -1,14 +1,14 @@
-//! Contract cases of [`crate::ConfigStore`]. Each `pub async fn` here takes a
+//! Contract cases of [`crate::CatalogStore`]. Each `pub async fn` here takes a
 //! fresh [`Backend`] and checks one group of "MUST" sentences from the port
 //! docs. `contract_suite!` runs them for every backend; adding a case means
-//! adding its name to the macro's config list (the completeness test fails
+//! adding its name to the macro's catalog list (the completeness test fails
 //! otherwise).
 
 use std::cmp::Ordering;
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentId, ConfigEntity, ConfigRecord, FieldValue, ListCursor, ListQuery, MODEL_FIELDS, MemoryOptions, ModelConfig,
+    AgentId, CatalogEntity, CatalogRecord, FieldValue, ListCursor, ListQuery, MODEL_FIELDS, MemoryOptions, ModelConfig,
     ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName, TenantId, ToolId,
 };
 use serde_json::json;
@@ -50,7 +50,7 @@ fn agent(name: &str, model_id: ModelId, tool_ids: Vec<ToolId>) -> NewAgent {
     }
 }
 
-fn query(entity: ConfigEntity, filters: &[&str], sort: Option<&str>, limit: u32) -> ListQuery {
+fn query(entity: CatalogEntity, filters: &[&str], sort: Option<&str>, limit: u32) -> ListQuery {
     let mut q = ListQuery::new(entity).limit(PageSize::new(limit).unwrap());
     for f in filters {
         q = q.filter_expr(f).unwrap();
@@ -81,7 +81,7 @@ async fn all_models(b: &Backend, t: &TenantId, q: &ListQuery) -> Vec<ModelConfig
             Some(c) => q.clone().resume(t, &ListCursor::decode(&c.encode()).unwrap()).unwrap(),
             None => q.clone(),
         };
-        let page = b.config.list_models(t, &page_query).await.unwrap();
+        let page = b.catalog.list_models(t, &page_query).await.unwrap();
         assert!(page.items.len() <= q.page_size().get() as usize, "page larger than its limit");
         let full = page.items.len() == q.page_size().get() as usize;
         out.extend(page.items);
@@ -97,8 +97,8 @@ async fn all_models(b: &Backend, t: &TenantId, q: &ListQuery) -> Vec<ModelConfig
     out
 }
 
-fn ids<T: ConfigRecord>(items: &[T]) -> Vec<uuid::Uuid> {
-    items.iter().map(ConfigRecord::record_id).collect()
+fn ids<T: CatalogRecord>(items: &[T]) -> Vec<uuid::Uuid> {
+    items.iter().map(CatalogRecord::record_id).collect()
 }
 
 fn cmp_values(a: &FieldValue, b: &FieldValue) -> Ordering {
@@ -129,104 +129,104 @@ async fn seed_models(b: &Backend, t: &TenantId) -> Vec<ModelConfig> {
     ];
     let mut out = Vec::new();
     for (name, provider, window, price, default) in specs {
-        out.push(b.config.create_model(t, model(name, provider, window, price, default)).await.unwrap());
+        out.push(b.catalog.create_model(t, model(name, provider, window, price, default)).await.unwrap());
     }
     out
 }
 
-pub async fn config_model_crud_round_trips(b: Backend) {
+pub async fn catalog_model_crud_round_trips(b: Backend) {
     let t = tenant("acme");
-    let created = b.config.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
+    let created = b.catalog.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
     assert_eq!(created.tenant, t);
     assert_eq!(created.spec, model("gpt-4o", "openai", 128_000, 2.5, false));
     assert_eq!(created.created_at, created.updated_at);
-    assert_eq!(b.config.get_model(&t, created.id).await.unwrap(), created, "get returns what create returned");
-    let second = b.config.create_model(&t, model("o3", "openai", 200_000, 2.0, false)).await.unwrap();
+    assert_eq!(b.catalog.get_model(&t, created.id).await.unwrap(), created, "get returns what create returned");
+    let second = b.catalog.create_model(&t, model("o3", "openai", 200_000, 2.0, false)).await.unwrap();
     assert!(second.id > created.id, "ids are time-ordered");
 
     assert_kind(
-        b.config.create_model(&t, model("gpt-4o", "other", 1, 0.0, false)).await,
+        b.catalog.create_model(&t, model("gpt-4o", "other", 1, 0.0, false)).await,
         "conflict",
         "duplicate model name",
     );
     assert_kind(
-        b.config.update_model(&t, second.id, model("gpt-4o", "openai", 1, 0.0, false)).await,
+        b.catalog.update_model(&t, second.id, model("gpt-4o", "openai", 1, 0.0, false)).await,
         "conflict",
         "rename onto another model's name",
     );
     let bad = NewModel { max_output_tokens: 0, ..model("bad", "openai", 10, 0.0, false) };
-    assert_kind(b.config.create_model(&t, bad).await, "invalid", "invalid model");
+    assert_kind(b.catalog.create_model(&t, bad).await, "invalid", "invalid model");
 
     tokio::time::sleep(Duration::from_millis(2)).await;
     let changed = model("gpt-4o", "azure", 64_000, 5.0, false);
-    let updated = b.config.update_model(&t, created.id, changed.clone()).await.unwrap();
+    let updated = b.catalog.update_model(&t, created.id, changed.clone()).await.unwrap();
     assert_eq!(updated.spec, changed);
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at > created.updated_at, "updated_at moves forward");
-    assert_eq!(b.config.get_model(&t, created.id).await.unwrap(), updated);
+    assert_eq!(b.catalog.get_model(&t, created.id).await.unwrap(), updated);
 
-    let listed = all_models(&b, &t, &query(ConfigEntity::Models, &[], None, 50)).await;
+    let listed = all_models(&b, &t, &query(CatalogEntity::Models, &[], None, 50)).await;
     assert_eq!(ids(&listed), vec![second.id.as_uuid(), created.id.as_uuid()], "default: newest first");
 
-    b.config.delete_model(&t, created.id).await.unwrap();
-    assert_kind(b.config.get_model(&t, created.id).await, "not_found", "deleted model");
-    assert_kind(b.config.delete_model(&t, created.id).await, "not_found", "deleted twice");
-    assert_kind(b.config.update_model(&t, created.id, changed).await, "not_found", "update deleted");
-    assert_kind(b.config.get_model(&t, ModelId::new()).await, "not_found", "missing model");
+    b.catalog.delete_model(&t, created.id).await.unwrap();
+    assert_kind(b.catalog.get_model(&t, created.id).await, "not_found", "deleted model");
+    assert_kind(b.catalog.delete_model(&t, created.id).await, "not_found", "deleted twice");
+    assert_kind(b.catalog.update_model(&t, created.id, changed).await, "not_found", "update deleted");
+    assert_kind(b.catalog.get_model(&t, ModelId::new()).await, "not_found", "missing model");
 }
 
-pub async fn config_agent_and_tool_crud_round_trips(b: Backend) {
+pub async fn catalog_agent_and_tool_crud_round_trips(b: Backend) {
     let t = tenant("acme");
-    let m = b.config.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, true)).await.unwrap();
-    let search = b.config.create_tool(&t, tool("search", "searches the web")).await.unwrap();
-    let lookup = b.config.create_tool(&t, tool("lookup_order", "finds an order")).await.unwrap();
+    let m = b.catalog.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, true)).await.unwrap();
+    let search = b.catalog.create_tool(&t, tool("search", "searches the web")).await.unwrap();
+    let lookup = b.catalog.create_tool(&t, tool("lookup_order", "finds an order")).await.unwrap();
     assert_eq!(search.spec, tool("search", "searches the web"));
-    assert_eq!(b.config.get_tool(&t, search.id).await.unwrap(), search);
-    assert_kind(b.config.create_tool(&t, tool("search", "again")).await, "conflict", "duplicate tool name");
+    assert_eq!(b.catalog.get_tool(&t, search.id).await.unwrap(), search);
+    assert_kind(b.catalog.create_tool(&t, tool("search", "again")).await, "conflict", "duplicate tool name");
     let not_schema = NewTool { parameters: json!({"type": "array"}), ..tool("x", "") };
-    assert_kind(b.config.create_tool(&t, not_schema).await, "invalid", "non-object schema");
+    assert_kind(b.catalog.create_tool(&t, not_schema).await, "invalid", "non-object schema");
 
     let new = agent("support", m.id, vec![lookup.id, search.id]);
-    let a = b.config.create_agent(&t, new.clone()).await.unwrap();
+    let a = b.catalog.create_agent(&t, new.clone()).await.unwrap();
     assert_eq!(a.spec, new, "stored whole, tools in order");
-    assert_eq!(b.config.get_agent(&t, a.id).await.unwrap(), a);
-    let tools = b.config.agent_tools(&t, a.id).await.unwrap();
+    assert_eq!(b.catalog.get_agent(&t, a.id).await.unwrap(), a);
+    let tools = b.catalog.agent_tools(&t, a.id).await.unwrap();
     assert_eq!(tools, vec![lookup.clone(), search.clone()], "the agent's tools, whole, in its order");
-    assert_kind(b.config.create_agent(&t, agent("support", m.id, vec![])).await, "conflict", "duplicate agent");
+    assert_kind(b.catalog.create_agent(&t, agent("support", m.id, vec![])).await, "conflict", "duplicate agent");
 
-    assert_kind(b.config.delete_tool(&t, search.id).await, "conflict", "tool in use");
-    assert_kind(b.config.delete_model(&t, m.id).await, "conflict", "model in use");
+    assert_kind(b.catalog.delete_tool(&t, search.id).await, "conflict", "tool in use");
+    assert_kind(b.catalog.delete_model(&t, m.id).await, "conflict", "model in use");
 
     tokio::time::sleep(Duration::from_millis(2)).await;
     let renamed =
         NewAgent { system_prompt: "Be brief.".into(), tool_ids: vec![search.id], ..agent("helper", m.id, vec![]) };
-    let updated = b.config.update_agent(&t, a.id, renamed.clone()).await.unwrap();
+    let updated = b.catalog.update_agent(&t, a.id, renamed.clone()).await.unwrap();
     assert_eq!(updated.spec, renamed);
     assert!(updated.updated_at > a.updated_at);
     assert_eq!(updated.created_at, a.created_at);
-    assert_eq!(b.config.agent_tools(&t, a.id).await.unwrap(), vec![search.clone()]);
+    assert_eq!(b.catalog.agent_tools(&t, a.id).await.unwrap(), vec![search.clone()]);
 
     let new_tool = tool("lookup_order", "finds an order by number");
-    let tool_updated = b.config.update_tool(&t, lookup.id, new_tool.clone()).await.unwrap();
+    let tool_updated = b.catalog.update_tool(&t, lookup.id, new_tool.clone()).await.unwrap();
     assert_eq!(tool_updated.spec, new_tool);
-    assert_kind(b.config.update_tool(&t, lookup.id, tool("search", "")).await, "conflict", "rename onto another tool");
-    b.config.delete_tool(&t, lookup.id).await.unwrap();
-    assert_kind(b.config.get_tool(&t, lookup.id).await, "not_found", "deleted tool");
+    assert_kind(b.catalog.update_tool(&t, lookup.id, tool("search", "")).await, "conflict", "rename onto another tool");
+    b.catalog.delete_tool(&t, lookup.id).await.unwrap();
+    assert_kind(b.catalog.get_tool(&t, lookup.id).await, "not_found", "deleted tool");
 
-    b.config.delete_agent(&t, a.id).await.unwrap();
-    assert_kind(b.config.get_agent(&t, a.id).await, "not_found", "deleted agent");
-    assert_kind(b.config.agent_tools(&t, a.id).await, "not_found", "tools of a deleted agent");
-    assert_kind(b.config.delete_agent(&t, a.id).await, "not_found", "deleted twice");
-    b.config.delete_tool(&t, search.id).await.unwrap();
-    b.config.delete_model(&t, m.id).await.unwrap();
+    b.catalog.delete_agent(&t, a.id).await.unwrap();
+    assert_kind(b.catalog.get_agent(&t, a.id).await, "not_found", "deleted agent");
+    assert_kind(b.catalog.agent_tools(&t, a.id).await, "not_found", "tools of a deleted agent");
+    assert_kind(b.catalog.delete_agent(&t, a.id).await, "not_found", "deleted twice");
+    b.catalog.delete_tool(&t, search.id).await.unwrap();
+    b.catalog.delete_model(&t, m.id).await.unwrap();
 }
 
-pub async fn config_unknown_model_or_tool_is_rejected(b: Backend) {
+pub async fn catalog_unknown_model_or_tool_is_rejected(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
-    let m = b.config.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
-    let foreign_model = b.config.create_model(&other, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
-    let foreign_tool = b.config.create_tool(&other, tool("search", "")).await.unwrap();
-    let agents = query(ConfigEntity::Agents, &[], None, 50);
+    let m = b.catalog.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
+    let foreign_model = b.catalog.create_model(&other, model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
+    let foreign_tool = b.catalog.create_tool(&other, tool("search", "")).await.unwrap();
+    let agents = query(CatalogEntity::Agents, &[], None, 50);
 
     for (ctx, new) in [
         ("missing model", agent("a1", ModelId::new(), vec![])),
@@ -234,106 +234,106 @@ pub async fn config_unknown_model_or_tool_is_rejected(b: Backend) {
         ("missing tool", agent("a3", m.id, vec![ToolId::new()])),
         ("another tenant's tool", agent("a4", m.id, vec![foreign_tool.id])),
     ] {
-        assert_kind(b.config.create_agent(&t, new).await, "invalid", ctx);
+        assert_kind(b.catalog.create_agent(&t, new).await, "invalid", ctx);
     }
-    assert!(b.config.list_agents(&t, &agents).await.unwrap().items.is_empty(), "nothing stored");
+    assert!(b.catalog.list_agents(&t, &agents).await.unwrap().items.is_empty(), "nothing stored");
 
-    let a = b.config.create_agent(&t, agent("ok", m.id, vec![])).await.unwrap();
-    assert_kind(b.config.update_agent(&t, a.id, agent("ok", ModelId::new(), vec![])).await, "invalid", "update");
-    assert_eq!(b.config.get_agent(&t, a.id).await.unwrap(), a, "a failed update changes nothing");
+    let a = b.catalog.create_agent(&t, agent("ok", m.id, vec![])).await.unwrap();
+    assert_kind(b.catalog.update_agent(&t, a.id, agent("ok", ModelId::new(), vec![])).await, "invalid", "update");
+    assert_eq!(b.catalog.get_agent(&t, a.id).await.unwrap(), a, "a failed update changes nothing");
 }
 
-pub async fn config_default_model_is_unique_per_tenant(b: Backend) {
+pub async fn catalog_default_model_is_unique_per_tenant(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
-    let defaults = query(ConfigEntity::Models, &["is_default:eq:true"], None, 50);
-    let theirs = b.config.create_model(&other, model("x", "openai", 10, 0.0, true)).await.unwrap();
-    let a = b.config.create_model(&t, model("a", "openai", 10, 0.0, true)).await.unwrap();
-    let c = b.config.create_model(&t, model("c", "openai", 10, 0.0, false)).await.unwrap();
-    let bm = b.config.create_model(&t, model("b", "openai", 10, 0.0, true)).await.unwrap();
+    let defaults = query(CatalogEntity::Models, &["is_default:eq:true"], None, 50);
+    let theirs = b.catalog.create_model(&other, model("x", "openai", 10, 0.0, true)).await.unwrap();
+    let a = b.catalog.create_model(&t, model("a", "openai", 10, 0.0, true)).await.unwrap();
+    let c = b.catalog.create_model(&t, model("c", "openai", 10, 0.0, false)).await.unwrap();
+    let bm = b.catalog.create_model(&t, model("b", "openai", 10, 0.0, true)).await.unwrap();
     assert!(bm.spec.is_default);
-    assert!(!b.config.get_model(&t, a.id).await.unwrap().spec.is_default, "previous default cleared");
-    assert_eq!(ids(&b.config.list_models(&t, &defaults).await.unwrap().items), vec![bm.id.as_uuid()]);
+    assert!(!b.catalog.get_model(&t, a.id).await.unwrap().spec.is_default, "previous default cleared");
+    assert_eq!(ids(&b.catalog.list_models(&t, &defaults).await.unwrap().items), vec![bm.id.as_uuid()]);
 
-    let c2 = b.config.update_model(&t, c.id, model("c", "openai", 10, 0.0, true)).await.unwrap();
+    let c2 = b.catalog.update_model(&t, c.id, model("c", "openai", 10, 0.0, true)).await.unwrap();
     assert!(c2.spec.is_default);
-    assert!(!b.config.get_model(&t, bm.id).await.unwrap().spec.is_default, "update moves the default");
-    assert_eq!(ids(&b.config.list_models(&t, &defaults).await.unwrap().items), vec![c.id.as_uuid()]);
-    assert!(b.config.get_model(&other, theirs.id).await.unwrap().spec.is_default, "other tenant untouched");
+    assert!(!b.catalog.get_model(&t, bm.id).await.unwrap().spec.is_default, "update moves the default");
+    assert_eq!(ids(&b.catalog.list_models(&t, &defaults).await.unwrap().items), vec![c.id.as_uuid()]);
+    assert!(b.catalog.get_model(&other, theirs.id).await.unwrap().spec.is_default, "other tenant untouched");
 
-    let c3 = b.config.update_model(&t, c.id, model("c", "openai", 10, 0.0, false)).await.unwrap();
+    let c3 = b.catalog.update_model(&t, c.id, model("c", "openai", 10, 0.0, false)).await.unwrap();
     assert!(!c3.spec.is_default);
-    assert!(b.config.list_models(&t, &defaults).await.unwrap().items.is_empty(), "no default is allowed");
+    assert!(b.catalog.list_models(&t, &defaults).await.unwrap().items.is_empty(), "no default is allowed");
 }
 
 /// Writes that move the default flag, run at once from many tasks, all
 /// succeed and leave exactly one default: each clears the old default and
 /// sets its own as one serial step (the Postgres adapter's advisory lock).
-pub async fn config_concurrent_default_moves_leave_one_default(b: Backend) {
+pub async fn catalog_concurrent_default_moves_leave_one_default(b: Backend) {
     let t = tenant("acme");
-    let defaults = query(ConfigEntity::Models, &["is_default:eq:true"], None, 50);
+    let defaults = query(CatalogEntity::Models, &["is_default:eq:true"], None, 50);
     let mut existing = Vec::new();
     for i in 0..8 {
-        existing.push(b.config.create_model(&t, model(&format!("old{i}"), "openai", 10, 0.0, false)).await.unwrap());
+        existing.push(b.catalog.create_model(&t, model(&format!("old{i}"), "openai", 10, 0.0, false)).await.unwrap());
     }
     let mut tasks = Vec::new();
     for (i, old) in existing.iter().enumerate() {
-        let (config, tid) = (b.config.clone(), t.clone());
+        let (catalog, tid) = (b.catalog.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
-            config.create_model(&tid, model(&format!("new{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
+            catalog.create_model(&tid, model(&format!("new{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
         }));
-        let (config, tid, id) = (b.config.clone(), t.clone(), old.id);
+        let (catalog, tid, id) = (b.catalog.clone(), t.clone(), old.id);
         tasks.push(tokio::spawn(async move {
-            config.update_model(&tid, id, model(&format!("old{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
+            catalog.update_model(&tid, id, model(&format!("old{i}"), "openai", 10, 0.0, true)).await.map(|m| m.id)
         }));
     }
     let mut written = Vec::new();
     for task in tasks {
         written.push(task.await.unwrap().expect("a concurrent default move failed").as_uuid());
     }
-    let now_default = ids(&b.config.list_models(&t, &defaults).await.unwrap().items);
+    let now_default = ids(&b.catalog.list_models(&t, &defaults).await.unwrap().items);
     assert_eq!(now_default.len(), 1, "exactly one default after 16 concurrent moves: {now_default:?}");
     assert!(written.contains(&now_default[0]), "the default is one of the models written");
-    assert_eq!(all_models(&b, &t, &query(ConfigEntity::Models, &[], None, 50)).await.len(), 16, "nothing lost");
+    assert_eq!(all_models(&b, &t, &query(CatalogEntity::Models, &[], None, 50)).await.len(), 16, "nothing lost");
 }
 
-pub async fn config_is_tenant_scoped(b: Backend) {
+pub async fn catalog_is_tenant_scoped(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
-    let m = b.config.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, true)).await.unwrap();
-    let tl = b.config.create_tool(&t, tool("search", "")).await.unwrap();
-    let a = b.config.create_agent(&t, agent("support", m.id, vec![tl.id])).await.unwrap();
+    let m = b.catalog.create_model(&t, model("gpt-4o", "openai", 128_000, 2.5, true)).await.unwrap();
+    let tl = b.catalog.create_tool(&t, tool("search", "")).await.unwrap();
+    let a = b.catalog.create_agent(&t, agent("support", m.id, vec![tl.id])).await.unwrap();
     let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
-    b.config.put_setting(&t, &cat, &key, json!("dark")).await.unwrap();
+    b.catalog.put_setting(&t, &cat, &key, json!("dark")).await.unwrap();
 
-    assert_kind(b.config.get_model(&other, m.id).await, "not_found", "foreign model get");
-    assert_kind(b.config.update_model(&other, m.id, model("z", "z", 1, 0.0, false)).await, "not_found", "update");
-    assert_kind(b.config.delete_model(&other, m.id).await, "not_found", "foreign model delete");
-    assert_kind(b.config.get_tool(&other, tl.id).await, "not_found", "foreign tool get");
-    assert_kind(b.config.update_tool(&other, tl.id, tool("z", "")).await, "not_found", "foreign tool update");
-    assert_kind(b.config.delete_tool(&other, tl.id).await, "not_found", "foreign tool delete");
-    assert_kind(b.config.get_agent(&other, a.id).await, "not_found", "foreign agent get");
-    assert_kind(b.config.agent_tools(&other, a.id).await, "not_found", "foreign agent tools");
-    assert_kind(b.config.delete_agent(&other, a.id).await, "not_found", "foreign agent delete");
-    assert_kind(b.config.delete_setting(&other, &cat, &key).await, "not_found", "foreign setting delete");
-    assert!(b.config.get_setting(&other, &cat, &key).await.unwrap().is_none(), "foreign setting");
-    for entity in [ConfigEntity::Models, ConfigEntity::Agents, ConfigEntity::Tools] {
+    assert_kind(b.catalog.get_model(&other, m.id).await, "not_found", "foreign model get");
+    assert_kind(b.catalog.update_model(&other, m.id, model("z", "z", 1, 0.0, false)).await, "not_found", "update");
+    assert_kind(b.catalog.delete_model(&other, m.id).await, "not_found", "foreign model delete");
+    assert_kind(b.catalog.get_tool(&other, tl.id).await, "not_found", "foreign tool get");
+    assert_kind(b.catalog.update_tool(&other, tl.id, tool("z", "")).await, "not_found", "foreign tool update");
+    assert_kind(b.catalog.delete_tool(&other, tl.id).await, "not_found", "foreign tool delete");
+    assert_kind(b.catalog.get_agent(&other, a.id).await, "not_found", "foreign agent get");
+    assert_kind(b.catalog.agent_tools(&other, a.id).await, "not_found", "foreign agent tools");
+    assert_kind(b.catalog.delete_agent(&other, a.id).await, "not_found", "foreign agent delete");
+    assert_kind(b.catalog.delete_setting(&other, &cat, &key).await, "not_found", "foreign setting delete");
+    assert!(b.catalog.get_setting(&other, &cat, &key).await.unwrap().is_none(), "foreign setting");
+    for entity in [CatalogEntity::Models, CatalogEntity::Agents, CatalogEntity::Tools] {
         let q = query(entity, &[], None, 50);
         let n = match entity {
-            ConfigEntity::Models => b.config.list_models(&other, &q).await.unwrap().items.len(),
-            ConfigEntity::Agents => b.config.list_agents(&other, &q).await.unwrap().items.len(),
-            ConfigEntity::Tools => b.config.list_tools(&other, &q).await.unwrap().items.len(),
+            CatalogEntity::Models => b.catalog.list_models(&other, &q).await.unwrap().items.len(),
+            CatalogEntity::Agents => b.catalog.list_agents(&other, &q).await.unwrap().items.len(),
+            CatalogEntity::Tools => b.catalog.list_tools(&other, &q).await.unwrap().items.len(),
         };
         assert_eq!(n, 0, "{entity:?} of another tenant listed");
     }
     // The same names are free in another tenant.
-    let m2 = b.config.create_model(&other, model("gpt-4o", "openai", 1, 0.0, true)).await.unwrap();
-    b.config.create_agent(&other, agent("support", m2.id, vec![])).await.unwrap();
-    assert!(b.config.get_model(&t, m.id).await.unwrap().spec.is_default, "owner's default untouched");
-    assert_eq!(b.config.get_agent(&t, a.id).await.unwrap(), a);
+    let m2 = b.catalog.create_model(&other, model("gpt-4o", "openai", 1, 0.0, true)).await.unwrap();
+    b.catalog.create_agent(&other, agent("support", m2.id, vec![])).await.unwrap();
+    assert!(b.catalog.get_model(&t, m.id).await.unwrap().spec.is_default, "owner's default untouched");
+    assert_eq!(b.catalog.get_agent(&t, a.id).await.unwrap(), a);
 }
 
 /// Checks one model filter against the same predicate evaluated here.
 async fn check_filter(b: &Backend, t: &TenantId, all: &[ModelConfig], expr: &str, keep: impl Fn(&ModelConfig) -> bool) {
-    let got = all_models(b, t, &query(ConfigEntity::Models, &[expr], Some("name"), 3)).await;
+    let got = all_models(b, t, &query(CatalogEntity::Models, &[expr], Some("name"), 3)).await;
     let mut want: Vec<_> = all.iter().filter(|m| keep(m)).collect();
     want.sort_by(|x, y| x.spec.name.as_bytes().cmp(y.spec.name.as_bytes()));
     let want: Vec<_> = want.iter().map(|m| m.spec.name.clone()).collect();
@@ -341,11 +341,11 @@ async fn check_filter(b: &Backend, t: &TenantId, all: &[ModelConfig], expr: &str
     assert_eq!(got, want, "filter {expr}");
 }
 
-pub async fn config_filters_apply_each_operator_to_each_kind(b: Backend) {
+pub async fn catalog_filters_apply_each_operator_to_each_kind(b: Backend) {
     let t = tenant("acme");
     let all = seed_models(&b, &t).await;
     // Noise in another tenant that no filter may return.
-    b.config.create_model(&tenant("other"), model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
+    b.catalog.create_model(&tenant("other"), model("gpt-4o", "openai", 128_000, 2.5, false)).await.unwrap();
 
     // Text.
     check_filter(&b, &t, &all, "provider:eq:openai", |m| m.spec.provider == "openai").await;
@@ -403,26 +403,26 @@ pub async fn config_filters_apply_each_operator_to_each_kind(b: Backend) {
     let got = all_models(
         &b,
         &t,
-        &query(ConfigEntity::Models, &["provider:eq:openai", "context_window:gte:128000"], Some("name"), 50),
+        &query(CatalogEntity::Models, &["provider:eq:openai", "context_window:gte:128000"], Some("name"), 50),
     )
     .await;
     let names: Vec<_> = got.iter().map(|m| m.spec.name.as_str()).collect();
     assert_eq!(names, vec!["gpt-4o", "gpt-4o-mini", "o3"]);
 
     // Id and text list, on agents.
-    let search = b.config.create_tool(&t, tool("search", "searches the web")).await.unwrap();
-    let calc = b.config.create_tool(&t, tool("calc", "adds numbers")).await.unwrap();
+    let search = b.catalog.create_tool(&t, tool("search", "searches the web")).await.unwrap();
+    let calc = b.catalog.create_tool(&t, tool("calc", "adds numbers")).await.unwrap();
     let (m0, m1) = (all[0].id, all[1].id);
-    let a = b.config.create_agent(&t, agent("a", m0, vec![search.id, calc.id])).await.unwrap();
-    let bb = b.config.create_agent(&t, agent("b", m1, vec![calc.id])).await.unwrap();
-    let c_ = b.config.create_agent(&t, agent("c", m1, vec![])).await.unwrap();
+    let a = b.catalog.create_agent(&t, agent("a", m0, vec![search.id, calc.id])).await.unwrap();
+    let bb = b.catalog.create_agent(&t, agent("b", m1, vec![calc.id])).await.unwrap();
+    let c_ = b.catalog.create_agent(&t, agent("c", m1, vec![])).await.unwrap();
     let agents = |filters: Vec<String>| {
         let b = b.clone();
         let t = t.clone();
         async move {
             let f: Vec<&str> = filters.iter().map(String::as_str).collect();
-            let q = query(ConfigEntity::Agents, &f, Some("name"), 50);
-            b.config.list_agents(&t, &q).await.unwrap().items.into_iter().map(|a| a.id).collect::<Vec<_>>()
+            let q = query(CatalogEntity::Agents, &f, Some("name"), 50);
+            b.catalog.list_agents(&t, &q).await.unwrap().items.into_iter().map(|a| a.id).collect::<Vec<_>>()
         }
     };
     assert_eq!(agents(vec![format!("model_id:eq:{m1}")]).await, vec![bb.id, c_.id]);
@@ -431,11 +431,11 @@ pub async fn config_filters_apply_each_operator_to_each_kind(b: Backend) {
     assert_eq!(agents(vec![format!("tool_ids:contains:{}", calc.id)]).await, vec![a.id, bb.id]);
     assert_eq!(agents(vec![format!("tool_ids:contains:{}", search.id)]).await, vec![a.id]);
     assert_eq!(agents(vec!["tool_ids:contains:%".to_owned()]).await, vec![]);
-    let tools = b.config.list_tools(&t, &query(ConfigEntity::Tools, &["description:contains:web"], None, 50)).await;
+    let tools = b.catalog.list_tools(&t, &query(CatalogEntity::Tools, &["description:contains:web"], None, 50)).await;
     assert_eq!(tools.unwrap().items.into_iter().map(|x| x.id).collect::<Vec<_>>(), vec![search.id]);
 }
 
-pub async fn config_sorting_pages_without_skips_or_repeats(b: Backend) {
+pub async fn catalog_sorting_pages_without_skips_or_repeats(b: Backend) {
     let t = tenant("acme");
     let all = seed_models(&b, &t).await;
     for spec in MODEL_FIELDS.iter().filter(|f| f.sortable) {
@@ -449,20 +449,21 @@ pub async fn config_sorting_pages_without_skips_or_repeats(b: Backend) {
             });
             let want: Vec<_> = want.iter().map(|m| m.id.as_uuid()).collect();
             for limit in [1, 3, 4, 10, 11] {
-                let got = all_models(&b, &t, &query(ConfigEntity::Models, &[], Some(&sort), limit)).await;
+                let got = all_models(&b, &t, &query(CatalogEntity::Models, &[], Some(&sort), limit)).await;
                 assert_eq!(ids(&got), want, "sort {sort}, pages of {limit}");
             }
         }
     }
     // Paging a filtered listing with ties on the sort field.
-    let got = all_models(&b, &t, &query(ConfigEntity::Models, &["provider:ne:meta"], Some("-context_window"), 2)).await;
+    let got =
+        all_models(&b, &t, &query(CatalogEntity::Models, &["provider:ne:meta"], Some("-context_window"), 2)).await;
     let mut want: Vec<_> = all.iter().filter(|m| m.spec.provider != "meta").collect();
     want.sort_by(|x, y| y.spec.context_window.cmp(&x.spec.context_window).then(y.id.cmp(&x.id)));
     assert_eq!(ids(&got), want.iter().map(|m| m.id.as_uuid()).collect::<Vec<_>>());
     // A record written between pages appears at most once.
-    let q = query(ConfigEntity::Models, &[], Some("provider"), 4);
-    let first = b.config.list_models(&t, &q).await.unwrap();
-    b.config.create_model(&t, model("zz-late", "anthropic", 1, 0.0, false)).await.unwrap();
+    let q = query(CatalogEntity::Models, &[], Some("provider"), 4);
+    let first = b.catalog.list_models(&t, &q).await.unwrap();
+    b.catalog.create_model(&t, model("zz-late", "anthropic", 1, 0.0, false)).await.unwrap();
     let rest = all_models(&b, &t, &q.clone().resume(&t, first.next_cursor.as_ref().unwrap()).unwrap()).await;
     let mut seen = ids(&first.items);
     seen.extend(ids(&rest));
@@ -471,26 +472,26 @@ pub async fn config_sorting_pages_without_skips_or_repeats(b: Backend) {
     assert_eq!(seen.len(), all.len(), "the late anthropic model sorts before the cursor and is not seen");
 }
 
-pub async fn config_settings_round_trip_and_absent_is_none(b: Backend) {
+pub async fn catalog_settings_round_trip_and_absent_is_none(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
     let (cat, key) = (SettingName::category("retrieval").unwrap(), SettingName::key("top_k").unwrap());
-    assert!(b.config.get_setting(&t, &cat, &key).await.unwrap().is_none(), "absent");
-    let put = b.config.put_setting(&t, &cat, &key, json!({"value": 5, "list": [1, "a", null]})).await.unwrap();
+    assert!(b.catalog.get_setting(&t, &cat, &key).await.unwrap().is_none(), "absent");
+    let put = b.catalog.put_setting(&t, &cat, &key, json!({"value": 5, "list": [1, "a", null]})).await.unwrap();
     assert_eq!(put.value, json!({"value": 5, "list": [1, "a", null]}));
     assert_eq!((&put.category, &put.key, &put.tenant), (&cat, &key, &t));
-    assert_eq!(b.config.get_setting(&t, &cat, &key).await.unwrap(), Some(put.clone()));
+    assert_eq!(b.catalog.get_setting(&t, &cat, &key).await.unwrap(), Some(put.clone()));
     for value in [json!(7), json!("text"), json!(null), json!(false), json!([1.5])] {
-        let again = b.config.put_setting(&t, &cat, &key, value.clone()).await.unwrap();
-        assert_eq!(b.config.get_setting(&t, &cat, &key).await.unwrap().map(|s| s.value), Some(value));
+        let again = b.catalog.put_setting(&t, &cat, &key, value.clone()).await.unwrap();
+        assert_eq!(b.catalog.get_setting(&t, &cat, &key).await.unwrap().map(|s| s.value), Some(value));
         assert!(again.updated_at >= put.updated_at);
     }
     let other_key = SettingName::key("mode").unwrap();
-    assert!(b.config.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "keys are separate");
+    assert!(b.catalog.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "keys are separate");
     let big = json!("x".repeat(memlayer_domain::MAX_CONFIG_JSON_BYTES));
-    assert_kind(b.config.put_setting(&t, &cat, &other_key, big).await, "invalid", "oversized value");
-    assert!(b.config.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "nothing stored");
-    assert!(b.config.get_setting(&other, &cat, &key).await.unwrap().is_none(), "tenant scoped");
-    b.config.delete_setting(&t, &cat, &key).await.unwrap();
-    assert!(b.config.get_setting(&t, &cat, &key).await.unwrap().is_none(), "deleted");
-    assert_kind(b.config.delete_setting(&t, &cat, &key).await, "not_found", "deleted twice");
+    assert_kind(b.catalog.put_setting(&t, &cat, &other_key, big).await, "invalid", "oversized value");
+    assert!(b.catalog.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "nothing stored");
+    assert!(b.catalog.get_setting(&other, &cat, &key).await.unwrap().is_none(), "tenant scoped");
+    b.catalog.delete_setting(&t, &cat, &key).await.unwrap();
+    assert!(b.catalog.get_setting(&t, &cat, &key).await.unwrap().is_none(), "deleted");
+    assert_kind(b.catalog.delete_setting(&t, &cat, &key).await, "not_found", "deleted twice");
 }

@@ -1,4 +1,4 @@
-//! The configuration store (models, tools, agents, settings), written once
+//! The catalog (models, tools, agents, settings), written once
 //! for both backends: its SQL derives from the [`crate::table`]
 //! descriptions, and its rules live here, not in the adapters: names unique
 //! per tenant, one default model (setting one clears the others), an
@@ -11,11 +11,11 @@
 //! its described column, operators to fixed SQL operators, and every value
 //! is a bound parameter. Nothing a caller wrote becomes SQL text.
 //!
-//! An adapter implements [`Transactor`] and expands [`config_store!`] for
+//! An adapter implements [`Transactor`] and expands [`catalog_store!`] for
 //! its backend type.
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentId, ConfigEntity, ConfigRecord, DomainError, FieldKind, FieldValue, ListCursor,
+    AgentConfig, AgentConfigId, AgentId, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue, ListCursor,
     ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName,
     TenantId, ToolConfig, ToolId, now, validate_setting_value,
 };
@@ -44,11 +44,11 @@ fn field_value(v: &FieldValue) -> SqlValue {
     }
 }
 
-fn table_of(entity: ConfigEntity) -> &'static Table {
+fn table_of(entity: CatalogEntity) -> &'static Table {
     match entity {
-        ConfigEntity::Models => &MODELS,
-        ConfigEntity::Agents => &AGENTS,
-        ConfigEntity::Tools => &TOOLS,
+        CatalogEntity::Models => &MODELS,
+        CatalogEntity::Agents => &AGENTS,
+        CatalogEntity::Tools => &TOOLS,
     }
 }
 
@@ -371,7 +371,7 @@ async fn used_by(ex: &dyn Executor, context: &'static str, sql: Sql) -> Result<O
     ex.fetch_one(context, sql).await?.map(|row| Cells::new(&row, AGENTS.name).text(0, "name")).transpose()
 }
 
-fn check_entity(query: &ListQuery, want: ConfigEntity) -> Result<(), StoreError> {
+fn check_entity(query: &ListQuery, want: CatalogEntity) -> Result<(), StoreError> {
     if query.entity() == want {
         Ok(())
     } else {
@@ -380,7 +380,7 @@ fn check_entity(query: &ListQuery, want: ConfigEntity) -> Result<(), StoreError>
 }
 
 /// Cuts a `limit + 1` read to a page and its cursor.
-fn page<T: ConfigRecord>(
+fn page<T: CatalogRecord>(
     tenant: &TenantId,
     query: &ListQuery,
     mut items: Vec<T>,
@@ -395,11 +395,11 @@ fn page<T: ConfigRecord>(
     Ok(Page { items, next_cursor })
 }
 
-async fn list<B: Transactor, T: ConfigRecord + Send + 'static>(
+async fn list<B: Transactor, T: CatalogRecord + Send + 'static>(
     b: &B,
     tenant: &TenantId,
     query: &ListQuery,
-    want: ConfigEntity,
+    want: CatalogEntity,
     decode: fn(&Row, &TenantId) -> Result<T, StoreError>,
 ) -> Result<Page<T, ListCursor>, StoreError> {
     check_entity(query, want)?;
@@ -419,7 +419,7 @@ async fn list<B: Transactor, T: ConfigRecord + Send + 'static>(
     page(tenant, query, items)
 }
 
-/// [`memlayer_ports::ConfigStore::create_model`].
+/// [`memlayer_ports::CatalogStore::create_model`].
 pub async fn create_model<B: Transactor>(b: &B, tenant: &TenantId, new: NewModel) -> Result<ModelConfig, StoreError> {
     new.validate()?;
     let at = now();
@@ -442,23 +442,23 @@ pub async fn create_model<B: Transactor>(b: &B, tenant: &TenantId, new: NewModel
     Ok(created)
 }
 
-/// [`memlayer_ports::ConfigStore::get_model`].
+/// [`memlayer_ports::CatalogStore::get_model`].
 pub async fn get_model<B: Transactor>(b: &B, tenant: &TenantId, id: ModelId) -> Result<ModelConfig, StoreError> {
     let t = tenant.clone();
     b.read(tenant, work(move |ex| Box::pin(async move { get_on(ex, &MODELS, &t, id.as_uuid(), model_row).await })))
         .await
 }
 
-/// [`memlayer_ports::ConfigStore::list_models`].
+/// [`memlayer_ports::CatalogStore::list_models`].
 pub async fn list_models<B: Transactor>(
     b: &B,
     tenant: &TenantId,
     query: &ListQuery,
 ) -> Result<Page<ModelConfig, ListCursor>, StoreError> {
-    list(b, tenant, query, ConfigEntity::Models, model_row).await
+    list(b, tenant, query, CatalogEntity::Models, model_row).await
 }
 
-/// [`memlayer_ports::ConfigStore::update_model`].
+/// [`memlayer_ports::CatalogStore::update_model`].
 pub async fn update_model<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -486,7 +486,7 @@ pub async fn update_model<B: Transactor>(
     .await
 }
 
-/// [`memlayer_ports::ConfigStore::delete_model`].
+/// [`memlayer_ports::CatalogStore::delete_model`].
 pub async fn delete_model<B: Transactor>(b: &B, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
     let t = tenant.clone();
     b.write_serial(
@@ -512,7 +512,7 @@ async fn get_agent_on(ex: &dyn Executor, tenant: &TenantId, id: AgentConfigId) -
     Ok(with_tools(ex, vec![found]).await?.remove(0))
 }
 
-/// [`memlayer_ports::ConfigStore::create_agent`].
+/// [`memlayer_ports::CatalogStore::create_agent`].
 pub async fn create_agent<B: Transactor>(b: &B, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
     new.validate()?;
     let at = now();
@@ -535,19 +535,19 @@ pub async fn create_agent<B: Transactor>(b: &B, tenant: &TenantId, new: NewAgent
     Ok(created)
 }
 
-/// [`memlayer_ports::ConfigStore::get_agent`].
+/// [`memlayer_ports::CatalogStore::get_agent`].
 pub async fn get_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError> {
     let t = tenant.clone();
     b.read(tenant, work(move |ex| Box::pin(async move { get_agent_on(ex, &t, id).await }))).await
 }
 
-/// [`memlayer_ports::ConfigStore::list_agents`].
+/// [`memlayer_ports::CatalogStore::list_agents`].
 pub async fn list_agents<B: Transactor>(
     b: &B,
     tenant: &TenantId,
     query: &ListQuery,
 ) -> Result<Page<AgentConfig, ListCursor>, StoreError> {
-    check_entity(query, ConfigEntity::Agents)?;
+    check_entity(query, CatalogEntity::Agents)?;
     let sql = list_sql(b.dialect(), tenant, query)?;
     let owner = tenant.clone();
     let items = b
@@ -565,7 +565,7 @@ pub async fn list_agents<B: Transactor>(
     page(tenant, query, items)
 }
 
-/// [`memlayer_ports::ConfigStore::update_agent`].
+/// [`memlayer_ports::CatalogStore::update_agent`].
 pub async fn update_agent<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -594,7 +594,7 @@ pub async fn update_agent<B: Transactor>(
     .await
 }
 
-/// [`memlayer_ports::ConfigStore::delete_agent`].
+/// [`memlayer_ports::CatalogStore::delete_agent`].
 pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
     let t = tenant.clone();
     b.write_serial(
@@ -612,7 +612,7 @@ pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConf
     .await
 }
 
-/// [`memlayer_ports::ConfigStore::agent_tools`].
+/// [`memlayer_ports::CatalogStore::agent_tools`].
 pub async fn agent_tools<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -638,7 +638,7 @@ pub async fn agent_tools<B: Transactor>(
     .await
 }
 
-/// [`memlayer_ports::ConfigStore::create_tool`].
+/// [`memlayer_ports::CatalogStore::create_tool`].
 pub async fn create_tool<B: Transactor>(b: &B, tenant: &TenantId, new: NewTool) -> Result<ToolConfig, StoreError> {
     new.validate()?;
     let at = now();
@@ -657,22 +657,22 @@ pub async fn create_tool<B: Transactor>(b: &B, tenant: &TenantId, new: NewTool) 
     Ok(created)
 }
 
-/// [`memlayer_ports::ConfigStore::get_tool`].
+/// [`memlayer_ports::CatalogStore::get_tool`].
 pub async fn get_tool<B: Transactor>(b: &B, tenant: &TenantId, id: ToolId) -> Result<ToolConfig, StoreError> {
     let t = tenant.clone();
     b.read(tenant, work(move |ex| Box::pin(async move { get_on(ex, &TOOLS, &t, id.as_uuid(), tool_row).await }))).await
 }
 
-/// [`memlayer_ports::ConfigStore::list_tools`].
+/// [`memlayer_ports::CatalogStore::list_tools`].
 pub async fn list_tools<B: Transactor>(
     b: &B,
     tenant: &TenantId,
     query: &ListQuery,
 ) -> Result<Page<ToolConfig, ListCursor>, StoreError> {
-    list(b, tenant, query, ConfigEntity::Tools, tool_row).await
+    list(b, tenant, query, CatalogEntity::Tools, tool_row).await
 }
 
-/// [`memlayer_ports::ConfigStore::update_tool`].
+/// [`memlayer_ports::CatalogStore::update_tool`].
 pub async fn update_tool<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -697,7 +697,7 @@ pub async fn update_tool<B: Transactor>(
     .await
 }
 
-/// [`memlayer_ports::ConfigStore::delete_tool`].
+/// [`memlayer_ports::CatalogStore::delete_tool`].
 pub async fn delete_tool<B: Transactor>(b: &B, tenant: &TenantId, id: ToolId) -> Result<(), StoreError> {
     let t = tenant.clone();
     b.write_serial(
@@ -726,7 +726,7 @@ fn setting_key(sql: &mut Sql, tenant: &TenantId, category: &SettingName, key: &S
     sql.push(" AND category = ").bind(category.as_str()).push(" AND key = ").bind(key.as_str());
 }
 
-/// [`memlayer_ports::ConfigStore::get_setting`].
+/// [`memlayer_ports::CatalogStore::get_setting`].
 pub async fn get_setting<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -750,7 +750,7 @@ pub async fn get_setting<B: Transactor>(
     .transpose()
 }
 
-/// [`memlayer_ports::ConfigStore::put_setting`].
+/// [`memlayer_ports::CatalogStore::put_setting`].
 pub async fn put_setting<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -773,7 +773,7 @@ pub async fn put_setting<B: Transactor>(
     Ok(Setting { tenant: tenant.clone(), category: category.clone(), key: key.clone(), value, updated_at: at })
 }
 
-/// [`memlayer_ports::ConfigStore::delete_setting`].
+/// [`memlayer_ports::CatalogStore::delete_setting`].
 pub async fn delete_setting<B: Transactor>(
     b: &B,
     tenant: &TenantId,
@@ -792,27 +792,27 @@ pub async fn delete_setting<B: Transactor>(
     Ok(())
 }
 
-/// Implements `memlayer_ports::ConfigStore` for a backend type that
+/// Implements `memlayer_ports::CatalogStore` for a backend type that
 /// implements [`Transactor`], every method delegating to this module. A
 /// macro, because the orphan rule forbids a blanket implementation here.
 #[macro_export]
-macro_rules! config_store {
+macro_rules! catalog_store {
     ($backend:ty) => {
         #[$crate::reexport::async_trait]
-        impl ::memlayer_ports::ConfigStore for $backend {
+        impl ::memlayer_ports::CatalogStore for $backend {
             async fn create_model(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 new: ::memlayer_domain::NewModel,
             ) -> Result<::memlayer_domain::ModelConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::create_model(self, tenant, new).await
+                $crate::catalog::create_model(self, tenant, new).await
             }
             async fn get_model(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::ModelId,
             ) -> Result<::memlayer_domain::ModelConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::get_model(self, tenant, id).await
+                $crate::catalog::get_model(self, tenant, id).await
             }
             async fn list_models(
                 &self,
@@ -822,7 +822,7 @@ macro_rules! config_store {
                 ::memlayer_domain::Page<::memlayer_domain::ModelConfig, ::memlayer_domain::ListCursor>,
                 ::memlayer_ports::StoreError,
             > {
-                $crate::configs::list_models(self, tenant, query).await
+                $crate::catalog::list_models(self, tenant, query).await
             }
             async fn update_model(
                 &self,
@@ -830,28 +830,28 @@ macro_rules! config_store {
                 id: ::memlayer_domain::ModelId,
                 new: ::memlayer_domain::NewModel,
             ) -> Result<::memlayer_domain::ModelConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::update_model(self, tenant, id, new).await
+                $crate::catalog::update_model(self, tenant, id, new).await
             }
             async fn delete_model(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::ModelId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::configs::delete_model(self, tenant, id).await
+                $crate::catalog::delete_model(self, tenant, id).await
             }
             async fn create_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 new: ::memlayer_domain::NewAgent,
             ) -> Result<::memlayer_domain::AgentConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::create_agent(self, tenant, new).await
+                $crate::catalog::create_agent(self, tenant, new).await
             }
             async fn get_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::AgentConfigId,
             ) -> Result<::memlayer_domain::AgentConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::get_agent(self, tenant, id).await
+                $crate::catalog::get_agent(self, tenant, id).await
             }
             async fn list_agents(
                 &self,
@@ -861,7 +861,7 @@ macro_rules! config_store {
                 ::memlayer_domain::Page<::memlayer_domain::AgentConfig, ::memlayer_domain::ListCursor>,
                 ::memlayer_ports::StoreError,
             > {
-                $crate::configs::list_agents(self, tenant, query).await
+                $crate::catalog::list_agents(self, tenant, query).await
             }
             async fn update_agent(
                 &self,
@@ -869,35 +869,35 @@ macro_rules! config_store {
                 id: ::memlayer_domain::AgentConfigId,
                 new: ::memlayer_domain::NewAgent,
             ) -> Result<::memlayer_domain::AgentConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::update_agent(self, tenant, id, new).await
+                $crate::catalog::update_agent(self, tenant, id, new).await
             }
             async fn delete_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::AgentConfigId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::configs::delete_agent(self, tenant, id).await
+                $crate::catalog::delete_agent(self, tenant, id).await
             }
             async fn agent_tools(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::AgentConfigId,
             ) -> Result<Vec<::memlayer_domain::ToolConfig>, ::memlayer_ports::StoreError> {
-                $crate::configs::agent_tools(self, tenant, id).await
+                $crate::catalog::agent_tools(self, tenant, id).await
             }
             async fn create_tool(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 new: ::memlayer_domain::NewTool,
             ) -> Result<::memlayer_domain::ToolConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::create_tool(self, tenant, new).await
+                $crate::catalog::create_tool(self, tenant, new).await
             }
             async fn get_tool(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::ToolId,
             ) -> Result<::memlayer_domain::ToolConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::get_tool(self, tenant, id).await
+                $crate::catalog::get_tool(self, tenant, id).await
             }
             async fn list_tools(
                 &self,
@@ -907,7 +907,7 @@ macro_rules! config_store {
                 ::memlayer_domain::Page<::memlayer_domain::ToolConfig, ::memlayer_domain::ListCursor>,
                 ::memlayer_ports::StoreError,
             > {
-                $crate::configs::list_tools(self, tenant, query).await
+                $crate::catalog::list_tools(self, tenant, query).await
             }
             async fn update_tool(
                 &self,
@@ -915,14 +915,14 @@ macro_rules! config_store {
                 id: ::memlayer_domain::ToolId,
                 new: ::memlayer_domain::NewTool,
             ) -> Result<::memlayer_domain::ToolConfig, ::memlayer_ports::StoreError> {
-                $crate::configs::update_tool(self, tenant, id, new).await
+                $crate::catalog::update_tool(self, tenant, id, new).await
             }
             async fn delete_tool(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 id: ::memlayer_domain::ToolId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::configs::delete_tool(self, tenant, id).await
+                $crate::catalog::delete_tool(self, tenant, id).await
             }
             async fn get_setting(
                 &self,
@@ -930,7 +930,7 @@ macro_rules! config_store {
                 category: &::memlayer_domain::SettingName,
                 key: &::memlayer_domain::SettingName,
             ) -> Result<Option<::memlayer_domain::Setting>, ::memlayer_ports::StoreError> {
-                $crate::configs::get_setting(self, tenant, category, key).await
+                $crate::catalog::get_setting(self, tenant, category, key).await
             }
             async fn put_setting(
                 &self,
@@ -939,7 +939,7 @@ macro_rules! config_store {
                 key: &::memlayer_domain::SettingName,
                 value: ::serde_json::Value,
             ) -> Result<::memlayer_domain::Setting, ::memlayer_ports::StoreError> {
-                $crate::configs::put_setting(self, tenant, category, key, value).await
+                $crate::catalog::put_setting(self, tenant, category, key, value).await
             }
             async fn delete_setting(
                 &self,
@@ -947,7 +947,7 @@ macro_rules! config_store {
                 category: &::memlayer_domain::SettingName,
                 key: &::memlayer_domain::SettingName,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::configs::delete_setting(self, tenant, category, key).await
+                $crate::catalog::delete_setting(self, tenant, category, key).await
             }
         }
     };
@@ -973,7 +973,7 @@ mod tests {
     #[test]
     fn caller_values_only_reach_sql_as_parameters() {
         let evil = "x') OR 1=1; DROP TABLE config_models;--";
-        let q = ListQuery::new(ConfigEntity::Models)
+        let q = ListQuery::new(CatalogEntity::Models)
             .filter("name", "eq", evil)
             .unwrap()
             .filter("provider", "in", &format!("{evil},b"))
@@ -999,7 +999,7 @@ mod tests {
 
     #[test]
     fn text_is_compared_bytewise_and_other_kinds_as_they_are() {
-        let q = ListQuery::new(ConfigEntity::Models)
+        let q = ListQuery::new(CatalogEntity::Models)
             .filter("name", "gt", "a")
             .unwrap()
             .filter("context_window", "gte", "5")
@@ -1023,7 +1023,7 @@ mod tests {
     #[test]
     fn an_agents_tools_are_matched_through_their_link_rows() {
         let tool = Uuid::now_v7();
-        let q = ListQuery::new(ConfigEntity::Agents).filter("tool_ids", "contains", &tool.to_string()).unwrap();
+        let q = ListQuery::new(CatalogEntity::Agents).filter("tool_ids", "contains", &tool.to_string()).unwrap();
         let sql = list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap(), &q).unwrap();
         assert!(
             sql.text().contains(
@@ -1034,7 +1034,7 @@ mod tests {
         );
         assert_eq!(sql.args()[1], SqlValue::Uuid(tool));
         // Text that is not a UUID matches nothing: bound as NULL.
-        let q = ListQuery::new(ConfigEntity::Agents).filter("tool_ids", "contains", "nope").unwrap();
+        let q = ListQuery::new(CatalogEntity::Agents).filter("tool_ids", "contains", "nope").unwrap();
         let sql = list_sql(Dialect::Postgres, &TenantId::parse("acme").unwrap(), &q).unwrap();
         assert_eq!(sql.args()[1], SqlValue::Null);
     }
@@ -1042,7 +1042,7 @@ mod tests {
     #[test]
     fn a_resumed_listing_continues_after_its_cursor_key() {
         let tenant = TenantId::parse("acme").unwrap();
-        let q = ListQuery::new(ConfigEntity::Tools).sort_by("-created_at").unwrap();
+        let q = ListQuery::new(CatalogEntity::Tools).sort_by("-created_at").unwrap();
         let tool = ToolConfig {
             id: ToolId::new(),
             tenant: tenant.clone(),

@@ -1,11 +1,11 @@
-//! The configuration store's records: models, agents, tools and settings,
+//! The catalog's records: models, agents, tools and settings,
 //! each owned by a tenant.
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::ids::truncate;
-use crate::query::{ConfigRecord, FieldValue};
+use crate::query::{CatalogRecord, FieldValue};
 use crate::thread::json_kind;
 use crate::{AgentConfigId, AgentId, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
 
@@ -98,7 +98,7 @@ pub struct ModelConfig {
     pub updated_at: Timestamp,
 }
 
-impl ConfigRecord for ModelConfig {
+impl CatalogRecord for ModelConfig {
     fn record_id(&self) -> Uuid {
         self.id.as_uuid()
     }
@@ -239,7 +239,7 @@ pub struct AgentConfig {
     pub updated_at: Timestamp,
 }
 
-impl ConfigRecord for AgentConfig {
+impl CatalogRecord for AgentConfig {
     fn record_id(&self) -> Uuid {
         self.id.as_uuid()
     }
@@ -344,7 +344,7 @@ pub struct ToolConfig {
     pub updated_at: Timestamp,
 }
 
-impl ConfigRecord for ToolConfig {
+impl CatalogRecord for ToolConfig {
     fn record_id(&self) -> Uuid {
         self.id.as_uuid()
     }

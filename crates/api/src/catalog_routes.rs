@@ -1,4 +1,4 @@
-//! Handlers of the configuration store: models, agents, tools, settings.
+//! Handlers of the catalog: models, agents, tools, settings.
 //!
 //! Listings take repeated `filter=FIELD:OP:VALUE` (all must hold; for `in`,
 //! VALUE is comma-separated), one `sort=FIELD` or `sort=-FIELD`
@@ -9,7 +9,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use memlayer_domain::{
-    AgentConfigId, ConfigEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
+    AgentConfigId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
     TenantId, ToolId,
 };
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, Tenant};
 use crate::state::AppState;
 
-/// Adds the configuration routes.
+/// Adds the catalog routes.
 pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     router
         .routes(routes!(create_model, list_models))
@@ -38,12 +38,12 @@ pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppStat
         .routes(routes!(get_setting, put_setting, delete_setting))
 }
 
-/// Query of the configuration listings (documentation for OpenAPI; the
+/// Query of the catalog listings (documentation for OpenAPI; the
 /// handlers parse the pairs themselves, since `filter` repeats).
 #[allow(dead_code, reason = "read by utoipa only; list_query parses the raw pairs")]
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListConfigQuery {
+pub struct ListCatalogQuery {
     /// `FIELD:OP:VALUE`, repeatable; OP is eq, ne, lt, lte, gt, gte, in
     /// (VALUE comma-separated) or contains, as the field's type allows.
     pub filter: Option<Vec<String>>,
@@ -55,7 +55,7 @@ pub struct ListConfigQuery {
     pub cursor: Option<String>,
 }
 
-fn list_query(entity: ConfigEntity, tenant: &TenantId, pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError> {
+fn list_query(entity: CatalogEntity, tenant: &TenantId, pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError> {
     let mut query = ListQuery::new(entity);
     let (mut sort, mut limit, mut cursor) = (None, None, None);
     for (k, v) in pairs {
@@ -86,7 +86,7 @@ fn list_query(entity: ConfigEntity, tenant: &TenantId, pairs: Vec<(String, Strin
 }
 
 /// Create a model.
-#[utoipa::path(post, path = "/api/models", tag = "config",
+#[utoipa::path(post, path = "/api/models", tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ModelBodyDto,
     responses((status = 201, body = ModelDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -95,27 +95,27 @@ async fn create_model(
     Tenant(tenant): Tenant,
     Json(body): Json<ModelBodyDto>,
 ) -> Result<(StatusCode, Json<ModelDto>), ApiError> {
-    let model = s.configuration.create_model(&tenant, NewModel::from(body)).await?;
+    let model = s.catalog.create_model(&tenant, NewModel::from(body)).await?;
     Ok((StatusCode::CREATED, Json(model.into())))
 }
 
 /// List models. Fields: name, provider (text), context_window,
 /// max_output_tokens (integer), input_price, output_price (float),
 /// is_default (bool), created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/models", tag = "config",
-    params(ListConfigQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+#[utoipa::path(get, path = "/api/models", tag = "catalog",
+    params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<ModelDto>), (status = 400, body = ErrorBody)))]
 async fn list_models(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ModelDto>>, ApiError> {
-    let query = list_query(ConfigEntity::Models, &tenant, pairs)?;
-    Ok(Json(s.configuration.list_models(&tenant, &query).await?.into()))
+    let query = list_query(CatalogEntity::Models, &tenant, pairs)?;
+    Ok(Json(s.catalog.list_models(&tenant, &query).await?.into()))
 }
 
 /// Get a model.
-#[utoipa::path(get, path = "/api/models/{id}", tag = "config",
+#[utoipa::path(get, path = "/api/models/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ModelDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_model(
@@ -123,11 +123,11 @@ async fn get_model(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ModelDto>, ApiError> {
-    Ok(Json(s.configuration.get_model(&tenant, id.parse::<ModelId>()?).await?.into()))
+    Ok(Json(s.catalog.get_model(&tenant, id.parse::<ModelId>()?).await?.into()))
 }
 
 /// Replace a model.
-#[utoipa::path(put, path = "/api/models/{id}", tag = "config",
+#[utoipa::path(put, path = "/api/models/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ModelBodyDto,
     responses((status = 200, body = ModelDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -139,11 +139,11 @@ async fn update_model(
     Json(body): Json<ModelBodyDto>,
 ) -> Result<Json<ModelDto>, ApiError> {
     let id = id.parse::<ModelId>()?;
-    Ok(Json(s.configuration.update_model(&tenant, id, NewModel::from(body)).await?.into()))
+    Ok(Json(s.catalog.update_model(&tenant, id, NewModel::from(body)).await?.into()))
 }
 
 /// Delete a model no agent uses (409 otherwise).
-#[utoipa::path(delete, path = "/api/models/{id}", tag = "config",
+#[utoipa::path(delete, path = "/api/models/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_model(
@@ -151,12 +151,12 @@ async fn delete_model(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.configuration.delete_model(&tenant, id.parse::<ModelId>()?).await?;
+    s.catalog.delete_model(&tenant, id.parse::<ModelId>()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create an agent; its model and tools must be configured (400 otherwise).
-#[utoipa::path(post, path = "/api/agents", tag = "config",
+#[utoipa::path(post, path = "/api/agents", tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = AgentBodyDto,
     responses((status = 201, body = AgentDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -165,26 +165,26 @@ async fn create_agent(
     Tenant(tenant): Tenant,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<(StatusCode, Json<AgentDto>), ApiError> {
-    let agent = s.configuration.create_agent(&tenant, NewAgent::try_from(body)?).await?;
+    let agent = s.catalog.create_agent(&tenant, NewAgent::try_from(body)?).await?;
     Ok((StatusCode::CREATED, Json(agent.into())))
 }
 
 /// List agents. Fields: name (text), model_id (id: eq, ne, in), tool_ids
 /// (list: contains a tool id), created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/agents", tag = "config",
-    params(ListConfigQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+#[utoipa::path(get, path = "/api/agents", tag = "catalog",
+    params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<AgentDto>), (status = 400, body = ErrorBody)))]
 async fn list_agents(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<AgentDto>>, ApiError> {
-    let query = list_query(ConfigEntity::Agents, &tenant, pairs)?;
-    Ok(Json(s.configuration.list_agents(&tenant, &query).await?.into()))
+    let query = list_query(CatalogEntity::Agents, &tenant, pairs)?;
+    Ok(Json(s.catalog.list_agents(&tenant, &query).await?.into()))
 }
 
 /// Get an agent.
-#[utoipa::path(get, path = "/api/agents/{id}", tag = "config",
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = AgentDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_agent(
@@ -192,11 +192,11 @@ async fn get_agent(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<AgentDto>, ApiError> {
-    Ok(Json(s.configuration.get_agent(&tenant, id.parse::<AgentConfigId>()?).await?.into()))
+    Ok(Json(s.catalog.get_agent(&tenant, id.parse::<AgentConfigId>()?).await?.into()))
 }
 
 /// Replace an agent.
-#[utoipa::path(put, path = "/api/agents/{id}", tag = "config",
+#[utoipa::path(put, path = "/api/agents/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = AgentBodyDto,
     responses((status = 200, body = AgentDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -208,11 +208,11 @@ async fn update_agent(
     Json(body): Json<AgentBodyDto>,
 ) -> Result<Json<AgentDto>, ApiError> {
     let id = id.parse::<AgentConfigId>()?;
-    Ok(Json(s.configuration.update_agent(&tenant, id, NewAgent::try_from(body)?).await?.into()))
+    Ok(Json(s.catalog.update_agent(&tenant, id, NewAgent::try_from(body)?).await?.into()))
 }
 
 /// Delete an agent.
-#[utoipa::path(delete, path = "/api/agents/{id}", tag = "config",
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_agent(
@@ -220,12 +220,12 @@ async fn delete_agent(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.configuration.delete_agent(&tenant, id.parse::<AgentConfigId>()?).await?;
+    s.catalog.delete_agent(&tenant, id.parse::<AgentConfigId>()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The agent's tools, whole, in the agent's order.
-#[utoipa::path(get, path = "/api/agents/{id}/tools", tag = "config",
+#[utoipa::path(get, path = "/api/agents/{id}/tools", tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ToolsDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn agent_tools(
@@ -233,12 +233,12 @@ async fn agent_tools(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ToolsDto>, ApiError> {
-    let tools = s.configuration.agent_tools(&tenant, id.parse::<AgentConfigId>()?).await?;
+    let tools = s.catalog.agent_tools(&tenant, id.parse::<AgentConfigId>()?).await?;
     Ok(Json(ToolsDto { items: tools.into_iter().map(Into::into).collect() }))
 }
 
 /// Create a tool; `parameters` must be a JSON object schema.
-#[utoipa::path(post, path = "/api/tools", tag = "config",
+#[utoipa::path(post, path = "/api/tools", tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ToolBodyDto,
     responses((status = 201, body = ToolDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -247,26 +247,26 @@ async fn create_tool(
     Tenant(tenant): Tenant,
     Json(body): Json<ToolBodyDto>,
 ) -> Result<(StatusCode, Json<ToolDto>), ApiError> {
-    let tool = s.configuration.create_tool(&tenant, NewTool::from(body)).await?;
+    let tool = s.catalog.create_tool(&tenant, NewTool::from(body)).await?;
     Ok((StatusCode::CREATED, Json(tool.into())))
 }
 
 /// List tools. Fields: name (text), description (text, not sortable),
 /// created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/tools", tag = "config",
-    params(ListConfigQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+#[utoipa::path(get, path = "/api/tools", tag = "catalog",
+    params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<ToolDto>), (status = 400, body = ErrorBody)))]
 async fn list_tools(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ToolDto>>, ApiError> {
-    let query = list_query(ConfigEntity::Tools, &tenant, pairs)?;
-    Ok(Json(s.configuration.list_tools(&tenant, &query).await?.into()))
+    let query = list_query(CatalogEntity::Tools, &tenant, pairs)?;
+    Ok(Json(s.catalog.list_tools(&tenant, &query).await?.into()))
 }
 
 /// Get a tool.
-#[utoipa::path(get, path = "/api/tools/{id}", tag = "config",
+#[utoipa::path(get, path = "/api/tools/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ToolDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_tool(
@@ -274,11 +274,11 @@ async fn get_tool(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ToolDto>, ApiError> {
-    Ok(Json(s.configuration.get_tool(&tenant, id.parse::<ToolId>()?).await?.into()))
+    Ok(Json(s.catalog.get_tool(&tenant, id.parse::<ToolId>()?).await?.into()))
 }
 
 /// Replace a tool.
-#[utoipa::path(put, path = "/api/tools/{id}", tag = "config",
+#[utoipa::path(put, path = "/api/tools/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ToolBodyDto,
     responses((status = 200, body = ToolDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -290,11 +290,11 @@ async fn update_tool(
     Json(body): Json<ToolBodyDto>,
 ) -> Result<Json<ToolDto>, ApiError> {
     let id = id.parse::<ToolId>()?;
-    Ok(Json(s.configuration.update_tool(&tenant, id, NewTool::from(body)).await?.into()))
+    Ok(Json(s.catalog.update_tool(&tenant, id, NewTool::from(body)).await?.into()))
 }
 
 /// Delete a tool no agent lists (409 otherwise).
-#[utoipa::path(delete, path = "/api/tools/{id}", tag = "config",
+#[utoipa::path(delete, path = "/api/tools/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_tool(
@@ -302,7 +302,7 @@ async fn delete_tool(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.configuration.delete_tool(&tenant, id.parse::<ToolId>()?).await?;
+    s.catalog.delete_tool(&tenant, id.parse::<ToolId>()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -321,7 +321,7 @@ fn setting_names(category: String, key: String) -> Result<(SettingName, SettingN
 }
 
 /// Get a setting; absent: the `default` query value if given, else 404.
-#[utoipa::path(get, path = "/api/settings/{category}/{key}", tag = "config",
+#[utoipa::path(get, path = "/api/settings/{category}/{key}", tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            GetSettingQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = SettingDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -337,7 +337,7 @@ async fn get_setting(
         .map(|d| serde_json::from_str::<Value>(&d))
         .transpose()
         .map_err(|e| ApiError::invalid(format!("default: is not JSON: {e}")))?;
-    match (s.configuration.get_setting(&tenant, &category, &key).await?, default) {
+    match (s.catalog.get_setting(&tenant, &category, &key).await?, default) {
         (Some(found), _) => Ok(Json(found.into())),
         (None, Some(value)) => Ok(Json(SettingDto {
             category: category.as_str().to_owned(),
@@ -355,7 +355,7 @@ async fn get_setting(
 }
 
 /// Create or replace a setting: `{"value": <any JSON>}`.
-#[utoipa::path(put, path = "/api/settings/{category}/{key}", tag = "config",
+#[utoipa::path(put, path = "/api/settings/{category}/{key}", tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = PutSettingDto,
@@ -367,11 +367,11 @@ async fn put_setting(
     Json(body): Json<PutSettingDto>,
 ) -> Result<Json<SettingDto>, ApiError> {
     let (category, key) = setting_names(category, key)?;
-    Ok(Json(s.configuration.put_setting(&tenant, &category, &key, body.value).await?.into()))
+    Ok(Json(s.catalog.put_setting(&tenant, &category, &key, body.value).await?.into()))
 }
 
 /// Delete a setting.
-#[utoipa::path(delete, path = "/api/settings/{category}/{key}", tag = "config",
+#[utoipa::path(delete, path = "/api/settings/{category}/{key}", tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -381,6 +381,6 @@ async fn delete_setting(
     Path((category, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (category, key) = setting_names(category, key)?;
-    s.configuration.delete_setting(&tenant, &category, &key).await?;
+    s.catalog.delete_setting(&tenant, &category, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
