@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 use libsql::Value;
-use memlayer_domain::{AgentId, MetadataFilter, ResourceId, TenantId, ThreadFilter, ThreadId};
+use memlayer_domain::{AgentName, MetadataFilter, ResourceId, TenantId, ThreadFilter, ThreadId};
 use serde_json::json;
 
 use crate::{LibsqlBackend, LibsqlConfig};
@@ -40,7 +40,7 @@ async fn hot_queries_use_indexes() {
 
     let tenant = TenantId::parse("acme").unwrap();
     let resource = Some(ResourceId::parse("u1").unwrap());
-    let agent = Some(AgentId::parse("a1").unwrap());
+    let agent = Some(AgentName::parse("a1").unwrap());
     let meta = vec![MetadataFilter::new("lang", json!("en")).unwrap()];
     let cases = [
         (ThreadFilter::default(), "threads_tenant_id"),

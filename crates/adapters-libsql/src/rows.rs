@@ -3,7 +3,7 @@
 
 use libsql::{Row, Value};
 use memlayer_domain::{
-    AgentId, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
+    AgentName, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
     from_micros,
 };
 use memlayer_ports::StoreError;
@@ -121,7 +121,7 @@ pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError>
         id: ThreadId::from_uuid(r.uuid(0, "id")?),
         tenant: tenant.clone(),
         resource_id: r.opt_parse(1, "resource_id", ResourceId::parse)?,
-        agent_id: r.opt_parse(2, "agent_id", AgentId::parse)?,
+        agent_id: r.opt_parse(2, "agent_id", AgentName::parse)?,
         title: r.opt_parse(3, "title", Title::parse)?,
         model: r.opt_text(4, "model")?,
         metadata: r.metadata(5, "metadata")?,

@@ -2,7 +2,7 @@
 //! `Backend` error naming the table and column, never a panic.
 
 use memlayer_domain::{
-    AgentId, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
+    AgentName, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
 };
 use memlayer_ports::StoreError;
 use tokio_postgres::Row;
@@ -64,7 +64,7 @@ pub(crate) fn thread(row: &Row) -> Result<Thread, StoreError> {
         id: ThreadId::from_uuid(r.get("id")?),
         tenant: r.tenant()?,
         resource_id: r.opt_parse("resource_id", ResourceId::parse)?,
-        agent_id: r.opt_parse("agent_id", AgentId::parse)?,
+        agent_id: r.opt_parse("agent_id", AgentName::parse)?,
         title: r.opt_parse("title", Title::parse)?,
         model: r.get("model")?,
         metadata: r.metadata("metadata")?,

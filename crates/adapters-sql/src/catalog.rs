@@ -15,9 +15,9 @@
 //! its backend type.
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentId, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue, ListCursor,
-    ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName,
-    TenantId, ToolConfig, ToolId, now, validate_setting_value,
+    AgentConfig, AgentConfigId, AgentName, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue,
+    ListCursor, ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting,
+    SettingName, TenantId, ToolConfig, ToolId, now, validate_setting_value,
 };
 use memlayer_ports::StoreError;
 use uuid::Uuid;
@@ -191,7 +191,7 @@ fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
         id: AgentConfigId::from_uuid(r.uuid(0, "id")?),
         tenant: tenant.clone(),
         spec: NewAgent {
-            name: r.parse(1, "name", AgentId::parse)?,
+            name: r.parse(1, "name", AgentName::parse)?,
             model_id: ModelId::from_uuid(r.uuid(2, "model_id")?),
             system_prompt: r.text(3, "system_prompt")?,
             tool_ids: Vec::new(),

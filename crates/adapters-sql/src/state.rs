@@ -5,7 +5,7 @@
 //! read `expected`, the second finds the row taken (insert) or its version
 //! moved (update), and gets `Conflict`.
 
-use memlayer_domain::{AgentId, AgentState, DomainError, StateVersion, TenantId, ThreadId, now};
+use memlayer_domain::{AgentName, AgentState, DomainError, StateVersion, TenantId, ThreadId, now};
 use memlayer_ports::StoreError;
 
 use crate::exec::{Executor, Transactor};
@@ -13,7 +13,7 @@ use crate::{Cells, Sql, SqlValue, corrupt};
 
 /// One row when the thread exists (and is not marked deleted), with NULL
 /// state columns when the agent has none: `state`, `version`, `updated_at`.
-fn current(ex: &dyn Executor, tenant: &TenantId, thread: ThreadId, agent: &AgentId) -> Sql {
+fn current(ex: &dyn Executor, tenant: &TenantId, thread: ThreadId, agent: &AgentName) -> Sql {
     let mut sql = Sql::new(ex.dialect());
     sql.push("SELECT a.state, a.version, a.updated_at FROM threads t ")
         .push("LEFT JOIN agent_state a ON a.thread_id = t.id AND a.agent_id = ")
@@ -39,7 +39,7 @@ pub async fn load<B: Transactor>(
     b: &B,
     tenant: &TenantId,
     thread: ThreadId,
-    agent: &AgentId,
+    agent: &AgentName,
 ) -> Result<Option<AgentState>, StoreError> {
     let (t, agent) = (tenant.clone(), agent.clone());
     b.read(
@@ -72,7 +72,7 @@ pub async fn save<B: Transactor>(
     b: &B,
     tenant: &TenantId,
     thread: ThreadId,
-    agent: &AgentId,
+    agent: &AgentName,
     state: serde_json::Value,
     expected: StateVersion,
 ) -> Result<AgentState, StoreError> {
@@ -139,7 +139,7 @@ macro_rules! state_store {
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 thread: ::memlayer_domain::ThreadId,
-                agent: &::memlayer_domain::AgentId,
+                agent: &::memlayer_domain::AgentName,
             ) -> Result<Option<::memlayer_domain::AgentState>, ::memlayer_ports::StoreError> {
                 $crate::state::load(self, tenant, thread, agent).await
             }
@@ -148,7 +148,7 @@ macro_rules! state_store {
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 thread: ::memlayer_domain::ThreadId,
-                agent: &::memlayer_domain::AgentId,
+                agent: &::memlayer_domain::AgentName,
                 state: ::serde_json::Value,
                 expected: ::memlayer_domain::StateVersion,
             ) -> Result<::memlayer_domain::AgentState, ::memlayer_ports::StoreError> {

@@ -5,8 +5,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use memlayer_app::Services;
 use memlayer_domain::{
-    AgentConfigId, AgentId, CatalogEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel, NewTool,
-    PageSize, SettingName, TenantId, ToolId,
+    AgentConfigId, AgentName, CatalogEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel,
+    NewTool, PageSize, SettingName, TenantId, ToolId,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -268,7 +268,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
             }
             AgentsAction::Create { name, model_id, system_prompt, tool_ids, last_n, top_k, token_budget } => {
                 let new = NewAgent {
-                    name: AgentId::parse(name.clone())?,
+                    name: AgentName::parse(name.clone())?,
                     model_id: model_id.parse()?,
                     system_prompt: system_prompt.clone(),
                     tool_ids: tool_ids.iter().map(|t| t.parse::<ToolId>()).collect::<Result<_, _>>()?,

@@ -3,7 +3,7 @@
 //! silently change the other.
 
 use memlayer_domain::{
-    AgentConfig, AgentId, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
+    AgentConfig, AgentName, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
     NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread, ThreadPatch, Title,
     TokenCount, ToolCall, ToolConfig, ToolId,
 };
@@ -150,7 +150,7 @@ impl TryFrom<CreateThreadDto> for NewThread {
     fn try_from(d: CreateThreadDto) -> Result<Self, DomainError> {
         Ok(Self {
             resource_id: d.resource_id.map(ResourceId::parse).transpose()?,
-            agent_id: d.agent_id.map(AgentId::parse).transpose()?,
+            agent_id: d.agent_id.map(AgentName::parse).transpose()?,
             title: d.title.map(Title::parse).transpose()?,
             model: d.model.as_deref().map(memlayer_domain::parse_model).transpose()?,
             metadata: d.metadata.map(Metadata::from_value).transpose()?.unwrap_or_default(),
@@ -189,7 +189,7 @@ impl TryFrom<PatchThreadDto> for ThreadPatch {
         Ok(Self {
             title: d.title.map(|t| t.map(Title::parse).transpose()).transpose()?,
             resource_id: d.resource_id.map(|r| r.map(ResourceId::parse).transpose()).transpose()?,
-            agent_id: d.agent_id.map(|a| a.map(AgentId::parse).transpose()).transpose()?,
+            agent_id: d.agent_id.map(|a| a.map(AgentName::parse).transpose()).transpose()?,
             model: d.model.map(|m| m.as_deref().map(memlayer_domain::parse_model).transpose()).transpose()?,
             metadata: match d.metadata {
                 None => None,
@@ -766,7 +766,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
     type Error = DomainError;
     fn try_from(d: AgentBodyDto) -> Result<Self, DomainError> {
         let new = Self {
-            name: AgentId::parse(d.name).map_err(|e| DomainError::new("name", e.reason))?,
+            name: AgentName::parse(d.name).map_err(|e| DomainError::new("name", e.reason))?,
             model_id: d.model_id.parse::<ModelId>()?,
             system_prompt: d.system_prompt,
             tool_ids: d.tool_ids.iter().map(|t| t.parse::<ToolId>()).collect::<Result<_, _>>()?,

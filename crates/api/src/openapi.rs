@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::dto::{new_message_schema, scope_schema};
 
-/// `TenantId`, `AgentId`, `ResourceId`, setting names: ASCII letters, digits, `- _ . : @`.
+/// `TenantId`, `AgentName`, `ResourceId`, setting names: ASCII letters, digits, `- _ . : @`.
 const NAME_PATTERN: &str = "^[A-Za-z0-9._:@-]+$";
 
 /// Completes the derived document `doc` (see the module doc).

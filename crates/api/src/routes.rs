@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use memlayer_app::AppendOptions;
 use memlayer_domain::{
-    AgentId, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
+    AgentName, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
     SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
 use serde::Deserialize;
@@ -127,7 +127,7 @@ async fn list_threads(
     let (q, metadata) = parse_list_threads(pairs)?;
     let filter = ThreadFilter {
         resource_id: q.resource_id.map(ResourceId::parse).transpose()?,
-        agent_id: q.agent_id.map(AgentId::parse).transpose()?,
+        agent_id: q.agent_id.map(AgentName::parse).transpose()?,
         metadata,
     };
     let page = s.memory.list_threads(&tenant, &filter, cursor(q.cursor.as_deref())?, page_size(q.limit)?).await?;
@@ -273,7 +273,7 @@ async fn get_state(
     Path((id, agent)): Path<(String, String)>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
     let id = thread_id(&id)?;
-    let agent = AgentId::parse(agent)?;
+    let agent = AgentName::parse(agent)?;
     let dto = match s.memory.load_state(&tenant, id, &agent).await? {
         Some(state) => state.into(),
         None => AgentStateDto {
@@ -302,7 +302,7 @@ async fn put_state(
     Json(body): Json<SaveStateDto>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
     let id = thread_id(&id)?;
-    let agent = AgentId::parse(agent)?;
+    let agent = AgentName::parse(agent)?;
     let saved = s.memory.save_state(&tenant, id, &agent, body.state, body.expected_version).await?;
     Ok(Json(saved.into()))
 }

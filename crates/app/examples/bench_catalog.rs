@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
 use memlayer_app::{CacheSettings, CatalogService};
-use memlayer_domain::{AgentId, MemoryOptions, NewAgent, NewModel, NewTool, TenantId};
+use memlayer_domain::{AgentName, MemoryOptions, NewAgent, NewModel, NewTool, TenantId};
 use memlayer_ports::{CatalogStore, Database as _};
 use serde_json::json;
 
@@ -65,7 +65,7 @@ async fn main() {
         tools.push(service.create_tool(&t, tool).await.unwrap().id);
     }
     let agent = NewAgent {
-        name: AgentId::parse("support").unwrap(),
+        name: AgentName::parse("support").unwrap(),
         model_id: model.id,
         system_prompt: "You are a helpful support agent. ".repeat(20),
         tool_ids: tools,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentId, CatalogEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent,
+    AgentConfig, AgentConfigId, AgentName, CatalogEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent,
     NewModel, NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
 };
 use memlayer_ports::{CatalogStore, StoreError};
@@ -52,7 +52,7 @@ pub struct CatalogService {
     writes: Arc<AtomicU64>,
     models: Cache<(TenantId, ModelId), ModelConfig>,
     agents: Cache<(TenantId, AgentConfigId), AgentConfig>,
-    agents_by_name: Cache<(TenantId, AgentId), Option<AgentConfig>>,
+    agents_by_name: Cache<(TenantId, AgentName), Option<AgentConfig>>,
     settings: Cache<SettingKey, Option<Setting>>,
 }
 
@@ -220,7 +220,7 @@ impl CatalogService {
     ///
     /// # Errors
     /// As [`CatalogStore::list_agents`].
-    pub async fn agent_by_name(&self, tenant: &TenantId, name: &AgentId) -> Result<Option<AgentConfig>, StoreError> {
+    pub async fn agent_by_name(&self, tenant: &TenantId, name: &AgentName) -> Result<Option<AgentConfig>, StoreError> {
         let key = (tenant.clone(), name.clone());
         if let Some(hit) = self.agents_by_name.get(&key).await {
             return Ok(hit);

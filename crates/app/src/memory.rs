@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use memlayer_domain::{
-    AgentId, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
+    AgentName, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
     NewMessage, NewThread, Page, PageSize, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     TokenCount, parse_model,
 };
@@ -376,7 +376,7 @@ impl MemoryService {
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        agent: &AgentId,
+        agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError> {
         self.states.load(tenant, thread, agent).await
     }
@@ -389,7 +389,7 @@ impl MemoryService {
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        agent: &AgentId,
+        agent: &AgentName,
         state: Value,
         expected: StateVersion,
     ) -> Result<AgentState, StoreError> {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::ids::truncate;
 use crate::query::{CatalogRecord, FieldValue};
 use crate::thread::json_kind;
-use crate::{AgentConfigId, AgentId, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
+use crate::{AgentConfigId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
 
 /// The thread metadata key under which a thread created for a configured
 /// agent carries that agent's [`MemoryOptions`] (unless the caller set the
@@ -192,7 +192,7 @@ impl MemoryOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAgent {
     /// Unique per tenant; threads name the agent by it (`agent_id`).
-    pub name: AgentId,
+    pub name: AgentName,
     /// The model it uses; must be configured for the tenant.
     pub model_id: ModelId,
     /// System prompt (at most [`MAX_PROMPT_BYTES`]).

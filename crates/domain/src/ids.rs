@@ -75,7 +75,7 @@ uuid_id!(
     "model_id"
 );
 uuid_id!(
-    /// Identifies a configured agent (its `name` is the [`AgentId`] threads use).
+    /// Identifies a configured agent (its `name` is the [`AgentName`] threads use).
     AgentConfigId,
     "agent_id"
 );
@@ -144,8 +144,10 @@ name_id!(
     64
 );
 name_id!(
-    /// The agent a thread or a piece of state belongs to.
-    AgentId,
+    /// The name of the agent a thread or a piece of state belongs to (the
+    /// wire calls it `agent_id`); a catalog agent with this name is
+    /// identified by [`AgentConfigId`].
+    AgentName,
     "agent_id",
     128
 );

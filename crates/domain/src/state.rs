@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{AgentId, DomainError, ThreadId, Timestamp};
+use crate::{AgentName, DomainError, ThreadId, Timestamp};
 
 /// Optimistic-concurrency version of an agent state: 0 means "does not exist
 /// yet", each successful save adds one.
@@ -16,7 +16,7 @@ pub struct AgentState {
     /// The thread.
     pub thread_id: ThreadId,
     /// The agent.
-    pub agent_id: AgentId,
+    pub agent_id: AgentName,
     /// The state object.
     pub state: Value,
     /// Version after the last save (at least 1 once stored).

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{AgentId, DomainError, ResourceId, TenantId, ThreadId, Timestamp};
+use crate::{AgentName, DomainError, ResourceId, TenantId, ThreadId, Timestamp};
 
 /// A JSON object attached to threads and messages.
 ///
@@ -126,7 +126,7 @@ pub struct Thread {
     /// The user or entity the thread belongs to.
     pub resource_id: Option<ResourceId>,
     /// The agent that converses in this thread.
-    pub agent_id: Option<AgentId>,
+    pub agent_id: Option<AgentName>,
     /// Human title.
     pub title: Option<Title>,
     /// Model whose tokenizer counts this thread's messages, unless a request names another.
@@ -147,7 +147,7 @@ pub struct NewThread {
     /// See [`Thread::resource_id`].
     pub resource_id: Option<ResourceId>,
     /// See [`Thread::agent_id`].
-    pub agent_id: Option<AgentId>,
+    pub agent_id: Option<AgentName>,
     /// See [`Thread::title`].
     pub title: Option<Title>,
     /// See [`Thread::model`].
@@ -180,7 +180,7 @@ pub struct ThreadPatch {
     /// New resource, or clear it.
     pub resource_id: Option<Option<ResourceId>>,
     /// New agent, or clear it.
-    pub agent_id: Option<Option<AgentId>>,
+    pub agent_id: Option<Option<AgentName>>,
     /// New model, or clear it.
     pub model: Option<Option<ModelName>>,
     /// Replaces the whole metadata object.
@@ -242,7 +242,7 @@ pub struct ThreadFilter {
     /// Only threads of this resource.
     pub resource_id: Option<ResourceId>,
     /// Only threads of this agent.
-    pub agent_id: Option<AgentId>,
+    pub agent_id: Option<AgentName>,
     /// Only threads whose metadata has each key equal to its value.
     pub metadata: Vec<MetadataFilter>,
 }

@@ -1,7 +1,7 @@
 //! [`StateStore`]: versioned agent state per thread and agent.
 
 use async_trait::async_trait;
-use memlayer_domain::{AgentId, AgentState, StateVersion, TenantId, ThreadId};
+use memlayer_domain::{AgentName, AgentState, StateVersion, TenantId, ThreadId};
 use serde_json::Value;
 
 use crate::StoreError;
@@ -17,7 +17,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        agent: &AgentId,
+        agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError>;
 
     /// Saves `state` if the stored version equals `expected` (0: not stored yet)
@@ -30,7 +30,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         &self,
         tenant: &TenantId,
         thread: ThreadId,
-        agent: &AgentId,
+        agent: &AgentName,
         state: Value,
         expected: StateVersion,
     ) -> Result<AgentState, StoreError>;

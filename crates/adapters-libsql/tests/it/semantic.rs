@@ -419,7 +419,7 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
     let done = a.iter().chain(&b).take(35).map(|m| (m.id, emb("m", 0.5))).collect();
     db.complete_jobs(done).await.unwrap();
     assert_eq!(counts(&conn).await, (40, 5, 35));
-    let state = memlayer_domain::AgentId::parse("a1").unwrap();
+    let state = memlayer_domain::AgentName::parse("a1").unwrap();
     StateStore::save(&db, &t, gone, &state, json!({"x": 1}), 0).await.unwrap();
     ThreadStore::delete(&db, &t, gone).await.unwrap();
     // The delete only marks the thread (it is missing for every caller, see

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-use memlayer_domain::{AgentId, Direction, NewThread, PageSize};
+use memlayer_domain::{AgentName, Direction, NewThread, PageSize};
 use memlayer_ports::{Database, MessageStore, StateStore, ThreadStore};
 use serde_json::json;
 
@@ -28,7 +28,7 @@ async fn two_backends_on_one_file_do_not_corrupt_each_other() {
             let (store, t) = (Arc::clone(store), t.clone());
             tasks.push(tokio::spawn(async move {
                 let own = store.create(&t, NewThread::default()).await.unwrap().id;
-                let agent = AgentId::parse(format!("agent-{w}-{k}")).unwrap();
+                let agent = AgentName::parse(format!("agent-{w}-{k}")).unwrap();
                 for round in 0..20u64 {
                     store.append(&t, shared, msgs(7)).await.unwrap();
                     store.append(&t, own, msgs(3)).await.unwrap();

@@ -1,7 +1,7 @@
 //! Where data lives: files across reopen, `:memory:`, remote without the feature.
 
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation};
-use memlayer_domain::{AgentId, NewThread, PageSize, Title};
+use memlayer_domain::{AgentName, NewThread, PageSize, Title};
 use memlayer_ports::{Database, MessageStore, StateStore, StoreError, ThreadStore};
 use serde_json::json;
 
@@ -26,7 +26,7 @@ async fn file_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let t = tenant("acme");
-    let agent = AgentId::parse("support").unwrap();
+    let agent = AgentName::parse("support").unwrap();
     let (thread, stored) = {
         let db = open_file(&path).await;
         assert!(db.describe().contains(&path.display().to_string()), "{}", db.describe());

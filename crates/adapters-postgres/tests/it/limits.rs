@@ -10,7 +10,7 @@ use memlayer_adapters_postgres::testing::{
 };
 use memlayer_adapters_postgres::{PgBackend, PgConfig};
 use memlayer_domain::{
-    AgentId, MAX_CONTENT_BYTES, MAX_FILTERS, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, Role,
+    AgentName, MAX_CONTENT_BYTES, MAX_FILTERS, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, Role,
     TenantId, ThreadFilter, ThreadPatch, Title,
 };
 use memlayer_ports::{Database, EmbeddingStore, MessageStore, SearchFilter, StoreError, ThreadStore};
@@ -86,7 +86,7 @@ async fn listings_and_patches_with_varying_filters_do_not_grow_the_statement_cac
     for n in 0..=MAX_FILTERS {
         let filter = ThreadFilter {
             resource_id: (n % 2 == 0).then(|| ResourceId::parse("r").unwrap()),
-            agent_id: (n % 3 == 0).then(|| AgentId::parse("a").unwrap()),
+            agent_id: (n % 3 == 0).then(|| AgentName::parse("a").unwrap()),
             metadata: (0..n).map(|i| MetadataFilter::new(format!("k{i}"), json!(i)).unwrap()).collect(),
         };
         store.list(&t, &filter, None, page).await.unwrap();

@@ -4,7 +4,8 @@
 
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
-    AgentId, Embedding, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role, SettingName, TenantId,
+    AgentName, Embedding, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role, SettingName,
+    TenantId,
 };
 use memlayer_ports::{CatalogStore, EmbeddingStore, MessageStore, StateStore, ThreadStore};
 use serde_json::json;
@@ -43,7 +44,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
             )
             .await
             .unwrap();
-        store.save(t, thread, &AgentId::parse("agent").unwrap(), json!({"k": 1}), 0).await.unwrap();
+        store.save(t, thread, &AgentName::parse("agent").unwrap(), json!({"k": 1}), 0).await.unwrap();
         let e = Embedding::new("m", vec![1.0, 0.0], 2).unwrap();
         store.complete_jobs(vec![(stored[0].id, e)]).await.unwrap();
         // The catalog: the same names in both tenants.
@@ -61,7 +62,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
             NewTool { name: "search".into(), description: "secret".into(), parameters: json!({"type": "object"}) };
         let tool = store.create_tool(t, tool).await.unwrap();
         let agent = NewAgent {
-            name: AgentId::parse("support").unwrap(),
+            name: AgentName::parse("support").unwrap(),
             model_id: model.id,
             system_prompt: "secret".into(),
             tool_ids: vec![tool.id],

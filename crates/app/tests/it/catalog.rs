@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use memlayer_app::{CacheSettings, CatalogService, MemoryService, StoreError};
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentId, MEMORY_METADATA_KEY, MemoryOptions, Metadata, ModelConfig, ModelId, NewAgent,
-    NewModel, NewThread, Page, SettingName, TenantId, Thread, ThreadId, from_micros,
+    AgentConfig, AgentConfigId, AgentName, MEMORY_METADATA_KEY, MemoryOptions, Metadata, ModelConfig, ModelId,
+    NewAgent, NewModel, NewThread, Page, SettingName, TenantId, Thread, ThreadId, from_micros,
 };
 use memlayer_ports::{MockCatalogStore, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
 use serde_json::json;
@@ -23,7 +23,7 @@ fn service(store: MockCatalogStore) -> CatalogService {
 
 fn new_agent(name: &str, memory: MemoryOptions) -> NewAgent {
     NewAgent {
-        name: AgentId::parse(name).unwrap(),
+        name: AgentName::parse(name).unwrap(),
         model_id: ModelId::from_uuid(uuid_nil()),
         system_prompt: "be brief".into(),
         tool_ids: vec![],
@@ -200,7 +200,7 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
     threads.expect_create().returning(|_, new| Ok(created(new)));
     let svc = memory_with(catalog, threads);
     let for_agent = |name: &str, metadata: serde_json::Value| NewThread {
-        agent_id: Some(AgentId::parse(name).unwrap()),
+        agent_id: Some(AgentName::parse(name).unwrap()),
         metadata: Metadata::from_value(metadata).unwrap(),
         ..NewThread::default()
     };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use memlayer_app::{AppendOptions, MemoryService, StoreError};
-use memlayer_domain::{AgentId, Metadata, NewMessage, Role, TenantId, Thread, ThreadId, TokenCount, from_micros};
+use memlayer_domain::{AgentName, Metadata, NewMessage, Role, TenantId, Thread, ThreadId, TokenCount, from_micros};
 use memlayer_ports::{MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
 use mockall::predicate::eq;
 use serde_json::json;
@@ -79,7 +79,7 @@ async fn state_conflict_reaches_the_caller_unchanged() {
         .expect_save()
         .returning(|_, _, _, _, _| Err(StoreError::Conflict("agent state version is 3, expected 2".into())));
     let svc = service(m, false);
-    let agent = AgentId::parse("planner").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
     let err = svc.save_state(&tenant(), ThreadId::new(), &agent, json!({"a": 1}), 2).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(ref msg) if msg.contains("version is 3")), "{err:?}");
 }
@@ -89,7 +89,7 @@ async fn non_object_state_is_rejected_before_the_store() {
     let mut m = mocks();
     m.states.expect_save().times(0);
     let svc = service(m, false);
-    let agent = AgentId::parse("planner").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
     let err = svc.save_state(&tenant(), ThreadId::new(), &agent, json!([1, 2]), 0).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(ref e) if e.field == "state"), "{err:?}");
 }

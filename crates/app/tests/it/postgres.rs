@@ -10,7 +10,7 @@ use std::time::Duration;
 use memlayer_adapters_postgres::testing;
 use memlayer_app::{AppendOptions, Config, DatabaseConfig, build};
 use memlayer_domain::{
-    AgentId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, PageSize, Role, SearchMode, SearchQuery,
+    AgentName, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, PageSize, Role, SearchMode, SearchQuery,
     SearchScope, TenantId, TopK, Window,
 };
 use serde_json::json;
@@ -72,7 +72,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
     assert_eq!(rest.items[0].content, texts[2]);
     assert!(rest.next_cursor.is_none());
 
-    let agent = AgentId::parse("support").unwrap();
+    let agent = AgentName::parse("support").unwrap();
     assert!(services.memory.load_state(&tenant, thread.id, &agent).await.unwrap().is_none());
     let saved = services.memory.save_state(&tenant, thread.id, &agent, json!({"step": 1}), 0).await.unwrap();
     assert_eq!(saved.version, 1);

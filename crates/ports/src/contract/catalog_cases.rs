@@ -8,8 +8,8 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentId, CatalogEntity, CatalogRecord, FieldValue, ListCursor, ListQuery, MODEL_FIELDS, MemoryOptions, ModelConfig,
-    ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName, TenantId, ToolId,
+    AgentName, CatalogEntity, CatalogRecord, FieldValue, ListCursor, ListQuery, MODEL_FIELDS, MemoryOptions,
+    ModelConfig, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName, TenantId, ToolId,
 };
 use serde_json::json;
 
@@ -42,7 +42,7 @@ fn tool(name: &str, description: &str) -> NewTool {
 
 fn agent(name: &str, model_id: ModelId, tool_ids: Vec<ToolId>) -> NewAgent {
     NewAgent {
-        name: AgentId::parse(name).unwrap(),
+        name: AgentName::parse(name).unwrap(),
         model_id,
         system_prompt: format!("You are {name}."),
         tool_ids,

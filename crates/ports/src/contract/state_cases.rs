@@ -3,7 +3,7 @@
 //! adding a case means adding its name to `contract_suite!` too (the
 //! completeness test fails otherwise).
 
-use memlayer_domain::{AgentId, ThreadId};
+use memlayer_domain::{AgentName, ThreadId};
 use serde_json::json;
 
 use super::Backend;
@@ -13,8 +13,8 @@ use crate::StoreError;
 pub async fn state_save_and_load_versions(b: Backend) {
     let t = tenant("acme");
     let id = thread(&b, &t).await;
-    let agent = AgentId::parse("planner").unwrap();
-    let other_agent = AgentId::parse("critic").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
+    let other_agent = AgentName::parse("critic").unwrap();
     assert!(b.states.load(&t, id, &agent).await.unwrap().is_none());
     let v1 = b.states.save(&t, id, &agent, json!({"step": 1}), 0).await.unwrap();
     assert_eq!((v1.version, &v1.state), (1, &json!({"step": 1})));
@@ -28,7 +28,7 @@ pub async fn state_save_and_load_versions(b: Backend) {
 pub async fn state_stale_version_conflicts(b: Backend) {
     let t = tenant("acme");
     let id = thread(&b, &t).await;
-    let agent = AgentId::parse("planner").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
     b.states.save(&t, id, &agent, json!({"v": 1}), 0).await.unwrap();
     b.states.save(&t, id, &agent, json!({"v": 2}), 1).await.unwrap();
     for stale in [0, 1, 3, 99] {
@@ -42,7 +42,7 @@ pub async fn state_stale_version_conflicts(b: Backend) {
 pub async fn state_concurrent_savers_exactly_one_wins(b: Backend) {
     let t = tenant("acme");
     let id = thread(&b, &t).await;
-    let agent = AgentId::parse("planner").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
     b.states.save(&t, id, &agent, json!({"v": 0}), 0).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -66,7 +66,7 @@ pub async fn state_concurrent_savers_exactly_one_wins(b: Backend) {
 pub async fn state_rejects_non_object_and_missing_thread(b: Backend) {
     let t = tenant("acme");
     let id = thread(&b, &t).await;
-    let agent = AgentId::parse("planner").unwrap();
+    let agent = AgentName::parse("planner").unwrap();
     assert_invalid(b.states.save(&t, id, &agent, json!([1]), 0).await, "array state");
     assert_invalid(b.states.save(&t, id, &agent, json!("s"), 0).await, "string state");
     assert_not_found(b.states.save(&t, ThreadId::new(), &agent, json!({}), 0).await, "missing thread");

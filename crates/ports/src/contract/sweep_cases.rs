@@ -7,7 +7,8 @@
 //! fails otherwise).
 
 use memlayer_domain::{
-    AgentId, Direction, Message, NewMessage, NewThread, ResourceId, Role, TenantId, ThreadFilter, ThreadId, ThreadPatch,
+    AgentName, Direction, Message, NewMessage, NewThread, ResourceId, Role, TenantId, ThreadFilter, ThreadId,
+    ThreadPatch,
 };
 use serde_json::json;
 
@@ -23,7 +24,7 @@ async fn doomed_thread(b: &Backend, t: &TenantId, words: std::ops::Range<usize>)
     let batch = words.map(|i| NewMessage::text(Role::User, format!("kettle {}", unique_word(i))).unwrap()).collect();
     let stored = b.messages.append(t, id, batch).await.unwrap();
     b.embeddings.complete_jobs(vec![(stored[0].id, embedding("m1", 0))]).await.unwrap();
-    b.states.save(t, id, &AgentId::parse("a1").unwrap(), json!({"x": 1}), 0).await.unwrap();
+    b.states.save(t, id, &AgentName::parse("a1").unwrap(), json!({"x": 1}), 0).await.unwrap();
     (id, stored)
 }
 
@@ -35,7 +36,7 @@ pub async fn deleted_thread_is_missing_everywhere_at_once(b: Backend) {
     let (keep, kept) = doomed_thread(&b, &t, 10..15).await;
     let before = progress(&b, &whole_tenant(&t), "m1").await;
     b.threads.delete(&t, gone).await.unwrap();
-    let agent = AgentId::parse("a1").unwrap();
+    let agent = AgentName::parse("a1").unwrap();
     assert_not_found(b.threads.get(&t, gone).await, "get");
     assert_not_found(
         b.threads.update(&t, gone, ThreadPatch { title: Some(None), ..Default::default() }).await,
@@ -128,7 +129,7 @@ pub async fn sweep_removes_deleted_threads_in_chunks(b: Backend) {
     let hits = b.embeddings.lexical_search(&whole_tenant(&t), "kettle".into(), 100).await.unwrap();
     assert!(hits.iter().all(|h| h.thread == keep) && hits.len() == 5);
     assert_eq!(b.messages.last(&t, keep, size(10)).await.unwrap(), kept, "the live thread is untouched");
-    assert!(b.states.load(&t, keep, &AgentId::parse("a1").unwrap()).await.unwrap().is_some());
+    assert!(b.states.load(&t, keep, &AgentName::parse("a1").unwrap()).await.unwrap().is_some());
     assert_not_found(b.threads.get(&t, gone).await, "swept thread");
     assert_not_found(b.threads.delete(&t, gone).await, "delete of a swept thread");
     // New messages after the sweep are indexed and queued as usual.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentId, Direction, Metadata, MetadataFilter, NewThread, ResourceId, ThreadFilter, ThreadId, ThreadPatch, Title,
+    AgentName, Direction, Metadata, MetadataFilter, NewThread, ResourceId, ThreadFilter, ThreadId, ThreadPatch, Title,
 };
 use serde_json::json;
 
@@ -19,7 +19,7 @@ pub async fn thread_create_returns_whole_thread(b: Backend) {
     meta.insert("topic".into(), json!("billing"));
     let new = NewThread {
         resource_id: Some(ResourceId::parse("user-1").unwrap()),
-        agent_id: Some(AgentId::parse("support").unwrap()),
+        agent_id: Some(AgentName::parse("support").unwrap()),
         title: Some(Title::parse("Refund").unwrap()),
         model: Some("gpt-4o".into()),
         metadata: Metadata::from_value(serde_json::Value::Object(meta)).unwrap(),
@@ -95,7 +95,7 @@ pub async fn thread_delete_removes_messages_and_state(b: Backend) {
     let keep = thread(&b, &t).await;
     let stored = b.messages.append(&t, id, msgs(0..5)).await.unwrap();
     b.messages.append(&t, keep, msgs(0..2)).await.unwrap();
-    let agent = AgentId::parse("a1").unwrap();
+    let agent = AgentName::parse("a1").unwrap();
     b.states.save(&t, id, &agent, json!({"x": 1}), 0).await.unwrap();
     b.threads.delete(&t, id).await.unwrap();
     assert_not_found(b.threads.get(&t, id).await, "deleted thread");
@@ -135,8 +135,8 @@ pub async fn thread_list_pages_newest_first_without_gaps(b: Backend) {
 pub async fn thread_list_filters(b: Backend) {
     let t = tenant("acme");
     let u1 = ResourceId::parse("u1").unwrap();
-    let support = AgentId::parse("support").unwrap();
-    let mk = |r: Option<&ResourceId>, a: Option<&AgentId>, m: serde_json::Value| NewThread {
+    let support = AgentName::parse("support").unwrap();
+    let mk = |r: Option<&ResourceId>, a: Option<&AgentName>, m: serde_json::Value| NewThread {
         resource_id: r.cloned(),
         agent_id: a.cloned(),
         metadata: Metadata::from_value(m).unwrap(),
