@@ -15,9 +15,9 @@
 //! its backend type.
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentName, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue,
-    ListCursor, ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting,
-    SettingName, TenantId, ToolConfig, ToolId, now, validate_setting_value,
+    AgentConfig, AgentId, AgentName, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue, ListCursor,
+    ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName,
+    TenantId, ToolConfig, ToolId, now, validate_setting_value,
 };
 use memlayer_ports::StoreError;
 use uuid::Uuid;
@@ -188,7 +188,7 @@ fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
 fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
     let r = Cells::new(row, AGENTS.name);
     Ok(AgentConfig {
-        id: AgentConfigId::from_uuid(r.uuid(0, "id")?),
+        id: AgentId::from_uuid(r.uuid(0, "id")?),
         tenant: tenant.clone(),
         spec: NewAgent {
             name: r.parse(1, "name", AgentName::parse)?,
@@ -229,7 +229,7 @@ async fn with_tools(ex: &dyn Executor, mut agents: Vec<AgentConfig>) -> Result<V
 async fn write_agent_tools(
     ex: &dyn Executor,
     tenant: &TenantId,
-    id: AgentConfigId,
+    id: AgentId,
     tools: &[ToolId],
 ) -> Result<(), StoreError> {
     let mut sql = Sql::new(ex.dialect());
@@ -507,7 +507,7 @@ pub async fn delete_model<B: Transactor>(b: &B, tenant: &TenantId, id: ModelId) 
     .await
 }
 
-async fn get_agent_on(ex: &dyn Executor, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError> {
+async fn get_agent_on(ex: &dyn Executor, tenant: &TenantId, id: AgentId) -> Result<AgentConfig, StoreError> {
     let found = get_on(ex, &AGENTS, tenant, id.as_uuid(), agent_row).await?;
     Ok(with_tools(ex, vec![found]).await?.remove(0))
 }
@@ -516,8 +516,7 @@ async fn get_agent_on(ex: &dyn Executor, tenant: &TenantId, id: AgentConfigId) -
 pub async fn create_agent<B: Transactor>(b: &B, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
     new.validate()?;
     let at = now();
-    let created =
-        AgentConfig { id: AgentConfigId::new(), tenant: tenant.clone(), spec: new, created_at: at, updated_at: at };
+    let created = AgentConfig { id: AgentId::new(), tenant: tenant.clone(), spec: new, created_at: at, updated_at: at };
     let stored = created.clone();
     b.write_serial(
         tenant,
@@ -536,7 +535,7 @@ pub async fn create_agent<B: Transactor>(b: &B, tenant: &TenantId, new: NewAgent
 }
 
 /// [`memlayer_ports::CatalogStore::get_agent`].
-pub async fn get_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError> {
+pub async fn get_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentId) -> Result<AgentConfig, StoreError> {
     let t = tenant.clone();
     b.read(tenant, work(move |ex| Box::pin(async move { get_agent_on(ex, &t, id).await }))).await
 }
@@ -569,7 +568,7 @@ pub async fn list_agents<B: Transactor>(
 pub async fn update_agent<B: Transactor>(
     b: &B,
     tenant: &TenantId,
-    id: AgentConfigId,
+    id: AgentId,
     new: NewAgent,
 ) -> Result<AgentConfig, StoreError> {
     new.validate()?;
@@ -595,7 +594,7 @@ pub async fn update_agent<B: Transactor>(
 }
 
 /// [`memlayer_ports::CatalogStore::delete_agent`].
-pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
+pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentId) -> Result<(), StoreError> {
     let t = tenant.clone();
     b.write_serial(
         tenant,
@@ -613,11 +612,7 @@ pub async fn delete_agent<B: Transactor>(b: &B, tenant: &TenantId, id: AgentConf
 }
 
 /// [`memlayer_ports::CatalogStore::agent_tools`].
-pub async fn agent_tools<B: Transactor>(
-    b: &B,
-    tenant: &TenantId,
-    id: AgentConfigId,
-) -> Result<Vec<ToolConfig>, StoreError> {
+pub async fn agent_tools<B: Transactor>(b: &B, tenant: &TenantId, id: AgentId) -> Result<Vec<ToolConfig>, StoreError> {
     let t = tenant.clone();
     b.read(
         tenant,
@@ -849,7 +844,7 @@ macro_rules! catalog_store {
             async fn get_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
-                id: ::memlayer_domain::AgentConfigId,
+                id: ::memlayer_domain::AgentId,
             ) -> Result<::memlayer_domain::AgentConfig, ::memlayer_ports::StoreError> {
                 $crate::catalog::get_agent(self, tenant, id).await
             }
@@ -866,7 +861,7 @@ macro_rules! catalog_store {
             async fn update_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
-                id: ::memlayer_domain::AgentConfigId,
+                id: ::memlayer_domain::AgentId,
                 new: ::memlayer_domain::NewAgent,
             ) -> Result<::memlayer_domain::AgentConfig, ::memlayer_ports::StoreError> {
                 $crate::catalog::update_agent(self, tenant, id, new).await
@@ -874,14 +869,14 @@ macro_rules! catalog_store {
             async fn delete_agent(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
-                id: ::memlayer_domain::AgentConfigId,
+                id: ::memlayer_domain::AgentId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
                 $crate::catalog::delete_agent(self, tenant, id).await
             }
             async fn agent_tools(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
-                id: ::memlayer_domain::AgentConfigId,
+                id: ::memlayer_domain::AgentId,
             ) -> Result<Vec<::memlayer_domain::ToolConfig>, ::memlayer_ports::StoreError> {
                 $crate::catalog::agent_tools(self, tenant, id).await
             }

@@ -9,7 +9,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use memlayer_domain::{
-    AgentConfigId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
+    AgentId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
     TenantId, ToolId,
 };
 use serde::Deserialize;
@@ -192,7 +192,7 @@ async fn get_agent(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<AgentDto>, ApiError> {
-    Ok(Json(s.catalog.get_agent(&tenant, id.parse::<AgentConfigId>()?).await?.into()))
+    Ok(Json(s.catalog.get_agent(&tenant, id.parse::<AgentId>()?).await?.into()))
 }
 
 /// Replace an agent.
@@ -207,7 +207,7 @@ async fn update_agent(
     Path(id): Path<String>,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<Json<AgentDto>, ApiError> {
-    let id = id.parse::<AgentConfigId>()?;
+    let id = id.parse::<AgentId>()?;
     Ok(Json(s.catalog.update_agent(&tenant, id, NewAgent::try_from(body)?).await?.into()))
 }
 
@@ -220,7 +220,7 @@ async fn delete_agent(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.catalog.delete_agent(&tenant, id.parse::<AgentConfigId>()?).await?;
+    s.catalog.delete_agent(&tenant, id.parse::<AgentId>()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,7 +233,7 @@ async fn agent_tools(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<ToolsDto>, ApiError> {
-    let tools = s.catalog.agent_tools(&tenant, id.parse::<AgentConfigId>()?).await?;
+    let tools = s.catalog.agent_tools(&tenant, id.parse::<AgentId>()?).await?;
     Ok(Json(ToolsDto { items: tools.into_iter().map(Into::into).collect() }))
 }
 

@@ -5,8 +5,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use memlayer_app::Services;
 use memlayer_domain::{
-    AgentConfigId, AgentName, CatalogEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel,
-    NewTool, PageSize, SettingName, TenantId, ToolId,
+    AgentId, AgentName, CatalogEntity, ListCursor, ListQuery, MemoryOptions, ModelId, NewAgent, NewModel, NewTool,
+    PageSize, SettingName, TenantId, ToolId,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -259,11 +259,9 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                 let page = c.list_agents(tenant, &query(CatalogEntity::Agents, tenant, args)?).await?;
                 print(&PageDto::<AgentDto>::from(page))
             }
-            AgentsAction::Get { id } => {
-                print(&AgentDto::from(c.get_agent(tenant, id.parse::<AgentConfigId>()?).await?))
-            }
+            AgentsAction::Get { id } => print(&AgentDto::from(c.get_agent(tenant, id.parse::<AgentId>()?).await?)),
             AgentsAction::Tools { id } => {
-                let tools = c.agent_tools(tenant, id.parse::<AgentConfigId>()?).await?;
+                let tools = c.agent_tools(tenant, id.parse::<AgentId>()?).await?;
                 print(&tools.into_iter().map(ToolDto::from).collect::<Vec<_>>())
             }
             AgentsAction::Create { name, model_id, system_prompt, tool_ids, last_n, top_k, token_budget } => {
@@ -277,7 +275,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                 print(&AgentDto::from(c.create_agent(tenant, new).await?))
             }
             AgentsAction::Delete { id } => {
-                c.delete_agent(tenant, id.parse::<AgentConfigId>()?).await?;
+                c.delete_agent(tenant, id.parse::<AgentId>()?).await?;
                 println!("deleted agent {id}");
                 Ok(())
             }

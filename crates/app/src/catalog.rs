@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentName, CatalogEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent,
-    NewModel, NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
+    AgentConfig, AgentId, AgentName, CatalogEntity, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel,
+    NewTool, Page, PageSize, Setting, SettingName, TenantId, ToolConfig, ToolId, validate_setting_value,
 };
 use memlayer_ports::{CatalogStore, StoreError};
 use moka::future::Cache;
@@ -51,7 +51,7 @@ pub struct CatalogService {
     store: Arc<dyn CatalogStore>,
     writes: Arc<AtomicU64>,
     models: Cache<(TenantId, ModelId), ModelConfig>,
-    agents: Cache<(TenantId, AgentConfigId), AgentConfig>,
+    agents: Cache<(TenantId, AgentId), AgentConfig>,
     agents_by_name: Cache<(TenantId, AgentName), Option<AgentConfig>>,
     settings: Cache<SettingKey, Option<Setting>>,
 }
@@ -202,7 +202,7 @@ impl CatalogService {
     ///
     /// # Errors
     /// `NotFound` when the tenant has no such agent.
-    pub async fn get_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError> {
+    pub async fn get_agent(&self, tenant: &TenantId, id: AgentId) -> Result<AgentConfig, StoreError> {
         let key = (tenant.clone(), id);
         if let Some(hit) = self.agents.get(&key).await {
             return Ok(hit);
@@ -250,12 +250,7 @@ impl CatalogService {
     ///
     /// # Errors
     /// As [`CatalogStore::update_agent`].
-    pub async fn update_agent(
-        &self,
-        tenant: &TenantId,
-        id: AgentConfigId,
-        new: NewAgent,
-    ) -> Result<AgentConfig, StoreError> {
+    pub async fn update_agent(&self, tenant: &TenantId, id: AgentId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         let updated = self.store.update_agent(tenant, id, new).await;
         self.agents_changed();
@@ -266,7 +261,7 @@ impl CatalogService {
     ///
     /// # Errors
     /// As [`CatalogStore::delete_agent`].
-    pub async fn delete_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError> {
+    pub async fn delete_agent(&self, tenant: &TenantId, id: AgentId) -> Result<(), StoreError> {
         let deleted = self.store.delete_agent(tenant, id).await;
         self.agents_changed();
         deleted
@@ -276,7 +271,7 @@ impl CatalogService {
     ///
     /// # Errors
     /// `NotFound` when the tenant has no such agent.
-    pub async fn agent_tools(&self, tenant: &TenantId, id: AgentConfigId) -> Result<Vec<ToolConfig>, StoreError> {
+    pub async fn agent_tools(&self, tenant: &TenantId, id: AgentId) -> Result<Vec<ToolConfig>, StoreError> {
         self.store.agent_tools(tenant, id).await
     }
 

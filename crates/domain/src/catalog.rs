@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::ids::truncate;
 use crate::query::{CatalogRecord, FieldValue};
 use crate::thread::json_kind;
-use crate::{AgentConfigId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
+use crate::{AgentId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
 
 /// The thread metadata key under which a thread created for a configured
 /// agent carries that agent's [`MemoryOptions`] (unless the caller set the
@@ -228,7 +228,7 @@ impl NewAgent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Time-ordered id.
-    pub id: AgentConfigId,
+    pub id: AgentId,
     /// Owner tenant.
     pub tenant: TenantId,
     /// What was configured.

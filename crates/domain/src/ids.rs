@@ -75,8 +75,8 @@ uuid_id!(
     "model_id"
 );
 uuid_id!(
-    /// Identifies a configured agent (its `name` is the [`AgentName`] threads use).
-    AgentConfigId,
+    /// Identifies an agent in the catalog (its `name` is the [`AgentName`] threads use).
+    AgentId,
     "agent_id"
 );
 uuid_id!(
@@ -146,7 +146,7 @@ name_id!(
 name_id!(
     /// The name of the agent a thread or a piece of state belongs to (the
     /// wire calls it `agent_id`); a catalog agent with this name is
-    /// identified by [`AgentConfigId`].
+    /// identified by [`AgentId`].
     AgentName,
     "agent_id",
     128

@@ -27,7 +27,7 @@ pub use catalog::{
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,
 };
 pub use error::DomainError;
-pub use ids::{AgentConfigId, AgentName, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
+pub use ids::{AgentId, AgentName, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
 pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Page,
-    Setting, SettingName, TenantId, ToolConfig, ToolId,
+    AgentConfig, AgentId, ListCursor, ListQuery, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Page, Setting,
+    SettingName, TenantId, ToolConfig, ToolId,
 };
 
 use crate::StoreError;
@@ -66,7 +66,7 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError>;
 
     /// MUST return `NotFound` when the agent does not exist for the tenant.
-    async fn get_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<AgentConfig, StoreError>;
+    async fn get_agent(&self, tenant: &TenantId, id: AgentId) -> Result<AgentConfig, StoreError>;
 
     /// Lists agents; see the listing contract above.
     async fn list_agents(
@@ -79,20 +79,15 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     ///
     /// MUST return `NotFound` as [`CatalogStore::get_agent`], and `Invalid` and
     /// `Conflict` as [`CatalogStore::create_agent`].
-    async fn update_agent(
-        &self,
-        tenant: &TenantId,
-        id: AgentConfigId,
-        new: NewAgent,
-    ) -> Result<AgentConfig, StoreError>;
+    async fn update_agent(&self, tenant: &TenantId, id: AgentId, new: NewAgent) -> Result<AgentConfig, StoreError>;
 
     /// MUST return `NotFound` as [`CatalogStore::get_agent`].
-    async fn delete_agent(&self, tenant: &TenantId, id: AgentConfigId) -> Result<(), StoreError>;
+    async fn delete_agent(&self, tenant: &TenantId, id: AgentId) -> Result<(), StoreError>;
 
     /// The agent's tools, whole, in the agent's order.
     ///
     /// MUST return `NotFound` as [`CatalogStore::get_agent`].
-    async fn agent_tools(&self, tenant: &TenantId, id: AgentConfigId) -> Result<Vec<ToolConfig>, StoreError>;
+    async fn agent_tools(&self, tenant: &TenantId, id: AgentId) -> Result<Vec<ToolConfig>, StoreError>;
 
     /// Creates a tool with a new time-ordered id.
     ///

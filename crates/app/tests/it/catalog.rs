@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use memlayer_app::{CacheSettings, CatalogService, MemoryService, StoreError};
 use memlayer_domain::{
-    AgentConfig, AgentConfigId, AgentName, MEMORY_METADATA_KEY, MemoryOptions, Metadata, ModelConfig, ModelId,
-    NewAgent, NewModel, NewThread, Page, SettingName, TenantId, Thread, ThreadId, from_micros,
+    AgentConfig, AgentId, AgentName, MEMORY_METADATA_KEY, MemoryOptions, Metadata, ModelConfig, ModelId, NewAgent,
+    NewModel, NewThread, Page, SettingName, TenantId, Thread, ThreadId, from_micros,
 };
 use memlayer_ports::{MockCatalogStore, MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
 use serde_json::json;
@@ -35,7 +35,7 @@ fn uuid_nil() -> uuid::Uuid {
     uuid::Uuid::nil()
 }
 
-fn agent(id: AgentConfigId, prompt: &str) -> AgentConfig {
+fn agent(id: AgentId, prompt: &str) -> AgentConfig {
     let mut spec = new_agent("support", MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None });
     spec.system_prompt = prompt.into();
     AgentConfig { id, tenant: tenant(), spec, created_at: from_micros(0), updated_at: from_micros(0) }
@@ -61,7 +61,7 @@ fn model(id: ModelId, default: bool) -> ModelConfig {
 
 #[tokio::test]
 async fn a_cached_agent_read_does_not_reach_the_store() {
-    let id = AgentConfigId::new();
+    let id = AgentId::new();
     let mut store = MockCatalogStore::new();
     store.expect_get_agent().times(1).returning(move |_, id| Ok(agent(id, "v1")));
     let svc = service(store);
@@ -73,7 +73,7 @@ async fn a_cached_agent_read_does_not_reach_the_store() {
 
 #[tokio::test]
 async fn an_agent_write_invalidates_the_cache() {
-    let id = AgentConfigId::new();
+    let id = AgentId::new();
     let mut store = MockCatalogStore::new();
     let mut seq = mockall::Sequence::new();
     store.expect_get_agent().times(1).in_sequence(&mut seq).returning(move |_, id| Ok(agent(id, "v1")));
@@ -88,7 +88,7 @@ async fn an_agent_write_invalidates_the_cache() {
 
 #[tokio::test]
 async fn a_failed_read_is_not_cached() {
-    let id = AgentConfigId::new();
+    let id = AgentId::new();
     let mut store = MockCatalogStore::new();
     let mut seq = mockall::Sequence::new();
     store
@@ -193,7 +193,7 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
     let mut catalog = MockCatalogStore::new();
     catalog.expect_list_agents().returning(|_, q| {
         let named_support = format!("{:?}", q.filters()).contains("support");
-        let items = if named_support { vec![agent(AgentConfigId::new(), "p")] } else { vec![] };
+        let items = if named_support { vec![agent(AgentId::new(), "p")] } else { vec![] };
         Ok(Page { items, next_cursor: None })
     });
     let mut threads = MockThreadStore::new();
@@ -221,7 +221,7 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_racing_a_write_does_not_cache_the_old_value() {
-    let id = AgentConfigId::new();
+    let id = AgentId::new();
     let mut store = MockCatalogStore::new();
     // The first read is held inside the store until the write has finished:
     // an ordering by handshake, not by sleeps that a loaded machine can
