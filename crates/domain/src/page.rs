@@ -95,7 +95,9 @@ pub enum CursorKind {
 pub struct Cursor {
     kind: CursorKind,
     direction: Direction,
-    scope: [u8; 16],
+    /// What it pages: the thread (its id) for messages, or the listing of
+    /// threads (fingerprint of tenant and filter).
+    listing: [u8; 16],
     seq: i64,
     last_id: [u8; 16],
 }
@@ -108,7 +110,7 @@ impl Cursor {
     /// (backward) sequence number `seq`.
     #[must_use]
     pub fn messages(thread: ThreadId, direction: Direction, seq: i64) -> Self {
-        Self { kind: CursorKind::Messages, direction, scope: *thread.as_uuid().as_bytes(), seq, last_id: [0; 16] }
+        Self { kind: CursorKind::Messages, direction, listing: *thread.as_uuid().as_bytes(), seq, last_id: [0; 16] }
     }
 
     /// A cursor that continues a thread listing after `last`.
@@ -117,7 +119,7 @@ impl Cursor {
         Self {
             kind: CursorKind::Threads,
             direction: Direction::Backward,
-            scope: threads_scope(tenant, filter),
+            listing: threads_listing(tenant, filter),
             seq: 0,
             last_id: *last.as_uuid().as_bytes(),
         }
@@ -141,7 +143,7 @@ impl Cursor {
     /// # Errors
     /// [`DomainError`] on `cursor` when the cursor belongs elsewhere.
     pub fn for_messages(&self, thread: ThreadId) -> Result<(Direction, i64), DomainError> {
-        if self.kind != CursorKind::Messages || self.scope != *thread.as_uuid().as_bytes() {
+        if self.kind != CursorKind::Messages || self.listing != *thread.as_uuid().as_bytes() {
             return Err(DomainError::new("cursor", "belongs to another thread or listing"));
         }
         Ok((self.direction, self.seq))
@@ -153,7 +155,7 @@ impl Cursor {
     /// [`DomainError`] on `cursor` when the cursor was issued for another tenant,
     /// filter or kind of listing.
     pub fn for_threads(&self, tenant: &TenantId, filter: &ThreadFilter) -> Result<ThreadId, DomainError> {
-        if self.kind != CursorKind::Threads || self.scope != threads_scope(tenant, filter) {
+        if self.kind != CursorKind::Threads || self.listing != threads_listing(tenant, filter) {
             return Err(DomainError::new("cursor", "was issued for another listing or filter"));
         }
         Ok(ThreadId::from_uuid(uuid::Uuid::from_bytes(self.last_id)))
@@ -172,7 +174,7 @@ impl Cursor {
             Direction::Forward => 1,
             Direction::Backward => 2,
         });
-        b.extend_from_slice(&self.scope);
+        b.extend_from_slice(&self.listing);
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.last_id);
         seal(b)
@@ -198,13 +200,13 @@ impl Cursor {
             2 => Direction::Backward,
             _ => return Err(bad()),
         };
-        let scope: [u8; 16] = b[3..19].try_into().map_err(|_| bad())?;
+        let listing: [u8; 16] = b[3..19].try_into().map_err(|_| bad())?;
         let seq = i64::from_be_bytes(b[19..27].try_into().map_err(|_| bad())?);
         let last_id: [u8; 16] = b[27..43].try_into().map_err(|_| bad())?;
         if seq < 0 {
             return Err(bad());
         }
-        Ok(Self { kind, direction, scope, seq, last_id })
+        Ok(Self { kind, direction, listing, seq, last_id })
     }
 }
 
@@ -221,11 +223,11 @@ impl FromStr for Cursor {
     }
 }
 
-fn threads_scope(tenant: &TenantId, filter: &ThreadFilter) -> [u8; 16] {
-    let mut scope = [0u8; 16];
-    scope[..8].copy_from_slice(&fnv1a(tenant.as_str().as_bytes()).to_be_bytes());
-    scope[8..].copy_from_slice(&filter.fingerprint().to_be_bytes());
-    scope
+fn threads_listing(tenant: &TenantId, filter: &ThreadFilter) -> [u8; 16] {
+    let mut listing = [0u8; 16];
+    listing[..8].copy_from_slice(&fnv1a(tenant.as_str().as_bytes()).to_be_bytes());
+    listing[8..].copy_from_slice(&filter.fingerprint().to_be_bytes());
+    listing
 }
 
 /// Resolves an optional cursor and an optional requested direction for a

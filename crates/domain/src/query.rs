@@ -537,7 +537,7 @@ impl ListQuery {
     /// # Errors
     /// [`DomainError`] on `cursor` when it belongs to another listing.
     pub fn resume(mut self, tenant: &TenantId, cursor: &ListCursor) -> Result<Self, DomainError> {
-        if cursor.entity != self.entity.tag() || cursor.scope != self.scope(tenant) {
+        if cursor.entity != self.entity.tag() || cursor.listing != self.listing(tenant) {
             return Err(DomainError::new("cursor", "was issued for another listing, filter or sort"));
         }
         if !cursor.after.value.fits(self.sort.field.kind) {
@@ -589,13 +589,14 @@ impl ListQuery {
             .ok_or_else(|| DomainError::new("sort", format!("record has no value for `{}`", self.sort.field.name)))?;
         Ok(ListCursor {
             entity: self.entity.tag(),
-            scope: self.scope(tenant),
+            listing: self.listing(tenant),
             after: After { value, id: last.record_id() },
         })
     }
 
-    /// Fingerprint of tenant, entity, filters and sort, bound into cursors.
-    fn scope(&self, tenant: &TenantId) -> u64 {
+    /// The listing's fingerprint (tenant, entity, filters and sort), bound
+    /// into cursors.
+    fn listing(&self, tenant: &TenantId) -> u64 {
         let mut b = Vec::new();
         b.extend_from_slice(tenant.as_str().as_bytes());
         b.push(0);
@@ -622,7 +623,8 @@ impl ListQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListCursor {
     entity: u8,
-    scope: u64,
+    /// Fingerprint of the listing that issued it (see `ListQuery::listing`).
+    listing: u64,
     after: After,
 }
 
@@ -639,7 +641,7 @@ impl ListCursor {
     #[must_use]
     pub fn encode(&self) -> String {
         let mut b = vec![LIST_CURSOR_VERSION, self.entity];
-        b.extend_from_slice(&self.scope.to_be_bytes());
+        b.extend_from_slice(&self.listing.to_be_bytes());
         self.after.value.canonical(&mut b);
         b.extend_from_slice(self.after.id.as_bytes());
         seal(b)
@@ -656,10 +658,10 @@ impl ListCursor {
             return Err(bad());
         }
         let entity = body[1];
-        let scope = u64::from_be_bytes(body[2..10].try_into().map_err(|_| bad())?);
+        let listing = u64::from_be_bytes(body[2..10].try_into().map_err(|_| bad())?);
         let (value, rest) = FieldValue::read(&body[10..]).ok_or_else(bad)?;
         let id: [u8; 16] = rest.try_into().map_err(|_| bad())?;
-        Ok(Self { entity, scope, after: After { value, id: Uuid::from_bytes(id) } })
+        Ok(Self { entity, listing, after: After { value, id: Uuid::from_bytes(id) } })
     }
 }
 
