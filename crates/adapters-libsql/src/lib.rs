@@ -1,6 +1,6 @@
 //! The libSQL storage adapter of memlayer: threads, messages, agent state,
-//! embeddings and their job queue, full-text search, the configuration
-//! store, idempotency records and schema migrations on an embedded
+//! embeddings and their job queue, full-text search, the catalog,
+//! idempotency records and schema migrations on an embedded
 //! SQLite/libSQL file, a private in-memory database (tests), or a remote
 //! libSQL server (feature `remote`).
 //!

@@ -91,13 +91,13 @@ pub enum AgentsAction {
         /// Name; threads name the agent by it.
         #[arg(long)]
         name: String,
-        /// A configured model's id.
+        /// The id of a model in the catalog.
         #[arg(long)]
         model_id: String,
         /// System prompt.
         #[arg(long, default_value = "")]
         system_prompt: String,
-        /// A configured tool's id, repeatable, in order.
+        /// The id of a tool in the catalog, repeatable, in order.
         #[arg(long = "tool-id")]
         tool_ids: Vec<String>,
         /// Recent messages loaded by default.

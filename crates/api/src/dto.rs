@@ -678,7 +678,7 @@ impl From<ModelBodyDto> for NewModel {
     }
 }
 
-/// A configured model.
+/// A model in the catalog.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelDto {
     /// Time-ordered UUID.
@@ -746,14 +746,14 @@ pub struct AgentBodyDto {
     /// 128 ASCII letters, digits, `- _ . : @`.
     #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 128)]
     pub name: String,
-    /// A configured model's id (an unknown one is a 400).
+    /// The id of a model in the catalog (an unknown one is a 400).
     #[schema(format = Uuid)]
     pub model_id: String,
     /// System prompt: at most 64 KiB of UTF-8 (16,384 characters always fit).
     #[serde(default)]
     #[schema(max_length = 16_384)]
     pub system_prompt: String,
-    /// Configured tools' ids, in order (at most 64; an unknown one is a 400).
+    /// Ids of tools in the catalog, in order (at most 64; an unknown one is a 400).
     #[serde(default)]
     #[schema(value_type = Vec<uuid::Uuid>, max_items = 64)]
     pub tool_ids: Vec<String>,
@@ -781,7 +781,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
     }
 }
 
-/// A configured agent.
+/// An agent in the catalog.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentDto {
     /// Time-ordered UUID.
@@ -863,7 +863,7 @@ impl From<ToolBodyDto> for NewTool {
     }
 }
 
-/// A configured tool.
+/// A tool in the catalog.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ToolDto {
     /// Time-ordered UUID.

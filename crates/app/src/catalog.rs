@@ -215,7 +215,7 @@ impl CatalogService {
         Ok(agent)
     }
 
-    /// The configured agent named `name` (as threads name agents), or `None`
+    /// The catalog agent named `name` (as threads name agents), or `None`
     /// (cached, absence included).
     ///
     /// # Errors

@@ -84,7 +84,7 @@ impl MemoryService {
         self
     }
 
-    /// Gives threads created for a configured agent that agent's memory
+    /// Gives threads created for an agent in the catalog that agent's memory
     /// options (see [`MemoryService::create_thread`]).
     #[must_use]
     pub fn with_catalog(mut self, catalog: CatalogService) -> Self {
@@ -120,7 +120,7 @@ impl MemoryService {
     /// name) and the metadata has no [`MEMORY_METADATA_KEY`] entry, the
     /// agent's memory options are copied there (`{"last_n", "top_k",
     /// "token_budget"}`, only those set), where [`MemoryService::memory_options`]
-    /// finds them. An `agent_id` naming no configured agent is allowed
+    /// finds them. An `agent_id` naming no agent in the catalog is allowed
     /// (agents may live outside memlayer) and adds nothing.
     ///
     /// # Errors

@@ -83,7 +83,7 @@ impl NewModel {
     }
 }
 
-/// A configured model.
+/// A model in the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// Time-ordered id.
@@ -224,7 +224,7 @@ impl NewAgent {
     }
 }
 
-/// A configured agent.
+/// An agent in the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Time-ordered id.
@@ -329,7 +329,7 @@ fn validate_object_schema(schema: &Value) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// A configured tool.
+/// A tool in the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolConfig {
     /// Time-ordered id.

@@ -70,7 +70,7 @@ uuid_id!(
     "message_id"
 );
 uuid_id!(
-    /// Identifies a configured model.
+    /// Identifies a model in the catalog.
     ModelId,
     "model_id"
 );
@@ -80,7 +80,7 @@ uuid_id!(
     "agent_id"
 );
 uuid_id!(
-    /// Identifies a configured tool.
+    /// Identifies a tool in the catalog.
     ToolId,
     "tool_id"
 );

@@ -1,6 +1,6 @@
 //! The catalog service over a mocked store: the read cache serves
 //! repeated reads without the store, and writes invalidate it; threads
-//! created for a configured agent carry its memory options.
+//! created for an agent in the catalog carry its memory options.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -81,8 +81,8 @@ async fn the_app_runs_every_use_case_on_postgres() {
     let loaded = services.memory.load_state(&tenant, thread.id, &agent).await.unwrap().unwrap();
     assert_eq!((loaded.state, loaded.version), (json!({"step": 1}), 1));
 
-    // Configuration, stored in Postgres: a thread created for a configured
-    // agent carries the agent's memory options.
+    // The catalog, stored in Postgres: a thread created for an agent in the
+    // catalog carries the agent's memory options.
     let model = NewModel {
         name: "gpt-4o".into(),
         provider: "openai".into(),
