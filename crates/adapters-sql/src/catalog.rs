@@ -410,7 +410,7 @@ async fn list<B: Transactor, T: CatalogRecord + Send + 'static>(
             tenant,
             work(move |ex| {
                 Box::pin(async move {
-                    let rows = ex.fetch("list configuration", sql).await?;
+                    let rows = ex.fetch("list catalog", sql).await?;
                     rows.iter().map(|r| decode(r, &owner)).collect::<Result<Vec<_>, _>>()
                 })
             }),
