@@ -18,8 +18,8 @@ pub const MEMORY_METADATA_KEY: &str = "_memory";
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Largest tool description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
-/// Largest JSON document (tool parameters, setting value), in bytes.
-pub const MAX_CONFIG_JSON_BYTES: usize = 64 * 1024;
+/// Largest JSON document in the catalog (tool parameters, setting value), in bytes.
+pub const MAX_CATALOG_JSON_BYTES: usize = 64 * 1024;
 /// Most tools an agent may name.
 pub const MAX_AGENT_TOOLS: usize = 64;
 
@@ -35,8 +35,8 @@ fn printable(field: &'static str, value: &str, max: usize) -> Result<(), DomainE
 
 fn json_size(field: &'static str, v: &Value) -> Result<(), DomainError> {
     let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
-    if size > MAX_CONFIG_JSON_BYTES {
-        return Err(DomainError::new(field, format!("is {size} bytes, at most {MAX_CONFIG_JSON_BYTES} are accepted")));
+    if size > MAX_CATALOG_JSON_BYTES {
+        return Err(DomainError::new(field, format!("is {size} bytes, at most {MAX_CATALOG_JSON_BYTES} are accepted")));
     }
     Ok(())
 }
@@ -398,7 +398,7 @@ impl SettingName {
     }
 }
 
-/// Validates a setting value: any JSON of at most [`MAX_CONFIG_JSON_BYTES`].
+/// Validates a setting value: any JSON of at most [`MAX_CATALOG_JSON_BYTES`].
 ///
 /// # Errors
 /// [`DomainError`] on `value`.

@@ -23,7 +23,7 @@ mod thread;
 mod token;
 
 pub use catalog::{
-    AgentConfig, MAX_AGENT_TOOLS, MAX_CONFIG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
+    AgentConfig, MAX_AGENT_TOOLS, MAX_CATALOG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,
 };
 pub use error::DomainError;

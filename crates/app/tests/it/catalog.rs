@@ -156,7 +156,7 @@ async fn an_oversized_setting_never_reaches_the_store() {
     store.expect_put_setting().times(0);
     let svc = service(store);
     let (cat, key) = (SettingName::category("a").unwrap(), SettingName::key("b").unwrap());
-    let big = json!("x".repeat(memlayer_domain::MAX_CONFIG_JSON_BYTES));
+    let big = json!("x".repeat(memlayer_domain::MAX_CATALOG_JSON_BYTES));
     let err = svc.put_setting(&tenant(), &cat, &key, big).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(ref e) if e.field == "value"), "{err:?}");
 }

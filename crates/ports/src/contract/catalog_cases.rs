@@ -487,7 +487,7 @@ pub async fn catalog_settings_round_trip_and_absent_is_none(b: Backend) {
     }
     let other_key = SettingName::key("mode").unwrap();
     assert!(b.catalog.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "keys are separate");
-    let big = json!("x".repeat(memlayer_domain::MAX_CONFIG_JSON_BYTES));
+    let big = json!("x".repeat(memlayer_domain::MAX_CATALOG_JSON_BYTES));
     assert_kind(b.catalog.put_setting(&t, &cat, &other_key, big).await, "invalid", "oversized value");
     assert!(b.catalog.get_setting(&t, &cat, &other_key).await.unwrap().is_none(), "nothing stored");
     assert!(b.catalog.get_setting(&other, &cat, &key).await.unwrap().is_none(), "tenant scoped");
