@@ -2,10 +2,7 @@
 //! a corrupt row is a `Backend` error, never a panic.
 
 use libsql::{Row, Value};
-use memlayer_domain::{
-    AgentId, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
-    from_micros,
-};
+use memlayer_domain::{AgentId, Metadata, ResourceId, TenantId, Thread, ThreadId, Title, from_micros};
 use memlayer_ports::StoreError;
 use uuid::Uuid;
 
@@ -128,38 +125,6 @@ pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError>
         last_seq: r.int(6, "last_seq")?,
         created_at: from_micros(r.int(7, "created_at")?),
         updated_at: from_micros(r.int(8, "updated_at")?),
-    })
-}
-
-/// Columns of `messages`, in the order [`message`] reads them.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at";
-
-/// Decodes a row selected with [`MESSAGE_COLUMNS`].
-pub(crate) fn message(row: &Row) -> Result<Message, StoreError> {
-    let r = RowReader::new(row, "messages");
-    let tool_calls: Vec<ToolCall> = r.opt_parse(7, "tool_calls", |s| serde_json::from_str(&s))?.unwrap_or_default();
-    let token_count = match r.opt_int(9, "token_count")? {
-        None => None,
-        Some(count) => Some(TokenCount {
-            count: u32::try_from(count).map_err(|e| corrupt("messages", "token_count", e))?,
-            model: r.text(10, "token_model")?,
-            encoding: r.text(11, "token_encoding")?,
-            exact: r.int(12, "token_exact")? != 0,
-        }),
-    };
-    Ok(Message {
-        id: MessageId::from_uuid(r.uuid(0, "id")?),
-        thread_id: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
-        seq: r.int(2, "seq")?,
-        role: r.parse(3, "role", |s| s.parse::<Role>())?,
-        content: r.text(4, "content")?,
-        tool_call_id: r.opt_text(5, "tool_call_id")?,
-        tool_name: r.opt_text(6, "tool_name")?,
-        tool_calls,
-        metadata: r.metadata(8, "metadata")?,
-        token_count,
-        created_at: from_micros(r.int(13, "created_at")?),
     })
 }
 

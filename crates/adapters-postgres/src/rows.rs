@@ -1,9 +1,7 @@
 //! Decoding rows into domain types; a row that does not decode is a
 //! `Backend` error naming the table and column, never a panic.
 
-use memlayer_domain::{
-    AgentId, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
-};
+use memlayer_domain::{AgentId, Metadata, ResourceId, TenantId, Thread, ThreadId, Title};
 use memlayer_ports::StoreError;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -71,39 +69,5 @@ pub(crate) fn thread(row: &Row) -> Result<Thread, StoreError> {
         last_seq: r.get("last_seq")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
-    })
-}
-
-/// The columns [`message`] reads.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at";
-
-pub(crate) fn message(row: &Row) -> Result<Message, StoreError> {
-    let r = RowReader::new(row, "messages");
-    let tool_calls: Vec<ToolCall> = match r.get::<Option<serde_json::Value>>("tool_calls")? {
-        None => Vec::new(),
-        Some(v) => serde_json::from_value(v).map_err(|e| corrupt("messages", "tool_calls", e))?,
-    };
-    let token_count = match r.get::<Option<i64>>("token_count")? {
-        None => None,
-        Some(count) => Some(TokenCount {
-            count: u32::try_from(count).map_err(|e| corrupt("messages", "token_count", e))?,
-            model: r.get("token_model")?,
-            encoding: r.get("token_encoding")?,
-            exact: r.get("token_exact")?,
-        }),
-    };
-    Ok(Message {
-        id: MessageId::from_uuid(r.get("id")?),
-        thread_id: ThreadId::from_uuid(r.get("thread_id")?),
-        seq: r.get("seq")?,
-        role: r.parse("role", |s| s.parse::<Role>())?,
-        content: r.get("content")?,
-        tool_call_id: r.get("tool_call_id")?,
-        tool_name: r.get("tool_name")?,
-        tool_calls,
-        metadata: r.metadata("metadata")?,
-        token_count,
-        created_at: r.get("created_at")?,
     })
 }

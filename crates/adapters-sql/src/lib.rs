@@ -24,6 +24,7 @@ mod dialect;
 mod error;
 pub mod exec;
 pub mod idempotency;
+pub mod messages;
 pub mod migrate;
 mod op;
 mod sql;
