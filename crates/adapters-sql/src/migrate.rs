@@ -33,6 +33,52 @@ pub struct Migration {
     pub down_drops: Option<&'static str>,
 }
 
+/// Every schema change of either backend, by version, written once: its
+/// name and the stem of its SQL files, so the two backends' plans cannot
+/// disagree on a name (`memlayer migrate status` reads alike on both). Each
+/// adapter keeps its own SQL (`migrations/<stem>.{up,down}.sql` in its crate,
+/// found through its `CARGO_MANIFEST_DIR`) and names the versions it needs
+/// with [`migrations!`]; a version one backend does not need is a gap in its
+/// plan.
+///
+/// `migration!(N)` is the [`Migration`] of version `N` in the invoking
+/// crate; `migration!(N => drops)` sets its `down_drops`.
+#[macro_export]
+macro_rules! migration {
+    (@drops) => { ::core::option::Option::None };
+    (@drops $drops:expr) => { ::core::option::Option::Some($drops) };
+    (@ $version:literal, $name:literal, $stem:literal $(, $drops:expr)?) => {
+        $crate::migrate::Migration {
+            version: $version,
+            name: $name,
+            up: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".up.sql")),
+            down: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".down.sql")),
+            down_drops: $crate::migration!(@drops $($drops)?),
+        }
+    };
+    (1 $(=> $drops:expr)?) => { $crate::migration!(@ 1, "core_schema", "0001_core_schema" $(, $drops)?) };
+    (2 $(=> $drops:expr)?) => { $crate::migration!(@ 2, "semantic", "0002_semantic" $(, $drops)?) };
+    // libSQL only: full-text entries and jobs added after the append.
+    (3 $(=> $drops:expr)?) => { $crate::migration!(@ 3, "deferred_indexing", "0003_deferred_indexing" $(, $drops)?) };
+    (4 $(=> $drops:expr)?) => { $crate::migration!(@ 4, "config_store", "0004_config_store" $(, $drops)?) };
+    // libSQL only: a full-text table per tenant.
+    (5 $(=> $drops:expr)?) => { $crate::migration!(@ 5, "tenant_lexical", "0005_tenant_lexical" $(, $drops)?) };
+    (6 $(=> $drops:expr)?) => { $crate::migration!(@ 6, "idempotency", "0006_idempotency" $(, $drops)?) };
+    (7 $(=> $drops:expr)?) => { $crate::migration!(@ 7, "fair_job_queue", "0007_fair_job_queue" $(, $drops)?) };
+    // Postgres only: a bound on full-text documents.
+    (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
+    (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
+}
+
+/// A plan: the [`migration!`] of each version listed, in the order listed
+/// (`migrations![1, 2, 5 => DROPS]`).
+#[macro_export]
+macro_rules! migrations {
+    ($($version:tt $(=> $drops:expr)?),* $(,)?) => {
+        &[$($crate::migration!($version $(=> $drops)?)),*]
+    };
+}
+
 /// What a backend provides so the runner can migrate it.
 #[async_trait]
 pub trait Migrate: Transactor {
