@@ -32,6 +32,7 @@ pub mod state;
 pub mod table;
 pub mod threads;
 mod value;
+pub mod vectors;
 
 pub use dialect::Dialect;
 pub use error::{CorruptRow, DriverError, corrupt};
