@@ -17,28 +17,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_strictly_increase_and_sql_is_present() {
-        assert_eq!(memlayer_adapters_sql::migrate::check_plan(MIGRATIONS), Ok(()));
-    }
-
-    #[test]
-    fn the_plan_names_its_versions_and_files() {
-        let plan: Vec<(i64, &str)> = MIGRATIONS.iter().map(|m| (m.version, m.name)).collect();
-        assert_eq!(
-            plan,
-            [
-                (1, "core_schema"),
-                (2, "semantic"),
-                (3, "deferred_indexing"),
-                (4, "config_store"),
-                (5, "tenant_lexical"),
-                (6, "idempotency"),
-                (7, "fair_job_queue"),
-                (9, "thread_sweep")
-            ]
-        );
+    fn the_full_text_tables_made_at_run_time_go_with_version_5() {
         let drops: Vec<i64> = MIGRATIONS.iter().filter(|m| m.down_drops.is_some()).map(|m| m.version).collect();
         assert_eq!(drops, [5]);
+        assert_eq!(MIGRATIONS[4].name, "tenant_lexical");
         assert!(MIGRATIONS[4].up.contains("lexical_tenants"));
     }
 }

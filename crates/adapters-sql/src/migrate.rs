@@ -71,12 +71,18 @@ macro_rules! migration {
 }
 
 /// A plan: the [`migration!`] of each version listed, in the order listed
-/// (`migrations![1, 2, 5 => DROPS]`).
+/// (`migrations![1, 2, 5 => DROPS]`), checked when it is compiled
+/// ([`first_unusable`]).
 #[macro_export]
 macro_rules! migrations {
-    ($($version:tt $(=> $drops:expr)?),* $(,)?) => {
-        &[$($crate::migration!($version $(=> $drops)?)),*]
-    };
+    ($($version:tt $(=> $drops:expr)?),* $(,)?) => {{
+        const PLAN: &[$crate::migrate::Migration] = &[$($crate::migration!($version $(=> $drops)?)),*];
+        const _: () = assert!(
+            $crate::migrate::first_unusable(PLAN).is_none(),
+            "a migration is not above the one before it, or lacks SQL"
+        );
+        PLAN
+    }};
 }
 
 /// What a backend provides so the runner can migrate it.
@@ -267,22 +273,22 @@ pub async fn migrate_down<M: Migrate>(backend: &M, steps: usize) -> Result<Vec<M
     Ok(done)
 }
 
-/// Checks a plan: versions strictly increase, every migration has SQL both ways.
-///
-/// # Errors
-/// The first problem found.
-pub fn check_plan(plan: &[Migration]) -> Result<(), String> {
+/// The version of the first migration in `plan` the runner cannot use
+/// (not above the one before it, or without up or down SQL), if any.
+/// `const`: [`migrations!`] checks every plan when it is compiled.
+#[must_use]
+pub const fn first_unusable(plan: &[Migration]) -> Option<i64> {
     let mut last = 0;
-    for m in plan {
-        if m.version <= last {
-            return Err(format!("migration {} out of order", m.version));
-        }
-        if m.up.trim().is_empty() || m.down.trim().is_empty() {
-            return Err(format!("migration {} lacks SQL", m.version));
+    let mut i = 0;
+    while i < plan.len() {
+        let m = &plan[i];
+        if m.version <= last || m.up.trim_ascii().is_empty() || m.down.trim_ascii().is_empty() {
+            return Some(m.version);
         }
         last = m.version;
+        i += 1;
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
@@ -295,8 +301,9 @@ mod tests {
 
     #[test]
     fn a_plan_must_increase_and_carry_sql() {
-        assert_eq!(check_plan(&[m(1, "a"), m(3, "b")]), Ok(()));
-        assert_eq!(check_plan(&[m(2, "a"), m(2, "b")]), Err("migration 2 out of order".into()));
-        assert_eq!(check_plan(&[m(1, " ")]), Err("migration 1 lacks SQL".into()));
+        assert_eq!(first_unusable(&[m(1, "a"), m(3, "b")]), None);
+        assert_eq!(first_unusable(&[m(2, "a"), m(2, "b")]), Some(2));
+        assert_eq!(first_unusable(&[m(1, "a"), m(3, " \n")]), Some(3));
+        assert_eq!(first_unusable(&[m(0, "a")]), Some(0));
     }
 }
