@@ -21,6 +21,7 @@
 
 pub mod configs;
 mod dialect;
+pub mod embeddings;
 mod error;
 pub mod exec;
 pub mod idempotency;
