@@ -54,7 +54,7 @@ async fn hot_queries_use_indexes() {
         for after in [None, Some(ThreadId::new())] {
             let sql = memlayer_adapters_sql::threads::list_sql(
                 memlayer_adapters_sql::Dialect::Sqlite,
-                crate::rows::THREAD_COLUMNS,
+                memlayer_adapters_sql::threads::THREAD_COLUMNS,
                 &tenant,
                 &filter,
                 after,

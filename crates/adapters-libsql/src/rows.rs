@@ -2,7 +2,6 @@
 //! a corrupt row is a `Backend` error, never a panic.
 
 use libsql::{Row, Value};
-use memlayer_domain::{AgentId, Metadata, ResourceId, TenantId, Thread, ThreadId, Title, from_micros};
 use memlayer_ports::StoreError;
 use uuid::Uuid;
 
@@ -81,19 +80,6 @@ impl<'a> RowReader<'a> {
     ) -> Result<T, StoreError> {
         parse(self.text(idx, column)?).map_err(|e| corrupt(self.table, column, e))
     }
-
-    pub(crate) fn opt_parse<T, E: std::fmt::Display>(
-        &self,
-        idx: i32,
-        column: &'static str,
-        parse: impl FnOnce(String) -> Result<T, E>,
-    ) -> Result<Option<T>, StoreError> {
-        self.opt_text(idx, column)?.map(parse).transpose().map_err(|e| corrupt(self.table, column, e))
-    }
-
-    pub(crate) fn metadata(&self, idx: i32, column: &'static str) -> Result<Metadata, StoreError> {
-        self.parse(idx, column, |s| Metadata::from_json_str(&s))
-    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -104,28 +90,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Text(_) => "text",
         Value::Blob(_) => "a blob",
     }
-}
-
-/// Columns of `threads`, in the order [`thread`] reads them.
-pub(crate) const THREAD_COLUMNS: &str =
-    "id, resource_id, agent_id, title, model, metadata, last_seq, created_at, updated_at";
-
-/// Decodes a row selected with [`THREAD_COLUMNS`] (the tenant is the one the
-/// query was scoped by).
-pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError> {
-    let r = RowReader::new(row, "threads");
-    Ok(Thread {
-        id: ThreadId::from_uuid(r.uuid(0, "id")?),
-        tenant: tenant.clone(),
-        resource_id: r.opt_parse(1, "resource_id", ResourceId::parse)?,
-        agent_id: r.opt_parse(2, "agent_id", AgentId::parse)?,
-        title: r.opt_parse(3, "title", Title::parse)?,
-        model: r.opt_text(4, "model")?,
-        metadata: r.metadata(5, "metadata")?,
-        last_seq: r.int(6, "last_seq")?,
-        created_at: from_micros(r.int(7, "created_at")?),
-        updated_at: from_micros(r.int(8, "updated_at")?),
-    })
 }
 
 /// Runs `sql` and decodes its first row with `decode`, if there is one. The
@@ -146,6 +110,8 @@ pub(crate) async fn query_row<T>(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use memlayer_domain::ThreadId;
 
     use super::*;
 
