@@ -366,14 +366,7 @@ impl EmbeddingStore for LibsqlBackend {
             let mut rows = conn.query(&sql, params).await.ctx("full-text search")?;
             let mut hits = Vec::with_capacity(k.min(256));
             while let Some(row) = rows.next().await.ctx("full-text search")? {
-                let r = RowReader::new(&row, "lexical_fts");
-                let score = r.real(2, "bm25")?;
-                #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
-                hits.push(ScoredHit {
-                    id: MessageId::from_uuid(r.uuid(0, "id")?),
-                    thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
-                    score: score as f32,
-                });
+                hits.push(embeddings::scored_hit(&exec::values(&row)?, "lexical_fts")?);
             }
             Ok(hits)
         })

@@ -59,15 +59,6 @@ impl<'a> RowReader<'a> {
         }
     }
 
-    pub(crate) fn real(&self, idx: i32, column: &'static str) -> Result<f64, StoreError> {
-        match self.value(idx)? {
-            Value::Real(f) => Ok(f),
-            #[allow(clippy::cast_precision_loss, reason = "SQLite stores integral REALs as integers")]
-            Value::Integer(i) => Ok(i as f64),
-            other => Err(corrupt(self.table, column, format!("expected a real, found {}", kind(&other)))),
-        }
-    }
-
     pub(crate) fn int(&self, idx: i32, column: &'static str) -> Result<i64, StoreError> {
         self.opt_int(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
     }

@@ -284,16 +284,7 @@ impl EmbeddingStore for PgBackend {
         let stmt = tx.prepare_cached(sql).await.ctx("full-text search")?;
         let rows = tx.query(&stmt, &refs(&params)).await.ctx("full-text search")?;
         tx.commit().await.ctx("full-text search")?;
-        rows.iter()
-            .map(|row| {
-                let r = RowReader::new(row, "messages");
-                Ok(ScoredHit {
-                    id: MessageId::from_uuid(r.get("id")?),
-                    thread: ThreadId::from_uuid(r.get("thread_id")?),
-                    score: r.get("score")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| embeddings::scored_hit(&row_values(row, "full-text search")?, "messages")).collect()
     }
 }
 

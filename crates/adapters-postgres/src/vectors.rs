@@ -4,16 +4,17 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
+use memlayer_adapters_sql::embeddings;
 use memlayer_adapters_sql::vectors::{self, invalid};
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 use pgvector::Vector;
 
 use crate::PgBackend;
 use crate::backend::{Access, begin, begin_with};
 use crate::embeddings::thread_filter;
 use crate::error::{Context as _, DriverError};
-use crate::rows::RowReader;
+use crate::exec::row_values;
 
 /// Distance the HNSW graph is built for. For unit vectors (every memlayer
 /// embedding) the three order neighbours identically; scores are always the
@@ -312,14 +313,7 @@ impl PgVectorIndex {
         tx.commit().await.ctx("vector search")?;
         let matches = rows
             .iter()
-            .map(|row| {
-                let r = RowReader::new(row, "pgvector_index");
-                Ok(ScoredHit {
-                    id: MessageId::from_uuid(r.get("message_id")?),
-                    thread: ThreadId::from_uuid(r.get("thread_id")?),
-                    score: r.get("score")?,
-                })
-            })
+            .map(|row| embeddings::scored_hit(&row_values(row, "vector search")?, "pgvector_index"))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Iterative scans in relaxed order may return neighbours slightly out of order.
         Ok(VectorSearch {

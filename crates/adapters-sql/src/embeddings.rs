@@ -10,7 +10,7 @@
 //! arrays; the two agree on what they return, which is what is here.
 
 use memlayer_domain::{Coverage, EmbeddingCounts, MessageId, TenantId, ThreadId, ToolCall};
-use memlayer_ports::{PendingEmbedding, StoreError};
+use memlayer_ports::{PendingEmbedding, ScoredHit, StoreError};
 
 use crate::{Cells, Dialect, SqlValue, corrupt};
 
@@ -56,6 +56,22 @@ pub fn counts(row: &[SqlValue]) -> Result<EmbeddingCounts, StoreError> {
 pub fn coverage(row: &[SqlValue]) -> Result<Coverage, StoreError> {
     let c = Cells::new(row, "message_vectors");
     Ok(Coverage { pending: count(&c, 0)?, other_model: count(&c, 1)? })
+}
+
+/// A search hit from a row `message id, thread id, score` of `table`
+/// (lexical and vector searches alike; the score as the engine computed it,
+/// higher better).
+///
+/// # Errors
+/// `Backend` (a corrupt row) naming the column that does not decode.
+pub fn scored_hit(row: &[SqlValue], table: &'static str) -> Result<ScoredHit, StoreError> {
+    let c = Cells::new(row, table);
+    #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
+    Ok(ScoredHit {
+        id: MessageId::from_uuid(c.uuid(0, "message_id")?),
+        thread: ThreadId::from_uuid(c.uuid(1, "thread_id")?),
+        score: c.real(2, "score")? as f32,
+    })
 }
 
 /// The full-text query of a lexical search for the best `k` ([`Dialect::text_query`]);
@@ -115,6 +131,19 @@ mod tests {
         let c = coverage(&row[2..]).unwrap();
         assert_eq!((c.pending, c.other_model), (2, 1));
         assert!(coverage(&[SqlValue::Int(-1), SqlValue::Int(0)]).unwrap_err().to_string().contains("count"));
+    }
+
+    #[test]
+    fn hits_decode_from_either_encoding() {
+        let (id, thread) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let pg = [SqlValue::Uuid(id), SqlValue::Uuid(thread), SqlValue::Real(0.5)];
+        let lite =
+            [SqlValue::Blob(id.as_bytes().to_vec()), SqlValue::Blob(thread.as_bytes().to_vec()), SqlValue::Real(0.5)];
+        for row in [&pg[..], &lite[..]] {
+            let hit = scored_hit(row, "messages").unwrap();
+            assert_eq!((hit.id.as_uuid(), hit.thread.as_uuid(), hit.score), (id, thread, 0.5));
+        }
+        assert!(scored_hit(&pg[..2], "messages").unwrap_err().to_string().contains("messages.score"));
     }
 
     #[test]
