@@ -38,7 +38,7 @@ pub struct Migration {
 /// disagree on a name (`memlayer migrate status` reads alike on both). Each
 /// adapter keeps its own SQL (`migrations/<stem>.{up,down}.sql` in its crate,
 /// found through its `CARGO_MANIFEST_DIR`) and names the versions it needs
-/// with [`migrations!`]; a version one backend does not need is a gap in its
+/// with [`migrations!`](crate::migrations!); a version one backend does not need is a gap in its
 /// plan.
 ///
 /// `migration!(N)` is the [`Migration`] of version `N` in the invoking
@@ -70,7 +70,7 @@ macro_rules! migration {
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
 }
 
-/// A plan: the [`migration!`] of each version listed, in the order listed
+/// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed
 /// (`migrations![1, 2, 5 => DROPS]`), checked when it is compiled
 /// ([`first_unusable`]).
 #[macro_export]
@@ -275,7 +275,7 @@ pub async fn migrate_down<M: Migrate>(backend: &M, steps: usize) -> Result<Vec<M
 
 /// The version of the first migration in `plan` the runner cannot use
 /// (not above the one before it, or without up or down SQL), if any.
-/// `const`: [`migrations!`] checks every plan when it is compiled.
+/// `const`: [`migrations!`](crate::migrations!) checks every plan when it is compiled.
 #[must_use]
 pub const fn first_unusable(plan: &[Migration]) -> Option<i64> {
     let mut last = 0;
