@@ -14,13 +14,13 @@
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
-use memlayer_domain::{
-    Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, ToolCall, now, to_micros,
-};
+use memlayer_adapters_sql::{Cells, Dialect, embeddings};
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now, to_micros};
 use memlayer_ports::{EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
+use crate::exec;
 use crate::filter_sql::filter_sql;
 use crate::rows::{RowReader, query_row};
 use crate::values::{text, uuid};
@@ -274,20 +274,9 @@ impl EmbeddingStore for LibsqlBackend {
         let mut params = vec![Value::Text(model)];
         params.extend(cond.params);
         self.read(move |conn| async move {
-            query_row(&conn, "count embeddings", &sql, params, |row| {
-                let r = RowReader::new(row, "message_vectors");
-                let count = |i: i32| -> Result<u64, StoreError> {
-                    u64::try_from(r.int(i, "count")?).map_err(|e| corrupt("message_vectors", "count", e))
-                };
-                Ok(EmbeddingCounts {
-                    embedded: count(0)?,
-                    pending: count(1)?,
-                    failing: count(2)?,
-                    other_model: count(3)?,
-                })
-            })
-            .await
-            .map(Option::unwrap_or_default)
+            query_row(&conn, "count embeddings", &sql, params, |row| embeddings::counts(&exec::values(row)?))
+                .await
+                .map(Option::unwrap_or_default)
         })
         .await
     }
@@ -318,15 +307,9 @@ impl EmbeddingStore for LibsqlBackend {
         let mut params = vec![Value::Text(model)];
         params.extend(cond.params);
         self.read(move |conn| async move {
-            query_row(&conn, "count coverage", &sql, params, |row| {
-                let r = RowReader::new(row, "message_vectors");
-                let count = |i: i32| -> Result<u64, StoreError> {
-                    u64::try_from(r.int(i, "count")?).map_err(|e| corrupt("message_vectors", "count", e))
-                };
-                Ok(Coverage { pending: count(0)?, other_model: count(1)? })
-            })
-            .await
-            .map(Option::unwrap_or_default)
+            query_row(&conn, "count coverage", &sql, params, |row| embeddings::coverage(&exec::values(row)?))
+                .await
+                .map(Option::unwrap_or_default)
         })
         .await
     }
@@ -346,12 +329,9 @@ impl EmbeddingStore for LibsqlBackend {
         query: String,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = memlayer_adapters_sql::Dialect::Sqlite.text_query(&query) else {
+        let Some(matcher) = embeddings::lexical_query(Dialect::Sqlite, &query, k) else {
             return Ok(Vec::new());
         };
-        if k == 0 {
-            return Ok(Vec::new());
-        }
         let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
@@ -386,14 +366,7 @@ impl EmbeddingStore for LibsqlBackend {
             let mut rows = conn.query(&sql, params).await.ctx("full-text search")?;
             let mut hits = Vec::with_capacity(k.min(256));
             while let Some(row) = rows.next().await.ctx("full-text search")? {
-                let r = RowReader::new(&row, "lexical_fts");
-                let score = r.real(2, "bm25")?;
-                #[allow(clippy::cast_possible_truncation, reason = "scores are small; f32 is the port's type")]
-                hits.push(ScoredHit {
-                    id: MessageId::from_uuid(r.uuid(0, "id")?),
-                    thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
-                    score: score as f32,
-                });
+                hits.push(embeddings::scored_hit(&exec::values(&row)?, "lexical_fts")?);
             }
             Ok(hits)
         })
@@ -687,16 +660,9 @@ async fn read_due_jobs(conn: &Connection, now: i64, limit: usize) -> Result<Vec<
     let mut rows = conn.query(DUE_JOBS, vec![Value::Integer(now), int(limit)]).await.ctx("read embedding jobs")?;
     let mut jobs = Vec::new();
     while let Some(row) = rows.next().await.ctx("read embedding jobs")? {
-        let r = RowReader::new(&row, "embedding_jobs");
-        let calls: Vec<ToolCall> = r.opt_parse(4, "tool_calls", |s| serde_json::from_str(&s))?.unwrap_or_default();
-        let job = PendingEmbedding {
-            id: MessageId::from_uuid(r.uuid(0, "id")?),
-            thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
-            tenant: r.parse(2, "tenant", TenantId::parse)?,
-            text: memlayer_domain::model_text(&r.text(3, "content")?, &calls),
-            attempts: u32::try_from(r.int(5, "attempts")?).map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
-        };
-        jobs.push((r.int(6, "message_rowid")?, job));
+        let row = exec::values(&row)?;
+        let rowid = Cells::new(&row, "embedding_jobs").int(6, "message_rowid")?;
+        jobs.push((rowid, embeddings::pending(&row)?));
     }
     Ok(jobs)
 }

@@ -42,6 +42,11 @@ fn cell(v: Value) -> SqlValue {
     }
 }
 
+/// A fetched row's columns as neutral values.
+pub(crate) fn values(row: &libsql::Row) -> Result<Row, StoreError> {
+    (0..row.column_count()).map(|i| row.get_value(i).map(cell)).collect::<Result<Row, _>>().ctx("read column")
+}
+
 /// A statement's text and its values bound for libSQL.
 pub(crate) fn params(sql: Sql) -> Result<(String, Vec<Value>), StoreError> {
     let (text, args) = sql.into_parts();
@@ -62,8 +67,7 @@ impl Executor for LibsqlExecutor {
         let mut rows = self.0.query(&text, params).await.ctx(context)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().await.ctx(context)? {
-            let n = row.column_count();
-            out.push((0..n).map(|i| row.get_value(i).map(cell)).collect::<Result<Row, _>>().ctx(context)?);
+            out.push(values(&row)?);
         }
         Ok(out)
     }

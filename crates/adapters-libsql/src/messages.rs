@@ -1,18 +1,18 @@
 //! [`MessageStore`] on libSQL.
 
-use std::collections::{HashMap, HashSet};
-
 use async_trait::async_trait;
 use libsql::{Connection, Value};
+use memlayer_adapters_sql::Dialect;
+use memlayer_adapters_sql::messages::{self, Collect as _, MESSAGE_COLUMNS, PageCut, WindowCut};
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
-    to_micros,
+    Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, to_micros,
 };
-use memlayer_ports::{ByteBudget, MessageStore, SeqRange, StoreError, Windows};
+use memlayer_ports::{MessageStore, SeqRange, StoreError, Windows};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
-use crate::rows::{MESSAGE_COLUMNS, RowReader, message, query_row};
+use crate::exec::{self, LibsqlExecutor};
+use crate::rows::{RowReader, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 /// Parameters per message row in an insert.
@@ -73,39 +73,22 @@ impl MessageStore for LibsqlBackend {
         limit: PageSize,
         max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
-        let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
-        let (sql, bound) = match direction {
-            Direction::Forward => (PAGE_FORWARD, after.unwrap_or(0)),
-            Direction::Backward => (PAGE_BACKWARD, after.unwrap_or(i64::MAX)),
-        };
-        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-        let tenant = tenant.as_str().to_owned();
+        let mut page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
+        let tenant = tenant.clone();
         self.read(move |conn| async move {
-            let params = vec![
-                uuid(thread.as_uuid()),
-                Value::Integer(bound),
-                text(tenant.as_str()),
-                Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)),
-            ];
+            let (sql, params) = exec::params(page.sql(Dialect::Sqlite, &tenant))?;
             // Rows are read one at a time: the budget stops the read itself.
-            let mut budget = ByteBudget::new(max_bytes);
-            let mut rows = conn.query(sql, params).await.ctx("read messages")?;
-            let mut items = Vec::with_capacity(limit.min(256));
-            let mut more = false;
+            let mut rows = conn.query(&sql, params).await.ctx("read messages")?;
             while let Some(row) = rows.next().await.ctx("read messages")? {
-                let m = message(&row)?;
-                if items.len() == limit || !budget.take(&m, true) {
-                    more = true;
+                if !page.accept(message(&row)?) {
                     break;
                 }
-                items.push(m);
             }
-            if items.is_empty() {
-                ensure_thread(&conn, &tenant, thread).await?;
+            drop(rows);
+            if page.is_empty() {
+                messages::ensure_thread(&LibsqlExecutor(conn), &tenant, thread).await?;
             }
-            let next_cursor =
-                if more { items.last().map(|m| Cursor::messages(thread, direction, m.seq)) } else { None };
-            Ok(Page { items, next_cursor })
+            Ok(page.finish())
         })
         .await
     }
@@ -122,9 +105,7 @@ impl MessageStore for LibsqlBackend {
         }
         let tenant = tenant.as_str().to_owned();
         self.read(move |conn| async move {
-            let mut budget = ByteBudget::new(max_bytes);
-            let mut seen = HashSet::new();
-            let mut out = Windows::default();
+            let mut cut = WindowCut::new(max_bytes);
             // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
             for chunk in windows.chunks(WINDOWS_PER_QUERY) {
                 let mut params = Vec::with_capacity(1 + chunk.len() * 3);
@@ -134,60 +115,22 @@ impl MessageStore for LibsqlBackend {
                 }
                 let mut rows = conn.query(&windows_sql(chunk.len()), params).await.ctx("read windows")?;
                 while let Some(row) = rows.next().await.ctx("read windows")? {
-                    let m = message(&row)?;
-                    if seen.contains(&m.id) {
-                        continue;
+                    if !cut.accept(message(&row)?) {
+                        return Ok(cut.finish());
                     }
-                    if !budget.take(&m, false) {
-                        out.truncated = true;
-                        return Ok(out);
-                    }
-                    seen.insert(m.id);
-                    out.messages.push(m);
                 }
             }
-            Ok(out)
+            Ok(cut.finish())
         })
         .await
     }
 
     async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        let n = usize::try_from(n.get()).unwrap_or(usize::MAX);
-        self.read(move |conn| async move {
-            let params = vec![
-                uuid(thread.as_uuid()),
-                Value::Integer(i64::MAX),
-                text(tenant.as_str()),
-                Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
-            ];
-            let mut items = collect(&conn, PAGE_BACKWARD, params, n).await?;
-            if items.is_empty() {
-                ensure_thread(&conn, &tenant, thread).await?;
-            }
-            items.reverse();
-            Ok(items)
-        })
-        .await
+        messages::last(self, tenant, thread, n).await
     }
 
     async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        self.read(move |conn| async move {
-            query_row(
-                &conn,
-                "get message",
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND EXISTS \
-                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
-                ),
-                vec![uuid(id.as_uuid()), Value::Text(tenant)],
-                message,
-            )
-            .await?
-            .ok_or_else(|| StoreError::not_found("message", id))
-        })
-        .await
+        messages::get(self, tenant, id).await
     }
 
     async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
@@ -196,7 +139,7 @@ impl MessageStore for LibsqlBackend {
         }
         let tenant = tenant.as_str().to_owned();
         self.read(move |conn| async move {
-            let mut found: HashMap<MessageId, Message> = HashMap::with_capacity(ids.len());
+            let mut found = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(IN_LIST_CHUNK) {
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({}) AND EXISTS \
@@ -206,11 +149,12 @@ impl MessageStore for LibsqlBackend {
                 let mut params = Vec::with_capacity(chunk.len() + 1);
                 params.push(Value::Text(tenant.clone()));
                 params.extend(chunk.iter().map(|id| uuid(id.as_uuid())));
-                for m in collect(&conn, &sql, params, chunk.len()).await? {
-                    found.insert(m.id, m);
+                let mut rows = conn.query(&sql, params).await.ctx("read messages")?;
+                while let Some(row) = rows.next().await.ctx("read messages")? {
+                    found.push(message(&row)?);
                 }
             }
-            Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+            Ok(messages::in_order(&ids, found))
         })
         .await
     }
@@ -265,46 +209,9 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `?1` thread, `?2` exclusive bound, `?3` tenant, `?4` limit. The tenant check
-/// is a constant subquery, evaluated once; the rows come from an index range
-/// scan on `(thread_id, seq)`.
-pub(crate) const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = ?1 AND seq > ?2 \
-     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3 AND threads.deleted_at IS NULL) \
-     ORDER BY seq ASC LIMIT ?4";
-/// As [`PAGE_FORWARD`], newest first below the bound.
-pub(crate) const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = ?1 AND seq < ?2 \
-     AND EXISTS (SELECT 1 FROM threads WHERE threads.id = ?1 AND threads.tenant = ?3 AND threads.deleted_at IS NULL) \
-     ORDER BY seq DESC LIMIT ?4";
-
-async fn collect(
-    conn: &Connection,
-    sql: &str,
-    params: Vec<Value>,
-    capacity: usize,
-) -> Result<Vec<Message>, StoreError> {
-    let mut rows = conn.query(sql, params).await.ctx("read messages")?;
-    let mut items = Vec::with_capacity(capacity.min(256));
-    while let Some(row) = rows.next().await.ctx("read messages")? {
-        items.push(message(&row)?);
-    }
-    Ok(items)
-}
-
-/// `NotFound` unless the thread exists for the tenant.
-async fn ensure_thread(conn: &Connection, tenant: &str, thread: ThreadId) -> Result<(), StoreError> {
-    query_row(
-        conn,
-        "read thread",
-        "SELECT 1 FROM threads WHERE tenant = ?1 AND id = ?2 AND deleted_at IS NULL",
-        vec![text(tenant), uuid(thread.as_uuid())],
-        |_| Ok(()),
-    )
-    .await?
-    .ok_or_else(|| StoreError::not_found("thread", thread))
+/// A message from a row selected with [`MESSAGE_COLUMNS`].
+fn message(row: &libsql::Row) -> Result<Message, StoreError> {
+    messages::decode(&exec::values(row)?)
 }
 
 /// A message's insert parameters, in `INSERT_COLUMNS` order.

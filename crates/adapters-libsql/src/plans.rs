@@ -2,7 +2,8 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 use libsql::Value;
-use memlayer_domain::{AgentName, MetadataFilter, ResourceId, TenantId, ThreadFilter, ThreadId};
+use memlayer_adapters_sql::Dialect;
+use memlayer_domain::{AgentName, Direction, MetadataFilter, ResourceId, TenantId, ThreadFilter, ThreadId};
 use serde_json::json;
 
 use crate::{LibsqlBackend, LibsqlConfig};
@@ -30,10 +31,11 @@ fn check(plan: &str, index: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_queries_use_indexes() {
     let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
-    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
-    let page_params = || vec![thread.clone(), Value::Integer(0), Value::Text("t".into()), Value::Integer(10)];
-    for sql in [crate::messages::PAGE_FORWARD, crate::messages::PAGE_BACKWARD] {
-        let p = plan(&backend, sql.to_owned(), page_params()).await;
+    let t = TenantId::parse("t").unwrap();
+    for direction in [Direction::Forward, Direction::Backward] {
+        let sql = memlayer_adapters_sql::messages::page_sql(Dialect::Sqlite, &t, ThreadId::new(), direction, 0, 10);
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
         println!("{p}");
         check(&p, "messages_thread_seq");
     }
@@ -52,7 +54,7 @@ async fn hot_queries_use_indexes() {
         for after in [None, Some(ThreadId::new())] {
             let sql = memlayer_adapters_sql::threads::list_sql(
                 memlayer_adapters_sql::Dialect::Sqlite,
-                crate::rows::THREAD_COLUMNS,
+                memlayer_adapters_sql::threads::THREAD_COLUMNS,
                 &tenant,
                 &filter,
                 after,

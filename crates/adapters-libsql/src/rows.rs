@@ -2,10 +2,6 @@
 //! a corrupt row is a `Backend` error, never a panic.
 
 use libsql::{Row, Value};
-use memlayer_domain::{
-    AgentName, Message, MessageId, Metadata, ResourceId, Role, TenantId, Thread, ThreadId, Title, TokenCount, ToolCall,
-    from_micros,
-};
 use memlayer_ports::StoreError;
 use uuid::Uuid;
 
@@ -63,15 +59,6 @@ impl<'a> RowReader<'a> {
         }
     }
 
-    pub(crate) fn real(&self, idx: i32, column: &'static str) -> Result<f64, StoreError> {
-        match self.value(idx)? {
-            Value::Real(f) => Ok(f),
-            #[allow(clippy::cast_precision_loss, reason = "SQLite stores integral REALs as integers")]
-            Value::Integer(i) => Ok(i as f64),
-            other => Err(corrupt(self.table, column, format!("expected a real, found {}", kind(&other)))),
-        }
-    }
-
     pub(crate) fn int(&self, idx: i32, column: &'static str) -> Result<i64, StoreError> {
         self.opt_int(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
     }
@@ -84,19 +71,6 @@ impl<'a> RowReader<'a> {
     ) -> Result<T, StoreError> {
         parse(self.text(idx, column)?).map_err(|e| corrupt(self.table, column, e))
     }
-
-    pub(crate) fn opt_parse<T, E: std::fmt::Display>(
-        &self,
-        idx: i32,
-        column: &'static str,
-        parse: impl FnOnce(String) -> Result<T, E>,
-    ) -> Result<Option<T>, StoreError> {
-        self.opt_text(idx, column)?.map(parse).transpose().map_err(|e| corrupt(self.table, column, e))
-    }
-
-    pub(crate) fn metadata(&self, idx: i32, column: &'static str) -> Result<Metadata, StoreError> {
-        self.parse(idx, column, |s| Metadata::from_json_str(&s))
-    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -107,60 +81,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Text(_) => "text",
         Value::Blob(_) => "a blob",
     }
-}
-
-/// Columns of `threads`, in the order [`thread`] reads them.
-pub(crate) const THREAD_COLUMNS: &str =
-    "id, resource_id, agent_id, title, model, metadata, last_seq, created_at, updated_at";
-
-/// Decodes a row selected with [`THREAD_COLUMNS`] (the tenant is the one the
-/// query was scoped by).
-pub(crate) fn thread(row: &Row, tenant: &TenantId) -> Result<Thread, StoreError> {
-    let r = RowReader::new(row, "threads");
-    Ok(Thread {
-        id: ThreadId::from_uuid(r.uuid(0, "id")?),
-        tenant: tenant.clone(),
-        resource_id: r.opt_parse(1, "resource_id", ResourceId::parse)?,
-        agent_id: r.opt_parse(2, "agent_id", AgentName::parse)?,
-        title: r.opt_parse(3, "title", Title::parse)?,
-        model: r.opt_text(4, "model")?,
-        metadata: r.metadata(5, "metadata")?,
-        last_seq: r.int(6, "last_seq")?,
-        created_at: from_micros(r.int(7, "created_at")?),
-        updated_at: from_micros(r.int(8, "updated_at")?),
-    })
-}
-
-/// Columns of `messages`, in the order [`message`] reads them.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at";
-
-/// Decodes a row selected with [`MESSAGE_COLUMNS`].
-pub(crate) fn message(row: &Row) -> Result<Message, StoreError> {
-    let r = RowReader::new(row, "messages");
-    let tool_calls: Vec<ToolCall> = r.opt_parse(7, "tool_calls", |s| serde_json::from_str(&s))?.unwrap_or_default();
-    let token_count = match r.opt_int(9, "token_count")? {
-        None => None,
-        Some(count) => Some(TokenCount {
-            count: u32::try_from(count).map_err(|e| corrupt("messages", "token_count", e))?,
-            model: r.text(10, "token_model")?,
-            encoding: r.text(11, "token_encoding")?,
-            exact: r.int(12, "token_exact")? != 0,
-        }),
-    };
-    Ok(Message {
-        id: MessageId::from_uuid(r.uuid(0, "id")?),
-        thread_id: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
-        seq: r.int(2, "seq")?,
-        role: r.parse(3, "role", |s| s.parse::<Role>())?,
-        content: r.text(4, "content")?,
-        tool_call_id: r.opt_text(5, "tool_call_id")?,
-        tool_name: r.opt_text(6, "tool_name")?,
-        tool_calls,
-        metadata: r.metadata(8, "metadata")?,
-        token_count,
-        created_at: from_micros(r.int(13, "created_at")?),
-    })
 }
 
 /// Runs `sql` and decodes its first row with `decode`, if there is one. The
@@ -181,6 +101,8 @@ pub(crate) async fn query_row<T>(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use memlayer_domain::ThreadId;
 
     use super::*;
 

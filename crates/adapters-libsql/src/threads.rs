@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use libsql::Value;
-use memlayer_adapters_sql::{Dialect, threads};
+use memlayer_adapters_sql::threads;
 use memlayer_domain::{
     Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     now, to_micros,
@@ -11,7 +11,7 @@ use memlayer_ports::{StoreError, Sweep, ThreadStore};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
-use crate::rows::{RowReader, THREAD_COLUMNS, query_row, thread};
+use crate::rows::{RowReader, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 #[async_trait]
@@ -64,19 +64,7 @@ impl ThreadStore for LibsqlBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
-        let tenant = tenant.clone();
-        self.read(move |conn| async move {
-            query_row(
-                &conn,
-                "get thread",
-                &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ?1 AND id = ?2 AND deleted_at IS NULL"),
-                vec![text(tenant.as_str()), uuid(id.as_uuid())],
-                |row| thread(row, &tenant),
-            )
-            .await?
-            .ok_or_else(|| StoreError::not_found("thread", id))
-        })
-        .await
+        threads::get(self, tenant, id).await
     }
 
     async fn list(
@@ -86,34 +74,11 @@ impl ThreadStore for LibsqlBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        let (sql, limit) = threads::listing(Dialect::Sqlite, THREAD_COLUMNS, tenant, filter, cursor, limit)?;
-        let (sql, params) = crate::exec::params(sql)?;
-        let owner = tenant.clone();
-        let items = self
-            .read(move |conn| async move {
-                let mut rows = conn.query(&sql, params).await.ctx("list threads")?;
-                let mut items = Vec::with_capacity(limit.min(64) + 1);
-                while let Some(row) = rows.next().await.ctx("list threads")? {
-                    items.push(thread(&row, &owner)?);
-                }
-                Ok(items)
-            })
-            .await?;
-        Ok(threads::page(tenant, filter, items, limit))
+        threads::list(self, tenant, filter, cursor, limit).await
     }
 
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError> {
-        if patch.is_empty() {
-            return ThreadStore::get(self, tenant, id).await;
-        }
-        let (sql, params) = update_query(tenant, id, patch)?;
-        let tenant = tenant.clone();
-        self.write(move |conn| async move {
-            query_row(&conn, "update thread", &sql, params, |row| thread(row, &tenant))
-                .await?
-                .ok_or_else(|| StoreError::not_found("thread", id))
-        })
-        .await
+        threads::update(self, tenant, id, patch, now()).await
     }
 
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
@@ -182,9 +147,3 @@ pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
 /// `threads_deleted`, migration 9).
 pub(crate) const NEXT_MARKED: &str =
     "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
-
-/// The patch query (written once in `memlayer_adapters_sql::threads`),
-/// with its values bound for libSQL: `UPDATE … RETURNING` the whole row.
-fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<(String, Vec<Value>), StoreError> {
-    crate::exec::params(threads::update_sql(Dialect::Sqlite, THREAD_COLUMNS, tenant, id, patch, now()))
-}

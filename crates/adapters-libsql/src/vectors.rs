@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use libsql::Value;
-use memlayer_domain::{DomainError, Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
+use memlayer_adapters_sql::vectors::{self, best, invalid};
+use memlayer_domain::{Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
 use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 
 use crate::LibsqlBackend;
@@ -99,9 +100,7 @@ impl LibsqlVectorIndex {
     /// degree of 0, or an unknown compression; `Backend` when the table
     /// cannot be created (for instance a libSQL build without vector support).
     pub async fn open(backend: LibsqlBackend, dim: usize, config: NativeIndexConfig) -> Result<Self, StoreError> {
-        if dim == 0 || dim > MAX_DIMENSIONS {
-            return Err(invalid("dim", format!("must be between 1 and {MAX_DIMENSIONS}, got {dim}")));
-        }
+        vectors::check_dim(dim, MAX_DIMENSIONS)?;
         if config.max_neighbors == 0 {
             return Err(invalid("max_neighbors", "must be at least 1"));
         }
@@ -166,12 +165,7 @@ impl VectorIndex for LibsqlVectorIndex {
         if entries.is_empty() {
             return Ok(());
         }
-        if let Some(e) = entries.iter().find(|e| e.embedding.dim() != self.dim) {
-            return Err(invalid(
-                "vector",
-                format!("has {} dimensions, this index holds {}", e.embedding.dim(), self.dim),
-            ));
-        }
+        vectors::check_entries(&entries, self.dim)?;
         let rows: Vec<[Value; 5]> = entries
             .iter()
             .map(|e| {
@@ -231,28 +225,16 @@ impl VectorIndex for LibsqlVectorIndex {
     }
 
     async fn remove_thread(&self, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-        let sql = format!("DELETE FROM {} WHERE tenant = ?1 AND thread_id = ?2", self.table);
-        let params = vec![text(tenant.as_str()), uuid(thread.as_uuid())];
-        self.backend
-            .write(move |conn| async move {
-                conn.execute(&sql, params).await.ctx("remove thread vectors")?;
-                Ok(())
-            })
-            .await
+        vectors::remove_thread(&self.backend, &self.table, tenant, thread).await
     }
 
     async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
-        if query.dim() != self.dim {
-            return Err(invalid(
-                "vector",
-                format!("the query has {} dimensions, this index holds {}", query.dim(), self.dim),
-            ));
-        }
+        vectors::check_query(query, self.dim)?;
         let Some(cond) = filter_sql(filter, "v.tenant", "v.thread_id", 3) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
+            return Ok(vectors::nothing());
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
+            return Ok(vectors::nothing());
         }
         let search = Search {
             table: self.table.clone(),
@@ -334,7 +316,7 @@ impl Search {
             .unwrap_or(0);
         let admitted = usize::try_from(admitted).map_err(|e| corrupt("vector_index", "count", e))?;
         if admitted == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
+            return Ok(vectors::nothing());
         }
         // The strategy reported is the one the filter's own size chose:
         // whether the graph yields `k` admitted entries depends on the other
@@ -420,17 +402,6 @@ impl Search {
             score: cosine(&vector, &self.query),
         })
     }
-}
-
-/// The best `k`, highest score first.
-fn best(mut found: Vec<ScoredHit>, k: usize) -> Vec<ScoredHit> {
-    found.sort_by(|a, b| b.score.total_cmp(&a.score));
-    found.truncate(k);
-    found
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> StoreError {
-    StoreError::Invalid(DomainError::new(field, message.into()))
 }
 
 /// Little-endian f32 bytes, the layout of `F32_BLOB` and of `message_vectors.vector`.

@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ThreadId, Timestamp, ToolCall, now};
+use memlayer_adapters_sql::{Dialect, embeddings};
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ThreadId, Timestamp, now};
 use memlayer_ports::{
     EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry,
 };
@@ -13,6 +14,7 @@ use pgvector::Vector;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::{Context as _, corrupt};
+use crate::exec::row_values;
 use crate::rows::RowReader;
 use crate::threads::{Param, refs};
 
@@ -213,16 +215,7 @@ impl EmbeddingStore for PgBackend {
         let stmt = tx.prepare_cached(&sql).await.ctx("count embeddings")?;
         let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count embeddings")?;
         tx.commit().await.ctx("count embeddings")?;
-        let r = RowReader::new(&row, "message_vectors");
-        let count = |column: &'static str| -> Result<u64, StoreError> {
-            u64::try_from(r.get::<i64>(column)?).map_err(|e| corrupt("message_vectors", column, e))
-        };
-        Ok(EmbeddingCounts {
-            embedded: count("embedded")?,
-            pending: count("pending")?,
-            failing: count("failing")?,
-            other_model: count("other")?,
-        })
+        embeddings::counts(&row_values(&row, "count embeddings")?)
     }
 
     async fn coverage(&self, filter: &SearchFilter, model: String) -> Result<Coverage, StoreError> {
@@ -252,11 +245,7 @@ impl EmbeddingStore for PgBackend {
         let stmt = tx.prepare_cached(&sql).await.ctx("count coverage")?;
         let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count coverage")?;
         tx.commit().await.ctx("count coverage")?;
-        let r = RowReader::new(&row, "message_vectors");
-        let count = |column: &'static str| -> Result<u64, StoreError> {
-            u64::try_from(r.get::<i64>(column)?).map_err(|e| corrupt("message_vectors", column, e))
-        };
-        Ok(Coverage { pending: count("pending")?, other_model: count("other")? })
+        embeddings::coverage(&row_values(&row, "count coverage")?)
     }
 
     async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
@@ -274,12 +263,9 @@ impl EmbeddingStore for PgBackend {
         query: String,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = memlayer_adapters_sql::Dialect::Postgres.text_query(&query) else {
+        let Some(matcher) = embeddings::lexical_query(Dialect::Postgres, &query, k) else {
             return Ok(Vec::new());
         };
-        if k == 0 {
-            return Ok(Vec::new());
-        }
         let Some(threads) = thread_filter(filter) else {
             return Ok(Vec::new());
         };
@@ -298,16 +284,7 @@ impl EmbeddingStore for PgBackend {
         let stmt = tx.prepare_cached(sql).await.ctx("full-text search")?;
         let rows = tx.query(&stmt, &refs(&params)).await.ctx("full-text search")?;
         tx.commit().await.ctx("full-text search")?;
-        rows.iter()
-            .map(|row| {
-                let r = RowReader::new(row, "messages");
-                Ok(ScoredHit {
-                    id: MessageId::from_uuid(r.get("id")?),
-                    thread: ThreadId::from_uuid(r.get("thread_id")?),
-                    score: r.get("score")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| embeddings::scored_hit(&row_values(row, "full-text search")?, "messages")).collect()
     }
 }
 
@@ -370,18 +347,7 @@ const CLAIM_JOBS: &str = concat!(
 
 /// A job as `DUE_JOBS` and `CLAIM_JOBS` return it.
 fn pending(row: &tokio_postgres::Row) -> Result<PendingEmbedding, StoreError> {
-    let r = RowReader::new(row, "embedding_jobs");
-    let calls: Vec<ToolCall> = match r.get::<Option<serde_json::Value>>("tool_calls")? {
-        None => Vec::new(),
-        Some(v) => serde_json::from_value(v).map_err(|e| corrupt("messages", "tool_calls", e))?,
-    };
-    Ok(PendingEmbedding {
-        id: MessageId::from_uuid(r.get("id")?),
-        thread: ThreadId::from_uuid(r.get("thread_id")?),
-        tenant: r.tenant()?,
-        text: memlayer_domain::model_text(&r.get::<String>("content")?, &calls),
-        attempts: u32::try_from(r.get::<i32>("attempts")?).map_err(|e| corrupt("embedding_jobs", "attempts", e))?,
-    })
+    embeddings::pending(&row_values(row, "read embedding jobs")?)
 }
 
 /// The filter's threads as a parameter: `Some(None)` for the whole tenant,

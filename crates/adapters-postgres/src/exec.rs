@@ -106,6 +106,11 @@ fn cell(row: &tokio_postgres::Row, i: usize, context: &'static str) -> Result<Sq
     }
 }
 
+/// A fetched row's columns as neutral values.
+pub(crate) fn row_values(row: &tokio_postgres::Row, context: &'static str) -> Result<Row, StoreError> {
+    (0..row.len()).map(|i| cell(row, i, context)).collect()
+}
+
 /// Statements inside one open Postgres transaction.
 pub(crate) struct PgExecutor<'a>(pub(crate) &'a Transaction<'a>);
 
@@ -129,7 +134,7 @@ impl Executor for PgExecutor<'_> {
     async fn fetch(&self, context: &'static str, sql: Sql) -> Result<Vec<Row>, StoreError> {
         let (stmt, args) = self.prepare(context, sql).await?;
         let rows = self.0.query(&stmt, &arg_refs(&args)).await.ctx(context)?;
-        rows.iter().map(|r| (0..r.len()).map(|i| cell(r, i, context)).collect()).collect()
+        rows.iter().map(|r| row_values(r, context)).collect()
     }
 
     async fn execute_batch(&self, context: &'static str, sql: &str) -> Result<(), StoreError> {

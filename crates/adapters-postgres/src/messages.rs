@@ -4,17 +4,17 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
-use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now, resolve_message_cursor,
-};
-use memlayer_ports::{ByteBudget, MessageStore, SeqRange, StoreError, Windows};
+use memlayer_adapters_sql::Dialect;
+use memlayer_adapters_sql::messages::{self, Collect, MESSAGE_COLUMNS, PageCut, WindowCut};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now};
+use memlayer_ports::{MessageStore, SeqRange, StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::{Context as _, DriverError};
-use crate::rows::{MESSAGE_COLUMNS, message};
+use crate::exec::{PgExecutor, arg_refs, pg_parts, row_values};
 
 /// The columns an append writes, in the order of [`COLUMN_TYPES`].
 const INSERT_COLUMNS: &str = "id, tenant, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
@@ -136,41 +136,17 @@ impl MessageStore for PgBackend {
         limit: PageSize,
         max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
-        let (direction, after) = resolve_message_cursor(thread, cursor.as_ref(), direction)?;
-        let (sql, bound) = match direction {
-            Direction::Forward => (PAGE_FORWARD, after.unwrap_or(0)),
-            Direction::Backward => (PAGE_BACKWARD, after.unwrap_or(i64::MAX)),
-        };
-        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
+        let (sql, args) = pg_parts(page.sql(Dialect::Postgres, tenant));
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached(sql).await.ctx("read messages")?;
-        let mut budget = ByteBudget::new(max_bytes);
-        let mut items = Vec::with_capacity(limit.min(256));
-        let mut more = false;
-        read_in_chunks(
-            &tx,
-            &stmt,
-            &[&thread.as_uuid(), &bound, &tenant.as_str(), &fetch],
-            max_bytes,
-            &mut budget,
-            |m, budget| {
-                if items.len() == limit || !budget.take(&m, true) {
-                    more = true;
-                    return false;
-                }
-                items.push(m);
-                true
-            },
-        )
-        .await?;
-        if items.is_empty() {
-            ensure_thread(&tx, tenant, thread).await?;
+        let stmt = tx.prepare_cached(&sql).await.ctx("read messages")?;
+        read_in_chunks(&tx, &stmt, &arg_refs(&args), max_bytes, &mut page).await?;
+        if page.is_empty() {
+            messages::ensure_thread(&PgExecutor(&tx), tenant, thread).await?;
         }
         tx.commit().await.ctx("read messages")?;
-        let next_cursor = if more { items.last().map(|m| Cursor::messages(thread, direction, m.seq)) } else { None };
-        Ok(Page { items, next_cursor })
+        Ok(page.finish())
     }
 
     async fn read_windows(
@@ -192,51 +168,18 @@ impl MessageStore for PgBackend {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
-        let mut budget = ByteBudget::new(max_bytes);
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Windows::default();
-        read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], max_bytes, &mut budget, |m, budget| {
-            if seen.contains(&m.id) {
-                return true;
-            }
-            if !budget.take(&m, false) {
-                out.truncated = true;
-                return false;
-            }
-            seen.insert(m.id);
-            out.messages.push(m);
-            true
-        })
-        .await?;
+        let mut cut = WindowCut::new(max_bytes);
+        read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], max_bytes, &mut cut).await?;
         tx.commit().await.ctx("read windows")?;
-        Ok(out)
+        Ok(cut.finish())
     }
 
     async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        let n = i64::from(n.get());
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx.prepare_cached(PAGE_BACKWARD).await.ctx("read messages")?;
-        let rows = tx.query(&stmt, &[&thread.as_uuid(), &i64::MAX, &tenant.as_str(), &n]).await.ctx("read messages")?;
-        if rows.is_empty() {
-            ensure_thread(&tx, tenant, thread).await?;
-        }
-        tx.commit().await.ctx("read messages")?;
-        let mut items = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
-        items.reverse();
-        Ok(items)
+        messages::last(self, tenant, thread, n).await
     }
 
     async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx
-            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant = $2 AND {LIVE}"))
-            .await
-            .ctx("get message")?;
-        let row = tx.query_opt(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("get message")?;
-        tx.commit().await.ctx("get message")?;
-        row.as_ref().map(message).transpose()?.ok_or_else(|| StoreError::not_found("message", id))
+        messages::get(self, tenant, id).await
     }
 
     async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
@@ -254,12 +197,8 @@ impl MessageStore for PgBackend {
             .ctx("get messages")?;
         let rows = tx.query(&stmt, &[&uuids, &tenant.as_str()]).await.ctx("get messages")?;
         tx.commit().await.ctx("get messages")?;
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let m = message(row)?;
-            found.insert(m.id, m);
-        }
-        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        let found = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        Ok(messages::in_order(&ids, found))
     }
 
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
@@ -383,8 +322,7 @@ async fn read_in_chunks(
     stmt: &tokio_postgres::Statement,
     params: &[&(dyn ToSql + Sync)],
     max_bytes: usize,
-    budget: &mut ByteBudget,
-    mut accept: impl FnMut(Message, &mut ByteBudget) -> bool,
+    sink: &mut impl Collect,
 ) -> Result<(), StoreError> {
     let portal = tx.bind(stmt, params).await.ctx("read messages")?;
     let mut chunk = FIRST_CHUNK;
@@ -392,13 +330,14 @@ async fn read_in_chunks(
         let rows = tx.query_portal(&portal, chunk).await.ctx("read messages")?;
         let exhausted = rows.len() < usize::try_from(chunk).unwrap_or(usize::MAX);
         for row in &rows {
-            if !accept(message(row)?, budget) {
+            if !sink.accept(message(row)?) {
                 return Ok(());
             }
         }
         if exhausted {
             return Ok(());
         }
+        let budget = sink.budget();
         let used = max_bytes.saturating_sub(budget.left());
         let average = (used / budget.taken().max(1)).max(1);
         chunk = i32::try_from(budget.left() / average + 1).unwrap_or(MAX_CHUNK).clamp(1, MAX_CHUNK);
@@ -424,26 +363,7 @@ const WINDOWS: &str = "SELECT x.id, x.thread_id, x.seq, x.role, x.content, x.too
      ORDER BY seq LIMIT w.hi - w.lo + 1) x \
      ORDER BY w.ord, x.seq";
 
-/// `$1` thread, `$2` exclusive bound, `$3` tenant, `$4` limit.
-const PAGE_FORWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = $1 AND seq > $2 AND tenant = $3 \
-     AND NOT EXISTS (SELECT 1 FROM threads WHERE id = $1 AND deleted_at IS NOT NULL) ORDER BY seq ASC LIMIT $4";
-/// As [`PAGE_FORWARD`], newest first below the bound.
-const PAGE_BACKWARD: &str = "SELECT id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at \
-     FROM messages WHERE thread_id = $1 AND seq < $2 AND tenant = $3 \
-     AND NOT EXISTS (SELECT 1 FROM threads WHERE id = $1 AND deleted_at IS NOT NULL) ORDER BY seq DESC LIMIT $4";
-
-/// `NotFound` unless the thread exists for the tenant.
-pub(crate) async fn ensure_thread(tx: &Transaction<'_>, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-    let stmt = tx
-        .prepare_cached("SELECT 1 FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL")
-        .await
-        .ctx("read thread")?;
-    tx.query_opt(&stmt, &[&tenant.as_str(), &thread.as_uuid()])
-        .await
-        .ctx("read thread")?
-        .map(|_| ())
-        .ok_or_else(|| StoreError::not_found("thread", thread))
+/// A message from a row selected with [`MESSAGE_COLUMNS`].
+fn message(row: &tokio_postgres::Row) -> Result<Message, StoreError> {
+    messages::decode(&row_values(row, "read messages")?)
 }

@@ -1,7 +1,7 @@
 //! [`ThreadStore`] on Postgres.
 
 use async_trait::async_trait;
-use memlayer_adapters_sql::{Dialect, threads};
+use memlayer_adapters_sql::threads;
 use memlayer_domain::{
     Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     now,
@@ -12,8 +12,7 @@ use tokio_postgres::types::ToSql;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
-use crate::exec::{PgArg, arg_refs, pg_parts};
-use crate::rows::{RowReader, THREAD_COLUMNS, thread};
+use crate::rows::RowReader;
 
 /// A boxed query parameter.
 pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
@@ -73,17 +72,7 @@ impl ThreadStore for PgBackend {
     }
 
     async fn get(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx
-            .prepare_cached(&format!(
-                "SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL"
-            ))
-            .await
-            .ctx("get thread")?;
-        let row = tx.query_opt(&stmt, &[&tenant.as_str(), &id.as_uuid()]).await.ctx("get thread")?;
-        tx.commit().await.ctx("get thread")?;
-        row.as_ref().map(thread).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
+        threads::get(self, tenant, id).await
     }
 
     async fn list(
@@ -93,30 +82,11 @@ impl ThreadStore for PgBackend {
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        let (sql, limit) = threads::listing(Dialect::Postgres, THREAD_COLUMNS, tenant, filter, cursor, limit)?;
-        let (sql, params) = pg_parts(sql);
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        // Not `prepare_cached`: the text varies with the filter (which
-        // fields, how many metadata pairs), and every distinct text would
-        // stay in the connection's statement cache for its lifetime.
-        let rows = tx.query(&sql, &arg_refs(&params)).await.ctx("list threads")?;
-        tx.commit().await.ctx("list threads")?;
-        let items = rows.iter().map(thread).collect::<Result<Vec<_>, _>>()?;
-        Ok(threads::page(tenant, filter, items, limit))
+        threads::list(self, tenant, filter, cursor, limit).await
     }
 
     async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError> {
-        if patch.is_empty() {
-            return ThreadStore::get(self, tenant, id).await;
-        }
-        let (sql, params) = update_query(tenant, id, patch);
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        // Not `prepare_cached`: the text varies with the patched fields.
-        let row = tx.query_opt(&sql, &arg_refs(&params)).await.ctx("update thread")?;
-        tx.commit().await.ctx("update thread")?;
-        row.as_ref().map(thread).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
+        threads::update(self, tenant, id, patch, now()).await
     }
 
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
@@ -183,9 +153,3 @@ impl ThreadStore for PgBackend {
 /// `threads_deleted`, migration 9). The sweep locks it `SKIP LOCKED`, so
 /// sweepers of several servers on one database take different threads.
 const NEXT_MARKED: &str = "SELECT id FROM threads WHERE deleted_at IS NOT NULL ORDER BY deleted_at, id LIMIT 1";
-
-/// The patch query (written once in `memlayer_adapters_sql::threads`),
-/// with its values bound for Postgres: `UPDATE … RETURNING` the whole row.
-fn update_query(tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> (String, Vec<PgArg>) {
-    pg_parts(threads::update_sql(Dialect::Postgres, THREAD_COLUMNS, tenant, id, patch, now()))
-}

@@ -4,15 +4,17 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
+use memlayer_adapters_sql::embeddings;
+use memlayer_adapters_sql::vectors::{self, invalid};
 use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
 use pgvector::Vector;
 
 use crate::PgBackend;
 use crate::backend::{Access, begin, begin_with};
 use crate::embeddings::thread_filter;
 use crate::error::{Context as _, DriverError};
-use crate::rows::RowReader;
+use crate::exec::row_values;
 
 /// Distance the HNSW graph is built for. For unit vectors (every memlayer
 /// embedding) the three order neighbours identically; scores are always the
@@ -128,9 +130,7 @@ impl PgVectorIndex {
     /// `m`/`ef_construction`/`ef_search` out of pgvector's ranges; `Backend`
     /// when the table cannot be created (pgvector missing).
     pub async fn open(backend: PgBackend, dim: usize, config: HnswConfig) -> Result<Self, StoreError> {
-        if dim == 0 || dim > MAX_INDEXED_DIMENSIONS {
-            return Err(invalid("dim", format!("must be between 1 and {MAX_INDEXED_DIMENSIONS}, got {dim}")));
-        }
+        vectors::check_dim(dim, MAX_INDEXED_DIMENSIONS)?;
         if !(2..=100).contains(&config.m) {
             return Err(invalid("m", format!("must be between 2 and 100, got {}", config.m)));
         }
@@ -254,14 +254,12 @@ impl PgVectorIndex {
         k: usize,
         force_exact: Option<bool>,
     ) -> Result<VectorSearch, StoreError> {
-        if query.dim() != self.dim {
-            return Err(invalid("query", format!("has {} dimensions, this index holds {}", query.dim(), self.dim)));
-        }
+        vectors::check_query(query, self.dim)?;
         let Some(threads) = thread_filter(filter) else {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
+            return Ok(vectors::nothing());
         };
         if k == 0 {
-            return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact });
+            return Ok(vectors::nothing());
         }
         let model = query.model();
         let vector = Vector::from(query.vector().to_vec());
@@ -313,20 +311,15 @@ impl PgVectorIndex {
         let limit = i64::try_from(k).unwrap_or(i64::MAX);
         let rows = tx.query(&stmt, &[&tenant, &model, &threads, &limit, &vector]).await.ctx("vector search")?;
         tx.commit().await.ctx("vector search")?;
-        let mut matches = rows
+        let matches = rows
             .iter()
-            .map(|row| {
-                let r = RowReader::new(row, "pgvector_index");
-                Ok(ScoredHit {
-                    id: MessageId::from_uuid(r.get("message_id")?),
-                    thread: ThreadId::from_uuid(r.get("thread_id")?),
-                    score: r.get("score")?,
-                })
-            })
+            .map(|row| embeddings::scored_hit(&row_values(row, "vector search")?, "pgvector_index"))
             .collect::<Result<Vec<_>, StoreError>>()?;
         // Iterative scans in relaxed order may return neighbours slightly out of order.
-        matches.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(VectorSearch { matches, strategy: if exact { IndexKind::Exact } else { IndexKind::Pgvector } })
+        Ok(VectorSearch {
+            matches: vectors::best(matches, k),
+            strategy: if exact { IndexKind::Exact } else { IndexKind::Pgvector },
+        })
     }
 }
 
@@ -343,12 +336,7 @@ impl VectorIndex for PgVectorIndex {
         if entries.is_empty() {
             return Ok(());
         }
-        if let Some(e) = entries.iter().find(|e| e.embedding.dim() != self.dim) {
-            return Err(invalid(
-                "vector",
-                format!("has {} dimensions, this index holds {}", e.embedding.dim(), self.dim),
-            ));
-        }
+        vectors::check_entries(&entries, self.dim)?;
         let mut client = self.backend.client().await?;
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
@@ -401,14 +389,7 @@ impl VectorIndex for PgVectorIndex {
     }
 
     async fn remove_thread(&self, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-        let mut client = self.backend.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let stmt = tx
-            .prepare_cached(&format!("DELETE FROM {} WHERE tenant = $1 AND thread_id = $2", self.table))
-            .await
-            .ctx("remove thread vectors")?;
-        tx.execute(&stmt, &[&tenant.as_str(), &thread.as_uuid()]).await.ctx("remove thread vectors")?;
-        tx.commit().await.ctx("remove thread vectors")
+        vectors::remove_thread(&self.backend, &self.table, tenant, thread).await
     }
 
     async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
@@ -431,8 +412,4 @@ impl VectorIndex for PgVectorIndex {
         tx.commit().await.ctx("list vector ids")?;
         rows.iter().map(|r| Ok(MessageId::from_uuid(r.try_get(0).ctx("list vector ids")?))).collect()
     }
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> StoreError {
-    StoreError::Invalid(DomainError::new(field, message))
 }

@@ -9,8 +9,11 @@
 //! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
-//! stores the same way, [`threads`] the thread listing, and
-//! [`migrate`] the migration runner over each adapter's plan.
+//! stores the same way, [`threads`] the thread reads and listing,
+//! [`messages`] the message reads and their budgets, [`embeddings`] the
+//! embedding queue's and searches' rows, [`vectors`] what both vector
+//! indexes check, and [`migrate`] the migration runner and every backend's
+//! migrations by version.
 //!
 //! Invariants:
 //! - no driver crate (`libsql`, `tokio-postgres`, `sqlx`) is a dependency;
@@ -21,9 +24,11 @@
 
 pub mod catalog;
 mod dialect;
+pub mod embeddings;
 mod error;
 pub mod exec;
 pub mod idempotency;
+pub mod messages;
 pub mod migrate;
 mod op;
 mod sql;
@@ -31,6 +36,7 @@ pub mod state;
 pub mod table;
 pub mod threads;
 mod value;
+pub mod vectors;
 
 pub use dialect::Dialect;
 pub use error::{CorruptRow, DriverError, corrupt};

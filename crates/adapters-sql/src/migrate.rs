@@ -33,6 +33,58 @@ pub struct Migration {
     pub down_drops: Option<&'static str>,
 }
 
+/// Every schema change of either backend, by version, written once: its
+/// name and the stem of its SQL files, so the two backends' plans cannot
+/// disagree on a name (`memlayer migrate status` reads alike on both). Each
+/// adapter keeps its own SQL (`migrations/<stem>.{up,down}.sql` in its crate,
+/// found through its `CARGO_MANIFEST_DIR`) and names the versions it needs
+/// with [`migrations!`](crate::migrations!); a version one backend does not need is a gap in its
+/// plan.
+///
+/// `migration!(N)` is the [`Migration`] of version `N` in the invoking
+/// crate; `migration!(N => drops)` sets its `down_drops`.
+#[macro_export]
+macro_rules! migration {
+    (@drops) => { ::core::option::Option::None };
+    (@drops $drops:expr) => { ::core::option::Option::Some($drops) };
+    (@ $version:literal, $name:literal, $stem:literal $(, $drops:expr)?) => {
+        $crate::migrate::Migration {
+            version: $version,
+            name: $name,
+            up: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".up.sql")),
+            down: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".down.sql")),
+            down_drops: $crate::migration!(@drops $($drops)?),
+        }
+    };
+    (1 $(=> $drops:expr)?) => { $crate::migration!(@ 1, "core_schema", "0001_core_schema" $(, $drops)?) };
+    (2 $(=> $drops:expr)?) => { $crate::migration!(@ 2, "semantic", "0002_semantic" $(, $drops)?) };
+    // libSQL only: full-text entries and jobs added after the append.
+    (3 $(=> $drops:expr)?) => { $crate::migration!(@ 3, "deferred_indexing", "0003_deferred_indexing" $(, $drops)?) };
+    (4 $(=> $drops:expr)?) => { $crate::migration!(@ 4, "config_store", "0004_config_store" $(, $drops)?) };
+    // libSQL only: a full-text table per tenant.
+    (5 $(=> $drops:expr)?) => { $crate::migration!(@ 5, "tenant_lexical", "0005_tenant_lexical" $(, $drops)?) };
+    (6 $(=> $drops:expr)?) => { $crate::migration!(@ 6, "idempotency", "0006_idempotency" $(, $drops)?) };
+    (7 $(=> $drops:expr)?) => { $crate::migration!(@ 7, "fair_job_queue", "0007_fair_job_queue" $(, $drops)?) };
+    // Postgres only: a bound on full-text documents.
+    (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
+    (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
+}
+
+/// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed
+/// (`migrations![1, 2, 5 => DROPS]`), checked when it is compiled
+/// ([`first_unusable`]).
+#[macro_export]
+macro_rules! migrations {
+    ($($version:tt $(=> $drops:expr)?),* $(,)?) => {{
+        const PLAN: &[$crate::migrate::Migration] = &[$($crate::migration!($version $(=> $drops)?)),*];
+        const _: () = assert!(
+            $crate::migrate::first_unusable(PLAN).is_none(),
+            "a migration is not above the one before it, or lacks SQL"
+        );
+        PLAN
+    }};
+}
+
 /// What a backend provides so the runner can migrate it.
 #[async_trait]
 pub trait Migrate: Transactor {
@@ -221,22 +273,22 @@ pub async fn migrate_down<M: Migrate>(backend: &M, steps: usize) -> Result<Vec<M
     Ok(done)
 }
 
-/// Checks a plan: versions strictly increase, every migration has SQL both ways.
-///
-/// # Errors
-/// The first problem found.
-pub fn check_plan(plan: &[Migration]) -> Result<(), String> {
+/// The version of the first migration in `plan` the runner cannot use
+/// (not above the one before it, or without up or down SQL), if any.
+/// `const`: [`migrations!`](crate::migrations!) checks every plan when it is compiled.
+#[must_use]
+pub const fn first_unusable(plan: &[Migration]) -> Option<i64> {
     let mut last = 0;
-    for m in plan {
-        if m.version <= last {
-            return Err(format!("migration {} out of order", m.version));
-        }
-        if m.up.trim().is_empty() || m.down.trim().is_empty() {
-            return Err(format!("migration {} lacks SQL", m.version));
+    let mut i = 0;
+    while i < plan.len() {
+        let m = &plan[i];
+        if m.version <= last || m.up.trim_ascii().is_empty() || m.down.trim_ascii().is_empty() {
+            return Some(m.version);
         }
         last = m.version;
+        i += 1;
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
@@ -249,8 +301,9 @@ mod tests {
 
     #[test]
     fn a_plan_must_increase_and_carry_sql() {
-        assert_eq!(check_plan(&[m(1, "a"), m(3, "b")]), Ok(()));
-        assert_eq!(check_plan(&[m(2, "a"), m(2, "b")]), Err("migration 2 out of order".into()));
-        assert_eq!(check_plan(&[m(1, " ")]), Err("migration 1 lacks SQL".into()));
+        assert_eq!(first_unusable(&[m(1, "a"), m(3, "b")]), None);
+        assert_eq!(first_unusable(&[m(2, "a"), m(2, "b")]), Some(2));
+        assert_eq!(first_unusable(&[m(1, "a"), m(3, " \n")]), Some(3));
+        assert_eq!(first_unusable(&[m(0, "a")]), Some(0));
     }
 }

@@ -4,14 +4,116 @@
 //! `json_type`/`json_extract` on JSON text; Postgres: `jsonb` equality);
 //! both compare the same JSON type and value (`true` never matches 1, a
 //! missing key never matches `null`). Also the patch statement and what a
-//! created thread is. Every caller value is bound.
+//! created thread is, the row → [`Thread`] decoding, and `get`, `list` and
+//! `update` over [`Transactor`]. Every caller value is bound.
 
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, Timestamp,
+    AgentName, Cursor, Metadata, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId,
+    ThreadPatch, Timestamp, Title,
 };
 use memlayer_ports::StoreError;
 
-use crate::{Dialect, Sql, SqlValue};
+use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
+
+/// The columns [`decode`] reads, in its order (the tenant is the one the
+/// query is scoped by).
+pub const THREAD_COLUMNS: &str = "id, resource_id, agent_id, title, model, metadata, last_seq, created_at, updated_at";
+
+/// Decodes a row selected with [`THREAD_COLUMNS`], in either encoding.
+///
+/// # Errors
+/// `Backend` (a corrupt row) naming the column that does not decode.
+pub fn decode(row: &[SqlValue], tenant: &TenantId) -> Result<Thread, StoreError> {
+    let c = Cells::new(row, "threads");
+    let opt = |idx, column| c.opt_text(idx, column);
+    Ok(Thread {
+        id: ThreadId::from_uuid(c.uuid(0, "id")?),
+        tenant: tenant.clone(),
+        resource_id: opt(1, "resource_id")?
+            .map(ResourceId::parse)
+            .transpose()
+            .map_err(|e| corrupt("threads", "resource_id", e))?,
+        agent_id: opt(2, "agent_id")?
+            .map(AgentName::parse)
+            .transpose()
+            .map_err(|e| corrupt("threads", "agent_id", e))?,
+        title: opt(3, "title")?.map(Title::parse).transpose().map_err(|e| corrupt("threads", "title", e))?,
+        model: opt(4, "model")?,
+        metadata: Metadata::from_value(c.json(5, "metadata")?).map_err(|e| corrupt("threads", "metadata", e))?,
+        last_seq: c.int(6, "last_seq")?,
+        created_at: c.timestamp(7, "created_at")?,
+        updated_at: c.timestamp(8, "updated_at")?,
+    })
+}
+
+/// `SELECT` one live thread of the tenant.
+#[must_use]
+pub fn get_sql(dialect: Dialect, tenant: &TenantId, id: ThreadId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = ")).bind(tenant.as_str());
+    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL");
+    sql
+}
+
+/// One row of a single-row statement decoded as a thread, `NotFound` when
+/// there is none.
+async fn one<D: Transactor>(
+    db: &D,
+    write: bool,
+    context: &'static str,
+    tenant: &TenantId,
+    id: ThreadId,
+    sql: Sql,
+) -> Result<Thread, StoreError> {
+    let work: crate::Work<Option<crate::Row>> =
+        Box::new(move |db| Box::pin(async move { db.fetch_one(context, sql).await }));
+    let row = if write { db.write(tenant, work).await? } else { db.read(tenant, work).await? };
+    row.as_deref().map(|r| decode(r, tenant)).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
+}
+
+/// `ThreadStore::get`.
+///
+/// # Errors
+/// `NotFound` for a missing or deleted thread.
+pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
+    one(db, false, "get thread", tenant, id, get_sql(db.dialect(), tenant, id)).await
+}
+
+/// `ThreadStore::update`: an empty patch reads the thread.
+///
+/// # Errors
+/// `NotFound` for a missing or deleted thread.
+pub async fn update<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    id: ThreadId,
+    patch: ThreadPatch,
+    at: Timestamp,
+) -> Result<Thread, StoreError> {
+    if patch.is_empty() {
+        return get(db, tenant, id).await;
+    }
+    let sql = update_sql(db.dialect(), THREAD_COLUMNS, tenant, id, patch, at);
+    one(db, true, "update thread", tenant, id, sql).await
+}
+
+/// `ThreadStore::list`.
+///
+/// # Errors
+/// `Invalid` for a bad filter or a cursor of another listing.
+pub async fn list<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    filter: &ThreadFilter,
+    cursor: Option<Cursor>,
+    limit: PageSize,
+) -> Result<Page<Thread>, StoreError> {
+    let (sql, limit) = listing(db.dialect(), THREAD_COLUMNS, tenant, filter, cursor, limit)?;
+    let rows =
+        db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list threads", sql).await }))).await?;
+    let items = rows.iter().map(|r| decode(r, tenant)).collect::<Result<Vec<_>, _>>()?;
+    Ok(page(tenant, filter, items, limit))
+}
 
 /// `SELECT <columns> FROM threads WHERE tenant = ? AND … ORDER BY id DESC
 /// LIMIT limit + 1` (one more than the page, to know whether another
@@ -184,6 +286,44 @@ mod tests {
         ));
         assert_eq!(sql.args()[2], SqlValue::from("$.\"lang\""));
         assert!(!sql.text().contains(evil) && !sql.is_fixed());
+    }
+
+    #[test]
+    fn rows_decode_alike_from_either_encoding() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let id = uuid::Uuid::from_u128(5);
+        let sqlite = [
+            SqlValue::Blob(id.as_bytes().to_vec()),
+            SqlValue::from("user-42"),
+            SqlValue::Null,
+            SqlValue::from("Refund"),
+            SqlValue::Null,
+            SqlValue::from("{\"lang\":\"en\"}"),
+            SqlValue::Int(3),
+            SqlValue::Int(1_700_000_000_000_000),
+            SqlValue::Int(1_700_000_000_000_001),
+        ];
+        let postgres = [
+            SqlValue::Uuid(id),
+            SqlValue::from("user-42"),
+            SqlValue::Null,
+            SqlValue::from("Refund"),
+            SqlValue::Null,
+            SqlValue::Json(serde_json::json!({"lang": "en"})),
+            SqlValue::Int(3),
+            SqlValue::Timestamp(memlayer_domain::from_micros(1_700_000_000_000_000)),
+            SqlValue::Timestamp(memlayer_domain::from_micros(1_700_000_000_000_001)),
+        ];
+        let a = decode(&sqlite, &tenant).unwrap();
+        assert_eq!(a, decode(&postgres, &tenant).unwrap());
+        assert_eq!((a.last_seq, a.agent_id, a.tenant), (3, None, tenant.clone()));
+        let mut bad = postgres;
+        bad[1] = SqlValue::from("");
+        assert!(decode(&bad, &tenant).unwrap_err().to_string().contains("threads.resource_id"));
+        assert_eq!(
+            get_sql(Dialect::Postgres, &tenant, ThreadId::new()).text(),
+            format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL")
+        );
     }
 
     #[test]

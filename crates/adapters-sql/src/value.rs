@@ -139,6 +139,14 @@ impl<'a> Cells<'a> {
         }
     }
 
+    /// Text, or NULL.
+    pub fn opt_text(&self, idx: usize, column: &'static str) -> Result<Option<String>, StoreError> {
+        match self.get(idx, column)? {
+            SqlValue::Null => Ok(None),
+            _ => self.text(idx, column).map(Some),
+        }
+    }
+
     /// Text parsed by `parse`; a failure is a corrupt row.
     pub fn parse<T, E: ToString>(
         &self,
@@ -234,6 +242,18 @@ impl<'a> Cells<'a> {
             other => return Err(self.wrong(column, "JSON", other)),
         };
         parsed.map_err(|e| corrupt(self.table, column, e))
+    }
+
+    /// A JSON document, or NULL.
+    pub fn opt_json<T: serde::de::DeserializeOwned>(
+        &self,
+        idx: usize,
+        column: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(idx, column)? {
+            SqlValue::Null => Ok(None),
+            _ => self.json(idx, column).map(Some),
+        }
     }
 }
 

@@ -1,0 +1,461 @@
+//! Message reads, written once: the statements of a page, of the last
+//! messages, of one message and of a thread check, the row → [`Message`]
+//! decoding, and the rules of a budgeted read ([`PageCut`], [`WindowCut`]:
+//! when a page or a set of neighbour windows stops, what its cursor is).
+//!
+//! What stays in each adapter is how rows stream (libSQL: row by row from
+//! one statement; Postgres: portal fetches sized by what the budget has
+//! left), so that a budget stops the read itself, and the statements that
+//! only one engine can spell (Postgres: arrays for `get_many` and the
+//! windows; libSQL: `VALUES` lists within SQLite's parameter limit).
+//!
+//! The one difference in the shared statements is where a message's tenant
+//! is: Postgres's `messages` carry it (row-level security), so a message is
+//! the tenant's when its row says so and live unless its thread is marked
+//! deleted; libSQL's reach it through their thread, checked in the same
+//! `EXISTS` as the mark ([`Dialect::tenant_on_every_table`]).
+
+use std::collections::{HashMap, HashSet};
+
+use memlayer_domain::{
+    Cursor, Direction, Message, MessageId, Metadata, Page, PageSize, Role, TenantId, ThreadId, TokenCount, ToolCall,
+    resolve_message_cursor,
+};
+use memlayer_ports::{ByteBudget, StoreError, Windows};
+
+use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
+
+/// The columns [`decode`] reads, in its order.
+pub const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
+     metadata, token_count, token_model, token_encoding, token_exact, created_at";
+
+/// Decodes a row selected with [`MESSAGE_COLUMNS`], in either encoding.
+///
+/// # Errors
+/// `Backend` (a corrupt row) naming the column that does not decode.
+pub fn decode(row: &[SqlValue]) -> Result<Message, StoreError> {
+    let c = Cells::new(row, "messages");
+    let tool_calls: Vec<ToolCall> = c.opt_json(7, "tool_calls")?.unwrap_or_default();
+    let token_count = match c.opt_u32(9, "token_count")? {
+        None => None,
+        Some(count) => Some(TokenCount {
+            count,
+            model: c.text(10, "token_model")?,
+            encoding: c.text(11, "token_encoding")?,
+            exact: c.bool(12, "token_exact")?,
+        }),
+    };
+    let metadata = Metadata::from_value(c.json(8, "metadata")?).map_err(|e| corrupt("messages", "metadata", e))?;
+    Ok(Message {
+        id: MessageId::from_uuid(c.uuid(0, "id")?),
+        thread_id: ThreadId::from_uuid(c.uuid(1, "thread_id")?),
+        seq: c.int(2, "seq")?,
+        role: c.parse(3, "role", |s| s.parse::<Role>())?,
+        content: c.text(4, "content")?,
+        tool_call_id: c.opt_text(5, "tool_call_id")?,
+        tool_name: c.opt_text(6, "tool_name")?,
+        tool_calls,
+        metadata,
+        token_count,
+        created_at: c.timestamp(13, "created_at")?,
+    })
+}
+
+/// Appends the condition that the message (columns of `messages`, unqualified)
+/// belongs to `tenant` and to a thread not marked deleted; `thread` is the
+/// thread's placeholder when the statement has one, else `messages.thread_id`.
+fn push_tenant_live(sql: &mut Sql, tenant: &TenantId, thread: &str) {
+    if sql.dialect().tenant_on_every_table() {
+        let tenant = sql.arg(tenant.as_str());
+        if thread == "messages.thread_id" {
+            sql.push(&format!(
+                "tenant = {tenant} AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+            ));
+        } else {
+            sql.push(&format!(
+                "tenant = {tenant} AND NOT EXISTS (SELECT 1 FROM threads WHERE id = {thread} AND deleted_at IS NOT NULL)"
+            ));
+        }
+    } else {
+        let tenant = sql.arg(tenant.as_str());
+        sql.push(&format!(
+            "EXISTS (SELECT 1 FROM threads WHERE threads.id = {thread} AND threads.tenant = {tenant} \
+             AND threads.deleted_at IS NULL)"
+        ));
+    }
+}
+
+/// One page of a thread's messages after the exclusive `bound`, in
+/// `direction`, at most `limit` rows: the thread first, then the bound, the
+/// tenant and the limit. The rows come from a range scan of the `(thread_id,
+/// seq)` index; the tenant check is a constant subquery.
+#[must_use]
+pub fn page_sql(
+    dialect: Dialect,
+    tenant: &TenantId,
+    thread: ThreadId,
+    direction: Direction,
+    bound: i64,
+    limit: i64,
+) -> Sql {
+    let (cmp, order) = match direction {
+        Direction::Forward => (">", "ASC"),
+        Direction::Backward => ("<", "DESC"),
+    };
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = "));
+    let thread = sql.arg(thread.as_uuid());
+    sql.push(&thread).push(&format!(" AND seq {cmp} ")).bind(bound).push(" AND ");
+    push_tenant_live(&mut sql, tenant, &thread);
+    sql.push(&format!(" ORDER BY seq {order} LIMIT ")).bind(limit);
+    sql
+}
+
+/// The message `id` if it is the tenant's and its thread is not marked deleted.
+#[must_use]
+pub fn get_sql(dialect: Dialect, tenant: &TenantId, id: MessageId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ")).bind(id.as_uuid()).push(" AND ");
+    push_tenant_live(&mut sql, tenant, "messages.thread_id");
+    sql
+}
+
+/// A row when `thread` exists for `tenant` and is not marked deleted.
+#[must_use]
+pub fn thread_exists_sql(dialect: Dialect, tenant: &TenantId, thread: ThreadId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT 1 FROM threads WHERE tenant = ").bind(tenant.as_str());
+    sql.push(" AND id = ").bind(thread.as_uuid()).push(" AND deleted_at IS NULL");
+    sql
+}
+
+/// `NotFound` unless `thread` exists for `tenant`, inside the caller's
+/// transaction.
+///
+/// # Errors
+/// `NotFound` for a missing or deleted thread; a failed read.
+pub async fn ensure_thread(db: &dyn Executor, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
+    db.fetch_one("read thread", thread_exists_sql(db.dialect(), tenant, thread))
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| StoreError::not_found("thread", thread))
+}
+
+/// The thread's last `n` messages, oldest first (`MessageStore::last`).
+///
+/// # Errors
+/// `NotFound` when the thread has no message and does not exist.
+pub async fn last<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    thread: ThreadId,
+    n: PageSize,
+) -> Result<Vec<Message>, StoreError> {
+    let sql = page_sql(db.dialect(), tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
+    let owner = tenant.clone();
+    db.read(
+        tenant,
+        Box::new(move |db| {
+            Box::pin(async move {
+                let rows = db.fetch("read messages", sql).await?;
+                if rows.is_empty() {
+                    ensure_thread(db, &owner, thread).await?;
+                }
+                let mut items = rows.iter().map(|r| decode(r)).collect::<Result<Vec<_>, _>>()?;
+                items.reverse();
+                Ok(items)
+            })
+        }),
+    )
+    .await
+}
+
+/// One message (`MessageStore::get`).
+///
+/// # Errors
+/// `NotFound` when it is not the tenant's, or its thread is marked deleted.
+pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+    let sql = get_sql(db.dialect(), tenant, id);
+    db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
+        .await?
+        .as_deref()
+        .map(decode)
+        .transpose()?
+        .ok_or_else(|| StoreError::not_found("message", id))
+}
+
+/// `found` in the order of `ids` (`MessageStore::get_many`), leaving out
+/// the ids not found; an id asked for twice is answered twice (libSQL did
+/// so, Postgres answered it once: the two now agree).
+#[must_use]
+pub fn in_order(ids: &[MessageId], found: impl IntoIterator<Item = Message>) -> Vec<Message> {
+    let by_id: HashMap<MessageId, Message> = found.into_iter().map(|m| (m.id, m)).collect();
+    ids.iter().filter_map(|id| by_id.get(id).cloned()).collect()
+}
+
+/// Where a streamed read hands its messages, one at a time.
+pub trait Collect {
+    /// Takes `m`; `false` when the read should stop (`m` left out or the
+    /// last one wanted).
+    fn accept(&mut self, m: Message) -> bool;
+
+    /// The byte budget, for sizing the next fetch.
+    fn budget(&self) -> &ByteBudget;
+}
+
+/// One page of a thread's messages being read (`MessageStore::page_within`):
+/// at most `limit` messages and `max_bytes` (at least one message), a cursor
+/// when more follow.
+#[derive(Debug)]
+pub struct PageCut {
+    thread: ThreadId,
+    direction: Direction,
+    bound: i64,
+    limit: usize,
+    budget: ByteBudget,
+    items: Vec<Message>,
+    more: bool,
+}
+
+impl PageCut {
+    /// A page after `cursor` (or from the start in `direction`).
+    ///
+    /// # Errors
+    /// `Invalid` for a cursor of another thread or listing.
+    pub fn new(
+        thread: ThreadId,
+        cursor: Option<&Cursor>,
+        direction: Option<Direction>,
+        limit: PageSize,
+        max_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let (direction, after) = resolve_message_cursor(thread, cursor, direction)?;
+        let bound = match direction {
+            Direction::Forward => after.unwrap_or(0),
+            Direction::Backward => after.unwrap_or(i64::MAX),
+        };
+        let limit = usize::try_from(limit.get()).unwrap_or(usize::MAX);
+        Ok(Self {
+            thread,
+            direction,
+            bound,
+            limit,
+            budget: ByteBudget::new(max_bytes),
+            items: Vec::with_capacity(limit.min(256)),
+            more: false,
+        })
+    }
+
+    /// The statement reading one more than the page, to know whether
+    /// another follows.
+    #[must_use]
+    pub fn sql(&self, dialect: Dialect, tenant: &TenantId) -> Sql {
+        let fetch = i64::try_from(self.limit).unwrap_or(i64::MAX).saturating_add(1);
+        page_sql(dialect, tenant, self.thread, self.direction, self.bound, fetch)
+    }
+
+    /// Whether the page is empty so far (then the thread must be checked:
+    /// an empty page of a missing thread is `NotFound`).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The page and the cursor after its last message when more follow.
+    #[must_use]
+    pub fn finish(self) -> Page<Message> {
+        let next_cursor = if self.more {
+            self.items.last().map(|m| Cursor::messages(self.thread, self.direction, m.seq))
+        } else {
+            None
+        };
+        Page { items: self.items, next_cursor }
+    }
+}
+
+impl Collect for PageCut {
+    fn accept(&mut self, m: Message) -> bool {
+        if self.items.len() == self.limit || !self.budget.take(&m, true) {
+            self.more = true;
+            return false;
+        }
+        self.items.push(m);
+        true
+    }
+
+    fn budget(&self) -> &ByteBudget {
+        &self.budget
+    }
+}
+
+/// Neighbour windows being read (`MessageStore::read_windows`): each
+/// message once, in window order, until `max_bytes` (none required).
+#[derive(Debug)]
+pub struct WindowCut {
+    budget: ByteBudget,
+    seen: HashSet<MessageId>,
+    out: Windows,
+}
+
+impl WindowCut {
+    /// Windows within `max_bytes`.
+    #[must_use]
+    pub fn new(max_bytes: usize) -> Self {
+        Self { budget: ByteBudget::new(max_bytes), seen: HashSet::new(), out: Windows::default() }
+    }
+
+    /// Whether the budget ran out (no further message is wanted).
+    #[must_use]
+    pub fn is_truncated(&self) -> bool {
+        self.out.truncated
+    }
+
+    /// The messages read.
+    #[must_use]
+    pub fn finish(self) -> Windows {
+        self.out
+    }
+}
+
+impl Collect for WindowCut {
+    fn accept(&mut self, m: Message) -> bool {
+        if self.seen.contains(&m.id) {
+            return true;
+        }
+        if !self.budget.take(&m, false) {
+            self.out.truncated = true;
+            return false;
+        }
+        self.seen.insert(m.id);
+        self.out.messages.push(m);
+        true
+    }
+
+    fn budget(&self) -> &ByteBudget {
+        &self.budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    const COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, metadata, \
+                           token_count, token_model, token_encoding, token_exact, created_at";
+
+    #[test]
+    fn page_statements_render_per_dialect() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let thread = ThreadId::new();
+        let sql = page_sql(Dialect::Sqlite, &tenant, thread, Direction::Forward, 0, 11);
+        assert_eq!(
+            sql.text(),
+            format!(
+                "SELECT {COLUMNS} FROM messages WHERE thread_id = ?1 AND seq > ?2 AND EXISTS (SELECT 1 FROM threads \
+                 WHERE threads.id = ?1 AND threads.tenant = ?3 AND threads.deleted_at IS NULL) ORDER BY seq ASC LIMIT ?4"
+            )
+        );
+        assert_eq!(
+            sql.args(),
+            [SqlValue::Uuid(thread.as_uuid()), SqlValue::Int(0), SqlValue::from("acme"), SqlValue::Int(11)]
+        );
+        let sql = page_sql(Dialect::Postgres, &tenant, thread, Direction::Backward, i64::MAX, 5);
+        assert_eq!(
+            sql.text(),
+            format!(
+                "SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND seq < $2 AND tenant = $3 AND NOT EXISTS \
+                 (SELECT 1 FROM threads WHERE id = $1 AND deleted_at IS NOT NULL) ORDER BY seq DESC LIMIT $4"
+            )
+        );
+        assert!(sql.is_fixed());
+    }
+
+    #[test]
+    fn one_message_and_thread_checks_render_per_dialect() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let id = MessageId::new();
+        let sql = get_sql(Dialect::Sqlite, &tenant, id);
+        assert!(sql.text().ends_with(
+            "FROM messages WHERE id = ?1 AND EXISTS (SELECT 1 FROM threads WHERE threads.id = messages.thread_id \
+             AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
+        ));
+        let sql = get_sql(Dialect::Postgres, &tenant, id);
+        assert!(sql.text().ends_with(
+            "FROM messages WHERE id = $1 AND tenant = $2 \
+             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+        ));
+        assert_eq!(sql.args(), [SqlValue::Uuid(id.as_uuid()), SqlValue::from("acme")]);
+        let sql = thread_exists_sql(Dialect::Postgres, &tenant, ThreadId::new());
+        assert_eq!(sql.text(), "SELECT 1 FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL");
+    }
+
+    fn row(sqlite: bool) -> Vec<SqlValue> {
+        let id = uuid::Uuid::from_u128(1);
+        let thread = uuid::Uuid::from_u128(2);
+        let at = memlayer_domain::from_micros(1_700_000_000_000_000);
+        let calls = serde_json::json!([{"id": "c1", "name": "lookup", "arguments": {"q": 1}}]);
+        if sqlite {
+            vec![
+                SqlValue::Blob(id.as_bytes().to_vec()),
+                SqlValue::Blob(thread.as_bytes().to_vec()),
+                SqlValue::Int(3),
+                SqlValue::from("assistant"),
+                SqlValue::from("hi"),
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Text(calls.to_string()),
+                SqlValue::from("{\"k\":\"v\"}"),
+                SqlValue::Int(4),
+                SqlValue::from("gpt-4o"),
+                SqlValue::from("o200k_base"),
+                SqlValue::Int(1),
+                SqlValue::Int(1_700_000_000_000_000),
+            ]
+        } else {
+            vec![
+                SqlValue::Uuid(id),
+                SqlValue::Uuid(thread),
+                SqlValue::Int(3),
+                SqlValue::from("assistant"),
+                SqlValue::from("hi"),
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Json(calls),
+                SqlValue::Json(serde_json::json!({"k": "v"})),
+                SqlValue::Int(4),
+                SqlValue::from("gpt-4o"),
+                SqlValue::from("o200k_base"),
+                SqlValue::Bool(true),
+                SqlValue::Timestamp(at),
+            ]
+        }
+    }
+
+    #[test]
+    fn many_come_back_in_the_order_asked_for() {
+        let a = decode(&row(true)).unwrap();
+        let mut b = a.clone();
+        b.id = MessageId::new();
+        let ids = [b.id, MessageId::new(), a.id, b.id];
+        let got = in_order(&ids, [a.clone(), b.clone()]);
+        assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [b.id, a.id, b.id]);
+    }
+
+    #[test]
+    fn rows_decode_alike_from_either_encoding() {
+        let a = decode(&row(true)).unwrap();
+        let b = decode(&row(false)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.tool_calls.len(), 1);
+        assert_eq!(a.token_count.as_ref().map(|t| (t.count, t.exact)), Some((4, true)));
+        assert_eq!(a.tool_call_id, None);
+        let mut bad = row(true);
+        bad[9] = SqlValue::Int(-1);
+        assert!(decode(&bad).unwrap_err().to_string().contains("messages.token_count"));
+        let mut bad = row(false);
+        bad[3] = SqlValue::from("wizard");
+        assert!(decode(&bad).unwrap_err().to_string().contains("messages.role"));
+    }
+}
