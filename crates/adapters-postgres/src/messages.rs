@@ -365,5 +365,5 @@ const WINDOWS: &str = "SELECT x.id, x.thread_id, x.seq, x.role, x.content, x.too
 
 /// A message from a row selected with [`MESSAGE_COLUMNS`].
 fn message(row: &tokio_postgres::Row) -> Result<Message, StoreError> {
-    messages::decode(&row_values(row, "read messages")?)
+    messages::decode(row_values(row, "read messages")?)
 }

@@ -29,12 +29,18 @@ use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 pub const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
      metadata, token_count, token_model, token_encoding, token_exact, created_at";
 
-/// Decodes a row selected with [`MESSAGE_COLUMNS`], in either encoding.
+/// Decodes a row selected with [`MESSAGE_COLUMNS`], in either encoding. The
+/// row is consumed: its text columns are moved into the message, not copied
+/// (a page decodes many rows, and a message's content can be large).
 ///
 /// # Errors
 /// `Backend` (a corrupt row) naming the column that does not decode.
-pub fn decode(row: &[SqlValue]) -> Result<Message, StoreError> {
-    let c = Cells::new(row, "messages");
+pub fn decode(mut row: Vec<SqlValue>) -> Result<Message, StoreError> {
+    let role = take_text(&mut row, 3, "role")?;
+    let content = take_text(&mut row, 4, "content")?;
+    let tool_call_id = take_opt_text(&mut row, 5, "tool_call_id")?;
+    let tool_name = take_opt_text(&mut row, 6, "tool_name")?;
+    let c = Cells::new(&row, "messages");
     let tool_calls: Vec<ToolCall> = c.opt_json(7, "tool_calls")?.unwrap_or_default();
     let token_count = match c.opt_u32(9, "token_count")? {
         None => None,
@@ -50,15 +56,30 @@ pub fn decode(row: &[SqlValue]) -> Result<Message, StoreError> {
         id: MessageId::from_uuid(c.uuid(0, "id")?),
         thread_id: ThreadId::from_uuid(c.uuid(1, "thread_id")?),
         seq: c.int(2, "seq")?,
-        role: c.parse(3, "role", |s| s.parse::<Role>())?,
-        content: c.text(4, "content")?,
-        tool_call_id: c.opt_text(5, "tool_call_id")?,
-        tool_name: c.opt_text(6, "tool_name")?,
+        role: role.parse::<Role>().map_err(|e| corrupt("messages", "role", e))?,
+        content,
+        tool_call_id,
+        tool_name,
         tool_calls,
         metadata,
         token_count,
         created_at: c.timestamp(13, "created_at")?,
     })
+}
+
+/// Moves a text column (or NULL) out of `row`.
+fn take_opt_text(row: &mut [SqlValue], idx: usize, column: &'static str) -> Result<Option<String>, StoreError> {
+    match row.get_mut(idx).map(|v| std::mem::replace(v, SqlValue::Null)) {
+        None => Err(corrupt("messages", column, "missing column")),
+        Some(SqlValue::Null) => Ok(None),
+        Some(SqlValue::Text(s)) => Ok(Some(s)),
+        Some(other) => Err(corrupt("messages", column, format!("expected text, found {}", other.kind()))),
+    }
+}
+
+/// Moves a text column out of `row`; NULL is a corrupt row.
+fn take_text(row: &mut [SqlValue], idx: usize, column: &'static str) -> Result<String, StoreError> {
+    take_opt_text(row, idx, column)?.ok_or_else(|| corrupt("messages", column, "unexpected NULL"))
 }
 
 /// Appends the condition that the message (columns of `messages`, unqualified)
@@ -161,7 +182,7 @@ pub async fn last<D: Transactor>(
                 if rows.is_empty() {
                     ensure_thread(db, &owner, thread).await?;
                 }
-                let mut items = rows.iter().map(|r| decode(r)).collect::<Result<Vec<_>, _>>()?;
+                let mut items = rows.into_iter().map(decode).collect::<Result<Vec<_>, _>>()?;
                 items.reverse();
                 Ok(items)
             })
@@ -178,7 +199,6 @@ pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Res
     let sql = get_sql(db.dialect(), tenant, id);
     db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
         .await?
-        .as_deref()
         .map(decode)
         .transpose()?
         .ok_or_else(|| StoreError::not_found("message", id))
@@ -435,7 +455,7 @@ mod tests {
 
     #[test]
     fn many_come_back_in_the_order_asked_for() {
-        let a = decode(&row(true)).unwrap();
+        let a = decode(row(true)).unwrap();
         let mut b = a.clone();
         b.id = MessageId::new();
         let ids = [b.id, MessageId::new(), a.id, b.id];
@@ -445,17 +465,17 @@ mod tests {
 
     #[test]
     fn rows_decode_alike_from_either_encoding() {
-        let a = decode(&row(true)).unwrap();
-        let b = decode(&row(false)).unwrap();
+        let a = decode(row(true)).unwrap();
+        let b = decode(row(false)).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.tool_calls.len(), 1);
         assert_eq!(a.token_count.as_ref().map(|t| (t.count, t.exact)), Some((4, true)));
         assert_eq!(a.tool_call_id, None);
         let mut bad = row(true);
         bad[9] = SqlValue::Int(-1);
-        assert!(decode(&bad).unwrap_err().to_string().contains("messages.token_count"));
+        assert!(decode(bad).unwrap_err().to_string().contains("messages.token_count"));
         let mut bad = row(false);
         bad[3] = SqlValue::from("wizard");
-        assert!(decode(&bad).unwrap_err().to_string().contains("messages.role"));
+        assert!(decode(bad).unwrap_err().to_string().contains("messages.role"));
     }
 }
