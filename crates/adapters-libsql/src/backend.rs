@@ -534,6 +534,19 @@ mod tests {
         (release, writer)
     }
 
+    /// A file backend with an empty table `scratch (x INTEGER PRIMARY KEY)`.
+    async fn scratch_backend(dir: &tempfile::TempDir) -> LibsqlBackend {
+        let backend = file_backend(dir, 2, Duration::from_secs(30)).await;
+        backend
+            .write(|conn| async move {
+                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        backend
+    }
+
     /// Waits until `n` writes wait in the queue (at most 30 s).
     async fn queued(backend: &LibsqlBackend, n: usize) {
         let wait = async {
@@ -564,14 +577,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_writes_commit_together_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
-        backend
-            .write(|conn| async move {
-                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+        let backend = scratch_backend(&dir).await;
         let (release, writer) = hold_writer(&backend).await;
         let insert = |x: i64, fail: bool| {
             let backend = backend.clone();
@@ -616,14 +622,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_abandoned_queued_write_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
-        backend
-            .write(|conn| async move {
-                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+        let backend = scratch_backend(&dir).await;
         let (release, writer) = hold_writer(&backend).await;
         let abandoned = {
             let backend = backend.clone();
