@@ -489,20 +489,7 @@ mod tests {
         let text = |s: &str| NewMessage::text(Role::User, s).unwrap();
         backend.append(&t, thread, vec![text("kettle refund"), text("kettle again")]).await.unwrap();
 
-        let (release, held) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let writer = {
-            let (backend, release, held) = (backend.clone(), release.clone(), held.clone());
-            tokio::spawn(async move {
-                backend
-                    .write(move |_conn| async move {
-                        held.notify_one();
-                        release.notified().await;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        held.notified().await;
+        let (release, writer) = hold_writer(&backend).await;
         let all = SearchFilter::all_threads(t.clone());
         let search = backend.lexical_search(&all, "kettle".into(), 5);
         let hits = tokio::time::timeout(Duration::from_secs(30), search).await.expect("search waited for the writer");
