@@ -480,7 +480,14 @@ async fn internal_errors_reveal_nothing() {
         Arc::new(memlayer_ports::MockCatalogStore::new()),
         memlayer_app::CacheSettings::default(),
     );
-    let app = memlayer_api::router(memlayer_api::AppState { memory, search, catalog, database: Arc::new(database) });
+    let app = memlayer_api::router(memlayer_api::AppState {
+        memory,
+        search,
+        catalog,
+        database: Arc::new(database),
+        auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
+        idempotency: None,
+    });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
         async move {
@@ -583,7 +590,14 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             Arc::new(memlayer_ports::MockCatalogStore::new()),
             memlayer_app::CacheSettings::default(),
         );
-        let state = memlayer_api::AppState { memory, search, catalog, database: Arc::new(MockDatabase::new()) };
+        let state = memlayer_api::AppState {
+            memory,
+            search,
+            catalog,
+            database: Arc::new(MockDatabase::new()),
+            auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
+            idempotency: None,
+        };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
     let (status, _, body) = send(&state_panics, request("GET", "/api/threads")).await;

@@ -9,8 +9,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use memlayer_domain::{
-    AgentId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
-    TenantId, ToolId,
+    AgentId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, Principal,
+    SettingName, TenantId, ToolId,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,11 +18,12 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Admin;
 use crate::dto::{
     AgentBodyDto, AgentDto, ModelBodyDto, ModelDto, PageDto, PutSettingDto, SettingDto, ToolBodyDto, ToolDto, ToolsDto,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Path, Query, Tenant};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// Adds the catalog routes.
@@ -86,13 +87,13 @@ fn list_query(entity: CatalogEntity, tenant: &TenantId, pairs: Vec<(String, Stri
 }
 
 /// Create a model.
-#[utoipa::path(post, path = "/api/models", tag = "catalog",
+#[utoipa::path(post, path = "/api/models", security(("bearer" = ["admin"])), tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ModelBodyDto,
     responses((status = 201, body = ModelDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_model(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Json(body): Json<ModelBodyDto>,
 ) -> Result<(StatusCode, Json<ModelDto>), ApiError> {
     let model = s.catalog.create_model(&tenant, NewModel::from(body)).await?;
@@ -102,12 +103,12 @@ async fn create_model(
 /// List models. Fields: name, provider (text), context_window,
 /// max_output_tokens (integer), input_price, output_price (float),
 /// is_default (bool), created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/models", tag = "catalog",
+#[utoipa::path(get, path = "/api/models", security(("bearer" = ["admin"])), tag = "catalog",
     params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<ModelDto>), (status = 400, body = ErrorBody)))]
 async fn list_models(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ModelDto>>, ApiError> {
     let query = list_query(CatalogEntity::Models, &tenant, pairs)?;
@@ -115,26 +116,26 @@ async fn list_models(
 }
 
 /// Get a model.
-#[utoipa::path(get, path = "/api/models/{id}", tag = "catalog",
+#[utoipa::path(get, path = "/api/models/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ModelDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_model(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<ModelDto>, ApiError> {
     Ok(Json(s.catalog.get_model(&tenant, id.parse::<ModelId>()?).await?.into()))
 }
 
 /// Replace a model.
-#[utoipa::path(put, path = "/api/models/{id}", tag = "catalog",
+#[utoipa::path(put, path = "/api/models/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ModelBodyDto,
     responses((status = 200, body = ModelDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn update_model(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
     Json(body): Json<ModelBodyDto>,
 ) -> Result<Json<ModelDto>, ApiError> {
@@ -143,12 +144,12 @@ async fn update_model(
 }
 
 /// Delete a model no agent uses (409 otherwise).
-#[utoipa::path(delete, path = "/api/models/{id}", tag = "catalog",
+#[utoipa::path(delete, path = "/api/models/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Model id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_model(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_model(&tenant, id.parse::<ModelId>()?).await?;
@@ -156,13 +157,13 @@ async fn delete_model(
 }
 
 /// Create an agent; its model and tools must be configured (400 otherwise).
-#[utoipa::path(post, path = "/api/agents", tag = "catalog",
+#[utoipa::path(post, path = "/api/agents", security(("bearer" = ["admin"])), tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = AgentBodyDto,
     responses((status = 201, body = AgentDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_agent(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<(StatusCode, Json<AgentDto>), ApiError> {
     let agent = s.catalog.create_agent(&tenant, NewAgent::try_from(body)?).await?;
@@ -171,12 +172,12 @@ async fn create_agent(
 
 /// List agents. Fields: name (text), model_id (id: eq, ne, in), tool_ids
 /// (list: contains a tool id), created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/agents", tag = "catalog",
+#[utoipa::path(get, path = "/api/agents", security(("bearer" = ["admin"])), tag = "catalog",
     params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<AgentDto>), (status = 400, body = ErrorBody)))]
 async fn list_agents(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<AgentDto>>, ApiError> {
     let query = list_query(CatalogEntity::Agents, &tenant, pairs)?;
@@ -184,26 +185,26 @@ async fn list_agents(
 }
 
 /// Get an agent.
-#[utoipa::path(get, path = "/api/agents/{id}", tag = "catalog",
+#[utoipa::path(get, path = "/api/agents/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = AgentDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_agent(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AgentDto>, ApiError> {
     Ok(Json(s.catalog.get_agent(&tenant, id.parse::<AgentId>()?).await?.into()))
 }
 
 /// Replace an agent.
-#[utoipa::path(put, path = "/api/agents/{id}", tag = "catalog",
+#[utoipa::path(put, path = "/api/agents/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = AgentBodyDto,
     responses((status = 200, body = AgentDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn update_agent(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<Json<AgentDto>, ApiError> {
@@ -212,12 +213,12 @@ async fn update_agent(
 }
 
 /// Delete an agent.
-#[utoipa::path(delete, path = "/api/agents/{id}", tag = "catalog",
+#[utoipa::path(delete, path = "/api/agents/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_agent(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_agent(&tenant, id.parse::<AgentId>()?).await?;
@@ -225,12 +226,12 @@ async fn delete_agent(
 }
 
 /// The agent's tools, whole, in the agent's order.
-#[utoipa::path(get, path = "/api/agents/{id}/tools", tag = "catalog",
+#[utoipa::path(get, path = "/api/agents/{id}/tools", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Agent id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ToolsDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn agent_tools(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<ToolsDto>, ApiError> {
     let tools = s.catalog.agent_tools(&tenant, id.parse::<AgentId>()?).await?;
@@ -238,13 +239,13 @@ async fn agent_tools(
 }
 
 /// Create a tool; `parameters` must be a JSON object schema.
-#[utoipa::path(post, path = "/api/tools", tag = "catalog",
+#[utoipa::path(post, path = "/api/tools", security(("bearer" = ["admin"])), tag = "catalog",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ToolBodyDto,
     responses((status = 201, body = ToolDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_tool(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Json(body): Json<ToolBodyDto>,
 ) -> Result<(StatusCode, Json<ToolDto>), ApiError> {
     let tool = s.catalog.create_tool(&tenant, NewTool::from(body)).await?;
@@ -253,12 +254,12 @@ async fn create_tool(
 
 /// List tools. Fields: name (text), description (text, not sortable),
 /// created_at, updated_at (timestamp).
-#[utoipa::path(get, path = "/api/tools", tag = "catalog",
+#[utoipa::path(get, path = "/api/tools", security(("bearer" = ["admin"])), tag = "catalog",
     params(ListCatalogQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<ToolDto>), (status = 400, body = ErrorBody)))]
 async fn list_tools(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ToolDto>>, ApiError> {
     let query = list_query(CatalogEntity::Tools, &tenant, pairs)?;
@@ -266,26 +267,26 @@ async fn list_tools(
 }
 
 /// Get a tool.
-#[utoipa::path(get, path = "/api/tools/{id}", tag = "catalog",
+#[utoipa::path(get, path = "/api/tools/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ToolDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_tool(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<ToolDto>, ApiError> {
     Ok(Json(s.catalog.get_tool(&tenant, id.parse::<ToolId>()?).await?.into()))
 }
 
 /// Replace a tool.
-#[utoipa::path(put, path = "/api/tools/{id}", tag = "catalog",
+#[utoipa::path(put, path = "/api/tools/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ToolBodyDto,
     responses((status = 200, body = ToolDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
 async fn update_tool(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
     Json(body): Json<ToolBodyDto>,
 ) -> Result<Json<ToolDto>, ApiError> {
@@ -294,12 +295,12 @@ async fn update_tool(
 }
 
 /// Delete a tool no agent lists (409 otherwise).
-#[utoipa::path(delete, path = "/api/tools/{id}", tag = "catalog",
+#[utoipa::path(delete, path = "/api/tools/{id}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("id" = String, Path, description = "Tool id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_tool(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_tool(&tenant, id.parse::<ToolId>()?).await?;
@@ -321,13 +322,13 @@ fn setting_names(category: String, key: String) -> Result<(SettingName, SettingN
 }
 
 /// Get a setting; absent: the `default` query value if given, else 404.
-#[utoipa::path(get, path = "/api/settings/{category}/{key}", tag = "catalog",
+#[utoipa::path(get, path = "/api/settings/{category}/{key}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            GetSettingQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = SettingDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_setting(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path((category, key)): Path<(String, String)>,
     Query(q): Query<GetSettingQuery>,
 ) -> Result<Json<SettingDto>, ApiError> {
@@ -355,14 +356,14 @@ async fn get_setting(
 }
 
 /// Create or replace a setting: `{"value": <any JSON>}`.
-#[utoipa::path(put, path = "/api/settings/{category}/{key}", tag = "catalog",
+#[utoipa::path(put, path = "/api/settings/{category}/{key}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = PutSettingDto,
     responses((status = 200, body = SettingDto), (status = 400, body = ErrorBody)))]
 async fn put_setting(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path((category, key)): Path<(String, String)>,
     Json(body): Json<PutSettingDto>,
 ) -> Result<Json<SettingDto>, ApiError> {
@@ -371,13 +372,13 @@ async fn put_setting(
 }
 
 /// Delete a setting.
-#[utoipa::path(delete, path = "/api/settings/{category}/{key}", tag = "catalog",
+#[utoipa::path(delete, path = "/api/settings/{category}/{key}", security(("bearer" = ["admin"])), tag = "catalog",
     params(("category" = String, Path, description = "Category"), ("key" = String, Path, description = "Key"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_setting(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Admin(Principal { tenant, .. }): Admin,
     Path((category, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (category, key) = setting_names(category, key)?;

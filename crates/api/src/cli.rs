@@ -180,6 +180,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, *addr)?;
             init_tracing(&config);
             let addr = config.server.addr;
+            // Before opening anything: a public address without
+            // authentication is refused, saying what to set.
+            config.auth.check_exposure(addr).map_err(anyhow::Error::msg)?;
+            if config.auth.mode.has(memlayer_app::AuthMode::None) {
+                tracing::warn!(%addr, "no authentication (auth.mode = none): every local caller may read and change                     every tenant's memory; set auth.mode to api_key or jwt before exposing this server");
+            }
             let services = memlayer_app::build(config).await?;
             crate::server::serve(services, addr, |bound| {
                 println!("memlayer listening on http://{bound}");

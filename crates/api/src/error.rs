@@ -24,7 +24,8 @@ pub struct ErrorDetail {
     /// `method_not_allowed`, `conflict`, `idempotency_in_progress`,
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
-    /// `internal`.
+    /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
+    /// `host_not_allowed` (403), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,

@@ -31,7 +31,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use memlayer_domain::TenantId;
+use memlayer_domain::{Principal, TenantId};
 use memlayer_ports::{Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
@@ -40,7 +40,6 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required, ResponseBuilder};
 
 use crate::error::ApiError;
-use crate::extract::tenant_of;
 
 /// The request header carrying the key.
 pub const KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -60,18 +59,26 @@ pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed"];
 /// Seconds a client is asked to wait before retrying a key in progress.
 const RETRY_AFTER_SECS: u64 = 1;
 
-/// What the middleware needs: the store, how long keys live, the default
-/// tenant and the body limit.
+/// What the middleware needs: the store, how long keys live and the body
+/// limit.
 #[derive(Debug, Clone)]
-pub(crate) struct Idempotency {
-    pub(crate) store: Arc<dyn IdempotencyStore>,
-    pub(crate) ttl: Duration,
-    pub(crate) default_tenant: TenantId,
-    pub(crate) body_limit: usize,
+pub struct Idempotency {
+    store: Arc<dyn IdempotencyStore>,
+    ttl: Duration,
+    body_limit: usize,
+}
+
+impl Idempotency {
+    /// Records in `store`, remembered for `ttl`, of bodies up to `body_limit` bytes.
+    #[must_use]
+    pub fn new(store: Arc<dyn IdempotencyStore>, ttl: Duration, body_limit: usize) -> Self {
+        Self { store, ttl, body_limit }
+    }
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`); it must sit
-/// inside the timeout layer, and as a `Router::layer` it sees the matched
+/// inside the timeout layer and the authentication layer (it keys records
+/// by the principal's tenant), and as a `Router::layer` it sees the matched
 /// route.
 pub(crate) async fn layer(State(idem): State<Idempotency>, req: Request, next: Next) -> Response {
     let applies = req.method() == Method::POST
@@ -83,8 +90,9 @@ pub(crate) async fn layer(State(idem): State<Idempotency>, req: Request, next: N
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    // A malformed tenant: the handler answers its 400, and writes nothing.
-    let Ok(tenant) = tenant_of(req.headers(), &idem.default_tenant) else {
+    // The authentication layer, outside this one, put the principal here;
+    // without one the handler refuses the request, and writes nothing.
+    let Some(tenant) = req.extensions().get::<Principal>().map(|p| p.tenant.clone()) else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();

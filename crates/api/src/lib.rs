@@ -18,6 +18,7 @@
 //! checks (`tests/it/tidy.rs`). Run it with `cargo test -p memlayer-api
 //! --test it`.
 
+pub mod auth;
 mod catalog_routes;
 pub mod cli;
 pub mod cli_catalog;

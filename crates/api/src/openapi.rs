@@ -15,6 +15,16 @@ const NAME_PATTERN: &str = "^[A-Za-z0-9._:@-]+$";
 
 /// Completes the derived document `doc` (see the module doc).
 pub(crate) fn complete(doc: &mut Value) {
+    if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
+        components.insert(
+            "securitySchemes".into(),
+            json!({"bearer": {"type": "http", "scheme": "bearer",
+                "description": "An API key (`ml_<id>_<secret>`, also accepted in `X-Api-Key`) or a JWT, with \
+                    `auth.mode` = `api_key` or `jwt`. With `auth.mode = none` (loopback only) no credential is \
+                    sent and every caller holds every scope. The scope a route needs is in its `security`: \
+                    `read`, `write` or `admin`."}}),
+        );
+    }
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
         schemas.insert("NewMessageDto".into(), new_message_schema());
         schemas.insert("ScopeDto".into(), scope_schema());
@@ -120,6 +130,7 @@ fn error(description: &str) -> Value {
 fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
     let has_body = op.contains_key("requestBody");
     let has_params = op.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
+    let secured = op.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
     // Derived error responses without a description get the code's meaning.
     for (status, response) in responses.iter_mut() {
@@ -137,6 +148,19 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
         responses.entry(status.to_owned()).or_insert_with(|| error(description));
     };
     let ops = matches!(path, "/health" | "/api/openapi.json");
+    if secured {
+        add(
+            "401",
+            "`unauthenticated`: no credential, or one that is malformed, unknown, expired or revoked; \
+                    see `WWW-Authenticate`",
+        );
+        add(
+            "403",
+            "`insufficient_scope`: the credential lacks the scope in this route's `security`; `tenant_mismatch`: \
+             `X-Tenant-Id` names another tenant than the credential's; `host_not_allowed`: without \
+             authentication, the `Host` is not a loopback name",
+        );
+    }
     if has_body || has_params {
         add("400", "Invalid request: the message names what is wrong (`invalid_request`, `malformed_json`)");
     }

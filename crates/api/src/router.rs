@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
+use axum::middleware;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -36,8 +37,14 @@ pub fn router(state: AppState) -> axum::Router {
         Err(e) => Err(e),
     };
     let document = Arc::new(document.map_err(|e| e.to_string()));
+    let auth = state.auth.clone();
+    let mut router = router.layer(axum::Extension(document));
+    if let Some(idempotency) = state.idempotency.clone() {
+        router = router.layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
+    }
+    // Outermost: the idempotency layer keys its records by the principal's tenant.
     router
-        .layer(axum::Extension(document))
+        .layer(middleware::from_fn_with_state(auth, crate::auth::layer))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

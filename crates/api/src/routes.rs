@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use memlayer_app::AppendOptions;
 use memlayer_domain::{
-    AgentName, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
-    SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
+    AgentName, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, Principal, ResourceId,
+    SearchMode, SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,13 +19,14 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{Read, Write};
 use crate::dto::{
     AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, HealthDto,
     HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto, SaveStateDto,
     SearchRequestDto, SearchResponseDto, ThreadDto,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Path, Query, Tenant};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// Adds the thread, message, state, search and operations routes.
@@ -57,13 +58,13 @@ fn cursor(s: Option<&str>) -> Result<Option<Cursor>, ApiError> {
 }
 
 /// Create a thread.
-#[utoipa::path(post, path = "/api/threads", tag = "threads",
+#[utoipa::path(post, path = "/api/threads", security(("bearer" = ["write"])), tag = "threads",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant; the default tenant when absent")),
     request_body = CreateThreadDto,
     responses((status = 201, body = ThreadDto), (status = 400, body = ErrorBody)))]
 async fn create_thread(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Json(body): Json<CreateThreadDto>,
 ) -> Result<(StatusCode, Json<ThreadDto>), ApiError> {
     let new = NewThread::try_from(body)?;
@@ -116,12 +117,12 @@ fn parse_list_threads(pairs: Vec<(String, String)>) -> Result<(ListThreadsQuery,
 }
 
 /// List threads, newest first.
-#[utoipa::path(get, path = "/api/threads", tag = "threads",
+#[utoipa::path(get, path = "/api/threads", security(("bearer" = ["read"])), tag = "threads",
     params(ListThreadsQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<ThreadDto>), (status = 400, body = ErrorBody)))]
 async fn list_threads(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ThreadDto>>, ApiError> {
     let (q, metadata) = parse_list_threads(pairs)?;
@@ -135,25 +136,25 @@ async fn list_threads(
 }
 
 /// Get a thread.
-#[utoipa::path(get, path = "/api/threads/{id}", tag = "threads",
+#[utoipa::path(get, path = "/api/threads/{id}", security(("bearer" = ["read"])), tag = "threads",
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_thread(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Path(id): Path<String>,
 ) -> Result<Json<ThreadDto>, ApiError> {
     Ok(Json(s.memory.get_thread(&tenant, thread_id(&id)?).await?.into()))
 }
 
 /// Update a thread: absent fields stay, `null` clears.
-#[utoipa::path(patch, path = "/api/threads/{id}", tag = "threads",
+#[utoipa::path(patch, path = "/api/threads/{id}", security(("bearer" = ["write"])), tag = "threads",
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = PatchThreadDto,
     responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_thread(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Path(id): Path<String>,
     Json(body): Json<PatchThreadDto>,
 ) -> Result<Json<ThreadDto>, ApiError> {
@@ -167,12 +168,12 @@ async fn update_thread(
 /// Answered at once whatever the thread's size: from the answer on the
 /// thread is 404 everywhere (reads, appends, state, searches); its rows are
 /// removed in the background.
-#[utoipa::path(delete, path = "/api/threads/{id}", tag = "threads",
+#[utoipa::path(delete, path = "/api/threads/{id}", security(("bearer" = ["write"])), tag = "threads",
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_thread(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.memory.delete_thread(&tenant, thread_id(&id)?).await?;
@@ -193,14 +194,14 @@ pub struct AppendQuery {
 /// Append one message, or a batch `{"messages": [...]}` atomically.
 ///
 /// One message answers with the stored message; a batch with `{"items": [...]}`.
-#[utoipa::path(post, path = "/api/threads/{id}/messages", tag = "messages",
+#[utoipa::path(post, path = "/api/threads/{id}/messages", security(("bearer" = ["write"])), tag = "messages",
     params(("id" = String, Path, description = "Thread id"), AppendQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body(content = AppendBody, description = "One message, or `{\"messages\": [...]}` (1 to 1000)"),
     responses((status = 201, body = MessageDto, description = "The stored message, or `{\"items\": [...]}` for a batch"),
                (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn append_messages(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Path(id): Path<String>,
     Query(q): Query<AppendQuery>,
     Json(body): Json<Value>,
@@ -246,12 +247,12 @@ pub struct ListMessagesQuery {
 }
 
 /// Page through a thread's messages by sequence number.
-#[utoipa::path(get, path = "/api/threads/{id}/messages", tag = "messages",
+#[utoipa::path(get, path = "/api/threads/{id}/messages", security(("bearer" = ["read"])), tag = "messages",
     params(("id" = String, Path, description = "Thread id"), ListMessagesQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PageDto<MessageDto>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_messages(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Path(id): Path<String>,
     Query(q): Query<ListMessagesQuery>,
 ) -> Result<Json<PageDto<MessageDto>>, ApiError> {
@@ -263,13 +264,13 @@ async fn list_messages(
 }
 
 /// An agent's state in a thread (version 0 and null state when never saved).
-#[utoipa::path(get, path = "/api/threads/{id}/state/{agent_id}", tag = "state",
+#[utoipa::path(get, path = "/api/threads/{id}/state/{agent_id}", security(("bearer" = ["read"])), tag = "state",
     params(("id" = String, Path, description = "Thread id"), ("agent_id" = String, Path, description = "Agent id"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = AgentStateDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_state(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Path((id, agent)): Path<(String, String)>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
     let id = thread_id(&id)?;
@@ -289,7 +290,7 @@ async fn get_state(
 
 /// Save an agent's state if `expected_version` is current (0 to create);
 /// a stale version is a 409 and changes nothing.
-#[utoipa::path(put, path = "/api/threads/{id}/state/{agent_id}", tag = "state",
+#[utoipa::path(put, path = "/api/threads/{id}/state/{agent_id}", security(("bearer" = ["write"])), tag = "state",
     params(("id" = String, Path, description = "Thread id"), ("agent_id" = String, Path, description = "Agent id"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = SaveStateDto,
@@ -297,7 +298,7 @@ async fn get_state(
               (status = 409, body = ErrorBody)))]
 async fn put_state(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Path((id, agent)): Path<(String, String)>,
     Json(body): Json<SaveStateDto>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
@@ -334,13 +335,13 @@ async fn openapi_json(axum::Extension(document): axum::Extension<Arc<Result<Byte
 }
 
 /// Delete one message with its vector and index entry.
-#[utoipa::path(delete, path = "/api/threads/{id}/messages/{message_id}", tag = "messages",
+#[utoipa::path(delete, path = "/api/threads/{id}/messages/{message_id}", security(("bearer" = ["write"])), tag = "messages",
     params(("id" = String, Path, description = "Thread id"), ("message_id" = String, Path, description = "Message id"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_message(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Write(Principal { tenant, .. }): Write,
     Path((id, message_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let thread = thread_id(&id)?;
@@ -350,12 +351,12 @@ async fn delete_message(
 }
 
 /// Embedding progress of a thread: embedded, pending (still retried), other model.
-#[utoipa::path(get, path = "/api/threads/{id}/embeddings", tag = "search",
+#[utoipa::path(get, path = "/api/threads/{id}/embeddings", security(("bearer" = ["read"])), tag = "search",
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = EmbeddingStatusDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn thread_embeddings(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Path(id): Path<String>,
 ) -> Result<Json<EmbeddingStatusDto>, ApiError> {
     let counts = s.search.thread_embeddings(&tenant, thread_id(&id)?).await?;
@@ -389,14 +390,14 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
 }
 
 /// Find messages by meaning (`vector`), by words (`lexical`) or both (`hybrid`).
-#[utoipa::path(post, path = "/api/search", tag = "search",
+#[utoipa::path(post, path = "/api/search", security(("bearer" = ["read"])), tag = "search",
     params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = SearchRequestDto,
     responses((status = 200, body = SearchResponseDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
 async fn search(
     State(s): State<AppState>,
-    Tenant(tenant): Tenant,
+    Read(Principal { tenant, .. }): Read,
     Json(body): Json<SearchRequestDto>,
 ) -> Result<Json<SearchResponseDto>, ApiError> {
     let query = search_query(body)?;
@@ -423,12 +424,13 @@ async fn search(
 }
 
 /// Embed texts with the server's model.
-#[utoipa::path(post, path = "/api/embed", tag = "search",
+#[utoipa::path(post, path = "/api/embed", security(("bearer" = ["read"])), tag = "search",
     request_body = EmbedRequestDto,
     responses((status = 200, body = EmbedResponseDto), (status = 400, body = ErrorBody),
               (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
 async fn embed(
     State(s): State<AppState>,
+    Read(_): Read,
     Json(body): Json<EmbedRequestDto>,
 ) -> Result<Json<EmbedResponseDto>, ApiError> {
     let vectors = s.search.embed(body.texts).await?;

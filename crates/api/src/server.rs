@@ -24,6 +24,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::idempotency::Idempotency;
 use crate::router::router;
@@ -43,22 +44,20 @@ const RETRY_AFTER_SECS: &str = "1";
 /// concurrency limit with load shedding and a JSON 500 for a panicking
 /// handler.
 pub fn app(services: &Services) -> axum::Router {
+    let server = &services.config.server;
     let state = AppState {
         memory: services.memory.clone(),
         search: services.search.clone(),
         catalog: services.catalog.clone(),
         database: services.database.clone(),
+        auth: Auth::new(services.auth.clone(), services.config.auth.clone()),
+        idempotency: Some(Idempotency::new(
+            services.idempotency.clone(),
+            Duration::from_secs(server.idempotency_ttl_secs),
+            server.body_limit_bytes,
+        )),
     };
-    let server = &services.config.server;
-    let idempotency = Idempotency {
-        store: services.idempotency.clone(),
-        ttl: Duration::from_secs(server.idempotency_ttl_secs),
-        default_tenant: services.memory.default_tenant().clone(),
-        body_limit: server.body_limit_bytes,
-    };
-    // Inside the timeout (added by `with_middleware`): a keyed write that
-    // outlives it still finishes and records its outcome for the retry.
-    let routes = router(state).layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
+    let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))
 }
 

@@ -1,14 +1,12 @@
-//! The state every handler shares ([`AppState`]), and what extractors take
-//! from it through axum's `FromRef`, so they need not name this type.
+//! The state every handler shares ([`AppState`]).
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use memlayer_app::{CatalogService, MemoryService, SearchService};
 use memlayer_ports::Database;
 
-use crate::extract::DefaultTenant;
-
+use crate::auth::Auth;
+use crate::idempotency::Idempotency;
 /// Shared state of every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -20,10 +18,8 @@ pub struct AppState {
     pub catalog: CatalogService,
     /// Reachability for `/ready`.
     pub database: Arc<dyn Database>,
-}
-
-impl FromRef<AppState> for DefaultTenant {
-    fn from_ref(state: &AppState) -> Self {
-        Self(state.memory.default_tenant().clone())
-    }
+    /// Who may enter: the authentication layer's settings.
+    pub auth: Auth,
+    /// `Idempotency-Key` handling; `None` serves the routes without it.
+    pub idempotency: Option<Idempotency>,
 }

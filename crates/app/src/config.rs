@@ -73,6 +73,8 @@ pub struct Config {
     pub search: SearchConfig,
     /// The catalog's read cache.
     pub cache: CacheConfig,
+    /// Authentication.
+    pub auth: crate::AuthConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -382,6 +384,7 @@ impl Default for Config {
             embedding: EmbeddingConfig::default(),
             search: SearchConfig::default(),
             cache: CacheConfig::default(),
+            auth: crate::AuthConfig::default(),
         }
     }
 }
@@ -651,6 +654,9 @@ impl Config {
         }
         if self.search.ef_search == 0 || self.search.ef_construction == 0 || self.search.max_neighbors == 0 {
             return invalid("search", "ef_search, ef_construction and max_neighbors must be at least 1");
+        }
+        if let Err(reason) = self.auth.validate() {
+            return Err(ConfigError::Invalid { key: "auth.mode", reason });
         }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");

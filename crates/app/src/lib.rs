@@ -17,6 +17,7 @@
 //!   thread), a deleted message belonging to the named thread; storage rules
 //!   stay with the ports.
 
+mod auth;
 mod catalog;
 mod config;
 mod memory;
@@ -25,6 +26,7 @@ mod sweeper;
 mod wiring;
 mod worker;
 
+pub use auth::{AuthConfig, AuthError, AuthMode, AuthModes, Authenticator, Verifier};
 pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,

@@ -55,6 +55,8 @@ pub struct Services {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Why the embedder cannot run, when it cannot.
     pub embedder_problem: Option<String>,
+    /// Turns a request's credential into a principal (`auth.mode`).
+    pub auth: crate::Authenticator,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
 }
@@ -205,6 +207,9 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    /// An `auth.mode` cannot be served with this build or configuration.
+    #[error("auth.mode: {0}")]
+    Auth(String),
 }
 
 fn describe(loc: &LibsqlLocation) -> String {
@@ -503,6 +508,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
+        auth: crate::auth::authenticator(&config, None, None)?,
         config: Arc::new(config),
     })
 }

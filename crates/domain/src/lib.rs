@@ -10,6 +10,7 @@
 //!   [`DomainError`] naming the offending field;
 //! - messages are ordered by their per-thread sequence number, never by time.
 
+mod auth;
 mod catalog;
 mod error;
 mod ids;
@@ -22,6 +23,7 @@ mod state;
 mod thread;
 mod token;
 
+pub use auth::{ApiKey, Credential, KeyId, MAX_KEY_NAME_BYTES, PresentedKey, Principal, Scope, Scopes, parse_key_name};
 pub use catalog::{
     AgentConfig, MAX_AGENT_TOOLS, MAX_CATALOG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,

@@ -17,6 +17,7 @@ mod embedder;
 mod embeddings;
 mod error;
 mod idempotency;
+mod keys;
 mod messages;
 mod state;
 mod threads;
@@ -34,6 +35,7 @@ pub use error::StoreError;
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
 };
+pub use keys::{KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use threads::{Sweep, ThreadStore};
@@ -43,6 +45,6 @@ pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEnt
 #[cfg(feature = "mocks")]
 pub use {
     catalog::MockCatalogStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
-    idempotency::MockIdempotencyStore, messages::MockMessageStore, state::MockStateStore, threads::MockThreadStore,
-    tokens::MockTokenCounter, vectors::MockVectorIndex,
+    idempotency::MockIdempotencyStore, keys::MockKeyStore, messages::MockMessageStore, state::MockStateStore,
+    threads::MockThreadStore, tokens::MockTokenCounter, vectors::MockVectorIndex,
 };
