@@ -212,6 +212,30 @@ scoped_extractor!(
     Scope::Admin
 );
 
+/// A caller holding the `admin` scope for its whole tenant, not bound to a
+/// resource: what managing the tenant's catalog needs. Yields the tenant.
+#[derive(Debug, Clone)]
+pub struct TenantAdmin(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let principal = authorized(parts, Scope::Admin)?;
+        if let Some(resource) = &principal.resource {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this credential is bound to resource `{resource}` and cannot manage the tenant's catalog; \
+                     use a credential of the whole tenant"
+                ),
+            ));
+        }
+        Ok(Self(principal.tenant))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

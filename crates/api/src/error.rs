@@ -25,7 +25,7 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed` (403), `internal`.
+    /// `host_not_allowed`, `forbidden` (403), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,
@@ -85,6 +85,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             StoreError::Invalid(d) => d.into(),
             StoreError::Unprovisioned(m) => {
                 // The adapter's message may name files of the server (the

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MemoryOptions, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope,
-    TenantId, Thread, ThreadId, TopK,
+    Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan, SearchQuery,
+    SearchScope, TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
@@ -111,24 +111,41 @@ impl SearchService {
         self.embedder.embed(texts).await.map_err(unprovisioned)
     }
 
-    /// The filter of `scope` and, for one thread, that thread: read once,
-    /// both to check it exists and for its memory options.
+    /// The filter of `scope` as `who` may reach it and, for one thread,
+    /// that thread: read once, both to check it exists and for its memory
+    /// options. A caller bound to a resource searches that resource's
+    /// threads only: another resource's scope admits nothing, the tenant's
+    /// scope becomes the resource's, and another resource's thread is
+    /// `NotFound`.
     async fn filter(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         scope: &SearchScope,
     ) -> Result<(SearchFilter, Option<Thread>), StoreError> {
-        let tenant = tenant.clone();
+        let tenant = who.tenant().clone();
+        let bound = who.resource();
         Ok(match scope {
             SearchScope::Thread(id) => {
                 let thread = self.threads.get(&tenant, *id).await?;
+                if !who.reaches(thread.resource_id.as_ref()) {
+                    return Err(StoreError::not_found("thread", id));
+                }
                 (SearchFilter::these_threads(tenant, vec![*id]), Some(thread))
+            }
+            SearchScope::Resource(resource) if bound.is_some_and(|b| b != resource) => {
+                (SearchFilter::these_threads(tenant, Vec::new()), None)
             }
             SearchScope::Resource(resource) => {
                 let threads = self.threads.resource_threads(&tenant, resource).await?;
                 (SearchFilter::these_threads(tenant, threads), None)
             }
-            SearchScope::Tenant => (SearchFilter::all_threads(tenant), None),
+            SearchScope::Tenant => match bound {
+                Some(resource) => {
+                    let threads = self.threads.resource_threads(&tenant, resource).await?;
+                    (SearchFilter::these_threads(tenant, threads), None)
+                }
+                None => (SearchFilter::all_threads(tenant), None),
+            },
         })
     }
 
@@ -136,8 +153,8 @@ impl SearchService {
     ///
     /// # Errors
     /// `NotFound` for a missing thread.
-    pub async fn thread_embeddings(&self, tenant: &TenantId, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
-        let (filter, _) = self.filter(tenant, &SearchScope::Thread(thread)).await?;
+    pub async fn thread_embeddings(&self, who: &impl Reach, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
+        let (filter, _) = self.filter(who, &SearchScope::Thread(thread)).await?;
         self.store.embedding_counts(&filter, self.embedder.info().model).await
     }
 
@@ -155,8 +172,9 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
-    pub async fn search(&self, tenant: &TenantId, query: &SearchQuery) -> Result<SearchResults, StoreError> {
-        let (filter, thread) = self.filter(tenant, &query.scope).await?;
+    pub async fn search(&self, who: &impl Reach, query: &SearchQuery) -> Result<SearchResults, StoreError> {
+        let (filter, thread) = self.filter(who, &query.scope).await?;
+        let tenant = who.tenant();
         let k = match (query.top_k, thread) {
             (Some(k), _) => k,
             (None, Some(thread)) => {

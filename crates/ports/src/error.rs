@@ -24,6 +24,11 @@ pub enum StoreError {
     /// The input is unacceptable. Not retryable; HTTP 400.
     #[error("invalid input: {0}")]
     Invalid(#[from] DomainError),
+    /// The caller may not do this, though the input is well formed: a
+    /// credential bound to one resource creating or moving a thread out of
+    /// it. Not retryable; HTTP 403.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The backend cannot be reached or is overloaded (pool exhausted, locked,
     /// connection refused). Retryable after a delay; HTTP 503.
     #[error("store unavailable: {0}")]
