@@ -8,7 +8,8 @@
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
 //! during concurrent appends (`crash`), and put under mixed concurrent load
 //! past saturation (`load`). `reach` holds a caller bound to a resource to
-//! that resource on every route (a property test). `tidy` checks the architecture's invariants
+//! that resource on every route (a property test); `rate` holds the rate
+//! limits. `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -24,6 +25,7 @@ mod http;
 mod idempotency;
 mod limits;
 mod load;
+mod rate;
 mod reach;
 mod search;
 mod support;

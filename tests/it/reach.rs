@@ -6,28 +6,12 @@
 //! enforcement to the rule whatever checks the credential; the API keys
 //! and JWTs that produce such principals are tested on their own.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use axum::http::StatusCode;
-use memlayer_app::{AuthError, Authenticator, Verifier};
 use memlayer_domain::{Credential, KeyId, Principal, ResourceId, Scope, Scopes, TenantId};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_error};
-
-/// Principals by bearer token.
-#[derive(Debug, Default)]
-struct Tokens(HashMap<String, Principal>);
-
-#[async_trait]
-impl Verifier for Tokens {
-    async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.0.get(token).cloned().ok_or_else(|| AuthError::Invalid("the API key is not valid".into()))
-    }
-}
+use crate::support::{TestApp, Tokens, assert_error};
 
 const TENANTS: [&str; 2] = ["t0", "t1"];
 const RESOURCES: [&str; 2] = ["alice", "bob"];
@@ -56,14 +40,12 @@ async fn app() -> TestApp {
             tokens.0.insert(token(tenant, resource), principal(tenant, resource));
         }
     }
-    t.services.auth = Authenticator::new(Some(Arc::new(tokens)), None, TenantId::default_tenant());
-    t.app = memlayer_api::server::app(&t.services);
+    t.authenticate_with(tokens);
     t
 }
 
 async fn call(t: &TestApp, who: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let auth = format!("Bearer {who}");
-    t.call_with(method, uri, &[("authorization", &auth)], body.map(|b| b.to_string()), true).await
+    t.call_bearer(who, method, uri, body).await
 }
 
 /// One stored thread: who owns it, its id and the unique word in its messages.

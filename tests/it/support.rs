@@ -103,6 +103,38 @@ impl TestApp {
     }
 }
 
+/// A stand-in for the credential checks: principals by bearer token. Tests
+/// of what the routes and use cases do with a principal use it; the API
+/// keys and JWTs that produce principals are tested on their own.
+#[derive(Debug, Default)]
+pub struct Tokens(pub std::collections::HashMap<String, memlayer_domain::Principal>);
+
+#[async_trait::async_trait]
+impl memlayer_app::Verifier for Tokens {
+    async fn verify(&self, token: &str) -> Result<memlayer_domain::Principal, memlayer_app::AuthError> {
+        self.0.get(token).cloned().ok_or_else(|| memlayer_app::AuthError::Invalid("the API key is not valid".into()))
+    }
+}
+
+impl TestApp {
+    /// Serves the app with `tokens` as its only credentials (each an
+    /// `ml_…` bearer token).
+    pub fn authenticate_with(&mut self, tokens: Tokens) {
+        self.services.auth = memlayer_app::Authenticator::new(
+            Some(std::sync::Arc::new(tokens)),
+            None,
+            memlayer_domain::TenantId::default_tenant(),
+        );
+        self.app = memlayer_api::server::app(&self.services);
+    }
+
+    /// Sends a request with `Authorization: Bearer <token>`.
+    pub async fn call_bearer(&self, token: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let auth = format!("Bearer {token}");
+        self.call_with(method, uri, &[("authorization", &auth)], body.map(|b| b.to_string()), true).await
+    }
+}
+
 /// Asserts an error response: status, JSON shape and code.
 #[track_caller]
 pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {

@@ -368,6 +368,7 @@ async fn put_setting(
     Json(body): Json<PutSettingDto>,
 ) -> Result<Json<SettingDto>, ApiError> {
     let (category, key) = setting_names(category, key)?;
+    operator_only(&category)?;
     Ok(Json(s.catalog.put_setting(&tenant, &category, &key, body.value).await?.into()))
 }
 
@@ -382,6 +383,22 @@ async fn delete_setting(
     Path((category, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (category, key) = setting_names(category, key)?;
+    operator_only(&category)?;
     s.catalog.delete_setting(&tenant, &category, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Settings a tenant may read but only the operator writes (with
+/// `memlayer settings set`): the tenant's rate limits, which it must not
+/// lift itself.
+fn operator_only(category: &SettingName) -> Result<(), ApiError> {
+    if category.as_str() == memlayer_app::LIMITS_CATEGORY {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "settings of category `limits` are the operator's: set them with `memlayer settings set --tenant T limits \
+             <credential|tenant|embed_tokens> '{\"per_second\": N, \"burst\": M}'`",
+        ));
+    }
+    Ok(())
 }

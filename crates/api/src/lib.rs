@@ -26,6 +26,7 @@ pub mod dto;
 pub mod error;
 mod extract;
 pub mod idempotency;
+pub mod limits;
 mod openapi;
 mod router;
 mod routes;

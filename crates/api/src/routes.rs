@@ -430,10 +430,10 @@ async fn search(
               (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
 async fn embed(
     State(s): State<AppState>,
-    Read(_): Read,
+    Read(who): Read,
     Json(body): Json<EmbedRequestDto>,
 ) -> Result<Json<EmbedResponseDto>, ApiError> {
-    let vectors = s.search.embed(body.texts).await?;
+    let vectors = s.search.embed(&who, body.texts).await?;
     let info = s.search.embedder_info();
     Ok(Json(EmbedResponseDto {
         model: info.model,

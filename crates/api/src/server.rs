@@ -51,6 +51,7 @@ pub fn app(services: &Services) -> axum::Router {
         catalog: services.catalog.clone(),
         database: services.database.clone(),
         auth: Auth::new(services.auth.clone(), services.config.auth.clone()),
+        limiter: services.limiter.clone(),
         idempotency: Some(Idempotency::new(
             services.idempotency.clone(),
             Duration::from_secs(server.idempotency_ttl_secs),

@@ -359,6 +359,9 @@ impl CatalogService {
 
     /// Creates or replaces a setting.
     ///
+    /// A setting of category [`crate::LIMITS_CATEGORY`] must name a budget
+    /// and hold a valid rate.
+    ///
     /// # Errors
     /// As [`CatalogStore::put_setting`].
     pub async fn put_setting(
@@ -369,6 +372,9 @@ impl CatalogService {
         value: Value,
     ) -> Result<Setting, StoreError> {
         validate_setting_value(&value)?;
+        if category.as_str() == crate::LIMITS_CATEGORY {
+            crate::validate_limits_setting(key.as_str(), &value)?;
+        }
         let stored = self.store.put_setting(tenant, category, key, value).await;
         self.wrote();
         self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;

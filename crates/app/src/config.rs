@@ -75,6 +75,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Authentication.
     pub auth: crate::AuthConfig,
+    /// Rate limits.
+    pub limits: crate::LimitsConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -385,6 +387,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             cache: CacheConfig::default(),
             auth: crate::AuthConfig::default(),
+            limits: crate::LimitsConfig::default(),
         }
     }
 }
@@ -657,6 +660,9 @@ impl Config {
         }
         if let Err(reason) = self.auth.validate() {
             return Err(ConfigError::Invalid { key: "auth.mode", reason });
+        }
+        if let Err((key, reason)) = self.limits.validate() {
+            return Err(ConfigError::Invalid { key, reason });
         }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");

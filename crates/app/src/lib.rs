@@ -20,6 +20,7 @@
 mod auth;
 mod catalog;
 mod config;
+mod limits;
 mod memory;
 mod search;
 mod sweeper;
@@ -31,6 +32,9 @@ pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
+};
+pub use limits::{
+    Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};

@@ -11,7 +11,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
-use crate::{CatalogService, EmbeddingWorker, ThreadSweeper};
+use crate::{CatalogService, EmbeddingWorker, Limiter, ThreadSweeper};
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -38,6 +38,7 @@ pub struct MemoryService {
     sweeper: Option<ThreadSweeper>,
     catalog: Option<CatalogService>,
     max_response_bytes: usize,
+    limiter: Limiter,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -72,7 +73,17 @@ impl MemoryService {
             sweeper: None,
             catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+            limiter: Limiter::unlimited(),
         }
+    }
+
+    /// Charges the embedding work of appended messages to their tenant's
+    /// budget (`limits.embed_tokens`) when embeddings are on; the default
+    /// charges nothing.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Bounds the bytes of messages one page returns (by
@@ -327,6 +338,11 @@ impl MemoryService {
             .into());
         }
         self.check_reach(who, thread).await?;
+        if self.semantic.is_some() {
+            // Before anything is stored: a refused batch writes nothing.
+            let cost = crate::embedding_cost(batch.iter().map(NewMessage::content));
+            self.limiter.charge_embedding(tenant, cost).await?;
+        }
         let count = options.count_tokens.unwrap_or(self.count_tokens_by_default);
         let batch = if count {
             let model = match options.model {

@@ -14,6 +14,8 @@ use memlayer_ports::{
     ThreadStore, VectorIndex,
 };
 
+use crate::Limiter;
+
 /// Reciprocal-rank-fusion constant (the usual 60 from Cormack et al.).
 const RRF_K: f32 = 60.0;
 /// Most texts one `embed` call accepts.
@@ -43,6 +45,7 @@ pub struct SearchService {
     messages: Arc<dyn MessageStore>,
     threads: Arc<dyn ThreadStore>,
     max_response_bytes: usize,
+    limiter: Limiter,
 }
 
 impl SearchService {
@@ -55,7 +58,23 @@ impl SearchService {
         messages: Arc<dyn MessageStore>,
         threads: Arc<dyn ThreadStore>,
     ) -> Self {
-        Self { embedder, index, store, messages, threads, max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES }
+        Self {
+            embedder,
+            index,
+            store,
+            messages,
+            threads,
+            max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+            limiter: Limiter::unlimited(),
+        }
+    }
+
+    /// Charges embedded texts and search queries to their tenant's budget
+    /// (`limits.embed_tokens`); the default charges nothing.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Bounds the bytes of messages one search returns (hits and
@@ -80,12 +99,13 @@ impl SearchService {
     }
 
     /// Embeds up to [`MAX_EMBED_TEXTS`] texts of at most [`MAX_EMBED_BYTES`]
-    /// together with the configured model.
+    /// together with the configured model, charged to `who`'s tenant.
     ///
     /// # Errors
+    /// `RateLimited` when the tenant's embedding budget is spent;
     /// `Invalid` for an empty or oversized list or an oversized text;
     /// `Unavailable` when the model is missing.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+    pub async fn embed(&self, who: &impl Reach, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
         if texts.is_empty() || texts.len() > MAX_EMBED_TEXTS {
             return Err(memlayer_domain::DomainError::new(
                 "texts",
@@ -108,6 +128,7 @@ impl SearchService {
             )
             .into());
         }
+        self.limiter.charge_embedding(who.tenant(), crate::embedding_cost(texts.iter().map(String::as_str))).await?;
         self.embedder.embed(texts).await.map_err(unprovisioned)
     }
 
@@ -186,6 +207,9 @@ impl SearchService {
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
         if filter.admits_nothing() {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
+        }
+        if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
+            self.limiter.charge_embedding(tenant, crate::embedding_cost([query.text()])).await?;
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
         // The two legs run at once: a hybrid search takes the slower leg's

@@ -57,6 +57,8 @@ pub struct Services {
     pub embedder_problem: Option<String>,
     /// Turns a request's credential into a principal (`auth.mode`).
     pub auth: crate::Authenticator,
+    /// Rate limits (`limits.*`), shared with the services it charges.
+    pub limiter: crate::Limiter,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
 }
@@ -482,6 +484,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
     let inline = config.embedding.mode == EmbeddingMode::Inline;
     let sweeper = ThreadSweeper::new(threads.clone(), config.memory.sweep_chunk);
+    let limits_on = config.limits.enabled.unwrap_or(!config.auth.mode.has(crate::AuthMode::None));
+    let limiter = crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone()));
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -493,9 +497,11 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_semantic(index.clone(), worker.clone(), inline)
     .with_sweeper(sweeper.clone())
     .with_catalog(catalog.clone())
-    .with_max_response_bytes(config.memory.max_response_bytes);
+    .with_max_response_bytes(config.memory.max_response_bytes)
+    .with_limiter(limiter.clone());
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
-        .with_max_response_bytes(config.memory.max_response_bytes);
+        .with_max_response_bytes(config.memory.max_response_bytes)
+        .with_limiter(limiter.clone());
     Ok(Services {
         memory,
         search,
@@ -509,6 +515,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         embedder_problem,
         idempotency,
         auth: crate::auth::authenticator(&config, None, None)?,
+        limiter,
         config: Arc::new(config),
     })
 }
