@@ -9,7 +9,8 @@
 //! during concurrent appends (`crash`), and put under mixed concurrent load
 //! past saturation (`load`). `reach` holds a caller bound to a resource to
 //! that resource on every route (a property test); `rate` holds the rate
-//! limits. `tidy` checks the architecture's invariants
+//! limits, and `shared` two servers sharing them and catalog invalidations
+//! through one Redis. `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -28,6 +29,7 @@ mod load;
 mod rate;
 mod reach;
 mod search;
+mod shared;
 mod support;
 mod sweep;
 mod tidy;

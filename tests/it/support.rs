@@ -295,3 +295,38 @@ fn spawn(
         }
     }
 }
+
+/// The URL of a reachable Redis for tests: `MEMLAYER_TEST_REDIS_URL`, else
+/// the one `scripts/redis start` starts (installing Debian's redis-server
+/// when missing and run as root). `None` after a `SKIP:` line when neither
+/// works outside CI; with `CI` set that fails the test instead.
+pub async fn redis_url() -> Option<String> {
+    let found = match std::env::var("MEMLAYER_TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/redis");
+            match std::process::Command::new("bash").args([script, "start"]).output() {
+                Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+                Ok(out) => Err(format!(
+                    "scripts/redis start failed: {}",
+                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                )),
+                Err(e) => Err(format!("scripts/redis could not run: {e}")),
+            }
+        }
+    };
+    let url = match found {
+        Ok(url) => url,
+        Err(e) => {
+            memlayer_adapters_postgres::testing::skip(&format!("Redis not available ({e})"));
+            return None;
+        }
+    };
+    let config = memlayer_app::RedisConfig { url: Some(url.as_str().into()), ..memlayer_app::RedisConfig::default() };
+    let coordinator = memlayer_app::Coordinator::new(&config).unwrap().unwrap();
+    if let Err(e) = coordinator.ping().await {
+        memlayer_adapters_postgres::testing::skip(&format!("Redis at {url} does not answer ({e})"));
+        return None;
+    }
+    Some(url)
+}

@@ -311,15 +311,22 @@ async fn put_state(
 /// The process is up.
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = HealthDto)))]
 async fn health() -> Json<HealthDto> {
-    Json(HealthDto { status: "ok" })
+    Json(HealthDto { status: "ok", redis: None })
 }
 
-/// The database is reachable.
+/// The database is reachable (and, with `redis.url`, whether Redis is).
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses((status = 200, body = HealthDto), (status = 503, body = ErrorBody)))]
 async fn ready(State(s): State<AppState>) -> Result<Json<HealthDto>, ApiError> {
     s.database.ping().await?;
-    Ok(Json(HealthDto { status: "ok" }))
+    let redis = match &s.coordinator {
+        None => None,
+        Some(c) => Some(match c.ping().await {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("unreachable ({e}): limits are per server and the catalog cache waits for its TTL"),
+        }),
+    };
+    Ok(Json(HealthDto { status: "ok", redis }))
 }
 
 /// This document.

@@ -77,6 +77,8 @@ pub struct Config {
     pub auth: crate::AuthConfig,
     /// Rate limits.
     pub limits: crate::LimitsConfig,
+    /// Limits and cache invalidations shared by several servers.
+    pub redis: crate::RedisConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -388,6 +390,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             auth: crate::AuthConfig::default(),
             limits: crate::LimitsConfig::default(),
+            redis: crate::RedisConfig::default(),
         }
     }
 }
@@ -549,9 +552,11 @@ const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// `MEMLAYER_` variables that are not configuration keys: the config file's
 /// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
-/// provisioning scripts' Python, and the test suite's Postgres. Any other
+/// provisioning scripts' Python, the local servers' scripts (`scripts/postgres`,
+/// `scripts/redis`) and the test suite's Postgres and Redis. Any other
 /// unknown `MEMLAYER_` variable is an error naming it, so a typo is caught.
-const NOT_CONFIG: &[&str] = &["CONFIG", "CACHE_DIR", "PYTHON", "TEST_DATABASE_URL"];
+const NOT_CONFIG: &[&str] =
+    &["CONFIG", "CACHE_DIR", "PYTHON", "PG_DIR", "PG_USER", "REDIS_DIR", "TEST_DATABASE_URL", "TEST_REDIS_URL"];
 
 impl Config {
     /// The layered sources: defaults, then `file` (or `MEMLAYER_CONFIG`) if
@@ -662,6 +667,9 @@ impl Config {
             return Err(ConfigError::Invalid { key: "auth.mode", reason });
         }
         if let Err((key, reason)) = self.limits.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.redis.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if self.cache.max_entries == 0 {

@@ -20,6 +20,7 @@
 mod auth;
 mod catalog;
 mod config;
+mod coordination;
 mod limits;
 mod memory;
 mod search;
@@ -33,6 +34,7 @@ pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
+pub use coordination::{Coordinator, RedisConfig};
 pub use limits::{
     Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };

@@ -12,8 +12,9 @@
 //! `embed_tokens`, value `{"per_second": N, "burst": M}`; see
 //! [`LIMITS_CATEGORY`]), read through the catalog's cache.
 //!
-//! Budgets live in this process: with several servers each enforces its
-//! own share.
+//! With `redis.url` set the budgets live in Redis ([`crate::Coordinator`]),
+//! so several servers enforce one limit; without it, or while Redis cannot
+//! be reached, each server keeps its own in this process.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::CatalogService;
+use crate::coordination::SharedDecision;
 
 /// The settings category of per-tenant budgets (written by the operator with
 /// `memlayer settings set`; the HTTP API refuses it, so a tenant cannot
@@ -243,6 +245,7 @@ struct Inner {
     enabled: bool,
     config: LimitsConfig,
     catalog: Option<CatalogService>,
+    shared: Option<crate::Coordinator>,
     buckets: moka::sync::Cache<(Budget, String), Arc<Bucket>>,
     clock: DefaultClock,
 }
@@ -256,7 +259,25 @@ impl Limiter {
             .max_capacity(config.max_tracked)
             .time_to_idle(Duration::from_secs(3600))
             .build();
-        Self { inner: Arc::new(Inner { enabled, config, catalog, buckets, clock: DefaultClock::default() }) }
+        Self {
+            inner: Arc::new(Inner { enabled, config, catalog, shared: None, buckets, clock: DefaultClock::default() }),
+        }
+    }
+
+    /// Keeps the budgets in Redis through `shared`, so every server sharing
+    /// it enforces one limit (this process's budgets serve while Redis
+    /// cannot be reached).
+    #[must_use]
+    pub fn with_shared(self, shared: Option<crate::Coordinator>) -> Self {
+        let inner = Inner {
+            enabled: self.inner.enabled,
+            config: self.inner.config.clone(),
+            catalog: self.inner.catalog.clone(),
+            shared,
+            buckets: self.inner.buckets.clone(),
+            clock: self.inner.clock.clone(),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// A limiter that lets everything through.
@@ -290,10 +311,10 @@ impl Limiter {
         let mut tightest: Option<Standing> = None;
         if let Some(key) = credential {
             let rate = self.rate(tenant, Budget::Credential).await;
-            tightest = self.take(Budget::Credential, key, rate, 1)?;
+            tightest = self.take(Budget::Credential, key, rate, 1).await?;
         }
         let rate = self.rate(tenant, Budget::Tenant).await;
-        if let Some(standing) = self.take(Budget::Tenant, tenant.to_string(), rate, 1)?
+        if let Some(standing) = self.take(Budget::Tenant, tenant.to_string(), rate, 1).await?
             && tightest.is_none_or(|t| standing.remaining < t.remaining)
         {
             tightest = Some(standing);
@@ -310,7 +331,10 @@ impl Limiter {
             return Ok(());
         }
         let rate = self.rate(tenant, Budget::EmbedTokens).await;
-        self.take(Budget::EmbedTokens, tenant.to_string(), rate, cost).map(|_| ()).map_err(Exceeded::into_store_error)
+        self.take(Budget::EmbedTokens, tenant.to_string(), rate, cost)
+            .await
+            .map(|_| ())
+            .map_err(Exceeded::into_store_error)
     }
 
     /// The tenant's rate for `budget`: its override in the catalog, else the configured one.
@@ -338,8 +362,33 @@ impl Limiter {
         }
     }
 
-    /// Takes `cost` units from the budget `key`, made or remade for `rate`.
-    fn take(&self, budget: Budget, key: String, rate: Rate, cost: u32) -> Result<Option<Standing>, Exceeded> {
+    /// Takes `cost` units from the budget `key`: in Redis when shared and
+    /// reachable, else in this process.
+    async fn take(&self, budget: Budget, key: String, rate: Rate, cost: u32) -> Result<Option<Standing>, Exceeded> {
+        if !rate.is_limited() {
+            return Ok(None);
+        }
+        if let Some(shared) = &self.inner.shared {
+            let shared_key = format!("{}:{key}", budget.as_str());
+            if let Some(decision) =
+                shared.gcra(&shared_key, rate.per_second, rate.burst.max(rate.per_second), cost).await
+            {
+                return match decision {
+                    SharedDecision::Allowed { remaining } => Ok(Some(Standing { budget, rate, remaining })),
+                    SharedDecision::Refused { retry_after } => {
+                        Err(Exceeded { budget, rate, retry_after, too_large: false })
+                    }
+                    SharedDecision::TooLarge => {
+                        Err(Exceeded { budget, rate, retry_after: Duration::ZERO, too_large: true })
+                    }
+                };
+            }
+        }
+        self.take_here(budget, key, rate, cost)
+    }
+
+    /// Takes `cost` units from this process's budget `key`, made or remade for `rate`.
+    fn take_here(&self, budget: Budget, key: String, rate: Rate, cost: u32) -> Result<Option<Standing>, Exceeded> {
         let Some(quota) = rate.quota() else { return Ok(None) };
         let cache_key = (budget, key);
         let mut bucket =

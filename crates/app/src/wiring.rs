@@ -59,6 +59,9 @@ pub struct Services {
     pub auth: crate::Authenticator,
     /// Rate limits (`limits.*`), shared with the services it charges.
     pub limiter: crate::Limiter,
+    /// The link to Redis (`redis.url`) the limiter and the catalog share
+    /// with other servers, if configured.
+    pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
 }
@@ -70,6 +73,7 @@ pub struct Background {
     worker: Option<tokio::task::JoinHandle<()>>,
     purge: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
 }
 
@@ -85,6 +89,9 @@ impl Background {
     /// is abandoned, not awaited, and the in-memory index is persisted.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        if let Some(peers) = self.peers {
+            peers.abort();
+        }
         if let Some(worker) = self.worker {
             match tokio::time::timeout(WORKER_STOP_WAIT, worker).await {
                 Ok(Ok(())) => {}
@@ -133,8 +140,16 @@ impl Services {
             None
         };
         let sweeper = self.sweeper.clone().spawn(rx.clone());
+        // Other servers' catalog changes, through Redis: drop the cached reads.
+        let peers = self.coordinator.clone().map(|coordinator| {
+            let catalog = self.catalog.clone();
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                coordinator.follow_invalidations(move |_tenant| catalog.invalidate_from_peer(), rx).await;
+            })
+        });
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, peers, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -468,7 +483,9 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let Stores { threads, messages, states, embeddings, catalog, idempotency } = backend.stores();
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
-    let catalog = CatalogService::new(catalog, cache);
+    let coordinator = crate::Coordinator::new(&config.redis)
+        .map_err(|reason| crate::ConfigError::Invalid { key: "redis.url", reason })?;
+    let catalog = CatalogService::new(catalog, cache).with_coordinator(coordinator.clone());
     let (embedder, embedder_problem) = open_embedder(&config.embedding);
     let info = embedder.info();
     let index = open_index(&config, &backend, info.dim).await?;
@@ -485,7 +502,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let inline = config.embedding.mode == EmbeddingMode::Inline;
     let sweeper = ThreadSweeper::new(threads.clone(), config.memory.sweep_chunk);
     let limits_on = config.limits.enabled.unwrap_or(!config.auth.mode.has(crate::AuthMode::None));
-    let limiter = crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone()));
+    let limiter =
+        crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone())).with_shared(coordinator.clone());
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -516,6 +534,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         idempotency,
         auth: crate::auth::authenticator(&config, None, None)?,
         limiter,
+        coordinator,
         config: Arc::new(config),
     })
 }
