@@ -22,7 +22,7 @@ use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec;
 use crate::filter_sql::filter_sql;
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{text, uuid};
 use crate::vectors::{decode_f32, encode_f32};
 
@@ -120,7 +120,7 @@ impl EmbeddingStore for LibsqlBackend {
                     let mut rows = lookup.query(vec![uuid(id.as_uuid())]).await.ctx("complete embedding jobs")?;
                     let found = match rows.next().await.ctx("complete embedding jobs")? {
                         Some(row) => {
-                            let r = RowReader::new(&row, "messages");
+                            let r = cells(&row, "messages");
                             Some((
                                 r.int(0, "rowid")?,
                                 ThreadId::from_uuid(r.uuid(1, "thread_id")?),
@@ -233,7 +233,7 @@ impl EmbeddingStore for LibsqlBackend {
                     more = true;
                     break;
                 }
-                let r = RowReader::new(&row, "message_vectors");
+                let r = cells(&row, "message_vectors");
                 let position = r.int(0, "rowid")?;
                 let dim = usize::try_from(r.int(4, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
                 let vector = decode_f32(&r.blob(5, "vector")?)
@@ -343,7 +343,7 @@ impl EmbeddingStore for LibsqlBackend {
                 "full-text search",
                 "SELECT id FROM lexical_tenants WHERE tenant = ?1",
                 [tenant],
-                |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+                |row| cells(row, "lexical_tenants").int(0, "id"),
             )
             .await?
             else {
@@ -398,7 +398,7 @@ impl LibsqlBackend {
         let behind = self
             .read(|conn| async move {
                 query_row(&conn, "read watermark", BEHIND, (), |row| {
-                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
+                    Ok(cells(row, "semantic_watermark").int(0, "behind")? != 0)
                 })
                 .await
             })
@@ -447,7 +447,7 @@ impl LibsqlBackend {
                         return Ok(false);
                     }
                     let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
-                        let r = RowReader::new(row, "semantic_watermark");
+                        let r = cells(row, "semantic_watermark");
                         Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
                     })
                     .await?
@@ -487,7 +487,7 @@ async fn remove_stale(conn: &Connection) -> Result<bool, StoreError> {
             .await
             .ctx("read stale full-text entries")?;
         while let Some(row) = rows.next().await.ctx("read stale full-text entries")? {
-            let r = RowReader::new(&row, "lexical_stale");
+            let r = cells(&row, "lexical_stale");
             stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0));
         }
     }
@@ -528,7 +528,7 @@ async fn index_range(conn: &Connection, from: i64, to: i64) -> Result<(), StoreE
             .await
             .ctx("read messages to index")?;
         while let Some(row) = rows.next().await.ctx("read messages to index")? {
-            let r = RowReader::new(&row, "messages");
+            let r = cells(&row, "messages");
             let (rowid, tenant) = (r.int(0, "rowid")?, r.text(1, "tenant")?);
             match runs.last_mut() {
                 Some((t, _, last)) if *t == tenant => *last = rowid,
@@ -575,7 +575,7 @@ async fn tenant_table(conn: &Connection, tenant: &str) -> Result<String, StoreEr
         "register full-text table",
         "SELECT id FROM lexical_tenants WHERE tenant = ?1",
         [tenant],
-        |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+        |row| cells(row, "lexical_tenants").int(0, "id"),
     )
     .await?
     .ok_or_else(|| corrupt("lexical_tenants", "id", "missing after insert"))?;

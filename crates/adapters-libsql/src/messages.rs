@@ -13,7 +13,7 @@ use memlayer_ports::{MessageStore, SeqRange, StoreError, Windows};
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec::{self, LibsqlExecutor};
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 /// Parameters per message row in an insert.
@@ -50,7 +50,7 @@ impl MessageStore for LibsqlBackend {
                 "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2) \
                  WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq",
                 vec![Value::Integer(n), Value::Integer(micros), Value::Text(tenant), uuid(thread.as_uuid())],
-                |row| RowReader::new(row, "threads").int(0, "last_seq"),
+                |row| cells(row, "threads").int(0, "last_seq"),
             )
             .await?
             .ok_or_else(|| StoreError::not_found("thread", thread))?;
@@ -235,7 +235,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 /// messages that made a keyset page ~35% slower (bench_foundation, 115 →
 /// 155 µs), so the hot read path decodes here, with the same rules.
 fn message(row: &libsql::Row) -> Result<Message, StoreError> {
-    let r = RowReader::new(row, "messages");
+    let r = cells(row, "messages");
     let tool_calls: Vec<ToolCall> = match r.opt_text(7, "tool_calls")? {
         None => Vec::new(),
         Some(s) => serde_json::from_str(&s).map_err(|e| corrupt("messages", "tool_calls", e))?,

@@ -11,7 +11,7 @@ use memlayer_ports::{StoreError, Sweep, ThreadStore};
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 #[async_trait]
@@ -28,7 +28,7 @@ impl ThreadStore for LibsqlBackend {
                 .ctx("list resource threads")?;
             let mut threads = Vec::new();
             while let Some(row) = rows.next().await.ctx("list resource threads")? {
-                threads.push(ThreadId::from_uuid(RowReader::new(&row, "threads").uuid(0, "id")?));
+                threads.push(ThreadId::from_uuid(cells(&row, "threads").uuid(0, "id")?));
             }
             Ok(threads)
         })
@@ -107,10 +107,9 @@ impl ThreadStore for LibsqlBackend {
             return Err(StoreError::Invalid(DomainError::new("max_messages", "must be at least 1")));
         }
         self.write(move |conn| async move {
-            let Some(thread) = query_row(&conn, "sweep deleted threads", NEXT_MARKED, (), |row| {
-                RowReader::new(row, "threads").blob(0, "id")
-            })
-            .await?
+            let Some(thread) =
+                query_row(&conn, "sweep deleted threads", NEXT_MARKED, (), |row| cells(row, "threads").blob(0, "id"))
+                    .await?
             else {
                 return Ok(Sweep::default());
             };

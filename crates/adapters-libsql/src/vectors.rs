@@ -10,7 +10,7 @@ use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::filter_sql::filter_sql;
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{text, uuid};
 
 /// Settings of the native index, fixed when its table is first created.
@@ -134,7 +134,7 @@ impl LibsqlVectorIndex {
                     "read vector index",
                     "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
                     vec![text(index_name)],
-                    |row| RowReader::new(row, "sqlite_master").opt_text(0, "sql"),
+                    |row| cells(row, "sqlite_master").opt_text(0, "sql"),
                 )
                 .await?
                 .flatten();
@@ -253,11 +253,9 @@ impl VectorIndex for LibsqlVectorIndex {
         let sql = format!("SELECT count(*) FROM {}", self.table);
         self.backend
             .read(move |conn| async move {
-                let n = query_row(&conn, "count vectors", &sql, (), |row| {
-                    RowReader::new(row, "vector_index").int(0, "count")
-                })
-                .await?
-                .unwrap_or(0);
+                let n = query_row(&conn, "count vectors", &sql, (), |row| cells(row, "vector_index").int(0, "count"))
+                    .await?
+                    .unwrap_or(0);
                 usize::try_from(n).map_err(|e| corrupt("vector_index", "count", e))
             })
             .await
@@ -270,7 +268,7 @@ impl VectorIndex for LibsqlVectorIndex {
                 let mut rows = conn.query(&sql, ()).await.ctx("list vector ids")?;
                 let mut ids = Vec::new();
                 while let Some(row) = rows.next().await.ctx("list vector ids")? {
-                    ids.push(MessageId::from_uuid(RowReader::new(&row, "vector_index").uuid(0, "message_id")?));
+                    ids.push(MessageId::from_uuid(cells(&row, "vector_index").uuid(0, "message_id")?));
                 }
                 Ok(ids)
             })
@@ -310,7 +308,7 @@ impl Search {
         );
         let admitted =
             query_row(conn, "count vector candidates", &count_sql, self.params(text(self.model.as_str())), |row| {
-                RowReader::new(row, "vector_index").int(0, "count")
+                cells(row, "vector_index").int(0, "count")
             })
             .await?
             .unwrap_or(0);
@@ -392,7 +390,7 @@ impl Search {
 
     /// A row `(message_id, thread_id, embedding)` with its true cosine similarity.
     fn scored(&self, row: &libsql::Row) -> Result<ScoredHit, StoreError> {
-        let r = RowReader::new(row, "vector_index");
+        let r = cells(row, "vector_index");
         let vector = decode_f32(&r.blob(2, "embedding")?)
             .filter(|v| v.len() == self.query.len())
             .ok_or_else(|| corrupt("vector_index", "embedding", "wrong length"))?;

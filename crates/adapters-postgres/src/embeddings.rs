@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use memlayer_adapters_sql::{Dialect, embeddings};
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ThreadId, Timestamp, now};
+use memlayer_adapters_sql::{Cells, Dialect, embeddings};
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now};
 use memlayer_ports::{
     EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry,
 };
@@ -14,8 +14,7 @@ use pgvector::Vector;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::{Context as _, corrupt};
-use crate::exec::row_values;
-use crate::rows::RowReader;
+use crate::exec::{PgRow, row_values};
 use crate::threads::{Param, refs};
 
 #[async_trait]
@@ -92,11 +91,11 @@ impl EmbeddingStore for PgBackend {
         for ((id, embedding), row) in done.into_iter().zip(stored) {
             // Deleted meanwhile: its job went with it; nothing was stored.
             let Some(row) = row else { continue };
-            let r = RowReader::new(&row, "message_vectors");
+            let r = Cells::of(PgRow(&row), "message_vectors");
             entries.push(VectorEntry {
                 id,
-                tenant: r.tenant()?,
-                thread: ThreadId::from_uuid(r.get("thread_id")?),
+                tenant: r.parse(0, "tenant", TenantId::parse)?,
+                thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
                 embedding,
             });
         }
@@ -176,18 +175,18 @@ impl EmbeddingStore for PgBackend {
         let mut entries = Vec::with_capacity(rows.len().min(limit));
         let mut last = None;
         for row in rows.iter().take(limit) {
-            let r = RowReader::new(row, "message_vectors");
-            let dim = usize::try_from(r.get::<i32>("dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
-            let vector = r.get::<Vector>("embedding")?.to_vec();
+            let r = Cells::of(PgRow(row), "message_vectors");
+            let dim = usize::try_from(r.int(4, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
+            let vector = row.try_get::<_, Vector>(5).map_err(|e| corrupt("message_vectors", "embedding", e))?.to_vec();
             let embedding =
                 Embedding::new(model.clone(), vector, dim).map_err(|e| corrupt("message_vectors", "embedding", e))?;
             entries.push(VectorEntry {
-                id: MessageId::from_uuid(r.get("message_id")?),
-                thread: ThreadId::from_uuid(r.get("thread_id")?),
-                tenant: r.tenant()?,
+                id: MessageId::from_uuid(r.uuid(1, "message_id")?),
+                thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                tenant: r.parse(3, "tenant", TenantId::parse)?,
                 embedding,
             });
-            last = Some(r.get::<i64>("position")?);
+            last = Some(r.int(0, "position")?);
         }
         Ok((entries, if more { last } else { None }))
     }

@@ -53,7 +53,6 @@ mod exec;
 mod idempotency;
 mod messages;
 mod migrations;
-mod rows;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,7 +1,7 @@
 //! [`ThreadStore`] on Postgres.
 
 use async_trait::async_trait;
-use memlayer_adapters_sql::threads;
+use memlayer_adapters_sql::{Cells, threads};
 use memlayer_domain::{
     Cursor, DomainError, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     now,
@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::Context as _;
-use crate::rows::RowReader;
+use crate::exec::PgRow;
 
 /// A boxed query parameter.
 pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
@@ -35,7 +35,7 @@ impl ThreadStore for PgBackend {
             .ctx("list resource threads")?;
         let rows = tx.query(&stmt, &[&tenant.as_str(), &resource.as_str()]).await.ctx("list resource threads")?;
         tx.commit().await.ctx("list resource threads")?;
-        rows.iter().map(|row| Ok(ThreadId::from_uuid(RowReader::new(row, "threads").get("id")?))).collect()
+        rows.iter().map(|row| Ok(ThreadId::from_uuid(Cells::of(PgRow(row), "threads").uuid(0, "id")?))).collect()
     }
 
     async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {

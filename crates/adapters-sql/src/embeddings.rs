@@ -31,7 +31,7 @@ pub fn pending(row: &[SqlValue]) -> Result<PendingEmbedding, StoreError> {
     })
 }
 
-fn count(c: &Cells<'_>, idx: usize) -> Result<u64, StoreError> {
+fn count(c: &Cells<&[SqlValue]>, idx: usize) -> Result<u64, StoreError> {
     u64::try_from(c.int(idx, "count")?).map_err(|e| corrupt("message_vectors", "count", e))
 }
 

@@ -43,7 +43,7 @@ pub use error::{CorruptRow, DriverError, corrupt};
 pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
 pub use op::SqlOp;
 pub use sql::Sql;
-pub use value::{Cells, SqlValue};
+pub use value::{CellSource, Cells, SqlValue};
 
 /// What [`catalog_store!`] needs from this crate's dependencies, so the
 /// adapters expanding it need not name them.

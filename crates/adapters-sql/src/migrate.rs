@@ -139,7 +139,7 @@ fn rfc3339(t: memlayer_domain::Timestamp) -> Result<String, StoreError> {
 }
 
 /// An applied time as stored (libSQL: RFC 3339 text; Postgres: timestamptz).
-fn applied_at_text(cells: &Cells<'_>, idx: usize) -> Result<String, StoreError> {
+fn applied_at_text(cells: &Cells<&[SqlValue]>, idx: usize) -> Result<String, StoreError> {
     match cells.text(idx, "applied_at") {
         Ok(text) => Ok(text),
         Err(_) => rfc3339(cells.timestamp(idx, "applied_at")?),
