@@ -1,11 +1,12 @@
-//! [`VectorIndex`] on libSQL's native vector index (DiskANN,
-//! `libsql_vector_idx`), with an exact path for small candidate sets.
+//! [`memlayer_ports::VectorIndex`] on libSQL's native vector index
+//! (DiskANN, `libsql_vector_idx`), with an exact path for small candidate
+//! sets; the port's shared rules are in `memlayer_adapters_sql::vectors`.
 
 use async_trait::async_trait;
 use libsql::Value;
-use memlayer_adapters_sql::vectors::{self, best, invalid};
-use memlayer_domain::{Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
+use memlayer_adapters_sql::vectors::{self, IndexEngine, best, invalid};
+use memlayer_domain::{Embedding, MAX_DIMENSIONS, MessageId, ThreadId};
+use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorSearch};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
@@ -155,17 +156,26 @@ impl LibsqlVectorIndex {
     }
 }
 
+memlayer_adapters_sql::vector_index!(LibsqlVectorIndex);
+
 #[async_trait]
-impl VectorIndex for LibsqlVectorIndex {
-    fn kind(&self) -> IndexKind {
-        IndexKind::Libsql
+impl IndexEngine for LibsqlVectorIndex {
+    type Backend = LibsqlBackend;
+    const KIND: IndexKind = IndexKind::Libsql;
+
+    fn dim(&self) -> usize {
+        self.dim
     }
 
-    async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        vectors::check_entries(&entries, self.dim)?;
+    fn backend(&self) -> &LibsqlBackend {
+        &self.backend
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn upsert_entries(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
         let rows: Vec<[Value; 5]> = entries
             .iter()
             .map(|e| {
@@ -205,10 +215,7 @@ impl VectorIndex for LibsqlVectorIndex {
             .await
     }
 
-    async fn remove(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    async fn remove_entries(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
         let table = self.table.clone();
         self.backend
             .write(move |conn| async move {
@@ -224,18 +231,10 @@ impl VectorIndex for LibsqlVectorIndex {
             .await
     }
 
-    async fn remove_thread(&self, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-        vectors::remove_thread(&self.backend, &self.table, tenant, thread).await
-    }
-
-    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
-        vectors::check_query(query, self.dim)?;
+    async fn nearest(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         let Some(cond) = filter_sql(filter, "v.tenant", "v.thread_id", 3) else {
             return Ok(vectors::nothing());
         };
-        if k == 0 {
-            return Ok(vectors::nothing());
-        }
         let search = Search {
             table: self.table.clone(),
             ann: self.ann.clone(),
