@@ -3,7 +3,7 @@
 //! `EmbeddingStore::embedding_counts` and the two of `coverage`, and the
 //! full-text query a lexical search runs (none when it can find nothing).
 //!
-//! The `EmbeddingStore` itself is written here too ([`embedding_store!`]):
+//! The `EmbeddingStore` itself is written here too ([`embedding_store!`](crate::embedding_store)):
 //! the answers to requests for nothing, the stored error's bound, the
 //! vector scan's paging and the pruning statement. The queue's, the counts'
 //! and the searches' SQL stays in each engine ([`EmbeddingEngine`]): libSQL
@@ -21,7 +21,7 @@ use memlayer_ports::{PendingEmbedding, ScoredHit, SearchFilter, StoreError, Vect
 
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
-/// What [`embedding_store!`] leaves to the engine: the job queue, the
+/// What [`embedding_store!`](crate::embedding_store) leaves to the engine: the job queue, the
 /// stored vectors and the full-text index, in its own SQL. Each method is
 /// the port's namesake after the shared checks: a request for nothing never
 /// reaches it.

@@ -3,7 +3,7 @@
 //! decoding, and the rules of a budgeted read ([`PageCut`], [`WindowCut`]:
 //! when a page or a set of neighbour windows stops, what its cursor is).
 //!
-//! The whole `MessageStore` is written here ([`message_store!`]); what
+//! The whole `MessageStore` is written here ([`message_store!`](crate::message_store)); what
 //! stays in each adapter ([`MessageEngine`]) is how an append stores its
 //! batch (libSQL: multi-row inserts on its one writer; Postgres: binary
 //! COPY), how rows stream (libSQL: row by row from one statement, decoded
@@ -30,7 +30,7 @@ use memlayer_ports::{ByteBudget, SeqRange, StoreError, Windows};
 
 use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 
-/// What [`message_store!`] leaves to the engine: storing an append's batch
+/// What [`message_store!`](crate::message_store) leaves to the engine: storing an append's batch
 /// and streaming the rows of budgeted reads.
 #[async_trait]
 pub trait MessageEngine: Transactor + Sized {

@@ -8,7 +8,7 @@
 //!
 //! The runner depends on neither adapter; an adapter's backend implements
 //! [`Migrate`], and its `open` calls [`migrate_up`], so the backend module
-//! and the migration plan do not name each other. [`database!`] writes the
+//! and the migration plan do not name each other. [`database!`](crate::database) writes the
 //! `Database` port over the runner and a [`DatabaseEngine`].
 
 use async_trait::async_trait;
@@ -101,7 +101,7 @@ pub trait Migrate: Transactor {
     async fn migration_read<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError>;
 }
 
-/// What [`database!`] leaves to the engine besides migrating: how it names
+/// What [`database!`](crate::database) leaves to the engine besides migrating: how it names
 /// itself, checks a connection and reports its set-up.
 #[async_trait]
 pub trait DatabaseEngine: Migrate + Sized {

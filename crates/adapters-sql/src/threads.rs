@@ -6,7 +6,7 @@
 //! missing key never matches `null`). Also the patch statement and what a
 //! created thread is, the row → [`Thread`] decoding, and every
 //! `ThreadStore` operation over [`Transactor`] but the sweep's chunk, which
-//! each engine runs its own way ([`ThreadEngine`]); [`thread_store!`]
+//! each engine runs its own way ([`ThreadEngine`]); [`thread_store!`](crate::thread_store)
 //! implements the port from these. Every caller value is bound.
 
 use std::num::NonZeroU32;
@@ -20,7 +20,7 @@ use memlayer_ports::{StoreError, Sweep};
 
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
-/// What [`thread_store!`] leaves to the engine: how a sweep chunk finds and
+/// What [`thread_store!`](crate::thread_store) leaves to the engine: how a sweep chunk finds and
 /// removes a marked thread's rows (libSQL: by rowid, its triggers removing
 /// vectors and jobs and queueing full-text entries, agent states by hand;
 /// Postgres: the thread locked `SKIP LOCKED` so servers sweep different

@@ -1,7 +1,7 @@
 //! What both SQL vector indexes (libSQL's DiskANN, pgvector's HNSW) check and
 //! answer alike: the dimension an index may hold, the vectors and queries it
 //! accepts, the empty answer, the order of matches, and removing a thread's
-//! entries; [`vector_index!`] writes the `VectorIndex` port from these.
+//! entries; [`vector_index!`](crate::vector_index) writes the `VectorIndex` port from these.
 //! How each searches and writes (its graph, its settings, libSQL's single
 //! writer, Postgres's pipelined inserts) stays in its adapter, the
 //! [`IndexEngine`].
@@ -12,10 +12,11 @@ use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry
 
 use crate::{Dialect, Sql, Transactor};
 
-/// What [`vector_index!`] leaves to an index: its table and how it writes,
+/// What [`vector_index!`](crate::vector_index) leaves to an index: its table and how it writes,
 /// searches and counts it. A request the shared rules answer (nothing to
 /// write or remove, a query of another dimension, a search that can find
 /// nothing) never reaches it.
+#[allow(clippy::len_without_is_empty, reason = "the port's `len`, async and fallible, as `VectorIndex` has it")]
 #[async_trait]
 pub trait IndexEngine: Send + Sync {
     /// The backend its table lives in.
