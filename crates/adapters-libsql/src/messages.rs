@@ -79,22 +79,18 @@ impl MessageEngine for LibsqlBackend {
     }
 
     async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
-        // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
-        let queries: Vec<(String, Vec<Value>)> = cut
-            .windows()
-            .chunks(WINDOWS_PER_QUERY)
-            .map(|chunk| {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| async move {
+            // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
+            let n = cut.windows().len();
+            for start in (0..n).step_by(WINDOWS_PER_QUERY) {
+                let chunk = &cut.windows()[start..n.min(start + WINDOWS_PER_QUERY)];
                 let mut params = Vec::with_capacity(1 + chunk.len() * 3);
                 params.push(text(tenant.as_str()));
                 for w in chunk {
                     params.extend([uuid(w.thread.as_uuid()), Value::Integer(w.from), Value::Integer(w.to)]);
                 }
-                (windows_sql(chunk.len()), params)
-            })
-            .collect();
-        self.read(move |conn| async move {
-            for (sql, params) in queries {
-                let mut rows = conn.query(&sql, params).await.ctx("read windows")?;
+                let mut rows = conn.query(&windows_sql(chunk.len()), params).await.ctx("read windows")?;
                 while let Some(row) = rows.next().await.ctx("read windows")? {
                     if !cut.accept(message(&row)?) {
                         return Ok(cut.finish());

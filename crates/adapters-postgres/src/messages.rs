@@ -9,7 +9,7 @@ use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
 use memlayer_domain::{Message, MessageId, Page, TenantId, ThreadId, now};
-use memlayer_ports::{SeqRange, StoreError, Windows};
+use memlayer_ports::{StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -139,13 +139,13 @@ impl MessageEngine for PgBackend {
         // Sequence numbers start at 1 and stay far below 2^62: a window
         // ending below 0 or starting past 2^62 holds nothing, and clamping
         // keeps `hi - lo + 1` in the query from overflowing.
-        let windows: Vec<&SeqRange> = cut.windows().iter().filter(|w| w.to >= 0 && w.from <= i64::MAX / 2).collect();
-        if windows.is_empty() {
+        let readable = || cut.windows().iter().filter(|w| w.to >= 0 && w.from <= i64::MAX / 2);
+        let threads: Vec<uuid::Uuid> = readable().map(|w| w.thread.as_uuid()).collect();
+        if threads.is_empty() {
             return Ok(cut.finish());
         }
-        let threads: Vec<uuid::Uuid> = windows.iter().map(|w| w.thread.as_uuid()).collect();
-        let from: Vec<i64> = windows.iter().map(|w| w.from.max(0)).collect();
-        let to: Vec<i64> = windows.iter().map(|w| w.to.min(i64::MAX / 2)).collect();
+        let from: Vec<i64> = readable().map(|w| w.from.max(0)).collect();
+        let to: Vec<i64> = readable().map(|w| w.to.min(i64::MAX / 2)).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
