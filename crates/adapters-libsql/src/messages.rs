@@ -102,31 +102,25 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: &[MessageId]) -> Result<Vec<Message>, StoreError> {
-        let queries: Vec<(String, Vec<Value>)> = ids
-            .chunks(IN_LIST_CHUNK)
-            .map(|chunk| {
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        let tenant = tenant.as_str().to_owned();
+        self.read(move |conn| async move {
+            let mut found = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(IN_LIST_CHUNK) {
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({}) AND EXISTS \
                      (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?1 AND threads.deleted_at IS NULL)",
                     placeholders(2, chunk.len())
                 );
                 let mut params = Vec::with_capacity(chunk.len() + 1);
-                params.push(text(tenant.as_str()));
+                params.push(Value::Text(tenant.clone()));
                 params.extend(chunk.iter().map(|id| uuid(id.as_uuid())));
-                (sql, params)
-            })
-            .collect();
-        let capacity = ids.len();
-        self.read(move |conn| async move {
-            let mut found = Vec::with_capacity(capacity);
-            for (sql, params) in queries {
                 let mut rows = conn.query(&sql, params).await.ctx("read messages")?;
                 while let Some(row) = rows.next().await.ctx("read messages")? {
                     found.push(message(&row)?);
                 }
             }
-            Ok(found)
+            Ok(messages::in_order(&ids, found))
         })
         .await
     }

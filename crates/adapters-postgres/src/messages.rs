@@ -154,7 +154,7 @@ impl MessageEngine for PgBackend {
         Ok(cut.finish())
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: &[MessageId]) -> Result<Vec<Message>, StoreError> {
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
         let uuids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
@@ -166,7 +166,8 @@ impl MessageEngine for PgBackend {
             .ctx("get messages")?;
         let rows = tx.query(&stmt, &[&uuids, &tenant.as_str()]).await.ctx("get messages")?;
         tx.commit().await.ctx("get messages")?;
-        rows.iter().map(message).collect()
+        let found = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        Ok(messages::in_order(&ids, found))
     }
 }
 

@@ -48,8 +48,9 @@ pub trait MessageEngine: Transactor + Sized {
     /// the cut stops.
     async fn read_neighbours(&self, tenant: &TenantId, cut: WindowCut) -> Result<Windows, StoreError>;
 
-    /// The messages of `ids` that are the tenant's and live, in any order.
-    async fn read_many(&self, tenant: &TenantId, ids: &[MessageId]) -> Result<Vec<Message>, StoreError>;
+    /// The messages of `ids` (at least one) that are the tenant's and live,
+    /// in the order of `ids` ([`in_order`]).
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
     /// `MessageStore::last`: the shared [`last`] unless the engine decodes
     /// its rows faster.
@@ -166,8 +167,7 @@ pub async fn get_many<D: MessageEngine>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let found = db.read_many(tenant, &ids).await?;
-    Ok(in_order(&ids, found))
+    db.read_many(tenant, ids).await
 }
 
 /// `DELETE` of the message `id` if it is the tenant's and its thread is not
