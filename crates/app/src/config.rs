@@ -658,6 +658,9 @@ impl Config {
         if let Err(reason) = self.auth.validate() {
             return Err(ConfigError::Invalid { key: "auth.mode", reason });
         }
+        if self.auth.mode.has(crate::AuthMode::Jwt) {
+            self.auth.jwt.validate()?;
+        }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");
         }

@@ -20,6 +20,7 @@
 mod auth;
 mod catalog;
 mod config;
+mod jwt;
 mod memory;
 mod search;
 mod sweeper;
@@ -32,6 +33,7 @@ pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
+pub use jwt::{JwtConfig, JwtVerifier};
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};

@@ -508,7 +508,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
-        auth: crate::auth::authenticator(&config, None, None)?,
+        auth: crate::auth::authenticator(&config, None, crate::jwt::verifier(&config).await?)?,
         config: Arc::new(config),
     })
 }
