@@ -127,8 +127,10 @@ async fn main() {
     let cold = bench(Some(0), &jwks).await;
 
     // Variants: (name, router, header).
-    let bearers: Vec<(String, String)> = tokens.iter().map(|(alg, t)| (alg.to_string(), format!("Bearer {t}"))).collect();
-    let mut variants: Vec<(String, &Bench, (&str, &str))> = vec![("none (X-Tenant-Id)".into(), &none, ("x-tenant-id", "acme"))];
+    let bearers: Vec<(String, String)> =
+        tokens.iter().map(|(alg, t)| (alg.to_string(), format!("Bearer {t}"))).collect();
+    let mut variants: Vec<(String, &Bench, (&str, &str))> =
+        vec![("none (X-Tenant-Id)".into(), &none, ("x-tenant-id", "acme"))];
     for (alg, bearer) in &bearers {
         variants.push((format!("{alg} warm"), &warm, ("authorization", bearer)));
         variants.push((format!("{alg} cold"), &cold, ("authorization", bearer)));
