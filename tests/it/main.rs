@@ -1,6 +1,6 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `catalog`, `search`,
-//! `idempotency`; admission control over real sockets in `admission`, caps and
+//! `idempotency`; JWT authentication in `jwt`; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`; `frontends` holds
@@ -24,6 +24,7 @@ mod frontends;
 mod fuzz;
 mod http;
 mod idempotency;
+mod jwt;
 mod limits;
 mod load;
 mod rate;

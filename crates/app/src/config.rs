@@ -672,6 +672,9 @@ impl Config {
         if let Err((key, reason)) = self.redis.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
+        if self.auth.mode.has(crate::AuthMode::Jwt) {
+            self.auth.jwt.validate()?;
+        }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");
         }

@@ -21,6 +21,7 @@ mod auth;
 mod catalog;
 mod config;
 mod coordination;
+mod jwt;
 mod limits;
 mod memory;
 mod search;
@@ -35,6 +36,7 @@ pub use config::{
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
 pub use coordination::{Coordinator, RedisConfig};
+pub use jwt::{JwtConfig, JwtVerifier};
 pub use limits::{
     Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };

@@ -532,7 +532,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
-        auth: crate::auth::authenticator(&config, None, None)?,
+        auth: crate::auth::authenticator(&config, None, crate::jwt::verifier(&config).await?)?,
         limiter,
         coordinator,
         config: Arc::new(config),
