@@ -55,7 +55,14 @@ impl ApiError {
 
     /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
     pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message) }
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).with_retry_after(retry_after)
+    }
+
+    /// The same error with a `Retry-After` header (whole seconds, at least 1).
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
     }
 
     /// 400 `invalid_request`.
