@@ -176,14 +176,14 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// A message from a row selected with [`MESSAGE_COLUMNS`].
 /// Decodes a row selected with `MESSAGE_COLUMNS` straight from the driver's
-/// row. The shared `messages::decode` reads neutral values, which costs a
-/// copy of every column into a `Vec<SqlValue>` first: on a page of 100
-/// messages that made a keyset page ~35% slower (bench_foundation, 115 →
-/// 155 µs), so the hot read path decodes here, with the same rules.
+/// values, with the shared rules (`Cells`: a wrong type or a NULL is a
+/// corrupt row naming its column). Going through the shared `Cells` wraps
+/// every column in a neutral value first, which made a keyset page of 100
+/// messages ~8% slower (bench_foundation, 118 → 127–131 µs), so the hot
+/// read path (pages, windows, last-N, get-many) reads here.
 fn message(row: &libsql::Row) -> Result<Message, StoreError> {
-    let r = cells(row, "messages");
+    let r = Columns(row);
     let tool_calls: Vec<ToolCall> = match r.opt_text(7, "tool_calls")? {
         None => Vec::new(),
         Some(s) => serde_json::from_str(&s).map_err(|e| corrupt("messages", "tool_calls", e))?,
@@ -197,16 +197,15 @@ fn message(row: &libsql::Row) -> Result<Message, StoreError> {
             exact: r.int(12, "token_exact")? != 0,
         }),
     };
-    let metadata = r.parse(8, "metadata", |s| {
-        serde_json::from_str::<serde_json::Value>(&s)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Metadata::from_value(v).map_err(|e| e.to_string()))
-    })?;
+    let metadata = serde_json::from_str::<serde_json::Value>(&r.text(8, "metadata")?)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Metadata::from_value(v).map_err(|e| e.to_string()))
+        .map_err(|e| corrupt("messages", "metadata", e))?;
     Ok(Message {
         id: MessageId::from_uuid(r.uuid(0, "id")?),
         thread_id: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
         seq: r.int(2, "seq")?,
-        role: r.parse(3, "role", |s| s.parse::<Role>())?,
+        role: r.text(3, "role")?.parse::<Role>().map_err(|e| corrupt("messages", "role", e))?,
         content: r.text(4, "content")?,
         tool_call_id: r.opt_text(5, "tool_call_id")?,
         tool_name: r.opt_text(6, "tool_name")?,
@@ -215,6 +214,60 @@ fn message(row: &libsql::Row) -> Result<Message, StoreError> {
         token_count,
         created_at: from_micros(r.int(13, "created_at")?),
     })
+}
+
+/// Typed reads of one driver row of `messages` (see [`message`]).
+struct Columns<'a>(&'a libsql::Row);
+
+impl Columns<'_> {
+    fn value(&self, idx: i32) -> Result<Value, StoreError> {
+        self.0.get_value(idx).ctx("read column")
+    }
+
+    fn wrong(column: &'static str, want: &str, found: &Value) -> StoreError {
+        let kind = match found {
+            Value::Null => "NULL",
+            Value::Integer(_) => "an integer",
+            Value::Real(_) => "a real",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "a blob",
+        };
+        corrupt("messages", column, format!("expected {want}, found {kind}"))
+    }
+
+    fn opt_text(&self, idx: i32, column: &'static str) -> Result<Option<String>, StoreError> {
+        match self.value(idx)? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            other => Err(Self::wrong(column, "text", &other)),
+        }
+    }
+
+    fn text(&self, idx: i32, column: &'static str) -> Result<String, StoreError> {
+        self.opt_text(idx, column)?.ok_or_else(|| corrupt("messages", column, "unexpected NULL"))
+    }
+
+    fn opt_int(&self, idx: i32, column: &'static str) -> Result<Option<i64>, StoreError> {
+        match self.value(idx)? {
+            Value::Null => Ok(None),
+            Value::Integer(i) => Ok(Some(i)),
+            other => Err(Self::wrong(column, "an integer", &other)),
+        }
+    }
+
+    fn int(&self, idx: i32, column: &'static str) -> Result<i64, StoreError> {
+        self.opt_int(idx, column)?.ok_or_else(|| corrupt("messages", column, "unexpected NULL"))
+    }
+
+    /// An id stored as the UUID's 16 big-endian bytes.
+    fn uuid(&self, idx: i32, column: &'static str) -> Result<uuid::Uuid, StoreError> {
+        match self.value(idx)? {
+            Value::Blob(bytes) => <[u8; 16]>::try_from(bytes.as_slice())
+                .map(uuid::Uuid::from_bytes)
+                .map_err(|_| corrupt("messages", column, format!("expected 16 bytes, found {}", bytes.len()))),
+            other => Err(Self::wrong(column, "a uuid", &other)),
+        }
+    }
 }
 
 /// A message's insert parameters, in `INSERT_COLUMNS` order.
