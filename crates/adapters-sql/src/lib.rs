@@ -9,7 +9,7 @@
 //! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
-//! stores the same way, [`threads`] the thread reads and listing,
+//! stores the same way, [`keys`] the API key store, [`threads`] the thread reads and listing,
 //! [`messages`] the message reads and their budgets, [`embeddings`] the
 //! embedding queue's and searches' rows, [`vectors`] what both vector
 //! indexes check, and [`migrate`] the migration runner and every backend's
@@ -28,6 +28,7 @@ pub mod embeddings;
 mod error;
 pub mod exec;
 pub mod idempotency;
+pub mod keys;
 pub mod messages;
 pub mod migrate;
 mod op;
