@@ -658,6 +658,9 @@ impl Config {
         if let Err(reason) = self.auth.validate() {
             return Err(ConfigError::Invalid { key: "auth.mode", reason });
         }
+        if let Err((key, reason)) = self.auth.keys.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");
         }

@@ -20,6 +20,7 @@
 mod auth;
 mod catalog;
 mod config;
+mod keys;
 mod memory;
 mod search;
 mod sweeper;
@@ -31,6 +32,9 @@ pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
+};
+pub use keys::{
+    CreatedKey, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};

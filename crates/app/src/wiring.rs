@@ -15,8 +15,8 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, MessageStore,
-    StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
+    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
+    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
@@ -57,6 +57,9 @@ pub struct Services {
     pub embedder_problem: Option<String>,
     /// Turns a request's credential into a principal (`auth.mode`).
     pub auth: crate::Authenticator,
+    /// API keys: create, list, revoke; the verifier of `auth.mode = api_key`
+    /// (last uses are written by [`Services::start_background`]).
+    pub keys: crate::KeyService,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
 }
@@ -68,6 +71,7 @@ pub struct Background {
     worker: Option<tokio::task::JoinHandle<()>>,
     purge: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    keys: tokio::task::JoinHandle<()>,
     index: Arc<dyn VectorIndex>,
 }
 
@@ -101,6 +105,10 @@ impl Background {
         if let Err(e) = self.sweeper.await {
             tracing::warn!(error = %e, "thread sweeper ended abnormally");
         }
+        // Writes the last uses not yet written.
+        if let Err(e) = self.keys.await {
+            tracing::warn!(error = %e, "API key last-use writer ended abnormally");
+        }
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
@@ -131,8 +139,9 @@ impl Services {
             None
         };
         let sweeper = self.sweeper.clone().spawn(rx.clone());
+        let keys = self.spawn_key_uses(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, keys, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -152,6 +161,30 @@ impl Services {
             }
         }
         Ok(total)
+    }
+
+    /// Writes the API keys' last uses every `auth.keys.flush_interval_secs`,
+    /// and once more at shutdown.
+    fn spawn_key_uses(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let keys = self.keys.clone();
+        let interval = self.config.auth.keys.flush_interval();
+        tokio::spawn(async move {
+            loop {
+                // Stopping (or the `Background` dropped): one last write, then out.
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(interval) => false,
+                    changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
+                };
+                match keys.flush_uses().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(keys = n, "API key last uses written"),
+                    Err(e) => tracing::warn!(error = %e, "API key last uses: store error; kept for the next write"),
+                }
+                if stop {
+                    break;
+                }
+            }
+        })
     }
 
     fn spawn_purge(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
@@ -251,12 +284,20 @@ struct Stores {
     embeddings: Arc<dyn EmbeddingStore>,
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
+    keys: Arc<dyn KeyStore>,
 }
 
 impl Stores {
     fn of<B>(b: &Arc<B>) -> Self
     where
-        B: ThreadStore + MessageStore + StateStore + EmbeddingStore + CatalogStore + IdempotencyStore + 'static,
+        B: ThreadStore
+            + MessageStore
+            + StateStore
+            + EmbeddingStore
+            + CatalogStore
+            + IdempotencyStore
+            + KeyStore
+            + 'static,
     {
         Self {
             threads: b.clone(),
@@ -265,6 +306,7 @@ impl Stores {
             embeddings: b.clone(),
             catalog: b.clone(),
             idempotency: b.clone(),
+            keys: b.clone(),
         }
     }
 }
@@ -463,7 +505,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys } = backend.stores();
+    let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
     let catalog = CatalogService::new(catalog, cache);
@@ -508,7 +551,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
-        auth: crate::auth::authenticator(&config, None, None)?,
+        auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), None)?,
+        keys,
         config: Arc::new(config),
     })
 }
