@@ -25,7 +25,7 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed` (403), `internal`.
+    /// `host_not_allowed`, `resource_mismatch` (403), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,

@@ -62,6 +62,9 @@ fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Opt
     let named = |max: usize| json!({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": max});
     Some(match (location, name) {
         ("header", "X-Tenant-Id") => named(64),
+        ("path", "id") if path.starts_with("/api/keys/") => {
+            json!({"type": "string", "pattern": "^[0-9a-f]{16}$", "minLength": 16, "maxLength": 16})
+        }
         ("path", "id" | "message_id") => uuid,
         ("path", "agent_id") => named(128),
         ("path", "category" | "key") => named(128),

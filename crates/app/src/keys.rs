@@ -142,24 +142,35 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
     secs.map(Duration::from_secs).ok_or_else(|| "must be at most 3650d (ten years)".into())
 }
 
+/// Why a credential may not create a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The new key asks for a scope the credential lacks.
+    #[error("a credential may grant only scopes it holds: it has `{held}`, the new key asks for `{asked}`")]
+    Scopes {
+        /// The credential's scopes.
+        held: Scopes,
+        /// The new key's.
+        asked: Scopes,
+    },
+    /// The credential is bound to a resource and the new key is not bound to it.
+    #[error("a credential bound to resource `{0}` may create only keys bound to `{0}`: set resource_id to it")]
+    Resource(ResourceId),
+}
+
 /// Whether `grantor` may create `new`: only with scopes it holds itself,
 /// and, when it is bound to a resource, only a key bound to the same one.
 ///
 /// # Errors
-/// Why not, for a 403.
-pub fn check_grant(grantor: &Principal, new: &NewKey) -> Result<(), String> {
+/// [`GrantError`], for a 403.
+pub fn check_grant(grantor: &Principal, new: &NewKey) -> Result<(), GrantError> {
     if !new.scopes.iter().all(|s| grantor.may(s)) {
-        return Err(format!(
-            "a credential may grant only scopes it holds: it has `{}`, the new key asks for `{}`",
-            grantor.scopes, new.scopes
-        ));
+        return Err(GrantError::Scopes { held: grantor.scopes, asked: new.scopes });
     }
     if let Some(bound) = &grantor.resource
         && new.resource.as_ref() != Some(bound)
     {
-        return Err(format!(
-            "a credential bound to resource `{bound}` may create only keys bound to `{bound}`: set resource_id to it"
-        ));
+        return Err(GrantError::Resource(bound.clone()));
     }
     Ok(())
 }

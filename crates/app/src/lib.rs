@@ -34,12 +34,14 @@ pub use config::{
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
 pub use keys::{
-    CreatedKey, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
+    CreatedKey, GrantError, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
-pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
+pub use wiring::{
+    Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
+};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
 pub use memlayer_ports::{IndexKind, StoreError};

@@ -365,6 +365,20 @@ pub async fn open_database(config: &Config) -> Result<Arc<dyn Database>, BuildEr
     open_backend(config).await.map(|b| b.database())
 }
 
+/// The API key service alone on the configured database, migrated when
+/// `database.auto_migrate` is set (for `memlayer keys`, which needs neither
+/// the model nor the vector index).
+///
+/// # Errors
+/// [`BuildError`] saying what could not be opened or migrated.
+pub async fn open_keys(config: &Config) -> Result<crate::KeyService, BuildError> {
+    let backend = open_backend(config).await?;
+    if config.database.auto_migrate {
+        migrate(backend.database().as_ref()).await?;
+    }
+    Ok(crate::KeyService::new(backend.stores().keys, &config.auth.keys))
+}
+
 /// Brings an in-process or separate index in line with the durable vectors
 /// of `model`: adds what it lacks, removes what the store no longer has.
 async fn reconcile(store: &dyn EmbeddingStore, index: &dyn VectorIndex, model: &str) -> Result<usize, StoreError> {
