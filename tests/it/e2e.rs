@@ -307,3 +307,15 @@ fn the_cli_manages_the_catalog() {
     let (ok, out) = cli(dir.path(), &["models", "delete", &model_id]);
     assert!(!ok && out.contains("used by agent"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_public_address_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = cli_with(dir.path(), &["serve", "--addr", "0.0.0.0:0"], &[]);
+    assert!(!ok, "serve on 0.0.0.0 without authentication must not start: {out}");
+    assert!(out.contains("auth.mode") && out.contains("0.0.0.0:0"), "the refusal says what to set: {out}");
+    assert!(!dir.path().join("memlayer.db").exists(), "nothing is opened before the refusal");
+    // `doctor` flags the same configuration.
+    let (ok, out) = cli_with(dir.path(), &["doctor"], &[("MEMLAYER_SERVER__ADDR", "0.0.0.0:8080")]);
+    assert!(!ok && out.contains("[FAIL] authentication"), "{out}");
+}

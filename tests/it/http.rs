@@ -490,6 +490,8 @@ async fn internal_errors_reveal_nothing() {
         keys: no_keys(),
         database: Arc::new(database),
         auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
+        limiter: memlayer_app::Limiter::unlimited(),
+        coordinator: None,
         idempotency: None,
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
@@ -601,6 +603,8 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             keys: no_keys(),
             database: Arc::new(MockDatabase::new()),
             auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
+            limiter: memlayer_app::Limiter::unlimited(),
+            coordinator: None,
             idempotency: None,
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))

@@ -1,14 +1,18 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `catalog`, `search`,
-//! `idempotency`; `auth`, the authorization matrix over every route of the
-//! document, with API keys, also on Postgres, and the README's tour with a key; admission control over real sockets in `admission`, caps and
+//! `idempotency`; JWT authentication in `jwt`; `auth`, the authorization
+//! matrix over every route of the document with API keys, also on Postgres,
+//! and the README's tour with a key; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`; `frontends` holds
 //! both to the same use-case rule), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
 //! during concurrent appends (`crash`), and put under mixed concurrent load
-//! past saturation (`load`). `tidy` checks the architecture's invariants
+//! past saturation (`load`). `reach` holds a caller bound to a resource to
+//! that resource on every route (a property test); `rate` holds the rate
+//! limits, and `shared` two servers sharing them and catalog invalidations
+//! through one Redis. `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -23,9 +27,13 @@ mod frontends;
 mod fuzz;
 mod http;
 mod idempotency;
+mod jwt;
 mod limits;
 mod load;
+mod rate;
+mod reach;
 mod search;
+mod shared;
 mod support;
 mod sweep;
 mod tidy;

@@ -103,6 +103,38 @@ impl TestApp {
     }
 }
 
+/// A stand-in for the credential checks: principals by bearer token. Tests
+/// of what the routes and use cases do with a principal use it; the API
+/// keys and JWTs that produce principals are tested on their own.
+#[derive(Debug, Default)]
+pub struct Tokens(pub std::collections::HashMap<String, memlayer_domain::Principal>);
+
+#[async_trait::async_trait]
+impl memlayer_app::Verifier for Tokens {
+    async fn verify(&self, token: &str) -> Result<memlayer_domain::Principal, memlayer_app::AuthError> {
+        self.0.get(token).cloned().ok_or_else(|| memlayer_app::AuthError::Invalid("the API key is not valid".into()))
+    }
+}
+
+impl TestApp {
+    /// Serves the app with `tokens` as its only credentials (each an
+    /// `ml_…` bearer token).
+    pub fn authenticate_with(&mut self, tokens: Tokens) {
+        self.services.auth = memlayer_app::Authenticator::new(
+            Some(std::sync::Arc::new(tokens)),
+            None,
+            memlayer_domain::TenantId::default_tenant(),
+        );
+        self.app = memlayer_api::server::app(&self.services);
+    }
+
+    /// Sends a request with `Authorization: Bearer <token>`.
+    pub async fn call_bearer(&self, token: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let auth = format!("Bearer {token}");
+        self.call_with(method, uri, &[("authorization", &auth)], body.map(|b| b.to_string()), true).await
+    }
+}
+
 /// Asserts an error response: status, JSON shape and code.
 #[track_caller]
 pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
@@ -262,4 +294,39 @@ fn spawn(
             panic!("the server did not announce its address within {wait:?}: {e}");
         }
     }
+}
+
+/// The URL of a reachable Redis for tests: `MEMLAYER_TEST_REDIS_URL`, else
+/// the one `scripts/redis start` starts (installing Debian's redis-server
+/// when missing and run as root). `None` after a `SKIP:` line when neither
+/// works outside CI; with `CI` set that fails the test instead.
+pub async fn redis_url() -> Option<String> {
+    let found = match std::env::var("MEMLAYER_TEST_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/redis");
+            match std::process::Command::new("bash").args([script, "start"]).output() {
+                Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+                Ok(out) => Err(format!(
+                    "scripts/redis start failed: {}",
+                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                )),
+                Err(e) => Err(format!("scripts/redis could not run: {e}")),
+            }
+        }
+    };
+    let url = match found {
+        Ok(url) => url,
+        Err(e) => {
+            memlayer_adapters_postgres::testing::skip(&format!("Redis not available ({e})"));
+            return None;
+        }
+    };
+    let config = memlayer_app::RedisConfig { url: Some(url.as_str().into()), ..memlayer_app::RedisConfig::default() };
+    let coordinator = memlayer_app::Coordinator::new(&config).unwrap().unwrap();
+    if let Err(e) = coordinator.ping().await {
+        memlayer_adapters_postgres::testing::skip(&format!("Redis at {url} does not answer ({e})"));
+        return None;
+    }
+    Some(url)
 }

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use libsql::Connection;
+use memlayer_adapters_sql::migrate::DatabaseEngine;
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
@@ -215,10 +217,6 @@ impl LibsqlBackend {
         !self.inner.claimed.swap(true, Ordering::SeqCst)
     }
 
-    pub(crate) fn description(&self) -> &str {
-        &self.inner.description
-    }
-
     pub(crate) fn indexer(&self) -> &Indexer {
         &self.inner.indexer
     }
@@ -314,9 +312,52 @@ impl LibsqlBackend {
         self.inner.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Drives `fut` to completion: on the blocking pool for local databases,
+    /// inline for remote ones (their I/O is truly asynchronous). A local
+    /// operation always runs to its end, even when the caller stops waiting,
+    /// so a transaction is never cut in half.
+    async fn run<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        if !self.inner.blocking {
+            return fut.await;
+        }
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || handle.block_on(fut))
+            .await
+            .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
+    }
+}
+
+/// `Database` (expanded in `lib.rs` by `memlayer_adapters_sql::database!`)
+/// on libSQL, besides the migrations.
+#[async_trait]
+impl DatabaseEngine for LibsqlBackend {
+    fn description(&self) -> &str {
+        &self.inner.description
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| async move {
+            let mut rows =
+                conn.query("SELECT 1", ()).await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
+            rows.next().await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(_) => e,
+            other => StoreError::Unavailable(format!("ping: {other}")),
+        })
+    }
+
     /// `PRAGMA synchronous` and `journal_mode` as the writer connection
-    /// reports them (none for a remote database: its server decides).
-    pub(crate) async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+    /// reports them (none for a remote database: its server decides): always
+    /// `FULL (2)` for a local file, set explicitly when the writer opens,
+    /// and `wal`.
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         if !self.inner.blocking {
             return Ok(Vec::new());
         }
@@ -346,24 +387,6 @@ impl LibsqlBackend {
             ])
         })
         .await
-    }
-
-    /// Drives `fut` to completion: on the blocking pool for local databases,
-    /// inline for remote ones (their I/O is truly asynchronous). A local
-    /// operation always runs to its end, even when the caller stops waiting,
-    /// so a transaction is never cut in half.
-    async fn run<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        if !self.inner.blocking {
-            return fut.await;
-        }
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(fut))
-            .await
-            .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
     }
 }
 

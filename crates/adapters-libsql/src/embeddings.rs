@@ -1,4 +1,5 @@
-//! [`EmbeddingStore`] on libSQL: the embedding job queue, stored vectors and
+//! [`memlayer_ports::EmbeddingStore`] on libSQL (its shared rules in
+//! `memlayer_adapters_sql::embeddings`): the embedding job queue, stored vectors and
 //! full-text (FTS5/BM25) search, one FTS5 table per tenant. The tables and
 //! the triggers that keep them in step with `messages` are migrations 2, 3
 //! and 5.
@@ -14,26 +15,26 @@
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
-use memlayer_adapters_sql::{Cells, Dialect, embeddings};
+use memlayer_adapters_sql::Cells;
+use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
 use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now, to_micros};
-use memlayer_ports::{EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry};
+use memlayer_ports::{PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec;
 use crate::filter_sql::filter_sql;
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{text, uuid};
 use crate::vectors::{decode_f32, encode_f32};
 
+memlayer_adapters_sql::embedding_store!(LibsqlBackend);
+
 #[async_trait]
-impl EmbeddingStore for LibsqlBackend {
-    async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+impl EmbeddingEngine for LibsqlBackend {
+    async fn due_jobs(&self, due: Due) -> Result<Vec<PendingEmbedding>, StoreError> {
         self.await_indexed().await?;
-        let now = to_micros(now);
+        let (now, limit) = (to_micros(due.now), due.limit.get());
         self.read(move |conn| async move {
             let jobs = read_due_jobs(&conn, now, limit).await?;
             Ok(jobs.into_iter().map(|(_, job)| job).collect())
@@ -41,15 +42,7 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
-    async fn claim_jobs(
-        &self,
-        now: Timestamp,
-        limit: usize,
-        lease_until: Timestamp,
-    ) -> Result<Vec<PendingEmbedding>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+    async fn claim_jobs(&self, due: Due, lease_until: Timestamp) -> Result<Vec<PendingEmbedding>, StoreError> {
         self.catch_up().await?;
         if self.first_claim() {
             // A lease outlives the process that took it. A libSQL file has
@@ -66,7 +59,7 @@ impl EmbeddingStore for LibsqlBackend {
             })
             .await?;
         }
-        let (now, until) = (to_micros(now), to_micros(lease_until));
+        let (now, limit, until) = (to_micros(due.now), due.limit.get(), to_micros(lease_until));
         let due = self
             .read(move |conn| async move {
                 let found = query_row(&conn, "read embedding jobs", ANY_DUE, [now], |_| Ok(())).await?;
@@ -97,9 +90,6 @@ impl EmbeddingStore for LibsqlBackend {
     }
 
     async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError> {
-        if done.is_empty() {
-            return Ok(Vec::new());
-        }
         let at = to_micros(now());
         self.write(move |conn| async move {
             let lookup = conn.prepare(MESSAGE_SCOPE).await.ctx("complete embedding jobs")?;
@@ -120,7 +110,7 @@ impl EmbeddingStore for LibsqlBackend {
                     let mut rows = lookup.query(vec![uuid(id.as_uuid())]).await.ctx("complete embedding jobs")?;
                     let found = match rows.next().await.ctx("complete embedding jobs")? {
                         Some(row) => {
-                            let r = RowReader::new(&row, "messages");
+                            let r = cells(&row, "messages");
                             Some((
                                 r.int(0, "rowid")?,
                                 ThreadId::from_uuid(r.uuid(1, "thread_id")?),
@@ -156,12 +146,8 @@ impl EmbeddingStore for LibsqlBackend {
     }
 
     async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
         // A job not yet materialised must exist to record its failure.
         self.catch_up().await?;
-        let error = memlayer_domain::job_error(error);
         let retry_at = to_micros(retry_at);
         self.write(move |conn| async move {
             let stmt = conn
@@ -209,46 +195,30 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
-    async fn scan_vectors(
-        &self,
-        model: String,
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError> {
-        if limit == 0 {
-            return Ok((Vec::new(), after));
-        }
+    async fn scan_rows(&self, model: String, after: i64, fetch: usize) -> Result<Vec<(i64, VectorEntry)>, StoreError> {
         self.read(move |conn| async move {
-            let params = vec![
-                Value::Text(model.clone()),
-                Value::Integer(after.unwrap_or(0)),
-                Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1)),
-            ];
+            let params = vec![Value::Text(model.clone()), Value::Integer(after), int(fetch)];
             let mut rows = conn.query(SCAN_VECTORS, params).await.ctx("scan vectors")?;
-            let mut entries = Vec::with_capacity(limit.min(4096));
-            let mut last = None;
-            let mut more = false;
+            let mut entries = Vec::with_capacity(fetch.min(4096));
             while let Some(row) = rows.next().await.ctx("scan vectors")? {
-                if entries.len() == limit {
-                    more = true;
-                    break;
-                }
-                let r = RowReader::new(&row, "message_vectors");
+                let r = cells(&row, "message_vectors");
                 let position = r.int(0, "rowid")?;
                 let dim = usize::try_from(r.int(4, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
                 let vector = decode_f32(&r.blob(5, "vector")?)
                     .ok_or_else(|| corrupt("message_vectors", "vector", "length is not a multiple of 4"))?;
                 let embedding =
                     Embedding::new(model.clone(), vector, dim).map_err(|e| corrupt("message_vectors", "vector", e))?;
-                entries.push(VectorEntry {
-                    id: MessageId::from_uuid(r.uuid(1, "id")?),
-                    thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
-                    tenant: r.parse(3, "tenant", TenantId::parse)?,
-                    embedding,
-                });
-                last = Some(position);
+                entries.push((
+                    position,
+                    VectorEntry {
+                        id: MessageId::from_uuid(r.uuid(1, "id")?),
+                        thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                        tenant: r.parse(3, "tenant", TenantId::parse)?,
+                        embedding,
+                    },
+                ));
             }
-            Ok((entries, if more { last } else { None }))
+            Ok(entries)
         })
         .await
     }
@@ -314,24 +284,7 @@ impl EmbeddingStore for LibsqlBackend {
         .await
     }
 
-    async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
-        self.write(move |conn| async move {
-            conn.execute("DELETE FROM message_vectors WHERE model <> ?1", vec![Value::Text(keep)])
-                .await
-                .ctx("prune vectors")
-        })
-        .await
-    }
-
-    async fn lexical_search(
-        &self,
-        filter: &SearchFilter,
-        query: String,
-        k: usize,
-    ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = embeddings::lexical_query(Dialect::Sqlite, &query, k) else {
-            return Ok(Vec::new());
-        };
+    async fn match_text(&self, filter: &SearchFilter, matcher: String, k: usize) -> Result<Vec<ScoredHit>, StoreError> {
         let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
@@ -343,7 +296,7 @@ impl EmbeddingStore for LibsqlBackend {
                 "full-text search",
                 "SELECT id FROM lexical_tenants WHERE tenant = ?1",
                 [tenant],
-                |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+                |row| cells(row, "lexical_tenants").int(0, "id"),
             )
             .await?
             else {
@@ -398,7 +351,7 @@ impl LibsqlBackend {
         let behind = self
             .read(|conn| async move {
                 query_row(&conn, "read watermark", BEHIND, (), |row| {
-                    Ok(RowReader::new(row, "semantic_watermark").int(0, "behind")? != 0)
+                    Ok(cells(row, "semantic_watermark").int(0, "behind")? != 0)
                 })
                 .await
             })
@@ -447,7 +400,7 @@ impl LibsqlBackend {
                         return Ok(false);
                     }
                     let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
-                        let r = RowReader::new(row, "semantic_watermark");
+                        let r = cells(row, "semantic_watermark");
                         Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
                     })
                     .await?
@@ -487,7 +440,7 @@ async fn remove_stale(conn: &Connection) -> Result<bool, StoreError> {
             .await
             .ctx("read stale full-text entries")?;
         while let Some(row) = rows.next().await.ctx("read stale full-text entries")? {
-            let r = RowReader::new(&row, "lexical_stale");
+            let r = cells(&row, "lexical_stale");
             stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0));
         }
     }
@@ -528,7 +481,7 @@ async fn index_range(conn: &Connection, from: i64, to: i64) -> Result<(), StoreE
             .await
             .ctx("read messages to index")?;
         while let Some(row) = rows.next().await.ctx("read messages to index")? {
-            let r = RowReader::new(&row, "messages");
+            let r = cells(&row, "messages");
             let (rowid, tenant) = (r.int(0, "rowid")?, r.text(1, "tenant")?);
             match runs.last_mut() {
                 Some((t, _, last)) if *t == tenant => *last = rowid,
@@ -575,7 +528,7 @@ async fn tenant_table(conn: &Connection, tenant: &str) -> Result<String, StoreEr
         "register full-text table",
         "SELECT id FROM lexical_tenants WHERE tenant = ?1",
         [tenant],
-        |row| RowReader::new(row, "lexical_tenants").int(0, "id"),
+        |row| cells(row, "lexical_tenants").int(0, "id"),
     )
     .await?
     .ok_or_else(|| corrupt("lexical_tenants", "id", "missing after insert"))?;

@@ -32,7 +32,7 @@ pub(crate) fn bind(v: SqlValue) -> Result<Value, StoreError> {
     })
 }
 
-fn cell(v: Value) -> SqlValue {
+pub(crate) fn cell(v: Value) -> SqlValue {
     match v {
         Value::Null => SqlValue::Null,
         Value::Integer(i) => SqlValue::Int(i),

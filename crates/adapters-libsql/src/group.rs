@@ -199,6 +199,10 @@ fn copy(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Forbidden(m) => StoreError::Forbidden(m.clone()),
+        StoreError::RateLimited { limit, retry_after, message } => {
+            StoreError::RateLimited { limit, retry_after: *retry_after, message: message.clone() }
+        }
         StoreError::NotFound { what, id } => StoreError::NotFound { what, id: id.clone() },
         StoreError::Unprovisioned(m) => StoreError::Unprovisioned(m.clone()),
         other => StoreError::backend(DriverError::new("write transaction", other.to_string())),

@@ -67,53 +67,13 @@ mod threads;
 mod values;
 mod vectors;
 
-use async_trait::async_trait;
-use memlayer_adapters_sql::migrate;
-use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
-
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
+    VectorIndex,
 };
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
-#[async_trait]
-impl Database for LibsqlBackend {
-    fn describe(&self) -> String {
-        self.description().to_owned()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| async move {
-            let mut rows =
-                conn.query("SELECT 1", ()).await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
-            rows.next().await.map_err(|e| StoreError::Unavailable(format!("ping: {e}")))?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::Unavailable(_) => e,
-            other => StoreError::Unavailable(format!("ping: {other}")),
-        })
-    }
-
-    async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::status(self).await
-    }
-
-    async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::migrate_up(self).await
-    }
-
-    async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::migrate_down(self, steps).await
-    }
-
-    /// `synchronous` (always `FULL (2)` for a local file: set explicitly when
-    /// the writer connection opens) and `journal_mode` (`wal`).
-    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
-        LibsqlBackend::durability(self).await
-    }
-}
+memlayer_adapters_sql::database!(LibsqlBackend);

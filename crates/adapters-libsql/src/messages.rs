@@ -1,19 +1,21 @@
-//! [`MessageStore`] on libSQL.
+//! [`memlayer_ports::MessageStore`] on libSQL: written once in
+//! `memlayer_adapters_sql::messages`; here how a batch is inserted on the
+//! one writer and how reads stream, decoded straight from the driver's row.
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_adapters_sql::Dialect;
-use memlayer_adapters_sql::messages::{self, Collect as _, MESSAGE_COLUMNS, PageCut, WindowCut};
+use memlayer_adapters_sql::messages::{self, Batch, Collect as _, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Role, TenantId, ThreadId, TokenCount,
-    ToolCall, from_micros, now, to_micros,
+    Direction, Message, MessageId, Metadata, Page, PageSize, Role, TenantId, ThreadId, TokenCount, ToolCall,
+    from_micros, to_micros,
 };
-use memlayer_ports::{MessageStore, SeqRange, StoreError, Windows};
+use memlayer_ports::{StoreError, Windows};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec::{self, LibsqlExecutor};
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 /// Parameters per message row in an insert.
@@ -21,27 +23,18 @@ const COLUMNS_PER_ROW: usize = 14;
 /// Index of `seq` among a row's parameters.
 const SEQ_PARAM: usize = 2;
 
+memlayer_adapters_sql::message_store!(LibsqlBackend);
+
 #[async_trait]
-impl MessageStore for LibsqlBackend {
-    async fn append(
-        &self,
-        tenant: &TenantId,
-        thread: ThreadId,
-        batch: Vec<NewMessage>,
-    ) -> Result<Vec<Message>, StoreError> {
-        memlayer_domain::check_batch(batch.len())?;
-        let n = i64::try_from(batch.len()).map_err(|e| StoreError::backend(e.to_string()))?;
-        let at = now();
-        let micros = to_micros(at);
+impl MessageEngine for LibsqlBackend {
+    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError> {
+        let n = i64::try_from(batch.messages().len()).map_err(|e| StoreError::backend(e.to_string()))?;
+        let micros = to_micros(batch.at());
+        let thread = batch.thread();
         // Everything but the sequence numbers is prepared before taking the
         // writer, to keep the write transaction short.
-        let mut messages = Vec::with_capacity(batch.len());
-        let mut rows = Vec::with_capacity(batch.len());
-        for new in batch {
-            let m = new.into_message(MessageId::new(), thread, 0, at);
-            rows.push(row_params(&m, micros)?);
-            messages.push(m);
-        }
+        let mut rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
+        let mut messages = batch.into_messages();
         let tenant = tenant.as_str().to_owned();
         self.write(move |conn| async move {
             let last = query_row(
@@ -50,7 +43,7 @@ impl MessageStore for LibsqlBackend {
                 "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2) \
                  WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq",
                 vec![Value::Integer(n), Value::Integer(micros), Value::Text(tenant), uuid(thread.as_uuid())],
-                |row| RowReader::new(row, "threads").int(0, "last_seq"),
+                |row| cells(row, "threads").int(0, "last_seq"),
             )
             .await?
             .ok_or_else(|| StoreError::not_found("thread", thread))?;
@@ -65,16 +58,7 @@ impl MessageStore for LibsqlBackend {
         .await
     }
 
-    async fn page_within(
-        &self,
-        tenant: &TenantId,
-        thread: ThreadId,
-        cursor: Option<Cursor>,
-        direction: Option<Direction>,
-        limit: PageSize,
-        max_bytes: usize,
-    ) -> Result<Page<Message>, StoreError> {
-        let mut page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
+    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
         let tenant = tenant.clone();
         self.read(move |conn| async move {
             let (sql, params) = exec::params(page.sql(Dialect::Sqlite, &tenant))?;
@@ -87,28 +71,20 @@ impl MessageStore for LibsqlBackend {
             }
             drop(rows);
             if page.is_empty() {
-                messages::ensure_thread(&LibsqlExecutor(conn), &tenant, thread).await?;
+                messages::ensure_thread(&LibsqlExecutor(conn), &tenant, page.thread()).await?;
             }
             Ok(page.finish())
         })
         .await
     }
 
-    async fn read_windows(
-        &self,
-        tenant: &TenantId,
-        windows: Vec<SeqRange>,
-        max_bytes: usize,
-    ) -> Result<Windows, StoreError> {
-        let windows: Vec<SeqRange> = windows.into_iter().filter(|w| w.from <= w.to).collect();
-        if windows.is_empty() {
-            return Ok(Windows::default());
-        }
+    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
         let tenant = tenant.as_str().to_owned();
         self.read(move |conn| async move {
-            let mut cut = WindowCut::new(max_bytes);
             // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
-            for chunk in windows.chunks(WINDOWS_PER_QUERY) {
+            let n = cut.windows().len();
+            for start in (0..n).step_by(WINDOWS_PER_QUERY) {
+                let chunk = &cut.windows()[start..n.min(start + WINDOWS_PER_QUERY)];
                 let mut params = Vec::with_capacity(1 + chunk.len() * 3);
                 params.push(text(tenant.as_str()));
                 for w in chunk {
@@ -126,36 +102,7 @@ impl MessageStore for LibsqlBackend {
         .await
     }
 
-    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        // The shared statement, decoded by the fast path (see `message`).
-        let sql =
-            messages::page_sql(Dialect::Sqlite, tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
-        let (sql, params) = exec::params(sql)?;
-        let tenant = tenant.clone();
-        self.read(move |conn| async move {
-            let mut rows = conn.query(&sql, params).await.ctx("read messages")?;
-            let mut items = Vec::new();
-            while let Some(row) = rows.next().await.ctx("read messages")? {
-                items.push(message(&row)?);
-            }
-            drop(rows);
-            if items.is_empty() {
-                messages::ensure_thread(&LibsqlExecutor(conn), &tenant, thread).await?;
-            }
-            items.reverse();
-            Ok(items)
-        })
-        .await
-    }
-
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        messages::get(self, tenant, id).await
-    }
-
-    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
         let tenant = tenant.as_str().to_owned();
         self.read(move |conn| async move {
             let mut found = Vec::with_capacity(ids.len());
@@ -178,23 +125,24 @@ impl MessageStore for LibsqlBackend {
         .await
     }
 
-    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
-        let tenant = tenant.as_str().to_owned();
-        // The triggers of migration 2 remove the full-text entry, vectors and
-        // embedding job in this same statement.
-        self.write(move |conn| async move {
-            let deleted = conn
-                .execute(
-                    "DELETE FROM messages WHERE id = ?1 AND EXISTS \
-                     (SELECT 1 FROM threads WHERE threads.id = messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)",
-                    vec![uuid(id.as_uuid()), Value::Text(tenant)],
-                )
-                .await
-                .ctx("delete message")?;
-            if deleted == 0 {
-                return Err(StoreError::not_found("message", id));
+    /// The shared statement, decoded by the fast path (see `message`).
+    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        let sql =
+            messages::page_sql(Dialect::Sqlite, tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
+        let (sql, params) = exec::params(sql)?;
+        let tenant = tenant.clone();
+        self.read(move |conn| async move {
+            let mut rows = conn.query(&sql, params).await.ctx("read messages")?;
+            let mut items = Vec::new();
+            while let Some(row) = rows.next().await.ctx("read messages")? {
+                items.push(message(&row)?);
             }
-            Ok(())
+            drop(rows);
+            if items.is_empty() {
+                messages::ensure_thread(&LibsqlExecutor(conn), &tenant, thread).await?;
+            }
+            items.reverse();
+            Ok(items)
         })
         .await
     }
@@ -235,7 +183,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 /// messages that made a keyset page ~35% slower (bench_foundation, 115 →
 /// 155 µs), so the hot read path decodes here, with the same rules.
 fn message(row: &libsql::Row) -> Result<Message, StoreError> {
-    let r = RowReader::new(row, "messages");
+    let r = cells(row, "messages");
     let tool_calls: Vec<ToolCall> = match r.opt_text(7, "tool_calls")? {
         None => Vec::new(),
         Some(s) => serde_json::from_str(&s).map_err(|e| corrupt("messages", "tool_calls", e))?,

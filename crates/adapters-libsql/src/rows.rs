@@ -1,86 +1,31 @@
 //! Reading stored rows back into domain values without trusting their types:
 //! a corrupt row is a `Backend` error, never a panic.
 
-use libsql::{Row, Value};
+use std::borrow::Cow;
+
+use libsql::Row;
+use memlayer_adapters_sql::{CellSource, Cells, SqlValue};
 use memlayer_ports::StoreError;
-use uuid::Uuid;
 
 use crate::error::{Context as _, corrupt};
+use crate::exec::cell;
 
-/// Typed access to one row's columns, naming the table in errors.
-pub(crate) struct RowReader<'a> {
-    row: &'a Row,
-    table: &'static str,
-}
+/// A libSQL row as a [`CellSource`]: each column converted to a neutral
+/// value as it is read (the driver hands out owned values, which are moved
+/// on), never the whole row first.
+#[derive(Clone, Copy)]
+pub(crate) struct LibsqlRow<'a>(&'a Row);
 
-impl<'a> RowReader<'a> {
-    pub(crate) fn new(row: &'a Row, table: &'static str) -> Self {
-        Self { row, table }
-    }
-
-    fn value(&self, idx: i32) -> Result<Value, StoreError> {
-        self.row.get_value(idx).ctx("read column")
-    }
-
-    pub(crate) fn opt_text(&self, idx: i32, column: &'static str) -> Result<Option<String>, StoreError> {
-        match self.value(idx)? {
-            Value::Null => Ok(None),
-            Value::Text(s) => Ok(Some(s)),
-            other => Err(corrupt(self.table, column, format!("expected text, found {}", kind(&other)))),
-        }
-    }
-
-    pub(crate) fn text(&self, idx: i32, column: &'static str) -> Result<String, StoreError> {
-        self.opt_text(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
-    }
-
-    /// An id stored as the UUID's 16 big-endian bytes.
-    pub(crate) fn uuid(&self, idx: i32, column: &'static str) -> Result<Uuid, StoreError> {
-        match self.value(idx)? {
-            Value::Blob(bytes) => <[u8; 16]>::try_from(bytes.as_slice())
-                .map(Uuid::from_bytes)
-                .map_err(|_| corrupt(self.table, column, format!("expected 16 bytes, found {}", bytes.len()))),
-            other => Err(corrupt(self.table, column, format!("expected a blob, found {}", kind(&other)))),
-        }
-    }
-
-    pub(crate) fn blob(&self, idx: i32, column: &'static str) -> Result<Vec<u8>, StoreError> {
-        match self.value(idx)? {
-            Value::Blob(bytes) => Ok(bytes),
-            other => Err(corrupt(self.table, column, format!("expected a blob, found {}", kind(&other)))),
-        }
-    }
-
-    pub(crate) fn opt_int(&self, idx: i32, column: &'static str) -> Result<Option<i64>, StoreError> {
-        match self.value(idx)? {
-            Value::Null => Ok(None),
-            Value::Integer(i) => Ok(Some(i)),
-            other => Err(corrupt(self.table, column, format!("expected an integer, found {}", kind(&other)))),
-        }
-    }
-
-    pub(crate) fn int(&self, idx: i32, column: &'static str) -> Result<i64, StoreError> {
-        self.opt_int(idx, column)?.ok_or_else(|| corrupt(self.table, column, "unexpected NULL"))
-    }
-
-    pub(crate) fn parse<T, E: std::fmt::Display>(
-        &self,
-        idx: i32,
-        column: &'static str,
-        parse: impl FnOnce(String) -> Result<T, E>,
-    ) -> Result<T, StoreError> {
-        parse(self.text(idx, column)?).map_err(|e| corrupt(self.table, column, e))
+impl CellSource for LibsqlRow<'_> {
+    fn cell(&self, idx: usize) -> Result<Option<Cow<'_, SqlValue>>, StoreError> {
+        let idx = i32::try_from(idx).map_err(|e| corrupt("row", "column", e))?;
+        Ok(Some(Cow::Owned(cell(self.0.get_value(idx).ctx("read column")?))))
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NULL",
-        Value::Integer(_) => "an integer",
-        Value::Real(_) => "a real",
-        Value::Text(_) => "text",
-        Value::Blob(_) => "a blob",
-    }
+/// Typed reads of `row`, a row of `table` (the shared [`Cells`] rules).
+pub(crate) fn cells<'a>(row: &'a Row, table: &'static str) -> Cells<LibsqlRow<'a>> {
+    Cells::of(LibsqlRow(row), table)
 }
 
 /// Runs `sql` and decodes its first row with `decode`, if there is one. The
@@ -114,12 +59,12 @@ mod tests {
         let mut rows = conn
             .query(
                 "SELECT ?1, X'0102', ?2, NULL, 7",
-                vec![crate::values::uuid(id.as_uuid()), Value::Text(id.to_string())],
+                vec![crate::values::uuid(id.as_uuid()), libsql::Value::Text(id.to_string())],
             )
             .await
             .unwrap();
         let row = rows.next().await.unwrap().unwrap();
-        let r = RowReader::new(&row, "threads");
+        let r = cells(&row, "threads");
         assert_eq!(ThreadId::from_uuid(r.uuid(0, "id").unwrap()), id);
         for idx in 1..5 {
             let err = r.uuid(idx, "id").unwrap_err();

@@ -1,16 +1,17 @@
-//! [`VectorIndex`] on libSQL's native vector index (DiskANN,
-//! `libsql_vector_idx`), with an exact path for small candidate sets.
+//! [`memlayer_ports::VectorIndex`] on libSQL's native vector index
+//! (DiskANN, `libsql_vector_idx`), with an exact path for small candidate
+//! sets; the port's shared rules are in `memlayer_adapters_sql::vectors`.
 
 use async_trait::async_trait;
 use libsql::Value;
-use memlayer_adapters_sql::vectors::{self, best, invalid};
-use memlayer_domain::{Embedding, MAX_DIMENSIONS, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
+use memlayer_adapters_sql::vectors::{self, IndexEngine, best, invalid};
+use memlayer_domain::{Embedding, MAX_DIMENSIONS, MessageId, ThreadId};
+use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorSearch};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::filter_sql::filter_sql;
-use crate::rows::{RowReader, query_row};
+use crate::rows::{cells, query_row};
 use crate::values::{text, uuid};
 
 /// Settings of the native index, fixed when its table is first created.
@@ -134,7 +135,7 @@ impl LibsqlVectorIndex {
                     "read vector index",
                     "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
                     vec![text(index_name)],
-                    |row| RowReader::new(row, "sqlite_master").opt_text(0, "sql"),
+                    |row| cells(row, "sqlite_master").opt_text(0, "sql"),
                 )
                 .await?
                 .flatten();
@@ -155,17 +156,26 @@ impl LibsqlVectorIndex {
     }
 }
 
+memlayer_adapters_sql::vector_index!(LibsqlVectorIndex);
+
 #[async_trait]
-impl VectorIndex for LibsqlVectorIndex {
-    fn kind(&self) -> IndexKind {
-        IndexKind::Libsql
+impl IndexEngine for LibsqlVectorIndex {
+    type Backend = LibsqlBackend;
+    const KIND: IndexKind = IndexKind::Libsql;
+
+    fn dim(&self) -> usize {
+        self.dim
     }
 
-    async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        vectors::check_entries(&entries, self.dim)?;
+    fn backend(&self) -> &LibsqlBackend {
+        &self.backend
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn upsert_entries(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
         let rows: Vec<[Value; 5]> = entries
             .iter()
             .map(|e| {
@@ -205,10 +215,7 @@ impl VectorIndex for LibsqlVectorIndex {
             .await
     }
 
-    async fn remove(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    async fn remove_entries(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
         let table = self.table.clone();
         self.backend
             .write(move |conn| async move {
@@ -224,18 +231,10 @@ impl VectorIndex for LibsqlVectorIndex {
             .await
     }
 
-    async fn remove_thread(&self, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-        vectors::remove_thread(&self.backend, &self.table, tenant, thread).await
-    }
-
-    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
-        vectors::check_query(query, self.dim)?;
+    async fn nearest(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         let Some(cond) = filter_sql(filter, "v.tenant", "v.thread_id", 3) else {
             return Ok(vectors::nothing());
         };
-        if k == 0 {
-            return Ok(vectors::nothing());
-        }
         let search = Search {
             table: self.table.clone(),
             ann: self.ann.clone(),
@@ -253,11 +252,9 @@ impl VectorIndex for LibsqlVectorIndex {
         let sql = format!("SELECT count(*) FROM {}", self.table);
         self.backend
             .read(move |conn| async move {
-                let n = query_row(&conn, "count vectors", &sql, (), |row| {
-                    RowReader::new(row, "vector_index").int(0, "count")
-                })
-                .await?
-                .unwrap_or(0);
+                let n = query_row(&conn, "count vectors", &sql, (), |row| cells(row, "vector_index").int(0, "count"))
+                    .await?
+                    .unwrap_or(0);
                 usize::try_from(n).map_err(|e| corrupt("vector_index", "count", e))
             })
             .await
@@ -270,7 +267,7 @@ impl VectorIndex for LibsqlVectorIndex {
                 let mut rows = conn.query(&sql, ()).await.ctx("list vector ids")?;
                 let mut ids = Vec::new();
                 while let Some(row) = rows.next().await.ctx("list vector ids")? {
-                    ids.push(MessageId::from_uuid(RowReader::new(&row, "vector_index").uuid(0, "message_id")?));
+                    ids.push(MessageId::from_uuid(cells(&row, "vector_index").uuid(0, "message_id")?));
                 }
                 Ok(ids)
             })
@@ -310,7 +307,7 @@ impl Search {
         );
         let admitted =
             query_row(conn, "count vector candidates", &count_sql, self.params(text(self.model.as_str())), |row| {
-                RowReader::new(row, "vector_index").int(0, "count")
+                cells(row, "vector_index").int(0, "count")
             })
             .await?
             .unwrap_or(0);
@@ -392,7 +389,7 @@ impl Search {
 
     /// A row `(message_id, thread_id, embedding)` with its true cosine similarity.
     fn scored(&self, row: &libsql::Row) -> Result<ScoredHit, StoreError> {
-        let r = RowReader::new(row, "vector_index");
+        let r = cells(row, "vector_index");
         let vector = decode_f32(&r.blob(2, "embedding")?)
             .filter(|v| v.len() == self.query.len())
             .ok_or_else(|| corrupt("vector_index", "embedding", "wrong length"))?;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
+use memlayer_adapters_sql::migrate::DatabaseEngine;
 use memlayer_domain::TenantId;
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio_postgres::NoTls;
@@ -132,20 +134,6 @@ impl PgBackend {
         Ok(())
     }
 
-    /// See `Database::warnings`.
-    pub(crate) async fn role_warnings(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .rls_bypass()
-            .await?
-            .map(|why| {
-                format!(
-                    "{why}; connect as a role created NOSUPERUSER NOBYPASSRLS (scripts/postgres creates `memlayer` so)"
-                )
-            })
-            .into_iter()
-            .collect())
-    }
-
     /// Why the connecting role escapes row-level security, if it does.
     async fn rls_bypass(&self) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
@@ -168,9 +156,44 @@ impl PgBackend {
         )))
     }
 
-    /// See `Database::durability`: `fsync`, `synchronous_commit` and
-    /// `full_page_writes` as a pooled connection sees them.
-    pub(crate) async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
+    /// A pooled connection, carrying the statement timeout [`begin`] sets.
+    pub(crate) async fn client(&self) -> Result<Conn, StoreError> {
+        let client = self.pool.get().await.ctx("connect to Postgres")?;
+        Ok(Conn { client, statement_timeout: self.statement_timeout.clone() })
+    }
+}
+
+/// `Database` (expanded in `lib.rs` by `memlayer_adapters_sql::database!`)
+/// on Postgres, besides the migrations.
+#[async_trait]
+impl DatabaseEngine for PgBackend {
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check().await
+    }
+
+    /// Warns when the connecting role is a superuser or has `BYPASSRLS`:
+    /// Postgres then skips even forced row-level security, and tenant
+    /// isolation rests on the adapter's own filters alone.
+    async fn warnings(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .rls_bypass()
+            .await?
+            .map(|why| {
+                format!(
+                    "{why}; connect as a role created NOSUPERUSER NOBYPASSRLS (scripts/postgres creates `memlayer` so)"
+                )
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// `fsync`, `synchronous_commit` and `full_page_writes` as a pooled
+    /// connection sees them.
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -186,12 +209,6 @@ impl PgBackend {
                 Ok(DurabilitySetting { name, value: row.try_get(1).ctx("read durability settings")? })
             })
             .collect()
-    }
-
-    /// A pooled connection, carrying the statement timeout [`begin`] sets.
-    pub(crate) async fn client(&self) -> Result<Conn, StoreError> {
-        let client = self.pool.get().await.ctx("connect to Postgres")?;
-        Ok(Conn { client, statement_timeout: self.statement_timeout.clone() })
     }
 }
 

@@ -1,58 +1,46 @@
-//! [`EmbeddingStore`] on Postgres: the embedding job queue, stored vectors
+//! [`memlayer_ports::EmbeddingStore`] on Postgres (its shared rules in
+//! `memlayer_adapters_sql::embeddings`): the embedding job queue, stored vectors
 //! (pgvector `vector`, with model and dimension) and full-text search over
 //! the `tsvector` column of migration 2.
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use memlayer_adapters_sql::{Dialect, embeddings};
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, ThreadId, Timestamp, now};
-use memlayer_ports::{
-    EmbeddingStore, PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry,
-};
+use memlayer_adapters_sql::Cells;
+use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
+use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now};
+use memlayer_ports::{PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry};
 use pgvector::Vector;
 
 use crate::PgBackend;
 use crate::backend::{Access, begin};
 use crate::error::{Context as _, corrupt};
-use crate::exec::row_values;
-use crate::rows::RowReader;
+use crate::exec::{PgRow, row_values};
 use crate::threads::{Param, refs};
 
+memlayer_adapters_sql::embedding_store!(PgBackend);
+
 #[async_trait]
-impl EmbeddingStore for PgBackend {
-    async fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEmbedding>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+impl EmbeddingEngine for PgBackend {
+    async fn due_jobs(&self, due: Due) -> Result<Vec<PendingEmbedding>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx.prepare_cached(DUE_JOBS).await.ctx("read embedding jobs")?;
-        let rows = tx.query(&stmt, &[&now, &int(limit)]).await.ctx("read embedding jobs")?;
+        let rows = tx.query(&stmt, &[&due.now, &int(due.limit.get())]).await.ctx("read embedding jobs")?;
         tx.commit().await.ctx("read embedding jobs")?;
         rows.iter().map(pending).collect()
     }
 
-    async fn claim_jobs(
-        &self,
-        now: Timestamp,
-        limit: usize,
-        lease_until: Timestamp,
-    ) -> Result<Vec<PendingEmbedding>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+    async fn claim_jobs(&self, due: Due, lease_until: Timestamp) -> Result<Vec<PendingEmbedding>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx.prepare_cached(CLAIM_JOBS).await.ctx("claim embedding jobs")?;
-        let rows = tx.query(&stmt, &[&now, &int(limit), &lease_until]).await.ctx("claim embedding jobs")?;
+        let limit = int(due.limit.get());
+        let rows = tx.query(&stmt, &[&due.now, &limit, &lease_until]).await.ctx("claim embedding jobs")?;
         tx.commit().await.ctx("claim embedding jobs")?;
         rows.iter().map(pending).collect()
     }
 
     async fn complete_jobs(&self, done: Vec<(MessageId, Embedding)>) -> Result<Vec<VectorEntry>, StoreError> {
-        if done.is_empty() {
-            return Ok(Vec::new());
-        }
         let at = now();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
@@ -92,11 +80,11 @@ impl EmbeddingStore for PgBackend {
         for ((id, embedding), row) in done.into_iter().zip(stored) {
             // Deleted meanwhile: its job went with it; nothing was stored.
             let Some(row) = row else { continue };
-            let r = RowReader::new(&row, "message_vectors");
+            let r = Cells::of(PgRow(&row), "message_vectors");
             entries.push(VectorEntry {
                 id,
-                tenant: r.tenant()?,
-                thread: ThreadId::from_uuid(r.get("thread_id")?),
+                tenant: r.parse(0, "tenant", TenantId::parse)?,
+                thread: ThreadId::from_uuid(r.uuid(1, "thread_id")?),
                 embedding,
             });
         }
@@ -104,10 +92,6 @@ impl EmbeddingStore for PgBackend {
     }
 
     async fn fail_jobs(&self, ids: Vec<MessageId>, error: String, retry_at: Timestamp) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let error = memlayer_domain::job_error(error);
         let ids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
@@ -149,15 +133,7 @@ impl EmbeddingStore for PgBackend {
         Ok(added)
     }
 
-    async fn scan_vectors(
-        &self,
-        model: String,
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<(Vec<VectorEntry>, Option<i64>), StoreError> {
-        if limit == 0 {
-            return Ok((Vec::new(), after));
-        }
+    async fn scan_rows(&self, model: String, after: i64, fetch: usize) -> Result<Vec<(i64, VectorEntry)>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
@@ -169,27 +145,24 @@ impl EmbeddingStore for PgBackend {
             )
             .await
             .ctx("scan vectors")?;
-        let fetch = int(limit).saturating_add(1);
-        let rows = tx.query(&stmt, &[&model, &after.unwrap_or(0), &fetch]).await.ctx("scan vectors")?;
+        let rows = tx.query(&stmt, &[&model, &after, &int(fetch)]).await.ctx("scan vectors")?;
         tx.commit().await.ctx("scan vectors")?;
-        let more = rows.len() > limit;
-        let mut entries = Vec::with_capacity(rows.len().min(limit));
-        let mut last = None;
-        for row in rows.iter().take(limit) {
-            let r = RowReader::new(row, "message_vectors");
-            let dim = usize::try_from(r.get::<i32>("dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
-            let vector = r.get::<Vector>("embedding")?.to_vec();
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let r = Cells::of(PgRow(row), "message_vectors");
+            let dim = usize::try_from(r.int(4, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
+            let vector = row.try_get::<_, Vector>(5).map_err(|e| corrupt("message_vectors", "embedding", e))?.to_vec();
             let embedding =
                 Embedding::new(model.clone(), vector, dim).map_err(|e| corrupt("message_vectors", "embedding", e))?;
-            entries.push(VectorEntry {
-                id: MessageId::from_uuid(r.get("message_id")?),
-                thread: ThreadId::from_uuid(r.get("thread_id")?),
-                tenant: r.tenant()?,
+            let entry = VectorEntry {
+                id: MessageId::from_uuid(r.uuid(1, "message_id")?),
+                thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                tenant: r.parse(3, "tenant", TenantId::parse)?,
                 embedding,
-            });
-            last = Some(r.get::<i64>("position")?);
+            };
+            entries.push((r.int(0, "position")?, entry));
         }
-        Ok((entries, if more { last } else { None }))
+        Ok(entries)
     }
 
     async fn embedding_counts(&self, filter: &SearchFilter, model: String) -> Result<EmbeddingCounts, StoreError> {
@@ -248,24 +221,7 @@ impl EmbeddingStore for PgBackend {
         embeddings::coverage(&row_values(&row, "count coverage")?)
     }
 
-    async fn prune_vectors(&self, keep: String) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::All).await?;
-        let stmt = tx.prepare_cached("DELETE FROM message_vectors WHERE model <> $1").await.ctx("prune vectors")?;
-        let n = tx.execute(&stmt, &[&keep]).await.ctx("prune vectors")?;
-        tx.commit().await.ctx("prune vectors")?;
-        Ok(n)
-    }
-
-    async fn lexical_search(
-        &self,
-        filter: &SearchFilter,
-        query: String,
-        k: usize,
-    ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(matcher) = embeddings::lexical_query(Dialect::Postgres, &query, k) else {
-            return Ok(Vec::new());
-        };
+    async fn match_text(&self, filter: &SearchFilter, matcher: String, k: usize) -> Result<Vec<ScoredHit>, StoreError> {
         let Some(threads) = thread_filter(filter) else {
             return Ok(Vec::new());
         };

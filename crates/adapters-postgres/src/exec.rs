@@ -14,13 +14,14 @@
 //! the connection's statement cache; listings (text built from a caller's
 //! filters) are not.
 
+use std::borrow::Cow;
 use std::error::Error;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::migrate::{Migrate, Migration, bookkeeping};
-use memlayer_adapters_sql::{Dialect, Executor, Row, Sql, SqlValue, Transactor, Work, corrupt};
+use memlayer_adapters_sql::{CellSource, Dialect, Executor, Row, Sql, SqlValue, Transactor, Work, corrupt};
 use memlayer_domain::TenantId;
 use memlayer_ports::StoreError;
 use tokio_postgres::Statement;
@@ -103,6 +104,21 @@ fn cell(row: &tokio_postgres::Row, i: usize, context: &'static str) -> Result<Sq
         Type::JSON | Type::JSONB => get(row, i, SqlValue::Json, context),
         Type::BYTEA => get(row, i, SqlValue::Blob, context),
         ref other => Err(corrupt("result", "column", format!("{}: unsupported type {other}", column.name()))),
+    }
+}
+
+/// A Postgres row as a [`CellSource`] for the shared `Cells` rules: a
+/// column is converted by its type only when it is read, so a row may also
+/// hold columns no `SqlValue` carries (pgvector's `vector`), read typed.
+#[derive(Clone, Copy)]
+pub(crate) struct PgRow<'a>(pub(crate) &'a tokio_postgres::Row);
+
+impl CellSource for PgRow<'_> {
+    fn cell(&self, idx: usize) -> Result<Option<Cow<'_, SqlValue>>, StoreError> {
+        if idx >= self.0.len() {
+            return Ok(None);
+        }
+        cell(self.0, idx, "read column").map(|v| Some(Cow::Owned(v)))
     }
 }
 

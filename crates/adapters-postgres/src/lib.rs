@@ -54,7 +54,6 @@ mod idempotency;
 mod keys;
 mod messages;
 mod migrations;
-mod rows;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -62,49 +61,13 @@ mod threads;
 mod tls;
 mod vectors;
 
-use async_trait::async_trait;
-use memlayer_adapters_sql::migrate;
-use memlayer_ports::{Database, DurabilitySetting, MigrationStatus, StoreError};
-
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
+    VectorIndex,
 };
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 
-#[async_trait]
-impl Database for PgBackend {
-    fn describe(&self) -> String {
-        self.description().to_owned()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check().await
-    }
-
-    async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::status(self).await
-    }
-
-    async fn migrate_up(&self) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::migrate_up(self).await
-    }
-
-    async fn migrate_down(&self, steps: usize) -> Result<Vec<MigrationStatus>, StoreError> {
-        migrate::migrate_down(self, steps).await
-    }
-
-    /// Warns when the connecting role is a superuser or has `BYPASSRLS`:
-    /// Postgres then skips even forced row-level security, and tenant
-    /// isolation rests on the adapter's own filters alone.
-    async fn warnings(&self) -> Result<Vec<String>, StoreError> {
-        self.role_warnings().await
-    }
-
-    /// `fsync`, `full_page_writes` and `synchronous_commit` of the server.
-    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
-        PgBackend::durability(self).await
-    }
-}
+memlayer_adapters_sql::database!(PgBackend);

@@ -1,13 +1,15 @@
-//! [`MessageStore`] on Postgres. Appends lock the thread row, assign
-//! sequence numbers and load the batch with binary COPY in one transaction.
+//! [`memlayer_ports::MessageStore`] on Postgres: written once in
+//! `memlayer_adapters_sql::messages`; here appends, which lock the thread
+//! row, assign sequence numbers and load the batch with binary COPY in one
+//! transaction, and reads streamed by portal fetches.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::Dialect;
-use memlayer_adapters_sql::messages::{self, Collect, MESSAGE_COLUMNS, PageCut, WindowCut};
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId, now};
-use memlayer_ports::{MessageStore, SeqRange, StoreError, Windows};
+use memlayer_adapters_sql::messages::{self, Batch, Collect, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
+use memlayer_domain::{Message, MessageId, Page, TenantId, ThreadId, now};
+use memlayer_ports::{StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -108,84 +110,51 @@ impl InsertRow {
     }
 }
 
+memlayer_adapters_sql::message_store!(PgBackend);
+
 #[async_trait]
-impl MessageStore for PgBackend {
-    async fn append(
-        &self,
-        tenant: &TenantId,
-        thread: ThreadId,
-        batch: Vec<NewMessage>,
-    ) -> Result<Vec<Message>, StoreError> {
-        memlayer_domain::check_batch(batch.len())?;
-        let at = now();
-        let messages: Vec<Message> =
-            batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
+impl MessageEngine for PgBackend {
+    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let messages = append_in(&tx, tenant, thread, messages).await?;
+        let messages = append_in(&tx, tenant, batch.thread(), batch.into_messages()).await?;
         tx.commit().await.ctx("append messages")?;
         Ok(messages)
     }
 
-    async fn page_within(
-        &self,
-        tenant: &TenantId,
-        thread: ThreadId,
-        cursor: Option<Cursor>,
-        direction: Option<Direction>,
-        limit: PageSize,
-        max_bytes: usize,
-    ) -> Result<Page<Message>, StoreError> {
-        let mut page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
+    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
         let (sql, args) = pg_parts(page.sql(Dialect::Postgres, tenant));
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(&sql).await.ctx("read messages")?;
-        read_in_chunks(&tx, &stmt, &arg_refs(&args), max_bytes, &mut page).await?;
+        read_in_chunks(&tx, &stmt, &arg_refs(&args), &mut page).await?;
         if page.is_empty() {
-            messages::ensure_thread(&PgExecutor(&tx), tenant, thread).await?;
+            messages::ensure_thread(&PgExecutor(&tx), tenant, page.thread()).await?;
         }
         tx.commit().await.ctx("read messages")?;
         Ok(page.finish())
     }
 
-    async fn read_windows(
-        &self,
-        tenant: &TenantId,
-        windows: Vec<SeqRange>,
-        max_bytes: usize,
-    ) -> Result<Windows, StoreError> {
-        let windows: Vec<SeqRange> =
-            windows.into_iter().filter(|w| w.from <= w.to && w.to >= 0 && w.from <= i64::MAX / 2).collect();
-        if windows.is_empty() {
-            return Ok(Windows::default());
-        }
-        let threads: Vec<uuid::Uuid> = windows.iter().map(|w| w.thread.as_uuid()).collect();
-        // Sequence numbers start at 1 and stay far below 2^62: clamping
+    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
+        // Sequence numbers start at 1 and stay far below 2^62: a window
+        // ending below 0 or starting past 2^62 holds nothing, and clamping
         // keeps `hi - lo + 1` in the query from overflowing.
-        let from: Vec<i64> = windows.iter().map(|w| w.from.max(0)).collect();
-        let to: Vec<i64> = windows.iter().map(|w| w.to.min(i64::MAX / 2)).collect();
+        let readable = || cut.windows().iter().filter(|w| w.to >= 0 && w.from <= i64::MAX / 2);
+        let threads: Vec<uuid::Uuid> = readable().map(|w| w.thread.as_uuid()).collect();
+        if threads.is_empty() {
+            return Ok(cut.finish());
+        }
+        let from: Vec<i64> = readable().map(|w| w.from.max(0)).collect();
+        let to: Vec<i64> = readable().map(|w| w.to.min(i64::MAX / 2)).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
-        let mut cut = WindowCut::new(max_bytes);
-        read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], max_bytes, &mut cut).await?;
+        read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], &mut cut).await?;
         tx.commit().await.ctx("read windows")?;
         Ok(cut.finish())
     }
 
-    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        messages::last(self, tenant, thread, n).await
-    }
-
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        messages::get(self, tenant, id).await
-    }
-
-    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
         let uuids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Tenant(tenant)).await?;
@@ -199,23 +168,6 @@ impl MessageStore for PgBackend {
         tx.commit().await.ctx("get messages")?;
         let found = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         Ok(messages::in_order(&ids, found))
-    }
-
-    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        // Its vectors and job go by ON DELETE CASCADE, its full-text entry
-        // is a column of the row: all in this statement.
-        let stmt = tx
-            .prepare_cached(&format!("DELETE FROM messages WHERE id = $1 AND tenant = $2 AND {LIVE}"))
-            .await
-            .ctx("delete message")?;
-        let deleted = tx.execute(&stmt, &[&id.as_uuid(), &tenant.as_str()]).await.ctx("delete message")?;
-        if deleted == 0 {
-            return Err(StoreError::not_found("message", id));
-        }
-        tx.commit().await.ctx("delete message")?;
-        Ok(())
     }
 }
 
@@ -316,14 +268,14 @@ const MAX_CHUNK: i32 = 1_000;
 /// average message so far says still fit, plus one), and hands each
 /// message to `accept` until it returns `false` or the rows run out. A
 /// budgeted read so stops the query on the server instead of receiving
-/// `limit` whole messages.
+/// `limit` whole messages. `sink` is fresh: its budget is the whole budget.
 async fn read_in_chunks(
     tx: &Transaction<'_>,
     stmt: &tokio_postgres::Statement,
     params: &[&(dyn ToSql + Sync)],
-    max_bytes: usize,
     sink: &mut impl Collect,
 ) -> Result<(), StoreError> {
+    let max_bytes = sink.budget().left();
     let portal = tx.bind(stmt, params).await.ctx("read messages")?;
     let mut chunk = FIRST_CHUNK;
     loop {

@@ -1,13 +1,15 @@
-//! [`VectorIndex`] on pgvector's HNSW index, in the memlayer database itself.
+//! [`memlayer_ports::VectorIndex`] on pgvector's HNSW index, in the memlayer
+//! database itself; the port's shared rules are in
+//! `memlayer_adapters_sql::vectors`.
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use memlayer_adapters_sql::embeddings;
-use memlayer_adapters_sql::vectors::{self, invalid};
-use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorIndex, VectorSearch};
+use memlayer_adapters_sql::vectors::{self, IndexEngine, invalid};
+use memlayer_domain::{DomainError, Embedding, MessageId};
+use memlayer_ports::{IndexKind, SearchFilter, StoreError, VectorEntry, VectorSearch};
 use pgvector::Vector;
 
 use crate::PgBackend;
@@ -326,17 +328,26 @@ impl PgVectorIndex {
 /// Rows per upsert transaction chunk (pipelined inserts).
 const UPSERT_CHUNK: usize = 1_000;
 
+memlayer_adapters_sql::vector_index!(PgVectorIndex);
+
 #[async_trait]
-impl VectorIndex for PgVectorIndex {
-    fn kind(&self) -> IndexKind {
-        IndexKind::Pgvector
+impl IndexEngine for PgVectorIndex {
+    type Backend = PgBackend;
+    const KIND: IndexKind = IndexKind::Pgvector;
+
+    fn dim(&self) -> usize {
+        self.dim
     }
 
-    async fn upsert(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        vectors::check_entries(&entries, self.dim)?;
+    fn backend(&self) -> &PgBackend {
+        &self.backend
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn upsert_entries(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
         let mut client = self.backend.client().await?;
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
@@ -373,10 +384,7 @@ impl VectorIndex for PgVectorIndex {
         Ok(())
     }
 
-    async fn remove(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    async fn remove_entries(&self, ids: Vec<MessageId>) -> Result<(), StoreError> {
         let ids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.backend.client().await?;
         let tx = begin(&mut client, Access::All).await?;
@@ -388,11 +396,7 @@ impl VectorIndex for PgVectorIndex {
         tx.commit().await.ctx("remove vectors")
     }
 
-    async fn remove_thread(&self, tenant: &TenantId, thread: ThreadId) -> Result<(), StoreError> {
-        vectors::remove_thread(&self.backend, &self.table, tenant, thread).await
-    }
-
-    async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
+    async fn nearest(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
         self.run_search(filter, query, k, None).await
     }
 

@@ -11,7 +11,7 @@
 //! its described column, operators to fixed SQL operators, and every value
 //! is a bound parameter. Nothing a caller wrote becomes SQL text.
 //!
-//! An adapter implements [`Transactor`] and expands [`catalog_store!`] for
+//! An adapter implements [`Transactor`] and expands [`catalog_store!`](crate::catalog_store) for
 //! its backend type.
 
 use memlayer_domain::{

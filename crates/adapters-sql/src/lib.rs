@@ -9,11 +9,19 @@
 //! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
-//! stores the same way, [`keys`] the API key store, [`threads`] the thread reads and listing,
-//! [`messages`] the message reads and their budgets, [`embeddings`] the
-//! embedding queue's and searches' rows, [`vectors`] what both vector
-//! indexes check, and [`migrate`] the migration runner and every backend's
-//! migrations by version.
+//! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
+//! message store and its budgets, [`embeddings`] the embedding store, its
+//! queue's and searches' rows, [`vectors`] the vector index port and what
+//! both vector indexes check, and [`migrate`] the migration runner, the
+//! `Database` port and every backend's migrations by version.
+//!
+//! Each port is implemented by a macro an adapter expands for its type
+//! (`thread_store!(LibsqlBackend)`; the orphan rule forbids a blanket impl
+//! of a foreign trait), over functions of its module; what an engine does
+//! its own way is the module's engine trait (`threads::ThreadEngine`,
+//! `messages::MessageEngine`, `embeddings::EmbeddingEngine`,
+//! `vectors::IndexEngine`, `migrate::DatabaseEngine`), which the adapter
+//! implements and the shared functions call after their checks.
 //!
 //! Invariants:
 //! - no driver crate (`libsql`, `tokio-postgres`, `sqlx`) is a dependency;
@@ -44,10 +52,11 @@ pub use error::{CorruptRow, DriverError, corrupt};
 pub use exec::{Executor, Row, Transactor, Work, WorkFuture};
 pub use op::SqlOp;
 pub use sql::Sql;
-pub use value::{Cells, SqlValue};
+pub use value::{CellSource, Cells, SqlValue};
 
-/// What [`catalog_store!`] needs from this crate's dependencies, so the
-/// adapters expanding it need not name them.
+/// What the port macros ([`catalog_store!`](crate::catalog_store), [`thread_store!`](crate::thread_store), …) need
+/// from this crate's dependencies, so the adapters expanding them need not
+/// name them.
 #[doc(hidden)]
 pub mod reexport {
     pub use async_trait::async_trait;

@@ -3,11 +3,15 @@
 //! decoding, and the rules of a budgeted read ([`PageCut`], [`WindowCut`]:
 //! when a page or a set of neighbour windows stops, what its cursor is).
 //!
-//! What stays in each adapter is how rows stream (libSQL: row by row from
-//! one statement; Postgres: portal fetches sized by what the budget has
-//! left), so that a budget stops the read itself, and the statements that
-//! only one engine can spell (Postgres: arrays for `get_many` and the
-//! windows; libSQL: `VALUES` lists within SQLite's parameter limit).
+//! The whole `MessageStore` is written here ([`message_store!`](crate::message_store)); what
+//! stays in each adapter ([`MessageEngine`]) is how an append stores its
+//! batch (libSQL: multi-row inserts on its one writer; Postgres: binary
+//! COPY), how rows stream (libSQL: row by row from one statement, decoded
+//! straight from the driver's row; Postgres: portal fetches sized by what
+//! the budget has left), so that a budget stops the read itself, and the
+//! statements that only one engine can spell (Postgres: arrays for
+//! `get_many` and the windows; libSQL: `VALUES` lists within SQLite's
+//! parameter limit).
 //!
 //! The one difference in the shared statements is where a message's tenant
 //! is: Postgres's `messages` carry it (row-level security), so a message is
@@ -17,13 +21,254 @@
 
 use std::collections::{HashMap, HashSet};
 
+use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, Metadata, Page, PageSize, Role, TenantId, ThreadId, TokenCount, ToolCall,
-    resolve_message_cursor,
+    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Role, TenantId, ThreadId, Timestamp,
+    TokenCount, ToolCall, now, resolve_message_cursor,
 };
-use memlayer_ports::{ByteBudget, StoreError, Windows};
+use memlayer_ports::{ByteBudget, SeqRange, StoreError, Windows};
 
 use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
+
+/// What [`message_store!`](crate::message_store) leaves to the engine: storing an append's batch
+/// and streaming the rows of budgeted reads.
+#[async_trait]
+pub trait MessageEngine: Transactor + Sized {
+    /// Stores `batch` in one transaction: reserves its sequence numbers on
+    /// the thread row (bumping `updated_at`), `NotFound` when the thread is
+    /// not the tenant's or is marked deleted, and inserts the messages;
+    /// returns them with their sequence numbers.
+    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError>;
+
+    /// Reads `page` ([`PageCut::sql`]) until it is full, then checks the
+    /// thread in the same transaction when the page is empty.
+    async fn read_page(&self, tenant: &TenantId, page: PageCut) -> Result<Page<Message>, StoreError>;
+
+    /// Reads the tenant's messages in `cut`'s windows, in window order, until
+    /// the cut stops.
+    async fn read_neighbours(&self, tenant: &TenantId, cut: WindowCut) -> Result<Windows, StoreError>;
+
+    /// The messages of `ids` (at least one) that are the tenant's and live,
+    /// in the order of `ids` ([`in_order`]).
+    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
+
+    /// `MessageStore::last`: the shared [`last`] unless the engine decodes
+    /// its rows faster.
+    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        last(self, tenant, thread, n).await
+    }
+}
+
+/// An append's messages, made once for both engines: at least one and at
+/// most `MAX_BATCH`, all of one thread, created at one time, each with a
+/// new id and its sequence number still 0 (the engine assigns them in its
+/// transaction).
+#[derive(Debug)]
+pub struct Batch {
+    thread: ThreadId,
+    at: Timestamp,
+    messages: Vec<Message>,
+}
+
+impl Batch {
+    /// The messages `batch` appends to `thread` at `at`.
+    ///
+    /// # Errors
+    /// `Invalid` for an empty batch or one above `MAX_BATCH`.
+    pub fn new(thread: ThreadId, batch: Vec<NewMessage>, at: Timestamp) -> Result<Self, StoreError> {
+        memlayer_domain::check_batch(batch.len())?;
+        let messages = batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
+        Ok(Self { thread, at, messages })
+    }
+
+    /// The thread appended to.
+    #[must_use]
+    pub fn thread(&self) -> ThreadId {
+        self.thread
+    }
+
+    /// When the messages were created.
+    #[must_use]
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+
+    /// The messages, in order.
+    #[must_use]
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The messages, in order, owned.
+    #[must_use]
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+/// `MessageStore::append`.
+///
+/// # Errors
+/// `Invalid` for an empty or oversized batch, `NotFound` for a missing
+/// thread, a failed write.
+pub async fn append<D: MessageEngine>(
+    db: &D,
+    tenant: &TenantId,
+    thread: ThreadId,
+    batch: Vec<NewMessage>,
+) -> Result<Vec<Message>, StoreError> {
+    db.insert_batch(tenant, Batch::new(thread, batch, now())?).await
+}
+
+/// `MessageStore::page_within`.
+///
+/// # Errors
+/// `Invalid` for a cursor of another thread or direction, `NotFound` for a
+/// missing thread, a failed read.
+pub async fn page_within<D: MessageEngine>(
+    db: &D,
+    tenant: &TenantId,
+    thread: ThreadId,
+    cursor: Option<Cursor>,
+    direction: Option<Direction>,
+    limit: PageSize,
+    max_bytes: usize,
+) -> Result<Page<Message>, StoreError> {
+    let page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
+    db.read_page(tenant, page).await
+}
+
+/// `MessageStore::read_windows`: nothing to read without a window holding
+/// a sequence number.
+///
+/// # Errors
+/// A failed read.
+pub async fn read_windows<D: MessageEngine>(
+    db: &D,
+    tenant: &TenantId,
+    windows: Vec<SeqRange>,
+    max_bytes: usize,
+) -> Result<Windows, StoreError> {
+    match WindowCut::new(windows, max_bytes) {
+        Some(cut) => db.read_neighbours(tenant, cut).await,
+        None => Ok(Windows::default()),
+    }
+}
+
+/// `MessageStore::get_many`.
+///
+/// # Errors
+/// A failed read.
+pub async fn get_many<D: MessageEngine>(
+    db: &D,
+    tenant: &TenantId,
+    ids: Vec<MessageId>,
+) -> Result<Vec<Message>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.read_many(tenant, ids).await
+}
+
+/// `DELETE` of the message `id` if it is the tenant's and its thread is not
+/// marked deleted.
+#[must_use]
+pub fn delete_sql(dialect: Dialect, tenant: &TenantId, id: MessageId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("DELETE FROM messages WHERE id = ").bind(id.as_uuid()).push(" AND ");
+    push_tenant_live(&mut sql, tenant, "messages.thread_id");
+    sql
+}
+
+/// `MessageStore::delete`: one statement, with which the engine's triggers
+/// (libSQL) or cascades (Postgres) remove the message's vectors, job and
+/// full-text entry.
+///
+/// # Errors
+/// `NotFound` when it is not the tenant's or its thread is marked deleted.
+pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+    let sql = delete_sql(db.dialect(), tenant, id);
+    let deleted =
+        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete message", sql).await }))).await?;
+    if deleted == 0 {
+        return Err(StoreError::not_found("message", id));
+    }
+    Ok(())
+}
+
+/// Implements `memlayer_ports::MessageStore` for a backend type that
+/// implements [`MessageEngine`], delegating to this module (a macro: the
+/// orphan rule forbids a blanket impl of a foreign trait).
+#[macro_export]
+macro_rules! message_store {
+    ($backend:ty) => {
+        #[$crate::reexport::async_trait]
+        impl ::memlayer_ports::MessageStore for $backend {
+            async fn append(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                thread: ::memlayer_domain::ThreadId,
+                batch: Vec<::memlayer_domain::NewMessage>,
+            ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
+                $crate::messages::append(self, tenant, thread, batch).await
+            }
+
+            async fn page_within(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                thread: ::memlayer_domain::ThreadId,
+                cursor: Option<::memlayer_domain::Cursor>,
+                direction: Option<::memlayer_domain::Direction>,
+                limit: ::memlayer_domain::PageSize,
+                max_bytes: usize,
+            ) -> Result<::memlayer_domain::Page<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
+                $crate::messages::page_within(self, tenant, thread, cursor, direction, limit, max_bytes).await
+            }
+
+            async fn read_windows(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                windows: Vec<::memlayer_ports::SeqRange>,
+                max_bytes: usize,
+            ) -> Result<::memlayer_ports::Windows, ::memlayer_ports::StoreError> {
+                $crate::messages::read_windows(self, tenant, windows, max_bytes).await
+            }
+
+            async fn last(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                thread: ::memlayer_domain::ThreadId,
+                n: ::memlayer_domain::PageSize,
+            ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
+                $crate::messages::MessageEngine::read_last(self, tenant, thread, n).await
+            }
+
+            async fn get(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                id: ::memlayer_domain::MessageId,
+            ) -> Result<::memlayer_domain::Message, ::memlayer_ports::StoreError> {
+                $crate::messages::get(self, tenant, id).await
+            }
+
+            async fn get_many(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                ids: Vec<::memlayer_domain::MessageId>,
+            ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
+                $crate::messages::get_many(self, tenant, ids).await
+            }
+
+            async fn delete(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                id: ::memlayer_domain::MessageId,
+            ) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::messages::delete(self, tenant, id).await
+            }
+        }
+    };
+}
 
 /// The columns [`decode`] reads, in its order.
 pub const MESSAGE_COLUMNS: &str = "id, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
@@ -274,6 +519,12 @@ impl PageCut {
         page_sql(dialect, tenant, self.thread, self.direction, self.bound, fetch)
     }
 
+    /// The thread paged.
+    #[must_use]
+    pub fn thread(&self) -> ThreadId {
+        self.thread
+    }
+
     /// Whether the page is empty so far (then the thread must be checked:
     /// an empty page of a missing thread is `NotFound`).
     #[must_use]
@@ -312,16 +563,28 @@ impl Collect for PageCut {
 /// message once, in window order, until `max_bytes` (none required).
 #[derive(Debug)]
 pub struct WindowCut {
+    windows: Vec<SeqRange>,
     budget: ByteBudget,
     seen: HashSet<MessageId>,
     out: Windows,
 }
 
 impl WindowCut {
-    /// Windows within `max_bytes`.
+    /// The windows of `windows` that can hold a message (`from <= to`),
+    /// within `max_bytes`; `None` when none can.
     #[must_use]
-    pub fn new(max_bytes: usize) -> Self {
-        Self { budget: ByteBudget::new(max_bytes), seen: HashSet::new(), out: Windows::default() }
+    pub fn new(windows: Vec<SeqRange>, max_bytes: usize) -> Option<Self> {
+        let windows: Vec<SeqRange> = windows.into_iter().filter(|w| w.from <= w.to).collect();
+        if windows.is_empty() {
+            return None;
+        }
+        Some(Self { windows, budget: ByteBudget::new(max_bytes), seen: HashSet::new(), out: Windows::default() })
+    }
+
+    /// The windows to read, in order.
+    #[must_use]
+    pub fn windows(&self) -> &[SeqRange] {
+        &self.windows
     }
 
     /// Whether the budget ran out (no further message is wanted).
@@ -409,6 +672,48 @@ mod tests {
         assert_eq!(sql.args(), [SqlValue::Uuid(id.as_uuid()), SqlValue::from("acme")]);
         let sql = thread_exists_sql(Dialect::Postgres, &tenant, ThreadId::new());
         assert_eq!(sql.text(), "SELECT 1 FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL");
+    }
+
+    #[test]
+    fn a_delete_checks_tenant_and_mark_per_dialect() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let id = MessageId::new();
+        assert_eq!(
+            delete_sql(Dialect::Sqlite, &tenant, id).text(),
+            "DELETE FROM messages WHERE id = ?1 AND EXISTS (SELECT 1 FROM threads WHERE threads.id = \
+             messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
+        );
+        let sql = delete_sql(Dialect::Postgres, &tenant, id);
+        assert_eq!(
+            sql.text(),
+            "DELETE FROM messages WHERE id = $1 AND tenant = $2 \
+             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+        );
+        assert_eq!(sql.args(), [SqlValue::Uuid(id.as_uuid()), SqlValue::from("acme")]);
+    }
+
+    #[test]
+    fn only_windows_that_can_hold_a_message_are_read() {
+        let thread = ThreadId::new();
+        let w = |from, to| SeqRange { thread, from, to };
+        assert!(WindowCut::new(Vec::new(), 100).is_none());
+        assert!(WindowCut::new(vec![w(5, 4)], 100).is_none());
+        let cut = WindowCut::new(vec![w(5, 4), w(1, 3), w(7, 7)], 100).unwrap();
+        assert_eq!(cut.windows().iter().map(|w| (w.from, w.to)).collect::<Vec<_>>(), [(1, 3), (7, 7)]);
+        assert_eq!(cut.finish(), Windows::default());
+    }
+
+    #[test]
+    fn a_batch_is_checked_and_made_once() {
+        let thread = ThreadId::new();
+        assert!(matches!(Batch::new(thread, Vec::new(), now()), Err(StoreError::Invalid(_))));
+        let new = |text: &str| NewMessage::new(Role::User, text, None, None, Vec::new(), Metadata::default()).unwrap();
+        let at = now();
+        let batch = Batch::new(thread, vec![new("a"), new("b")], at).unwrap();
+        assert_eq!((batch.thread(), batch.at(), batch.messages().len()), (thread, at, 2));
+        let messages = batch.into_messages();
+        assert!(messages.iter().all(|m| m.thread_id == thread && m.seq == 0 && m.created_at == at));
+        assert_ne!(messages[0].id, messages[1].id);
     }
 
     fn row(sqlite: bool) -> Vec<SqlValue> {

@@ -8,10 +8,11 @@
 //!
 //! The runner depends on neither adapter; an adapter's backend implements
 //! [`Migrate`], and its `open` calls [`migrate_up`], so the backend module
-//! and the migration plan do not name each other.
+//! and the migration plan do not name each other. [`database!`](crate::database) writes the
+//! `Database` port over the runner and a [`DatabaseEngine`].
 
 use async_trait::async_trait;
-use memlayer_ports::{MigrationStatus, StoreError};
+use memlayer_ports::{DurabilitySetting, MigrationStatus, StoreError};
 use time::format_description::well_known::Rfc3339;
 
 use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, Work};
@@ -101,6 +102,71 @@ pub trait Migrate: Transactor {
     async fn migration_read<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError>;
 }
 
+/// What [`database!`](crate::database) leaves to the engine besides migrating: how it names
+/// itself, checks a connection and reports its set-up.
+#[async_trait]
+pub trait DatabaseEngine: Migrate + Sized {
+    /// `Database::describe`: the backend and its location, without secrets.
+    fn description(&self) -> &str;
+
+    /// `Database::ping`: `Unavailable` unless a query round-trips.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// `Database::warnings`. Default: none.
+    async fn warnings(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// `Database::durability`, read from the connection that writes.
+    async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError>;
+}
+
+/// Implements `memlayer_ports::Database` for a backend type that implements
+/// [`DatabaseEngine`]: the migrations by this module's runner (a macro: the
+/// orphan rule forbids a blanket impl of a foreign trait).
+#[macro_export]
+macro_rules! database {
+    ($backend:ty) => {
+        #[$crate::reexport::async_trait]
+        impl ::memlayer_ports::Database for $backend {
+            fn describe(&self) -> String {
+                $crate::migrate::DatabaseEngine::description(self).to_owned()
+            }
+
+            async fn ping(&self) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::migrate::DatabaseEngine::ping(self).await
+            }
+
+            async fn migration_status(
+                &self,
+            ) -> Result<Vec<::memlayer_ports::MigrationStatus>, ::memlayer_ports::StoreError> {
+                $crate::migrate::status(self).await
+            }
+
+            async fn migrate_up(&self) -> Result<Vec<::memlayer_ports::MigrationStatus>, ::memlayer_ports::StoreError> {
+                $crate::migrate::migrate_up(self).await
+            }
+
+            async fn migrate_down(
+                &self,
+                steps: usize,
+            ) -> Result<Vec<::memlayer_ports::MigrationStatus>, ::memlayer_ports::StoreError> {
+                $crate::migrate::migrate_down(self, steps).await
+            }
+
+            async fn warnings(&self) -> Result<Vec<String>, ::memlayer_ports::StoreError> {
+                $crate::migrate::DatabaseEngine::warnings(self).await
+            }
+
+            async fn durability(
+                &self,
+            ) -> Result<Vec<::memlayer_ports::DurabilitySetting>, ::memlayer_ports::StoreError> {
+                $crate::migrate::DatabaseEngine::durability(self).await
+            }
+        }
+    };
+}
+
 /// A migration the runner cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -140,7 +206,7 @@ fn rfc3339(t: memlayer_domain::Timestamp) -> Result<String, StoreError> {
 }
 
 /// An applied time as stored (libSQL: RFC 3339 text; Postgres: timestamptz).
-fn applied_at_text(cells: &Cells<'_>, idx: usize) -> Result<String, StoreError> {
+fn applied_at_text(cells: &Cells<&[SqlValue]>, idx: usize) -> Result<String, StoreError> {
     match cells.text(idx, "applied_at") {
         Ok(text) => Ok(text),
         Err(_) => rfc3339(cells.timestamp(idx, "applied_at")?),

@@ -26,7 +26,7 @@ fn current(ex: &dyn Executor, tenant: &TenantId, thread: ThreadId, agent: &Agent
     sql
 }
 
-fn version_of(cells: &Cells<'_>) -> Result<Option<StateVersion>, StoreError> {
+fn version_of(cells: &Cells<&[SqlValue]>) -> Result<Option<StateVersion>, StoreError> {
     cells
         .opt_int(1, "version")?
         .map(StateVersion::try_from)

@@ -4,16 +4,186 @@
 //! `json_type`/`json_extract` on JSON text; Postgres: `jsonb` equality);
 //! both compare the same JSON type and value (`true` never matches 1, a
 //! missing key never matches `null`). Also the patch statement and what a
-//! created thread is, the row → [`Thread`] decoding, and `get`, `list` and
-//! `update` over [`Transactor`]. Every caller value is bound.
+//! created thread is, the row → [`Thread`] decoding, and every
+//! `ThreadStore` operation over [`Transactor`] but the sweep's chunk, which
+//! each engine runs its own way ([`ThreadEngine`]); [`thread_store!`](crate::thread_store)
+//! implements the port from these. Every caller value is bound.
 
+use std::num::NonZeroU32;
+
+use async_trait::async_trait;
 use memlayer_domain::{
-    AgentName, Cursor, Metadata, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId,
-    ThreadPatch, Timestamp, Title,
+    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter,
+    ThreadId, ThreadPatch, Timestamp, Title, now,
 };
-use memlayer_ports::StoreError;
+use memlayer_ports::{StoreError, Sweep};
 
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
+
+/// What [`thread_store!`](crate::thread_store) leaves to the engine: how a sweep chunk finds and
+/// removes a marked thread's rows (libSQL: by rowid, its triggers removing
+/// vectors and jobs and queueing full-text entries, agent states by hand;
+/// Postgres: the thread locked `SKIP LOCKED` so servers sweep different
+/// threads, the rest by cascade).
+#[async_trait]
+pub trait ThreadEngine: Send + Sync {
+    /// One chunk of `ThreadStore::sweep_deleted`, in one transaction: the
+    /// oldest marked thread's oldest `max_messages` messages, and the thread
+    /// with its agent states once its last messages went.
+    async fn sweep_chunk(&self, max_messages: NonZeroU32) -> Result<Sweep, StoreError>;
+}
+
+/// `ThreadStore::create`.
+///
+/// # Errors
+/// A failed write.
+pub async fn create<D: Transactor>(db: &D, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+    let thread = created(tenant, new, now());
+    let sql = insert_sql(db.dialect(), &thread);
+    db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("create thread", sql).await }))).await?;
+    Ok(thread)
+}
+
+/// The `INSERT` of a [`created`] thread.
+#[must_use]
+pub fn insert_sql(dialect: Dialect, thread: &Thread) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("INSERT INTO threads ")
+        .push("(id, tenant, resource_id, agent_id, title, model, metadata, last_seq, created_at, updated_at) VALUES (")
+        .bind(thread.id.as_uuid())
+        .push(", ")
+        .bind(thread.tenant.as_str())
+        .push(", ")
+        .bind(thread.resource_id.as_ref().map(ResourceId::as_str))
+        .push(", ")
+        .bind(thread.agent_id.as_ref().map(AgentName::as_str))
+        .push(", ")
+        .bind(thread.title.as_ref().map(Title::as_str))
+        .push(", ")
+        .bind(thread.model.as_deref())
+        .push(", ")
+        .bind(SqlValue::Json(serde_json::Value::Object(thread.metadata.as_map().clone())));
+    let at = sql.arg(thread.created_at);
+    sql.push(&format!(", 0, {at}, {at})"));
+    sql
+}
+
+/// `ThreadStore::resource_threads`.
+///
+/// # Errors
+/// A failed read.
+pub async fn resource_threads<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    resource: &ResourceId,
+) -> Result<Vec<ThreadId>, StoreError> {
+    let mut sql = Sql::new(db.dialect());
+    sql.push("SELECT id FROM threads WHERE tenant = ").bind(tenant.as_str());
+    sql.push(" AND resource_id = ").bind(resource.as_str()).push(" AND deleted_at IS NULL ORDER BY id");
+    let rows = db
+        .read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list resource threads", sql).await })))
+        .await?;
+    rows.iter().map(|row| Ok(ThreadId::from_uuid(Cells::new(row, "threads").uuid(0, "id")?))).collect()
+}
+
+/// `ThreadStore::delete`: only the mark, one row whatever the thread's
+/// size; from its commit on every query leaves the thread out, and
+/// `sweep_deleted` removes its rows later in bounded transactions.
+///
+/// # Errors
+/// `NotFound` for a missing or already deleted thread.
+pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+    let mut sql = Sql::new(db.dialect());
+    sql.push("UPDATE threads SET deleted_at = ").bind(now()).push(" WHERE tenant = ").bind(tenant.as_str());
+    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL");
+    let marked =
+        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete thread", sql).await }))).await?;
+    if marked == 0 {
+        return Err(StoreError::not_found("thread", id));
+    }
+    Ok(())
+}
+
+/// `ThreadStore::sweep_deleted`: one [`ThreadEngine::sweep_chunk`].
+///
+/// # Errors
+/// `Invalid` for a chunk of no message.
+pub async fn sweep_deleted<D: ThreadEngine>(db: &D, max_messages: u32) -> Result<Sweep, StoreError> {
+    let Some(max_messages) = NonZeroU32::new(max_messages) else {
+        return Err(StoreError::Invalid(DomainError::new("max_messages", "must be at least 1")));
+    };
+    db.sweep_chunk(max_messages).await
+}
+
+/// Implements `memlayer_ports::ThreadStore` for a backend type that
+/// implements [`Transactor`] and [`ThreadEngine`], delegating to this
+/// module (a macro: the orphan rule forbids a blanket impl of a foreign
+/// trait).
+#[macro_export]
+macro_rules! thread_store {
+    ($backend:ty) => {
+        #[$crate::reexport::async_trait]
+        impl ::memlayer_ports::ThreadStore for $backend {
+            async fn create(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                new: ::memlayer_domain::NewThread,
+            ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
+                $crate::threads::create(self, tenant, new).await
+            }
+
+            async fn get(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                id: ::memlayer_domain::ThreadId,
+            ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
+                $crate::threads::get(self, tenant, id).await
+            }
+
+            async fn resource_threads(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                resource: &::memlayer_domain::ResourceId,
+            ) -> Result<Vec<::memlayer_domain::ThreadId>, ::memlayer_ports::StoreError> {
+                $crate::threads::resource_threads(self, tenant, resource).await
+            }
+
+            async fn list(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                filter: &::memlayer_domain::ThreadFilter,
+                cursor: Option<::memlayer_domain::Cursor>,
+                limit: ::memlayer_domain::PageSize,
+            ) -> Result<::memlayer_domain::Page<::memlayer_domain::Thread>, ::memlayer_ports::StoreError> {
+                $crate::threads::list(self, tenant, filter, cursor, limit).await
+            }
+
+            async fn update(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                id: ::memlayer_domain::ThreadId,
+                patch: ::memlayer_domain::ThreadPatch,
+            ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
+                $crate::threads::update(self, tenant, id, patch, ::memlayer_domain::now()).await
+            }
+
+            async fn delete(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                id: ::memlayer_domain::ThreadId,
+            ) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::threads::delete(self, tenant, id).await
+            }
+
+            async fn sweep_deleted(
+                &self,
+                max_messages: u32,
+            ) -> Result<::memlayer_ports::Sweep, ::memlayer_ports::StoreError> {
+                $crate::threads::sweep_deleted(self, max_messages).await
+            }
+        }
+    };
+}
 
 /// The columns [`decode`] reads, in its order (the tenant is the one the
 /// query is scoped by).
@@ -324,6 +494,23 @@ mod tests {
             get_sql(Dialect::Postgres, &tenant, ThreadId::new()).text(),
             format!("SELECT {THREAD_COLUMNS} FROM threads WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL")
         );
+    }
+
+    #[test]
+    fn a_created_thread_inserts_every_field_bound() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let new = NewThread { title: Some(Title::parse("x' --").unwrap()), ..NewThread::default() };
+        let thread = created(&tenant, new, memlayer_domain::now());
+        let sql = insert_sql(Dialect::Sqlite, &thread);
+        assert_eq!(
+            sql.text(),
+            "INSERT INTO threads (id, tenant, resource_id, agent_id, title, model, metadata, last_seq, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)"
+        );
+        assert_eq!(sql.args()[4], SqlValue::from("x' --"));
+        assert_eq!(sql.args()[6], SqlValue::Json(serde_json::json!({})));
+        assert_eq!(sql.args()[7], SqlValue::Timestamp(thread.created_at));
+        assert!(insert_sql(Dialect::Postgres, &thread).text().ends_with("($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)"));
     }
 
     #[test]

@@ -1,13 +1,149 @@
 //! What both SQL vector indexes (libSQL's DiskANN, pgvector's HNSW) check and
 //! answer alike: the dimension an index may hold, the vectors and queries it
 //! accepts, the empty answer, the order of matches, and removing a thread's
-//! entries. How each searches and writes (its graph, its settings, libSQL's
-//! single writer, Postgres's pipelined inserts) stays in its adapter.
+//! entries; [`vector_index!`](crate::vector_index) writes the `VectorIndex` port from these.
+//! How each searches and writes (its graph, its settings, libSQL's single
+//! writer, Postgres's pipelined inserts) stays in its adapter, the
+//! [`IndexEngine`].
 
-use memlayer_domain::{DomainError, Embedding, TenantId, ThreadId};
-use memlayer_ports::{IndexKind, ScoredHit, StoreError, VectorEntry, VectorSearch};
+use async_trait::async_trait;
+use memlayer_domain::{DomainError, Embedding, MessageId, TenantId, ThreadId};
+use memlayer_ports::{IndexKind, ScoredHit, SearchFilter, StoreError, VectorEntry, VectorSearch};
 
 use crate::{Dialect, Sql, Transactor};
+
+/// What [`vector_index!`](crate::vector_index) leaves to an index: its table and how it writes,
+/// searches and counts it. A request the shared rules answer (nothing to
+/// write or remove, a query of another dimension, a search that can find
+/// nothing) never reaches it.
+#[allow(clippy::len_without_is_empty, reason = "the port's `len`, async and fallible, as `VectorIndex` has it")]
+#[async_trait]
+pub trait IndexEngine: Send + Sync {
+    /// The backend its table lives in.
+    type Backend: Transactor;
+
+    /// The kind it reports.
+    const KIND: IndexKind;
+
+    /// Dimensions of the vectors it holds.
+    fn dim(&self) -> usize;
+
+    /// The backend, for the statements written once here.
+    fn backend(&self) -> &Self::Backend;
+
+    /// Its table (a name of the adapter's own making, never a caller's).
+    fn table(&self) -> &str;
+
+    /// `VectorIndex::upsert` of at least one entry, each of [`dim`](Self::dim).
+    async fn upsert_entries(&self, entries: Vec<VectorEntry>) -> Result<(), StoreError>;
+
+    /// `VectorIndex::remove` of at least one id.
+    async fn remove_entries(&self, ids: Vec<MessageId>) -> Result<(), StoreError>;
+
+    /// `VectorIndex::search` for `k` ≥ 1, a query of [`dim`](Self::dim) and
+    /// a filter admitting some thread.
+    async fn nearest(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
+
+    /// `VectorIndex::len`.
+    async fn len(&self) -> Result<usize, StoreError>;
+
+    /// `VectorIndex::ids`.
+    async fn ids(&self) -> Result<Vec<MessageId>, StoreError>;
+}
+
+/// `VectorIndex::upsert`.
+///
+/// # Errors
+/// `Invalid` for an entry of another dimension (nothing is written); a
+/// failed write.
+pub async fn upsert<I: IndexEngine>(index: &I, entries: Vec<VectorEntry>) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    check_entries(&entries, index.dim())?;
+    index.upsert_entries(entries).await
+}
+
+/// `VectorIndex::remove`.
+///
+/// # Errors
+/// A failed write.
+pub async fn remove<I: IndexEngine>(index: &I, ids: Vec<MessageId>) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    index.remove_entries(ids).await
+}
+
+/// `VectorIndex::search`.
+///
+/// # Errors
+/// `Invalid` for a query of another dimension; a failed read.
+pub async fn search<I: IndexEngine>(
+    index: &I,
+    filter: &SearchFilter,
+    query: &Embedding,
+    k: usize,
+) -> Result<VectorSearch, StoreError> {
+    check_query(query, index.dim())?;
+    if filter.admits_nothing() || k == 0 {
+        return Ok(nothing());
+    }
+    index.nearest(filter, query, k).await
+}
+
+/// Implements `memlayer_ports::VectorIndex` for an index type that
+/// implements [`IndexEngine`], delegating to this module (a macro: the
+/// orphan rule forbids a blanket impl of a foreign trait).
+#[macro_export]
+macro_rules! vector_index {
+    ($index:ty) => {
+        #[$crate::reexport::async_trait]
+        impl ::memlayer_ports::VectorIndex for $index {
+            fn kind(&self) -> ::memlayer_ports::IndexKind {
+                <Self as $crate::vectors::IndexEngine>::KIND
+            }
+
+            async fn upsert(
+                &self,
+                entries: Vec<::memlayer_ports::VectorEntry>,
+            ) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::vectors::upsert(self, entries).await
+            }
+
+            async fn remove(&self, ids: Vec<::memlayer_domain::MessageId>) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::vectors::remove(self, ids).await
+            }
+
+            async fn remove_thread(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                thread: ::memlayer_domain::ThreadId,
+            ) -> Result<(), ::memlayer_ports::StoreError> {
+                let (backend, table) =
+                    ($crate::vectors::IndexEngine::backend(self), $crate::vectors::IndexEngine::table(self));
+                $crate::vectors::remove_thread(backend, table, tenant, thread).await
+            }
+
+            async fn search(
+                &self,
+                filter: &::memlayer_ports::SearchFilter,
+                query: &::memlayer_domain::Embedding,
+                k: usize,
+            ) -> Result<::memlayer_ports::VectorSearch, ::memlayer_ports::StoreError> {
+                $crate::vectors::search(self, filter, query, k).await
+            }
+
+            async fn len(&self) -> Result<usize, ::memlayer_ports::StoreError> {
+                $crate::vectors::IndexEngine::len(self).await
+            }
+
+            async fn ids(&self) -> Result<Vec<::memlayer_domain::MessageId>, ::memlayer_ports::StoreError> {
+                $crate::vectors::IndexEngine::ids(self).await
+            }
+        }
+    };
+}
 
 /// `Invalid`, naming `field`.
 #[must_use]

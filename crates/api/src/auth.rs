@@ -139,7 +139,10 @@ fn refusal(authenticator: &Authenticator, refused: Refused) -> Response {
             tracing::warn!(error = %store, "cannot check a credential");
             (
                 String::new(),
-                Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cannot check the credential now")),
+                Some(
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cannot check the credential now")
+                        .with_retry_after(std::time::Duration::from_secs(1)),
+                ),
             )
         }
     };
@@ -212,6 +215,30 @@ scoped_extractor!(
     Scope::Admin
 );
 
+/// A caller holding the `admin` scope for its whole tenant, not bound to a
+/// resource: what managing the tenant's catalog needs. Yields the tenant.
+#[derive(Debug, Clone)]
+pub struct TenantAdmin(pub TenantId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let principal = authorized(parts, Scope::Admin)?;
+        if let Some(resource) = &principal.resource {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "this credential is bound to resource `{resource}` and cannot manage the tenant's catalog; \
+                     use a credential of the whole tenant"
+                ),
+            ));
+        }
+        Ok(Self(principal.tenant))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +259,22 @@ mod tests {
         assert_eq!(bearer_of(&headers(&[("x-api-key", "ml_x")])).unwrap(), Some("ml_x"));
         assert!(bearer_of(&headers(&[("authorization", "Basic abc")])).is_err());
         assert!(bearer_of(&headers(&[("authorization", "Bearer a"), ("x-api-key", "b")])).is_err());
+    }
+
+    #[test]
+    fn refusals_carry_their_status_challenge_and_retry_time() {
+        let auth = Authenticator::anonymous(TenantId::default_tenant());
+        let resp = refusal(&auth, Refused::Auth(AuthError::Invalid("the API key has expired".into())));
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let challenge = resp.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains(r#"error="invalid_token""#) && challenge.contains("expired"), "{challenge}");
+        let resp =
+            refusal(&auth, Refused::Auth(AuthError::Unavailable(memlayer_ports::StoreError::Unavailable("x".into()))));
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = refusal(&auth, Refused::Auth(AuthError::TenantMismatch));
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(!resp.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

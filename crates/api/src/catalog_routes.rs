@@ -9,8 +9,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use memlayer_domain::{
-    AgentId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, Principal,
-    SettingName, TenantId, ToolId,
+    AgentId, CatalogEntity, ListCursor, ListQuery, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName,
+    TenantId, ToolId,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Admin;
+use crate::auth::TenantAdmin;
 use crate::dto::{
     AgentBodyDto, AgentDto, ModelBodyDto, ModelDto, PageDto, PutSettingDto, SettingDto, ToolBodyDto, ToolDto, ToolsDto,
 };
@@ -93,7 +93,7 @@ fn list_query(entity: CatalogEntity, tenant: &TenantId, pairs: Vec<(String, Stri
     responses((status = 201, body = ModelDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_model(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Json(body): Json<ModelBodyDto>,
 ) -> Result<(StatusCode, Json<ModelDto>), ApiError> {
     let model = s.catalog.create_model(&tenant, NewModel::from(body)).await?;
@@ -108,7 +108,7 @@ async fn create_model(
     responses((status = 200, body = PageDto<ModelDto>), (status = 400, body = ErrorBody)))]
 async fn list_models(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ModelDto>>, ApiError> {
     let query = list_query(CatalogEntity::Models, &tenant, pairs)?;
@@ -121,7 +121,7 @@ async fn list_models(
     responses((status = 200, body = ModelDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_model(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<ModelDto>, ApiError> {
     Ok(Json(s.catalog.get_model(&tenant, id.parse::<ModelId>()?).await?.into()))
@@ -135,7 +135,7 @@ async fn get_model(
               (status = 409, body = ErrorBody)))]
 async fn update_model(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
     Json(body): Json<ModelBodyDto>,
 ) -> Result<Json<ModelDto>, ApiError> {
@@ -149,7 +149,7 @@ async fn update_model(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_model(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_model(&tenant, id.parse::<ModelId>()?).await?;
@@ -163,7 +163,7 @@ async fn delete_model(
     responses((status = 201, body = AgentDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_agent(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<(StatusCode, Json<AgentDto>), ApiError> {
     let agent = s.catalog.create_agent(&tenant, NewAgent::try_from(body)?).await?;
@@ -177,7 +177,7 @@ async fn create_agent(
     responses((status = 200, body = PageDto<AgentDto>), (status = 400, body = ErrorBody)))]
 async fn list_agents(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<AgentDto>>, ApiError> {
     let query = list_query(CatalogEntity::Agents, &tenant, pairs)?;
@@ -190,7 +190,7 @@ async fn list_agents(
     responses((status = 200, body = AgentDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_agent(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<AgentDto>, ApiError> {
     Ok(Json(s.catalog.get_agent(&tenant, id.parse::<AgentId>()?).await?.into()))
@@ -204,7 +204,7 @@ async fn get_agent(
               (status = 409, body = ErrorBody)))]
 async fn update_agent(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
     Json(body): Json<AgentBodyDto>,
 ) -> Result<Json<AgentDto>, ApiError> {
@@ -218,7 +218,7 @@ async fn update_agent(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_agent(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_agent(&tenant, id.parse::<AgentId>()?).await?;
@@ -231,7 +231,7 @@ async fn delete_agent(
     responses((status = 200, body = ToolsDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn agent_tools(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<ToolsDto>, ApiError> {
     let tools = s.catalog.agent_tools(&tenant, id.parse::<AgentId>()?).await?;
@@ -245,7 +245,7 @@ async fn agent_tools(
     responses((status = 201, body = ToolDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_tool(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Json(body): Json<ToolBodyDto>,
 ) -> Result<(StatusCode, Json<ToolDto>), ApiError> {
     let tool = s.catalog.create_tool(&tenant, NewTool::from(body)).await?;
@@ -259,7 +259,7 @@ async fn create_tool(
     responses((status = 200, body = PageDto<ToolDto>), (status = 400, body = ErrorBody)))]
 async fn list_tools(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ToolDto>>, ApiError> {
     let query = list_query(CatalogEntity::Tools, &tenant, pairs)?;
@@ -272,7 +272,7 @@ async fn list_tools(
     responses((status = 200, body = ToolDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_tool(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<ToolDto>, ApiError> {
     Ok(Json(s.catalog.get_tool(&tenant, id.parse::<ToolId>()?).await?.into()))
@@ -286,7 +286,7 @@ async fn get_tool(
               (status = 409, body = ErrorBody)))]
 async fn update_tool(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
     Json(body): Json<ToolBodyDto>,
 ) -> Result<Json<ToolDto>, ApiError> {
@@ -300,7 +300,7 @@ async fn update_tool(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_tool(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.catalog.delete_tool(&tenant, id.parse::<ToolId>()?).await?;
@@ -328,7 +328,7 @@ fn setting_names(category: String, key: String) -> Result<(SettingName, SettingN
     responses((status = 200, body = SettingDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_setting(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path((category, key)): Path<(String, String)>,
     Query(q): Query<GetSettingQuery>,
 ) -> Result<Json<SettingDto>, ApiError> {
@@ -363,11 +363,12 @@ async fn get_setting(
     responses((status = 200, body = SettingDto), (status = 400, body = ErrorBody)))]
 async fn put_setting(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path((category, key)): Path<(String, String)>,
     Json(body): Json<PutSettingDto>,
 ) -> Result<Json<SettingDto>, ApiError> {
     let (category, key) = setting_names(category, key)?;
+    operator_only(&category)?;
     Ok(Json(s.catalog.put_setting(&tenant, &category, &key, body.value).await?.into()))
 }
 
@@ -378,10 +379,26 @@ async fn put_setting(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_setting(
     State(s): State<AppState>,
-    Admin(Principal { tenant, .. }): Admin,
+    TenantAdmin(tenant): TenantAdmin,
     Path((category, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (category, key) = setting_names(category, key)?;
+    operator_only(&category)?;
     s.catalog.delete_setting(&tenant, &category, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Settings a tenant may read but only the operator writes (with
+/// `memlayer settings set`): the tenant's rate limits, which it must not
+/// lift itself.
+fn operator_only(category: &SettingName) -> Result<(), ApiError> {
+    if category.as_str() == memlayer_app::LIMITS_CATEGORY {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "settings of category `limits` are the operator's: set them with `memlayer settings set --tenant T limits \
+             <credential|tenant|embed_tokens> '{\"per_second\": N, \"burst\": M}'`",
+        ));
+    }
+    Ok(())
 }

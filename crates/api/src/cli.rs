@@ -193,7 +193,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // authentication is refused, saying what to set.
             config.auth.check_exposure(addr).map_err(anyhow::Error::msg)?;
             if config.auth.mode.has(memlayer_app::AuthMode::None) {
-                tracing::warn!(%addr, "no authentication (auth.mode = none): every local caller may read and change                     every tenant's memory; set auth.mode to api_key or jwt before exposing this server");
+                tracing::warn!(%addr, "no authentication (auth.mode = none): every local caller may read and change \
+                    every tenant's memory; set auth.mode to api_key or jwt before exposing this server");
             }
             let services = memlayer_app::build(config).await?;
             crate::server::serve(services, addr, |bound| {
@@ -456,6 +457,30 @@ async fn doctor(cli: &Cli) -> ExitCode {
         }
     } else {
         report(true, "embedding model", "disabled (embedding.enabled = false)".to_owned());
+    }
+    match config.auth.check_exposure(config.server.addr) {
+        Ok(()) => {
+            let modes: Vec<String> = config
+                .auth
+                .mode
+                .as_slice()
+                .iter()
+                .map(|m| serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+                .collect();
+            report(true, "authentication", format!("auth.mode = {}", modes.join(",")));
+        }
+        Err(e) => report(false, "authentication", e),
+    }
+    match memlayer_app::Coordinator::new(&config.redis) {
+        Ok(None) => report(true, "redis", "not configured: limits and cache invalidation are per server".to_owned()),
+        Ok(Some(redis)) => match redis.ping().await {
+            Ok(()) => report(true, "redis", "reachable: limits and catalog invalidations are shared".to_owned()),
+            Err(e) => println!(
+                "[warn] redis: unreachable ({e}); memlayer still serves, with per-server limits and the cache TTL \
+                 until it is back"
+            ),
+        },
+        Err(e) => report(false, "redis", e),
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

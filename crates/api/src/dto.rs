@@ -441,6 +441,11 @@ pub struct SaveStateDto {
 pub struct HealthDto {
     /// `ok`.
     pub status: &'static str,
+    /// With `redis.url` set (`/ready` only): `ok`, or why Redis cannot be
+    /// reached; the server stays ready meanwhile, with per-server limits
+    /// and the catalog cache's TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// Where a search looks: exactly one of the three. (The document's schema

@@ -25,7 +25,8 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed`, `resource_mismatch` (403), `internal`.
+    /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `rate_limited` (429, with
+    /// `Retry-After` and the `RateLimit` headers), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,
@@ -43,12 +44,25 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).with_retry_after(retry_after)
+    }
+
+    /// The same error with a `Retry-After` header (whole seconds, at least 1).
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
     }
 
     /// 400 `invalid_request`.
@@ -85,6 +99,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            StoreError::RateLimited { message, retry_after, .. } => Self::rate_limited(message, retry_after),
             StoreError::Invalid(d) => d.into(),
             StoreError::Unprovisioned(m) => {
                 // The adapter's message may name files of the server (the
@@ -133,6 +149,11 @@ impl From<PathRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        resp
     }
 }

@@ -28,6 +28,7 @@ pub mod error;
 mod extract;
 pub mod idempotency;
 mod key_routes;
+pub mod limits;
 mod openapi;
 mod router;
 mod routes;

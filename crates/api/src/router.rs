@@ -43,8 +43,9 @@ pub fn router(state: AppState) -> axum::Router {
     if let Some(idempotency) = state.idempotency.clone() {
         router = router.layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
     }
-    // Outermost: the idempotency layer keys its records by the principal's tenant.
+    // Outermost: the limits and idempotency layers need the principal.
     router
+        .layer(middleware::from_fn_with_state(state.limiter.clone(), crate::limits::layer))
         .layer(middleware::from_fn_with_state(auth, crate::auth::layer))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use memlayer_app::AppendOptions;
 use memlayer_domain::{
-    AgentName, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, Principal, ResourceId,
-    SearchMode, SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
+    AgentName, Cursor, Direction, MessageId, MetadataFilter, NewMessage, NewThread, PageSize, ResourceId, SearchMode,
+    SearchQuery, SearchScope, ThreadFilter, ThreadId, ThreadPatch, TopK, Window,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -64,11 +64,11 @@ fn cursor(s: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     responses((status = 201, body = ThreadDto), (status = 400, body = ErrorBody)))]
 async fn create_thread(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Json(body): Json<CreateThreadDto>,
 ) -> Result<(StatusCode, Json<ThreadDto>), ApiError> {
     let new = NewThread::try_from(body)?;
-    let thread = s.memory.create_thread(&tenant, new).await?;
+    let thread = s.memory.create_thread(&who, new).await?;
     Ok((StatusCode::CREATED, Json(thread.into())))
 }
 
@@ -122,7 +122,7 @@ fn parse_list_threads(pairs: Vec<(String, String)>) -> Result<(ListThreadsQuery,
     responses((status = 200, body = PageDto<ThreadDto>), (status = 400, body = ErrorBody)))]
 async fn list_threads(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<PageDto<ThreadDto>>, ApiError> {
     let (q, metadata) = parse_list_threads(pairs)?;
@@ -131,7 +131,7 @@ async fn list_threads(
         agent_id: q.agent_id.map(AgentName::parse).transpose()?,
         metadata,
     };
-    let page = s.memory.list_threads(&tenant, &filter, cursor(q.cursor.as_deref())?, page_size(q.limit)?).await?;
+    let page = s.memory.list_threads(&who, &filter, cursor(q.cursor.as_deref())?, page_size(q.limit)?).await?;
     Ok(Json(page.into()))
 }
 
@@ -141,10 +141,10 @@ async fn list_threads(
     responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_thread(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Path(id): Path<String>,
 ) -> Result<Json<ThreadDto>, ApiError> {
-    Ok(Json(s.memory.get_thread(&tenant, thread_id(&id)?).await?.into()))
+    Ok(Json(s.memory.get_thread(&who, thread_id(&id)?).await?.into()))
 }
 
 /// Update a thread: absent fields stay, `null` clears.
@@ -154,13 +154,13 @@ async fn get_thread(
     responses((status = 200, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_thread(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Path(id): Path<String>,
     Json(body): Json<PatchThreadDto>,
 ) -> Result<Json<ThreadDto>, ApiError> {
     let id = thread_id(&id)?;
     let patch = ThreadPatch::try_from(body)?;
-    Ok(Json(s.memory.update_thread(&tenant, id, patch).await?.into()))
+    Ok(Json(s.memory.update_thread(&who, id, patch).await?.into()))
 }
 
 /// Delete a thread with its messages and agent state.
@@ -173,10 +173,10 @@ async fn update_thread(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_thread(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.memory.delete_thread(&tenant, thread_id(&id)?).await?;
+    s.memory.delete_thread(&who, thread_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -201,7 +201,7 @@ pub struct AppendQuery {
                (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn append_messages(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Path(id): Path<String>,
     Query(q): Query<AppendQuery>,
     Json(body): Json<Value>,
@@ -221,14 +221,14 @@ async fn append_messages(
             let m = NewMessage::try_from(dto).map_err(|e| ApiError::invalid(format!("messages[{i}].{e}")))?;
             messages.push(m);
         }
-        let stored = s.memory.append_messages(&tenant, id, messages, options).await?;
+        let stored = s.memory.append_messages(&who, id, messages, options).await?;
         let items = stored.into_iter().map(Into::into).collect();
         Ok((StatusCode::CREATED, Json(MessagesDto { items })).into_response())
     } else {
         if !body.is_object() {
             return Err(ApiError::invalid("body must be a message object or {\"messages\": [...]}"));
         }
-        let stored = s.memory.append_message(&tenant, id, parse(body)?, options).await?;
+        let stored = s.memory.append_message(&who, id, parse(body)?, options).await?;
         Ok((StatusCode::CREATED, Json(MessageDto::from(stored))).into_response())
     }
 }
@@ -252,14 +252,14 @@ pub struct ListMessagesQuery {
     responses((status = 200, body = PageDto<MessageDto>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_messages(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Path(id): Path<String>,
     Query(q): Query<ListMessagesQuery>,
 ) -> Result<Json<PageDto<MessageDto>>, ApiError> {
     let id = thread_id(&id)?;
     let direction = q.direction.as_deref().map(str::parse::<Direction>).transpose()?;
     let limit = q.limit.map(PageSize::new).transpose()?;
-    let page = s.memory.page_messages(&tenant, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
+    let page = s.memory.page_messages(&who, id, cursor(q.cursor.as_deref())?, direction, limit).await?;
     Ok(Json(page.into()))
 }
 
@@ -270,12 +270,12 @@ async fn list_messages(
     responses((status = 200, body = AgentStateDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_state(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Path((id, agent)): Path<(String, String)>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
     let id = thread_id(&id)?;
     let agent = AgentName::parse(agent)?;
-    let dto = match s.memory.load_state(&tenant, id, &agent).await? {
+    let dto = match s.memory.load_state(&who, id, &agent).await? {
         Some(state) => state.into(),
         None => AgentStateDto {
             thread_id: id.to_string(),
@@ -298,28 +298,35 @@ async fn get_state(
               (status = 409, body = ErrorBody)))]
 async fn put_state(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Path((id, agent)): Path<(String, String)>,
     Json(body): Json<SaveStateDto>,
 ) -> Result<Json<AgentStateDto>, ApiError> {
     let id = thread_id(&id)?;
     let agent = AgentName::parse(agent)?;
-    let saved = s.memory.save_state(&tenant, id, &agent, body.state, body.expected_version).await?;
+    let saved = s.memory.save_state(&who, id, &agent, body.state, body.expected_version).await?;
     Ok(Json(saved.into()))
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = HealthDto)))]
 async fn health() -> Json<HealthDto> {
-    Json(HealthDto { status: "ok" })
+    Json(HealthDto { status: "ok", redis: None })
 }
 
-/// The database is reachable.
+/// The database is reachable (and, with `redis.url`, whether Redis is).
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses((status = 200, body = HealthDto), (status = 503, body = ErrorBody)))]
 async fn ready(State(s): State<AppState>) -> Result<Json<HealthDto>, ApiError> {
     s.database.ping().await?;
-    Ok(Json(HealthDto { status: "ok" }))
+    let redis = match &s.coordinator {
+        None => None,
+        Some(c) => Some(match c.ping().await {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("unreachable ({e}): limits are per server and the catalog cache waits for its TTL"),
+        }),
+    };
+    Ok(Json(HealthDto { status: "ok", redis }))
 }
 
 /// This document.
@@ -341,12 +348,12 @@ async fn openapi_json(axum::Extension(document): axum::Extension<Arc<Result<Byte
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_message(
     State(s): State<AppState>,
-    Write(Principal { tenant, .. }): Write,
+    Write(who): Write,
     Path((id, message_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let thread = thread_id(&id)?;
     let message: MessageId = message_id.parse()?;
-    s.memory.delete_message(&tenant, thread, message).await?;
+    s.memory.delete_message(&who, thread, message).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -356,10 +363,10 @@ async fn delete_message(
     responses((status = 200, body = EmbeddingStatusDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn thread_embeddings(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Path(id): Path<String>,
 ) -> Result<Json<EmbeddingStatusDto>, ApiError> {
-    let counts = s.search.thread_embeddings(&tenant, thread_id(&id)?).await?;
+    let counts = s.search.thread_embeddings(&who, thread_id(&id)?).await?;
     Ok(Json(EmbeddingStatusDto {
         model: s.search.embedder_info().model,
         embedded: counts.embedded,
@@ -397,11 +404,11 @@ fn search_query(body: SearchRequestDto) -> Result<SearchQuery, ApiError> {
               (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
 async fn search(
     State(s): State<AppState>,
-    Read(Principal { tenant, .. }): Read,
+    Read(who): Read,
     Json(body): Json<SearchRequestDto>,
 ) -> Result<Json<SearchResponseDto>, ApiError> {
     let query = search_query(body)?;
-    let results = s.search.search(&tenant, &query).await?;
+    let results = s.search.search(&who, &query).await?;
     let hits = results
         .hits
         .into_iter()
@@ -430,10 +437,10 @@ async fn search(
               (status = 503, body = ErrorBody, description = "The embedding model is missing; the message says how to fix it")))]
 async fn embed(
     State(s): State<AppState>,
-    Read(_): Read,
+    Read(who): Read,
     Json(body): Json<EmbedRequestDto>,
 ) -> Result<Json<EmbedResponseDto>, ApiError> {
-    let vectors = s.search.embed(body.texts).await?;
+    let vectors = s.search.embed(&who, body.texts).await?;
     let info = s.search.embedder_info();
     Ok(Json(EmbedResponseDto {
         model: info.model,

@@ -52,6 +52,8 @@ pub fn app(services: &Services) -> axum::Router {
         keys: services.keys.clone(),
         database: services.database.clone(),
         auth: Auth::new(services.auth.clone(), services.config.auth.clone()),
+        limiter: services.limiter.clone(),
+        coordinator: services.coordinator.clone(),
         idempotency: Some(Idempotency::new(
             services.idempotency.clone(),
             Duration::from_secs(server.idempotency_ttl_secs),

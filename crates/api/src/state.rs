@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use memlayer_app::{CatalogService, KeyService, MemoryService, SearchService};
+use memlayer_app::{CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService};
 use memlayer_ports::Database;
 
 use crate::auth::Auth;
@@ -22,6 +22,10 @@ pub struct AppState {
     pub database: Arc<dyn Database>,
     /// Who may enter: the authentication layer's settings.
     pub auth: Auth,
+    /// Rate limits of requests (and of embedding work, in the services).
+    pub limiter: Limiter,
+    /// The link to Redis, reported by `/ready`.
+    pub coordinator: Option<Coordinator>,
     /// `Idempotency-Key` handling; `None` serves the routes without it.
     pub idempotency: Option<Idempotency>,
 }

@@ -88,13 +88,13 @@ async fn main() {
     let filter = SearchFilter::these_threads(tenant.clone(), vec![thread]);
     // Warm up.
     for q in queries.iter().take(10) {
-        services.search.embed(vec![q.clone()]).await.unwrap();
+        services.search.embed(&tenant, vec![q.clone()]).await.unwrap();
     }
     let (mut embed_t, mut scan_t, mut search_t, mut count_t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut strategy = String::new();
     for q in &queries {
         let t = Instant::now();
-        let e = services.search.embed(vec![q.clone()]).await.unwrap().pop().unwrap();
+        let e = services.search.embed(&tenant, vec![q.clone()]).await.unwrap().pop().unwrap();
         embed_t.push(t.elapsed());
         let t = Instant::now();
         let found = exact.search(&filter, &e, 10).await.unwrap();

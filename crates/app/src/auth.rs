@@ -103,6 +103,8 @@ pub struct AuthConfig {
     pub allowed_hosts: Vec<String>,
     /// API keys (`auth.keys.*`).
     pub keys: crate::keys::KeysConfig,
+    /// JSON Web Tokens (`auth.jwt.*`), when `mode` includes `jwt`.
+    pub jwt: crate::JwtConfig,
 }
 
 impl AuthConfig {

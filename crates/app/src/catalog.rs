@@ -54,6 +54,7 @@ pub struct CatalogService {
     agents: Cache<(TenantId, AgentId), AgentConfig>,
     agents_by_name: Cache<(TenantId, AgentName), Option<AgentConfig>>,
     settings: Cache<SettingKey, Option<Setting>>,
+    coordinator: Option<crate::Coordinator>,
 }
 
 impl std::fmt::Debug for CatalogService {
@@ -90,6 +91,7 @@ impl CatalogService {
             agents: cache(cache_settings),
             agents_by_name: cache(cache_settings),
             settings: cache(cache_settings),
+            coordinator: None,
         }
     }
 
@@ -106,15 +108,43 @@ impl CatalogService {
         self.writes.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn models_changed(&self) {
+    async fn models_changed(&self, tenant: &TenantId) {
         self.wrote();
         self.models.invalidate_all();
+        self.announce(tenant).await;
     }
 
-    fn agents_changed(&self) {
+    async fn agents_changed(&self, tenant: &TenantId) {
         self.wrote();
         self.agents.invalidate_all();
         self.agents_by_name.invalidate_all();
+        self.announce(tenant).await;
+    }
+
+    /// Tells the other servers (through Redis, when configured) that
+    /// `tenant`'s catalog changed.
+    async fn announce(&self, tenant: &TenantId) {
+        if let Some(c) = &self.coordinator {
+            c.publish_invalidation(tenant.as_str()).await;
+        }
+    }
+
+    /// Forgets every cached read: another server changed the catalog (or
+    /// may have, while the link to it was down).
+    pub fn invalidate_from_peer(&self) {
+        self.wrote();
+        self.models.invalidate_all();
+        self.agents.invalidate_all();
+        self.agents_by_name.invalidate_all();
+        self.settings.invalidate_all();
+    }
+
+    /// Announces this service's writes to other servers through
+    /// `coordinator`, so their caches drop what changed at once.
+    #[must_use]
+    pub fn with_coordinator(mut self, coordinator: Option<crate::Coordinator>) -> Self {
+        self.coordinator = coordinator;
+        self
     }
 
     /// Creates a model; with `is_default` it becomes the tenant's only default.
@@ -124,7 +154,7 @@ impl CatalogService {
     pub async fn create_model(&self, tenant: &TenantId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
         let created = self.store.create_model(tenant, new).await;
-        self.models_changed();
+        self.models_changed(tenant).await;
         created
     }
 
@@ -173,7 +203,7 @@ impl CatalogService {
     pub async fn update_model(&self, tenant: &TenantId, id: ModelId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
         let updated = self.store.update_model(tenant, id, new).await;
-        self.models_changed();
+        self.models_changed(tenant).await;
         updated
     }
 
@@ -183,7 +213,7 @@ impl CatalogService {
     /// As [`CatalogStore::delete_model`].
     pub async fn delete_model(&self, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
         let deleted = self.store.delete_model(tenant, id).await;
-        self.models_changed();
+        self.models_changed(tenant).await;
         deleted
     }
 
@@ -194,7 +224,7 @@ impl CatalogService {
     pub async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         let created = self.store.create_agent(tenant, new).await;
-        self.agents_changed();
+        self.agents_changed(tenant).await;
         created
     }
 
@@ -253,7 +283,7 @@ impl CatalogService {
     pub async fn update_agent(&self, tenant: &TenantId, id: AgentId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         let updated = self.store.update_agent(tenant, id, new).await;
-        self.agents_changed();
+        self.agents_changed(tenant).await;
         updated
     }
 
@@ -263,7 +293,7 @@ impl CatalogService {
     /// As [`CatalogStore::delete_agent`].
     pub async fn delete_agent(&self, tenant: &TenantId, id: AgentId) -> Result<(), StoreError> {
         let deleted = self.store.delete_agent(tenant, id).await;
-        self.agents_changed();
+        self.agents_changed(tenant).await;
         deleted
     }
 
@@ -359,6 +389,9 @@ impl CatalogService {
 
     /// Creates or replaces a setting.
     ///
+    /// A setting of category [`crate::LIMITS_CATEGORY`] must name a budget
+    /// and hold a valid rate.
+    ///
     /// # Errors
     /// As [`CatalogStore::put_setting`].
     pub async fn put_setting(
@@ -369,9 +402,13 @@ impl CatalogService {
         value: Value,
     ) -> Result<Setting, StoreError> {
         validate_setting_value(&value)?;
+        if category.as_str() == crate::LIMITS_CATEGORY {
+            crate::validate_limits_setting(key.as_str(), &value)?;
+        }
         let stored = self.store.put_setting(tenant, category, key, value).await;
         self.wrote();
         self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        self.announce(tenant).await;
         stored
     }
 
@@ -388,6 +425,7 @@ impl CatalogService {
         let deleted = self.store.delete_setting(tenant, category, key).await;
         self.wrote();
         self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        self.announce(tenant).await;
         deleted
     }
 }

@@ -75,6 +75,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Authentication.
     pub auth: crate::AuthConfig,
+    /// Rate limits.
+    pub limits: crate::LimitsConfig,
+    /// Limits and cache invalidations shared by several servers.
+    pub redis: crate::RedisConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -385,6 +389,8 @@ impl Default for Config {
             search: SearchConfig::default(),
             cache: CacheConfig::default(),
             auth: crate::AuthConfig::default(),
+            limits: crate::LimitsConfig::default(),
+            redis: crate::RedisConfig::default(),
         }
     }
 }
@@ -546,9 +552,11 @@ const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// `MEMLAYER_` variables that are not configuration keys: the config file's
 /// path, the provisioning cache (read by [`crate::default_cache_dir`]), the
-/// provisioning scripts' Python, and the test suite's Postgres. Any other
+/// provisioning scripts' Python, the local servers' scripts (`scripts/postgres`,
+/// `scripts/redis`) and the test suite's Postgres and Redis. Any other
 /// unknown `MEMLAYER_` variable is an error naming it, so a typo is caught.
-const NOT_CONFIG: &[&str] = &["CONFIG", "CACHE_DIR", "PYTHON", "TEST_DATABASE_URL"];
+const NOT_CONFIG: &[&str] =
+    &["CONFIG", "CACHE_DIR", "PYTHON", "PG_DIR", "PG_USER", "REDIS_DIR", "TEST_DATABASE_URL", "TEST_REDIS_URL"];
 
 impl Config {
     /// The layered sources: defaults, then `file` (or `MEMLAYER_CONFIG`) if
@@ -660,6 +668,15 @@ impl Config {
         }
         if let Err((key, reason)) = self.auth.keys.validate() {
             return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.limits.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.redis.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if self.auth.mode.has(crate::AuthMode::Jwt) {
+            self.auth.jwt.validate()?;
         }
         if self.cache.max_entries == 0 {
             return invalid("cache.max_entries", "must be at least 1");

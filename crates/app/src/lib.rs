@@ -20,7 +20,10 @@
 mod auth;
 mod catalog;
 mod config;
+mod coordination;
+mod jwt;
 mod keys;
+mod limits;
 mod memory;
 mod search;
 mod sweeper;
@@ -33,8 +36,13 @@ pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
+pub use coordination::{Coordinator, RedisConfig};
+pub use jwt::{JwtConfig, JwtVerifier};
 pub use keys::{
     CreatedKey, GrantError, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
+};
+pub use limits::{
+    Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use memlayer_domain::{
     AgentName, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
-    NewMessage, NewThread, Page, PageSize, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
     TokenCount, parse_model,
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
-use crate::{CatalogService, EmbeddingWorker, ThreadSweeper};
+use crate::{CatalogService, EmbeddingWorker, Limiter, ThreadSweeper};
 use serde_json::Value;
 
 /// How an append treats token counts.
@@ -38,6 +38,7 @@ pub struct MemoryService {
     sweeper: Option<ThreadSweeper>,
     catalog: Option<CatalogService>,
     max_response_bytes: usize,
+    limiter: Limiter,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -72,7 +73,17 @@ impl MemoryService {
             sweeper: None,
             catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+            limiter: Limiter::unlimited(),
         }
+    }
+
+    /// Charges the embedding work of appended messages to their tenant's
+    /// budget (`limits.embed_tokens`) when embeddings are on; the default
+    /// charges nothing.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Bounds the bytes of messages one page returns (by
@@ -123,9 +134,26 @@ impl MemoryService {
     /// finds them. An `agent_id` naming no agent in the catalog is allowed
     /// (agents may live outside memlayer) and adds nothing.
     ///
+    /// A caller bound to a resource creates threads of that resource only:
+    /// without a `resource_id` the thread gets it.
+    ///
     /// # Errors
-    /// As [`ThreadStore::create`].
-    pub async fn create_thread(&self, tenant: &TenantId, mut new: NewThread) -> Result<Thread, StoreError> {
+    /// As [`ThreadStore::create`], and `Forbidden` when a caller bound to a
+    /// resource names another.
+    pub async fn create_thread(&self, who: &impl Reach, mut new: NewThread) -> Result<Thread, StoreError> {
+        let tenant = who.tenant();
+        if let Some(bound) = who.resource() {
+            match &new.resource_id {
+                None => new.resource_id = Some(bound.clone()),
+                Some(r) if r == bound => {}
+                Some(r) => {
+                    return Err(StoreError::Forbidden(format!(
+                        "resource_id: this credential is bound to resource `{bound}` and cannot create a thread of \
+                         `{r}`; leave resource_id out or name `{bound}`"
+                    )));
+                }
+            }
+        }
         if let Some(model) = &new.model {
             parse_model(model)?;
         }
@@ -146,8 +174,18 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when the thread does not exist for this tenant.
-    pub async fn memory_options(&self, tenant: &TenantId, thread: ThreadId) -> Result<MemoryOptions, StoreError> {
-        Ok(MemoryOptions::from_metadata(&self.threads.get(tenant, thread).await?.metadata))
+    pub async fn memory_options(&self, who: &impl Reach, thread: ThreadId) -> Result<MemoryOptions, StoreError> {
+        Ok(MemoryOptions::from_metadata(&self.get_thread(who, thread).await?.metadata))
+    }
+
+    /// For a caller bound to a resource, `NotFound` unless `thread` is one
+    /// of that resource's (one thread read); for any other caller nothing
+    /// is read: the stores' tenant scoping is the whole check.
+    async fn check_reach(&self, who: &impl Reach, thread: ThreadId) -> Result<(), StoreError> {
+        if who.resource().is_some() {
+            self.get_thread(who, thread).await?;
+        }
+        Ok(())
     }
 
     /// How many messages a page or a "last messages" read returns: `limit`,
@@ -155,13 +193,16 @@ impl MemoryService {
     /// default page size (50).
     async fn limit_or_last_n(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         limit: Option<PageSize>,
     ) -> Result<PageSize, StoreError> {
         match limit {
-            Some(n) => Ok(n),
-            None => match self.memory_options(tenant, thread).await?.last_n {
+            Some(n) => {
+                self.check_reach(who, thread).await?;
+                Ok(n)
+            }
+            None => match self.memory_options(who, thread).await?.last_n {
                 Some(last) => Ok(PageSize::new(last)?),
                 None => Ok(PageSize::default()),
             },
@@ -172,38 +213,62 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
-        self.threads.get(tenant, id).await
+    pub async fn get_thread(&self, who: &impl Reach, id: ThreadId) -> Result<Thread, StoreError> {
+        let thread = self.threads.get(who.tenant(), id).await?;
+        if !who.reaches(thread.resource_id.as_ref()) {
+            return Err(StoreError::not_found("thread", id));
+        }
+        Ok(thread)
     }
 
-    /// A page of threads, newest first.
+    /// A page of threads, newest first. A caller bound to a resource lists
+    /// that resource's threads only; asking for another resource's gives
+    /// an empty page.
     ///
     /// # Errors
     /// `Invalid` for a cursor of another listing.
     pub async fn list_threads(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         filter: &ThreadFilter,
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
-        self.threads.list(tenant, filter, cursor, limit).await
+        let Some(bound) = who.resource() else {
+            return self.threads.list(who.tenant(), filter, cursor, limit).await;
+        };
+        match &filter.resource_id {
+            Some(r) if r != bound => Ok(Page { items: Vec::new(), next_cursor: None }),
+            _ => {
+                let filter = ThreadFilter { resource_id: Some(bound.clone()), ..filter.clone() };
+                self.threads.list(who.tenant(), &filter, cursor, limit).await
+            }
+        }
     }
 
     /// Updates a thread.
     ///
     /// # Errors
-    /// `NotFound`, or `Invalid` for an unacceptable model name.
+    /// `NotFound`, `Invalid` for an unacceptable model name, or `Forbidden`
+    /// when a caller bound to a resource would move the thread out of it.
     pub async fn update_thread(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         id: ThreadId,
         patch: ThreadPatch,
     ) -> Result<Thread, StoreError> {
         if let Some(Some(model)) = &patch.model {
             parse_model(model)?;
         }
-        self.threads.update(tenant, id, patch).await
+        if let Some(bound) = who.resource()
+            && patch.resource_id.as_ref().is_some_and(|r| r.as_ref() != Some(bound))
+        {
+            return Err(StoreError::Forbidden(format!(
+                "resource_id: this credential is bound to resource `{bound}` and cannot move a thread out of it"
+            )));
+        }
+        self.check_reach(who, id).await?;
+        self.threads.update(who.tenant(), id, patch).await
     }
 
     /// Deletes a thread with its messages and state: the thread is marked
@@ -215,7 +280,9 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant (or is already
     /// deleted).
-    pub async fn delete_thread(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+    pub async fn delete_thread(&self, who: &impl Reach, id: ThreadId) -> Result<(), StoreError> {
+        self.check_reach(who, id).await?;
+        let tenant = who.tenant();
         self.threads.delete(tenant, id).await?;
         if let Some(s) = &self.sweeper {
             s.wake();
@@ -232,7 +299,9 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant or belongs to
     /// another thread (which is left alone).
-    pub async fn delete_message(&self, tenant: &TenantId, thread: ThreadId, id: MessageId) -> Result<(), StoreError> {
+    pub async fn delete_message(&self, who: &impl Reach, thread: ThreadId, id: MessageId) -> Result<(), StoreError> {
+        self.check_reach(who, thread).await?;
+        let tenant = who.tenant();
         let found = self.messages.get(tenant, id).await?;
         if found.thread_id != thread {
             return Err(StoreError::not_found("message", format!("{id} of thread {thread}")));
@@ -255,17 +324,24 @@ impl MemoryService {
     /// As [`MessageStore::append`], plus `Invalid` when counting has no model.
     pub async fn append_messages(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         batch: Vec<NewMessage>,
         options: AppendOptions,
     ) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant();
         if batch.is_empty() || batch.len() > memlayer_domain::MAX_BATCH {
             return Err(memlayer_domain::DomainError::new(
                 "messages",
                 format!("a batch holds 1 to {} messages, got {}", memlayer_domain::MAX_BATCH, batch.len()),
             )
             .into());
+        }
+        self.check_reach(who, thread).await?;
+        if self.semantic.is_some() {
+            // Before anything is stored: a refused batch writes nothing.
+            let cost = crate::embedding_cost(batch.iter().map(NewMessage::content));
+            self.limiter.charge_embedding(tenant, cost).await?;
         }
         let count = options.count_tokens.unwrap_or(self.count_tokens_by_default);
         let batch = if count {
@@ -316,12 +392,12 @@ impl MemoryService {
     /// As [`MemoryService::append_messages`].
     pub async fn append_message(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         message: NewMessage,
         options: AppendOptions,
     ) -> Result<Message, StoreError> {
-        let mut stored = self.append_messages(tenant, thread, vec![message], options).await?;
+        let mut stored = self.append_messages(who, thread, vec![message], options).await?;
         stored.pop().ok_or_else(|| StoreError::backend("append of one message returned none"))
     }
 
@@ -335,14 +411,14 @@ impl MemoryService {
     /// As [`MessageStore::page_within`].
     pub async fn page_messages(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: impl Into<Option<PageSize>>,
     ) -> Result<Page<Message>, StoreError> {
-        let limit = self.limit_or_last_n(tenant, thread, limit.into()).await?;
-        self.messages.page_within(tenant, thread, cursor, direction, limit, self.max_response_bytes).await
+        let limit = self.limit_or_last_n(who, thread, limit.into()).await?;
+        self.messages.page_within(who.tenant(), thread, cursor, direction, limit, self.max_response_bytes).await
     }
 
     /// The last `n` messages, oldest first; without `n`, as many as
@@ -352,20 +428,24 @@ impl MemoryService {
     /// As [`MessageStore::last`].
     pub async fn last_messages(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         n: impl Into<Option<PageSize>>,
     ) -> Result<Vec<Message>, StoreError> {
-        let n = self.limit_or_last_n(tenant, thread, n.into()).await?;
-        self.messages.last(tenant, thread, n).await
+        let n = self.limit_or_last_n(who, thread, n.into()).await?;
+        self.messages.last(who.tenant(), thread, n).await
     }
 
     /// One message.
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_message(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        self.messages.get(tenant, id).await
+    pub async fn get_message(&self, who: &impl Reach, id: MessageId) -> Result<Message, StoreError> {
+        let message = self.messages.get(who.tenant(), id).await?;
+        if self.check_reach(who, message.thread_id).await.is_err() {
+            return Err(StoreError::not_found("message", id));
+        }
+        Ok(message)
     }
 
     /// An agent's state in a thread.
@@ -374,11 +454,12 @@ impl MemoryService {
     /// As [`StateStore::load`].
     pub async fn load_state(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError> {
-        self.states.load(tenant, thread, agent).await
+        self.check_reach(who, thread).await?;
+        self.states.load(who.tenant(), thread, agent).await
     }
 
     /// Saves an agent's state if `expected` is the current version.
@@ -387,14 +468,15 @@ impl MemoryService {
     /// `Conflict` for a stale version; as [`StateStore::save`] otherwise.
     pub async fn save_state(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         thread: ThreadId,
         agent: &AgentName,
         state: Value,
         expected: StateVersion,
     ) -> Result<AgentState, StoreError> {
         AgentState::validate(&state)?;
-        self.states.save(tenant, thread, agent, state, expected).await
+        self.check_reach(who, thread).await?;
+        self.states.save(who.tenant(), thread, agent, state, expected).await
     }
 
     /// Counts tokens of `texts` for `model`.

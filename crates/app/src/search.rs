@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MemoryOptions, MessageId, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope,
-    TenantId, Thread, ThreadId, TopK,
+    Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan, SearchQuery,
+    SearchScope, TenantId, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
     ThreadStore, VectorIndex,
 };
+
+use crate::Limiter;
 
 /// Reciprocal-rank-fusion constant (the usual 60 from Cormack et al.).
 const RRF_K: f32 = 60.0;
@@ -43,6 +45,7 @@ pub struct SearchService {
     messages: Arc<dyn MessageStore>,
     threads: Arc<dyn ThreadStore>,
     max_response_bytes: usize,
+    limiter: Limiter,
 }
 
 impl SearchService {
@@ -55,7 +58,23 @@ impl SearchService {
         messages: Arc<dyn MessageStore>,
         threads: Arc<dyn ThreadStore>,
     ) -> Self {
-        Self { embedder, index, store, messages, threads, max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES }
+        Self {
+            embedder,
+            index,
+            store,
+            messages,
+            threads,
+            max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
+            limiter: Limiter::unlimited(),
+        }
+    }
+
+    /// Charges embedded texts and search queries to their tenant's budget
+    /// (`limits.embed_tokens`); the default charges nothing.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Bounds the bytes of messages one search returns (hits and
@@ -80,12 +99,13 @@ impl SearchService {
     }
 
     /// Embeds up to [`MAX_EMBED_TEXTS`] texts of at most [`MAX_EMBED_BYTES`]
-    /// together with the configured model.
+    /// together with the configured model, charged to `who`'s tenant.
     ///
     /// # Errors
+    /// `RateLimited` when the tenant's embedding budget is spent;
     /// `Invalid` for an empty or oversized list or an oversized text;
     /// `Unavailable` when the model is missing.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+    pub async fn embed(&self, who: &impl Reach, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
         if texts.is_empty() || texts.len() > MAX_EMBED_TEXTS {
             return Err(memlayer_domain::DomainError::new(
                 "texts",
@@ -108,27 +128,45 @@ impl SearchService {
             )
             .into());
         }
+        self.limiter.charge_embedding(who.tenant(), crate::embedding_cost(texts.iter().map(String::as_str))).await?;
         self.embedder.embed(texts).await.map_err(unprovisioned)
     }
 
-    /// The filter of `scope` and, for one thread, that thread: read once,
-    /// both to check it exists and for its memory options.
+    /// The filter of `scope` as `who` may reach it and, for one thread,
+    /// that thread: read once, both to check it exists and for its memory
+    /// options. A caller bound to a resource searches that resource's
+    /// threads only: another resource's scope admits nothing, the tenant's
+    /// scope becomes the resource's, and another resource's thread is
+    /// `NotFound`.
     async fn filter(
         &self,
-        tenant: &TenantId,
+        who: &impl Reach,
         scope: &SearchScope,
     ) -> Result<(SearchFilter, Option<Thread>), StoreError> {
-        let tenant = tenant.clone();
+        let tenant = who.tenant().clone();
+        let bound = who.resource();
         Ok(match scope {
             SearchScope::Thread(id) => {
                 let thread = self.threads.get(&tenant, *id).await?;
+                if !who.reaches(thread.resource_id.as_ref()) {
+                    return Err(StoreError::not_found("thread", id));
+                }
                 (SearchFilter::these_threads(tenant, vec![*id]), Some(thread))
+            }
+            SearchScope::Resource(resource) if bound.is_some_and(|b| b != resource) => {
+                (SearchFilter::these_threads(tenant, Vec::new()), None)
             }
             SearchScope::Resource(resource) => {
                 let threads = self.threads.resource_threads(&tenant, resource).await?;
                 (SearchFilter::these_threads(tenant, threads), None)
             }
-            SearchScope::Tenant => (SearchFilter::all_threads(tenant), None),
+            SearchScope::Tenant => match bound {
+                Some(resource) => {
+                    let threads = self.threads.resource_threads(&tenant, resource).await?;
+                    (SearchFilter::these_threads(tenant, threads), None)
+                }
+                None => (SearchFilter::all_threads(tenant), None),
+            },
         })
     }
 
@@ -136,8 +174,8 @@ impl SearchService {
     ///
     /// # Errors
     /// `NotFound` for a missing thread.
-    pub async fn thread_embeddings(&self, tenant: &TenantId, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
-        let (filter, _) = self.filter(tenant, &SearchScope::Thread(thread)).await?;
+    pub async fn thread_embeddings(&self, who: &impl Reach, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
+        let (filter, _) = self.filter(who, &SearchScope::Thread(thread)).await?;
         self.store.embedding_counts(&filter, self.embedder.info().model).await
     }
 
@@ -155,8 +193,9 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
-    pub async fn search(&self, tenant: &TenantId, query: &SearchQuery) -> Result<SearchResults, StoreError> {
-        let (filter, thread) = self.filter(tenant, &query.scope).await?;
+    pub async fn search(&self, who: &impl Reach, query: &SearchQuery) -> Result<SearchResults, StoreError> {
+        let (filter, thread) = self.filter(who, &query.scope).await?;
+        let tenant = who.tenant();
         let k = match (query.top_k, thread) {
             (Some(k), _) => k,
             (None, Some(thread)) => {
@@ -168,6 +207,9 @@ impl SearchService {
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
         if filter.admits_nothing() {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
+        }
+        if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
+            self.limiter.charge_embedding(tenant, crate::embedding_cost([query.text()])).await?;
         }
         let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
         // The two legs run at once: a hybrid search takes the slower leg's

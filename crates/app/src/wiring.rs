@@ -60,6 +60,11 @@ pub struct Services {
     /// API keys: create, list, revoke; the verifier of `auth.mode = api_key`
     /// (last uses are written by [`Services::start_background`]).
     pub keys: crate::KeyService,
+    /// Rate limits (`limits.*`), shared with the services it charges.
+    pub limiter: crate::Limiter,
+    /// The link to Redis (`redis.url`) the limiter and the catalog share
+    /// with other servers, if configured.
+    pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
 }
@@ -72,6 +77,7 @@ pub struct Background {
     purge: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     keys: tokio::task::JoinHandle<()>,
+    peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
 }
 
@@ -87,6 +93,9 @@ impl Background {
     /// is abandoned, not awaited, and the in-memory index is persisted.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        if let Some(peers) = self.peers {
+            peers.abort();
+        }
         if let Some(worker) = self.worker {
             match tokio::time::timeout(WORKER_STOP_WAIT, worker).await {
                 Ok(Ok(())) => {}
@@ -139,9 +148,17 @@ impl Services {
             None
         };
         let sweeper = self.sweeper.clone().spawn(rx.clone());
+        // Other servers' catalog changes, through Redis: drop the cached reads.
+        let peers = self.coordinator.clone().map(|coordinator| {
+            let catalog = self.catalog.clone();
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                coordinator.follow_invalidations(move |_tenant| catalog.invalidate_from_peer(), rx).await;
+            })
+        });
         let keys = self.spawn_key_uses(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -523,7 +540,9 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
-    let catalog = CatalogService::new(catalog, cache);
+    let coordinator = crate::Coordinator::new(&config.redis)
+        .map_err(|reason| crate::ConfigError::Invalid { key: "redis.url", reason })?;
+    let catalog = CatalogService::new(catalog, cache).with_coordinator(coordinator.clone());
     let (embedder, embedder_problem) = open_embedder(&config.embedding);
     let info = embedder.info();
     let index = open_index(&config, &backend, info.dim).await?;
@@ -539,6 +558,9 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let tokens: Arc<dyn TokenCounter> = Arc::new(TiktokenCounter::new());
     let inline = config.embedding.mode == EmbeddingMode::Inline;
     let sweeper = ThreadSweeper::new(threads.clone(), config.memory.sweep_chunk);
+    let limits_on = config.limits.enabled.unwrap_or(!config.auth.mode.has(crate::AuthMode::None));
+    let limiter =
+        crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone())).with_shared(coordinator.clone());
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -550,9 +572,11 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_semantic(index.clone(), worker.clone(), inline)
     .with_sweeper(sweeper.clone())
     .with_catalog(catalog.clone())
-    .with_max_response_bytes(config.memory.max_response_bytes);
+    .with_max_response_bytes(config.memory.max_response_bytes)
+    .with_limiter(limiter.clone());
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
-        .with_max_response_bytes(config.memory.max_response_bytes);
+        .with_max_response_bytes(config.memory.max_response_bytes)
+        .with_limiter(limiter.clone());
     Ok(Services {
         memory,
         search,
@@ -565,8 +589,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
-        auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), None)?,
+        auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), crate::jwt::verifier(&config).await?)?,
         keys,
+        limiter,
+        coordinator,
         config: Arc::new(config),
     })
 }

@@ -386,6 +386,42 @@ impl Principal {
     }
 }
 
+/// What a caller may reach: a whole tenant, or only the threads of one
+/// resource in it. The services take any `Reach`: a bare [`TenantId`]
+/// (trusted callers: the CLI, a program embedding memlayer) reaches its
+/// whole tenant; a [`Principal`] bound to a resource reaches that
+/// resource's threads only, and everything else is as missing to it.
+pub trait Reach: Sync {
+    /// The tenant.
+    fn tenant(&self) -> &TenantId;
+
+    /// The one resource reachable, or `None` for the whole tenant.
+    fn resource(&self) -> Option<&ResourceId> {
+        None
+    }
+
+    /// Whether a thread of resource `thread_resource` is reachable.
+    fn reaches(&self, thread_resource: Option<&ResourceId>) -> bool {
+        self.resource().is_none_or(|bound| thread_resource == Some(bound))
+    }
+}
+
+impl Reach for TenantId {
+    fn tenant(&self) -> &TenantId {
+        self
+    }
+}
+
+impl Reach for Principal {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn resource(&self) -> Option<&ResourceId> {
+        self.resource.as_ref()
+    }
+}
+
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -468,6 +504,18 @@ mod tests {
         assert!(ApiKey { expires_at: Some(now - hour), ..key.clone() }.refusal(now).is_some());
         assert_eq!(ApiKey { expires_at: Some(now + hour), ..key.clone() }.refusal(now), None);
         assert!(ApiKey { revoked_at: Some(now), ..key }.refusal(now).is_some());
+    }
+
+    #[test]
+    fn a_bound_principal_reaches_its_resource_only() {
+        let r = ResourceId::parse("alice").unwrap();
+        let other = ResourceId::parse("bob").unwrap();
+        let mut p = Principal::anonymous(TenantId::parse("t").unwrap());
+        assert!(p.reaches(None) && p.reaches(Some(&other)));
+        p.resource = Some(r.clone());
+        assert!(p.reaches(Some(&r)));
+        assert!(!p.reaches(Some(&other)) && !p.reaches(None));
+        assert!(TenantId::parse("t").unwrap().reaches(Some(&other)));
     }
 
     #[test]

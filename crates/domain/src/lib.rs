@@ -23,7 +23,9 @@ mod state;
 mod thread;
 mod token;
 
-pub use auth::{ApiKey, Credential, KeyId, MAX_KEY_NAME_BYTES, PresentedKey, Principal, Scope, Scopes, parse_key_name};
+pub use auth::{
+    ApiKey, Credential, KeyId, MAX_KEY_NAME_BYTES, PresentedKey, Principal, Reach, Scope, Scopes, parse_key_name,
+};
 pub use catalog::{
     AgentConfig, MAX_AGENT_TOOLS, MAX_CATALOG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,

@@ -24,6 +24,22 @@ pub enum StoreError {
     /// The input is unacceptable. Not retryable; HTTP 400.
     #[error("invalid input: {0}")]
     Invalid(#[from] DomainError),
+    /// The caller may not do this, though the input is well formed: a
+    /// credential bound to one resource creating or moving a thread out of
+    /// it. Not retryable; HTTP 403.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A rate limit ran out (`limit` names it); retry after `retry_after`.
+    /// HTTP 429 with `Retry-After`.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// The limit's name (`embed_tokens`…).
+        limit: &'static str,
+        /// When the same call would be allowed.
+        retry_after: std::time::Duration,
+        /// What ran out and its rate; safe to show.
+        message: String,
+    },
     /// The backend cannot be reached or is overloaded (pool exhausted, locked,
     /// connection refused). Retryable after a delay; HTTP 503.
     #[error("store unavailable: {0}")]
@@ -53,6 +69,6 @@ impl StoreError {
     /// Whether retrying the same call later may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Unprovisioned(_))
+        matches!(self, Self::Unavailable(_) | Self::Unprovisioned(_) | Self::RateLimited { .. })
     }
 }
