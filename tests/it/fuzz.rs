@@ -79,7 +79,18 @@ fn start(dir: &std::path::Path) -> (Server, String) {
     let (child, base) = crate::support::spawn_server(
         dir,
         // A loaded CI machine must not turn a slow request into a 503.
-        &[("RUST_LOG", "error"), ("MEMLAYER_SERVER__REQUEST_TIMEOUT_SECS", "300"), ("MEMLAYER_AUTH__MODE", "api_key")],
+        &[
+            ("RUST_LOG", "error"),
+            ("MEMLAYER_SERVER__REQUEST_TIMEOUT_SECS", "300"),
+            ("MEMLAYER_AUTH__MODE", "api_key"),
+            // The run is about the document, not the limiter (tests/it/rate.rs):
+            // budgets far above what one worker sends, so a 429 (documented)
+            // does not stand in for the handlers.
+            ("MEMLAYER_LIMITS__CREDENTIAL__PER_SECOND", "100000"),
+            ("MEMLAYER_LIMITS__CREDENTIAL__BURST", "100000"),
+            ("MEMLAYER_LIMITS__TENANT__PER_SECOND", "100000"),
+            ("MEMLAYER_LIMITS__TENANT__BURST", "100000"),
+        ],
         &["MEMLAYER_FUZZ_EXAMPLES", "MEMLAYER_FUZZ_SEED", "MEMLAYER_SCHEMATHESIS"],
         Duration::from_secs(60),
     );

@@ -163,6 +163,11 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
              `X-Tenant-Id` names another tenant than the credential's; `host_not_allowed`: without \
              authentication, the `Host` is not a loopback name",
         );
+        add(
+            "429",
+            "`rate_limited`: with authentication on, past a `limits.*` budget of the credential or the tenant; \
+             retry after `Retry-After` (the `RateLimit` headers say the budget)",
+        );
     }
     if has_body || has_params {
         add("400", "Invalid request: the message names what is wrong (`invalid_request`, `malformed_json`)");
