@@ -14,6 +14,13 @@
 //! references to a stored model and tools, a tool's `required` naming its
 //! `properties`. Everything else is generated.
 //!
+//! The server runs with `auth.mode = api_key`, and every request carries a
+//! key holding every scope of the `default` tenant (made with `memlayer keys
+//! create` before the server starts; `X-Tenant-Id` is pinned to that
+//! tenant): without it schemathesis generates a random bearer token for each
+//! operation the document secures, and those operations would only ever be
+//! answered 401.
+//!
 //! The run is deterministic: a fixed seed, a bounded number of examples per
 //! operation, one worker. `MEMLAYER_FUZZ_EXAMPLES` and `MEMLAYER_FUZZ_SEED`
 //! make a longer or different run (see docs/ARCHITECTURE.md, "Fuzzing").
@@ -51,11 +58,39 @@ fn schemathesis() -> Option<PathBuf> {
     st.is_file().then_some(st)
 }
 
+/// A key with every scope of the `default` tenant, made by the CLI in `dir`.
+fn create_key(dir: &std::path::Path) -> String {
+    let out = Command::new(crate::support::BIN)
+        .args(["keys", "create", "--tenant", "default", "--scopes", "read,write,admin", "--name", "fuzz"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("memlayer keys create runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
 fn start(dir: &std::path::Path) -> (Server, String) {
     let (child, base) = crate::support::spawn_server(
         dir,
         // A loaded CI machine must not turn a slow request into a 503.
-        &[("RUST_LOG", "error"), ("MEMLAYER_SERVER__REQUEST_TIMEOUT_SECS", "300")],
+        &[
+            ("RUST_LOG", "error"),
+            ("MEMLAYER_SERVER__REQUEST_TIMEOUT_SECS", "300"),
+            ("MEMLAYER_AUTH__MODE", "api_key"),
+            // The run is about the document, not the limiter (tests/it/rate.rs):
+            // budgets far above what one worker sends, so a 429 (documented)
+            // does not stand in for the handlers.
+            ("MEMLAYER_LIMITS__CREDENTIAL__PER_SECOND", "100000"),
+            ("MEMLAYER_LIMITS__CREDENTIAL__BURST", "100000"),
+            ("MEMLAYER_LIMITS__TENANT__PER_SECOND", "100000"),
+            ("MEMLAYER_LIMITS__TENANT__BURST", "100000"),
+        ],
         &["MEMLAYER_FUZZ_EXAMPLES", "MEMLAYER_FUZZ_SEED", "MEMLAYER_SCHEMATHESIS"],
         Duration::from_secs(60),
     );
@@ -77,6 +112,7 @@ fn config(model_id: &str, tool_id: &str) -> String {
 [parameters]
 "query.cursor" = ""
 "query.filter" = "name:ne:~"
+"header.X-Tenant-Id" = "default"
 
 [[operations]]
 include-operation-id = ["create_model", "update_model"]
@@ -104,7 +140,7 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 }
 
 /// Creates a model and a tool for agents to refer to; returns their ids.
-async fn seed_references(base: &str) -> (String, String) {
+async fn seed_references(base: &str, key: &str) -> (String, String) {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for (path, body) in [
@@ -114,7 +150,7 @@ async fn seed_references(base: &str) -> (String, String) {
         ),
         ("tools", serde_json::json!({"name": "fuzz_tool", "parameters": {"type": "object"}})),
     ] {
-        let r = http.post(format!("{base}/api/{path}")).json(&body).send().await.unwrap();
+        let r = http.post(format!("{base}/api/{path}")).bearer_auth(key).json(&body).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 201, "seeding {path}");
         let v: serde_json::Value = r.json().await.unwrap();
         ids.push(v["id"].as_str().unwrap().to_owned());
@@ -138,8 +174,9 @@ async fn schemathesis_finds_the_document_truthful() {
     let examples = std::env::var("MEMLAYER_FUZZ_EXAMPLES").unwrap_or_else(|_| CI_EXAMPLES.to_owned());
     let seed = std::env::var("MEMLAYER_FUZZ_SEED").unwrap_or_else(|_| CI_SEED.to_owned());
     let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path());
     let (_server, base) = start(dir.path());
-    let (model, tool) = seed_references(&base).await;
+    let (model, tool) = seed_references(&base, &key).await;
     let config_file = dir.path().join("schemathesis.toml");
     std::fs::write(&config_file, config(&model, &tool)).unwrap();
     let report = dir.path().join("schemathesis");
@@ -149,6 +186,7 @@ async fn schemathesis_finds_the_document_truthful() {
         .arg("run")
         .arg(format!("{base}/api/openapi.json"))
         .args(["--checks", CHECKS])
+        .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--max-examples", &examples, "--seed", &seed])
         .args(["--phases", "examples,coverage,fuzzing", "--workers", "1"])
         .args(["--generation-database", "none", "--no-color", "--request-timeout", "330"])

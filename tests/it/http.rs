@@ -426,6 +426,9 @@ async fn openapi_describes_every_route() {
         "GET /api/settings/{category}/{key}",
         "PUT /api/settings/{category}/{key}",
         "DELETE /api/settings/{category}/{key}",
+        "POST /api/keys",
+        "GET /api/keys",
+        "DELETE /api/keys/{id}",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -484,6 +487,7 @@ async fn internal_errors_reveal_nothing() {
         memory,
         search,
         catalog,
+        keys: no_keys(),
         database: Arc::new(database),
         auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
         limiter: memlayer_app::Limiter::unlimited(),
@@ -596,6 +600,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             memory,
             search,
             catalog,
+            keys: no_keys(),
             database: Arc::new(MockDatabase::new()),
             auth: memlayer_api::auth::Auth::anonymous(memlayer_domain::TenantId::default_tenant()),
             limiter: memlayer_app::Limiter::unlimited(),
@@ -770,4 +775,9 @@ async fn openapi_states_the_real_shapes_bounds_and_errors() {
     // And the 415 is what the server answers without the content type.
     let got = t.call_with("POST", "/api/threads", &[], Some("{}".into()), false).await;
     assert_error(&got, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+}
+
+/// A key service over a store that expects no call.
+fn no_keys() -> memlayer_app::KeyService {
+    memlayer_app::KeyService::new(Arc::new(memlayer_ports::MockKeyStore::new()), &memlayer_app::KeysConfig::default())
 }

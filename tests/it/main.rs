@@ -1,6 +1,8 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `catalog`, `search`,
-//! `idempotency`; JWT authentication in `jwt`; admission control over real sockets in `admission`, caps and
+//! `idempotency`; JWT authentication in `jwt`; `auth`, the authorization
+//! matrix over every route of the document with API keys, also on Postgres,
+//! and the README's tour with a key; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
 //! and tenant-isolation cases also on a fresh Postgres database), and the real
 //! `memlayer` binary driven over HTTP and its CLI (`e2e`; `frontends` holds
@@ -17,6 +19,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod admission;
+mod auth;
 mod catalog;
 mod crash;
 mod e2e;

@@ -5,7 +5,7 @@
 //! libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`] and [`Database`]; [`LibsqlVectorIndex`]
 //! implements [`VectorIndex`] on libSQL's native DiskANN index. The
 //! application holds them behind those traits and never names a libSQL type.
 //!
@@ -56,6 +56,7 @@ mod exec;
 mod filter_sql;
 mod group;
 mod idempotency;
+mod keys;
 mod messages;
 mod migrations;
 #[cfg(test)]
@@ -70,7 +71,8 @@ pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
+    VectorIndex,
 };
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 

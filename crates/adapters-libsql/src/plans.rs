@@ -111,3 +111,28 @@ async fn sweep_queries_use_indexes() {
     assert!(p.contains("messages_thread_seq (thread_id=?)"), "{p}");
     assert!(!p.contains("TEMP B-TREE"), "sorts:\n{p}");
 }
+
+/// The API key statements: a lookup and a batch of last uses by the primary
+/// key, a listing by `api_keys_tenant` in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_queries_use_indexes() {
+    use memlayer_adapters_sql::keys;
+    use memlayer_domain::KeyId;
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let id = KeyId::parse("0123456789abcdef").unwrap();
+    let other = KeyId::parse("00000000000000ff").unwrap();
+    let now = memlayer_domain::now();
+    for (sql, index) in [
+        (keys::find_sql(Dialect::Sqlite, &id), "sqlite_autoindex_api_keys_1"),
+        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap()), "api_keys_tenant"),
+        (keys::uses_sql(Dialect::Sqlite, &[(&id, now), (&other, now)]), "sqlite_autoindex_api_keys_1"),
+    ] {
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        // The batch's own VALUES list is scanned, never the table.
+        assert!(!p.contains("SCAN api_keys") && !p.contains("TEMP B-TREE"), "{p}");
+        assert!(p.contains(index), "does not use {index}:\n{p}");
+    }
+}

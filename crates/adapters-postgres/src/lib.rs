@@ -3,7 +3,7 @@
 //! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
 //!
 //! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`] and [`Database`]; [`PgVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`] and [`Database`]; [`PgVectorIndex`]
 //! implements [`VectorIndex`]. The application holds them behind those traits
 //! and never names a driver type.
 //!
@@ -51,6 +51,7 @@ mod embeddings;
 mod error;
 mod exec;
 mod idempotency;
+mod keys;
 mod messages;
 mod migrations;
 mod state;
@@ -64,7 +65,8 @@ pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
+    VectorIndex,
 };
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 

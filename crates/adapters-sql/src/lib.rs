@@ -9,7 +9,7 @@
 //! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
-//! stores the same way, [`threads`] the thread store, [`messages`] the
+//! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
 //! message store and its budgets, [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
 //! both vector indexes check, and [`migrate`] the migration runner, the
@@ -36,6 +36,7 @@ pub mod embeddings;
 mod error;
 pub mod exec;
 pub mod idempotency;
+pub mod keys;
 pub mod messages;
 pub mod migrate;
 mod op;

@@ -29,6 +29,8 @@ pub enum Kind {
     Timestamp,
     /// A JSON document (libSQL: text; Postgres: `json`).
     Json,
+    /// Bytes (libSQL: BLOB; Postgres: `bytea`).
+    Blob,
 }
 
 /// One stored column.
@@ -124,6 +126,28 @@ pub const AGENTS: Table = Table {
         "tool_ids",
         "EXISTS (SELECT 1 FROM config_agent_tools t WHERE t.agent_id = config_agents.id AND t.tool_id = {})",
     )),
+};
+
+/// `api_keys`: API keys, found by their public id (text, unique across
+/// tenants), the secret kept only as its SHA-256 (`secret_hash`, last, so a
+/// listing selects the columns before it and never reads a hash). Unlike
+/// the catalog's, its `tenant` is read back: a lookup by id learns it.
+pub const API_KEYS: Table = Table {
+    name: "api_keys",
+    what: "API key",
+    columns: &[
+        fixed("id", Kind::Text),
+        fixed("name", Kind::Text),
+        fixed("scopes", Kind::Text),
+        fixed("resource_id", Kind::Text),
+        fixed("created_at", Kind::Timestamp),
+        fixed("expires_at", Kind::Timestamp),
+        col("revoked_at", Kind::Timestamp),
+        col("last_used_at", Kind::Timestamp),
+        fixed("secret_hash", Kind::Blob),
+    ],
+    entity: None,
+    link: None,
 };
 
 /// A declared field with no column: a domain declaration the description

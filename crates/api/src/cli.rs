@@ -1,6 +1,6 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
-//! `search`, `reembed`, and the catalog (`models`, `agents`,
-//! `tools`, `settings`).
+//! `search`, `reembed`, the catalog (`models`, `agents`,
+//! `tools`, `settings`) and API keys (`keys`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,6 +108,15 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: crate::cli_catalog::SettingsAction,
+    },
+    /// API keys: create (prints the key once), list, revoke.
+    Keys {
+        /// The tenant the keys act for (required: a key's tenant is never implied).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_keys::KeysAction,
     },
 }
 
@@ -233,6 +242,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
         Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
         Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
+        Command::Keys { tenant, action } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let Some(tenant) = tenant else {
+                anyhow::bail!("--tenant is required: a key acts for exactly one tenant, never an implied one");
+            };
+            let tenant = memlayer_domain::TenantId::parse(tenant.clone()).context("--tenant")?;
+            let keys = memlayer_app::open_keys(&config).await?;
+            crate::cli_keys::run(&keys, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search { query, thread, resource, mode, top_k, tenant } => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);

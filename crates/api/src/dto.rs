@@ -940,3 +940,154 @@ impl From<Setting> for SettingDto {
         }
     }
 }
+
+/// A scope an API key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScopeDto {
+    /// Reads of memory: GET routes, search, embedding a text.
+    Read,
+    /// Changes to memory: create, append, state, delete.
+    Write,
+    /// The catalog, keys and retention.
+    Admin,
+}
+
+impl From<KeyScopeDto> for memlayer_domain::Scope {
+    fn from(s: KeyScopeDto) -> Self {
+        match s {
+            KeyScopeDto::Read => Self::Read,
+            KeyScopeDto::Write => Self::Write,
+            KeyScopeDto::Admin => Self::Admin,
+        }
+    }
+}
+
+impl From<memlayer_domain::Scope> for KeyScopeDto {
+    fn from(s: memlayer_domain::Scope) -> Self {
+        match s {
+            memlayer_domain::Scope::Read => Self::Read,
+            memlayer_domain::Scope::Write => Self::Write,
+            memlayer_domain::Scope::Admin => Self::Admin,
+        }
+    }
+}
+
+/// Body of `POST /api/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyDto {
+    /// What the key allows: one or more of `read`, `write`, `admin`
+    /// (independent: `admin` does not imply the others). A credential may
+    /// grant only scopes it holds itself (else 403).
+    #[schema(min_items = 1)]
+    pub scopes: Vec<KeyScopeDto>,
+    /// Binds the key to one resource: 1 to 256 ASCII letters, digits,
+    /// `- _ . : @`. A credential bound to a resource may create only keys
+    /// bound to the same one (else 403).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 256)]
+    pub resource_id: Option<String>,
+    /// A label for people: 1 to 200 bytes of UTF-8 without control
+    /// characters, not only whitespace (it is trimmed); 50 characters
+    /// always fit.
+    #[schema(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\t-\\r \\u0000-\\u001f\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        min_length = 1,
+        max_length = 50
+    )]
+    pub name: Option<String>,
+    /// Lifetime from now: a whole number and a unit, `d`, `h`, `m` or `s`
+    /// (`90d`, `12h`), at most `3650d`; absent: the key never expires.
+    #[schema(
+        pattern = "^(([1-9][0-9]{0,2}|[12][0-9]{3}|3[0-5][0-9]{2}|36[0-4][0-9]|3650)d|[1-9][0-9]{0,3}h|[1-9][0-9]{0,5}m|[1-9][0-9]{0,7}s)$"
+    )]
+    pub expires_in: Option<String>,
+}
+
+impl TryFrom<NewKeyDto> for memlayer_app::NewKey {
+    type Error = DomainError;
+    fn try_from(d: NewKeyDto) -> Result<Self, DomainError> {
+        let expires_at = d
+            .expires_in
+            .as_deref()
+            .map(|text| {
+                memlayer_app::parse_lifetime(text)
+                    .map(|lifetime| memlayer_domain::now() + lifetime)
+                    .map_err(|reason| DomainError::new("expires_in", reason))
+            })
+            .transpose()?;
+        Ok(Self {
+            scopes: d.scopes.into_iter().map(memlayer_domain::Scope::from).collect(),
+            resource: d.resource_id.map(ResourceId::parse).transpose()?,
+            name: d.name,
+            expires_at,
+        })
+    }
+}
+
+/// An API key's record. Its secret is never shown again after creation,
+/// and no hash of it either.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyDto {
+    /// The key's public id: 16 lowercase hex digits, the part of the key
+    /// after `ml_`.
+    pub id: String,
+    /// The tenant the key acts for.
+    pub tenant: String,
+    /// Its label, if any.
+    pub name: Option<String>,
+    /// What it allows.
+    pub scopes: Vec<KeyScopeDto>,
+    /// The resource it is bound to, if any.
+    pub resource_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; `null`: never expires.
+    pub expires_at: Option<String>,
+    /// RFC 3339; `null`: not revoked.
+    pub revoked_at: Option<String>,
+    /// RFC 3339 of the last request made with it, written in batches (it may
+    /// lag by `auth.keys.flush_interval_secs`); `null`: never used.
+    pub last_used_at: Option<String>,
+}
+
+impl From<memlayer_domain::ApiKey> for ApiKeyDto {
+    fn from(k: memlayer_domain::ApiKey) -> Self {
+        Self {
+            id: k.id.to_string(),
+            tenant: k.tenant.as_str().to_owned(),
+            name: k.name,
+            scopes: k.scopes.iter().map(KeyScopeDto::from).collect(),
+            resource_id: k.resource.map(|r| r.to_string()),
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+            last_used_at: k.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+/// A key just created: its record, and the key itself, shown in this
+/// response only (only a hash of the secret is stored).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKeyDto {
+    /// The record.
+    #[serde(flatten)]
+    pub record: ApiKeyDto,
+    /// The whole key, `ml_<id>_<secret>`: send it as `Authorization: Bearer
+    /// <key>` (or `X-Api-Key`). Store it now; it cannot be shown again.
+    pub key: String,
+}
+
+impl From<memlayer_app::CreatedKey> for CreatedKeyDto {
+    fn from(c: memlayer_app::CreatedKey) -> Self {
+        Self { key: c.secret.reveal(), record: c.key.into() }
+    }
+}
+
+/// A tenant's API keys, newest first, revoked ones included.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeysDto {
+    /// The keys.
+    pub items: Vec<ApiKeyDto>,
+}

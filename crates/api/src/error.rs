@@ -25,7 +25,7 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed`, `forbidden` (403), `rate_limited` (429, with
+    /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `rate_limited` (429, with
     /// `Retry-After` and the `RateLimit` headers), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.

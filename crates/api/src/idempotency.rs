@@ -53,8 +53,14 @@ pub const IDEMPOTENT_POSTS: &[&str] =
     &["/api/threads", "/api/threads/{id}/messages", "/api/models", "/api/agents", "/api/tools"];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST
-/// route is in exactly one of the two lists (a test checks the document).
+/// route is in exactly one of these lists and [`UNRECORDED_POSTS`] (a test
+/// checks the document).
 pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed"];
+
+/// The POST routes whose response must never be stored, since it holds a
+/// secret (a new API key): a key is ignored there, and a retry creates
+/// another key.
+pub const UNRECORDED_POSTS: &[&str] = &["/api/keys"];
 
 /// Seconds a client is asked to wait before retrying a key in progress.
 const RETRY_AFTER_SECS: u64 = 1;

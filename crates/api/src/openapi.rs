@@ -62,6 +62,9 @@ fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Opt
     let named = |max: usize| json!({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": max});
     Some(match (location, name) {
         ("header", "X-Tenant-Id") => named(64),
+        ("path", "id") if path.starts_with("/api/keys/") => {
+            json!({"type": "string", "pattern": "^[0-9a-f]{16}$", "minLength": 16, "maxLength": 16})
+        }
         ("path", "id" | "message_id") => uuid,
         ("path", "agent_id") => named(128),
         ("path", "category" | "key") => named(128),
@@ -159,6 +162,11 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
             "`insufficient_scope`: the credential lacks the scope in this route's `security`; `tenant_mismatch`: \
              `X-Tenant-Id` names another tenant than the credential's; `host_not_allowed`: without \
              authentication, the `Host` is not a loopback name",
+        );
+        add(
+            "429",
+            "`rate_limited`: with authentication on, past a `limits.*` budget of the credential or the tenant; \
+             retry after `Retry-After` (the `RateLimit` headers say the budget)",
         );
     }
     if has_body || has_params {

@@ -49,6 +49,7 @@ pub fn app(services: &Services) -> axum::Router {
         memory: services.memory.clone(),
         search: services.search.clone(),
         catalog: services.catalog.clone(),
+        keys: services.keys.clone(),
         database: services.database.clone(),
         auth: Auth::new(services.auth.clone(), services.config.auth.clone()),
         limiter: services.limiter.clone(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use memlayer_app::{CatalogService, Coordinator, Limiter, MemoryService, SearchService};
+use memlayer_app::{CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService};
 use memlayer_ports::Database;
 
 use crate::auth::Auth;
@@ -16,6 +16,8 @@ pub struct AppState {
     pub search: SearchService,
     /// Models, agents, tools and settings.
     pub catalog: CatalogService,
+    /// API keys (`/api/keys`).
+    pub keys: KeyService,
     /// Reachability for `/ready`.
     pub database: Arc<dyn Database>,
     /// Who may enter: the authentication layer's settings.

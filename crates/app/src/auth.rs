@@ -101,6 +101,8 @@ pub struct AuthConfig {
     /// DNS rebinding, where a web page makes a browser send requests to a
     /// loopback server under another name.
     pub allowed_hosts: Vec<String>,
+    /// API keys (`auth.keys.*`).
+    pub keys: crate::keys::KeysConfig,
     /// JSON Web Tokens (`auth.jwt.*`), when `mode` includes `jwt`.
     pub jwt: crate::JwtConfig,
 }

@@ -666,6 +666,9 @@ impl Config {
         if let Err(reason) = self.auth.validate() {
             return Err(ConfigError::Invalid { key: "auth.mode", reason });
         }
+        if let Err((key, reason)) = self.auth.keys.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
         if let Err((key, reason)) = self.limits.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }

@@ -22,6 +22,7 @@ mod catalog;
 mod config;
 mod coordination;
 mod jwt;
+mod keys;
 mod limits;
 mod memory;
 mod search;
@@ -37,13 +38,18 @@ pub use config::{
 };
 pub use coordination::{Coordinator, RedisConfig};
 pub use jwt::{JwtConfig, JwtVerifier};
+pub use keys::{
+    CreatedKey, GrantError, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
+};
 pub use limits::{
     Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
-pub use wiring::{Background, BuildError, Services, build, default_cache_dir, open_database, probe_embedder};
+pub use wiring::{
+    Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
+};
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
 
 pub use memlayer_ports::{IndexKind, StoreError};

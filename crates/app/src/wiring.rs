@@ -15,8 +15,8 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, MessageStore,
-    StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
+    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
+    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
 };
 use tokio::sync::watch;
 
@@ -57,6 +57,9 @@ pub struct Services {
     pub embedder_problem: Option<String>,
     /// Turns a request's credential into a principal (`auth.mode`).
     pub auth: crate::Authenticator,
+    /// API keys: create, list, revoke; the verifier of `auth.mode = api_key`
+    /// (last uses are written by [`Services::start_background`]).
+    pub keys: crate::KeyService,
     /// Rate limits (`limits.*`), shared with the services it charges.
     pub limiter: crate::Limiter,
     /// The link to Redis (`redis.url`) the limiter and the catalog share
@@ -73,6 +76,7 @@ pub struct Background {
     worker: Option<tokio::task::JoinHandle<()>>,
     purge: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    keys: tokio::task::JoinHandle<()>,
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
 }
@@ -109,6 +113,10 @@ impl Background {
         // stays marked and the next start resumes it.
         if let Err(e) = self.sweeper.await {
             tracing::warn!(error = %e, "thread sweeper ended abnormally");
+        }
+        // Writes the last uses not yet written.
+        if let Err(e) = self.keys.await {
+            tracing::warn!(error = %e, "API key last-use writer ended abnormally");
         }
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
@@ -148,8 +156,9 @@ impl Services {
                 coordinator.follow_invalidations(move |_tenant| catalog.invalidate_from_peer(), rx).await;
             })
         });
+        let keys = self.spawn_key_uses(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, peers, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone() }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -169,6 +178,30 @@ impl Services {
             }
         }
         Ok(total)
+    }
+
+    /// Writes the API keys' last uses every `auth.keys.flush_interval_secs`,
+    /// and once more at shutdown.
+    fn spawn_key_uses(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let keys = self.keys.clone();
+        let interval = self.config.auth.keys.flush_interval();
+        tokio::spawn(async move {
+            loop {
+                // Stopping (or the `Background` dropped): one last write, then out.
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(interval) => false,
+                    changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
+                };
+                match keys.flush_uses().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(keys = n, "API key last uses written"),
+                    Err(e) => tracing::warn!(error = %e, "API key last uses: store error; kept for the next write"),
+                }
+                if stop {
+                    break;
+                }
+            }
+        })
     }
 
     fn spawn_purge(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
@@ -268,12 +301,20 @@ struct Stores {
     embeddings: Arc<dyn EmbeddingStore>,
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
+    keys: Arc<dyn KeyStore>,
 }
 
 impl Stores {
     fn of<B>(b: &Arc<B>) -> Self
     where
-        B: ThreadStore + MessageStore + StateStore + EmbeddingStore + CatalogStore + IdempotencyStore + 'static,
+        B: ThreadStore
+            + MessageStore
+            + StateStore
+            + EmbeddingStore
+            + CatalogStore
+            + IdempotencyStore
+            + KeyStore
+            + 'static,
     {
         Self {
             threads: b.clone(),
@@ -282,6 +323,7 @@ impl Stores {
             embeddings: b.clone(),
             catalog: b.clone(),
             idempotency: b.clone(),
+            keys: b.clone(),
         }
     }
 }
@@ -338,6 +380,20 @@ async fn open_libsql(config: &Config, location: LibsqlLocation) -> Result<Backen
 /// [`BuildError`] saying what could not be opened.
 pub async fn open_database(config: &Config) -> Result<Arc<dyn Database>, BuildError> {
     open_backend(config).await.map(|b| b.database())
+}
+
+/// The API key service alone on the configured database, migrated when
+/// `database.auto_migrate` is set (for `memlayer keys`, which needs neither
+/// the model nor the vector index).
+///
+/// # Errors
+/// [`BuildError`] saying what could not be opened or migrated.
+pub async fn open_keys(config: &Config) -> Result<crate::KeyService, BuildError> {
+    let backend = open_backend(config).await?;
+    if config.database.auto_migrate {
+        migrate(backend.database().as_ref()).await?;
+    }
+    Ok(crate::KeyService::new(backend.stores().keys, &config.auth.keys))
 }
 
 /// Brings an in-process or separate index in line with the durable vectors
@@ -480,7 +536,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys } = backend.stores();
+    let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
     let coordinator = crate::Coordinator::new(&config.redis)
@@ -532,7 +589,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         index,
         embedder_problem,
         idempotency,
-        auth: crate::auth::authenticator(&config, None, crate::jwt::verifier(&config).await?)?,
+        auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), crate::jwt::verifier(&config).await?)?,
+        keys,
         limiter,
         coordinator,
         config: Arc::new(config),

@@ -4,10 +4,10 @@
 
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
-    AgentName, Embedding, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role, SettingName,
-    TenantId,
+    AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role,
+    Scopes, SettingName, TenantId,
 };
-use memlayer_ports::{CatalogStore, EmbeddingStore, MessageStore, StateStore, ThreadStore};
+use memlayer_ports::{CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, ThreadStore};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
@@ -27,6 +27,20 @@ async fn visible(client: &mut Client, tenant: Option<&str>, table: &str) -> Vec<
     let rows = tx.query(&format!("SELECT tenant FROM {table}"), &[]).await.unwrap();
     tx.commit().await.unwrap();
     rows.iter().map(|r| r.get(0)).collect()
+}
+
+fn api_key(tenant: &TenantId, n: u64) -> ApiKey {
+    ApiKey {
+        id: KeyId::parse(format!("{n:016x}")).unwrap(),
+        tenant: tenant.clone(),
+        name: Some("secret".into()),
+        scopes: Scopes::ALL,
+        resource: None,
+        created_at: memlayer_domain::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,6 +85,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         store.create_agent(t, agent).await.unwrap();
         let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
         store.put_setting(t, &cat, &key, json!("dark")).await.unwrap();
+        store.create_key(&api_key(t, if *t == a { 1 } else { 2 }), &[7; 32]).await.unwrap();
     }
     let mut client = raw(&db).await;
     let role = client
@@ -89,6 +104,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "config_agents",
         "config_agent_tools",
         "config_settings",
+        "api_keys",
     ] {
         let seen = visible(&mut client, Some("tenant-a"), table).await;
         assert!(!seen.is_empty(), "{table}: tenant-a sees its own rows");
@@ -113,4 +129,33 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
     let after: Option<String> =
         client.query_one("SELECT nullif(current_setting('memlayer.tenant', true), '')", &[]).await.unwrap().get(0);
     assert_eq!(after, None);
+}
+
+/// The one cross-tenant read of API keys, `memlayer_find_api_key(id)`:
+/// inside a transaction bound to one tenant it returns another tenant's key
+/// by id, that key only, and leaves the transaction bound as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_a_key_by_id_reads_one_row_across_tenants_and_widens_nothing() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let (a, b) = (TenantId::parse("tenant-a").unwrap(), TenantId::parse("tenant-b").unwrap());
+    store.create_key(&api_key(&a, 1), &[1; 32]).await.unwrap();
+    store.create_key(&api_key(&b, 2), &[2; 32]).await.unwrap();
+    store.create_key(&api_key(&b, 3), &[3; 32]).await.unwrap();
+    let mut client = raw(&db).await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT set_config('memlayer.tenant', 'tenant-a', true)", &[]).await.unwrap();
+    let found = tx.query("SELECT tenant, id FROM memlayer_find_api_key($1)", &[&"0000000000000002"]).await.unwrap();
+    let found: Vec<(String, String)> = found.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(found, [("tenant-b".to_owned(), "0000000000000002".to_owned())]);
+    assert!(tx.query("SELECT 1 FROM memlayer_find_api_key($1)", &[&"00000000000000ff"]).await.unwrap().is_empty());
+    let setting: String = tx.query_one("SELECT current_setting('memlayer.tenant')", &[]).await.unwrap().get(0);
+    assert_eq!(setting, "tenant-a", "the transaction's tenant is back");
+    let seen: Vec<String> = tx.query("SELECT id FROM api_keys", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(seen, ["0000000000000001"], "after the lookup, only the tenant's own keys are visible");
+    tx.commit().await.unwrap();
+    // Listing and revoking stay within the tenant.
+    assert_eq!(store.list_keys(&a).await.unwrap().len(), 1);
+    let revoke = store.revoke_key(&a, &KeyId::parse("0000000000000002").unwrap(), memlayer_domain::now()).await;
+    assert!(matches!(revoke, Err(memlayer_ports::StoreError::NotFound { .. })), "{revoke:?}");
 }

@@ -79,3 +79,33 @@ async fn idempotency_records_are_durable_and_purged_when_expired() {
     assert_eq!(services.purge_expired_idempotency().await.unwrap(), 0);
     assert_eq!(services.idempotency.claim(&tenant, &live, fp, now, now + hour).await.unwrap(), Claim::InProgress);
 }
+
+/// With `auth.mode = api_key`, `build` wires the key verifier: a key made
+/// through `Services.keys` authenticates as its tenant, a wrong one does not,
+/// and the key's last use is written when the background tasks stop (not
+/// per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_mode_authenticates_keys_and_shutdown_writes_their_last_use() {
+    use memlayer_app::{AuthError, AuthModes, NewKey};
+    use memlayer_domain::{Credential, Scope, Scopes};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.embedding.enabled = false;
+    config.auth.mode = AuthModes::parse("api_key").unwrap();
+    config.auth.keys.flush_interval_secs = 3600;
+    let services = build(config).await.unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let created = services.keys.create(&acme, NewKey::new(Scopes::only(Scope::Read))).await.unwrap();
+    let background = services.start_background();
+    let token = created.secret.reveal();
+    let principal = services.auth.authenticate(Some(&token), None).await.unwrap();
+    assert_eq!((principal.tenant, principal.credential), (acme.clone(), Credential::ApiKey(created.key.id.clone())));
+    let wrong = format!("ml_{}_{}", created.key.id, "0".repeat(64));
+    assert!(matches!(services.auth.authenticate(Some(&wrong), None).await, Err(AuthError::Invalid(_))));
+    assert!(matches!(services.auth.authenticate(None, None).await, Err(AuthError::Missing { .. })));
+    let listed = services.keys.list(&acme, None).await.unwrap();
+    assert_eq!(listed[0].last_used_at, None, "not written per request");
+    background.stop().await;
+    let listed = services.keys.list(&acme, None).await.unwrap();
+    assert!(listed[0].last_used_at.is_some(), "written at shutdown: {listed:?}");
+}

@@ -16,8 +16,9 @@
 //! The cases live in one file per port: `thread_cases.rs`,
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
-//! once), `catalog_cases.rs` (the catalog) and
-//! `idempotency_cases.rs` (idempotency records), with the fixtures they share
+//! once), `catalog_cases.rs` (the catalog),
+//! `idempotency_cases.rs` (idempotency records) and `key_cases.rs` (API
+//! keys), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -29,13 +30,15 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, MessageStore, StateStore, ThreadStore, VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
+    VectorIndex,
 };
 
 pub mod catalog_cases;
 pub mod database_cases;
 pub mod embedding_cases;
 pub mod idempotency_cases;
+pub mod key_cases;
 pub mod message_cases;
 pub mod state_cases;
 mod support;
@@ -60,6 +63,8 @@ pub struct Backend {
     pub catalog: Arc<dyn CatalogStore>,
     /// Idempotency record port.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// API key port.
+    pub keys: Arc<dyn KeyStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -81,6 +86,7 @@ impl Backend {
             + EmbeddingStore
             + CatalogStore
             + IdempotencyStore
+            + KeyStore
             + 'static,
     {
         Self {
@@ -90,7 +96,8 @@ impl Backend {
             database: store.clone(),
             embeddings: store.clone(),
             catalog: store.clone(),
-            idempotency: store,
+            idempotency: store.clone(),
+            keys: store,
             guard,
         }
     }
@@ -172,6 +179,14 @@ pub fn assert_catalog_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_idempotency_complete(listed: &[&str]) {
     assert_complete_in(include_str!("idempotency_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the API key cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_keys_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("key_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -282,6 +297,34 @@ macro_rules! contract_suite {
             idempotency_purge_deletes_only_expired_records,
             idempotency_rejects_bad_input,
         );
+        $crate::__keys_expand!(
+            $factory;
+            keys_round_trip_every_field,
+            keys_are_found_by_id_across_tenants_or_not_at_all,
+            keys_duplicate_id_conflicts_in_any_tenant,
+            keys_list_is_newest_first_and_tenant_scoped,
+            keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
+            keys_last_use_is_recorded_in_batches_and_only_moves_forward,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __keys_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::key_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn keys_contract_suite_is_complete() {
+            $crate::contract::assert_keys_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
