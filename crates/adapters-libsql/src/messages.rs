@@ -180,7 +180,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 /// values, with the shared rules (`Cells`: a wrong type or a NULL is a
 /// corrupt row naming its column). Going through the shared `Cells` wraps
 /// every column in a neutral value first, which made a keyset page of 100
-/// messages ~8% slower (bench_foundation, 118 → 127–131 µs), so the hot
+/// messages ~10% slower (bench_foundation, 115–118 → 127–132 µs), so the hot
 /// read path (pages, windows, last-N, get-many) reads here.
 fn message(row: &libsql::Row) -> Result<Message, StoreError> {
     let r = Columns(row);
