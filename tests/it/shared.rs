@@ -35,6 +35,9 @@ async fn server(redis: Option<&str>, prefix: &str) -> TestApp {
         c.limits.tenant = Rate { per_second: 1, burst: 10 };
         c.redis.url = redis.map(Into::into);
         c.redis.prefix = prefix;
+        // A loaded test machine must not make Redis look down (which would
+        // fall back to per-server budgets and let more in).
+        c.redis.timeout_ms = 5_000;
     })
     .await;
     t.authenticate_with(tokens());
@@ -84,6 +87,7 @@ async fn a_catalog_change_through_one_server_is_seen_by_the_other_at_once() {
     let Some(a) = TestApp::on(Store::Postgres, move |c| {
         c.redis.url = Some(url2.as_str().into());
         c.redis.prefix = prefix2;
+        c.redis.timeout_ms = 5_000;
         c.cache.ttl_secs = 3600;
     })
     .await
@@ -135,8 +139,9 @@ async fn with_redis_down_limits_hold_per_server_and_ready_says_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}/");
     let t = server(Some(&url), "down").await;
-    let (allowed, _) = alternate(&t, &t, 15).await;
-    assert!((10..=12).contains(&allowed), "the in-process budget applies: {allowed}");
+    let (allowed, took) = alternate(&t, &t, 15).await;
+    let bound = 10 + usize::try_from(took.as_secs()).unwrap() + 1;
+    assert!((10..=bound).contains(&allowed), "the in-process budget applies: {allowed} in {took:?}");
     let (status, v) = t.call("GET", "/ready", None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert!(v["redis"].as_str().unwrap().starts_with("unreachable"), "{v}");
