@@ -54,7 +54,8 @@ async fn get(t: &TestApp, n: u8, uri: &str) -> (StatusCode, Option<String>, Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_is_refused_past_its_burst_with_retry_after_and_ratelimit_headers() {
     let t = app(|l| {
-        l.credential = Rate { per_second: 1, burst: 3 };
+        // One a minute: nothing refills while the test runs, however slow the machine.
+        l.credential = Rate { per_second: 1.0 / 60.0, burst: 3 };
         l.tenant = Rate::UNLIMITED;
     })
     .await;
@@ -62,13 +63,14 @@ async fn a_credential_is_refused_past_its_burst_with_retry_after_and_ratelimit_h
         let (status, state, policy, _) = get(&t, 1, "/api/threads").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(state.as_deref(), Some(format!("\"credential\";r={left};t=0").as_str()));
-        assert_eq!(policy.as_deref(), Some("\"credential\";q=3;w=3"));
+        assert_eq!(policy.as_deref(), Some("\"credential\";q=3;w=180"));
     }
     let (status, state, policy, retry) = get(&t, 1, "/api/threads").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(retry.as_deref(), Some("1"));
-    assert_eq!(state.as_deref(), Some("\"credential\";r=0;t=1"));
-    assert_eq!(policy.as_deref(), Some("\"credential\";q=3;w=3"));
+    let retry: u64 = retry.unwrap().parse().unwrap();
+    assert!((30..=60).contains(&retry), "Retry-After {retry}: the next unit comes within the minute");
+    assert_eq!(state.as_deref(), Some(format!("\"credential\";r=0;t={retry}").as_str()));
+    assert_eq!(policy.as_deref(), Some("\"credential\";q=3;w=180"));
     let got = t.call_bearer(&token(1), "GET", "/api/threads", None).await;
     assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(got.1["error"]["message"].as_str().unwrap().contains("limit `credential`"), "{}", got.1);
@@ -82,7 +84,7 @@ async fn a_credential_is_refused_past_its_burst_with_retry_after_and_ratelimit_h
 async fn the_operators_override_limits_one_tenant_and_tenants_cannot_write_it() {
     let t = app(|l| {
         l.credential = Rate::UNLIMITED;
-        l.tenant = Rate { per_second: 1000, burst: 1000 };
+        l.tenant = Rate { per_second: 1000.0, burst: 1000 };
     })
     .await;
     let category = SettingName::category("limits").unwrap();
@@ -90,13 +92,13 @@ async fn the_operators_override_limits_one_tenant_and_tenants_cannot_write_it() 
     // The operator (the library, as `memlayer settings set` does) lowers tenant a's budget.
     t.services
         .catalog
-        .put_setting(&TenantId::parse("a").unwrap(), &category, &key, json!({"per_second": 1, "burst": 2}))
+        .put_setting(&TenantId::parse("a").unwrap(), &category, &key, json!({"per_second": 0.01, "burst": 2}))
         .await
         .unwrap();
     assert_eq!(get(&t, 1, "/api/threads").await.0, StatusCode::OK);
     assert_eq!(get(&t, 2, "/api/threads").await.0, StatusCode::OK);
     let (status, _, policy, _) = get(&t, 1, "/api/threads").await;
-    assert_eq!((status, policy.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("\"tenant\";q=2;w=2")));
+    assert_eq!((status, policy.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("\"tenant\";q=2;w=200")));
     assert_eq!(get(&t, 3, "/api/threads").await.0, StatusCode::OK, "tenant b keeps the configured budget");
     // Over HTTP a tenant's admin may not lift its own limits.
     let body = json!({"value": {"per_second": 1000000, "burst": 1000000}});
@@ -115,7 +117,7 @@ async fn embedding_work_past_the_tenants_budget_is_refused_and_nothing_is_stored
     let t = app(|l| {
         l.credential = Rate::UNLIMITED;
         l.tenant = Rate::UNLIMITED;
-        l.embed_tokens = Rate { per_second: 10, burst: 50 };
+        l.embed_tokens = Rate { per_second: 0.01, burst: 50 };
     })
     .await;
     let (status, v) = t.call_bearer(&token(1), "POST", "/api/threads", Some(json!({}))).await;
@@ -143,7 +145,7 @@ async fn embedding_work_past_the_tenants_budget_is_refused_and_nothing_is_stored
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_authentication_limits_are_off_unless_asked_for() {
-    let t = TestApp::with(|c| c.limits.credential = Rate { per_second: 1, burst: 1 }).await;
+    let t = TestApp::with(|c| c.limits.credential = Rate { per_second: 1.0, burst: 1 }).await;
     for _ in 0..5 {
         assert_eq!(t.call("GET", "/api/threads", None).await.0, StatusCode::OK);
     }

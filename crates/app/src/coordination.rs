@@ -221,11 +221,11 @@ impl Coordinator {
     /// Takes `cost` units of the budget `key` (`per_second` sustained, up to
     /// `burst`) in Redis; `None` when Redis cannot decide now (the caller
     /// falls back to its own budget).
-    pub(crate) async fn gcra(&self, key: &str, per_second: u32, burst: u32, cost: u32) -> Option<SharedDecision> {
-        if !self.usable() || per_second == 0 {
+    pub(crate) async fn gcra(&self, key: &str, per_second: f64, burst: u32, cost: u32) -> Option<SharedDecision> {
+        if !self.usable() || per_second <= 0.0 {
             return None;
         }
-        let interval = 1_000_000.0 / f64::from(per_second);
+        let interval = 1_000_000.0 / per_second;
         let mut conn = self.inner.manager.clone();
         let mut invocation = self.inner.script.key(format!("{}:rl:{key}", self.inner.prefix));
         invocation.arg(interval).arg(burst).arg(cost);

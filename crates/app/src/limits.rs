@@ -37,25 +37,26 @@ use crate::coordination::SharedDecision;
 /// lift its own limits).
 pub const LIMITS_CATEGORY: &str = "limits";
 
-/// A budget: `per_second` sustained, up to `burst` at once. `per_second = 0`
-/// means unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A budget: `per_second` sustained (fractional for slower rates: `0.5` is
+/// one every two seconds), up to `burst` at once. `per_second = 0` means
+/// unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Sustained units per second; 0: unlimited.
-    pub per_second: u32,
-    /// Units available at once (at least `per_second` when limited).
+    pub per_second: f64,
+    /// Units available at once (at least 1, and at least `per_second`, when limited).
     pub burst: u32,
 }
 
 impl Rate {
     /// No limit.
-    pub const UNLIMITED: Rate = Rate { per_second: 0, burst: 0 };
+    pub const UNLIMITED: Rate = Rate { per_second: 0.0, burst: 0 };
 
     /// Whether this budget limits anything.
     #[must_use]
     pub fn is_limited(self) -> bool {
-        self.per_second > 0
+        self.per_second > 0.0
     }
 
     /// Checks the budget's consistency.
@@ -63,8 +64,14 @@ impl Rate {
     /// # Errors
     /// A message saying what is wrong.
     pub fn validate(self) -> Result<(), String> {
-        if self.is_limited() && self.burst < self.per_second {
-            return Err(format!("burst ({}) must be at least per_second ({})", self.burst, self.per_second));
+        if !self.per_second.is_finite() || self.per_second < 0.0 || self.per_second > 1e9 {
+            return Err(format!("per_second ({}) must be between 0 (unlimited) and 1e9", self.per_second));
+        }
+        if self.is_limited() && (self.burst == 0 || f64::from(self.burst) < self.per_second) {
+            return Err(format!(
+                "burst ({}) must be at least 1 and at least per_second ({})",
+                self.burst, self.per_second
+            ));
         }
         Ok(())
     }
@@ -72,13 +79,27 @@ impl Rate {
     /// Seconds a full burst takes to refill: the window of `RateLimit-Policy`.
     #[must_use]
     pub fn window_secs(self) -> u64 {
-        if self.is_limited() { u64::from(self.burst).div_ceil(u64::from(self.per_second)).max(1) } else { 0 }
+        if self.is_limited() {
+            // Bounded by `validate`: burst ≤ u32::MAX and per_second ≥ a tiny positive rate.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a positive, finite count of seconds"
+            )]
+            let secs = (f64::from(self.burst) / self.per_second).ceil().min(u64::MAX as f64) as u64;
+            secs.max(1)
+        } else {
+            0
+        }
     }
 
     fn quota(self) -> Option<Quota> {
-        let per_second = NonZeroU32::new(self.per_second)?;
-        let burst = NonZeroU32::new(self.burst.max(self.per_second))?;
-        Some(Quota::per_second(per_second).allow_burst(burst))
+        if !self.is_limited() {
+            return None;
+        }
+        let period = Duration::try_from_secs_f64(1.0 / self.per_second).ok()?;
+        let burst = NonZeroU32::new(self.burst.max(1))?;
+        Some(Quota::with_period(period)?.allow_burst(burst))
     }
 }
 
@@ -104,9 +125,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             enabled: None,
-            credential: Rate { per_second: 100, burst: 200 },
-            tenant: Rate { per_second: 500, burst: 1_000 },
-            embed_tokens: Rate { per_second: 50_000, burst: 200_000 },
+            credential: Rate { per_second: 100.0, burst: 200 },
+            tenant: Rate { per_second: 500.0, burst: 1_000 },
+            embed_tokens: Rate { per_second: 50_000.0, burst: 200_000 },
             max_tracked: 100_000,
         }
     }
@@ -156,7 +177,7 @@ impl Budget {
 }
 
 /// The state of one budget after a decision, for the `RateLimit` headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Standing {
     /// Which budget.
     pub budget: Budget,
@@ -167,7 +188,7 @@ pub struct Standing {
 }
 
 /// A refusal: the budget that ran out and when to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Exceeded {
     /// The budget that ran out.
     pub budget: Budget,
@@ -370,9 +391,7 @@ impl Limiter {
         }
         if let Some(shared) = &self.inner.shared {
             let shared_key = format!("{}:{key}", budget.as_str());
-            if let Some(decision) =
-                shared.gcra(&shared_key, rate.per_second, rate.burst.max(rate.per_second), cost).await
-            {
+            if let Some(decision) = shared.gcra(&shared_key, rate.per_second, rate.burst.max(1), cost).await {
                 return match decision {
                     SharedDecision::Allowed { remaining } => Ok(Some(Standing { budget, rate, remaining })),
                     SharedDecision::Refused { retry_after } => {
@@ -464,7 +483,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_credential_gets_its_burst_then_is_refused_with_a_retry_time() {
-        let limiter = Limiter::new(config(Rate { per_second: 1, burst: 3 }, Rate::UNLIMITED), true, None);
+        // One unit a minute: nothing refills while the test runs, however slow the machine.
+        let limiter = Limiter::new(config(Rate { per_second: 1.0 / 60.0, burst: 3 }, Rate::UNLIMITED), true, None);
         let p = key_principal("t", A);
         let remaining: Vec<u32> = {
             let mut v = Vec::new();
@@ -476,15 +496,18 @@ mod tests {
         assert_eq!(remaining, [2, 1, 0]);
         let refused = limiter.admit(&p).await.unwrap_err();
         assert_eq!(refused.budget, Budget::Credential);
-        assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1), "{refused:?}");
-        assert!(refused.to_string().contains("1/s"), "{refused}");
+        assert!(
+            refused.retry_after > Duration::from_secs(30) && refused.retry_after <= Duration::from_secs(60),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("limit `credential` exceeded"), "{refused}");
         // Another credential of the tenant has its own budget.
         assert!(limiter.admit(&key_principal("t", B)).await.is_ok());
     }
 
     #[tokio::test]
     async fn the_tenant_budget_is_shared_by_its_credentials_only() {
-        let limiter = Limiter::new(config(Rate::UNLIMITED, Rate { per_second: 1, burst: 2 }), true, None);
+        let limiter = Limiter::new(config(Rate::UNLIMITED, Rate { per_second: 1.0 / 60.0, burst: 2 }), true, None);
         assert!(limiter.admit(&key_principal("t", A)).await.is_ok());
         assert!(limiter.admit(&key_principal("t", B)).await.is_ok());
         let refused = limiter.admit(&key_principal("t", A)).await.unwrap_err();
@@ -497,7 +520,8 @@ mod tests {
     #[tokio::test]
     async fn a_disabled_limiter_or_an_unlimited_rate_refuses_nothing() {
         let p = key_principal("t", A);
-        let off = Limiter::new(config(Rate { per_second: 1, burst: 1 }, Rate { per_second: 1, burst: 1 }), false, None);
+        let off =
+            Limiter::new(config(Rate { per_second: 1.0, burst: 1 }, Rate { per_second: 1.0, burst: 1 }), false, None);
         let unlimited = Limiter::new(config(Rate::UNLIMITED, Rate::UNLIMITED), true, None);
         for _ in 0..10 {
             assert_eq!(off.admit(&p).await, Ok(None));
@@ -508,7 +532,7 @@ mod tests {
     #[tokio::test]
     async fn embedding_work_is_charged_by_cost_and_a_request_over_the_burst_never_passes() {
         let limiter = Limiter::new(
-            LimitsConfig { embed_tokens: Rate { per_second: 10, burst: 100 }, ..LimitsConfig::default() },
+            LimitsConfig { embed_tokens: Rate { per_second: 0.1, burst: 100 }, ..LimitsConfig::default() },
             true,
             None,
         );
@@ -530,7 +554,10 @@ mod tests {
 
     #[test]
     fn overrides_and_settings_are_validated() {
-        assert_eq!(parse_override(&json!({"per_second": 5, "burst": 10})).unwrap(), Rate { per_second: 5, burst: 10 });
+        assert_eq!(
+            parse_override(&json!({"per_second": 5, "burst": 10})).unwrap(),
+            Rate { per_second: 5.0, burst: 10 }
+        );
         assert!(parse_override(&json!({"per_second": 5, "burst": 1})).is_err());
         assert!(parse_override(&json!({"per_second": 5})).is_err());
         assert!(parse_override(&json!({"per_second": 5, "burst": 10, "x": 1})).is_err());
@@ -540,7 +567,7 @@ mod tests {
             "key"
         );
         assert!(
-            LimitsConfig { credential: Rate { per_second: 10, burst: 5 }, ..LimitsConfig::default() }
+            LimitsConfig { credential: Rate { per_second: 10.0, burst: 5 }, ..LimitsConfig::default() }
                 .validate()
                 .is_err()
         );
@@ -549,8 +576,13 @@ mod tests {
 
     #[test]
     fn the_policy_window_is_the_time_a_burst_takes_to_refill() {
-        assert_eq!(Rate { per_second: 100, burst: 200 }.window_secs(), 2);
-        assert_eq!(Rate { per_second: 3, burst: 4 }.window_secs(), 2);
+        assert_eq!(Rate { per_second: 100.0, burst: 200 }.window_secs(), 2);
+        assert_eq!(Rate { per_second: 0.5, burst: 1 }.window_secs(), 2);
+        assert!(Rate { per_second: 0.5, burst: 1 }.validate().is_ok());
+        assert!(Rate { per_second: 0.5, burst: 0 }.validate().is_err());
+        assert!(Rate { per_second: -1.0, burst: 1 }.validate().is_err());
+        assert!(Rate { per_second: f64::NAN, burst: 1 }.validate().is_err());
+        assert_eq!(Rate { per_second: 3.0, burst: 4 }.window_secs(), 2);
         assert_eq!(Rate::UNLIMITED.window_secs(), 0);
     }
 }
