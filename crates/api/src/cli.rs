@@ -459,16 +459,7 @@ async fn doctor(cli: &Cli) -> ExitCode {
         report(true, "embedding model", "disabled (embedding.enabled = false)".to_owned());
     }
     match config.auth.check_exposure(config.server.addr) {
-        Ok(()) => {
-            let modes: Vec<String> = config
-                .auth
-                .mode
-                .as_slice()
-                .iter()
-                .map(|m| serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-                .collect();
-            report(true, "authentication", format!("auth.mode = {}", modes.join(",")));
-        }
+        Ok(()) => report(true, "authentication", format!("auth.mode = {}", config.auth.mode)),
         Err(e) => report(false, "authentication", e),
     }
     match memlayer_app::Coordinator::new(&config.redis) {

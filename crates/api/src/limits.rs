@@ -25,10 +25,11 @@ pub(crate) async fn layer(State(limiter): State<Limiter>, req: Request, next: Ne
     if !limiter.is_enabled() {
         return next.run(req).await;
     }
-    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
-        return next.run(req).await;
+    let admitted = match req.extensions().get::<Principal>() {
+        Some(principal) => limiter.admit(principal).await,
+        None => return next.run(req).await,
     };
-    match limiter.admit(&principal).await {
+    match admitted {
         Ok(standing) => {
             let mut resp = next.run(req).await;
             if let Some(s) = standing {

@@ -30,6 +30,20 @@ pub enum AuthMode {
     Jwt,
 }
 
+impl AuthMode {
+    const ALL: [AuthMode; 3] = [AuthMode::None, AuthMode::ApiKey, AuthMode::Jwt];
+
+    /// The mode's name in `auth.mode`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::ApiKey => "api_key",
+            AuthMode::Jwt => "jwt",
+        }
+    }
+}
+
 /// `auth.mode`: one mode or several (`"api_key,jwt"` or a TOML list); a
 /// request may carry a credential of any listed kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,14 +71,23 @@ impl AuthModes {
         let modes = list
             .split([',', ' '])
             .filter(|s| !s.is_empty())
-            .map(|m| match m.trim() {
-                "none" => Ok(AuthMode::None),
-                "api_key" => Ok(AuthMode::ApiKey),
-                "jwt" => Ok(AuthMode::Jwt),
-                other => Err(format!("`{other}` is not a mode (none, api_key, jwt)")),
+            .map(|m| {
+                let m = m.trim();
+                AuthMode::ALL
+                    .into_iter()
+                    .find(|mode| mode.as_str() == m)
+                    .ok_or_else(|| format!("`{m}` is not a mode (none, api_key, jwt)"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self(modes))
+    }
+}
+
+impl std::fmt::Display for AuthModes {
+    /// `api_key,jwt`: the form [`AuthModes::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|m| m.as_str()).collect();
+        f.write_str(&names.join(","))
     }
 }
 
@@ -397,6 +420,7 @@ mod tests {
         let c: AuthConfig = serde_json::from_str(r#"{"mode": ""}"#).unwrap();
         assert!(c.validate().is_err());
         assert_eq!(AuthConfig::default().mode.as_slice(), &[AuthMode::None]);
+        assert_eq!(AuthModes::parse("jwt api_key").unwrap().to_string(), "jwt,api_key");
     }
 
     #[test]

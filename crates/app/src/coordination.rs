@@ -271,13 +271,14 @@ impl Coordinator {
         }
     }
 
-    /// Calls `on_change(tenant)` for every catalog change another server
-    /// publishes, until `stop` turns true; resubscribes after a lost
-    /// connection (and then calls `on_change(None)`: changes may have been
-    /// missed meanwhile).
+    /// Calls `on_change` for every catalog change another server publishes
+    /// (the message names the tenant, for anyone watching the channel; the
+    /// caches here drop everything, writes being rare), until `stop` turns
+    /// true; resubscribes after a lost connection, and then calls
+    /// `on_change` too: changes may have been missed meanwhile.
     pub(crate) async fn follow_invalidations(
         &self,
-        on_change: impl Fn(Option<&str>) + Send + Sync,
+        on_change: impl Fn() + Send + Sync,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut first = true;
@@ -290,14 +291,14 @@ impl Coordinator {
             match tokio::time::timeout(self.inner.timeout * 4, subscribed).await {
                 Ok(Ok(pubsub)) => {
                     if !first {
-                        on_change(None);
+                        on_change();
                     }
                     first = false;
                     let mut messages = pubsub.into_on_message();
                     loop {
                         tokio::select! {
                             msg = messages.next() => match msg {
-                                Some(msg) => on_change(msg.get_payload::<String>().ok().as_deref()),
+                                Some(_) => on_change(),
                                 None => break,
                             },
                             _ = stop.changed() => return,

@@ -165,6 +165,9 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// Every budget, in declaration order (`budget as usize` indexes it).
+    pub const ALL: [Budget; 3] = [Budget::Credential, Budget::Tenant, Budget::EmbedTokens];
+
     /// The budget's name in headers, settings and errors.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -255,20 +258,25 @@ struct Bucket {
     gcra: Gcra,
 }
 
-/// Keeps the budgets and decides.
+/// Keeps the budgets and decides. Clones share the budgets.
 #[derive(Debug, Clone)]
 pub struct Limiter {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
     enabled: bool,
-    config: LimitsConfig,
-    catalog: Option<CatalogService>,
+    config: Arc<LimitsConfig>,
+    overrides: Option<Overrides>,
     shared: Option<crate::Coordinator>,
     buckets: moka::sync::Cache<(Budget, String), Arc<Bucket>>,
     clock: DefaultClock,
+}
+
+/// Where per-tenant budgets are read: the catalog's settings, under names
+/// made once rather than on every request.
+#[derive(Debug, Clone)]
+struct Overrides {
+    catalog: CatalogService,
+    category: SettingName,
+    /// The settings' keys, in [`Budget::ALL`] order.
+    keys: Arc<[SettingName; 3]>,
 }
 
 impl Limiter {
@@ -280,25 +288,22 @@ impl Limiter {
             .max_capacity(config.max_tracked)
             .time_to_idle(Duration::from_secs(3600))
             .build();
-        Self {
-            inner: Arc::new(Inner { enabled, config, catalog, shared: None, buckets, clock: DefaultClock::default() }),
-        }
+        let overrides = catalog.and_then(|catalog| {
+            let category = SettingName::category(LIMITS_CATEGORY).ok()?;
+            let keys = Budget::ALL.map(|b| SettingName::key(b.as_str()));
+            let [Ok(a), Ok(b), Ok(c)] = keys else { return None };
+            Some(Overrides { catalog, category, keys: Arc::new([a, b, c]) })
+        });
+        Self { enabled, config: Arc::new(config), overrides, shared: None, buckets, clock: DefaultClock::default() }
     }
 
     /// Keeps the budgets in Redis through `shared`, so every server sharing
     /// it enforces one limit (this process's budgets serve while Redis
     /// cannot be reached).
     #[must_use]
-    pub fn with_shared(self, shared: Option<crate::Coordinator>) -> Self {
-        let inner = Inner {
-            enabled: self.inner.enabled,
-            config: self.inner.config.clone(),
-            catalog: self.inner.catalog.clone(),
-            shared,
-            buckets: self.inner.buckets.clone(),
-            clock: self.inner.clock.clone(),
-        };
-        Self { inner: Arc::new(inner) }
+    pub fn with_shared(mut self, shared: Option<crate::Coordinator>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// A limiter that lets everything through.
@@ -310,7 +315,7 @@ impl Limiter {
     /// Whether any limit applies.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
-        self.inner.enabled
+        self.enabled
     }
 
     /// Admits one request of `principal`: its credential's budget and its
@@ -320,7 +325,7 @@ impl Limiter {
     /// # Errors
     /// [`Exceeded`] naming the budget that ran out.
     pub async fn admit(&self, principal: &Principal) -> Result<Option<Standing>, Exceeded> {
-        if !self.inner.enabled {
+        if !self.enabled {
             return Ok(None);
         }
         let tenant = &principal.tenant;
@@ -348,7 +353,7 @@ impl Limiter {
     /// # Errors
     /// [`StoreError::RateLimited`] when the tenant's embedding budget is spent.
     pub async fn charge_embedding(&self, tenant: &TenantId, cost: u32) -> Result<(), StoreError> {
-        if !self.inner.enabled || cost == 0 {
+        if !self.enabled || cost == 0 {
             return Ok(());
         }
         let rate = self.rate(tenant, Budget::EmbedTokens).await;
@@ -361,16 +366,12 @@ impl Limiter {
     /// The tenant's rate for `budget`: its override in the catalog, else the configured one.
     async fn rate(&self, tenant: &TenantId, budget: Budget) -> Rate {
         let configured = match budget {
-            Budget::Credential => self.inner.config.credential,
-            Budget::Tenant => self.inner.config.tenant,
-            Budget::EmbedTokens => self.inner.config.embed_tokens,
+            Budget::Credential => self.config.credential,
+            Budget::Tenant => self.config.tenant,
+            Budget::EmbedTokens => self.config.embed_tokens,
         };
-        let Some(catalog) = &self.inner.catalog else { return configured };
-        let (Ok(category), Ok(key)) = (SettingName::category(LIMITS_CATEGORY), SettingName::key(budget.as_str()))
-        else {
-            return configured;
-        };
-        match catalog.get_setting(tenant, &category, &key).await {
+        let Some(o) = &self.overrides else { return configured };
+        match o.catalog.get_setting(tenant, &o.category, &o.keys[budget as usize]).await {
             Ok(Some(setting)) => parse_override(&setting.value).unwrap_or_else(|e| {
                 tracing::warn!(%tenant, budget = budget.as_str(), error = %e, "ignoring an invalid limits override");
                 configured
@@ -389,7 +390,7 @@ impl Limiter {
         if !rate.is_limited() {
             return Ok(None);
         }
-        if let Some(shared) = &self.inner.shared {
+        if let Some(shared) = &self.shared {
             let shared_key = format!("{}:{key}", budget.as_str());
             if let Some(decision) = shared.gcra(&shared_key, rate.per_second, rate.burst.max(1), cost).await {
                 return match decision {
@@ -410,11 +411,10 @@ impl Limiter {
     fn take_here(&self, budget: Budget, key: String, rate: Rate, cost: u32) -> Result<Option<Standing>, Exceeded> {
         let Some(quota) = rate.quota() else { return Ok(None) };
         let cache_key = (budget, key);
-        let mut bucket =
-            self.inner.buckets.get_with_by_ref(&cache_key, || Arc::new(Bucket { rate, gcra: gcra(quota) }));
+        let mut bucket = self.buckets.get_with_by_ref(&cache_key, || Arc::new(Bucket { rate, gcra: gcra(quota) }));
         if bucket.rate != rate {
             bucket = Arc::new(Bucket { rate, gcra: gcra(quota) });
-            self.inner.buckets.insert(cache_key, bucket.clone());
+            self.buckets.insert(cache_key, bucket.clone());
         }
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match bucket.gcra.check_n(cost) {
@@ -422,7 +422,7 @@ impl Limiter {
             Ok(Err(not_until)) => Err(Exceeded {
                 budget,
                 rate,
-                retry_after: not_until.wait_time_from(self.inner.clock.now()),
+                retry_after: not_until.wait_time_from(self.clock.now()),
                 too_large: false,
             }),
             Err(_) => Err(Exceeded { budget, rate, retry_after: Duration::ZERO, too_large: true }),
@@ -452,7 +452,7 @@ pub fn parse_override(value: &Value) -> Result<Rate, DomainError> {
 /// # Errors
 /// A [`DomainError`] naming the key or the value.
 pub fn validate_limits_setting(key: &str, value: &Value) -> Result<(), DomainError> {
-    if ![Budget::Credential, Budget::Tenant, Budget::EmbedTokens].iter().any(|b| b.as_str() == key) {
+    if !Budget::ALL.iter().any(|b| b.as_str() == key) {
         return Err(DomainError::new("key", format!("`{key}` is not a limit (credential, tenant, embed_tokens)")));
     }
     parse_override(value).map(|_| ())

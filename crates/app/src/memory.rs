@@ -337,17 +337,23 @@ impl MemoryService {
             )
             .into());
         }
-        self.check_reach(who, thread).await?;
+        let count = options.count_tokens.unwrap_or(self.count_tokens_by_default);
+        // One thread read serves both a bound caller's reach and counting by
+        // the thread's model; otherwise the append itself finds the thread.
+        let read = if who.resource().is_some() || (count && options.model.is_none()) {
+            Some(self.get_thread(who, thread).await?)
+        } else {
+            None
+        };
         if self.semantic.is_some() {
             // Before anything is stored: a refused batch writes nothing.
             let cost = crate::embedding_cost(batch.iter().map(NewMessage::content));
             self.limiter.charge_embedding(tenant, cost).await?;
         }
-        let count = options.count_tokens.unwrap_or(self.count_tokens_by_default);
         let batch = if count {
             let model = match options.model {
                 Some(m) => parse_model(&m)?,
-                None => match self.threads.get(tenant, thread).await?.model {
+                None => match read.and_then(|t| t.model) {
                     Some(m) => m,
                     None => {
                         return Err(memlayer_domain::DomainError::new(

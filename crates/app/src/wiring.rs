@@ -153,7 +153,7 @@ impl Services {
             let catalog = self.catalog.clone();
             let rx = rx.clone();
             tokio::spawn(async move {
-                coordinator.follow_invalidations(move |_tenant| catalog.invalidate_from_peer(), rx).await;
+                coordinator.follow_invalidations(move || catalog.invalidate_from_peer(), rx).await;
             })
         });
         let keys = self.spawn_key_uses(rx.clone());
