@@ -20,8 +20,10 @@ mod query;
 mod seal;
 mod search;
 mod state;
+mod summary;
 mod thread;
 mod token;
+mod working;
 
 pub use auth::{
     ApiKey, Credential, KeyId, MAX_KEY_NAME_BYTES, PresentedKey, Principal, Reach, Scope, Scopes, parse_key_name,
@@ -47,10 +49,12 @@ pub use search::{
     query_terms,
 };
 pub use state::{AgentState, StateVersion};
+pub use summary::{NewSummary, Summary};
 pub use thread::{
     Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,
 };
 pub use token::TokenCount;
+pub use working::{WorkingContent, WorkingMemory, WorkingScope};
 
 /// Wall-clock timestamps used across the domain (UTC).
 pub type Timestamp = time::OffsetDateTime;

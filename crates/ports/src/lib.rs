@@ -20,9 +20,11 @@ mod idempotency;
 mod keys;
 mod messages;
 mod state;
+mod summaries;
 mod threads;
 mod tokens;
 mod vectors;
+mod working;
 
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -38,13 +40,25 @@ pub use idempotency::{
 pub use keys::{KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
+pub use summaries::{Summarizer, SummaryStore};
 pub use threads::{Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
+pub use working::WorkingMemoryStore;
 
 #[cfg(feature = "mocks")]
 pub use {
-    catalog::MockCatalogStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
-    idempotency::MockIdempotencyStore, keys::MockKeyStore, messages::MockMessageStore, state::MockStateStore,
-    threads::MockThreadStore, tokens::MockTokenCounter, vectors::MockVectorIndex,
+    catalog::MockCatalogStore,
+    database::MockDatabase,
+    embedder::MockEmbedder,
+    embeddings::MockEmbeddingStore,
+    idempotency::MockIdempotencyStore,
+    keys::MockKeyStore,
+    messages::MockMessageStore,
+    state::MockStateStore,
+    summaries::{MockSummarizer, MockSummaryStore},
+    threads::MockThreadStore,
+    tokens::MockTokenCounter,
+    vectors::MockVectorIndex,
+    working::MockWorkingMemoryStore,
 };
