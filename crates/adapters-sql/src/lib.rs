@@ -12,7 +12,8 @@
 //! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
 //! message store and its budgets, [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
-//! both vector indexes check, and [`migrate`] the migration runner, the
+//! both vector indexes check, [`summaries`] the thread summaries and their
+//! job queue, and [`migrate`] the migration runner, the
 //! `Database` port and every backend's migrations by version.
 //!
 //! Each port is implemented by a macro an adapter expands for its type
@@ -42,6 +43,7 @@ pub mod migrate;
 mod op;
 mod sql;
 pub mod state;
+pub mod summaries;
 pub mod table;
 pub mod threads;
 mod value;
