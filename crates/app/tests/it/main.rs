@@ -8,4 +8,5 @@ mod config;
 mod memory;
 mod postgres;
 mod semantic;
+mod summary;
 mod wiring;
