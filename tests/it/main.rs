@@ -12,7 +12,8 @@
 //! past saturation (`load`). `reach` holds a caller bound to a resource to
 //! that resource on every route (a property test); `rate` holds the rate
 //! limits, and `shared` two servers sharing them and catalog invalidations
-//! through one Redis. `tidy` checks the architecture's invariants
+//! through one Redis; `summary` holds thread summaries (on demand, versions,
+//! a summariser that is down). `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -34,6 +35,7 @@ mod rate;
 mod reach;
 mod search;
 mod shared;
+mod summary;
 mod support;
 mod sweep;
 mod tidy;

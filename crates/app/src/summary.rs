@@ -289,12 +289,22 @@ pub struct SummaryTrigger {
     wake: Arc<Notify>,
 }
 
-/// What a job records of a failure: the summariser's own reason, without
-/// the store error's prefix.
-fn reason(e: &StoreError) -> String {
+/// What a job records of a failure, shown to callers with the job: a
+/// summariser's `Unavailable` reason (the port makes it safe to show);
+/// anything else a fixed text, its detail logged.
+fn reason(e: &SummaryError) -> String {
     match e {
-        StoreError::Unavailable(m) | StoreError::Unprovisioned(m) => m.clone(),
-        other => other.to_string(),
+        SummaryError::Summarizer { error: StoreError::Unavailable(m), .. } => m.clone(),
+        SummaryError::Summarizer { error: StoreError::Unprovisioned(m), .. } => {
+            tracing::warn!(problem = %m, "summariser: model not provisioned");
+            "the summariser's model is not available (not provisioned, or disabled by embedding.enabled = false); \
+             the server log says which"
+                .to_owned()
+        }
+        other => {
+            tracing::error!(error = %other, "summarising failed");
+            "summarising failed inside the server; the server log says why".to_owned()
+        }
     }
 }
 
@@ -564,8 +574,9 @@ impl SummaryService {
             }
             Err(SummaryError::Summarizer { error, .. }) => {
                 let retry_in = self.config.backoff(job.attempts);
-                self.queue.fail_summary_job(tenant, thread, reason(&error), now() + retry_in).await?;
-                return Err(SummaryError::Summarizer { error, retry_in });
+                let failed = SummaryError::Summarizer { error, retry_in };
+                self.queue.fail_summary_job(tenant, thread, reason(&failed), now() + retry_in).await?;
+                return Err(failed);
             }
             Err(e @ SummaryError::Store(_)) => return Err(e),
         };
@@ -644,9 +655,7 @@ impl SummaryService {
                 }
                 Err(e) => {
                     let retry_in = self.config.backoff(job.attempts);
-                    let error = match e {
-                        SummaryError::Summarizer { error, .. } | SummaryError::Store(error) => reason(&error),
-                    };
+                    let error = reason(&e);
                     tracing::warn!(%thread, attempts = job.attempts + 1, ?retry_in, %error, "summary job failed");
                     round.failed += 1;
                     return self.queue.fail_summary_job(tenant, thread, error, now() + retry_in).await;

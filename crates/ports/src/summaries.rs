@@ -58,7 +58,9 @@ pub trait Summarizer: Send + Sync + std::fmt::Debug {
     ///
     /// MUST be deterministic for a local summariser, and MUST return
     /// `Unavailable` (retryable, with the reason) when a remote model cannot
-    /// be reached or answers badly; the key is never part of any error.
+    /// be reached or answers badly; the key is never part of any error. An
+    /// `Unavailable` reason is shown to API callers, so it names no key, URL
+    /// or server path.
     async fn summarize(
         &self,
         previous: Option<String>,

@@ -227,7 +227,19 @@ impl Summarizer for ExtractiveSummarizer {
             return Ok(previous.unwrap_or_default());
         }
         let texts = candidates.iter().map(|c| c.text.clone()).collect();
-        let vectors: Vec<Vec<f32>> = self.embedder.embed(texts).await?.into_iter().map(|e| e.into_vector()).collect();
+        let embedded = self.embedder.embed(texts).await.map_err(|e| match e {
+            // The embedder's reason may name files of the server: logged,
+            // and a reason safe to show in its place.
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "extractive summariser: embedder unavailable");
+                StoreError::Unavailable(format!(
+                    "summariser {EXTRACTIVE_NAME}: the embedding model is unavailable (the server log says why; \
+                     `memlayer doctor` checks it)"
+                ))
+            }
+            other => other,
+        })?;
+        let vectors: Vec<Vec<f32>> = embedded.into_iter().map(|e| e.into_vector()).collect();
         if vectors.len() != candidates.len() {
             return Err(StoreError::backend(format!(
                 "embedder returned {} vectors for {} sentences",
