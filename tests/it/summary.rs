@@ -187,3 +187,72 @@ async fn the_local_summariser_works_out_of_the_box() {
     let (_, w) = t.call("POST", &format!("/api/threads/{other}/summary"), None).await;
     assert_eq!(w["summary"]["text"], v["summary"]["text"], "deterministic");
 }
+
+/// `memlayer summary` against the binary on a data directory, with the
+/// summariser chosen by environment variables (`MEMLAYER_SUMMARY__…`): a
+/// summary now, the current one, the versions, and a summariser that is
+/// down (exit 1 with the reason, the job kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_command_reads_and_makes_summaries() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let url = chat_server(healthy.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = memlayer_app::Config {
+        data_dir: dir.path().to_path_buf(),
+        embedding: memlayer_app::EmbeddingConfig { enabled: false, ..Default::default() },
+        ..Default::default()
+    };
+    let thread = {
+        let services = memlayer_app::build(config).await.unwrap();
+        let tenant = memlayer_domain::TenantId::parse("acme").unwrap();
+        let thread = services.memory.create_thread(&tenant, memlayer_domain::NewThread::default()).await.unwrap().id;
+        let batch = (0..3)
+            .map(|i| memlayer_domain::NewMessage::text(memlayer_domain::Role::User, format!("question {i}")).unwrap())
+            .collect();
+        services.memory.append_messages(&tenant, thread, batch, memlayer_app::AppendOptions::default()).await.unwrap();
+        thread.to_string()
+    };
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::BIN)
+            .arg("summary")
+            .args(args)
+            .args(["--tenant", "acme", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("MEMLAYER_CONFIG")
+            .env_remove("DATABASE_URL")
+            .env_remove("LIBSQL_DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
+            .env("MEMLAYER_SUMMARY__SUMMARIZER", "openai")
+            .env("MEMLAYER_SUMMARY__OPENAI__BASE_URL", &url)
+            .env("MEMLAYER_SUMMARY__OPENAI__MODEL", "gpt-fake")
+            .env("MEMLAYER_SUMMARY__OPENAI__API_KEY", "sk-cli-secret")
+            .env("MEMLAYER_SUMMARY__OPENAI__MAX_RETRIES", "0")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = cli(&[&thread, "--now"]);
+    assert!(!ok && out.is_empty(), "{out}{err}");
+    assert!(err.contains("HTTP 500") && err.contains("retried"), "{err}");
+    assert!(!err.contains("sk-cli-secret"), "{err}");
+    let (ok, out, err) = cli(&[&thread]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["job"]["attempts"].as_u64(), v["unsummarised_messages"].as_u64()), (Some(1), Some(3)), "{v}");
+    healthy.store(true, Ordering::SeqCst);
+    let (ok, out, err) = cli(&[&thread, "--now"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["summary"]["text"].as_str(), v["advanced"].as_bool()), (Some("summary of 3 messages"), Some(true)));
+    assert_eq!(v["job"], Value::Null, "{v}");
+    let (ok, out, err) = cli(&[&thread, "--versions", "--limit", "5"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    let (ok, _, err) = cli(&["not-a-thread"]);
+    assert!(!ok && err.contains("THREAD"), "{err}");
+    let (ok, _, err) = cli(&[&thread, "--versions", "--limit", "0"]);
+    assert!(!ok && err.contains("--limit"), "{err}");
+}
