@@ -78,7 +78,7 @@ fn decode_summary(thread: ThreadId, row: &Row) -> Result<Summary, StoreError> {
 
 /// The newest `limit` summaries of a thread already known to be the
 /// tenant's, newest first.
-fn newest(dialect: Dialect, thread: ThreadId, limit: u32) -> Sql {
+pub fn newest(dialect: Dialect, thread: ThreadId, limit: u32) -> Sql {
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ").push(SUMMARY_COLUMNS).push(" FROM thread_summaries WHERE thread_id = ");
     sql.bind(thread.as_uuid()).push(" ORDER BY version DESC LIMIT ").bind(limit);
@@ -213,7 +213,7 @@ pub async fn save<B: Transactor>(
 
 /// The messages after `after` and their tokens (stored count, else the
 /// content's bytes / 4 rounded up): a range search of `messages_thread_seq`.
-fn backlog_sql(dialect: Dialect, thread: ThreadId, after: i64) -> Sql {
+pub fn backlog_sql(dialect: Dialect, thread: ThreadId, after: i64) -> Sql {
     let bytes = match dialect {
         Dialect::Sqlite => "length(CAST(content AS BLOB))",
         Dialect::Postgres => "octet_length(content)",

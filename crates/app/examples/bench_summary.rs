@@ -6,13 +6,17 @@
 //! cargo run --release -p memlayer-app --example bench_summary -- --quick # smoke run (1k and 10k)
 //! ```
 //!
+//! 0. What the append path gains: `SummaryTrigger::note`, the one call an
+//!    append makes for automatic summaries (memory only), per call over
+//!    1,000,000 calls on 1,000 threads.
 //! 1. The incremental step on threads of 1,000, 10,000 and 100,000
 //!    messages: each thread carries a summary covering all but its last
 //!    100 messages (made by the summariser from the 200 before them); a
 //!    step folds those 100 in. Five steps per size, 100 new messages
 //!    appended (untimed) before each; the median, fastest and slowest. Also
 //!    the current summary with its coverage (`SummaryService::current`, what
-//!    `GET …/summary` does), median of 200.
+//!    `GET …/summary` does), median of 200; and the step's storage work
+//!    alone (a summariser that returns the previous text), median of 20.
 //! 2. Appending 5,000 single messages (one per call) across 10 threads,
 //!    with the background summary worker running and automatic summaries on
 //!    (`summary.threshold_tokens` 2,000) or off (0), alternated, 3 rounds
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use memlayer_adapters_embed::{ExtractiveConfig, ExtractiveSummarizer, OnnxConfig, OnnxEmbedder, default_cache_dir};
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
 use memlayer_app::{AppendOptions, Config, Step, SummaryConfig, SummaryService, build};
-use memlayer_domain::{NewMessage, NewSummary, NewThread, PageSize, Role, TenantId, ThreadId};
+use memlayer_domain::{Message, NewMessage, NewSummary, NewThread, PageSize, Role, TenantId, ThreadId};
 use memlayer_ports::{Embedder, MessageStore, Summarizer, SummaryStore, ThreadStore};
 
 const SUBJECTS: &[&str] = &[
@@ -94,6 +98,62 @@ fn message(i: usize) -> NewMessage {
     NewMessage::text(role, text(i)).unwrap()
 }
 
+/// A summariser with no work of its own: the step's storage cost alone.
+#[derive(Debug)]
+struct Echo;
+
+#[async_trait::async_trait]
+impl Summarizer for Echo {
+    fn name(&self) -> String {
+        "bench:echo".into()
+    }
+
+    async fn summarize(
+        &self,
+        previous: Option<String>,
+        _: Vec<Message>,
+        _: u32,
+    ) -> Result<String, memlayer_ports::StoreError> {
+        Ok(previous.unwrap_or_default())
+    }
+}
+
+fn note_cost() {
+    let config = SummaryConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let store = tokio::task::block_in_place(|| {
+        rt.block_on(LibsqlBackend::open_migrated(LibsqlConfig::file(dir.path().join("m.db"))))
+    })
+    .unwrap();
+    let store = Arc::new(store);
+    let service = SummaryService::new(store.clone(), store.clone(), store.clone(), store, Arc::new(Echo), config);
+    let trigger = service.trigger().unwrap();
+    let tenant = TenantId::default_tenant();
+    let threads: Vec<ThreadId> = (0..1_000).map(|_| ThreadId::new()).collect();
+    let one = vec![Message {
+        id: memlayer_domain::MessageId::new(),
+        thread_id: threads[0],
+        seq: 1,
+        role: Role::User,
+        content: text(1),
+        tool_call_id: None,
+        tool_name: None,
+        tool_calls: Vec::new(),
+        metadata: memlayer_domain::Metadata::default(),
+        token_count: None,
+        created_at: memlayer_domain::now(),
+    }];
+    let t = Instant::now();
+    for i in 0..1_000_000 {
+        trigger.note(&tenant, threads[i % threads.len()], &one);
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / 1e6;
+    println!(
+        "0. the append path's added work, SummaryTrigger::note: {ns:.0} ns a call (1,000,000 calls, 1,000 threads)"
+    );
+}
+
 fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -157,12 +217,30 @@ async fn step_cost(n: usize, embedder: Arc<dyn Embedder>) {
         service.current(&tenant, thread).await.unwrap();
         views.push(t.elapsed());
     }
+    let current = service.current(&tenant, thread).await.unwrap().summary.unwrap();
+    let echo = SummaryService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Arc::new(Echo),
+        SummaryConfig { threshold_tokens: 0, step_messages: 100, ..SummaryConfig::default() },
+    );
+    let mut storage = Vec::new();
+    for _ in 0..20 {
+        fill(&store, &tenant, thread, next, next + 100).await;
+        next += 100;
+        let t = Instant::now();
+        echo.step(&tenant, thread).await.unwrap();
+        storage.push(t.elapsed());
+    }
     let (med, lo, hi) = stats(steps);
     let (vmed, _, _) = stats(views);
-    let current = service.current(&tenant, thread).await.unwrap().summary.unwrap();
+    let (smed, slo, shi) = stats(storage);
     println!(
         "thread of {n:>7} messages: step folding 100 new messages: median {med:.1} ms (fastest {lo:.1}, slowest {hi:.1}); \
-         summary {} lines, {} bytes; current summary with coverage: {:.3} ms",
+         summary {} lines, {} bytes; current summary with coverage: {:.3} ms; \
+         the step's storage alone: median {smed:.2} ms ({slo:.2}–{shi:.2})",
         current.text.lines().count(),
         current.text.len(),
         vmed
@@ -207,6 +285,7 @@ async fn main() {
     }
     let embedder: Arc<dyn Embedder> = Arc::new(embedder);
     println!("memlayer summary benchmark ({})", if quick { "quick" } else { "full" });
+    note_cost();
     println!("1. the incremental step (local extractive summariser, summary.step_messages 100, target 400 tokens)");
     let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
     for &n in sizes {

@@ -267,7 +267,9 @@ enum Known {
 
 #[derive(Debug, Default)]
 struct TriggerState {
-    threads: HashMap<(TenantId, ThreadId), Known>,
+    /// By thread id alone (ids are unique across tenants, and a lookup then
+    /// allocates nothing), with the tenant beside what is known.
+    threads: HashMap<ThreadId, (TenantId, Known)>,
     /// Threads to check, oldest first, each once.
     dirty: Vec<(TenantId, ThreadId)>,
 }
@@ -328,32 +330,32 @@ impl SummaryTrigger {
     pub fn note(&self, tenant: &TenantId, thread: ThreadId, stored: &[Message]) {
         let added: u64 = stored.iter().map(tokens_of).sum();
         let mut state = self.lock();
-        let key = (tenant.clone(), thread);
-        let wake = match state.threads.get_mut(&key) {
+        let wake = match state.threads.get_mut(&thread) {
             None => {
                 if state.threads.len() >= MAX_TRACKED {
-                    state.threads.retain(|_, k| !matches!(k, Known::Below { .. }));
+                    state.threads.retain(|_, (_, k)| !matches!(k, Known::Below { .. }));
                 }
-                state.threads.insert(key.clone(), Known::Unchecked { added });
+                state.threads.insert(thread, (tenant.clone(), Known::Unchecked { added }));
                 true
             }
-            Some(Known::Unchecked { added: a }) => {
-                *a += added;
-                false
-            }
-            Some(Known::Below { tokens }) => {
-                *tokens += added;
-                if *tokens >= self.threshold {
-                    state.threads.insert(key.clone(), Known::Unchecked { added: 0 });
-                    true
-                } else {
+            Some((_, known)) => match known {
+                Known::Unchecked { added: a } => {
+                    *a += added;
                     false
                 }
-            }
-            Some(Known::Queued) => false,
+                Known::Below { tokens } => {
+                    *tokens += added;
+                    let over = *tokens >= self.threshold;
+                    if over {
+                        *known = Known::Unchecked { added: 0 };
+                    }
+                    over
+                }
+                Known::Queued => false,
+            },
         };
         if wake {
-            state.dirty.push(key);
+            state.dirty.push((tenant.clone(), thread));
             drop(state);
             self.wake.notify_one();
         }
@@ -363,9 +365,8 @@ impl SummaryTrigger {
     /// was appended while it ran may pass the threshold already).
     fn recheck(&self, tenant: &TenantId, thread: ThreadId) {
         let mut state = self.lock();
-        let key = (tenant.clone(), thread);
-        state.threads.insert(key.clone(), Known::Unchecked { added: 0 });
-        state.dirty.push(key);
+        state.threads.insert(thread, (tenant.clone(), Known::Unchecked { added: 0 }));
+        state.dirty.push((tenant.clone(), thread));
     }
 
     /// The threads to check; what is appended to them from now on is
@@ -373,8 +374,8 @@ impl SummaryTrigger {
     fn take_dirty(&self) -> Vec<(TenantId, ThreadId)> {
         let mut state = self.lock();
         let dirty = std::mem::take(&mut state.dirty);
-        for key in &dirty {
-            if let Some(Known::Unchecked { added }) = state.threads.get_mut(key) {
+        for (_, thread) in &dirty {
+            if let Some((_, Known::Unchecked { added })) = state.threads.get_mut(thread) {
                 *added = 0;
             }
         }
@@ -386,19 +387,19 @@ impl SummaryTrigger {
     /// check forward).
     fn settle(&self, tenant: &TenantId, thread: ThreadId, outcome: Option<u64>) {
         let mut state = self.lock();
-        let key = (tenant.clone(), thread);
-        let during = match state.threads.get(&key) {
-            Some(Known::Unchecked { added }) => *added,
+        let during = match state.threads.get(&thread) {
+            Some((_, Known::Unchecked { added })) => *added,
             _ => 0,
         };
-        match outcome {
-            Some(tokens) => state.threads.insert(key, Known::Below { tokens: tokens + during }),
-            None => state.threads.insert(key, Known::Queued),
+        let known = match outcome {
+            Some(tokens) => Known::Below { tokens: tokens + during },
+            None => Known::Queued,
         };
+        state.threads.insert(thread, (tenant.clone(), known));
     }
 
-    fn forget(&self, tenant: &TenantId, thread: ThreadId) {
-        self.lock().threads.remove(&(tenant.clone(), thread));
+    fn forget(&self, _tenant: &TenantId, thread: ThreadId) {
+        self.lock().threads.remove(&thread);
     }
 }
 
