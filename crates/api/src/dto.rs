@@ -779,6 +779,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                 last_n: d.memory.last_n,
                 top_k: d.memory.top_k,
                 token_budget: d.memory.token_budget,
+                working_memory: None,
             },
         };
         new.validate()?;
