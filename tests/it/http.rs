@@ -493,6 +493,7 @@ async fn internal_errors_reveal_nothing() {
         limiter: memlayer_app::Limiter::unlimited(),
         coordinator: None,
         idempotency: None,
+        working: no_working(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -606,6 +607,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             limiter: memlayer_app::Limiter::unlimited(),
             coordinator: None,
             idempotency: None,
+            working: no_working(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -780,4 +782,12 @@ async fn openapi_states_the_real_shapes_bounds_and_errors() {
 /// A key service over a store that expects no call.
 fn no_keys() -> memlayer_app::KeyService {
     memlayer_app::KeyService::new(Arc::new(memlayer_ports::MockKeyStore::new()), &memlayer_app::KeysConfig::default())
+}
+
+/// A working-memory service whose ports are never called.
+fn no_working() -> memlayer_app::WorkingMemoryService {
+    memlayer_app::WorkingMemoryService::new(
+        Arc::new(memlayer_ports::MockWorkingMemoryStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
+    )
 }

@@ -121,8 +121,8 @@ impl WorkingMemoryService {
     /// # Errors
     /// `NotFound` for a thread or resource the caller does not reach (a
     /// caller bound to a resource reaches only its own resource and its
-    /// threads), `Invalid` for an `agent` on a thread's document or one the
-    /// catalog does not hold.
+    /// threads) and for an `agent` the catalog does not hold; `Invalid` for
+    /// an `agent` named for a thread's document.
     pub async fn get(
         &self,
         who: &impl Reach,
@@ -174,9 +174,9 @@ impl WorkingMemoryService {
     /// backoff). Two concurrent patches of different fields both stay.
     ///
     /// # Errors
-    /// `Invalid` when the document or the agent's format is Markdown, or
-    /// when the merged document fails the schema (naming the JSON path);
-    /// `Conflict` when every attempt lost to another writer; as
+    /// `Invalid` when the merged document fails the schema (naming the JSON
+    /// path); `Conflict` when the document or the agent's format is
+    /// Markdown, or when every attempt lost to another writer; as
     /// [`get`](Self::get) otherwise.
     pub async fn patch(
         &self,
@@ -312,9 +312,7 @@ impl WorkingMemoryService {
                 Some(options) => Applied { options, configured: true, agent: Some(name) },
                 None => Applied { agent: Some(name), ..defaults },
             }),
-            None if must_exist => {
-                Err(DomainError::new("agent", format!("no agent named `{name}` in the catalog")).into())
-            }
+            None if must_exist => Err(StoreError::not_found("agent", name)),
             None => Ok(defaults),
         }
     }
@@ -426,12 +424,12 @@ impl jsonschema::Retrieve for NoRetrieval {
     }
 }
 
+/// A merge patch of a Markdown document: the request is well formed, the
+/// document's state refuses it (409, like a stale version).
 fn markdown_patch() -> StoreError {
-    DomainError::new(
-        "content",
-        "a merge patch (RFC 7396) applies to a JSON document; this one is Markdown: replace it with PUT",
+    StoreError::Conflict(
+        "a merge patch (RFC 7396) applies to a JSON document; this one is Markdown: replace it with PUT".into(),
     )
-    .into()
 }
 
 fn kind_of(v: &Value) -> &'static str {

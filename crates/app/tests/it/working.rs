@@ -183,9 +183,11 @@ async fn formats_follow_the_agent_or_the_request() {
     let (field, _) =
         invalid_field(f.working.put(&t, &u1, Some(&writer), Some(WorkingFormatKind::Json), json!("x"), 0).await);
     assert_eq!(field, "format", "another format than the agent's");
-    let (field, reason) = invalid_field(f.working.patch(&t, &u1, Some(&writer), &json!({"a": 1})).await);
-    assert!(field == "content" && reason.contains("Markdown"), "{reason}");
+    let r = f.working.patch(&t, &u1, Some(&writer), &json!({"a": 1})).await;
+    assert!(matches!(&r, Err(StoreError::Conflict(m)) if m.contains("Markdown")), "a Markdown agent: {r:?}");
     f.working.put(&t, &u1, Some(&writer), None, json!("# notes"), 0).await.unwrap();
+    let r = f.working.patch(&t, &u1, None, &json!({"a": 1})).await;
+    assert!(matches!(&r, Err(StoreError::Conflict(m)) if m.contains("Markdown")), "a Markdown document: {r:?}");
     // Without options, the request's format decides, JSON by default.
     let u2 = user("u2");
     let doc = f.working.put(&t, &u2, None, Some(WorkingFormatKind::Markdown), json!("# hi"), 0).await.unwrap();
@@ -195,7 +197,8 @@ async fn formats_follow_the_agent_or_the_request() {
     let (field, _) = invalid_field(f.working.put(&t, &u1, None, None, json!("x".repeat(300 * 1024)), 1).await);
     assert_eq!(field, "content", "over the size limit");
     let unknown = AgentName::parse("nobody").unwrap();
-    assert_eq!(invalid_field(f.working.get(&t, &u1, Some(&unknown)).await).0, "agent");
+    let r = f.working.get(&t, &u1, Some(&unknown)).await;
+    assert!(matches!(r, Err(StoreError::NotFound { what: "agent", .. })), "{r:?}");
     let on_thread = f.thread(None, None).await;
     assert_eq!(invalid_field(f.working.get(&t, &on_thread, Some(&writer)).await).0, "agent");
 }
