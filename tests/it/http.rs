@@ -429,6 +429,16 @@ async fn openapi_describes_every_route() {
         "POST /api/keys",
         "GET /api/keys",
         "DELETE /api/keys/{id}",
+        "GET /api/resources/{id}/working-memory",
+        "PUT /api/resources/{id}/working-memory",
+        "PATCH /api/resources/{id}/working-memory",
+        "GET /api/resources/{id}/working-memory/versions",
+        "POST /api/resources/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/working-memory",
+        "PUT /api/threads/{id}/working-memory",
+        "PATCH /api/threads/{id}/working-memory",
+        "GET /api/threads/{id}/working-memory/versions",
+        "POST /api/threads/{id}/working-memory/versions/{version}/restore",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -441,7 +451,8 @@ async fn openapi_describes_every_route() {
             .replace("{agent_id}", "a")
             .replace("{message_id}", &id)
             .replace("{category}", "c")
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{version}", "1");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",

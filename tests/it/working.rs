@@ -91,11 +91,14 @@ async fn scenario(t: TestApp) {
                 .body(axum::body::Body::from(body))
                 .unwrap();
             let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
-            resp.status()
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
         }));
     }
     for task in tasks {
-        assert_eq!(task.await.unwrap(), StatusCode::OK, "every patch gets through");
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "every patch gets through: {body}");
     }
     let (_, merged) = t.call("GET", &doc, None).await;
     assert_eq!(merged["version"], json!(1 + PATCHERS), "{merged}");
@@ -120,6 +123,16 @@ async fn scenario(t: TestApp) {
     assert_eq!((&restored["version"], &restored["content"]), (&json!(newest + 1), &older["content"]));
     let r = t.call("POST", &format!("{doc}/versions/1/restore"), None).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // A restore retried with its `Idempotency-Key` writes one version.
+    let keyed = format!("{doc}/versions/{}/restore", older["version"]);
+    let key = [("idempotency-key", "restore-once")];
+    let first = t.call_with("POST", &keyed, &key, None, true).await;
+    let again = t.call_with("POST", &keyed, &key, None, true).await;
+    assert_eq!((first.0, &first.1["version"]), (StatusCode::OK, &json!(newest + 2)), "{}", first.1);
+    assert_eq!(first, again, "the retry gets the first answer");
+    let (_, now) = t.call("GET", &doc, None).await;
+    assert_eq!(now["version"], json!(newest + 2), "written once");
+    let newest = newest + 2;
 
     // Another tenant: the thread is missing, and its same resource id is
     // another document.
@@ -148,15 +161,24 @@ async fn scenario(t: TestApp) {
     assert_eq!(still["content"], json!({"tz": "UTC"}), "the resource's document stays");
 }
 
+/// The concurrent patchers must all be let in and get a connection, on a
+/// loaded test machine too: admission control and pool waits are not what
+/// is tested here (`admission.rs` is about those).
+fn roomy(c: &mut memlayer_app::Config) {
+    c.embedding.enabled = false;
+    c.server.max_concurrent_requests = Some(64);
+    c.server.queue_timeout_ms = 60_000;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn working_memory_versions_schema_and_concurrent_patches() {
-    let Some(t) = TestApp::on(Store::Libsql, |c| c.embedding.enabled = false).await else { return };
+    let Some(t) = TestApp::on(Store::Libsql, roomy).await else { return };
     scenario(t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn working_memory_versions_schema_and_concurrent_patches_on_postgres() {
-    let Some(t) = TestApp::on(Store::Postgres, |c| c.embedding.enabled = false).await else { return };
+    let Some(t) = TestApp::on(Store::Postgres, roomy).await else { return };
     scenario(t).await;
 }
 
