@@ -73,6 +73,7 @@ fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Opt
         ("path", "agent_id") => named(128),
         ("path", "category" | "key") => named(128),
         ("query", "resource_id") => named(256),
+        ("query", "resource") if path == "/api/keys" => named(256),
         ("query", "agent_id") => named(128),
         ("query", "limit") => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
         ("query", "direction") => json!({"type": "string", "enum": ["forward", "backward"]}),
