@@ -66,6 +66,7 @@ mod state;
 mod threads;
 mod values;
 mod vectors;
+mod working;
 
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};

@@ -23,6 +23,7 @@ mod catalog_routes;
 pub mod cli;
 pub mod cli_catalog;
 pub mod cli_keys;
+pub mod cli_working;
 pub mod dto;
 pub mod error;
 mod extract;
@@ -34,6 +35,7 @@ mod router;
 mod routes;
 pub mod server;
 mod state;
+mod working_routes;
 
 pub use router::{ApiDoc, router};
 pub use state::AppState;

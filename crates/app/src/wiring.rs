@@ -16,7 +16,7 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
+    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -67,6 +67,8 @@ pub struct Services {
     pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
+    /// Working memory per resource or thread.
+    pub working: crate::WorkingMemoryService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -302,6 +304,7 @@ struct Stores {
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     keys: Arc<dyn KeyStore>,
+    working: Arc<dyn WorkingMemoryStore>,
 }
 
 impl Stores {
@@ -314,6 +317,7 @@ impl Stores {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
             + 'static,
     {
         Self {
@@ -324,6 +328,7 @@ impl Stores {
             catalog: b.clone(),
             idempotency: b.clone(),
             keys: b.clone(),
+            working: b.clone(),
         }
     }
 }
@@ -536,7 +541,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
@@ -574,6 +579,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes)
     .with_limiter(limiter.clone());
+    let working = crate::WorkingMemoryService::new(working, threads.clone()).with_catalog(catalog.clone());
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
@@ -594,6 +600,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         limiter,
         coordinator,
         config: Arc::new(config),
+        working,
     })
 }
 

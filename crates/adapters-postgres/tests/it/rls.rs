@@ -4,10 +4,12 @@
 
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
-    AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role,
-    Scopes, SettingName, TenantId,
+    AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, ResourceId,
+    Role, Scopes, SettingName, TenantId, WorkingContent, WorkingScope,
 };
-use memlayer_ports::{CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, ThreadStore};
+use memlayer_ports::{
+    CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, ThreadStore, WorkingMemoryStore,
+};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
@@ -86,6 +88,11 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
         store.put_setting(t, &cat, &key, json!("dark")).await.unwrap();
         store.create_key(&api_key(t, if *t == a { 1 } else { 2 }), &[7; 32]).await.unwrap();
+        // Working memory: the same resource id in both tenants, and a thread's.
+        let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+        for scope in [user, WorkingScope::Thread(thread)] {
+            store.put_working(t, &scope, WorkingContent::Markdown("secret".into()), 0, 10).await.unwrap();
+        }
     }
     let mut client = raw(&db).await;
     let role = client
@@ -105,6 +112,8 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "config_agent_tools",
         "config_settings",
         "api_keys",
+        "working_memory",
+        "working_memory_versions",
     ] {
         let seen = visible(&mut client, Some("tenant-a"), table).await;
         assert!(!seen.is_empty(), "{table}: tenant-a sees its own rows");

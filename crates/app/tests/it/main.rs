@@ -9,3 +9,4 @@ mod memory;
 mod postgres;
 mod semantic;
 mod wiring;
+mod working;

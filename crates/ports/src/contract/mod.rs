@@ -17,8 +17,8 @@
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
 //! once), `catalog_cases.rs` (the catalog),
-//! `idempotency_cases.rs` (idempotency records) and `key_cases.rs` (API
-//! keys), with the fixtures they share
+//! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
+//! keys) and `working_cases.rs` (working memory), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex,
+    VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -45,6 +45,7 @@ mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
 pub mod vector_cases;
+pub mod working_cases;
 
 /// One backend under test: every port served by the same store.
 #[derive(Clone)]
@@ -65,6 +66,8 @@ pub struct Backend {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// API key port.
     pub keys: Arc<dyn KeyStore>,
+    /// Working-memory port.
+    pub working: Arc<dyn WorkingMemoryStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -87,6 +90,7 @@ impl Backend {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
             + 'static,
     {
         Self {
@@ -97,7 +101,8 @@ impl Backend {
             embeddings: store.clone(),
             catalog: store.clone(),
             idempotency: store.clone(),
-            keys: store,
+            keys: store.clone(),
+            working: store,
             guard,
         }
     }
@@ -187,6 +192,14 @@ pub fn assert_idempotency_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_keys_complete(listed: &[&str]) {
     assert_complete_in(include_str!("key_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the working-memory cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_working_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("working_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -307,6 +320,35 @@ macro_rules! contract_suite {
             keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
             keys_last_use_is_recorded_in_batches_and_only_moves_forward,
         );
+        $crate::__working_expand!(
+            $factory;
+            working_put_then_get_per_scope_and_tenant,
+            working_stale_version_conflicts,
+            working_concurrent_putters_exactly_one_wins,
+            working_rejects_bad_input_and_missing_threads,
+            working_versions_keep_the_newest,
+            working_thread_document_goes_with_its_thread,
+            working_agent_options_round_trip,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __working_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::working_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn working_contract_suite_is_complete() {
+            $crate::contract::assert_working_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
