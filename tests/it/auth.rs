@@ -109,6 +109,12 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     let agent = created(send(&t.app, "POST", "/api/agents", &h, Some(&agent)).await);
     let setting = json!({"value": "victim-setting-value"});
     created(send(&t.app, "PUT", "/api/settings/ui/theme", &h, Some(&setting)).await);
+    let doc = json!({"content": {"note": "victim-secret-content"}, "expected_version": 0});
+    for path in
+        ["/api/resources/victim-user/working-memory".to_owned(), format!("/api/threads/{thread}/working-memory")]
+    {
+        created(send(&t.app, "PUT", &path, &h, Some(&doc)).await);
+    }
     let key = json!({"scopes": ["read"], "name": "victim-key-name"});
     let key = created(send(&t.app, "POST", "/api/keys", &h, Some(&key)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
@@ -116,6 +122,9 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
         (("threads", "id"), thread),
         (("threads", "message_id"), id(&message)),
         (("threads", "agent_id"), "support".to_owned()),
+        (("threads", "version"), "1".to_owned()),
+        (("resources", "id"), "victim-user".to_owned()),
+        (("resources", "version"), "1".to_owned()),
         (("models", "id"), id(&model)),
         (("tools", "id"), id(&tool)),
         (("agents", "id"), id(&agent)),
@@ -295,6 +304,17 @@ async fn matrix(t: TestApp) {
     }
     let r = send(&t.app, "GET", "/api/keys", &[("authorization", &h)], None).await;
     assert!(r.json()["items"].as_array().unwrap().iter().all(|k| k["revoked_at"].is_null()), "{}", r.body);
+    for path in
+        ["/api/resources/victim-user/working-memory".to_owned(), format!("/api/threads/{thread}/working-memory")]
+    {
+        let r = send(&t.app, "GET", &path, &[("authorization", &h)], None).await;
+        assert_eq!(
+            (r.json()["version"].as_u64(), &r.json()["content"]["note"]),
+            (Some(1), &json!("victim-secret-content")),
+            "{path}: {}",
+            r.body
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +395,27 @@ async fn keys_route(t: TestApp) {
     assert!(!r.body.contains(&key[20..]) && !r.body.contains("hash") && !r.body.contains("\"key\""), "{}", r.body);
     let created_at: Vec<&str> = items.iter().map(|k| k["created_at"].as_str().unwrap()).collect();
     assert!(created_at.windows(2).all(|w| w[0] >= w[1]), "newest first: {created_at:?}");
+    // A page at a time: pages of 3 walk the same list; a bad cursor or limit names itself.
+    let mut paged = Vec::new();
+    let mut uri = "/api/keys?limit=3".to_owned();
+    loop {
+        let page = send(&t.app, "GET", &uri, &h, None).await.json();
+        paged.extend(page["items"].as_array().unwrap().iter().map(|k| k["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/keys?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, items.iter().map(|k| k["id"].clone()).collect::<Vec<_>>());
+    let only = send(&t.app, "GET", "/api/keys?resource=user-42", &h, None).await.json();
+    assert_eq!(only["items"].as_array().unwrap().len(), 1, "{only}");
+    for (query, field) in
+        [("cursor=zz", "cursor"), ("cursor=00000000000000ff", "cursor"), ("limit=0", "limit"), ("color=red", "color")]
+    {
+        let r = send(&t.app, "GET", &format!("/api/keys?{query}"), &h, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.body);
+        assert!(r.body.contains(field), "{query}: {}", r.body);
+    }
 
     // Another tenant's key is not there to revoke; revoking ours refuses it at once.
     let (other_id, other) = create_key(&t, "other", NewKey::new(Scopes::ALL)).await;

@@ -11,8 +11,12 @@
 //! the run pins the values they concern (see [`config`]): cursors (opaque
 //! tokens of earlier responses), list filters (a grammar over the entity's
 //! fields), `max_output_tokens <= context_window` of a model, an agent's
-//! references to a stored model and tools, a tool's `required` naming its
-//! `properties`. Everything else is generated.
+//! references to a stored model and tools, an agent's working-memory
+//! options (its JSON Schema must compile, and a document of a thread of that
+//! agent must satisfy it and be of its format: so fuzzed agents get none,
+//! and working memory is fuzzed under the defaults), a tool's `required`
+//! naming its `properties`, and the `agent` a resource's working memory
+//! names (it must be in the catalog). Everything else is generated.
 //!
 //! The server runs with `auth.mode = api_key`, and every request carries a
 //! key holding every scope of the `default` tenant (made with `memlayer keys
@@ -112,6 +116,7 @@ fn config(model_id: &str, tool_id: &str) -> String {
 [parameters]
 "query.cursor" = ""
 "query.filter" = "name:ne:~"
+"query.agent" = "fuzz-agent"
 "header.X-Tenant-Id" = "default"
 
 [[operations]]
@@ -122,7 +127,7 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
 include-operation-id = ["create_agent", "update_agent"]
-parameters = {{ "body.model_id" = "{model_id}", "body.tool_ids" = ["{tool_id}"], "header.X-Tenant-Id" = "default" }}
+parameters = {{ "body.model_id" = "{model_id}", "body.tool_ids" = ["{tool_id}"], "header.X-Tenant-Id" = "default", "body.memory" = {{ last_n = 20, top_k = 5 }} }}
 phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
@@ -133,13 +138,16 @@ phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
-include-operation-id = ["create_thread", "append_messages"]
+include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working"]
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 "#
     )
 }
 
-/// Creates a model and a tool for agents to refer to; returns their ids.
+/// Creates a model and a tool for agents to refer to, and `fuzz-agent`
+/// (without working-memory options: any document it is named for is
+/// acceptable), the agent a resource's working-memory routes name; returns
+/// the model's and the tool's ids.
 async fn seed_references(base: &str, key: &str) -> (String, String) {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -155,6 +163,9 @@ async fn seed_references(base: &str, key: &str) -> (String, String) {
         let v: serde_json::Value = r.json().await.unwrap();
         ids.push(v["id"].as_str().unwrap().to_owned());
     }
+    let agent = serde_json::json!({"name": "fuzz-agent", "model_id": ids[0]});
+    let r = http.post(format!("{base}/api/agents")).bearer_auth(key).json(&agent).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201, "seeding the agent");
     (ids[0].clone(), ids[1].clone())
 }
 

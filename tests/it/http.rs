@@ -429,6 +429,19 @@ async fn openapi_describes_every_route() {
         "POST /api/keys",
         "GET /api/keys",
         "DELETE /api/keys/{id}",
+        "GET /api/resources/{id}/working-memory",
+        "PUT /api/resources/{id}/working-memory",
+        "PATCH /api/resources/{id}/working-memory",
+        "GET /api/resources/{id}/working-memory/versions",
+        "POST /api/resources/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/working-memory",
+        "PUT /api/threads/{id}/working-memory",
+        "PATCH /api/threads/{id}/working-memory",
+        "GET /api/threads/{id}/working-memory/versions",
+        "POST /api/threads/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/summary",
+        "POST /api/threads/{id}/summary",
+        "GET /api/threads/{id}/summary/versions",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -441,7 +454,8 @@ async fn openapi_describes_every_route() {
             .replace("{agent_id}", "a")
             .replace("{message_id}", &id)
             .replace("{category}", "c")
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{version}", "1");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
@@ -493,6 +507,7 @@ async fn internal_errors_reveal_nothing() {
         limiter: memlayer_app::Limiter::unlimited(),
         coordinator: None,
         idempotency: None,
+        working: no_working(),
         summaries: no_summaries(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
@@ -607,6 +622,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             limiter: memlayer_app::Limiter::unlimited(),
             coordinator: None,
             idempotency: None,
+            working: no_working(),
             summaries: no_summaries(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
@@ -793,5 +809,13 @@ fn no_summaries() -> memlayer_app::SummaryService {
         Arc::new(memlayer_ports::MockThreadStore::new()),
         Arc::new(memlayer_ports::MockSummarizer::new()),
         memlayer_app::SummaryConfig::default(),
+    )
+}
+
+/// A working-memory service whose ports are never called.
+fn no_working() -> memlayer_app::WorkingMemoryService {
+    memlayer_app::WorkingMemoryService::new(
+        Arc::new(memlayer_ports::MockWorkingMemoryStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
     )
 }

@@ -123,9 +123,16 @@ async fn key_queries_use_indexes() {
     let id = KeyId::parse("0123456789abcdef").unwrap();
     let other = KeyId::parse("00000000000000ff").unwrap();
     let now = memlayer_domain::now();
+    let first = memlayer_ports::KeyListing { resource: None, after: None, limit: 100 };
+    let later = memlayer_ports::KeyListing {
+        resource: Some(memlayer_domain::ResourceId::parse("u1").unwrap()),
+        after: Some(other.clone()),
+        limit: 100,
+    };
     for (sql, index) in [
         (keys::find_sql(Dialect::Sqlite, &id), "sqlite_autoindex_api_keys_1"),
-        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap()), "api_keys_tenant"),
+        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap(), &first), "api_keys_tenant"),
+        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap(), &later), "api_keys_tenant"),
         (keys::uses_sql(Dialect::Sqlite, &[(&id, now), (&other, now)]), "sqlite_autoindex_api_keys_1"),
     ] {
         let (sql, params) = crate::exec::params(sql).unwrap();
@@ -134,6 +141,43 @@ async fn key_queries_use_indexes() {
         // The batch's own VALUES list is scanned, never the table.
         assert!(!p.contains("SCAN api_keys") && !p.contains("TEMP B-TREE"), "{p}");
         assert!(p.contains(index), "does not use {index}:\n{p}");
+    }
+}
+
+/// Working memory (migration 13): the current document by its primary key
+/// (through its thread for a thread's), the kept versions by a backwards
+/// range of theirs, the old ones deleted by a range, a deleted thread's by
+/// the partial `thread_id` indexes; so a read costs the same whatever the
+/// number of versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_memory_queries_use_indexes() {
+    use memlayer_adapters_sql::working;
+    use memlayer_domain::WorkingScope;
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let t = TenantId::parse("acme").unwrap();
+    for scope in [WorkingScope::Resource(ResourceId::parse("u1").unwrap()), WorkingScope::Thread(ThreadId::new())] {
+        for (sql, index) in [
+            (
+                working::current_sql(Dialect::Sqlite, &t, &scope),
+                "USING PRIMARY KEY (tenant=? AND scope_kind=? AND scope_id=?)",
+            ),
+            (working::versions_sql(Dialect::Sqlite, &t, &scope, 10), "working_memory_versions USING PRIMARY KEY"),
+            (working::prune_sql(Dialect::Sqlite, &t, &scope, 5), "scope_id=? AND version<?)"),
+        ] {
+            let (sql, params) = crate::exec::params(sql).unwrap();
+            let p = plan(&backend, sql, params).await;
+            println!("{p}");
+            check(&p, index);
+        }
+    }
+    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
+    for (sql, index) in
+        crate::threads::SWEEP_WORKING.into_iter().zip(["working_memory_thread", "working_memory_versions_thread"])
+    {
+        let p = plan(&backend, sql.to_owned(), vec![thread.clone()]).await;
+        println!("{p}");
+        check(&p, index);
     }
 }
 

@@ -61,6 +61,7 @@ pub mod testing;
 mod threads;
 mod tls;
 mod vectors;
+mod working;
 
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};

@@ -1,6 +1,7 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
-//! `tools`, `settings`), API keys (`keys`) and thread summaries (`summary`).
+//! `tools`, `settings`), API keys (`keys`), working memory
+//! (`working-memory`) and thread summaries (`summary`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -120,6 +121,15 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: crate::cli_keys::KeysAction,
+    },
+    /// Working memory of a resource or a thread: get, put, patch, versions, restore.
+    WorkingMemory {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_working::WorkingAction,
     },
 }
 
@@ -260,6 +270,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tenant = memlayer_domain::TenantId::parse(tenant.clone()).context("--tenant")?;
             let keys = memlayer_app::open_keys(&config).await?;
             crate::cli_keys::run(&keys, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WorkingMemory { tenant, action } => {
+            let mut config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Working memory never embeds: skip loading the model.
+            config.embedding.enabled = false;
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+                None => services.memory.default_tenant().clone(),
+            };
+            crate::cli_working::run(&services, &tenant, action).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search { query, thread, resource, mode, top_k, tenant } => {

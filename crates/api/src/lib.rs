@@ -24,6 +24,7 @@ pub mod cli;
 pub mod cli_catalog;
 pub mod cli_keys;
 pub mod cli_summary;
+pub mod cli_working;
 pub mod dto;
 pub mod error;
 mod extract;
@@ -36,6 +37,7 @@ mod routes;
 pub mod server;
 mod state;
 mod summary_routes;
+mod working_routes;
 
 pub use router::{ApiDoc, router};
 pub use state::AppState;

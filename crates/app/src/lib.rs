@@ -2,8 +2,8 @@
 //!
 //! [`build`] turns a [`Config`] into [`Services`]: the adapters chosen by the
 //! configuration, wired behind `Arc<dyn Port>`, and the [`MemoryService`],
-//! [`SearchService`] and [`CatalogService`] that every frontend (HTTP server,
-//! CLI, an embedding program) calls.
+//! [`SearchService`], [`CatalogService`] and [`WorkingMemoryService`] that
+//! every frontend (HTTP server, CLI, an embedding program) calls.
 //!
 //! Invariants:
 //! - this is the only crate that names adapter crates; the backend is chosen
@@ -30,6 +30,7 @@ mod summary;
 mod sweeper;
 mod wiring;
 mod worker;
+mod working;
 
 pub use auth::{AuthConfig, AuthError, AuthMode, AuthModes, Authenticator, Verifier};
 pub use catalog::{CacheSettings, CatalogService};
@@ -56,6 +57,7 @@ pub use wiring::{
     Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
 };
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
+pub use working::{MAX_MERGE_ATTEMPTS, WorkingDocument, WorkingMemoryService, check_agent_schema};
 
 pub use memlayer_ports::{IndexKind, StoreError};
 

@@ -17,7 +17,7 @@ use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
     MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
-    VectorIndex,
+    VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -68,6 +68,8 @@ pub struct Services {
     pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
+    /// Working memory per resource or thread.
+    pub working: crate::WorkingMemoryService,
     /// Thread summaries: current, versions, on demand, and the worker of
     /// summary jobs (run by [`Services::start_background`]).
     pub summaries: crate::SummaryService,
@@ -313,6 +315,7 @@ struct Stores {
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     keys: Arc<dyn KeyStore>,
+    working: Arc<dyn WorkingMemoryStore>,
     summaries: Arc<dyn SummaryStore>,
     summary_queue: Arc<dyn SummaryQueue>,
 }
@@ -327,6 +330,7 @@ impl Stores {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
             + SummaryStore
             + SummaryQueue
             + 'static,
@@ -339,6 +343,7 @@ impl Stores {
             catalog: b.clone(),
             idempotency: b.clone(),
             keys: b.clone(),
+            working: b.clone(),
             summaries: b.clone(),
             summary_queue: b.clone(),
         }
@@ -553,7 +558,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, summaries, summary_queue } =
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working, summaries, summary_queue } =
         backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -601,6 +606,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes)
     .with_limiter(limiter.clone());
+    let working = crate::WorkingMemoryService::new(working, threads.clone()).with_catalog(catalog.clone());
     if let Some(trigger) = summary_service.trigger() {
         memory = memory.with_summary_trigger(trigger);
     }
@@ -624,6 +630,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         limiter,
         coordinator,
         config: Arc::new(config),
+        working,
         summaries: summary_service,
     })
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::ids::truncate;
 use crate::query::{CatalogRecord, FieldValue};
 use crate::thread::json_kind;
-use crate::{AgentId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
+use crate::{AgentId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, WorkingMemoryOptions, parse_model};
 
 /// The thread metadata key under which a thread created for a configured
 /// agent carries that agent's [`MemoryOptions`] (unless the caller set the
@@ -121,7 +121,7 @@ impl CatalogRecord for ModelConfig {
 }
 
 /// Memory defaults of an agent, applied to threads created for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryOptions {
     /// How many recent messages to load by default (1 to 1000).
     pub last_n: Option<u32>,
@@ -129,13 +129,18 @@ pub struct MemoryOptions {
     pub top_k: Option<u32>,
     /// Token budget for assembled context (1 to 10,000,000).
     pub token_budget: Option<u32>,
+    /// How the agent keeps working memory; `None`: the defaults of
+    /// [`WorkingMemoryOptions`] apply. Read from the agent when working
+    /// memory is used, never copied into threads.
+    pub working_memory: Option<WorkingMemoryOptions>,
 }
 
 impl MemoryOptions {
     /// Checks the ranges.
     ///
     /// # Errors
-    /// [`DomainError`] on `memory.last_n`, `memory.top_k` or `memory.token_budget`.
+    /// [`DomainError`] on `memory.last_n`, `memory.top_k`, `memory.token_budget`
+    /// or a `memory.working_memory.*` field.
     pub fn validate(&self) -> Result<(), DomainError> {
         for (field, value, max) in [
             ("memory.last_n", self.last_n, crate::MAX_PAGE_SIZE),
@@ -148,10 +153,11 @@ impl MemoryOptions {
                 return Err(DomainError::new(field, format!("must be between 1 and {max}, got {v}")));
             }
         }
-        Ok(())
+        self.working_memory.as_ref().map_or(Ok(()), WorkingMemoryOptions::validate)
     }
 
-    /// Whether no option is set.
+    /// Whether none of the options a thread carries (under
+    /// [`MEMORY_METADATA_KEY`]) is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none()
@@ -184,6 +190,7 @@ impl MemoryOptions {
             last_n: get("last_n", crate::MAX_PAGE_SIZE),
             top_k: get("top_k", crate::MAX_TOP_K),
             token_budget: get("token_budget", 10_000_000),
+            working_memory: None,
         }
     }
 }
@@ -463,7 +470,7 @@ mod tests {
         assert!(NewModel { name: "has space".into(), ..m }.validate().is_err());
         assert!(MemoryOptions { top_k: Some(0), ..Default::default() }.validate().is_err());
         assert!(MemoryOptions { last_n: Some(1001), ..Default::default() }.validate().is_err());
-        let opts = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None };
+        let opts = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, working_memory: None };
         let mut meta = Map::new();
         meta.insert(MEMORY_METADATA_KEY.into(), opts.to_value());
         let meta = crate::Metadata::from_value(Value::Object(meta)).unwrap();

@@ -54,7 +54,10 @@ pub use thread::{
     Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,
 };
 pub use token::TokenCount;
-pub use working::{WorkingContent, WorkingMemory, WorkingScope};
+pub use working::{
+    WorkingContent, WorkingFormat, WorkingFormatKind, WorkingMemory, WorkingMemoryOptions, WorkingScope,
+    WorkingScopeKind,
+};
 
 /// Wall-clock timestamps used across the domain (UTC).
 pub type Timestamp = time::OffsetDateTime;

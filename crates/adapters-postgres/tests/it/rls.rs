@@ -5,10 +5,11 @@
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
     AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewSummary, NewThread, NewTool,
-    Role, Scopes, SettingName, TenantId,
+    ResourceId, Role, Scopes, SettingName, TenantId, WorkingContent, WorkingScope,
 };
 use memlayer_ports::{
     CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, SummaryQueue, SummaryStore, ThreadStore,
+    WorkingMemoryStore,
 };
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
@@ -88,6 +89,11 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
         store.put_setting(t, &cat, &key, json!("dark")).await.unwrap();
         store.create_key(&api_key(t, if *t == a { 1 } else { 2 }), &[7; 32]).await.unwrap();
+        // Working memory: the same resource id in both tenants, and a thread's.
+        let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+        for scope in [user, WorkingScope::Thread(thread)] {
+            store.put_working(t, &scope, WorkingContent::Markdown("secret".into()), 0, 10).await.unwrap();
+        }
         let summary = NewSummary { text: "secret".into(), covers_through: 2, newly_covered: 2, summarizer: "t".into() };
         store.save_summary(t, thread, summary, 0).await.unwrap();
         store.enqueue_summary(t, thread, memlayer_domain::now()).await.unwrap();
@@ -110,6 +116,8 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "config_agent_tools",
         "config_settings",
         "api_keys",
+        "working_memory",
+        "working_memory_versions",
         "thread_summaries",
         "summary_jobs",
     ] {
@@ -164,7 +172,8 @@ async fn finding_a_key_by_id_reads_one_row_across_tenants_and_widens_nothing() {
     assert_eq!(seen, ["0000000000000001"], "after the lookup, only the tenant's own keys are visible");
     tx.commit().await.unwrap();
     // Listing and revoking stay within the tenant.
-    assert_eq!(store.list_keys(&a).await.unwrap().len(), 1);
+    let listing = memlayer_ports::KeyListing { resource: None, after: None, limit: 100 };
+    assert_eq!(store.list_keys(&a, &listing).await.unwrap().len(), 1);
     let revoke = store.revoke_key(&a, &KeyId::parse("0000000000000002").unwrap(), memlayer_domain::now()).await;
     assert!(matches!(revoke, Err(memlayer_ports::StoreError::NotFound { .. })), "{revoke:?}");
 }

@@ -10,3 +10,4 @@ mod postgres;
 mod semantic;
 mod summary;
 mod wiring;
+mod working;

@@ -18,8 +18,8 @@
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
 //! once), `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
-//! keys) and `summary_cases.rs` (summaries and their jobs), with the
-//! fixtures they share
+//! keys), `working_cases.rs` (working memory) and `summary_cases.rs`
+//! (summaries and their jobs), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
-    SummaryStore, ThreadStore, VectorIndex,
+    SummaryStore, ThreadStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -47,6 +47,7 @@ mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
 pub mod vector_cases;
+pub mod working_cases;
 
 /// One backend under test: every port served by the same store.
 #[derive(Clone)]
@@ -67,6 +68,8 @@ pub struct Backend {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// API key port.
     pub keys: Arc<dyn KeyStore>,
+    /// Working-memory port.
+    pub working: Arc<dyn WorkingMemoryStore>,
     /// Summary port.
     pub summaries: Arc<dyn SummaryStore>,
     /// Summary job port.
@@ -93,6 +96,7 @@ impl Backend {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
             + SummaryStore
             + SummaryQueue
             + 'static,
@@ -106,6 +110,7 @@ impl Backend {
             catalog: store.clone(),
             idempotency: store.clone(),
             keys: store.clone(),
+            working: store.clone(),
             summaries: store.clone(),
             summary_queue: store,
             guard,
@@ -205,6 +210,14 @@ pub fn assert_keys_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_summary_complete(listed: &[&str]) {
     assert_complete_in(include_str!("summary_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the working-memory cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_working_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("working_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -321,8 +334,19 @@ macro_rules! contract_suite {
             keys_are_found_by_id_across_tenants_or_not_at_all,
             keys_duplicate_id_conflicts_in_any_tenant,
             keys_list_is_newest_first_and_tenant_scoped,
+            keys_list_pages_by_cursor_and_resource,
             keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
             keys_last_use_is_recorded_in_batches_and_only_moves_forward,
+        );
+        $crate::__working_expand!(
+            $factory;
+            working_put_then_get_per_scope_and_tenant,
+            working_stale_version_conflicts,
+            working_concurrent_putters_exactly_one_wins,
+            working_rejects_bad_input_and_missing_threads,
+            working_versions_keep_the_newest,
+            working_thread_document_goes_with_its_thread,
+            working_agent_options_round_trip,
         );
         $crate::__summary_expand!(
             $factory;
@@ -354,6 +378,25 @@ macro_rules! __summary_expand {
         #[test]
         fn summary_contract_suite_is_complete() {
             $crate::contract::assert_summary_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __working_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::working_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn working_contract_suite_is_complete() {
+            $crate::contract::assert_working_complete(&[$(stringify!($case)),*]);
         }
     };
 }
