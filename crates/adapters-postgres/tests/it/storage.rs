@@ -83,11 +83,11 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(8).await.unwrap();
+    let down = store.migrate_down(9).await.unwrap();
     assert_eq!(versions(down), vec![14, 13, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
     assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13, 14]);
@@ -97,7 +97,7 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(versions(all_down), vec![14, 13, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 9);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 10);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 
