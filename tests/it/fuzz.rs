@@ -138,7 +138,7 @@ phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
-include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working"]
+include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working", "summarize"]
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 "#
     )

@@ -439,6 +439,9 @@ async fn openapi_describes_every_route() {
         "PATCH /api/threads/{id}/working-memory",
         "GET /api/threads/{id}/working-memory/versions",
         "POST /api/threads/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/summary",
+        "POST /api/threads/{id}/summary",
+        "GET /api/threads/{id}/summary/versions",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -505,6 +508,7 @@ async fn internal_errors_reveal_nothing() {
         coordinator: None,
         idempotency: None,
         working: no_working(),
+        summaries: no_summaries(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -619,6 +623,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             coordinator: None,
             idempotency: None,
             working: no_working(),
+            summaries: no_summaries(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -793,6 +798,18 @@ async fn openapi_states_the_real_shapes_bounds_and_errors() {
 /// A key service over a store that expects no call.
 fn no_keys() -> memlayer_app::KeyService {
     memlayer_app::KeyService::new(Arc::new(memlayer_ports::MockKeyStore::new()), &memlayer_app::KeysConfig::default())
+}
+
+/// A summary service over mocks that expect no call.
+fn no_summaries() -> memlayer_app::SummaryService {
+    memlayer_app::SummaryService::new(
+        Arc::new(memlayer_ports::MockSummaryStore::new()),
+        Arc::new(memlayer_ports::MockSummaryQueue::new()),
+        Arc::new(memlayer_ports::MockMessageStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
+        Arc::new(memlayer_ports::MockSummarizer::new()),
+        memlayer_app::SummaryConfig::default(),
+    )
 }
 
 /// A working-memory service whose ports are never called.

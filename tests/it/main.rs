@@ -13,7 +13,8 @@
 //! that resource on every route (a property test); `rate` holds the rate
 //! limits, and `shared` two servers sharing them and catalog invalidations
 //! through one Redis. `working` holds working memory over HTTP (both
-//! backends) and the CLI. `tidy` checks the architecture's invariants
+//! backends) and the CLI; `summary` thread summaries (on demand, versions,
+//! a summariser that is down, the CLI). `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -35,6 +36,7 @@ mod rate;
 mod reach;
 mod search;
 mod shared;
+mod summary;
 mod support;
 mod sweep;
 mod tidy;

@@ -180,3 +180,21 @@ async fn working_memory_queries_use_indexes() {
         check(&p, index);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_queries_use_indexes() {
+    use memlayer_adapters_sql::summaries;
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    for (sql, index) in [
+        // The backlog after a summary: a range of one thread's messages.
+        (summaries::backlog_sql(Dialect::Sqlite, ThreadId::new(), 7), "messages_thread_seq"),
+        // The newest versions, read backwards along the version index.
+        (summaries::newest(Dialect::Sqlite, ThreadId::new(), 1), "thread_summaries_version"),
+    ] {
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        check(&p, index);
+    }
+}

@@ -55,6 +55,7 @@ mod keys;
 mod messages;
 mod migrations;
 mod state;
+mod summaries;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod threads;

@@ -12,9 +12,10 @@
 //! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
 //! message store and its budgets, [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
-//! both vector indexes check, [`working`] the working-memory store, and
-//! [`migrate`] the migration runner, the `Database` port and every
-//! backend's migrations by version.
+//! both vector indexes check, [`working`] the working-memory store,
+//! [`summaries`] the thread summaries and their job queue, and [`migrate`]
+//! the migration runner, the `Database` port and every backend's migrations
+//! by version.
 //!
 //! Each port is implemented by a macro an adapter expands for its type
 //! (`thread_store!(LibsqlBackend)`; the orphan rule forbids a blanket impl
@@ -43,6 +44,7 @@ pub mod migrate;
 mod op;
 mod sql;
 pub mod state;
+pub mod summaries;
 pub mod table;
 pub mod threads;
 mod value;

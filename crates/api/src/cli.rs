@@ -1,7 +1,7 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
-//! `tools`, `settings`), API keys (`keys`) and working memory
-//! (`working-memory`).
+//! `tools`, `settings`), API keys (`keys`), working memory
+//! (`working-memory`) and thread summaries (`summary`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +110,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli_catalog::SettingsAction,
     },
+    /// A thread's summary: show it with its coverage (default), summarise
+    /// now (--now), or list its versions (--versions).
+    Summary(crate::cli_summary::SummaryArgs),
     /// API keys: create (prints the key once), list, revoke.
     Keys {
         /// The tenant the keys act for (required: a key's tenant is never implied).
@@ -252,6 +255,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
         Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
         Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
+        Command::Summary(args) => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_summary::run(&services, args).await
+        }
         Command::Keys { tenant, action } => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);

@@ -59,6 +59,9 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // gets the first answer instead of writing a second one.
     "/api/resources/{id}/working-memory/versions/{version}/restore",
     "/api/threads/{id}/working-memory/versions/{version}/restore",
+    // A summary on demand may store a version: a retry with the key gets
+    // the first answer (one without folds in only what is new, if anything).
+    "/api/threads/{id}/summary",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST

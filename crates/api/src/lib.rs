@@ -23,6 +23,7 @@ mod catalog_routes;
 pub mod cli;
 pub mod cli_catalog;
 pub mod cli_keys;
+pub mod cli_summary;
 pub mod cli_working;
 pub mod dto;
 pub mod error;
@@ -35,6 +36,7 @@ mod router;
 mod routes;
 pub mod server;
 mod state;
+mod summary_routes;
 mod working_routes;
 
 pub use router::{ApiDoc, router};

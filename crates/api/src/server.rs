@@ -60,6 +60,7 @@ pub fn app(services: &Services) -> axum::Router {
             server.body_limit_bytes,
         )),
         working: services.working.clone(),
+        summaries: services.summaries.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use memlayer_app::{
-    CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService, WorkingMemoryService,
+    CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
+    WorkingMemoryService,
 };
 use memlayer_ports::Database;
 
@@ -32,4 +33,6 @@ pub struct AppState {
     pub idempotency: Option<Idempotency>,
     /// Working memory per resource or thread.
     pub working: WorkingMemoryService,
+    /// Thread summaries.
+    pub summaries: SummaryService,
 }

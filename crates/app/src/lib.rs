@@ -26,6 +26,7 @@ mod keys;
 mod limits;
 mod memory;
 mod search;
+mod summary;
 mod sweeper;
 mod wiring;
 mod worker;
@@ -47,6 +48,10 @@ pub use limits::{
 };
 pub use memory::{AppendOptions, MemoryService};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use summary::{
+    OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,
+    SummaryTrigger, SummaryView,
+};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
 pub use wiring::{
     Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,

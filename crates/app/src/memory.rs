@@ -39,6 +39,7 @@ pub struct MemoryService {
     catalog: Option<CatalogService>,
     max_response_bytes: usize,
     limiter: Limiter,
+    summary_trigger: Option<crate::SummaryTrigger>,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -74,6 +75,7 @@ impl MemoryService {
             catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
             limiter: Limiter::unlimited(),
+            summary_trigger: None,
         }
     }
 
@@ -116,6 +118,15 @@ impl MemoryService {
     #[must_use]
     pub fn with_sweeper(mut self, sweeper: ThreadSweeper) -> Self {
         self.sweeper = Some(sweeper);
+        self
+    }
+
+    /// Reports every append to `trigger` (in memory, no I/O on the append
+    /// path), which summarises threads whose unsummarised part passes
+    /// `summary.threshold_tokens`.
+    #[must_use]
+    pub fn with_summary_trigger(mut self, trigger: crate::SummaryTrigger) -> Self {
+        self.summary_trigger = Some(trigger);
         self
     }
 
@@ -378,6 +389,9 @@ impl MemoryService {
             batch
         };
         let stored = self.messages.append(tenant, thread, batch).await?;
+        if let Some(trigger) = &self.summary_trigger {
+            trigger.note(tenant, thread, &stored);
+        }
         if let Some(s) = &self.semantic {
             if s.inline {
                 // The messages are stored whatever happens here: a failed

@@ -4,12 +4,13 @@
 use memlayer_adapters_postgres::testing::{fresh_database, pooled_setting};
 use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
 use memlayer_domain::{
-    Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, ResourceId, Role, SettingName, TenantId, ThreadId,
-    WorkingContent, WorkingScope,
+    Embedding, MAX_BATCH, NewMessage, NewSummary, NewThread, PageSize, ResourceId, Role, SettingName, TenantId,
+    ThreadId, WorkingContent, WorkingScope,
 };
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, SearchFilter, StoreError, ThreadStore, VectorIndex, WorkingMemoryStore,
+    MessageStore, MigrationStatus, SearchFilter, StoreError, SummaryQueue, SummaryStore, ThreadStore, VectorIndex,
+    WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -48,6 +49,12 @@ async fn migrations_go_down_and_up_again() {
         last_used_at: None,
     };
     store.create_key(&api_key, &[1; 32]).await.unwrap();
+    // Reverting migration 14 drops the summaries and their jobs.
+    let summary = NewSummary { text: "s".into(), covers_through: 3, newly_covered: 3, summarizer: "t".into() };
+    store.save_summary(&t, thread, summary, 0).await.unwrap();
+    store.enqueue_summary(&t, thread, now).await.unwrap();
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![14]);
+    assert!(matches!(store.current_summary(&t, thread).await, Err(StoreError::Backend(_))), "table gone");
     // Reverting migration 13 drops working memory, with the agents' options.
     let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
     store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
@@ -69,27 +76,28 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 4 drops the catalog tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 13]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 13, 14]);
     assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
+    assert_eq!(store.current_summary(&t, thread).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.find_key(&api_key.id).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(8).await.unwrap();
-    assert_eq!(versions(down), vec![13, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(9).await.unwrap();
+    assert_eq!(versions(down), vec![14, 13, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13, 14]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 3, "backfilled jobs");
     let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![13, 10, 9, 8, 7, 6, 4, 2, 1]);
+    assert_eq!(versions(all_down), vec![14, 13, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 9);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 10);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

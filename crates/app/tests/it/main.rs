@@ -8,5 +8,6 @@ mod config;
 mod memory;
 mod postgres;
 mod semantic;
+mod summary;
 mod wiring;
 mod working;

@@ -18,7 +18,8 @@
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
 //! once), `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
-//! keys) and `working_cases.rs` (working memory), with the fixtures they share
+//! keys), `working_cases.rs` (working memory) and `summary_cases.rs`
+//! (summaries and their jobs), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -30,8 +31,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex, WorkingMemoryStore,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
+    SummaryStore, ThreadStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -41,6 +42,7 @@ pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
 pub mod state_cases;
+pub mod summary_cases;
 mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
@@ -68,6 +70,10 @@ pub struct Backend {
     pub keys: Arc<dyn KeyStore>,
     /// Working-memory port.
     pub working: Arc<dyn WorkingMemoryStore>,
+    /// Summary port.
+    pub summaries: Arc<dyn SummaryStore>,
+    /// Summary job port.
+    pub summary_queue: Arc<dyn SummaryQueue>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -91,6 +97,8 @@ impl Backend {
             + IdempotencyStore
             + KeyStore
             + WorkingMemoryStore
+            + SummaryStore
+            + SummaryQueue
             + 'static,
     {
         Self {
@@ -102,7 +110,9 @@ impl Backend {
             catalog: store.clone(),
             idempotency: store.clone(),
             keys: store.clone(),
-            working: store,
+            working: store.clone(),
+            summaries: store.clone(),
+            summary_queue: store,
             guard,
         }
     }
@@ -192,6 +202,14 @@ pub fn assert_idempotency_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_keys_complete(listed: &[&str]) {
     assert_complete_in(include_str!("key_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the summary cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_summary_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("summary_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the working-memory cases.
@@ -330,6 +348,37 @@ macro_rules! contract_suite {
             working_thread_document_goes_with_its_thread,
             working_agent_options_round_trip,
         );
+        $crate::__summary_expand!(
+            $factory;
+            summary_versions_advance_from_the_version_read,
+            summary_stale_version_conflicts,
+            summary_concurrent_savers_exactly_one_wins,
+            summary_rejects_bad_input,
+            summary_of_a_missing_foreign_or_deleted_thread_is_not_found,
+            summary_never_touches_a_message,
+            summary_backlog_counts_what_follows_the_coverage,
+            summary_jobs_are_queued_leased_retried_and_completed,
+            summary_jobs_concurrent_claims_never_share_a_job,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __summary_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::summary_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn summary_contract_suite_is_complete() {
+            $crate::contract::assert_summary_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
