@@ -41,7 +41,7 @@ pub use keys::{KeyListing, KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use summaries::{Summarizer, SummaryStore};
-pub use threads::{Sweep, ThreadStore};
+pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 pub use working::WorkingMemoryStore;
