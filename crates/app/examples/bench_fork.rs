@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release -p memlayer-app --example bench_fork
-//! # Postgres too: MEMLAYER_BENCH_DATABASE_URL=postgres://… (an empty, migrated-by-us database)
+//! # Postgres too: MEMLAYER_BENCH_DATABASE_URL=postgres://… (a database memlayer may migrate)
+//! # another vector index: MEMLAYER_BENCH_INDEX=exact (hnsw, libsql, pgvector)
 //! ```
 //!
 //! Library level (`MemoryService::fork_thread`, what the HTTP route and the
@@ -51,6 +52,9 @@ async fn main() {
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     if let Ok(url) = std::env::var("MEMLAYER_BENCH_DATABASE_URL") {
         config.database.url = Some(url.as_str().into());
+    }
+    if let Ok(index) = std::env::var("MEMLAYER_BENCH_INDEX") {
+        config.search.index = Some(serde_json::from_value(json!(index)).unwrap());
     }
     config.embedding.enabled = true;
     let services = build(config).await.unwrap();
