@@ -110,6 +110,11 @@ fn start(dir: &std::path::Path) -> (Server, String) {
 /// validation error here: those are 400).
 const KEYED: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 
+/// A fork's keyed answers, and 400: whether a schema-valid `at_seq` lies
+/// beyond the thread depends on what the thread holds, which the document
+/// can say only in prose.
+const FORK: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]"#;
+
 fn config(model_id: &str, tool_id: &str) -> String {
     format!(
         r#"
@@ -140,6 +145,10 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 [[operations]]
 include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working", "summarize"]
 checks.positive_data_acceptance.expected-statuses = {KEYED}
+
+[[operations]]
+include-operation-id = ["fork_thread"]
+checks.positive_data_acceptance.expected-statuses = {FORK}
 "#
     )
 }

@@ -396,6 +396,7 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}",
         "PATCH /api/threads/{id}",
         "DELETE /api/threads/{id}",
+        "POST /api/threads/{id}/fork",
         "POST /api/threads/{id}/messages",
         "GET /api/threads/{id}/messages",
         "GET /api/threads/{id}/state/{agent_id}",

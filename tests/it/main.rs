@@ -25,6 +25,7 @@ mod auth;
 mod catalog;
 mod crash;
 mod e2e;
+mod fork;
 mod frontends;
 mod fuzz;
 mod http;

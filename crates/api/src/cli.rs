@@ -67,6 +67,22 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Fork a thread: a new thread with its messages up to --at-seq (default
+    /// all), their vectors, agent states and working memory; prints the new
+    /// thread as JSON.
+    Fork {
+        /// The source thread's id.
+        thread: String,
+        /// The last sequence number copied (1 up to the thread's last).
+        #[arg(long)]
+        at_seq: Option<i64>,
+        /// The new thread's title (default: the source's, followed by " (fork)").
+        #[arg(long)]
+        title: Option<String>,
+        /// Tenant (default: the configured default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Embed every message lacking a vector of the current model (after a
     /// model change, or to catch up); resumable: rerun after an interruption.
     Reembed {
@@ -323,6 +339,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let text: String = m.content.chars().take(120).collect();
                 println!("{:>8.4}  {} #{:<5} {:<9} {text}", hit.score, m.thread_id, m.seq, m.role.as_str());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fork { thread, at_seq, title, tenant } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Embeddings stay on: the copied vectors go into the vector
+            // index (pgvector's table, the HNSW snapshot) as the server's do.
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+                None => services.memory.default_tenant().clone(),
+            };
+            let source: memlayer_domain::ThreadId = thread.parse().context("THREAD")?;
+            let title = title.clone().map(memlayer_domain::Title::parse).transpose().context("--title")?;
+            let fork = memlayer_domain::ForkThread::new(*at_seq, title).context("--at-seq")?;
+            let forked = services.memory.fork_thread(&tenant, source, fork).await?;
+            let dto = crate::dto::ThreadDto::from(forked);
+            println!("{}", serde_json::to_string_pretty(&dto)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reembed { prune } => {

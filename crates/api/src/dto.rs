@@ -3,9 +3,10 @@
 //! silently change the other.
 
 use memlayer_domain::{
-    AgentConfig, AgentName, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
-    NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread, ThreadPatch, Title,
-    TokenCount, ToolCall, ToolConfig, ToolId, WorkingFormat, WorkingFormatKind, WorkingMemoryOptions, WorkingScopeKind,
+    AgentConfig, AgentName, AgentState, DomainError, ForkThread, MemoryOptions, Message, Metadata, ModelConfig,
+    ModelId, NewAgent, NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread,
+    ThreadPatch, Title, TokenCount, ToolCall, ToolConfig, ToolId, WorkingFormat, WorkingFormatKind,
+    WorkingMemoryOptions, WorkingScopeKind,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -155,6 +156,32 @@ impl TryFrom<CreateThreadDto> for NewThread {
             model: d.model.as_deref().map(memlayer_domain::parse_model).transpose()?,
             metadata: d.metadata.map(Metadata::from_value).transpose()?.unwrap_or_default(),
         })
+    }
+}
+
+/// Body of `POST /api/threads/{id}/fork`: both fields optional (`{}`
+/// forks the whole thread under the title "<source title> (fork)").
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkThreadDto {
+    /// The last sequence number copied: 1 up to the thread's
+    /// `message_count` (a larger one is 400 naming `at_seq`); default all.
+    #[schema(minimum = 1)]
+    pub at_seq: Option<i64>,
+    /// The new thread's title (as on create); default the source's title
+    /// followed by " (fork)".
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        min_length = 1,
+        max_length = 512
+    )]
+    pub title: Option<String>,
+}
+
+impl TryFrom<ForkThreadDto> for ForkThread {
+    type Error = DomainError;
+    fn try_from(d: ForkThreadDto) -> Result<Self, DomainError> {
+        ForkThread::new(d.at_seq, d.title.map(Title::parse).transpose()?)
     }
 }
 

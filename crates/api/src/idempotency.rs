@@ -52,6 +52,8 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotency-rep
 pub const IDEMPOTENT_POSTS: &[&str] = &[
     "/api/threads",
     "/api/threads/{id}/messages",
+    // A retried fork gets the first fork instead of making a second one.
+    "/api/threads/{id}/fork",
     "/api/models",
     "/api/agents",
     "/api/tools",

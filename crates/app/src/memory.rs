@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use memlayer_domain::{
-    AgentName, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
-    NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
-    TokenCount, parse_model,
+    AgentName, AgentState, Cursor, Direction, ForkThread, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId,
+    Metadata, NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId,
+    ThreadPatch, TokenCount, parse_model,
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
@@ -280,6 +280,47 @@ impl MemoryService {
         }
         self.check_reach(who, id).await?;
         self.threads.update(who.tenant(), id, patch).await
+    }
+
+    /// Forks a thread ([`ThreadStore::fork`], one transaction): a new thread
+    /// of the same resource, agent and model holding the source's messages
+    /// up to `fork.at_seq()` (default: all of them) with new ids, their
+    /// vectors, its agent states and working memory, its metadata naming the
+    /// source under [`memlayer_domain::FORKED_FROM_KEY`]. The copied vectors
+    /// are added to the vector index before this returns (so the fork is
+    /// found by vector search at once); copies without a vector are embedded
+    /// by the worker, woken here (or awaited in inline mode).
+    ///
+    /// A caller bound to a resource forks only its own threads, and the fork
+    /// keeps the source's resource. Copying existing vectors costs no
+    /// embedding budget; copies without one are embedded later by the worker
+    /// and are not charged to `limits.embed_tokens` either (the fork's size
+    /// is known only inside its transaction).
+    ///
+    /// # Errors
+    /// `NotFound` when the source does not exist for this caller, `Invalid`
+    /// on `at_seq` when it lies beyond the thread's last message.
+    pub async fn fork_thread(
+        &self,
+        who: &impl Reach,
+        source: ThreadId,
+        fork: ForkThread,
+    ) -> Result<Thread, StoreError> {
+        self.check_reach(who, source).await?;
+        let forked = self.threads.fork(who.tenant(), source, fork).await?;
+        if let Some(s) = &self.semantic {
+            s.index.upsert(forked.vectors).await?;
+            if forked.messages > 0 {
+                if s.inline {
+                    if let Err(e) = s.worker.drain().await {
+                        tracing::warn!(error = %e, "inline embedding failed; the worker will retry");
+                    }
+                } else {
+                    s.worker.wake();
+                }
+            }
+        }
+        Ok(forked.thread)
     }
 
     /// Deletes a thread with its messages and state: the thread is marked

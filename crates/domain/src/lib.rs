@@ -51,7 +51,8 @@ pub use search::{
 pub use state::{AgentState, StateVersion};
 pub use summary::{NewSummary, Summary};
 pub use thread::{
-    Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,
+    FORKED_FROM_KEY, ForkThread, Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch,
+    Title, parse_model,
 };
 pub use token::TokenCount;
 pub use working::{

@@ -44,7 +44,7 @@ pub use summaries::{
     MAX_SUMMARIZER_NAME_BYTES, MAX_SUMMARY_ERROR_BYTES, Summarizer, SummaryBacklog, SummaryJob, SummaryQueue,
     SummaryStore, check_new_summary, cut_to_bytes,
 };
-pub use threads::{Sweep, ThreadStore};
+pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 pub use working::WorkingMemoryStore;

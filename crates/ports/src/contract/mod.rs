@@ -260,6 +260,8 @@ macro_rules! contract_suite {
                 thread_list_pages_newest_first_without_gaps,
                 thread_list_filters,
                 thread_list_rejects_foreign_cursor,
+                thread_fork_copies_up_to_at_seq_exactly,
+                thread_fork_refuses_beyond_missing_and_foreign,
             ],
             message_cases: [
                 append_assigns_consecutive_seqs_and_bumps_thread,
