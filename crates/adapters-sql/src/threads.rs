@@ -124,8 +124,8 @@ pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> R
 ///    full-text entry) for every new message row, skipping those with a
 ///    vector; on Postgres the insert trigger queued a job for every copied
 ///    message, and those that got a vector lose it here, the same rule;
-/// 6. the agent states and the thread's current working-memory document,
-///    each as version 1;
+/// 6. the agent states, the newest summary with `covers_through <= at_seq`
+///    and the thread's current working-memory document, each as version 1;
 /// 7. the copied vectors read back for the vector index (Postgres:
 ///    `vector_send`, pgvector's binary form).
 ///
@@ -168,6 +168,7 @@ pub async fn fork<D: Transactor>(
                     ex.execute("drop jobs of copied vectors", sql).await?;
                 }
                 ex.execute("copy agent states", fork_states_sql(dialect, tenant, source, thread.id, at)).await?;
+                ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
                 for table in ["working_memory", "working_memory_versions"] {
                     let sql = fork_working_sql(dialect, table, tenant, source, thread.id, at);
                     ex.execute("copy working memory", sql).await?;
@@ -269,6 +270,27 @@ pub fn fork_states_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fo
     if dialect.tenant_on_every_table() {
         sql.push(" AND tenant = ").bind(tenant.as_str());
     }
+    sql
+}
+
+/// Step 6 of [`fork`]: the source's newest summary that covers no message
+/// past the fork's `at_seq` (`covers_through <= at_seq`), as version 1; none
+/// when it has no such summary.
+#[must_use]
+pub fn fork_summary_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: &Thread) -> Sql {
+    let mut sql = Sql::new(dialect);
+    let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
+    sql.push(&format!(
+        "INSERT INTO thread_summaries ({tenant_column}thread_id, version, text, covers_through, covered_messages, \
+         summarizer, created_at) SELECT {tenant_column}"
+    ));
+    sql.bind(fork.id.as_uuid())
+        .push(", 1, text, covers_through, covered_messages, summarizer, created_at FROM thread_summaries WHERE thread_id = ")
+        .bind(source.as_uuid());
+    if dialect.tenant_on_every_table() {
+        sql.push(" AND tenant = ").bind(tenant.as_str());
+    }
+    sql.push(" AND covers_through <= ").bind(fork.last_seq).push(" ORDER BY version DESC LIMIT 1");
     sql
 }
 

@@ -70,7 +70,9 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// stay gaps), role, content, tool calls, metadata, token count and
     /// creation time; every stored vector of those messages (copied, never
     /// recomputed), a pending embedding (job) for each copied message
-    /// without a vector; the thread's agent states (version 1); and the
+    /// without a vector; the thread's agent states (version 1); the newest
+    /// summary whose `covers_through` is at most `at_seq` (version 1, its
+    /// text, coverage and summariser kept), none when there is none; and the
     /// thread's working memory, its current document only (version 1).
     ///
     /// MUST return `NotFound` as [`ThreadStore::get`] for the source; MUST

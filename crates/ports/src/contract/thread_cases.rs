@@ -257,6 +257,14 @@ async fn fork_source(b: &Backend, t: &memlayer_domain::TenantId) -> (memlayer_do
     let scope = WorkingScope::Thread(source.id);
     b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada"})), 0, 10).await.unwrap();
     b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1, 10).await.unwrap();
+    let summary = |text: &str, through: i64| memlayer_domain::NewSummary {
+        text: text.into(),
+        covers_through: through,
+        newly_covered: 1,
+        summarizer: "test".into(),
+    };
+    b.summaries.save_summary(t, source.id, summary("up to four", 4), 0).await.unwrap();
+    b.summaries.save_summary(t, source.id, summary("up to six", 6), 1).await.unwrap();
     let source = b.threads.get(t, source.id).await.unwrap();
     (source, stored)
 }
@@ -332,6 +340,13 @@ pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
     let working = b.working.get_working(&t, &scope).await.unwrap().unwrap();
     assert_eq!((working.content, working.version), (WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1));
     assert_eq!(b.working.working_versions(&t, &scope, 10).await.unwrap().len(), 1, "the current document only");
+    let summary = b.summaries.current_summary(&t, forked.id).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.text.as_str(), summary.covers_through, summary.version),
+        ("up to four", 4, 1),
+        "the newest summary as of at_seq, not the newer one covering seq 6"
+    );
+    assert_eq!(b.summaries.summary_versions(&t, forked.id, 10).await.unwrap().len(), 1);
 
     assert_eq!(all_messages(&b, &t, source.id).await, before, "source messages untouched");
     let src = b.threads.get(&t, source.id).await.unwrap();
@@ -345,6 +360,10 @@ pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
     assert_eq!(next[0].seq, 6, "the fork continues after at_seq");
     let whole = b.threads.fork(&t, source.id, ForkThread::default()).await.unwrap();
     assert_eq!((whole.thread.last_seq, whole.messages), (6, 5), "no at_seq: the whole thread");
+    let newest = b.summaries.current_summary(&t, whole.thread.id).await.unwrap().unwrap();
+    assert_eq!(newest.text, "up to six");
+    let early = b.threads.fork(&t, source.id, ForkThread::new(Some(2), None).unwrap()).await.unwrap();
+    assert!(b.summaries.current_summary(&t, early.thread.id).await.unwrap().is_none(), "no summary as of seq 2");
 }
 
 /// `ThreadStore::fork` refuses an `at_seq` beyond the thread (naming it),
