@@ -181,6 +181,7 @@ fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
         m.token_budget.into(),
         a.created_at.into(),
         a.updated_at.into(),
+        m.context.as_ref().map_or(SqlValue::Null, |c| SqlValue::Json(c.to_value())),
     ]
 }
 
@@ -199,6 +200,11 @@ fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
                 last_n: r.opt_u32(4, "last_n")?,
                 top_k: r.opt_u32(5, "top_k")?,
                 token_budget: r.opt_u32(6, "token_budget")?,
+                context: r
+                    .opt_json::<serde_json::Value>(9, "context")?
+                    .map(|v| memlayer_domain::ContextOptions::from_value(&v))
+                    .transpose()
+                    .map_err(|e| crate::corrupt(AGENTS.name, "context", e))?,
             },
         },
         created_at: r.timestamp(7, "created_at")?,

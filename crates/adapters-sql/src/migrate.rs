@@ -70,6 +70,7 @@ macro_rules! migration {
     (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
+    (15 $(=> $drops:expr)?) => { $crate::migration!(@ 15, "context", "0015_context" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -270,7 +270,12 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                     model_id: model_id.parse()?,
                     system_prompt: system_prompt.clone(),
                     tool_ids: tool_ids.iter().map(|t| t.parse::<ToolId>()).collect::<Result<_, _>>()?,
-                    memory: MemoryOptions { last_n: *last_n, top_k: *top_k, token_budget: *token_budget },
+                    memory: MemoryOptions {
+                        last_n: *last_n,
+                        top_k: *top_k,
+                        token_budget: *token_budget,
+                        context: None,
+                    },
                 };
                 print(&AgentDto::from(c.create_agent(tenant, new).await?))
             }

@@ -779,6 +779,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                 last_n: d.memory.last_n,
                 top_k: d.memory.top_k,
                 token_budget: d.memory.token_budget,
+                context: None,
             },
         };
         new.validate()?;
@@ -809,7 +810,7 @@ pub struct AgentDto {
 
 impl From<AgentConfig> for AgentDto {
     fn from(a: AgentConfig) -> Self {
-        let m = a.spec.memory;
+        let m = &a.spec.memory;
         Self {
             id: a.id.to_string(),
             name: a.spec.name.to_string(),

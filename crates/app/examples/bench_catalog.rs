@@ -69,7 +69,7 @@ async fn main() {
         model_id: model.id,
         system_prompt: "You are a helpful support agent. ".repeat(20),
         tool_ids: tools,
-        memory: MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: Some(8_000) },
+        memory: MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: Some(8_000), context: None },
     };
     let agent = service.create_agent(&t, agent).await.unwrap();
 

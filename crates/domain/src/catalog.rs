@@ -121,7 +121,7 @@ impl CatalogRecord for ModelConfig {
 }
 
 /// Memory defaults of an agent, applied to threads created for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryOptions {
     /// How many recent messages to load by default (1 to 1000).
     pub last_n: Option<u32>,
@@ -129,6 +129,9 @@ pub struct MemoryOptions {
     pub top_k: Option<u32>,
     /// Token budget for assembled context (1 to 10,000,000).
     pub token_budget: Option<u32>,
+    /// How context is assembled: section priority and shares, recall,
+    /// processors.
+    pub context: Option<crate::ContextOptions>,
 }
 
 impl MemoryOptions {
@@ -148,13 +151,16 @@ impl MemoryOptions {
                 return Err(DomainError::new(field, format!("must be between 1 and {max}, got {v}")));
             }
         }
+        if let Some(c) = &self.context {
+            c.validate().map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?;
+        }
         Ok(())
     }
 
     /// Whether no option is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none()
+        self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none() && self.context.is_none()
     }
 
     /// The JSON object stored under [`MEMORY_METADATA_KEY`]: only the set options.
@@ -165,6 +171,9 @@ impl MemoryOptions {
             if let Some(v) = v {
                 m.insert(k.to_owned(), Value::from(v));
             }
+        }
+        if let Some(c) = &self.context {
+            m.insert("context".to_owned(), c.to_value());
         }
         Value::Object(m)
     }
@@ -184,6 +193,7 @@ impl MemoryOptions {
             last_n: get("last_n", crate::MAX_PAGE_SIZE),
             top_k: get("top_k", crate::MAX_TOP_K),
             token_budget: get("token_budget", 10_000_000),
+            context: m.get("context").and_then(|c| crate::ContextOptions::from_value(c).ok()),
         }
     }
 }
@@ -463,7 +473,12 @@ mod tests {
         assert!(NewModel { name: "has space".into(), ..m }.validate().is_err());
         assert!(MemoryOptions { top_k: Some(0), ..Default::default() }.validate().is_err());
         assert!(MemoryOptions { last_n: Some(1001), ..Default::default() }.validate().is_err());
-        let opts = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None };
+        let opts = MemoryOptions {
+            last_n: Some(20),
+            top_k: Some(5),
+            token_budget: None,
+            context: Some(crate::ContextOptions::default()),
+        };
         let mut meta = Map::new();
         meta.insert(MEMORY_METADATA_KEY.into(), opts.to_value());
         let meta = crate::Metadata::from_value(Value::Object(meta)).unwrap();
