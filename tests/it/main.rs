@@ -21,6 +21,7 @@
 mod admission;
 mod auth;
 mod catalog;
+mod context;
 mod crash;
 mod e2e;
 mod frontends;

@@ -46,7 +46,7 @@ where
 }
 
 /// [`whole`] for an optional field (`null` or absent is `None`).
-fn whole_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn whole_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
@@ -741,6 +741,10 @@ pub struct MemoryOptionsDto {
     #[serde(default, deserialize_with = "whole_opt")]
     #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_budget: Option<u32>,
+    /// How contexts are assembled: section priority and shares, recall,
+    /// processors (`POST /api/threads/{id}/context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context_routes::ContextOptionsDto>,
 }
 
 /// Body of `POST /api/agents` and `PUT /api/agents/{id}` (a replacement).
@@ -779,7 +783,13 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                 last_n: d.memory.last_n,
                 top_k: d.memory.top_k,
                 token_budget: d.memory.token_budget,
-                context: None,
+                context: d
+                    .memory
+                    .context
+                    .as_ref()
+                    .map(memlayer_domain::ContextOptions::try_from)
+                    .transpose()
+                    .map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?,
             },
         };
         new.validate()?;
@@ -817,7 +827,12 @@ impl From<AgentConfig> for AgentDto {
             model_id: a.spec.model_id.to_string(),
             system_prompt: a.spec.system_prompt,
             tool_ids: a.spec.tool_ids.iter().map(ToString::to_string).collect(),
-            memory: MemoryOptionsDto { last_n: m.last_n, top_k: m.top_k, token_budget: m.token_budget },
+            memory: MemoryOptionsDto {
+                last_n: m.last_n,
+                top_k: m.top_k,
+                token_budget: m.token_budget,
+                context: m.context.as_ref().map(Into::into),
+            },
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),
         }

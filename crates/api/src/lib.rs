@@ -23,6 +23,7 @@ mod catalog_routes;
 pub mod cli;
 pub mod cli_catalog;
 pub mod cli_keys;
+pub mod context_routes;
 pub mod dto;
 pub mod error;
 mod extract;

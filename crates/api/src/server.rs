@@ -59,6 +59,7 @@ pub fn app(services: &Services) -> axum::Router {
             Duration::from_secs(server.idempotency_ttl_secs),
             server.body_limit_bytes,
         )),
+        context: services.context.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))

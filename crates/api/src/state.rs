@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use memlayer_app::{CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService};
+use memlayer_app::{CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService};
 use memlayer_ports::Database;
 
 use crate::auth::Auth;
@@ -28,4 +28,6 @@ pub struct AppState {
     pub coordinator: Option<Coordinator>,
     /// `Idempotency-Key` handling; `None` serves the routes without it.
     pub idempotency: Option<Idempotency>,
+    /// Context assembly.
+    pub context: ContextService,
 }

@@ -67,6 +67,9 @@ pub struct Services {
     pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
+    /// Context assembly (system prompt, working memory, summary, recall,
+    /// recent messages under a token budget).
+    pub context: crate::ContextService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -561,6 +564,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let limits_on = config.limits.enabled.unwrap_or(!config.auth.mode.has(crate::AuthMode::None));
     let limiter =
         crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone())).with_shared(coordinator.clone());
+    let context = crate::ContextService::new(threads.clone(), messages.clone(), tokens.clone(), catalog.clone())
+        .with_max_response_bytes(config.memory.max_response_bytes);
     let memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -577,6 +582,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
+    let context = context.with_search(search.clone());
     Ok(Services {
         memory,
         search,
@@ -594,6 +600,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         limiter,
         coordinator,
         config: Arc::new(config),
+        context,
     })
 }
 
