@@ -1,6 +1,6 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
-//! `tools`, `settings`) and API keys (`keys`).
+//! `tools`, `settings`), API keys (`keys`) and a thread's context (`context`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -118,6 +118,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli_keys::KeysAction,
     },
+    /// A thread's assembled context, as `POST /api/threads/{id}/context`
+    /// returns it.
+    Context(crate::cli_context::ContextArgs),
 }
 
 /// Migration actions.
@@ -251,6 +254,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tenant = memlayer_domain::TenantId::parse(tenant.clone()).context("--tenant")?;
             let keys = memlayer_app::open_keys(&config).await?;
             crate::cli_keys::run(&keys, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Context(args) => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_context::run(&services.context, services.memory.default_tenant(), args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search { query, thread, resource, mode, top_k, tenant } => {

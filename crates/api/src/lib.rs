@@ -22,6 +22,7 @@ pub mod auth;
 mod catalog_routes;
 pub mod cli;
 pub mod cli_catalog;
+pub mod cli_context;
 pub mod cli_keys;
 pub mod context_routes;
 pub mod dto;
