@@ -577,3 +577,34 @@ async fn agent_context_options_apply() {
     assert!(ctx.messages.iter().all(|m| m.role != Role::Assistant), "the agent's role filter ran");
     assert_eq!(ctx.processors[0].name, "role_filter");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_embedding_model_recall_is_skipped_and_said() {
+    let store = Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap());
+    let catalog = CatalogService::new(store.clone(), CacheSettings::default());
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(|| EmbedderInfo { model: "m".into(), dim: 2, max_tokens: 8 });
+    embedder
+        .expect_embed_interactive()
+        .returning(|_| Err(StoreError::Unavailable("model missing: run scripts/provision".into())));
+    let search = SearchService::new(
+        Arc::new(embedder),
+        Arc::new(ExactIndex::new()),
+        store.clone(),
+        store.clone(),
+        store.clone(),
+    );
+    let context = ContextService::new(store.clone(), store.clone(), Arc::new(TiktokenCounter::new()), catalog)
+        .with_search(search);
+    let id =
+        store.create(&tenant(), NewThread { model: Some("gpt-4o".into()), ..NewThread::default() }).await.unwrap().id;
+    store.append(&tenant(), id, vec![NewMessage::text(Role::User, "where is my kettle?").unwrap()]).await.unwrap();
+    let recall = RecallOptions { mode: SearchMode::Vector, ..RecallOptions::default() };
+    let ctx = context
+        .assemble(&tenant(), id, ContextRequest { budget: budget(500), recall: Some(recall), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ctx.messages.len(), 1, "the context is still assembled");
+    let d = ctx.dropped.iter().find(|d| d.reason == "recall_unavailable").expect("and says why recall is missing");
+    assert!(!d.detail.contains("scripts/provision"), "no server detail in the response: {}", d.detail);
+}
