@@ -90,6 +90,31 @@ pub struct SharesDto {
     pub recent: Option<u32>,
 }
 
+/// A section that can be ordered (the system prompt always comes first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrioritySectionDto {
+    /// The working-memory document.
+    WorkingMemory,
+    /// The thread's summary.
+    Summary,
+    /// Recalled messages.
+    Recall,
+    /// The newest messages.
+    Recent,
+}
+
+impl From<PrioritySectionDto> for Section {
+    fn from(s: PrioritySectionDto) -> Self {
+        match s {
+            PrioritySectionDto::WorkingMemory => Self::WorkingMemory,
+            PrioritySectionDto::Summary => Self::Summary,
+            PrioritySectionDto::Recall => Self::Recall,
+            PrioritySectionDto::Recent => Self::Recent,
+        }
+    }
+}
+
 /// Where recall searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -193,7 +218,7 @@ pub struct ContextOptionsDto {
     /// that default order. The system prompt always comes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 4)]
-    pub priority: Option<Vec<SectionDto>>,
+    pub priority: Option<Vec<PrioritySectionDto>>,
     /// Shares of the budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shares: Option<SharesDto>,
@@ -206,7 +231,7 @@ pub struct ContextOptionsDto {
     pub processors: Option<Vec<ProcessorDto>>,
 }
 
-fn priority(list: &[SectionDto]) -> Result<Priority, DomainError> {
+fn priority(list: &[PrioritySectionDto]) -> Result<Priority, DomainError> {
     Priority::new(&list.iter().map(|s| Section::from(*s)).collect::<Vec<_>>())
 }
 
@@ -291,7 +316,19 @@ impl From<&ContextOptions> for ContextOptionsDto {
         let share = |s: Section| o.shares.get(s).map(u32::from);
         let r = &o.recall;
         Self {
-            priority: Some(o.priority.sections().iter().map(|s| SectionDto::from(*s)).collect()),
+            priority: Some(
+                o.priority
+                    .sections()
+                    .iter()
+                    .filter_map(|s| match s {
+                        Section::WorkingMemory => Some(PrioritySectionDto::WorkingMemory),
+                        Section::Summary => Some(PrioritySectionDto::Summary),
+                        Section::Recall => Some(PrioritySectionDto::Recall),
+                        Section::Recent => Some(PrioritySectionDto::Recent),
+                        Section::System => None,
+                    })
+                    .collect(),
+            ),
             shares: Some(SharesDto {
                 working_memory: share(Section::WorkingMemory),
                 summary: share(Section::Summary),
@@ -359,9 +396,9 @@ pub struct ContextRequestDto {
     #[serde(default, deserialize_with = "whole_opt")]
     #[schema(minimum = 1, maximum = 1000)]
     pub last_n: Option<u32>,
-    /// Replaces the agent's priority order.
+    /// Replaces the agent's priority order (each section at most once).
     #[schema(max_items = 4)]
-    pub priority: Option<Vec<SectionDto>>,
+    pub priority: Option<Vec<PrioritySectionDto>>,
     /// Replaces the agent's shares.
     pub shares: Option<SharesDto>,
     /// Replaces the agent's recall options.
@@ -663,7 +700,38 @@ impl From<ContextError> for ApiError {
             e @ ContextError::BudgetTooSmall { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "budget_too_small", e.to_string())
             }
+            e @ ContextError::BudgetUnknown { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "budget_unknown", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "unexpected context error");
+                Self::internal()
+            }
         }
+    }
+}
+
+/// What the derived schemas cannot say: each processor variant takes no
+/// other field, a priority names each section once, a query is not blank,
+/// tool names are not empty. Called by `openapi::complete`.
+pub(crate) fn complete_schemas(schemas: &mut serde_json::Map<String, Value>) {
+    if let Some(variants) =
+        schemas.get_mut("ProcessorDto").and_then(|s| s.get_mut("oneOf")).and_then(Value::as_array_mut)
+    {
+        for v in variants.iter_mut() {
+            v["additionalProperties"] = Value::Bool(false);
+            if let Some(items) = v.pointer_mut("/properties/tools/items") {
+                *items = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64});
+            }
+        }
+    }
+    for dto in ["ContextRequestDto", "ContextOptionsDto"] {
+        if let Some(priority) = schemas.get_mut(dto).and_then(|s| s.pointer_mut("/properties/priority")) {
+            priority["uniqueItems"] = Value::Bool(true);
+        }
+    }
+    if let Some(query) = schemas.get_mut("ContextRequestDto").and_then(|s| s.pointer_mut("/properties/query")) {
+        query["pattern"] = Value::String("\\S".into());
     }
 }
 
@@ -680,9 +748,9 @@ impl From<ContextError> for ApiError {
     params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body = ContextRequestDto,
     responses((status = 200, body = ContextDto),
-              (status = 400, body = ErrorBody, description = "Invalid request (a budget out of 1 to 10000000 names the limit), or no budget can be found: pass `budget`"),
+              (status = 400, body = ErrorBody, description = "Invalid request (a budget out of 1 to 10000000 names the limit)"),
               (status = 404, body = ErrorBody, description = "`not_found`: no such thread for this caller"),
-              (status = 422, body = ErrorBody, description = "`budget_too_small`: the budget cannot hold the system prompt; the message names the minimum"),
+              (status = 422, body = ErrorBody, description = "`budget_too_small`: the budget cannot hold the system prompt, the message names the minimum; `budget_unknown`: no budget given and none found (no `token_budget`, no catalog model of that name): pass `budget`"),
               (status = 503, body = ErrorBody, description = "`unavailable`: the store is unreachable or busy; `timeout`, `overloaded`: retry later")))]
 async fn assemble_context(
     State(s): State<AppState>,

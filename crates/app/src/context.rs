@@ -51,10 +51,21 @@ const TEXT_CACHE_ENTRIES: u64 = 10_000;
 
 /// Assembly's own errors besides the stores'.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// A store, the catalog, a search or the input failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No budget was given and none can be found (no `token_budget` memory
+    /// option, no catalog model of that name): HTTP 422 saying what to pass.
+    #[error(
+        "budget: none given, and neither the thread's token_budget nor a catalog model named `{model}` gives one; \
+         pass budget (1 to 10000000 tokens)"
+    )]
+    BudgetUnknown {
+        /// The model looked up (`(no model)` when none is known).
+        model: String,
+    },
     /// The budget cannot hold the system prompt: HTTP 422 naming the minimum.
     #[error(
         "budget: {budget} tokens cannot hold the system prompt and the reply's priming; at least {minimum} are needed"
@@ -421,10 +432,10 @@ impl ContextService {
     /// carries none) its agent's current ones.
     ///
     /// # Errors
-    /// `NotFound` for a thread `who` does not reach; `Invalid` when no
-    /// budget can be found or an input is unacceptable;
-    /// [`ContextError::BudgetTooSmall`] when the budget cannot hold the
-    /// system prompt; store errors as they come.
+    /// `NotFound` for a thread `who` does not reach; `Invalid` for an
+    /// unacceptable input; [`ContextError::BudgetUnknown`] when no budget
+    /// can be found; [`ContextError::BudgetTooSmall`] when the budget cannot
+    /// hold the system prompt; store errors as they come.
     pub async fn assemble(
         &self,
         who: &impl Reach,
@@ -842,16 +853,7 @@ impl ContextService {
         };
         match config {
             Some(c) => Ok((c.spec.context_window - c.spec.max_output_tokens).max(1)),
-            None => Err(DomainError::new(
-                "budget",
-                format!(
-                    "none given, and neither the thread's token_budget nor a catalog model named `{}` says one; \
-                     pass budget (1 to {})",
-                    model.unwrap_or("(no model)"),
-                    memlayer_domain::MAX_BUDGET
-                ),
-            )
-            .into()),
+            None => Err(ContextError::BudgetUnknown { model: model.unwrap_or("(no model)").to_owned() }),
         }
     }
 

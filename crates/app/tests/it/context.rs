@@ -389,11 +389,12 @@ async fn budget_and_model_come_from_the_agent_and_the_catalog() {
         .await
         .unwrap();
     assert_eq!(ctx.budget, 100);
-    // Neither budget nor a known model: a 400 saying what to pass.
+    // Neither budget nor a known model: an error saying what to pass.
     let bare = f.thread(Some("my-local-model"), None, None).await;
     let err = f.context.assemble(&tenant(), bare, ContextRequest::default()).await.unwrap_err();
-    let ContextError::Store(StoreError::Invalid(e)) = err else { panic!("{err:?}") };
-    assert_eq!(e.field, "budget");
+    let ContextError::BudgetUnknown { model } = &err else { panic!("{err:?}") };
+    assert_eq!(model, "my-local-model");
+    assert!(err.to_string().contains("pass budget"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
