@@ -380,6 +380,27 @@ async fn keys_route(t: TestApp) {
     assert!(!r.body.contains(&key[20..]) && !r.body.contains("hash") && !r.body.contains("\"key\""), "{}", r.body);
     let created_at: Vec<&str> = items.iter().map(|k| k["created_at"].as_str().unwrap()).collect();
     assert!(created_at.windows(2).all(|w| w[0] >= w[1]), "newest first: {created_at:?}");
+    // A page at a time: pages of 3 walk the same list; a bad cursor or limit names itself.
+    let mut paged = Vec::new();
+    let mut uri = "/api/keys?limit=3".to_owned();
+    loop {
+        let page = send(&t.app, "GET", &uri, &h, None).await.json();
+        paged.extend(page["items"].as_array().unwrap().iter().map(|k| k["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/keys?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, items.iter().map(|k| k["id"].clone()).collect::<Vec<_>>());
+    let only = send(&t.app, "GET", "/api/keys?resource=user-42", &h, None).await.json();
+    assert_eq!(only["items"].as_array().unwrap().len(), 1, "{only}");
+    for (query, field) in
+        [("cursor=zz", "cursor"), ("cursor=00000000000000ff", "cursor"), ("limit=0", "limit"), ("color=red", "color")]
+    {
+        let r = send(&t.app, "GET", &format!("/api/keys?{query}"), &h, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.body);
+        assert!(r.body.contains(field), "{query}: {}", r.body);
+    }
 
     // Another tenant's key is not there to revoke; revoking ours refuses it at once.
     let (other_id, other) = create_key(&t, "other", NewKey::new(Scopes::ALL)).await;

@@ -123,9 +123,16 @@ async fn key_queries_use_indexes() {
     let id = KeyId::parse("0123456789abcdef").unwrap();
     let other = KeyId::parse("00000000000000ff").unwrap();
     let now = memlayer_domain::now();
+    let first = memlayer_ports::KeyListing { resource: None, after: None, limit: 100 };
+    let later = memlayer_ports::KeyListing {
+        resource: Some(memlayer_domain::ResourceId::parse("u1").unwrap()),
+        after: Some(other.clone()),
+        limit: 100,
+    };
     for (sql, index) in [
         (keys::find_sql(Dialect::Sqlite, &id), "sqlite_autoindex_api_keys_1"),
-        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap()), "api_keys_tenant"),
+        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap(), &first), "api_keys_tenant"),
+        (keys::list_sql(Dialect::Sqlite, &TenantId::parse("acme").unwrap(), &later), "api_keys_tenant"),
         (keys::uses_sql(Dialect::Sqlite, &[(&id, now), (&other, now)]), "sqlite_autoindex_api_keys_1"),
     ] {
         let (sql, params) = crate::exec::params(sql).unwrap();

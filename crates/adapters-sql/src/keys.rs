@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
-use memlayer_domain::{ApiKey, KeyId, ResourceId, Scopes, TenantId, Timestamp};
-use memlayer_ports::{SecretHash, StoreError};
+use memlayer_domain::{ApiKey, DomainError, KeyId, ResourceId, Scopes, TenantId, Timestamp};
+use memlayer_ports::{KeyListing, SecretHash, StoreError};
 
 use crate::exec::Transactor;
 use crate::table::API_KEYS;
@@ -113,17 +113,58 @@ pub async fn find_key<B: Transactor>(b: &B, id: &KeyId) -> Result<Option<(ApiKey
 
 /// A tenant's keys, newest first (the index `api_keys_tenant`).
 #[must_use]
-pub fn list_sql(dialect: Dialect, tenant: &TenantId) -> Sql {
+pub fn list_sql(dialect: Dialect, tenant: &TenantId, listing: &KeyListing) -> Sql {
     let mut sql = Sql::new(dialect);
     sql.push(&format!("SELECT {} FROM api_keys WHERE tenant = ", record_columns())).bind(tenant.as_str());
-    sql.push(" ORDER BY created_at DESC, id DESC");
+    if let Some(r) = &listing.resource {
+        sql.push(" AND resource_id = ").bind(r.as_str());
+    }
+    if let Some(after) = &listing.after {
+        // Keys are never deleted (only revoked), so the cursor's key is
+        // still there to say where its page ended.
+        sql.push(" AND (created_at, id) < (SELECT created_at, id FROM api_keys WHERE tenant = ")
+            .bind(tenant.as_str())
+            .push(" AND id = ")
+            .bind(after.as_str())
+            .push(")");
+    }
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").bind(i64::from(listing.limit.max(1)));
     sql
 }
 
-/// [`memlayer_ports::KeyStore::list_keys`]: newest first.
-pub async fn list_keys<B: Transactor>(b: &B, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError> {
-    let sql = list_sql(b.dialect(), tenant);
-    let rows = b.read(tenant, Box::new(|ex| Box::pin(ex.fetch("list API keys", sql)))).await?;
+/// [`memlayer_ports::KeyStore::list_keys`]: newest first, one page.
+pub async fn list_keys<B: Transactor>(
+    b: &B,
+    tenant: &TenantId,
+    listing: &KeyListing,
+) -> Result<Vec<ApiKey>, StoreError> {
+    let sql = list_sql(b.dialect(), tenant, listing);
+    let check = listing.after.as_ref().map(|after| {
+        let mut sql = Sql::new(b.dialect());
+        sql.push("SELECT 1 FROM api_keys WHERE tenant = ").bind(tenant.as_str());
+        sql.push(" AND id = ").bind(after.as_str());
+        sql
+    });
+    let (rows, known) = b
+        .read(
+            tenant,
+            Box::new(|ex| {
+                Box::pin(async move {
+                    let rows = ex.fetch("list API keys", sql).await?;
+                    let known = match check {
+                        Some(check) if rows.is_empty() => {
+                            ex.fetch_one("find the listing's cursor key", check).await?.is_some()
+                        }
+                        _ => true,
+                    };
+                    Ok((rows, known))
+                })
+            }),
+        )
+        .await?;
+    if !known {
+        return Err(StoreError::Invalid(DomainError::new("after", "names no API key of this tenant")));
+    }
     rows.iter().map(|r| decode(r)).collect()
 }
 
@@ -215,8 +256,9 @@ macro_rules! key_store {
             async fn list_keys(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
+                listing: &::memlayer_ports::KeyListing,
             ) -> Result<Vec<::memlayer_domain::ApiKey>, ::memlayer_ports::StoreError> {
-                $crate::keys::list_keys(self, tenant).await
+                $crate::keys::list_keys(self, tenant, listing).await
             }
 
             async fn revoke_key(

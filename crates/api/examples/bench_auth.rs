@@ -21,7 +21,9 @@
 //! `none`, in µs and in % of the read (issue 12's target: under 5% with the
 //! cache warm), and `Authenticator::authenticate` alone with the cache warm.
 //! Rate limits (`limits.*`, on by default with authentication) are off in
-//! all three, so the difference is authentication alone.
+//! those three, so their difference is authentication alone; a fourth
+//! router has them on (budgets too large to ever refuse), and its extra
+//! over the warm key is the limiter's own cost.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a failure is a panic")]
 
 use std::sync::Arc;
@@ -118,6 +120,19 @@ async fn main() {
     let mut no_cache = key_services.clone();
     no_cache.auth = no_cache_services.auth.clone();
     let uncached = memlayer_api::server::app(&no_cache);
+    // Rate limits on (the default with authentication), with budgets so
+    // large they never refuse: the per-credential and per-tenant checks'
+    // own cost, on top of the warm key.
+    let (limited_services, _) = server(dir.path(), |c| {
+        key_mode(c);
+        c.limits.enabled = Some(true);
+        let never = memlayer_app::Rate { per_second: 1e9, burst: 1_000_000_000 };
+        (c.limits.credential, c.limits.tenant) = (never, never);
+    })
+    .await;
+    let mut limited = key_services.clone();
+    limited.limiter = limited_services.limiter.clone();
+    let limited = memlayer_api::server::app(&limited);
 
     let (_, thread) = call(&none, None, "POST", "/api/threads", Some(json!({}))).await;
     let id = thread["id"].as_str().unwrap().to_owned();
@@ -139,25 +154,27 @@ async fn main() {
     let (status, page) = call(&keyed, Some(&key), "GET", &uri, None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["items"].as_array().unwrap().len(), 10);
-    for (app, auth) in [(&none, None), (&keyed, Some(key.as_str())), (&uncached, Some(key.as_str()))] {
+    let modes =
+        [(&none, None), (&keyed, Some(key.as_str())), (&uncached, Some(key.as_str())), (&limited, Some(key.as_str()))];
+    for (app, auth) in modes {
         round(app, auth, &uri, requests / 2).await; // warm-up: caches, statement caches, readers
     }
     // Each round runs the three in a rotated order, and the key's cost is
     // taken per round (paired with that round's `none`), so drift and the
     // order do not count.
-    let modes = [(&none, None), (&keyed, Some(key.as_str())), (&uncached, Some(key.as_str()))];
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for r in 0..rounds {
-        for k in 0..3 {
-            let m = (r + k) % 3;
+        for k in 0..4 {
+            let m = (r + k) % 4;
             times[m].push(round(modes[m].0, modes[m].1, &uri, requests).await);
         }
     }
-    let paired = |m: usize| {
-        let mut d: Vec<f64> = times[m].iter().zip(&times[0]).map(|(t, n)| micros(*t) - micros(*n)).collect();
+    let paired_with = |m: usize, base: usize| {
+        let mut d: Vec<f64> = times[m].iter().zip(&times[base]).map(|(t, n)| micros(*t) - micros(*n)).collect();
         d.sort_by(f64::total_cmp);
         d[d.len() / 2]
     };
+    let paired = |m: usize| paired_with(m, 0);
     let none_t = median(times[0].clone());
     let extra = |m: usize| {
         let d = paired(m);
@@ -176,6 +193,12 @@ async fn main() {
         micros(median(times[2].clone())),
         extra(2)
     );
+    println!(
+        "  api_key, cache warm, rate limits   {:>8.1} µs per read ({}; the limiter alone {:+.1} µs)",
+        micros(median(times[3].clone())),
+        extra(3),
+        paired_with(3, 1)
+    );
 
     let calls = if quick { 10_000 } else { 200_000 };
     let started = Instant::now();
@@ -184,6 +207,15 @@ async fn main() {
     }
     let alone = started.elapsed() / calls;
     println!("Authenticator::authenticate alone, cache warm: {:.2} µs per call ({calls} calls)", micros(alone));
+    let principal = key_services.auth.authenticate(Some(&key), None).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..calls {
+        limited_services.limiter.admit(&principal).await.unwrap();
+    }
+    let alone = started.elapsed() / calls;
+    println!("Limiter::admit alone (credential and tenant budgets): {:.2} µs per call ({calls} calls)", micros(alone));
     let share = paired(1) / micros(none_t) * 100.0;
     println!("target (API key, cache warm, under 5 % of the read): {}", if share < 5.0 { "met" } else { "NOT met" });
+    let share = paired(3) / micros(none_t) * 100.0;
+    println!("the same with rate limits on (the default): {}", if share < 5.0 { "met" } else { "NOT met" });
 }

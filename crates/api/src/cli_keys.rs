@@ -86,8 +86,8 @@ pub async fn run(keys: &KeyService, tenant: &TenantId, action: &KeysAction) -> a
             Ok(())
         }
         KeysAction::List => {
-            let listed = keys.list(tenant, None).await.context("listing keys")?;
-            print(&KeysDto { items: listed.into_iter().map(ApiKeyDto::from).collect() })
+            let listed = keys.list_all(tenant).await.context("listing keys")?;
+            print(&KeysDto { items: listed.into_iter().map(ApiKeyDto::from).collect(), next_cursor: None })
         }
         KeysAction::Revoke { id } => {
             let id = KeyId::parse(id.clone()).map_err(|e| anyhow::anyhow!("{}", e))?;

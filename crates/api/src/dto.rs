@@ -1101,9 +1101,11 @@ impl From<memlayer_app::CreatedKey> for CreatedKeyDto {
     }
 }
 
-/// A tenant's API keys, newest first, revoked ones included.
+/// A page of a tenant's API keys, newest first, revoked ones included.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeysDto {
     /// The keys.
     pub items: Vec<ApiKeyDto>,
+    /// Pass as `cursor` to get the next page; `null` at the end.
+    pub next_cursor: Option<String>,
 }

@@ -5,7 +5,8 @@
 //!   of its secret is stored; the `Idempotency-Key` layer never records
 //!   this response). A credential may create only keys within its own
 //!   scopes and, when bound to a resource, bound to the same one (403).
-//! - `GET /api/keys` lists the tenant's keys, never a secret or hash.
+//! - `GET /api/keys` lists the tenant's keys a page at a time (`limit`,
+//!   `cursor`, `resource`), never a secret or hash.
 //! - `DELETE /api/keys/{id}` revokes a key: refused by this server at once,
 //!   by others within `auth.keys.cache_ttl_secs`; another tenant's key (or,
 //!   for a credential bound to a resource, another resource's) is a 404.
@@ -13,14 +14,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use memlayer_app::{GrantError, NewKey, check_grant};
-use memlayer_domain::{KeyId, Principal};
+use memlayer_domain::{DomainError, KeyId, PageSize, Principal, ResourceId};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::dto::{ApiKeyDto, CreatedKeyDto, KeysDto, NewKeyDto};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// Adds the key routes.
@@ -55,17 +58,43 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
-/// List the caller's tenant's API keys, newest first, revoked ones included
-/// (a credential bound to a resource sees only keys bound to it).
+/// Query of `GET /api/keys`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// A previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Only the keys bound to this resource.
+    pub resource: Option<String>,
+}
+
+/// List the caller's tenant's API keys, newest first, revoked ones
+/// included, a page at a time (a credential bound to a resource sees only
+/// keys bound to it).
 #[utoipa::path(get, path = "/api/keys", security(("bearer" = ["admin"])), tag = "keys",
-    params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
-    responses((status = 200, body = KeysDto)))]
+    params(ListKeysQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = KeysDto), (status = 400, body = ErrorBody)))]
 async fn list_keys(
     State(s): State<AppState>,
-    Admin(Principal { tenant, resource, .. }): Admin,
+    Admin(Principal { tenant, resource: bound, .. }): Admin,
+    Query(q): Query<ListKeysQuery>,
 ) -> Result<Json<KeysDto>, ApiError> {
-    let keys = s.keys.list(&tenant, resource.as_ref()).await?;
-    Ok(Json(KeysDto { items: keys.into_iter().map(ApiKeyDto::from).collect() }))
+    let limit = PageSize::new(q.limit.unwrap_or(100))?;
+    let cursor = q
+        .cursor
+        .filter(|c| !c.is_empty())
+        .map(KeyId::parse)
+        .transpose()
+        .map_err(|e| DomainError::new("cursor", e.reason))?;
+    let resource = q.resource.map(ResourceId::parse).transpose()?;
+    let page = s.keys.list(&tenant, bound.as_ref(), resource.as_ref(), cursor, limit).await?;
+    Ok(Json(KeysDto {
+        items: page.items.into_iter().map(ApiKeyDto::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
 }
 
 /// Revoke an API key; revoking a revoked key keeps its first time.

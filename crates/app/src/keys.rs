@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    ApiKey, Credential, DomainError, KeyId, PresentedKey, Principal, ResourceId, Scopes, TenantId, Timestamp,
-    parse_key_name,
+    ApiKey, Credential, DomainError, KeyId, MAX_PAGE_SIZE, Page, PageSize, PresentedKey, Principal, ResourceId, Scopes,
+    TenantId, Timestamp, parse_key_name,
 };
-use memlayer_ports::{KeyStore, SecretHash, StoreError};
+use memlayer_ports::{KeyListing, KeyStore, SecretHash, StoreError};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -279,17 +279,52 @@ impl KeyService {
         }
     }
 
-    /// The tenant's keys, newest first, revoked ones included; with
-    /// `bound`, only the keys bound to that resource.
+    /// A page of the tenant's keys, newest first, revoked ones included,
+    /// from after the key `cursor` (the previous page's `next_cursor`);
+    /// `resource` narrows it to the keys bound to that resource. With
+    /// `bound`, only keys bound to that resource are listed: asking for
+    /// another resource's gives an empty page.
+    ///
+    /// # Errors
+    /// `Invalid` on `cursor` when it names no key of the tenant; the store's.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        bound: Option<&ResourceId>,
+        resource: Option<&ResourceId>,
+        cursor: Option<KeyId>,
+        limit: PageSize,
+    ) -> Result<Page<ApiKey, KeyId>, StoreError> {
+        if let (Some(b), Some(r)) = (bound, resource)
+            && b != r
+        {
+            return Ok(Page { items: Vec::new(), next_cursor: None });
+        }
+        let listing = KeyListing { resource: bound.or(resource).cloned(), after: cursor, limit: limit.get() };
+        let items = self.store.list_keys(tenant, &listing).await.map_err(|e| match e {
+            StoreError::Invalid(e) if e.field == "after" => StoreError::Invalid(DomainError::new("cursor", e.reason)),
+            e => e,
+        })?;
+        let full = items.len() == usize::try_from(limit.get()).unwrap_or(usize::MAX);
+        let next_cursor = if full { items.last().map(|k| k.id.clone()) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Every key of the tenant (all pages), newest first: the CLI's listing.
     ///
     /// # Errors
     /// The store's.
-    pub async fn list(&self, tenant: &TenantId, bound: Option<&ResourceId>) -> Result<Vec<ApiKey>, StoreError> {
-        let mut keys = self.store.list_keys(tenant).await?;
-        if let Some(r) = bound {
-            keys.retain(|k| k.resource.as_ref() == Some(r));
+    pub async fn list_all(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list(tenant, None, None, cursor, PageSize::new(MAX_PAGE_SIZE)?).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
         }
-        Ok(keys)
     }
 
     /// Revokes the tenant's key `id` (with `bound`, only a key bound to that
@@ -601,7 +636,7 @@ mod tests {
                 other => panic!("{new:?}: expected Invalid, got {other:?}"),
             }
         }
-        assert!(keys.list(&tenant("acme"), None).await.unwrap().is_empty(), "nothing stored");
+        assert!(keys.list_all(&tenant("acme")).await.unwrap().is_empty(), "nothing stored");
     }
 
     #[tokio::test]
@@ -612,9 +647,12 @@ mod tests {
         let mine = keys.create(&tenant("acme"), bound("u1")).await.unwrap();
         let theirs = keys.create(&tenant("acme"), bound("u2")).await.unwrap();
         let unbound = keys.create(&tenant("acme"), NewKey::new(read_write())).await.unwrap();
-        let listed = keys.list(&tenant("acme"), Some(&r("u1"))).await.unwrap();
+        let listed = keys.list(&tenant("acme"), Some(&r("u1")), None, None, PageSize::default()).await.unwrap().items;
         assert_eq!(listed.iter().map(|k| &k.id).collect::<Vec<_>>(), [&mine.key.id]);
-        assert_eq!(keys.list(&tenant("acme"), None).await.unwrap().len(), 3);
+        assert_eq!(keys.list_all(&tenant("acme")).await.unwrap().len(), 3);
+        let (acme, u1, u2) = (tenant("acme"), r("u1"), r("u2"));
+        let theirs_asked = keys.list(&acme, Some(&u1), Some(&u2), None, PageSize::default()).await.unwrap();
+        assert!(theirs_asked.items.is_empty(), "another resource's keys are not listed to a bound key");
         for other in [&theirs, &unbound] {
             let r = keys.revoke(&tenant("acme"), Some(&r("u1")), &other.key.id).await;
             assert!(matches!(r, Err(StoreError::NotFound { .. })), "{r:?}");

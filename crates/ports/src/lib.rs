@@ -37,7 +37,7 @@ pub use error::StoreError;
 pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
 };
-pub use keys::{KeyStore, SecretHash};
+pub use keys::{KeyListing, KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use summaries::{Summarizer, SummaryStore};

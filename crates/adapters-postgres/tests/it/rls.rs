@@ -155,7 +155,8 @@ async fn finding_a_key_by_id_reads_one_row_across_tenants_and_widens_nothing() {
     assert_eq!(seen, ["0000000000000001"], "after the lookup, only the tenant's own keys are visible");
     tx.commit().await.unwrap();
     // Listing and revoking stay within the tenant.
-    assert_eq!(store.list_keys(&a).await.unwrap().len(), 1);
+    let listing = memlayer_ports::KeyListing { resource: None, after: None, limit: 100 };
+    assert_eq!(store.list_keys(&a, &listing).await.unwrap().len(), 1);
     let revoke = store.revoke_key(&a, &KeyId::parse("0000000000000002").unwrap(), memlayer_domain::now()).await;
     assert!(matches!(revoke, Err(memlayer_ports::StoreError::NotFound { .. })), "{revoke:?}");
 }

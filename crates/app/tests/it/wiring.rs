@@ -103,9 +103,9 @@ async fn api_key_mode_authenticates_keys_and_shutdown_writes_their_last_use() {
     let wrong = format!("ml_{}_{}", created.key.id, "0".repeat(64));
     assert!(matches!(services.auth.authenticate(Some(&wrong), None).await, Err(AuthError::Invalid(_))));
     assert!(matches!(services.auth.authenticate(None, None).await, Err(AuthError::Missing { .. })));
-    let listed = services.keys.list(&acme, None).await.unwrap();
+    let listed = services.keys.list_all(&acme).await.unwrap();
     assert_eq!(listed[0].last_used_at, None, "not written per request");
     background.stop().await;
-    let listed = services.keys.list(&acme, None).await.unwrap();
+    let listed = services.keys.list_all(&acme).await.unwrap();
     assert!(listed[0].last_used_at.is_some(), "written at shutdown: {listed:?}");
 }

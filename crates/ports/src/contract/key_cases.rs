@@ -8,7 +8,7 @@ use memlayer_domain::{ApiKey, KeyId, ResourceId, Scope, Scopes, Timestamp, from_
 
 use super::Backend;
 use super::support::{assert_not_found, tenant};
-use crate::{SecretHash, StoreError};
+use crate::{KeyListing, SecretHash, StoreError};
 
 fn id(n: u64) -> KeyId {
     KeyId::parse(format!("{n:016x}")).unwrap()
@@ -40,6 +40,11 @@ fn key(n: u64, tenant_name: &str, created: i64) -> ApiKey {
     }
 }
 
+/// The tenant's first 1,000 keys.
+async fn keys_of(b: &Backend, t: &str) -> Result<Vec<ApiKey>, StoreError> {
+    b.keys.list_keys(&tenant(t), &KeyListing { resource: None, after: None, limit: 1000 }).await
+}
+
 async fn found(b: &Backend, id: &KeyId) -> (ApiKey, SecretHash) {
     b.keys.find_key(id).await.unwrap().unwrap_or_else(|| panic!("key {id} not found"))
 }
@@ -61,7 +66,7 @@ pub async fn keys_round_trip_every_field(b: Backend) {
     let bare = ApiKey { scopes: Scopes::only(Scope::Write).with(Scope::Admin), ..key(2, "acme", 1) };
     b.keys.create_key(&bare, &hash(2)).await.unwrap();
     assert_eq!(found(&b, &bare.id).await, (bare.clone(), hash(2)));
-    assert_eq!(b.keys.list_keys(&tenant("acme")).await.unwrap(), vec![bare, full]);
+    assert_eq!(keys_of(&b, "acme").await.unwrap(), vec![bare, full]);
 }
 
 /// `find_key` finds a key by id whatever its tenant, revoked and expired
@@ -92,7 +97,7 @@ pub async fn keys_duplicate_id_conflicts_in_any_tenant(b: Backend) {
         assert!(matches!(r, Err(StoreError::Conflict(_))), "{tenant_name}: expected Conflict, got {r:?}");
     }
     assert_eq!(found(&b, &first.id).await, (first, hash(1)));
-    assert!(b.keys.list_keys(&tenant("tenant-b")).await.unwrap().is_empty(), "nothing stored for tenant-b");
+    assert!(keys_of(&b, "tenant-b").await.unwrap().is_empty(), "nothing stored for tenant-b");
 }
 
 /// `list_keys` returns the tenant's keys newest first, revoked ones
@@ -103,14 +108,14 @@ pub async fn keys_list_is_newest_first_and_tenant_scoped(b: Backend) {
         b.keys.create_key(&key(n, t, created), &hash(1)).await.unwrap();
     }
     b.keys.revoke_key(&tenant("tenant-a"), &id(3), at(40)).await.unwrap();
-    let listed = b.keys.list_keys(&tenant("tenant-a")).await.unwrap();
+    let listed = keys_of(&b, "tenant-a").await.unwrap();
     let ids: Vec<&KeyId> = listed.iter().map(|k| &k.id).collect();
     assert_eq!(ids, [&id(3), &id(4), &id(1)]);
     assert_eq!(listed[0].revoked_at, Some(at(40)), "revoked keys are listed");
     assert!(listed.iter().all(|k| k.tenant == tenant("tenant-a")));
-    let other = b.keys.list_keys(&tenant("tenant-b")).await.unwrap();
+    let other = keys_of(&b, "tenant-b").await.unwrap();
     assert_eq!(other, vec![key(2, "tenant-b", 20)]);
-    assert!(b.keys.list_keys(&tenant("nobody")).await.unwrap().is_empty());
+    assert!(keys_of(&b, "nobody").await.unwrap().is_empty());
 }
 
 /// `revoke_key` marks the key revoked and returns it; revoking again keeps
@@ -150,6 +155,43 @@ pub async fn keys_last_use_is_recorded_in_batches_and_only_moves_forward(b: Back
     b.keys.record_key_use(&batch).await.unwrap();
     assert_eq!(found(&b, &a.id).await.0.last_used_at, Some(at(7)));
     assert_eq!(found(&b, &other.id).await.0.last_used_at, Some(at(8)));
-    let listed = b.keys.list_keys(&tenant("tenant-a")).await.unwrap();
+    let listed = keys_of(&b, "tenant-a").await.unwrap();
     assert_eq!(listed.iter().map(|k| k.last_used_at).collect::<Vec<_>>(), [Some(at(7))]);
+}
+
+/// `list_keys` pages newest first from after a key, narrows to a resource's
+/// keys, and MUST return `Invalid` on `after` when it names no key of the
+/// tenant (another tenant's key included).
+pub async fn keys_list_pages_by_cursor_and_resource(b: Backend) {
+    // Seven keys, two at the same instant; every other one bound to `u1`.
+    for n in 1..=7u64 {
+        let resource = (n % 2 == 1).then(|| ResourceId::parse("u1").unwrap());
+        let created = if n == 4 { 3 } else { i64::try_from(n).unwrap() };
+        b.keys.create_key(&ApiKey { resource, ..key(n, "tenant-a", created) }, &hash(1)).await.unwrap();
+    }
+    b.keys.create_key(&key(9, "tenant-b", 0), &hash(1)).await.unwrap();
+    let everything: Vec<KeyId> = keys_of(&b, "tenant-a").await.unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(everything, [id(7), id(6), id(5), id(4), id(3), id(2), id(1)]);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let listing = KeyListing { resource: None, after: after.clone(), limit: 3 };
+        let page = b.keys.list_keys(&tenant("tenant-a"), &listing).await.unwrap();
+        assert!(page.len() <= 3);
+        after = page.last().map(|k| k.id.clone());
+        paged.extend(page.into_iter().map(|k| k.id));
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, everything, "pages of 3 walk the same order, nothing repeated or skipped");
+    let u1 = KeyListing { resource: Some(ResourceId::parse("u1").unwrap()), after: Some(id(5)), limit: 10 };
+    let bound: Vec<KeyId> =
+        b.keys.list_keys(&tenant("tenant-a"), &u1).await.unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(bound, [id(3), id(1)], "only u1's keys, after key 5");
+    for unknown in [id(8), id(9)] {
+        let listing = KeyListing { resource: None, after: Some(unknown.clone()), limit: 10 };
+        let r = b.keys.list_keys(&tenant("tenant-a"), &listing).await;
+        assert!(matches!(&r, Err(StoreError::Invalid(e)) if e.field == "after"), "{unknown}: {r:?}");
+    }
 }

@@ -311,6 +311,7 @@ macro_rules! contract_suite {
             keys_are_found_by_id_across_tenants_or_not_at_all,
             keys_duplicate_id_conflicts_in_any_tenant,
             keys_list_is_newest_first_and_tenant_scoped,
+            keys_list_pages_by_cursor_and_resource,
             keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
             keys_last_use_is_recorded_in_batches_and_only_moves_forward,
         );
