@@ -31,15 +31,18 @@ fn check_encoding(encoding: &str) -> Result<(), StoreError> {
 /// for messages of live threads of `tenant`.
 #[must_use]
 pub fn read_sql(dialect: Dialect, tenant: &TenantId, encoding: &str, ids: &[MessageId]) -> Sql {
+    // CROSS JOIN keeps SQLite's join order: the counts by primary key, then
+    // each one's message and thread by theirs; never the tenant's threads
+    // and all their messages first.
     let mut sql = Sql::new(dialect).dynamic();
-    sql.push("SELECT c.message_id, c.tokens FROM message_tokens c JOIN messages m ON m.id = c.message_id ")
-        .push("JOIN threads t ON t.id = m.thread_id WHERE t.tenant = ")
-        .bind(tenant.as_str())
-        .push(" AND t.deleted_at IS NULL AND c.encoding = ")
-        .bind(encoding)
-        .push(" AND c.message_id IN (")
+    sql.push("SELECT c.message_id, c.tokens FROM message_tokens c CROSS JOIN messages m CROSS JOIN threads t ")
+        .push("WHERE c.message_id IN (")
         .bind_list(ids.iter().map(|id| id.as_uuid()))
-        .push(")");
+        .push(") AND c.encoding = ")
+        .bind(encoding)
+        .push(" AND m.id = c.message_id AND t.id = m.thread_id AND t.tenant = ")
+        .bind(tenant.as_str())
+        .push(" AND t.deleted_at IS NULL");
     sql
 }
 
@@ -66,7 +69,10 @@ pub fn write_sql(dialect: Dialect, tenant: &TenantId, encoding: &str, counts: &[
         };
         sql.push(")");
     }
-    sql.push(") AS v JOIN messages m ON m.id = v.column1 JOIN threads t ON t.id = m.thread_id WHERE t.tenant = ")
+    // CROSS JOIN keeps SQLite's join order: the values first, each one's
+    // message and thread by primary key.
+    sql.push(") AS v CROSS JOIN messages m CROSS JOIN threads t WHERE m.id = v.column1 AND t.id = m.thread_id")
+        .push(" AND t.tenant = ")
         .bind(tenant.as_str())
         .push(" AND t.deleted_at IS NULL ON CONFLICT (message_id, encoding) DO NOTHING");
     sql
@@ -144,8 +150,9 @@ mod tests {
         assert_eq!(
             sql.text(),
             "INSERT INTO message_tokens (message_id, encoding, tokens) SELECT m.id, ?1, v.column2 FROM (VALUES \
-             (?2, ?3), (?4, ?5)) AS v JOIN messages m ON m.id = v.column1 JOIN threads t ON t.id = m.thread_id \
-             WHERE t.tenant = ?6 AND t.deleted_at IS NULL ON CONFLICT (message_id, encoding) DO NOTHING"
+             (?2, ?3), (?4, ?5)) AS v CROSS JOIN messages m CROSS JOIN threads t WHERE m.id = v.column1 \
+             AND t.id = m.thread_id AND t.tenant = ?6 AND t.deleted_at IS NULL \
+             ON CONFLICT (message_id, encoding) DO NOTHING"
         );
         let sql = write_sql(Dialect::Postgres, &tenant, "o200k_base", &[(a, 3)]);
         assert!(
@@ -153,6 +160,6 @@ mod tests {
         );
         assert!(sql.text().contains("(VALUES (CAST($2 AS uuid), CAST($3 AS bigint))) AS v"), "{}", sql.text());
         let sql = read_sql(Dialect::Postgres, &tenant, "o200k_base", &[a, b]);
-        assert!(sql.text().ends_with("c.message_id IN ($3, $4)"), "{}", sql.text());
+        assert!(sql.text().contains("c.message_id IN ($1, $2) AND c.encoding = $3"), "{}", sql.text());
     }
 }

@@ -156,7 +156,8 @@ pub struct RecallDto {
     /// Neighbours around each hit (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<RecallWindowDto>,
-    /// Ranking (default `hybrid`).
+    /// Ranking (default `vector`: by meaning; `hybrid` adds BM25 over the
+    /// scope's messages, whose cost grows with the thread).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SearchModeDto>,
     /// Hits scoring below this are not recalled.
@@ -261,7 +262,7 @@ fn recall(d: &RecallDto) -> RecallOptions {
         top_k: d.top_k,
         before: window.before.unwrap_or(0),
         after: window.after.unwrap_or(0),
-        mode: d.mode.map(Into::into).unwrap_or_default(),
+        mode: d.mode.map_or(RecallOptions::default().mode, Into::into),
         min_score: d.min_score,
     }
 }

@@ -536,7 +536,20 @@ impl ContextService {
             options.processors.iter().map(processors::build).collect::<Vec<_>>();
         builtins.extend(request.custom_processors.iter().cloned());
         let mut stats: Vec<ProcessorStats> = vec![ProcessorStats::default(); builtins.len()];
-        let recent = self.read_recent(tenant, &thread, &counting, &builtins, &mut stats, recent_max).await?;
+        // A query given up front is searched while the recent messages are
+        // read (the embedding dominates recall); the default query, the
+        // newest user message, is known only after the read.
+        let recall = &options.recall;
+        let search = self.search.as_ref().filter(|_| !recall.disabled);
+        let early = async {
+            match (search, &request.query) {
+                (Some(search), Some(q)) => Some(self.search_recall(who, search, &thread, &memory, recall, q).await),
+                _ => None,
+            }
+        };
+        let (recent, early) =
+            tokio::join!(self.read_recent(tenant, &thread, &counting, &builtins, &mut stats, recent_max), early);
+        let recent = recent?;
         let mut recent_msgs = recent.messages;
         exact &= recent_msgs.iter().all(|m| m.exact);
         let newest_first: Vec<usize> = (0..recent_msgs.len()).rev().collect();
@@ -569,52 +582,70 @@ impl ContextService {
         let mut dropped: Vec<Dropped> = Vec::new();
         let mut recall_msgs: Vec<ContextMessage> = Vec::new();
         let mut used_query = None;
-        let recall = &options.recall;
-        if !recall.disabled
-            && let Some(search) = &self.search
-        {
-            let query = match &request.query {
-                Some(q) => Some(q.clone()),
-                None => recent
+        let searched = match (early, search) {
+            (Some(found), _) => {
+                used_query.clone_from(&request.query);
+                Some(found?)
+            }
+            (None, Some(search)) => {
+                let newest_user = recent
                     .raw
                     .iter()
                     .find(|m| m.role == Role::User && !m.content.trim().is_empty())
-                    .map(|m| m.content.chars().take(MAX_QUERY_CHARS).collect::<String>()),
-            };
-            match query {
-                None => dropped.push(Dropped {
-                    section: Section::Recall,
-                    reason: "no_query",
-                    messages: Vec::new(),
-                    tokens: None,
-                    detail: "no query was given and no user message was found among the recent messages".into(),
-                }),
-                Some(query) => {
-                    let found =
-                        self.recall(who, search, &thread, &memory, recall, &query, recent_from, &mut dropped).await?;
-                    used_query = Some(query);
-                    let mut counts = HashMap::new();
-                    let stored: Vec<Message> = found.iter().map(|(m, _, _)| m.clone()).collect();
-                    self.count_stored(tenant, &counting, &stored, &mut counts).await?;
-                    recall_msgs = found
-                        .into_iter()
-                        .map(|(m, score, g)| {
-                            let counted = counts.get(&m.id).copied();
-                            let mut c = ContextMessage::from_stored(Section::Recall, m, Some(score), Some(g));
-                            if let Some((n, e)) = counted {
-                                c.tokens = Some(n);
-                                c.exact = e;
-                            }
-                            c
-                        })
-                        .collect();
-                    for (p, s) in builtins.iter().zip(stats.iter_mut()) {
-                        s.add(&p.process(&mut recall_msgs));
+                    .map(|m| m.content.chars().take(MAX_QUERY_CHARS).collect::<String>());
+                match newest_user {
+                    None => {
+                        dropped.push(Dropped {
+                            section: Section::Recall,
+                            reason: "no_query",
+                            messages: Vec::new(),
+                            tokens: None,
+                            detail: "no query was given and no user message was found among the recent messages".into(),
+                        });
+                        None
                     }
-                    self.count_messages(&counting, &mut recall_msgs).await;
-                    exact &= recall_msgs.iter().all(|m| m.exact);
+                    Some(q) => {
+                        let found = self.search_recall(who, search, &thread, &memory, recall, &q).await?;
+                        used_query = Some(q);
+                        Some(found)
+                    }
                 }
             }
+            (None, None) => None,
+        };
+        match searched {
+            Some(None) => dropped.push(Dropped {
+                section: Section::Recall,
+                reason: "recall_unavailable",
+                messages: Vec::new(),
+                tokens: None,
+                detail: "the embedding model is unavailable (see `memlayer doctor`); recall was skipped".into(),
+            }),
+            Some(Some(hits)) => {
+                let k = recall_k(recall, &memory)?;
+                let found = recall_groups(hits, k, thread.id, recent_from);
+                let mut counts = HashMap::new();
+                let stored: Vec<Message> = found.iter().map(|(m, _, _)| m.clone()).collect();
+                self.count_stored(tenant, &counting, &stored, &mut counts).await?;
+                recall_msgs = found
+                    .into_iter()
+                    .map(|(m, score, g)| {
+                        let counted = counts.get(&m.id).copied();
+                        let mut c = ContextMessage::from_stored(Section::Recall, m, Some(score), Some(g));
+                        if let Some((n, e)) = counted {
+                            c.tokens = Some(n);
+                            c.exact = e;
+                        }
+                        c
+                    })
+                    .collect();
+                for (p, s) in builtins.iter().zip(stats.iter_mut()) {
+                    s.add(&p.process(&mut recall_msgs));
+                }
+                self.count_messages(&counting, &mut recall_msgs).await;
+                exact &= recall_msgs.iter().all(|m| m.exact);
+            }
+            None => {}
         }
         // Recall groups, in the order of relevance (first appearance).
         let mut group_order: Vec<usize> = Vec::new();
@@ -1033,11 +1064,10 @@ impl ContextService {
         }
     }
 
-    /// Runs recall and returns its candidates (groups in relevance order,
-    /// each a hit with its neighbours in thread order), counted and tagged
-    /// with their group; hits among the recent messages are left out.
-    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces are the assembly's state")]
-    async fn recall(
+    /// Runs recall's search (more hits than recalled, since those among
+    /// the recent messages are left out afterwards); `None` when the
+    /// embedding model is unavailable (recall is then skipped, and said).
+    async fn search_recall(
         &self,
         who: &impl Reach,
         search: &SearchService,
@@ -1045,11 +1075,8 @@ impl ContextService {
         memory: &MemoryOptions,
         recall: &RecallOptions,
         query: &str,
-        recent_from: Option<i64>,
-        dropped: &mut Vec<Dropped>,
-    ) -> Result<Vec<(Message, f32, usize)>, ContextError> {
-        let k = recall.top_k.or(memory.top_k).map(TopK::new).transpose()?.unwrap_or_default().get();
-        // Hits among the recent messages are left out: ask for more.
+    ) -> Result<Option<Vec<memlayer_domain::SearchHit>>, ContextError> {
+        let k = recall_k(recall, memory)?;
         let ask = TopK::new(u32::try_from((2 * k + 8).min(memlayer_domain::MAX_TOP_K as usize)).unwrap_or(1))?;
         let scope = match (recall.scope, &thread.resource_id) {
             (RecallScope::Resource, Some(r)) => SearchScope::Resource(ResourceId::clone(r)),
@@ -1057,41 +1084,52 @@ impl ContextService {
         };
         let window = Window::new(recall.before, recall.after)?;
         let q = SearchQuery::new(query, scope, recall.mode, ask, window, recall.min_score)?;
-        let results = match search.search(who, &q).await {
-            Ok(r) => r,
+        match search.search(who, &q).await {
+            Ok(r) => Ok(Some(r.hits)),
             Err(StoreError::Unprovisioned(why)) => {
                 tracing::warn!(problem = %why, "recall skipped: the embedding model is unavailable");
-                dropped.push(Dropped {
-                    section: Section::Recall,
-                    reason: "recall_unavailable",
-                    messages: Vec::new(),
-                    tokens: None,
-                    detail: "the embedding model is unavailable (see `memlayer doctor`); recall was skipped".into(),
-                });
-                return Ok(Vec::new());
+                Ok(None)
             }
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        let mut groups = 0usize;
-        for hit in results.hits {
-            if groups == k {
-                break;
-            }
-            if !recallable(hit.message.thread_id, hit.message.seq, thread.id, recent_from) {
-                continue;
-            }
-            let g = groups;
-            groups += 1;
-            let mut members: Vec<Message> = hit.before;
-            members.push(hit.message);
-            members.extend(hit.after);
-            members.retain(|m| recallable(m.thread_id, m.seq, thread.id, recent_from));
-            members.sort_by_key(|m| m.seq);
-            out.extend(members.into_iter().map(|m| (m, hit.score, g)));
+            Err(e) => Err(e.into()),
         }
-        Ok(out)
     }
+}
+
+/// How many hits recall keeps: the request's or agent's `top_k`, else the
+/// thread's, else the search default.
+fn recall_k(recall: &RecallOptions, memory: &MemoryOptions) -> Result<usize, ContextError> {
+    Ok(recall.top_k.or(memory.top_k).map(TopK::new).transpose()?.unwrap_or_default().get())
+}
+
+/// Recall's candidates from the search's hits: at most `k` groups, in
+/// relevance order, each a hit with its neighbours in thread order, tagged
+/// with its group; a hit among the recent messages (of `thread` from
+/// `recent_from` on) is left out, and so is such a neighbour.
+fn recall_groups(
+    hits: Vec<memlayer_domain::SearchHit>,
+    k: usize,
+    thread: ThreadId,
+    recent_from: Option<i64>,
+) -> Vec<(Message, f32, usize)> {
+    let mut out = Vec::new();
+    let mut groups = 0usize;
+    for hit in hits {
+        if groups == k {
+            break;
+        }
+        if !recallable(hit.message.thread_id, hit.message.seq, thread, recent_from) {
+            continue;
+        }
+        let g = groups;
+        groups += 1;
+        let mut members: Vec<Message> = hit.before;
+        members.push(hit.message);
+        members.extend(hit.after);
+        members.retain(|m| recallable(m.thread_id, m.seq, thread, recent_from));
+        members.sort_by_key(|m| m.seq);
+        out.extend(members.into_iter().map(|m| (m, hit.score, g)));
+    }
+    out
 }
 
 /// The options of one assembly: the request's parts over the thread's (or

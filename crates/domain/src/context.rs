@@ -241,7 +241,7 @@ impl RecallScope {
 }
 
 /// How recall searches.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecallOptions {
     /// `false` switches recall off.
     pub disabled: bool,
@@ -254,10 +254,26 @@ pub struct RecallOptions {
     pub before: u32,
     /// Neighbours after each hit (0 to [`crate::MAX_WINDOW`]).
     pub after: u32,
-    /// How the search ranks (hybrid by default).
+    /// How the search ranks: by meaning (`vector`) by default, since a
+    /// thread's lexical ranking (BM25 over every message) grows with its
+    /// length; `hybrid` adds it.
     pub mode: SearchMode,
     /// Hits scoring below this are not recalled.
     pub min_score: Option<f32>,
+}
+
+impl Default for RecallOptions {
+    fn default() -> Self {
+        Self {
+            disabled: false,
+            scope: RecallScope::Thread,
+            top_k: None,
+            before: 0,
+            after: 0,
+            mode: SearchMode::Vector,
+            min_score: None,
+        }
+    }
 }
 
 /// A built-in memory processor, as an agent or a request names it. They run

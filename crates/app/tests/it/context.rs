@@ -495,6 +495,20 @@ async fn recall_never_repeats_recent_messages_and_is_marked() {
     assert!(first.name.as_deref().unwrap().starts_with("recalled_"));
     assert_eq!(ctx.tokens.total, cookbook_total(&ctx).await);
     assert!(ctx.tokens.total <= 300);
+    // A query given up front is searched while the recent messages are read;
+    // the result is filtered the same way.
+    let given = ContextRequest {
+        budget: budget(300),
+        recall: Some(recall),
+        query: Some("kettle refund".into()),
+        ..Default::default()
+    };
+    let ctx = f.context.assemble(&tenant(), id, given).await.unwrap();
+    assert_eq!(ctx.query.as_deref(), Some("kettle refund"));
+    let recalled = ctx.sections.iter().find(|s| s.section == Section::Recall).expect("recall ran");
+    let recent = ctx.sections.iter().find(|s| s.section == Section::Recent).unwrap();
+    assert!(recalled.messages.iter().any(|s| s.seq == 5), "{recalled:?}");
+    assert!(recalled.messages.iter().all(|s| recent.messages.iter().all(|r| r.seq != s.seq)), "no repeat");
 }
 
 fn bound(resource: &str) -> Principal {
