@@ -232,7 +232,12 @@ async fn matrix(t: TestApp) {
     let expected: BTreeSet<&str> = memlayer_api::auth::PUBLIC_PATHS.into_iter().collect();
     assert_eq!(public, expected, "exactly the public paths declare no scope");
     let secured: Vec<&Operation> = ops.iter().filter(|o| o.scope.is_some()).collect();
-    for needed in [("POST", "/api/keys"), ("DELETE", "/api/keys/{id}"), ("GET", "/api/threads/{id}/messages")] {
+    for needed in [
+        ("POST", "/api/keys"),
+        ("DELETE", "/api/keys/{id}"),
+        ("GET", "/api/threads/{id}/messages"),
+        ("POST", "/api/threads/{id}/context"),
+    ] {
         assert!(secured.iter().any(|o| (o.method.as_str(), o.path.as_str()) == needed), "{needed:?} is covered");
     }
     for path in memlayer_api::auth::PUBLIC_PATHS {

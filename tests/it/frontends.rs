@@ -68,3 +68,28 @@ async fn http_and_cli_search_default_to_the_agents_top_k() {
     let (ok, out) = cli(dir.path(), &["search", "refund", "--thread", &thread, "--mode", "lexical", "--top-k", "4"]);
     assert!(ok && out.starts_with("4 hits"), "CLI: an explicit top_k wins: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_cli_assemble_the_same_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = spawn_server(dir.path(), &[NO_MODEL], &[], Duration::from_secs(60));
+    let server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| post(&http, format!("{}{path}", server.base), body);
+    let thread = post("/api/threads", json!({"model": "gpt-4o"})).await;
+    let thread = thread["id"].as_str().unwrap().to_owned();
+    let batch: Vec<Value> =
+        (0..40).map(|i| json!({"role": "user", "content": format!("note {i} about the kettle")})).collect();
+    post(&format!("/api/threads/{thread}/messages?count_tokens=true"), json!({"messages": batch})).await;
+    let over_http =
+        post(&format!("/api/threads/{thread}/context"), json!({"budget": 200, "recall": {"enabled": false}})).await;
+    assert!(over_http["tokens"]["total"].as_u64().unwrap() <= 200, "{over_http}");
+    drop(server);
+
+    let (ok, out) = cli(dir.path(), &["context", &thread, "--budget", "200", "--no-recall"]);
+    assert!(ok, "{out}");
+    let over_cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(over_cli, over_http, "the same rules, the same context");
+    let (ok, out) = cli(dir.path(), &["context", &thread, "--budget", "-5"]);
+    assert!(!ok && out.contains("budget") && out.contains("10000000"), "names the limit: {out}");
+}

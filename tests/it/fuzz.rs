@@ -114,6 +114,12 @@ const KEYED: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", 
 /// beyond the thread depends on what the thread holds, which the document
 /// can say only in prose.
 const FORK: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]"#;
+/// What a schema-valid context request may get: the defaults plus 422, the
+/// documented answer when the thread's state cannot meet the request (a
+/// budget below its agent's system prompt, or no budget given and none
+/// known for its model); those depend on stored data, not on the request's
+/// shape, so the document cannot state them as a schema.
+const CONTEXT: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 
 fn config(model_id: &str, tool_id: &str) -> String {
     format!(
@@ -149,6 +155,10 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 [[operations]]
 include-operation-id = ["fork_thread"]
 checks.positive_data_acceptance.expected-statuses = {FORK}
+
+[[operations]]
+include-operation-id = ["assemble_context"]
+checks.positive_data_acceptance.expected-statuses = {CONTEXT}
 "#
     )
 }

@@ -397,6 +397,7 @@ async fn openapi_describes_every_route() {
         "PATCH /api/threads/{id}",
         "DELETE /api/threads/{id}",
         "POST /api/threads/{id}/fork",
+        "POST /api/threads/{id}/context",
         "POST /api/threads/{id}/messages",
         "GET /api/threads/{id}/messages",
         "GET /api/threads/{id}/state/{agent_id}",
@@ -498,7 +499,14 @@ async fn internal_errors_reveal_nothing() {
         Arc::new(memlayer_ports::MockCatalogStore::new()),
         memlayer_app::CacheSettings::default(),
     );
+    let context = memlayer_app::ContextService::new(
+        Arc::new(MockThreadStore::new()),
+        Arc::new(MockMessageStore::new()),
+        Arc::new(MockTokenCounter::new()),
+        catalog.clone(),
+    );
     let app = memlayer_api::router(memlayer_api::AppState {
+        context,
         memory,
         search,
         catalog,
@@ -613,7 +621,14 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             Arc::new(memlayer_ports::MockCatalogStore::new()),
             memlayer_app::CacheSettings::default(),
         );
+        let context = memlayer_app::ContextService::new(
+            Arc::new(MockThreadStore::new()),
+            Arc::new(MockMessageStore::new()),
+            Arc::new(memlayer_ports::MockTokenCounter::new()),
+            catalog.clone(),
+        );
         let state = memlayer_api::AppState {
+            context,
             memory,
             search,
             catalog,

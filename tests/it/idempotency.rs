@@ -280,6 +280,24 @@ impl MessageStore for GatedAppends {
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
         MessageStore::delete(self.inner.as_ref(), tenant, id).await
     }
+
+    async fn token_counts(
+        &self,
+        tenant: &TenantId,
+        encoding: &str,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(MessageId, u32)>, StoreError> {
+        self.inner.token_counts(tenant, encoding, ids).await
+    }
+
+    async fn save_token_counts(
+        &self,
+        tenant: &TenantId,
+        encoding: &str,
+        counts: Vec<(MessageId, u32)>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_token_counts(tenant, encoding, counts).await
+    }
 }
 
 /// The defect: a write that times out may still commit. With a key

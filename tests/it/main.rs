@@ -1,6 +1,6 @@
 //! Cross-crate tests of memlayer's frontends: the HTTP API in process over
 //! the real app and libSQL adapter (`http`, `catalog`, `search`,
-//! `idempotency`; JWT authentication in `jwt`; `auth`, the authorization
+//! `idempotency`, `context`: context assembly and its bad inputs; JWT authentication in `jwt`; `auth`, the authorization
 //! matrix over every route of the document with API keys, also on Postgres,
 //! and the README's tour with a key; admission control over real sockets in `admission`, caps and
 //! response budgets in `limits`; the bad-input
@@ -23,6 +23,7 @@
 mod admission;
 mod auth;
 mod catalog;
+mod context;
 mod crash;
 mod e2e;
 mod fork;

@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use memlayer_domain::TokenCount;
+use memlayer_domain::{TokenCount, TokenEncoding};
 use memlayer_ports::TokenCounter;
 use tiktoken_rs::CoreBPE;
 use tokio::sync::Semaphore;
@@ -105,6 +105,10 @@ impl TokenCounter for TiktokenCounter {
             }
         }
     }
+
+    fn encoding(&self, model: &str) -> TokenEncoding {
+        encoding_of(model)
+    }
 }
 
 impl Encoding {
@@ -158,6 +162,15 @@ fn count_all(model: &str, encoding: Option<Encoding>, texts: &[String]) -> Vec<T
             None => estimate(model, text),
         })
         .collect()
+}
+
+/// The encoding `count` would use for `model`: an encoding that failed to
+/// build is an estimate, as `count` reports it.
+fn encoding_of(model: &str) -> TokenEncoding {
+    match encoding_for(model) {
+        Some(e) if !e.is_built() || e.encoder().is_some() => TokenEncoding { name: e.name().to_owned(), exact: true },
+        _ => TokenEncoding { name: ESTIMATE.to_owned(), exact: false },
+    }
 }
 
 fn count_exact(model: &str, encoding: Encoding, bpe: &CoreBPE, text: &str) -> TokenCount {
@@ -327,6 +340,15 @@ mod tests {
             ("gemini-1.5-pro", false),
         ] {
             assert_eq!(count_one(model, "hello").await.exact, exact, "{model}");
+        }
+    }
+
+    #[tokio::test]
+    async fn encoding_names_what_count_reports() {
+        for model in ["gpt-4o", "gpt-4", "openai/gpt-4.1-mini", "claude-3-opus", "", "llama-3"] {
+            let counted = count_one(model, "hello there").await;
+            let named = TiktokenCounter::new().encoding(model);
+            assert_eq!((named.name.as_str(), named.exact), (counted.encoding.as_str(), counted.exact), "{model}");
         }
     }
 

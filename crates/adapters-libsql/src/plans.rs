@@ -198,3 +198,24 @@ async fn summary_queries_use_indexes() {
         check(&p, index);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_count_queries_start_from_the_ids() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let t = TenantId::parse("t").unwrap();
+    let ids = [memlayer_domain::MessageId::new(), memlayer_domain::MessageId::new()];
+    let read = memlayer_adapters_sql::token_counts::read_sql(Dialect::Sqlite, &t, "o200k_base", &ids);
+    let (sql, params) = crate::exec::params(read).unwrap();
+    let p = plan(&backend, sql, params).await;
+    println!("{p}");
+    // Counts by primary key, then each message by id and its thread by key:
+    // the cost follows the ids asked for, not the thread's length.
+    assert!(!p.contains("SCAN ") && !p.contains("TEMP B-TREE"), "{p}");
+    assert!(p.contains("messages_id") && !p.contains("messages_thread_seq"), "{p}");
+    let write =
+        memlayer_adapters_sql::token_counts::write_sql(Dialect::Sqlite, &t, "o200k_base", &[(ids[0], 1), (ids[1], 2)]);
+    let (sql, params) = crate::exec::params(write).unwrap();
+    let p = plan(&backend, sql, params).await;
+    println!("{p}");
+    assert!(p.contains("messages_id") && !p.contains("messages_thread_seq") && !p.contains("SCAN m"), "{p}");
+}

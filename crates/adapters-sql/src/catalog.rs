@@ -182,6 +182,7 @@ fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
         a.created_at.into(),
         a.updated_at.into(),
         m.working_memory.as_ref().map_or(SqlValue::Null, |w| SqlValue::Json(w.to_value())),
+        m.context.as_ref().map_or(SqlValue::Null, |c| SqlValue::Json(c.to_value())),
     ]
 }
 
@@ -205,6 +206,11 @@ fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
                     .map(|v| WorkingMemoryOptions::from_value(&v))
                     .transpose()
                     .map_err(|e| corrupt(AGENTS.name, "working_memory", e))?,
+                context: r
+                    .opt_json::<serde_json::Value>(10, "context")?
+                    .map(|v| memlayer_domain::ContextOptions::from_value(&v))
+                    .transpose()
+                    .map_err(|e| crate::corrupt(AGENTS.name, "context", e))?,
             },
         },
         created_at: r.timestamp(7, "created_at")?,

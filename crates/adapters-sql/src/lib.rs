@@ -10,7 +10,7 @@
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
 //! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
-//! message store and its budgets, [`embeddings`] the embedding store, its
+//! message store and its budgets ([`token_counts`] its per-encoding token counts), [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
 //! both vector indexes check, [`working`] the working-memory store,
 //! [`summaries`] the thread summaries and their job queue, and [`migrate`]
@@ -47,6 +47,7 @@ pub mod state;
 pub mod summaries;
 pub mod table;
 pub mod threads;
+pub mod token_counts;
 mod value;
 pub mod vectors;
 pub mod working;

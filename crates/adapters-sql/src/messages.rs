@@ -266,6 +266,24 @@ macro_rules! message_store {
             ) -> Result<(), ::memlayer_ports::StoreError> {
                 $crate::messages::delete(self, tenant, id).await
             }
+
+            async fn token_counts(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                encoding: &str,
+                ids: Vec<::memlayer_domain::MessageId>,
+            ) -> Result<Vec<(::memlayer_domain::MessageId, u32)>, ::memlayer_ports::StoreError> {
+                $crate::token_counts::token_counts(self, tenant, encoding, ids).await
+            }
+
+            async fn save_token_counts(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                encoding: &str,
+                counts: Vec<(::memlayer_domain::MessageId, u32)>,
+            ) -> Result<(), ::memlayer_ports::StoreError> {
+                $crate::token_counts::save_token_counts(self, tenant, encoding, counts).await
+            }
         }
     };
 }

@@ -72,6 +72,7 @@ macro_rules! migration {
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
     (13 $(=> $drops:expr)?) => { $crate::migration!(@ 13, "working_memory", "0013_working_memory" $(, $drops)?) };
     (14 $(=> $drops:expr)?) => { $crate::migration!(@ 14, "summaries", "0014_summaries" $(, $drops)?) };
+    (15 $(=> $drops:expr)?) => { $crate::migration!(@ 15, "context", "0015_context" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

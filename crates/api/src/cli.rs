@@ -1,7 +1,8 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
 //! `tools`, `settings`), API keys (`keys`), working memory
-//! (`working-memory`) and thread summaries (`summary`).
+//! (`working-memory`), thread summaries (`summary`) and a thread's context
+//! (`context`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -147,6 +148,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli_working::WorkingAction,
     },
+    /// A thread's assembled context, as `POST /api/threads/{id}/context`
+    /// returns it.
+    Context(crate::cli_context::ContextArgs),
 }
 
 /// Migration actions.
@@ -299,6 +303,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => services.memory.default_tenant().clone(),
             };
             crate::cli_working::run(&services, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Context(args) => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_context::run(&services.context, services.memory.default_tenant(), args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search { query, thread, resource, mode, top_k, tenant } => {

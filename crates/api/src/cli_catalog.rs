@@ -296,6 +296,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                         top_k: *top_k,
                         token_budget: *token_budget,
                         working_memory,
+                        context: None,
                     },
                 };
                 print(&AgentDto::from(c.create_agent(tenant, new).await?))

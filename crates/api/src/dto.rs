@@ -773,6 +773,10 @@ pub struct MemoryOptionsDto {
     /// working memory is used, never copied into threads.
     #[serde(default)]
     pub working_memory: Option<WorkingMemoryOptionsDto>,
+    /// How contexts are assembled: section priority and shares, recall,
+    /// processors (`POST /api/threads/{id}/context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::context_routes::ContextOptionsDto>,
 }
 
 /// An agent's working-memory options (`memory.working_memory`). The
@@ -884,6 +888,13 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                 top_k: d.memory.top_k,
                 token_budget: d.memory.token_budget,
                 working_memory: d.memory.working_memory.map(WorkingMemoryOptions::try_from).transpose()?,
+                context: d
+                    .memory
+                    .context
+                    .as_ref()
+                    .map(memlayer_domain::ContextOptions::try_from)
+                    .transpose()
+                    .map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?,
             },
         };
         new.validate()?;
@@ -914,7 +925,7 @@ pub struct AgentDto {
 
 impl From<AgentConfig> for AgentDto {
     fn from(a: AgentConfig) -> Self {
-        let m = a.spec.memory;
+        let m = &a.spec.memory;
         Self {
             id: a.id.to_string(),
             name: a.spec.name.to_string(),
@@ -925,7 +936,8 @@ impl From<AgentConfig> for AgentDto {
                 last_n: m.last_n,
                 top_k: m.top_k,
                 token_budget: m.token_budget,
-                working_memory: m.working_memory.map(Into::into),
+                working_memory: m.working_memory.clone().map(Into::into),
+                context: m.context.as_ref().map(Into::into),
             },
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),

@@ -69,7 +69,9 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
 /// The POST routes that write nothing (a key is ignored there). Every POST
 /// route is in exactly one of these lists and [`UNRECORDED_POSTS`] (a test
 /// checks the document).
-pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed"];
+/// (`/api/threads/{id}/context` stores only token counts, a cache: what it
+/// returns does not depend on whether they were stored.)
+pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed", "/api/threads/{id}/context"];
 
 /// The POST routes whose response must never be stored, since it holds a
 /// secret (a new API key): a key is ignored there, and a retry creates

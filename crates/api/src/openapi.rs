@@ -34,6 +34,7 @@ pub(crate) fn complete(doc: &mut Value) {
                    "oneOf": [{"$ref": "#/components/schemas/NewMessageDto"},
                              {"$ref": "#/components/schemas/MessageBatchDto"}]}),
         );
+        crate::context_routes::complete_schemas(schemas);
         if let Some(texts) = schemas.get_mut("EmbedRequestDto").and_then(|s| s.pointer_mut("/properties/texts/items")) {
             *texts = json!({"type": "string", "maxLength": memlayer_domain::MAX_CONTENT_BYTES / 4,
                             "description": "At most 1 MiB of UTF-8, all texts together (262,144 characters always fit)"});

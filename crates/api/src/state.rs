@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use memlayer_app::{
-    CatalogService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
+    CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
     WorkingMemoryService,
 };
 use memlayer_ports::Database;
@@ -35,4 +35,6 @@ pub struct AppState {
     pub working: WorkingMemoryService,
     /// Thread summaries.
     pub summaries: SummaryService,
+    /// Context assembly.
+    pub context: ContextService,
 }

@@ -20,11 +20,13 @@
 mod auth;
 mod catalog;
 mod config;
+mod context;
 mod coordination;
 mod jwt;
 mod keys;
 mod limits;
 mod memory;
+pub mod processors;
 mod search;
 mod summary;
 mod sweeper;
@@ -38,6 +40,10 @@ pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
+pub use context::{
+    AssembledContext, ContextError, ContextMessage, ContextRequest, ContextService, Dropped, ProcessorReport,
+    RECALL_HEADER, SectionReport, SectionTokens, Source, WORKING_MEMORY_HEADER, recalled_name,
+};
 pub use coordination::{Coordinator, RedisConfig};
 pub use jwt::{JwtConfig, JwtVerifier};
 pub use keys::{
@@ -47,6 +53,7 @@ pub use limits::{
     Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
 };
 pub use memory::{AppendOptions, MemoryService};
+pub use processors::{MemoryProcessor, ProcessorStats};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use summary::{
     OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,

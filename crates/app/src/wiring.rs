@@ -73,6 +73,9 @@ pub struct Services {
     /// Thread summaries: current, versions, on demand, and the worker of
     /// summary jobs (run by [`Services::start_background`]).
     pub summaries: crate::SummaryService,
+    /// Context assembly (system prompt, working memory, summary, recall,
+    /// recent messages under a token budget).
+    pub context: crate::ContextService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -586,13 +589,17 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone())).with_shared(coordinator.clone());
     let summarizer = open_summarizer(&config.summary, embedder.clone())?;
     let summary_service = crate::SummaryService::new(
-        summaries,
+        summaries.clone(),
         summary_queue,
         messages.clone(),
         threads.clone(),
         summarizer,
         config.summary.clone(),
     );
+    let context = crate::ContextService::new(threads.clone(), messages.clone(), tokens.clone(), catalog.clone())
+        .with_max_response_bytes(config.memory.max_response_bytes)
+        .with_working_memory(working.clone())
+        .with_summaries(summaries);
     let mut memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
@@ -613,6 +620,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
+    let context = context.with_search(search.clone());
     Ok(Services {
         memory,
         search,
@@ -630,6 +638,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         limiter,
         coordinator,
         config: Arc::new(config),
+        context,
         working,
         summaries: summary_service,
     })

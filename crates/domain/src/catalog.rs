@@ -133,6 +133,9 @@ pub struct MemoryOptions {
     /// [`WorkingMemoryOptions`] apply. Read from the agent when working
     /// memory is used, never copied into threads.
     pub working_memory: Option<WorkingMemoryOptions>,
+    /// How context is assembled: section priority and shares, recall,
+    /// processors.
+    pub context: Option<crate::ContextOptions>,
 }
 
 impl MemoryOptions {
@@ -153,6 +156,9 @@ impl MemoryOptions {
                 return Err(DomainError::new(field, format!("must be between 1 and {max}, got {v}")));
             }
         }
+        if let Some(c) = &self.context {
+            c.validate().map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?;
+        }
         self.working_memory.as_ref().map_or(Ok(()), WorkingMemoryOptions::validate)
     }
 
@@ -160,7 +166,7 @@ impl MemoryOptions {
     /// [`MEMORY_METADATA_KEY`]) is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none()
+        self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none() && self.context.is_none()
     }
 
     /// The JSON object stored under [`MEMORY_METADATA_KEY`]: only the set options.
@@ -171,6 +177,9 @@ impl MemoryOptions {
             if let Some(v) = v {
                 m.insert(k.to_owned(), Value::from(v));
             }
+        }
+        if let Some(c) = &self.context {
+            m.insert("context".to_owned(), c.to_value());
         }
         Value::Object(m)
     }
@@ -191,6 +200,7 @@ impl MemoryOptions {
             top_k: get("top_k", crate::MAX_TOP_K),
             token_budget: get("token_budget", 10_000_000),
             working_memory: None,
+            context: m.get("context").and_then(|c| crate::ContextOptions::from_value(c).ok()),
         }
     }
 }
@@ -470,7 +480,13 @@ mod tests {
         assert!(NewModel { name: "has space".into(), ..m }.validate().is_err());
         assert!(MemoryOptions { top_k: Some(0), ..Default::default() }.validate().is_err());
         assert!(MemoryOptions { last_n: Some(1001), ..Default::default() }.validate().is_err());
-        let opts = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, working_memory: None };
+        let opts = MemoryOptions {
+            last_n: Some(20),
+            top_k: Some(5),
+            token_budget: None,
+            working_memory: None,
+            context: Some(crate::ContextOptions::default()),
+        };
         let mut meta = Map::new();
         meta.insert(MEMORY_METADATA_KEY.into(), opts.to_value());
         let meta = crate::Metadata::from_value(Value::Object(meta)).unwrap();

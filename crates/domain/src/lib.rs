@@ -12,6 +12,7 @@
 
 mod auth;
 mod catalog;
+mod context;
 mod error;
 mod ids;
 mod message;
@@ -31,6 +32,11 @@ pub use auth::{
 pub use catalog::{
     AgentConfig, MAX_AGENT_TOOLS, MAX_CATALOG_JSON_BYTES, MAX_DESCRIPTION_BYTES, MAX_PROMPT_BYTES, MEMORY_METADATA_KEY,
     MemoryOptions, ModelConfig, NewAgent, NewModel, NewTool, Setting, SettingName, ToolConfig, validate_setting_value,
+};
+pub use context::{
+    Budget, ChatFormat, ContextOptions, DropReason, MAX_BUDGET, MAX_PROCESSOR_ITEMS, MAX_PROCESSORS, PackInput, Plan,
+    Priority, ProcessorSpec, RecallOptions, RecallScope, Section, Segments, Shape, Shares, TooSmall, Unit, pack,
+    recallable, segment_recent,
 };
 pub use error::DomainError;
 pub use ids::{AgentId, AgentName, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
@@ -54,7 +60,7 @@ pub use thread::{
     FORKED_FROM_KEY, ForkThread, Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch,
     Title, parse_model,
 };
-pub use token::TokenCount;
+pub use token::{TokenCount, TokenEncoding};
 pub use working::{
     WorkingContent, WorkingFormat, WorkingFormatKind, WorkingMemory, WorkingMemoryOptions, WorkingScope,
     WorkingScopeKind,

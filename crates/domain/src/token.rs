@@ -16,3 +16,13 @@ pub struct TokenCount {
     /// never presented as exact.
     pub exact: bool,
 }
+
+/// The encoding a model's texts are counted with, known before counting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenEncoding {
+    /// As in [`TokenCount::encoding`]: `o200k_base`, `cl100k_base`, or an
+    /// estimation method (`estimate:chars/4`).
+    pub name: String,
+    /// Whether its counts are exact.
+    pub exact: bool,
+}

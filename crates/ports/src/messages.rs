@@ -1,5 +1,6 @@
 //! [`MessageStore`]: appends with gapless sequence numbers, keyset pages and
-//! byte-budgeted reads ([`ByteBudget`]).
+//! byte-budgeted reads ([`ByteBudget`]), and messages' token counts stored
+//! per encoding.
 
 use async_trait::async_trait;
 use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
@@ -163,4 +164,34 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError>;
+
+    /// The token counts stored by [`save_token_counts`](Self::save_token_counts)
+    /// under `encoding` for those of `ids` that have one, in any order.
+    ///
+    /// MUST leave out ids without a stored count under that encoding, and
+    /// messages that do not exist for this tenant or whose thread is
+    /// deleted; MUST return `Invalid` for an encoding name that is empty or
+    /// over 64 bytes.
+    async fn token_counts(
+        &self,
+        tenant: &TenantId,
+        encoding: &str,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(MessageId, u32)>, StoreError>;
+
+    /// Stores messages' token counts under `encoding` (a tokenizer's
+    /// encoding, `o200k_base`), so that no later reader counts them again.
+    ///
+    /// A message's text never changes, so neither does its count: MUST
+    /// keep a count already stored for a message and encoding (the first
+    /// write wins, a second is no error); MUST ignore counts of messages
+    /// that do not exist for this tenant; MUST drop a message's counts with
+    /// the message; MUST return `Invalid` for an encoding name that is empty
+    /// or over 64 bytes.
+    async fn save_token_counts(
+        &self,
+        tenant: &TenantId,
+        encoding: &str,
+        counts: Vec<(MessageId, u32)>,
+    ) -> Result<(), StoreError>;
 }

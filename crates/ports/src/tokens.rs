@@ -2,7 +2,7 @@
 //! an estimate.
 
 use async_trait::async_trait;
-use memlayer_domain::TokenCount;
+use memlayer_domain::{TokenCount, TokenEncoding};
 
 /// Counts tokens the way a model's tokenizer does.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -14,4 +14,12 @@ pub trait TokenCounter: Send + Sync + std::fmt::Debug {
     /// encoding when it knows the model, and otherwise return an estimate
     /// marked `exact: false`. Never fails: an unknown model is estimated.
     async fn count(&self, model: &str, texts: Vec<String>) -> Vec<TokenCount>;
+
+    /// The encoding [`count`](Self::count) uses for `model`, without
+    /// counting anything.
+    ///
+    /// MUST name the same encoding and exactness that `count` reports for
+    /// that model, so counts stored per encoding can be reused for every
+    /// model sharing it.
+    fn encoding(&self, model: &str) -> TokenEncoding;
 }

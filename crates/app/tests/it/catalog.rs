@@ -36,10 +36,7 @@ fn uuid_nil() -> uuid::Uuid {
 }
 
 fn agent(id: AgentId, prompt: &str) -> AgentConfig {
-    let mut spec = new_agent(
-        "support",
-        MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, working_memory: None },
-    );
+    let mut spec = new_agent("support", MemoryOptions { last_n: Some(20), top_k: Some(5), ..Default::default() });
     spec.system_prompt = prompt.into();
     AgentConfig { id, tenant: tenant(), spec, created_at: from_micros(0), updated_at: from_micros(0) }
 }

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod config;
+mod context;
 mod memory;
 mod postgres;
 mod semantic;

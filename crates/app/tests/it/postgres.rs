@@ -93,7 +93,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
         is_default: true,
     };
     let model = services.catalog.create_model(&tenant, model).await.unwrap();
-    let memory = MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, working_memory: None };
+    let memory = MemoryOptions { last_n: Some(20), top_k: Some(5), ..Default::default() };
     let configured = NewAgent {
         name: agent.clone(),
         model_id: model.id,

@@ -37,6 +37,24 @@ impl MessageStore for Recording {
         self.inner.append(t, th, b).await
     }
 
+    async fn token_counts(
+        &self,
+        t: &TenantId,
+        encoding: &str,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(MessageId, u32)>, StoreError> {
+        self.inner.token_counts(t, encoding, ids).await
+    }
+
+    async fn save_token_counts(
+        &self,
+        t: &TenantId,
+        encoding: &str,
+        counts: Vec<(MessageId, u32)>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_token_counts(t, encoding, counts).await
+    }
+
     async fn page_within(
         &self,
         t: &TenantId,

@@ -8,8 +8,9 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentName, CatalogEntity, CatalogRecord, FieldValue, ListCursor, ListQuery, MODEL_FIELDS, MemoryOptions,
-    ModelConfig, ModelId, NewAgent, NewModel, NewTool, PageSize, SettingName, TenantId, ToolId,
+    AgentName, CatalogEntity, CatalogRecord, ContextOptions, FieldValue, ListCursor, ListQuery, MODEL_FIELDS,
+    MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, PageSize, Priority, ProcessorSpec, RecallOptions,
+    RecallScope, SearchMode, Section, SettingName, Shares, TenantId, ToolId,
 };
 use serde_json::json;
 
@@ -46,7 +47,32 @@ fn agent(name: &str, model_id: ModelId, tool_ids: Vec<ToolId>) -> NewAgent {
         model_id,
         system_prompt: format!("You are {name}."),
         tool_ids,
-        memory: MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, working_memory: None },
+        memory: MemoryOptions {
+            last_n: Some(20),
+            top_k: Some(5),
+            token_budget: None,
+            working_memory: None,
+            context: Some(context()),
+        },
+    }
+}
+
+/// Context options that differ from the defaults in every part, so a
+/// round trip through the store shows each part is kept.
+fn context() -> ContextOptions {
+    ContextOptions {
+        priority: Priority::new(&[Section::Summary, Section::WorkingMemory, Section::Recent]).unwrap(),
+        shares: Shares::default().with(Section::Recall, 30).unwrap(),
+        recall: RecallOptions {
+            disabled: false,
+            scope: RecallScope::Resource,
+            top_k: Some(3),
+            before: 1,
+            after: 2,
+            mode: SearchMode::Vector,
+            min_score: Some(0.5),
+        },
+        processors: vec![ProcessorSpec::RedactPii, ProcessorSpec::Truncate { max_chars: 500 }],
     }
 }
 

@@ -16,7 +16,8 @@
 //! The cases live in one file per port: `thread_cases.rs`,
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
-//! once), `catalog_cases.rs` (the catalog),
+//! once), `token_cases.rs` (messages' token counts per encoding),
+//! `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
 //! keys), `working_cases.rs` (working memory) and `summary_cases.rs`
 //! (summaries and their jobs), with the fixtures they share
@@ -46,6 +47,7 @@ pub mod summary_cases;
 mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
+pub mod token_cases;
 pub mod vector_cases;
 pub mod working_cases;
 
@@ -164,13 +166,14 @@ impl UnderTest for Option<IndexUnderTest> {
 /// # Panics
 /// On any difference, naming the cases.
 pub fn assert_complete(listed: &[(&str, &[&str])]) {
-    const FILES: [(&str, &str); 6] = [
+    const FILES: [(&str, &str); 7] = [
         ("thread_cases", include_str!("thread_cases.rs")),
         ("message_cases", include_str!("message_cases.rs")),
         ("state_cases", include_str!("state_cases.rs")),
         ("database_cases", include_str!("database_cases.rs")),
         ("embedding_cases", include_str!("embedding_cases.rs")),
         ("sweep_cases", include_str!("sweep_cases.rs")),
+        ("token_cases", include_str!("token_cases.rs")),
     ];
     let modules: Vec<&str> = listed.iter().map(|(module, _)| *module).collect();
     let files: Vec<&str> = FILES.iter().map(|(module, _)| *module).collect();
@@ -305,6 +308,11 @@ macro_rules! contract_suite {
             sweep_cases: [
                 deleted_thread_is_missing_everywhere_at_once,
                 sweep_removes_deleted_threads_in_chunks,
+            ],
+            token_cases: [
+                token_counts_are_stored_once_per_encoding,
+                token_counts_are_tenant_scoped,
+                token_counts_go_with_their_message_and_thread,
             ],
         );
         $crate::__catalog_expand!(

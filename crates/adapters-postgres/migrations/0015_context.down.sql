@@ -1,0 +1,2 @@
+ALTER TABLE config_agents DROP COLUMN context;
+DROP TABLE message_tokens;
