@@ -109,6 +109,12 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     let agent = created(send(&t.app, "POST", "/api/agents", &h, Some(&agent)).await);
     let setting = json!({"value": "victim-setting-value"});
     created(send(&t.app, "PUT", "/api/settings/ui/theme", &h, Some(&setting)).await);
+    let doc = json!({"content": {"note": "victim-secret-content"}, "expected_version": 0});
+    for path in
+        ["/api/resources/victim-user/working-memory".to_owned(), format!("/api/threads/{thread}/working-memory")]
+    {
+        created(send(&t.app, "PUT", &path, &h, Some(&doc)).await);
+    }
     let key = json!({"scopes": ["read"], "name": "victim-key-name"});
     let key = created(send(&t.app, "POST", "/api/keys", &h, Some(&key)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
@@ -116,6 +122,9 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
         (("threads", "id"), thread),
         (("threads", "message_id"), id(&message)),
         (("threads", "agent_id"), "support".to_owned()),
+        (("threads", "version"), "1".to_owned()),
+        (("resources", "id"), "victim-user".to_owned()),
+        (("resources", "version"), "1".to_owned()),
         (("models", "id"), id(&model)),
         (("tools", "id"), id(&tool)),
         (("agents", "id"), id(&agent)),
@@ -300,6 +309,17 @@ async fn matrix(t: TestApp) {
     }
     let r = send(&t.app, "GET", "/api/keys", &[("authorization", &h)], None).await;
     assert!(r.json()["items"].as_array().unwrap().iter().all(|k| k["revoked_at"].is_null()), "{}", r.body);
+    for path in
+        ["/api/resources/victim-user/working-memory".to_owned(), format!("/api/threads/{thread}/working-memory")]
+    {
+        let r = send(&t.app, "GET", &path, &[("authorization", &h)], None).await;
+        assert_eq!(
+            (r.json()["version"].as_u64(), &r.json()["content"]["note"]),
+            (Some(1), &json!("victim-secret-content")),
+            "{path}: {}",
+            r.body
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,7 +331,7 @@ async fn agents_tools_and_a_thread_that_inherits_memory_options() {
                "tool_ids": [refund["id"], lookup["id"]], "memory": {"last_n": 3, "top_k": 2}}),
     )
     .await;
-    assert_eq!(agent["memory"], json!({"last_n": 3, "top_k": 2, "token_budget": null}));
+    assert_eq!(agent["memory"], json!({"last_n": 3, "top_k": 2, "token_budget": null, "working_memory": null}));
     let aid = agent["id"].as_str().unwrap();
     let (status, tools) = t.call("GET", &format!("/api/agents/{aid}/tools"), None).await;
     assert_eq!(status, StatusCode::OK);

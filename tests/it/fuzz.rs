@@ -11,8 +11,12 @@
 //! the run pins the values they concern (see [`config`]): cursors (opaque
 //! tokens of earlier responses), list filters (a grammar over the entity's
 //! fields), `max_output_tokens <= context_window` of a model, an agent's
-//! references to a stored model and tools, a tool's `required` naming its
-//! `properties`. Everything else is generated.
+//! references to a stored model and tools, an agent's working-memory
+//! options (its JSON Schema must compile, and a document of a thread of that
+//! agent must satisfy it and be of its format: so fuzzed agents get none,
+//! and working memory is fuzzed under the defaults), a tool's `required`
+//! naming its `properties`, and the `agent` a resource's working memory
+//! names (it must be in the catalog). Everything else is generated.
 //!
 //! The server runs with `auth.mode = api_key`, and every request carries a
 //! key holding every scope of the `default` tenant (made with `memlayer keys
@@ -106,6 +110,10 @@ fn start(dir: &std::path::Path) -> (Server, String) {
 /// validation error here: those are 400).
 const KEYED: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 
+/// A fork's keyed answers, and 400: whether a schema-valid `at_seq` lies
+/// beyond the thread depends on what the thread holds, which the document
+/// can say only in prose.
+const FORK: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 /// What a schema-valid context request may get: the defaults plus 422, the
 /// documented answer when the thread's state cannot meet the request (a
 /// budget below its agent's system prompt, or no budget given and none
@@ -119,6 +127,7 @@ fn config(model_id: &str, tool_id: &str) -> String {
 [parameters]
 "query.cursor" = ""
 "query.filter" = "name:ne:~"
+"query.agent" = "fuzz-agent"
 "header.X-Tenant-Id" = "default"
 
 [[operations]]
@@ -129,7 +138,7 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
 include-operation-id = ["create_agent", "update_agent"]
-parameters = {{ "body.model_id" = "{model_id}", "body.tool_ids" = ["{tool_id}"], "header.X-Tenant-Id" = "default" }}
+parameters = {{ "body.model_id" = "{model_id}", "body.tool_ids" = ["{tool_id}"], "header.X-Tenant-Id" = "default", "body.memory" = {{ last_n = 20, top_k = 5 }} }}
 phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
@@ -140,8 +149,12 @@ phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
-include-operation-id = ["create_thread", "append_messages"]
+include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working", "summarize"]
 checks.positive_data_acceptance.expected-statuses = {KEYED}
+
+[[operations]]
+include-operation-id = ["fork_thread"]
+checks.positive_data_acceptance.expected-statuses = {FORK}
 
 [[operations]]
 include-operation-id = ["assemble_context"]
@@ -150,7 +163,10 @@ checks.positive_data_acceptance.expected-statuses = {CONTEXT}
     )
 }
 
-/// Creates a model and a tool for agents to refer to; returns their ids.
+/// Creates a model and a tool for agents to refer to, and `fuzz-agent`
+/// (without working-memory options: any document it is named for is
+/// acceptable), the agent a resource's working-memory routes name; returns
+/// the model's and the tool's ids.
 async fn seed_references(base: &str, key: &str) -> (String, String) {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -166,6 +182,9 @@ async fn seed_references(base: &str, key: &str) -> (String, String) {
         let v: serde_json::Value = r.json().await.unwrap();
         ids.push(v["id"].as_str().unwrap().to_owned());
     }
+    let agent = serde_json::json!({"name": "fuzz-agent", "model_id": ids[0]});
+    let r = http.post(format!("{base}/api/agents")).bearer_auth(key).json(&agent).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201, "seeding the agent");
     (ids[0].clone(), ids[1].clone())
 }
 

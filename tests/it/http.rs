@@ -396,6 +396,7 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}",
         "PATCH /api/threads/{id}",
         "DELETE /api/threads/{id}",
+        "POST /api/threads/{id}/fork",
         "POST /api/threads/{id}/context",
         "POST /api/threads/{id}/messages",
         "GET /api/threads/{id}/messages",
@@ -430,6 +431,19 @@ async fn openapi_describes_every_route() {
         "POST /api/keys",
         "GET /api/keys",
         "DELETE /api/keys/{id}",
+        "GET /api/resources/{id}/working-memory",
+        "PUT /api/resources/{id}/working-memory",
+        "PATCH /api/resources/{id}/working-memory",
+        "GET /api/resources/{id}/working-memory/versions",
+        "POST /api/resources/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/working-memory",
+        "PUT /api/threads/{id}/working-memory",
+        "PATCH /api/threads/{id}/working-memory",
+        "GET /api/threads/{id}/working-memory/versions",
+        "POST /api/threads/{id}/working-memory/versions/{version}/restore",
+        "GET /api/threads/{id}/summary",
+        "POST /api/threads/{id}/summary",
+        "GET /api/threads/{id}/summary/versions",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -442,7 +456,8 @@ async fn openapi_describes_every_route() {
             .replace("{agent_id}", "a")
             .replace("{message_id}", &id)
             .replace("{category}", "c")
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{version}", "1");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
@@ -501,6 +516,8 @@ async fn internal_errors_reveal_nothing() {
         limiter: memlayer_app::Limiter::unlimited(),
         coordinator: None,
         idempotency: None,
+        working: no_working(),
+        summaries: no_summaries(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -621,6 +638,8 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             limiter: memlayer_app::Limiter::unlimited(),
             coordinator: None,
             idempotency: None,
+            working: no_working(),
+            summaries: no_summaries(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -795,4 +814,24 @@ async fn openapi_states_the_real_shapes_bounds_and_errors() {
 /// A key service over a store that expects no call.
 fn no_keys() -> memlayer_app::KeyService {
     memlayer_app::KeyService::new(Arc::new(memlayer_ports::MockKeyStore::new()), &memlayer_app::KeysConfig::default())
+}
+
+/// A summary service over mocks that expect no call.
+fn no_summaries() -> memlayer_app::SummaryService {
+    memlayer_app::SummaryService::new(
+        Arc::new(memlayer_ports::MockSummaryStore::new()),
+        Arc::new(memlayer_ports::MockSummaryQueue::new()),
+        Arc::new(memlayer_ports::MockMessageStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
+        Arc::new(memlayer_ports::MockSummarizer::new()),
+        memlayer_app::SummaryConfig::default(),
+    )
+}
+
+/// A working-memory service whose ports are never called.
+fn no_working() -> memlayer_app::WorkingMemoryService {
+    memlayer_app::WorkingMemoryService::new(
+        Arc::new(memlayer_ports::MockWorkingMemoryStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
+    )
 }

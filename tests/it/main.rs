@@ -12,7 +12,9 @@
 //! past saturation (`load`). `reach` holds a caller bound to a resource to
 //! that resource on every route (a property test); `rate` holds the rate
 //! limits, and `shared` two servers sharing them and catalog invalidations
-//! through one Redis. `tidy` checks the architecture's invariants
+//! through one Redis. `working` holds working memory over HTTP (both
+//! backends) and the CLI; `summary` thread summaries (on demand, versions,
+//! a summariser that is down, the CLI). `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -24,6 +26,7 @@ mod catalog;
 mod context;
 mod crash;
 mod e2e;
+mod fork;
 mod frontends;
 mod fuzz;
 mod http;
@@ -35,6 +38,8 @@ mod rate;
 mod reach;
 mod search;
 mod shared;
+mod summary;
 mod support;
 mod sweep;
 mod tidy;
+mod working;

@@ -125,6 +125,8 @@ async fn check_bound_caller(t: &TestApp, stored: &[Stored], tenant: usize, resou
             format!("/api/threads/{}/messages?direction=backward&limit=5", s.id),
             format!("/api/threads/{}/state/agent", s.id),
             format!("/api/threads/{}/embeddings", s.id),
+            format!("/api/threads/{}/summary", s.id),
+            format!("/api/threads/{}/summary/versions", s.id),
         ] {
             let got = call(t, &who, "GET", &uri, None).await;
             if mine(s) {

@@ -95,6 +95,16 @@ impl TestApp {
         (status, value)
     }
 
+    /// Sends a request without a body; returns status, headers and the
+    /// JSON body.
+    pub async fn raw(&self, method: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
     /// Creates a thread and returns its id.
     pub async fn thread(&self, body: Value) -> String {
         let (status, v) = self.call("POST", "/api/threads", Some(body)).await;

@@ -15,6 +15,12 @@
 //! kept current by an exact delta, tombstones, background rebuilds and an
 //! on-disk snapshot.
 //!
+//! [`ExtractiveSummarizer`] and [`ChatSummarizer`] are the
+//! [`memlayer_ports::Summarizer`] adapters (module `summarize`): the local
+//! default, which picks a thread's salient sentences with the embedder and
+//! needs no network, and a client of an OpenAI-compatible chat-completions
+//! endpoint.
+//!
 //! Invariants:
 //! - an estimate is never presented as exact: `TokenCount::exact` is `true`
 //!   only when the model family's real encoding counted the text;
@@ -30,14 +36,18 @@
 //!   dedicated low-priority threads (module `background`) that the request
 //!   path preempts and shutdown does not wait for.
 //!
-//! What it must not know: HTTP, JSON wire shapes, SQL or any storage; it sees
-//! only domain types and port traits, and only `app` names it.
+//! What it must not know: SQL or any storage, or memlayer's own HTTP API and
+//! wire shapes (its one HTTP use is as a client of a chat-completions
+//! endpoint); it sees only domain types and port traits, and only `app`
+//! names it.
 
 mod background;
 mod index;
 mod onnx;
+mod summarize;
 mod tokens;
 
 pub use index::{ExactIndex, HnswConfig, HnswIndex, HnswModelStats, HnswStats};
 pub use onnx::{MINILM_MODEL, OnnxConfig, OnnxEmbedder, default_cache_dir};
+pub use summarize::{ChatConfig, ChatKey, ChatSummarizer, EXTRACTIVE_NAME, ExtractiveConfig, ExtractiveSummarizer};
 pub use tokens::TiktokenCounter;

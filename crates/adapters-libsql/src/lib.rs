@@ -63,9 +63,11 @@ mod migrations;
 mod plans;
 mod rows;
 mod state;
+mod summaries;
 mod threads;
 mod values;
 mod vectors;
+mod working;
 
 pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};

@@ -144,6 +144,61 @@ async fn key_queries_use_indexes() {
     }
 }
 
+/// Working memory (migration 13): the current document by its primary key
+/// (through its thread for a thread's), the kept versions by a backwards
+/// range of theirs, the old ones deleted by a range, a deleted thread's by
+/// the partial `thread_id` indexes; so a read costs the same whatever the
+/// number of versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_memory_queries_use_indexes() {
+    use memlayer_adapters_sql::working;
+    use memlayer_domain::WorkingScope;
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let t = TenantId::parse("acme").unwrap();
+    for scope in [WorkingScope::Resource(ResourceId::parse("u1").unwrap()), WorkingScope::Thread(ThreadId::new())] {
+        for (sql, index) in [
+            (
+                working::current_sql(Dialect::Sqlite, &t, &scope),
+                "USING PRIMARY KEY (tenant=? AND scope_kind=? AND scope_id=?)",
+            ),
+            (working::versions_sql(Dialect::Sqlite, &t, &scope, 10), "working_memory_versions USING PRIMARY KEY"),
+            (working::prune_sql(Dialect::Sqlite, &t, &scope, 5), "scope_id=? AND version<?)"),
+        ] {
+            let (sql, params) = crate::exec::params(sql).unwrap();
+            let p = plan(&backend, sql, params).await;
+            println!("{p}");
+            check(&p, index);
+        }
+    }
+    let thread = Value::Blob(ThreadId::new().as_uuid().as_bytes().to_vec());
+    for (sql, index) in
+        crate::threads::SWEEP_WORKING.into_iter().zip(["working_memory_thread", "working_memory_versions_thread"])
+    {
+        let p = plan(&backend, sql.to_owned(), vec![thread.clone()]).await;
+        println!("{p}");
+        check(&p, index);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_queries_use_indexes() {
+    use memlayer_adapters_sql::summaries;
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    for (sql, index) in [
+        // The backlog after a summary: a range of one thread's messages.
+        (summaries::backlog_sql(Dialect::Sqlite, ThreadId::new(), 7), "messages_thread_seq"),
+        // The newest versions, read backwards along the version index.
+        (summaries::newest(Dialect::Sqlite, ThreadId::new(), 1), "thread_summaries_version"),
+    ] {
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        check(&p, index);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_count_queries_start_from_the_ids() {
     let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();

@@ -37,6 +37,14 @@ impl ThreadEngine for LibsqlBackend {
                 conn.execute("DELETE FROM agent_state WHERE thread_id = ?1", vec![Value::Blob(thread.clone())])
                     .await
                     .ctx("sweep deleted thread's state")?;
+                // Its working memory (migration 13), through the partial
+                // `thread_id` indexes; the foreign keys refuse the thread
+                // row's delete while any is left.
+                for delete in SWEEP_WORKING {
+                    conn.execute(delete, vec![Value::Blob(thread.clone())])
+                        .await
+                        .ctx("sweep deleted thread's working memory")?;
+                }
                 threads = conn
                     .execute("DELETE FROM threads WHERE id = ?1 AND deleted_at IS NOT NULL", vec![Value::Blob(thread)])
                     .await
@@ -53,6 +61,10 @@ impl ThreadEngine for LibsqlBackend {
 /// `messages_thread_seq`.
 pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
      (SELECT rowid FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT ?2)";
+
+/// `?1` thread: its working memory, current and kept versions.
+pub(crate) const SWEEP_WORKING: [&str; 2] =
+    ["DELETE FROM working_memory WHERE thread_id = ?1", "DELETE FROM working_memory_versions WHERE thread_id = ?1"];
 
 /// The marked thread to sweep next: the oldest mark (partial index
 /// `threads_deleted`, migration 9).

@@ -55,11 +55,13 @@ mod keys;
 mod messages;
 mod migrations;
 mod state;
+mod summaries;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod threads;
 mod tls;
 mod vectors;
+mod working;
 
 pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};

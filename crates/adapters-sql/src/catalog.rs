@@ -17,14 +17,14 @@
 use memlayer_domain::{
     AgentConfig, AgentId, AgentName, CatalogEntity, CatalogRecord, DomainError, FieldKind, FieldValue, ListCursor,
     ListQuery, MemoryOptions, ModelConfig, ModelId, NewAgent, NewModel, NewTool, Op, Page, Setting, SettingName,
-    TenantId, ToolConfig, ToolId, now, validate_setting_value,
+    TenantId, ToolConfig, ToolId, WorkingMemoryOptions, now, validate_setting_value,
 };
 use memlayer_ports::StoreError;
 use uuid::Uuid;
 
 use crate::exec::{Executor, Row, Transactor, Work};
 use crate::table::{AGENTS, MODELS, TOOLS, Table};
-use crate::{Cells, Dialect, Sql, SqlOp as _, SqlValue};
+use crate::{Cells, Dialect, Sql, SqlOp as _, SqlValue, corrupt};
 
 fn work<T, F>(f: F) -> Work<T>
 where
@@ -181,6 +181,7 @@ fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
         m.token_budget.into(),
         a.created_at.into(),
         a.updated_at.into(),
+        m.working_memory.as_ref().map_or(SqlValue::Null, |w| SqlValue::Json(w.to_value())),
         m.context.as_ref().map_or(SqlValue::Null, |c| SqlValue::Json(c.to_value())),
     ]
 }
@@ -200,8 +201,13 @@ fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
                 last_n: r.opt_u32(4, "last_n")?,
                 top_k: r.opt_u32(5, "top_k")?,
                 token_budget: r.opt_u32(6, "token_budget")?,
+                working_memory: r
+                    .opt_json::<serde_json::Value>(9, "working_memory")?
+                    .map(|v| WorkingMemoryOptions::from_value(&v))
+                    .transpose()
+                    .map_err(|e| corrupt(AGENTS.name, "working_memory", e))?,
                 context: r
-                    .opt_json::<serde_json::Value>(9, "context")?
+                    .opt_json::<serde_json::Value>(10, "context")?
                     .map(|v| memlayer_domain::ContextOptions::from_value(&v))
                     .transpose()
                     .map_err(|e| crate::corrupt(AGENTS.name, "context", e))?,

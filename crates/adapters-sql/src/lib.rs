@@ -12,8 +12,10 @@
 //! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
 //! message store and its budgets ([`token_counts`] its per-encoding token counts), [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
-//! both vector indexes check, and [`migrate`] the migration runner, the
-//! `Database` port and every backend's migrations by version.
+//! both vector indexes check, [`working`] the working-memory store,
+//! [`summaries`] the thread summaries and their job queue, and [`migrate`]
+//! the migration runner, the `Database` port and every backend's migrations
+//! by version.
 //!
 //! Each port is implemented by a macro an adapter expands for its type
 //! (`thread_store!(LibsqlBackend)`; the orphan rule forbids a blanket impl
@@ -42,11 +44,13 @@ pub mod migrate;
 mod op;
 mod sql;
 pub mod state;
+pub mod summaries;
 pub mod table;
 pub mod threads;
 pub mod token_counts;
 mod value;
 pub mod vectors;
+pub mod working;
 
 pub use dialect::Dialect;
 pub use error::{CorruptRow, DriverError, corrupt};

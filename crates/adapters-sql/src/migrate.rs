@@ -70,6 +70,8 @@ macro_rules! migration {
     (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
+    (13 $(=> $drops:expr)?) => { $crate::migration!(@ 13, "working_memory", "0013_working_memory" $(, $drops)?) };
+    (14 $(=> $drops:expr)?) => { $crate::migration!(@ 14, "summaries", "0014_summaries" $(, $drops)?) };
     (15 $(=> $drops:expr)?) => { $crate::migration!(@ 15, "context", "0015_context" $(, $drops)?) };
 }
 

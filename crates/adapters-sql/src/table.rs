@@ -120,6 +120,8 @@ pub const AGENTS: Table = Table {
         col("token_budget", Kind::Int),
         fixed("created_at", Kind::Timestamp),
         col("updated_at", Kind::Timestamp),
+        // Migration 13: `WorkingMemoryOptions::to_value`, NULL when unset.
+        col("working_memory", Kind::Json),
         // Migration 15: the agent's context options (JSON), NULL when unset.
         col("context", Kind::Json),
     ],

@@ -13,10 +13,10 @@ use std::num::NonZeroU32;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter,
-    ThreadId, ThreadPatch, Timestamp, Title, now,
+    AgentName, Cursor, DomainError, Embedding, ForkThread, MessageId, Metadata, NewThread, Page, PageSize, ResourceId,
+    TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, Timestamp, Title, now,
 };
-use memlayer_ports::{StoreError, Sweep};
+use memlayer_ports::{Fork, StoreError, Sweep, VectorEntry};
 
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
@@ -63,8 +63,9 @@ pub fn insert_sql(dialect: Dialect, thread: &Thread) -> Sql {
         .bind(thread.model.as_deref())
         .push(", ")
         .bind(SqlValue::Json(serde_json::Value::Object(thread.metadata.as_map().clone())));
+    sql.push(", ").bind(thread.last_seq);
     let at = sql.arg(thread.created_at);
-    sql.push(&format!(", 0, {at}, {at})"));
+    sql.push(&format!(", {at}, {at})"));
     sql
 }
 
@@ -102,6 +103,278 @@ pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> R
         return Err(StoreError::not_found("thread", id));
     }
     Ok(())
+}
+
+/// `ThreadStore::fork`: one write transaction of a handful of statements,
+/// each a set-based `INSERT … SELECT` whatever the number of messages, so
+/// a fork of 10,000 messages costs what copying their rows costs (see
+/// docs/BENCHMARKS.md, "Forking a thread"):
+///
+/// 1. the source read (live, the tenant's) and the fork made from it
+///    ([`ForkThread::forked`]: `Invalid` on `at_seq` beyond its `last_seq`);
+/// 2. the thread row, `last_seq` the fork's `at_seq`;
+/// 3. the messages with `seq <= at_seq`, in seq order, each given the id at
+///    position `seq - 1` of a blob of new UUIDv7 ids made here in order
+///    (`substr` on SQLite; `substring` of `bytea` cast to `uuid` on
+///    Postgres), so no id mapping is read back; deleted messages have no row
+///    and are not copied, their seqs stay gaps;
+/// 4. their vectors, matched by seq (`message_vectors`' `vector` blob on
+///    libSQL; the `vector` column, tenant and thread on Postgres);
+/// 5. pending embeddings: on libSQL the catch-up queues a job (and adds the
+///    full-text entry) for every new message row, skipping those with a
+///    vector; on Postgres the insert trigger queued a job for every copied
+///    message, and those that got a vector lose it here, the same rule;
+/// 6. the agent states, the newest summary with `covers_through <= at_seq`
+///    and the thread's current working-memory document, each as version 1;
+/// 7. the copied vectors read back for the vector index (Postgres:
+///    `vector_send`, pgvector's binary form).
+///
+/// # Errors
+/// `NotFound` for a missing or deleted source, `Invalid` on `at_seq` or on
+/// `metadata` (naming the source made it too large), a failed write (then
+/// nothing of the fork is stored).
+pub async fn fork<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    source: ThreadId,
+    request: ForkThread,
+) -> Result<Fork, StoreError> {
+    let tenant_owned = tenant.clone();
+    db.write(
+        tenant,
+        Box::new(move |ex| {
+            Box::pin(async move {
+                let tenant = &tenant_owned;
+                let dialect = ex.dialect();
+                let row = ex.fetch_one("read thread to fork", get_sql(dialect, tenant, source)).await?;
+                let source_thread = row
+                    .as_deref()
+                    .map(|r| decode(r, tenant))
+                    .transpose()?
+                    .ok_or_else(|| StoreError::not_found("thread", source))?;
+                let at = now();
+                let thread = request.forked(&source_thread, ThreadId::new(), at)?;
+                ex.execute("create fork", insert_sql(dialect, &thread)).await?;
+                let messages = ex.execute("copy messages", fork_messages_sql(dialect, tenant, source, &thread)).await?;
+                ex.execute("copy vectors", fork_vectors_sql(dialect, tenant, source, &thread)).await?;
+                if dialect == Dialect::Postgres {
+                    let mut sql = Sql::new(dialect);
+                    sql.push("DELETE FROM embedding_jobs WHERE message_id IN (SELECT message_id FROM message_vectors ")
+                        .push("WHERE tenant = ")
+                        .bind(tenant.as_str())
+                        .push(" AND thread_id = ")
+                        .bind(thread.id.as_uuid())
+                        .push(")");
+                    ex.execute("drop jobs of copied vectors", sql).await?;
+                }
+                ex.execute("copy agent states", fork_states_sql(dialect, tenant, source, thread.id, at)).await?;
+                ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
+                for table in ["working_memory", "working_memory_versions"] {
+                    let sql = fork_working_sql(dialect, table, tenant, source, thread.id, at);
+                    ex.execute("copy working memory", sql).await?;
+                }
+                let rows = ex.fetch("read copied vectors", forked_vectors_sql(dialect, tenant, thread.id)).await?;
+                let vectors = rows
+                    .iter()
+                    .map(|row| decode_vector(dialect, row, tenant, thread.id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Fork { thread, messages, vectors })
+            })
+        }),
+    )
+    .await
+}
+
+/// Step 3 of [`fork`]: `INSERT INTO messages … SELECT` the source's messages
+/// up to the fork's `last_seq`, in seq order, the new ids bound as one blob
+/// of 16 bytes per seq.
+#[must_use]
+pub fn fork_messages_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: &Thread) -> Sql {
+    let count = usize::try_from(fork.last_seq).unwrap_or(0);
+    let mut ids = Vec::with_capacity(count * 16);
+    for _ in 0..count {
+        ids.extend_from_slice(memlayer_domain::MessageId::new().as_uuid().as_bytes());
+    }
+    let copied = "seq, role, content, tool_call_id, tool_name, tool_calls, metadata, token_count, token_model, \
+                  token_encoding, token_exact, created_at";
+    let mut sql = Sql::new(dialect);
+    let ids = sql.arg(SqlValue::Blob(ids));
+    let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
+    sql.push(&format!("INSERT INTO messages (id, {tenant_column}thread_id, {copied}) SELECT "));
+    match dialect {
+        Dialect::Sqlite => sql.push(&format!("substr({ids}, (seq - 1) * 16 + 1, 16), ")),
+        Dialect::Postgres => {
+            sql.push(&format!("encode(substring({ids}::bytea FROM ((seq - 1) * 16 + 1)::int FOR 16), 'hex')::uuid, "))
+        }
+    };
+    if dialect.tenant_on_every_table() {
+        sql.push("tenant, ");
+    }
+    sql.bind(fork.id.as_uuid()).push(&format!(", {copied} FROM messages WHERE thread_id = ")).bind(source.as_uuid());
+    if dialect.tenant_on_every_table() {
+        sql.push(" AND tenant = ").bind(tenant.as_str());
+    }
+    sql.push(" AND seq <= ").bind(fork.last_seq).push(" ORDER BY seq");
+    sql
+}
+
+/// Step 4 of [`fork`]: the vectors of the copied messages, each source
+/// message matched to its copy by seq.
+#[must_use]
+pub fn fork_vectors_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: &Thread) -> Sql {
+    let mut sql = Sql::new(dialect);
+    match dialect {
+        Dialect::Sqlite => {
+            sql.push("INSERT INTO message_vectors (message_rowid, model, dim, vector, created_at) ")
+                .push("SELECT n.rowid, v.model, v.dim, v.vector, v.created_at FROM messages s ")
+                .push("JOIN message_vectors v ON v.message_rowid = s.rowid ")
+                .push("JOIN messages n ON n.thread_id = ")
+                .bind(fork.id.as_uuid())
+                .push(" AND n.seq = s.seq WHERE s.thread_id = ")
+                .bind(source.as_uuid())
+                .push(" AND s.seq <= ")
+                .bind(fork.last_seq)
+                .push(" ORDER BY v.rowid");
+        }
+        Dialect::Postgres => {
+            sql.push("INSERT INTO message_vectors (message_id, tenant, thread_id, model, dim, embedding, created_at) ")
+                .push("SELECT n.id, n.tenant, n.thread_id, v.model, v.dim, v.embedding, v.created_at FROM messages s ")
+                .push("JOIN message_vectors v ON v.message_id = s.id ")
+                .push("JOIN messages n ON n.thread_id = ")
+                .bind(fork.id.as_uuid())
+                .push(" AND n.seq = s.seq WHERE s.thread_id = ")
+                .bind(source.as_uuid())
+                .push(" AND s.tenant = ")
+                .bind(tenant.as_str())
+                .push(" AND s.seq <= ")
+                .bind(fork.last_seq)
+                .push(" ORDER BY v.position");
+        }
+    }
+    sql
+}
+
+/// Step 6 of [`fork`]: the source's agent states, as version 1.
+#[must_use]
+pub fn fork_states_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: ThreadId, at: Timestamp) -> Sql {
+    let mut sql = Sql::new(dialect);
+    let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
+    sql.push(&format!(
+        "INSERT INTO agent_state ({tenant_column}thread_id, agent_id, state, version, updated_at) SELECT "
+    ));
+    if dialect.tenant_on_every_table() {
+        sql.push("tenant, ");
+    }
+    sql.bind(fork.as_uuid()).push(", agent_id, state, 1, ").bind(at);
+    sql.push(" FROM agent_state WHERE thread_id = ").bind(source.as_uuid());
+    if dialect.tenant_on_every_table() {
+        sql.push(" AND tenant = ").bind(tenant.as_str());
+    }
+    sql
+}
+
+/// Step 6 of [`fork`]: the source's newest summary that covers no message
+/// past the fork's `at_seq` (`covers_through <= at_seq`), as version 1; none
+/// when it has no such summary.
+#[must_use]
+pub fn fork_summary_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: &Thread) -> Sql {
+    let mut sql = Sql::new(dialect);
+    let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
+    sql.push(&format!(
+        "INSERT INTO thread_summaries ({tenant_column}thread_id, version, text, covers_through, covered_messages, \
+         summarizer, created_at) SELECT {tenant_column}"
+    ));
+    sql.bind(fork.id.as_uuid())
+        .push(", 1, text, covers_through, covered_messages, summarizer, created_at FROM thread_summaries WHERE thread_id = ")
+        .bind(source.as_uuid());
+    if dialect.tenant_on_every_table() {
+        sql.push(" AND tenant = ").bind(tenant.as_str());
+    }
+    sql.push(" AND covers_through <= ").bind(fork.last_seq).push(" ORDER BY version DESC LIMIT 1");
+    sql
+}
+
+/// Step 6 of [`fork`]: the source's current working-memory document into
+/// `table` (`working_memory` or `working_memory_versions`), as version 1.
+#[must_use]
+pub fn fork_working_sql(
+    dialect: Dialect,
+    table: &str,
+    tenant: &TenantId,
+    source: ThreadId,
+    fork: ThreadId,
+    at: Timestamp,
+) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!(
+        "INSERT INTO {table} (tenant, scope_kind, scope_id, thread_id, format, content, version, updated_at) \
+         SELECT tenant, scope_kind, "
+    ))
+    .bind(fork.to_string())
+    .push(", ")
+    .bind(fork.as_uuid())
+    .push(", format, content, 1, ")
+    .bind(at)
+    .push(" FROM working_memory WHERE tenant = ")
+    .bind(tenant.as_str())
+    .push(" AND scope_kind = 'thread' AND scope_id = ")
+    .bind(source.to_string());
+    sql
+}
+
+/// Step 7 of [`fork`]: the fork's vectors (message id, model, dim, vector
+/// bytes).
+#[must_use]
+pub fn forked_vectors_sql(dialect: Dialect, tenant: &TenantId, fork: ThreadId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    match dialect {
+        Dialect::Sqlite => {
+            sql.push("SELECT n.id, v.model, v.dim, v.vector FROM messages n ")
+                .push("JOIN message_vectors v ON v.message_rowid = n.rowid WHERE n.thread_id = ")
+                .bind(fork.as_uuid());
+        }
+        Dialect::Postgres => {
+            sql.push("SELECT message_id, model, dim, vector_send(embedding) FROM message_vectors WHERE tenant = ")
+                .bind(tenant.as_str())
+                .push(" AND thread_id = ")
+                .bind(fork.as_uuid());
+        }
+    }
+    sql
+}
+
+/// A row of [`forked_vectors_sql`] as an index entry: libSQL stores
+/// little-endian `f32`s; pgvector's binary form is a big-endian `int16`
+/// dimension, an unused `int16`, then big-endian `float4`s.
+fn decode_vector(
+    dialect: Dialect,
+    row: &[SqlValue],
+    tenant: &TenantId,
+    thread: ThreadId,
+) -> Result<VectorEntry, StoreError> {
+    let c = Cells::new(row, "message_vectors");
+    let dim = usize::try_from(c.int(2, "dim")?).map_err(|e| corrupt("message_vectors", "dim", e))?;
+    let bytes = c.blob(3, "vector")?;
+    let body = match dialect {
+        Dialect::Sqlite => bytes.as_slice(),
+        Dialect::Postgres => bytes.get(4..).unwrap_or_default(),
+    };
+    if body.len() != dim * 4 {
+        return Err(corrupt("message_vectors", "vector", format!("{} bytes for dimension {dim}", body.len())));
+    }
+    let vector = body
+        .chunks_exact(4)
+        .map(|b| {
+            let b = [b[0], b[1], b[2], b[3]];
+            match dialect {
+                Dialect::Sqlite => f32::from_le_bytes(b),
+                Dialect::Postgres => f32::from_be_bytes(b),
+            }
+        })
+        .collect();
+    let embedding =
+        Embedding::new(c.text(1, "model")?, vector, dim).map_err(|e| corrupt("message_vectors", "vector", e))?;
+    Ok(VectorEntry { id: MessageId::from_uuid(c.uuid(0, "id")?), tenant: tenant.clone(), thread, embedding })
 }
 
 /// `ThreadStore::sweep_deleted`: one [`ThreadEngine::sweep_chunk`].
@@ -173,6 +446,15 @@ macro_rules! thread_store {
                 id: ::memlayer_domain::ThreadId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
                 $crate::threads::delete(self, tenant, id).await
+            }
+
+            async fn fork(
+                &self,
+                tenant: &::memlayer_domain::TenantId,
+                source: ::memlayer_domain::ThreadId,
+                fork: ::memlayer_domain::ForkThread,
+            ) -> Result<::memlayer_ports::Fork, ::memlayer_ports::StoreError> {
+                $crate::threads::fork(self, tenant, source, fork).await
             }
 
             async fn sweep_deleted(
@@ -505,12 +787,13 @@ mod tests {
         assert_eq!(
             sql.text(),
             "INSERT INTO threads (id, tenant, resource_id, agent_id, title, model, metadata, last_seq, created_at, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)"
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)"
         );
         assert_eq!(sql.args()[4], SqlValue::from("x' --"));
         assert_eq!(sql.args()[6], SqlValue::Json(serde_json::json!({})));
-        assert_eq!(sql.args()[7], SqlValue::Timestamp(thread.created_at));
-        assert!(insert_sql(Dialect::Postgres, &thread).text().ends_with("($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)"));
+        assert_eq!(sql.args()[7], SqlValue::Int(0));
+        assert_eq!(sql.args()[8], SqlValue::Timestamp(thread.created_at));
+        assert!(insert_sql(Dialect::Postgres, &thread).text().ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
-//! `tools`, `settings`), API keys (`keys`) and a thread's context (`context`).
+//! `tools`, `settings`), API keys (`keys`), working memory
+//! (`working-memory`), thread summaries (`summary`) and a thread's context
+//! (`context`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,22 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Fork a thread: a new thread with its messages up to --at-seq (default
+    /// all), their vectors, agent states and working memory; prints the new
+    /// thread as JSON.
+    Fork {
+        /// The source thread's id.
+        thread: String,
+        /// The last sequence number copied (1 up to the thread's last).
+        #[arg(long)]
+        at_seq: Option<i64>,
+        /// The new thread's title (default: the source's, followed by " (fork)").
+        #[arg(long)]
+        title: Option<String>,
+        /// Tenant (default: the configured default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Embed every message lacking a vector of the current model (after a
     /// model change, or to catch up); resumable: rerun after an interruption.
     Reembed {
@@ -109,6 +127,9 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli_catalog::SettingsAction,
     },
+    /// A thread's summary: show it with its coverage (default), summarise
+    /// now (--now), or list its versions (--versions).
+    Summary(crate::cli_summary::SummaryArgs),
     /// API keys: create (prints the key once), list, revoke.
     Keys {
         /// The tenant the keys act for (required: a key's tenant is never implied).
@@ -117,6 +138,15 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: crate::cli_keys::KeysAction,
+    },
+    /// Working memory of a resource or a thread: get, put, patch, versions, restore.
+    WorkingMemory {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_working::WorkingAction,
     },
     /// A thread's assembled context, as `POST /api/threads/{id}/context`
     /// returns it.
@@ -245,6 +275,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
         Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
         Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
+        Command::Summary(args) => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_summary::run(&services, args).await
+        }
         Command::Keys { tenant, action } => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);
@@ -254,6 +290,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tenant = memlayer_domain::TenantId::parse(tenant.clone()).context("--tenant")?;
             let keys = memlayer_app::open_keys(&config).await?;
             crate::cli_keys::run(&keys, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WorkingMemory { tenant, action } => {
+            let mut config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Working memory never embeds: skip loading the model.
+            config.embedding.enabled = false;
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+                None => services.memory.default_tenant().clone(),
+            };
+            crate::cli_working::run(&services, &tenant, action).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Context(args) => {
@@ -301,6 +350,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let text: String = m.content.chars().take(120).collect();
                 println!("{:>8.4}  {} #{:<5} {:<9} {text}", hit.score, m.thread_id, m.seq, m.role.as_str());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fork { thread, at_seq, title, tenant } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Embeddings stay on: the copied vectors go into the vector
+            // index (pgvector's table, the HNSW snapshot) as the server's do.
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone())?,
+                None => services.memory.default_tenant().clone(),
+            };
+            let source: memlayer_domain::ThreadId = thread.parse().context("THREAD")?;
+            let title = title.clone().map(memlayer_domain::Title::parse).transpose().context("--title")?;
+            let fork = memlayer_domain::ForkThread::new(*at_seq, title).context("--at-seq")?;
+            let forked = services.memory.fork_thread(&tenant, source, fork).await?;
+            let dto = crate::dto::ThreadDto::from(forked);
+            println!("{}", serde_json::to_string_pretty(&dto)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reembed { prune } => {

@@ -109,6 +109,10 @@ pub enum AgentsAction {
         /// Token budget.
         #[arg(long)]
         token_budget: Option<u32>,
+        /// Working-memory options, as the HTTP API's `memory.working_memory`
+        /// (`{"scope": "thread", "format": "json", "schema": {…}, "versions": 10}`).
+        #[arg(long, value_name = "JSON")]
+        working_memory: Option<String>,
     },
     /// Delete an agent.
     Delete {
@@ -264,7 +268,24 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                 let tools = c.agent_tools(tenant, id.parse::<AgentId>()?).await?;
                 print(&tools.into_iter().map(ToolDto::from).collect::<Vec<_>>())
             }
-            AgentsAction::Create { name, model_id, system_prompt, tool_ids, last_n, top_k, token_budget } => {
+            AgentsAction::Create {
+                name,
+                model_id,
+                system_prompt,
+                tool_ids,
+                last_n,
+                top_k,
+                token_budget,
+                working_memory,
+            } => {
+                let working_memory = working_memory
+                    .as_deref()
+                    .map(|text| -> anyhow::Result<memlayer_domain::WorkingMemoryOptions> {
+                        let dto: crate::dto::WorkingMemoryOptionsDto =
+                            serde_json::from_str(text).context("--working-memory")?;
+                        Ok(dto.try_into()?)
+                    })
+                    .transpose()?;
                 let new = NewAgent {
                     name: AgentName::parse(name.clone())?,
                     model_id: model_id.parse()?,
@@ -274,6 +295,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                         last_n: *last_n,
                         top_k: *top_k,
                         token_budget: *token_budget,
+                        working_memory,
                         context: None,
                     },
                 };

@@ -3,9 +3,10 @@
 //! silently change the other.
 
 use memlayer_domain::{
-    AgentConfig, AgentName, AgentState, DomainError, MemoryOptions, Message, Metadata, ModelConfig, ModelId, NewAgent,
-    NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread, ThreadPatch, Title,
-    TokenCount, ToolCall, ToolConfig, ToolId,
+    AgentConfig, AgentName, AgentState, DomainError, ForkThread, MemoryOptions, Message, Metadata, ModelConfig,
+    ModelId, NewAgent, NewMessage, NewModel, NewThread, NewTool, ResourceId, Role, SearchMode, Setting, Thread,
+    ThreadPatch, Title, TokenCount, ToolCall, ToolConfig, ToolId, WorkingFormat, WorkingFormatKind,
+    WorkingMemoryOptions, WorkingScopeKind,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -28,7 +29,7 @@ where
 /// A whole number however JSON writes it: `49` or `49.0` (JSON Schema's
 /// `integer` is both, so a client generated from the document may send
 /// either). A fraction, a negative number or one out of range is an error.
-fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
@@ -155,6 +156,32 @@ impl TryFrom<CreateThreadDto> for NewThread {
             model: d.model.as_deref().map(memlayer_domain::parse_model).transpose()?,
             metadata: d.metadata.map(Metadata::from_value).transpose()?.unwrap_or_default(),
         })
+    }
+}
+
+/// Body of `POST /api/threads/{id}/fork`: both fields optional (`{}`
+/// forks the whole thread under the title "<source title> (fork)").
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkThreadDto {
+    /// The last sequence number copied: 1 up to the thread's
+    /// `message_count` (a larger one is 400 naming `at_seq`); default all.
+    #[schema(minimum = 1)]
+    pub at_seq: Option<i64>,
+    /// The new thread's title (as on create); default the source's title
+    /// followed by " (fork)".
+    #[schema(
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        min_length = 1,
+        max_length = 512
+    )]
+    pub title: Option<String>,
+}
+
+impl TryFrom<ForkThreadDto> for ForkThread {
+    type Error = DomainError;
+    fn try_from(d: ForkThreadDto) -> Result<Self, DomainError> {
+        ForkThread::new(d.at_seq, d.title.map(Title::parse).transpose()?)
     }
 }
 
@@ -741,10 +768,87 @@ pub struct MemoryOptionsDto {
     #[serde(default, deserialize_with = "whole_opt")]
     #[schema(minimum = 1, maximum = 10_000_000)]
     pub token_budget: Option<u32>,
+    /// How the agent keeps working memory; `null` or absent: the defaults
+    /// (any format, no schema, 10 versions). Read from the agent whenever
+    /// working memory is used, never copied into threads.
+    #[serde(default)]
+    pub working_memory: Option<WorkingMemoryOptionsDto>,
     /// How contexts are assembled: section priority and shares, recall,
     /// processors (`POST /api/threads/{id}/context`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<crate::context_routes::ContextOptionsDto>,
+}
+
+/// An agent's working-memory options (`memory.working_memory`). The
+/// document's schema in `/api/openapi.json` is completed by hand: `schema`
+/// goes with `format: json` only, `template` with `markdown` only.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingMemoryOptionsDto {
+    /// `resource` (default: one document per resource, across its threads)
+    /// or `thread` (one per thread): the document context assembly reads.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `json` (default) or `markdown`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// With `json`: a JSON Schema (an object or a boolean, at most 64 KiB)
+    /// every document must satisfy; it must compile (draft from `$schema`,
+    /// 2020-12 by default; no external `$ref` is fetched), else the agent is
+    /// refused with a 400 naming `memory.working_memory.schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// With `markdown`: what a never-written document reads as (at most 256 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Versions kept, the current one included (1 to 100, default 10).
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub versions: Option<u32>,
+}
+
+impl TryFrom<WorkingMemoryOptionsDto> for WorkingMemoryOptions {
+    type Error = DomainError;
+    fn try_from(d: WorkingMemoryOptionsDto) -> Result<Self, DomainError> {
+        let scope = match d.scope.as_deref() {
+            None => WorkingScopeKind::default(),
+            Some(s) => WorkingScopeKind::parse("memory.working_memory.scope", s)?,
+        };
+        let kind = match d.format.as_deref() {
+            None => WorkingFormatKind::default(),
+            Some(s) => WorkingFormatKind::parse("memory.working_memory.format", s)?,
+        };
+        let format = match (kind, d.schema, d.template) {
+            (WorkingFormatKind::Json, schema, None) => WorkingFormat::Json { schema },
+            (WorkingFormatKind::Markdown, None, template) => WorkingFormat::Markdown { template },
+            (WorkingFormatKind::Json, _, Some(_)) => {
+                return Err(DomainError::new("memory.working_memory.template", "goes with `format: markdown` only"));
+            }
+            (WorkingFormatKind::Markdown, Some(_), _) => {
+                return Err(DomainError::new("memory.working_memory.schema", "goes with `format: json` only"));
+            }
+        };
+        let options = Self { scope, format, versions: d.versions.unwrap_or(WorkingMemoryOptions::DEFAULT_VERSIONS) };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+impl From<WorkingMemoryOptions> for WorkingMemoryOptionsDto {
+    fn from(o: WorkingMemoryOptions) -> Self {
+        let format = o.format.kind().as_str().to_owned();
+        let (schema, template) = match o.format {
+            WorkingFormat::Json { schema } => (schema, None),
+            WorkingFormat::Markdown { template } => (None, template),
+        };
+        Self {
+            scope: Some(o.scope.as_str().to_owned()),
+            format: Some(format),
+            schema,
+            template,
+            versions: Some(o.versions),
+        }
+    }
 }
 
 /// Body of `POST /api/agents` and `PUT /api/agents/{id}` (a replacement).
@@ -783,6 +887,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                 last_n: d.memory.last_n,
                 top_k: d.memory.top_k,
                 token_budget: d.memory.token_budget,
+                working_memory: d.memory.working_memory.map(WorkingMemoryOptions::try_from).transpose()?,
                 context: d
                     .memory
                     .context
@@ -831,6 +936,7 @@ impl From<AgentConfig> for AgentDto {
                 last_n: m.last_n,
                 top_k: m.top_k,
                 token_budget: m.token_budget,
+                working_memory: m.working_memory.clone().map(Into::into),
                 context: m.context.as_ref().map(Into::into),
             },
             created_at: rfc3339(a.created_at),

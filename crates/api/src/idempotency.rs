@@ -49,8 +49,22 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotency-rep
 
 /// The routes (as registered) whose POST creates or appends, and so takes an
 /// `Idempotency-Key`.
-pub const IDEMPOTENT_POSTS: &[&str] =
-    &["/api/threads", "/api/threads/{id}/messages", "/api/models", "/api/agents", "/api/tools"];
+pub const IDEMPOTENT_POSTS: &[&str] = &[
+    "/api/threads",
+    "/api/threads/{id}/messages",
+    // A retried fork gets the first fork instead of making a second one.
+    "/api/threads/{id}/fork",
+    "/api/models",
+    "/api/agents",
+    "/api/tools",
+    // A restore writes a new working-memory version: a retry with the key
+    // gets the first answer instead of writing a second one.
+    "/api/resources/{id}/working-memory/versions/{version}/restore",
+    "/api/threads/{id}/working-memory/versions/{version}/restore",
+    // A summary on demand may store a version: a retry with the key gets
+    // the first answer (one without folds in only what is new, if anything).
+    "/api/threads/{id}/summary",
+];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST
 /// route is in exactly one of these lists and [`UNRECORDED_POSTS`] (a test

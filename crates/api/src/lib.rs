@@ -24,6 +24,8 @@ pub mod cli;
 pub mod cli_catalog;
 pub mod cli_context;
 pub mod cli_keys;
+pub mod cli_summary;
+pub mod cli_working;
 pub mod context_routes;
 pub mod dto;
 pub mod error;
@@ -36,6 +38,8 @@ mod router;
 mod routes;
 pub mod server;
 mod state;
+mod summary_routes;
+mod working_routes;
 
 pub use router::{ApiDoc, router};
 pub use state::AppState;

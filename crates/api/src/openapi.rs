@@ -40,6 +40,7 @@ pub(crate) fn complete(doc: &mut Value) {
                             "description": "At most 1 MiB of UTF-8, all texts together (262,144 characters always fit)"});
         }
     }
+    crate::working_routes::complete_document(doc);
     if let Some(created) =
         doc.pointer_mut("/paths/~1api~1threads~1{id}~1messages/post/responses/201/content/application~1json")
     {
@@ -66,10 +67,14 @@ fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Opt
         ("path", "id") if path.starts_with("/api/keys/") => {
             json!({"type": "string", "pattern": "^[0-9a-f]{16}$", "minLength": 16, "maxLength": 16})
         }
+        ("path", "id") if path.starts_with("/api/resources/") => named(256),
         ("path", "id" | "message_id") => uuid,
+        ("path", "version") => json!({"type": "integer", "minimum": 1, "maximum": i64::MAX}),
+        ("query", "agent") => named(128),
         ("path", "agent_id") => named(128),
         ("path", "category" | "key") => named(128),
         ("query", "resource_id") => named(256),
+        ("query", "resource") if path == "/api/keys" => named(256),
         ("query", "agent_id") => named(128),
         ("query", "limit") => json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
         ("query", "direction") => json!({"type": "string", "enum": ["forward", "backward"]}),

@@ -21,9 +21,9 @@ use utoipa_axum::routes;
 
 use crate::auth::{Read, Write};
 use crate::dto::{
-    AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, HealthDto,
-    HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto, SaveStateDto,
-    SearchRequestDto, SearchResponseDto, ThreadDto,
+    AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, ForkThreadDto,
+    HealthDto, HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto,
+    SaveStateDto, SearchRequestDto, SearchResponseDto, ThreadDto,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -34,6 +34,7 @@ pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppStat
     router
         .routes(routes!(create_thread, list_threads))
         .routes(routes!(get_thread, update_thread, delete_thread))
+        .routes(routes!(fork_thread))
         .routes(routes!(append_messages, list_messages))
         .routes(routes!(delete_message))
         .routes(routes!(thread_embeddings))
@@ -178,6 +179,30 @@ async fn delete_thread(
 ) -> Result<StatusCode, ApiError> {
     s.memory.delete_thread(&who, thread_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fork a thread: a new thread of the same resource, agent and model holding
+/// the source's messages 1..`at_seq` (default: all) with new ids and the same
+/// sequence numbers, roles, content, tool calls, metadata and token counts,
+/// their vectors (copied, not recomputed), the thread's agent states, its
+/// newest summary covering no message past `at_seq` and its working memory
+/// (each as version 1), its metadata naming the source under
+/// `forked_from` (`{"thread_id", "at_seq"}`). One transaction: on any error
+/// nothing is created. The source is untouched.
+#[utoipa::path(post, path = "/api/threads/{id}/fork", security(("bearer" = ["write"])), tag = "threads",
+    params(("id" = String, Path, description = "Thread id of the source"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    request_body = ForkThreadDto,
+    responses((status = 201, body = ThreadDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn fork_thread(
+    State(s): State<AppState>,
+    Write(who): Write,
+    Path(id): Path<String>,
+    Json(body): Json<ForkThreadDto>,
+) -> Result<(StatusCode, Json<ThreadDto>), ApiError> {
+    let source = thread_id(&id)?;
+    let fork = memlayer_domain::ForkThread::try_from(body)?;
+    let thread = s.memory.fork_thread(&who, source, fork).await?;
+    Ok((StatusCode::CREATED, Json(thread.into())))
 }
 
 /// Query of `POST /api/threads/{id}/messages`.

@@ -59,6 +59,8 @@ pub fn app(services: &Services) -> axum::Router {
             Duration::from_secs(server.idempotency_ttl_secs),
             server.body_limit_bytes,
         )),
+        working: services.working.clone(),
+        summaries: services.summaries.clone(),
         context: services.context.clone(),
     };
     let routes = router(state);

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use memlayer_app::{CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService};
+use memlayer_app::{
+    CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
+    WorkingMemoryService,
+};
 use memlayer_ports::Database;
 
 use crate::auth::Auth;
@@ -28,6 +31,10 @@ pub struct AppState {
     pub coordinator: Option<Coordinator>,
     /// `Idempotency-Key` handling; `None` serves the routes without it.
     pub idempotency: Option<Idempotency>,
+    /// Working memory per resource or thread.
+    pub working: WorkingMemoryService,
+    /// Thread summaries.
+    pub summaries: SummaryService,
     /// Context assembly.
     pub context: ContextService,
 }

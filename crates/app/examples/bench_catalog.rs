@@ -69,7 +69,13 @@ async fn main() {
         model_id: model.id,
         system_prompt: "You are a helpful support agent. ".repeat(20),
         tool_ids: tools,
-        memory: MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: Some(8_000), context: None },
+        memory: MemoryOptions {
+            last_n: Some(20),
+            top_k: Some(5),
+            token_budget: Some(8_000),
+            working_memory: None,
+            context: None,
+        },
     };
     let agent = service.create_agent(&t, agent).await.unwrap();
 

@@ -220,9 +220,11 @@ impl CatalogService {
     /// Creates an agent.
     ///
     /// # Errors
-    /// As [`CatalogStore::create_agent`] (`Invalid` for an unknown model or tool).
+    /// As [`CatalogStore::create_agent`] (`Invalid` for an unknown model or
+    /// tool), and `Invalid` for a working-memory schema that does not compile.
     pub async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
+        crate::working::check_agent_schema(&new.memory)?;
         let created = self.store.create_agent(tenant, new).await;
         self.agents_changed(tenant).await;
         created
@@ -282,6 +284,7 @@ impl CatalogService {
     /// As [`CatalogStore::update_agent`].
     pub async fn update_agent(&self, tenant: &TenantId, id: AgentId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
+        crate::working::check_agent_schema(&new.memory)?;
         let updated = self.store.update_agent(tenant, id, new).await;
         self.agents_changed(tenant).await;
         updated

@@ -79,6 +79,8 @@ pub struct Config {
     pub limits: crate::LimitsConfig,
     /// Limits and cache invalidations shared by several servers.
     pub redis: crate::RedisConfig,
+    /// Thread summaries.
+    pub summary: crate::SummaryConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -391,6 +393,7 @@ impl Default for Config {
             auth: crate::AuthConfig::default(),
             limits: crate::LimitsConfig::default(),
             redis: crate::RedisConfig::default(),
+            summary: crate::SummaryConfig::default(),
         }
     }
 }
@@ -673,6 +676,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.redis.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.summary.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if self.auth.mode.has(crate::AuthMode::Jwt) {

@@ -2,8 +2,8 @@
 //!
 //! [`build`] turns a [`Config`] into [`Services`]: the adapters chosen by the
 //! configuration, wired behind `Arc<dyn Port>`, and the [`MemoryService`],
-//! [`SearchService`] and [`CatalogService`] that every frontend (HTTP server,
-//! CLI, an embedding program) calls.
+//! [`SearchService`], [`CatalogService`] and [`WorkingMemoryService`] that
+//! every frontend (HTTP server, CLI, an embedding program) calls.
 //!
 //! Invariants:
 //! - this is the only crate that names adapter crates; the backend is chosen
@@ -28,9 +28,11 @@ mod limits;
 mod memory;
 pub mod processors;
 mod search;
+mod summary;
 mod sweeper;
 mod wiring;
 mod worker;
+mod working;
 
 pub use auth::{AuthConfig, AuthError, AuthMode, AuthModes, Authenticator, Verifier};
 pub use catalog::{CacheSettings, CatalogService};
@@ -53,11 +55,16 @@ pub use limits::{
 pub use memory::{AppendOptions, MemoryService};
 pub use processors::{MemoryProcessor, ProcessorStats};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use summary::{
+    OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,
+    SummaryTrigger, SummaryView,
+};
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
 pub use wiring::{
     Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
 };
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
+pub use working::{MAX_MERGE_ATTEMPTS, WorkingDocument, WorkingMemoryService, check_agent_schema};
 
 pub use memlayer_ports::{IndexKind, StoreError};
 

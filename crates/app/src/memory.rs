@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use memlayer_domain::{
-    AgentName, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
-    NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
-    TokenCount, parse_model,
+    AgentName, AgentState, Cursor, Direction, ForkThread, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId,
+    Metadata, NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId,
+    ThreadPatch, TokenCount, parse_model,
 };
 use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
 
@@ -39,6 +39,7 @@ pub struct MemoryService {
     catalog: Option<CatalogService>,
     max_response_bytes: usize,
     limiter: Limiter,
+    summary_trigger: Option<crate::SummaryTrigger>,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -74,6 +75,7 @@ impl MemoryService {
             catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
             limiter: Limiter::unlimited(),
+            summary_trigger: None,
         }
     }
 
@@ -116,6 +118,15 @@ impl MemoryService {
     #[must_use]
     pub fn with_sweeper(mut self, sweeper: ThreadSweeper) -> Self {
         self.sweeper = Some(sweeper);
+        self
+    }
+
+    /// Reports every append to `trigger` (in memory, no I/O on the append
+    /// path), which summarises threads whose unsummarised part passes
+    /// `summary.threshold_tokens`.
+    #[must_use]
+    pub fn with_summary_trigger(mut self, trigger: crate::SummaryTrigger) -> Self {
+        self.summary_trigger = Some(trigger);
         self
     }
 
@@ -271,6 +282,48 @@ impl MemoryService {
         self.threads.update(who.tenant(), id, patch).await
     }
 
+    /// Forks a thread ([`ThreadStore::fork`], one transaction): a new thread
+    /// of the same resource, agent and model holding the source's messages
+    /// up to `fork.at_seq()` (default: all of them) with new ids, their
+    /// vectors, its agent states, its summary as of `at_seq` and its working
+    /// memory, its metadata naming the
+    /// source under [`memlayer_domain::FORKED_FROM_KEY`]. The copied vectors
+    /// are added to the vector index before this returns (so the fork is
+    /// found by vector search at once); copies without a vector are embedded
+    /// by the worker, woken here (or awaited in inline mode).
+    ///
+    /// A caller bound to a resource forks only its own threads, and the fork
+    /// keeps the source's resource. Copying existing vectors costs no
+    /// embedding budget; copies without one are embedded later by the worker
+    /// and are not charged to `limits.embed_tokens` either (the fork's size
+    /// is known only inside its transaction).
+    ///
+    /// # Errors
+    /// `NotFound` when the source does not exist for this caller, `Invalid`
+    /// on `at_seq` when it lies beyond the thread's last message.
+    pub async fn fork_thread(
+        &self,
+        who: &impl Reach,
+        source: ThreadId,
+        fork: ForkThread,
+    ) -> Result<Thread, StoreError> {
+        self.check_reach(who, source).await?;
+        let forked = self.threads.fork(who.tenant(), source, fork).await?;
+        if let Some(s) = &self.semantic {
+            s.index.upsert(forked.vectors).await?;
+            if forked.messages > 0 {
+                if s.inline {
+                    if let Err(e) = s.worker.drain().await {
+                        tracing::warn!(error = %e, "inline embedding failed; the worker will retry");
+                    }
+                } else {
+                    s.worker.wake();
+                }
+            }
+        }
+        Ok(forked.thread)
+    }
+
     /// Deletes a thread with its messages and state: the thread is marked
     /// deleted in one short transaction, whatever its size, and is missing
     /// for every caller from then on; its entries leave the vector index
@@ -378,6 +431,9 @@ impl MemoryService {
             batch
         };
         let stored = self.messages.append(tenant, thread, batch).await?;
+        if let Some(trigger) = &self.summary_trigger {
+            trigger.note(tenant, thread, &stored);
+        }
         if let Some(s) = &self.semantic {
             if s.inline {
                 // The messages are stored whatever happens here: a failed

@@ -16,7 +16,8 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
+    MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
+    VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -67,6 +68,11 @@ pub struct Services {
     pub coordinator: Option<crate::Coordinator>,
     /// The validated configuration the services were built from.
     pub config: Arc<Config>,
+    /// Working memory per resource or thread.
+    pub working: crate::WorkingMemoryService,
+    /// Thread summaries: current, versions, on demand, and the worker of
+    /// summary jobs (run by [`Services::start_background`]).
+    pub summaries: crate::SummaryService,
     /// Context assembly (system prompt, working memory, summary, recall,
     /// recent messages under a token budget).
     pub context: crate::ContextService,
@@ -82,6 +88,7 @@ pub struct Background {
     keys: tokio::task::JoinHandle<()>,
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
+    summaries: tokio::task::JoinHandle<()>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -108,6 +115,11 @@ impl Background {
                     "embedding worker still busy: not waiting for its round; unfinished jobs stay queued"
                 ),
             }
+        }
+        // A summary step in progress is left to finish on its own (its
+        // job's lease brings it back if the process exits first).
+        if tokio::time::timeout(WORKER_STOP_WAIT, self.summaries).await.is_err() {
+            tracing::warn!("summary worker still busy: not waiting; its job stays queued");
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -160,8 +172,9 @@ impl Services {
             })
         });
         let keys = self.spawn_key_uses(rx.clone());
+        let summaries = self.summaries.clone().spawn(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone() }
+        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -305,6 +318,9 @@ struct Stores {
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     keys: Arc<dyn KeyStore>,
+    working: Arc<dyn WorkingMemoryStore>,
+    summaries: Arc<dyn SummaryStore>,
+    summary_queue: Arc<dyn SummaryQueue>,
 }
 
 impl Stores {
@@ -317,6 +333,9 @@ impl Stores {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
+            + SummaryStore
+            + SummaryQueue
             + 'static,
     {
         Self {
@@ -327,6 +346,9 @@ impl Stores {
             catalog: b.clone(),
             idempotency: b.clone(),
             keys: b.clone(),
+            working: b.clone(),
+            summaries: b.clone(),
+            summary_queue: b.clone(),
         }
     }
 }
@@ -539,7 +561,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working, summaries, summary_queue } =
+        backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
@@ -564,9 +587,20 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let limits_on = config.limits.enabled.unwrap_or(!config.auth.mode.has(crate::AuthMode::None));
     let limiter =
         crate::Limiter::new(config.limits.clone(), limits_on, Some(catalog.clone())).with_shared(coordinator.clone());
+    let summarizer = open_summarizer(&config.summary, embedder.clone())?;
+    let summary_service = crate::SummaryService::new(
+        summaries.clone(),
+        summary_queue,
+        messages.clone(),
+        threads.clone(),
+        summarizer,
+        config.summary.clone(),
+    );
     let context = crate::ContextService::new(threads.clone(), messages.clone(), tokens.clone(), catalog.clone())
-        .with_max_response_bytes(config.memory.max_response_bytes);
-    let memory = MemoryService::new(
+        .with_max_response_bytes(config.memory.max_response_bytes)
+        .with_working_memory(working.clone())
+        .with_summaries(summaries);
+    let mut memory = MemoryService::new(
         threads.clone(),
         messages.clone(),
         states,
@@ -579,6 +613,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes)
     .with_limiter(limiter.clone());
+    let working = crate::WorkingMemoryService::new(working, threads.clone()).with_catalog(catalog.clone());
+    if let Some(trigger) = summary_service.trigger() {
+        memory = memory.with_summary_trigger(trigger);
+    }
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
@@ -601,6 +639,37 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         coordinator,
         config: Arc::new(config),
         context,
+        working,
+        summaries: summary_service,
+    })
+}
+
+/// The summariser `summary.summarizer` names: the local extractive one over
+/// `embedder` (no network), or the chat-completions client of
+/// `summary.openai.*`.
+fn open_summarizer(
+    config: &crate::SummaryConfig,
+    embedder: Arc<dyn Embedder>,
+) -> Result<Arc<dyn Summarizer>, BuildError> {
+    use memlayer_adapters_embed::{ChatConfig, ChatKey, ChatSummarizer, ExtractiveConfig, ExtractiveSummarizer};
+    Ok(match config.summarizer {
+        crate::SummarizerKind::Local => Arc::new(ExtractiveSummarizer::new(embedder, ExtractiveConfig::default())),
+        crate::SummarizerKind::Openai => {
+            let o = &config.openai;
+            let chat = ChatConfig {
+                base_url: o.base_url.clone(),
+                api_key: o.api_key.as_ref().map(|k| ChatKey::new(k.expose())),
+                model: o.model.clone(),
+                timeout: Duration::from_millis(o.timeout_ms),
+                max_retries: o.max_retries,
+                backoff: Duration::from_millis(o.retry_backoff_ms),
+                max_input_chars: o.max_input_chars,
+            };
+            Arc::new(
+                ChatSummarizer::new(chat)
+                    .map_err(|e| crate::ConfigError::Invalid { key: "summary.openai", reason: e.to_string() })?,
+            )
+        }
     })
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::ids::truncate;
 use crate::query::{CatalogRecord, FieldValue};
 use crate::thread::json_kind;
-use crate::{AgentId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, parse_model};
+use crate::{AgentId, AgentName, DomainError, ModelId, TenantId, Timestamp, ToolId, WorkingMemoryOptions, parse_model};
 
 /// The thread metadata key under which a thread created for a configured
 /// agent carries that agent's [`MemoryOptions`] (unless the caller set the
@@ -129,6 +129,10 @@ pub struct MemoryOptions {
     pub top_k: Option<u32>,
     /// Token budget for assembled context (1 to 10,000,000).
     pub token_budget: Option<u32>,
+    /// How the agent keeps working memory; `None`: the defaults of
+    /// [`WorkingMemoryOptions`] apply. Read from the agent when working
+    /// memory is used, never copied into threads.
+    pub working_memory: Option<WorkingMemoryOptions>,
     /// How context is assembled: section priority and shares, recall,
     /// processors.
     pub context: Option<crate::ContextOptions>,
@@ -138,7 +142,8 @@ impl MemoryOptions {
     /// Checks the ranges.
     ///
     /// # Errors
-    /// [`DomainError`] on `memory.last_n`, `memory.top_k` or `memory.token_budget`.
+    /// [`DomainError`] on `memory.last_n`, `memory.top_k`, `memory.token_budget`
+    /// or a `memory.working_memory.*` field.
     pub fn validate(&self) -> Result<(), DomainError> {
         for (field, value, max) in [
             ("memory.last_n", self.last_n, crate::MAX_PAGE_SIZE),
@@ -154,10 +159,11 @@ impl MemoryOptions {
         if let Some(c) = &self.context {
             c.validate().map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?;
         }
-        Ok(())
+        self.working_memory.as_ref().map_or(Ok(()), WorkingMemoryOptions::validate)
     }
 
-    /// Whether no option is set.
+    /// Whether none of the options a thread carries (under
+    /// [`MEMORY_METADATA_KEY`]) is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.last_n.is_none() && self.top_k.is_none() && self.token_budget.is_none() && self.context.is_none()
@@ -193,6 +199,7 @@ impl MemoryOptions {
             last_n: get("last_n", crate::MAX_PAGE_SIZE),
             top_k: get("top_k", crate::MAX_TOP_K),
             token_budget: get("token_budget", 10_000_000),
+            working_memory: None,
             context: m.get("context").and_then(|c| crate::ContextOptions::from_value(c).ok()),
         }
     }
@@ -477,6 +484,7 @@ mod tests {
             last_n: Some(20),
             top_k: Some(5),
             token_budget: None,
+            working_memory: None,
             context: Some(crate::ContextOptions::default()),
         };
         let mut meta = Map::new();

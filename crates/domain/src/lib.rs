@@ -57,10 +57,14 @@ pub use search::{
 pub use state::{AgentState, StateVersion};
 pub use summary::{NewSummary, Summary};
 pub use thread::{
-    Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch, Title, parse_model,
+    FORKED_FROM_KEY, ForkThread, Metadata, MetadataFilter, ModelName, NewThread, Thread, ThreadFilter, ThreadPatch,
+    Title, parse_model,
 };
 pub use token::{TokenCount, TokenEncoding};
-pub use working::{WorkingContent, WorkingMemory, WorkingScope};
+pub use working::{
+    WorkingContent, WorkingFormat, WorkingFormatKind, WorkingMemory, WorkingMemoryOptions, WorkingScope,
+    WorkingScopeKind,
+};
 
 /// Wall-clock timestamps used across the domain (UTC).
 pub type Timestamp = time::OffsetDateTime;

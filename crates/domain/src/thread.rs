@@ -282,6 +282,96 @@ impl ThreadFilter {
     }
 }
 
+/// The metadata key under which a forked thread names its source:
+/// `{"thread_id": "<source id>", "at_seq": N}` (a fork of a fork names its
+/// immediate source; a key of that name in the source's metadata is replaced).
+pub const FORKED_FROM_KEY: &str = "forked_from";
+
+/// What a fork of a thread asks for: up to which sequence number its
+/// messages are copied (`None`: the whole thread, up to its `last_seq`), and
+/// the new thread's title (`None`: the source's title followed by
+/// `" (fork)"`, none when the source has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForkThread {
+    at_seq: Option<i64>,
+    title: Option<Title>,
+}
+
+impl ForkThread {
+    /// A fork request.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `at_seq` when it is below 1.
+    pub fn new(at_seq: Option<i64>, title: Option<Title>) -> Result<Self, DomainError> {
+        if let Some(n) = at_seq
+            && n < 1
+        {
+            return Err(DomainError::new("at_seq", format!("must be at least 1, got {n}")));
+        }
+        Ok(Self { at_seq, title })
+    }
+
+    /// The sequence number asked for, if any.
+    #[must_use]
+    pub fn at_seq(&self) -> Option<i64> {
+        self.at_seq
+    }
+
+    /// The title asked for, if any.
+    #[must_use]
+    pub fn title(&self) -> Option<&Title> {
+        self.title.as_ref()
+    }
+
+    /// The new thread forking `source` with id `id` at `at`: the source's
+    /// resource, agent and model, the asked-for or derived title, the
+    /// source's metadata with [`FORKED_FROM_KEY`] naming it, and `last_seq`
+    /// the resolved `at_seq` (the next append continues after it). Returns
+    /// the thread; its `last_seq` is the last sequence number copied.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `at_seq` when it lies beyond the source's
+    /// `last_seq`, on `metadata` when naming the source makes it too large.
+    pub fn forked(&self, source: &Thread, id: ThreadId, at: Timestamp) -> Result<Thread, DomainError> {
+        let at_seq = match self.at_seq {
+            None => source.last_seq,
+            Some(n) if n > source.last_seq => {
+                return Err(DomainError::new(
+                    "at_seq",
+                    format!("is {n}, beyond the thread's last message (last_seq {})", source.last_seq),
+                ));
+            }
+            Some(n) => n,
+        };
+        let title = match &self.title {
+            Some(t) => Some(t.clone()),
+            None => source.title.as_ref().map(|t| {
+                let suffix = " (fork)";
+                let keep = Title::MAX_CHARS - suffix.chars().count();
+                let base: String = t.as_str().chars().take(keep).collect();
+                Title(format!("{}{suffix}", base.trim_end()))
+            }),
+        };
+        let mut map = source.metadata.as_map().clone();
+        let mut named = Map::new();
+        named.insert("thread_id".to_owned(), Value::from(source.id.to_string()));
+        named.insert("at_seq".to_owned(), Value::from(at_seq));
+        map.insert(FORKED_FROM_KEY.to_owned(), Value::Object(named));
+        Ok(Thread {
+            id,
+            tenant: source.tenant.clone(),
+            resource_id: source.resource_id.clone(),
+            agent_id: source.agent_id.clone(),
+            title,
+            model: source.model.clone(),
+            metadata: Metadata::from_value(Value::Object(map))?,
+            last_seq: at_seq,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +387,35 @@ mod tests {
         }
         let big = json!({"k": "x".repeat(Metadata::MAX_BYTES)});
         assert!(Metadata::from_value(big).is_err());
+    }
+
+    #[test]
+    fn a_fork_names_its_source_and_stops_within_it() {
+        let source = Thread {
+            id: ThreadId::new(),
+            tenant: TenantId::parse("acme").unwrap(),
+            resource_id: Some(ResourceId::parse("u1").unwrap()),
+            agent_id: None,
+            title: Some(Title::parse("x".repeat(Title::MAX_CHARS)).unwrap()),
+            model: Some("gpt-4o".into()),
+            metadata: Metadata::from_value(json!({"lang": "en", "forked_from": 1})).unwrap(),
+            last_seq: 7,
+            created_at: crate::now(),
+            updated_at: crate::now(),
+        };
+        assert_eq!(ForkThread::new(Some(0), None).unwrap_err().field, "at_seq");
+        let err = ForkThread::new(Some(8), None).unwrap().forked(&source, ThreadId::new(), crate::now()).unwrap_err();
+        assert_eq!(err.field, "at_seq");
+        let whole = ForkThread::default().forked(&source, ThreadId::new(), crate::now()).unwrap();
+        assert_eq!(whole.last_seq, 7);
+        let title = whole.title.unwrap();
+        assert!(title.as_str().ends_with(" (fork)") && title.as_str().chars().count() == Title::MAX_CHARS);
+        let named = ForkThread::new(Some(3), Some(Title::parse("B").unwrap())).unwrap();
+        let fork = named.forked(&source, ThreadId::new(), crate::now()).unwrap();
+        assert_eq!((fork.last_seq, fork.title.unwrap().as_str()), (3, "B"));
+        assert_eq!(fork.resource_id, source.resource_id);
+        assert_eq!(fork.metadata.as_map()["lang"], json!("en"));
+        assert_eq!(fork.metadata.as_map()[FORKED_FROM_KEY], json!({"thread_id": source.id.to_string(), "at_seq": 3}));
     }
 
     #[test]

@@ -40,8 +40,11 @@ pub use idempotency::{
 pub use keys::{KeyListing, KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
-pub use summaries::{Summarizer, SummaryStore};
-pub use threads::{Sweep, ThreadStore};
+pub use summaries::{
+    MAX_SUMMARIZER_NAME_BYTES, MAX_SUMMARY_ERROR_BYTES, Summarizer, SummaryBacklog, SummaryJob, SummaryQueue,
+    SummaryStore, check_new_summary, cut_to_bytes,
+};
+pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 pub use working::WorkingMemoryStore;
@@ -56,7 +59,7 @@ pub use {
     keys::MockKeyStore,
     messages::MockMessageStore,
     state::MockStateStore,
-    summaries::{MockSummarizer, MockSummaryStore},
+    summaries::{MockSummarizer, MockSummaryQueue, MockSummaryStore},
     threads::MockThreadStore,
     tokens::MockTokenCounter,
     vectors::MockVectorIndex,

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    Cursor, ForkThread, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
 };
 
-use crate::StoreError;
+use crate::{StoreError, VectorEntry};
 
 /// Conversation threads.
 #[cfg_attr(feature = "mocks", mockall::automock)]
@@ -61,6 +61,28 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// stay taken until the sweep has removed it.
     async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError>;
 
+    /// Forks `source`: ONE transaction that creates a new thread
+    /// ([`ForkThread::forked`]: a new id, the source's resource, agent and
+    /// model, metadata naming the source, `last_seq` the resolved `at_seq`)
+    /// and copies into it every live message of the source with a sequence
+    /// number up to `at_seq`, each with a new time-ordered id (in sequence
+    /// order) and the same sequence number (gaps left by deleted messages
+    /// stay gaps), role, content, tool calls, metadata, token count and
+    /// creation time; every stored vector of those messages (copied, never
+    /// recomputed), a pending embedding (job) for each copied message
+    /// without a vector; the thread's agent states (version 1); the newest
+    /// summary whose `covers_through` is at most `at_seq` (version 1, its
+    /// text, coverage and summariser kept), none when there is none; and the
+    /// thread's working memory, its current document only (version 1).
+    ///
+    /// MUST return `NotFound` as [`ThreadStore::get`] for the source; MUST
+    /// return `Invalid` naming `at_seq` when it lies beyond the source's
+    /// `last_seq`; MUST leave the source untouched; MUST be atomic (on any
+    /// error nothing of the fork exists); MUST return the new thread and the
+    /// copied vectors (for the in-process vector index). Copied messages
+    /// MUST be found by lexical search like appended ones.
+    async fn fork(&self, tenant: &TenantId, source: ThreadId, fork: ForkThread) -> Result<Fork, StoreError>;
+
     /// Physically removes threads [`ThreadStore::delete`] marked, of every
     /// tenant, oldest mark first: ONE transaction that deletes at most
     /// `max_messages` messages of one marked thread (with their vectors,
@@ -87,4 +109,16 @@ pub struct Sweep {
     /// sweeper, e.g. of another server on the same database, is removing
     /// right now: then a call may remove nothing and still say `more`).
     pub more: bool,
+}
+
+/// What [`ThreadStore::fork`] made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fork {
+    /// The new thread.
+    pub thread: Thread,
+    /// Messages copied.
+    pub messages: u64,
+    /// The copied vectors, for the vector index to learn (as
+    /// `EmbeddingStore::complete_jobs` returns them).
+    pub vectors: Vec<VectorEntry>,
 }

@@ -44,6 +44,8 @@ async fn up_down_up_round_trip() {
         "config_settings",
         "idempotency_records",
         "idempotency_records_expires",
+        "working_memory",
+        "working_memory_versions",
     ] {
         assert!(objects.iter().any(|o| o == expected), "{expected} missing from {objects:?}");
     }

@@ -405,7 +405,7 @@ async fn enqueue_missing_and_scan() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thread_delete_removes_vectors_jobs_and_full_text() {
+async fn thread_delete_removes_vectors_jobs_full_text_and_summaries() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let db = open_file(&path).await;
@@ -421,6 +421,16 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
     assert_eq!(counts(&conn).await, (40, 5, 35));
     let state = memlayer_domain::AgentName::parse("a1").unwrap();
     StateStore::save(&db, &t, gone, &state, json!({"x": 1}), 0).await.unwrap();
+    for id in [gone, kept] {
+        let summary = memlayer_domain::NewSummary {
+            text: "s".into(),
+            covers_through: 5,
+            newly_covered: 5,
+            summarizer: "test".into(),
+        };
+        memlayer_ports::SummaryStore::save_summary(&db, &t, id, summary, 0).await.unwrap();
+        memlayer_ports::SummaryQueue::enqueue_summary(&db, &t, id, memlayer_domain::now()).await.unwrap();
+    }
     ThreadStore::delete(&db, &t, gone).await.unwrap();
     // The delete only marks the thread (it is missing for every caller, see
     // the contract suite); its rows go with the sweep, in chunks.
@@ -446,6 +456,10 @@ async fn thread_delete_removes_vectors_jobs_and_full_text() {
     assert_eq!(scalar(&conn, "SELECT count(*) FROM messages").await, 10);
     assert_eq!(scalar(&conn, "SELECT count(*) FROM threads").await, 1);
     assert_eq!(scalar(&conn, "SELECT count(*) FROM agent_state").await, 0);
+    // Summaries and their jobs go with the thread row (foreign keys, cascade).
+    for table in ["thread_summaries", "summary_jobs"] {
+        assert_eq!(scalar(&conn, &format!("SELECT count(*) FROM {table}")).await, 1, "{table}: the kept thread's");
+    }
     fts_integrity(&conn).await;
     let hits = db.lexical_search(&whole("acme"), "message".into(), 100).await.unwrap();
     assert_eq!(hits.len(), 10);

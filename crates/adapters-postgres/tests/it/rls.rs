@@ -4,10 +4,13 @@
 
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
-    AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewThread, NewTool, Role,
-    Scopes, SettingName, TenantId,
+    AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewSummary, NewThread, NewTool,
+    ResourceId, Role, Scopes, SettingName, TenantId, WorkingContent, WorkingScope,
 };
-use memlayer_ports::{CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, ThreadStore};
+use memlayer_ports::{
+    CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, SummaryQueue, SummaryStore, ThreadStore,
+    WorkingMemoryStore,
+};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
@@ -86,6 +89,14 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());
         store.put_setting(t, &cat, &key, json!("dark")).await.unwrap();
         store.create_key(&api_key(t, if *t == a { 1 } else { 2 }), &[7; 32]).await.unwrap();
+        // Working memory: the same resource id in both tenants, and a thread's.
+        let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+        for scope in [user, WorkingScope::Thread(thread)] {
+            store.put_working(t, &scope, WorkingContent::Markdown("secret".into()), 0, 10).await.unwrap();
+        }
+        let summary = NewSummary { text: "secret".into(), covers_through: 2, newly_covered: 2, summarizer: "t".into() };
+        store.save_summary(t, thread, summary, 0).await.unwrap();
+        store.enqueue_summary(t, thread, memlayer_domain::now()).await.unwrap();
     }
     let mut client = raw(&db).await;
     let role = client
@@ -105,6 +116,10 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "config_agent_tools",
         "config_settings",
         "api_keys",
+        "working_memory",
+        "working_memory_versions",
+        "thread_summaries",
+        "summary_jobs",
     ] {
         let seen = visible(&mut client, Some("tenant-a"), table).await;
         assert!(!seen.is_empty(), "{table}: tenant-a sees its own rows");
@@ -115,6 +130,8 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
     // Writing a row of another tenant is refused by the policy's check.
     for insert in [
         "INSERT INTO threads (id, tenant, created_at, updated_at) VALUES (gen_random_uuid(), 'tenant-b', now(), now())",
+        "INSERT INTO thread_summaries (tenant, thread_id, version, text, covers_through, covered_messages, \
+         summarizer, created_at) SELECT 'tenant-b', id, 9, 'x', 0, 0, 't', now() FROM threads",
         "INSERT INTO config_settings (tenant, category, key, value, updated_at) \
          VALUES ('tenant-b', 'ui', 'font', '1', now())",
     ] {
@@ -159,4 +176,29 @@ async fn finding_a_key_by_id_reads_one_row_across_tenants_and_widens_nothing() {
     assert_eq!(store.list_keys(&a, &listing).await.unwrap().len(), 1);
     let revoke = store.revoke_key(&a, &KeyId::parse("0000000000000002").unwrap(), memlayer_domain::now()).await;
     assert!(matches!(revoke, Err(memlayer_ports::StoreError::NotFound { .. })), "{revoke:?}");
+}
+
+/// A thread's summaries and summary job go with it: the sweep's last chunk
+/// removes the thread row and the foreign keys cascade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_go_with_their_swept_thread() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("tenant-a").unwrap();
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let id = ThreadStore::create(&store, &t, NewThread::default()).await.unwrap().id;
+        store.append(&t, id, vec![NewMessage::text(Role::User, "hello").unwrap()]).await.unwrap();
+        let summary = NewSummary { text: "s".into(), covers_through: 1, newly_covered: 1, summarizer: "t".into() };
+        store.save_summary(&t, id, summary, 0).await.unwrap();
+        store.enqueue_summary(&t, id, memlayer_domain::now()).await.unwrap();
+        threads.push(id);
+    }
+    ThreadStore::delete(&store, &t, threads[0]).await.unwrap();
+    let mut client = raw(&db).await;
+    assert_eq!(visible(&mut client, Some("*"), "thread_summaries").await.len(), 2, "the mark removes nothing");
+    while store.sweep_deleted(1).await.unwrap().more {}
+    for table in ["thread_summaries", "summary_jobs"] {
+        assert_eq!(visible(&mut client, Some("*"), table).await.len(), 1, "{table}: only the live thread's rows");
+    }
 }

@@ -3,10 +3,14 @@
 
 use memlayer_adapters_postgres::testing::{fresh_database, pooled_setting};
 use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
-use memlayer_domain::{Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, Role, SettingName, TenantId, ThreadId};
+use memlayer_domain::{
+    Embedding, MAX_BATCH, NewMessage, NewSummary, NewThread, PageSize, ResourceId, Role, SettingName, TenantId,
+    ThreadId, WorkingContent, WorkingScope,
+};
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, SearchFilter, StoreError, ThreadStore, VectorIndex,
+    MessageStore, MigrationStatus, SearchFilter, StoreError, SummaryQueue, SummaryStore, ThreadStore, VectorIndex,
+    WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -50,6 +54,17 @@ async fn migrations_go_down_and_up_again() {
     store.save_token_counts(&t, "o200k_base", vec![(stored[0].id, 4)]).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![15]);
     assert!(matches!(store.token_counts(&t, "o200k_base", vec![stored[0].id]).await, Err(StoreError::Backend(_))));
+    // Reverting migration 14 drops the summaries and their jobs.
+    let summary = NewSummary { text: "s".into(), covers_through: 3, newly_covered: 3, summarizer: "t".into() };
+    store.save_summary(&t, thread, summary, 0).await.unwrap();
+    store.enqueue_summary(&t, thread, now).await.unwrap();
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![14]);
+    assert!(matches!(store.current_summary(&t, thread).await, Err(StoreError::Backend(_))), "table gone");
+    // Reverting migration 13 drops working memory, with the agents' options.
+    let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+    store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![13]);
+    assert!(matches!(store.get_working(&t, &user).await, Err(StoreError::Backend(_))), "tables gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![10]);
     assert!(matches!(store.find_key(&api_key.id).await, Err(StoreError::Backend(_))), "table and function gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![9]);
@@ -66,26 +81,28 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 4 drops the catalog tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 15]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 13, 14, 15]);
+    assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
+    assert_eq!(store.current_summary(&t, thread).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.find_key(&api_key.id).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(8).await.unwrap();
-    assert_eq!(versions(down), vec![15, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(10).await.unwrap();
+    assert_eq!(versions(down), vec![15, 14, 13, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 15]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13, 14, 15]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
     let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![15, 10, 9, 8, 7, 6, 4, 2, 1]);
+    assert_eq!(versions(all_down), vec![15, 14, 13, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 9);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 11);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

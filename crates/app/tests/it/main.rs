@@ -9,4 +9,6 @@ mod context;
 mod memory;
 mod postgres;
 mod semantic;
+mod summary;
 mod wiring;
+mod working;

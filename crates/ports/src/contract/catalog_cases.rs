@@ -47,7 +47,13 @@ fn agent(name: &str, model_id: ModelId, tool_ids: Vec<ToolId>) -> NewAgent {
         model_id,
         system_prompt: format!("You are {name}."),
         tool_ids,
-        memory: MemoryOptions { last_n: Some(20), top_k: Some(5), token_budget: None, context: Some(context()) },
+        memory: MemoryOptions {
+            last_n: Some(20),
+            top_k: Some(5),
+            token_budget: None,
+            working_memory: None,
+            context: Some(context()),
+        },
     }
 }
 

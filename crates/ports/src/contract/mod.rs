@@ -18,8 +18,9 @@
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
 //! once), `token_cases.rs` (messages' token counts per encoding),
 //! `catalog_cases.rs` (the catalog),
-//! `idempotency_cases.rs` (idempotency records) and `key_cases.rs` (API
-//! keys), with the fixtures they share
+//! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
+//! keys), `working_cases.rs` (working memory) and `summary_cases.rs`
+//! (summaries and their jobs), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -31,8 +32,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
+    SummaryStore, ThreadStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -42,11 +43,13 @@ pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
 pub mod state_cases;
+pub mod summary_cases;
 mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
 pub mod token_cases;
 pub mod vector_cases;
+pub mod working_cases;
 
 /// One backend under test: every port served by the same store.
 #[derive(Clone)]
@@ -67,6 +70,12 @@ pub struct Backend {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// API key port.
     pub keys: Arc<dyn KeyStore>,
+    /// Working-memory port.
+    pub working: Arc<dyn WorkingMemoryStore>,
+    /// Summary port.
+    pub summaries: Arc<dyn SummaryStore>,
+    /// Summary job port.
+    pub summary_queue: Arc<dyn SummaryQueue>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -89,6 +98,9 @@ impl Backend {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + WorkingMemoryStore
+            + SummaryStore
+            + SummaryQueue
             + 'static,
     {
         Self {
@@ -99,7 +111,10 @@ impl Backend {
             embeddings: store.clone(),
             catalog: store.clone(),
             idempotency: store.clone(),
-            keys: store,
+            keys: store.clone(),
+            working: store.clone(),
+            summaries: store.clone(),
+            summary_queue: store,
             guard,
         }
     }
@@ -192,6 +207,22 @@ pub fn assert_keys_complete(listed: &[&str]) {
     assert_complete_in(include_str!("key_cases.rs"), listed);
 }
 
+/// As [`assert_complete`] for the summary cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_summary_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("summary_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the working-memory cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_working_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("working_cases.rs"), listed);
+}
+
 /// As [`assert_complete`] for the vector-index cases.
 ///
 /// # Panics
@@ -232,6 +263,8 @@ macro_rules! contract_suite {
                 thread_list_pages_newest_first_without_gaps,
                 thread_list_filters,
                 thread_list_rejects_foreign_cursor,
+                thread_fork_copies_up_to_at_seq_exactly,
+                thread_fork_refuses_beyond_missing_and_foreign,
             ],
             message_cases: [
                 append_assigns_consecutive_seqs_and_bumps_thread,
@@ -315,6 +348,66 @@ macro_rules! contract_suite {
             keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
             keys_last_use_is_recorded_in_batches_and_only_moves_forward,
         );
+        $crate::__working_expand!(
+            $factory;
+            working_put_then_get_per_scope_and_tenant,
+            working_stale_version_conflicts,
+            working_concurrent_putters_exactly_one_wins,
+            working_rejects_bad_input_and_missing_threads,
+            working_versions_keep_the_newest,
+            working_thread_document_goes_with_its_thread,
+            working_agent_options_round_trip,
+        );
+        $crate::__summary_expand!(
+            $factory;
+            summary_versions_advance_from_the_version_read,
+            summary_stale_version_conflicts,
+            summary_concurrent_savers_exactly_one_wins,
+            summary_rejects_bad_input,
+            summary_of_a_missing_foreign_or_deleted_thread_is_not_found,
+            summary_never_touches_a_message,
+            summary_backlog_counts_what_follows_the_coverage,
+            summary_jobs_are_queued_leased_retried_and_completed,
+            summary_jobs_concurrent_claims_never_share_a_job,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __summary_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::summary_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn summary_contract_suite_is_complete() {
+            $crate::contract::assert_summary_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __working_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::working_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn working_contract_suite_is_complete() {
+            $crate::contract::assert_working_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 

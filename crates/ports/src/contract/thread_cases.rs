@@ -3,15 +3,19 @@
 //! docs. Adding a case means adding its name to `contract_suite!` too (the
 //! completeness test fails otherwise).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use memlayer_domain::{
-    AgentName, Direction, Metadata, MetadataFilter, NewThread, ResourceId, ThreadFilter, ThreadId, ThreadPatch, Title,
+    AgentName, Direction, FORKED_FROM_KEY, ForkThread, Message, Metadata, MetadataFilter, NewMessage, NewThread,
+    ResourceId, Role, ThreadFilter, ThreadId, ThreadPatch, Title, TokenCount, ToolCall, WorkingContent, WorkingScope,
 };
 use serde_json::json;
 
 use super::Backend;
+use super::embedding_cases::{embedding, far_future, progress};
 use super::support::{assert_invalid, assert_not_found, msgs, size, tenant, thread};
+use crate::StoreError;
 
 pub async fn thread_create_returns_whole_thread(b: Backend) {
     let t = tenant("acme");
@@ -197,4 +201,196 @@ pub async fn thread_list_rejects_foreign_cursor(b: Backend) {
     let id = thread(&b, &t).await;
     let mcursor = memlayer_domain::Cursor::messages(id, Direction::Forward, 0);
     assert_invalid(b.threads.list(&t, &ThreadFilter::default(), Some(mcursor), size(1)).await, "message cursor");
+}
+
+/// A source thread for the fork cases: six messages of every kind (tool
+/// calls, metadata, token counts), the third deleted, the first two
+/// embedded with `m1`, an agent state at version 2 and a thread working
+/// memory at version 2.
+async fn fork_source(b: &Backend, t: &memlayer_domain::TenantId) -> (memlayer_domain::Thread, Vec<Message>) {
+    let mut meta = serde_json::Map::new();
+    meta.insert("lang".into(), json!("en"));
+    let new = NewThread {
+        resource_id: Some(ResourceId::parse("user-1").unwrap()),
+        agent_id: Some(AgentName::parse("support").unwrap()),
+        title: Some(Title::parse("Refund").unwrap()),
+        model: Some("gpt-4o".into()),
+        metadata: Metadata::from_value(serde_json::Value::Object(meta)).unwrap(),
+    };
+    let source = b.threads.create(t, new).await.unwrap();
+    let call = ToolCall { id: "c1".into(), name: "lookup".into(), arguments: json!({"order": "A-17"}) };
+    let count = TokenCount { count: 7, model: "gpt-4o".into(), encoding: "o200k_base".into(), exact: true };
+    let batch = vec![
+        NewMessage::new(
+            Role::User,
+            "where is my kettle refund",
+            None,
+            None,
+            Vec::new(),
+            Metadata::from_value(json!({"k": 1})).unwrap(),
+        )
+        .unwrap()
+        .with_token_count(count),
+        NewMessage::new(Role::Assistant, "", None, None, vec![call], Metadata::default()).unwrap(),
+        NewMessage::text(Role::User, "doomed words").unwrap(),
+        NewMessage::new(
+            Role::Tool,
+            "refund sent monday",
+            Some("c1".into()),
+            Some("lookup".into()),
+            Vec::new(),
+            Metadata::default(),
+        )
+        .unwrap(),
+        NewMessage::text(Role::Assistant, "your zanzibarian refund was sent").unwrap(),
+        NewMessage::text(Role::User, "after the fork point").unwrap(),
+    ];
+    let stored = b.messages.append(t, source.id, batch).await.unwrap();
+    b.messages.delete(t, stored[2].id).await.unwrap();
+    b.embeddings
+        .complete_jobs(vec![(stored[0].id, embedding("m1", 1)), (stored[1].id, embedding("m1", 2))])
+        .await
+        .unwrap();
+    let agent = AgentName::parse("support").unwrap();
+    b.states.save(t, source.id, &agent, json!({"step": 1}), 0).await.unwrap();
+    b.states.save(t, source.id, &agent, json!({"step": 2}), 1).await.unwrap();
+    let scope = WorkingScope::Thread(source.id);
+    b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada"})), 0, 10).await.unwrap();
+    b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1, 10).await.unwrap();
+    let summary = |text: &str, through: i64| memlayer_domain::NewSummary {
+        text: text.into(),
+        covers_through: through,
+        newly_covered: 1,
+        summarizer: "test".into(),
+    };
+    b.summaries.save_summary(t, source.id, summary("up to four", 4), 0).await.unwrap();
+    b.summaries.save_summary(t, source.id, summary("up to six", 6), 1).await.unwrap();
+    let source = b.threads.get(t, source.id).await.unwrap();
+    (source, stored)
+}
+
+/// All of a thread's messages, oldest first.
+async fn all_messages(b: &Backend, t: &memlayer_domain::TenantId, id: ThreadId) -> Vec<Message> {
+    b.messages.page(t, id, None, None, size(100)).await.unwrap().items
+}
+
+/// `ThreadStore::fork` copies messages up to `at_seq` exactly (new ids in
+/// seq order, same seqs, every field; deleted ones not), their vectors, a
+/// pending embedding for the others, agent state and working memory at
+/// version 1, names its source, leaves the source untouched, and the copies
+/// are found by lexical search.
+pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
+    let t = tenant("acme");
+    let (source, stored) = fork_source(&b, &t).await;
+    let before = all_messages(&b, &t, source.id).await;
+    let request = ForkThread::new(Some(5), None).unwrap();
+    let fork = b.threads.fork(&t, source.id, request).await.unwrap();
+    let forked = &fork.thread;
+    assert_ne!(forked.id, source.id);
+    assert_eq!(b.threads.get(&t, forked.id).await.unwrap(), *forked, "the returned thread is the stored one");
+    assert_eq!(
+        (&forked.resource_id, &forked.agent_id, &forked.model, forked.last_seq),
+        (&source.resource_id, &source.agent_id, &source.model, 5)
+    );
+    assert_eq!(forked.title.as_ref().map(Title::as_str), Some("Refund (fork)"));
+    assert_eq!(forked.metadata.as_map()["lang"], json!("en"));
+    assert_eq!(forked.metadata.as_map()[FORKED_FROM_KEY], json!({"thread_id": source.id.to_string(), "at_seq": 5}));
+
+    let copies = all_messages(&b, &t, forked.id).await;
+    assert_eq!(fork.messages, 4);
+    assert_eq!(copies.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5], "deleted seq 3 stays a gap");
+    let originals: Vec<&Message> = before.iter().filter(|m| m.seq <= 5).collect();
+    for (copy, original) in copies.iter().zip(&originals) {
+        assert_ne!(copy.id, original.id);
+        assert_eq!(copy.thread_id, forked.id);
+        let same = Message { id: original.id, thread_id: original.thread_id, ..copy.clone() };
+        assert_eq!(&same, *original, "every field but id and thread is copied");
+    }
+    assert!(copies.windows(2).all(|p| p[0].id < p[1].id), "new ids are time-ordered in seq order");
+    let ids: BTreeSet<_> = before.iter().map(|m| m.id).collect();
+    assert!(copies.iter().all(|m| !ids.contains(&m.id)));
+
+    let mut vectors = fork.vectors.clone();
+    vectors.sort_by_key(|v| v.id);
+    assert_eq!(vectors.len(), 2, "the two embedded messages' vectors, returned for the index");
+    for (v, (copy, seed)) in vectors.iter().zip([(&copies[0], 1), (&copies[1], 2)]) {
+        assert_eq!((v.id, v.thread, &v.tenant), (copy.id, forked.id, &t));
+        assert_eq!(v.embedding, embedding("m1", seed), "copied, not recomputed");
+    }
+    let scanned = b.embeddings.scan_vectors("m1".into(), None, 100).await.unwrap().0;
+    let of_fork: Vec<_> = scanned.iter().filter(|v| v.thread == forked.id).collect();
+    assert_eq!(of_fork.len(), 2, "stored vectors of the fork");
+    let counts = progress(&b, &crate::SearchFilter::these_threads(t.clone(), vec![forked.id]), "m1").await;
+    assert_eq!((counts.embedded, counts.pending), (2, 2), "copies without a vector wait for one");
+    let due = b.embeddings.due_jobs(far_future(), 100).await.unwrap();
+    let mut due_of_fork: Vec<_> = due.iter().filter(|j| j.thread == forked.id).map(|j| j.id).collect();
+    due_of_fork.sort();
+    assert_eq!(due_of_fork, vec![copies[2].id, copies[3].id], "jobs for exactly the copies without a vector");
+
+    let only_fork = crate::SearchFilter::these_threads(t.clone(), vec![forked.id]);
+    let hits = b.embeddings.lexical_search(&only_fork, "zanzibarian".into(), 10).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![copies[3].id], "copies are searchable");
+    let hits = b.embeddings.lexical_search(&only_fork, "fork point".into(), 10).await.unwrap();
+    assert!(hits.is_empty(), "nothing after at_seq is copied");
+
+    let agent = AgentName::parse("support").unwrap();
+    let state = b.states.load(&t, forked.id, &agent).await.unwrap().unwrap();
+    assert_eq!((state.state, state.version), (json!({"step": 2}), 1));
+    let scope = WorkingScope::Thread(forked.id);
+    let working = b.working.get_working(&t, &scope).await.unwrap().unwrap();
+    assert_eq!((working.content, working.version), (WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1));
+    assert_eq!(b.working.working_versions(&t, &scope, 10).await.unwrap().len(), 1, "the current document only");
+    let summary = b.summaries.current_summary(&t, forked.id).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.text.as_str(), summary.covers_through, summary.version),
+        ("up to four", 4, 1),
+        "the newest summary as of at_seq, not the newer one covering seq 6"
+    );
+    assert_eq!(b.summaries.summary_versions(&t, forked.id, 10).await.unwrap().len(), 1);
+
+    assert_eq!(all_messages(&b, &t, source.id).await, before, "source messages untouched");
+    let src = b.threads.get(&t, source.id).await.unwrap();
+    assert_eq!((src.last_seq, &src.metadata), (6, &source.metadata));
+    assert_eq!(b.states.load(&t, source.id, &agent).await.unwrap().unwrap().version, 2);
+    let src_scope = WorkingScope::Thread(source.id);
+    assert_eq!(b.working.get_working(&t, &src_scope).await.unwrap().unwrap().version, 2);
+    assert_eq!(b.messages.get(&t, stored[0].id).await.unwrap().thread_id, source.id);
+
+    let next = b.messages.append(&t, forked.id, msgs(0..1)).await.unwrap();
+    assert_eq!(next[0].seq, 6, "the fork continues after at_seq");
+    let whole = b.threads.fork(&t, source.id, ForkThread::default()).await.unwrap();
+    assert_eq!((whole.thread.last_seq, whole.messages), (6, 5), "no at_seq: the whole thread");
+    let newest = b.summaries.current_summary(&t, whole.thread.id).await.unwrap().unwrap();
+    assert_eq!(newest.text, "up to six");
+    let early = b.threads.fork(&t, source.id, ForkThread::new(Some(2), None).unwrap()).await.unwrap();
+    assert!(b.summaries.current_summary(&t, early.thread.id).await.unwrap().is_none(), "no summary as of seq 2");
+}
+
+/// `ThreadStore::fork` refuses an `at_seq` beyond the thread (naming it),
+/// a missing, foreign or deleted source, and creates nothing then; a fork
+/// of an empty thread is an empty thread.
+pub async fn thread_fork_refuses_beyond_missing_and_foreign(b: Backend) {
+    let t = tenant("acme");
+    let (source, _) = fork_source(&b, &t).await;
+    let listed = || async { b.threads.list(&t, &ThreadFilter::default(), None, size(100)).await.unwrap().items.len() };
+    let threads_before = listed().await;
+    let r = b.threads.fork(&t, source.id, ForkThread::new(Some(7), None).unwrap()).await;
+    match r {
+        Err(StoreError::Invalid(e)) => assert_eq!(e.field, "at_seq"),
+        other => panic!("at_seq beyond the thread: expected Invalid on at_seq, got {other:?}"),
+    }
+    assert_not_found(b.threads.fork(&tenant("other"), source.id, ForkThread::default()).await, "foreign");
+    assert_not_found(b.threads.fork(&t, ThreadId::new(), ForkThread::default()).await, "missing");
+    assert_eq!(listed().await, threads_before, "a refused fork creates no thread");
+    let other = tenant("other");
+    assert!(b.threads.list(&other, &ThreadFilter::default(), None, size(10)).await.unwrap().items.is_empty());
+    let gone = thread(&b, &t).await;
+    b.threads.delete(&t, gone).await.unwrap();
+    assert_not_found(b.threads.fork(&t, gone, ForkThread::default()).await, "deleted");
+
+    let empty = thread(&b, &t).await;
+    let fork = b.threads.fork(&t, empty, ForkThread::default()).await.unwrap();
+    assert_eq!((fork.thread.last_seq, fork.messages, fork.thread.title), (0, 0, None));
+    assert!(all_messages(&b, &t, fork.thread.id).await.is_empty());
+    assert_invalid(b.threads.fork(&t, empty, ForkThread::new(Some(1), None).unwrap()).await, "beyond an empty thread");
 }

@@ -1,0 +1,2 @@
+DROP TABLE summary_jobs;
+DROP TABLE thread_summaries;
