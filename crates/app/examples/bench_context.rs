@@ -322,6 +322,22 @@ async fn main() {
             }
         }
     }
+    // The search's own parts on this thread: the index with a ready
+    // embedding, and the coverage counts a vector search reports.
+    let filter = memlayer_ports::SearchFilter::these_threads(tenant.clone(), vec![thread]);
+    let embed_model = services.search.embedder_info().model;
+    let (mut index_t, mut coverage_t) = (Vec::new(), Vec::new());
+    for q in &queries {
+        let e = services.embedder.embed_interactive(vec![q.clone()]).await.unwrap().pop().unwrap();
+        let t = Instant::now();
+        services.index.search(&filter, &e, 18).await.unwrap();
+        index_t.push(t.elapsed());
+        let t = Instant::now();
+        services.embeddings.coverage(&filter, embed_model.clone()).await.unwrap();
+        coverage_t.push(t.elapsed());
+    }
+    report("  the search's parts: HNSW search alone (thread filter, 18)", &index_t);
+    report("  the search's parts: coverage counts alone", &coverage_t);
     let embed = percentile(&times[0], 0.5);
     for (v, (name, recall, _)) in variants.iter().enumerate() {
         let p50 = report(name, &times[v]);
