@@ -164,6 +164,11 @@ async fn bad_input(t: TestApp) {
         assert!(r.1["error"]["message"].as_str().unwrap().contains(field), "{body}: {}", r.1);
     }
 
+    // A whole number written as a float is a whole number (JSON Schema's `integer`).
+    let body = no_recall(json!({"budget": 4000.0, "processors": [{"kind": "truncate", "max_chars": 4096.0}]}));
+    let r = t.call("POST", &uri, Some(body)).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+
     // An unknown model: estimated and flagged, never exact.
     let r = t.call("POST", &uri, Some(no_recall(json!({"model": "mistral-large-2", "budget": 4000})))).await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Read;
-use crate::dto::{SearchModeDto, whole_opt};
+use crate::dto::{SearchModeDto, whole, whole_opt};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
@@ -189,6 +189,7 @@ pub enum ProcessorDto {
     Truncate {
         /// Longest content kept whole (64 to 1048576 characters).
         #[schema(minimum = 64, maximum = 1_048_576)]
+        #[serde(deserialize_with = "whole")]
         max_chars: u32,
     },
     /// Removes a message equal to the one right before it.
