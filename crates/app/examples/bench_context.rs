@@ -74,6 +74,9 @@ fn report(name: &str, times: &[Duration]) -> Duration {
     p50
 }
 
+/// A timed variant: its label, the context's recall (if any), a search alone (if any).
+type Variant = (&'static str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>);
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -262,7 +265,7 @@ async fn main() {
         services.embedder.embed_interactive(vec![q.clone()]).await.unwrap();
     }
     let user = ResourceId::parse("user-1").unwrap();
-    let variants: [(&str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>); 7] = [
+    let variants: [Variant; 7] = [
         ("embed the query alone", None, None),
         (
             "search alone (vector, thread scope, 18 hits as recall asks)",
