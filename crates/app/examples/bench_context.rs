@@ -30,6 +30,10 @@ use memlayer_ports::{StoreError, SummaryStore};
 
 const DIM: usize = 384;
 
+/// A measured variant: its name, recall's scope and mode (a context), or a
+/// search's (the search alone); neither: the embedding alone.
+type Variant = (&'static str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>);
+
 fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort_unstable();
@@ -262,7 +266,7 @@ async fn main() {
         services.embedder.embed_interactive(vec![q.clone()]).await.unwrap();
     }
     let user = ResourceId::parse("user-1").unwrap();
-    let variants: [(&str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>); 7] = [
+    let variants: [Variant; 7] = [
         ("embed the query alone", None, None),
         (
             "search alone (vector, thread scope, 18 hits as recall asks)",
