@@ -98,7 +98,7 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13, 14, 15]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(10).await.unwrap();
+    let all_down = store.migrate_down(11).await.unwrap();
     assert_eq!(versions(all_down), vec![15, 14, 13, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
