@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Read;
-use crate::dto::{SearchModeDto, whole_opt};
+use crate::dto::{SearchModeDto, whole, whole_opt};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
@@ -188,6 +188,7 @@ pub enum ProcessorDto {
     /// tail, with a marker between.
     Truncate {
         /// Longest content kept whole (64 to 1048576 characters).
+        #[serde(deserialize_with = "whole")]
         #[schema(minimum = 64, maximum = 1_048_576)]
         max_chars: u32,
     },
