@@ -71,6 +71,10 @@ fn create_key(dir: &std::path::Path) -> String {
         .env_remove("MEMLAYER_CONFIG")
         .env_remove("LIBSQL_DATABASE_URL")
         .env_remove("DATABASE_URL")
+        // The run's own settings are not the binary's configuration.
+        .env_remove("MEMLAYER_FUZZ_EXAMPLES")
+        .env_remove("MEMLAYER_FUZZ_SEED")
+        .env_remove("MEMLAYER_SCHEMATHESIS")
         .env("RUST_LOG", "error")
         .output()
         .expect("memlayer keys create runs");

@@ -30,6 +30,10 @@ use memlayer_ports::{StoreError, SummaryStore};
 
 const DIM: usize = 384;
 
+/// A measured variant: its name, recall's scope and mode (a context), or a
+/// search's (the search alone); neither: the embedding alone.
+type Variant = (&'static str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>);
+
 fn percentile(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();
     v.sort_unstable();

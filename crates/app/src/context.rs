@@ -465,7 +465,7 @@ impl ContextService {
 
         // The prefix: system prompt, working memory, summary.
         let system_prompt = agent.as_ref().map(|a| a.spec.system_prompt.clone()).filter(|p| !p.is_empty());
-        let working = self.working_memory(tenant, &thread).await?;
+        let working = self.working_memory(tenant, &thread, agent.as_ref()).await?;
         let summary = match &self.summaries {
             Some(store) => store.current_summary(tenant, thread.id).await?,
             None => None,
@@ -888,20 +888,23 @@ impl ContextService {
         }
     }
 
-    /// The working-memory document: the resource's when the thread has a
-    /// resource and it has one, else the thread's.
+    /// The working-memory document of the agent's scope
+    /// (`memory.working_memory.scope`, resource by default): the thread's
+    /// resource's document, or the thread's own for a thread-scoped agent or
+    /// a thread without a resource.
     async fn working_memory(
         &self,
         tenant: &TenantId,
         thread: &Thread,
+        agent: Option<&memlayer_domain::AgentConfig>,
     ) -> Result<Option<memlayer_domain::WorkingMemory>, StoreError> {
         let Some(store) = &self.working else { return Ok(None) };
-        if let Some(r) = &thread.resource_id
-            && let Some(doc) = store.get_working(tenant, &WorkingScope::Resource(r.clone())).await?
-        {
-            return Ok(Some(doc));
-        }
-        store.get_working(tenant, &WorkingScope::Thread(thread.id)).await
+        let kind = agent.and_then(|a| a.spec.memory.working_memory.as_ref()).map(|o| o.scope).unwrap_or_default();
+        let scope = match (kind, &thread.resource_id) {
+            (memlayer_domain::WorkingScopeKind::Resource, Some(r)) => WorkingScope::Resource(r.clone()),
+            _ => WorkingScope::Thread(thread.id),
+        };
+        store.get_working(tenant, &scope).await
     }
 
     /// Counts a text that recurs across requests, once per encoding.

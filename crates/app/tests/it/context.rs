@@ -19,7 +19,7 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     EmbedderInfo, MessageStore, MockEmbedder, MockSummaryStore, MockWorkingMemoryStore, StoreError, ThreadStore,
-    TokenCounter,
+    TokenCounter, WorkingMemoryStore as _,
 };
 use serde_json::json;
 
@@ -622,4 +622,57 @@ async fn without_the_embedding_model_recall_is_skipped_and_said() {
     assert_eq!(ctx.messages.len(), 1, "the context is still assembled");
     let d = ctx.dropped.iter().find(|d| d.reason == "recall_unavailable").expect("and says why recall is missing");
     assert!(!d.detail.contains("scripts/provision"), "no server detail in the response: {}", d.detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_memory_and_the_summary_come_from_their_stores() {
+    let f = fixture().await;
+    let context = f.context.clone().with_working_memory(f.store.clone()).with_summaries(f.store.clone());
+    let t = tenant();
+    // Resource scope by default: the user's document, not the thread's.
+    f.agent("helper", "Help.", MemoryOptions::default()).await;
+    let id = f.thread(Some("gpt-4o"), Some("user-9"), Some("helper")).await;
+    f.say(id, &texts(20, "chat")).await;
+    let user = ResourceId::parse("user-9").unwrap();
+    f.store
+        .put_working(&t, &WorkingScope::Resource(user.clone()), WorkingContent::Json(json!({"name": "Ann"})), 0, 10)
+        .await
+        .unwrap();
+    f.store
+        .put_working(&t, &WorkingScope::Thread(id), WorkingContent::Markdown("thread note".into()), 0, 10)
+        .await
+        .unwrap();
+    let summary = memlayer_domain::NewSummary {
+        text: "They talked about kettles.".into(),
+        covers_through: 10,
+        newly_covered: 10,
+        summarizer: "test".into(),
+    };
+    memlayer_ports::SummaryStore::save_summary(&*f.store, &t, id, summary, 0).await.unwrap();
+    let request = || ContextRequest { budget: budget(2_000), recall: no_recall(), ..Default::default() };
+    let ctx = context.assemble(&t, id, request()).await.unwrap();
+    let wm = ctx.messages.iter().find(|m| m.section == Section::WorkingMemory).unwrap();
+    assert!(wm.content().contains(r#"{"name":"Ann"}"#) && !wm.content().contains("thread note"), "{}", wm.content());
+    let sum = ctx.messages.iter().find(|m| m.section == Section::Summary).unwrap();
+    assert!(sum.content().contains("through message 10") && sum.content().contains("kettles"), "{}", sum.content());
+    let report = |s: Section| ctx.sections.iter().find(|r| r.section == s).unwrap().clone();
+    assert_eq!(report(Section::WorkingMemory).version, Some(1));
+    assert_eq!((report(Section::Summary).version, report(Section::Summary).covers_through), (Some(1), Some(10)));
+    assert_eq!(ctx.tokens.total, cookbook_total(&ctx).await);
+    // A thread-scoped agent reads the thread's own document.
+    let options = memlayer_domain::WorkingMemoryOptions {
+        scope: memlayer_domain::WorkingScopeKind::Thread,
+        ..memlayer_domain::WorkingMemoryOptions::default()
+    };
+    f.agent("scoped", "Help.", MemoryOptions { working_memory: Some(options), ..MemoryOptions::default() }).await;
+    let other = f.thread(Some("gpt-4o"), Some("user-9"), Some("scoped")).await;
+    f.say(other, &texts(2, "hi")).await;
+    f.store
+        .put_working(&t, &WorkingScope::Thread(other), WorkingContent::Markdown("thread two note".into()), 0, 10)
+        .await
+        .unwrap();
+    let ctx = context.assemble(&t, other, request()).await.unwrap();
+    let wm = ctx.messages.iter().find(|m| m.section == Section::WorkingMemory).unwrap();
+    assert!(wm.content().ends_with("thread two note"), "{}", wm.content());
+    assert!(ctx.messages.iter().all(|m| m.section != Section::Summary), "no summary yet: none sent");
 }
