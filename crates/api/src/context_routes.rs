@@ -188,7 +188,6 @@ pub enum ProcessorDto {
     /// tail, with a marker between.
     Truncate {
         /// Longest content kept whole (64 to 1048576 characters).
-        #[serde(deserialize_with = "whole")]
         #[schema(minimum = 64, maximum = 1_048_576)]
         #[serde(deserialize_with = "whole")]
         max_chars: u32,
