@@ -78,9 +78,6 @@ fn report(name: &str, times: &[Duration]) -> Duration {
     p50
 }
 
-/// A timed variant: its label, the context's recall (if any), a search alone (if any).
-type Variant = (&'static str, Option<(RecallScope, SearchMode)>, Option<(SearchScope, SearchMode)>);
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
