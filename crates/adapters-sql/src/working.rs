@@ -32,6 +32,12 @@ fn columns(scope: &WorkingScope) -> (&'static str, String, Option<uuid::Uuid>) {
     (scope.kind().as_str(), scope.id_text(), thread)
 }
 
+/// Appends ` WHERE tenant = … AND scope_kind = … AND scope_id = …`: a
+/// document's primary key.
+fn where_document(sql: &mut Sql, tenant: &str, kind: &'static str, id: &str) {
+    sql.push(" WHERE tenant = ").bind(tenant).push(" AND scope_kind = ").bind(kind).push(" AND scope_id = ").bind(id);
+}
+
 /// The current row: `format`, `content`, `version`, `updated_at`. For a
 /// thread's document, one row when the thread exists (and is not marked
 /// deleted), NULL columns when it has no document; for a resource's, a row
@@ -54,12 +60,8 @@ pub fn current_sql(dialect: Dialect, tenant: &TenantId, scope: &WorkingScope) ->
                 .push(" AND t.deleted_at IS NULL");
         }
         None => {
-            sql.push("SELECT format, content, version, updated_at FROM working_memory WHERE tenant = ")
-                .bind(tenant.as_str())
-                .push(" AND scope_kind = ")
-                .bind(kind)
-                .push(" AND scope_id = ")
-                .bind(id);
+            sql.push("SELECT format, content, version, updated_at FROM working_memory");
+            where_document(&mut sql, tenant.as_str(), kind, &id);
         }
     }
     sql
@@ -71,14 +73,9 @@ pub fn current_sql(dialect: Dialect, tenant: &TenantId, scope: &WorkingScope) ->
 pub fn versions_sql(dialect: Dialect, tenant: &TenantId, scope: &WorkingScope, limit: u32) -> Sql {
     let (kind, id, _) = columns(scope);
     let mut sql = Sql::new(dialect);
-    sql.push("SELECT format, content, version, updated_at FROM working_memory_versions WHERE tenant = ")
-        .bind(tenant.as_str())
-        .push(" AND scope_kind = ")
-        .bind(kind)
-        .push(" AND scope_id = ")
-        .bind(id)
-        .push(" ORDER BY version DESC LIMIT ")
-        .bind(i64::from(limit));
+    sql.push("SELECT format, content, version, updated_at FROM working_memory_versions");
+    where_document(&mut sql, tenant.as_str(), kind, &id);
+    sql.push(" ORDER BY version DESC LIMIT ").bind(i64::from(limit));
     sql
 }
 
@@ -88,14 +85,9 @@ pub fn versions_sql(dialect: Dialect, tenant: &TenantId, scope: &WorkingScope, l
 pub fn prune_sql(dialect: Dialect, tenant: &TenantId, scope: &WorkingScope, oldest_kept: i64) -> Sql {
     let (kind, id, _) = columns(scope);
     let mut sql = Sql::new(dialect);
-    sql.push("DELETE FROM working_memory_versions WHERE tenant = ")
-        .bind(tenant.as_str())
-        .push(" AND scope_kind = ")
-        .bind(kind)
-        .push(" AND scope_id = ")
-        .bind(id)
-        .push(" AND version < ")
-        .bind(oldest_kept);
+    sql.push("DELETE FROM working_memory_versions");
+    where_document(&mut sql, tenant.as_str(), kind, &id);
+    sql.push(" AND version < ").bind(oldest_kept);
     sql
 }
 
@@ -233,15 +225,9 @@ pub async fn put<B: Transactor>(
                         .push(", version = ")
                         .bind(stored)
                         .push(", updated_at = ")
-                        .bind(at)
-                        .push(" WHERE tenant = ")
-                        .bind(t.as_str())
-                        .push(" AND scope_kind = ")
-                        .bind(kind)
-                        .push(" AND scope_id = ")
-                        .bind(id.as_str())
-                        .push(" AND version = ")
-                        .bind(expected_i);
+                        .bind(at);
+                    where_document(&mut sql, t.as_str(), kind, &id);
+                    sql.push(" AND version = ").bind(expected_i);
                 }
                 if ex.execute("put working memory", sql).await? == 0 {
                     return Err(StoreError::Conflict(format!(
