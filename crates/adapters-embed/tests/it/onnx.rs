@@ -15,7 +15,7 @@ use memlayer_ports::{Embedder, StoreError};
 
 /// The provisioned configuration, or `None` (after a skip line) when the
 /// model is absent locally. Panics when it is absent and `CI` is set.
-fn provisioned() -> Option<OnnxConfig> {
+pub(crate) fn provisioned() -> Option<OnnxConfig> {
     let config = OnnxConfig::from_cache_dir(&default_cache_dir());
     let present = config.model_dir.join("model.onnx").is_file() && config.runtime_library.is_file();
     if present {

@@ -12,8 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use memlayer_adapters_embed::{
-    ChatConfig, ChatKey, ChatSummarizer, ExtractiveConfig, ExtractiveSummarizer, OnnxConfig, OnnxEmbedder,
-    default_cache_dir,
+    ChatConfig, ChatKey, ChatSummarizer, ExtractiveConfig, ExtractiveSummarizer, OnnxEmbedder,
 };
 use memlayer_domain::{Message, MessageId, Metadata, Role, ThreadId};
 use memlayer_ports::{StoreError, Summarizer};
@@ -183,12 +182,7 @@ async fn nothing_listening_is_unavailable() {
 
 /// The provisioned embedder, or `None` after a skip line (a failure with `CI`).
 fn local() -> Option<ExtractiveSummarizer> {
-    let config = OnnxConfig::from_cache_dir(&default_cache_dir());
-    if !(config.model_dir.join("model.onnx").is_file() && config.runtime_library.is_file()) {
-        assert!(std::env::var_os("CI").is_none_or(|v| v.is_empty()), "model not provisioned and CI is set");
-        eprintln!("SKIP: model not provisioned (run scripts/provision)");
-        return None;
-    }
+    let config = super::onnx::provisioned()?;
     Some(ExtractiveSummarizer::new(Arc::new(OnnxEmbedder::new(config)), ExtractiveConfig::default()))
 }
 
