@@ -6,7 +6,11 @@
 //!    `MessageStore::append` in batches of `--batch` (one transaction and one
 //!    binary COPY per batch), against `--singles` messages appended one call
 //!    per message, each into a thread of its own kind.
-//! 2. pgvector HNSW on real-text embeddings (`scripts/bench_vectors`'s
+//! 2. Concurrent appends (`--part concurrent`): `--concurrent` single
+//!    messages from 1, 8 and 32 callers at once, each into a thread of its
+//!    own of one tenant, then batches of 100 from 8 callers, on a pool of 8
+//!    connections (the server's default `database.pool_size`).
+//! 3. pgvector HNSW on real-text embeddings (`scripts/bench_vectors`'s
 //!    `vectors101k.f32`, as `bench_index` reads them): the first `--data`
 //!    rows are loaded through `VectorIndex::upsert` (one tenant over
 //!    `--threads` threads) with the HNSW index dropped, then the index is
@@ -18,7 +22,8 @@
 //!
 //! ```text
 //! cargo run --release -p memlayer-adapters-postgres --example bench_pg -- \
-//!     [--part append,vector] [--messages 100000] [--batch 1000] [--singles 100000] \
+//!     [--part append,concurrent,vector] [--messages 100000] [--batch 1000] [--singles 100000] \
+//!     [--concurrent 20000] \
 //!     [--corpus target/bench-data/corpus101k.jsonl] \
 //!     [--vectors target/bench-data/vectors101k.f32] [--dim 384] [--data 100000] [--queries 1000] \
 //!     [--threads 1000] [--k 10] [--m 16] [--ef-construction 64] [--ef 40,64,100]
@@ -42,6 +47,7 @@ struct Args {
     messages: usize,
     batch: usize,
     singles: usize,
+    concurrent: usize,
     corpus: PathBuf,
     vectors: PathBuf,
     dim: usize,
@@ -62,6 +68,7 @@ fn parse_args() -> Res<Args> {
         messages: 100_000,
         batch: 1_000,
         singles: 100_000,
+        concurrent: 20_000,
         corpus: PathBuf::from("target/bench-data/corpus101k.jsonl"),
         vectors: PathBuf::from("target/bench-data/vectors101k.f32"),
         dim: 384,
@@ -86,6 +93,7 @@ fn parse_args() -> Res<Args> {
             "--messages" => a.messages = num()?,
             "--batch" => a.batch = num()?,
             "--singles" => a.singles = num()?,
+            "--concurrent" => a.concurrent = num()?,
             "--corpus" => a.corpus = PathBuf::from(&value),
             "--vectors" => a.vectors = PathBuf::from(&value),
             "--dim" => a.dim = num()?,
@@ -173,6 +181,59 @@ async fn bench_append(a: &Args) -> Res<()> {
         "ratio (per-message rate, COPY / single): {:.1}×",
         per_sec(a.messages, copy) / per_sec(a.singles, singles)
     );
+    Ok(())
+}
+
+/// `--part concurrent`: appends from several callers at once, each into a
+/// thread of its own of one tenant (what serialises them is the store, not
+/// the thread row).
+async fn bench_concurrent(a: &Args) -> Res<()> {
+    let db = testing::fresh_database().await.ok_or("no Postgres server")?;
+    let backend = std::sync::Arc::new(
+        memlayer_adapters_postgres::PgBackend::open(memlayer_adapters_postgres::PgConfig {
+            pool_size: 8,
+            ..memlayer_adapters_postgres::PgConfig::new(db.url.clone())
+        })
+        .await?,
+    );
+    let tenant = TenantId::parse("bench")?;
+    let corpus = std::sync::Arc::new(texts(a, a.concurrent)?);
+    let run = |clients: usize, batch: usize| {
+        let (backend, tenant, corpus) = (backend.clone(), tenant.clone(), corpus.clone());
+        let per_client = corpus.len() / clients;
+        async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (backend, tenant, corpus) = (backend.clone(), tenant.clone(), corpus.clone());
+                    tokio::spawn(async move {
+                        let thread = backend.create(&tenant, NewThread::default()).await.unwrap().id;
+                        let mine: Vec<usize> = (c * per_client..(c + 1) * per_client).collect();
+                        for chunk in mine.chunks(batch) {
+                            let messages = chunk
+                                .iter()
+                                .map(|&i| NewMessage::text(Role::User, &corpus[i]).unwrap())
+                                .collect::<Vec<_>>();
+                            backend.append(&tenant, thread, messages).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            (per_client * clients, started.elapsed())
+        }
+    };
+    for clients in [1, 8, 32] {
+        let (n, took) = run(clients, 1).await;
+        println!(
+            "concurrent singles, {clients} callers: {n} messages in {took:.2?} = {:.0} messages/s",
+            per_sec(n, took)
+        );
+    }
+    let (n, took) = run(8, 100).await;
+    println!("concurrent batches of 100, 8 callers: {n} messages in {took:.2?} = {:.0} messages/s", per_sec(n, took));
     Ok(())
 }
 
@@ -307,6 +368,10 @@ async fn main() -> Res<()> {
     println!("load average before: {}", uptime());
     if a.parts.iter().any(|p| p == "append") {
         bench_append(&a).await?;
+        println!("load average: {}", uptime());
+    }
+    if a.parts.iter().any(|p| p == "concurrent") {
+        bench_concurrent(&a).await?;
         println!("load average: {}", uptime());
     }
     if a.parts.iter().any(|p| p == "vector") {
