@@ -10,7 +10,7 @@ use memlayer_adapters_sql::migrate::Migration;
 /// never edit one that has shipped, add a new one. Version 8 is Postgres's
 /// own (a bound on full-text documents).
 pub(crate) const MIGRATIONS: &[Migration] =
-    memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10];
+    memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11];
 
 #[cfg(test)]
 mod tests {

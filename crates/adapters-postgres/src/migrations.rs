@@ -14,7 +14,7 @@ use memlayer_adapters_sql::migrate::Migration;
 /// (a full-text table per tenant) has none either (`ts_rank` uses no corpus
 /// statistics). Version 8 is Postgres only: libSQL's FTS5 has no size limit
 /// on a document.
-pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10];
+pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10, 11];
 
 #[cfg(test)]
 mod tests {
@@ -23,7 +23,7 @@ mod tests {
     #[test]
     fn versions_3_and_5_are_libsql_s_own_and_8_is_postgres_s() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10]);
+        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10, 11]);
         assert_eq!(MIGRATIONS[5].name, "bounded_document");
         assert!(MIGRATIONS[5].up.contains("tsvector"));
     }

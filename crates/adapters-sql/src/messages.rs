@@ -23,11 +23,12 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Role, TenantId, ThreadId, Timestamp,
-    TokenCount, ToolCall, now, resolve_message_cursor,
+    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Quota, Role, TenantId, ThreadId,
+    Timestamp, TokenCount, ToolCall, now, resolve_message_cursor,
 };
 use memlayer_ports::{ByteBudget, SeqRange, StoreError, Windows};
 
+use crate::usage::{self, Delta};
 use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 
 /// What [`message_store!`](crate::message_store) leaves to the engine: storing an append's batch
@@ -35,10 +36,16 @@ use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 #[async_trait]
 pub trait MessageEngine: Transactor + Sized {
     /// Stores `batch` in one transaction: reserves its sequence numbers on
-    /// the thread row (bumping `updated_at`), `NotFound` when the thread is
-    /// not the tenant's or is marked deleted, and inserts the messages;
-    /// returns them with their sequence numbers.
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError>;
+    /// the thread row (bumping `updated_at` and the thread's stored
+    /// messages and bytes by [`Batch::delta`]), `NotFound` when the thread
+    /// is not the tenant's or is marked deleted, counts the batch against
+    /// `quota` with [`crate::usage::charge`] (after the thread row: every
+    /// write locks a thread before its tenant's counters), starting again
+    /// in [`crate::usage::Mode::Exclusive`] when a shared charge does not
+    /// settle, and inserts the messages with their
+    /// [`crate::usage::stored_bytes`]; returns them with their sequence
+    /// numbers.
+    async fn insert_batch(&self, tenant: &TenantId, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError>;
 
     /// Reads `page` ([`PageCut::sql`]) until it is full, then checks the
     /// thread in the same transaction when the page is empty.
@@ -68,6 +75,7 @@ pub struct Batch {
     thread: ThreadId,
     at: Timestamp,
     messages: Vec<Message>,
+    delta: Delta,
 }
 
 impl Batch {
@@ -77,8 +85,10 @@ impl Batch {
     /// `Invalid` for an empty batch or one above `MAX_BATCH`.
     pub fn new(thread: ThreadId, batch: Vec<NewMessage>, at: Timestamp) -> Result<Self, StoreError> {
         memlayer_domain::check_batch(batch.len())?;
-        let messages = batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
-        Ok(Self { thread, at, messages })
+        let messages: Vec<Message> =
+            batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
+        let delta = Delta::of_messages(&messages);
+        Ok(Self { thread, at, messages, delta })
     }
 
     /// The thread appended to.
@@ -91,6 +101,12 @@ impl Batch {
     #[must_use]
     pub fn at(&self) -> Timestamp {
         self.at
+    }
+
+    /// What storing the batch adds to its tenant's usage.
+    #[must_use]
+    pub fn delta(&self) -> Delta {
+        self.delta
     }
 
     /// The messages, in order.
@@ -106,18 +122,23 @@ impl Batch {
     }
 }
 
-/// `MessageStore::append`.
+/// `MessageStore::append_within`.
 ///
 /// # Errors
-/// `Invalid` for an empty or oversized batch, `NotFound` for a missing
-/// thread, a failed write.
+/// `Invalid` for an empty or oversized batch, `QuotaExceeded` for a batch
+/// larger than a limit of `quota` (before any transaction) or one that the
+/// tenant's usage leaves no room for, `NotFound` for a missing thread, a
+/// failed write.
 pub async fn append<D: MessageEngine>(
     db: &D,
     tenant: &TenantId,
     thread: ThreadId,
     batch: Vec<NewMessage>,
+    quota: &Quota,
 ) -> Result<Vec<Message>, StoreError> {
-    db.insert_batch(tenant, Batch::new(thread, batch, now())?).await
+    let batch = Batch::new(thread, batch, now())?;
+    usage::check_size(quota, batch.delta())?;
+    db.insert_batch(tenant, batch, quota).await
 }
 
 /// `MessageStore::page_within`.
@@ -171,26 +192,52 @@ pub async fn get_many<D: MessageEngine>(
 }
 
 /// `DELETE` of the message `id` if it is the tenant's and its thread is not
-/// marked deleted.
+/// marked deleted, returning its thread and stored bytes.
 #[must_use]
 pub fn delete_sql(dialect: Dialect, tenant: &TenantId, id: MessageId) -> Sql {
     let mut sql = Sql::new(dialect);
     sql.push("DELETE FROM messages WHERE id = ").bind(id.as_uuid()).push(" AND ");
     push_tenant_live(&mut sql, tenant, "messages.thread_id");
+    sql.push(" RETURNING thread_id, stored_bytes");
     sql
 }
 
-/// `MessageStore::delete`: one statement, with which the engine's triggers
-/// (libSQL) or cascades (Postgres) remove the message's vectors, job and
-/// full-text entry.
+/// Takes one deleted message off its thread's stored counts.
+#[must_use]
+pub fn unstore_sql(dialect: Dialect, thread: ThreadId, bytes: i64) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("UPDATE threads SET stored_messages = stored_messages - 1, stored_bytes = stored_bytes - ").bind(bytes);
+    sql.push(" WHERE id = ").bind(thread.as_uuid());
+    sql
+}
+
+/// `MessageStore::delete`: one transaction that deletes the message (the
+/// engine's triggers (libSQL) or cascades (Postgres) removing its vectors,
+/// job and full-text entry) and takes it off its thread's and its tenant's
+/// stored counts.
 ///
 /// # Errors
 /// `NotFound` when it is not the tenant's or its thread is marked deleted.
 pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
     let sql = delete_sql(db.dialect(), tenant, id);
-    let deleted =
-        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete message", sql).await }))).await?;
-    if deleted == 0 {
+    let owner = tenant.clone();
+    let deleted = db
+        .write(
+            tenant,
+            Box::new(move |db| {
+                Box::pin(async move {
+                    let Some(row) = db.fetch_one("delete message", sql).await? else { return Ok(false) };
+                    let c = Cells::new(&row, "messages");
+                    let (thread, bytes) = (ThreadId::from_uuid(c.uuid(0, "thread_id")?), c.int(1, "stored_bytes")?);
+                    db.execute("delete message", unstore_sql(db.dialect(), thread, bytes)).await?;
+                    let freed = Delta { threads: 0, messages: 1, bytes };
+                    usage::release(db, &owner, thread, freed.negated()).await?;
+                    Ok(true)
+                })
+            }),
+        )
+        .await?;
+    if !deleted {
         return Err(StoreError::not_found("message", id));
     }
     Ok(())
@@ -204,13 +251,14 @@ macro_rules! message_store {
     ($backend:ty) => {
         #[$crate::reexport::async_trait]
         impl ::memlayer_ports::MessageStore for $backend {
-            async fn append(
+            async fn append_within(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 thread: ::memlayer_domain::ThreadId,
                 batch: Vec<::memlayer_domain::NewMessage>,
+                quota: &::memlayer_domain::Quota,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::append(self, tenant, thread, batch).await
+                $crate::messages::append(self, tenant, thread, batch, quota).await
             }
 
             async fn page_within(
@@ -681,13 +729,15 @@ mod tests {
         assert_eq!(
             delete_sql(Dialect::Sqlite, &tenant, id).text(),
             "DELETE FROM messages WHERE id = ?1 AND EXISTS (SELECT 1 FROM threads WHERE threads.id = \
-             messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
+             messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL) \
+             RETURNING thread_id, stored_bytes"
         );
         let sql = delete_sql(Dialect::Postgres, &tenant, id);
         assert_eq!(
             sql.text(),
             "DELETE FROM messages WHERE id = $1 AND tenant = $2 \
-             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
+             RETURNING thread_id, stored_bytes"
         );
         assert_eq!(sql.args(), [SqlValue::Uuid(id.as_uuid()), SqlValue::from("acme")]);
     }

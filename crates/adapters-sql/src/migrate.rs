@@ -70,6 +70,7 @@ macro_rules! migration {
     (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
+    (11 $(=> $drops:expr)?) => { $crate::migration!(@ 11, "storage_quota", "0011_storage_quota" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -13,12 +13,12 @@ use std::num::NonZeroU32;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter,
-    ThreadId, ThreadPatch, Timestamp, Title, now,
+    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, Quota, ResourceId, TenantId, Thread,
+    ThreadFilter, ThreadId, ThreadPatch, Timestamp, Title, now,
 };
 use memlayer_ports::{StoreError, Sweep};
 
-use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
+use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt, usage};
 
 /// What [`thread_store!`](crate::thread_store) leaves to the engine: how a sweep chunk finds and
 /// removes a marked thread's rows (libSQL: by rowid, its triggers removing
@@ -33,15 +33,40 @@ pub trait ThreadEngine: Send + Sync {
     async fn sweep_chunk(&self, max_messages: NonZeroU32) -> Result<Sweep, StoreError>;
 }
 
-/// `ThreadStore::create`.
+/// `ThreadStore::create_within`: the thread is counted and the quota
+/// checked in the transaction that inserts it (see [`crate::usage`]).
 ///
 /// # Errors
-/// A failed write.
-pub async fn create<D: Transactor>(db: &D, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+/// `QuotaExceeded` past `quota.threads`; a failed write.
+pub async fn create<D: Transactor>(
+    db: &D,
+    tenant: &TenantId,
+    new: NewThread,
+    quota: &Quota,
+) -> Result<Thread, StoreError> {
+    usage::check_size(quota, usage::Delta::THREAD)?;
     let thread = created(tenant, new, now());
-    let sql = insert_sql(db.dialect(), &thread);
-    db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("create thread", sql).await }))).await?;
-    Ok(thread)
+    for mode in [usage::Mode::Shared, usage::Mode::Exclusive] {
+        let (sql, owner, id, quota) = (insert_sql(db.dialect(), &thread), tenant.clone(), thread.id, *quota);
+        let charge = db
+            .write(
+                tenant,
+                Box::new(move |db| {
+                    Box::pin(async move {
+                        let charge = usage::charge(db, &owner, id, usage::Delta::THREAD, &quota, mode).await?;
+                        if charge == usage::Charge::Settled {
+                            db.execute("create thread", sql).await?;
+                        }
+                        Ok(charge)
+                    })
+                }),
+            )
+            .await?;
+        if charge == usage::Charge::Settled {
+            return Ok(thread);
+        }
+    }
+    Err(StoreError::backend("an exclusive quota charge did not settle"))
 }
 
 /// The `INSERT` of a [`created`] thread.
@@ -88,17 +113,37 @@ pub async fn resource_threads<D: Transactor>(
 
 /// `ThreadStore::delete`: only the mark, one row whatever the thread's
 /// size; from its commit on every query leaves the thread out, and
-/// `sweep_deleted` removes its rows later in bounded transactions.
+/// `sweep_deleted` removes its rows later in bounded transactions. The
+/// thread, its messages and their bytes stop counting in the same
+/// transaction (the thread row keeps their counts, so this is one
+/// statement more, not a count of its messages).
 ///
 /// # Errors
 /// `NotFound` for a missing or already deleted thread.
 pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
     let mut sql = Sql::new(db.dialect());
     sql.push("UPDATE threads SET deleted_at = ").bind(now()).push(" WHERE tenant = ").bind(tenant.as_str());
-    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL");
-    let marked =
-        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete thread", sql).await }))).await?;
-    if marked == 0 {
+    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL RETURNING stored_messages, stored_bytes");
+    let owner = tenant.clone();
+    let marked = db
+        .write(
+            tenant,
+            Box::new(move |db| {
+                Box::pin(async move {
+                    let Some(row) = db.fetch_one("delete thread", sql).await? else { return Ok(false) };
+                    let c = Cells::new(&row, "threads");
+                    let held = usage::Delta {
+                        threads: 1,
+                        messages: c.int(0, "stored_messages")?,
+                        bytes: c.int(1, "stored_bytes")?,
+                    };
+                    usage::release(db, &owner, id, held.negated()).await?;
+                    Ok(true)
+                })
+            }),
+        )
+        .await?;
+    if !marked {
         return Err(StoreError::not_found("thread", id));
     }
     Ok(())
@@ -124,12 +169,13 @@ macro_rules! thread_store {
     ($backend:ty) => {
         #[$crate::reexport::async_trait]
         impl ::memlayer_ports::ThreadStore for $backend {
-            async fn create(
+            async fn create_within(
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 new: ::memlayer_domain::NewThread,
+                quota: &::memlayer_domain::Quota,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::create(self, tenant, new).await
+                $crate::threads::create(self, tenant, new, quota).await
             }
 
             async fn get(

@@ -22,6 +22,7 @@ mod messages;
 mod state;
 mod threads;
 mod tokens;
+mod usage;
 mod vectors;
 
 #[cfg(feature = "contract")]
@@ -40,11 +41,12 @@ pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use state::StateStore;
 pub use threads::{Sweep, ThreadStore};
 pub use tokens::TokenCounter;
+pub use usage::UsageStore;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 
 #[cfg(feature = "mocks")]
 pub use {
     catalog::MockCatalogStore, database::MockDatabase, embedder::MockEmbedder, embeddings::MockEmbeddingStore,
     idempotency::MockIdempotencyStore, keys::MockKeyStore, messages::MockMessageStore, state::MockStateStore,
-    threads::MockThreadStore, tokens::MockTokenCounter, vectors::MockVectorIndex,
+    threads::MockThreadStore, tokens::MockTokenCounter, usage::MockUsageStore, vectors::MockVectorIndex,
 };

@@ -2,7 +2,7 @@
 //! byte-budgeted reads ([`ByteBudget`]).
 
 use async_trait::async_trait;
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, TenantId, ThreadId};
 
 use crate::StoreError;
 
@@ -81,11 +81,31 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// appenders. MUST return `Invalid` for an empty batch or one larger than
     /// [`memlayer_domain::MAX_BATCH`], and `NotFound` when the thread does not
     /// exist for this tenant. Returns the stored messages in order.
+    /// [`MessageStore::append_within`] without a quota.
     async fn append(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
         batch: Vec<NewMessage>,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.append_within(tenant, thread, batch, &Quota::UNLIMITED).await
+    }
+
+    /// [`MessageStore::append`] within the tenant's storage quota: the
+    /// messages count against `quota.messages` and their
+    /// [`Message::approx_bytes`] against `quota.bytes` (see
+    /// [`crate::UsageStore`]).
+    ///
+    /// MUST, in the transaction that stores the batch, count it and return
+    /// `QuotaExceeded` storing none of the batch when the tenant's live
+    /// messages or bytes would pass their limit; concurrent appends MUST NOT
+    /// together pass a limit (the last free slot is taken exactly once).
+    async fn append_within(
+        &self,
+        tenant: &TenantId,
+        thread: ThreadId,
+        batch: Vec<NewMessage>,
+        quota: &Quota,
     ) -> Result<Vec<Message>, StoreError>;
 
     /// One page of the thread's messages by keyset on the sequence number:
@@ -159,7 +179,8 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes one message with its vector, embedding job and full-text
     /// entry, atomically. Its sequence number is never reused (later pages
-    /// simply skip it).
+    /// simply skip it). It and its bytes stop counting against the tenant's
+    /// quota in the same transaction.
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
     async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError>;

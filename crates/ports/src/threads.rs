@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    Cursor, NewThread, Page, PageSize, Quota, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
 };
 
 use crate::StoreError;
@@ -15,8 +15,20 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// Creates a thread with a new time-ordered id, `last_seq` 0 and
     /// `created_at == updated_at`.
     ///
-    /// MUST return the stored thread whole.
-    async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError>;
+    /// MUST return the stored thread whole. [`ThreadStore::create_within`]
+    /// without a quota.
+    async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+        self.create_within(tenant, new, &Quota::UNLIMITED).await
+    }
+
+    /// [`ThreadStore::create`] within the tenant's storage quota: the new
+    /// thread counts against `quota.threads` (see [`crate::UsageStore`]).
+    ///
+    /// MUST, in the transaction that stores the thread, count it and return
+    /// `QuotaExceeded` (storing nothing) when the tenant's live threads
+    /// would pass `quota.threads`; concurrent creates MUST NOT together pass
+    /// it (the last free slot is taken exactly once).
+    async fn create_within(&self, tenant: &TenantId, new: NewThread, quota: &Quota) -> Result<Thread, StoreError>;
 
     /// MUST return `NotFound` when the thread does not exist or belongs to
     /// another tenant.
@@ -48,6 +60,8 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes the thread: marks it deleted in one short transaction whatever
     /// its size; [`ThreadStore::sweep_deleted`] removes what it held later.
+    /// The thread, its messages and their bytes stop counting against the
+    /// tenant's quota in the same transaction.
     ///
     /// MUST return `NotFound` as [`ThreadStore::get`] (a thread already
     /// deleted included). From its success on, every method of every port

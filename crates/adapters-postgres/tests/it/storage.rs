@@ -6,7 +6,7 @@ use memlayer_adapters_postgres::{HnswConfig, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, MAX_BATCH, NewMessage, NewThread, PageSize, Role, SettingName, TenantId, ThreadId};
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, SearchFilter, StoreError, ThreadStore, VectorIndex,
+    MessageStore, MigrationStatus, SearchFilter, StoreError, ThreadStore, UsageStore, VectorIndex,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -45,6 +45,9 @@ async fn migrations_go_down_and_up_again() {
         last_used_at: None,
     };
     store.create_key(&api_key, &[1; 32]).await.unwrap();
+    // Reverting migration 11 drops the storage counters.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![11]);
+    assert!(matches!(store.usage(&t).await, Err(StoreError::Backend(_))), "counters gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![10]);
     assert!(matches!(store.find_key(&api_key.id).await, Err(StoreError::Backend(_))), "table and function gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![9]);
@@ -61,26 +64,26 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 4 drops the catalog tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 11]);
     assert_eq!(store.find_key(&api_key.id).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(7).await.unwrap();
-    assert_eq!(versions(down), vec![10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(8).await.unwrap();
+    assert_eq!(versions(down), vec![11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false, false, false]);
+    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false]);
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 3, "backfilled jobs");
-    let all_down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(all_down), vec![10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(11).await.unwrap();
+    assert_eq!(versions(all_down), vec![11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 8);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 9);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

@@ -17,8 +17,9 @@
 //! `message_cases.rs`, `state_cases.rs`, `database_cases.rs`,
 //! `embedding_cases.rs`, `sweep_cases.rs` (deleted threads, all ports at
 //! once), `catalog_cases.rs` (the catalog),
-//! `idempotency_cases.rs` (idempotency records) and `key_cases.rs` (API
-//! keys), with the fixtures they share
+//! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
+//! keys) and `quota_cases.rs` (storage quotas and usage), with the fixtures
+//! they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex,
+    UsageStore, VectorIndex,
 };
 
 pub mod catalog_cases;
@@ -40,6 +41,7 @@ pub mod embedding_cases;
 pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
+pub mod quota_cases;
 pub mod state_cases;
 mod support;
 pub mod sweep_cases;
@@ -65,6 +67,8 @@ pub struct Backend {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// API key port.
     pub keys: Arc<dyn KeyStore>,
+    /// Storage usage port.
+    pub usage: Arc<dyn UsageStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -87,6 +91,7 @@ impl Backend {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + UsageStore
             + 'static,
     {
         Self {
@@ -97,7 +102,8 @@ impl Backend {
             embeddings: store.clone(),
             catalog: store.clone(),
             idempotency: store.clone(),
-            keys: store,
+            keys: store.clone(),
+            usage: store,
             guard,
         }
     }
@@ -187,6 +193,14 @@ pub fn assert_idempotency_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_keys_complete(listed: &[&str]) {
     assert_complete_in(include_str!("key_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the storage-quota cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_quota_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("quota_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -306,6 +320,35 @@ macro_rules! contract_suite {
             keys_revoke_keeps_the_first_time_and_is_tenant_scoped,
             keys_last_use_is_recorded_in_batches_and_only_moves_forward,
         );
+        $crate::__quota_expand!(
+            $factory;
+            quota_usage_counts_what_is_stored,
+            quota_last_thread_slot_is_taken_once,
+            quota_last_message_slot_is_taken_once,
+            quota_last_byte_slot_is_taken_once,
+            quota_refused_batch_stores_nothing,
+            quota_deletes_free_room,
+            quota_backfill_counts_what_is_stored,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __quota_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::quota_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn quota_contract_suite_is_complete() {
+            $crate::contract::assert_quota_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
