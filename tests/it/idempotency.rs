@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, TenantId, ThreadId};
 use memlayer_ports::{MessageStore, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -226,17 +226,18 @@ struct GatedAppends {
 
 #[async_trait]
 impl MessageStore for GatedAppends {
-    async fn append(
+    async fn append_within(
         &self,
         tenant: &TenantId,
         thread: ThreadId,
         batch: Vec<NewMessage>,
+        quota: &Quota,
     ) -> Result<Vec<Message>, StoreError> {
-        let (inner, gate, appended, tenant) =
-            (self.inner.clone(), self.gate.clone(), self.appended.clone(), tenant.clone());
+        let (inner, gate, appended, tenant, quota) =
+            (self.inner.clone(), self.gate.clone(), self.appended.clone(), tenant.clone(), *quota);
         tokio::spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let stored = inner.append(&tenant, thread, batch).await;
+            let stored = inner.append_within(&tenant, thread, batch, &quota).await;
             appended.fetch_add(1, Ordering::SeqCst);
             stored
         })

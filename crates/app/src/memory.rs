@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use memlayer_domain::{
     AgentName, AgentState, Cursor, Direction, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId, Metadata,
-    NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
-    TokenCount, parse_model,
+    NewMessage, NewThread, Page, PageSize, Quota, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId,
+    ThreadPatch, TokenCount, Usage, parse_model,
 };
-use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
+use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, UsageStore, VectorIndex};
 
 use crate::{CatalogService, EmbeddingWorker, Limiter, ThreadSweeper};
 use serde_json::Value;
@@ -39,6 +39,18 @@ pub struct MemoryService {
     catalog: Option<CatalogService>,
     max_response_bytes: usize,
     limiter: Limiter,
+    usage: Option<Arc<dyn UsageStore>>,
+}
+
+/// A tenant's storage and its quota ([`MemoryService::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What it stores.
+    pub usage: Usage,
+    /// The most it may store (`None`: unlimited).
+    pub quota: Quota,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -74,12 +86,21 @@ impl MemoryService {
             catalog: None,
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
             limiter: Limiter::unlimited(),
+            usage: None,
         }
     }
 
+    /// Reads tenants' storage from `usage` for [`MemoryService::usage`].
+    #[must_use]
+    pub fn with_usage(mut self, usage: Arc<dyn UsageStore>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
     /// Charges the embedding work of appended messages to their tenant's
-    /// budget (`limits.embed_tokens`) when embeddings are on; the default
-    /// charges nothing.
+    /// budget (`limits.embed_tokens`) when embeddings are on, and holds
+    /// creates and appends to the tenant's storage quota
+    /// ([`Limiter::quota`]); the default charges nothing and has no quota.
     #[must_use]
     pub fn with_limiter(mut self, limiter: Limiter) -> Self {
         self.limiter = limiter;
@@ -137,9 +158,11 @@ impl MemoryService {
     /// A caller bound to a resource creates threads of that resource only:
     /// without a `resource_id` the thread gets it.
     ///
+    /// The thread counts against the tenant's storage quota (`threads`).
+    ///
     /// # Errors
-    /// As [`ThreadStore::create`], and `Forbidden` when a caller bound to a
-    /// resource names another.
+    /// As [`ThreadStore::create_within`] (`QuotaExceeded` past the quota),
+    /// and `Forbidden` when a caller bound to a resource names another.
     pub async fn create_thread(&self, who: &impl Reach, mut new: NewThread) -> Result<Thread, StoreError> {
         let tenant = who.tenant();
         if let Some(bound) = who.resource() {
@@ -166,7 +189,29 @@ impl MemoryService {
             map.insert(MEMORY_METADATA_KEY.to_owned(), configured.spec.memory.to_value());
             new.metadata = Metadata::from_value(Value::Object(map))?;
         }
-        self.threads.create(tenant, new).await
+        let quota = self.limiter.quota(tenant).await;
+        self.threads.create_within(tenant, new, &quota).await
+    }
+
+    /// What the caller's tenant stores (live threads, their messages and
+    /// the messages' bytes) and its quota.
+    ///
+    /// # Errors
+    /// `Forbidden` for a caller bound to a resource (the figures cover the
+    /// whole tenant); as [`UsageStore::usage`].
+    pub async fn usage(&self, who: &impl Reach) -> Result<TenantUsage, StoreError> {
+        if let Some(bound) = who.resource() {
+            return Err(StoreError::Forbidden(format!(
+                "this credential is bound to resource `{bound}`, and usage covers the whole tenant; use a \
+                 credential of the whole tenant"
+            )));
+        }
+        let Some(store) = &self.usage else {
+            return Err(StoreError::backend("MemoryService was built without a UsageStore (with_usage)"));
+        };
+        let tenant = who.tenant();
+        let (usage, quota) = (store.usage(tenant).await?, self.limiter.quota(tenant).await);
+        Ok(TenantUsage { tenant: tenant.clone(), usage, quota })
     }
 
     /// The memory options a thread carries (from its agent at creation, or
@@ -320,8 +365,12 @@ impl MemoryService {
     /// content plus, for assistant messages, each tool call's name and JSON
     /// arguments.
     ///
+    /// The messages count against the tenant's storage quota (`messages`
+    /// and `bytes`): a batch that does not fit stores none of its messages.
+    ///
     /// # Errors
-    /// As [`MessageStore::append`], plus `Invalid` when counting has no model.
+    /// As [`MessageStore::append_within`] (`QuotaExceeded` past the quota),
+    /// plus `Invalid` when counting has no model.
     pub async fn append_messages(
         &self,
         who: &impl Reach,
@@ -377,7 +426,8 @@ impl MemoryService {
         } else {
             batch
         };
-        let stored = self.messages.append(tenant, thread, batch).await?;
+        let quota = self.limiter.quota(tenant).await;
+        let stored = self.messages.append_within(tenant, thread, batch, &quota).await?;
         if let Some(s) = &self.semantic {
             if s.inline {
                 // The messages are stored whatever happens here: a failed

@@ -16,7 +16,7 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex,
+    MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, UsageStore, VectorIndex,
 };
 use tokio::sync::watch;
 
@@ -302,6 +302,7 @@ struct Stores {
     catalog: Arc<dyn CatalogStore>,
     idempotency: Arc<dyn IdempotencyStore>,
     keys: Arc<dyn KeyStore>,
+    usage: Arc<dyn UsageStore>,
 }
 
 impl Stores {
@@ -314,6 +315,7 @@ impl Stores {
             + CatalogStore
             + IdempotencyStore
             + KeyStore
+            + UsageStore
             + 'static,
     {
         Self {
@@ -324,6 +326,7 @@ impl Stores {
             catalog: b.clone(),
             idempotency: b.clone(),
             keys: b.clone(),
+            usage: b.clone(),
         }
     }
 }
@@ -536,7 +539,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys } = backend.stores();
+    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, usage } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
@@ -573,7 +576,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_sweeper(sweeper.clone())
     .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes)
-    .with_limiter(limiter.clone());
+    .with_limiter(limiter.clone())
+    .with_usage(usage);
     let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
