@@ -9,7 +9,13 @@
 //! 2. Concurrent appends (`--part concurrent`): `--concurrent` single
 //!    messages from 1, 8 and 32 callers at once, each into a thread of its
 //!    own of one tenant, then batches of 100 from 8 callers, on a pool of 8
-//!    connections (the server's default `database.pool_size`).
+//!    connections (the server's default `database.pool_size`); each run has
+//!    a tenant of its own. With `--quota N`, every create and append checks
+//!    a quota of N messages (and N threads, 1000·N bytes): far above what a
+//!    run stores (`--quota 1000000000000`), the check runs beside the
+//!    tenant's other appends; with N at most 1,500 (`--concurrent 1400
+//!    --quota 1400`), every append is within the Postgres margin of the
+//!    limit and takes the tenant's quota lock alone.
 //! 3. pgvector HNSW on real-text embeddings (`scripts/bench_vectors`'s
 //!    `vectors101k.f32`, as `bench_index` reads them): the first `--data`
 //!    rows are loaded through `VectorIndex::upsert` (one tenant over
@@ -23,7 +29,7 @@
 //! ```text
 //! cargo run --release -p memlayer-adapters-postgres --example bench_pg -- \
 //!     [--part append,concurrent,vector] [--messages 100000] [--batch 1000] [--singles 100000] \
-//!     [--concurrent 20000] \
+//!     [--concurrent 20000] [--quota N] \
 //!     [--corpus target/bench-data/corpus101k.jsonl] \
 //!     [--vectors target/bench-data/vectors101k.f32] [--dim 384] [--data 100000] [--queries 1000] \
 //!     [--threads 1000] [--k 10] [--m 16] [--ef-construction 64] [--ef 40,64,100]
@@ -48,6 +54,7 @@ struct Args {
     batch: usize,
     singles: usize,
     concurrent: usize,
+    quota: Option<u64>,
     corpus: PathBuf,
     vectors: PathBuf,
     dim: usize,
@@ -69,6 +76,7 @@ fn parse_args() -> Res<Args> {
         batch: 1_000,
         singles: 100_000,
         concurrent: 20_000,
+        quota: None,
         corpus: PathBuf::from("target/bench-data/corpus101k.jsonl"),
         vectors: PathBuf::from("target/bench-data/vectors101k.f32"),
         dim: 384,
@@ -94,6 +102,7 @@ fn parse_args() -> Res<Args> {
             "--batch" => a.batch = num()?,
             "--singles" => a.singles = num()?,
             "--concurrent" => a.concurrent = num()?,
+            "--quota" => a.quota = Some(u64::try_from(num()?)?),
             "--corpus" => a.corpus = PathBuf::from(&value),
             "--vectors" => a.vectors = PathBuf::from(&value),
             "--dim" => a.dim = num()?,
@@ -196,10 +205,15 @@ async fn bench_concurrent(a: &Args) -> Res<()> {
         })
         .await?,
     );
-    let tenant = TenantId::parse("bench")?;
     let corpus = std::sync::Arc::new(texts(a, a.concurrent)?);
+    let quota = a.quota.map_or(memlayer_domain::Quota::UNLIMITED, |n| memlayer_domain::Quota {
+        threads: Some(n),
+        messages: Some(n),
+        bytes: Some(n.saturating_mul(1_000)),
+    });
     let run = |clients: usize, batch: usize| {
-        let (backend, tenant, corpus) = (backend.clone(), tenant.clone(), corpus.clone());
+        let tenant = TenantId::parse(format!("bench-{clients}-{batch}")).unwrap();
+        let (backend, corpus) = (backend.clone(), corpus.clone());
         let per_client = corpus.len() / clients;
         async move {
             let started = Instant::now();
@@ -207,14 +221,14 @@ async fn bench_concurrent(a: &Args) -> Res<()> {
                 .map(|c| {
                     let (backend, tenant, corpus) = (backend.clone(), tenant.clone(), corpus.clone());
                     tokio::spawn(async move {
-                        let thread = backend.create(&tenant, NewThread::default()).await.unwrap().id;
+                        let thread = backend.create_within(&tenant, NewThread::default(), &quota).await.unwrap().id;
                         let mine: Vec<usize> = (c * per_client..(c + 1) * per_client).collect();
                         for chunk in mine.chunks(batch) {
                             let messages = chunk
                                 .iter()
                                 .map(|&i| NewMessage::text(Role::User, &corpus[i]).unwrap())
                                 .collect::<Vec<_>>();
-                            backend.append(&tenant, thread, messages).await.unwrap();
+                            backend.append_within(&tenant, thread, messages, &quota).await.unwrap();
                         }
                     })
                 })
@@ -225,6 +239,7 @@ async fn bench_concurrent(a: &Args) -> Res<()> {
             (per_client * clients, started.elapsed())
         }
     };
+    println!("quota: {quota:?}");
     for clients in [1, 8, 32] {
         let (n, took) = run(clients, 1).await;
         println!(

@@ -123,7 +123,7 @@ impl MessageEngine for PgBackend {
         let (thread, delta) = (batch.thread(), batch.delta());
         let mut messages = batch.into_messages();
         let mut client = self.client().await?;
-        for mode in [usage::Mode::Shared, usage::Mode::Exclusive] {
+        for &mode in usage::modes(Dialect::Postgres, quota, delta) {
             let tx = begin(&mut client, Access::Tenant(tenant)).await?;
             reserve(&tx, tenant, thread, &mut messages, delta).await?;
             if usage::charge(&PgExecutor(&tx), tenant, thread, delta, quota, mode).await? == usage::Charge::Unsettled {

@@ -46,7 +46,7 @@ pub async fn create<D: Transactor>(
 ) -> Result<Thread, StoreError> {
     usage::check_size(quota, usage::Delta::THREAD)?;
     let thread = created(tenant, new, now());
-    for mode in [usage::Mode::Shared, usage::Mode::Exclusive] {
+    for &mode in usage::modes(db.dialect(), quota, usage::Delta::THREAD) {
         let (sql, owner, id, quota) = (insert_sql(db.dialect(), &thread), tenant.clone(), thread.id, *quota);
         let charge = db
             .write(

@@ -160,6 +160,21 @@ pub enum Mode {
     Exclusive,
 }
 
+/// The modes a write tries, in order: [`Mode::Shared`] then
+/// [`Mode::Exclusive`], or the exclusive mode alone when a shared charge
+/// could never settle (the write adds more than [`FAST`] to a limited
+/// dimension, or the limit is within the shared margin of zero), so it
+/// does not pay for a transaction it would throw away.
+#[must_use]
+pub fn modes(dialect: Dialect, quota: &Quota, delta: Delta) -> &'static [Mode] {
+    let unseen = u64::try_from(shards(dialect) - 1).unwrap_or(0);
+    let hopeless = QuotaKind::ALL.into_iter().any(|kind| {
+        let (requested, fast) = (delta.increase(kind), FAST.get(kind));
+        quota.limit(kind).is_some_and(|limit| requested > 0 && (requested > fast || limit < unseen * fast))
+    });
+    if unseen > 0 && hopeless { &[Mode::Exclusive] } else { &[Mode::Shared, Mode::Exclusive] }
+}
+
 /// The outcome of a charge that was not refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -375,6 +390,21 @@ mod tests {
         let spread: std::collections::HashSet<i64> =
             (0..200).map(|_| shard(Dialect::Postgres, ThreadId::new())).collect();
         assert!(spread.len() > 8, "new threads spread over the shards: {spread:?}");
+    }
+
+    #[test]
+    fn writes_that_could_never_settle_shared_start_exclusive() {
+        let both: &[Mode] = &[Mode::Shared, Mode::Exclusive];
+        let one = Delta { messages: 1, bytes: 400, ..Delta::default() };
+        let big = Delta { messages: 101, bytes: 40_000, ..Delta::default() };
+        let far = Quota { messages: Some(1_000_000), ..Quota::UNLIMITED };
+        assert_eq!(modes(Dialect::Postgres, &far, one), both);
+        assert_eq!(modes(Dialect::Postgres, &far, big), [Mode::Exclusive]);
+        assert_eq!(modes(Dialect::Postgres, &Quota::UNLIMITED, big), both, "nothing limited");
+        let small = Quota { messages: Some(1_000), ..Quota::UNLIMITED };
+        assert_eq!(modes(Dialect::Postgres, &small, one), [Mode::Exclusive]);
+        assert_eq!(modes(Dialect::Postgres, &small, Delta::THREAD), both, "threads are not limited");
+        assert_eq!(modes(Dialect::Sqlite, &small, big), both, "one shard: a shared charge always settles");
     }
 
     #[test]

@@ -167,9 +167,13 @@ async fn race_appends(b: &Backend, t: &TenantId) {
         }
         v
     };
-    b.messages.append(&t, threads[0], msgs(0..7)).await.unwrap();
-    // 30 free slots, 24 racers of 1 message and 24 of 3.
-    let quota = Quota { messages: Some(37), ..Quota::UNLIMITED };
+    // 1,500 stored and 30 free slots (a limit large enough that a Postgres
+    // charge first tries to run beside the others), 24 racers of 1 message
+    // and 24 of 3.
+    b.messages.append(&t, threads[0], msgs(0..1000)).await.unwrap();
+    b.messages.append(&t, threads[0], msgs(0..500)).await.unwrap();
+    let (stored_before, limit) = (1_500, 1_530);
+    let quota = Quota { messages: Some(limit), ..Quota::UNLIMITED };
     let tasks: Vec<_> = (0..RACERS * 2)
         .map(|i| {
             let (messages, t, th) = (b.messages.clone(), t.clone(), threads[i % threads.len()]);
@@ -177,32 +181,40 @@ async fn race_appends(b: &Backend, t: &TenantId) {
             tokio::spawn(async move { messages.append_within(&t, th, batch, &quota).await })
         })
         .collect();
-    let mut stored = 7;
+    let mut stored = stored_before;
     for task in tasks {
         match task.await.unwrap() {
             Ok(batch) => stored += batch.len(),
-            Err(StoreError::QuotaExceeded { quota: QuotaKind::Messages, limit: 37, usage, requested }) => {
-                assert!(usage + requested > 37, "refused with room: {usage} + {requested}");
+            Err(StoreError::QuotaExceeded { quota: QuotaKind::Messages, limit: 1_530, usage, requested }) => {
+                assert!(usage + requested > limit, "refused with room: {usage} + {requested}");
             }
             Err(e) => panic!("a racing append failed otherwise: {e}"),
         }
     }
-    assert!(stored <= 37, "{stored} messages stored past a quota of 37");
+    assert!(stored <= 1_530, "{stored} messages stored past a quota of {limit}");
     let mut counted = 0;
     for th in &threads {
-        counted += b.messages.page(&t, *th, None, None, size(1000)).await.unwrap().items.len();
+        let mut cursor = None;
+        loop {
+            let page = b.messages.page(&t, *th, cursor, None, size(1000)).await.unwrap();
+            counted += page.items.len();
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
     }
     assert_eq!(counted, stored, "every message stored was answered, none more");
     assert_eq!(usage(b, &t).await.messages, stored as u64);
     // Singles fill what batches of 3 left, then the quota is full.
-    while usage(b, &t).await.messages < 37 {
+    while usage(b, &t).await.messages < limit {
         b.messages.append_within(&t, threads[1], vec![msg(0)], &quota).await.unwrap();
     }
     assert_exceeded(
         b.messages.append_within(&t, threads[1], vec![msg(0)], &quota).await,
         QuotaKind::Messages,
-        37,
-        37,
+        limit,
+        limit,
         1,
         "full",
     );
@@ -212,13 +224,16 @@ async fn race_appends(b: &Backend, t: &TenantId) {
 /// `Message::approx_bytes`: with room for exactly N messages, N are stored.
 pub async fn quota_last_byte_slot_is_taken_once(b: Backend) {
     let t = tenant("acme");
-    let th = thread(&b, &t).await;
-    let each = b.messages.append(&t, th, vec![sized(1000)]).await.unwrap()[0].approx_bytes() as u64;
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        threads.push(thread(&b, &t).await);
+    }
+    let each = b.messages.append(&t, threads[0], vec![sized(1000)]).await.unwrap()[0].approx_bytes() as u64;
     // Room for 10 more, and a little less than an 11th.
     let quota = Quota { bytes: Some(each * 11 + each / 2), ..Quota::UNLIMITED };
     let tasks: Vec<_> = (0..RACERS)
-        .map(|_| {
-            let (messages, t) = (b.messages.clone(), t.clone());
+        .map(|i| {
+            let (messages, t, th) = (b.messages.clone(), t.clone(), threads[i % threads.len()]);
             tokio::spawn(async move { messages.append_within(&t, th, vec![sized(1000)], &quota).await })
         })
         .collect();
@@ -231,8 +246,12 @@ pub async fn quota_last_byte_slot_is_taken_once(b: Backend) {
         }
     }
     assert_eq!(won, 10, "exactly the messages that fit are stored");
-    assert_eq!(usage(&b, &t).await, Usage { threads: 1, messages: 11, bytes: each * 11 });
-    assert_eq!(b.messages.page(&t, th, None, None, size(100)).await.unwrap().items.len(), 11);
+    assert_eq!(usage(&b, &t).await, Usage { threads: 4, messages: 11, bytes: each * 11 });
+    let mut stored = 0;
+    for th in threads {
+        stored += b.messages.page(&t, th, None, None, size(100)).await.unwrap().items.len();
+    }
+    assert_eq!(stored, 11);
 }
 
 /// A batch that does not fit stores none of its messages (not the ones that
