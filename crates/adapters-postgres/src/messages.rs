@@ -126,11 +126,14 @@ impl MessageEngine for PgBackend {
         for &mode in usage::modes(Dialect::Postgres, quota, delta) {
             let tx = begin(&mut client, Access::Tenant(tenant)).await?;
             reserve(&tx, tenant, thread, &mut messages, delta).await?;
+            insert(&tx, tenant, &messages).await?;
+            // Counted last, just before the commit: the tenant's counter row
+            // (its shard) stays locked from here to the commit only, not
+            // through the insert (a COPY of a batch takes milliseconds).
             if usage::charge(&PgExecutor(&tx), tenant, thread, delta, quota, mode).await? == usage::Charge::Unsettled {
                 // Dropped: rolled back, the thread row's lock released.
                 continue;
             }
-            insert(&tx, tenant, &messages).await?;
             tx.commit().await.ctx("append messages")?;
             return Ok(messages);
         }

@@ -38,13 +38,14 @@ pub trait MessageEngine: Transactor + Sized {
     /// Stores `batch` in one transaction: reserves its sequence numbers on
     /// the thread row (bumping `updated_at` and the thread's stored
     /// messages and bytes by [`Batch::delta`]), `NotFound` when the thread
-    /// is not the tenant's or is marked deleted, counts the batch against
+    /// is not the tenant's or is marked deleted, inserts the messages with
+    /// their [`crate::usage::stored_bytes`] and counts the batch against
     /// `quota` with [`crate::usage::charge`] (after the thread row: every
-    /// write locks a thread before its tenant's counters), starting again
-    /// in [`crate::usage::Mode::Exclusive`] when a shared charge does not
-    /// settle, and inserts the messages with their
-    /// [`crate::usage::stored_bytes`]; returns them with their sequence
-    /// numbers.
+    /// write locks a thread before its tenant's counters; an engine whose
+    /// writers run side by side counts last, so the counter row is held
+    /// only until the commit), starting again in
+    /// [`crate::usage::Mode::Exclusive`] when a shared charge does not
+    /// settle; returns the messages with their sequence numbers.
     async fn insert_batch(&self, tenant: &TenantId, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError>;
 
     /// Reads `page` ([`PageCut::sql`]) until it is full, then checks the
