@@ -8,7 +8,7 @@ use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect as _, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
 use memlayer_adapters_sql::usage;
 use memlayer_domain::{
-    Direction, Message, MessageId, Metadata, Page, PageSize, Quota, Role, TenantId, ThreadId, TokenCount, ToolCall,
+    Direction, Message, MessageId, Metadata, Page, PageSize, Quota, Reach, Role, ThreadId, TokenCount, ToolCall,
     from_micros, to_micros,
 };
 use memlayer_ports::{StoreError, Windows};
@@ -28,7 +28,7 @@ memlayer_adapters_sql::message_store!(LibsqlBackend);
 
 #[async_trait]
 impl MessageEngine for LibsqlBackend {
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
         let n = i64::try_from(batch.messages().len()).map_err(|e| StoreError::backend(e.to_string()))?;
         let micros = to_micros(batch.at());
         let thread = batch.thread();
@@ -37,7 +37,7 @@ impl MessageEngine for LibsqlBackend {
         // writer, to keep the write transaction short.
         let mut rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
         let mut messages = batch.into_messages();
-        let (owner, quota) = (tenant.clone(), *quota);
+        let (owner, quota) = (who.tenant().clone(), *quota);
         self.write(move |conn| async move {
             let last = query_row(
                 &conn,
@@ -70,8 +70,8 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
-        let tenant = tenant.clone();
+    async fn read_page(&self, who: &dyn Reach, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+        let tenant = who.tenant().clone();
         self.read(move |conn| async move {
             let (sql, params) = exec::params(page.sql(Dialect::Sqlite, &tenant))?;
             // Rows are read one at a time: the budget stops the read itself.
@@ -90,8 +90,8 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
-        let tenant = tenant.as_str().to_owned();
+    async fn read_neighbours(&self, who: &dyn Reach, mut cut: WindowCut) -> Result<Windows, StoreError> {
+        let tenant = who.tenant().as_str().to_owned();
         self.read(move |conn| async move {
             // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
             let n = cut.windows().len();
@@ -114,8 +114,8 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
-        let tenant = tenant.as_str().to_owned();
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant().as_str().to_owned();
         self.read(move |conn| async move {
             let mut found = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(IN_LIST_CHUNK) {
@@ -138,7 +138,8 @@ impl MessageEngine for LibsqlBackend {
     }
 
     /// The shared statement, decoded by the fast path (see `message`).
-    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+    async fn read_last(&self, who: &dyn Reach, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant();
         let sql =
             messages::page_sql(Dialect::Sqlite, tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
         let (sql, params) = exec::params(sql)?;

@@ -9,7 +9,7 @@ use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
 use memlayer_adapters_sql::usage;
-use memlayer_domain::{Message, MessageId, Page, Quota, TenantId, ThreadId, now};
+use memlayer_domain::{Message, MessageId, Page, Quota, Reach, TenantId, ThreadId, now};
 use memlayer_ports::{StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -119,12 +119,12 @@ memlayer_adapters_sql::message_store!(PgBackend);
 
 #[async_trait]
 impl MessageEngine for PgBackend {
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
-        let (thread, delta) = (batch.thread(), batch.delta());
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
+        let (tenant, thread, delta) = (who.tenant(), batch.thread(), batch.delta());
         let mut messages = batch.into_messages();
         let mut client = self.client().await?;
         for &mode in usage::modes(Dialect::Postgres, quota, delta) {
-            let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+            let tx = begin(&mut client, Access::Of(who)).await?;
             reserve(&tx, tenant, thread, &mut messages, delta).await?;
             insert(&tx, tenant, &messages).await?;
             // Counted last, just before the commit: the tenant's counter row
@@ -140,10 +140,11 @@ impl MessageEngine for PgBackend {
         Err(StoreError::backend("an exclusive quota charge did not settle"))
     }
 
-    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+    async fn read_page(&self, who: &dyn Reach, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+        let tenant = who.tenant();
         let (sql, args) = pg_parts(page.sql(Dialect::Postgres, tenant));
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx.prepare_cached(&sql).await.ctx("read messages")?;
         read_in_chunks(&tx, &stmt, &arg_refs(&args), &mut page).await?;
         if page.is_empty() {
@@ -153,7 +154,8 @@ impl MessageEngine for PgBackend {
         Ok(page.finish())
     }
 
-    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
+    async fn read_neighbours(&self, who: &dyn Reach, mut cut: WindowCut) -> Result<Windows, StoreError> {
+        let tenant = who.tenant();
         // Sequence numbers start at 1 and stay far below 2^62: a window
         // ending below 0 or starting past 2^62 holds nothing, and clamping
         // keeps `hi - lo + 1` in the query from overflowing.
@@ -165,17 +167,18 @@ impl MessageEngine for PgBackend {
         let from: Vec<i64> = readable().map(|w| w.from.max(0)).collect();
         let to: Vec<i64> = readable().map(|w| w.to.min(i64::MAX / 2)).collect();
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
         read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], &mut cut).await?;
         tx.commit().await.ctx("read windows")?;
         Ok(cut.finish())
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant();
         let uuids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant = $2 AND {LIVE}"

@@ -23,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Quota, Role, TenantId, ThreadId,
-    Timestamp, TokenCount, ToolCall, now, resolve_message_cursor,
+    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Quota, Reach, Role, TenantId,
+    ThreadId, Timestamp, TokenCount, ToolCall, now, resolve_message_cursor,
 };
 use memlayer_ports::{ByteBudget, SeqRange, StoreError, Windows};
 
@@ -46,24 +46,24 @@ pub trait MessageEngine: Transactor + Sized {
     /// only until the commit), starting again in
     /// [`crate::usage::Mode::Exclusive`] when a shared charge does not
     /// settle; returns the messages with their sequence numbers.
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError>;
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError>;
 
     /// Reads `page` ([`PageCut::sql`]) until it is full, then checks the
     /// thread in the same transaction when the page is empty.
-    async fn read_page(&self, tenant: &TenantId, page: PageCut) -> Result<Page<Message>, StoreError>;
+    async fn read_page(&self, who: &dyn Reach, page: PageCut) -> Result<Page<Message>, StoreError>;
 
     /// Reads the tenant's messages in `cut`'s windows, in window order, until
     /// the cut stops.
-    async fn read_neighbours(&self, tenant: &TenantId, cut: WindowCut) -> Result<Windows, StoreError>;
+    async fn read_neighbours(&self, who: &dyn Reach, cut: WindowCut) -> Result<Windows, StoreError>;
 
     /// The messages of `ids` (at least one) that are the tenant's and live,
     /// in the order of `ids` ([`in_order`]).
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
     /// `MessageStore::last`: the shared [`last`] unless the engine decodes
     /// its rows faster.
-    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        last(self, tenant, thread, n).await
+    async fn read_last(&self, who: &dyn Reach, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        last(self, who, thread, n).await
     }
 }
 
@@ -132,14 +132,14 @@ impl Batch {
 /// failed write.
 pub async fn append<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     batch: Vec<NewMessage>,
     quota: &Quota,
 ) -> Result<Vec<Message>, StoreError> {
     let batch = Batch::new(thread, batch, now())?;
     usage::check_size(quota, batch.delta())?;
-    db.insert_batch(tenant, batch, quota).await
+    db.insert_batch(who, batch, quota).await
 }
 
 /// `MessageStore::page_within`.
@@ -149,7 +149,7 @@ pub async fn append<D: MessageEngine>(
 /// missing thread, a failed read.
 pub async fn page_within<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     cursor: Option<Cursor>,
     direction: Option<Direction>,
@@ -157,7 +157,7 @@ pub async fn page_within<D: MessageEngine>(
     max_bytes: usize,
 ) -> Result<Page<Message>, StoreError> {
     let page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
-    db.read_page(tenant, page).await
+    db.read_page(who, page).await
 }
 
 /// `MessageStore::read_windows`: nothing to read without a window holding
@@ -167,12 +167,12 @@ pub async fn page_within<D: MessageEngine>(
 /// A failed read.
 pub async fn read_windows<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     windows: Vec<SeqRange>,
     max_bytes: usize,
 ) -> Result<Windows, StoreError> {
     match WindowCut::new(windows, max_bytes) {
-        Some(cut) => db.read_neighbours(tenant, cut).await,
+        Some(cut) => db.read_neighbours(who, cut).await,
         None => Ok(Windows::default()),
     }
 }
@@ -183,13 +183,13 @@ pub async fn read_windows<D: MessageEngine>(
 /// A failed read.
 pub async fn get_many<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     ids: Vec<MessageId>,
 ) -> Result<Vec<Message>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    db.read_many(tenant, ids).await
+    db.read_many(who, ids).await
 }
 
 /// `DELETE` of the message `id` if it is the tenant's and its thread is not
@@ -219,12 +219,13 @@ pub fn unstore_sql(dialect: Dialect, thread: ThreadId, bytes: i64) -> Sql {
 ///
 /// # Errors
 /// `NotFound` when it is not the tenant's or its thread is marked deleted.
-pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+pub async fn delete<D: Transactor>(db: &D, who: &dyn Reach, id: MessageId) -> Result<(), StoreError> {
+    let tenant = who.tenant();
     let sql = delete_sql(db.dialect(), tenant, id);
     let owner = tenant.clone();
     let deleted = db
         .write(
-            tenant,
+            who,
             Box::new(move |db| {
                 Box::pin(async move {
                     let Some(row) = db.fetch_one("delete message", sql).await? else { return Ok(false) };
@@ -254,66 +255,66 @@ macro_rules! message_store {
         impl ::memlayer_ports::MessageStore for $backend {
             async fn append_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 batch: Vec<::memlayer_domain::NewMessage>,
                 quota: &::memlayer_domain::Quota,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::append(self, tenant, thread, batch, quota).await
+                $crate::messages::append(self, who, thread, batch, quota).await
             }
 
             async fn page_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 cursor: Option<::memlayer_domain::Cursor>,
                 direction: Option<::memlayer_domain::Direction>,
                 limit: ::memlayer_domain::PageSize,
                 max_bytes: usize,
             ) -> Result<::memlayer_domain::Page<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::page_within(self, tenant, thread, cursor, direction, limit, max_bytes).await
+                $crate::messages::page_within(self, who, thread, cursor, direction, limit, max_bytes).await
             }
 
             async fn read_windows(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 windows: Vec<::memlayer_ports::SeqRange>,
                 max_bytes: usize,
             ) -> Result<::memlayer_ports::Windows, ::memlayer_ports::StoreError> {
-                $crate::messages::read_windows(self, tenant, windows, max_bytes).await
+                $crate::messages::read_windows(self, who, windows, max_bytes).await
             }
 
             async fn last(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 n: ::memlayer_domain::PageSize,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::MessageEngine::read_last(self, tenant, thread, n).await
+                $crate::messages::MessageEngine::read_last(self, who, thread, n).await
             }
 
             async fn get(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::MessageId,
             ) -> Result<::memlayer_domain::Message, ::memlayer_ports::StoreError> {
-                $crate::messages::get(self, tenant, id).await
+                $crate::messages::get(self, who, id).await
             }
 
             async fn get_many(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 ids: Vec<::memlayer_domain::MessageId>,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::get_many(self, tenant, ids).await
+                $crate::messages::get_many(self, who, ids).await
             }
 
             async fn delete(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::MessageId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::messages::delete(self, tenant, id).await
+                $crate::messages::delete(self, who, id).await
             }
         }
     };
@@ -462,14 +463,15 @@ pub async fn ensure_thread(db: &dyn Executor, tenant: &TenantId, thread: ThreadI
 /// `NotFound` when the thread has no message and does not exist.
 pub async fn last<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     n: PageSize,
 ) -> Result<Vec<Message>, StoreError> {
+    let tenant = who.tenant();
     let sql = page_sql(db.dialect(), tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
     let owner = tenant.clone();
     db.read(
-        tenant,
+        who,
         Box::new(move |db| {
             Box::pin(async move {
                 let rows = db.fetch("read messages", sql).await?;
@@ -489,9 +491,10 @@ pub async fn last<D: Transactor>(
 ///
 /// # Errors
 /// `NotFound` when it is not the tenant's, or its thread is marked deleted.
-pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+pub async fn get<D: Transactor>(db: &D, who: &dyn Reach, id: MessageId) -> Result<Message, StoreError> {
+    let tenant = who.tenant();
     let sql = get_sql(db.dialect(), tenant, id);
-    db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
+    db.read(who, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
         .await?
         .map(decode)
         .transpose()?

@@ -71,6 +71,8 @@ macro_rules! migration {
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
     (11 $(=> $drops:expr)?) => { $crate::migration!(@ 11, "storage_quota", "0011_storage_quota" $(, $drops)?) };
+    // Postgres only: row-level security on a caller's resource.
+    (12 $(=> $drops:expr)?) => { $crate::migration!(@ 12, "resource_isolation", "0012_resource_isolation" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, Quota, ResourceId, TenantId, Thread,
+    AgentName, Cursor, DomainError, Metadata, NewThread, Page, PageSize, Quota, Reach, ResourceId, TenantId, Thread,
     ThreadFilter, ThreadId, ThreadPatch, Timestamp, Title, now,
 };
 use memlayer_ports::{StoreError, Sweep};
@@ -40,17 +40,18 @@ pub trait ThreadEngine: Send + Sync {
 /// `QuotaExceeded` past `quota.threads`; a failed write.
 pub async fn create<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     new: NewThread,
     quota: &Quota,
 ) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
     usage::check_size(quota, usage::Delta::THREAD)?;
     let thread = created(tenant, new, now());
     for &mode in usage::modes(db.dialect(), quota, usage::Delta::THREAD) {
         let (sql, owner, id, quota) = (insert_sql(db.dialect(), &thread), tenant.clone(), thread.id, *quota);
         let charge = db
             .write(
-                tenant,
+                who,
                 Box::new(move |db| {
                     Box::pin(async move {
                         let charge = usage::charge(db, &owner, id, usage::Delta::THREAD, &quota, mode).await?;
@@ -99,15 +100,15 @@ pub fn insert_sql(dialect: Dialect, thread: &Thread) -> Sql {
 /// A failed read.
 pub async fn resource_threads<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     resource: &ResourceId,
 ) -> Result<Vec<ThreadId>, StoreError> {
+    let tenant = who.tenant();
     let mut sql = Sql::new(db.dialect());
     sql.push("SELECT id FROM threads WHERE tenant = ").bind(tenant.as_str());
     sql.push(" AND resource_id = ").bind(resource.as_str()).push(" AND deleted_at IS NULL ORDER BY id");
-    let rows = db
-        .read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list resource threads", sql).await })))
-        .await?;
+    let rows =
+        db.read(who, Box::new(move |db| Box::pin(async move { db.fetch("list resource threads", sql).await }))).await?;
     rows.iter().map(|row| Ok(ThreadId::from_uuid(Cells::new(row, "threads").uuid(0, "id")?))).collect()
 }
 
@@ -120,14 +121,15 @@ pub async fn resource_threads<D: Transactor>(
 ///
 /// # Errors
 /// `NotFound` for a missing or already deleted thread.
-pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+pub async fn delete<D: Transactor>(db: &D, who: &dyn Reach, id: ThreadId) -> Result<(), StoreError> {
+    let tenant = who.tenant();
     let mut sql = Sql::new(db.dialect());
     sql.push("UPDATE threads SET deleted_at = ").bind(now()).push(" WHERE tenant = ").bind(tenant.as_str());
     sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL RETURNING stored_messages, stored_bytes");
     let owner = tenant.clone();
     let marked = db
         .write(
-            tenant,
+            who,
             Box::new(move |db| {
                 Box::pin(async move {
                     let Some(row) = db.fetch_one("delete thread", sql).await? else { return Ok(false) };
@@ -171,54 +173,54 @@ macro_rules! thread_store {
         impl ::memlayer_ports::ThreadStore for $backend {
             async fn create_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 new: ::memlayer_domain::NewThread,
                 quota: &::memlayer_domain::Quota,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::create(self, tenant, new, quota).await
+                $crate::threads::create(self, who, new, quota).await
             }
 
             async fn get(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::get(self, tenant, id).await
+                $crate::threads::get(self, who, id).await
             }
 
             async fn resource_threads(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 resource: &::memlayer_domain::ResourceId,
             ) -> Result<Vec<::memlayer_domain::ThreadId>, ::memlayer_ports::StoreError> {
-                $crate::threads::resource_threads(self, tenant, resource).await
+                $crate::threads::resource_threads(self, who, resource).await
             }
 
             async fn list(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 filter: &::memlayer_domain::ThreadFilter,
                 cursor: Option<::memlayer_domain::Cursor>,
                 limit: ::memlayer_domain::PageSize,
             ) -> Result<::memlayer_domain::Page<::memlayer_domain::Thread>, ::memlayer_ports::StoreError> {
-                $crate::threads::list(self, tenant, filter, cursor, limit).await
+                $crate::threads::list(self, who, filter, cursor, limit).await
             }
 
             async fn update(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
                 patch: ::memlayer_domain::ThreadPatch,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::update(self, tenant, id, patch, ::memlayer_domain::now()).await
+                $crate::threads::update(self, who, id, patch, ::memlayer_domain::now()).await
             }
 
             async fn delete(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::threads::delete(self, tenant, id).await
+                $crate::threads::delete(self, who, id).await
             }
 
             async fn sweep_deleted(
@@ -277,13 +279,14 @@ async fn one<D: Transactor>(
     db: &D,
     write: bool,
     context: &'static str,
-    tenant: &TenantId,
+    who: &dyn Reach,
     id: ThreadId,
     sql: Sql,
 ) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
     let work: crate::Work<Option<crate::Row>> =
         Box::new(move |db| Box::pin(async move { db.fetch_one(context, sql).await }));
-    let row = if write { db.write(tenant, work).await? } else { db.read(tenant, work).await? };
+    let row = if write { db.write(who, work).await? } else { db.read(who, work).await? };
     row.as_deref().map(|r| decode(r, tenant)).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
 }
 
@@ -291,8 +294,9 @@ async fn one<D: Transactor>(
 ///
 /// # Errors
 /// `NotFound` for a missing or deleted thread.
-pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
-    one(db, false, "get thread", tenant, id, get_sql(db.dialect(), tenant, id)).await
+pub async fn get<D: Transactor>(db: &D, who: &dyn Reach, id: ThreadId) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
+    one(db, false, "get thread", who, id, get_sql(db.dialect(), tenant, id)).await
 }
 
 /// `ThreadStore::update`: an empty patch reads the thread.
@@ -301,16 +305,17 @@ pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Resu
 /// `NotFound` for a missing or deleted thread.
 pub async fn update<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     id: ThreadId,
     patch: ThreadPatch,
     at: Timestamp,
 ) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
     if patch.is_empty() {
-        return get(db, tenant, id).await;
+        return get(db, who, id).await;
     }
     let sql = update_sql(db.dialect(), THREAD_COLUMNS, tenant, id, patch, at);
-    one(db, true, "update thread", tenant, id, sql).await
+    one(db, true, "update thread", who, id, sql).await
 }
 
 /// `ThreadStore::list`.
@@ -319,14 +324,14 @@ pub async fn update<D: Transactor>(
 /// `Invalid` for a bad filter or a cursor of another listing.
 pub async fn list<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     filter: &ThreadFilter,
     cursor: Option<Cursor>,
     limit: PageSize,
 ) -> Result<Page<Thread>, StoreError> {
+    let tenant = who.tenant();
     let (sql, limit) = listing(db.dialect(), THREAD_COLUMNS, tenant, filter, cursor, limit)?;
-    let rows =
-        db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list threads", sql).await }))).await?;
+    let rows = db.read(who, Box::new(move |db| Box::pin(async move { db.fetch("list threads", sql).await }))).await?;
     let items = rows.iter().map(|r| decode(r, tenant)).collect::<Result<Vec<_>, _>>()?;
     Ok(page(tenant, filter, items, limit))
 }

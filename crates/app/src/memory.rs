@@ -163,7 +163,7 @@ impl MemoryService {
     /// # Errors
     /// As [`ThreadStore::create_within`] (`QuotaExceeded` past the quota),
     /// and `Forbidden` when a caller bound to a resource names another.
-    pub async fn create_thread(&self, who: &impl Reach, mut new: NewThread) -> Result<Thread, StoreError> {
+    pub async fn create_thread(&self, who: &(impl Reach + 'static), mut new: NewThread) -> Result<Thread, StoreError> {
         let tenant = who.tenant();
         if let Some(bound) = who.resource() {
             match &new.resource_id {
@@ -190,7 +190,7 @@ impl MemoryService {
             new.metadata = Metadata::from_value(Value::Object(map))?;
         }
         let quota = self.limiter.quota(tenant).await;
-        self.threads.create_within(tenant, new, &quota).await
+        self.threads.create_within(who, new, &quota).await
     }
 
     /// What the caller's tenant stores (live threads, their messages and
@@ -199,7 +199,7 @@ impl MemoryService {
     /// # Errors
     /// `Forbidden` for a caller bound to a resource (the figures cover the
     /// whole tenant); as [`UsageStore::usage`].
-    pub async fn usage(&self, who: &impl Reach) -> Result<TenantUsage, StoreError> {
+    pub async fn usage(&self, who: &(impl Reach + 'static)) -> Result<TenantUsage, StoreError> {
         if let Some(bound) = who.resource() {
             return Err(StoreError::Forbidden(format!(
                 "this credential is bound to resource `{bound}`, and usage covers the whole tenant; use a \
@@ -219,14 +219,18 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when the thread does not exist for this tenant.
-    pub async fn memory_options(&self, who: &impl Reach, thread: ThreadId) -> Result<MemoryOptions, StoreError> {
+    pub async fn memory_options(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<MemoryOptions, StoreError> {
         Ok(MemoryOptions::from_metadata(&self.get_thread(who, thread).await?.metadata))
     }
 
     /// For a caller bound to a resource, `NotFound` unless `thread` is one
     /// of that resource's (one thread read); for any other caller nothing
     /// is read: the stores' tenant scoping is the whole check.
-    async fn check_reach(&self, who: &impl Reach, thread: ThreadId) -> Result<(), StoreError> {
+    async fn check_reach(&self, who: &(impl Reach + 'static), thread: ThreadId) -> Result<(), StoreError> {
         if who.resource().is_some() {
             self.get_thread(who, thread).await?;
         }
@@ -238,7 +242,7 @@ impl MemoryService {
     /// default page size (50).
     async fn limit_or_last_n(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         limit: Option<PageSize>,
     ) -> Result<PageSize, StoreError> {
@@ -258,8 +262,8 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_thread(&self, who: &impl Reach, id: ThreadId) -> Result<Thread, StoreError> {
-        let thread = self.threads.get(who.tenant(), id).await?;
+    pub async fn get_thread(&self, who: &(impl Reach + 'static), id: ThreadId) -> Result<Thread, StoreError> {
+        let thread = self.threads.get(who, id).await?;
         if !who.reaches(thread.resource_id.as_ref()) {
             return Err(StoreError::not_found("thread", id));
         }
@@ -274,19 +278,19 @@ impl MemoryService {
     /// `Invalid` for a cursor of another listing.
     pub async fn list_threads(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         filter: &ThreadFilter,
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
         let Some(bound) = who.resource() else {
-            return self.threads.list(who.tenant(), filter, cursor, limit).await;
+            return self.threads.list(who, filter, cursor, limit).await;
         };
         match &filter.resource_id {
             Some(r) if r != bound => Ok(Page { items: Vec::new(), next_cursor: None }),
             _ => {
                 let filter = ThreadFilter { resource_id: Some(bound.clone()), ..filter.clone() };
-                self.threads.list(who.tenant(), &filter, cursor, limit).await
+                self.threads.list(who, &filter, cursor, limit).await
             }
         }
     }
@@ -298,7 +302,7 @@ impl MemoryService {
     /// when a caller bound to a resource would move the thread out of it.
     pub async fn update_thread(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         id: ThreadId,
         patch: ThreadPatch,
     ) -> Result<Thread, StoreError> {
@@ -313,7 +317,7 @@ impl MemoryService {
             )));
         }
         self.check_reach(who, id).await?;
-        self.threads.update(who.tenant(), id, patch).await
+        self.threads.update(who, id, patch).await
     }
 
     /// Deletes a thread with its messages and state: the thread is marked
@@ -325,10 +329,10 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant (or is already
     /// deleted).
-    pub async fn delete_thread(&self, who: &impl Reach, id: ThreadId) -> Result<(), StoreError> {
+    pub async fn delete_thread(&self, who: &(impl Reach + 'static), id: ThreadId) -> Result<(), StoreError> {
         self.check_reach(who, id).await?;
         let tenant = who.tenant();
-        self.threads.delete(tenant, id).await?;
+        self.threads.delete(who, id).await?;
         if let Some(s) = &self.sweeper {
             s.wake();
         }
@@ -344,14 +348,18 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant or belongs to
     /// another thread (which is left alone).
-    pub async fn delete_message(&self, who: &impl Reach, thread: ThreadId, id: MessageId) -> Result<(), StoreError> {
+    pub async fn delete_message(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+        id: MessageId,
+    ) -> Result<(), StoreError> {
         self.check_reach(who, thread).await?;
-        let tenant = who.tenant();
-        let found = self.messages.get(tenant, id).await?;
+        let found = self.messages.get(who, id).await?;
         if found.thread_id != thread {
             return Err(StoreError::not_found("message", format!("{id} of thread {thread}")));
         }
-        self.messages.delete(tenant, id).await?;
+        self.messages.delete(who, id).await?;
         if let Some(s) = &self.semantic {
             s.index.remove(vec![id]).await?;
         }
@@ -373,7 +381,7 @@ impl MemoryService {
     /// plus `Invalid` when counting has no model.
     pub async fn append_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
         options: AppendOptions,
@@ -427,7 +435,7 @@ impl MemoryService {
             batch
         };
         let quota = self.limiter.quota(tenant).await;
-        let stored = self.messages.append_within(tenant, thread, batch, &quota).await?;
+        let stored = self.messages.append_within(who, thread, batch, &quota).await?;
         if let Some(s) = &self.semantic {
             if s.inline {
                 // The messages are stored whatever happens here: a failed
@@ -448,7 +456,7 @@ impl MemoryService {
     /// As [`MemoryService::append_messages`].
     pub async fn append_message(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         message: NewMessage,
         options: AppendOptions,
@@ -467,14 +475,14 @@ impl MemoryService {
     /// As [`MessageStore::page_within`].
     pub async fn page_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: impl Into<Option<PageSize>>,
     ) -> Result<Page<Message>, StoreError> {
         let limit = self.limit_or_last_n(who, thread, limit.into()).await?;
-        self.messages.page_within(who.tenant(), thread, cursor, direction, limit, self.max_response_bytes).await
+        self.messages.page_within(who, thread, cursor, direction, limit, self.max_response_bytes).await
     }
 
     /// The last `n` messages, oldest first; without `n`, as many as
@@ -484,20 +492,20 @@ impl MemoryService {
     /// As [`MessageStore::last`].
     pub async fn last_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         n: impl Into<Option<PageSize>>,
     ) -> Result<Vec<Message>, StoreError> {
         let n = self.limit_or_last_n(who, thread, n.into()).await?;
-        self.messages.last(who.tenant(), thread, n).await
+        self.messages.last(who, thread, n).await
     }
 
     /// One message.
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_message(&self, who: &impl Reach, id: MessageId) -> Result<Message, StoreError> {
-        let message = self.messages.get(who.tenant(), id).await?;
+    pub async fn get_message(&self, who: &(impl Reach + 'static), id: MessageId) -> Result<Message, StoreError> {
+        let message = self.messages.get(who, id).await?;
         if self.check_reach(who, message.thread_id).await.is_err() {
             return Err(StoreError::not_found("message", id));
         }
@@ -510,12 +518,12 @@ impl MemoryService {
     /// As [`StateStore::load`].
     pub async fn load_state(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError> {
         self.check_reach(who, thread).await?;
-        self.states.load(who.tenant(), thread, agent).await
+        self.states.load(who, thread, agent).await
     }
 
     /// Saves an agent's state if `expected` is the current version.
@@ -524,7 +532,7 @@ impl MemoryService {
     /// `Conflict` for a stale version; as [`StateStore::save`] otherwise.
     pub async fn save_state(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
         state: Value,
@@ -532,7 +540,7 @@ impl MemoryService {
     ) -> Result<AgentState, StoreError> {
         AgentState::validate(&state)?;
         self.check_reach(who, thread).await?;
-        self.states.save(who.tenant(), thread, agent, state, expected).await
+        self.states.save(who, thread, agent, state, expected).await
     }
 
     /// Counts tokens of `texts` for `model`.

@@ -1,8 +1,9 @@
 //! [`MessageStore`]: appends with gapless sequence numbers, keyset pages and
 //! byte-budgeted reads ([`ByteBudget`]).
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, TenantId, ThreadId};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, Reach, ThreadId};
 
 use crate::StoreError;
 
@@ -68,7 +69,7 @@ impl ByteBudget {
     }
 }
 
-/// The messages of threads.
+/// The messages of threads, for `who` (see [`crate::ThreadStore`]).
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait MessageStore: Send + Sync + std::fmt::Debug {
@@ -84,11 +85,11 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// [`MessageStore::append_within`] without a quota.
     async fn append(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
     ) -> Result<Vec<Message>, StoreError> {
-        self.append_within(tenant, thread, batch, &Quota::UNLIMITED).await
+        self.append_within(who, thread, batch, &Quota::UNLIMITED).await
     }
 
     /// [`MessageStore::append`] within the tenant's storage quota: the
@@ -102,7 +103,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// together pass a limit (the last free slot is taken exactly once).
     async fn append_within(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
         quota: &Quota,
@@ -112,13 +113,13 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// [`MessageStore::page_within`] without a byte budget.
     async fn page(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
     ) -> Result<Page<Message>, StoreError> {
-        self.page_within(tenant, thread, cursor, direction, limit, usize::MAX).await
+        self.page_within(who, thread, cursor, direction, limit, usize::MAX).await
     }
 
     /// One page of the thread's messages by keyset on the sequence number,
@@ -137,7 +138,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// direction contradicts `direction`, and `NotFound` for a missing thread.
     async fn page_within(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
@@ -157,7 +158,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// `truncated`, reading at most a small chunk of messages past the budget.
     async fn read_windows(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         windows: Vec<SeqRange>,
         max_bytes: usize,
     ) -> Result<Windows, StoreError>;
@@ -166,16 +167,21 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     ///
     /// MUST return `NotFound` for a missing thread; fewer than `n` when the
     /// thread is shorter.
-    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError>;
+    async fn last(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+        n: PageSize,
+    ) -> Result<Vec<Message>, StoreError>;
 
     /// One message by id.
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError>;
+    async fn get(&self, who: &(dyn Reach + 'static), id: MessageId) -> Result<Message, StoreError>;
 
     /// The messages with these ids that exist for this tenant, in the order
     /// of `ids`; missing or foreign ids are left out.
-    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
+    async fn get_many(&self, who: &(dyn Reach + 'static), ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
     /// Deletes one message with its vector, embedding job and full-text
     /// entry, atomically. Its sequence number is never reused (later pages
@@ -183,5 +189,5 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// quota in the same transaction.
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
-    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError>;
+    async fn delete(&self, who: &(dyn Reach + 'static), id: MessageId) -> Result<(), StoreError>;
 }

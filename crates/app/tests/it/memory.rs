@@ -5,7 +5,6 @@ use std::sync::Arc;
 use memlayer_app::{AppendOptions, MemoryService, StoreError};
 use memlayer_domain::{AgentName, Metadata, NewMessage, Role, TenantId, Thread, ThreadId, TokenCount, from_micros};
 use memlayer_ports::{MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
-use mockall::predicate::eq;
 use serde_json::json;
 
 struct Mocks {
@@ -100,7 +99,7 @@ async fn tokens_are_counted_with_the_threads_model() {
     let mut m = mocks();
     m.threads
         .expect_get()
-        .with(eq(tenant()), eq(id))
+        .withf(move |who, got| who.tenant() == &tenant() && who.resource().is_none() && *got == id)
         .times(1)
         .returning(move |_, id| Ok(thread_with_model(id, Some("gpt-4o"))));
     m.tokens
