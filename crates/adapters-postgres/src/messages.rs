@@ -126,11 +126,27 @@ impl MessageEngine for PgBackend {
         for &mode in usage::modes(Dialect::Postgres, quota, delta) {
             let tx = begin(&mut client, Access::Of(who)).await?;
             reserve(&tx, tenant, thread, &mut messages, delta).await?;
-            insert(&tx, tenant, &messages).await?;
             // Counted last, just before the commit: the tenant's counter row
-            // (its shard) stays locked from here to the commit only, not
+            // (its shard) stays locked from there to the commit only, not
             // through the insert (a COPY of a batch takes milliseconds).
-            if usage::charge(&PgExecutor(&tx), tenant, thread, delta, quota, mode).await? == usage::Charge::Unsettled {
+            let charge = if let [_] = messages.as_slice() {
+                // One message is one INSERT: the charge's first statement is
+                // sent without waiting for the insert's answer (the driver
+                // pipelines), saving the append a round trip. Which of the
+                // two the server runs first does not matter: both are in this
+                // transaction, and the check reads the sum after its own
+                // increment either way.
+                let ex = PgExecutor(&tx);
+                let both = futures_util::future::try_join(
+                    insert(&tx, tenant, &messages),
+                    usage::charge(&ex, tenant, thread, delta, quota, mode),
+                );
+                both.await?.1
+            } else {
+                insert(&tx, tenant, &messages).await?;
+                usage::charge(&PgExecutor(&tx), tenant, thread, delta, quota, mode).await?
+            };
+            if charge == usage::Charge::Unsettled {
                 // Dropped: rolled back, the thread row's lock released.
                 continue;
             }
