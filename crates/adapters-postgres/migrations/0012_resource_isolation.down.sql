@@ -9,4 +9,6 @@ BEGIN
     END LOOP;
 END
 $$;
+DROP FUNCTION memlayer_message_visible(uuid);
+DROP FUNCTION memlayer_thread_visible(uuid);
 DROP FUNCTION memlayer_unbound();
