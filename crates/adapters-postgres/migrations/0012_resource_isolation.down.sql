@@ -9,6 +9,16 @@ BEGIN
     END LOOP;
 END
 $$;
-DROP FUNCTION memlayer_message_visible(uuid);
-DROP FUNCTION memlayer_thread_visible(uuid);
+-- Migration 2's trigger function again.
+CREATE OR REPLACE FUNCTION memlayer_enqueue_embeddings() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO embedding_jobs (message_id, tenant, attempts, next_attempt_at, last_error, created_at)
+    SELECT id, tenant, 0, created_at, NULL, created_at FROM inserted
+    ON CONFLICT (message_id) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+ALTER TABLE embedding_jobs DROP COLUMN thread_id;
+DROP FUNCTION memlayer_resource_threads();
 DROP FUNCTION memlayer_unbound();

@@ -9,52 +9,61 @@
 --
 -- Restrictive policies, ANDed with each table's tenant policy (migrations
 -- 1, 2): a thread is admitted by its `resource_id` (a thread without one
--- belongs to no resource, so no bound caller reaches it); a message, vector
--- or agent state by its thread, a job by its message, through a lookup that
--- the threads' (and messages') own policies filter. Nothing else carries
--- the resource, so moving a thread to another resource (a PATCH) stays one
--- row.
+-- belongs to no resource, so no bound caller reaches it); a message,
+-- vector, agent state or job by its thread, which must be one of the
+-- resource's threads, read once per statement. Nothing else carries the
+-- resource, so moving a thread to another resource (a PATCH) stays one
+-- row; jobs gain their message's `thread_id` for it (filled by the trigger
+-- that queues them, and by `enqueue_missing`).
 --
--- The unbound case, every tenant-wide read and all background work, must
--- cost nothing more: `(SELECT memlayer_unbound())` is an uncorrelated
--- scalar subquery, evaluated once per statement (an InitPlan), and an OR
--- stops at its first true arm, so an unbound statement never runs the
--- lookup. The lookups are PL/pgSQL functions declared cheap (COST 1), not
--- inline EXISTS subqueries: the planner costs an inline subquery as if it
--- ran for every row, and chose nested loops over hash joins for
--- tenant-wide counts (48 ms instead of 13 ms for 20,000 messages, measured
--- with EXPLAIN ANALYZE); a function call it costs as what it is declared.
--- For a bound caller each row it reads pays one primary-key lookup
--- (measured: docs/BENCHMARKS.md, "Resource isolation on Postgres").
+-- What this costs, measured (docs/BENCHMARKS.md, "Resource isolation on
+-- Postgres"):
+-- - unbound (every tenant-wide read, all background work): nothing per row.
+--   `(SELECT memlayer_unbound())` is an uncorrelated scalar subquery, an
+--   InitPlan evaluated once per statement, and an OR stops at its first
+--   true arm, so the second arm (another InitPlan) is never evaluated;
+-- - bound: one index read of the resource's thread ids per statement,
+--   then an array membership test per row.
+-- A lookup per row in the policy was tried first: as an inline EXISTS the
+-- planner costed the subquery as if it ran for every row even when the
+-- first arm short-circuits it, and chose a nested loop for tenant-wide
+-- counts (48 ms against 13 ms for 20,000 messages); as a PL/pgSQL function
+-- each row of a bound read paid a call (a bound embedding count over one
+-- resource took 0.4 s).
 
 CREATE FUNCTION memlayer_unbound() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN coalesce(current_setting('memlayer.resource', true), '') = '';
 
--- Whether the thread is visible to this transaction (the threads' policies
--- decide: tenant and resource).
-CREATE FUNCTION memlayer_thread_visible(thread uuid) RETURNS boolean
-    LANGUAGE plpgsql STABLE PARALLEL SAFE COST 1 AS $$
-BEGIN
-    RETURN EXISTS (SELECT 1 FROM threads WHERE id = thread);
-END
-$$;
+-- The threads of the transaction's tenant and resource, by the index of
+-- migration 1 (threads_tenant_resource_id).
+CREATE FUNCTION memlayer_resource_threads() RETURNS uuid[]
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN (SELECT coalesce(array_agg(id), '{}') FROM threads
+            WHERE tenant = current_setting('memlayer.tenant', true)
+              AND resource_id = current_setting('memlayer.resource', true));
 
--- Whether the message is visible to this transaction (its policies decide).
-CREATE FUNCTION memlayer_message_visible(message uuid) RETURNS boolean
-    LANGUAGE plpgsql STABLE PARALLEL SAFE COST 1 AS $$
+ALTER TABLE embedding_jobs ADD COLUMN thread_id uuid;
+UPDATE embedding_jobs j SET thread_id = m.thread_id FROM messages m WHERE m.id = j.message_id;
+ALTER TABLE embedding_jobs ALTER COLUMN thread_id SET NOT NULL;
+
+CREATE OR REPLACE FUNCTION memlayer_enqueue_embeddings() RETURNS trigger
+    LANGUAGE plpgsql AS $$
 BEGIN
-    RETURN EXISTS (SELECT 1 FROM messages WHERE id = message);
+    INSERT INTO embedding_jobs (message_id, tenant, thread_id, attempts, next_attempt_at, last_error, created_at)
+    SELECT id, tenant, thread_id, 0, created_at, NULL, created_at FROM inserted
+    ON CONFLICT (message_id) DO NOTHING;
+    RETURN NULL;
 END
 $$;
 
 CREATE POLICY resource_isolation ON threads AS RESTRICTIVE
     USING ((SELECT memlayer_unbound()) OR resource_id = current_setting('memlayer.resource', true));
 CREATE POLICY resource_isolation ON messages AS RESTRICTIVE
-    USING ((SELECT memlayer_unbound()) OR memlayer_thread_visible(thread_id));
+    USING ((SELECT memlayer_unbound()) OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));
 CREATE POLICY resource_isolation ON message_vectors AS RESTRICTIVE
-    USING ((SELECT memlayer_unbound()) OR memlayer_thread_visible(thread_id));
+    USING ((SELECT memlayer_unbound()) OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));
 CREATE POLICY resource_isolation ON agent_state AS RESTRICTIVE
-    USING ((SELECT memlayer_unbound()) OR memlayer_thread_visible(thread_id));
+    USING ((SELECT memlayer_unbound()) OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));
 CREATE POLICY resource_isolation ON embedding_jobs AS RESTRICTIVE
-    USING ((SELECT memlayer_unbound()) OR memlayer_message_visible(message_id));
+    USING ((SELECT memlayer_unbound()) OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));

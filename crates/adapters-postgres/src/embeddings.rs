@@ -113,8 +113,8 @@ impl EmbeddingEngine for PgBackend {
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO embedding_jobs (message_id, tenant, attempts, next_attempt_at, last_error, created_at) \
-                 SELECT m.id, m.tenant, 0, $2, NULL, $2 FROM messages m \
+                "INSERT INTO embedding_jobs (message_id, tenant, thread_id, attempts, next_attempt_at, last_error, \
+                 created_at) SELECT m.id, m.tenant, m.thread_id, 0, $2, NULL, $2 FROM messages m \
                  WHERE m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
                  AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
                  ON CONFLICT (message_id) DO NOTHING",

@@ -165,10 +165,10 @@ impl PgVectorIndex {
                 END IF;
                 -- A caller's resource, as on message_vectors (migration 12; its
                 -- down migration drops this policy too).
-                IF to_regprocedure('memlayer_thread_visible(uuid)') IS NOT NULL AND NOT EXISTS
+                IF to_regprocedure('memlayer_resource_threads()') IS NOT NULL AND NOT EXISTS
                     (SELECT 1 FROM pg_policies WHERE tablename = '{t}' AND policyname = 'resource_isolation') THEN
-                    CREATE POLICY resource_isolation ON {t} AS RESTRICTIVE
-                        USING ((SELECT memlayer_unbound()) OR memlayer_thread_visible(thread_id));
+                    CREATE POLICY resource_isolation ON {t} AS RESTRICTIVE USING ((SELECT memlayer_unbound())
+                        OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));
                 END IF;
             END $$;",
             t = index.table
