@@ -93,3 +93,35 @@ async fn http_and_cli_assemble_the_same_context() {
     let (ok, out) = cli(dir.path(), &["context", &thread, "--budget", "-5"]);
     assert!(!ok && out.contains("budget") && out.contains("10000000"), "names the limit: {out}");
 }
+
+/// The operator sets a tenant's quota with the CLI; the server enforces it,
+/// and `GET /api/usage` and `memlayer usage` report the same figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_cli_report_the_same_usage_and_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let quota = r#"{"messages": 3, "bytes": 100000}"#;
+    let (ok, out) = cli(dir.path(), &["settings", "set", "--tenant", "acme", "limits", "quota", quota]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(dir.path(), &["settings", "set", "--tenant", "acme", "limits", "quota", r#"{"message": 3}"#]);
+    assert!(!ok && out.contains("`message` is not a quota"), "a misspelt quota is refused: {out}");
+    let (child, base) = spawn_server(dir.path(), &[NO_MODEL], &[], Duration::from_secs(60));
+    let server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    let thread = http.post(format!("{}/api/threads", server.base)).header("x-tenant-id", "acme").json(&json!({}));
+    let thread: Value = thread.send().await.unwrap().json().await.unwrap();
+    let uri = format!("{}/api/threads/{}/messages", server.base, thread["id"].as_str().unwrap());
+    let batch = json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]});
+    let append = |body: Value| http.post(&uri).header("x-tenant-id", "acme").json(&body).send();
+    assert_eq!(append(batch.clone()).await.unwrap().status().as_u16(), 201);
+    let refused = append(batch).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403, "the CLI's quota holds on the server");
+    let usage = http.get(format!("{}/api/usage", server.base)).header("x-tenant-id", "acme");
+    let usage: Value = usage.send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["messages"], json!({"used": 2, "limit": 3}), "{usage}");
+    drop(server);
+
+    let (ok, out) = cli(dir.path(), &["usage", "--tenant", "acme"]);
+    assert!(ok, "{out}");
+    let from_cli: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(from_cli, usage, "the CLI prints what HTTP answers");
+}

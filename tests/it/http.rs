@@ -423,6 +423,7 @@ async fn openapi_describes_every_route() {
         "POST /api/tools",
         "GET /api/tools",
         "GET /api/tools/{id}",
+        "GET /api/usage",
         "PUT /api/tools/{id}",
         "DELETE /api/tools/{id}",
         "GET /api/settings/{category}/{key}",
@@ -474,7 +475,9 @@ async fn internal_errors_reveal_nothing() {
     };
     let mut threads = MockThreadStore::new();
     threads.expect_get().returning(|_, _| Err(StoreError::backend("SQLITE_CORRUPT at /secret/path/memlayer.db")));
-    threads.expect_create().returning(|_, _| Err(StoreError::Unavailable("pool timed out at 10.0.0.7".into())));
+    threads
+        .expect_create_within()
+        .returning(|_, _, _| Err(StoreError::Unavailable("pool timed out at 10.0.0.7".into())));
     let memory = memlayer_app::MemoryService::new(
         Arc::new(threads),
         Arc::new(MockMessageStore::new()),

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, TenantId, ThreadId};
 use memlayer_ports::{MessageStore, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -226,17 +226,18 @@ struct GatedAppends {
 
 #[async_trait]
 impl MessageStore for GatedAppends {
-    async fn append(
+    async fn append_within(
         &self,
-        tenant: &TenantId,
+        who: &(dyn memlayer_domain::Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
+        quota: &Quota,
     ) -> Result<Vec<Message>, StoreError> {
-        let (inner, gate, appended, tenant) =
-            (self.inner.clone(), self.gate.clone(), self.appended.clone(), tenant.clone());
+        let (inner, gate, appended, tenant, quota) =
+            (self.inner.clone(), self.gate.clone(), self.appended.clone(), who.tenant().clone(), *quota);
         tokio::spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let stored = inner.append(&tenant, thread, batch).await;
+            let stored = inner.append_within(&tenant, thread, batch, &quota).await;
             appended.fetch_add(1, Ordering::SeqCst);
             stored
         })
@@ -246,44 +247,53 @@ impl MessageStore for GatedAppends {
 
     async fn page_within(
         &self,
-        tenant: &TenantId,
+        who: &(dyn memlayer_domain::Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
         max_bytes: usize,
     ) -> Result<Page<Message>, StoreError> {
-        self.inner.page_within(tenant, thread, cursor, direction, limit, max_bytes).await
+        self.inner.page_within(who, thread, cursor, direction, limit, max_bytes).await
     }
 
     async fn read_windows(
         &self,
-        tenant: &TenantId,
+        who: &(dyn memlayer_domain::Reach + 'static),
         windows: Vec<memlayer_ports::SeqRange>,
         max_bytes: usize,
     ) -> Result<memlayer_ports::Windows, StoreError> {
-        self.inner.read_windows(tenant, windows, max_bytes).await
+        self.inner.read_windows(who, windows, max_bytes).await
     }
 
-    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        self.inner.last(tenant, thread, n).await
+    async fn last(
+        &self,
+        who: &(dyn memlayer_domain::Reach + 'static),
+        thread: ThreadId,
+        n: PageSize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner.last(who, thread, n).await
     }
 
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
-        MessageStore::get(self.inner.as_ref(), tenant, id).await
+    async fn get(&self, who: &(dyn memlayer_domain::Reach + 'static), id: MessageId) -> Result<Message, StoreError> {
+        MessageStore::get(self.inner.as_ref(), who, id).await
     }
 
-    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
-        self.inner.get_many(tenant, ids).await
+    async fn get_many(
+        &self,
+        who: &(dyn memlayer_domain::Reach + 'static),
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner.get_many(who, ids).await
     }
 
-    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
-        MessageStore::delete(self.inner.as_ref(), tenant, id).await
+    async fn delete(&self, who: &(dyn memlayer_domain::Reach + 'static), id: MessageId) -> Result<(), StoreError> {
+        MessageStore::delete(self.inner.as_ref(), who, id).await
     }
 
     async fn token_counts(
         &self,
-        tenant: &TenantId,
+        tenant: &(dyn memlayer_domain::Reach + 'static),
         encoding: &str,
         ids: Vec<MessageId>,
     ) -> Result<Vec<(MessageId, u32)>, StoreError> {
@@ -292,7 +302,7 @@ impl MessageStore for GatedAppends {
 
     async fn save_token_counts(
         &self,
-        tenant: &TenantId,
+        tenant: &(dyn memlayer_domain::Reach + 'static),
         encoding: &str,
         counts: Vec<(MessageId, u32)>,
     ) -> Result<(), StoreError> {

@@ -9,7 +9,8 @@
 //! both to the same use-case rule), fuzzed from its
 //! OpenAPI document by schemathesis (`fuzz`), killed with `kill -9`
 //! during concurrent appends (`crash`), and put under mixed concurrent load
-//! past saturation (`load`). `reach` holds a caller bound to a resource to
+//! past saturation (`load`). `quota` holds the storage quotas (403 and 413
+//! `quota_exceeded`, per-tenant overrides, `/api/usage`). `reach` holds a caller bound to a resource to
 //! that resource on every route (a property test); `rate` holds the rate
 //! limits, and `shared` two servers sharing them and catalog invalidations
 //! through one Redis. `working` holds working memory over HTTP (both
@@ -34,6 +35,7 @@ mod idempotency;
 mod jwt;
 mod limits;
 mod load;
+mod quota;
 mod rate;
 mod reach;
 mod search;

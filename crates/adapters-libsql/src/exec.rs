@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_adapters_sql::migrate::{Migrate, Migration, bookkeeping};
 use memlayer_adapters_sql::{Dialect, Executor, Row, Sql, SqlValue, Transactor, Work};
-use memlayer_domain::{TenantId, to_micros};
+use memlayer_domain::{Reach, to_micros};
 use memlayer_ports::StoreError;
 
 use crate::LibsqlBackend;
@@ -89,11 +89,13 @@ impl Transactor for LibsqlBackend {
         Dialect::Sqlite
     }
 
-    async fn read<T: Send + 'static>(&self, _tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
+    /// libSQL scopes by tenant in its statements and leaves a caller's
+    /// resource to the memory services (no row-level security here).
+    async fn read<T: Send + 'static>(&self, _who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
         LibsqlBackend::read(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
     }
 
-    async fn write<T: Send + 'static>(&self, _tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
+    async fn write<T: Send + 'static>(&self, _who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
         LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
     }
 
@@ -102,8 +104,8 @@ impl Transactor for LibsqlBackend {
     }
 
     /// Every write is serial on libSQL's one writer.
-    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        Transactor::write(self, tenant, work).await
+    async fn write_serial<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
+        Transactor::write(self, who, work).await
     }
 }
 

@@ -79,3 +79,4 @@ use memlayer_ports::{
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
 memlayer_adapters_sql::database!(LibsqlBackend);
+memlayer_adapters_sql::usage_store!(LibsqlBackend);

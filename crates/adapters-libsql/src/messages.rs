@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect as _, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
+use memlayer_adapters_sql::usage;
 use memlayer_domain::{
-    Direction, Message, MessageId, Metadata, Page, PageSize, Role, TenantId, ThreadId, TokenCount, ToolCall,
+    Direction, Message, MessageId, Metadata, Page, PageSize, Quota, Reach, Role, ThreadId, TokenCount, ToolCall,
     from_micros, to_micros,
 };
 use memlayer_ports::{StoreError, Windows};
@@ -19,7 +20,7 @@ use crate::rows::{cells, query_row};
 use crate::values::{json_text, opt_text, text, uuid};
 
 /// Parameters per message row in an insert.
-const COLUMNS_PER_ROW: usize = 14;
+const COLUMNS_PER_ROW: usize = 15;
 /// Index of `seq` among a row's parameters.
 const SEQ_PARAM: usize = 2;
 
@@ -27,39 +28,50 @@ memlayer_adapters_sql::message_store!(LibsqlBackend);
 
 #[async_trait]
 impl MessageEngine for LibsqlBackend {
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError> {
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
         let n = i64::try_from(batch.messages().len()).map_err(|e| StoreError::backend(e.to_string()))?;
         let micros = to_micros(batch.at());
         let thread = batch.thread();
+        let delta = batch.delta();
         // Everything but the sequence numbers is prepared before taking the
         // writer, to keep the write transaction short.
         let mut rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
         let mut messages = batch.into_messages();
-        let tenant = tenant.as_str().to_owned();
+        let (owner, quota) = (who.tenant().clone(), *quota);
         self.write(move |conn| async move {
             let last = query_row(
                 &conn,
                 "bump thread sequence",
-                "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2) \
+                "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2), \
+                 stored_messages = stored_messages + ?1, stored_bytes = stored_bytes + ?5 \
                  WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq",
-                vec![Value::Integer(n), Value::Integer(micros), Value::Text(tenant), uuid(thread.as_uuid())],
+                vec![
+                    Value::Integer(n),
+                    Value::Integer(micros),
+                    Value::Text(owner.as_str().to_owned()),
+                    uuid(thread.as_uuid()),
+                    Value::Integer(delta.bytes),
+                ],
                 |row| cells(row, "threads").int(0, "last_seq"),
             )
             .await?
             .ok_or_else(|| StoreError::not_found("thread", thread))?;
+            // One writer: a charge here always settles (or is refused).
+            let conn = LibsqlExecutor(conn);
+            let _ = usage::charge(&conn, &owner, thread, delta, &quota, usage::Mode::Exclusive).await?;
             let first = last - n + 1;
             for ((seq, m), row) in (first..).zip(messages.iter_mut()).zip(rows.iter_mut()) {
                 m.seq = seq;
                 row[SEQ_PARAM] = Value::Integer(seq);
             }
-            insert(&conn, rows).await?;
+            insert(&conn.0, rows).await?;
             Ok(messages)
         })
         .await
     }
 
-    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
-        let tenant = tenant.clone();
+    async fn read_page(&self, who: &dyn Reach, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+        let tenant = who.tenant().clone();
         self.read(move |conn| async move {
             let (sql, params) = exec::params(page.sql(Dialect::Sqlite, &tenant))?;
             // Rows are read one at a time: the budget stops the read itself.
@@ -78,8 +90,8 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
-        let tenant = tenant.as_str().to_owned();
+    async fn read_neighbours(&self, who: &dyn Reach, mut cut: WindowCut) -> Result<Windows, StoreError> {
+        let tenant = who.tenant().as_str().to_owned();
         self.read(move |conn| async move {
             // One query per WINDOWS_PER_QUERY windows (one for any search: top_k is at most 100).
             let n = cut.windows().len();
@@ -102,8 +114,8 @@ impl MessageEngine for LibsqlBackend {
         .await
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
-        let tenant = tenant.as_str().to_owned();
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant().as_str().to_owned();
         self.read(move |conn| async move {
             let mut found = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(IN_LIST_CHUNK) {
@@ -126,7 +138,8 @@ impl MessageEngine for LibsqlBackend {
     }
 
     /// The shared statement, decoded by the fast path (see `message`).
-    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+    async fn read_last(&self, who: &dyn Reach, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant();
         let sql =
             messages::page_sql(Dialect::Sqlite, tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
         let (sql, params) = exec::params(sql)?;
@@ -297,13 +310,14 @@ fn row_params(m: &Message, created_at: i64) -> Result<Vec<Value>, StoreError> {
         encoding,
         exact,
         Value::Integer(created_at),
+        Value::Integer(usage::stored_bytes(m)),
     ];
     debug_assert_eq!(row.len(), COLUMNS_PER_ROW);
     Ok(row)
 }
 
 const INSERT_COLUMNS: &str = "INSERT INTO messages (id, thread_id, seq, role, content, tool_call_id, tool_name, \
-     tool_calls, metadata, token_count, token_model, token_encoding, token_exact, created_at) VALUES ";
+     tool_calls, metadata, token_count, token_model, token_encoding, token_exact, created_at, stored_bytes) VALUES ";
 
 /// Rows per multi-row `INSERT`. Measured on 2 cores (release, batches of
 /// 1,000): ~135k messages/s with 64-row statements against ~95k with one

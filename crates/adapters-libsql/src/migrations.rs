@@ -7,10 +7,11 @@ use memlayer_adapters_sql::migrate::Migration;
 
 /// Every migration, oldest first (names and file stems:
 /// `memlayer_adapters_sql::migration!`). Versions are strictly increasing;
-/// never edit one that has shipped, add a new one. Version 8 is Postgres's
-/// own (a bound on full-text documents).
+/// never edit one that has shipped, add a new one. Versions 8 (a bound on
+/// full-text documents) and 12 (row-level security on a caller's resource)
+/// are Postgres's own.
 pub(crate) const MIGRATIONS: &[Migration] =
-    memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 13, 14, 15];
+    memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15];
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,25 @@
 //!    `MessageStore::append` in batches of `--batch` (one transaction and one
 //!    binary COPY per batch), against `--singles` messages appended one call
 //!    per message, each into a thread of its own kind.
-//! 2. pgvector HNSW on real-text embeddings (`scripts/bench_vectors`'s
+//! 2. Concurrent appends (`--part concurrent`): `--concurrent` single
+//!    messages from 1, 8 and 32 callers at once, each into a thread of its
+//!    own of one tenant, then batches of 100 from 8 callers, on a pool of 8
+//!    connections (the server's default `database.pool_size`); each run has
+//!    a tenant of its own. With `--quota N`, every create and append checks
+//!    a quota of N messages (and N threads, 1000·N bytes): far above what a
+//!    run stores (`--quota 1000000000000`), the check runs beside the
+//!    tenant's other appends; with N at most 1,500 (`--concurrent 1400
+//!    --quota 1400`), every append is within the Postgres margin of the
+//!    limit and takes the tenant's quota lock alone.
+//! 3. Resource isolation (`--part rls`): what migration 12's row-level
+//!    security costs reads. One tenant of 200 threads over 10 resources,
+//!    100 messages each (20,000, every one with a 64-dimension vector);
+//!    median latency (`--rounds` calls each) of a thread listing, a page of
+//!    100 messages, the last 10, a tenant-wide lexical search, vector search
+//!    (pgvector HNSW) and embedding counts, for the whole tenant and for a
+//!    caller bound to one resource; with the policies, then without them
+//!    (migration 12 reverted), alternately, `--repeat` times.
+//! 4. pgvector HNSW on real-text embeddings (`scripts/bench_vectors`'s
 //!    `vectors101k.f32`, as `bench_index` reads them): the first `--data`
 //!    rows are loaded through `VectorIndex::upsert` (one tenant over
 //!    `--threads` threads) with the HNSW index dropped, then the index is
@@ -18,7 +36,8 @@
 //!
 //! ```text
 //! cargo run --release -p memlayer-adapters-postgres --example bench_pg -- \
-//!     [--part append,vector] [--messages 100000] [--batch 1000] [--singles 100000] \
+//!     [--part append,concurrent,vector] [--messages 100000] [--batch 1000] [--singles 100000] \
+//!     [--concurrent 20000] [--quota N] [--rounds 300] [--repeat 2] \
 //!     [--corpus target/bench-data/corpus101k.jsonl] \
 //!     [--vectors target/bench-data/vectors101k.f32] [--dim 384] [--data 100000] [--queries 1000] \
 //!     [--threads 1000] [--k 10] [--m 16] [--ef-construction 64] [--ef 40,64,100]
@@ -42,6 +61,10 @@ struct Args {
     messages: usize,
     batch: usize,
     singles: usize,
+    concurrent: usize,
+    quota: Option<u64>,
+    rounds: usize,
+    repeat: usize,
     corpus: PathBuf,
     vectors: PathBuf,
     dim: usize,
@@ -62,6 +85,10 @@ fn parse_args() -> Res<Args> {
         messages: 100_000,
         batch: 1_000,
         singles: 100_000,
+        concurrent: 20_000,
+        quota: None,
+        rounds: 300,
+        repeat: 2,
         corpus: PathBuf::from("target/bench-data/corpus101k.jsonl"),
         vectors: PathBuf::from("target/bench-data/vectors101k.f32"),
         dim: 384,
@@ -86,6 +113,10 @@ fn parse_args() -> Res<Args> {
             "--messages" => a.messages = num()?,
             "--batch" => a.batch = num()?,
             "--singles" => a.singles = num()?,
+            "--concurrent" => a.concurrent = num()?,
+            "--quota" => a.quota = Some(u64::try_from(num()?)?),
+            "--rounds" => a.rounds = num()?,
+            "--repeat" => a.repeat = num()?,
             "--corpus" => a.corpus = PathBuf::from(&value),
             "--vectors" => a.vectors = PathBuf::from(&value),
             "--dim" => a.dim = num()?,
@@ -173,6 +204,193 @@ async fn bench_append(a: &Args) -> Res<()> {
         "ratio (per-message rate, COPY / single): {:.1}×",
         per_sec(a.messages, copy) / per_sec(a.singles, singles)
     );
+    Ok(())
+}
+
+/// `--part concurrent`: appends from several callers at once, each into a
+/// thread of its own of one tenant (what serialises them is the store, not
+/// the thread row).
+async fn bench_concurrent(a: &Args) -> Res<()> {
+    let db = testing::fresh_database().await.ok_or("no Postgres server")?;
+    let backend = std::sync::Arc::new(
+        memlayer_adapters_postgres::PgBackend::open(memlayer_adapters_postgres::PgConfig {
+            pool_size: 8,
+            ..memlayer_adapters_postgres::PgConfig::new(db.url.clone())
+        })
+        .await?,
+    );
+    let corpus = std::sync::Arc::new(texts(a, a.concurrent)?);
+    let quota = a.quota.map_or(memlayer_domain::Quota::UNLIMITED, |n| memlayer_domain::Quota {
+        threads: Some(n),
+        messages: Some(n),
+        bytes: Some(n.saturating_mul(1_000)),
+    });
+    let run = |clients: usize, batch: usize| {
+        let tenant = TenantId::parse(format!("bench-{clients}-{batch}")).unwrap();
+        let (backend, corpus) = (backend.clone(), corpus.clone());
+        let per_client = corpus.len() / clients;
+        async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (backend, tenant, corpus) = (backend.clone(), tenant.clone(), corpus.clone());
+                    tokio::spawn(async move {
+                        let thread = backend.create_within(&tenant, NewThread::default(), &quota).await.unwrap().id;
+                        let mine: Vec<usize> = (c * per_client..(c + 1) * per_client).collect();
+                        for chunk in mine.chunks(batch) {
+                            let messages = chunk
+                                .iter()
+                                .map(|&i| NewMessage::text(Role::User, &corpus[i]).unwrap())
+                                .collect::<Vec<_>>();
+                            backend.append_within(&tenant, thread, messages, &quota).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            (per_client * clients, started.elapsed())
+        }
+    };
+    println!("quota: {quota:?}");
+    for clients in [1, 8, 32] {
+        let (n, took) = run(clients, 1).await;
+        println!(
+            "concurrent singles, {clients} callers: {n} messages in {took:.2?} = {:.0} messages/s",
+            per_sec(n, took)
+        );
+    }
+    let (n, took) = run(8, 100).await;
+    println!("concurrent batches of 100, 8 callers: {n} messages in {took:.2?} = {:.0} messages/s", per_sec(n, took));
+    Ok(())
+}
+
+/// The median time of `rounds` calls of `f`.
+async fn median_of<F, Fut>(rounds: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        f().await;
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// `--part rls`: see the module's doc.
+async fn bench_rls(a: &Args) -> Res<()> {
+    use memlayer_domain::{Credential, PageSize, Principal, ResourceId, Scopes, ThreadFilter};
+    use memlayer_ports::{Database, EmbeddingStore};
+
+    let db = testing::fresh_database().await.ok_or("no Postgres server")?;
+    let backend = db.backend().await;
+    let tenant = TenantId::parse("bench")?;
+    let corpus = texts(a, 20_000)?;
+    let dim = 64;
+    let index =
+        PgVectorIndex::open(backend.clone(), dim, HnswConfig { exact_below: 0, ..HnswConfig::default() }).await?;
+    let mut threads = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for t in 0..200 {
+        let resource = ResourceId::parse(format!("user-{}", t % 10))?;
+        let new = NewThread { resource_id: Some(resource), ..NewThread::default() };
+        let thread = backend.create(&tenant, new).await?.id;
+        let batch = (0..100)
+            .map(|i| NewMessage::text(Role::User, &corpus[(t * 100 + i) % corpus.len()]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored = backend.append(&tenant, thread, batch).await?;
+        let done = stored
+            .iter()
+            .map(|m| {
+                let v: Vec<f32> = (0..dim)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x % 1000) as f32 / 1000.0 - 0.5
+                    })
+                    .collect();
+                Ok((m.id, Embedding::new(MODEL, v, dim)?))
+            })
+            .collect::<Result<Vec<_>, memlayer_domain::DomainError>>()?;
+        let entries = backend.complete_jobs(done).await?;
+        index.upsert(entries).await?;
+        threads.push(thread);
+    }
+    index.build_hnsw().await?;
+    let bound = Principal {
+        tenant: tenant.clone(),
+        scopes: Scopes::ALL,
+        resource: Some(ResourceId::parse("user-0")?),
+        credential: Credential::Anonymous,
+    };
+    let whole = SearchFilter::all_threads(tenant.clone());
+    let resource_threads = backend.resource_threads(&tenant, &ResourceId::parse("user-0")?).await?;
+    let within = SearchFilter::these_threads(tenant.clone(), resource_threads).within(bound.resource.clone());
+    let query = Embedding::new(MODEL, (0..dim).map(|i| (i as f32 / dim as f32) - 0.5).collect(), dim)?;
+    let word = corpus[0].split_whitespace().find(|w| w.len() > 4).unwrap_or("the").to_owned();
+    let (thread, page, ten) = (threads[0], PageSize::new(100)?, PageSize::new(10)?);
+    println!(
+        "rls: 200 threads, 20000 messages and vectors (dim {dim}); lexical query {word:?}; {} calls each",
+        a.rounds
+    );
+    let n = a.rounds;
+    for repeat in 0..a.repeat {
+        for policies in ["on", "off"] {
+            if policies == "off" {
+                let reverted = backend.migrate_down(1).await?;
+                assert_eq!(reverted.first().map(|m| m.version), Some(12), "the newest migration is 12");
+            } else if repeat > 0 {
+                backend.migrate_up().await?;
+                // `open` adds the vector table's policy (run it again as a server start would).
+                PgVectorIndex::open(backend.clone(), dim, HnswConfig { exact_below: 0, ..HnswConfig::default() })
+                    .await?;
+            }
+            for (who, label) in [(&tenant as &(dyn memlayer_domain::Reach + 'static), "tenant"), (&bound, "bound")] {
+                let filter = if label == "tenant" { &whole } else { &within };
+                let list = median_of(n, || async {
+                    backend.list(who, &ThreadFilter::default(), None, PageSize::new(50).unwrap()).await.unwrap();
+                })
+                .await;
+                let paged = median_of(n, || async {
+                    backend.page(who, thread, None, None, page).await.unwrap();
+                })
+                .await;
+                let last = median_of(n, || async {
+                    backend.last(who, thread, ten).await.unwrap();
+                })
+                .await;
+                let lexical = median_of(n, || async {
+                    backend.lexical_search(filter, word.clone(), 10).await.unwrap();
+                })
+                .await;
+                let vector = median_of(n, || async {
+                    index.search(filter, &query, 10).await.unwrap();
+                })
+                .await;
+                let counts = median_of(n, || async {
+                    backend.embedding_counts(filter, MODEL.to_owned()).await.unwrap();
+                })
+                .await;
+                println!(
+                    "rls policies {policies} (pass {}), {label}: list 50 {:.0} µs, page 100 {:.0} µs, last 10 {:.0} µs, \
+                     lexical {:.0} µs, vector {:.0} µs, counts {:.0} µs",
+                    repeat + 1,
+                    list.as_secs_f64() * 1e6,
+                    paged.as_secs_f64() * 1e6,
+                    last.as_secs_f64() * 1e6,
+                    lexical.as_secs_f64() * 1e6,
+                    vector.as_secs_f64() * 1e6,
+                    counts.as_secs_f64() * 1e6,
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -307,6 +525,14 @@ async fn main() -> Res<()> {
     println!("load average before: {}", uptime());
     if a.parts.iter().any(|p| p == "append") {
         bench_append(&a).await?;
+        println!("load average: {}", uptime());
+    }
+    if a.parts.iter().any(|p| p == "concurrent") {
+        bench_concurrent(&a).await?;
+        println!("load average: {}", uptime());
+    }
+    if a.parts.iter().any(|p| p == "rls") {
+        bench_rls(&a).await?;
         println!("load average: {}", uptime());
     }
     if a.parts.iter().any(|p| p == "vector") {

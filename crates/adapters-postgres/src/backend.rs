@@ -1,11 +1,11 @@
-//! The connection pool and the per-transaction tenant setting.
+//! The connection pool and the per-transaction tenant and resource settings.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction};
 use memlayer_adapters_sql::migrate::DatabaseEngine;
-use memlayer_domain::TenantId;
+use memlayer_domain::Reach;
 use memlayer_ports::{DurabilitySetting, StoreError};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -14,23 +14,41 @@ use crate::config::{PgConfig, describe_url};
 use crate::error::{Context as _, DriverError};
 
 /// Whose rows a transaction may see. Row-level security policies compare
-/// every row's `tenant` with the transaction's `memlayer.tenant` setting;
-/// [`Access::All`] (`*`, which no tenant id can contain) is for the
-/// background work that spans tenants (embedding jobs, index maintenance,
-/// migrations).
-#[derive(Debug, Clone, Copy)]
+/// every row's `tenant` with the transaction's `memlayer.tenant` setting,
+/// and (migration 12) a thread's `resource_id`, and every row of a thread,
+/// with `memlayer.resource` when it is not empty; [`Access::All`] (`*`,
+/// which no tenant id can contain, and no resource) is for the background
+/// work that spans tenants (embedding jobs, index maintenance, migrations).
+#[derive(Clone, Copy)]
 pub(crate) enum Access<'a> {
-    /// One tenant's rows.
-    Tenant(&'a TenantId),
+    /// The rows `who` reaches: its tenant's, and only its resource's
+    /// threads (with their messages, vectors, jobs and states) when it is
+    /// bound to one.
+    Of(&'a dyn Reach),
     /// Every tenant's rows.
     All,
 }
 
+impl std::fmt::Debug for Access<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Access").field(&self.tenant()).field(&self.resource()).finish()
+    }
+}
+
 impl Access<'_> {
-    fn setting(&self) -> &str {
+    /// `memlayer.tenant`.
+    pub(crate) fn tenant(&self) -> &str {
         match self {
-            Access::Tenant(t) => t.as_str(),
+            Access::Of(who) => who.tenant().as_str(),
             Access::All => ALL_TENANTS,
+        }
+    }
+
+    /// `memlayer.resource`: empty for the whole tenant.
+    fn resource(&self) -> &str {
+        match self {
+            Access::Of(who) => who.resource().map_or("", |r| r.as_str()),
+            Access::All => "",
         }
     }
 }
@@ -233,9 +251,9 @@ impl std::ops::DerefMut for Conn {
     }
 }
 
-const BIND_TENANT: &str = "SELECT set_config('memlayer.tenant', $1, true)";
-const BIND_TENANT_AND_TIMEOUT: &str =
-    "SELECT set_config('memlayer.tenant', $1, true), set_config('statement_timeout', $2, true)";
+const BIND_TENANT: &str = "SELECT set_config('memlayer.tenant', $1, true), set_config('memlayer.resource', $2, true)";
+const BIND_TENANT_AND_TIMEOUT: &str = "SELECT set_config('memlayer.tenant', $1, true), \
+     set_config('memlayer.resource', $2, true), set_config('statement_timeout', $3, true)";
 
 /// Starts a transaction on `conn`, bound to `access` and bounded by the
 /// backend's statement timeout (see [`begin_with`]).
@@ -244,11 +262,11 @@ pub(crate) async fn begin<'a>(conn: &'a mut Conn, access: Access<'_>) -> Result<
     begin_with(client, access, statement_timeout.as_deref()).await
 }
 
-/// Starts a transaction on `client`, binds it to `access` and, with
-/// `timeout` (milliseconds), bounds each of its statements, in one round
-/// trip: both settings are transaction-local (`set_config(…, true)`, as
-/// `SET LOCAL`), so they end with the transaction and never leak to the
-/// connection's next user. Migrations and the vector index's schema set-up
+/// Starts a transaction on `client`, binds it to `access` (tenant and
+/// resource) and, with `timeout` (milliseconds), bounds each of its
+/// statements, in one round trip: the settings are transaction-local
+/// (`set_config(…, true)`, as `SET LOCAL`), so they end with the
+/// transaction and never leak to the connection's next user. Migrations and the vector index's schema set-up
 /// pass no timeout: a schema change on a large table may rightly take long.
 pub(crate) async fn begin_with<'a>(
     client: &'a mut Object,
@@ -259,11 +277,11 @@ pub(crate) async fn begin_with<'a>(
     match timeout {
         Some(ms) => {
             let bind = tx.prepare_cached(BIND_TENANT_AND_TIMEOUT).await.ctx("bind transaction to tenant")?;
-            tx.execute(&bind, &[&access.setting(), &ms]).await.ctx("bind transaction to tenant")?;
+            tx.execute(&bind, &[&access.tenant(), &access.resource(), &ms]).await.ctx("bind transaction to tenant")?;
         }
         None => {
             let bind = tx.prepare_cached(BIND_TENANT).await.ctx("bind transaction to tenant")?;
-            tx.execute(&bind, &[&access.setting()]).await.ctx("bind transaction to tenant")?;
+            tx.execute(&bind, &[&access.tenant(), &access.resource()]).await.ctx("bind transaction to tenant")?;
         }
     }
     Ok(tx)

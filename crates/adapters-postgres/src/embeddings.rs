@@ -113,8 +113,8 @@ impl EmbeddingEngine for PgBackend {
         let tx = begin(&mut client, Access::All).await?;
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO embedding_jobs (message_id, tenant, attempts, next_attempt_at, last_error, created_at) \
-                 SELECT m.id, m.tenant, 0, $2, NULL, $2 FROM messages m \
+                "INSERT INTO embedding_jobs (message_id, tenant, thread_id, attempts, next_attempt_at, last_error, \
+                 created_at) SELECT m.id, m.tenant, m.thread_id, 0, $2, NULL, $2 FROM messages m \
                  WHERE m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
                  AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
                  ON CONFLICT (message_id) DO NOTHING",
@@ -184,7 +184,7 @@ impl EmbeddingEngine for PgBackend {
               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) AS other"
         );
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let tx = begin(&mut client, Access::Of(filter)).await?;
         let stmt = tx.prepare_cached(&sql).await.ctx("count embeddings")?;
         let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count embeddings")?;
         tx.commit().await.ctx("count embeddings")?;
@@ -214,7 +214,7 @@ impl EmbeddingEngine for PgBackend {
              ELSE 0 END AS other"
         );
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let tx = begin(&mut client, Access::Of(filter)).await?;
         let stmt = tx.prepare_cached(&sql).await.ctx("count coverage")?;
         let row = tx.query_one(&stmt, &[&model, &filter.tenant.as_str(), &threads]).await.ctx("count coverage")?;
         tx.commit().await.ctx("count coverage")?;
@@ -236,7 +236,7 @@ impl EmbeddingEngine for PgBackend {
         let params: Vec<Param> =
             vec![Box::new(matcher), Box::new(filter.tenant.as_str().to_owned()), Box::new(threads), Box::new(int(k))];
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let tx = begin(&mut client, Access::Of(filter)).await?;
         let stmt = tx.prepare_cached(sql).await.ctx("full-text search")?;
         let rows = tx.query(&stmt, &refs(&params)).await.ctx("full-text search")?;
         tx.commit().await.ctx("full-text search")?;

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::migrate::{Migrate, Migration, bookkeeping};
 use memlayer_adapters_sql::{CellSource, Dialect, Executor, Row, Sql, SqlValue, Transactor, Work, corrupt};
-use memlayer_domain::TenantId;
+use memlayer_domain::Reach;
 use memlayer_ports::StoreError;
 use tokio_postgres::Statement;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -175,9 +175,9 @@ impl PgBackend {
     ) -> Result<T, StoreError> {
         let mut client = self.client().await?;
         let tx = begin(&mut client, access).await?;
-        if let (true, Access::Tenant(tenant)) = (serial, &access) {
+        if let (true, Access::Of(_)) = (serial, &access) {
             let stmt = tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))").await.ctx("lock tenant")?;
-            tx.execute(&stmt, &[&CONFIG_LOCK, &tenant.as_str()]).await.ctx("lock tenant")?;
+            tx.execute(&stmt, &[&CONFIG_LOCK, &access.tenant()]).await.ctx("lock tenant")?;
         }
         let out = work(&PgExecutor(&tx)).await?;
         tx.commit().await.ctx("commit")?;
@@ -191,20 +191,20 @@ impl Transactor for PgBackend {
         Dialect::Postgres
     }
 
-    async fn read<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        self.transaction(Access::Tenant(tenant), false, work).await
+    async fn read<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
+        self.transaction(Access::Of(who), false, work).await
     }
 
-    async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        self.transaction(Access::Tenant(tenant), false, work).await
+    async fn write<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
+        self.transaction(Access::Of(who), false, work).await
     }
 
     async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
         self.transaction(Access::All, false, work).await
     }
 
-    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError> {
-        self.transaction(Access::Tenant(tenant), true, work).await
+    async fn write_serial<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
+        self.transaction(Access::Of(who), true, work).await
     }
 }
 

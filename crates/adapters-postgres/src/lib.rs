@@ -73,3 +73,4 @@ use memlayer_ports::{
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 
 memlayer_adapters_sql::database!(PgBackend);
+memlayer_adapters_sql::usage_store!(PgBackend);

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
-use memlayer_domain::{Message, MessageId, Page, TenantId, ThreadId, now};
+use memlayer_adapters_sql::usage;
+use memlayer_domain::{Message, MessageId, Page, Quota, Reach, TenantId, ThreadId, now};
 use memlayer_ports::{StoreError, Windows};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -20,11 +21,11 @@ use crate::exec::{PgExecutor, arg_refs, pg_parts, row_values};
 
 /// The columns an append writes, in the order of [`COLUMN_TYPES`].
 const INSERT_COLUMNS: &str = "id, tenant, thread_id, seq, role, content, tool_call_id, tool_name, tool_calls, \
-     metadata, token_count, token_model, token_encoding, token_exact, created_at";
+     metadata, token_count, token_model, token_encoding, token_exact, created_at, stored_bytes";
 
 /// Binary COPY needs each column's type up front; all are built-in types
 /// with fixed OIDs.
-const COLUMN_TYPES: [Type; 15] = [
+const COLUMN_TYPES: [Type; 16] = [
     Type::UUID,
     Type::TEXT,
     Type::UUID,
@@ -40,6 +41,7 @@ const COLUMN_TYPES: [Type; 15] = [
     Type::TEXT,
     Type::BOOL,
     Type::TIMESTAMPTZ,
+    Type::INT8,
 ];
 
 /// A message's column values, owned, in [`INSERT_COLUMNS`] order.
@@ -58,6 +60,7 @@ struct InsertRow {
     token_encoding: Option<String>,
     token_exact: Option<bool>,
     created_at: time::OffsetDateTime,
+    stored_bytes: i64,
 }
 
 impl InsertRow {
@@ -86,10 +89,11 @@ impl InsertRow {
             token_encoding: token.map(|t| t.encoding.clone()),
             token_exact: token.map(|t| t.exact),
             created_at: m.created_at,
+            stored_bytes: usage::stored_bytes(m),
         })
     }
 
-    fn params<'a>(&'a self, tenant: &'a &'a str) -> [&'a (dyn ToSql + Sync); 15] {
+    fn params<'a>(&'a self, tenant: &'a &'a str) -> [&'a (dyn ToSql + Sync); 16] {
         [
             &self.id,
             tenant,
@@ -106,6 +110,7 @@ impl InsertRow {
             &self.token_encoding,
             &self.token_exact,
             &self.created_at,
+            &self.stored_bytes,
         ]
     }
 }
@@ -114,18 +119,48 @@ memlayer_adapters_sql::message_store!(PgBackend);
 
 #[async_trait]
 impl MessageEngine for PgBackend {
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError> {
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
+        let (tenant, thread, delta) = (who.tenant(), batch.thread(), batch.delta());
+        let mut messages = batch.into_messages();
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
-        let messages = append_in(&tx, tenant, batch.thread(), batch.into_messages()).await?;
-        tx.commit().await.ctx("append messages")?;
-        Ok(messages)
+        for &mode in usage::modes(Dialect::Postgres, quota, delta) {
+            let tx = begin(&mut client, Access::Of(who)).await?;
+            reserve(&tx, tenant, thread, &mut messages, delta).await?;
+            // Counted last, just before the commit: the tenant's counter row
+            // (its shard) stays locked from there to the commit only, not
+            // through the insert (a COPY of a batch takes milliseconds).
+            let charge = if let [_] = messages.as_slice() {
+                // One message is one INSERT: the charge's first statement is
+                // sent without waiting for the insert's answer (the driver
+                // pipelines), saving the append a round trip. Which of the
+                // two the server runs first does not matter: both are in this
+                // transaction, and the check reads the sum after its own
+                // increment either way.
+                let ex = PgExecutor(&tx);
+                let both = futures_util::future::try_join(
+                    insert(&tx, tenant, &messages),
+                    usage::charge(&ex, tenant, thread, delta, quota, mode),
+                );
+                both.await?.1
+            } else {
+                insert(&tx, tenant, &messages).await?;
+                usage::charge(&PgExecutor(&tx), tenant, thread, delta, quota, mode).await?
+            };
+            if charge == usage::Charge::Unsettled {
+                // Dropped: rolled back, the thread row's lock released.
+                continue;
+            }
+            tx.commit().await.ctx("append messages")?;
+            return Ok(messages);
+        }
+        Err(StoreError::backend("an exclusive quota charge did not settle"))
     }
 
-    async fn read_page(&self, tenant: &TenantId, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+    async fn read_page(&self, who: &dyn Reach, mut page: PageCut) -> Result<Page<Message>, StoreError> {
+        let tenant = who.tenant();
         let (sql, args) = pg_parts(page.sql(Dialect::Postgres, tenant));
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx.prepare_cached(&sql).await.ctx("read messages")?;
         read_in_chunks(&tx, &stmt, &arg_refs(&args), &mut page).await?;
         if page.is_empty() {
@@ -135,7 +170,8 @@ impl MessageEngine for PgBackend {
         Ok(page.finish())
     }
 
-    async fn read_neighbours(&self, tenant: &TenantId, mut cut: WindowCut) -> Result<Windows, StoreError> {
+    async fn read_neighbours(&self, who: &dyn Reach, mut cut: WindowCut) -> Result<Windows, StoreError> {
+        let tenant = who.tenant();
         // Sequence numbers start at 1 and stay far below 2^62: a window
         // ending below 0 or starting past 2^62 holds nothing, and clamping
         // keeps `hi - lo + 1` in the query from overflowing.
@@ -147,17 +183,18 @@ impl MessageEngine for PgBackend {
         let from: Vec<i64> = readable().map(|w| w.from.max(0)).collect();
         let to: Vec<i64> = readable().map(|w| w.to.min(i64::MAX / 2)).collect();
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx.prepare_cached(WINDOWS).await.ctx("read windows")?;
         read_in_chunks(&tx, &stmt, &[&threads, &from, &to, &tenant.as_str()], &mut cut).await?;
         tx.commit().await.ctx("read windows")?;
         Ok(cut.finish())
     }
 
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+        let tenant = who.tenant();
         let uuids: Vec<uuid::Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         let mut client = self.client().await?;
-        let tx = begin(&mut client, Access::Tenant(tenant)).await?;
+        let tx = begin(&mut client, Access::Of(who)).await?;
         let stmt = tx
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant = $2 AND {LIVE}"
@@ -171,31 +208,31 @@ impl MessageEngine for PgBackend {
     }
 }
 
-/// The append inside the caller's transaction: `UPDATE … RETURNING` takes
-/// the thread row's lock (as `SELECT … FOR UPDATE` would) and reserves the
-/// sequence numbers in the same round trip, so concurrent appenders queue
-/// on the row and get consecutive, gap-free ranges; then the rows go in by
-/// binary COPY (one prepared `INSERT` for a single message), and the
-/// statement trigger of migration 2 adds their embedding jobs. Nothing is
-/// visible to others until the caller commits.
-pub(crate) async fn append_in(
+/// The first step of an append, inside the caller's transaction: `UPDATE …
+/// RETURNING` takes the thread row's lock (as `SELECT … FOR UPDATE` would),
+/// reserves the sequence numbers and adds the batch to the thread's stored
+/// counts in one round trip, so concurrent appenders queue on the row and
+/// get consecutive, gap-free ranges; the messages get their numbers.
+async fn reserve(
     tx: &Transaction<'_>,
     tenant: &TenantId,
     thread: ThreadId,
-    mut messages: Vec<Message>,
-) -> Result<Vec<Message>, StoreError> {
+    messages: &mut [Message],
+    delta: usage::Delta,
+) -> Result<(), StoreError> {
     let n =
         i64::try_from(messages.len()).map_err(|e| StoreError::backend(DriverError::new("append", e.to_string())))?;
     let at = messages.first().map_or_else(now, |m| m.created_at);
     let bump = tx
         .prepare_cached(
-            "UPDATE threads SET last_seq = last_seq + $1, updated_at = greatest(updated_at, $2) \
+            "UPDATE threads SET last_seq = last_seq + $1, updated_at = greatest(updated_at, $2), \
+             stored_messages = stored_messages + $1, stored_bytes = stored_bytes + $5 \
              WHERE tenant = $3 AND id = $4 AND deleted_at IS NULL RETURNING last_seq",
         )
         .await
         .ctx("reserve sequence numbers")?;
     let row = tx
-        .query_opt(&bump, &[&n, &at, &tenant.as_str(), &thread.as_uuid()])
+        .query_opt(&bump, &[&n, &at, &tenant.as_str(), &thread.as_uuid(), &delta.bytes])
         .await
         .ctx("reserve sequence numbers")?
         .ok_or_else(|| StoreError::not_found("thread", thread))?;
@@ -203,12 +240,20 @@ pub(crate) async fn append_in(
     for (seq, m) in (last - n + 1..).zip(messages.iter_mut()) {
         m.seq = seq;
     }
+    Ok(())
+}
+
+/// The last step of an append: the rows go in by binary COPY (one prepared
+/// `INSERT` for a single message), and the statement trigger of migration 2
+/// adds their embedding jobs. Nothing is visible to others until the caller
+/// commits.
+async fn insert(tx: &Transaction<'_>, tenant: &TenantId, messages: &[Message]) -> Result<(), StoreError> {
     let rows = messages.iter().map(InsertRow::new).collect::<Result<Vec<_>, _>>()?;
     if let [one] = rows.as_slice() {
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO messages ({INSERT_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ))
             .await
             .ctx("insert message")?;
@@ -216,7 +261,7 @@ pub(crate) async fn append_in(
     } else {
         copy_rows(tx, tenant.as_str(), &rows).await?;
     }
-    Ok(messages)
+    Ok(())
 }
 
 /// A session-private staging table for binary COPY: Postgres refuses COPY
@@ -228,7 +273,7 @@ pub(crate) async fn append_in(
 const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS memlayer_append_staging (
     id uuid, tenant text, thread_id uuid, seq bigint, role text, content text, tool_call_id text,
     tool_name text, tool_calls jsonb, metadata jsonb, token_count bigint, token_model text,
-    token_encoding text, token_exact boolean, created_at timestamptz
+    token_encoding text, token_exact boolean, created_at timestamptz, stored_bytes bigint
 ) ON COMMIT DELETE ROWS";
 
 async fn copy_rows(tx: &Transaction<'_>, tenant: &str, rows: &[InsertRow]) -> Result<(), StoreError> {

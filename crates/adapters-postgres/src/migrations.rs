@@ -12,9 +12,11 @@ use memlayer_adapters_sql::migrate::Migration;
 /// has no Postgres counterpart (jobs and full-text entries are written in
 /// the appending statement here); no version 5: libSQL's `tenant_lexical`
 /// (a full-text table per tenant) has none either (`ts_rank` uses no corpus
-/// statistics). Version 8 is Postgres only: libSQL's FTS5 has no size limit
-/// on a document.
-pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10, 13, 14, 15];
+/// statistics). Versions 8, 12 and 16 are Postgres only: libSQL's FTS5 has no
+/// size limit on a document, and libSQL has no row-level security to hold a
+/// caller's resource (the memory services hold it on both backends).
+pub(crate) const MIGRATIONS: &[Migration] =
+    memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
 #[cfg(test)]
 mod tests {
@@ -23,7 +25,7 @@ mod tests {
     #[test]
     fn versions_3_and_5_are_libsql_s_own_and_8_is_postgres_s() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10, 13, 14, 15]);
+        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
         assert_eq!(MIGRATIONS[5].name, "bounded_document");
         assert!(MIGRATIONS[5].up.contains("tsvector"));
     }

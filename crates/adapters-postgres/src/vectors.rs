@@ -163,6 +163,13 @@ impl PgVectorIndex {
                 IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE tablename = '{t}' AND policyname = 'tenant_isolation') THEN
                     CREATE POLICY tenant_isolation ON {t} USING (memlayer_tenant_admits(tenant));
                 END IF;
+                -- A caller's resource, as on message_vectors (migration 12; its
+                -- down migration drops this policy too).
+                IF to_regprocedure('memlayer_resource_threads()') IS NOT NULL AND NOT EXISTS
+                    (SELECT 1 FROM pg_policies WHERE tablename = '{t}' AND policyname = 'resource_isolation') THEN
+                    CREATE POLICY resource_isolation ON {t} AS RESTRICTIVE USING ((SELECT memlayer_unbound())
+                        OR thread_id = ANY ((SELECT memlayer_resource_threads())::uuid[]));
+                END IF;
             END $$;",
             t = index.table
         );
@@ -272,7 +279,7 @@ impl PgVectorIndex {
         let cond = "tenant = $1 AND model = $2 AND ($3::uuid[] IS NULL OR thread_id = ANY($3)) \
                      AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
         let mut client = self.backend.client().await?;
-        let tx = begin(&mut client, Access::Tenant(&filter.tenant)).await?;
+        let tx = begin(&mut client, Access::Of(filter)).await?;
         let exact = match force_exact {
             Some(exact) => exact,
             None => {

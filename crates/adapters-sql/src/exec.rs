@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use memlayer_domain::TenantId;
+use memlayer_domain::Reach;
 use memlayer_ports::StoreError;
 
 use crate::{Dialect, Sql, SqlValue};
@@ -54,12 +54,16 @@ pub trait Transactor: Send + Sync {
     /// The dialect the backend speaks (without opening anything).
     fn dialect(&self) -> Dialect;
 
-    /// Runs `work` in a read transaction scoped to `tenant`.
-    async fn read<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
+    /// Runs `work` in a read transaction scoped to `who`: its tenant, and,
+    /// on a backend that enforces resources (Postgres, by row-level
+    /// security), its resource when it is bound to one. A
+    /// [`memlayer_domain::TenantId`] is the whole tenant.
+    async fn read<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError>;
 
-    /// Runs `work` in a write transaction scoped to `tenant`, committed when
-    /// it succeeds and rolled back when it fails.
-    async fn write<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
+    /// Runs `work` in a write transaction scoped to `who` (as
+    /// [`Transactor::read`]), committed when it succeeds and rolled back when
+    /// it fails.
+    async fn write<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError>;
 
     /// Runs `work` in a write transaction that sees every tenant's rows
     /// (cross-tenant maintenance: purges, queues).
@@ -69,5 +73,5 @@ pub trait Transactor: Send + Sync {
     /// the tenant (libSQL: every write is, on its one writer; Postgres: a
     /// transaction-level advisory lock on the tenant), so a check and the
     /// write it guards cannot interleave with another such write.
-    async fn write_serial<T: Send + 'static>(&self, tenant: &TenantId, work: Work<T>) -> Result<T, StoreError>;
+    async fn write_serial<T: Send + 'static>(&self, who: &dyn Reach, work: Work<T>) -> Result<T, StoreError>;
 }

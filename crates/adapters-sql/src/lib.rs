@@ -9,7 +9,8 @@
 //! store of models, agents, tools and settings, written once over the [`Transactor`] and
 //! [`Executor`] traits the adapters implement with their drivers,
 //! [`state`] and [`idempotency`] the agent-state and `Idempotency-Key`
-//! stores the same way, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
+//! stores the same way, [`usage`] the tenants' storage counters and the
+//! quota check every write that adds to them runs in its transaction, [`keys`] the API key store, [`threads`] the thread store, [`messages`] the
 //! message store and its budgets ([`token_counts`] its per-encoding token counts), [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
 //! both vector indexes check, [`working`] the working-memory store,
@@ -48,6 +49,7 @@ pub mod summaries;
 pub mod table;
 pub mod threads;
 pub mod token_counts;
+pub mod usage;
 mod value;
 pub mod vectors;
 pub mod working;

@@ -23,11 +23,12 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Role, TenantId, ThreadId, Timestamp,
-    TokenCount, ToolCall, now, resolve_message_cursor,
+    Cursor, Direction, Message, MessageId, Metadata, NewMessage, Page, PageSize, Quota, Reach, Role, TenantId,
+    ThreadId, Timestamp, TokenCount, ToolCall, now, resolve_message_cursor,
 };
 use memlayer_ports::{ByteBudget, SeqRange, StoreError, Windows};
 
+use crate::usage::{self, Delta};
 use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 
 /// What [`message_store!`](crate::message_store) leaves to the engine: storing an append's batch
@@ -35,27 +36,34 @@ use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
 #[async_trait]
 pub trait MessageEngine: Transactor + Sized {
     /// Stores `batch` in one transaction: reserves its sequence numbers on
-    /// the thread row (bumping `updated_at`), `NotFound` when the thread is
-    /// not the tenant's or is marked deleted, and inserts the messages;
-    /// returns them with their sequence numbers.
-    async fn insert_batch(&self, tenant: &TenantId, batch: Batch) -> Result<Vec<Message>, StoreError>;
+    /// the thread row (bumping `updated_at` and the thread's stored
+    /// messages and bytes by [`Batch::delta`]), `NotFound` when the thread
+    /// is not the tenant's or is marked deleted, inserts the messages with
+    /// their [`crate::usage::stored_bytes`] and counts the batch against
+    /// `quota` with [`crate::usage::charge`] (after the thread row: every
+    /// write locks a thread before its tenant's counters; an engine whose
+    /// writers run side by side counts last, so the counter row is held
+    /// only until the commit), starting again in
+    /// [`crate::usage::Mode::Exclusive`] when a shared charge does not
+    /// settle; returns the messages with their sequence numbers.
+    async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError>;
 
     /// Reads `page` ([`PageCut::sql`]) until it is full, then checks the
     /// thread in the same transaction when the page is empty.
-    async fn read_page(&self, tenant: &TenantId, page: PageCut) -> Result<Page<Message>, StoreError>;
+    async fn read_page(&self, who: &dyn Reach, page: PageCut) -> Result<Page<Message>, StoreError>;
 
     /// Reads the tenant's messages in `cut`'s windows, in window order, until
     /// the cut stops.
-    async fn read_neighbours(&self, tenant: &TenantId, cut: WindowCut) -> Result<Windows, StoreError>;
+    async fn read_neighbours(&self, who: &dyn Reach, cut: WindowCut) -> Result<Windows, StoreError>;
 
     /// The messages of `ids` (at least one) that are the tenant's and live,
     /// in the order of `ids` ([`in_order`]).
-    async fn read_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
+    async fn read_many(&self, who: &dyn Reach, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
     /// `MessageStore::last`: the shared [`last`] unless the engine decodes
     /// its rows faster.
-    async fn read_last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
-        last(self, tenant, thread, n).await
+    async fn read_last(&self, who: &dyn Reach, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+        last(self, who, thread, n).await
     }
 }
 
@@ -68,6 +76,7 @@ pub struct Batch {
     thread: ThreadId,
     at: Timestamp,
     messages: Vec<Message>,
+    delta: Delta,
 }
 
 impl Batch {
@@ -77,8 +86,10 @@ impl Batch {
     /// `Invalid` for an empty batch or one above `MAX_BATCH`.
     pub fn new(thread: ThreadId, batch: Vec<NewMessage>, at: Timestamp) -> Result<Self, StoreError> {
         memlayer_domain::check_batch(batch.len())?;
-        let messages = batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
-        Ok(Self { thread, at, messages })
+        let messages: Vec<Message> =
+            batch.into_iter().map(|new| new.into_message(MessageId::new(), thread, 0, at)).collect();
+        let delta = Delta::of_messages(&messages);
+        Ok(Self { thread, at, messages, delta })
     }
 
     /// The thread appended to.
@@ -91,6 +102,12 @@ impl Batch {
     #[must_use]
     pub fn at(&self) -> Timestamp {
         self.at
+    }
+
+    /// What storing the batch adds to its tenant's usage.
+    #[must_use]
+    pub fn delta(&self) -> Delta {
+        self.delta
     }
 
     /// The messages, in order.
@@ -106,18 +123,23 @@ impl Batch {
     }
 }
 
-/// `MessageStore::append`.
+/// `MessageStore::append_within`.
 ///
 /// # Errors
-/// `Invalid` for an empty or oversized batch, `NotFound` for a missing
-/// thread, a failed write.
+/// `Invalid` for an empty or oversized batch, `QuotaExceeded` for a batch
+/// larger than a limit of `quota` (before any transaction) or one that the
+/// tenant's usage leaves no room for, `NotFound` for a missing thread, a
+/// failed write.
 pub async fn append<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     batch: Vec<NewMessage>,
+    quota: &Quota,
 ) -> Result<Vec<Message>, StoreError> {
-    db.insert_batch(tenant, Batch::new(thread, batch, now())?).await
+    let batch = Batch::new(thread, batch, now())?;
+    usage::check_size(quota, batch.delta())?;
+    db.insert_batch(who, batch, quota).await
 }
 
 /// `MessageStore::page_within`.
@@ -127,7 +149,7 @@ pub async fn append<D: MessageEngine>(
 /// missing thread, a failed read.
 pub async fn page_within<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     cursor: Option<Cursor>,
     direction: Option<Direction>,
@@ -135,7 +157,7 @@ pub async fn page_within<D: MessageEngine>(
     max_bytes: usize,
 ) -> Result<Page<Message>, StoreError> {
     let page = PageCut::new(thread, cursor.as_ref(), direction, limit, max_bytes)?;
-    db.read_page(tenant, page).await
+    db.read_page(who, page).await
 }
 
 /// `MessageStore::read_windows`: nothing to read without a window holding
@@ -145,12 +167,12 @@ pub async fn page_within<D: MessageEngine>(
 /// A failed read.
 pub async fn read_windows<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     windows: Vec<SeqRange>,
     max_bytes: usize,
 ) -> Result<Windows, StoreError> {
     match WindowCut::new(windows, max_bytes) {
-        Some(cut) => db.read_neighbours(tenant, cut).await,
+        Some(cut) => db.read_neighbours(who, cut).await,
         None => Ok(Windows::default()),
     }
 }
@@ -161,36 +183,63 @@ pub async fn read_windows<D: MessageEngine>(
 /// A failed read.
 pub async fn get_many<D: MessageEngine>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     ids: Vec<MessageId>,
 ) -> Result<Vec<Message>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    db.read_many(tenant, ids).await
+    db.read_many(who, ids).await
 }
 
 /// `DELETE` of the message `id` if it is the tenant's and its thread is not
-/// marked deleted.
+/// marked deleted, returning its thread and stored bytes.
 #[must_use]
 pub fn delete_sql(dialect: Dialect, tenant: &TenantId, id: MessageId) -> Sql {
     let mut sql = Sql::new(dialect);
     sql.push("DELETE FROM messages WHERE id = ").bind(id.as_uuid()).push(" AND ");
     push_tenant_live(&mut sql, tenant, "messages.thread_id");
+    sql.push(" RETURNING thread_id, stored_bytes");
     sql
 }
 
-/// `MessageStore::delete`: one statement, with which the engine's triggers
-/// (libSQL) or cascades (Postgres) remove the message's vectors, job and
-/// full-text entry.
+/// Takes one deleted message off its thread's stored counts.
+#[must_use]
+pub fn unstore_sql(dialect: Dialect, thread: ThreadId, bytes: i64) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("UPDATE threads SET stored_messages = stored_messages - 1, stored_bytes = stored_bytes - ").bind(bytes);
+    sql.push(" WHERE id = ").bind(thread.as_uuid());
+    sql
+}
+
+/// `MessageStore::delete`: one transaction that deletes the message (the
+/// engine's triggers (libSQL) or cascades (Postgres) removing its vectors,
+/// job and full-text entry) and takes it off its thread's and its tenant's
+/// stored counts.
 ///
 /// # Errors
 /// `NotFound` when it is not the tenant's or its thread is marked deleted.
-pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<(), StoreError> {
+pub async fn delete<D: Transactor>(db: &D, who: &dyn Reach, id: MessageId) -> Result<(), StoreError> {
+    let tenant = who.tenant();
     let sql = delete_sql(db.dialect(), tenant, id);
-    let deleted =
-        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete message", sql).await }))).await?;
-    if deleted == 0 {
+    let owner = tenant.clone();
+    let deleted = db
+        .write(
+            who,
+            Box::new(move |db| {
+                Box::pin(async move {
+                    let Some(row) = db.fetch_one("delete message", sql).await? else { return Ok(false) };
+                    let c = Cells::new(&row, "messages");
+                    let (thread, bytes) = (ThreadId::from_uuid(c.uuid(0, "thread_id")?), c.int(1, "stored_bytes")?);
+                    db.execute("delete message", unstore_sql(db.dialect(), thread, bytes)).await?;
+                    let freed = Delta { threads: 0, messages: 1, bytes };
+                    usage::release(db, &owner, thread, freed.negated()).await?;
+                    Ok(true)
+                })
+            }),
+        )
+        .await?;
+    if !deleted {
         return Err(StoreError::not_found("message", id));
     }
     Ok(())
@@ -204,85 +253,86 @@ macro_rules! message_store {
     ($backend:ty) => {
         #[$crate::reexport::async_trait]
         impl ::memlayer_ports::MessageStore for $backend {
-            async fn append(
+            async fn append_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 batch: Vec<::memlayer_domain::NewMessage>,
+                quota: &::memlayer_domain::Quota,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::append(self, tenant, thread, batch).await
+                $crate::messages::append(self, who, thread, batch, quota).await
             }
 
             async fn page_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 cursor: Option<::memlayer_domain::Cursor>,
                 direction: Option<::memlayer_domain::Direction>,
                 limit: ::memlayer_domain::PageSize,
                 max_bytes: usize,
             ) -> Result<::memlayer_domain::Page<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::page_within(self, tenant, thread, cursor, direction, limit, max_bytes).await
+                $crate::messages::page_within(self, who, thread, cursor, direction, limit, max_bytes).await
             }
 
             async fn read_windows(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 windows: Vec<::memlayer_ports::SeqRange>,
                 max_bytes: usize,
             ) -> Result<::memlayer_ports::Windows, ::memlayer_ports::StoreError> {
-                $crate::messages::read_windows(self, tenant, windows, max_bytes).await
+                $crate::messages::read_windows(self, who, windows, max_bytes).await
             }
 
             async fn last(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 n: ::memlayer_domain::PageSize,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::MessageEngine::read_last(self, tenant, thread, n).await
+                $crate::messages::MessageEngine::read_last(self, who, thread, n).await
             }
 
             async fn get(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::MessageId,
             ) -> Result<::memlayer_domain::Message, ::memlayer_ports::StoreError> {
-                $crate::messages::get(self, tenant, id).await
+                $crate::messages::get(self, who, id).await
             }
 
             async fn get_many(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 ids: Vec<::memlayer_domain::MessageId>,
             ) -> Result<Vec<::memlayer_domain::Message>, ::memlayer_ports::StoreError> {
-                $crate::messages::get_many(self, tenant, ids).await
+                $crate::messages::get_many(self, who, ids).await
             }
 
             async fn delete(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::MessageId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::messages::delete(self, tenant, id).await
+                $crate::messages::delete(self, who, id).await
             }
 
             async fn token_counts(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 encoding: &str,
                 ids: Vec<::memlayer_domain::MessageId>,
             ) -> Result<Vec<(::memlayer_domain::MessageId, u32)>, ::memlayer_ports::StoreError> {
-                $crate::token_counts::token_counts(self, tenant, encoding, ids).await
+                $crate::token_counts::token_counts(self, who, encoding, ids).await
             }
 
             async fn save_token_counts(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 encoding: &str,
                 counts: Vec<(::memlayer_domain::MessageId, u32)>,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::token_counts::save_token_counts(self, tenant, encoding, counts).await
+                $crate::token_counts::save_token_counts(self, who, encoding, counts).await
             }
         }
     };
@@ -431,14 +481,15 @@ pub async fn ensure_thread(db: &dyn Executor, tenant: &TenantId, thread: ThreadI
 /// `NotFound` when the thread has no message and does not exist.
 pub async fn last<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     n: PageSize,
 ) -> Result<Vec<Message>, StoreError> {
+    let tenant = who.tenant();
     let sql = page_sql(db.dialect(), tenant, thread, Direction::Backward, i64::MAX, i64::from(n.get()));
     let owner = tenant.clone();
     db.read(
-        tenant,
+        who,
         Box::new(move |db| {
             Box::pin(async move {
                 let rows = db.fetch("read messages", sql).await?;
@@ -458,9 +509,10 @@ pub async fn last<D: Transactor>(
 ///
 /// # Errors
 /// `NotFound` when it is not the tenant's, or its thread is marked deleted.
-pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+pub async fn get<D: Transactor>(db: &D, who: &dyn Reach, id: MessageId) -> Result<Message, StoreError> {
+    let tenant = who.tenant();
     let sql = get_sql(db.dialect(), tenant, id);
-    db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
+    db.read(who, Box::new(move |db| Box::pin(async move { db.fetch_one("get message", sql).await })))
         .await?
         .map(decode)
         .transpose()?
@@ -699,13 +751,15 @@ mod tests {
         assert_eq!(
             delete_sql(Dialect::Sqlite, &tenant, id).text(),
             "DELETE FROM messages WHERE id = ?1 AND EXISTS (SELECT 1 FROM threads WHERE threads.id = \
-             messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL)"
+             messages.thread_id AND threads.tenant = ?2 AND threads.deleted_at IS NULL) \
+             RETURNING thread_id, stored_bytes"
         );
         let sql = delete_sql(Dialect::Postgres, &tenant, id);
         assert_eq!(
             sql.text(),
             "DELETE FROM messages WHERE id = $1 AND tenant = $2 \
-             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)"
+             AND thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
+             RETURNING thread_id, stored_bytes"
         );
         assert_eq!(sql.args(), [SqlValue::Uuid(id.as_uuid()), SqlValue::from("acme")]);
     }

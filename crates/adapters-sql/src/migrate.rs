@@ -70,9 +70,14 @@ macro_rules! migration {
     (8 $(=> $drops:expr)?) => { $crate::migration!(@ 8, "bounded_document", "0008_bounded_document" $(, $drops)?) };
     (9 $(=> $drops:expr)?) => { $crate::migration!(@ 9, "thread_sweep", "0009_thread_sweep" $(, $drops)?) };
     (10 $(=> $drops:expr)?) => { $crate::migration!(@ 10, "api_keys", "0010_api_keys" $(, $drops)?) };
+    (11 $(=> $drops:expr)?) => { $crate::migration!(@ 11, "storage_quota", "0011_storage_quota" $(, $drops)?) };
+    // Postgres only: row-level security on a caller's resource.
+    (12 $(=> $drops:expr)?) => { $crate::migration!(@ 12, "resource_isolation", "0012_resource_isolation" $(, $drops)?) };
     (13 $(=> $drops:expr)?) => { $crate::migration!(@ 13, "working_memory", "0013_working_memory" $(, $drops)?) };
     (14 $(=> $drops:expr)?) => { $crate::migration!(@ 14, "summaries", "0014_summaries" $(, $drops)?) };
     (15 $(=> $drops:expr)?) => { $crate::migration!(@ 15, "context", "0015_context" $(, $drops)?) };
+    // Postgres only: row-level security on a caller's resource for working memory and summaries.
+    (16 $(=> $drops:expr)?) => { $crate::migration!(@ 16, "resource_isolation_memory", "0016_resource_isolation_memory" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -5,7 +5,7 @@
 //! read `expected`, the second finds the row taken (insert) or its version
 //! moved (update), and gets `Conflict`.
 
-use memlayer_domain::{AgentName, AgentState, DomainError, StateVersion, TenantId, ThreadId, now};
+use memlayer_domain::{AgentName, AgentState, DomainError, Reach, StateVersion, TenantId, ThreadId, now};
 use memlayer_ports::StoreError;
 
 use crate::exec::{Executor, Transactor};
@@ -37,13 +37,14 @@ fn version_of(cells: &Cells<&[SqlValue]>) -> Result<Option<StateVersion>, StoreE
 /// [`memlayer_ports::StateStore::load`].
 pub async fn load<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     agent: &AgentName,
 ) -> Result<Option<AgentState>, StoreError> {
+    let tenant = who.tenant();
     let (t, agent) = (tenant.clone(), agent.clone());
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 let row = ex
@@ -70,12 +71,13 @@ pub async fn load<B: Transactor>(
 /// [`memlayer_ports::StateStore::save`].
 pub async fn save<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     agent: &AgentName,
     state: serde_json::Value,
     expected: StateVersion,
 ) -> Result<AgentState, StoreError> {
+    let tenant = who.tenant();
     AgentState::validate(&state)?;
     let at = now();
     let version = AgentState::next_version(expected)?;
@@ -86,7 +88,7 @@ pub async fn save<B: Transactor>(
     };
     let (t, a, value) = (tenant.clone(), agent.clone(), state.clone());
     b.write(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 let row = ex
@@ -137,22 +139,22 @@ macro_rules! state_store {
         impl ::memlayer_ports::StateStore for $backend {
             async fn load(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 agent: &::memlayer_domain::AgentName,
             ) -> Result<Option<::memlayer_domain::AgentState>, ::memlayer_ports::StoreError> {
-                $crate::state::load(self, tenant, thread, agent).await
+                $crate::state::load(self, who, thread, agent).await
             }
 
             async fn save(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 agent: &::memlayer_domain::AgentName,
                 state: ::serde_json::Value,
                 expected: ::memlayer_domain::StateVersion,
             ) -> Result<::memlayer_domain::AgentState, ::memlayer_ports::StoreError> {
-                $crate::state::save(self, tenant, thread, agent, state, expected).await
+                $crate::state::save(self, who, thread, agent, state, expected).await
             }
         }
     };

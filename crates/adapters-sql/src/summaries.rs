@@ -17,7 +17,7 @@
 //! (Postgres also stores it, for row-level security) and go with it: the
 //! foreign keys cascade when the sweeper removes the thread row.
 
-use memlayer_domain::{NewSummary, Summary, TenantId, ThreadId, Timestamp, now};
+use memlayer_domain::{NewSummary, Reach, Summary, TenantId, ThreadId, Timestamp, now};
 use memlayer_ports::{
     MAX_SUMMARY_ERROR_BYTES, StoreError, SummaryBacklog, SummaryJob, check_new_summary, cut_to_bytes,
 };
@@ -93,10 +93,11 @@ async fn newest_summary(ex: &dyn Executor, thread: ThreadId) -> Result<Option<Su
 }
 
 /// [`memlayer_ports::SummaryStore::current_summary`].
-pub async fn current<B: Transactor>(b: &B, tenant: &TenantId, thread: ThreadId) -> Result<Option<Summary>, StoreError> {
+pub async fn current<B: Transactor>(b: &B, who: &dyn Reach, thread: ThreadId) -> Result<Option<Summary>, StoreError> {
+    let tenant = who.tenant();
     let t = tenant.clone();
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 last_seq(ex, &t, thread).await?;
@@ -111,14 +112,15 @@ pub async fn current<B: Transactor>(b: &B, tenant: &TenantId, thread: ThreadId) 
 /// [`MAX_VERSIONS`] whatever `limit` asks.
 pub async fn versions<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     limit: u32,
 ) -> Result<Vec<Summary>, StoreError> {
+    let tenant = who.tenant();
     let t = tenant.clone();
     let limit = limit.min(MAX_VERSIONS);
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 last_seq(ex, &t, thread).await?;
@@ -136,11 +138,12 @@ pub async fn versions<B: Transactor>(
 /// [`memlayer_ports::SummaryStore::save_summary`].
 pub async fn save<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     thread: ThreadId,
     next: NewSummary,
     expected: u64,
 ) -> Result<Summary, StoreError> {
+    let tenant = who.tenant();
     check_new_summary(&next)?;
     let expected_i = to_i64(expected, "expected")?;
     let stored_version = expected_i
@@ -150,7 +153,7 @@ pub async fn save<B: Transactor>(
     let at = now();
     let t = tenant.clone();
     b.write(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 let last = last_seq(ex, &t, thread).await?;
@@ -228,10 +231,11 @@ pub fn backlog_sql(dialect: Dialect, thread: ThreadId, after: i64) -> Sql {
 }
 
 /// [`memlayer_ports::SummaryQueue::summary_backlog`].
-pub async fn backlog<B: Transactor>(b: &B, tenant: &TenantId, thread: ThreadId) -> Result<SummaryBacklog, StoreError> {
+pub async fn backlog<B: Transactor>(b: &B, who: &dyn Reach, thread: ThreadId) -> Result<SummaryBacklog, StoreError> {
+    let tenant = who.tenant();
     let t = tenant.clone();
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 last_seq(ex, &t, thread).await?;
@@ -414,12 +418,13 @@ pub async fn fail<B: Transactor>(
 }
 
 /// [`memlayer_ports::SummaryQueue::summary_job`].
-pub async fn job<B: Transactor>(b: &B, tenant: &TenantId, thread: ThreadId) -> Result<Option<SummaryJob>, StoreError> {
+pub async fn job<B: Transactor>(b: &B, who: &dyn Reach, thread: ThreadId) -> Result<Option<SummaryJob>, StoreError> {
+    let tenant = who.tenant();
     let mut sql = Sql::new(b.dialect());
     sql.push("SELECT ").push(JOB_COLUMNS).push(" FROM summary_jobs j");
     job_of(&mut sql, tenant, thread);
     let t = tenant.clone();
-    let row = b.read(tenant, Box::new(|ex| Box::pin(ex.fetch_one("read summary job", sql)))).await?;
+    let row = b.read(who, Box::new(|ex| Box::pin(ex.fetch_one("read summary job", sql)))).await?;
     row.map(|row| decode_job(t, thread, &row)).transpose()
 }
 
@@ -433,29 +438,29 @@ macro_rules! summary_store {
         impl ::memlayer_ports::SummaryStore for $backend {
             async fn current_summary(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
             ) -> Result<Option<::memlayer_domain::Summary>, ::memlayer_ports::StoreError> {
-                $crate::summaries::current(self, tenant, thread).await
+                $crate::summaries::current(self, who, thread).await
             }
 
             async fn save_summary(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 next: ::memlayer_domain::NewSummary,
                 expected: u64,
             ) -> Result<::memlayer_domain::Summary, ::memlayer_ports::StoreError> {
-                $crate::summaries::save(self, tenant, thread, next, expected).await
+                $crate::summaries::save(self, who, thread, next, expected).await
             }
 
             async fn summary_versions(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
                 limit: u32,
             ) -> Result<Vec<::memlayer_domain::Summary>, ::memlayer_ports::StoreError> {
-                $crate::summaries::versions(self, tenant, thread, limit).await
+                $crate::summaries::versions(self, who, thread, limit).await
             }
         }
 
@@ -463,10 +468,10 @@ macro_rules! summary_store {
         impl ::memlayer_ports::SummaryQueue for $backend {
             async fn summary_backlog(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
             ) -> Result<::memlayer_ports::SummaryBacklog, ::memlayer_ports::StoreError> {
-                $crate::summaries::backlog(self, tenant, thread).await
+                $crate::summaries::backlog(self, who, thread).await
             }
 
             async fn enqueue_summary(
@@ -509,10 +514,10 @@ macro_rules! summary_store {
 
             async fn summary_job(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 thread: ::memlayer_domain::ThreadId,
             ) -> Result<Option<::memlayer_ports::SummaryJob>, ::memlayer_ports::StoreError> {
-                $crate::summaries::job(self, tenant, thread).await
+                $crate::summaries::job(self, who, thread).await
             }
         }
     };

@@ -13,12 +13,12 @@ use std::num::NonZeroU32;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentName, Cursor, DomainError, Embedding, ForkThread, MessageId, Metadata, NewThread, Page, PageSize, ResourceId,
-    TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, Timestamp, Title, now,
+    AgentName, Cursor, DomainError, Embedding, ForkThread, MessageId, Metadata, NewThread, Page, PageSize, Quota,
+    Reach, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch, Timestamp, Title, now,
 };
 use memlayer_ports::{Fork, StoreError, Sweep, VectorEntry};
 
-use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
+use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt, usage};
 
 /// What [`thread_store!`](crate::thread_store) leaves to the engine: how a sweep chunk finds and
 /// removes a marked thread's rows (libSQL: by rowid, its triggers removing
@@ -33,15 +33,41 @@ pub trait ThreadEngine: Send + Sync {
     async fn sweep_chunk(&self, max_messages: NonZeroU32) -> Result<Sweep, StoreError>;
 }
 
-/// `ThreadStore::create`.
+/// `ThreadStore::create_within`: the thread is counted and the quota
+/// checked in the transaction that inserts it (see [`crate::usage`]).
 ///
 /// # Errors
-/// A failed write.
-pub async fn create<D: Transactor>(db: &D, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError> {
+/// `QuotaExceeded` past `quota.threads`; a failed write.
+pub async fn create<D: Transactor>(
+    db: &D,
+    who: &dyn Reach,
+    new: NewThread,
+    quota: &Quota,
+) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
+    usage::check_size(quota, usage::Delta::THREAD)?;
     let thread = created(tenant, new, now());
-    let sql = insert_sql(db.dialect(), &thread);
-    db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("create thread", sql).await }))).await?;
-    Ok(thread)
+    for &mode in usage::modes(db.dialect(), quota, usage::Delta::THREAD) {
+        let (sql, owner, id, quota) = (insert_sql(db.dialect(), &thread), tenant.clone(), thread.id, *quota);
+        let charge = db
+            .write(
+                who,
+                Box::new(move |db| {
+                    Box::pin(async move {
+                        let charge = usage::charge(db, &owner, id, usage::Delta::THREAD, &quota, mode).await?;
+                        if charge == usage::Charge::Settled {
+                            db.execute("create thread", sql).await?;
+                        }
+                        Ok(charge)
+                    })
+                }),
+            )
+            .await?;
+        if charge == usage::Charge::Settled {
+            return Ok(thread);
+        }
+    }
+    Err(StoreError::backend("an exclusive quota charge did not settle"))
 }
 
 /// The `INSERT` of a [`created`] thread.
@@ -75,31 +101,52 @@ pub fn insert_sql(dialect: Dialect, thread: &Thread) -> Sql {
 /// A failed read.
 pub async fn resource_threads<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     resource: &ResourceId,
 ) -> Result<Vec<ThreadId>, StoreError> {
+    let tenant = who.tenant();
     let mut sql = Sql::new(db.dialect());
     sql.push("SELECT id FROM threads WHERE tenant = ").bind(tenant.as_str());
     sql.push(" AND resource_id = ").bind(resource.as_str()).push(" AND deleted_at IS NULL ORDER BY id");
-    let rows = db
-        .read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list resource threads", sql).await })))
-        .await?;
+    let rows =
+        db.read(who, Box::new(move |db| Box::pin(async move { db.fetch("list resource threads", sql).await }))).await?;
     rows.iter().map(|row| Ok(ThreadId::from_uuid(Cells::new(row, "threads").uuid(0, "id")?))).collect()
 }
 
 /// `ThreadStore::delete`: only the mark, one row whatever the thread's
 /// size; from its commit on every query leaves the thread out, and
-/// `sweep_deleted` removes its rows later in bounded transactions.
+/// `sweep_deleted` removes its rows later in bounded transactions. The
+/// thread, its messages and their bytes stop counting in the same
+/// transaction (the thread row keeps their counts, so this is one
+/// statement more, not a count of its messages).
 ///
 /// # Errors
 /// `NotFound` for a missing or already deleted thread.
-pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError> {
+pub async fn delete<D: Transactor>(db: &D, who: &dyn Reach, id: ThreadId) -> Result<(), StoreError> {
+    let tenant = who.tenant();
     let mut sql = Sql::new(db.dialect());
     sql.push("UPDATE threads SET deleted_at = ").bind(now()).push(" WHERE tenant = ").bind(tenant.as_str());
-    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL");
-    let marked =
-        db.write(tenant, Box::new(move |db| Box::pin(async move { db.execute("delete thread", sql).await }))).await?;
-    if marked == 0 {
+    sql.push(" AND id = ").bind(id.as_uuid()).push(" AND deleted_at IS NULL RETURNING stored_messages, stored_bytes");
+    let owner = tenant.clone();
+    let marked = db
+        .write(
+            who,
+            Box::new(move |db| {
+                Box::pin(async move {
+                    let Some(row) = db.fetch_one("delete thread", sql).await? else { return Ok(false) };
+                    let c = Cells::new(&row, "threads");
+                    let held = usage::Delta {
+                        threads: 1,
+                        messages: c.int(0, "stored_messages")?,
+                        bytes: c.int(1, "stored_bytes")?,
+                    };
+                    usage::release(db, &owner, id, held.negated()).await?;
+                    Ok(true)
+                })
+            }),
+        )
+        .await?;
+    if !marked {
         return Err(StoreError::not_found("thread", id));
     }
     Ok(())
@@ -135,54 +182,95 @@ pub async fn delete<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> R
 /// nothing of the fork is stored).
 pub async fn fork<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     source: ThreadId,
     request: ForkThread,
+    quota: &Quota,
 ) -> Result<Fork, StoreError> {
-    let tenant_owned = tenant.clone();
-    db.write(
-        tenant,
-        Box::new(move |ex| {
-            Box::pin(async move {
-                let tenant = &tenant_owned;
-                let dialect = ex.dialect();
-                let row = ex.fetch_one("read thread to fork", get_sql(dialect, tenant, source)).await?;
-                let source_thread = row
-                    .as_deref()
-                    .map(|r| decode(r, tenant))
-                    .transpose()?
-                    .ok_or_else(|| StoreError::not_found("thread", source))?;
-                let at = now();
-                let thread = request.forked(&source_thread, ThreadId::new(), at)?;
-                ex.execute("create fork", insert_sql(dialect, &thread)).await?;
-                let messages = ex.execute("copy messages", fork_messages_sql(dialect, tenant, source, &thread)).await?;
-                ex.execute("copy vectors", fork_vectors_sql(dialect, tenant, source, &thread)).await?;
-                if dialect == Dialect::Postgres {
-                    let mut sql = Sql::new(dialect);
-                    sql.push("DELETE FROM embedding_jobs WHERE message_id IN (SELECT message_id FROM message_vectors ")
+    // A fork's size is known only once its messages are copied, so a
+    // limited tenant's fork takes the exact (exclusive) path at once.
+    let mode = if quota.is_limited() { usage::Mode::Exclusive } else { usage::Mode::Shared };
+    let (tenant_owned, quota) = (who.tenant().clone(), *quota);
+    let forked = db
+        .write(
+            who,
+            Box::new(move |ex| {
+                Box::pin(async move {
+                    let tenant = &tenant_owned;
+                    let dialect = ex.dialect();
+                    let row = ex.fetch_one("read thread to fork", get_sql(dialect, tenant, source)).await?;
+                    let source_thread = row
+                        .as_deref()
+                        .map(|r| decode(r, tenant))
+                        .transpose()?
+                        .ok_or_else(|| StoreError::not_found("thread", source))?;
+                    let at = now();
+                    let thread = request.forked(&source_thread, ThreadId::new(), at)?;
+                    ex.execute("create fork", insert_sql(dialect, &thread)).await?;
+                    let messages =
+                        ex.execute("copy messages", fork_messages_sql(dialect, tenant, source, &thread)).await?;
+                    let held = ex.fetch_one("count fork", fork_counts_sql(dialect, tenant, thread.id)).await?;
+                    let held = held.ok_or_else(|| StoreError::backend("the fork's row vanished"))?;
+                    let c = Cells::new(&held, "threads");
+                    let delta = usage::Delta {
+                        threads: 1,
+                        messages: c.int(0, "stored_messages")?,
+                        bytes: c.int(1, "stored_bytes")?,
+                    };
+                    let charge = usage::charge(ex, tenant, thread.id, delta, &quota, mode).await?;
+                    if charge != usage::Charge::Settled {
+                        return Err(StoreError::backend("an exclusive quota charge did not settle"));
+                    }
+                    ex.execute("copy vectors", fork_vectors_sql(dialect, tenant, source, &thread)).await?;
+                    if dialect == Dialect::Postgres {
+                        let mut sql = Sql::new(dialect);
+                        sql.push(
+                            "DELETE FROM embedding_jobs WHERE message_id IN (SELECT message_id FROM message_vectors ",
+                        )
                         .push("WHERE tenant = ")
                         .bind(tenant.as_str())
                         .push(" AND thread_id = ")
                         .bind(thread.id.as_uuid())
                         .push(")");
-                    ex.execute("drop jobs of copied vectors", sql).await?;
-                }
-                ex.execute("copy agent states", fork_states_sql(dialect, tenant, source, thread.id, at)).await?;
-                ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
-                for table in ["working_memory", "working_memory_versions"] {
-                    let sql = fork_working_sql(dialect, table, tenant, source, thread.id, at);
-                    ex.execute("copy working memory", sql).await?;
-                }
-                let rows = ex.fetch("read copied vectors", forked_vectors_sql(dialect, tenant, thread.id)).await?;
-                let vectors = rows
-                    .iter()
-                    .map(|row| decode_vector(dialect, row, tenant, thread.id))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Fork { thread, messages, vectors })
-            })
-        }),
-    )
-    .await
+                        ex.execute("drop jobs of copied vectors", sql).await?;
+                    }
+                    ex.execute("copy agent states", fork_states_sql(dialect, tenant, source, thread.id, at)).await?;
+                    ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
+                    for table in ["working_memory", "working_memory_versions"] {
+                        let sql = fork_working_sql(dialect, table, tenant, source, thread.id, at);
+                        ex.execute("copy working memory", sql).await?;
+                    }
+                    let rows = ex.fetch("read copied vectors", forked_vectors_sql(dialect, tenant, thread.id)).await?;
+                    let vectors = rows
+                        .iter()
+                        .map(|row| decode_vector(dialect, row, tenant, thread.id))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Fork { thread, messages, vectors })
+                })
+            }),
+        )
+        .await?;
+    Ok(forked)
+}
+
+/// Step 3's bookkeeping for the quota: the fork's thread row takes the count
+/// and bytes of the messages just copied (each kept its `stored_bytes`),
+/// which is what deleting the fork will release.
+#[must_use]
+pub fn fork_counts_sql(dialect: Dialect, tenant: &TenantId, fork: ThreadId) -> Sql {
+    let mut sql = Sql::new(dialect);
+    let id = sql.arg(fork.as_uuid());
+    let mut live = format!("FROM messages WHERE thread_id = {id}");
+    if dialect.tenant_on_every_table() {
+        let t = sql.arg(tenant.as_str());
+        live.push_str(&format!(" AND tenant = {t}"));
+    }
+    sql.push(&format!(
+        "UPDATE threads SET stored_messages = (SELECT count(*) {live}), \
+         stored_bytes = (SELECT coalesce(sum(stored_bytes), 0) {live}) WHERE id = {id}"
+    ));
+    sql.push(" AND tenant = ").bind(tenant.as_str()).push(" RETURNING stored_messages, stored_bytes");
+    sql
 }
 
 /// Step 3 of [`fork`]: `INSERT INTO messages … SELECT` the source's messages
@@ -196,7 +284,7 @@ pub fn fork_messages_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, 
         ids.extend_from_slice(memlayer_domain::MessageId::new().as_uuid().as_bytes());
     }
     let copied = "seq, role, content, tool_call_id, tool_name, tool_calls, metadata, token_count, token_model, \
-                  token_encoding, token_exact, created_at";
+                  token_encoding, token_exact, stored_bytes, created_at";
     let mut sql = Sql::new(dialect);
     let ids = sql.arg(SqlValue::Blob(ids));
     let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
@@ -397,64 +485,66 @@ macro_rules! thread_store {
     ($backend:ty) => {
         #[$crate::reexport::async_trait]
         impl ::memlayer_ports::ThreadStore for $backend {
-            async fn create(
+            async fn create_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 new: ::memlayer_domain::NewThread,
+                quota: &::memlayer_domain::Quota,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::create(self, tenant, new).await
+                $crate::threads::create(self, who, new, quota).await
             }
 
             async fn get(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::get(self, tenant, id).await
+                $crate::threads::get(self, who, id).await
             }
 
             async fn resource_threads(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 resource: &::memlayer_domain::ResourceId,
             ) -> Result<Vec<::memlayer_domain::ThreadId>, ::memlayer_ports::StoreError> {
-                $crate::threads::resource_threads(self, tenant, resource).await
+                $crate::threads::resource_threads(self, who, resource).await
             }
 
             async fn list(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 filter: &::memlayer_domain::ThreadFilter,
                 cursor: Option<::memlayer_domain::Cursor>,
                 limit: ::memlayer_domain::PageSize,
             ) -> Result<::memlayer_domain::Page<::memlayer_domain::Thread>, ::memlayer_ports::StoreError> {
-                $crate::threads::list(self, tenant, filter, cursor, limit).await
+                $crate::threads::list(self, who, filter, cursor, limit).await
             }
 
             async fn update(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
                 patch: ::memlayer_domain::ThreadPatch,
             ) -> Result<::memlayer_domain::Thread, ::memlayer_ports::StoreError> {
-                $crate::threads::update(self, tenant, id, patch, ::memlayer_domain::now()).await
+                $crate::threads::update(self, who, id, patch, ::memlayer_domain::now()).await
             }
 
             async fn delete(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 id: ::memlayer_domain::ThreadId,
             ) -> Result<(), ::memlayer_ports::StoreError> {
-                $crate::threads::delete(self, tenant, id).await
+                $crate::threads::delete(self, who, id).await
             }
 
-            async fn fork(
+            async fn fork_within(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 source: ::memlayer_domain::ThreadId,
                 fork: ::memlayer_domain::ForkThread,
+                quota: &::memlayer_domain::Quota,
             ) -> Result<::memlayer_ports::Fork, ::memlayer_ports::StoreError> {
-                $crate::threads::fork(self, tenant, source, fork).await
+                $crate::threads::fork(self, who, source, fork, quota).await
             }
 
             async fn sweep_deleted(
@@ -513,13 +603,14 @@ async fn one<D: Transactor>(
     db: &D,
     write: bool,
     context: &'static str,
-    tenant: &TenantId,
+    who: &dyn Reach,
     id: ThreadId,
     sql: Sql,
 ) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
     let work: crate::Work<Option<crate::Row>> =
         Box::new(move |db| Box::pin(async move { db.fetch_one(context, sql).await }));
-    let row = if write { db.write(tenant, work).await? } else { db.read(tenant, work).await? };
+    let row = if write { db.write(who, work).await? } else { db.read(who, work).await? };
     row.as_deref().map(|r| decode(r, tenant)).transpose()?.ok_or_else(|| StoreError::not_found("thread", id))
 }
 
@@ -527,8 +618,9 @@ async fn one<D: Transactor>(
 ///
 /// # Errors
 /// `NotFound` for a missing or deleted thread.
-pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError> {
-    one(db, false, "get thread", tenant, id, get_sql(db.dialect(), tenant, id)).await
+pub async fn get<D: Transactor>(db: &D, who: &dyn Reach, id: ThreadId) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
+    one(db, false, "get thread", who, id, get_sql(db.dialect(), tenant, id)).await
 }
 
 /// `ThreadStore::update`: an empty patch reads the thread.
@@ -537,16 +629,17 @@ pub async fn get<D: Transactor>(db: &D, tenant: &TenantId, id: ThreadId) -> Resu
 /// `NotFound` for a missing or deleted thread.
 pub async fn update<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     id: ThreadId,
     patch: ThreadPatch,
     at: Timestamp,
 ) -> Result<Thread, StoreError> {
+    let tenant = who.tenant();
     if patch.is_empty() {
-        return get(db, tenant, id).await;
+        return get(db, who, id).await;
     }
     let sql = update_sql(db.dialect(), THREAD_COLUMNS, tenant, id, patch, at);
-    one(db, true, "update thread", tenant, id, sql).await
+    one(db, true, "update thread", who, id, sql).await
 }
 
 /// `ThreadStore::list`.
@@ -555,14 +648,14 @@ pub async fn update<D: Transactor>(
 /// `Invalid` for a bad filter or a cursor of another listing.
 pub async fn list<D: Transactor>(
     db: &D,
-    tenant: &TenantId,
+    who: &dyn Reach,
     filter: &ThreadFilter,
     cursor: Option<Cursor>,
     limit: PageSize,
 ) -> Result<Page<Thread>, StoreError> {
+    let tenant = who.tenant();
     let (sql, limit) = listing(db.dialect(), THREAD_COLUMNS, tenant, filter, cursor, limit)?;
-    let rows =
-        db.read(tenant, Box::new(move |db| Box::pin(async move { db.fetch("list threads", sql).await }))).await?;
+    let rows = db.read(who, Box::new(move |db| Box::pin(async move { db.fetch("list threads", sql).await }))).await?;
     let items = rows.iter().map(|r| decode(r, tenant)).collect::<Result<Vec<_>, _>>()?;
     Ok(page(tenant, filter, items, limit))
 }

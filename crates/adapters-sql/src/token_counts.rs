@@ -7,7 +7,7 @@
 //! their message (a foreign key with `ON DELETE CASCADE`), and a deleted
 //! thread's messages are left out of every read at once.
 
-use memlayer_domain::{DomainError, MessageId, TenantId};
+use memlayer_domain::{DomainError, MessageId, Reach, TenantId};
 use memlayer_ports::StoreError;
 
 use crate::exec::Transactor;
@@ -81,18 +81,19 @@ pub fn write_sql(dialect: Dialect, tenant: &TenantId, encoding: &str, counts: &[
 /// [`memlayer_ports::MessageStore::token_counts`].
 pub async fn token_counts<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     encoding: &str,
     ids: Vec<MessageId>,
 ) -> Result<Vec<(MessageId, u32)>, StoreError> {
     check_encoding(encoding)?;
+    let tenant = who.tenant();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let dialect = b.dialect();
     let statements: Vec<Sql> = ids.chunks(PER_STATEMENT).map(|c| read_sql(dialect, tenant, encoding, c)).collect();
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 let mut out = Vec::new();
@@ -112,18 +113,19 @@ pub async fn token_counts<B: Transactor>(
 /// [`memlayer_ports::MessageStore::save_token_counts`].
 pub async fn save_token_counts<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     encoding: &str,
     counts: Vec<(MessageId, u32)>,
 ) -> Result<(), StoreError> {
     check_encoding(encoding)?;
+    let tenant = who.tenant();
     if counts.is_empty() {
         return Ok(());
     }
     let dialect = b.dialect();
     let statements: Vec<Sql> = counts.chunks(PER_STATEMENT).map(|c| write_sql(dialect, tenant, encoding, c)).collect();
     b.write(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 for sql in statements {

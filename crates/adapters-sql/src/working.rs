@@ -13,8 +13,8 @@
 //! newest `keep` by a primary-key range.
 
 use memlayer_domain::{
-    AgentState, DomainError, StateVersion, TenantId, WorkingContent, WorkingFormatKind, WorkingMemory, WorkingScope,
-    now,
+    AgentState, DomainError, Reach, StateVersion, TenantId, WorkingContent, WorkingFormatKind, WorkingMemory,
+    WorkingScope, now,
 };
 use memlayer_ports::StoreError;
 
@@ -139,12 +139,13 @@ fn stored_text(content: &WorkingContent) -> Result<String, StoreError> {
 /// [`memlayer_ports::WorkingMemoryStore::get_working`].
 pub async fn get<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     scope: &WorkingScope,
 ) -> Result<Option<WorkingMemory>, StoreError> {
+    let tenant = who.tenant();
     let (t, s) = (tenant.clone(), scope.clone());
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 match ex.fetch_one("read working memory", current_sql(ex.dialect(), &t, &s)).await? {
@@ -163,12 +164,13 @@ pub async fn get<B: Transactor>(
 /// [`memlayer_ports::WorkingMemoryStore::put_working`].
 pub async fn put<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     scope: &WorkingScope,
     content: WorkingContent,
     expected: StateVersion,
     keep: u32,
 ) -> Result<WorkingMemory, StoreError> {
+    let tenant = who.tenant();
     content.validate()?;
     if keep == 0 {
         return Err(DomainError::new("keep", "at least the new version is kept: 1 or more").into());
@@ -182,7 +184,7 @@ pub async fn put<B: Transactor>(
     let at = now();
     let (t, s) = (tenant.clone(), scope.clone());
     b.write(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 let seen = match ex.fetch_one("put working memory", current_sql(ex.dialect(), &t, &s)).await? {
@@ -270,13 +272,14 @@ pub async fn put<B: Transactor>(
 /// [`memlayer_ports::WorkingMemoryStore::working_versions`].
 pub async fn versions<B: Transactor>(
     b: &B,
-    tenant: &TenantId,
+    who: &dyn Reach,
     scope: &WorkingScope,
     limit: u32,
 ) -> Result<Vec<WorkingMemory>, StoreError> {
+    let tenant = who.tenant();
     let (t, s) = (tenant.clone(), scope.clone());
     b.read(
-        tenant,
+        who,
         Box::new(move |ex| {
             Box::pin(async move {
                 check_thread(ex, &t, &s).await?;
@@ -305,30 +308,30 @@ macro_rules! working_store {
         impl ::memlayer_ports::WorkingMemoryStore for $backend {
             async fn get_working(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 scope: &::memlayer_domain::WorkingScope,
             ) -> Result<Option<::memlayer_domain::WorkingMemory>, ::memlayer_ports::StoreError> {
-                $crate::working::get(self, tenant, scope).await
+                $crate::working::get(self, who, scope).await
             }
 
             async fn put_working(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 scope: &::memlayer_domain::WorkingScope,
                 content: ::memlayer_domain::WorkingContent,
                 expected: ::memlayer_domain::StateVersion,
                 keep: u32,
             ) -> Result<::memlayer_domain::WorkingMemory, ::memlayer_ports::StoreError> {
-                $crate::working::put(self, tenant, scope, content, expected, keep).await
+                $crate::working::put(self, who, scope, content, expected, keep).await
             }
 
             async fn working_versions(
                 &self,
-                tenant: &::memlayer_domain::TenantId,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
                 scope: &::memlayer_domain::WorkingScope,
                 limit: u32,
             ) -> Result<Vec<::memlayer_domain::WorkingMemory>, ::memlayer_ports::StoreError> {
-                $crate::working::versions(self, tenant, scope, limit).await
+                $crate::working::versions(self, who, scope, limit).await
             }
         }
     };

@@ -389,15 +389,16 @@ async fn delete_setting(
 }
 
 /// Settings a tenant may read but only the operator writes (with
-/// `memlayer settings set`): the tenant's rate limits, which it must not
-/// lift itself.
+/// `memlayer settings set`): the tenant's rate limits and storage quota,
+/// which it must not lift itself.
 fn operator_only(category: &SettingName) -> Result<(), ApiError> {
     if category.as_str() == memlayer_app::LIMITS_CATEGORY {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "settings of category `limits` are the operator's: set them with `memlayer settings set --tenant T limits \
-             <credential|tenant|embed_tokens> '{\"per_second\": N, \"burst\": M}'`",
+             <credential|tenant|embed_tokens> '{\"per_second\": N, \"burst\": M}'` or `memlayer settings set \
+             --tenant T limits quota '{\"threads\": N, \"messages\": N, \"bytes\": N}'`",
         ));
     }
     Ok(())

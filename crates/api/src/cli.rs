@@ -84,6 +84,13 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// What a tenant stores (live threads, messages, their bytes) against its
+    /// storage quota, as JSON (the same as `GET /api/usage`).
+    Usage {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Embed every message lacking a vector of the current model (after a
     /// model change, or to catch up); resumable: rerun after an interruption.
     Reembed {
@@ -368,6 +375,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let forked = services.memory.fork_thread(&tenant, source, fork).await?;
             let dto = crate::dto::ThreadDto::from(forked);
             println!("{}", serde_json::to_string_pretty(&dto)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage { tenant } => {
+            let mut config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Reading counters never embeds: skip loading the model.
+            config.embedding.enabled = false;
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone()).context("--tenant")?,
+                None => services.memory.default_tenant().clone(),
+            };
+            let usage = crate::dto::UsageDto::from(services.memory.usage(&tenant).await?);
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&usage)?).context("writing to stdout")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reembed { prune } => {

@@ -663,6 +663,41 @@ pub struct EmbeddingStatusDto {
     pub other_model: u64,
 }
 
+/// `GET /api/usage`: what the tenant stores against its storage quota.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageDto {
+    /// The tenant.
+    pub tenant: String,
+    /// Live threads (a deleted thread stops counting at once).
+    pub threads: QuotaUsageDto,
+    /// Live messages of live threads.
+    pub messages: QuotaUsageDto,
+    /// Bytes of those messages, as `Message::approx_bytes` counts them: content, tool fields, tool calls and
+    /// metadata as compact JSON, plus 320 per message.
+    pub bytes: QuotaUsageDto,
+}
+
+/// One dimension of a tenant's storage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaUsageDto {
+    /// What the tenant stores.
+    pub used: u64,
+    /// The most it may store; `null`: unlimited.
+    pub limit: Option<u64>,
+}
+
+impl From<memlayer_app::TenantUsage> for UsageDto {
+    fn from(u: memlayer_app::TenantUsage) -> Self {
+        let one = |kind| QuotaUsageDto { used: u.usage.get(kind), limit: u.quota.limit(kind) };
+        Self {
+            tenant: u.tenant.to_string(),
+            threads: one(memlayer_domain::QuotaKind::Threads),
+            messages: one(memlayer_domain::QuotaKind::Messages),
+            bytes: one(memlayer_domain::QuotaKind::Bytes),
+        }
+    }
+}
+
 /// Body of `POST /api/models` and `PUT /api/models/{id}` (a replacement).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

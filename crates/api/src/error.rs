@@ -26,10 +26,27 @@ pub struct ErrorDetail {
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
     /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `rate_limited` (429, with
-    /// `Retry-After` and the `RateLimit` headers), `internal`.
+    /// `Retry-After` and the `RateLimit` headers), `quota_exceeded` (403, or
+    /// 413 for a write larger than the quota itself; with `quota`), `internal`.
     pub code: &'static str,
     /// Human-readable explanation; for 5xx it reveals nothing internal.
     pub message: String,
+    /// With `quota_exceeded`: the storage quota the write would pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaErrorDto>,
+}
+
+/// The storage quota a refused write would pass.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaErrorDto {
+    /// `threads`, `messages` or `bytes` (of messages, as `Message::approx_bytes` counts them).
+    pub name: &'static str,
+    /// The tenant's limit.
+    pub limit: u64,
+    /// What the tenant stores now.
+    pub usage: u64,
+    /// What the refused write would add.
+    pub requested: u64,
 }
 
 /// The body's message for `StoreError::Unprovisioned`: how to fix it, with
@@ -45,12 +62,13 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<std::time::Duration>,
+    quota: Option<QuotaErrorDto>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, quota: None }
     }
 
     /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
@@ -101,6 +119,23 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             StoreError::RateLimited { message, retry_after, .. } => Self::rate_limited(message, retry_after),
+            StoreError::QuotaExceeded { quota, limit, usage, requested } => {
+                let status = if requested > limit { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::FORBIDDEN };
+                let message = if requested > limit {
+                    format!(
+                        "quota `{quota}` exceeded: this write adds {requested} {quota}, more than the tenant's \
+                         quota of {limit} allows at all"
+                    )
+                } else {
+                    format!(
+                        "quota `{quota}` exceeded: the tenant stores {usage} of at most {limit} {quota} and this \
+                         write adds {requested}; delete some, or ask the operator for a larger quota"
+                    )
+                };
+                let mut e = Self::new(status, "quota_exceeded", message);
+                e.quota = Some(QuotaErrorDto { name: quota.as_str(), limit, usage, requested });
+                e
+            }
             StoreError::Invalid(d) => d.into(),
             StoreError::Unprovisioned(m) => {
                 // The adapter's message may name files of the server (the
@@ -148,7 +183,7 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, quota: self.quota } };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

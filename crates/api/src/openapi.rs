@@ -131,6 +131,9 @@ fn complete_parameters(path: &str, method: &str, op: &mut Map<String, Value>) {
     }
 }
 
+/// The writes a storage quota can refuse (`quota_exceeded`, 403 or 413).
+const QUOTA_WRITES: [(&str, &str); 2] = [("post", "/api/threads"), ("post", "/api/threads/{id}/messages")];
+
 fn error(description: &str) -> Value {
     json!({"description": description,
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
@@ -157,17 +160,20 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
         responses.entry(status.to_owned()).or_insert_with(|| error(description));
     };
     let ops = matches!(path, "/health" | "/api/openapi.json");
-    if secured {
-        add(
-            "401",
-            "`unauthenticated`: no credential, or one that is malformed, unknown, expired or revoked; \
-                    see `WWW-Authenticate`",
-        );
+    let quota_write = QUOTA_WRITES.contains(&(method, path));
+    if secured && !quota_write {
         add(
             "403",
             "`insufficient_scope`: the credential lacks the scope in this route's `security`; `tenant_mismatch`: \
              `X-Tenant-Id` names another tenant than the credential's; `host_not_allowed`: without \
              authentication, the `Host` is not a loopback name",
+        );
+    }
+    if secured {
+        add(
+            "401",
+            "`unauthenticated`: no credential, or one that is malformed, unknown, expired or revoked; \
+                    see `WWW-Authenticate`",
         );
         add(
             "429",
@@ -177,6 +183,20 @@ fn complete_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
     }
     if has_body || has_params {
         add("400", "Invalid request: the message names what is wrong (`invalid_request`, `malformed_json`)");
+    }
+    if quota_write {
+        add(
+            "403",
+            "`quota_exceeded`: the write would take the tenant past a storage quota (`limits.quota.*`, or the \
+             operator's override); the body's `quota` names it with its `limit`, the `usage` and what the write \
+             `requested`, and nothing was stored. Also `insufficient_scope`, `tenant_mismatch`, `host_not_allowed`, \
+             `forbidden` (a credential bound to another resource)",
+        );
+        add(
+            "413",
+            "`quota_exceeded`: this write alone is larger than the tenant's storage quota (see `quota`); \
+             `payload_too_large`: the body is larger than `server.body_limit_bytes`",
+        );
     }
     if has_body {
         add("413", "The body is larger than `server.body_limit_bytes` (`payload_too_large`)");

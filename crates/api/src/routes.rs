@@ -23,7 +23,7 @@ use crate::auth::{Read, Write};
 use crate::dto::{
     AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, ForkThreadDto,
     HealthDto, HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto,
-    SaveStateDto, SearchRequestDto, SearchResponseDto, ThreadDto,
+    SaveStateDto, SearchRequestDto, SearchResponseDto, ThreadDto, UsageDto,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -38,6 +38,7 @@ pub(crate) fn register(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppStat
         .routes(routes!(append_messages, list_messages))
         .routes(routes!(delete_message))
         .routes(routes!(thread_embeddings))
+        .routes(routes!(usage))
         .routes(routes!(get_state, put_state))
         .routes(routes!(search))
         .routes(routes!(embed))
@@ -380,6 +381,15 @@ async fn delete_message(
     let message: MessageId = message_id.parse()?;
     s.memory.delete_message(&who, thread, message).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the caller's tenant stores (live threads, messages, their bytes) against its storage quota. A
+/// credential bound to a resource gets 403 `forbidden`: the figures cover the whole tenant.
+#[utoipa::path(get, path = "/api/usage", security(("bearer" = ["read"])), tag = "threads",
+    params(("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    responses((status = 200, body = UsageDto)))]
+async fn usage(State(s): State<AppState>, Read(who): Read) -> Result<Json<UsageDto>, ApiError> {
+    Ok(Json(s.memory.usage(&who).await?.into()))
 }
 
 /// Embedding progress of a thread: embedded, pending (still retried), other model.

@@ -150,7 +150,7 @@ fn format(f: Option<&str>) -> Result<Option<WorkingFormatKind>, ApiError> {
 
 async fn get(
     s: &AppState,
-    who: &impl memlayer_domain::Reach,
+    who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
     agent: Option<AgentName>,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
@@ -159,7 +159,7 @@ async fn get(
 
 async fn put(
     s: &AppState,
-    who: &impl memlayer_domain::Reach,
+    who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
     agent: Option<AgentName>,
     body: PutWorkingMemoryDto,
@@ -171,7 +171,7 @@ async fn put(
 
 async fn patch(
     s: &AppState,
-    who: &impl memlayer_domain::Reach,
+    who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
     agent: Option<AgentName>,
     body: &Value,
@@ -181,7 +181,7 @@ async fn patch(
 
 async fn versions(
     s: &AppState,
-    who: &impl memlayer_domain::Reach,
+    who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
 ) -> Result<Json<WorkingVersionsDto>, ApiError> {
     let items = s.working.versions(who, &scope).await?.into_iter().map(Into::into).collect();
@@ -190,7 +190,7 @@ async fn versions(
 
 async fn restore(
     s: &AppState,
-    who: &impl memlayer_domain::Reach,
+    who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
     agent: Option<AgentName>,
     version: u64,

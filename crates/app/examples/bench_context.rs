@@ -51,7 +51,11 @@ struct FixedSummary(String);
 
 #[async_trait]
 impl SummaryStore for FixedSummary {
-    async fn current_summary(&self, _: &TenantId, thread: ThreadId) -> Result<Option<Summary>, StoreError> {
+    async fn current_summary(
+        &self,
+        _: &(dyn memlayer_domain::Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<Option<Summary>, StoreError> {
         Ok(Some(Summary {
             thread_id: thread,
             version: 7,
@@ -63,11 +67,22 @@ impl SummaryStore for FixedSummary {
         }))
     }
 
-    async fn save_summary(&self, _: &TenantId, _: ThreadId, _: NewSummary, _: u64) -> Result<Summary, StoreError> {
+    async fn save_summary(
+        &self,
+        _: &(dyn memlayer_domain::Reach + 'static),
+        _: ThreadId,
+        _: NewSummary,
+        _: u64,
+    ) -> Result<Summary, StoreError> {
         Err(StoreError::Unavailable("read-only".into()))
     }
 
-    async fn summary_versions(&self, _: &TenantId, _: ThreadId, _: u32) -> Result<Vec<Summary>, StoreError> {
+    async fn summary_versions(
+        &self,
+        _: &(dyn memlayer_domain::Reach + 'static),
+        _: ThreadId,
+        _: u32,
+    ) -> Result<Vec<Summary>, StoreError> {
         Ok(Vec::new())
     }
 }

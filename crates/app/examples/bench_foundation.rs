@@ -12,6 +12,13 @@
 //! 3. Loading the last 10 messages of that thread.
 //!
 //! Between 1 and 2: single appends from 1, 8 and 32 concurrent callers.
+//!
+//! `MEMLAYER_BENCH_BARE=1` uses an in-memory database without embeddings:
+//! the store's own work, without fsync or the embedding worker.
+//!
+//! `MEMLAYER_BENCH_QUOTA=N` sets storage quotas of N threads, N messages and
+//! 1000·N bytes (far above what the run stores), so every write also checks
+//! the quota; without it quotas are unlimited (the default).
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark binary")]
 
 use std::time::{Duration, Instant};
@@ -111,7 +118,21 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (append_n, thread_n) = if quick { (2_000, 50_000) } else { (10_000, 1_000_000) };
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    // A storage quota far above what the run stores, so every append and
+    // create also reads the tenant's usage (the check's whole cost).
+    if let Ok(n) = std::env::var("MEMLAYER_BENCH_QUOTA") {
+        let n = n.parse().unwrap();
+        config.limits.quota = memlayer_domain::Quota { threads: Some(n), messages: Some(n), bytes: Some(n * 1_000) };
+    }
+    // MEMLAYER_BENCH_BARE=1: an in-memory database and no embedding worker,
+    // so the figures are the store's own work (no fsync, no ONNX run beside
+    // the appends): what a change to the write path costs, on a loaded
+    // machine too.
+    if std::env::var_os("MEMLAYER_BENCH_BARE").is_some() {
+        config.database.url = Some(":memory:".into());
+        config.embedding.enabled = false;
+    }
     let services = build(config).await.unwrap();
     let memory = services.memory.clone();
     let tenant = TenantId::default_tenant();
@@ -162,6 +183,11 @@ async fn main() {
             elapsed.as_secs_f64(),
             (per_client * clients) as f64 / elapsed.as_secs_f64()
         );
+    }
+
+    if std::env::var_os("MEMLAYER_BENCH_BARE").is_some() {
+        // Appends only: the paging part compares against OFFSET on the file.
+        return;
     }
 
     // 2. A long thread.

@@ -438,12 +438,12 @@ impl ContextService {
     /// hold the system prompt; store errors as they come.
     pub async fn assemble(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         request: ContextRequest,
     ) -> Result<AssembledContext, ContextError> {
         let tenant = who.tenant();
-        let thread = self.threads.get(tenant, thread).await?;
+        let thread = self.threads.get(who, thread).await?;
         if !who.reaches(thread.resource_id.as_ref()) {
             return Err(StoreError::not_found("thread", thread.id).into());
         }
@@ -465,9 +465,9 @@ impl ContextService {
 
         // The prefix: system prompt, working memory, summary.
         let system_prompt = agent.as_ref().map(|a| a.spec.system_prompt.clone()).filter(|p| !p.is_empty());
-        let working = self.working_memory(tenant, &thread, agent.as_ref()).await?;
+        let working = self.working_memory(who, &thread, agent.as_ref()).await?;
         let summary = match &self.summaries {
-            Some(store) => store.current_summary(tenant, thread.id).await?,
+            Some(store) => store.current_summary(who, thread.id).await?,
             None => None,
         };
         let mut prefix: Vec<ContextMessage> = Vec::new();
@@ -548,7 +548,7 @@ impl ContextService {
             }
         };
         let (recent, early) =
-            tokio::join!(self.read_recent(tenant, &thread, &counting, &builtins, &mut stats, recent_max), early);
+            tokio::join!(self.read_recent(who, &thread, &counting, &builtins, &mut stats, recent_max), early);
         let recent = recent?;
         let mut recent_msgs = recent.messages;
         exact &= recent_msgs.iter().all(|m| m.exact);
@@ -626,7 +626,7 @@ impl ContextService {
                 let found = recall_groups(hits, k, thread.id, recent_from);
                 let mut counts = HashMap::new();
                 let stored: Vec<Message> = found.iter().map(|(m, _, _)| m.clone()).collect();
-                self.count_stored(tenant, &counting, &stored, &mut counts).await?;
+                self.count_stored(who, &counting, &stored, &mut counts).await?;
                 recall_msgs = found
                     .into_iter()
                     .map(|(m, score, g)| {
@@ -894,7 +894,7 @@ impl ContextService {
     /// a thread without a resource.
     async fn working_memory(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: &Thread,
         agent: Option<&memlayer_domain::AgentConfig>,
     ) -> Result<Option<memlayer_domain::WorkingMemory>, StoreError> {
@@ -904,7 +904,7 @@ impl ContextService {
             (memlayer_domain::WorkingScopeKind::Resource, Some(r)) => WorkingScope::Resource(r.clone()),
             _ => WorkingScope::Thread(thread.id),
         };
-        store.get_working(tenant, &scope).await
+        store.get_working(who, &scope).await
     }
 
     /// Counts a text that recurs across requests, once per encoding.
@@ -945,7 +945,7 @@ impl ContextService {
     /// counted.
     async fn read_recent(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: &Thread,
         counting: &Counting,
         processors: &[Arc<dyn MemoryProcessor>],
@@ -960,9 +960,9 @@ impl ContextService {
         loop {
             let got = self
                 .messages
-                .page_within(tenant, thread.id, cursor, Some(Direction::Backward), PageSize::new(page)?, self.max_bytes)
+                .page_within(who, thread.id, cursor, Some(Direction::Backward), PageSize::new(page)?, self.max_bytes)
                 .await?;
-            self.count_stored(tenant, counting, &got.items, &mut counts).await?;
+            self.count_stored(who, counting, &got.items, &mut counts).await?;
             raw.extend(got.items);
             cursor = got.next_cursor;
             let complete = cursor.is_none();
@@ -1001,7 +1001,7 @@ impl ContextService {
     /// now and (when exact) stored.
     async fn count_stored(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         counting: &Counting,
         messages: &[Message],
         counts: &mut HashMap<MessageId, (u32, bool)>,
@@ -1023,8 +1023,7 @@ impl ContextService {
             return Ok(());
         }
         if encoding.exact {
-            let found =
-                self.messages.token_counts(tenant, &encoding.name, missing.iter().map(|m| m.id).collect()).await?;
+            let found = self.messages.token_counts(who, &encoding.name, missing.iter().map(|m| m.id).collect()).await?;
             for (id, n) in found {
                 counts.insert(id, (n, true));
             }
@@ -1044,7 +1043,7 @@ impl ContextService {
         }
         if !store.is_empty() {
             // Only a cache: a failed write costs a recount next time.
-            if let Err(e) = self.messages.save_token_counts(tenant, &encoding.name, store).await {
+            if let Err(e) = self.messages.save_token_counts(who, &encoding.name, store).await {
                 tracing::warn!(error = %e, encoding = %encoding.name, "storing token counts failed; they are counted again next time");
             }
         }
@@ -1072,7 +1071,7 @@ impl ContextService {
     /// embedding model is unavailable (recall is then skipped, and said).
     async fn search_recall(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         search: &SearchService,
         thread: &Thread,
         memory: &MemoryOptions,

@@ -50,9 +50,10 @@ pub use keys::{
     CreatedKey, GrantError, KeyService, KeysConfig, MAX_KEY_LIFETIME, NewKey, UNKNOWN_KEY, check_grant, parse_lifetime,
 };
 pub use limits::{
-    Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, Rate, Standing, embedding_cost, validate_limits_setting,
+    Budget, Exceeded, LIMITS_CATEGORY, Limiter, LimitsConfig, QUOTA_KEY, Rate, Standing, embedding_cost,
+    parse_quota_override, validate_limits_setting,
 };
-pub use memory::{AppendOptions, MemoryService};
+pub use memory::{AppendOptions, MemoryService, TenantUsage};
 pub use processors::{MemoryProcessor, ProcessorStats};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use summary::{

@@ -12,6 +12,14 @@
 //! `embed_tokens`, value `{"per_second": N, "burst": M}`; see
 //! [`LIMITS_CATEGORY`]), read through the catalog's cache.
 //!
+//! Storage quotas (`limits.quota.*`: live threads, messages and their bytes
+//! per tenant, unlimited by default) are configured here too, with the
+//! operator's per-tenant override in the same category (key `quota`, see
+//! [`parse_quota_override`]); [`Limiter::quota`] says a tenant's quota and
+//! the stores check it in the transaction that writes. Quotas are about
+//! storage, not callers: they apply whatever `auth.mode` and
+//! `limits.enabled` (which turns rate limits alone on or off).
+//!
 //! With `redis.url` set the budgets live in Redis ([`crate::Coordinator`]),
 //! so several servers enforce one limit; without it, or while Redis cannot
 //! be reached, each server keeps its own in this process.
@@ -23,8 +31,8 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
-use memlayer_domain::{Credential, DomainError, Principal, SettingName, TenantId};
+use governor::{Quota as GcraQuota, RateLimiter};
+use memlayer_domain::{Credential, DomainError, Principal, Quota, QuotaKind, SettingName, TenantId};
 use memlayer_ports::StoreError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,13 +101,13 @@ impl Rate {
         }
     }
 
-    fn quota(self) -> Option<Quota> {
+    fn quota(self) -> Option<GcraQuota> {
         if !self.is_limited() {
             return None;
         }
         let period = Duration::try_from_secs_f64(1.0 / self.per_second).ok()?;
         let burst = NonZeroU32::new(self.burst.max(1))?;
-        Some(Quota::with_period(period)?.allow_burst(burst))
+        Some(GcraQuota::with_period(period)?.allow_burst(burst))
     }
 }
 
@@ -119,6 +127,9 @@ pub struct LimitsConfig {
     /// Most budgets kept in memory (credentials and tenants seen recently);
     /// the least recently used are forgotten, which refills them.
     pub max_tracked: u64,
+    /// Storage quotas per tenant (`limits.quota.threads`, `.messages`,
+    /// `.bytes`); unset: unlimited. Applied whatever `enabled` says.
+    pub quota: Quota,
 }
 
 impl Default for LimitsConfig {
@@ -129,6 +140,7 @@ impl Default for LimitsConfig {
             tenant: Rate { per_second: 500.0, burst: 1_000 },
             embed_tokens: Rate { per_second: 50_000.0, burst: 200_000 },
             max_tracked: 100_000,
+            quota: Quota::UNLIMITED,
         }
     }
 }
@@ -277,7 +289,12 @@ struct Overrides {
     category: SettingName,
     /// The settings' keys, in [`Budget::ALL`] order.
     keys: Arc<[SettingName; 3]>,
+    /// The key of the quota override ([`QUOTA_KEY`]).
+    quota: SettingName,
 }
+
+/// The settings key (in [`LIMITS_CATEGORY`]) of a tenant's storage quota.
+pub const QUOTA_KEY: &str = "quota";
 
 impl Limiter {
     /// A limiter with `config`'s budgets, `enabled` or not, reading per-tenant
@@ -292,7 +309,8 @@ impl Limiter {
             let category = SettingName::category(LIMITS_CATEGORY).ok()?;
             let keys = Budget::ALL.map(|b| SettingName::key(b.as_str()));
             let [Ok(a), Ok(b), Ok(c)] = keys else { return None };
-            Some(Overrides { catalog, category, keys: Arc::new([a, b, c]) })
+            let quota = SettingName::key(QUOTA_KEY).ok()?;
+            Some(Overrides { catalog, category, keys: Arc::new([a, b, c]), quota })
         });
         Self { enabled, config: Arc::new(config), overrides, shared: None, buckets, clock: DefaultClock::default() }
     }
@@ -363,6 +381,25 @@ impl Limiter {
             .map_err(Exceeded::into_store_error)
     }
 
+    /// The tenant's storage quota: the configured `limits.quota`, each of
+    /// its dimensions replaced by the operator's override in the catalog
+    /// when one names it. Applies whether or not rate limits are enabled.
+    pub async fn quota(&self, tenant: &TenantId) -> Quota {
+        let configured = self.config.quota;
+        let Some(o) = &self.overrides else { return configured };
+        match o.catalog.get_setting(tenant, &o.category, &o.quota).await {
+            Ok(Some(setting)) => parse_quota_override(&setting.value, configured).unwrap_or_else(|e| {
+                tracing::warn!(%tenant, error = %e, "ignoring an invalid quota override");
+                configured
+            }),
+            Ok(None) => configured,
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "cannot read the quota override; using the configured quota");
+                configured
+            }
+        }
+    }
+
     /// The tenant's rate for `budget`: its override in the catalog, else the configured one.
     async fn rate(&self, tenant: &TenantId, budget: Budget) -> Rate {
         let configured = match budget {
@@ -430,7 +467,7 @@ impl Limiter {
     }
 }
 
-fn gcra(quota: Quota) -> Gcra {
+fn gcra(quota: GcraQuota) -> Gcra {
     RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
@@ -446,14 +483,53 @@ pub fn parse_override(value: &Value) -> Result<Rate, DomainError> {
     Ok(rate)
 }
 
+/// Reads a per-tenant quota override over `configured`: an object naming
+/// some of `threads`, `messages`, `bytes`, each a count (the tenant's
+/// limit) or `null` (unlimited for the tenant); a dimension it does not
+/// name keeps the configured limit.
+///
+/// # Errors
+/// A [`DomainError`] on `value` saying what is expected.
+pub fn parse_quota_override(value: &Value, configured: Quota) -> Result<Quota, DomainError> {
+    let expected =
+        "a quota setting is {\"threads\": N, \"messages\": N, \"bytes\": N}, each optional, null for unlimited";
+    let Some(map) = value.as_object() else {
+        return Err(DomainError::new("value", expected));
+    };
+    let mut quota = configured;
+    for (key, v) in map {
+        let Some(kind) = QuotaKind::ALL.into_iter().find(|k| k.as_str() == key) else {
+            return Err(DomainError::new("value", format!("`{key}` is not a quota; {expected}")));
+        };
+        let limit = match v {
+            Value::Null => None,
+            v => Some(v.as_u64().ok_or_else(|| {
+                DomainError::new("value", format!("`{key}`: {v} is not a count (0 or more) or null; {expected}"))
+            })?),
+        };
+        match kind {
+            QuotaKind::Threads => quota.threads = limit,
+            QuotaKind::Messages => quota.messages = limit,
+            QuotaKind::Bytes => quota.bytes = limit,
+        }
+    }
+    Ok(quota)
+}
+
 /// Checks a setting the operator writes in [`LIMITS_CATEGORY`]: a known
-/// budget name and a valid rate.
+/// budget name and a valid rate, or [`QUOTA_KEY`] and a valid quota.
 ///
 /// # Errors
 /// A [`DomainError`] naming the key or the value.
 pub fn validate_limits_setting(key: &str, value: &Value) -> Result<(), DomainError> {
+    if key == QUOTA_KEY {
+        return parse_quota_override(value, Quota::UNLIMITED).map(|_| ());
+    }
     if !Budget::ALL.iter().any(|b| b.as_str() == key) {
-        return Err(DomainError::new("key", format!("`{key}` is not a limit (credential, tenant, embed_tokens)")));
+        return Err(DomainError::new(
+            "key",
+            format!("`{key}` is not a limit (credential, tenant, embed_tokens, {QUOTA_KEY})"),
+        ));
     }
     parse_override(value).map(|_| ())
 }
@@ -572,6 +648,27 @@ mod tests {
                 .is_err()
         );
         assert!(LimitsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn quota_overrides_replace_what_they_name() {
+        let configured = Quota { threads: Some(10), messages: Some(1_000), bytes: None };
+        let check = |v: Value| parse_quota_override(&v, configured);
+        assert_eq!(check(json!({})).unwrap(), configured);
+        assert_eq!(
+            check(json!({"messages": 5, "bytes": 7})).unwrap(),
+            Quota { threads: Some(10), messages: Some(5), bytes: Some(7) }
+        );
+        assert_eq!(check(json!({"threads": null})).unwrap(), Quota { threads: None, ..configured }, "null lifts it");
+        for bad in [json!({"thread": 1}), json!({"bytes": -1}), json!({"bytes": 1.5}), json!({"bytes": "1"}), json!(5)]
+        {
+            let err = check(bad.clone()).unwrap_err();
+            assert_eq!(err.field, "value", "{bad}");
+        }
+        assert!(validate_limits_setting("quota", &json!({"bytes": 1_000_000})).is_ok());
+        assert!(validate_limits_setting("quota", &json!({"per_second": 1, "burst": 1})).is_err());
+        let unknown = validate_limits_setting("quotas", &json!({})).unwrap_err();
+        assert!(unknown.to_string().contains("quota"), "{unknown}");
     }
 
     #[test]

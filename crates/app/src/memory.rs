@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use memlayer_domain::{
     AgentName, AgentState, Cursor, Direction, ForkThread, MEMORY_METADATA_KEY, MemoryOptions, Message, MessageId,
-    Metadata, NewMessage, NewThread, Page, PageSize, Reach, StateVersion, TenantId, Thread, ThreadFilter, ThreadId,
-    ThreadPatch, TokenCount, parse_model,
+    Metadata, NewMessage, NewThread, Page, PageSize, Quota, Reach, StateVersion, TenantId, Thread, ThreadFilter,
+    ThreadId, ThreadPatch, TokenCount, Usage, parse_model,
 };
-use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, VectorIndex};
+use memlayer_ports::{MessageStore, StateStore, StoreError, ThreadStore, TokenCounter, UsageStore, VectorIndex};
 
 use crate::{CatalogService, EmbeddingWorker, Limiter, ThreadSweeper};
 use serde_json::Value;
@@ -40,6 +40,18 @@ pub struct MemoryService {
     max_response_bytes: usize,
     limiter: Limiter,
     summary_trigger: Option<crate::SummaryTrigger>,
+    usage: Option<Arc<dyn UsageStore>>,
+}
+
+/// A tenant's storage and its quota ([`MemoryService::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What it stores.
+    pub usage: Usage,
+    /// The most it may store (`None`: unlimited).
+    pub quota: Quota,
 }
 
 /// What appends and deletes must keep in step with: the vector index and
@@ -76,12 +88,21 @@ impl MemoryService {
             max_response_bytes: crate::DEFAULT_MAX_RESPONSE_BYTES,
             limiter: Limiter::unlimited(),
             summary_trigger: None,
+            usage: None,
         }
     }
 
+    /// Reads tenants' storage from `usage` for [`MemoryService::usage`].
+    #[must_use]
+    pub fn with_usage(mut self, usage: Arc<dyn UsageStore>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
     /// Charges the embedding work of appended messages to their tenant's
-    /// budget (`limits.embed_tokens`) when embeddings are on; the default
-    /// charges nothing.
+    /// budget (`limits.embed_tokens`) when embeddings are on, and holds
+    /// creates and appends to the tenant's storage quota
+    /// ([`Limiter::quota`]); the default charges nothing and has no quota.
     #[must_use]
     pub fn with_limiter(mut self, limiter: Limiter) -> Self {
         self.limiter = limiter;
@@ -148,10 +169,12 @@ impl MemoryService {
     /// A caller bound to a resource creates threads of that resource only:
     /// without a `resource_id` the thread gets it.
     ///
+    /// The thread counts against the tenant's storage quota (`threads`).
+    ///
     /// # Errors
-    /// As [`ThreadStore::create`], and `Forbidden` when a caller bound to a
-    /// resource names another.
-    pub async fn create_thread(&self, who: &impl Reach, mut new: NewThread) -> Result<Thread, StoreError> {
+    /// As [`ThreadStore::create_within`] (`QuotaExceeded` past the quota),
+    /// and `Forbidden` when a caller bound to a resource names another.
+    pub async fn create_thread(&self, who: &(impl Reach + 'static), mut new: NewThread) -> Result<Thread, StoreError> {
         let tenant = who.tenant();
         if let Some(bound) = who.resource() {
             match &new.resource_id {
@@ -177,7 +200,29 @@ impl MemoryService {
             map.insert(MEMORY_METADATA_KEY.to_owned(), configured.spec.memory.to_value());
             new.metadata = Metadata::from_value(Value::Object(map))?;
         }
-        self.threads.create(tenant, new).await
+        let quota = self.limiter.quota(tenant).await;
+        self.threads.create_within(who, new, &quota).await
+    }
+
+    /// What the caller's tenant stores (live threads, their messages and
+    /// the messages' bytes) and its quota.
+    ///
+    /// # Errors
+    /// `Forbidden` for a caller bound to a resource (the figures cover the
+    /// whole tenant); as [`UsageStore::usage`].
+    pub async fn usage(&self, who: &(impl Reach + 'static)) -> Result<TenantUsage, StoreError> {
+        if let Some(bound) = who.resource() {
+            return Err(StoreError::Forbidden(format!(
+                "this credential is bound to resource `{bound}`, and usage covers the whole tenant; use a \
+                 credential of the whole tenant"
+            )));
+        }
+        let Some(store) = &self.usage else {
+            return Err(StoreError::backend("MemoryService was built without a UsageStore (with_usage)"));
+        };
+        let tenant = who.tenant();
+        let (usage, quota) = (store.usage(tenant).await?, self.limiter.quota(tenant).await);
+        Ok(TenantUsage { tenant: tenant.clone(), usage, quota })
     }
 
     /// The memory options a thread carries (from its agent at creation, or
@@ -185,14 +230,18 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when the thread does not exist for this tenant.
-    pub async fn memory_options(&self, who: &impl Reach, thread: ThreadId) -> Result<MemoryOptions, StoreError> {
+    pub async fn memory_options(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<MemoryOptions, StoreError> {
         Ok(MemoryOptions::from_metadata(&self.get_thread(who, thread).await?.metadata))
     }
 
     /// For a caller bound to a resource, `NotFound` unless `thread` is one
     /// of that resource's (one thread read); for any other caller nothing
     /// is read: the stores' tenant scoping is the whole check.
-    async fn check_reach(&self, who: &impl Reach, thread: ThreadId) -> Result<(), StoreError> {
+    async fn check_reach(&self, who: &(impl Reach + 'static), thread: ThreadId) -> Result<(), StoreError> {
         if who.resource().is_some() {
             self.get_thread(who, thread).await?;
         }
@@ -204,7 +253,7 @@ impl MemoryService {
     /// default page size (50).
     async fn limit_or_last_n(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         limit: Option<PageSize>,
     ) -> Result<PageSize, StoreError> {
@@ -224,8 +273,8 @@ impl MemoryService {
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_thread(&self, who: &impl Reach, id: ThreadId) -> Result<Thread, StoreError> {
-        let thread = self.threads.get(who.tenant(), id).await?;
+    pub async fn get_thread(&self, who: &(impl Reach + 'static), id: ThreadId) -> Result<Thread, StoreError> {
+        let thread = self.threads.get(who, id).await?;
         if !who.reaches(thread.resource_id.as_ref()) {
             return Err(StoreError::not_found("thread", id));
         }
@@ -240,19 +289,19 @@ impl MemoryService {
     /// `Invalid` for a cursor of another listing.
     pub async fn list_threads(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         filter: &ThreadFilter,
         cursor: Option<Cursor>,
         limit: PageSize,
     ) -> Result<Page<Thread>, StoreError> {
         let Some(bound) = who.resource() else {
-            return self.threads.list(who.tenant(), filter, cursor, limit).await;
+            return self.threads.list(who, filter, cursor, limit).await;
         };
         match &filter.resource_id {
             Some(r) if r != bound => Ok(Page { items: Vec::new(), next_cursor: None }),
             _ => {
                 let filter = ThreadFilter { resource_id: Some(bound.clone()), ..filter.clone() };
-                self.threads.list(who.tenant(), &filter, cursor, limit).await
+                self.threads.list(who, &filter, cursor, limit).await
             }
         }
     }
@@ -264,7 +313,7 @@ impl MemoryService {
     /// when a caller bound to a resource would move the thread out of it.
     pub async fn update_thread(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         id: ThreadId,
         patch: ThreadPatch,
     ) -> Result<Thread, StoreError> {
@@ -279,7 +328,7 @@ impl MemoryService {
             )));
         }
         self.check_reach(who, id).await?;
-        self.threads.update(who.tenant(), id, patch).await
+        self.threads.update(who, id, patch).await
     }
 
     /// Forks a thread ([`ThreadStore::fork`], one transaction): a new thread
@@ -303,12 +352,13 @@ impl MemoryService {
     /// on `at_seq` when it lies beyond the thread's last message.
     pub async fn fork_thread(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         source: ThreadId,
         fork: ForkThread,
     ) -> Result<Thread, StoreError> {
         self.check_reach(who, source).await?;
-        let forked = self.threads.fork(who.tenant(), source, fork).await?;
+        let quota = self.limiter.quota(who.tenant()).await;
+        let forked = self.threads.fork_within(who, source, fork, &quota).await?;
         if let Some(s) = &self.semantic {
             s.index.upsert(forked.vectors).await?;
             if forked.messages > 0 {
@@ -333,10 +383,10 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant (or is already
     /// deleted).
-    pub async fn delete_thread(&self, who: &impl Reach, id: ThreadId) -> Result<(), StoreError> {
+    pub async fn delete_thread(&self, who: &(impl Reach + 'static), id: ThreadId) -> Result<(), StoreError> {
         self.check_reach(who, id).await?;
         let tenant = who.tenant();
-        self.threads.delete(tenant, id).await?;
+        self.threads.delete(who, id).await?;
         if let Some(s) = &self.sweeper {
             s.wake();
         }
@@ -352,14 +402,18 @@ impl MemoryService {
     /// # Errors
     /// `NotFound` when it does not exist for this tenant or belongs to
     /// another thread (which is left alone).
-    pub async fn delete_message(&self, who: &impl Reach, thread: ThreadId, id: MessageId) -> Result<(), StoreError> {
+    pub async fn delete_message(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+        id: MessageId,
+    ) -> Result<(), StoreError> {
         self.check_reach(who, thread).await?;
-        let tenant = who.tenant();
-        let found = self.messages.get(tenant, id).await?;
+        let found = self.messages.get(who, id).await?;
         if found.thread_id != thread {
             return Err(StoreError::not_found("message", format!("{id} of thread {thread}")));
         }
-        self.messages.delete(tenant, id).await?;
+        self.messages.delete(who, id).await?;
         if let Some(s) = &self.semantic {
             s.index.remove(vec![id]).await?;
         }
@@ -373,11 +427,15 @@ impl MemoryService {
     /// content plus, for assistant messages, each tool call's name and JSON
     /// arguments.
     ///
+    /// The messages count against the tenant's storage quota (`messages`
+    /// and `bytes`): a batch that does not fit stores none of its messages.
+    ///
     /// # Errors
-    /// As [`MessageStore::append`], plus `Invalid` when counting has no model.
+    /// As [`MessageStore::append_within`] (`QuotaExceeded` past the quota),
+    /// plus `Invalid` when counting has no model.
     pub async fn append_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
         options: AppendOptions,
@@ -430,7 +488,8 @@ impl MemoryService {
         } else {
             batch
         };
-        let stored = self.messages.append(tenant, thread, batch).await?;
+        let quota = self.limiter.quota(tenant).await;
+        let stored = self.messages.append_within(who, thread, batch, &quota).await?;
         if let Some(trigger) = &self.summary_trigger {
             trigger.note(tenant, thread, &stored);
         }
@@ -454,7 +513,7 @@ impl MemoryService {
     /// As [`MemoryService::append_messages`].
     pub async fn append_message(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         message: NewMessage,
         options: AppendOptions,
@@ -473,14 +532,14 @@ impl MemoryService {
     /// As [`MessageStore::page_within`].
     pub async fn page_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: impl Into<Option<PageSize>>,
     ) -> Result<Page<Message>, StoreError> {
         let limit = self.limit_or_last_n(who, thread, limit.into()).await?;
-        self.messages.page_within(who.tenant(), thread, cursor, direction, limit, self.max_response_bytes).await
+        self.messages.page_within(who, thread, cursor, direction, limit, self.max_response_bytes).await
     }
 
     /// The last `n` messages, oldest first; without `n`, as many as
@@ -490,20 +549,20 @@ impl MemoryService {
     /// As [`MessageStore::last`].
     pub async fn last_messages(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         n: impl Into<Option<PageSize>>,
     ) -> Result<Vec<Message>, StoreError> {
         let n = self.limit_or_last_n(who, thread, n.into()).await?;
-        self.messages.last(who.tenant(), thread, n).await
+        self.messages.last(who, thread, n).await
     }
 
     /// One message.
     ///
     /// # Errors
     /// `NotFound` when it does not exist for this tenant.
-    pub async fn get_message(&self, who: &impl Reach, id: MessageId) -> Result<Message, StoreError> {
-        let message = self.messages.get(who.tenant(), id).await?;
+    pub async fn get_message(&self, who: &(impl Reach + 'static), id: MessageId) -> Result<Message, StoreError> {
+        let message = self.messages.get(who, id).await?;
         if self.check_reach(who, message.thread_id).await.is_err() {
             return Err(StoreError::not_found("message", id));
         }
@@ -516,12 +575,12 @@ impl MemoryService {
     /// As [`StateStore::load`].
     pub async fn load_state(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError> {
         self.check_reach(who, thread).await?;
-        self.states.load(who.tenant(), thread, agent).await
+        self.states.load(who, thread, agent).await
     }
 
     /// Saves an agent's state if `expected` is the current version.
@@ -530,7 +589,7 @@ impl MemoryService {
     /// `Conflict` for a stale version; as [`StateStore::save`] otherwise.
     pub async fn save_state(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
         state: Value,
@@ -538,7 +597,7 @@ impl MemoryService {
     ) -> Result<AgentState, StoreError> {
         AgentState::validate(&state)?;
         self.check_reach(who, thread).await?;
-        self.states.save(who.tenant(), thread, agent, state, expected).await
+        self.states.save(who, thread, agent, state, expected).await
     }
 
     /// Counts tokens of `texts` for `model`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use memlayer_domain::{
     Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan, SearchQuery,
-    SearchScope, TenantId, Thread, ThreadId, TopK,
+    SearchScope, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
@@ -105,7 +105,7 @@ impl SearchService {
     /// `RateLimited` when the tenant's embedding budget is spent;
     /// `Invalid` for an empty or oversized list or an oversized text;
     /// `Unavailable` when the model is missing.
-    pub async fn embed(&self, who: &impl Reach, texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
+    pub async fn embed(&self, who: &(impl Reach + 'static), texts: Vec<String>) -> Result<Vec<Embedding>, StoreError> {
         if texts.is_empty() || texts.len() > MAX_EMBED_TEXTS {
             return Err(memlayer_domain::DomainError::new(
                 "texts",
@@ -140,30 +140,33 @@ impl SearchService {
     /// `NotFound`.
     async fn filter(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &SearchScope,
     ) -> Result<(SearchFilter, Option<Thread>), StoreError> {
         let tenant = who.tenant().clone();
         let bound = who.resource();
+        // The filter is who searches too: a store that enforces resources
+        // (Postgres) binds the search to the caller's.
+        let within = |filter: SearchFilter| filter.within(bound.cloned());
         Ok(match scope {
             SearchScope::Thread(id) => {
-                let thread = self.threads.get(&tenant, *id).await?;
+                let thread = self.threads.get(who, *id).await?;
                 if !who.reaches(thread.resource_id.as_ref()) {
                     return Err(StoreError::not_found("thread", id));
                 }
-                (SearchFilter::these_threads(tenant, vec![*id]), Some(thread))
+                (within(SearchFilter::these_threads(tenant, vec![*id])), Some(thread))
             }
             SearchScope::Resource(resource) if bound.is_some_and(|b| b != resource) => {
-                (SearchFilter::these_threads(tenant, Vec::new()), None)
+                (within(SearchFilter::these_threads(tenant, Vec::new())), None)
             }
             SearchScope::Resource(resource) => {
-                let threads = self.threads.resource_threads(&tenant, resource).await?;
-                (SearchFilter::these_threads(tenant, threads), None)
+                let threads = self.threads.resource_threads(who, resource).await?;
+                (within(SearchFilter::these_threads(tenant, threads)), None)
             }
             SearchScope::Tenant => match bound {
                 Some(resource) => {
-                    let threads = self.threads.resource_threads(&tenant, resource).await?;
-                    (SearchFilter::these_threads(tenant, threads), None)
+                    let threads = self.threads.resource_threads(who, resource).await?;
+                    (within(SearchFilter::these_threads(tenant, threads)), None)
                 }
                 None => (SearchFilter::all_threads(tenant), None),
             },
@@ -174,7 +177,11 @@ impl SearchService {
     ///
     /// # Errors
     /// `NotFound` for a missing thread.
-    pub async fn thread_embeddings(&self, who: &impl Reach, thread: ThreadId) -> Result<EmbeddingCounts, StoreError> {
+    pub async fn thread_embeddings(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<EmbeddingCounts, StoreError> {
         let (filter, _) = self.filter(who, &SearchScope::Thread(thread)).await?;
         self.store.embedding_counts(&filter, self.embedder.info().model).await
     }
@@ -193,7 +200,7 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
-    pub async fn search(&self, who: &impl Reach, query: &SearchQuery) -> Result<SearchResults, StoreError> {
+    pub async fn search(&self, who: &(impl Reach + 'static), query: &SearchQuery) -> Result<SearchResults, StoreError> {
         let (filter, thread) = self.filter(who, &query.scope).await?;
         let tenant = who.tenant();
         let k = match (query.top_k, thread) {
@@ -262,7 +269,7 @@ impl SearchService {
             other_model = plan.other_model,
             "search"
         );
-        let (hits, truncated) = self.hydrate(tenant, query, ranked).await?;
+        let (hits, truncated) = self.hydrate(who, query, ranked).await?;
         if truncated {
             tracing::info!(
                 max_response_bytes = self.max_response_bytes,
@@ -281,12 +288,12 @@ impl SearchService {
     /// one in several windows only in the best-ranked hit's window.
     async fn hydrate(
         &self,
-        tenant: &TenantId,
+        who: &(impl Reach + 'static),
         query: &SearchQuery,
         ranked: Vec<ScoredHit>,
     ) -> Result<(Vec<SearchHit>, bool), StoreError> {
         let scores: HashMap<MessageId, f32> = ranked.iter().map(|m| (m.id, m.score)).collect();
-        let messages = self.messages.get_many(tenant, ranked.iter().map(|m| m.id).collect()).await?;
+        let messages = self.messages.get_many(who, ranked.iter().map(|m| m.id).collect()).await?;
         let mut left = self.max_response_bytes;
         let mut truncated = false;
         let mut hits = Vec::with_capacity(messages.len());
@@ -304,7 +311,7 @@ impl SearchService {
             return Ok((hits, truncated));
         }
         let windows = neighbour_windows(&hits, query.window.before(), query.window.after());
-        let read = self.messages.read_windows(tenant, windows.iter().map(|(_, _, w)| *w).collect(), left).await?;
+        let read = self.messages.read_windows(who, windows.iter().map(|(_, _, w)| *w).collect(), left).await?;
         truncated |= read.truncated;
         for m in read.messages {
             let Some((hit, side, _)) =

@@ -460,9 +460,9 @@ impl SummaryService {
 
     /// For a caller bound to a resource, `NotFound` unless `thread` is one
     /// of its resource's (the stores' tenant scoping covers the rest).
-    async fn check_reach(&self, who: &impl Reach, thread: ThreadId) -> Result<(), StoreError> {
+    async fn check_reach(&self, who: &(impl Reach + 'static), thread: ThreadId) -> Result<(), StoreError> {
         if who.resource().is_some() {
-            let t = self.threads.get(who.tenant(), thread).await?;
+            let t = self.threads.get(who, thread).await?;
             if !who.reaches(t.resource_id.as_ref()) {
                 return Err(StoreError::not_found("thread", thread));
             }
@@ -470,10 +470,10 @@ impl SummaryService {
         Ok(())
     }
 
-    async fn view(&self, tenant: &TenantId, thread: ThreadId) -> Result<SummaryView, StoreError> {
-        let backlog = self.queue.summary_backlog(tenant, thread).await?;
-        let summary = self.store.current_summary(tenant, thread).await?;
-        let job = self.queue.summary_job(tenant, thread).await?;
+    async fn view(&self, who: &(dyn Reach + 'static), thread: ThreadId) -> Result<SummaryView, StoreError> {
+        let backlog = self.queue.summary_backlog(who, thread).await?;
+        let summary = self.store.current_summary(who, thread).await?;
+        let job = self.queue.summary_job(who, thread).await?;
         Ok(SummaryView { thread_id: thread, summary, backlog, job })
     }
 
@@ -482,18 +482,23 @@ impl SummaryService {
     ///
     /// # Errors
     /// `NotFound` when the thread does not exist for the caller.
-    pub async fn current(&self, who: &impl Reach, thread: ThreadId) -> Result<SummaryView, StoreError> {
+    pub async fn current(&self, who: &(impl Reach + 'static), thread: ThreadId) -> Result<SummaryView, StoreError> {
         self.check_reach(who, thread).await?;
-        self.view(who.tenant(), thread).await
+        self.view(who, thread).await
     }
 
     /// The kept versions, newest first, at most `limit`.
     ///
     /// # Errors
     /// `NotFound` when the thread does not exist for the caller.
-    pub async fn versions(&self, who: &impl Reach, thread: ThreadId, limit: u32) -> Result<Vec<Summary>, StoreError> {
+    pub async fn versions(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+        limit: u32,
+    ) -> Result<Vec<Summary>, StoreError> {
         self.check_reach(who, thread).await?;
-        self.store.summary_versions(who.tenant(), thread, limit).await
+        self.store.summary_versions(who, thread, limit).await
     }
 
     /// One incremental step: folds at most `summary.step_messages` messages
@@ -550,7 +555,11 @@ impl SummaryService {
     /// # Errors
     /// [`SummaryError::Summarizer`] with the reason and when the job is
     /// retried; `NotFound` when the thread does not exist for the caller.
-    pub async fn summarize_now(&self, who: &impl Reach, thread: ThreadId) -> Result<SummaryRun, SummaryError> {
+    pub async fn summarize_now(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<SummaryRun, SummaryError> {
         self.check_reach(who, thread).await?;
         let tenant = who.tenant();
         let job = self.queue.enqueue_summary(tenant, thread, now()).await?;
@@ -581,7 +590,7 @@ impl SummaryService {
             }
             Err(e @ SummaryError::Store(_)) => return Err(e),
         };
-        Ok(SummaryRun { view: self.view(tenant, thread).await?, advanced })
+        Ok(SummaryRun { view: self.view(who, thread).await?, advanced })
     }
 
     /// Checks the threads the trigger noted against the threshold, queueing

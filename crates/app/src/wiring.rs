@@ -17,7 +17,7 @@ use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
     MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
-    VectorIndex, WorkingMemoryStore,
+    UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -321,6 +321,7 @@ struct Stores {
     working: Arc<dyn WorkingMemoryStore>,
     summaries: Arc<dyn SummaryStore>,
     summary_queue: Arc<dyn SummaryQueue>,
+    usage: Arc<dyn UsageStore>,
 }
 
 impl Stores {
@@ -336,6 +337,7 @@ impl Stores {
             + WorkingMemoryStore
             + SummaryStore
             + SummaryQueue
+            + UsageStore
             + 'static,
     {
         Self {
@@ -349,6 +351,7 @@ impl Stores {
             working: b.clone(),
             summaries: b.clone(),
             summary_queue: b.clone(),
+            usage: b.clone(),
         }
     }
 }
@@ -561,8 +564,19 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working, summaries, summary_queue } =
-        backend.stores();
+    let Stores {
+        threads,
+        messages,
+        states,
+        embeddings,
+        catalog,
+        idempotency,
+        keys,
+        working,
+        summaries,
+        summary_queue,
+        usage,
+    } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
         CacheSettings { max_entries: config.cache.max_entries, ttl: Duration::from_secs(config.cache.ttl_secs) };
@@ -612,7 +626,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     .with_sweeper(sweeper.clone())
     .with_catalog(catalog.clone())
     .with_max_response_bytes(config.memory.max_response_bytes)
-    .with_limiter(limiter.clone());
+    .with_limiter(limiter.clone())
+    .with_usage(usage);
     let working = crate::WorkingMemoryService::new(working, threads.clone()).with_catalog(catalog.clone());
     if let Some(trigger) = summary_service.trigger() {
         memory = memory.with_summary_trigger(trigger);

@@ -125,12 +125,12 @@ impl WorkingMemoryService {
     /// an `agent` named for a thread's document.
     pub async fn get(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
         agent: Option<&AgentName>,
     ) -> Result<WorkingDocument, StoreError> {
         let applied = self.applied(who, scope, agent).await?;
-        Ok(match self.store.get_working(who.tenant(), scope).await? {
+        Ok(match self.store.get_working(who, scope).await? {
             Some(stored) => WorkingDocument::stored(stored, applied.agent),
             None => WorkingDocument {
                 scope: scope.clone(),
@@ -154,7 +154,7 @@ impl WorkingMemoryService {
     /// [`WorkingContent::MAX_BYTES`]; as [`get`](Self::get) otherwise.
     pub async fn put(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
         agent: Option<&AgentName>,
         format: Option<WorkingFormatKind>,
@@ -163,7 +163,7 @@ impl WorkingMemoryService {
     ) -> Result<WorkingDocument, StoreError> {
         let applied = self.applied(who, scope, agent).await?;
         let content = self.content(&applied, format, content)?;
-        let stored = self.store.put_working(who.tenant(), scope, content, expected, applied.options.versions).await?;
+        let stored = self.store.put_working(who, scope, content, expected, applied.options.versions).await?;
         Ok(WorkingDocument::stored(stored, applied.agent))
     }
 
@@ -180,7 +180,7 @@ impl WorkingMemoryService {
     /// [`get`](Self::get) otherwise.
     pub async fn patch(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
         agent: Option<&AgentName>,
         patch: &Value,
@@ -189,9 +189,8 @@ impl WorkingMemoryService {
         if applied.configured && applied.options.format.kind() == WorkingFormatKind::Markdown {
             return Err(markdown_patch());
         }
-        let tenant = who.tenant();
         for attempt in 0..MAX_MERGE_ATTEMPTS {
-            let current = self.store.get_working(tenant, scope).await?;
+            let current = self.store.get_working(who, scope).await?;
             let (mut doc, expected) = match current {
                 None => (Value::Object(serde_json::Map::new()), 0),
                 Some(WorkingMemory { content: WorkingContent::Json(v), version, .. }) => (v, version),
@@ -199,7 +198,7 @@ impl WorkingMemoryService {
             };
             json_patch::merge(&mut doc, patch);
             let content = self.content(&applied, Some(WorkingFormatKind::Json), doc)?;
-            match self.store.put_working(tenant, scope, content, expected, applied.options.versions).await {
+            match self.store.put_working(who, scope, content, expected, applied.options.versions).await {
                 Ok(stored) => return Ok(WorkingDocument::stored(stored, applied.agent)),
                 Err(StoreError::Conflict(_)) => backoff(attempt).await,
                 Err(e) => return Err(e),
@@ -214,9 +213,13 @@ impl WorkingMemoryService {
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub async fn versions(&self, who: &impl Reach, scope: &WorkingScope) -> Result<Vec<WorkingMemory>, StoreError> {
+    pub async fn versions(
+        &self,
+        who: &(impl Reach + 'static),
+        scope: &WorkingScope,
+    ) -> Result<Vec<WorkingMemory>, StoreError> {
         self.reach(who, scope).await?;
-        self.store.working_versions(who.tenant(), scope, WorkingMemoryOptions::MAX_VERSIONS).await
+        self.store.working_versions(who, scope, WorkingMemoryOptions::MAX_VERSIONS).await
     }
 
     /// Makes a kept version current again, as a new version (the versions
@@ -229,15 +232,14 @@ impl WorkingMemoryService {
     /// to another writer; as [`get`](Self::get) otherwise.
     pub async fn restore(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
         agent: Option<&AgentName>,
         version: StateVersion,
     ) -> Result<WorkingDocument, StoreError> {
         let applied = self.applied(who, scope, agent).await?;
-        let tenant = who.tenant();
         for attempt in 0..MAX_MERGE_ATTEMPTS {
-            let kept = self.store.working_versions(tenant, scope, WorkingMemoryOptions::MAX_VERSIONS).await?;
+            let kept = self.store.working_versions(who, scope, WorkingMemoryOptions::MAX_VERSIONS).await?;
             let current = kept.first().map_or(0, |w| w.version);
             let Some(old) = kept.into_iter().find(|w| w.version == version) else {
                 return Err(StoreError::not_found("working memory version", version));
@@ -247,7 +249,7 @@ impl WorkingMemoryService {
                 WorkingContent::Markdown(s) => (WorkingFormatKind::Markdown, Value::String(s)),
             };
             let content = self.content(&applied, Some(format), value)?;
-            match self.store.put_working(tenant, scope, content, current, applied.options.versions).await {
+            match self.store.put_working(who, scope, content, current, applied.options.versions).await {
                 Ok(stored) => return Ok(WorkingDocument::stored(stored, applied.agent)),
                 Err(StoreError::Conflict(_)) => backoff(attempt).await,
                 Err(e) => return Err(e),
@@ -262,7 +264,7 @@ impl WorkingMemoryService {
     /// thread, read.
     async fn reach(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
     ) -> Result<Option<memlayer_domain::Thread>, StoreError> {
         match scope {
@@ -274,7 +276,7 @@ impl WorkingMemoryService {
                 }
             }
             WorkingScope::Thread(id) => {
-                let thread = self.threads.get(who.tenant(), *id).await?;
+                let thread = self.threads.get(who, *id).await?;
                 if !who.reaches(thread.resource_id.as_ref()) {
                     return Err(StoreError::not_found("thread", id));
                 }
@@ -286,7 +288,7 @@ impl WorkingMemoryService {
     /// The options that apply to the document, after checking reach.
     async fn applied(
         &self,
-        who: &impl Reach,
+        who: &(impl Reach + 'static),
         scope: &WorkingScope,
         agent: Option<&AgentName>,
     ) -> Result<Applied, StoreError> {

@@ -18,6 +18,7 @@ mod ids;
 mod message;
 mod page;
 mod query;
+mod quota;
 mod seal;
 mod search;
 mod state;
@@ -49,6 +50,7 @@ pub use query::{
     AGENT_FIELDS, After, CatalogEntity, CatalogRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,
     MAX_FILTERS, MAX_IN_VALUES, MAX_VALUE_BYTES, MODEL_FIELDS, Op, Sort, TOOL_FIELDS,
 };
+pub use quota::{Quota, QuotaKind, Usage};
 pub use search::{
     Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_JOB_ERROR_BYTES, MAX_QUERY_CHARS, MAX_QUERY_TERMS,
     MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window, job_error,

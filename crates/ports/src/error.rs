@@ -1,7 +1,7 @@
 //! [`StoreError`]: the one backend-neutral error of every storage port; each
 //! variant says whether it is retryable.
 
-use memlayer_domain::DomainError;
+use memlayer_domain::{DomainError, QuotaKind};
 
 /// The one error every port returns. Adapters translate driver errors at
 /// their boundary; no driver type escapes.
@@ -40,6 +40,24 @@ pub enum StoreError {
         /// What ran out and its rate; safe to show.
         message: String,
     },
+    /// Storing this would take the tenant past a storage quota (`quota`):
+    /// it stores `usage` and may store `limit`, and the write adds
+    /// `requested`. Nothing of the write was stored. Not retryable as is
+    /// (delete something first, or ask the operator for more); HTTP 403, or
+    /// 413 when `requested` alone is above `limit` ([`StoreError::is_too_large`]).
+    #[error(
+        "quota `{quota}` exceeded: the tenant stores {usage} of at most {limit} {quota} and this write adds {requested}"
+    )]
+    QuotaExceeded {
+        /// Which quota.
+        quota: QuotaKind,
+        /// Its limit for the tenant.
+        limit: u64,
+        /// What the tenant stores (before this write).
+        usage: u64,
+        /// What this write would add.
+        requested: u64,
+    },
     /// The backend cannot be reached or is overloaded (pool exhausted, locked,
     /// connection refused). Retryable after a delay; HTTP 503.
     #[error("store unavailable: {0}")]
@@ -64,6 +82,13 @@ impl StoreError {
     /// Wraps a backend error.
     pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Backend(e.into())
+    }
+
+    /// Whether this is a [`StoreError::QuotaExceeded`] by a write larger than
+    /// the quota itself, which no delete can make room for.
+    #[must_use]
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::QuotaExceeded { limit, requested, .. } if requested > limit)
     }
 
     /// Whether retrying the same call later may succeed.

@@ -23,6 +23,7 @@ mod state;
 mod summaries;
 mod threads;
 mod tokens;
+mod usage;
 mod vectors;
 mod working;
 
@@ -46,6 +47,7 @@ pub use summaries::{
 };
 pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
+pub use usage::UsageStore;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 pub use working::WorkingMemoryStore;
 
@@ -62,6 +64,7 @@ pub use {
     summaries::{MockSummarizer, MockSummaryQueue, MockSummaryStore},
     threads::MockThreadStore,
     tokens::MockTokenCounter,
+    usage::MockUsageStore,
     vectors::MockVectorIndex,
     working::MockWorkingMemoryStore,
 };

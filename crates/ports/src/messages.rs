@@ -1,9 +1,10 @@
 //! [`MessageStore`]: appends with gapless sequence numbers, keyset pages and
 //! byte-budgeted reads ([`ByteBudget`]), and messages' token counts stored
 //! per encoding.
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
-use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, TenantId, ThreadId};
+use memlayer_domain::{Cursor, Direction, Message, MessageId, NewMessage, Page, PageSize, Quota, Reach, ThreadId};
 
 use crate::StoreError;
 
@@ -69,7 +70,7 @@ impl ByteBudget {
     }
 }
 
-/// The messages of threads.
+/// The messages of threads, for `who` (see [`crate::ThreadStore`]).
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait MessageStore: Send + Sync + std::fmt::Debug {
@@ -82,24 +83,44 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// appenders. MUST return `Invalid` for an empty batch or one larger than
     /// [`memlayer_domain::MAX_BATCH`], and `NotFound` when the thread does not
     /// exist for this tenant. Returns the stored messages in order.
+    /// [`MessageStore::append_within`] without a quota.
     async fn append(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         batch: Vec<NewMessage>,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.append_within(who, thread, batch, &Quota::UNLIMITED).await
+    }
+
+    /// [`MessageStore::append`] within the tenant's storage quota: the
+    /// messages count against `quota.messages` and their
+    /// [`Message::approx_bytes`] against `quota.bytes` (see
+    /// [`crate::UsageStore`]).
+    ///
+    /// MUST, in the transaction that stores the batch, count it and return
+    /// `QuotaExceeded` storing none of the batch when the tenant's live
+    /// messages or bytes would pass their limit; concurrent appends MUST NOT
+    /// together pass a limit (the last free slot is taken exactly once).
+    async fn append_within(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+        batch: Vec<NewMessage>,
+        quota: &Quota,
     ) -> Result<Vec<Message>, StoreError>;
 
     /// One page of the thread's messages by keyset on the sequence number:
     /// [`MessageStore::page_within`] without a byte budget.
     async fn page(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
         limit: PageSize,
     ) -> Result<Page<Message>, StoreError> {
-        self.page_within(tenant, thread, cursor, direction, limit, usize::MAX).await
+        self.page_within(who, thread, cursor, direction, limit, usize::MAX).await
     }
 
     /// One page of the thread's messages by keyset on the sequence number,
@@ -118,7 +139,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// direction contradicts `direction`, and `NotFound` for a missing thread.
     async fn page_within(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
@@ -138,7 +159,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// `truncated`, reading at most a small chunk of messages past the budget.
     async fn read_windows(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         windows: Vec<SeqRange>,
         max_bytes: usize,
     ) -> Result<Windows, StoreError>;
@@ -147,23 +168,29 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     ///
     /// MUST return `NotFound` for a missing thread; fewer than `n` when the
     /// thread is shorter.
-    async fn last(&self, tenant: &TenantId, thread: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError>;
+    async fn last(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+        n: PageSize,
+    ) -> Result<Vec<Message>, StoreError>;
 
     /// One message by id.
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
-    async fn get(&self, tenant: &TenantId, id: MessageId) -> Result<Message, StoreError>;
+    async fn get(&self, who: &(dyn Reach + 'static), id: MessageId) -> Result<Message, StoreError>;
 
     /// The messages with these ids that exist for this tenant, in the order
     /// of `ids`; missing or foreign ids are left out.
-    async fn get_many(&self, tenant: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
+    async fn get_many(&self, who: &(dyn Reach + 'static), ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError>;
 
     /// Deletes one message with its vector, embedding job and full-text
     /// entry, atomically. Its sequence number is never reused (later pages
-    /// simply skip it).
+    /// simply skip it). It and its bytes stop counting against the tenant's
+    /// quota in the same transaction.
     ///
     /// MUST return `NotFound` when it does not exist for this tenant.
-    async fn delete(&self, tenant: &TenantId, id: MessageId) -> Result<(), StoreError>;
+    async fn delete(&self, who: &(dyn Reach + 'static), id: MessageId) -> Result<(), StoreError>;
 
     /// The token counts stored by [`save_token_counts`](Self::save_token_counts)
     /// under `encoding` for those of `ids` that have one, in any order.
@@ -174,7 +201,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// over 64 bytes.
     async fn token_counts(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         encoding: &str,
         ids: Vec<MessageId>,
     ) -> Result<Vec<(MessageId, u32)>, StoreError>;
@@ -190,7 +217,7 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// or over 64 bytes.
     async fn save_token_counts(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         encoding: &str,
         counts: Vec<(MessageId, u32)>,
     ) -> Result<(), StoreError>;

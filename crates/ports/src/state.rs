@@ -1,12 +1,14 @@
 //! [`StateStore`]: versioned agent state per thread and agent.
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
-use memlayer_domain::{AgentName, AgentState, StateVersion, TenantId, ThreadId};
+use memlayer_domain::{AgentName, AgentState, Reach, StateVersion, ThreadId};
 use serde_json::Value;
 
 use crate::StoreError;
 
-/// Per-thread agent state with optimistic concurrency.
+/// Per-thread agent state with optimistic concurrency, for `who` (see
+/// [`crate::ThreadStore`]).
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
@@ -15,7 +17,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// MUST return `NotFound` when the thread does not exist for this tenant.
     async fn load(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
     ) -> Result<Option<AgentState>, StoreError>;
@@ -28,7 +30,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// missing thread, and `Invalid` when `state` is not a JSON object.
     async fn save(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         agent: &AgentName,
         state: Value,

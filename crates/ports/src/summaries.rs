@@ -2,9 +2,10 @@
 //! writes them: a local extractive one, or a chat-completions model) and
 //! [`SummaryQueue`] (the durable summary jobs and the backlog that triggers
 //! them).
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
-use memlayer_domain::{DomainError, Message, NewSummary, Summary, TenantId, ThreadId, Timestamp};
+use memlayer_domain::{DomainError, Message, NewSummary, Reach, Summary, TenantId, ThreadId, Timestamp};
 
 use crate::StoreError;
 
@@ -15,7 +16,11 @@ pub trait SummaryStore: Send + Sync + std::fmt::Debug {
     /// The newest summary of the thread, or `None`.
     ///
     /// MUST return `NotFound` when the thread does not exist for this tenant.
-    async fn current_summary(&self, tenant: &TenantId, thread: ThreadId) -> Result<Option<Summary>, StoreError>;
+    async fn current_summary(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<Option<Summary>, StoreError>;
 
     /// Stores `next` as version `expected + 1` (`expected` 0 when there is
     /// none yet).
@@ -29,7 +34,7 @@ pub trait SummaryStore: Send + Sync + std::fmt::Debug {
     /// `covered_messages` is the previous one's plus `next.newly_covered`.
     async fn save_summary(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         next: NewSummary,
         expected: u64,
@@ -40,7 +45,7 @@ pub trait SummaryStore: Send + Sync + std::fmt::Debug {
     /// MUST return `NotFound` for a missing thread.
     async fn summary_versions(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         thread: ThreadId,
         limit: u32,
     ) -> Result<Vec<Summary>, StoreError>;
@@ -114,7 +119,11 @@ pub trait SummaryQueue: Send + Sync + std::fmt::Debug {
     /// the messages after the newest summary's `covers_through`.
     ///
     /// MUST return `NotFound` when the thread does not exist for this tenant.
-    async fn summary_backlog(&self, tenant: &TenantId, thread: ThreadId) -> Result<SummaryBacklog, StoreError>;
+    async fn summary_backlog(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<SummaryBacklog, StoreError>;
 
     /// Queues a summary of the thread due at `due`; when one is queued
     /// already, counts one more request and leaves its due time, attempts
@@ -165,7 +174,11 @@ pub trait SummaryQueue: Send + Sync + std::fmt::Debug {
 
     /// The thread's job, if one is queued; `None` for a thread of another
     /// tenant.
-    async fn summary_job(&self, tenant: &TenantId, thread: ThreadId) -> Result<Option<SummaryJob>, StoreError>;
+    async fn summary_job(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+    ) -> Result<Option<SummaryJob>, StoreError>;
 }
 
 /// Longest summarizer name [`check_new_summary`] accepts, in bytes.

@@ -1,30 +1,59 @@
 //! [`ThreadStore`]: threads of a tenant, created, patched, deleted with
 //! their messages and state, and listed newest first.
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    Cursor, ForkThread, NewThread, Page, PageSize, ResourceId, TenantId, Thread, ThreadFilter, ThreadId, ThreadPatch,
+    Cursor, ForkThread, NewThread, Page, PageSize, Quota, Reach, ResourceId, Thread, ThreadFilter, ThreadId,
+    ThreadPatch,
 };
 
 use crate::{StoreError, VectorEntry};
 
 /// Conversation threads.
+///
+/// Every method but the sweep acts for `who`: a tenant ([`memlayer_domain::TenantId`]
+/// is a [`Reach`] of its whole tenant) or a caller bound to one resource.
+/// The memory services check a bound caller's resource on every backend;
+/// a backend MAY also enforce it (Postgres does, by row-level security),
+/// and MUST scope everything by `who.tenant()`.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// Creates a thread with a new time-ordered id, `last_seq` 0 and
     /// `created_at == updated_at`.
     ///
-    /// MUST return the stored thread whole.
-    async fn create(&self, tenant: &TenantId, new: NewThread) -> Result<Thread, StoreError>;
+    /// MUST return the stored thread whole. [`ThreadStore::create_within`]
+    /// without a quota.
+    async fn create(&self, who: &(dyn Reach + 'static), new: NewThread) -> Result<Thread, StoreError> {
+        self.create_within(who, new, &Quota::UNLIMITED).await
+    }
+
+    /// [`ThreadStore::create`] within the tenant's storage quota: the new
+    /// thread counts against `quota.threads` (see [`crate::UsageStore`]).
+    ///
+    /// MUST, in the transaction that stores the thread, count it and return
+    /// `QuotaExceeded` (storing nothing) when the tenant's live threads
+    /// would pass `quota.threads`; concurrent creates MUST NOT together pass
+    /// it (the last free slot is taken exactly once).
+    async fn create_within(
+        &self,
+        who: &(dyn Reach + 'static),
+        new: NewThread,
+        quota: &Quota,
+    ) -> Result<Thread, StoreError>;
 
     /// MUST return `NotFound` when the thread does not exist or belongs to
     /// another tenant.
-    async fn get(&self, tenant: &TenantId, id: ThreadId) -> Result<Thread, StoreError>;
+    async fn get(&self, who: &(dyn Reach + 'static), id: ThreadId) -> Result<Thread, StoreError>;
 
     /// The ids of the tenant's threads of `resource`, in id order (what a
     /// search scoped to a resource covers); empty when it has none.
-    async fn resource_threads(&self, tenant: &TenantId, resource: &ResourceId) -> Result<Vec<ThreadId>, StoreError>;
+    async fn resource_threads(
+        &self,
+        who: &(dyn Reach + 'static),
+        resource: &ResourceId,
+    ) -> Result<Vec<ThreadId>, StoreError>;
 
     /// Lists the tenant's threads matching `filter`, newest first (by id).
     ///
@@ -35,7 +64,7 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// [`ThreadFilter::check`] accepts.
     async fn list(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         filter: &ThreadFilter,
         cursor: Option<Cursor>,
         limit: PageSize,
@@ -44,10 +73,13 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// Applies `patch` and bumps `updated_at`; an empty patch changes nothing.
     ///
     /// MUST return `NotFound` as [`ThreadStore::get`]; MUST return the updated thread.
-    async fn update(&self, tenant: &TenantId, id: ThreadId, patch: ThreadPatch) -> Result<Thread, StoreError>;
+    async fn update(&self, who: &(dyn Reach + 'static), id: ThreadId, patch: ThreadPatch)
+    -> Result<Thread, StoreError>;
 
     /// Deletes the thread: marks it deleted in one short transaction whatever
     /// its size; [`ThreadStore::sweep_deleted`] removes what it held later.
+    /// The thread, its messages and their bytes stop counting against the
+    /// tenant's quota in the same transaction.
     ///
     /// MUST return `NotFound` as [`ThreadStore::get`] (a thread already
     /// deleted included). From its success on, every method of every port
@@ -59,7 +91,7 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// embedding jobs, `scan_vectors`, `resource_threads` and thread
     /// listings, and `complete_jobs` storing nothing for them. Its id MUST
     /// stay taken until the sweep has removed it.
-    async fn delete(&self, tenant: &TenantId, id: ThreadId) -> Result<(), StoreError>;
+    async fn delete(&self, who: &(dyn Reach + 'static), id: ThreadId) -> Result<(), StoreError>;
 
     /// Forks `source`: ONE transaction that creates a new thread
     /// ([`ForkThread::forked`]: a new id, the source's resource, agent and
@@ -81,7 +113,24 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// error nothing of the fork exists); MUST return the new thread and the
     /// copied vectors (for the in-process vector index). Copied messages
     /// MUST be found by lexical search like appended ones.
-    async fn fork(&self, tenant: &TenantId, source: ThreadId, fork: ForkThread) -> Result<Fork, StoreError>;
+    /// [`ThreadStore::fork_within`] without a quota.
+    async fn fork(&self, who: &(dyn Reach + 'static), source: ThreadId, fork: ForkThread) -> Result<Fork, StoreError> {
+        self.fork_within(who, source, fork, &Quota::UNLIMITED).await
+    }
+
+    /// [`ThreadStore::fork`] within the tenant's storage quota: the new
+    /// thread, its messages and their bytes count against `quota` like a
+    /// create and an append (see [`ThreadStore::create_within`]).
+    ///
+    /// MUST, in the fork's transaction, count them and return
+    /// `QuotaExceeded` storing nothing when they would pass a limit.
+    async fn fork_within(
+        &self,
+        who: &(dyn Reach + 'static),
+        source: ThreadId,
+        fork: ForkThread,
+        quota: &Quota,
+    ) -> Result<Fork, StoreError>;
 
     /// Physically removes threads [`ThreadStore::delete`] marked, of every
     /// tenant, oldest mark first: ONE transaction that deletes at most

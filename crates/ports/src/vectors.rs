@@ -4,7 +4,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use memlayer_domain::{Embedding, MessageId, TenantId, ThreadId};
+use memlayer_domain::{Embedding, MessageId, Reach, ResourceId, TenantId, ThreadId};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
@@ -45,26 +45,49 @@ impl ThreadSelection {
 
 /// What a search, vector or lexical, may return: one tenant's messages,
 /// of all its threads or of some. The resolved form of a request's
-/// [`memlayer_domain::SearchScope`].
+/// [`memlayer_domain::SearchScope`]. It is also who searches (a
+/// [`Reach`]): with `resource` set, a backend that enforces resources
+/// (Postgres) binds the search to it as well.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchFilter {
     /// Only this tenant's messages.
     pub tenant: TenantId,
     /// Of these threads.
     pub threads: ThreadSelection,
+    /// The resource the searching caller is bound to, if any (its threads
+    /// are the only ones `threads` may name).
+    pub resource: Option<ResourceId>,
+}
+
+impl Reach for SearchFilter {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn resource(&self) -> Option<&ResourceId> {
+        self.resource.as_ref()
+    }
 }
 
 impl SearchFilter {
     /// Every thread of `tenant`.
     #[must_use]
     pub fn all_threads(tenant: TenantId) -> Self {
-        Self { tenant, threads: ThreadSelection::All }
+        Self { tenant, threads: ThreadSelection::All, resource: None }
     }
 
     /// Only `threads` of `tenant` (none when empty).
     #[must_use]
     pub fn these_threads(tenant: TenantId, threads: Vec<ThreadId>) -> Self {
-        Self { tenant, threads: ThreadSelection::These(threads) }
+        Self { tenant, threads: ThreadSelection::These(threads), resource: None }
+    }
+
+    /// The same filter, searched by a caller bound to `resource` (`None`:
+    /// the whole tenant).
+    #[must_use]
+    pub fn within(mut self, resource: Option<ResourceId>) -> Self {
+        self.resource = resource;
+        self
     }
 
     /// Whether an entry of `tenant` and `thread` passes.

@@ -1,8 +1,9 @@
 //! [`WorkingMemoryStore`]: versioned working-memory documents per resource or
 //! thread, with the last versions kept.
+#![cfg_attr(feature = "mocks", allow(unused_parens, reason = "mockall's expansion of `&(dyn Reach + 'static)`"))]
 
 use async_trait::async_trait;
-use memlayer_domain::{StateVersion, TenantId, WorkingContent, WorkingMemory, WorkingScope};
+use memlayer_domain::{Reach, StateVersion, WorkingContent, WorkingMemory, WorkingScope};
 
 use crate::StoreError;
 
@@ -18,7 +19,11 @@ pub trait WorkingMemoryStore: Send + Sync + std::fmt::Debug {
     ///
     /// MUST return `NotFound` for a thread scope whose thread does not exist
     /// for this tenant (a resource scope needs no prior row).
-    async fn get_working(&self, tenant: &TenantId, scope: &WorkingScope) -> Result<Option<WorkingMemory>, StoreError>;
+    async fn get_working(
+        &self,
+        who: &(dyn Reach + 'static),
+        scope: &WorkingScope,
+    ) -> Result<Option<WorkingMemory>, StoreError>;
 
     /// Stores `content` if the current version equals `expected` (0: absent)
     /// and returns it with version `expected + 1`; keeps the newest `keep`
@@ -30,7 +35,7 @@ pub trait WorkingMemoryStore: Send + Sync + std::fmt::Debug {
     /// over [`WorkingContent::MAX_BYTES`].
     async fn put_working(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         scope: &WorkingScope,
         content: WorkingContent,
         expected: StateVersion,
@@ -43,7 +48,7 @@ pub trait WorkingMemoryStore: Send + Sync + std::fmt::Debug {
     /// scope never written.
     async fn working_versions(
         &self,
-        tenant: &TenantId,
+        who: &(dyn Reach + 'static),
         scope: &WorkingScope,
         limit: u32,
     ) -> Result<Vec<WorkingMemory>, StoreError>;

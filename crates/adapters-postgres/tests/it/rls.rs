@@ -5,7 +5,7 @@
 use memlayer_adapters_postgres::testing::{TestDatabase, fresh_database};
 use memlayer_domain::{
     AgentName, ApiKey, Embedding, KeyId, MemoryOptions, NewAgent, NewMessage, NewModel, NewSummary, NewThread, NewTool,
-    ResourceId, Role, Scopes, SettingName, TenantId, WorkingContent, WorkingScope,
+    PageSize, ResourceId, Role, Scopes, SettingName, TenantId, WorkingContent, WorkingScope,
 };
 use memlayer_ports::{
     CatalogStore, EmbeddingStore, KeyStore, MessageStore, StateStore, SummaryQueue, SummaryStore, ThreadStore,
@@ -200,5 +200,196 @@ async fn summaries_go_with_their_swept_thread() {
     while store.sweep_deleted(1).await.unwrap().more {}
     for table in ["thread_summaries", "summary_jobs"] {
         assert_eq!(visible(&mut client, Some("*"), table).await.len(), 1, "{table}: only the live thread's rows");
+    }
+}
+
+/// A caller bound to a resource, calling the adapter directly (none of the
+/// memory services' own checks), reaches only its resource's threads: the
+/// others, with their messages, states, vectors and full text, are missing
+/// from every read, listing and search, and every write into them fails.
+/// Then the policies of migrations 12 and 16 are dropped, and the same calls see
+/// the other resource: the isolation above is row-level security's, not a
+/// filter of the adapter's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_bound_to_a_resource_reaches_only_its_resource() {
+    use memlayer_adapters_postgres::{HnswConfig, PgVectorIndex};
+    use memlayer_domain::{Credential, Principal, ResourceId, ThreadFilter, ThreadPatch};
+    use memlayer_ports::{SearchFilter, SeqRange, StoreError, VectorIndex};
+
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let resource = |r: &str| ResourceId::parse(r).unwrap();
+    let agent = AgentName::parse("agent").unwrap();
+    let index =
+        PgVectorIndex::open(store.clone(), 2, HnswConfig { exact_below: 0, ..Default::default() }).await.unwrap();
+    // Threads of resources a and b, and one of no resource, each with two
+    // messages (one embedded) and a state; written for the whole tenant.
+    let mut threads = Vec::new();
+    let mut messages = Vec::new();
+    for r in [Some("a"), Some("b"), None] {
+        let new = NewThread { resource_id: r.map(resource), ..NewThread::default() };
+        let thread = ThreadStore::create(&store, &tenant, new).await.unwrap().id;
+        let batch = vec![
+            NewMessage::text(Role::User, format!("kettle {}", r.unwrap_or("none"))).unwrap(),
+            NewMessage::text(Role::User, "second").unwrap(),
+        ];
+        let stored = store.append(&tenant, thread, batch).await.unwrap();
+        store.save(&tenant, thread, &agent, json!({"r": r}), 0).await.unwrap();
+        let summary = NewSummary { text: "s".into(), covers_through: 1, newly_covered: 1, summarizer: "t".into() };
+        store.save_summary(&tenant, thread, summary, 0).await.unwrap();
+        let notes = WorkingContent::Markdown("notes".into());
+        store.put_working(&tenant, &WorkingScope::Thread(thread), notes.clone(), 0, 10).await.unwrap();
+        if let Some(r) = r {
+            store.put_working(&tenant, &WorkingScope::Resource(resource(r)), notes, 0, 10).await.unwrap();
+        }
+        let e = Embedding::new("m", vec![1.0, 0.0], 2).unwrap();
+        let entries = store.complete_jobs(vec![(stored[0].id, e)]).await.unwrap();
+        index.upsert(entries).await.unwrap();
+        threads.push(thread);
+        messages.push(stored);
+    }
+    let (a, b, none) = (threads[0], threads[1], threads[2]);
+    let bound = Principal {
+        tenant: tenant.clone(),
+        scopes: Scopes::ALL,
+        resource: Some(resource("a")),
+        credential: Credential::Anonymous,
+    };
+    let whole = SearchFilter::all_threads(tenant.clone());
+    let bound_search = whole.clone().within(Some(resource("a")));
+    let query = Embedding::new("m", vec![1.0, 0.0], 2).unwrap();
+
+    // What the bound caller reaches, through every port the services use.
+    let reached = |policies: &'static str| {
+        let (store, index, bound, bound_search, query, agent) =
+            (store.clone(), index.clone(), bound.clone(), bound_search.clone(), query.clone(), agent.clone());
+        let (messages, threads) = (messages.clone(), threads.clone());
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let listed = store.list(&bound, &ThreadFilter::default(), None, PageSize::new(100).unwrap()).await.unwrap();
+            seen.extend(listed.items.iter().map(|t| ("list", t.id)));
+            for (thread, stored) in threads.iter().zip(&messages) {
+                if ThreadStore::get(&store, &bound, *thread).await.is_ok() {
+                    seen.insert(("get", *thread));
+                }
+                if store.page(&bound, *thread, None, None, PageSize::new(10).unwrap()).await.is_ok() {
+                    seen.insert(("page", *thread));
+                }
+                if store.last(&bound, *thread, PageSize::new(10).unwrap()).await.is_ok() {
+                    seen.insert(("last", *thread));
+                }
+                if MessageStore::get(&store, &bound, stored[1].id).await.is_ok() {
+                    seen.insert(("message", *thread));
+                }
+                if store.load(&bound, *thread, &agent).await.is_ok() {
+                    seen.insert(("state", *thread));
+                }
+                if store.current_summary(&bound, *thread).await.is_ok_and(|s| s.is_some()) {
+                    seen.insert(("summary", *thread));
+                }
+                if store.summary_versions(&bound, *thread, 10).await.is_ok_and(|v| !v.is_empty()) {
+                    seen.insert(("summary-versions", *thread));
+                }
+                if store.get_working(&bound, &WorkingScope::Thread(*thread)).await.is_ok_and(|w| w.is_some()) {
+                    seen.insert(("wm-thread", *thread));
+                }
+            }
+            for (r, thread) in ["a", "b"].into_iter().zip(&threads) {
+                let listed = store.resource_threads(&bound, &ResourceId::parse(r).unwrap()).await.unwrap();
+                seen.extend(listed.into_iter().map(|t| ("resource", t)));
+                let scope = WorkingScope::Resource(ResourceId::parse(r).unwrap());
+                if store.get_working(&bound, &scope).await.is_ok_and(|w| w.is_some()) {
+                    seen.insert(("wm-resource", *thread));
+                }
+            }
+            let ids = messages.iter().flatten().map(|m| m.id).collect();
+            seen.extend(store.get_many(&bound, ids).await.unwrap().iter().map(|m| ("many", m.thread_id)));
+            let windows = threads.iter().map(|t| SeqRange { thread: *t, from: 1, to: 2 }).collect();
+            let read = store.read_windows(&bound, windows, usize::MAX).await.unwrap();
+            seen.extend(read.messages.iter().map(|m| ("windows", m.thread_id)));
+            let hits = store.lexical_search(&bound_search, "kettle".into(), 10).await.unwrap();
+            seen.extend(hits.iter().map(|h| ("lexical", h.thread)));
+            let found = index.search(&bound_search, &query, 10).await.unwrap();
+            seen.extend(found.matches.iter().map(|h| ("vector", h.thread)));
+            let counts = store.embedding_counts(&bound_search, "m".into()).await.unwrap();
+            let _ = policies;
+            (seen, counts.embedded + counts.pending)
+        }
+    };
+    let (seen, counted) = reached("on").await;
+    let of = |thread| seen.iter().filter(move |(_, t)| *t == thread).map(|(what, _)| *what).collect::<Vec<_>>();
+    assert_eq!(
+        of(a),
+        [
+            "get",
+            "last",
+            "lexical",
+            "list",
+            "many",
+            "message",
+            "page",
+            "resource",
+            "state",
+            "summary",
+            "summary-versions",
+            "vector",
+            "windows",
+            "wm-resource",
+            "wm-thread"
+        ],
+        "its own resource, everywhere"
+    );
+    assert_eq!(of(b), Vec::<&str>::new(), "another resource's thread, nowhere");
+    assert_eq!(of(none), Vec::<&str>::new(), "a thread of no resource, nowhere");
+    assert_eq!(counted, 2, "counts cover its resource's messages only");
+
+    // Writes into another resource fail, and store nothing.
+    assert!(matches!(
+        store.append(&bound, b, vec![NewMessage::text(Role::User, "x").unwrap()]).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(store.save(&bound, b, &agent, json!({}), 1).await, Err(StoreError::NotFound { .. })));
+    let other_notes = WorkingScope::Resource(resource("b"));
+    let overwrite = WorkingContent::Markdown("overwritten".into());
+    assert!(store.put_working(&bound, &other_notes, overwrite, 1, 10).await.is_err(), "resource b's document");
+    let summary = NewSummary { text: "x".into(), covers_through: 2, newly_covered: 1, summarizer: "t".into() };
+    assert!(store.save_summary(&bound, b, summary, 1).await.is_err(), "a summary of resource b's thread");
+    let kept = store.get_working(&tenant, &other_notes).await.unwrap().unwrap();
+    assert_eq!(kept.content, WorkingContent::Markdown("notes".into()), "resource b's document is unchanged");
+    assert_eq!(store.current_summary(&tenant, b).await.unwrap().unwrap().version, 1, "its summary too");
+    assert!(matches!(MessageStore::delete(&store, &bound, messages[1][0].id).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(ThreadStore::delete(&store, &bound, b).await, Err(StoreError::NotFound { .. })));
+    let patch = ThreadPatch { title: Some(None), ..ThreadPatch::default() };
+    assert!(matches!(store.update(&bound, b, patch).await, Err(StoreError::NotFound { .. })));
+    let elsewhere = NewThread { resource_id: Some(resource("b")), ..NewThread::default() };
+    assert!(ThreadStore::create(&store, &bound, elsewhere).await.is_err(), "creating a thread of resource b");
+    let away = ThreadPatch { resource_id: Some(Some(resource("b"))), ..ThreadPatch::default() };
+    assert!(store.update(&bound, a, away).await.is_err(), "moving its thread to resource b");
+    let all = store.list(&tenant, &ThreadFilter::default(), None, PageSize::new(100).unwrap()).await.unwrap();
+    assert_eq!(all.items.len(), 3, "the whole tenant still sees all three, and nothing was added");
+    assert_eq!(store.page(&tenant, b, None, None, PageSize::new(10).unwrap()).await.unwrap().items.len(), 2);
+    assert_eq!(ThreadStore::get(&store, &tenant, a).await.unwrap().resource_id, Some(resource("a")));
+    let (whole_seen, whole_counted) = {
+        let hits = store.lexical_search(&whole, "kettle".into(), 10).await.unwrap();
+        (hits.len(), store.embedding_counts(&whole, "m".into()).await.unwrap().embedded)
+    };
+    assert_eq!((whole_seen, whole_counted), (3, 3), "an unbound search covers the tenant");
+
+    // Without the policies, the same calls reach resource b: the isolation
+    // above is row-level security's.
+    let client = raw(&db).await;
+    let tables = client
+        .query("SELECT tablename::text FROM pg_policies WHERE policyname = 'resource_isolation' ORDER BY 1", &[])
+        .await
+        .unwrap();
+    let tables: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
+    assert_eq!(tables.len(), 10, "nine tables (migrations 12 and 16) and the vector index's: {tables:?}");
+    for table in tables {
+        client.batch_execute(&format!("DROP POLICY resource_isolation ON {table}")).await.unwrap();
+    }
+    let (seen, _) = reached("off").await;
+    for what in ["get", "list", "page", "many", "lexical", "vector", "state", "summary", "wm-thread", "wm-resource"] {
+        assert!(seen.contains(&(what, b)), "without the policies, {what} reaches resource b: {seen:?}");
     }
 }

@@ -9,8 +9,8 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, SearchFilter, StoreError, SummaryQueue, SummaryStore, ThreadStore, VectorIndex,
-    WorkingMemoryStore,
+    MessageStore, MigrationStatus, SearchFilter, StoreError, SummaryQueue, SummaryStore, ThreadStore, UsageStore,
+    VectorIndex, WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -49,6 +49,8 @@ async fn migrations_go_down_and_up_again() {
         last_used_at: None,
     };
     store.create_key(&api_key, &[1; 32]).await.unwrap();
+    // Reverting migration 16 drops the resource policies of working memory and summaries.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![16]);
     // Reverting migration 15 drops the per-encoding token counts.
     let stored = store.append(&t, thread, msgs(1)).await.unwrap();
     store.save_token_counts(&t, "o200k_base", vec![(stored[0].id, 4)]).await.unwrap();
@@ -65,6 +67,10 @@ async fn migrations_go_down_and_up_again() {
     store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![13]);
     assert!(matches!(store.get_working(&t, &user).await, Err(StoreError::Backend(_))), "tables gone");
+    // Reverting migration 12 drops the resource policies; 11, the storage counters.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![12]);
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![11]);
+    assert!(matches!(store.usage(&t).await, Err(StoreError::Backend(_))), "counters gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![10]);
     assert!(matches!(store.find_key(&api_key.id).await, Err(StoreError::Backend(_))), "table and function gone");
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![9]);
@@ -81,28 +87,31 @@ async fn migrations_go_down_and_up_again() {
     // Reverting migration 4 drops the catalog tables, with their rows.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![4]);
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
-    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 13, 14, 15]);
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.current_summary(&t, thread).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.find_key(&api_key.id).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.due_jobs(now, 10).await.unwrap().len(), 3, "jobs kept, the lease gone with the column");
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
-    let down = store.migrate_down(10).await.unwrap();
-    assert_eq!(versions(down), vec![15, 14, 13, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(13).await.unwrap();
+    assert_eq!(versions(down), vec![16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
-    assert_eq!(applied, vec![true, false, false, false, false, false, false, false, false, false, false]);
+    assert_eq!(
+        applied,
+        vec![true, false, false, false, false, false, false, false, false, false, false, false, false, false]
+    );
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 13, 14, 15]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(11).await.unwrap();
-    assert_eq!(versions(all_down), vec![15, 14, 13, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(14).await.unwrap();
+    assert_eq!(versions(all_down), vec![16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 11);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 14);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 
@@ -151,7 +160,9 @@ async fn pooled_connections_keep_no_session_state() {
         .unwrap();
     let filter = SearchFilter::these_threads(t.clone(), vec![thread, ThreadId::new()]);
     assert_eq!(index.search(&filter, &e, 5).await.unwrap().matches.len(), 1);
-    for (name, default) in [("memlayer.tenant", ""), ("hnsw.ef_search", "40"), ("hnsw.iterative_scan", "off")] {
+    for (name, default) in
+        [("memlayer.tenant", ""), ("memlayer.resource", ""), ("hnsw.ef_search", "40"), ("hnsw.iterative_scan", "off")]
+    {
         let value = pooled_setting(&store, name).await.unwrap_or_default();
         assert_eq!(value, default, "{name} leaked into the pooled connection");
     }

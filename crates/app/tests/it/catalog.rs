@@ -197,7 +197,7 @@ async fn a_thread_for_a_configured_agent_carries_its_memory_options() {
         Ok(Page { items, next_cursor: None })
     });
     let mut threads = MockThreadStore::new();
-    threads.expect_create().returning(|_, new| Ok(created(new)));
+    threads.expect_create_within().returning(|_, new, _| Ok(created(new)));
     let svc = memory_with(catalog, threads);
     let for_agent = |name: &str, metadata: serde_json::Value| NewThread {
         agent_id: Some(AgentName::parse(name).unwrap()),

@@ -246,3 +246,22 @@ fn an_unset_index_is_the_backends_own_and_hnsw_on_postgres_is_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn storage_quotas_are_unlimited_unless_configured() {
+    figment::Jail::expect_with(|jail| {
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(c.limits.quota, memlayer_domain::Quota::UNLIMITED);
+        jail.set_env("MEMLAYER_LIMITS__QUOTA__MESSAGES", "100000");
+        jail.set_env("MEMLAYER_LIMITS__QUOTA__BYTES", "1000000000");
+        let c = load(jail, None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            c.limits.quota,
+            memlayer_domain::Quota { threads: None, messages: Some(100_000), bytes: Some(1_000_000_000) }
+        );
+        jail.set_env("MEMLAYER_LIMITS__QUOTA__THREAD", "5");
+        let err = load(jail, None).unwrap_err().to_string();
+        assert!(err.contains("THREAD"), "a misspelt quota is named: {err}");
+        Ok(())
+    });
+}

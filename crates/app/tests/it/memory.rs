@@ -5,7 +5,6 @@ use std::sync::Arc;
 use memlayer_app::{AppendOptions, MemoryService, StoreError};
 use memlayer_domain::{AgentName, Metadata, NewMessage, Role, TenantId, Thread, ThreadId, TokenCount, from_micros};
 use memlayer_ports::{MockMessageStore, MockStateStore, MockThreadStore, MockTokenCounter};
-use mockall::predicate::eq;
 use serde_json::json;
 
 struct Mocks {
@@ -65,7 +64,7 @@ fn user(text: &str) -> NewMessage {
 #[tokio::test]
 async fn unavailable_store_is_reported_as_retryable() {
     let mut m = mocks();
-    m.messages.expect_append().returning(|_, _, _| Err(StoreError::Unavailable("database is locked".into())));
+    m.messages.expect_append_within().returning(|_, _, _, _| Err(StoreError::Unavailable("database is locked".into())));
     let svc = service(m, false);
     let err = svc.append_message(&tenant(), ThreadId::new(), user("hi"), AppendOptions::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
@@ -100,7 +99,7 @@ async fn tokens_are_counted_with_the_threads_model() {
     let mut m = mocks();
     m.threads
         .expect_get()
-        .with(eq(tenant()), eq(id))
+        .withf(move |who, got| who.tenant() == &tenant() && who.resource().is_none() && *got == id)
         .times(1)
         .returning(move |_, id| Ok(thread_with_model(id, Some("gpt-4o"))));
     m.tokens
@@ -109,12 +108,12 @@ async fn tokens_are_counted_with_the_threads_model() {
         .times(1)
         .returning(|model, _| vec![count(model, 1), count(model, 2)]);
     m.messages
-        .expect_append()
-        .withf(|_, _, batch| {
+        .expect_append_within()
+        .withf(|_, _, batch, _| {
             batch.iter().map(|m| m.token_count().map(|c| c.count)).collect::<Vec<_>>() == vec![Some(1), Some(2)]
         })
         .times(1)
-        .returning(|_, thread, batch| {
+        .returning(|_, thread, batch, _| {
             Ok(batch
                 .into_iter()
                 .enumerate()
@@ -133,7 +132,7 @@ async fn the_requests_model_wins_over_the_threads() {
     let mut m = mocks();
     m.threads.expect_get().times(0);
     m.tokens.expect_count().withf(|model, _| model == "gpt-4").times(1).returning(|model, _| vec![count(model, 3)]);
-    m.messages.expect_append().times(1).returning(|_, thread, batch| {
+    m.messages.expect_append_within().times(1).returning(|_, thread, batch, _| {
         Ok(batch
             .into_iter()
             .map(|m| m.into_message(memlayer_domain::MessageId::new(), thread, 1, from_micros(0)))
@@ -151,7 +150,7 @@ async fn counting_without_a_model_stores_nothing() {
     let mut m = mocks();
     m.threads.expect_get().returning(move |_, id| Ok(thread_with_model(id, None)));
     m.tokens.expect_count().times(0);
-    m.messages.expect_append().times(0);
+    m.messages.expect_append_within().times(0);
     let svc = service(m, true);
     let err = svc.append_message(&tenant(), id, user("x"), AppendOptions::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(ref e) if e.field == "model"), "{err:?}");
@@ -161,7 +160,7 @@ async fn counting_without_a_model_stores_nothing() {
 async fn counting_on_a_missing_thread_is_not_found_and_stores_nothing() {
     let mut m = mocks();
     m.threads.expect_get().returning(|_, id| Err(StoreError::not_found("thread", id)));
-    m.messages.expect_append().times(0);
+    m.messages.expect_append_within().times(0);
     let svc = service(m, true);
     let err = svc.append_message(&tenant(), ThreadId::new(), user("x"), AppendOptions::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -170,7 +169,7 @@ async fn counting_on_a_missing_thread_is_not_found_and_stores_nothing() {
 #[tokio::test]
 async fn empty_and_oversized_batches_never_reach_the_store() {
     let mut m = mocks();
-    m.messages.expect_append().times(0);
+    m.messages.expect_append_within().times(0);
     let svc = service(m, false);
     for n in [0, memlayer_domain::MAX_BATCH + 1] {
         let batch = (0..n).map(|i| user(&format!("m{i}"))).collect();

@@ -200,7 +200,7 @@ async fn a_message_of_another_thread_is_not_found_and_stays() {
 #[tokio::test]
 async fn inline_mode_drains_the_worker_after_an_append() {
     let mut messages = MockMessageStore::new();
-    messages.expect_append().times(1).returning(|_, thread, batch| {
+    messages.expect_append_within().times(1).returning(|_, thread, batch, _| {
         Ok(batch.into_iter().map(|m| m.into_message(MessageId::new(), thread, 1, from_micros(0))).collect())
     });
     let index = MockVectorIndex::new();

@@ -13,8 +13,8 @@ use memlayer_adapters_embed::{ChatConfig, ChatSummarizer};
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
 use memlayer_app::{AppendOptions, MemoryService, Step, SummaryConfig, SummaryError, SummaryService};
 use memlayer_domain::{
-    Credential, Cursor, Direction, Message, MessageId, NewMessage, NewThread, Page, PageSize, Principal, ResourceId,
-    Role, Scopes, TenantId, ThreadId,
+    Credential, Cursor, Direction, Message, MessageId, NewMessage, NewThread, Page, PageSize, Principal, Quota, Reach,
+    ResourceId, Role, Scopes, TenantId, ThreadId,
 };
 use memlayer_ports::{MessageStore, SeqRange, StoreError, Summarizer, ThreadStore, Windows};
 
@@ -33,13 +33,19 @@ struct Recording {
 
 #[async_trait]
 impl MessageStore for Recording {
-    async fn append(&self, t: &TenantId, th: ThreadId, b: Vec<NewMessage>) -> Result<Vec<Message>, StoreError> {
-        self.inner.append(t, th, b).await
+    async fn append_within(
+        &self,
+        t: &(dyn Reach + 'static),
+        th: ThreadId,
+        b: Vec<NewMessage>,
+        quota: &Quota,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner.append_within(t, th, b, quota).await
     }
 
     async fn token_counts(
         &self,
-        t: &TenantId,
+        t: &(dyn Reach + 'static),
         encoding: &str,
         ids: Vec<MessageId>,
     ) -> Result<Vec<(MessageId, u32)>, StoreError> {
@@ -48,7 +54,7 @@ impl MessageStore for Recording {
 
     async fn save_token_counts(
         &self,
-        t: &TenantId,
+        t: &(dyn Reach + 'static),
         encoding: &str,
         counts: Vec<(MessageId, u32)>,
     ) -> Result<(), StoreError> {
@@ -57,7 +63,7 @@ impl MessageStore for Recording {
 
     async fn page_within(
         &self,
-        t: &TenantId,
+        t: &(dyn Reach + 'static),
         th: ThreadId,
         cursor: Option<Cursor>,
         direction: Option<Direction>,
@@ -69,27 +75,32 @@ impl MessageStore for Recording {
         self.inner.page_within(t, th, cursor, direction, limit, max_bytes).await
     }
 
-    async fn read_windows(&self, t: &TenantId, w: Vec<SeqRange>, max: usize) -> Result<Windows, StoreError> {
+    async fn read_windows(
+        &self,
+        t: &(dyn Reach + 'static),
+        w: Vec<SeqRange>,
+        max: usize,
+    ) -> Result<Windows, StoreError> {
         self.other_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_windows(t, w, max).await
     }
 
-    async fn last(&self, t: &TenantId, th: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
+    async fn last(&self, t: &(dyn Reach + 'static), th: ThreadId, n: PageSize) -> Result<Vec<Message>, StoreError> {
         self.other_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.last(t, th, n).await
     }
 
-    async fn get(&self, t: &TenantId, id: MessageId) -> Result<Message, StoreError> {
+    async fn get(&self, t: &(dyn Reach + 'static), id: MessageId) -> Result<Message, StoreError> {
         self.other_reads.fetch_add(1, Ordering::SeqCst);
         MessageStore::get(self.inner.as_ref(), t, id).await
     }
 
-    async fn get_many(&self, t: &TenantId, ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
+    async fn get_many(&self, t: &(dyn Reach + 'static), ids: Vec<MessageId>) -> Result<Vec<Message>, StoreError> {
         self.other_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get_many(t, ids).await
     }
 
-    async fn delete(&self, t: &TenantId, id: MessageId) -> Result<(), StoreError> {
+    async fn delete(&self, t: &(dyn Reach + 'static), id: MessageId) -> Result<(), StoreError> {
         MessageStore::delete(self.inner.as_ref(), t, id).await
     }
 }

@@ -19,8 +19,9 @@
 //! once), `token_cases.rs` (messages' token counts per encoding),
 //! `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
-//! keys), `working_cases.rs` (working memory) and `summary_cases.rs`
-//! (summaries and their jobs), with the fixtures they share
+//! keys), `working_cases.rs` (working memory), `summary_cases.rs`
+//! (summaries and their jobs) and `quota_cases.rs` (storage quotas and
+//! usage), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
-    SummaryStore, ThreadStore, VectorIndex, WorkingMemoryStore,
+    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -42,6 +43,7 @@ pub mod embedding_cases;
 pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
+pub mod quota_cases;
 pub mod state_cases;
 pub mod summary_cases;
 mod support;
@@ -76,6 +78,8 @@ pub struct Backend {
     pub summaries: Arc<dyn SummaryStore>,
     /// Summary job port.
     pub summary_queue: Arc<dyn SummaryQueue>,
+    /// Storage usage port.
+    pub usage: Arc<dyn UsageStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -101,6 +105,7 @@ impl Backend {
             + WorkingMemoryStore
             + SummaryStore
             + SummaryQueue
+            + UsageStore
             + 'static,
     {
         Self {
@@ -114,7 +119,8 @@ impl Backend {
             keys: store.clone(),
             working: store.clone(),
             summaries: store.clone(),
-            summary_queue: store,
+            summary_queue: store.clone(),
+            usage: store,
             guard,
         }
     }
@@ -221,6 +227,14 @@ pub fn assert_summary_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_working_complete(listed: &[&str]) {
     assert_complete_in(include_str!("working_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the storage-quota cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_quota_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("quota_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -370,6 +384,17 @@ macro_rules! contract_suite {
             summary_jobs_are_queued_leased_retried_and_completed,
             summary_jobs_concurrent_claims_never_share_a_job,
         );
+        $crate::__quota_expand!(
+            $factory;
+            quota_usage_counts_what_is_stored,
+            quota_last_thread_slot_is_taken_once,
+            quota_last_message_slot_is_taken_once,
+            quota_last_byte_slot_is_taken_once,
+            quota_refused_batch_stores_nothing,
+            quota_deletes_free_room,
+            quota_backfill_counts_what_is_stored,
+            quota_fork_counts_what_it_copies,
+        );
     };
 }
 
@@ -407,6 +432,25 @@ macro_rules! __working_expand {
         #[test]
         fn working_contract_suite_is_complete() {
             $crate::contract::assert_working_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __quota_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::quota_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn quota_contract_suite_is_complete() {
+            $crate::contract::assert_quota_complete(&[$(stringify!($case)),*]);
         }
     };
 }
