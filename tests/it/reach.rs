@@ -1,5 +1,6 @@
 //! Per-user scoping: a credential bound to a resource sees and creates only
-//! that resource's threads, over every list, get and search route.
+//! that resource's threads, over every list, get, search, context and
+//! working-memory route.
 //!
 //! The credentials here are checked by a stand-in `Verifier` (a fixed map
 //! of tokens to principals), so these tests hold the app's and the routes'
@@ -85,6 +86,15 @@ async fn store(t: &TestApp, layout: &[(usize, Option<usize>, usize)]) -> Vec<Sto
         )
         .await;
         assert!(status.is_success(), "{v}");
+        // Working memory of the thread and, merged in, of its resource.
+        let notes = json!({"content": {"w": word}, "expected_version": 0});
+        let (status, v) = call(t, &owner, "PUT", &format!("/api/threads/{id}/working-memory"), Some(notes)).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        if let Some(r) = resource {
+            let uri = format!("/api/resources/{}/working-memory", RESOURCES[r]);
+            let (status, v) = call(t, &owner, "PATCH", &uri, Some(json!({format!("k{i}"): word}))).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
         stored.push(Stored { tenant, resource, id, word });
     }
     stored
@@ -127,6 +137,8 @@ async fn check_bound_caller(t: &TestApp, stored: &[Stored], tenant: usize, resou
             format!("/api/threads/{}/embeddings", s.id),
             format!("/api/threads/{}/summary", s.id),
             format!("/api/threads/{}/summary/versions", s.id),
+            format!("/api/threads/{}/working-memory", s.id),
+            format!("/api/threads/{}/working-memory/versions", s.id),
         ] {
             let got = call(t, &who, "GET", &uri, None).await;
             if mine(s) {
@@ -140,10 +152,32 @@ async fn check_bound_caller(t: &TestApp, stored: &[Stored], tenant: usize, resou
                 );
             }
         }
+        // The context route: own threads assemble, with recall over the
+        // resource finding own words only; others are 404.
+        let body = json!({"budget": 100_000, "query": "common", "recall": {"scope": "resource", "mode": "lexical", "top_k": 100}});
+        let got = call(t, &who, "POST", &format!("/api/threads/{}/context", s.id), Some(body)).await;
+        if mine(s) {
+            assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+            assert!(leaks(&got.1).is_empty(), "context of {} leaked {:?}: {}", s.id, leaks(&got.1), got.1);
+        } else {
+            assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+            assert!(!got.1.to_string().contains(&s.word), "context of another's thread: {}", got.1);
+        }
         let search = json!({"query": format!("common {}", s.word), "mode": "lexical", "scope": {"thread_id": s.id}});
         let got = call(t, &who, "POST", "/api/search", Some(search)).await;
         if mine(s) {
             assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+        } else {
+            assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+        }
+    }
+    // Working memory of each resource: its own answers with own words only;
+    // another resource's is a 404.
+    for (r, name) in RESOURCES.iter().enumerate() {
+        let got = call(t, &who, "GET", &format!("/api/resources/{name}/working-memory"), None).await;
+        if r == resource {
+            assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+            assert!(leaks(&got.1).is_empty(), "working memory of {name} leaked {:?}: {}", leaks(&got.1), got.1);
         } else {
             assert_error(&got, StatusCode::NOT_FOUND, "not_found");
         }
