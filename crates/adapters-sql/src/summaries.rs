@@ -337,12 +337,24 @@ pub async fn claim<B: Transactor>(
     b.write_all_tenants(Box::new(move |ex| {
         Box::pin(async move {
             let d = ex.dialect();
+            // Fair across tenants: the due jobs numbered per tenant in due
+            // order, and the batch takes every tenant's first, then second…
+            // (a window over the due jobs: one per thread, so at most as
+            // many rows as threads awaiting a summary). The rows are then
+            // locked (`SKIP LOCKED` on Postgres) by the outer query, which
+            // may not hold the window itself.
             let mut sql = Sql::new(d);
-            sql.push("SELECT ").push(JOB_COLUMNS).push(", t.tenant, t.id FROM summary_jobs j ");
-            sql.push("JOIN threads t ON t.id = j.thread_id WHERE t.deleted_at IS NULL AND j.due_at <= ");
             let at_p = sql.arg(at);
-            sql.push(&at_p).push(" AND (j.leased_until IS NULL OR j.leased_until <= ").push(&at_p).push(")");
-            sql.push(" ORDER BY j.due_at, j.thread_id LIMIT ").bind(limit);
+            let due = format!(
+                "t.deleted_at IS NULL AND j.due_at <= {at_p} AND (j.leased_until IS NULL OR j.leased_until <= {at_p})"
+            );
+            sql.push("SELECT ").push(JOB_COLUMNS).push(", t.tenant, t.id FROM summary_jobs j ");
+            sql.push("JOIN threads t ON t.id = j.thread_id WHERE ").push(&due);
+            sql.push(" AND j.thread_id IN (SELECT f.thread_id FROM (SELECT j.thread_id, j.due_at, ");
+            sql.push("row_number() OVER (PARTITION BY t.tenant ORDER BY j.due_at, j.thread_id) AS turn ");
+            sql.push("FROM summary_jobs j JOIN threads t ON t.id = j.thread_id WHERE ").push(&due);
+            sql.push(") AS f ORDER BY f.turn, f.due_at, f.thread_id LIMIT ").bind(limit).push(")");
+            sql.push(" ORDER BY j.due_at, j.thread_id");
             sql.push(match d {
                 Dialect::Sqlite => "",
                 Dialect::Postgres => " FOR UPDATE OF j SKIP LOCKED",

@@ -139,7 +139,9 @@ pub trait SummaryQueue: Send + Sync + std::fmt::Debug {
     ) -> Result<SummaryJob, StoreError>;
 
     /// Up to `limit` jobs of any tenant due at `now` and not leased past
-    /// `now`, earliest due first, leased until `lease_until` atomically: two
+    /// `now`, fair across tenants (each tenant's earliest due first, then
+    /// every tenant's second, and so on, so one tenant's backlog never holds
+    /// back another's jobs), leased until `lease_until` atomically: two
     /// concurrent calls MUST never return the same job, and a job whose
     /// worker died is handed out again once its lease has passed. MUST leave
     /// out jobs of threads marked deleted.

@@ -383,6 +383,7 @@ macro_rules! contract_suite {
             summary_backlog_counts_what_follows_the_coverage,
             summary_jobs_are_queued_leased_retried_and_completed,
             summary_jobs_concurrent_claims_never_share_a_job,
+            summary_jobs_are_claimed_fairly_across_tenants,
         );
         $crate::__quota_expand!(
             $factory;

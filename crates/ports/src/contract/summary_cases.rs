@@ -249,6 +249,28 @@ pub async fn summary_jobs_are_queued_leased_retried_and_completed(b: Backend) {
     assert!(b.summary_queue.summary_job(&u, c).await.unwrap().is_some(), "the other tenant's job stays");
 }
 
+/// One tenant's backlog does not hold back another's jobs: a claim takes
+/// every tenant's earliest due job before any tenant's second.
+pub async fn summary_jobs_are_claimed_fairly_across_tenants(b: Backend) {
+    let (busy, quiet) = (tenant("busy"), tenant("quiet"));
+    let mut backlog = Vec::new();
+    for i in 0..8 {
+        let id = thread_of(&b, &busy, 1).await;
+        b.summary_queue.enqueue_summary(&busy, id, at(i)).await.unwrap();
+        backlog.push(id);
+    }
+    let late = thread_of(&b, &quiet, 1).await;
+    b.summary_queue.enqueue_summary(&quiet, late, at(50)).await.unwrap();
+    let claimed = b.summary_queue.claim_summary_jobs(at(100), 3, at(1000)).await.unwrap();
+    let mut got: Vec<_> = claimed.iter().map(|j| (j.tenant.as_str(), j.thread)).collect();
+    got.sort();
+    let mut expected = vec![("busy", backlog[0]), ("busy", backlog[1]), ("quiet", late)];
+    expected.sort();
+    assert_eq!(got, expected, "the quiet tenant's job, due last, is in the first batch");
+    let rest = b.summary_queue.claim_summary_jobs(at(100), 10, at(1000)).await.unwrap();
+    assert_eq!(rest.len(), 6, "the busy tenant's other jobs follow");
+}
+
 /// Concurrent claimers never receive the same job.
 pub async fn summary_jobs_concurrent_claims_never_share_a_job(b: Backend) {
     let t = tenant("acme");
