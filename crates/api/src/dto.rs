@@ -521,7 +521,7 @@ pub struct WindowDto {
 
 /// How a search ranks messages: `vector` (cosine similarity of
 /// embeddings), `lexical` (BM25 over the text) or `hybrid` (both, fused by
-/// reciprocal rank).
+/// the mean of their min-max normalised scores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchModeDto {
@@ -529,7 +529,7 @@ pub enum SearchModeDto {
     Vector,
     /// By BM25 over message text.
     Lexical,
-    /// Both rankings fused by reciprocal rank.
+    /// Both rankings fused (the mean of their min-max normalised scores).
     Hybrid,
 }
 
@@ -586,7 +586,7 @@ pub struct HitDto {
     pub message: MessageDto,
     /// Its thread.
     pub thread_id: String,
-    /// Cosine similarity (vector), BM25-derived (lexical) or fused reciprocal-rank score (hybrid).
+    /// Cosine similarity (vector), BM25-derived (lexical) or the fused score (hybrid: the mean of both legs' min-max normalised scores, 0 to 1).
     pub score: f32,
     /// The ranking that produced the score.
     pub mode: SearchModeDto,

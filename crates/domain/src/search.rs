@@ -80,7 +80,7 @@ pub enum SearchMode {
     Vector,
     /// By BM25 over message text.
     Lexical,
-    /// Both rankings fused by reciprocal rank.
+    /// Both rankings fused (the mean of their min-max normalised scores).
     #[default]
     Hybrid,
 }
