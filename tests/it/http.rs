@@ -445,6 +445,14 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}/summary",
         "POST /api/threads/{id}/summary",
         "GET /api/threads/{id}/summary/versions",
+        "POST /api/retention/policies",
+        "GET /api/retention/policies",
+        "GET /api/retention/policies/{id}",
+        "PUT /api/retention/policies/{id}",
+        "DELETE /api/retention/policies/{id}",
+        "POST /api/retention/prune",
+        "GET /api/retention/runs",
+        "DELETE /api/resources/{id}",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
