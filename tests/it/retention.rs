@@ -79,6 +79,10 @@ async fn prune(t: &TestApp) {
     assert_eq!(seqs, vec![json!(4), json!(5)]);
     let hits = lexical(t, "walnut").await;
     assert_eq!(hits.len(), 2, "lexical search: {hits:?}");
+    let (status, ctx) = t.call("POST", &format!("/api/threads/{th}/context"), Some(json!({"budget": 4000}))).await;
+    assert_eq!(status, StatusCode::OK, "{ctx}");
+    let texts: Vec<_> = ctx["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(texts, vec![json!("walnut four"), json!("walnut five")], "context holds only what is left");
     let (_, usage) = t.call("GET", "/api/usage", None).await;
     assert_eq!(usage["messages"]["used"], 2, "{usage}");
     // The receipt is listed; paging by cursor.
@@ -345,4 +349,43 @@ async fn the_cli_manages_policies_prunes_and_erases() {
     assert_eq!((&receipt["counts"]["threads"], &receipt["counts"]["messages"]), (&json!(1), &json!(2)), "{receipt}");
     let out = run(&["summary", &thread]);
     assert!(!out.status.success(), "the erased thread is gone");
+}
+
+/// An erasure a crash cut short (its receipt stored, some steps done) is
+/// finished by the next scheduled run, and its receipt is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_cut_short_is_resumed() {
+    let t = TestApp::with(|c| {
+        c.embedding.enabled = false;
+        c.retention.batch = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        let th = t.thread(json!({"resource_id": "u7"})).await;
+        append(&t, &th, &["quince"]).await;
+    }
+    let (status, _) = t
+        .call("PUT", "/api/resources/u7/working-memory", Some(json!({"content": {"a": 1}, "expected_version": 0})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // What `erase_resource` does until the crash: the receipt, one step.
+    let store = t.services.retention.store();
+    let tenant = t.services.memory.default_tenant().clone();
+    let resource = ResourceId::parse("u7").unwrap();
+    let mut run =
+        memlayer_domain::RetentionRun::start(tenant.clone(), memlayer_domain::RunKind::Erase, memlayer_domain::now());
+    run.resource_id = Some(resource.clone());
+    store.save_run(&run).await.unwrap();
+    assert_eq!(store.erase_step(&tenant, &resource, 1).await.unwrap().threads.len(), 1);
+    assert_eq!(lexical(&t, "quince").await.len(), 2, "two threads left when the process died");
+    // The next start's scheduled run finishes it.
+    let report = t.services.retention.run_scheduled().await.unwrap().expect("the lease is free");
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!((report.runs[0].id, report.runs[0].counts.threads), (run.id, 2));
+    assert!(lexical(&t, "quince").await.is_empty());
+    let (_, wm) = t.call("GET", "/api/resources/u7/working-memory", None).await;
+    assert_eq!(wm["version"], 0, "{wm}");
+    let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
+    assert!(runs["items"][0]["finished_at"].is_string(), "{runs}");
+    assert!(store.unfinished_erasures().await.unwrap().is_empty());
 }

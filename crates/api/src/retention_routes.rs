@@ -68,23 +68,27 @@ fn whole_tenant(principal: Principal) -> Result<Principal, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     /// Only threads of this agent (it need not exist yet).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 128)]
     pub agent_id: Option<String>,
     /// Only threads of this resource (it need not exist yet).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]+$", min_length = 1, max_length = 256)]
     pub resource_id: Option<String>,
-    /// Delete a thread whose last activity is older than this.
-    #[schema(minimum = 1)]
+    /// Delete a thread whose last activity is older than this many seconds.
+    /// At least one of the four rules must be set.
+    #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_thread_age_secs: Option<i64>,
-    /// Delete messages older than this.
-    #[schema(minimum = 1)]
+    /// Delete messages older than this many seconds.
+    #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_message_age_secs: Option<i64>,
     /// Keep at most this many messages per thread (the newest).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_messages_per_thread: Option<i64>,
-    /// With `max_messages_per_thread`: delete only messages a summary covers.
+    /// With `max_messages_per_thread` only (a 400 otherwise): delete only
+    /// messages a summary covers.
     #[serde(default)]
     pub only_summarized: bool,
     /// Keep at most this many threads per resource (the most recently active).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_threads_per_resource: Option<i64>,
 }
 

@@ -171,9 +171,14 @@ pub async fn retention_thread_age_deletes_idle_threads_everywhere(b: Backend) {
 pub async fn retention_message_age_deletes_old_messages_everywhere(b: Backend) {
     let t = tenant("acme");
     let th = new_thread(&b, &t, "r1", "bot", false).await;
+    // Recorded before the old messages were appended: it holds what goes.
+    let early_key = record(&b, &t, "append-old", th).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await; // distinct times, not a timing assert
     let old = append(&b, &t, th, 0..3).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await; // distinct creation times, not a timing assert
     let new = append(&b, &t, th, 3..6).await;
+    // Recorded after the newer batch: it may hold live messages and stays.
+    let late_key = record(&b, &t, "append-new", th).await;
     let vectors = old.iter().chain(&new).enumerate().map(|(i, m)| (m.id, embedding("m1", i))).collect();
     b.embeddings.complete_jobs(vectors).await.unwrap();
     let ids: Vec<_> = old.iter().chain(&new).map(|m| m.id).collect();
@@ -195,6 +200,9 @@ pub async fn retention_message_age_deletes_old_messages_everywhere(b: Backend) {
     deleted.sort();
     assert_eq!(deleted, old.iter().map(|m| m.id).collect::<Vec<_>>(), "exactly the old messages");
     assert_eq!((done.counts.messages, done.counts.summaries, done.counts.threads), (3, 1, 0));
+    assert_eq!(done.counts.idempotency_records, 1);
+    assert!(!recorded(&b, &t, &early_key).await, "the record older than the deleted messages went");
+    assert!(recorded(&b, &t, &late_key).await, "a newer record stays");
     for m in &old {
         assert_not_found(b.messages.get(&t, m.id).await, "old message");
     }
