@@ -75,12 +75,15 @@ pub struct PolicyBody {
     pub resource_id: Option<String>,
     /// Delete a thread whose last activity is older than this many seconds.
     /// At least one of the four rules must be set.
+    #[serde(default, deserialize_with = "crate::dto::whole_opt")]
     #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_thread_age_secs: Option<i64>,
     /// Delete messages older than this many seconds.
+    #[serde(default, deserialize_with = "crate::dto::whole_opt")]
     #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_message_age_secs: Option<i64>,
     /// Keep at most this many messages per thread (the newest).
+    #[serde(default, deserialize_with = "crate::dto::whole_opt")]
     #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_messages_per_thread: Option<i64>,
     /// With `max_messages_per_thread` only (a 400 otherwise): delete only
@@ -88,6 +91,7 @@ pub struct PolicyBody {
     #[serde(default)]
     pub only_summarized: bool,
     /// Keep at most this many threads per resource (the most recently active).
+    #[serde(default, deserialize_with = "crate::dto::whole_opt")]
     #[schema(minimum = 1, maximum = 3_162_240_000_i64)]
     pub max_threads_per_resource: Option<i64>,
 }
