@@ -117,6 +117,8 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     }
     let key = json!({"scopes": ["read"], "name": "victim-key-name"});
     let key = created(send(&t.app, "POST", "/api/keys", &h, Some(&key)).await);
+    let policy = json!({"resource_id": "victim-user", "max_thread_age_secs": 86400});
+    let policy = created(send(&t.app, "POST", "/api/retention/policies", &h, Some(&policy)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     BTreeMap::from([
         (("threads", "id"), thread),
@@ -131,6 +133,7 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
         (("settings", "category"), "ui".to_owned()),
         (("settings", "key"), "theme".to_owned()),
         (("keys", "id"), id(&key)),
+        (("retention", "id"), id(&policy)),
     ])
 }
 

@@ -16,7 +16,9 @@
 //! agent must satisfy it and be of its format: so fuzzed agents get none,
 //! and working memory is fuzzed under the defaults), a tool's `required`
 //! naming its `properties`, and the `agent` a resource's working memory
-//! names (it must be in the catalog). Everything else is generated.
+//! names (it must be in the catalog), and a retention policy's "at least
+//! one rule" and "`only_summarized` only with `max_messages_per_thread`"
+//! (pinned to a thread-age rule). Everything else is generated.
 //!
 //! The server runs with `auth.mode = api_key`, and every request carries a
 //! key holding every scope of the `default` tenant (made with `memlayer keys
@@ -159,6 +161,11 @@ checks.positive_data_acceptance.expected-statuses = {KEYED}
 [[operations]]
 include-operation-id = ["fork_thread"]
 checks.positive_data_acceptance.expected-statuses = {FORK}
+
+[[operations]]
+include-operation-id = ["create_policy", "replace_policy"]
+parameters = {{ "body.max_thread_age_secs" = 3600, "body.only_summarized" = false }}
+phases.coverage.enabled = false
 
 [[operations]]
 include-operation-id = ["assemble_context"]

@@ -445,6 +445,14 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}/summary",
         "POST /api/threads/{id}/summary",
         "GET /api/threads/{id}/summary/versions",
+        "POST /api/retention/policies",
+        "GET /api/retention/policies",
+        "GET /api/retention/policies/{id}",
+        "PUT /api/retention/policies/{id}",
+        "DELETE /api/retention/policies/{id}",
+        "POST /api/retention/prune",
+        "GET /api/retention/runs",
+        "DELETE /api/resources/{id}",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -521,6 +529,7 @@ async fn internal_errors_reveal_nothing() {
         idempotency: None,
         working: no_working(),
         summaries: no_summaries(),
+        retention: no_retention(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -643,6 +652,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             idempotency: None,
             working: no_working(),
             summaries: no_summaries(),
+            retention: no_retention(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -836,5 +846,13 @@ fn no_working() -> memlayer_app::WorkingMemoryService {
     memlayer_app::WorkingMemoryService::new(
         Arc::new(memlayer_ports::MockWorkingMemoryStore::new()),
         Arc::new(memlayer_ports::MockThreadStore::new()),
+    )
+}
+
+/// A retention service whose store is never called.
+fn no_retention() -> memlayer_app::RetentionService {
+    memlayer_app::RetentionService::new(
+        Arc::new(memlayer_ports::MockRetentionStore::new()),
+        memlayer_app::RetentionConfig::default(),
     )
 }

@@ -15,7 +15,8 @@
 //! limits, and `shared` two servers sharing them and catalog invalidations
 //! through one Redis. `working` holds working memory over HTTP (both
 //! backends) and the CLI; `summary` thread summaries (on demand, versions,
-//! a summariser that is down, the CLI). `tidy` checks the architecture's invariants
+//! a summariser that is down, the CLI); `retention` retention policies,
+//! prunes, erasure of a resource (both backends), the shared lease and the CLI. `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -38,6 +39,7 @@ mod load;
 mod quota;
 mod rate;
 mod reach;
+mod retention;
 mod search;
 mod shared;
 mod summary;

@@ -80,3 +80,4 @@ pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 
 memlayer_adapters_sql::database!(LibsqlBackend);
 memlayer_adapters_sql::usage_store!(LibsqlBackend);
+memlayer_adapters_sql::retention_store!(LibsqlBackend);

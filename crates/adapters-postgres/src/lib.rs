@@ -74,3 +74,4 @@ pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 
 memlayer_adapters_sql::database!(PgBackend);
 memlayer_adapters_sql::usage_store!(PgBackend);
+memlayer_adapters_sql::retention_store!(PgBackend);

@@ -14,7 +14,9 @@
 //! message store and its budgets ([`token_counts`] its per-encoding token counts), [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
 //! both vector indexes check, [`working`] the working-memory store,
-//! [`summaries`] the thread summaries and their job queue, and [`migrate`]
+//! [`summaries`] the thread summaries and their job queue, [`retention`] the
+//! retention policies, the steps that apply them and erase a resource, their
+//! receipts and the scheduler's lease, and [`migrate`]
 //! the migration runner, the `Database` port and every backend's migrations
 //! by version.
 //!
@@ -43,6 +45,7 @@ pub mod keys;
 pub mod messages;
 pub mod migrate;
 mod op;
+pub mod retention;
 mod sql;
 pub mod state;
 pub mod summaries;

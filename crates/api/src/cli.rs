@@ -1,8 +1,8 @@
 //! The `memlayer` command line: `serve`, `migrate up|down|status`, `doctor`,
 //! `search`, `reembed`, the catalog (`models`, `agents`,
 //! `tools`, `settings`), API keys (`keys`), working memory
-//! (`working-memory`), thread summaries (`summary`) and a thread's context
-//! (`context`).
+//! (`working-memory`), thread summaries (`summary`), a thread's context
+//! (`context`) and retention (`retention`, `prune`, `erase-resource`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,6 +158,38 @@ pub enum Command {
     /// A thread's assembled context, as `POST /api/threads/{id}/context`
     /// returns it.
     Context(crate::cli_context::ContextArgs),
+    /// Retention policies (list, get, create, update, delete) and receipts
+    /// (`runs`).
+    Retention {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_retention::RetentionAction,
+    },
+    /// Apply the retention policies now, as the server's scheduler does:
+    /// print what would be deleted (--dry-run) or delete it (--apply).
+    Prune {
+        /// Only report what would be deleted.
+        #[arg(long, conflicts_with = "apply", required_unless_present = "apply")]
+        dry_run: bool,
+        /// Delete.
+        #[arg(long)]
+        apply: bool,
+        /// Only this tenant's policies (default: every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Erase everything of one resource (its threads, pinned ones too, and
+    /// working memory); prints the receipt.
+    EraseResource {
+        /// The resource.
+        id: String,
+        /// Tenant (default: the configured default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Migration actions.
@@ -310,6 +342,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => services.memory.default_tenant().clone(),
             };
             crate::cli_working::run(&services, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention { tenant, action } => {
+            let mut config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Policies and receipts never embed: skip loading the model.
+            config.embedding.enabled = false;
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone()).context("--tenant")?,
+                None => services.memory.default_tenant().clone(),
+            };
+            crate::cli_retention::run(&services, &tenant, action).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune { dry_run, apply: _, tenant } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            let tenant = tenant.clone().map(memlayer_domain::TenantId::parse).transpose().context("--tenant")?;
+            crate::cli_retention::prune(&services, tenant.as_ref(), *dry_run).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EraseResource { id, tenant } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            let tenant = match tenant {
+                Some(t) => memlayer_domain::TenantId::parse(t.clone()).context("--tenant")?,
+                None => services.memory.default_tenant().clone(),
+            };
+            crate::cli_retention::erase(&services, &tenant, id).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Context(args) => {

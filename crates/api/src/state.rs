@@ -37,4 +37,6 @@ pub struct AppState {
     pub summaries: SummaryService,
     /// Context assembly.
     pub context: ContextService,
+    /// Retention policies, pruning, erasure and receipts.
+    pub retention: memlayer_app::RetentionService,
 }

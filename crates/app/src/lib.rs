@@ -27,6 +27,7 @@ mod keys;
 mod limits;
 mod memory;
 pub mod processors;
+mod retention;
 mod search;
 mod summary;
 mod sweeper;
@@ -55,6 +56,7 @@ pub use limits::{
 };
 pub use memory::{AppendOptions, MemoryService, TenantUsage};
 pub use processors::{MemoryProcessor, ProcessorStats};
+pub use retention::{RetentionConfig, RetentionService, ScheduledRun};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
 pub use summary::{
     OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,

@@ -16,8 +16,8 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
-    UsageStore, VectorIndex, WorkingMemoryStore,
+    MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore,
+    TokenCounter, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -76,6 +76,10 @@ pub struct Services {
     /// Context assembly (system prompt, working memory, summary, recall,
     /// recent messages under a token budget).
     pub context: crate::ContextService,
+    /// Retention policies, pruning, erasure of a resource and receipts
+    /// (its scheduler is run by [`Services::start_background`] when
+    /// `retention.enabled`).
+    pub retention: crate::RetentionService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -89,6 +93,7 @@ pub struct Background {
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
     summaries: tokio::task::JoinHandle<()>,
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -120,6 +125,13 @@ impl Background {
         // job's lease brings it back if the process exits first).
         if tokio::time::timeout(WORKER_STOP_WAIT, self.summaries).await.is_err() {
             tracing::warn!("summary worker still busy: not waiting; its job stays queued");
+        }
+        // A retention run stops between two steps (each one short
+        // transaction); what is left is continued by the next run.
+        if let Some(retention) = self.retention
+            && let Err(e) = retention.await
+        {
+            tracing::warn!(error = %e, "retention scheduler ended abnormally");
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -173,8 +185,9 @@ impl Services {
         });
         let keys = self.spawn_key_uses(rx.clone());
         let summaries = self.summaries.clone().spawn(rx.clone());
+        let retention = self.config.retention.enabled.then(|| self.retention.clone().spawn(rx.clone()));
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries }
+        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries, retention }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -322,6 +335,7 @@ struct Stores {
     summaries: Arc<dyn SummaryStore>,
     summary_queue: Arc<dyn SummaryQueue>,
     usage: Arc<dyn UsageStore>,
+    retention: Arc<dyn RetentionStore>,
 }
 
 impl Stores {
@@ -338,6 +352,7 @@ impl Stores {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + RetentionStore
             + 'static,
     {
         Self {
@@ -352,6 +367,7 @@ impl Stores {
             summaries: b.clone(),
             summary_queue: b.clone(),
             usage: b.clone(),
+            retention: b.clone(),
         }
     }
 }
@@ -576,6 +592,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summaries,
         summary_queue,
         usage,
+        retention,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -636,6 +653,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
+    let retention = crate::RetentionService::new(retention, config.retention.clone())
+        .with_index(index.clone())
+        .with_sweeper(sweeper.clone())
+        .with_idempotency(idempotency.clone());
     Ok(Services {
         memory,
         search,
@@ -656,6 +677,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         context,
         working,
         summaries: summary_service,
+        retention,
     })
 }
 

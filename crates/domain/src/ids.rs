@@ -85,6 +85,17 @@ uuid_id!(
     "tool_id"
 );
 
+uuid_id!(
+    /// Identifies a retention policy.
+    PolicyId,
+    "policy_id"
+);
+uuid_id!(
+    /// Identifies a retention run or an erasure (its receipt).
+    RunId,
+    "run_id"
+);
+
 macro_rules! name_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
         $(#[$doc])*

@@ -19,6 +19,7 @@ mod message;
 mod page;
 mod query;
 mod quota;
+mod retention;
 mod seal;
 mod search;
 mod state;
@@ -40,7 +41,7 @@ pub use context::{
     recallable, segment_recent,
 };
 pub use error::DomainError;
-pub use ids::{AgentId, AgentName, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
+pub use ids::{AgentId, AgentName, MessageId, ModelId, PolicyId, ResourceId, RunId, TenantId, ThreadId, ToolId};
 pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,
@@ -51,6 +52,10 @@ pub use query::{
     MAX_FILTERS, MAX_IN_VALUES, MAX_VALUE_BYTES, MODEL_FIELDS, Op, Sort, TOOL_FIELDS,
 };
 pub use quota::{Quota, QuotaKind, Usage};
+pub use retention::{
+    IdRange, MAX_POLICIES, MAX_RETENTION_SECS, NewRetentionPolicy, PINNED_KEY, RetentionPolicy, RetentionRule,
+    RetentionRules, RetentionRun, RunCounts, RunKind,
+};
 pub use search::{
     Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_JOB_ERROR_BYTES, MAX_QUERY_CHARS, MAX_QUERY_TERMS,
     MAX_TOP_K, MAX_WINDOW, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, TopK, Window, job_error,

@@ -19,6 +19,7 @@ mod error;
 mod idempotency;
 mod keys;
 mod messages;
+mod retention;
 mod state;
 mod summaries;
 mod threads;
@@ -40,6 +41,7 @@ pub use idempotency::{
 };
 pub use keys::{KeyListing, KeyStore, SecretHash};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
+pub use retention::{PruneStep, RetentionStore};
 pub use state::StateStore;
 pub use summaries::{
     MAX_SUMMARIZER_NAME_BYTES, MAX_SUMMARY_ERROR_BYTES, Summarizer, SummaryBacklog, SummaryJob, SummaryQueue,
@@ -60,6 +62,7 @@ pub use {
     idempotency::MockIdempotencyStore,
     keys::MockKeyStore,
     messages::MockMessageStore,
+    retention::MockRetentionStore,
     state::MockStateStore,
     summaries::{MockSummarizer, MockSummaryQueue, MockSummaryStore},
     threads::MockThreadStore,

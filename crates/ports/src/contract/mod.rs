@@ -20,8 +20,9 @@
 //! `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
 //! keys), `working_cases.rs` (working memory), `summary_cases.rs`
-//! (summaries and their jobs) and `quota_cases.rs` (storage quotas and
-//! usage), with the fixtures they share
+//! (summaries and their jobs), `quota_cases.rs` (storage quotas and
+//! usage) and `retention_cases.rs` (retention policies, pruning, erasure,
+//! receipts, the lease), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -33,8 +34,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
-    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore, StateStore,
+    SummaryQueue, SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -44,6 +45,7 @@ pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
 pub mod quota_cases;
+pub mod retention_cases;
 pub mod state_cases;
 pub mod summary_cases;
 mod support;
@@ -80,6 +82,8 @@ pub struct Backend {
     pub summary_queue: Arc<dyn SummaryQueue>,
     /// Storage usage port.
     pub usage: Arc<dyn UsageStore>,
+    /// Retention port.
+    pub retention: Arc<dyn RetentionStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -106,6 +110,7 @@ impl Backend {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + RetentionStore
             + 'static,
     {
         Self {
@@ -120,7 +125,8 @@ impl Backend {
             working: store.clone(),
             summaries: store.clone(),
             summary_queue: store.clone(),
-            usage: store,
+            usage: store.clone(),
+            retention: store,
             guard,
         }
     }
@@ -235,6 +241,14 @@ pub fn assert_working_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_quota_complete(listed: &[&str]) {
     assert_complete_in(include_str!("quota_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the retention cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_retention_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("retention_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -396,6 +410,35 @@ macro_rules! contract_suite {
             quota_backfill_counts_what_is_stored,
             quota_fork_counts_what_it_copies,
         );
+        $crate::__retention_expand!(
+            $factory;
+            retention_policies_round_trip_and_refuse_bad_rules,
+            retention_thread_age_deletes_idle_threads_everywhere,
+            retention_message_age_deletes_old_messages_everywhere,
+            retention_messages_per_thread_keeps_the_newest,
+            retention_threads_per_resource_keeps_the_most_recent,
+            retention_erase_removes_everything_of_a_resource,
+            retention_runs_and_the_lease,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __retention_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::retention_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn retention_contract_suite_is_complete() {
+            $crate::contract::assert_retention_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 

@@ -1,0 +1,477 @@
+//! Retention (issue 14): [`RetentionService`] manages a tenant's policies,
+//! applies them (on demand: `memlayer prune`; or on an interval: the
+//! scheduler [`RetentionService::spawn`] runs, one server at a time by a
+//! lease in the database), erases a resource, and keeps the receipts.
+//!
+//! Every deletion goes through [`RetentionStore`] in bounded steps (one
+//! transaction of at most `retention.batch` threads or messages), with a
+//! pause of `retention.pause_ms` between steps, so appends queued behind a
+//! step wait for one step at most. After each step the in-process vector
+//! index forgets what the step deleted (before the run is reported done)
+//! and the thread sweeper is woken for the threads it marked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memlayer_domain::{
+    IdRange, NewRetentionPolicy, PolicyId, Reach, ResourceId, RetentionPolicy, RetentionRule, RetentionRun, RunId,
+    RunKind, TenantId, now,
+};
+use memlayer_ports::{IdempotencyStore, PruneStep, RetentionStore, StoreError, VectorIndex};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ThreadSweeper;
+
+/// The lease's name in `retention_leases`.
+const LEASE: &str = "retention";
+
+/// `retention.*`: the scheduler of retention policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Run the scheduler in `memlayer serve` (policies still apply by hand
+    /// with `memlayer prune` when off).
+    pub enabled: bool,
+    /// Seconds between two runs, each jittered by up to a tenth either way.
+    pub interval_secs: u64,
+    /// Most threads or messages deleted per transaction.
+    pub batch: u32,
+    /// Pause between two steps, in milliseconds (lets queued writers in).
+    pub pause_ms: u64,
+    /// How long a run's lease lasts without renewal, in seconds (renewed
+    /// after each step; another server takes it over only once expired).
+    pub lease_secs: u64,
+    /// Receipts finished longer ago than this many days are deleted.
+    pub receipt_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval_secs: 3_600, batch: 500, pause_ms: 10, lease_secs: 300, receipt_days: 90 }
+    }
+}
+
+impl RetentionConfig {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// The key and what to set.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let bad = |key, reason: &str| Err((key, reason.to_owned()));
+        if !(10..=7 * 86_400).contains(&self.interval_secs) {
+            return bad("retention.interval_secs", "must be between 10 and 604800 (a week)");
+        }
+        if !(1..=10_000).contains(&self.batch) {
+            return bad("retention.batch", "must be between 1 and 10000");
+        }
+        if self.pause_ms > 60_000 {
+            return bad("retention.pause_ms", "must be at most 60000");
+        }
+        if !(10..=86_400).contains(&self.lease_secs) {
+            return bad("retention.lease_secs", "must be between 10 and 86400");
+        }
+        if !(1..=36_500).contains(&self.receipt_days) {
+            return bad("retention.receipt_days", "must be between 1 and 36500");
+        }
+        Ok(())
+    }
+
+    fn pause(&self) -> Duration {
+        Duration::from_millis(self.pause_ms)
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+/// Most ids a dry run reads per rule (it reports `capped` past them).
+const PREVIEW_LIMIT: u32 = 100_000;
+/// Expired idempotency records and old receipts deleted per transaction.
+const BOOKKEEPING_BATCH: u32 = 1_000;
+/// Most bookkeeping transactions per scheduled run.
+const BOOKKEEPING_ROUNDS: u32 = 100;
+
+/// What one scheduled run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduledRun {
+    /// The receipts of the policies that deleted something, and of erasures
+    /// resumed.
+    pub runs: Vec<RetentionRun>,
+    /// Expired idempotency records purged.
+    pub idempotency_purged: u64,
+    /// Old receipts purged.
+    pub receipts_purged: u64,
+}
+
+/// Retention policies, pruning, erasure and receipts.
+#[derive(Debug, Clone)]
+pub struct RetentionService {
+    store: Arc<dyn RetentionStore>,
+    index: Option<Arc<dyn VectorIndex>>,
+    sweeper: Option<ThreadSweeper>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
+    config: RetentionConfig,
+    holder: String,
+    /// The scheduler's shutdown signal: a run stops between steps on it.
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl RetentionService {
+    /// A service over `store`, with a lease holder name of its own.
+    #[must_use]
+    pub fn new(store: Arc<dyn RetentionStore>, config: RetentionConfig) -> Self {
+        Self {
+            store,
+            index: None,
+            sweeper: None,
+            idempotency: None,
+            config,
+            holder: RunId::new().to_string(),
+            stop: None,
+        }
+    }
+
+    /// Deletions also remove entries from this in-process vector index.
+    #[must_use]
+    pub fn with_index(mut self, index: Arc<dyn VectorIndex>) -> Self {
+        self.index = Some(index);
+        self
+    }
+
+    /// Threads marked deleted wake this sweeper.
+    #[must_use]
+    pub fn with_sweeper(mut self, sweeper: ThreadSweeper) -> Self {
+        self.sweeper = Some(sweeper);
+        self
+    }
+
+    /// The scheduler also purges this store's expired records.
+    #[must_use]
+    pub fn with_idempotency(mut self, idempotency: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// The store (to inspect or hold the lease, as another server would).
+    #[must_use]
+    pub fn store(&self) -> Arc<dyn RetentionStore> {
+        self.store.clone()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &RetentionConfig {
+        &self.config
+    }
+
+    /// Creates a policy.
+    ///
+    /// # Errors
+    /// `Invalid` naming the field; a store error.
+    pub async fn create_policy(
+        &self,
+        tenant: &TenantId,
+        new: NewRetentionPolicy,
+    ) -> Result<RetentionPolicy, StoreError> {
+        new.validate()?;
+        self.store.create_policy(tenant, new).await
+    }
+
+    /// One policy.
+    ///
+    /// # Errors
+    /// `NotFound`; a store error.
+    pub async fn get_policy(&self, tenant: &TenantId, id: PolicyId) -> Result<RetentionPolicy, StoreError> {
+        self.store.get_policy(tenant, id).await
+    }
+
+    /// The tenant's policies, oldest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list_policies(&self, tenant: &TenantId) -> Result<Vec<RetentionPolicy>, StoreError> {
+        self.store.list_policies(tenant).await
+    }
+
+    /// Replaces a policy's scope and rules.
+    ///
+    /// # Errors
+    /// `Invalid` naming the field, `NotFound`; a store error.
+    pub async fn replace_policy(
+        &self,
+        tenant: &TenantId,
+        id: PolicyId,
+        new: NewRetentionPolicy,
+    ) -> Result<RetentionPolicy, StoreError> {
+        new.validate()?;
+        self.store.replace_policy(tenant, id, new).await
+    }
+
+    /// Deletes a policy (what it deleted stays deleted).
+    ///
+    /// # Errors
+    /// `NotFound`; a store error.
+    pub async fn delete_policy(&self, tenant: &TenantId, id: PolicyId) -> Result<(), StoreError> {
+        self.store.delete_policy(tenant, id).await
+    }
+
+    /// The tenant's receipts, newest first, after `before`, at most `limit`.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list_runs(
+        &self,
+        tenant: &TenantId,
+        before: Option<RunId>,
+        limit: u32,
+    ) -> Result<Vec<RetentionRun>, StoreError> {
+        self.store.list_runs(tenant, before, limit).await
+    }
+
+    /// Makes the vector index forget what a step deleted and wakes the
+    /// sweeper for the threads it marked.
+    async fn forget(&self, tenant: &TenantId, step: &PruneStep) -> Result<(), StoreError> {
+        if let Some(index) = &self.index {
+            if !step.messages.is_empty() {
+                index.remove(step.messages.clone()).await?;
+            }
+            for thread in &step.threads {
+                index.remove_thread(tenant, *thread).await?;
+            }
+        }
+        if !step.threads.is_empty()
+            && let Some(sweeper) = &self.sweeper
+        {
+            sweeper.wake();
+        }
+        Ok(())
+    }
+
+    fn record(run: &mut RetentionRun, step: &PruneStep) {
+        run.counts.add(&step.counts);
+        for t in &step.threads {
+            IdRange::widen(&mut run.thread_ids, t.as_uuid());
+        }
+        for m in &step.messages {
+            IdRange::widen(&mut run.message_ids, m.as_uuid());
+        }
+    }
+
+    /// Applies `policy` once: each rule it sets, in bounded steps until
+    /// nothing is left (or, `dry_run`, what would go, deleting nothing).
+    /// A run that deleted something writes its receipt; a dry run's is
+    /// returned, not stored.
+    ///
+    /// # Errors
+    /// A store error; what earlier steps deleted stays deleted (and the
+    /// index has forgotten it).
+    pub async fn apply(&self, policy: &RetentionPolicy, dry_run: bool) -> Result<RetentionRun, StoreError> {
+        let at = now();
+        let mut run = RetentionRun::start(policy.tenant.clone(), RunKind::Prune, at);
+        run.policy_id = Some(policy.id);
+        run.dry_run = dry_run;
+        for rule in RetentionRule::ALL {
+            if policy.rules.limit(rule).is_none() {
+                continue;
+            }
+            if dry_run {
+                let step = self.store.prune_preview(policy, rule, at, PREVIEW_LIMIT).await?;
+                Self::record(&mut run, &step);
+                continue;
+            }
+            loop {
+                let step = self.store.prune_step(policy, rule, at, self.config.batch).await?;
+                self.forget(&policy.tenant, &step).await?;
+                Self::record(&mut run, &step);
+                if !step.more {
+                    break;
+                }
+                self.between_steps().await?;
+            }
+        }
+        run.finished_at = Some(now());
+        if !dry_run && run.counts != memlayer_domain::RunCounts::default() {
+            self.store.save_run(&run).await?;
+        }
+        Ok(run)
+    }
+
+    /// Lets queued writers in between two steps, and keeps the lease if
+    /// this run holds it.
+    async fn between_steps(&self) -> Result<(), StoreError> {
+        tokio::time::sleep(self.config.pause()).await;
+        if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+            return Err(StoreError::Unavailable("retention run stopped for shutdown; the next run continues".into()));
+        }
+        let at = now();
+        // Renewing is harmless when the run is by hand (the lease is then
+        // free or expired, or this process's): it keeps another server's
+        // scheduler from starting a concurrent run.
+        let _ = self.store.try_lease(LEASE, &self.holder, at, at + self.config.lease()).await?;
+        Ok(())
+    }
+
+    /// Applies every policy of `tenant` (or of every tenant) once: what
+    /// `memlayer prune` does. Returns a receipt per policy.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn prune(&self, tenant: Option<&TenantId>, dry_run: bool) -> Result<Vec<RetentionRun>, StoreError> {
+        let policies = match tenant {
+            Some(t) => self.store.list_policies(t).await?,
+            None => self.store.all_policies().await?,
+        };
+        let mut runs = Vec::with_capacity(policies.len());
+        for policy in &policies {
+            runs.push(self.apply(policy, dry_run).await?);
+        }
+        Ok(runs)
+    }
+
+    /// Erases everything of `resource` (its threads, pinned or not, with
+    /// all they hold, and its working memory), in bounded steps; the
+    /// receipt is stored unfinished first (the durable mark a crash leaves
+    /// for [`RetentionService::resume_erasures`]) and finished at the end.
+    ///
+    /// # Errors
+    /// `NotFound` for a caller bound to another resource; a store error
+    /// (the erasure stays marked and resumes at the next scheduled run).
+    pub async fn erase_resource(
+        &self,
+        who: &(impl Reach + 'static),
+        resource: &ResourceId,
+    ) -> Result<RetentionRun, StoreError> {
+        if !who.reaches(Some(resource)) {
+            return Err(StoreError::not_found("resource", resource));
+        }
+        let mut run = RetentionRun::start(who.tenant().clone(), RunKind::Erase, now());
+        run.resource_id = Some(resource.clone());
+        self.store.save_run(&run).await?;
+        self.continue_erasure(run).await
+    }
+
+    async fn continue_erasure(&self, mut run: RetentionRun) -> Result<RetentionRun, StoreError> {
+        let resource = run.resource_id.clone().ok_or_else(|| StoreError::backend("an erasure without a resource"))?;
+        loop {
+            let step = self.store.erase_step(&run.tenant, &resource, self.config.batch).await?;
+            self.forget(&run.tenant, &step).await?;
+            Self::record(&mut run, &step);
+            if !step.more {
+                break;
+            }
+            self.between_steps().await?;
+        }
+        run.finished_at = Some(now());
+        self.store.save_run(&run).await?;
+        Ok(run)
+    }
+
+    /// Finishes the erasures a crash cut short (their receipts record only
+    /// what the finishing run deleted, added to nothing: the steps before
+    /// the crash were not recorded).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn resume_erasures(&self) -> Result<Vec<RetentionRun>, StoreError> {
+        let mut done = Vec::new();
+        for run in self.store.unfinished_erasures().await? {
+            tracing::info!(run = %run.id, tenant = %run.tenant, "resuming an erasure cut short");
+            done.push(self.continue_erasure(run).await?);
+        }
+        Ok(done)
+    }
+
+    /// One scheduled run, if this process gets the lease (else `None`:
+    /// another server's run is under way): unfinished erasures, every
+    /// tenant's policies, then the bookkeeping (expired idempotency records,
+    /// receipts older than `retention.receipt_days`).
+    ///
+    /// # Errors
+    /// A store error; the lease is given back either way.
+    pub async fn run_scheduled(&self) -> Result<Option<ScheduledRun>, StoreError> {
+        let at = now();
+        if !self.store.try_lease(LEASE, &self.holder, at, at + self.config.lease()).await? {
+            return Ok(None);
+        }
+        let result = self.scheduled_round().await;
+        if let Err(e) = self.store.release_lease(LEASE, &self.holder).await {
+            tracing::warn!(error = %e, "retention: giving the lease back failed; it expires on its own");
+        }
+        result.map(Some)
+    }
+
+    async fn scheduled_round(&self) -> Result<ScheduledRun, StoreError> {
+        let mut report = ScheduledRun { runs: self.resume_erasures().await?, ..ScheduledRun::default() };
+        for policy in self.store.all_policies().await? {
+            let run = self.apply(&policy, false).await?;
+            if run.counts != memlayer_domain::RunCounts::default() {
+                report.runs.push(run);
+            }
+            self.between_steps().await?;
+        }
+        if let Some(idempotency) = &self.idempotency {
+            for _ in 0..BOOKKEEPING_ROUNDS {
+                let n = idempotency.purge_expired(now(), BOOKKEEPING_BATCH).await?;
+                report.idempotency_purged += n;
+                if n < u64::from(BOOKKEEPING_BATCH) {
+                    break;
+                }
+            }
+        }
+        let before = now() - Duration::from_secs(self.config.receipt_days * 86_400);
+        for _ in 0..BOOKKEEPING_ROUNDS {
+            let n = self.store.purge_runs(before, BOOKKEEPING_BATCH).await?;
+            report.receipts_purged += n;
+            if n < u64::from(BOOKKEEPING_BATCH) {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The wait before the next run: `retention.interval_secs`, give or take
+    /// up to a tenth (so servers started together drift apart).
+    fn jittered(&self) -> Duration {
+        let interval = Duration::from_secs(self.config.interval_secs);
+        let mut bytes = [0u8; 4];
+        let r = if getrandom::fill(&mut bytes).is_ok() { u32::from_le_bytes(bytes) } else { u32::MAX / 2 };
+        let tenth = interval / 10;
+        // r / u32::MAX in [0, 1] scales a fifth of the interval around -tenth.
+        let offset = tenth.mul_f64(2.0 * f64::from(r) / f64::from(u32::MAX));
+        interval - tenth + offset
+    }
+
+    /// Runs the scheduler until `shutdown` turns true: a first run after a
+    /// jittered tenth of the interval (resuming erasures a crash cut short),
+    /// then one per jittered interval. A run in progress stops between two
+    /// steps on shutdown (the next run continues it).
+    pub fn spawn(mut self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        self.stop = Some(shutdown.clone());
+        tokio::spawn(async move {
+            let mut wait = self.jittered() / 10;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                // Not cancelled mid-step: the run stops between steps on shutdown.
+                match self.run_scheduled().await {
+                    Ok(Some(report)) => tracing::info!(
+                        runs = report.runs.len(),
+                        idempotency_purged = report.idempotency_purged,
+                        receipts_purged = report.receipts_purged,
+                        "retention run done"
+                    ),
+                    Ok(None) => tracing::debug!("retention: another server holds the lease"),
+                    Err(e) => tracing::warn!(error = %e, "retention run: store error; retried next interval"),
+                }
+                wait = self.jittered();
+            }
+        })
+    }
+}
