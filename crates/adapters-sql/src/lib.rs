@@ -14,7 +14,8 @@
 //! message store and its budgets ([`token_counts`] its per-encoding token counts), [`embeddings`] the embedding store, its
 //! queue's and searches' rows, [`vectors`] the vector index port and what
 //! both vector indexes check, [`working`] the working-memory store,
-//! [`summaries`] the thread summaries and their job queue, and [`migrate`]
+//! [`summaries`] the thread summaries and their job queue, [`transfer`]
+//! exports and imports keeping ids, and [`migrate`]
 //! the migration runner, the `Database` port and every backend's migrations
 //! by version.
 //!
@@ -49,6 +50,7 @@ pub mod summaries;
 pub mod table;
 pub mod threads;
 pub mod token_counts;
+pub mod transfer;
 pub mod usage;
 mod value;
 pub mod vectors;

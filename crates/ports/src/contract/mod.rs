@@ -20,8 +20,8 @@
 //! `catalog_cases.rs` (the catalog),
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
 //! keys), `working_cases.rs` (working memory), `summary_cases.rs`
-//! (summaries and their jobs) and `quota_cases.rs` (storage quotas and
-//! usage), with the fixtures they share
+//! (summaries and their jobs), `quota_cases.rs` (storage quotas and
+//! usage) and `transfer_cases.rs` (exports and imports), with the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
-    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -50,6 +50,7 @@ mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
 pub mod token_cases;
+pub mod transfer_cases;
 pub mod vector_cases;
 pub mod working_cases;
 
@@ -80,6 +81,8 @@ pub struct Backend {
     pub summary_queue: Arc<dyn SummaryQueue>,
     /// Storage usage port.
     pub usage: Arc<dyn UsageStore>,
+    /// Export and import port.
+    pub transfer: Arc<dyn TransferStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -106,6 +109,7 @@ impl Backend {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + TransferStore
             + 'static,
     {
         Self {
@@ -120,7 +124,8 @@ impl Backend {
             working: store.clone(),
             summaries: store.clone(),
             summary_queue: store.clone(),
-            usage: store,
+            usage: store.clone(),
+            transfer: store,
             guard,
         }
     }
@@ -235,6 +240,14 @@ pub fn assert_working_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_quota_complete(listed: &[&str]) {
     assert_complete_in(include_str!("quota_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the export and import cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_transfer_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("transfer_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -395,6 +408,13 @@ macro_rules! contract_suite {
             quota_backfill_counts_what_is_stored,
             quota_fork_counts_what_it_copies,
         );
+        $crate::__transfer_expand!(
+            $factory;
+            transfer_export_reads_every_record_in_pages,
+            transfer_import_keeps_ids_and_is_idempotent,
+            transfer_import_refuses_conflicts_storing_nothing,
+            transfer_catalog_and_resource_working_import,
+        );
     };
 }
 
@@ -451,6 +471,25 @@ macro_rules! __quota_expand {
         #[test]
         fn quota_contract_suite_is_complete() {
             $crate::contract::assert_quota_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transfer_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::transfer_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn transfer_contract_suite_is_complete() {
+            $crate::contract::assert_transfer_complete(&[$(stringify!($case)),*]);
         }
     };
 }
