@@ -25,6 +25,7 @@ pub mod cli_catalog;
 pub mod cli_context;
 pub mod cli_keys;
 pub mod cli_summary;
+pub mod cli_transfer;
 pub mod cli_working;
 pub mod context_routes;
 pub mod dto;
@@ -39,6 +40,7 @@ mod routes;
 pub mod server;
 mod state;
 mod summary_routes;
+pub mod transfer_routes;
 mod working_routes;
 
 pub use router::{ApiDoc, router};

@@ -37,4 +37,6 @@ pub struct AppState {
     pub summaries: SummaryService,
     /// Context assembly.
     pub context: ContextService,
+    /// Exports and imports.
+    pub transfer: memlayer_app::TransferService,
 }

@@ -17,7 +17,7 @@ use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
     MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
-    UsageStore, VectorIndex, WorkingMemoryStore,
+    TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -76,6 +76,8 @@ pub struct Services {
     /// Context assembly (system prompt, working memory, summary, recall,
     /// recent messages under a token budget).
     pub context: crate::ContextService,
+    /// Exports and imports of a tenant's memory, keeping ids.
+    pub transfer: crate::TransferService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -322,6 +324,7 @@ struct Stores {
     summaries: Arc<dyn SummaryStore>,
     summary_queue: Arc<dyn SummaryQueue>,
     usage: Arc<dyn UsageStore>,
+    transfer: Arc<dyn TransferStore>,
 }
 
 impl Stores {
@@ -338,6 +341,7 @@ impl Stores {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + TransferStore
             + 'static,
     {
         Self {
@@ -352,6 +356,7 @@ impl Stores {
             summaries: b.clone(),
             summary_queue: b.clone(),
             usage: b.clone(),
+            transfer: b.clone(),
         }
     }
 }
@@ -576,6 +581,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summaries,
         summary_queue,
         usage,
+        transfer,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -632,10 +638,19 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if let Some(trigger) = summary_service.trigger() {
         memory = memory.with_summary_trigger(trigger);
     }
-    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
+    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads.clone())
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
+    let transfer = crate::TransferService::new(
+        transfer,
+        threads.clone(),
+        embeddings.clone(),
+        index.clone(),
+        crate::ExportModel { model: info.model.clone(), dim: info.dim },
+    )
+    .with_worker(worker.clone())
+    .with_limiter(limiter.clone());
     Ok(Services {
         memory,
         search,
@@ -656,6 +671,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         context,
         working,
         summaries: summary_service,
+        transfer,
     })
 }
 
