@@ -445,6 +445,8 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}/summary",
         "POST /api/threads/{id}/summary",
         "GET /api/threads/{id}/summary/versions",
+        "GET /api/export",
+        "POST /api/import",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);

@@ -47,21 +47,28 @@ fn stable(file: &str) -> Vec<Value> {
 /// store's model for some messages) and a resource's working memory.
 async fn populate(t: &TestApp) {
     let (status, model) = t
-        .call("POST", "/api/models", Some(json!({"name": "gpt-4o", "provider": "openai", "context_window": 128000,
-            "max_output_tokens": 4096, "input_price": 2.5, "output_price": 10.0})))
+        .call(
+            "POST",
+            "/api/models",
+            Some(json!({"name": "gpt-4o", "provider": "openai", "context_window": 128000,
+            "max_output_tokens": 4096, "input_price": 2.5, "output_price": 10.0})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{model}");
     let (status, tool) =
         t.call("POST", "/api/tools", Some(json!({"name": "lookup", "parameters": {"type": "object"}}))).await;
     assert_eq!(status, StatusCode::CREATED, "{tool}");
-    let agent = json!({"name": "support", "model_id": model["id"], "tool_ids": [tool["id"]], "system_prompt": "be kind"});
+    let agent =
+        json!({"name": "support", "model_id": model["id"], "tool_ids": [tool["id"]], "system_prompt": "be kind"});
     let (status, agent) = t.call("POST", "/api/agents", Some(agent)).await;
     assert_eq!(status, StatusCode::CREATED, "{agent}");
     let (status, v) = t.call("PUT", "/api/settings/ui/theme", Some(json!({"value": {"dark": true}}))).await;
     assert!(status.is_success(), "{v}");
 
-    let a = t.thread(json!({"resource_id": "u1", "agent_id": "support", "title": "Refund", "model": "gpt-4o",
-        "metadata": {"lang": "en"}})).await;
+    let a = t
+        .thread(json!({"resource_id": "u1", "agent_id": "support", "title": "Refund", "model": "gpt-4o",
+        "metadata": {"lang": "en"}}))
+        .await;
     let batch = json!({"messages": [
         {"role": "user", "content": "where is my refund", "metadata": {"k": 1}},
         {"role": "assistant", "tool_calls": [{"id": "c1", "name": "lookup", "arguments": {"order": "A-17"}}]},
@@ -69,8 +76,13 @@ async fn populate(t: &TestApp) {
         {"role": "assistant", "content": "your zanzibarian refund was sent"}]});
     let (status, stored) = t.call("POST", &format!("/api/threads/{a}/messages?count_tokens=true"), Some(batch)).await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
-    let (status, v) =
-        t.call("PUT", &format!("/api/threads/{a}/state/support"), Some(json!({"state": {"step": 3}, "expected_version": 0}))).await;
+    let (status, v) = t
+        .call(
+            "PUT",
+            &format!("/api/threads/{a}/state/support"),
+            Some(json!({"state": {"step": 3}, "expected_version": 0})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let doc = json!({"content": {"name": "Ada"}, "expected_version": 0});
     let (status, v) = t.call("PUT", &format!("/api/threads/{a}/working-memory"), Some(doc)).await;
@@ -119,7 +131,12 @@ async fn round_trip() {
     let (status, report) = import(&pg, &first).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        (&report["threads_created"], &report["messages_created"], &report["vectors_stored"], &report["embeddings_queued"]),
+        (
+            &report["threads_created"],
+            &report["messages_created"],
+            &report["vectors_stored"],
+            &report["embeddings_queued"]
+        ),
         (&json!(2), &json!(5), &json!(2), &json!(3)),
         "{report}"
     );
@@ -136,14 +153,20 @@ async fn round_trip() {
     let (status, report) = import(&pg, &first).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        (&report["threads_created"], &report["threads_unchanged"], &report["records_created"], &report["records_unchanged"]),
+        (
+            &report["threads_created"],
+            &report["threads_unchanged"],
+            &report["records_created"],
+            &report["records_unchanged"]
+        ),
         (&json!(0), &json!(2), &json!(0), &json!(5)),
         "{report}"
     );
     assert_eq!(stable(&export(&pg, "?vectors=true").await), lines);
 
     // Imported messages are found like appended ones.
-    let (status, hits) = back.call("POST", "/api/search", Some(json!({"query": "zanzibarian", "mode": "lexical"}))).await;
+    let (status, hits) =
+        back.call("POST", "/api/search", Some(json!({"query": "zanzibarian", "mode": "lexical"}))).await;
     assert_eq!(status, StatusCode::OK, "{hits}");
     assert_eq!(hits["hits"].as_array().map(Vec::len), Some(1), "{hits}");
 }
@@ -193,7 +216,8 @@ async fn bad_imports_name_the_line_and_store_nothing_of_their_thread() {
         assert_error(got, status, code);
         assert_eq!((&got.1["error"]["line"], &got.1["error"]["field"]), (&json!(line), &json!(field)), "{}", got.1);
     };
-    let exists = async |t: &TestApp, id: &str| t.call("GET", &format!("/api/threads/{id}"), None).await.0 == StatusCode::OK;
+    let exists =
+        async |t: &TestApp, id: &str| t.call("GET", &format!("/api/threads/{id}"), None).await.0 == StatusCode::OK;
 
     // A future format version.
     let t = TestApp::new().await;

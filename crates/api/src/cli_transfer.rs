@@ -117,8 +117,12 @@ pub async fn export(services: &Services, args: &ExportArgs) -> anyhow::Result<Ex
         }
         _ => Box::new(std::io::stdout()),
     };
-    let mut sink =
-        FileSink { out: std::io::BufWriter::with_capacity(1 << 20, out), line: Vec::new(), bar: bar.clone(), messages: 0 };
+    let mut sink = FileSink {
+        out: std::io::BufWriter::with_capacity(1 << 20, out),
+        line: Vec::new(),
+        bar: bar.clone(),
+        messages: 0,
+    };
     let totals = services.transfer.export(&tenant, &options, &mut sink).await.context("exporting")?;
     sink.out.flush().context("writing the export")?;
     bar.set_position(totals.messages);

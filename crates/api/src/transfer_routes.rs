@@ -23,10 +23,10 @@ use memlayer_app::{
     RecordSink, Totals,
 };
 use memlayer_domain::{
-    AgentConfig, AgentId, AgentName, AgentState, ContextOptions, Embedding, MemoryOptions, MessageId,
-    Metadata, ModelConfig, ModelId, NewAgent, NewMessage, NewModel, NewTool, ResourceId, Role, Scope, Setting,
-    SettingName, Summary, TenantId, Thread, ThreadId, Timestamp, Title, TokenCount, ToolCall, ToolConfig, ToolId,
-    WorkingContent, WorkingMemory, WorkingMemoryOptions, WorkingScope,
+    AgentConfig, AgentId, AgentName, AgentState, ContextOptions, Embedding, MemoryOptions, MessageId, Metadata,
+    ModelConfig, ModelId, NewAgent, NewMessage, NewModel, NewTool, ResourceId, Role, Scope, Setting, SettingName,
+    Summary, TenantId, Thread, ThreadId, Timestamp, Title, TokenCount, ToolCall, ToolConfig, ToolId, WorkingContent,
+    WorkingMemory, WorkingMemoryOptions, WorkingScope,
 };
 use memlayer_ports::{StoreError, VectorEntry};
 use serde::{Deserialize, Serialize};
@@ -292,150 +292,186 @@ fn id_of(uuid: &impl ToString) -> String {
 /// Serialisation failed (a value JSON cannot hold).
 pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match record {
-        Record::Header(h) => serde_json::to_writer(out, &WireHeader {
-            kind: tag("header"),
-            format: FORMAT_NAME.into(),
-            version: h.version,
-            memlayer_version: h.memlayer_version.clone(),
-            tenant: h.tenant.as_str().into(),
-            exported_at: h.exported_at,
-            embedding: WireModel { model: h.embedding.model.clone(), dim: h.embedding.dim },
-            vectors: h.vectors,
-            resource_id: h.resource_id.as_ref().map(|r| r.as_str().to_owned()),
-            thread_id: h.thread_id.as_ref().map(id_of),
-        }),
-        Record::Model(m) => serde_json::to_writer(out, &WireModelRecord {
-            kind: tag("model"),
-            id: id_of(&m.id),
-            tenant: m.tenant.as_str().into(),
-            name: m.spec.name.clone(),
-            provider: m.spec.provider.clone(),
-            context_window: m.spec.context_window,
-            max_output_tokens: m.spec.max_output_tokens,
-            input_price: m.spec.input_price,
-            output_price: m.spec.output_price,
-            is_default: m.spec.is_default,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-        }),
-        Record::Tool(t) => serde_json::to_writer(out, &WireTool {
-            kind: tag("tool"),
-            id: id_of(&t.id),
-            tenant: t.tenant.as_str().into(),
-            name: t.spec.name.clone(),
-            description: t.spec.description.clone(),
-            parameters: t.spec.parameters.clone(),
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }),
+        Record::Header(h) => serde_json::to_writer(
+            out,
+            &WireHeader {
+                kind: tag("header"),
+                format: FORMAT_NAME.into(),
+                version: h.version,
+                memlayer_version: h.memlayer_version.clone(),
+                tenant: h.tenant.as_str().into(),
+                exported_at: h.exported_at,
+                embedding: WireModel { model: h.embedding.model.clone(), dim: h.embedding.dim },
+                vectors: h.vectors,
+                resource_id: h.resource_id.as_ref().map(|r| r.as_str().to_owned()),
+                thread_id: h.thread_id.as_ref().map(id_of),
+            },
+        ),
+        Record::Model(m) => serde_json::to_writer(
+            out,
+            &WireModelRecord {
+                kind: tag("model"),
+                id: id_of(&m.id),
+                tenant: m.tenant.as_str().into(),
+                name: m.spec.name.clone(),
+                provider: m.spec.provider.clone(),
+                context_window: m.spec.context_window,
+                max_output_tokens: m.spec.max_output_tokens,
+                input_price: m.spec.input_price,
+                output_price: m.spec.output_price,
+                is_default: m.spec.is_default,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+            },
+        ),
+        Record::Tool(t) => serde_json::to_writer(
+            out,
+            &WireTool {
+                kind: tag("tool"),
+                id: id_of(&t.id),
+                tenant: t.tenant.as_str().into(),
+                name: t.spec.name.clone(),
+                description: t.spec.description.clone(),
+                parameters: t.spec.parameters.clone(),
+                created_at: t.created_at,
+                updated_at: t.updated_at,
+            },
+        ),
         Record::Agent(a) => {
             let m = &a.spec.memory;
-            serde_json::to_writer(out, &WireAgent {
-                kind: tag("agent"),
-                id: id_of(&a.id),
-                tenant: a.tenant.as_str().into(),
-                name: a.spec.name.as_str().into(),
-                model_id: id_of(&a.spec.model_id),
-                system_prompt: a.spec.system_prompt.clone(),
-                tool_ids: a.spec.tool_ids.iter().map(id_of).collect(),
-                memory: WireMemory {
-                    last_n: m.last_n,
-                    top_k: m.top_k,
-                    token_budget: m.token_budget,
-                    working_memory: m.working_memory.as_ref().map(WorkingMemoryOptions::to_value),
-                    context: m.context.as_ref().map(ContextOptions::to_value),
+            serde_json::to_writer(
+                out,
+                &WireAgent {
+                    kind: tag("agent"),
+                    id: id_of(&a.id),
+                    tenant: a.tenant.as_str().into(),
+                    name: a.spec.name.as_str().into(),
+                    model_id: id_of(&a.spec.model_id),
+                    system_prompt: a.spec.system_prompt.clone(),
+                    tool_ids: a.spec.tool_ids.iter().map(id_of).collect(),
+                    memory: WireMemory {
+                        last_n: m.last_n,
+                        top_k: m.top_k,
+                        token_budget: m.token_budget,
+                        working_memory: m.working_memory.as_ref().map(WorkingMemoryOptions::to_value),
+                        context: m.context.as_ref().map(ContextOptions::to_value),
+                    },
+                    created_at: a.created_at,
+                    updated_at: a.updated_at,
                 },
-                created_at: a.created_at,
-                updated_at: a.updated_at,
-            })
+            )
         }
-        Record::Setting(s) => serde_json::to_writer(out, &WireSetting {
-            kind: tag("setting"),
-            tenant: s.tenant.as_str().into(),
-            category: s.category.as_str().into(),
-            key: s.key.as_str().into(),
-            value: s.value.clone(),
-            updated_at: s.updated_at,
-        }),
+        Record::Setting(s) => serde_json::to_writer(
+            out,
+            &WireSetting {
+                kind: tag("setting"),
+                tenant: s.tenant.as_str().into(),
+                category: s.category.as_str().into(),
+                key: s.key.as_str().into(),
+                value: s.value.clone(),
+                updated_at: s.updated_at,
+            },
+        ),
         Record::Working(w) => {
             let (format, content) = match &w.content {
                 WorkingContent::Json(v) => ("json", v.clone()),
                 WorkingContent::Markdown(s) => ("markdown", Value::String(s.clone())),
             };
-            serde_json::to_writer(out, &WireWorking {
-                kind: tag("working_memory"),
-                scope: WireScope { kind: w.scope.kind().as_str().into(), id: w.scope.id_text() },
-                format: format.into(),
-                content,
-                version: w.version,
-                updated_at: w.updated_at,
-            })
+            serde_json::to_writer(
+                out,
+                &WireWorking {
+                    kind: tag("working_memory"),
+                    scope: WireScope { kind: w.scope.kind().as_str().into(), id: w.scope.id_text() },
+                    format: format.into(),
+                    content,
+                    version: w.version,
+                    updated_at: w.updated_at,
+                },
+            )
         }
-        Record::Thread(t) => serde_json::to_writer(out, &WireThread {
-            kind: tag("thread"),
-            id: id_of(&t.id),
-            tenant: t.tenant.as_str().into(),
-            resource_id: t.resource_id.as_ref().map(|r| r.as_str().to_owned()),
-            agent_id: t.agent_id.as_ref().map(|a| a.as_str().to_owned()),
-            title: t.title.as_ref().map(|x| x.as_str().to_owned()),
-            model: t.model.clone(),
-            metadata: Value::Object(t.metadata.as_map().clone()),
-            last_seq: t.last_seq,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }),
-        Record::Message(m) => serde_json::to_writer(out, &WireMessage {
-            kind: tag("message"),
-            id: id_of(&m.id),
-            thread_id: id_of(&m.thread_id),
-            seq: m.seq,
-            role: m.role.as_str().into(),
-            content: m.content.clone(),
-            tool_call_id: m.tool_call_id.clone(),
-            tool_name: m.tool_name.clone(),
-            tool_calls: m.tool_calls.clone(),
-            metadata: Value::Object(m.metadata.as_map().clone()),
-            token_count: m.token_count.as_ref().map(|t| WireTokens {
-                count: t.count,
+        Record::Thread(t) => serde_json::to_writer(
+            out,
+            &WireThread {
+                kind: tag("thread"),
+                id: id_of(&t.id),
+                tenant: t.tenant.as_str().into(),
+                resource_id: t.resource_id.as_ref().map(|r| r.as_str().to_owned()),
+                agent_id: t.agent_id.as_ref().map(|a| a.as_str().to_owned()),
+                title: t.title.as_ref().map(|x| x.as_str().to_owned()),
                 model: t.model.clone(),
-                encoding: t.encoding.clone(),
-                exact: t.exact,
-            }),
-            created_at: m.created_at,
-        }),
-        Record::Vector(v) => serde_json::to_writer(out, &WireVector {
-            kind: tag("vector"),
-            message_id: id_of(&v.id),
-            thread_id: id_of(&v.thread),
-            model: v.embedding.model().to_owned(),
-            dim: v.embedding.dim(),
-            vector: v.embedding.vector().to_vec(),
-        }),
-        Record::State(s) => serde_json::to_writer(out, &WireState {
-            kind: tag("agent_state"),
-            thread_id: id_of(&s.thread_id),
-            agent_id: s.agent_id.as_str().into(),
-            state: s.state.clone(),
-            version: s.version,
-            updated_at: s.updated_at,
-        }),
-        Record::Summary(s) => serde_json::to_writer(out, &WireSummary {
-            kind: tag("summary"),
-            thread_id: id_of(&s.thread_id),
-            version: s.version,
-            text: s.text.clone(),
-            covers_through: s.covers_through,
-            covered_messages: s.covered_messages,
-            summarizer: s.summarizer.clone(),
-            created_at: s.created_at,
-        }),
-        Record::End(t) => serde_json::to_writer(out, &WireEnd {
-            kind: tag("end"),
-            records: t.records,
-            threads: t.threads,
-            messages: t.messages,
-            vectors: t.vectors,
-        }),
+                metadata: Value::Object(t.metadata.as_map().clone()),
+                last_seq: t.last_seq,
+                created_at: t.created_at,
+                updated_at: t.updated_at,
+            },
+        ),
+        Record::Message(m) => serde_json::to_writer(
+            out,
+            &WireMessage {
+                kind: tag("message"),
+                id: id_of(&m.id),
+                thread_id: id_of(&m.thread_id),
+                seq: m.seq,
+                role: m.role.as_str().into(),
+                content: m.content.clone(),
+                tool_call_id: m.tool_call_id.clone(),
+                tool_name: m.tool_name.clone(),
+                tool_calls: m.tool_calls.clone(),
+                metadata: Value::Object(m.metadata.as_map().clone()),
+                token_count: m.token_count.as_ref().map(|t| WireTokens {
+                    count: t.count,
+                    model: t.model.clone(),
+                    encoding: t.encoding.clone(),
+                    exact: t.exact,
+                }),
+                created_at: m.created_at,
+            },
+        ),
+        Record::Vector(v) => serde_json::to_writer(
+            out,
+            &WireVector {
+                kind: tag("vector"),
+                message_id: id_of(&v.id),
+                thread_id: id_of(&v.thread),
+                model: v.embedding.model().to_owned(),
+                dim: v.embedding.dim(),
+                vector: v.embedding.vector().to_vec(),
+            },
+        ),
+        Record::State(s) => serde_json::to_writer(
+            out,
+            &WireState {
+                kind: tag("agent_state"),
+                thread_id: id_of(&s.thread_id),
+                agent_id: s.agent_id.as_str().into(),
+                state: s.state.clone(),
+                version: s.version,
+                updated_at: s.updated_at,
+            },
+        ),
+        Record::Summary(s) => serde_json::to_writer(
+            out,
+            &WireSummary {
+                kind: tag("summary"),
+                thread_id: id_of(&s.thread_id),
+                version: s.version,
+                text: s.text.clone(),
+                covers_through: s.covers_through,
+                covered_messages: s.covered_messages,
+                summarizer: s.summarizer.clone(),
+                created_at: s.created_at,
+            },
+        ),
+        Record::End(t) => serde_json::to_writer(
+            out,
+            &WireEnd {
+                kind: tag("end"),
+                records: t.records,
+                threads: t.threads,
+                messages: t.messages,
+                vectors: t.vectors,
+            },
+        ),
     }
 }
 
@@ -563,7 +599,9 @@ pub fn decode(line: &[u8], tenant: &TenantId) -> Result<Record, FieldError> {
         })),
         WireRecord::WireWorking(w) => {
             let scope = match w.scope.kind.as_str() {
-                "resource" => WorkingScope::Resource(ResourceId::parse(w.scope.id).map_err(|e| bad("scope.id", e.reason))?),
+                "resource" => {
+                    WorkingScope::Resource(ResourceId::parse(w.scope.id).map_err(|e| bad("scope.id", e.reason))?)
+                }
                 "thread" => WorkingScope::Thread(ThreadId::from_uuid(uuid_field("scope.id", &w.scope.id)?)),
                 other => return Err(bad("scope.kind", format!("`{other}` is neither resource nor thread"))),
             };
@@ -594,7 +632,12 @@ pub fn decode(line: &[u8], tenant: &TenantId) -> Result<Record, FieldError> {
             let mut new = NewMessage::new(role, m.content, m.tool_call_id, m.tool_name, m.tool_calls, metadata)
                 .map_err(domain)?;
             if let Some(t) = m.token_count {
-                new = new.with_token_count(TokenCount { count: t.count, model: t.model, encoding: t.encoding, exact: t.exact });
+                new = new.with_token_count(TokenCount {
+                    count: t.count,
+                    model: t.model,
+                    encoding: t.encoding,
+                    exact: t.exact,
+                });
             }
             if m.seq < 1 {
                 return Err(bad("seq", "must be at least 1"));
@@ -633,12 +676,9 @@ pub fn decode(line: &[u8], tenant: &TenantId) -> Result<Record, FieldError> {
                 created_at: s.created_at,
             }))
         }
-        WireRecord::WireEnd(e) => Ok(Record::End(Totals {
-            records: e.records,
-            threads: e.threads,
-            messages: e.messages,
-            vectors: e.vectors,
-        })),
+        WireRecord::WireEnd(e) => {
+            Ok(Record::End(Totals { records: e.records, threads: e.threads, messages: e.messages, vectors: e.vectors }))
+        }
     }
 }
 
@@ -811,7 +851,11 @@ pub fn import_error(e: ImportError) -> ApiError {
                description = "One JSON record per line: header, catalog, working memory, threads with their \
                  messages, vectors, agent states, summaries and working memory, end"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn export(State(s): State<AppState>, Read(who): Read, Query(q): Query<ExportQuery>) -> Result<Response, ApiError> {
+async fn export(
+    State(s): State<AppState>,
+    Read(who): Read,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
     let options = ExportOptions {
         resource: q.resource_id.map(ResourceId::parse).transpose()?,
         thread: q
@@ -888,7 +932,11 @@ impl RecordSink for ChannelSink {
                 `field` and `imported`"),
               (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "`import_conflict`: \
                 an id is stored with other content; nothing of that thread is imported")))]
-async fn import(State(s): State<AppState>, Write(who): Write, body: Body) -> Result<axum::Json<ImportReportDto>, ApiError> {
+async fn import(
+    State(s): State<AppState>,
+    Write(who): Write,
+    body: Body,
+) -> Result<axum::Json<ImportReportDto>, ApiError> {
     let tenant = who.tenant.clone();
     let catalog = who.may(Scope::Admin);
     let importer = s.transfer.importer(std::sync::Arc::new(who)).with_catalog(catalog);

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    AgentConfig, AgentState, Embedding, Message, MessageId, ModelConfig, Reach, ResourceId, Setting, Summary,
-    TenantId, Thread, ThreadId, Timestamp, ToolConfig, WorkingMemory, WorkingScope,
+    AgentConfig, AgentState, Embedding, Message, MessageId, ModelConfig, Reach, ResourceId, Setting, Summary, TenantId,
+    Thread, ThreadId, Timestamp, ToolConfig, WorkingMemory, WorkingScope,
 };
 use memlayer_ports::{
     Differs, EmbeddingStore, Imported, StoreError, ThreadRecords, ThreadStore, TransferStore, VectorEntry, VectorIndex,
@@ -257,7 +257,9 @@ impl TransferService {
                 let threads = match options.thread {
                     Some(id) if after.is_none() => {
                         let t = self.threads.get(who, id).await?;
-                        if !who.reaches(t.resource_id.as_ref()) || resource.as_ref().is_some_and(|r| t.resource_id.as_ref() != Some(r)) {
+                        if !who.reaches(t.resource_id.as_ref())
+                            || resource.as_ref().is_some_and(|r| t.resource_id.as_ref() != Some(r))
+                        {
                             return Err(StoreError::not_found("thread", id));
                         }
                         vec![t]
@@ -475,7 +477,10 @@ impl Importer {
                 return Err(self.invalid(
                     line,
                     "version",
-                    format!("format version {} is newer than this memlayer reads ({FORMAT_VERSION}): upgrade memlayer", h.version),
+                    format!(
+                        "format version {} is newer than this memlayer reads ({FORMAT_VERSION}): upgrade memlayer",
+                        h.version
+                    ),
                 ));
             }
             if h.version == 0 {
@@ -563,7 +568,11 @@ impl Importer {
             Record::Vector(v) => {
                 let p = self.current(line, v.thread)?;
                 if !p.message_lines.contains_key(&v.id) {
-                    return Err(self.invalid(line, "message_id", format!("message {} precedes no vector in its thread", v.id)));
+                    return Err(self.invalid(
+                        line,
+                        "message_id",
+                        format!("message {} precedes no vector in its thread", v.id),
+                    ));
                 }
                 p.vectors.push((line, v.id, v.embedding));
                 return Ok(());
@@ -718,7 +727,8 @@ impl Importer {
             .collect();
         let embedded = usable.len() as u64;
         if !usable.is_empty() {
-            let entries = self.service.embeddings.complete_jobs(usable).await.map_err(|e| self.store_error(p.line, e))?;
+            let entries =
+                self.service.embeddings.complete_jobs(usable).await.map_err(|e| self.store_error(p.line, e))?;
             self.report.vectors_stored += entries.len() as u64;
             self.service.index.upsert(entries).await.map_err(|e| self.store_error(p.line, e))?;
         }
