@@ -80,7 +80,7 @@ impl RecordSink for FileSink {
     async fn put(&mut self, record: Record) -> Result<(), StoreError> {
         if matches!(record, Record::Message(_)) {
             self.messages += 1;
-            if self.messages % 1_000 == 0 {
+            if self.messages.is_multiple_of(1_000) {
                 self.bar.set_position(self.messages);
             }
         }
@@ -201,7 +201,7 @@ pub async fn import(services: &Services, args: &ImportArgs) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let r = e.report;
+            let r = *e.report;
             let api = import_error(e);
             eprintln!("import failed: {} ({})", api_message(&api), api.status());
             eprintln!(

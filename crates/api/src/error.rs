@@ -74,7 +74,7 @@ pub struct ApiError {
     message: String,
     retry_after: Option<std::time::Duration>,
     quota: Option<QuotaErrorDto>,
-    import: Option<(u64, String, serde_json::Value)>,
+    import: Option<Box<(u64, String, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -121,7 +121,7 @@ impl ApiError {
     /// imported before it.
     #[must_use]
     pub fn with_import(mut self, line: u64, field: String, imported: serde_json::Value) -> Self {
-        self.import = Some((line, field, imported));
+        self.import = Some(Box::new((line, field, imported)));
         self
     }
 
@@ -214,7 +214,7 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (line, field, imported) = match self.import {
+        let (line, field, imported) = match self.import.map(|b| *b) {
             Some((line, field, imported)) => (Some(line), Some(field), Some(imported)),
             None => (None, None, None),
         };

@@ -724,7 +724,7 @@ where
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| {
             let mut err = ImportError::invalid(line + 1, "body", format!("reading the input failed: {e}"));
-            err.report = importer.report();
+            err.report = Box::new(importer.report());
             err
         })?;
         read += chunk.len() as u64;
@@ -739,7 +739,7 @@ where
         buf.extend_from_slice(rest);
         if buf.len() > MAX_LINE_BYTES {
             let mut err = ImportError::invalid(line + 1, "json", format!("a line longer than {MAX_LINE_BYTES} bytes"));
-            err.report = importer.report();
+            err.report = Box::new(importer.report());
             return Err(err);
         }
         progress(read, &importer.report());
@@ -751,7 +751,7 @@ where
             "truncated: the last line does not end with a newline (the file was cut short); the thread it belongs to \
              was not imported",
         );
-        err.report = importer.report();
+        err.report = Box::new(importer.report());
         return Err(err);
     }
     let report = importer.finish().await?;
@@ -768,7 +768,7 @@ async fn push_line(importer: &mut Importer, tenant: &TenantId, line: u64, text: 
         Ok(record) => importer.push(line, record).await,
         Err((field, message)) => {
             let mut err = ImportError::invalid(line, field, message);
-            err.report = importer.report();
+            err.report = Box::new(importer.report());
             Err(err)
         }
     }
@@ -833,12 +833,12 @@ pub fn import_error(e: ImportError) -> ApiError {
         ImportFailure::Conflict => ApiError::new(StatusCode::CONFLICT, "import_conflict", message),
         ImportFailure::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
         ImportFailure::Store(s) => {
-            let mut api = ApiError::from(s);
+            let mut api = ApiError::from(*s);
             api.prefix_message(&format!("line {}: ", e.line));
             api
         }
     };
-    base.with_import(e.line, e.field, serde_json::to_value(ImportReportDto::from(e.report)).unwrap_or(Value::Null))
+    base.with_import(e.line, e.field, serde_json::to_value(ImportReportDto::from(*e.report)).unwrap_or(Value::Null))
 }
 
 /// Export the caller's memory as JSON Lines (docs/EXPORT.md): its whole

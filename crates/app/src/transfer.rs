@@ -369,7 +369,7 @@ pub enum ImportFailure {
     /// The caller may not import this record (403).
     Forbidden,
     /// The store failed or refused (its own status).
-    Store(StoreError),
+    Store(Box<StoreError>),
 }
 
 /// An import's error: the line, the field, what is wrong, and what was
@@ -387,7 +387,7 @@ pub struct ImportError {
     /// The kind.
     pub failure: ImportFailure,
     /// What was imported before it.
-    pub report: ImportReport,
+    pub report: Box<ImportReport>,
 }
 
 impl ImportError {
@@ -399,7 +399,7 @@ impl ImportError {
             field: field.into(),
             message: message.into(),
             failure: ImportFailure::Invalid,
-            report: ImportReport::default(),
+            report: Box::default(),
         }
     }
 }
@@ -450,7 +450,7 @@ impl Importer {
     }
 
     fn fail(&self, line: u64, field: &str, message: impl Into<String>, failure: ImportFailure) -> ImportError {
-        ImportError { line, field: field.to_owned(), message: message.into(), failure, report: self.report }
+        ImportError { line, field: field.to_owned(), message: message.into(), failure, report: Box::new(self.report) }
     }
 
     fn invalid(&self, line: u64, field: &str, message: impl Into<String>) -> ImportError {
@@ -684,7 +684,7 @@ impl Importer {
         match e {
             StoreError::Invalid(d) => self.invalid(line, d.field, d.reason),
             StoreError::Conflict(m) => self.fail(line, "id", m, ImportFailure::Conflict),
-            other => self.fail(line, "record", other.to_string(), ImportFailure::Store(other)),
+            other => self.fail(line, "record", other.to_string(), ImportFailure::Store(Box::new(other))),
         }
     }
 
