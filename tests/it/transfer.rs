@@ -316,3 +316,35 @@ async fn export_and_import_on_the_command_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("line {}: json: truncated", a.lines().count())), "{stderr}");
 }
+
+/// An import is held to the tenant's storage quota (nothing of the thread
+/// past it stored) and charged to its embedding budget for what the worker
+/// will embed (429 once spent, the thread stored; a re-import costs nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_count_against_the_quota_and_the_embedding_budget() {
+    let source = TestApp::new().await;
+    populate(&source).await;
+    let file = export(&source, "").await;
+    let lines: Vec<&str> = file.lines().collect();
+    let first_thread = lines.iter().position(|l| l.contains(r#""type":"thread""#)).unwrap();
+    let first_id = serde_json::from_str::<Value>(lines[first_thread]).unwrap()["id"].as_str().unwrap().to_owned();
+
+    let t = TestApp::with(|c| c.limits.quota.messages = Some(3)).await;
+    let got = import(&t, &file).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "quota_exceeded");
+    assert_eq!(got.1["error"]["line"], json!(first_thread + 1), "{}", got.1);
+    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::NOT_FOUND);
+
+    let t = TestApp::with(|c| {
+        c.limits.enabled = Some(true);
+        c.limits.credential = memlayer_app::Rate::UNLIMITED;
+        c.limits.tenant = memlayer_app::Rate::UNLIMITED;
+        c.limits.embed_tokens = memlayer_app::Rate { per_second: 0.01, burst: 10 };
+    })
+    .await;
+    let got = import(&t, &file).await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(got.1["error"]["line"], json!(first_thread + 1), "{}", got.1);
+    assert_eq!(got.1["error"]["imported"]["threads_created"], json!(1), "the thread is stored, then charged");
+    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::OK);
+}

@@ -706,6 +706,18 @@ impl Importer {
         let Some(p) = self.pending.take() else { return Ok(()) };
         let quota = self.service.limiter.quota(self.who.tenant()).await;
         let messages = p.records.messages.len() as u64;
+        let model = &self.service.model;
+        let with_vector: std::collections::HashSet<MessageId> = p
+            .vectors
+            .iter()
+            .filter(|(_, _, e)| e.model() == model.model && e.dim() == model.dim)
+            .map(|(_, id, _)| *id)
+            .collect();
+        // What the worker will embed, charged like an append's work once the
+        // thread is stored (a re-import, which stores nothing, costs nothing).
+        let cost = crate::embedding_cost(
+            p.records.messages.iter().filter(|m| !with_vector.contains(&m.id)).map(|m| m.content.as_str()),
+        );
         let done = self.service.store.import_thread(&*self.who, p.records, &quota).await;
         let outcome = match done {
             Ok(Imported::Differs(d)) => return Err(self.differs(p.line, &d, Some(&p.message_lines))),
@@ -718,7 +730,6 @@ impl Importer {
         }
         self.report.threads_created += 1;
         self.report.messages_created += messages;
-        let model = &self.service.model;
         let usable: Vec<(MessageId, Embedding)> = p
             .vectors
             .into_iter()
@@ -739,6 +750,10 @@ impl Importer {
         {
             w.wake();
         }
+        // Past the tenant's embedding budget the import stops here (429),
+        // this thread stored: sending the file again later goes on from it.
+        let tenant = self.who.tenant().clone();
+        self.service.limiter.charge_embedding(&tenant, cost).await.map_err(|e| self.store_error(p.line, e))?;
         Ok(())
     }
 
