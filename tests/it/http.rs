@@ -453,6 +453,8 @@ async fn openapi_describes_every_route() {
         "POST /api/retention/prune",
         "GET /api/retention/runs",
         "DELETE /api/resources/{id}",
+        "GET /api/export",
+        "POST /api/import",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -530,6 +532,7 @@ async fn internal_errors_reveal_nothing() {
         working: no_working(),
         summaries: no_summaries(),
         retention: no_retention(),
+        transfer: no_transfer(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -653,6 +656,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             working: no_working(),
             summaries: no_summaries(),
             retention: no_retention(),
+            transfer: no_transfer(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -838,6 +842,17 @@ fn no_summaries() -> memlayer_app::SummaryService {
         Arc::new(memlayer_ports::MockThreadStore::new()),
         Arc::new(memlayer_ports::MockSummarizer::new()),
         memlayer_app::SummaryConfig::default(),
+    )
+}
+
+/// An export and import service whose ports are never called.
+fn no_transfer() -> memlayer_app::TransferService {
+    memlayer_app::TransferService::new(
+        Arc::new(memlayer_ports::MockTransferStore::new()),
+        Arc::new(memlayer_ports::MockThreadStore::new()),
+        Arc::new(memlayer_ports::MockEmbeddingStore::new()),
+        Arc::new(memlayer_ports::MockVectorIndex::new()),
+        memlayer_app::ExportModel { model: "none".into(), dim: 1 },
     )
 }
 

@@ -46,4 +46,5 @@ mod summary;
 mod support;
 mod sweep;
 mod tidy;
+mod transfer;
 mod working;

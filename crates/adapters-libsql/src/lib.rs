@@ -65,6 +65,7 @@ mod rows;
 mod state;
 mod summaries;
 mod threads;
+mod transfer;
 mod values;
 mod vectors;
 mod working;

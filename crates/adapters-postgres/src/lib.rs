@@ -60,6 +60,7 @@ mod summaries;
 pub mod testing;
 mod threads;
 mod tls;
+mod transfer;
 mod vectors;
 mod working;
 

@@ -26,7 +26,7 @@ use crate::exec::{Executor, Row, Transactor, Work};
 use crate::table::{AGENTS, MODELS, TOOLS, Table};
 use crate::{Cells, Dialect, Sql, SqlOp as _, SqlValue, corrupt};
 
-fn work<T, F>(f: F) -> Work<T>
+pub(crate) fn work<T, F>(f: F) -> Work<T>
 where
     F: for<'e> FnOnce(&'e dyn Executor) -> crate::exec::WorkFuture<'e, T> + Send + 'static,
 {
@@ -107,7 +107,7 @@ pub fn list_sql(dialect: Dialect, tenant: &TenantId, query: &ListQuery) -> Resul
     Ok(sql)
 }
 
-fn model_values(m: &ModelConfig) -> Vec<SqlValue> {
+pub(crate) fn model_values(m: &ModelConfig) -> Vec<SqlValue> {
     let s = &m.spec;
     vec![
         m.id.as_uuid().into(),
@@ -123,7 +123,7 @@ fn model_values(m: &ModelConfig) -> Vec<SqlValue> {
     ]
 }
 
-fn model_row(row: &Row, tenant: &TenantId) -> Result<ModelConfig, StoreError> {
+pub(crate) fn model_row(row: &Row, tenant: &TenantId) -> Result<ModelConfig, StoreError> {
     let r = Cells::new(row, MODELS.name);
     Ok(ModelConfig {
         id: ModelId::from_uuid(r.uuid(0, "id")?),
@@ -142,7 +142,7 @@ fn model_row(row: &Row, tenant: &TenantId) -> Result<ModelConfig, StoreError> {
     })
 }
 
-fn tool_values(t: &ToolConfig) -> Vec<SqlValue> {
+pub(crate) fn tool_values(t: &ToolConfig) -> Vec<SqlValue> {
     let s = &t.spec;
     vec![
         t.id.as_uuid().into(),
@@ -154,7 +154,7 @@ fn tool_values(t: &ToolConfig) -> Vec<SqlValue> {
     ]
 }
 
-fn tool_row(row: &Row, tenant: &TenantId) -> Result<ToolConfig, StoreError> {
+pub(crate) fn tool_row(row: &Row, tenant: &TenantId) -> Result<ToolConfig, StoreError> {
     let r = Cells::new(row, TOOLS.name);
     Ok(ToolConfig {
         id: ToolId::from_uuid(r.uuid(0, "id")?),
@@ -169,7 +169,7 @@ fn tool_row(row: &Row, tenant: &TenantId) -> Result<ToolConfig, StoreError> {
     })
 }
 
-fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
+pub(crate) fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
     let (s, m) = (&a.spec, &a.spec.memory);
     vec![
         a.id.as_uuid().into(),
@@ -187,7 +187,7 @@ fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
 }
 
 /// An agent row without its tools (filled in by [`with_tools`]).
-fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
+pub(crate) fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
     let r = Cells::new(row, AGENTS.name);
     Ok(AgentConfig {
         id: AgentId::from_uuid(r.uuid(0, "id")?),
@@ -219,7 +219,10 @@ fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, StoreError> {
 }
 
 /// Fills in the agents' tools, in order, with one query.
-async fn with_tools(ex: &dyn Executor, mut agents: Vec<AgentConfig>) -> Result<Vec<AgentConfig>, StoreError> {
+pub(crate) async fn with_tools(
+    ex: &dyn Executor,
+    mut agents: Vec<AgentConfig>,
+) -> Result<Vec<AgentConfig>, StoreError> {
     if agents.is_empty() {
         return Ok(agents);
     }
@@ -238,7 +241,7 @@ async fn with_tools(ex: &dyn Executor, mut agents: Vec<AgentConfig>) -> Result<V
 }
 
 /// Replaces the agent's tool rows with `tools`, positions 0, 1, … in order.
-async fn write_agent_tools(
+pub(crate) async fn write_agent_tools(
     ex: &dyn Executor,
     tenant: &TenantId,
     id: AgentId,
@@ -274,7 +277,7 @@ async fn exists(ex: &dyn Executor, context: &'static str, sql: Sql) -> Result<bo
 }
 
 /// `Conflict` when another row of the tenant in `table` has `name`.
-async fn name_free(
+pub(crate) async fn name_free(
     ex: &dyn Executor,
     table: &Table,
     tenant: &TenantId,
@@ -297,7 +300,7 @@ async fn must_exist(ex: &dyn Executor, table: &Table, tenant: &TenantId, id: Uui
 }
 
 /// The row `id` of the tenant in `table`, decoded.
-async fn get_on<T>(
+pub(crate) async fn get_on<T>(
     ex: &dyn Executor,
     table: &Table,
     tenant: &TenantId,
@@ -325,7 +328,7 @@ async fn update_on<T>(
     row.as_ref().map(|r| decode(r, tenant)).transpose()?.ok_or_else(|| StoreError::not_found(table.what, id))
 }
 
-async fn insert_on(
+pub(crate) async fn insert_on(
     ex: &dyn Executor,
     table: &Table,
     tenant: &TenantId,
@@ -345,7 +348,7 @@ async fn delete_on(ex: &dyn Executor, table: &Table, tenant: &TenantId, id: Uuid
 }
 
 /// Clears the tenant's default flag on every model but `keep`.
-async fn clear_default(
+pub(crate) async fn clear_default(
     ex: &dyn Executor,
     tenant: &TenantId,
     keep: ModelId,
@@ -362,7 +365,7 @@ async fn clear_default(
 
 /// Checks an agent's references inside the write transaction: `Invalid`
 /// for a model or tool the tenant does not have.
-async fn check_agent_refs(ex: &dyn Executor, tenant: &TenantId, new: &NewAgent) -> Result<(), StoreError> {
+pub(crate) async fn check_agent_refs(ex: &dyn Executor, tenant: &TenantId, new: &NewAgent) -> Result<(), StoreError> {
     let mut sql = Sql::new(ex.dialect());
     MODELS.exists(&mut sql, tenant.as_str(), new.model_id.as_uuid());
     if !exists(ex, "check agent model", sql).await? {

@@ -16,7 +16,8 @@
 //! both vector indexes check, [`working`] the working-memory store,
 //! [`summaries`] the thread summaries and their job queue, [`retention`] the
 //! retention policies, the steps that apply them and erase a resource, their
-//! receipts and the scheduler's lease, and [`migrate`]
+//! receipts and the scheduler's lease, [`transfer`] exports and imports
+//! keeping ids, and [`migrate`]
 //! the migration runner, the `Database` port and every backend's migrations
 //! by version.
 //!
@@ -52,6 +53,7 @@ pub mod summaries;
 pub mod table;
 pub mod threads;
 pub mod token_counts;
+pub mod transfer;
 pub mod usage;
 mod value;
 pub mod vectors;

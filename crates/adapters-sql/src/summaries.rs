@@ -61,9 +61,9 @@ async fn last_seq(ex: &dyn Executor, tenant: &TenantId, thread: ThreadId) -> Res
     Cells::new(&row, "threads").int(0, "last_seq")
 }
 
-const SUMMARY_COLUMNS: &str = "version, text, covers_through, covered_messages, summarizer, created_at";
+pub(crate) const SUMMARY_COLUMNS: &str = "version, text, covers_through, covered_messages, summarizer, created_at";
 
-fn decode_summary(thread: ThreadId, row: &Row) -> Result<Summary, StoreError> {
+pub(crate) fn decode_summary(thread: ThreadId, row: &Row) -> Result<Summary, StoreError> {
     let r = Cells::new(row, SUMMARIES);
     Ok(Summary {
         thread_id: thread,

@@ -434,7 +434,7 @@ pub fn forked_vectors_sql(dialect: Dialect, tenant: &TenantId, fork: ThreadId) -
 /// A row of [`forked_vectors_sql`] as an index entry: libSQL stores
 /// little-endian `f32`s; pgvector's binary form is a big-endian `int16`
 /// dimension, an unused `int16`, then big-endian `float4`s.
-fn decode_vector(
+pub(crate) fn decode_vector(
     dialect: Dialect,
     row: &[SqlValue],
     tenant: &TenantId,

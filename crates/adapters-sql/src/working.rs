@@ -111,7 +111,7 @@ async fn check_thread(ex: &dyn Executor, tenant: &TenantId, scope: &WorkingScope
 
 /// Decodes `format, content, version, updated_at`; `None` when the version
 /// is NULL (a thread without a document).
-fn decode(row: &[SqlValue], scope: &WorkingScope) -> Result<Option<WorkingMemory>, StoreError> {
+pub(crate) fn decode(row: &[SqlValue], scope: &WorkingScope) -> Result<Option<WorkingMemory>, StoreError> {
     let r = Cells::new(row, TABLE);
     let Some(version) = r.opt_int(2, "version")? else {
         return Ok(None);
@@ -129,7 +129,7 @@ fn decode(row: &[SqlValue], scope: &WorkingScope) -> Result<Option<WorkingMemory
 }
 
 /// The stored text of a document.
-fn stored_text(content: &WorkingContent) -> Result<String, StoreError> {
+pub(crate) fn stored_text(content: &WorkingContent) -> Result<String, StoreError> {
     match content {
         WorkingContent::Json(v) => serde_json::to_string(v).map_err(StoreError::backend),
         WorkingContent::Markdown(s) => Ok(s.clone()),

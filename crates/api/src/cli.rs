@@ -2,7 +2,8 @@
 //! `search`, `reembed`, the catalog (`models`, `agents`,
 //! `tools`, `settings`), API keys (`keys`), working memory
 //! (`working-memory`), thread summaries (`summary`), a thread's context
-//! (`context`) and retention (`retention`, `prune`, `erase-resource`).
+//! (`context`), retention (`retention`, `prune`, `erase-resource`), and
+//! exports and imports (`export`, `import`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -190,6 +191,12 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Export a tenant's memory (or a resource's, or a thread's) as JSON Lines
+    /// (docs/EXPORT.md), as `GET /api/export` does.
+    Export(crate::cli_transfer::ExportArgs),
+    /// Import an export (ids kept; importing twice changes nothing), as
+    /// `POST /api/import` does.
+    Import(crate::cli_transfer::ImportArgs),
 }
 
 /// Migration actions.
@@ -456,6 +463,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", serde_json::to_string_pretty(&usage)?).context("writing to stdout")?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            let mut config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Reading never embeds: skip loading the model (the header names
+            // the configured model all the same).
+            config.embedding.enabled = false;
+            let services = memlayer_app::build(config).await?;
+            crate::cli_transfer::export(&services, args).await
+        }
+        Command::Import(args) => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            // Embeddings stay on: imported vectors go into the vector index
+            // as the server's do.
+            let services = memlayer_app::build(config).await?;
+            crate::cli_transfer::import(&services, args).await
         }
         Command::Reembed { prune } => {
             let config = load_config(&cli, None)?;

@@ -25,7 +25,8 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `rate_limited` (429, with
+    /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `invalid_import` (400) and
+    /// `import_conflict` (409) with `line`, `field` and `imported`, `rate_limited` (429, with
     /// `Retry-After` and the `RateLimit` headers), `quota_exceeded` (403, or
     /// 413 for a write larger than the quota itself; with `quota`), `internal`.
     pub code: &'static str,
@@ -34,6 +35,16 @@ pub struct ErrorDetail {
     /// With `quota_exceeded`: the storage quota the write would pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaErrorDto>,
+    /// With an import's error: the line (1-based) of the record at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// With an import's error: the field at fault (`json`, `type`, `version`, `tenant`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// With an import's error: what was imported before it (threads before the line are stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub imported: Option<serde_json::Value>,
 }
 
 /// The storage quota a refused write would pass.
@@ -63,12 +74,13 @@ pub struct ApiError {
     message: String,
     retry_after: Option<std::time::Duration>,
     quota: Option<QuotaErrorDto>,
+    import: Option<Box<(u64, String, serde_json::Value)>>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, quota: None }
+        Self { status, code, message: message.into(), retry_after: None, quota: None, import: None }
     }
 
     /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
@@ -103,6 +115,25 @@ impl ApiError {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The same error naming an import's line and field, with what was
+    /// imported before it.
+    #[must_use]
+    pub fn with_import(mut self, line: u64, field: String, imported: serde_json::Value) -> Self {
+        self.import = Some(Box::new((line, field, imported)));
+        self
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Puts `prefix` before the message.
+    pub fn prefix_message(&mut self, prefix: &str) {
+        self.message.insert_str(0, prefix);
     }
 }
 
@@ -183,7 +214,13 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, quota: self.quota } };
+        let (line, field, imported) = match self.import.map(|b| *b) {
+            Some((line, field, imported)) => (Some(line), Some(field), Some(imported)),
+            None => (None, None, None),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code, message: self.message, quota: self.quota, line, field, imported },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

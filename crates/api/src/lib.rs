@@ -26,6 +26,7 @@ pub mod cli_context;
 pub mod cli_keys;
 pub mod cli_retention;
 pub mod cli_summary;
+pub mod cli_transfer;
 pub mod cli_working;
 pub mod context_routes;
 pub mod dto;
@@ -41,6 +42,7 @@ mod routes;
 pub mod server;
 mod state;
 mod summary_routes;
+pub mod transfer_routes;
 mod working_routes;
 
 pub use router::{ApiDoc, router};

@@ -63,6 +63,7 @@ pub fn app(services: &Services) -> axum::Router {
         summaries: services.summaries.clone(),
         context: services.context.clone(),
         retention: services.retention.clone(),
+        transfer: services.transfer.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))

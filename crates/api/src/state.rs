@@ -39,4 +39,6 @@ pub struct AppState {
     pub context: ContextService,
     /// Retention policies, pruning, erasure and receipts.
     pub retention: memlayer_app::RetentionService,
+    /// Exports and imports.
+    pub transfer: memlayer_app::TransferService,
 }

@@ -31,6 +31,7 @@ mod retention;
 mod search;
 mod summary;
 mod sweeper;
+mod transfer;
 mod wiring;
 mod worker;
 mod working;
@@ -63,6 +64,10 @@ pub use summary::{
     SummaryTrigger, SummaryView,
 };
 pub use sweeper::{DEFAULT_SWEEP_CHUNK, ThreadSweeper};
+pub use transfer::{
+    ExportModel, ExportOptions, FORMAT_VERSION, Header, ImportError, ImportFailure, ImportReport, Importer, Record,
+    RecordSink, Totals, TransferService,
+};
 pub use wiring::{
     Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
 };

@@ -17,7 +17,7 @@ use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
     MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore,
-    TokenCounter, UsageStore, VectorIndex, WorkingMemoryStore,
+    TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -80,6 +80,8 @@ pub struct Services {
     /// (its scheduler is run by [`Services::start_background`] when
     /// `retention.enabled`).
     pub retention: crate::RetentionService,
+    /// Exports and imports of a tenant's memory, keeping ids.
+    pub transfer: crate::TransferService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -336,6 +338,7 @@ struct Stores {
     summary_queue: Arc<dyn SummaryQueue>,
     usage: Arc<dyn UsageStore>,
     retention: Arc<dyn RetentionStore>,
+    transfer: Arc<dyn TransferStore>,
 }
 
 impl Stores {
@@ -353,6 +356,7 @@ impl Stores {
             + SummaryQueue
             + UsageStore
             + RetentionStore
+            + TransferStore
             + 'static,
     {
         Self {
@@ -368,6 +372,7 @@ impl Stores {
             summary_queue: b.clone(),
             usage: b.clone(),
             retention: b.clone(),
+            transfer: b.clone(),
         }
     }
 }
@@ -593,6 +598,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summary_queue,
         usage,
         retention,
+        transfer,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -649,7 +655,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if let Some(trigger) = summary_service.trigger() {
         memory = memory.with_summary_trigger(trigger);
     }
-    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads)
+    let search = SearchService::new(embedder.clone(), index.clone(), embeddings.clone(), messages, threads.clone())
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
@@ -657,6 +663,15 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .with_index(index.clone())
         .with_sweeper(sweeper.clone())
         .with_idempotency(idempotency.clone());
+    let transfer = crate::TransferService::new(
+        transfer,
+        threads.clone(),
+        embeddings.clone(),
+        index.clone(),
+        crate::ExportModel { model: info.model.clone(), dim: info.dim },
+    )
+    .with_worker(worker.clone())
+    .with_limiter(limiter.clone());
     Ok(Services {
         memory,
         search,
@@ -678,6 +693,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         working,
         summaries: summary_service,
         retention,
+        transfer,
     })
 }
 

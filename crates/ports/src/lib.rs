@@ -24,6 +24,7 @@ mod state;
 mod summaries;
 mod threads;
 mod tokens;
+mod transfer;
 mod usage;
 mod vectors;
 mod working;
@@ -49,6 +50,7 @@ pub use summaries::{
 };
 pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
+pub use transfer::{Catalog, Differs, Imported, ThreadExtras, ThreadRecords, TransferStore};
 pub use usage::UsageStore;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
 pub use working::WorkingMemoryStore;
@@ -67,6 +69,7 @@ pub use {
     summaries::{MockSummarizer, MockSummaryQueue, MockSummaryStore},
     threads::MockThreadStore,
     tokens::MockTokenCounter,
+    transfer::MockTransferStore,
     usage::MockUsageStore,
     vectors::MockVectorIndex,
     working::MockWorkingMemoryStore,

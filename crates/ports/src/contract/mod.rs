@@ -21,8 +21,9 @@
 //! `idempotency_cases.rs` (idempotency records), `key_cases.rs` (API
 //! keys), `working_cases.rs` (working memory), `summary_cases.rs`
 //! (summaries and their jobs), `quota_cases.rs` (storage quotas and
-//! usage) and `retention_cases.rs` (retention policies, pruning, erasure,
-//! receipts, the lease), with the fixtures they share
+//! usage), `retention_cases.rs` (retention policies, pruning, erasure,
+//! receipts, the lease) and `transfer_cases.rs` (exports and imports), with
+//! the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
 //! missing from the macro's list for that file, so a case cannot be written
@@ -35,7 +36,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore, StateStore,
-    SummaryQueue, SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -52,6 +53,7 @@ mod support;
 pub mod sweep_cases;
 pub mod thread_cases;
 pub mod token_cases;
+pub mod transfer_cases;
 pub mod vector_cases;
 pub mod working_cases;
 
@@ -84,6 +86,8 @@ pub struct Backend {
     pub usage: Arc<dyn UsageStore>,
     /// Retention port.
     pub retention: Arc<dyn RetentionStore>,
+    /// Export and import port.
+    pub transfer: Arc<dyn TransferStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -111,6 +115,7 @@ impl Backend {
             + SummaryQueue
             + UsageStore
             + RetentionStore
+            + TransferStore
             + 'static,
     {
         Self {
@@ -126,7 +131,8 @@ impl Backend {
             summaries: store.clone(),
             summary_queue: store.clone(),
             usage: store.clone(),
-            retention: store,
+            retention: store.clone(),
+            transfer: store,
             guard,
         }
     }
@@ -249,6 +255,14 @@ pub fn assert_quota_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_retention_complete(listed: &[&str]) {
     assert_complete_in(include_str!("retention_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the export and import cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_transfer_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("transfer_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -420,6 +434,13 @@ macro_rules! contract_suite {
             retention_erase_removes_everything_of_a_resource,
             retention_runs_and_the_lease,
         );
+        $crate::__transfer_expand!(
+            $factory;
+            transfer_export_reads_every_record_in_pages,
+            transfer_import_keeps_ids_and_is_idempotent,
+            transfer_import_refuses_conflicts_storing_nothing,
+            transfer_catalog_and_resource_working_import,
+        );
     };
 }
 
@@ -495,6 +516,25 @@ macro_rules! __quota_expand {
         #[test]
         fn quota_contract_suite_is_complete() {
             $crate::contract::assert_quota_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transfer_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::transfer_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn transfer_contract_suite_is_complete() {
+            $crate::contract::assert_transfer_complete(&[$(stringify!($case)),*]);
         }
     };
 }

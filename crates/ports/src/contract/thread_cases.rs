@@ -207,7 +207,7 @@ pub async fn thread_list_rejects_foreign_cursor(b: Backend) {
 /// calls, metadata, token counts), the third deleted, the first two
 /// embedded with `m1`, an agent state at version 2 and a thread working
 /// memory at version 2.
-async fn fork_source(b: &Backend, t: &memlayer_domain::TenantId) -> (memlayer_domain::Thread, Vec<Message>) {
+pub(super) async fn fork_source(b: &Backend, t: &memlayer_domain::TenantId) -> (memlayer_domain::Thread, Vec<Message>) {
     let mut meta = serde_json::Map::new();
     meta.insert("lang".into(), json!("en"));
     let new = NewThread {
