@@ -329,11 +329,15 @@ async fn imports_count_against_the_quota_and_the_embedding_budget() {
     let first_thread = lines.iter().position(|l| l.contains(r#""type":"thread""#)).unwrap();
     let first_id = serde_json::from_str::<Value>(lines[first_thread]).unwrap()["id"].as_str().unwrap().to_owned();
 
-    let t = TestApp::with(|c| c.limits.quota.messages = Some(3)).await;
+    // Room for the first thread's four messages, not for the second's one.
+    let second_thread = lines.iter().rposition(|l| l.contains(r#""type":"thread""#)).unwrap();
+    let second_id = serde_json::from_str::<Value>(lines[second_thread]).unwrap()["id"].as_str().unwrap().to_owned();
+    let t = TestApp::with(|c| c.limits.quota.messages = Some(4)).await;
     let got = import(&t, &file).await;
     assert_error(&got, StatusCode::FORBIDDEN, "quota_exceeded");
-    assert_eq!(got.1["error"]["line"], json!(first_thread + 1), "{}", got.1);
-    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(got.1["error"]["line"], json!(second_thread + 1), "{}", got.1);
+    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::OK);
+    assert_eq!(t.call("GET", &format!("/api/threads/{second_id}"), None).await.0, StatusCode::NOT_FOUND);
 
     let t = TestApp::with(|c| {
         c.limits.enabled = Some(true);
