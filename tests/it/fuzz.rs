@@ -126,11 +126,9 @@ const FORK: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "
 /// known for its model); those depend on stored data, not on the request's
 /// shape, so the document cannot state them as a schema.
 const CONTEXT: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]"#;
-/// What a schema-valid export or import may get: the defaults plus 400. An
-/// import's body is JSON Lines whose records docs/EXPORT.md describes in
-/// prose (the document can only say "a string"), and an export's
+/// What a schema-valid export may get: the defaults plus 400: its
 /// `resource_id` and `thread_id` follow the id rules the other routes state
-/// in prose too.
+/// in prose.
 const TRANSFER: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]"#;
 
 fn config(model_id: &str, tool_id: &str) -> String {
@@ -178,8 +176,14 @@ include-operation-id = ["assemble_context"]
 checks.positive_data_acceptance.expected-statuses = {CONTEXT}
 
 [[operations]]
-include-operation-id = ["export", "import"]
+include-operation-id = ["export"]
 checks.positive_data_acceptance.expected-statuses = {TRANSFER}
+
+# schemathesis has no serializer for `application/x-ndjson` bodies; imports
+# are tested in tests/it/transfer.rs.
+[[operations]]
+include-operation-id = ["import"]
+enabled = false
 "#
     )
 }

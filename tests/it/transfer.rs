@@ -329,11 +329,15 @@ async fn imports_count_against_the_quota_and_the_embedding_budget() {
     let first_thread = lines.iter().position(|l| l.contains(r#""type":"thread""#)).unwrap();
     let first_id = serde_json::from_str::<Value>(lines[first_thread]).unwrap()["id"].as_str().unwrap().to_owned();
 
-    let t = TestApp::with(|c| c.limits.quota.messages = Some(3)).await;
+    // Room for the first thread's four messages, not for the second's one.
+    let second_thread = lines.iter().rposition(|l| l.contains(r#""type":"thread""#)).unwrap();
+    let second_id = serde_json::from_str::<Value>(lines[second_thread]).unwrap()["id"].as_str().unwrap().to_owned();
+    let t = TestApp::with(|c| c.limits.quota.messages = Some(4)).await;
     let got = import(&t, &file).await;
     assert_error(&got, StatusCode::FORBIDDEN, "quota_exceeded");
-    assert_eq!(got.1["error"]["line"], json!(first_thread + 1), "{}", got.1);
-    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(got.1["error"]["line"], json!(second_thread + 1), "{}", got.1);
+    assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::OK);
+    assert_eq!(t.call("GET", &format!("/api/threads/{second_id}"), None).await.0, StatusCode::NOT_FOUND);
 
     let t = TestApp::with(|c| {
         c.limits.enabled = Some(true);
@@ -347,4 +351,60 @@ async fn imports_count_against_the_quota_and_the_embedding_budget() {
     assert_eq!(got.1["error"]["line"], json!(first_thread + 1), "{}", got.1);
     assert_eq!(got.1["error"]["imported"]["threads_created"], json!(1), "the thread is stored, then charged");
     assert_eq!(t.call("GET", &format!("/api/threads/{first_id}"), None).await.0, StatusCode::OK);
+}
+
+/// Records an export, appending to each thread (and summarising past its
+/// exported `last_seq`) as soon as the thread's record is written, as a
+/// client would while a long export runs.
+struct AppendingSink {
+    services: memlayer_app::Services,
+    tenant: memlayer_domain::TenantId,
+    records: Vec<memlayer_app::Record>,
+}
+
+#[async_trait::async_trait]
+impl memlayer_app::RecordSink for AppendingSink {
+    async fn put(&mut self, record: memlayer_app::Record) -> Result<(), memlayer_ports::StoreError> {
+        if let memlayer_app::Record::Thread(t) = &record {
+            let late = vec![memlayer_domain::NewMessage::text(memlayer_domain::Role::User, "late").unwrap()];
+            let options = memlayer_app::AppendOptions { count_tokens: Some(false), model: None };
+            self.services.memory.append_messages(&self.tenant, t.id, late, options).await?;
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+/// A thread appended to while it is being exported is exported as of its
+/// record (no message past its `last_seq`), so the file imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_holds_each_thread_as_of_its_record() {
+    let t = TestApp::new().await;
+    populate(&t).await;
+    let tenant = memlayer_domain::TenantId::default_tenant();
+    let mut sink = AppendingSink { services: t.services.clone(), tenant: tenant.clone(), records: Vec::new() };
+    let options = memlayer_app::ExportOptions::default();
+    t.services.transfer.export(&tenant, &options, &mut sink).await.unwrap();
+    let mut last_seq = 0;
+    let mut messages = 0;
+    for r in &sink.records {
+        match r {
+            memlayer_app::Record::Thread(th) => last_seq = th.last_seq,
+            memlayer_app::Record::Message(m) => {
+                messages += 1;
+                assert!(m.seq <= last_seq, "message {} past its thread's last_seq {last_seq}", m.seq);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(messages, 5, "the late messages are not in the export");
+    let mut file = Vec::new();
+    for r in &sink.records {
+        memlayer_api::transfer_routes::encode(r, &mut file).unwrap();
+        file.push(b'\n');
+    }
+    let fresh = TestApp::new().await;
+    let (status, report) = import(&fresh, std::str::from_utf8(&file).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["messages_created"], json!(5), "{report}");
 }

@@ -73,10 +73,12 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
 /// returns does not depend on whether they were stored.)
 pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed", "/api/threads/{id}/context"];
 
-/// The POST routes whose response must never be stored, since it holds a
-/// secret (a new API key): a key is ignored there, and a retry creates
-/// another key.
-pub const UNRECORDED_POSTS: &[&str] = &["/api/keys"];
+/// The POST routes whose response is never stored: a key is ignored there.
+/// `/api/keys`: the response holds a secret (a new API key), and a retry
+/// creates another key. `/api/import`: the body is streamed, never held for
+/// a fingerprint, and the import is idempotent by its records' ids (a retry
+/// imports nothing twice).
+pub const UNRECORDED_POSTS: &[&str] = &["/api/keys", "/api/import"];
 
 /// Seconds a client is asked to wait before retrying a key in progress.
 const RETRY_AFTER_SECS: u64 = 1;

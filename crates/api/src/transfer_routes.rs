@@ -865,8 +865,15 @@ async fn export(
         vectors: q.vectors.unwrap_or(false),
     };
     if let Some(id) = options.thread {
-        // Before the first byte: a missing thread is a 404, not a cut body.
-        s.memory.get_thread(&who, id).await?;
+        // Before the first byte: a thread the export cannot hold (missing,
+        // or not of the resource named) is a 404, not a cut body.
+        let thread = s.memory.get_thread(&who, id).await?;
+        if options.resource.as_ref().is_some_and(|r| thread.resource_id.as_ref() != Some(r)) {
+            return Err(ApiError::not_found(format!(
+                "thread {id} is not of resource `{}`",
+                options.resource.as_ref().map_or("", |r| r.as_str())
+            )));
+        }
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let transfer = s.transfer.clone();

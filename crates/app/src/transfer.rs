@@ -288,29 +288,52 @@ impl TransferService {
     ) -> Result<(), StoreError> {
         let (id, last_seq) = (thread.id, thread.last_seq);
         out.put(Record::Thread(thread)).await?;
+        match self.export_contents(who, id, last_seq, vectors, out).await {
+            // Deleted since its record was written: its block ends here.
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// A thread's block after its record: everything as of the thread
+    /// record's `last_seq`, so a thread appended to during the export still
+    /// holds together (its newer messages, and summaries covering them, are
+    /// left out).
+    async fn export_contents(
+        &self,
+        who: &(dyn Reach + 'static),
+        id: ThreadId,
+        last_seq: i64,
+        vectors: bool,
+        out: &mut Out<'_>,
+    ) -> Result<(), StoreError> {
         let mut after = 0;
-        loop {
+        'pages: while after < last_seq {
             let page = self.store.export_messages(who, id, after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for m in page {
+                if m.seq > last_seq {
+                    break 'pages;
+                }
                 out.put(Record::Message(m)).await?;
             }
         }
         if vectors {
             let mut after = 0;
             while after < last_seq {
-                for (_, v) in self.store.export_vectors(who, id, after, PAGE).await? {
+                let span = u32::try_from((last_seq - after).min(i64::from(PAGE))).unwrap_or(PAGE);
+                for (_, v) in self.store.export_vectors(who, id, after, span).await? {
                     out.put(Record::Vector(v)).await?;
                 }
-                after += i64::from(PAGE);
+                after += i64::from(span);
             }
         }
         let extras = self.store.export_thread_extras(who, id).await?;
         for s in extras.states {
             out.put(Record::State(s)).await?;
         }
-        for s in extras.summaries {
+        for s in extras.summaries.into_iter().filter(|s| s.covers_through <= last_seq) {
             out.put(Record::Summary(s)).await?;
         }
         for w in extras.working {
