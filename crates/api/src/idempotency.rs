@@ -64,6 +64,10 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // A summary on demand may store a version: a retry with the key gets
     // the first answer (one without folds in only what is new, if anything).
     "/api/threads/{id}/summary",
+    // A retried policy create gets the first policy; a retried prune gets
+    // the first run's receipts instead of applying the policies again.
+    "/api/retention/policies",
+    "/api/retention/prune",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST
