@@ -16,7 +16,8 @@
 //! agent must satisfy it and be of its format: so fuzzed agents get none,
 //! and working memory is fuzzed under the defaults), a tool's `required`
 //! naming its `properties`, and the `agent` a resource's working memory
-//! names (it must be in the catalog), and a retention policy's "at least
+//! names (it must be in the catalog), the model an append counts tokens
+//! with (`count_tokens` needs one when the thread has none), and a retention policy's "at least
 //! one rule" and "`only_summarized` only with `max_messages_per_thread`"
 //! (pinned to a thread-age rule). Everything else is generated.
 //!
@@ -159,7 +160,12 @@ phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
-include-operation-id = ["create_thread", "append_messages", "restore_resource_working", "restore_thread_working", "summarize"]
+include-operation-id = ["create_thread", "restore_resource_working", "restore_thread_working", "summarize", "prune"]
+checks.positive_data_acceptance.expected-statuses = {KEYED}
+
+[[operations]]
+include-operation-id = ["append_messages"]
+parameters = {{ "query.model" = "gpt-4o" }}
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
@@ -170,6 +176,7 @@ checks.positive_data_acceptance.expected-statuses = {FORK}
 include-operation-id = ["create_policy", "replace_policy"]
 parameters = {{ "body.max_thread_age_secs" = 3600, "body.only_summarized" = false }}
 phases.coverage.enabled = false
+checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
 include-operation-id = ["assemble_context"]

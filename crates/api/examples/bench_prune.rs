@@ -13,9 +13,9 @@
 //! `MEMLAYER_BENCH_MESSAGES` / threads messages (default 100,000 in all)
 //! plus one more message each, in batches of 1,000. Its policy is
 //! `max_message_age_secs = 1` (`MEMLAYER_BENCH_RULE=age`, the default: the
-//! prune starts 1.5 s after loading, so every loaded message is old) or
-//! `max_messages_per_thread = 1` (`count`); either deletes all but the
-//! newest message of each thread. `MEMLAYER_BENCH_APPENDERS` (default 2)
+//! prune starts over 3 s after loading, so every loaded message is old and
+//! goes) or `max_messages_per_thread = 1` (`count`: all but the newest
+//! message of each thread go, exactly `MEMLAYER_BENCH_MESSAGES`). `MEMLAYER_BENCH_APPENDERS` (default 2)
 //! clients of other tenants append single messages in a closed loop, 3 s
 //! before the prune (idle figures) and during it. The prune is the
 //! library call `RetentionService::prune` (what `memlayer prune --apply`

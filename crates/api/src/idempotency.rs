@@ -64,8 +64,8 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // A summary on demand may store a version: a retry with the key gets
     // the first answer (one without folds in only what is new, if anything).
     "/api/threads/{id}/summary",
-    // A retried policy create gets the first policy; a retried prune the
-    // first run's receipt instead of a second run.
+    // A retried policy create gets the first policy; a retried prune gets
+    // the first run's receipts instead of applying the policies again.
     "/api/retention/policies",
     "/api/retention/prune",
 ];
