@@ -520,6 +520,7 @@ macro_rules! vector_index_suite {
             dimension_mismatch_is_invalid,
             recall_on_clustered_data,
             len_and_ids_track_live_entries,
+            excluded_entries_are_skipped_not_counted,
         );
     };
 }
