@@ -154,6 +154,7 @@ impl NewMessage {
                 format!("is {} bytes, at most {MAX_CONTENT_BYTES} are accepted", content.len()),
             ));
         }
+        no_nul("content", &content)?;
         let may_be_empty = role == Role::Assistant && !tool_calls.is_empty();
         if content.is_empty() && !may_be_empty {
             return Err(DomainError::new(
@@ -182,6 +183,9 @@ impl NewMessage {
             check_short("tool_calls.id", &call.id)?;
             check_short("tool_calls.name", &call.name)?;
             argument_bytes += json_len(&call.arguments);
+            if json_has_nul(&call.arguments) {
+                return Err(nul_error("tool_calls.arguments"));
+            }
         }
         if argument_bytes > MAX_TOOL_ARGUMENT_BYTES {
             return Err(DomainError::new(
@@ -282,7 +286,29 @@ fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() || value.len() > 256 {
         return Err(DomainError::new(field, "must be 1 to 256 bytes"));
     }
-    Ok(())
+    no_nul(field, value)
+}
+
+/// Refuses the NUL character (U+0000): Postgres text and JSONB cannot hold
+/// it, and libSQL's driver reads text back only up to it, so a message that
+/// carries one would be refused by one backend and cut short by the other.
+/// Refused on both, before anything is stored.
+fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.contains('\0') { Err(nul_error(field)) } else { Ok(()) }
+}
+
+fn nul_error(field: &'static str) -> DomainError {
+    DomainError::new(field, "must not contain the NUL character (U+0000): neither database stores it in text")
+}
+
+/// Whether a JSON value holds U+0000 in any string or key.
+fn json_has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
 }
 
 /// A stored message.
@@ -414,6 +440,19 @@ mod tests {
         for m in [&plain, &rich] {
             assert!(m.approx_bytes() >= json_len(m), "{} < {}", m.approx_bytes(), json_len(m));
         }
+    }
+
+    #[test]
+    fn the_nul_character_is_refused_naming_the_field() {
+        let err = NewMessage::text(Role::User, "before\u{0}after").unwrap_err();
+        assert_eq!(err.field, "content");
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let call = |name: &str, arguments: serde_json::Value| ToolCall { id: "c1".into(), name: name.into(), arguments };
+        let with = |c: ToolCall| NewMessage::new(Role::Assistant, "", None, None, vec![c], Metadata::default());
+        assert_eq!(with(call("lookup\u{0}", serde_json::json!({}))).unwrap_err().field, "tool_calls.name");
+        let nested = serde_json::json!({"q": ["ok", {"deep": "a\u{0}b"}]});
+        assert_eq!(with(call("lookup", nested)).unwrap_err().field, "tool_calls.arguments");
+        assert!(with(call("lookup", serde_json::json!({"q": "fine"}))).is_ok());
     }
 
     #[test]
