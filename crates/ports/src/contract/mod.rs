@@ -369,6 +369,7 @@ macro_rules! contract_suite {
             summary_backlog_counts_what_follows_the_coverage,
             summary_jobs_are_queued_leased_retried_and_completed,
             summary_jobs_concurrent_claims_never_share_a_job,
+            summary_versions_page_by_version,
         );
     };
 }
