@@ -146,7 +146,10 @@ async fn scenario(t: TestApp) {
     let stale = patch(&format!("\"{}\"", newest - 1), r#"{"name": "Grace"}"#).await;
     assert_error(&stale, StatusCode::PRECONDITION_FAILED, "precondition_failed");
     let (status, fresh) = patch(&format!("\"{newest}\""), r#"{"name": "Grace"}"#).await;
-    assert_eq!((status, &fresh["version"], &fresh["content"]["name"]), (StatusCode::OK, &json!(newest + 1), &json!("Grace")));
+    assert_eq!(
+        (status, &fresh["version"], &fresh["content"]["name"]),
+        (StatusCode::OK, &json!(newest + 1), &json!("Grace"))
+    );
     let newest = newest + 1;
     let bad = patch("\"seven\"", r#"{"name": "x"}"#).await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_request");
@@ -155,7 +158,11 @@ async fn scenario(t: TestApp) {
     let stale = t.call_with("POST", &restore, &[("if-match", &format!("\"{}\"", newest - 1))], None, true).await;
     assert_error(&stale, StatusCode::PRECONDITION_FAILED, "precondition_failed");
     let (_, unchanged) = t.call("GET", &doc, None).await;
-    assert_eq!((&unchanged["version"], &unchanged["content"]["name"]), (&json!(newest), &json!("Grace")), "nothing written");
+    assert_eq!(
+        (&unchanged["version"], &unchanged["content"]["name"]),
+        (&json!(newest), &json!("Grace")),
+        "nothing written"
+    );
     let (status, back) = t.call_with("POST", &restore, &[("if-match", &newest.to_string())], None, true).await;
     assert_eq!((status, &back["version"]), (StatusCode::OK, &json!(newest + 1)), "{back}");
     let newest = newest + 1;

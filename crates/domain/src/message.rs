@@ -447,7 +447,8 @@ mod tests {
         let err = NewMessage::text(Role::User, "before\u{0}after").unwrap_err();
         assert_eq!(err.field, "content");
         assert!(err.to_string().contains("NUL"), "{err}");
-        let call = |name: &str, arguments: serde_json::Value| ToolCall { id: "c1".into(), name: name.into(), arguments };
+        let call =
+            |name: &str, arguments: serde_json::Value| ToolCall { id: "c1".into(), name: name.into(), arguments };
         let with = |c: ToolCall| NewMessage::new(Role::Assistant, "", None, None, vec![c], Metadata::default());
         assert_eq!(with(call("lookup\u{0}", serde_json::json!({}))).unwrap_err().field, "tool_calls.name");
         let nested = serde_json::json!({"q": ["ok", {"deep": "a\u{0}b"}]});
