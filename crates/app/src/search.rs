@@ -317,7 +317,11 @@ impl SearchService {
             };
             let (q, counts) = tokio::join!(embed, coverage);
             let (q, counts) = (q?, counts?);
-            let found = self.index.search_excluding(filter, &q, candidates, exclude).await?;
+            let found = if exclude.is_empty() {
+                self.index.search(filter, &q, candidates).await?
+            } else {
+                self.index.search_excluding(filter, &q, candidates, exclude).await?
+            };
             Ok::<_, StoreError>(Some((found, model, counts)))
         };
         let lexical_leg = async {
