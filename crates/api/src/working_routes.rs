@@ -176,7 +176,8 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
     let bad = || ApiError::invalid("If-Match: must be the document's version as an entity tag, like \"7\"");
     let text = value.to_str().map_err(|_| bad())?.trim();
-    let unquoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let unquoted = text.strip_prefix('"').unwrap_or(text);
+    let unquoted = unquoted.strip_suffix('"').unwrap_or(unquoted);
     unquoted.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
@@ -387,6 +388,18 @@ pub(crate) fn complete_document(doc: &mut Value) {
     let expected = json!({"type": "integer", "minimum": 0, "maximum": memlayer_domain::AgentState::MAX_EXPECTED_VERSION,
         "description": "The version this write replaces: 0 when never written; a stale one is a 409"});
     let chars = memlayer_domain::WorkingContent::MAX_BYTES / 4;
+    // `If-Match` carries the document's version, quoted or bare.
+    if let Some(paths) = doc.pointer_mut("/paths").and_then(Value::as_object_mut) {
+        for (_, item) in paths.iter_mut().filter(|(p, _)| p.contains("/working-memory")) {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for op in ops.values_mut() {
+                let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { continue };
+                for param in params.iter_mut().filter(|p| p["name"] == "If-Match") {
+                    param["schema"] = json!({"type": "string", "pattern": "^\"?[0-9]{1,18}\"?$"});
+                }
+            }
+        }
+    }
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
         schemas.insert(
             "PutWorkingMemoryDto".into(),

@@ -166,7 +166,10 @@ impl NewMessage {
             (Role::Tool, None) => {
                 return Err(DomainError::new("tool_call_id", "is required for a tool message"));
             }
-            (Role::Tool, Some(id)) => check_short("tool_call_id", id)?,
+            (Role::Tool, Some(id)) => {
+                check_short("tool_call_id", id)?;
+                no_nul("tool_call_id", id)?;
+            }
             (_, Some(_)) => {
                 return Err(DomainError::new("tool_call_id", "is only allowed on a tool message"));
             }
@@ -174,6 +177,7 @@ impl NewMessage {
         }
         if let Some(name) = &tool_name {
             check_short("tool_name", name)?;
+            no_nul("tool_name", name)?;
         }
         if !tool_calls.is_empty() && role != Role::Assistant {
             return Err(DomainError::new("tool_calls", "are only allowed on an assistant message"));
@@ -183,9 +187,6 @@ impl NewMessage {
             check_short("tool_calls.id", &call.id)?;
             check_short("tool_calls.name", &call.name)?;
             argument_bytes += json_len(&call.arguments);
-            if json_has_nul(&call.arguments) {
-                return Err(nul_error("tool_calls.arguments"));
-            }
         }
         if argument_bytes > MAX_TOOL_ARGUMENT_BYTES {
             return Err(DomainError::new(
@@ -286,29 +287,23 @@ fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() || value.len() > 256 {
         return Err(DomainError::new(field, "must be 1 to 256 bytes"));
     }
-    no_nul(field, value)
+    Ok(())
 }
 
-/// Refuses the NUL character (U+0000): Postgres text and JSONB cannot hold
-/// it, and libSQL's driver reads text back only up to it, so a message that
-/// carries one would be refused by one backend and cut short by the other.
-/// Refused on both, before anything is stored.
+/// Refuses the NUL character (U+0000) in a field stored as a text column:
+/// Postgres text cannot hold it, and libSQL's driver reads text back only up
+/// to it, so a message that carried one would be refused by one backend and
+/// cut short by the other. Refused on both, before anything is stored.
+/// (Tool calls and metadata are stored as JSON, where libSQL keeps the
+/// escaped `\u0000` whole and Postgres's JSONB refuses it with a 400.)
 fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
-    if value.contains('\0') { Err(nul_error(field)) } else { Ok(()) }
-}
-
-fn nul_error(field: &'static str) -> DomainError {
-    DomainError::new(field, "must not contain the NUL character (U+0000): neither database stores it in text")
-}
-
-/// Whether a JSON value holds U+0000 in any string or key.
-fn json_has_nul(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
-        _ => false,
+    if value.contains('\0') {
+        return Err(DomainError::new(
+            field,
+            "must not contain the NUL character (U+0000): neither database stores it in text",
+        ));
     }
+    Ok(())
 }
 
 /// A stored message.
@@ -447,13 +442,12 @@ mod tests {
         let err = NewMessage::text(Role::User, "before\u{0}after").unwrap_err();
         assert_eq!(err.field, "content");
         assert!(err.to_string().contains("NUL"), "{err}");
-        let call =
-            |name: &str, arguments: serde_json::Value| ToolCall { id: "c1".into(), name: name.into(), arguments };
-        let with = |c: ToolCall| NewMessage::new(Role::Assistant, "", None, None, vec![c], Metadata::default());
-        assert_eq!(with(call("lookup\u{0}", serde_json::json!({}))).unwrap_err().field, "tool_calls.name");
-        let nested = serde_json::json!({"q": ["ok", {"deep": "a\u{0}b"}]});
-        assert_eq!(with(call("lookup", nested)).unwrap_err().field, "tool_calls.arguments");
-        assert!(with(call("lookup", serde_json::json!({"q": "fine"}))).is_ok());
+        let tool = |id: &str, name: &str| {
+            NewMessage::new(Role::Tool, "42", Some(id.into()), Some(name.into()), Vec::new(), Metadata::default())
+        };
+        assert_eq!(tool("c\u{0}1", "lookup").unwrap_err().field, "tool_call_id");
+        assert_eq!(tool("c1", "look\u{0}up").unwrap_err().field, "tool_name");
+        assert!(tool("c1", "lookup").is_ok());
     }
 
     #[test]
