@@ -132,6 +132,11 @@ const CONTEXT: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429"
 /// in prose.
 const TRANSFER: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]"#;
 
+/// Working-memory PATCH and restore: the keyed answers plus 412, the
+/// answer to an `If-Match` naming a version the document is not at (which
+/// depends on what is stored, not on the request's shape).
+const IF_MATCH: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429", "5xx"]"#;
+
 fn config(model_id: &str, tool_id: &str) -> String {
     format!(
         r#"
@@ -160,13 +165,17 @@ phases.coverage.enabled = false
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
-include-operation-id = ["create_thread", "restore_resource_working", "restore_thread_working", "summarize", "prune"]
+include-operation-id = ["create_thread", "summarize", "prune"]
 checks.positive_data_acceptance.expected-statuses = {KEYED}
 
 [[operations]]
 include-operation-id = ["append_messages"]
 parameters = {{ "query.model" = "gpt-4o" }}
 checks.positive_data_acceptance.expected-statuses = {KEYED}
+
+[[operations]]
+include-operation-id = ["restore_resource_working", "restore_thread_working", "patch_resource_working", "patch_thread_working"]
+checks.positive_data_acceptance.expected-statuses = {IF_MATCH}
 
 [[operations]]
 include-operation-id = ["fork_thread"]

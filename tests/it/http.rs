@@ -222,6 +222,8 @@ async fn bad_input(store: Store) {
         ("POST", msgs.clone(), Some(r#"{"role":"user","content":"x","metadata":[1]}"#.into()), bad, "invalid_request"),
         ("POST", msgs.clone(), Some(r#"[1,2]"#.into()), bad, "invalid_request"),
         ("POST", msgs.clone(), Some(r#"{"role":"user","content":""}"#.into()), bad, "invalid_request"),
+        // Neither database stores U+0000 in text: refused on both, naming `content`.
+        ("POST", msgs.clone(), Some(r#"{"role":"user","content":"before\u0000after"}"#.into()), bad, "invalid_request"),
         (
             "POST",
             format!("{msgs}?count_tokens=true"),
@@ -294,6 +296,9 @@ async fn bad_input(store: Store) {
         assert_eq!(got.0, status, "{method} {uri} {:?}: {}", body.as_deref().map(|b| &b[..b.len().min(80)]), got.1);
         assert_eq!(got.1["error"]["code"], code, "{method} {uri}: {}", got.1);
     }
+    let (status, refused) = t.call("POST", &msgs, Some(json!({"role": "user", "content": "a\u{0}b"}))).await;
+    assert_eq!(status, bad);
+    assert!(refused.to_string().contains("content") && refused.to_string().contains("NUL"), "{refused}");
     assert_error(
         &t.call_with("POST", &msgs, &[], Some(r#"{"role":"user","content":"x"}"#.into()), false).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,

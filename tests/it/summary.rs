@@ -101,6 +101,21 @@ async fn summaries_on_demand(store: Store) {
     assert_eq!(covers, vec![5, 3], "every version, newest first");
     let (_, one) = t.call("GET", &format!("{uri}/versions?limit=1"), None).await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    assert_eq!(one["items"][0]["covers_through"], 5);
+    let cursor = one["next_cursor"].as_str().expect("a second page").to_owned();
+    let (status, two) = t.call("GET", &format!("{uri}/versions?limit=1&cursor={cursor}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{two}");
+    assert_eq!(two["items"][0]["covers_through"], 3, "the next version, none skipped or repeated");
+    assert_eq!(two["next_cursor"], Value::Null, "the end");
+    assert_eq!(v["next_cursor"], Value::Null, "one page held them all");
+    // A cursor of another listing (a message page's) is refused naming `cursor`.
+    let (_, msgs) = t.call("GET", &format!("/api/threads/{thread}/messages?limit=1"), None).await;
+    let foreign = msgs["next_cursor"].as_str().unwrap().to_owned();
+    for bad in [format!("cursor={foreign}"), "cursor=not-a-cursor".to_owned()] {
+        let got = t.call("GET", &format!("{uri}/versions?{bad}"), None).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains("cursor"), "{bad}: {}", got.1);
+    }
     // The messages are as they were.
     let (_, page) = t.call("GET", &format!("/api/threads/{thread}/messages"), None).await;
     let contents: Vec<&str> =
@@ -251,6 +266,9 @@ async fn the_summary_command_reads_and_makes_summaries() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["next_cursor"], Value::Null, "{v}");
+    let (ok, _, err) = cli(&[&thread, "--versions", "--cursor", "not-a-cursor"]);
+    assert!(!ok && err.contains("--cursor"), "{err}");
     let (ok, _, err) = cli(&["not-a-thread"]);
     assert!(!ok && err.contains("THREAD"), "{err}");
     let (ok, _, err) = cli(&[&thread, "--versions", "--limit", "0"]);

@@ -134,6 +134,39 @@ async fn scenario(t: TestApp) {
     assert_eq!(now["version"], json!(newest + 2), "written once");
     let newest = newest + 2;
 
+    // `If-Match` on PATCH and restore: the document's version, quoted; a
+    // stale one is a 412 and writes nothing; absent, nothing changes.
+    let patch = |tag: &str, body: &str| {
+        let tag = tag.to_owned();
+        let body = body.to_owned();
+        let doc = doc.clone();
+        let t = &t;
+        async move { t.call_with("PATCH", &doc, &[("if-match", tag.as_str())], Some(body), true).await }
+    };
+    let stale = patch(&format!("\"{}\"", newest - 1), r#"{"name": "Grace"}"#).await;
+    assert_error(&stale, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    let (status, fresh) = patch(&format!("\"{newest}\""), r#"{"name": "Grace"}"#).await;
+    assert_eq!(
+        (status, &fresh["version"], &fresh["content"]["name"]),
+        (StatusCode::OK, &json!(newest + 1), &json!("Grace"))
+    );
+    let newest = newest + 1;
+    let bad = patch("\"seven\"", r#"{"name": "x"}"#).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(bad.1["error"]["message"].as_str().unwrap().contains("If-Match"), "{}", bad.1);
+    let restore = format!("{doc}/versions/{}/restore", newest - 1);
+    let stale = t.call_with("POST", &restore, &[("if-match", &format!("\"{}\"", newest - 1))], None, true).await;
+    assert_error(&stale, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    let (_, unchanged) = t.call("GET", &doc, None).await;
+    assert_eq!(
+        (&unchanged["version"], &unchanged["content"]["name"]),
+        (&json!(newest), &json!("Grace")),
+        "nothing written"
+    );
+    let (status, back) = t.call_with("POST", &restore, &[("if-match", &newest.to_string())], None, true).await;
+    assert_eq!((status, &back["version"]), (StatusCode::OK, &json!(newest + 1)), "{back}");
+    let newest = newest + 1;
+
     // Another tenant: the thread is missing, and its same resource id is
     // another document.
     let users = "/api/resources/user-42/working-memory";

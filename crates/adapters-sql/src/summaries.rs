@@ -79,9 +79,19 @@ pub(crate) fn decode_summary(thread: ThreadId, row: &Row) -> Result<Summary, Sto
 /// The newest `limit` summaries of a thread already known to be the
 /// tenant's, newest first.
 pub fn newest(dialect: Dialect, thread: ThreadId, limit: u32) -> Sql {
+    newest_before(dialect, thread, None, limit)
+}
+
+/// Up to `limit` versions of `thread` below `before` (all when `None`),
+/// newest first: the primary key (thread, version) serves it as a range.
+pub fn newest_before(dialect: Dialect, thread: ThreadId, before: Option<u64>, limit: u32) -> Sql {
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ").push(SUMMARY_COLUMNS).push(" FROM thread_summaries WHERE thread_id = ");
-    sql.bind(thread.as_uuid()).push(" ORDER BY version DESC LIMIT ").bind(limit);
+    sql.bind(thread.as_uuid());
+    if let Some(before) = before {
+        sql.push(" AND version < ").bind(i64::try_from(before).unwrap_or(i64::MAX));
+    }
+    sql.push(" ORDER BY version DESC LIMIT ").bind(limit);
     sql
 }
 
@@ -116,9 +126,22 @@ pub async fn versions<B: Transactor>(
     thread: ThreadId,
     limit: u32,
 ) -> Result<Vec<Summary>, StoreError> {
+    versions_before(b, who, thread, None, limit).await
+}
+
+/// [`memlayer_ports::SummaryStore::summary_versions_before`]: at most
+/// [`MAX_VERSIONS`] + 1 whatever `limit` asks.
+pub async fn versions_before<B: Transactor>(
+    b: &B,
+    who: &dyn Reach,
+    thread: ThreadId,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Vec<Summary>, StoreError> {
     let tenant = who.tenant();
     let t = tenant.clone();
-    let limit = limit.min(MAX_VERSIONS);
+    // One more than a page may hold: the caller learns whether more follow.
+    let limit = limit.min(MAX_VERSIONS + 1);
     b.read(
         who,
         Box::new(move |ex| {
@@ -127,7 +150,8 @@ pub async fn versions<B: Transactor>(
                 if limit == 0 {
                     return Ok(Vec::new());
                 }
-                let rows = ex.fetch("read summary versions", newest(ex.dialect(), thread, limit)).await?;
+                let rows =
+                    ex.fetch("read summary versions", newest_before(ex.dialect(), thread, before, limit)).await?;
                 rows.iter().map(|row| decode_summary(thread, row)).collect()
             })
         }),
@@ -473,6 +497,16 @@ macro_rules! summary_store {
                 limit: u32,
             ) -> Result<Vec<::memlayer_domain::Summary>, ::memlayer_ports::StoreError> {
                 $crate::summaries::versions(self, who, thread, limit).await
+            }
+
+            async fn summary_versions_before(
+                &self,
+                who: &(dyn ::memlayer_domain::Reach + 'static),
+                thread: ::memlayer_domain::ThreadId,
+                before: Option<u64>,
+                limit: u32,
+            ) -> Result<Vec<::memlayer_domain::Summary>, ::memlayer_ports::StoreError> {
+                $crate::summaries::versions_before(self, who, thread, before, limit).await
             }
         }
 

@@ -1,4 +1,4 @@
-//! `memlayer summary THREAD [--now] [--versions]`: a thread's summary on
+//! `memlayer summary THREAD [--now] [--versions [--limit N] [--cursor C]]`: a thread's summary on
 //! the database directly, printed as the HTTP API's JSON.
 
 use std::process::ExitCode;
@@ -24,6 +24,9 @@ pub struct SummaryArgs {
     /// With --versions: how many (1 to 1000).
     #[arg(long, default_value_t = 20, requires = "versions")]
     pub limit: u32,
+    /// With --versions: a previous page's `next_cursor`.
+    #[arg(long, requires = "versions")]
+    pub cursor: Option<String>,
     /// Tenant (default: the configured default tenant).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -45,8 +48,12 @@ pub async fn run(services: &Services, args: &SummaryArgs) -> anyhow::Result<Exit
         if !(1..=memlayer_domain::MAX_PAGE_SIZE).contains(&args.limit) {
             anyhow::bail!("--limit: must be between 1 and {}", memlayer_domain::MAX_PAGE_SIZE);
         }
-        let items = summaries.versions(&tenant, thread, args.limit).await?;
-        serde_json::to_string_pretty(&SummaryVersionsDto { items: items.into_iter().map(SummaryDto::from).collect() })?
+        let cursor = args.cursor.as_deref().map(memlayer_domain::Cursor::decode).transpose().context("--cursor")?;
+        let page = summaries.versions_page(&tenant, thread, cursor, args.limit).await?;
+        serde_json::to_string_pretty(&SummaryVersionsDto {
+            items: page.items.into_iter().map(SummaryDto::from).collect(),
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        })?
     } else if args.now {
         match summaries.summarize_now(&tenant, thread).await {
             Ok(run) => {

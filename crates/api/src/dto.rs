@@ -249,11 +249,15 @@ pub struct NewMessageDto {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Text; may be empty only for an assistant message with tool calls.
+    /// Never the NUL character (U+0000).
     #[serde(default)]
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub content: String,
     /// Required for (and only allowed on) `tool` messages.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub tool_call_id: Option<String>,
     /// The tool's name, for tool messages.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub tool_name: Option<String>,
     /// Tool calls of an assistant message.
     #[serde(default)]

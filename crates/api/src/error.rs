@@ -148,6 +148,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => Self::not_found(e.to_string()),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::PreconditionFailed(m) => Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m),
             StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             StoreError::RateLimited { message, retry_after, .. } => Self::rate_limited(message, retry_after),
             StoreError::QuotaExceeded { quota, limit, usage, requested } => {

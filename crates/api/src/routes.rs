@@ -213,7 +213,7 @@ async fn fork_thread(
 pub struct AppendQuery {
     /// Count tokens of each message (default: the server's `memory.count_tokens`).
     pub count_tokens: Option<bool>,
-    /// Model whose tokenizer counts (default: the thread's model).
+    /// Model whose tokenizer counts (default: the thread's model, else its agent's).
     pub model: Option<String>,
 }
 

@@ -135,6 +135,8 @@ impl From<SummaryView> for SummaryStatusDto {
 pub struct SummaryVersionsDto {
     /// The versions.
     pub items: Vec<SummaryDto>,
+    /// The next page's `cursor`; null at the end.
+    pub next_cursor: Option<String>,
 }
 
 /// Query of `GET /api/threads/{id}/summary/versions`.
@@ -144,6 +146,8 @@ pub struct SummaryVersionsDto {
 pub struct VersionsQuery {
     /// 1 to 1000, default 20.
     pub limit: Option<u32>,
+    /// A previous page's `next_cursor`.
+    pub cursor: Option<String>,
 }
 
 fn thread_id(s: &str) -> Result<ThreadId, ApiError> {
@@ -230,6 +234,10 @@ async fn summary_versions(
             )));
         }
     };
-    let items = s.summaries.versions(&who, thread_id(&id)?, limit).await?;
-    Ok(Json(SummaryVersionsDto { items: items.into_iter().map(Into::into).collect() }))
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty()).map(memlayer_domain::Cursor::decode).transpose()?;
+    let page = s.summaries.versions_page(&who, thread_id(&id)?, cursor, limit).await?;
+    Ok(Json(SummaryVersionsDto {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
 }

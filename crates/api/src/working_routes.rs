@@ -4,6 +4,7 @@
 //! its OpenAPI description by [`register`].
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use memlayer_app::WorkingDocument;
 use memlayer_domain::{
     AgentName, ResourceId, ThreadId, WorkingContent, WorkingFormatKind, WorkingMemory, WorkingScope,
@@ -169,14 +170,27 @@ async fn put(
     Ok(Json(doc.into()))
 }
 
+/// The version an `If-Match` header names: `"7"` (the document's
+/// `version`, quoted as an entity tag) or `7`; absent: `None`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else { return Ok(None) };
+    let bad = || ApiError::invalid("If-Match: must be the document's version as an entity tag, like \"7\"");
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    let unquoted = text.strip_prefix('"').unwrap_or(text);
+    let unquoted = unquoted.strip_suffix('"').unwrap_or(unquoted);
+    unquoted.parse::<u64>().map(Some).map_err(|_| bad())
+}
+
 async fn patch(
     s: &AppState,
     who: &(impl memlayer_domain::Reach + 'static),
     scope: WorkingScope,
     agent: Option<AgentName>,
     body: &Value,
+    headers: &HeaderMap,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    Ok(Json(s.working.patch(who, &scope, agent.as_ref(), body).await?.into()))
+    let expected = if_match(headers)?;
+    Ok(Json(s.working.patch_if(who, &scope, agent.as_ref(), body, expected).await?.into()))
 }
 
 async fn versions(
@@ -194,8 +208,10 @@ async fn restore(
     scope: WorkingScope,
     agent: Option<AgentName>,
     version: u64,
+    headers: &HeaderMap,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    Ok(Json(s.working.restore(who, &scope, agent.as_ref(), version).await?.into()))
+    let expected = if_match(headers)?;
+    Ok(Json(s.working.restore_if(who, &scope, agent.as_ref(), version, expected).await?.into()))
 }
 
 /// A resource's working memory (never written: version 0, with the
@@ -236,19 +252,21 @@ async fn put_resource_working(
 /// document (or agent) is a 409.
 #[utoipa::path(patch, path = "/api/resources/{id}/working-memory", security(("bearer" = ["write"])), tag = "working-memory",
     params(("id" = String, Path, description = "Resource id"), ResourceWorkingQuery,
+           ("If-Match" = Option<String>, Header, description = "Only if the document is at this version (its `version`, quoted: `\"7\"`); else 412 and nothing is written"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body(content = Value, description = "The merge patch: `null` removes a field, an object merges, anything else replaces",
                  content_type = "application/merge-patch+json"),
     responses((status = 200, body = WorkingMemoryDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn patch_resource_working(
     State(s): State<AppState>,
     Write(who): Write,
     Path(id): Path<String>,
     Query(q): Query<ResourceWorkingQuery>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    patch(&s, &who, resource(id)?, q.agent()?, &body).await
+    patch(&s, &who, resource(id)?, q.agent()?, &body, &headers).await
 }
 
 /// The kept versions of a resource's working memory, newest first.
@@ -268,16 +286,18 @@ async fn resource_working_versions(
 #[utoipa::path(post, path = "/api/resources/{id}/working-memory/versions/{version}/restore", security(("bearer" = ["write"])),
     tag = "working-memory",
     params(("id" = String, Path, description = "Resource id"), ("version" = u64, Path, description = "A kept version"),
-           ResourceWorkingQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+           ResourceWorkingQuery, ("If-Match" = Option<String>, Header, description = "Only if the document is at this version (its `version`, quoted: `\"7\"`); else 412 and nothing is written"),
+           ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = WorkingMemoryDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn restore_resource_working(
     State(s): State<AppState>,
     Write(who): Write,
     Path((id, version)): Path<(String, u64)>,
     Query(q): Query<ResourceWorkingQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    restore(&s, &who, resource(id)?, q.agent()?, version).await
+    restore(&s, &who, resource(id)?, q.agent()?, version, &headers).await
 }
 
 /// A thread's working memory, under its agent's options (never written:
@@ -313,18 +333,20 @@ async fn put_thread_working(
 /// atomically: concurrent patches of different fields all stay. A Markdown
 /// document (or agent) is a 409.
 #[utoipa::path(patch, path = "/api/threads/{id}/working-memory", security(("bearer" = ["write"])), tag = "working-memory",
-    params(("id" = String, Path, description = "Thread id"), ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
+    params(("id" = String, Path, description = "Thread id"), ("If-Match" = Option<String>, Header, description = "Only if the document is at this version (its `version`, quoted: `\"7\"`); else 412 and nothing is written"),
+           ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     request_body(content = Value, description = "The merge patch: `null` removes a field, an object merges, anything else replaces",
                  content_type = "application/merge-patch+json"),
     responses((status = 200, body = WorkingMemoryDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn patch_thread_working(
     State(s): State<AppState>,
     Write(who): Write,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    patch(&s, &who, thread(&id)?, None, &body).await
+    patch(&s, &who, thread(&id)?, None, &body, &headers).await
 }
 
 /// The kept versions of a thread's working memory, newest first.
@@ -344,15 +366,17 @@ async fn thread_working_versions(
 #[utoipa::path(post, path = "/api/threads/{id}/working-memory/versions/{version}/restore", security(("bearer" = ["write"])),
     tag = "working-memory",
     params(("id" = String, Path, description = "Thread id"), ("version" = u64, Path, description = "A kept version"),
+           ("If-Match" = Option<String>, Header, description = "Only if the document is at this version (its `version`, quoted: `\"7\"`); else 412 and nothing is written"),
            ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = WorkingMemoryDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn restore_thread_working(
     State(s): State<AppState>,
     Write(who): Write,
     Path((id, version)): Path<(String, u64)>,
+    headers: HeaderMap,
 ) -> Result<Json<WorkingMemoryDto>, ApiError> {
-    restore(&s, &who, thread(&id)?, None, version).await
+    restore(&s, &who, thread(&id)?, None, version, &headers).await
 }
 
 /// What the derived document cannot say about these routes: a `PUT` body's
@@ -364,6 +388,18 @@ pub(crate) fn complete_document(doc: &mut Value) {
     let expected = json!({"type": "integer", "minimum": 0, "maximum": memlayer_domain::AgentState::MAX_EXPECTED_VERSION,
         "description": "The version this write replaces: 0 when never written; a stale one is a 409"});
     let chars = memlayer_domain::WorkingContent::MAX_BYTES / 4;
+    // `If-Match` carries the document's version, quoted or bare.
+    if let Some(paths) = doc.pointer_mut("/paths").and_then(Value::as_object_mut) {
+        for (_, item) in paths.iter_mut().filter(|(p, _)| p.contains("/working-memory")) {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for op in ops.values_mut() {
+                let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { continue };
+                for param in params.iter_mut().filter(|p| p["name"] == "If-Match") {
+                    param["schema"] = json!({"type": "string", "pattern": "^\"?[0-9]{1,18}\"?$"});
+                }
+            }
+        }
+    }
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
         schemas.insert(
             "PutWorkingMemoryDto".into(),

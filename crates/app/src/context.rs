@@ -16,11 +16,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Budget, CatalogEntity, ChatFormat, ContextOptions, Cursor, Direction, DomainError, ListQuery, MAX_QUERY_CHARS,
-    MemoryOptions, Message, MessageId, ModelConfig, PackInput, PageSize, Priority, ProcessorSpec, Reach, RecallOptions,
-    RecallScope, ResourceId, Role, SearchQuery, SearchScope, Section, Shape, Shares, TenantId, Thread, ThreadId,
-    TokenEncoding, TopK, Window, WorkingContent, WorkingScope, model_text, pack, parse_model, recallable,
-    segment_recent,
+    Budget, CatalogEntity, ChatFormat, ContextOptions, Cursor, Direction, DomainError, Embedding, ListQuery,
+    MAX_QUERY_CHARS, MemoryOptions, Message, MessageId, ModelConfig, PackInput, PageSize, Priority, ProcessorSpec,
+    Reach, RecallOptions, RecallScope, ResourceId, Role, SearchMode, SearchQuery, SearchScope, Section, Shape, Shares,
+    TenantId, Thread, ThreadId, TokenEncoding, TopK, Window, WorkingContent, WorkingScope, model_text, pack,
+    parse_model, recallable, segment_recent,
 };
 use memlayer_ports::{MessageStore, StoreError, SummaryStore, ThreadStore, TokenCounter, WorkingMemoryStore};
 
@@ -536,14 +536,17 @@ impl ContextService {
             options.processors.iter().map(processors::build).collect::<Vec<_>>();
         builtins.extend(request.custom_processors.iter().cloned());
         let mut stats: Vec<ProcessorStats> = vec![ProcessorStats::default(); builtins.len()];
-        // A query given up front is searched while the recent messages are
+        // A query given up front is embedded while the recent messages are
         // read (the embedding dominates recall); the default query, the
-        // newest user message, is known only after the read.
+        // newest user message, is known only after the read. The search
+        // itself waits for the read: it leaves out what recent may hold.
         let recall = &options.recall;
         let search = self.search.as_ref().filter(|_| !recall.disabled);
         let early = async {
             match (search, &request.query) {
-                (Some(search), Some(q)) => Some(self.search_recall(who, search, &thread, &memory, recall, q).await),
+                (Some(search), Some(q)) if matches!(recall.mode, SearchMode::Vector | SearchMode::Hybrid) => {
+                    Some(search.embed_query(who, q).await)
+                }
                 _ => None,
             }
         };
@@ -582,36 +585,51 @@ impl ContextService {
         let mut dropped: Vec<Dropped> = Vec::new();
         let mut recall_msgs: Vec<ContextMessage> = Vec::new();
         let mut used_query = None;
-        let searched = match (early, search) {
-            (Some(found), _) => {
-                used_query.clone_from(&request.query);
-                Some(found?)
+        // Recall leaves out the thread's messages recent may hold.
+        let exclude: HashSet<MessageId> = match recent_from {
+            Some(from) => {
+                recent.raw.iter().filter(|m| m.thread_id == thread.id && m.seq >= from).map(|m| m.id).collect()
             }
-            (None, Some(search)) => {
+            None => HashSet::new(),
+        };
+        let query = match (search, &request.query) {
+            (None, _) => None,
+            (Some(_), Some(q)) => Some(q.clone()),
+            (Some(_), None) => {
                 let newest_user = recent
                     .raw
                     .iter()
                     .find(|m| m.role == Role::User && !m.content.trim().is_empty())
                     .map(|m| m.content.chars().take(MAX_QUERY_CHARS).collect::<String>());
-                match newest_user {
-                    None => {
-                        dropped.push(Dropped {
-                            section: Section::Recall,
-                            reason: "no_query",
-                            messages: Vec::new(),
-                            tokens: None,
-                            detail: "no query was given and no user message was found among the recent messages".into(),
-                        });
+                if newest_user.is_none() {
+                    dropped.push(Dropped {
+                        section: Section::Recall,
+                        reason: "no_query",
+                        messages: Vec::new(),
+                        tokens: None,
+                        detail: "no query was given and no user message was found among the recent messages".into(),
+                    });
+                }
+                newest_user
+            }
+        };
+        let searched = match (search, query) {
+            (Some(search), Some(q)) => {
+                let found = match early {
+                    Some(Err(StoreError::Unprovisioned(why))) => {
+                        tracing::warn!(problem = %why, "recall skipped: the embedding model is unavailable");
                         None
                     }
-                    Some(q) => {
-                        let found = self.search_recall(who, search, &thread, &memory, recall, &q).await?;
-                        used_query = Some(q);
-                        Some(found)
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(embedded)) => {
+                        self.search_recall(who, search, &thread, &memory, recall, &q, Some(embedded), &exclude).await?
                     }
-                }
+                    None => self.search_recall(who, search, &thread, &memory, recall, &q, None, &exclude).await?,
+                };
+                used_query = Some(q);
+                Some(found)
             }
-            (None, None) => None,
+            _ => None,
         };
         match searched {
             Some(None) => dropped.push(Dropped {
@@ -1066,9 +1084,10 @@ impl ContextService {
         }
     }
 
-    /// Runs recall's search (more hits than recalled, since those among
-    /// the recent messages are left out afterwards); `None` when the
-    /// embedding model is unavailable (recall is then skipped, and said).
+    /// Runs recall's search: `top_k` hits, none of them `exclude`d (the
+    /// messages recent may hold); `None` when the embedding model is
+    /// unavailable (recall is then skipped, and said).
+    #[allow(clippy::too_many_arguments, reason = "one private call site, each argument a distinct part")]
     async fn search_recall(
         &self,
         who: &(impl Reach + 'static),
@@ -1077,17 +1096,19 @@ impl ContextService {
         memory: &MemoryOptions,
         recall: &RecallOptions,
         query: &str,
+        embedded: Option<Embedding>,
+        exclude: &HashSet<MessageId>,
     ) -> Result<Option<Vec<memlayer_domain::SearchHit>>, ContextError> {
         let k = recall_k(recall, memory)?;
-        let ask = TopK::new(u32::try_from((2 * k + 8).min(memlayer_domain::MAX_TOP_K as usize)).unwrap_or(1))?;
+        let ask = TopK::new(u32::try_from(k).unwrap_or(u32::MAX))?;
         let scope = match (recall.scope, &thread.resource_id) {
             (RecallScope::Resource, Some(r)) => SearchScope::Resource(ResourceId::clone(r)),
             _ => SearchScope::Thread(thread.id),
         };
         let window = Window::new(recall.before, recall.after)?;
         let q = SearchQuery::new(query, scope, recall.mode, ask, window, recall.min_score)?;
-        match search.search(who, &q).await {
-            Ok(r) => Ok(Some(r.hits)),
+        match search.recall(who, &q, embedded, exclude).await {
+            Ok(hits) => Ok(Some(hits)),
             Err(StoreError::Unprovisioned(why)) => {
                 tracing::warn!(problem = %why, "recall skipped: the embedding model is unavailable");
                 Ok(None)

@@ -420,10 +420,24 @@ impl MemoryService {
         Ok(())
     }
 
+    /// The model a thread's messages are counted for, as context assembly
+    /// resolves it: the thread's own, else its agent's (from the catalog);
+    /// `None` when neither is known.
+    async fn thread_model(&self, tenant: &TenantId, thread: Option<Thread>) -> Result<Option<String>, StoreError> {
+        let Some(thread) = thread else { return Ok(None) };
+        if thread.model.is_some() {
+            return Ok(thread.model);
+        }
+        let (Some(catalog), Some(name)) = (&self.catalog, &thread.agent_id) else { return Ok(None) };
+        let Some(agent) = catalog.agent_by_name(tenant, name).await? else { return Ok(None) };
+        Ok(Some(catalog.get_model(tenant, agent.spec.model_id).await?.spec.name))
+    }
+
     /// Appends messages atomically, counting their tokens when asked.
     ///
-    /// Token counting uses `options.model`, else the thread's model; counting
-    /// without either is `Invalid` and stores nothing. The text counted is the
+    /// Token counting uses `options.model`, else the thread's model, else its
+    /// agent's (the order context assembly follows); counting without any
+    /// is `Invalid` and stores nothing. The text counted is the
     /// content plus, for assistant messages, each tool call's name and JSON
     /// arguments.
     ///
@@ -464,12 +478,12 @@ impl MemoryService {
         let batch = if count {
             let model = match options.model {
                 Some(m) => parse_model(&m)?,
-                None => match read.and_then(|t| t.model) {
+                None => match self.thread_model(tenant, read).await? {
                     Some(m) => m,
                     None => {
                         return Err(memlayer_domain::DomainError::new(
                             "model",
-                            "token counting needs a model: set the thread's model or pass one with the request",
+                            "token counting needs a model: set the thread's (or its agent's) model or pass one with the request",
                         )
                         .into());
                     }

@@ -2,12 +2,12 @@
 //! hybrid ranking, neighbour windows, hydration and the response budget; and
 //! embedding texts for `/api/embed`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use memlayer_domain::{
-    Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan, SearchQuery,
-    SearchScope, Thread, ThreadId, TopK,
+    Coverage, Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan,
+    SearchQuery, SearchScope, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
@@ -201,74 +201,30 @@ impl SearchService {
     /// `Unavailable` when vector or hybrid search needs a missing model.
     pub async fn search(&self, who: &(impl Reach + 'static), query: &SearchQuery) -> Result<SearchResults, StoreError> {
         let (filter, thread) = self.filter(who, &query.scope).await?;
-        let tenant = who.tenant();
-        let k = match (query.top_k, thread) {
-            (Some(k), _) => k,
-            (None, Some(thread)) => {
-                MemoryOptions::from_metadata(&thread.metadata).top_k.map(TopK::new).transpose()?.unwrap_or_default()
-            }
-            (None, None) => TopK::default(),
-        }
-        .get();
+        let k = top_k(query, thread.as_ref())?;
         let mut plan = SearchPlan { vector_index: "none".into(), ..SearchPlan::default() };
         if filter.admits_nothing() {
             return Ok(SearchResults { hits: Vec::new(), plan, truncated: false });
         }
-        if matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
-            self.limiter.charge_embedding(tenant, crate::embedding_cost([query.text()])).await?;
-        }
-        let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
-        // The two legs run at once: a hybrid search takes the slower leg's
-        // time, not the sum (each may wait for the store's catch-up round).
-        let vector_leg = async {
-            if !matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid) {
-                return Ok(None);
-            }
-            let model = self.embedder.info().model;
-            // The coverage counts (a database read) run while the query is
-            // embedded (ONNX, in the embedder's interactive lane).
-            let (embedded, counts) = tokio::join!(
-                self.embedder.embed_interactive(vec![query.text().to_owned()]),
-                self.store.coverage(&filter, model.clone())
-            );
-            let mut embedded = embedded.map_err(unprovisioned)?;
-            let counts = counts?;
-            let q = embedded.pop().ok_or_else(|| StoreError::backend("embedder returned no vector"))?;
-            let found = self.index.search(&filter, &q, candidates).await?;
-            Ok::<_, StoreError>(Some((found, model, counts)))
-        };
-        let lexical_leg = async {
-            if matches!(query.mode, SearchMode::Lexical | SearchMode::Hybrid) {
-                Ok(Some(self.store.lexical_search(&filter, query.text().to_owned(), candidates).await?))
-            } else {
-                Ok::<_, StoreError>(None)
-            }
-        };
-        let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
-        let vector = vector.map(|(found, model, counts)| {
-            plan.vector_index = found.strategy.as_str().to_owned();
+        let how = Ranking { embedded: None, exclude: &HashSet::new(), coverage: true };
+        let found = self.rank(who, query, &filter, k, how).await?;
+        if let Some((strategy, model, counts)) = found.vector {
+            plan.vector_index = strategy.as_str().to_owned();
             plan.model = model;
-            plan.pending = counts.pending;
-            plan.other_model = counts.other_model;
-            found.matches
-        });
-        let ranked = match (vector, lexical) {
-            (Some(v), Some(l)) => fuse(&[v, l]),
-            (Some(v), None) => v,
-            (None, Some(l)) => l,
-            (None, None) => Vec::new(),
-        };
-        let ranked: Vec<ScoredHit> =
-            ranked.into_iter().filter(|m| query.min_score.is_none_or(|min| m.score >= min)).take(k).collect();
+            if let Some(counts) = counts {
+                plan.pending = counts.pending;
+                plan.other_model = counts.other_model;
+            }
+        }
         tracing::info!(
             mode = %query.mode,
             index = %plan.vector_index,
-            hits = ranked.len(),
+            hits = found.ranked.len(),
             pending = plan.pending,
             other_model = plan.other_model,
             "search"
         );
-        let (hits, truncated) = self.hydrate(who, query, ranked).await?;
+        let (hits, truncated) = self.hydrate(who, query, found.ranked).await?;
         if truncated {
             tracing::info!(
                 max_response_bytes = self.max_response_bytes,
@@ -277,6 +233,129 @@ impl SearchService {
             );
         }
         Ok(SearchResults { hits, plan, truncated })
+    }
+
+    /// Embeds a search query in the interactive lane, charged to `who`'s
+    /// tenant as [`search`](Self::search) charges its query: for a caller
+    /// that embeds the query while it does something else, then passes the
+    /// embedding to [`recall`](Self::recall).
+    ///
+    /// # Errors
+    /// `RateLimited` when the tenant's embedding budget is spent;
+    /// `Unprovisioned` when the model is missing.
+    pub async fn embed_query(&self, who: &(impl Reach + 'static), text: &str) -> Result<Embedding, StoreError> {
+        self.limiter.charge_embedding(who.tenant(), crate::embedding_cost([text])).await?;
+        let mut embedded = self.embedder.embed_interactive(vec![text.to_owned()]).await.map_err(unprovisioned)?;
+        embedded.pop().ok_or_else(|| StoreError::backend("embedder returned no vector"))
+    }
+
+    /// The hits [`search`](Self::search) would return for `query` if the
+    /// `exclude`d messages were not stored: the same ranking, scores and
+    /// neighbour windows, and `top_k` hits whenever that many others match,
+    /// however many excluded ones rank above them (context recall leaves
+    /// out the messages already among the recent ones this way). Reports no
+    /// plan: the coverage counts a search reads on every query are not read.
+    /// `embedded` is the query's embedding from
+    /// [`embed_query`](Self::embed_query) (already charged); without it a
+    /// vector or hybrid query is embedded and charged here.
+    ///
+    /// # Errors
+    /// As [`search`](Self::search).
+    pub async fn recall(
+        &self,
+        who: &(impl Reach + 'static),
+        query: &SearchQuery,
+        embedded: Option<Embedding>,
+        exclude: &HashSet<MessageId>,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let (filter, thread) = self.filter(who, &query.scope).await?;
+        let k = top_k(query, thread.as_ref())?;
+        if filter.admits_nothing() {
+            return Ok(Vec::new());
+        }
+        let found = self.rank(who, query, &filter, k, Ranking { embedded, exclude, coverage: false }).await?;
+        let (hits, _) = self.hydrate(who.tenant(), query, found.ranked).await?;
+        Ok(hits)
+    }
+
+    /// Ranks the messages `filter` admits for `query`: up to `k`, best
+    /// first, those scoring below `min_score` dropped, and (for vector and
+    /// hybrid) how the vector leg ran.
+    async fn rank(
+        &self,
+        who: &(impl Reach + 'static),
+        query: &SearchQuery,
+        filter: &SearchFilter,
+        k: usize,
+        how: Ranking<'_>,
+    ) -> Result<Ranked, StoreError> {
+        let tenant = who.tenant();
+        let exclude = how.exclude;
+        let uses_vectors = matches!(query.mode, SearchMode::Vector | SearchMode::Hybrid);
+        if uses_vectors && how.embedded.is_none() {
+            self.limiter.charge_embedding(tenant, crate::embedding_cost([query.text()])).await?;
+        }
+        let candidates = if query.mode == SearchMode::Hybrid { (k * 4).max(20) } else { k };
+        // The two legs run at once: a hybrid search takes the slower leg's
+        // time, not the sum (each may wait for the store's catch-up round).
+        let vector_leg = async {
+            if !uses_vectors {
+                return Ok(None);
+            }
+            let model = self.embedder.info().model;
+            let embed = async {
+                match how.embedded {
+                    Some(q) => Ok(q),
+                    None => {
+                        let mut embedded = self
+                            .embedder
+                            .embed_interactive(vec![query.text().to_owned()])
+                            .await
+                            .map_err(unprovisioned)?;
+                        embedded.pop().ok_or_else(|| StoreError::backend("embedder returned no vector"))
+                    }
+                }
+            };
+            // The coverage counts (a database read) run while the query is
+            // embedded (ONNX, in the embedder's interactive lane).
+            let coverage = async {
+                if how.coverage { self.store.coverage(filter, model.clone()).await.map(Some) } else { Ok(None) }
+            };
+            let (q, counts) = tokio::join!(embed, coverage);
+            let (q, counts) = (q?, counts?);
+            let found = if exclude.is_empty() {
+                self.index.search(filter, &q, candidates).await?
+            } else {
+                self.index.search_excluding(filter, &q, candidates, exclude).await?
+            };
+            Ok::<_, StoreError>(Some((found, model, counts)))
+        };
+        let lexical_leg = async {
+            if !matches!(query.mode, SearchMode::Lexical | SearchMode::Hybrid) {
+                return Ok::<_, StoreError>(None);
+            }
+            let mut found =
+                self.store.lexical_search(filter, query.text().to_owned(), candidates + exclude.len()).await?;
+            if !exclude.is_empty() {
+                found.retain(|m| !exclude.contains(&m.id));
+                found.truncate(candidates);
+            }
+            Ok(Some(found))
+        };
+        let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
+        let mut how_vector = None;
+        let vector = vector.map(|(found, model, counts)| {
+            how_vector = Some((found.strategy, model, counts));
+            found.matches
+        });
+        let ranked = match (vector, lexical) {
+            (Some(v), Some(l)) => fuse(&[v, l]),
+            (Some(v), None) => v,
+            (None, Some(l)) => l,
+            (None, None) => Vec::new(),
+        };
+        let ranked = ranked.into_iter().filter(|m| query.min_score.is_none_or(|min| m.score >= min)).take(k).collect();
+        Ok(Ranked { ranked, vector: how_vector })
     }
 
     /// Reads the ranked hits and their neighbour windows within the
@@ -330,6 +409,37 @@ impl SearchService {
         }
         Ok((hits, truncated))
     }
+}
+
+/// How [`SearchService::rank`] runs beyond the query itself.
+#[derive(Debug)]
+struct Ranking<'a> {
+    /// The query's embedding, made (and charged) already.
+    embedded: Option<Embedding>,
+    /// Messages ranked as if absent.
+    exclude: &'a HashSet<MessageId>,
+    /// Whether to read the coverage counts a search reports.
+    coverage: bool,
+}
+
+/// What [`SearchService::rank`] found.
+#[derive(Debug)]
+struct Ranked {
+    ranked: Vec<ScoredHit>,
+    /// The vector leg's strategy, model and (when read) coverage.
+    vector: Option<(IndexKind, String, Option<Coverage>)>,
+}
+
+/// The query's `top_k`, else one thread's `_memory.top_k`, else the default.
+fn top_k(query: &SearchQuery, thread: Option<&Thread>) -> Result<usize, StoreError> {
+    Ok(match (query.top_k, thread) {
+        (Some(k), _) => k,
+        (None, Some(thread)) => {
+            MemoryOptions::from_metadata(&thread.metadata).top_k.map(TopK::new).transpose()?.unwrap_or_default()
+        }
+        (None, None) => TopK::default(),
+    }
+    .get())
 }
 
 /// Which side of its hit a window lies on.

@@ -501,6 +501,32 @@ impl SummaryService {
         self.store.summary_versions(who, thread, limit).await
     }
 
+    /// One page of the kept versions, newest first: at most `limit` after
+    /// `cursor` (a previous page's `next_cursor`), and the cursor of the
+    /// next page (`None` at the end).
+    ///
+    /// # Errors
+    /// `NotFound` when the thread does not exist for the caller; `Invalid`
+    /// on `cursor` for a cursor of another thread or listing.
+    pub async fn versions_page(
+        &self,
+        who: &(impl Reach + 'static),
+        thread: ThreadId,
+        cursor: Option<memlayer_domain::Cursor>,
+        limit: u32,
+    ) -> Result<memlayer_domain::Page<Summary>, StoreError> {
+        let before = cursor.map(|c| c.for_summary_versions(thread)).transpose()?;
+        self.check_reach(who, thread).await?;
+        let mut items = self.store.summary_versions_before(who, thread, before, limit.saturating_add(1)).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(memlayer_domain::Cursor::summary_versions(thread, last.version)),
+            _ => None,
+        };
+        Ok(memlayer_domain::Page { items, next_cursor })
+    }
+
     /// One incremental step: folds at most `summary.step_messages` messages
     /// after the newest summary's coverage into it and stores the next
     /// version. Reads the newest summary and one keyset page after its

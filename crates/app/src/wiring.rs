@@ -716,6 +716,9 @@ fn open_summarizer(
                 timeout: Duration::from_millis(o.timeout_ms),
                 max_retries: o.max_retries,
                 backoff: Duration::from_millis(o.retry_backoff_ms),
+                // The configured max backoff, but never over a quarter of the
+                // job's lease: the job waits inline, still leased.
+                max_backoff: Duration::from_secs(config.max_backoff_secs.min(config.lease_secs / 4)),
                 max_input_chars: o.max_input_chars,
             };
             Arc::new(

@@ -185,6 +185,24 @@ impl WorkingMemoryService {
         agent: Option<&AgentName>,
         patch: &Value,
     ) -> Result<WorkingDocument, StoreError> {
+        self.patch_if(who, scope, agent, patch, None).await
+    }
+
+    /// [`patch`](Self::patch) only while the document is at version
+    /// `if_match` (an HTTP `If-Match`): a concurrent write is then not
+    /// merged over but refused; `None` merges whatever the version.
+    ///
+    /// # Errors
+    /// As [`patch`](Self::patch), plus `PreconditionFailed` when the
+    /// document is (or, before the write, became) at another version.
+    pub async fn patch_if(
+        &self,
+        who: &(impl Reach + 'static),
+        scope: &WorkingScope,
+        agent: Option<&AgentName>,
+        patch: &Value,
+        if_match: Option<StateVersion>,
+    ) -> Result<WorkingDocument, StoreError> {
         let applied = self.applied(who, scope, agent).await?;
         if applied.configured && applied.options.format.kind() == WorkingFormatKind::Markdown {
             return Err(markdown_patch());
@@ -196,10 +214,12 @@ impl WorkingMemoryService {
                 Some(WorkingMemory { content: WorkingContent::Json(v), version, .. }) => (v, version),
                 Some(WorkingMemory { content: WorkingContent::Markdown(_), .. }) => return Err(markdown_patch()),
             };
+            precondition(if_match, expected)?;
             json_patch::merge(&mut doc, patch);
             let content = self.content(&applied, Some(WorkingFormatKind::Json), doc)?;
             match self.store.put_working(who, scope, content, expected, applied.options.versions).await {
                 Ok(stored) => return Ok(WorkingDocument::stored(stored, applied.agent)),
+                Err(StoreError::Conflict(_)) if if_match.is_some() => return Err(moved_on(if_match)),
                 Err(StoreError::Conflict(_)) => backoff(attempt).await,
                 Err(e) => return Err(e),
             }
@@ -237,10 +257,28 @@ impl WorkingMemoryService {
         agent: Option<&AgentName>,
         version: StateVersion,
     ) -> Result<WorkingDocument, StoreError> {
+        self.restore_if(who, scope, agent, version, None).await
+    }
+
+    /// [`restore`](Self::restore) only while the document is at version
+    /// `if_match` (an HTTP `If-Match`); `None` restores over any version.
+    ///
+    /// # Errors
+    /// As [`restore`](Self::restore), plus `PreconditionFailed` when the
+    /// document is (or, before the write, became) at another version.
+    pub async fn restore_if(
+        &self,
+        who: &(impl Reach + 'static),
+        scope: &WorkingScope,
+        agent: Option<&AgentName>,
+        version: StateVersion,
+        if_match: Option<StateVersion>,
+    ) -> Result<WorkingDocument, StoreError> {
         let applied = self.applied(who, scope, agent).await?;
         for attempt in 0..MAX_MERGE_ATTEMPTS {
             let kept = self.store.working_versions(who, scope, WorkingMemoryOptions::MAX_VERSIONS).await?;
             let current = kept.first().map_or(0, |w| w.version);
+            precondition(if_match, current)?;
             let Some(old) = kept.into_iter().find(|w| w.version == version) else {
                 return Err(StoreError::not_found("working memory version", version));
             };
@@ -251,6 +289,7 @@ impl WorkingMemoryService {
             let content = self.content(&applied, Some(format), value)?;
             match self.store.put_working(who, scope, content, current, applied.options.versions).await {
                 Ok(stored) => return Ok(WorkingDocument::stored(stored, applied.agent)),
+                Err(StoreError::Conflict(_)) if if_match.is_some() => return Err(moved_on(if_match)),
                 Err(StoreError::Conflict(_)) => backoff(attempt).await,
                 Err(e) => return Err(e),
             }
@@ -428,6 +467,24 @@ impl jsonschema::Retrieve for NoRetrieval {
 
 /// A merge patch of a Markdown document: the request is well formed, the
 /// document's state refuses it (409, like a stale version).
+/// `PreconditionFailed` unless the document is at `if_match` (when given).
+fn precondition(if_match: Option<StateVersion>, current: StateVersion) -> Result<(), StoreError> {
+    match if_match {
+        Some(expected) if expected != current => Err(StoreError::PreconditionFailed(format!(
+            "working memory is at version {current}, If-Match asked for {expected}; nothing was written"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The document moved past `if_match` between the read and the write.
+fn moved_on(if_match: Option<StateVersion>) -> StoreError {
+    StoreError::PreconditionFailed(format!(
+        "working memory moved past version {} while writing; nothing was written",
+        if_match.unwrap_or_default()
+    ))
+}
+
 fn markdown_patch() -> StoreError {
     StoreError::Conflict(
         "a merge patch (RFC 7396) applies to a JSON document; this one is Markdown: replace it with PUT".into(),

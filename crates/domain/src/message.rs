@@ -154,6 +154,7 @@ impl NewMessage {
                 format!("is {} bytes, at most {MAX_CONTENT_BYTES} are accepted", content.len()),
             ));
         }
+        no_nul("content", &content)?;
         let may_be_empty = role == Role::Assistant && !tool_calls.is_empty();
         if content.is_empty() && !may_be_empty {
             return Err(DomainError::new(
@@ -165,7 +166,10 @@ impl NewMessage {
             (Role::Tool, None) => {
                 return Err(DomainError::new("tool_call_id", "is required for a tool message"));
             }
-            (Role::Tool, Some(id)) => check_short("tool_call_id", id)?,
+            (Role::Tool, Some(id)) => {
+                check_short("tool_call_id", id)?;
+                no_nul("tool_call_id", id)?;
+            }
             (_, Some(_)) => {
                 return Err(DomainError::new("tool_call_id", "is only allowed on a tool message"));
             }
@@ -173,6 +177,7 @@ impl NewMessage {
         }
         if let Some(name) = &tool_name {
             check_short("tool_name", name)?;
+            no_nul("tool_name", name)?;
         }
         if !tool_calls.is_empty() && role != Role::Assistant {
             return Err(DomainError::new("tool_calls", "are only allowed on an assistant message"));
@@ -281,6 +286,22 @@ pub fn model_text(content: &str, calls: &[ToolCall]) -> String {
 fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() || value.len() > 256 {
         return Err(DomainError::new(field, "must be 1 to 256 bytes"));
+    }
+    Ok(())
+}
+
+/// Refuses the NUL character (U+0000) in a field stored as a text column:
+/// Postgres text cannot hold it, and libSQL's driver reads text back only up
+/// to it, so a message that carried one would be refused by one backend and
+/// cut short by the other. Refused on both, before anything is stored.
+/// (Tool calls and metadata are stored as JSON, where libSQL keeps the
+/// escaped `\u0000` whole and Postgres's JSONB refuses it with a 400.)
+fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.contains('\0') {
+        return Err(DomainError::new(
+            field,
+            "must not contain the NUL character (U+0000): neither database stores it in text",
+        ));
     }
     Ok(())
 }
@@ -414,6 +435,19 @@ mod tests {
         for m in [&plain, &rich] {
             assert!(m.approx_bytes() >= json_len(m), "{} < {}", m.approx_bytes(), json_len(m));
         }
+    }
+
+    #[test]
+    fn the_nul_character_is_refused_naming_the_field() {
+        let err = NewMessage::text(Role::User, "before\u{0}after").unwrap_err();
+        assert_eq!(err.field, "content");
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let tool = |id: &str, name: &str| {
+            NewMessage::new(Role::Tool, "42", Some(id.into()), Some(name.into()), Vec::new(), Metadata::default())
+        };
+        assert_eq!(tool("c\u{0}1", "lookup").unwrap_err().field, "tool_call_id");
+        assert_eq!(tool("c1", "look\u{0}up").unwrap_err().field, "tool_name");
+        assert!(tool("c1", "lookup").is_ok());
     }
 
     #[test]

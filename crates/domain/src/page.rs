@@ -81,6 +81,8 @@ pub enum CursorKind {
     Messages,
     /// A tenant's thread listing.
     Threads,
+    /// A thread's kept summary versions, newest first.
+    SummaryVersions,
 }
 
 /// An opaque keyset cursor.
@@ -149,6 +151,30 @@ impl Cursor {
         Ok((self.direction, self.seq))
     }
 
+    /// A cursor that continues a listing of `thread`'s summary versions
+    /// (newest first) below `version`.
+    #[must_use]
+    pub fn summary_versions(thread: ThreadId, version: u64) -> Self {
+        Self {
+            kind: CursorKind::SummaryVersions,
+            direction: Direction::Backward,
+            listing: *thread.as_uuid().as_bytes(),
+            seq: i64::try_from(version).unwrap_or(i64::MAX),
+            last_id: [0; 16],
+        }
+    }
+
+    /// For `thread`'s summary versions: the last version seen (exclusive).
+    ///
+    /// # Errors
+    /// [`DomainError`] on `cursor` when the cursor belongs elsewhere.
+    pub fn for_summary_versions(&self, thread: ThreadId) -> Result<u64, DomainError> {
+        if self.kind != CursorKind::SummaryVersions || self.listing != *thread.as_uuid().as_bytes() {
+            return Err(DomainError::new("cursor", "belongs to another thread or listing"));
+        }
+        Ok(u64::try_from(self.seq).unwrap_or_default())
+    }
+
     /// For a thread listing: the last thread id seen (exclusive).
     ///
     /// # Errors
@@ -169,6 +195,7 @@ impl Cursor {
         b.push(match self.kind {
             CursorKind::Messages => 1,
             CursorKind::Threads => 2,
+            CursorKind::SummaryVersions => 3,
         });
         b.push(match self.direction {
             Direction::Forward => 1,
@@ -193,6 +220,7 @@ impl Cursor {
         let kind = match b[1] {
             1 => CursorKind::Messages,
             2 => CursorKind::Threads,
+            3 => CursorKind::SummaryVersions,
             _ => return Err(bad()),
         };
         let direction = match b[2] {

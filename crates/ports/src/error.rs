@@ -21,6 +21,11 @@ pub enum StoreError {
     /// duplicate). Not retryable as is: re-read, then decide; HTTP 409.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's precondition (an `If-Match` version) no longer holds:
+    /// the document is at another version and nothing was written. Not
+    /// retryable as is: re-read, then decide; HTTP 412.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// The input is unacceptable. Not retryable; HTTP 400.
     #[error("invalid input: {0}")]
     Invalid(#[from] DomainError),

@@ -49,6 +49,24 @@ pub trait SummaryStore: Send + Sync + std::fmt::Debug {
         thread: ThreadId,
         limit: u32,
     ) -> Result<Vec<Summary>, StoreError>;
+
+    /// Kept versions older than `before` (every kept one when `None`),
+    /// newest first, at most `limit`: one keyset page.
+    ///
+    /// MUST return `NotFound` for a missing thread. The default filters
+    /// [`summary_versions`](Self::summary_versions); stores override it
+    /// with a keyset read.
+    async fn summary_versions_before(
+        &self,
+        who: &(dyn Reach + 'static),
+        thread: ThreadId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Summary>, StoreError> {
+        let all = self.summary_versions(who, thread, u32::MAX).await?;
+        let older = all.into_iter().filter(|s| before.is_none_or(|b| s.version < b));
+        Ok(older.take(usize::try_from(limit).unwrap_or(usize::MAX)).collect())
+    }
 }
 
 /// Writes summaries.

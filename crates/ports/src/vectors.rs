@@ -1,6 +1,7 @@
 //! [`VectorIndex`]: nearest neighbours of a query vector under a tenant and
 //! thread filter.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -193,6 +194,42 @@ pub trait VectorIndex: Send + Sync + std::fmt::Debug {
     /// descending; MUST return `Invalid` when the query's dimension differs
     /// from the stored vectors' of that model.
     async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError>;
+
+    /// [`search`](Self::search) as if the `exclude`d entries were absent:
+    /// up to `k` entries admitted by `filter` and not in `exclude`, best
+    /// first, with the same scores and order `search` gives them. An
+    /// excluded entry MUST NOT be returned and MUST NOT take the place of
+    /// another: when at least `k` admitted entries are not excluded, `k` are
+    /// returned, however many excluded ones rank above them. (Context
+    /// recall leaves out the messages already among the recent ones this
+    /// way, rather than over-fetching and dropping them.)
+    ///
+    /// The default asks [`search`](Self::search) for `k + exclude.len()`
+    /// and drops the excluded; an index that can skip entries while it
+    /// searches overrides it.
+    async fn search_excluding(
+        &self,
+        filter: &SearchFilter,
+        query: &Embedding,
+        k: usize,
+        exclude: &HashSet<MessageId>,
+    ) -> Result<VectorSearch, StoreError> {
+        if exclude.is_empty() {
+            return self.search(filter, query, k).await;
+        }
+        let mut found = self.search(filter, query, k.saturating_add(exclude.len())).await?;
+        found.matches.retain(|m| !exclude.contains(&m.id));
+        found.matches.truncate(k);
+        Ok(found)
+    }
+
+    /// Waits until background work that slows searches down (a graph
+    /// build) has finished; returns at once when none runs. Searches never
+    /// need it: it is for benchmarks that measure the steady state. The
+    /// default returns at once (an index without background work).
+    async fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Number of searchable entries.
     async fn len(&self) -> Result<usize, StoreError>;

@@ -282,6 +282,8 @@ struct Request {
     model: String,
     query: Point,
     k: usize,
+    /// Entries to skip: never returned, never counted against `k`.
+    exclude: HashSet<MessageId>,
 }
 
 impl Request {
@@ -333,7 +335,9 @@ impl Inner {
     }
 
     fn run(&self, st: &State, r: &Request, plan: Plan) -> VectorSearch {
-        let mut top = TopK::new(r.k);
+        // Exact parts keep `k` more than the excluded, so that dropping
+        // those at the end still leaves the best `k` of the rest.
+        let mut top = TopK::new(r.k.saturating_add(r.exclude.len()));
         let Some(ms) = st.models.get(&r.model).filter(|_| plan != Plan::Empty) else {
             return VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact };
         };
@@ -356,7 +360,9 @@ impl Inner {
             {
                 let allowed: Option<HashSet<ThreadId>> = r.threads.as_ref().map(|ts| ts.iter().copied().collect());
                 let admit = |m: &super::segment::Meta| {
-                    m.tenant == tix && allowed.as_ref().is_none_or(|a| a.contains(&m.thread))
+                    m.tenant == tix
+                        && allowed.as_ref().is_none_or(|a| a.contains(&m.thread))
+                        && !r.exclude.contains(&m.id)
                 };
                 let mut from_graph = TopK::new(r.k);
                 let admitted = seg.graph_search(&r.query, &ms.dead, admit, &mut from_graph);
@@ -369,7 +375,12 @@ impl Inner {
                 seg.scan(q, &r.tenant, threads, &ms.dead, &mut top);
             }
         }
-        VectorSearch { matches: top.into_matches(), strategy }
+        let mut matches = top.into_matches();
+        if !r.exclude.is_empty() {
+            matches.retain(|m| !r.exclude.contains(&m.id));
+            matches.truncate(r.k);
+        }
+        VectorSearch { matches, strategy }
     }
 
     fn any_needs_rebuild(&self, force: bool) -> bool {
@@ -694,8 +705,32 @@ impl HnswIndex {
         blocking(move || inner.write_snapshot()).await?
     }
 
-    fn request(filter: &SearchFilter, query: &Embedding, k: usize) -> Request {
+    /// Plans and runs a search: inline when it is small, else on the
+    /// blocking pool.
+    async fn run_request(&self, request: Request) -> Result<VectorSearch, StoreError> {
+        {
+            let st = read(&self.inner.state);
+            let plan = self.inner.plan(&st, &request)?;
+            match plan {
+                Plan::Empty => return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact }),
+                Plan::Exact(n) if n.saturating_mul(request.query.0.len()) <= INLINE_WORK => {
+                    return Ok(self.inner.run(&st, &request, plan));
+                }
+                _ => {}
+            }
+        }
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let st = read(&inner.state);
+            let plan = inner.plan(&st, &request)?;
+            Ok(inner.run(&st, &request, plan))
+        })
+        .await?
+    }
+
+    fn request(filter: &SearchFilter, query: &Embedding, k: usize, exclude: HashSet<MessageId>) -> Request {
         Request {
+            exclude,
             tenant: filter.tenant.clone(),
             threads: filter.threads.listed().map(dedup_threads),
             model: query.model().to_owned(),
@@ -788,25 +823,27 @@ impl VectorIndex for HnswIndex {
     }
 
     async fn search(&self, filter: &SearchFilter, query: &Embedding, k: usize) -> Result<VectorSearch, StoreError> {
-        let request = Self::request(filter, query, k);
-        {
-            let st = read(&self.inner.state);
-            let plan = self.inner.plan(&st, &request)?;
-            match plan {
-                Plan::Empty => return Ok(VectorSearch { matches: Vec::new(), strategy: IndexKind::Exact }),
-                Plan::Exact(n) if n.saturating_mul(request.query.0.len()) <= INLINE_WORK => {
-                    return Ok(self.inner.run(&st, &request, plan));
-                }
-                _ => {}
-            }
-        }
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let st = read(&inner.state);
-            let plan = inner.plan(&st, &request)?;
-            Ok(inner.run(&st, &request, plan))
-        })
-        .await?
+        self.run_request(Self::request(filter, query, k, HashSet::new())).await
+    }
+
+    /// Skips the excluded entries while searching: the graph's candidates
+    /// are admitted only when not excluded, so a graph search stays a graph
+    /// search however many are excluded (the default's over-fetch would
+    /// exceed `ef_search` and scan every candidate exactly).
+    async fn search_excluding(
+        &self,
+        filter: &SearchFilter,
+        query: &Embedding,
+        k: usize,
+        exclude: &HashSet<MessageId>,
+    ) -> Result<VectorSearch, StoreError> {
+        self.run_request(Self::request(filter, query, k, exclude.clone())).await
+    }
+
+    /// Waits for a running background rebuild (and the ones it chains).
+    async fn settle(&self) -> Result<(), StoreError> {
+        self.wait_for_rebuild().await;
+        Ok(())
     }
 
     async fn len(&self) -> Result<usize, StoreError> {

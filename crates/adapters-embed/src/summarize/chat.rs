@@ -6,7 +6,10 @@
 //! [`ChatConfig::max_input_chars`]). Each attempt is bounded by
 //! [`ChatConfig::timeout`]; a timeout, a connection failure, a 429 or a 5xx
 //! is retried up to [`ChatConfig::max_retries`] times, waiting
-//! [`ChatConfig::backoff`] doubled per retry. What cannot be retried or is
+//! [`ChatConfig::backoff`] doubled per retry, or as long as a 429's or
+//! 503's `Retry-After` (delta-seconds) asks when that is longer; a
+//! `Retry-After` beyond [`ChatConfig::max_backoff`] is not waited for inline
+//! (the failure goes back to the caller's queue). What cannot be retried or is
 //! still failing is `Unavailable`, with a reason that names the model, the
 //! failure and the attempts, never the key or the URL. The key is sent only
 //! in the `Authorization` header and is redacted from `Debug`.
@@ -54,6 +57,9 @@ pub struct ChatConfig {
     pub max_retries: u32,
     /// Wait before the first retry; doubled per retry.
     pub backoff: Duration,
+    /// Longest wait before a retry, a server's `Retry-After` included: one
+    /// asking for longer ends the attempts.
+    pub max_backoff: Duration,
     /// Most characters of previous summary and messages sent in one
     /// request; longer messages are cut (head kept, `…`).
     pub max_input_chars: usize,
@@ -61,7 +67,8 @@ pub struct ChatConfig {
 
 impl ChatConfig {
     /// The endpoint at `base_url` asking `model`, with the defaults: 30 s a
-    /// try, 2 retries from 500 ms, 48,000 characters of input.
+    /// try, 2 retries from 500 ms waiting at most 30 s, 48,000 characters of
+    /// input.
     #[must_use]
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
         Self {
@@ -71,6 +78,7 @@ impl ChatConfig {
             timeout: Duration::from_secs(30),
             max_retries: 2,
             backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
             max_input_chars: 48_000,
         }
     }
@@ -89,6 +97,21 @@ pub struct ChatSummarizer {
 struct Failure {
     reason: String,
     retry: bool,
+    /// The server's `Retry-After`, when it sent one.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: String, retry: bool) -> Self {
+        Self { reason, retry, retry_after: None }
+    }
+}
+
+/// A `Retry-After` of delta-seconds (an HTTP date is ignored: the
+/// configured backoff applies).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs)
 }
 
 impl ChatSummarizer {
@@ -162,22 +185,24 @@ impl ChatSummarizer {
                 "the request failed".to_owned()
             };
             tracing::debug!(error = %e, endpoint = %self.endpoint, "chat completion attempt failed");
-            Failure { reason, retry: true }
+            Failure::new(reason, true)
         })?;
         let status = response.status();
         if !status.is_success() {
             let retry = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-            return Err(Failure { reason: format!("answered HTTP {}", status.as_u16()), retry });
+            let mut failure = Failure::new(format!("answered HTTP {}", status.as_u16()), retry);
+            failure.retry_after = retry_after(response.headers());
+            return Err(failure);
         }
-        let text = response.text().await.map_err(|e| Failure {
-            reason: if e.is_timeout() {
+        let text = response.text().await.map_err(|e| {
+            let reason = if e.is_timeout() {
                 format!("no whole answer within {} ms", self.config.timeout.as_millis())
             } else {
                 "the answer broke off".to_owned()
-            },
-            retry: true,
+            };
+            Failure::new(reason, true)
         })?;
-        let malformed = |what: &str| Failure { reason: format!("malformed reply: {what}"), retry: false };
+        let malformed = |what: &str| Failure::new(format!("malformed reply: {what}"), false);
         let value: Value = serde_json::from_str(&text).map_err(|_| malformed("not JSON"))?;
         let content = value
             .pointer("/choices/0/message/content")
@@ -210,12 +235,24 @@ impl Summarizer for ChatSummarizer {
             attempts += 1;
             match self.attempt(&body).await {
                 Ok(summary) => return Ok(summary),
-                Err(Failure { reason, retry }) if retry && attempts <= self.config.max_retries => {
-                    tracing::warn!(model = %self.config.model, %reason, attempt = attempts, retry_in = ?wait, "summariser failed; retrying");
-                    tokio::time::sleep(wait).await;
+                Err(Failure { reason, retry, retry_after })
+                    if retry
+                        && attempts <= self.config.max_retries
+                        && retry_after.is_none_or(|after| after <= self.config.max_backoff) =>
+                {
+                    let pause = wait.max(retry_after.unwrap_or_default()).min(self.config.max_backoff);
+                    tracing::warn!(model = %self.config.model, %reason, attempt = attempts, retry_in = ?pause, "summariser failed; retrying");
+                    tokio::time::sleep(pause).await;
                     wait = wait.saturating_mul(2);
                 }
-                Err(Failure { reason, .. }) => {
+                Err(Failure { mut reason, retry_after, .. }) => {
+                    if let Some(after) = retry_after.filter(|after| *after > self.config.max_backoff) {
+                        reason.push_str(&format!(
+                            ", asking to retry after {} s (more than the {} s waited inline)",
+                            after.as_secs(),
+                            self.config.max_backoff.as_secs()
+                        ));
+                    }
                     let tries = if attempts == 1 { "1 attempt".to_owned() } else { format!("{attempts} attempts") };
                     return Err(StoreError::Unavailable(format!("summariser {}: {reason} ({tries})", self.name())));
                 }

@@ -1,6 +1,6 @@
 //! The summarisers against real parts: `ChatSummarizer` against a local fake
 //! chat-completions server (success, a 500 then success, 500s throughout, a
-//! timeout, malformed replies, a refused key), and `ExtractiveSummarizer`
+//! timeout, malformed replies, a refused key, a 429's `Retry-After`), and `ExtractiveSummarizer`
 //! with the provisioned model (deterministic, on topic, within its target).
 
 use std::collections::VecDeque;
@@ -26,6 +26,8 @@ enum Reply {
     /// Answers after this long (past the client's timeout).
     Slow(Duration),
     Raw(&'static str),
+    /// 429 with `Retry-After: <seconds>`.
+    RateLimited(u64),
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +50,10 @@ async fn completions(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: St
             axum::Json(answer("too late")).into_response()
         }
         Reply::Raw(body) => ([("content-type", "application/json")], body).into_response(),
+        Reply::RateLimited(secs) => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())], "{\"error\": \"slow down\"}")
+                .into_response()
+        }
     }
 }
 
@@ -126,6 +132,26 @@ async fn a_500_is_retried_and_the_retry_answers() {
     let (fake, s) = serve(vec![Reply::Status(500), Reply::Status(503), Reply::Summary("recovered")]).await;
     assert_eq!(s.summarize(None, thread(), 100).await.unwrap(), "recovered");
     assert_eq!(fake.seen.lock().unwrap().len(), 3, "two retries");
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    // The configured backoff is 10 ms; the server asks for a second.
+    let (fake, s) = serve(vec![Reply::RateLimited(1), Reply::Summary("Refunded.")]).await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.summarize(None, thread(), 100).await.unwrap(), "Refunded.");
+    assert!(started.elapsed() >= Duration::from_secs(1), "retried after {:?}", started.elapsed());
+    assert_eq!(fake.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_max_backoff_is_not_waited_for() {
+    // 120 s asked, 30 s at most waited inline: the caller's queue retries.
+    let (fake, s) = serve(vec![Reply::RateLimited(120), Reply::Summary("too soon")]).await;
+    let reason = unavailable(s.summarize(None, thread(), 100).await);
+    assert!(reason.contains("HTTP 429") && reason.contains("retry after 120 s"), "{reason}");
+    assert!(reason.contains("1 attempt"), "{reason}");
+    assert_eq!(fake.seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

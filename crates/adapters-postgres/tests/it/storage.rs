@@ -131,9 +131,11 @@ async fn a_failing_bulk_append_stores_nothing() {
     let t = TenantId::parse("acme").unwrap();
     let thread = store.create(&t, NewThread::default()).await.unwrap().id;
     store.append(&t, thread, msgs(MAX_BATCH)).await.unwrap();
-    // Postgres text cannot hold NUL: the COPY fails at the last row.
+    // Postgres JSONB cannot hold NUL (the domain refuses it in a message's
+    // text, not in its metadata): the COPY fails at the last row.
     let mut batch = msgs(MAX_BATCH - 1);
-    batch.push(NewMessage::text(Role::User, "bad \0 byte").unwrap());
+    let metadata = memlayer_domain::Metadata::from_value(serde_json::json!({"note": "bad \u{0} byte"})).unwrap();
+    batch.push(NewMessage::new(Role::User, "fine", None, None, Vec::new(), metadata).unwrap());
     let err = store.append(&t, thread, batch).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     assert_eq!(ThreadStore::get(&store, &t, thread).await.unwrap().last_seq, MAX_BATCH as i64, "sequence untouched");

@@ -676,3 +676,81 @@ async fn working_memory_and_the_summary_come_from_their_stores() {
     assert!(wm.content().ends_with("thread two note"), "{}", wm.content());
     assert!(ctx.messages.iter().all(|m| m.section != Section::Summary), "no summary yet: none sent");
 }
+
+#[tokio::test]
+async fn recall_fills_top_k_however_many_better_hits_are_recent() {
+    let f = fixture().await;
+    let id = f.thread(Some("gpt-4o"), None, None).await;
+    // 20 old messages that match once, then 60 that match three times each:
+    // every newer one outranks every old one, and the recent messages hold
+    // more of them than an over-fetch of `2k + 8` would cover.
+    let mut lines: Vec<String> = (0..20).map(|i| format!("kettle note number {i} about the order")).collect();
+    lines.extend((0..60).map(|i| format!("kettle kettle kettle update number {i}")));
+    f.say(id, &lines).await;
+    let recall = RecallOptions { mode: SearchMode::Lexical, top_k: Some(3), ..RecallOptions::default() };
+    let request = ContextRequest {
+        budget: budget(900),
+        recall: Some(recall),
+        query: Some("kettle".into()),
+        ..Default::default()
+    };
+    let ctx = f.context.assemble(&tenant(), id, request).await.unwrap();
+    let recent = ctx.sections.iter().find(|s| s.section == Section::Recent).unwrap();
+    assert!(recent.messages.len() > 2 * 3 + 8, "the recent messages hold {} of the better hits", recent.messages.len());
+    let recalled = ctx.sections.iter().find(|s| s.section == Section::Recall).expect("recall ran");
+    assert_eq!(recalled.messages.len(), 3, "top_k recalled: {recalled:?}");
+    for s in &recalled.messages {
+        assert!(recent.messages.iter().all(|r| r.message_id != s.message_id), "seq {} repeated", s.seq);
+    }
+}
+
+#[tokio::test]
+async fn recall_ranks_as_search_does_without_the_excluded_messages() {
+    use memlayer_domain::{Embedding, SearchQuery, SearchScope, TopK, Window};
+    use memlayer_ports::{VectorEntry, VectorIndex as _};
+    let store = Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap());
+    let index = Arc::new(ExactIndex::new());
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(|| EmbedderInfo { model: "m".into(), dim: 2, max_tokens: 8 });
+    embedder.expect_embed_interactive().returning(|_| Ok(vec![Embedding::new("m", vec![1.0, 0.0], 2).unwrap()]));
+    let search = SearchService::new(Arc::new(embedder), index.clone(), store.clone(), store.clone(), store.clone());
+    let thread = store.create(&tenant(), NewThread::default()).await.unwrap().id;
+    let batch = (0..40).map(|i| NewMessage::text(Role::User, format!("message {i}")).unwrap()).collect();
+    let messages = store.append(&tenant(), thread, batch).await.unwrap();
+    // Message i scores cos(0.07 i) against the query: the older, the better.
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let a = 0.07 * i as f32;
+            VectorEntry {
+                id: m.id,
+                tenant: tenant(),
+                thread,
+                embedding: Embedding::new("m", vec![a.cos(), a.sin()], 2).unwrap(),
+            }
+        })
+        .collect();
+    index.upsert(entries).await.unwrap();
+    let query = |k: u32, window: Window| {
+        SearchQuery::new("q", SearchScope::Thread(thread), SearchMode::Vector, TopK::new(k).unwrap(), window, None)
+            .unwrap()
+    };
+    let ids = |hits: &[memlayer_domain::SearchHit]| {
+        hits.iter().map(|h| (h.message.id, h.score, h.before.len(), h.after.len())).collect::<Vec<_>>()
+    };
+    for window in [Window::default(), Window::new(1, 1).unwrap()] {
+        let searched = search.search(&tenant(), &query(5, window)).await.unwrap().hits;
+        let recalled = search.recall(&tenant(), &query(5, window), None, &Default::default()).await.unwrap();
+        assert_eq!(ids(&recalled), ids(&searched), "nothing excluded: the search's hits");
+    }
+    // The 20 best excluded (more than `2k + 8`): the next five, as a search
+    // for 25 minus those 20 ranks them.
+    let exclude: std::collections::HashSet<_> = messages[..20].iter().map(|m| m.id).collect();
+    let wider = search.search(&tenant(), &query(25, Window::default())).await.unwrap().hits;
+    let expected: Vec<_> = wider.iter().filter(|h| !exclude.contains(&h.message.id)).cloned().collect();
+    let recalled = search.recall(&tenant(), &query(5, Window::default()), None, &exclude).await.unwrap();
+    assert_eq!(recalled.len(), 5);
+    assert_eq!(ids(&recalled), ids(&expected));
+    assert_eq!(recalled[0].message.id, messages[20].id);
+}

@@ -186,3 +186,46 @@ async fn invalid_model_names_are_rejected() {
     let err = svc.count_tokens("has space", vec!["x".into()]).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(ref e) if e.field == "model"), "{err:?}");
 }
+
+#[tokio::test]
+async fn tokens_are_counted_with_the_agents_model_when_the_thread_has_none() {
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+    use memlayer_app::{CacheSettings, CatalogService};
+    use memlayer_domain::{MemoryOptions, NewAgent, NewModel};
+    let store = Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap());
+    let catalog = CatalogService::new(store, CacheSettings::default());
+    let model = NewModel {
+        name: "gpt-4".into(),
+        provider: "openai".into(),
+        context_window: 8_192,
+        max_output_tokens: 1_000,
+        input_price: 0.0,
+        output_price: 0.0,
+        is_default: false,
+    };
+    let model = catalog.create_model(&tenant(), model).await.unwrap();
+    let agent = NewAgent {
+        name: AgentName::parse("helper").unwrap(),
+        model_id: model.id,
+        system_prompt: "help".into(),
+        tool_ids: vec![],
+        memory: MemoryOptions::default(),
+    };
+    catalog.create_agent(&tenant(), agent).await.unwrap();
+    let id = ThreadId::new();
+    let mut m = mocks();
+    m.threads.expect_get().times(1).returning(move |_, id| {
+        Ok(Thread { agent_id: Some(AgentName::parse("helper").unwrap()), ..thread_with_model(id, None) })
+    });
+    m.tokens.expect_count().withf(|model, _| model == "gpt-4").times(1).returning(|model, _| vec![count(model, 4)]);
+    m.messages.expect_append().times(1).returning(|_, thread, batch| {
+        Ok(batch
+            .into_iter()
+            .map(|m| m.into_message(memlayer_domain::MessageId::new(), thread, 1, from_micros(0)))
+            .collect())
+    });
+    let svc = service(m, false).with_catalog(catalog);
+    let opts = AppendOptions { count_tokens: Some(true), model: None };
+    let stored = svc.append_message(&tenant(), id, user("x"), opts).await.unwrap();
+    assert_eq!(stored.token_count.map(|c| c.model), Some("gpt-4".to_owned()), "the agent's model, as context uses");
+}

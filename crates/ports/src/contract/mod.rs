@@ -412,6 +412,7 @@ macro_rules! contract_suite {
             summary_jobs_are_queued_leased_retried_and_completed,
             summary_jobs_concurrent_claims_never_share_a_job,
             summary_jobs_are_claimed_fairly_across_tenants,
+            summary_versions_page_by_version,
         );
         $crate::__quota_expand!(
             $factory;
@@ -648,6 +649,7 @@ macro_rules! vector_index_suite {
             dimension_mismatch_is_invalid,
             recall_on_clustered_data,
             len_and_ids_track_live_entries,
+            excluded_entries_are_skipped_not_counted,
         );
     };
 }

@@ -303,3 +303,24 @@ pub async fn summary_jobs_concurrent_claims_never_share_a_job(b: Backend) {
     threads.sort();
     assert_eq!(unique, threads, "every job claimed once");
 }
+
+/// `summary_versions_before` pages the kept versions newest first below a
+/// version, never skipping or repeating one; `NotFound` for a missing thread.
+pub async fn summary_versions_page_by_version(b: Backend) {
+    let t = tenant("acme");
+    let id = thread_of(&b, &t, 10).await;
+    let mut saved = Vec::new();
+    for v in 0..5u64 {
+        saved.push(b.summaries.save_summary(&t, id, next(&format!("version {}", v + 1), 1, 1), v).await.unwrap());
+    }
+    saved.reverse();
+    let first = b.summaries.summary_versions_before(&t, id, None, 2).await.unwrap();
+    assert_eq!(first, saved[..2].to_vec(), "the newest two");
+    let second = b.summaries.summary_versions_before(&t, id, Some(first[1].version), 2).await.unwrap();
+    assert_eq!(second, saved[2..4].to_vec(), "the next two, below the last seen");
+    let last = b.summaries.summary_versions_before(&t, id, Some(second[1].version), 2).await.unwrap();
+    assert_eq!(last, saved[4..].to_vec(), "the rest");
+    assert!(b.summaries.summary_versions_before(&t, id, Some(1), 2).await.unwrap().is_empty(), "nothing below 1");
+    let missing = memlayer_domain::ThreadId::new();
+    assert_not_found(b.summaries.summary_versions_before(&t, missing, None, 2).await, "missing");
+}

@@ -223,3 +223,40 @@ pub async fn len_and_ids_track_live_entries(u: IndexUnderTest) {
     assert_eq!(ids, expected);
     assert_eq!(u.index.len().await.unwrap(), 11);
 }
+
+pub async fn excluded_entries_are_skipped_not_counted(u: IndexUnderTest) {
+    let t = tenant("acme");
+    let (thread, other) = (ThreadId::new(), ThreadId::new());
+    let vectors = clustered(41, 90, 3);
+    let entries: Vec<_> =
+        vectors.iter().enumerate().map(|(i, v)| entry(&t, if i < 70 { thread } else { other }, MODEL, v)).collect();
+    u.index.upsert(entries.clone()).await.unwrap();
+    let q = &vectors[3];
+    let only = SearchFilter::these_threads(t.clone(), vec![thread]);
+    // The thread's 30 nearest are excluded: more than any over-fetch of
+    // `2k + 8` would cover.
+    let mut truth: Vec<(f32, MessageId)> =
+        entries[..70].iter().map(|e| (cosine(e.embedding.vector(), q), e.id)).collect();
+    truth.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    let exclude: std::collections::HashSet<MessageId> = truth[..30].iter().map(|x| x.1).collect();
+    let got = u.index.search_excluding(&only, &emb(MODEL, q), 10, &exclude).await.unwrap();
+    assert_eq!(got.matches.len(), 10, "k entries that are not excluded, however many excluded rank above them");
+    assert!(got.matches.iter().all(|m| !exclude.contains(&m.id)), "an excluded entry is never returned");
+    assert!(got.matches.iter().all(|m| m.thread == thread), "never a thread outside the filter");
+    assert!(got.matches.windows(2).all(|p| p[0].score >= p[1].score), "sorted best first");
+    for m in &got.matches {
+        let e = entries.iter().find(|e| e.id == m.id).unwrap();
+        assert!((m.score - cosine(e.embedding.vector(), q)).abs() < 1e-3, "scores are the cosine");
+    }
+    let expected: Vec<MessageId> = truth[30..40].iter().map(|x| x.1).collect();
+    let found = got.matches.iter().filter(|m| expected.contains(&m.id)).count();
+    if u.index.kind() == crate::IndexKind::Exact {
+        assert_eq!(got.matches.iter().map(|m| m.id).collect::<Vec<_>>(), expected, "the exact ranking without them");
+    } else {
+        assert!(found >= 9, "{found} of the 10 nearest not excluded");
+    }
+    // Nothing excluded: what `search` returns.
+    let plain = u.index.search(&only, &emb(MODEL, q), 10).await.unwrap();
+    let none = u.index.search_excluding(&only, &emb(MODEL, q), 10, &Default::default()).await.unwrap();
+    assert_eq!(none.matches, plain.matches);
+}
