@@ -1,0 +1,480 @@
+//! [`TantivyLexicalIndex`]: the in-process full-text index
+//! ([`memlayer_ports::LexicalIndex`]) on tantivy, one index per tenant.
+//!
+//! Why tantivy: FTS5's `bm25()` scores every document that holds any query
+//! word (a three-word query over a 20,000-message thread scores thousands),
+//! where tantivy's top-k collector skips blocks of postings that cannot
+//! enter the top k (block-max WAND) and reads document lengths from a flat
+//! array instead of a B-tree (docs/BENCHMARKS.md, "Lexical search on
+//! tantivy").
+//!
+//! Invariants:
+//! - one tantivy index per tenant (a directory named by the tenant's hex
+//!   bytes), so BM25's statistics (document count, average length, document
+//!   frequencies) are the tenant's own;
+//! - what the feeding store calls a position (libSQL's rowid) is the key:
+//!   an entry replaces any entry at its position, a removal names one;
+//! - `apply` commits every tenant it touched and reloads their readers
+//!   before it records its position (a file written by rename) and
+//!   returns, so a restart never finds a position ahead of the entries;
+//! - searches and commits run on tokio's blocking pool, never on an async
+//!   worker; the indexing and merge threads are tantivy's own (one each per
+//!   tenant with an open writer).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use memlayer_domain::{MessageId, TenantId, ThreadId};
+use memlayer_ports::{LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection};
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::IndexWriterOptions;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use uuid::Uuid;
+
+/// The analyzer's name in every index.
+const TOKENIZER: &str = "memlayer";
+/// The file holding the position, beside the tenants' directories.
+const POSITION_FILE: &str = "position";
+/// Memory an open writer may buffer before it writes a segment (tantivy's
+/// minimum: the catch-up commits every round anyway).
+const WRITER_MEMORY: usize = 15_000_000;
+
+/// The schema's fields.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    text: Field,
+    thread: Field,
+    pos: Field,
+    id_hi: Field,
+    id_lo: Field,
+    th_hi: Field,
+    th_lo: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    // Frequencies without positions: BM25 needs no more, and no phrase
+    // query is ever asked.
+    let text = b.add_text_field(
+        "text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::WithFreqs),
+        ),
+    );
+    let thread = b.add_text_field("thread", STRING);
+    let pos = b.add_u64_field("pos", INDEXED | FAST);
+    let id_hi = b.add_u64_field("id_hi", FAST);
+    let id_lo = b.add_u64_field("id_lo", FAST);
+    let th_hi = b.add_u64_field("th_hi", FAST);
+    let th_lo = b.add_u64_field("th_lo", FAST);
+    (b.build(), Fields { text, thread, pos, id_hi, id_lo, th_hi, th_lo })
+}
+
+/// Words as libSQL's FTS5 tables cut them (`unicode61 remove_diacritics
+/// 2`): runs of letters and digits, lowercased, accents folded.
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(256))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// One tenant's index, its reader and its writer.
+struct TenantIndex {
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+}
+
+/// Per-tenant tantivy indexes in a directory (or in memory), fed and
+/// searched through [`LexicalIndex`].
+#[derive(Clone)]
+pub struct TantivyLexicalIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where the tenants' indexes live; `None` keeps them in memory.
+    root: Option<PathBuf>,
+    schema: Schema,
+    fields: Fields,
+    tenants: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
+    position: AtomicI64,
+    /// One `apply` at a time (the feeding store serialises them anyway).
+    applying: Mutex<()>,
+}
+
+impl fmt::Debug for TantivyLexicalIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TantivyLexicalIndex")
+            .field("root", &self.inner.root)
+            .field("position", &self.inner.position.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(context: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::backend(format!("full-text index: {context}: {e}"))
+}
+
+impl TantivyLexicalIndex {
+    /// Opens (creating when missing) the indexes under `root`, resuming from
+    /// the position recorded there. A position that cannot be read starts
+    /// the feed over (the store feeds everything again; entries replace
+    /// themselves).
+    ///
+    /// # Errors
+    /// `Backend` when the directory cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| backend("create directory", e))?;
+        let position = std::fs::read_to_string(root.join(POSITION_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        Ok(Self::new(Some(root), position))
+    }
+
+    /// Indexes kept in memory only (tests, `:memory:` databases).
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self::new(None, 0)
+    }
+
+    fn new(root: Option<PathBuf>, position: i64) -> Self {
+        let (schema, fields) = schema();
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                schema,
+                fields,
+                tenants: Mutex::new(HashMap::new()),
+                position: AtomicI64::new(position),
+                applying: Mutex::new(()),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn tenant_dir(&self, tenant: &TenantId) -> Option<PathBuf> {
+        let hex: String = tenant.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+        self.root.as_ref().map(|r| r.join(format!("t-{hex}")))
+    }
+
+    /// The tenant's index; created when `create`, else `None` when it has
+    /// none yet.
+    fn tenant(&self, tenant: &TenantId, create: bool) -> Result<Option<Arc<TenantIndex>>, StoreError> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = tenants.get(tenant) {
+            return Ok(Some(t.clone()));
+        }
+        let index = match self.tenant_dir(tenant) {
+            None if !create => return Ok(None),
+            None => Index::create_in_ram(self.schema.clone()),
+            Some(dir) => {
+                if !create && !dir.join("meta.json").exists() {
+                    return Ok(None);
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| backend("create tenant directory", e))?;
+                let directory = MmapDirectory::open(&dir).map_err(|e| backend("open tenant directory", e))?;
+                Index::open_or_create(directory, self.schema.clone()).map_err(|e| backend("open tenant index", e))?
+            }
+        };
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let options = IndexWriterOptions::builder()
+            .memory_budget_per_thread(WRITER_MEMORY)
+            .num_worker_threads(1)
+            .num_merge_threads(1)
+            .build();
+        let writer = index.writer_with_options(options).map_err(|e| backend("open tenant writer", e))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| backend("open tenant reader", e))?;
+        let t = Arc::new(TenantIndex { reader, writer: Mutex::new(writer) });
+        tenants.insert(tenant.clone(), t.clone());
+        Ok(Some(t))
+    }
+
+    fn apply(
+        &self,
+        removals: Vec<(TenantId, i64)>,
+        entries: Vec<LexicalEntry>,
+        through: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let _one = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = self.fields;
+        let mut touched: HashMap<TenantId, Arc<TenantIndex>> = HashMap::new();
+        for (tenant, position) in removals {
+            // A tenant without an index has nothing to remove.
+            let Some(t) = self.tenant(&tenant, false)? else { continue };
+            lock(&t.writer).delete_term(pos_term(f, position));
+            touched.insert(tenant, t);
+        }
+        for e in entries {
+            let t = match touched.get(&e.tenant) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = self.tenant(&e.tenant, true)?.ok_or_else(|| backend("open tenant index", "missing"))?;
+                    touched.insert(e.tenant.clone(), t.clone());
+                    t
+                }
+            };
+            let writer = lock(&t.writer);
+            writer.delete_term(pos_term(f, e.position));
+            let (id_hi, id_lo) = e.id.as_uuid().as_u64_pair();
+            let (th_hi, th_lo) = e.thread.as_uuid().as_u64_pair();
+            let mut doc = TantivyDocument::default();
+            doc.add_text(f.text, &e.text);
+            doc.add_text(f.thread, e.thread.as_uuid().to_string());
+            doc.add_u64(f.pos, position_u64(e.position));
+            doc.add_u64(f.id_hi, id_hi);
+            doc.add_u64(f.id_lo, id_lo);
+            doc.add_u64(f.th_hi, th_hi);
+            doc.add_u64(f.th_lo, th_lo);
+            writer.add_document(doc).map_err(|e| backend("add entry", e))?;
+        }
+        for t in touched.values() {
+            lock(&t.writer).commit().map_err(|e| backend("commit", e))?;
+            t.reader.reload().map_err(|e| backend("reload reader", e))?;
+        }
+        if let Some(through) = through {
+            if let Some(root) = &self.root {
+                write_position(root, through)?;
+            }
+            self.position.store(through, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn search(
+        &self,
+        filter: &SearchFilter,
+        terms: &[String],
+        k: usize,
+        exclude: &LexicalExclusions,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        if k == 0 || filter.admits_nothing() {
+            return Ok(Vec::new());
+        }
+        let Some(t) = self.tenant(&filter.tenant, false)? else {
+            return Ok(Vec::new());
+        };
+        let f = self.fields;
+        let mut analyzer = analyzer();
+        let mut words: Vec<String> = Vec::new();
+        for term in terms {
+            let mut stream = analyzer.token_stream(term);
+            while let Some(token) = stream.next() {
+                if !words.contains(&token.text) {
+                    words.push(token.text.clone());
+                }
+            }
+        }
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let searcher = t.reader.searcher();
+        let should: Vec<(Occur, Box<dyn Query>)> = words
+            .iter()
+            .map(|w| {
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(Term::from_field_text(f.text, w), IndexRecordOption::WithFreqs));
+                (Occur::Should, q)
+            })
+            .collect();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let ThreadSelection::These(threads) = &filter.threads {
+            let thread_terms: Vec<Term> =
+                threads.iter().map(|t| Term::from_field_text(f.thread, &t.as_uuid().to_string())).collect();
+            // A filter every entry passes (one thread holding the tenant's
+            // whole index) is left out: the words alone can then be
+            // searched with block-max WAND.
+            let max_doc: u64 = searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
+            let everything = match thread_terms.as_slice() {
+                [only] => searcher.doc_freq(only).map_err(|e| backend("read statistics", e))? == max_doc,
+                _ => false,
+            };
+            if !everything {
+                let any: Vec<(Occur, Box<dyn Query>)> = thread_terms
+                    .into_iter()
+                    .map(|t| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(t, IndexRecordOption::Basic));
+                        (Occur::Should, q)
+                    })
+                    .collect();
+                clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0))));
+            }
+        }
+        for thread in &exclude.threads {
+            let term = Term::from_field_text(f.thread, &thread.as_uuid().to_string());
+            clauses.push((Occur::MustNot, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
+        }
+        for &position in &exclude.positions {
+            clauses.push((Occur::MustNot, Box::new(TermQuery::new(pos_term(f, position), IndexRecordOption::Basic))));
+        }
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(BooleanQuery::new(should))
+        } else {
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+            Box::new(BooleanQuery::new(clauses))
+        };
+        let top = searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(|e| backend("search", e))?;
+        let mut hits = Vec::with_capacity(top.len());
+        let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
+        for (score, address) in top {
+            if !columns.contains_key(&address.segment_ord) {
+                let ff = searcher.segment_reader(address.segment_ord).fast_fields();
+                let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
+                columns.insert(address.segment_ord, [col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?]);
+            }
+            let [a, b, c, d] = &columns[&address.segment_ord];
+            let v = |col: &tantivy::columnar::Column<u64>| {
+                col.first(address.doc_id).ok_or_else(|| backend("read fast field", "an entry without its ids"))
+            };
+            hits.push(ScoredHit {
+                id: MessageId::from_uuid(Uuid::from_u64_pair(v(a)?, v(b)?)),
+                thread: ThreadId::from_uuid(Uuid::from_u64_pair(v(c)?, v(d)?)),
+                score: score.max(f32::MIN_POSITIVE),
+            });
+        }
+        Ok(hits)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn position_u64(position: i64) -> u64 {
+    u64::try_from(position).unwrap_or(0)
+}
+
+fn pos_term(f: Fields, position: i64) -> Term {
+    Term::from_field_u64(f.pos, position_u64(position))
+}
+
+/// Records the position durably: a temporary file, synced, renamed over the
+/// old one.
+fn write_position(root: &Path, position: i64) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let tmp = root.join(format!("{POSITION_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| backend("write position", e))?;
+    file.write_all(position.to_string().as_bytes()).map_err(|e| backend("write position", e))?;
+    file.sync_all().map_err(|e| backend("write position", e))?;
+    std::fs::rename(&tmp, root.join(POSITION_FILE)).map_err(|e| backend("write position", e))?;
+    Ok(())
+}
+
+#[async_trait]
+impl LexicalIndex for TantivyLexicalIndex {
+    fn position(&self) -> i64 {
+        self.inner.position.load(Ordering::SeqCst)
+    }
+
+    async fn apply(
+        &self,
+        removals: Vec<(TenantId, i64)>,
+        entries: Vec<LexicalEntry>,
+        through: Option<i64>,
+    ) -> Result<(), StoreError> {
+        if removals.is_empty() && entries.is_empty() && through.is_none_or(|t| t == self.position()) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.apply(removals, entries, through))
+            .await
+            .map_err(StoreError::backend)?
+    }
+
+    async fn search(
+        &self,
+        filter: &SearchFilter,
+        terms: Vec<String>,
+        k: usize,
+        exclude: LexicalExclusions,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        let inner = self.inner.clone();
+        let filter = filter.clone();
+        tokio::task::spawn_blocking(move || inner.search(&filter, &terms, k, &exclude))
+            .await
+            .map_err(StoreError::backend)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    fn entry(position: i64, tenant: &str, thread: ThreadId, text: &str) -> LexicalEntry {
+        LexicalEntry {
+            position,
+            id: MessageId::new(),
+            tenant: TenantId::parse(tenant).unwrap(),
+            thread,
+            text: text.to_owned(),
+        }
+    }
+
+    fn words(q: &str) -> Vec<String> {
+        memlayer_domain::query_terms(q)
+    }
+
+    #[tokio::test]
+    async fn entries_replace_by_position_and_removals_and_exclusions_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        let (a, b) = (ThreadId::new(), ThreadId::new());
+        let acme = TenantId::parse("acme").unwrap();
+        let e1 = entry(1, "acme", a, "the broken kettle");
+        let e2 = entry(2, "acme", b, "a Café near the kettle shop");
+        index.apply(Vec::new(), vec![e1.clone(), e2.clone()], Some(2)).await.unwrap();
+        let all = SearchFilter::all_threads(acme.clone());
+        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(hits.windows(2).all(|p| p[0].score >= p[1].score));
+        // Accents folded, case ignored, as FTS5's unicode61 does.
+        let hits = index.search(&all, words("cafe"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| (h.id, h.thread)).collect::<Vec<_>>(), vec![(e2.id, b)]);
+        let only_a = SearchFilter::these_threads(acme.clone(), vec![a]);
+        let hits = index.search(&only_a, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
+        let exclude = LexicalExclusions { positions: vec![1], threads: Vec::new() };
+        let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
+        let exclude = LexicalExclusions { positions: Vec::new(), threads: vec![b] };
+        let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
+        // A new entry at a position replaces the old one.
+        let e3 = entry(1, "acme", a, "sunny weather");
+        index.apply(Vec::new(), vec![e3.clone()], None).await.unwrap();
+        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
+        index.apply(vec![(acme.clone(), 2)], Vec::new(), None).await.unwrap();
+        assert!(index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // Another tenant sees nothing of acme's.
+        let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
+        assert!(index.search(&other, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // The position and the entries survive a reopen.
+        assert_eq!(index.position(), 2);
+        drop(index);
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 2);
+        let hits = index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e3.id]);
+    }
+}
