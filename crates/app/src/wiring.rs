@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use memlayer_adapters_embed::{
-    ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TiktokenCounter,
+    ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TantivyLexicalIndex, TiktokenCounter,
 };
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, LibsqlVectorIndex, NativeIndexConfig};
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
@@ -480,6 +480,29 @@ fn open_embedder(e: &EmbeddingConfig) -> (Arc<dyn Embedder>, Option<String>) {
     (Arc::new(embedder), problem)
 }
 
+/// Gives an embedded libSQL backend the in-process lexical index when
+/// [`Config::lexical_kind`] says `tantivy`: beside the database file
+/// (`<file>-lexical`, so a copied or moved database keeps its own), or in
+/// memory for `:memory:`. The backend's catch-up feeds it from its recorded
+/// position (everything, the first time).
+fn use_lexical_index(config: &Config, backend: &Backend) -> Result<(), BuildError> {
+    let Backend::Libsql(libsql) = backend else { return Ok(()) };
+    if config.lexical_kind() != crate::config::LexicalKind::Tantivy {
+        return Ok(());
+    }
+    let db_error = |source| BuildError::Database { location: backend.database().describe(), source };
+    let index = match config.database_target()? {
+        DatabaseTarget::File(path) => {
+            let mut dir = path.into_os_string();
+            dir.push("-lexical");
+            TantivyLexicalIndex::open(PathBuf::from(dir)).map_err(db_error)?
+        }
+        _ => TantivyLexicalIndex::in_memory(),
+    };
+    libsql.use_lexical_index(Arc::new(index)).map_err(db_error)?;
+    Ok(())
+}
+
 /// The vector index [`Config::index_kind`] names, on `backend`, for
 /// vectors of `dim` dimensions.
 async fn open_index(config: &Config, backend: &Backend, dim: usize) -> Result<Arc<dyn VectorIndex>, BuildError> {
@@ -561,6 +584,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
+    use_lexical_index(&config, &backend)?;
     let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working, summaries, summary_queue } =
         backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
