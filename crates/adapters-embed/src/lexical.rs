@@ -14,9 +14,15 @@
 //!   frequencies) are the tenant's own;
 //! - what the feeding store calls a position (libSQL's rowid) is the key:
 //!   an entry replaces any entry at its position, a removal names one;
-//! - `apply` commits every tenant it touched and reloads their readers
-//!   before it records its position (a file written by rename) and
-//!   returns, so a restart never finds a position ahead of the entries;
+//! - the indexes live in memory: a commit on disk costs a dozen file and
+//!   directory `fsync`s (195 ms p50 for a one-entry commit on this machine,
+//!   2.6 ms in memory; docs/BENCHMARKS.md), and every lexical search waits
+//!   for the catch-up round that commits what was appended before it;
+//! - `close` writes a snapshot (every tenant's files and the position) that
+//!   the next `open` loads and at once marks as taken, so a process that
+//!   ends without `close` (a crash) leaves no snapshot and the next start
+//!   rebuilds from the store: a snapshot is never older than the deletes
+//!   the store has already forgotten;
 //! - searches and commits run on tokio's blocking pool, never on an async
 //!   worker; the indexing and merge threads are tantivy's own (one each per
 //!   tenant with an open writer).
@@ -29,22 +35,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use memlayer_domain::{MessageId, TenantId, ThreadId};
-use memlayer_ports::{LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection};
+use memlayer_ports::{
+    LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection,
+};
 use tantivy::collector::TopDocs;
-use tantivy::directory::MmapDirectory;
+use tantivy::Directory as _;
+use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
-};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// The analyzer's name in every index.
 const TOKENIZER: &str = "memlayer";
-/// The file holding the position, beside the tenants' directories.
-const POSITION_FILE: &str = "position";
+/// The file holding a snapshot's position, beside the tenants'
+/// directories; present only while the snapshot is whole and not taken.
+const SNAPSHOT_FILE: &str = "snapshot";
+/// Tantivy's lock files, never part of a snapshot.
+const LOCK_PREFIX: &str = ".tantivy-";
 /// Memory an open writer may buffer before it writes a segment (tantivy's
 /// minimum: the catch-up commits every round anyway).
 const WRITER_MEMORY: usize = 15_000_000;
@@ -90,8 +100,9 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
-/// One tenant's index, its reader and its writer.
+/// One tenant's index (in memory), its reader and its writer.
 struct TenantIndex {
+    dir: RamDirectory,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
 }
@@ -104,14 +115,15 @@ pub struct TantivyLexicalIndex {
 }
 
 struct Inner {
-    /// Where the tenants' indexes live; `None` keeps them in memory.
+    /// Where `close` writes the snapshot; `None`: none.
     root: Option<PathBuf>,
     schema: Schema,
     fields: Fields,
     tenants: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
     position: AtomicI64,
-    /// One `apply` at a time (the feeding store serialises them anyway).
-    applying: Mutex<()>,
+    /// One `apply` (or `close`) at a time; holds whether a snapshot was
+    /// written since the last `apply`.
+    applying: Mutex<bool>,
 }
 
 impl fmt::Debug for TantivyLexicalIndex {
@@ -128,21 +140,36 @@ fn backend(context: &str, e: impl fmt::Display) -> StoreError {
 }
 
 impl TantivyLexicalIndex {
-    /// Opens (creating when missing) the indexes under `root`, resuming from
-    /// the position recorded there. A position that cannot be read starts
-    /// the feed over (the store feeds everything again; entries replace
-    /// themselves).
+    /// Opens the indexes with `root` as their snapshot directory: loads
+    /// the snapshot `close` wrote there and resumes from its position, then
+    /// marks it taken (removes its position file), so that only another
+    /// `close` makes a snapshot again. Without one (a first start, a crash)
+    /// the indexes start empty at position 0 and the store feeds everything
+    /// again.
     ///
     /// # Errors
-    /// `Backend` when the directory cannot be created.
+    /// `Backend` when the directory cannot be created or a snapshot that is
+    /// there cannot be read.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| backend("create directory", e))?;
-        let position = std::fs::read_to_string(root.join(POSITION_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        Ok(Self::new(Some(root), position))
+        let marker = root.join(SNAPSHOT_FILE);
+        let position = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<i64>().ok());
+        let this = Self::new(Some(root.clone()), position.unwrap_or(0));
+        if position.is_some() {
+            let mut tenants = lock(&this.inner.tenants);
+            for entry in std::fs::read_dir(&root).map_err(|e| backend("read snapshot", e))? {
+                let entry = entry.map_err(|e| backend("read snapshot", e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(tenant) = name.strip_prefix("t-").and_then(tenant_of_hex) else { continue };
+                let index = this.inner.load(&entry.path())?;
+                tenants.insert(tenant, index);
+            }
+            drop(tenants);
+            std::fs::remove_file(&marker).map_err(|e| backend("take snapshot", e))?;
+            sync_dir(&root)?;
+        }
+        Ok(this)
     }
 
     /// Indexes kept in memory only (tests, `:memory:` databases).
@@ -160,37 +187,49 @@ impl TantivyLexicalIndex {
                 fields,
                 tenants: Mutex::new(HashMap::new()),
                 position: AtomicI64::new(position),
-                applying: Mutex::new(()),
+                applying: Mutex::new(false),
             }),
         }
     }
 }
 
 impl Inner {
-    fn tenant_dir(&self, tenant: &TenantId) -> Option<PathBuf> {
-        let hex: String = tenant.as_str().bytes().map(|b| format!("{b:02x}")).collect();
-        self.root.as_ref().map(|r| r.join(format!("t-{hex}")))
-    }
-
     /// The tenant's index; created when `create`, else `None` when it has
     /// none yet.
     fn tenant(&self, tenant: &TenantId, create: bool) -> Result<Option<Arc<TenantIndex>>, StoreError> {
-        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tenants = lock(&self.tenants);
         if let Some(t) = tenants.get(tenant) {
             return Ok(Some(t.clone()));
         }
-        let index = match self.tenant_dir(tenant) {
-            None if !create => return Ok(None),
-            None => Index::create_in_ram(self.schema.clone()),
-            Some(dir) => {
-                if !create && !dir.join("meta.json").exists() {
-                    return Ok(None);
-                }
-                std::fs::create_dir_all(&dir).map_err(|e| backend("create tenant directory", e))?;
-                let directory = MmapDirectory::open(&dir).map_err(|e| backend("open tenant directory", e))?;
-                Index::open_or_create(directory, self.schema.clone()).map_err(|e| backend("open tenant index", e))?
+        if !create {
+            return Ok(None);
+        }
+        let dir = RamDirectory::create();
+        let index = Index::create(dir.clone(), self.schema.clone(), tantivy::IndexSettings::default())
+            .map_err(|e| backend("create tenant index", e))?;
+        let t = Self::serve(dir, index)?;
+        tenants.insert(tenant.clone(), t.clone());
+        Ok(Some(t))
+    }
+
+    /// A tenant's index from its snapshot directory, copied into memory.
+    fn load(&self, from: &Path) -> Result<Arc<TenantIndex>, StoreError> {
+        let dir = RamDirectory::create();
+        for file in std::fs::read_dir(from).map_err(|e| backend("read snapshot", e))? {
+            let file = file.map_err(|e| backend("read snapshot", e))?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with(LOCK_PREFIX) {
+                continue;
             }
-        };
+            let bytes = std::fs::read(file.path()).map_err(|e| backend("read snapshot", e))?;
+            dir.atomic_write(Path::new(&name), &bytes).map_err(|e| backend("read snapshot", e))?;
+        }
+        let index = Index::open(dir.clone()).map_err(|e| backend("open snapshot", e))?;
+        Self::serve(dir, index)
+    }
+
+    /// A writer and a reader for a tenant's index.
+    fn serve(dir: RamDirectory, index: Index) -> Result<Arc<TenantIndex>, StoreError> {
         index.tokenizers().register(TOKENIZER, analyzer());
         let options = IndexWriterOptions::builder()
             .memory_budget_per_thread(WRITER_MEMORY)
@@ -203,9 +242,32 @@ impl Inner {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| backend("open tenant reader", e))?;
-        let t = Arc::new(TenantIndex { reader, writer: Mutex::new(writer) });
-        tenants.insert(tenant.clone(), t.clone());
-        Ok(Some(t))
+        Ok(Arc::new(TenantIndex { dir, reader, writer: Mutex::new(writer) }))
+    }
+
+    /// Writes the snapshot: every tenant's files into a fresh directory
+    /// renamed over the old one, then the position file; an `apply` after
+    /// it removes the position file first.
+    fn snapshot(&self) -> Result<(), StoreError> {
+        let Some(root) = &self.root else { return Ok(()) };
+        let mut snapshotted = lock(&self.applying);
+        let tenants: Vec<(TenantId, Arc<TenantIndex>)> =
+            lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (tenant, t) in tenants {
+            let hex: String = tenant.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+            let (fresh, dest) = (root.join(format!("n-{hex}")), root.join(format!("t-{hex}")));
+            let _ = std::fs::remove_dir_all(&fresh);
+            std::fs::create_dir_all(&fresh).map_err(|e| backend("write snapshot", e))?;
+            let out = MmapDirectory::open(&fresh).map_err(|e| backend("write snapshot", e))?;
+            t.dir.persist(&out).map_err(|e| backend("write snapshot", e))?;
+            drop(out);
+            let _ = std::fs::remove_dir_all(&dest);
+            std::fs::rename(&fresh, &dest).map_err(|e| backend("write snapshot", e))?;
+        }
+        sync_dir(root)?;
+        write_position(root, self.position.load(Ordering::SeqCst))?;
+        *snapshotted = true;
+        Ok(())
     }
 
     fn apply(
@@ -214,7 +276,15 @@ impl Inner {
         entries: Vec<LexicalEntry>,
         through: Option<i64>,
     ) -> Result<(), StoreError> {
-        let _one = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut snapshotted = lock(&self.applying);
+        if *snapshotted {
+            // The snapshot no longer says what the index holds.
+            if let Some(root) = &self.root {
+                let _ = std::fs::remove_file(root.join(SNAPSHOT_FILE));
+                sync_dir(root)?;
+            }
+            *snapshotted = false;
+        }
         let f = self.fields;
         let mut touched: HashMap<TenantId, Arc<TenantIndex>> = HashMap::new();
         for (tenant, position) in removals {
@@ -251,9 +321,6 @@ impl Inner {
             t.reader.reload().map_err(|e| backend("reload reader", e))?;
         }
         if let Some(through) = through {
-            if let Some(root) = &self.root {
-                write_position(root, through)?;
-            }
             self.position.store(through, Ordering::SeqCst);
         }
         Ok(())
@@ -331,7 +398,8 @@ impl Inner {
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
             Box::new(BooleanQuery::new(clauses))
         };
-        let top = searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(|e| backend("search", e))?;
+        let top =
+            searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(|e| backend("search", e))?;
         let mut hits = Vec::with_capacity(top.len());
         let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
         for (score, address) in top {
@@ -347,7 +415,7 @@ impl Inner {
             hits.push(ScoredHit {
                 id: MessageId::from_uuid(Uuid::from_u64_pair(v(a)?, v(b)?)),
                 thread: ThreadId::from_uuid(Uuid::from_u64_pair(v(c)?, v(d)?)),
-                score: score.max(f32::MIN_POSITIVE),
+                score,
             });
         }
         Ok(hits)
@@ -366,16 +434,28 @@ fn pos_term(f: Fields, position: i64) -> Term {
     Term::from_field_u64(f.pos, position_u64(position))
 }
 
-/// Records the position durably: a temporary file, synced, renamed over the
-/// old one.
+/// Records a snapshot's position durably: a temporary file, synced,
+/// renamed into place.
 fn write_position(root: &Path, position: i64) -> Result<(), StoreError> {
     use std::io::Write as _;
-    let tmp = root.join(format!("{POSITION_FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| backend("write position", e))?;
-    file.write_all(position.to_string().as_bytes()).map_err(|e| backend("write position", e))?;
-    file.sync_all().map_err(|e| backend("write position", e))?;
-    std::fs::rename(&tmp, root.join(POSITION_FILE)).map_err(|e| backend("write position", e))?;
-    Ok(())
+    let tmp = root.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| backend("write snapshot", e))?;
+    file.write_all(position.to_string().as_bytes()).map_err(|e| backend("write snapshot", e))?;
+    file.sync_all().map_err(|e| backend("write snapshot", e))?;
+    std::fs::rename(&tmp, root.join(SNAPSHOT_FILE)).map_err(|e| backend("write snapshot", e))?;
+    sync_dir(root)
+}
+
+/// Makes renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| backend("sync directory", e))
+}
+
+/// The tenant a snapshot directory `t-<hex>` belongs to.
+fn tenant_of_hex(hex: &str) -> Option<TenantId> {
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+    TenantId::parse(String::from_utf8(bytes?).ok()?).ok()
 }
 
 #[async_trait]
@@ -411,6 +491,11 @@ impl LexicalIndex for TantivyLexicalIndex {
         tokio::task::spawn_blocking(move || inner.search(&filter, &terms, k, &exclude))
             .await
             .map_err(StoreError::backend)?
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.snapshot()).await.map_err(StoreError::backend)?
     }
 }
 
@@ -469,12 +554,27 @@ mod tests {
         // Another tenant sees nothing of acme's.
         let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
         assert!(index.search(&other, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
-        // The position and the entries survive a reopen.
+        // The position and the entries survive a close and reopen, once.
         assert_eq!(index.position(), 2);
+        index.close().await.unwrap();
         drop(index);
         let index = TantivyLexicalIndex::open(dir.path()).unwrap();
         assert_eq!(index.position(), 2);
         let hits = index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e3.id]);
+        // The snapshot was taken: without another close (a crash), the next
+        // start rebuilds from nothing rather than trust it.
+        index.apply(Vec::new(), vec![entry(3, "acme", a, "later")], Some(3)).await.unwrap();
+        drop(index);
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 0);
+        assert!(index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // A close after an apply snapshots again, and an apply after a close
+        // takes that snapshot back.
+        index.apply(Vec::new(), vec![entry(1, "acme", a, "again")], Some(1)).await.unwrap();
+        index.close().await.unwrap();
+        index.apply(Vec::new(), vec![entry(2, "acme", a, "after close")], Some(2)).await.unwrap();
+        drop(index);
+        assert_eq!(TantivyLexicalIndex::open(dir.path()).unwrap().position(), 0);
     }
 }

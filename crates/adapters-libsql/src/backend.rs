@@ -239,10 +239,9 @@ impl LibsqlBackend {
     /// # Errors
     /// `Invalid` when an index was given already.
     pub fn use_lexical_index(&self, index: Arc<dyn LexicalIndex>) -> Result<(), StoreError> {
-        self.inner
-            .lexical
-            .set(index)
-            .map_err(|_| StoreError::Invalid(memlayer_domain::DomainError::new("lexical", "an index was given already")))
+        self.inner.lexical.set(index).map_err(|_| {
+            StoreError::Invalid(memlayer_domain::DomainError::new("lexical", "an index was given already"))
+        })
     }
 
     pub(crate) fn lexical(&self) -> Option<&Arc<dyn LexicalIndex>> {

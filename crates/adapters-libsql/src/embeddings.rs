@@ -392,9 +392,10 @@ impl LibsqlBackend {
             let entries = self
                 .read(move |conn| async move {
                     let mut rows = conn
-                        .query(&format!("{LEXICAL_ENTRIES} WHERE f.message_rowid > ?1 AND f.message_rowid <= ?2"), [
-                            from, to,
-                        ])
+                        .query(
+                            &format!("{LEXICAL_ENTRIES} WHERE f.message_rowid > ?1 AND f.message_rowid <= ?2"),
+                            [from, to],
+                        )
                         .await
                         .ctx("read messages to index")?;
                     let mut entries = Vec::new();

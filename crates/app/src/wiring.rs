@@ -16,7 +16,7 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
+    LexicalIndex, MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
     VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
@@ -50,6 +50,9 @@ pub struct Services {
     pub embedder: Arc<dyn Embedder>,
     /// The vector index (closed by [`Background::stop`]).
     pub index: Arc<dyn VectorIndex>,
+    /// The in-process lexical index the libSQL backend searches, if any
+    /// (`search.lexical`; closed by [`Background::stop`], which snapshots it).
+    pub lexical: Option<Arc<dyn LexicalIndex>>,
     /// Idempotency records of requests sent with an `Idempotency-Key`
     /// (expired ones are purged by [`Services::start_background`], or by
     /// [`Services::purge_expired_idempotency`]).
@@ -88,6 +91,7 @@ pub struct Background {
     keys: tokio::task::JoinHandle<()>,
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
+    lexical: Option<Arc<dyn LexicalIndex>>,
     summaries: tokio::task::JoinHandle<()>,
 }
 
@@ -136,6 +140,11 @@ impl Background {
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
+        if let Some(lexical) = &self.lexical
+            && let Err(e) = lexical.close().await
+        {
+            tracing::warn!(error = %e, "snapshotting the full-text index failed; it is rebuilt from the store at start");
+        }
     }
 }
 
@@ -174,7 +183,17 @@ impl Services {
         let keys = self.spawn_key_uses(rx.clone());
         let summaries = self.summaries.clone().spawn(rx.clone());
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries }
+        Background {
+            shutdown,
+            worker,
+            purge,
+            sweeper,
+            keys,
+            peers,
+            index: self.index.clone(),
+            lexical: self.lexical.clone(),
+            summaries,
+        }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -481,14 +500,14 @@ fn open_embedder(e: &EmbeddingConfig) -> (Arc<dyn Embedder>, Option<String>) {
 }
 
 /// Gives an embedded libSQL backend the in-process lexical index when
-/// [`Config::lexical_kind`] says `tantivy`: beside the database file
-/// (`<file>-lexical`, so a copied or moved database keeps its own), or in
-/// memory for `:memory:`. The backend's catch-up feeds it from its recorded
-/// position (everything, the first time).
-fn use_lexical_index(config: &Config, backend: &Backend) -> Result<(), BuildError> {
-    let Backend::Libsql(libsql) = backend else { return Ok(()) };
+/// [`Config::lexical_kind`] says `tantivy`, kept in memory with its
+/// snapshot beside the database file (`<file>-lexical`, so a copied or
+/// moved database keeps its own; none for `:memory:`). The backend's
+/// catch-up feeds it from the snapshot's position (everything, without one).
+fn use_lexical_index(config: &Config, backend: &Backend) -> Result<Option<Arc<dyn LexicalIndex>>, BuildError> {
+    let Backend::Libsql(libsql) = backend else { return Ok(None) };
     if config.lexical_kind() != crate::config::LexicalKind::Tantivy {
-        return Ok(());
+        return Ok(None);
     }
     let db_error = |source| BuildError::Database { location: backend.database().describe(), source };
     let index = match config.database_target()? {
@@ -499,8 +518,9 @@ fn use_lexical_index(config: &Config, backend: &Backend) -> Result<(), BuildErro
         }
         _ => TantivyLexicalIndex::in_memory(),
     };
-    libsql.use_lexical_index(Arc::new(index)).map_err(db_error)?;
-    Ok(())
+    let index: Arc<dyn LexicalIndex> = Arc::new(index);
+    libsql.use_lexical_index(index.clone()).map_err(db_error)?;
+    Ok(Some(index))
 }
 
 /// The vector index [`Config::index_kind`] names, on `backend`, for
@@ -584,7 +604,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
-    use_lexical_index(&config, &backend)?;
+    let lexical = use_lexical_index(&config, &backend)?;
     let Stores { threads, messages, states, embeddings, catalog, idempotency, keys, working, summaries, summary_queue } =
         backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
@@ -655,6 +675,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         embeddings,
         embedder,
         index,
+        lexical,
         embedder_problem,
         idempotency,
         auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), crate::jwt::verifier(&config).await?)?,

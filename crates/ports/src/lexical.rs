@@ -37,18 +37,19 @@ pub struct LexicalExclusions {
 ///
 /// A storage adapter owns the feeding: it adds what it stored, in order of
 /// position, removes what was deleted, and records how far it got with
-/// [`apply`](Self::apply); the index keeps that position durably with the
-/// entries, so a restart resumes from it.
+/// [`apply`](Self::apply); a restart resumes from the position the index
+/// reports (0: everything again).
 #[async_trait]
 pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
     /// Every entry at or below this position was applied (0 for a new or
-    /// rebuilt index). Durable: it never runs ahead of what a restart finds.
+    /// rebuilt index). A restart never finds it ahead of the entries it
+    /// finds (an index kept in memory starts over unless it was closed).
     fn position(&self) -> i64;
 
     /// Removes the entries at `removals` (tenant, position; unknown ones are
     /// ignored), then adds `entries`, each replacing any entry at its
     /// position, and, when `through` is given, records it as the position.
-    /// MUST make all of it searchable and durable before returning.
+    /// MUST make all of it searchable before returning.
     async fn apply(
         &self,
         removals: Vec<(TenantId, i64)>,
@@ -67,4 +68,11 @@ pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
         k: usize,
         exclude: LexicalExclusions,
     ) -> Result<Vec<ScoredHit>, StoreError>;
+
+    /// The process is shutting down: persist what is kept only in memory,
+    /// promptly. The index MUST still answer every other method afterwards.
+    /// The default does nothing.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

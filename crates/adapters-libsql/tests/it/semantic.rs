@@ -572,20 +572,22 @@ async fn tenants_have_their_own_full_text_tables() {
 }
 
 /// With the in-process index (`use_lexical_index`), the catch-up applies
-/// deletes, edits behind memlayer's back and reused rowids to it, and a
-/// reopened index resumes from its recorded position: nothing is found twice
-/// and what was appended meanwhile is found.
+/// deletes, edits behind memlayer's back and reused rowids to it, and an
+/// index reopened from its snapshot resumes from the snapshot's position:
+/// nothing is found twice and what was appended meanwhile is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_index_follows_deletes_edits_reused_rowids_and_reopens() {
     use std::sync::Arc;
 
     use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_ports::LexicalIndex as _;
 
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let lexical = dir.path().join("lexical");
     let db = open_file(&path).await;
-    db.use_lexical_index(Arc::new(TantivyLexicalIndex::open(&lexical).unwrap())).unwrap();
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    db.use_lexical_index(index.clone()).unwrap();
     let conn = raw(&path).await;
     let acme = tenant("acme");
     let a = db.create(&acme, NewThread::default()).await.unwrap().id;
@@ -605,10 +607,13 @@ async fn the_in_process_index_follows_deletes_edits_reused_rowids_and_reopens() 
     let again = db.append(&acme, a, vec![text("reused kettle slot")]).await.unwrap();
     assert_eq!(ids(db.lexical_search(&whole("acme"), "kettle".into(), 5).await.unwrap()), vec![again[0].id]);
 
-    drop(db);
+    index.close().await.unwrap();
+    drop((db, index));
     let db = open_file(&path).await;
     let later = db.append(&acme, a, vec![text("appended while the index was closed")]).await.unwrap();
-    db.use_lexical_index(Arc::new(TantivyLexicalIndex::open(&lexical).unwrap())).unwrap();
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    assert!(index.position() > 0, "resumes from the snapshot");
+    db.use_lexical_index(index).unwrap();
     assert_eq!(ids(db.lexical_search(&whole("acme"), "kettle".into(), 5).await.unwrap()), vec![again[0].id]);
     assert_eq!(ids(db.lexical_search(&whole("acme"), "closed".into(), 5).await.unwrap()), vec![later[0].id]);
     assert_eq!(db.lexical_search(&whole("acme"), "text kettle closed".into(), 10).await.unwrap().len(), 3);
