@@ -38,8 +38,8 @@ use memlayer_domain::{MessageId, TenantId, ThreadId};
 use memlayer_ports::{
     LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection,
 };
-use tantivy::collector::TopDocs;
 use tantivy::Directory as _;
+use tantivy::collector::TopDocs;
 use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
@@ -403,12 +403,14 @@ impl Inner {
         let mut hits = Vec::with_capacity(top.len());
         let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
         for (score, address) in top {
-            if !columns.contains_key(&address.segment_ord) {
-                let ff = searcher.segment_reader(address.segment_ord).fast_fields();
-                let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
-                columns.insert(address.segment_ord, [col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?]);
-            }
-            let [a, b, c, d] = &columns[&address.segment_ord];
+            let [a, b, c, d] = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let ff = searcher.segment_reader(address.segment_ord).fast_fields();
+                    let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
+                    e.insert([col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?])
+                }
+            };
             let v = |col: &tantivy::columnar::Column<u64>| {
                 col.first(address.doc_id).ok_or_else(|| backend("read fast field", "an entry without its ids"))
             };

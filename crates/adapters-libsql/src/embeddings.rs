@@ -433,7 +433,7 @@ fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
     Ok(LexicalEntry {
         position: r.int(0, "rowid")?,
         id: MessageId::from_uuid(r.uuid(1, "id")?),
-        tenant: TenantId::parse(tenant).map_err(|e| corrupt("threads", "tenant", &e.to_string()))?,
+        tenant: TenantId::parse(tenant).map_err(|e| corrupt("threads", "tenant", e.to_string()))?,
         thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
         text: if tools.is_empty() { content } else { format!("{content} {tools}") },
     })
@@ -591,7 +591,7 @@ async fn remove_stale(conn: &Connection, lexical: Option<&Arc<dyn LexicalIndex>>
         while let Some(row) = rows.next().await.ctx("read stale full-text entries")? {
             let r = cells(&row, "lexical_stale");
             let tenant = r.text(3, "tenant")?;
-            let tenant = TenantId::parse(tenant).map_err(|e| corrupt("lexical_tenants", "tenant", &e.to_string()))?;
+            let tenant = TenantId::parse(tenant).map_err(|e| corrupt("lexical_tenants", "tenant", e.to_string()))?;
             stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0, tenant));
         }
     }

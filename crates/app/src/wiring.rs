@@ -16,8 +16,8 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    LexicalIndex, MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore, TokenCounter,
-    VectorIndex, WorkingMemoryStore,
+    LexicalIndex, MessageStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore,
+    TokenCounter, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
