@@ -43,11 +43,13 @@
 
 mod background;
 mod index;
+mod lexical;
 mod onnx;
 mod summarize;
 mod tokens;
 
 pub use index::{ExactIndex, HnswConfig, HnswIndex, HnswModelStats, HnswStats};
+pub use lexical::TantivyLexicalIndex;
 pub use onnx::{MINILM_MODEL, OnnxConfig, OnnxEmbedder, default_cache_dir};
 pub use summarize::{ChatConfig, ChatKey, ChatSummarizer, EXTRACTIVE_NAME, ExtractiveConfig, ExtractiveSummarizer};
 pub use tokens::TiktokenCounter;

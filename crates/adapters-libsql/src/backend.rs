@@ -5,14 +5,14 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use libsql::Connection;
 use memlayer_adapters_sql::migrate::DatabaseEngine;
-use memlayer_ports::{DurabilitySetting, StoreError};
+use memlayer_ports::{DurabilitySetting, LexicalIndex, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
 use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
@@ -56,6 +56,12 @@ struct Inner {
     /// Whether this handle has claimed embedding jobs yet (see
     /// [`LibsqlBackend::first_claim`]).
     claimed: AtomicBool,
+    /// The in-process full-text index that serves lexical search instead
+    /// of FTS5, when one was given ([`LibsqlBackend::use_lexical_index`]).
+    lexical: OnceLock<Arc<dyn LexicalIndex>>,
+    /// One catch-up at a time while an in-process index is fed: a feed
+    /// never re-adds what a later stale-entry round removed.
+    feeding: AsyncMutex<()>,
 }
 
 /// How readers and appends reach the background catch-up task.
@@ -195,6 +201,8 @@ impl LibsqlBackend {
                 description,
                 indexer,
                 claimed: AtomicBool::new(false),
+                lexical: OnceLock::new(),
+                feeding: AsyncMutex::new(()),
             }),
         };
         tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
@@ -219,6 +227,29 @@ impl LibsqlBackend {
 
     pub(crate) fn indexer(&self) -> &Indexer {
         &self.inner.indexer
+    }
+
+    /// Serves lexical search from `index` instead of the FTS5 tables, which
+    /// the catch-up keeps writing (so switching back needs no rebuild): the
+    /// catch-up feeds `index` from its position on, applies deleted and
+    /// edited messages to it before it forgets them, and searches leave out
+    /// what it has not applied yet. Call it once, before the first search;
+    /// a second index is refused.
+    ///
+    /// # Errors
+    /// `Invalid` when an index was given already.
+    pub fn use_lexical_index(&self, index: Arc<dyn LexicalIndex>) -> Result<(), StoreError> {
+        self.inner.lexical.set(index).map_err(|_| {
+            StoreError::Invalid(memlayer_domain::DomainError::new("lexical", "an index was given already"))
+        })
+    }
+
+    pub(crate) fn lexical(&self) -> Option<&Arc<dyn LexicalIndex>> {
+        self.inner.lexical.get()
+    }
+
+    pub(crate) fn feeding(&self) -> &AsyncMutex<()> {
+        &self.inner.feeding
     }
 
     /// Runs `f` on a reader connection (the writer's, for `:memory:`).

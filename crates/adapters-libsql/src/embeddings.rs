@@ -13,12 +13,16 @@
 //! include the messages above the watermark as pending, so no stored
 //! message is ever silently missing.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_adapters_sql::Cells;
 use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
 use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now, to_micros};
-use memlayer_ports::{PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry};
+use memlayer_ports::{
+    LexicalEntry, LexicalExclusions, LexicalIndex, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry,
+};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
@@ -289,6 +293,9 @@ impl EmbeddingEngine for LibsqlBackend {
             return Ok(Vec::new());
         };
         self.await_indexed().await?;
+        if let Some(index) = self.lexical() {
+            return self.match_in_index(index.clone(), filter, &matcher, k).await;
+        }
         let tenant = filter.tenant.as_str().to_owned();
         self.read(move |conn| async move {
             let Some(id) = query_row(
@@ -327,6 +334,118 @@ impl EmbeddingEngine for LibsqlBackend {
     }
 }
 
+impl LibsqlBackend {
+    /// A lexical search in the in-process index: what the store knows the
+    /// index may still hold although it is gone (stale entries not yet
+    /// applied, threads marked deleted) is read first and left out.
+    async fn match_in_index(
+        &self,
+        index: Arc<dyn LexicalIndex>,
+        filter: &SearchFilter,
+        matcher: &str,
+        k: usize,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        let tenant = filter.tenant.as_str().to_owned();
+        let exclude = self
+            .read(move |conn| async move {
+                let mut exclude = LexicalExclusions::default();
+                let mut rows = conn.query(EXCLUSIONS, [tenant]).await.ctx("read full-text exclusions")?;
+                while let Some(row) = rows.next().await.ctx("read full-text exclusions")? {
+                    let r = cells(&row, "lexical_stale");
+                    if r.int(0, "kind")? == 0 {
+                        exclude.positions.push(r.int(1, "message_rowid")?);
+                    } else {
+                        exclude.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?));
+                    }
+                }
+                Ok(exclude)
+            })
+            .await?;
+        index.search(filter, fts_terms(matcher), k, exclude).await
+    }
+
+    /// Feeds the in-process index the messages from its position (or from
+    /// `watermark`, where the store's watermark was before this round, when
+    /// lower: the rowids above it may have been handed out again) up to the
+    /// store's watermark now, in chunks, each applied with the position it
+    /// reaches. Runs under the feeding lock, after the round's stale
+    /// entries were applied.
+    async fn feed_lexical(&self, index: &Arc<dyn LexicalIndex>, watermark: i64) -> Result<(), StoreError> {
+        let mut from = index.position().min(watermark);
+        let target = self
+            .read(|conn| async move {
+                query_row(&conn, "read watermark", "SELECT caught_up_to FROM semantic_watermark", (), |row| {
+                    cells(row, "semantic_watermark").int(0, "caught_up_to")
+                })
+                .await
+            })
+            .await?
+            .unwrap_or(0);
+        if from >= target {
+            if index.position() != target {
+                index.apply(Vec::new(), Vec::new(), Some(target)).await?;
+            }
+            return Ok(());
+        }
+        while from < target {
+            let to = target.min(from.saturating_add(CATCH_UP_CHUNK));
+            let entries = self
+                .read(move |conn| async move {
+                    let mut rows = conn
+                        .query(
+                            &format!("{LEXICAL_ENTRIES} WHERE f.message_rowid > ?1 AND f.message_rowid <= ?2"),
+                            [from, to],
+                        )
+                        .await
+                        .ctx("read messages to index")?;
+                    let mut entries = Vec::new();
+                    while let Some(row) = rows.next().await.ctx("read messages to index")? {
+                        entries.push(lexical_entry(&row)?);
+                    }
+                    Ok(entries)
+                })
+                .await?;
+            index.apply(Vec::new(), entries, Some(to)).await?;
+            from = to;
+        }
+        Ok(())
+    }
+}
+
+/// The words of an FTS5 query made by `Dialect::text_query` (quoted words
+/// joined by `OR`). Its words are runs of letters and digits
+/// (`memlayer_domain::query_terms`), so they hold neither quotes nor spaces.
+fn fts_terms(matcher: &str) -> Vec<String> {
+    matcher.split(" OR ").map(|w| w.trim_matches('"').to_owned()).filter(|w| !w.is_empty()).collect()
+}
+
+/// A message's full-text entry, with what the in-process index needs
+/// (continued by a `WHERE` on `f.message_rowid`).
+const LEXICAL_ENTRIES: &str = "SELECT f.message_rowid, m.id, m.thread_id, t.tenant, f.content, f.tools \
+     FROM messages_fts_source f CROSS JOIN messages m ON m.rowid = f.message_rowid \
+     CROSS JOIN threads t ON t.id = m.thread_id";
+
+fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
+    let r = cells(row, "messages");
+    let tenant = r.text(3, "tenant")?;
+    let content = r.opt_text(4, "content")?.unwrap_or_default();
+    let tools = r.opt_text(5, "tools")?.unwrap_or_default();
+    Ok(LexicalEntry {
+        position: r.int(0, "rowid")?,
+        id: MessageId::from_uuid(r.uuid(1, "id")?),
+        tenant: TenantId::parse(tenant).map_err(|e| corrupt("threads", "tenant", e.to_string()))?,
+        thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+        text: if tools.is_empty() { content } else { format!("{content} {tools}") },
+    })
+}
+
+/// `?1` tenant: its stale full-text entries (kind 0, by rowid) and its
+/// threads marked deleted (kind 1), which a search of the in-process index
+/// leaves out.
+const EXCLUSIONS: &str = "SELECT 0 AS kind, s.message_rowid, NULL FROM lexical_stale s \
+     JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
+     UNION ALL SELECT 1, 0, t.id FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1";
+
 /// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range
 /// of rowids, empty when the catch-up has kept up.
@@ -348,15 +467,24 @@ impl LibsqlBackend {
     /// Whether messages above the watermark or stale entries wait for the
     /// catch-up (a read).
     async fn index_behind(&self) -> Result<bool, StoreError> {
-        let behind = self
+        Ok(self.index_state().await?.0)
+    }
+
+    /// Whether the catch-up has anything to do (the in-process index's feed
+    /// included), and the watermark.
+    async fn index_state(&self) -> Result<(bool, i64), StoreError> {
+        let state = self
             .read(|conn| async move {
                 query_row(&conn, "read watermark", BEHIND, (), |row| {
-                    Ok(cells(row, "semantic_watermark").int(0, "behind")? != 0)
+                    let r = cells(row, "semantic_watermark");
+                    Ok((r.int(0, "behind")? != 0, r.int(1, "caught_up_to")?))
                 })
                 .await
             })
             .await?;
-        Ok(behind.unwrap_or(false))
+        let (behind, watermark) = state.unwrap_or((false, 0));
+        let fed = self.lexical().is_none_or(|index| index.position() == watermark);
+        Ok((behind || !fed, watermark))
     }
 
     /// Waits until everything stored before the call is indexed and queued
@@ -389,14 +517,20 @@ impl LibsqlBackend {
     /// # Errors
     /// A database error.
     pub async fn catch_up(&self) -> Result<(), StoreError> {
-        let behind = self.index_behind().await?;
+        let lexical = self.lexical().cloned();
+        let _feeding = match &lexical {
+            Some(_) => Some(self.feeding().lock().await),
+            None => None,
+        };
+        let (behind, watermark) = self.index_state().await?;
         if !behind {
             return Ok(());
         }
         loop {
+            let lexical = lexical.clone();
             let done = self
                 .write(|conn| async move {
-                    if !remove_stale(&conn).await? {
+                    if !remove_stale(&conn, lexical.as_ref()).await? {
                         return Ok(false);
                     }
                     let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
@@ -421,30 +555,61 @@ impl LibsqlBackend {
                 })
                 .await?;
             if done {
-                return Ok(());
+                break;
             }
         }
+        if let Some(index) = &lexical {
+            // The store is caught up; a feed that fails (another process
+            // holding the index, a full disk) leaves the index behind, which
+            // searches wait for (bounded) and the next round retries, but
+            // must not stop the job queue.
+            if let Err(e) = self.feed_lexical(index, watermark).await {
+                tracing::warn!(error = %e, "feeding the in-process full-text index failed; retrying on the next round");
+            }
+        }
+        Ok(())
     }
 }
 
 /// Removes up to [`CATCH_UP_CHUNK`] queued stale full-text entries (and
 /// re-indexes the edited ones); whether the queue is now empty.
-async fn remove_stale(conn: &Connection) -> Result<bool, StoreError> {
+///
+/// With an in-process index, the same entries are applied to it first
+/// (removed, and the edited ones added again with their new text), before
+/// the queue forgets them.
+async fn remove_stale(conn: &Connection, lexical: Option<&Arc<dyn LexicalIndex>>) -> Result<bool, StoreError> {
     let mut stale = Vec::new();
     {
         let mut rows = conn
             .query(
-                "SELECT message_rowid, tenant_id, reindex FROM lexical_stale ORDER BY message_rowid LIMIT ?1",
+                "SELECT s.message_rowid, s.tenant_id, s.reindex, l.tenant FROM lexical_stale s \
+                 JOIN lexical_tenants l ON l.id = s.tenant_id ORDER BY s.message_rowid LIMIT ?1",
                 [CATCH_UP_CHUNK],
             )
             .await
             .ctx("read stale full-text entries")?;
         while let Some(row) = rows.next().await.ctx("read stale full-text entries")? {
             let r = cells(&row, "lexical_stale");
-            stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0));
+            let tenant = r.text(3, "tenant")?;
+            let tenant = TenantId::parse(tenant).map_err(|e| corrupt("lexical_tenants", "tenant", e.to_string()))?;
+            stale.push((r.int(0, "message_rowid")?, r.int(1, "tenant_id")?, r.int(2, "reindex")? != 0, tenant));
         }
     }
-    for &(rowid, table, reindex) in &stale {
+    if let Some(index) = lexical.filter(|_| !stale.is_empty()) {
+        let mut entries = Vec::new();
+        for (rowid, _, _, _) in stale.iter().filter(|s| s.2) {
+            let mut rows = conn
+                .query(&format!("{LEXICAL_ENTRIES} WHERE f.message_rowid = ?1"), [*rowid])
+                .await
+                .ctx("read edited message")?;
+            if let Some(row) = rows.next().await.ctx("read edited message")? {
+                entries.push(lexical_entry(&row)?);
+            }
+        }
+        let removals = stale.iter().map(|(rowid, _, _, tenant)| (tenant.clone(), *rowid)).collect();
+        index.apply(removals, entries, None).await?;
+    }
+    for &(rowid, table, reindex, _) in &stale {
         let table = lexical_table(table);
         conn.execute(&format!("DELETE FROM {table} WHERE rowid = ?1"), [rowid]).await.ctx("remove full-text entry")?;
         if reindex {
@@ -555,7 +720,7 @@ pub(crate) const LEXICAL_TABLES: &str = "SELECT name FROM sqlite_master WHERE ty
 
 /// Whether the catch-up has anything to do.
 const BEHIND: &str = "SELECT caught_up_to < (SELECT coalesce(max(rowid), 0) FROM messages) \
-     OR EXISTS (SELECT 1 FROM lexical_stale) AS behind FROM semantic_watermark";
+     OR EXISTS (SELECT 1 FROM lexical_stale) AS behind, caught_up_to FROM semantic_watermark";
 
 /// The watermark and the newest message's rowid.
 const WATERMARK: &str =

@@ -216,6 +216,22 @@ pub struct SearchConfig {
     pub max_neighbors: usize,
     /// pgvector's HNSW index (Postgres).
     pub pgvector: PgvectorConfig,
+    /// Lexical search: `tantivy` (an in-process index per tenant beside the
+    /// database file, fed by the catch-up; embedded libSQL only) or
+    /// `database` (FTS5 on libSQL, `tsvector` on Postgres). Unset: `tantivy`
+    /// on an embedded libSQL database, `database` otherwise (see
+    /// [`Config::lexical_kind`]).
+    pub lexical: Option<LexicalKind>,
+}
+
+/// Where lexical search runs (`search.lexical`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LexicalKind {
+    /// The in-process tantivy index (embedded libSQL only).
+    Tantivy,
+    /// The database's own full text: FTS5 on libSQL, `tsvector` on Postgres.
+    Database,
 }
 
 /// pgvector's HNSW index on Postgres. `metric`, `m` and `ef_construction`
@@ -252,6 +268,7 @@ impl Default for SearchConfig {
             ef_search: 48,
             max_neighbors: 32,
             pgvector: PgvectorConfig::default(),
+            lexical: None,
         }
     }
 }
@@ -716,6 +733,13 @@ impl Config {
             }
             _ => {}
         }
+        let embedded = matches!(self.database_target()?, DatabaseTarget::File(_) | DatabaseTarget::Memory);
+        if self.search.lexical == Some(LexicalKind::Tantivy) && !embedded {
+            return invalid(
+                "search.lexical",
+                "`tantivy` is the in-process index of an embedded libSQL database; use `database` or leave it unset",
+            );
+        }
         if postgres {
             if self.database.pool_size == 0 || self.database.pool_size > 256 {
                 return invalid("database.pool_size", "must be between 1 and 256");
@@ -787,6 +811,20 @@ impl Config {
     #[must_use]
     pub fn index_kind(&self) -> IndexKind {
         self.search.index.unwrap_or(if self.is_postgres() { IndexKind::Pgvector } else { IndexKind::Hnsw })
+    }
+
+    /// Where lexical search runs: `search.lexical`, or when unset `tantivy`
+    /// on an embedded libSQL database (file or `:memory:`) and `database`
+    /// otherwise.
+    #[must_use]
+    pub fn lexical_kind(&self) -> LexicalKind {
+        self.search.lexical.unwrap_or(
+            if matches!(self.database_target(), Ok(DatabaseTarget::File(_) | DatabaseTarget::Memory)) {
+                LexicalKind::Tantivy
+            } else {
+                LexicalKind::Database
+            },
+        )
     }
 
     /// The embedded database file when no URL is set.

@@ -40,7 +40,7 @@ pub use auth::{AuthConfig, AuthError, AuthMode, AuthModes, Authenticator, Verifi
 pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
-    EmbeddingMode, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
+    EmbeddingMode, LexicalKind, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
 };
 pub use context::{
     AssembledContext, ContextError, ContextMessage, ContextRequest, ContextService, Dropped, ProcessorReport,

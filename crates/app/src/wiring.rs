@@ -9,15 +9,15 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use memlayer_adapters_embed::{
-    ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TiktokenCounter,
+    ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TantivyLexicalIndex, TiktokenCounter,
 };
 use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, LibsqlVectorIndex, NativeIndexConfig};
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore, ThreadStore,
-    TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    LexicalIndex, MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore,
+    ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,9 @@ pub struct Services {
     pub embedder: Arc<dyn Embedder>,
     /// The vector index (closed by [`Background::stop`]).
     pub index: Arc<dyn VectorIndex>,
+    /// The in-process lexical index the libSQL backend searches, if any
+    /// (`search.lexical`; closed by [`Background::stop`], which snapshots it).
+    pub lexical: Option<Arc<dyn LexicalIndex>>,
     /// Idempotency records of requests sent with an `Idempotency-Key`
     /// (expired ones are purged by [`Services::start_background`], or by
     /// [`Services::purge_expired_idempotency`]).
@@ -94,6 +97,7 @@ pub struct Background {
     keys: tokio::task::JoinHandle<()>,
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
+    lexical: Option<Arc<dyn LexicalIndex>>,
     summaries: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
 }
@@ -150,6 +154,11 @@ impl Background {
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
+        if let Some(lexical) = &self.lexical
+            && let Err(e) = lexical.close().await
+        {
+            tracing::warn!(error = %e, "snapshotting the full-text index failed; it is rebuilt from the store at start");
+        }
     }
 }
 
@@ -189,7 +198,18 @@ impl Services {
         let summaries = self.summaries.clone().spawn(rx.clone());
         let retention = self.config.retention.enabled.then(|| self.retention.clone().spawn(rx.clone()));
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries, retention }
+        Background {
+            shutdown,
+            worker,
+            purge,
+            sweeper,
+            keys,
+            peers,
+            index: self.index.clone(),
+            lexical: self.lexical.clone(),
+            summaries,
+            retention,
+        }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -504,6 +524,30 @@ fn open_embedder(e: &EmbeddingConfig) -> (Arc<dyn Embedder>, Option<String>) {
     (Arc::new(embedder), problem)
 }
 
+/// Gives an embedded libSQL backend the in-process lexical index when
+/// [`Config::lexical_kind`] says `tantivy`, kept in memory with its
+/// snapshot beside the database file (`<file>-lexical`, so a copied or
+/// moved database keeps its own; none for `:memory:`). The backend's
+/// catch-up feeds it from the snapshot's position (everything, without one).
+fn use_lexical_index(config: &Config, backend: &Backend) -> Result<Option<Arc<dyn LexicalIndex>>, BuildError> {
+    let Backend::Libsql(libsql) = backend else { return Ok(None) };
+    if config.lexical_kind() != crate::config::LexicalKind::Tantivy {
+        return Ok(None);
+    }
+    let db_error = |source| BuildError::Database { location: backend.database().describe(), source };
+    let index = match config.database_target()? {
+        DatabaseTarget::File(path) => {
+            let mut dir = path.into_os_string();
+            dir.push("-lexical");
+            TantivyLexicalIndex::open(PathBuf::from(dir)).map_err(db_error)?
+        }
+        _ => TantivyLexicalIndex::in_memory(),
+    };
+    let index: Arc<dyn LexicalIndex> = Arc::new(index);
+    libsql.use_lexical_index(index.clone()).map_err(db_error)?;
+    Ok(Some(index))
+}
+
 /// The vector index [`Config::index_kind`] names, on `backend`, for
 /// vectors of `dim` dimensions.
 async fn open_index(config: &Config, backend: &Backend, dim: usize) -> Result<Arc<dyn VectorIndex>, BuildError> {
@@ -585,6 +629,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
+    let lexical = use_lexical_index(&config, &backend)?;
     let Stores {
         threads,
         messages,
@@ -682,6 +727,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         embeddings,
         embedder,
         index,
+        lexical,
         embedder_problem,
         idempotency,
         auth: crate::auth::authenticator(&config, Some(Arc::new(keys.clone())), crate::jwt::verifier(&config).await?)?,

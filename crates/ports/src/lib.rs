@@ -18,6 +18,7 @@ mod embeddings;
 mod error;
 mod idempotency;
 mod keys;
+mod lexical;
 mod messages;
 mod retention;
 mod state;
@@ -41,6 +42,7 @@ pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
 };
 pub use keys::{KeyListing, KeyStore, SecretHash};
+pub use lexical::{LexicalEntry, LexicalExclusions, LexicalIndex};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use retention::{PruneStep, RetentionStore};
 pub use state::StateStore;

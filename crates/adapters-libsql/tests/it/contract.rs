@@ -26,6 +26,38 @@ mod memory {
     memlayer_ports::contract_suite!(fresh);
 }
 
+/// The same suite with lexical search served by the in-process tantivy
+/// index (`search.lexical = "tantivy"`), fed by the catch-up: every lexical,
+/// sweep and fork case holds with its assertions unchanged.
+mod lexical_index {
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+
+    use super::*;
+
+    async fn fresh() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LibsqlBackend::open_migrated(LibsqlConfig::file(dir.path().join("memlayer.db"))).await.unwrap();
+        let index = TantivyLexicalIndex::open(dir.path().join("memlayer.db-lexical")).unwrap();
+        store.use_lexical_index(Arc::new(index)).unwrap();
+        Backend::from_one(Arc::new(store), Arc::new(dir))
+    }
+
+    memlayer_ports::contract_suite!(fresh);
+
+    /// On `:memory:`, with the index in memory too.
+    mod memory {
+        use super::*;
+
+        async fn fresh() -> Backend {
+            let store = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+            store.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+            Backend::from_one(Arc::new(store), Arc::new(()))
+        }
+
+        memlayer_ports::contract_suite!(fresh);
+    }
+}
+
 /// The vector-index suite on the native index, in a file database.
 mod vector_index {
     use memlayer_adapters_libsql::{LibsqlVectorIndex, NativeIndexConfig};

@@ -570,3 +570,51 @@ async fn tenants_have_their_own_full_text_tables() {
     fts_integrity(&conn).await;
     assert!(db.lexical_search(&whole("nobody"), "shared".into(), 5).await.unwrap().is_empty());
 }
+
+/// With the in-process index (`use_lexical_index`), the catch-up applies
+/// deletes, edits behind memlayer's back and reused rowids to it, and an
+/// index reopened from its snapshot resumes from the snapshot's position:
+/// nothing is found twice and what was appended meanwhile is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_index_follows_deletes_edits_reused_rowids_and_reopens() {
+    use std::sync::Arc;
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_ports::LexicalIndex as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let lexical = dir.path().join("lexical");
+    let db = open_file(&path).await;
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    db.use_lexical_index(index.clone()).unwrap();
+    let conn = raw(&path).await;
+    let acme = tenant("acme");
+    let a = db.create(&acme, NewThread::default()).await.unwrap().id;
+    let mine = db.append(&acme, a, vec![text("shared word"), text("edit me"), text("newest kettle")]).await.unwrap();
+    let ids = |hits: Vec<memlayer_ports::ScoredHit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(db.lexical_search(&whole("acme"), "shared".into(), 5).await.unwrap()), vec![mine[0].id]);
+
+    MessageStore::delete(&db, &acme, mine[0].id).await.unwrap();
+    assert!(db.lexical_search(&whole("acme"), "shared".into(), 5).await.unwrap().is_empty());
+
+    conn.execute("UPDATE messages SET content = 'rewritten text' WHERE content = 'edit me'", ()).await.unwrap();
+    assert!(db.lexical_search(&whole("acme"), "edit".into(), 5).await.unwrap().is_empty());
+    assert_eq!(ids(db.lexical_search(&whole("acme"), "rewritten".into(), 5).await.unwrap()), vec![mine[1].id]);
+
+    // The newest message deleted: SQLite hands its rowid out again.
+    MessageStore::delete(&db, &acme, mine[2].id).await.unwrap();
+    let again = db.append(&acme, a, vec![text("reused kettle slot")]).await.unwrap();
+    assert_eq!(ids(db.lexical_search(&whole("acme"), "kettle".into(), 5).await.unwrap()), vec![again[0].id]);
+
+    index.close().await.unwrap();
+    drop((db, index));
+    let db = open_file(&path).await;
+    let later = db.append(&acme, a, vec![text("appended while the index was closed")]).await.unwrap();
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    assert!(index.position() > 0, "resumes from the snapshot");
+    db.use_lexical_index(index).unwrap();
+    assert_eq!(ids(db.lexical_search(&whole("acme"), "kettle".into(), 5).await.unwrap()), vec![again[0].id]);
+    assert_eq!(ids(db.lexical_search(&whole("acme"), "closed".into(), 5).await.unwrap()), vec![later[0].id]);
+    assert_eq!(db.lexical_search(&whole("acme"), "text kettle closed".into(), 10).await.unwrap().len(), 3);
+}

@@ -1,0 +1,582 @@
+//! [`TantivyLexicalIndex`]: the in-process full-text index
+//! ([`memlayer_ports::LexicalIndex`]) on tantivy, one index per tenant.
+//!
+//! Why tantivy: FTS5's `bm25()` scores every document that holds any query
+//! word (a three-word query over a 20,000-message thread scores thousands),
+//! where tantivy's top-k collector skips blocks of postings that cannot
+//! enter the top k (block-max WAND) and reads document lengths from a flat
+//! array instead of a B-tree (docs/BENCHMARKS.md, "Lexical search on
+//! tantivy").
+//!
+//! Invariants:
+//! - one tantivy index per tenant (a directory named by the tenant's hex
+//!   bytes), so BM25's statistics (document count, average length, document
+//!   frequencies) are the tenant's own;
+//! - what the feeding store calls a position (libSQL's rowid) is the key:
+//!   an entry replaces any entry at its position, a removal names one;
+//! - the indexes live in memory: a commit on disk costs a dozen file and
+//!   directory `fsync`s (195 ms p50 for a one-entry commit on this machine,
+//!   2.6 ms in memory; docs/BENCHMARKS.md), and every lexical search waits
+//!   for the catch-up round that commits what was appended before it;
+//! - `close` writes a snapshot (every tenant's files and the position) that
+//!   the next `open` loads and at once marks as taken, so a process that
+//!   ends without `close` (a crash) leaves no snapshot and the next start
+//!   rebuilds from the store: a snapshot is never older than the deletes
+//!   the store has already forgotten;
+//! - searches and commits run on tokio's blocking pool, never on an async
+//!   worker; the indexing and merge threads are tantivy's own (one each per
+//!   tenant with an open writer).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use memlayer_domain::{MessageId, TenantId, ThreadId};
+use memlayer_ports::{
+    LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection,
+};
+use tantivy::Directory as _;
+use tantivy::collector::TopDocs;
+use tantivy::directory::{MmapDirectory, RamDirectory};
+use tantivy::indexer::IndexWriterOptions;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
+use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use uuid::Uuid;
+
+/// The analyzer's name in every index.
+const TOKENIZER: &str = "memlayer";
+/// The file holding a snapshot's position, beside the tenants'
+/// directories; present only while the snapshot is whole and not taken.
+const SNAPSHOT_FILE: &str = "snapshot";
+/// Tantivy's lock files, never part of a snapshot.
+const LOCK_PREFIX: &str = ".tantivy-";
+/// Memory an open writer may buffer before it writes a segment (tantivy's
+/// minimum: the catch-up commits every round anyway).
+const WRITER_MEMORY: usize = 15_000_000;
+
+/// The schema's fields.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    text: Field,
+    thread: Field,
+    pos: Field,
+    id_hi: Field,
+    id_lo: Field,
+    th_hi: Field,
+    th_lo: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    // Frequencies without positions: BM25 needs no more, and no phrase
+    // query is ever asked.
+    let text = b.add_text_field(
+        "text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(TOKENIZER).set_index_option(IndexRecordOption::WithFreqs),
+        ),
+    );
+    let thread = b.add_text_field("thread", STRING);
+    let pos = b.add_u64_field("pos", INDEXED | FAST);
+    let id_hi = b.add_u64_field("id_hi", FAST);
+    let id_lo = b.add_u64_field("id_lo", FAST);
+    let th_hi = b.add_u64_field("th_hi", FAST);
+    let th_lo = b.add_u64_field("th_lo", FAST);
+    (b.build(), Fields { text, thread, pos, id_hi, id_lo, th_hi, th_lo })
+}
+
+/// Words as libSQL's FTS5 tables cut them (`unicode61 remove_diacritics
+/// 2`): runs of letters and digits, lowercased, accents folded.
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(256))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// One tenant's index (in memory), its reader and its writer.
+struct TenantIndex {
+    dir: RamDirectory,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+}
+
+/// Per-tenant tantivy indexes in a directory (or in memory), fed and
+/// searched through [`LexicalIndex`].
+#[derive(Clone)]
+pub struct TantivyLexicalIndex {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where `close` writes the snapshot; `None`: none.
+    root: Option<PathBuf>,
+    schema: Schema,
+    fields: Fields,
+    tenants: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
+    position: AtomicI64,
+    /// One `apply` (or `close`) at a time; holds whether a snapshot was
+    /// written since the last `apply`.
+    applying: Mutex<bool>,
+}
+
+impl fmt::Debug for TantivyLexicalIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TantivyLexicalIndex")
+            .field("root", &self.inner.root)
+            .field("position", &self.inner.position.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(context: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::backend(format!("full-text index: {context}: {e}"))
+}
+
+impl TantivyLexicalIndex {
+    /// Opens the indexes with `root` as their snapshot directory: loads
+    /// the snapshot `close` wrote there and resumes from its position, then
+    /// marks it taken (removes its position file), so that only another
+    /// `close` makes a snapshot again. Without one (a first start, a crash)
+    /// the indexes start empty at position 0 and the store feeds everything
+    /// again.
+    ///
+    /// # Errors
+    /// `Backend` when the directory cannot be created or a snapshot that is
+    /// there cannot be read.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| backend("create directory", e))?;
+        let marker = root.join(SNAPSHOT_FILE);
+        let position = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<i64>().ok());
+        let this = Self::new(Some(root.clone()), position.unwrap_or(0));
+        if position.is_some() {
+            let mut tenants = lock(&this.inner.tenants);
+            for entry in std::fs::read_dir(&root).map_err(|e| backend("read snapshot", e))? {
+                let entry = entry.map_err(|e| backend("read snapshot", e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(tenant) = name.strip_prefix("t-").and_then(tenant_of_hex) else { continue };
+                let index = this.inner.load(&entry.path())?;
+                tenants.insert(tenant, index);
+            }
+            drop(tenants);
+            std::fs::remove_file(&marker).map_err(|e| backend("take snapshot", e))?;
+            sync_dir(&root)?;
+        }
+        Ok(this)
+    }
+
+    /// Indexes kept in memory only (tests, `:memory:` databases).
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self::new(None, 0)
+    }
+
+    fn new(root: Option<PathBuf>, position: i64) -> Self {
+        let (schema, fields) = schema();
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                schema,
+                fields,
+                tenants: Mutex::new(HashMap::new()),
+                position: AtomicI64::new(position),
+                applying: Mutex::new(false),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// The tenant's index; created when `create`, else `None` when it has
+    /// none yet.
+    fn tenant(&self, tenant: &TenantId, create: bool) -> Result<Option<Arc<TenantIndex>>, StoreError> {
+        let mut tenants = lock(&self.tenants);
+        if let Some(t) = tenants.get(tenant) {
+            return Ok(Some(t.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let dir = RamDirectory::create();
+        let index = Index::create(dir.clone(), self.schema.clone(), tantivy::IndexSettings::default())
+            .map_err(|e| backend("create tenant index", e))?;
+        let t = Self::serve(dir, index)?;
+        tenants.insert(tenant.clone(), t.clone());
+        Ok(Some(t))
+    }
+
+    /// A tenant's index from its snapshot directory, copied into memory.
+    fn load(&self, from: &Path) -> Result<Arc<TenantIndex>, StoreError> {
+        let dir = RamDirectory::create();
+        for file in std::fs::read_dir(from).map_err(|e| backend("read snapshot", e))? {
+            let file = file.map_err(|e| backend("read snapshot", e))?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with(LOCK_PREFIX) {
+                continue;
+            }
+            let bytes = std::fs::read(file.path()).map_err(|e| backend("read snapshot", e))?;
+            dir.atomic_write(Path::new(&name), &bytes).map_err(|e| backend("read snapshot", e))?;
+        }
+        let index = Index::open(dir.clone()).map_err(|e| backend("open snapshot", e))?;
+        Self::serve(dir, index)
+    }
+
+    /// A writer and a reader for a tenant's index.
+    fn serve(dir: RamDirectory, index: Index) -> Result<Arc<TenantIndex>, StoreError> {
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let options = IndexWriterOptions::builder()
+            .memory_budget_per_thread(WRITER_MEMORY)
+            .num_worker_threads(1)
+            .num_merge_threads(1)
+            .build();
+        let writer = index.writer_with_options(options).map_err(|e| backend("open tenant writer", e))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| backend("open tenant reader", e))?;
+        Ok(Arc::new(TenantIndex { dir, reader, writer: Mutex::new(writer) }))
+    }
+
+    /// Writes the snapshot: every tenant's files into a fresh directory
+    /// renamed over the old one, then the position file; an `apply` after
+    /// it removes the position file first.
+    fn snapshot(&self) -> Result<(), StoreError> {
+        let Some(root) = &self.root else { return Ok(()) };
+        let mut snapshotted = lock(&self.applying);
+        let tenants: Vec<(TenantId, Arc<TenantIndex>)> =
+            lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (tenant, t) in tenants {
+            let hex: String = tenant.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+            let (fresh, dest) = (root.join(format!("n-{hex}")), root.join(format!("t-{hex}")));
+            let _ = std::fs::remove_dir_all(&fresh);
+            std::fs::create_dir_all(&fresh).map_err(|e| backend("write snapshot", e))?;
+            let out = MmapDirectory::open(&fresh).map_err(|e| backend("write snapshot", e))?;
+            t.dir.persist(&out).map_err(|e| backend("write snapshot", e))?;
+            drop(out);
+            let _ = std::fs::remove_dir_all(&dest);
+            std::fs::rename(&fresh, &dest).map_err(|e| backend("write snapshot", e))?;
+        }
+        sync_dir(root)?;
+        write_position(root, self.position.load(Ordering::SeqCst))?;
+        *snapshotted = true;
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        removals: Vec<(TenantId, i64)>,
+        entries: Vec<LexicalEntry>,
+        through: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut snapshotted = lock(&self.applying);
+        if *snapshotted {
+            // The snapshot no longer says what the index holds.
+            if let Some(root) = &self.root {
+                let _ = std::fs::remove_file(root.join(SNAPSHOT_FILE));
+                sync_dir(root)?;
+            }
+            *snapshotted = false;
+        }
+        let f = self.fields;
+        let mut touched: HashMap<TenantId, Arc<TenantIndex>> = HashMap::new();
+        for (tenant, position) in removals {
+            // A tenant without an index has nothing to remove.
+            let Some(t) = self.tenant(&tenant, false)? else { continue };
+            lock(&t.writer).delete_term(pos_term(f, position));
+            touched.insert(tenant, t);
+        }
+        for e in entries {
+            let t = match touched.get(&e.tenant) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = self.tenant(&e.tenant, true)?.ok_or_else(|| backend("open tenant index", "missing"))?;
+                    touched.insert(e.tenant.clone(), t.clone());
+                    t
+                }
+            };
+            let writer = lock(&t.writer);
+            writer.delete_term(pos_term(f, e.position));
+            let (id_hi, id_lo) = e.id.as_uuid().as_u64_pair();
+            let (th_hi, th_lo) = e.thread.as_uuid().as_u64_pair();
+            let mut doc = TantivyDocument::default();
+            doc.add_text(f.text, &e.text);
+            doc.add_text(f.thread, e.thread.as_uuid().to_string());
+            doc.add_u64(f.pos, position_u64(e.position));
+            doc.add_u64(f.id_hi, id_hi);
+            doc.add_u64(f.id_lo, id_lo);
+            doc.add_u64(f.th_hi, th_hi);
+            doc.add_u64(f.th_lo, th_lo);
+            writer.add_document(doc).map_err(|e| backend("add entry", e))?;
+        }
+        for t in touched.values() {
+            lock(&t.writer).commit().map_err(|e| backend("commit", e))?;
+            t.reader.reload().map_err(|e| backend("reload reader", e))?;
+        }
+        if let Some(through) = through {
+            self.position.store(through, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn search(
+        &self,
+        filter: &SearchFilter,
+        terms: &[String],
+        k: usize,
+        exclude: &LexicalExclusions,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        if k == 0 || filter.admits_nothing() {
+            return Ok(Vec::new());
+        }
+        let Some(t) = self.tenant(&filter.tenant, false)? else {
+            return Ok(Vec::new());
+        };
+        let f = self.fields;
+        let mut analyzer = analyzer();
+        let mut words: Vec<String> = Vec::new();
+        for term in terms {
+            let mut stream = analyzer.token_stream(term);
+            while let Some(token) = stream.next() {
+                if !words.contains(&token.text) {
+                    words.push(token.text.clone());
+                }
+            }
+        }
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let searcher = t.reader.searcher();
+        let should: Vec<(Occur, Box<dyn Query>)> = words
+            .iter()
+            .map(|w| {
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(Term::from_field_text(f.text, w), IndexRecordOption::WithFreqs));
+                (Occur::Should, q)
+            })
+            .collect();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let ThreadSelection::These(threads) = &filter.threads {
+            let thread_terms: Vec<Term> =
+                threads.iter().map(|t| Term::from_field_text(f.thread, &t.as_uuid().to_string())).collect();
+            // A filter every entry passes (one thread holding the tenant's
+            // whole index) is left out: the words alone can then be
+            // searched with block-max WAND.
+            let max_doc: u64 = searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
+            let everything = match thread_terms.as_slice() {
+                [only] => searcher.doc_freq(only).map_err(|e| backend("read statistics", e))? == max_doc,
+                _ => false,
+            };
+            if !everything {
+                let any: Vec<(Occur, Box<dyn Query>)> = thread_terms
+                    .into_iter()
+                    .map(|t| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(t, IndexRecordOption::Basic));
+                        (Occur::Should, q)
+                    })
+                    .collect();
+                clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0))));
+            }
+        }
+        for thread in &exclude.threads {
+            let term = Term::from_field_text(f.thread, &thread.as_uuid().to_string());
+            clauses.push((Occur::MustNot, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
+        }
+        for &position in &exclude.positions {
+            clauses.push((Occur::MustNot, Box::new(TermQuery::new(pos_term(f, position), IndexRecordOption::Basic))));
+        }
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(BooleanQuery::new(should))
+        } else {
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+            Box::new(BooleanQuery::new(clauses))
+        };
+        let top =
+            searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(|e| backend("search", e))?;
+        let mut hits = Vec::with_capacity(top.len());
+        let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
+        for (score, address) in top {
+            let [a, b, c, d] = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let ff = searcher.segment_reader(address.segment_ord).fast_fields();
+                    let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
+                    e.insert([col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?])
+                }
+            };
+            let v = |col: &tantivy::columnar::Column<u64>| {
+                col.first(address.doc_id).ok_or_else(|| backend("read fast field", "an entry without its ids"))
+            };
+            hits.push(ScoredHit {
+                id: MessageId::from_uuid(Uuid::from_u64_pair(v(a)?, v(b)?)),
+                thread: ThreadId::from_uuid(Uuid::from_u64_pair(v(c)?, v(d)?)),
+                score,
+            });
+        }
+        Ok(hits)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn position_u64(position: i64) -> u64 {
+    u64::try_from(position).unwrap_or(0)
+}
+
+fn pos_term(f: Fields, position: i64) -> Term {
+    Term::from_field_u64(f.pos, position_u64(position))
+}
+
+/// Records a snapshot's position durably: a temporary file, synced,
+/// renamed into place.
+fn write_position(root: &Path, position: i64) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let tmp = root.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| backend("write snapshot", e))?;
+    file.write_all(position.to_string().as_bytes()).map_err(|e| backend("write snapshot", e))?;
+    file.sync_all().map_err(|e| backend("write snapshot", e))?;
+    std::fs::rename(&tmp, root.join(SNAPSHOT_FILE)).map_err(|e| backend("write snapshot", e))?;
+    sync_dir(root)
+}
+
+/// Makes renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| backend("sync directory", e))
+}
+
+/// The tenant a snapshot directory `t-<hex>` belongs to.
+fn tenant_of_hex(hex: &str) -> Option<TenantId> {
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect();
+    TenantId::parse(String::from_utf8(bytes?).ok()?).ok()
+}
+
+#[async_trait]
+impl LexicalIndex for TantivyLexicalIndex {
+    fn position(&self) -> i64 {
+        self.inner.position.load(Ordering::SeqCst)
+    }
+
+    async fn apply(
+        &self,
+        removals: Vec<(TenantId, i64)>,
+        entries: Vec<LexicalEntry>,
+        through: Option<i64>,
+    ) -> Result<(), StoreError> {
+        if removals.is_empty() && entries.is_empty() && through.is_none_or(|t| t == self.position()) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.apply(removals, entries, through))
+            .await
+            .map_err(StoreError::backend)?
+    }
+
+    async fn search(
+        &self,
+        filter: &SearchFilter,
+        terms: Vec<String>,
+        k: usize,
+        exclude: LexicalExclusions,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        let inner = self.inner.clone();
+        let filter = filter.clone();
+        tokio::task::spawn_blocking(move || inner.search(&filter, &terms, k, &exclude))
+            .await
+            .map_err(StoreError::backend)?
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.snapshot()).await.map_err(StoreError::backend)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use super::*;
+
+    fn entry(position: i64, tenant: &str, thread: ThreadId, text: &str) -> LexicalEntry {
+        LexicalEntry {
+            position,
+            id: MessageId::new(),
+            tenant: TenantId::parse(tenant).unwrap(),
+            thread,
+            text: text.to_owned(),
+        }
+    }
+
+    fn words(q: &str) -> Vec<String> {
+        memlayer_domain::query_terms(q)
+    }
+
+    #[tokio::test]
+    async fn entries_replace_by_position_and_removals_and_exclusions_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        let (a, b) = (ThreadId::new(), ThreadId::new());
+        let acme = TenantId::parse("acme").unwrap();
+        let e1 = entry(1, "acme", a, "the broken kettle");
+        let e2 = entry(2, "acme", b, "a Café near the kettle shop");
+        index.apply(Vec::new(), vec![e1.clone(), e2.clone()], Some(2)).await.unwrap();
+        let all = SearchFilter::all_threads(acme.clone());
+        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!(hits.windows(2).all(|p| p[0].score >= p[1].score));
+        // Accents folded, case ignored, as FTS5's unicode61 does.
+        let hits = index.search(&all, words("cafe"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| (h.id, h.thread)).collect::<Vec<_>>(), vec![(e2.id, b)]);
+        let only_a = SearchFilter::these_threads(acme.clone(), vec![a]);
+        let hits = index.search(&only_a, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
+        let exclude = LexicalExclusions { positions: vec![1], threads: Vec::new() };
+        let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
+        let exclude = LexicalExclusions { positions: Vec::new(), threads: vec![b] };
+        let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
+        // A new entry at a position replaces the old one.
+        let e3 = entry(1, "acme", a, "sunny weather");
+        index.apply(Vec::new(), vec![e3.clone()], None).await.unwrap();
+        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
+        index.apply(vec![(acme.clone(), 2)], Vec::new(), None).await.unwrap();
+        assert!(index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // Another tenant sees nothing of acme's.
+        let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
+        assert!(index.search(&other, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // The position and the entries survive a close and reopen, once.
+        assert_eq!(index.position(), 2);
+        index.close().await.unwrap();
+        drop(index);
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 2);
+        let hits = index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e3.id]);
+        // The snapshot was taken: without another close (a crash), the next
+        // start rebuilds from nothing rather than trust it.
+        index.apply(Vec::new(), vec![entry(3, "acme", a, "later")], Some(3)).await.unwrap();
+        drop(index);
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 0);
+        assert!(index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        // A close after an apply snapshots again, and an apply after a close
+        // takes that snapshot back.
+        index.apply(Vec::new(), vec![entry(1, "acme", a, "again")], Some(1)).await.unwrap();
+        index.close().await.unwrap();
+        index.apply(Vec::new(), vec![entry(2, "acme", a, "after close")], Some(2)).await.unwrap();
+        drop(index);
+        assert_eq!(TantivyLexicalIndex::open(dir.path()).unwrap().position(), 0);
+    }
+}

@@ -1,0 +1,78 @@
+//! [`LexicalIndex`]: an in-process full-text index (BM25, per tenant) that a
+//! storage adapter feeds from its own catch-up and searches instead of its
+//! engine's full text.
+
+use async_trait::async_trait;
+use memlayer_domain::{MessageId, TenantId, ThreadId};
+
+use crate::{ScoredHit, SearchFilter, StoreError};
+
+/// One message's text as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LexicalEntry {
+    /// The message's position in the feeding store (libSQL: its rowid):
+    /// unique among live messages, the key of replacement and removal.
+    pub position: i64,
+    /// The message.
+    pub id: MessageId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its thread.
+    pub thread: ThreadId,
+    /// The text to index (content plus tool calls).
+    pub text: String,
+}
+
+/// What a search must leave out besides the filter: entries the feeding
+/// store knows are out of date but the index may still hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LexicalExclusions {
+    /// Positions of deleted or edited messages not yet removed.
+    pub positions: Vec<i64>,
+    /// Threads marked deleted whose entries may not be removed yet.
+    pub threads: Vec<ThreadId>,
+}
+
+/// An in-process full-text index with BM25 ranking.
+///
+/// A storage adapter owns the feeding: it adds what it stored, in order of
+/// position, removes what was deleted, and records how far it got with
+/// [`apply`](Self::apply); a restart resumes from the position the index
+/// reports (0: everything again).
+#[async_trait]
+pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
+    /// Every entry at or below this position was applied (0 for a new or
+    /// rebuilt index). A restart never finds it ahead of the entries it
+    /// finds (an index kept in memory starts over unless it was closed).
+    fn position(&self) -> i64;
+
+    /// Removes the entries at `removals` (tenant, position; unknown ones are
+    /// ignored), then adds `entries`, each replacing any entry at its
+    /// position, and, when `through` is given, records it as the position.
+    /// MUST make all of it searchable before returning.
+    async fn apply(
+        &self,
+        removals: Vec<(TenantId, i64)>,
+        entries: Vec<LexicalEntry>,
+        through: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// The best `k` entries admitted by `filter` and not excluded, that hold
+    /// any of `terms` (plain words, tokenised like the indexed text), by
+    /// BM25 over the tenant's own entries (no other tenant's statistics),
+    /// best first, higher scores better.
+    async fn search(
+        &self,
+        filter: &SearchFilter,
+        terms: Vec<String>,
+        k: usize,
+        exclude: LexicalExclusions,
+    ) -> Result<Vec<ScoredHit>, StoreError>;
+
+    /// The process is shutting down: persist what is kept only in memory,
+    /// promptly. The index MUST still answer every other method afterwards.
+    /// The default does nothing.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
