@@ -305,10 +305,12 @@ pub enum AppendBody {
 /// document (module `openapi` applies it).
 #[must_use]
 pub fn new_message_schema() -> Value {
-    let short = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64,
-        "description": "1 to 256 bytes of UTF-8 (64 characters always fit)"});
+    // No NUL character (U+0000) in text fields: neither database stores it.
+    let no_nul = "^[^\\u0000]*$";
+    let short = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 64, "pattern": no_nul,
+        "description": "1 to 256 bytes of UTF-8 (64 characters always fit), no NUL"});
     let nonempty = serde_json::json!({"type": "string", "minLength": 1, "maxLength": MAX_CONTENT_CHARS,
-        "description": "Text, not empty: at most 1 MiB of UTF-8 (262,144 characters always fit)"});
+        "pattern": no_nul, "description": "Text, not empty: at most 1 MiB of UTF-8 (262,144 characters always fit), no NUL"});
     let metadata = serde_json::json!({"type": ["object", "null"], "description": "JSON object (at most 64 KiB)"});
     let no_calls = serde_json::json!({"type": "array", "maxItems": 0, "items": {}, "description": "Only assistant messages carry tool calls"});
     let call = serde_json::json!({"type": "object", "description": "A tool call requested by an assistant message",
@@ -319,8 +321,8 @@ pub fn new_message_schema() -> Value {
     let absent = serde_json::json!({"type": "null", "description": "Only tool messages carry one"});
     let variant = |role: &[&str], props: Value, required: &[&str], description: &str| {
         let mut properties = serde_json::json!({"role": {"type": "string", "enum": role}, "metadata": metadata,
-            "tool_name": {"type": ["string", "null"], "minLength": 1, "maxLength": 64,
-                          "description": "The tool's name (1 to 256 bytes)"}});
+            "tool_name": {"type": ["string", "null"], "minLength": 1, "maxLength": 64, "pattern": no_nul,
+                          "description": "The tool's name (1 to 256 bytes, no NUL)"}});
         if let (Some(o), Some(extra)) = (properties.as_object_mut(), props.as_object()) {
             o.extend(extra.clone());
         }
