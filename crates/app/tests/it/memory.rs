@@ -218,7 +218,7 @@ async fn tokens_are_counted_with_the_agents_model_when_the_thread_has_none() {
         Ok(Thread { agent_id: Some(AgentName::parse("helper").unwrap()), ..thread_with_model(id, None) })
     });
     m.tokens.expect_count().withf(|model, _| model == "gpt-4").times(1).returning(|model, _| vec![count(model, 4)]);
-    m.messages.expect_append().times(1).returning(|_, thread, batch| {
+    m.messages.expect_append_within().times(1).returning(|_, thread, batch, _| {
         Ok(batch
             .into_iter()
             .map(|m| m.into_message(memlayer_domain::MessageId::new(), thread, 1, from_micros(0)))
