@@ -25,6 +25,7 @@ mod state;
 mod summary;
 mod thread;
 mod token;
+mod workflow;
 mod working;
 
 pub use auth::{
@@ -40,7 +41,7 @@ pub use context::{
     recallable, segment_recent,
 };
 pub use error::DomainError;
-pub use ids::{AgentId, AgentName, MessageId, ModelId, ResourceId, TenantId, ThreadId, ToolId};
+pub use ids::{AgentId, AgentName, MessageId, ModelId, ResourceId, StepId, TenantId, ThreadId, ToolId, WorkflowId};
 pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,
@@ -63,6 +64,11 @@ pub use thread::{
     Title, parse_model,
 };
 pub use token::{TokenCount, TokenEncoding};
+pub use workflow::{
+    Lease, MAX_STEPS, NewStep, NewWorkflow, RunnerSpec, Step, StepName, StepStatus, Transition, TransitionError,
+    Workflow, WorkflowCursor, WorkflowEvent, WorkflowFilter, WorkflowOp, WorkflowPatch, WorkflowState, WorkflowStatus,
+    backoff, resolve_refs,
+};
 pub use working::{
     WorkingContent, WorkingFormat, WorkingFormatKind, WorkingMemory, WorkingMemoryOptions, WorkingScope,
     WorkingScopeKind,
