@@ -67,6 +67,7 @@ mod summaries;
 mod threads;
 mod values;
 mod vectors;
+mod workflows;
 mod working;
 
 pub use backend::LibsqlBackend;

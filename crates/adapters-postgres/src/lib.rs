@@ -61,6 +61,7 @@ pub mod testing;
 mod threads;
 mod tls;
 mod vectors;
+mod workflows;
 mod working;
 
 pub use backend::PgBackend;

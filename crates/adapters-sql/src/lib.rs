@@ -52,6 +52,7 @@ pub mod token_counts;
 pub mod usage;
 mod value;
 pub mod vectors;
+pub mod workflows;
 pub mod working;
 
 pub use dialect::Dialect;

@@ -78,6 +78,7 @@ macro_rules! migration {
     (15 $(=> $drops:expr)?) => { $crate::migration!(@ 15, "context", "0015_context" $(, $drops)?) };
     // Postgres only: row-level security on a caller's resource for working memory and summaries.
     (16 $(=> $drops:expr)?) => { $crate::migration!(@ 16, "resource_isolation_memory", "0016_resource_isolation_memory" $(, $drops)?) };
+    (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -25,6 +25,7 @@ mod threads;
 mod tokens;
 mod usage;
 mod vectors;
+mod workflows;
 mod working;
 
 #[cfg(feature = "contract")]
@@ -49,6 +50,7 @@ pub use threads::{Fork, Sweep, ThreadStore};
 pub use tokens::TokenCounter;
 pub use usage::UsageStore;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
+pub use workflows::{ClaimedStep, MAX_EVENT_PAGE, MAX_WORKFLOW_PAGE, StepOutcome, StepRun, StepRunner, WorkflowStore};
 pub use working::WorkingMemoryStore;
 
 #[cfg(feature = "mocks")]
@@ -66,5 +68,6 @@ pub use {
     tokens::MockTokenCounter,
     usage::MockUsageStore,
     vectors::MockVectorIndex,
+    workflows::MockWorkflowStore,
     working::MockWorkingMemoryStore,
 };

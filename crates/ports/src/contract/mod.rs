@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, SummaryQueue,
-    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkflowStore, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -51,6 +51,7 @@ pub mod sweep_cases;
 pub mod thread_cases;
 pub mod token_cases;
 pub mod vector_cases;
+pub mod workflow_cases;
 pub mod working_cases;
 
 /// One backend under test: every port served by the same store.
@@ -80,6 +81,8 @@ pub struct Backend {
     pub summary_queue: Arc<dyn SummaryQueue>,
     /// Storage usage port.
     pub usage: Arc<dyn UsageStore>,
+    /// Workflow port.
+    pub workflows: Arc<dyn WorkflowStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -106,6 +109,7 @@ impl Backend {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + WorkflowStore
             + 'static,
     {
         Self {
@@ -120,7 +124,8 @@ impl Backend {
             working: store.clone(),
             summaries: store.clone(),
             summary_queue: store.clone(),
-            usage: store,
+            usage: store.clone(),
+            workflows: store,
             guard,
         }
     }
@@ -243,6 +248,14 @@ pub fn assert_quota_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_vector_complete(listed: &[&str]) {
     assert_complete_in(include_str!("vector_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the workflow cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_workflow_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("workflow_cases.rs"), listed);
 }
 
 fn assert_complete_in(source: &str, listed: &[&str]) {
@@ -395,6 +408,35 @@ macro_rules! contract_suite {
             quota_backfill_counts_what_is_stored,
             quota_fork_counts_what_it_copies,
         );
+        $crate::__workflow_expand!(
+            $factory;
+            workflow_create_get_and_list_round_trip,
+            workflow_refused_operations_store_nothing,
+            workflow_steps_run_in_order_through_claims,
+            workflow_expired_leases_are_claimed_again_and_failures_back_off,
+            workflow_concurrent_claimers_never_share_a_step,
+            workflow_delete_takes_steps_events_and_threads,
+            workflow_patch_changes_descriptive_fields_only,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __workflow_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::workflow_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn workflow_contract_suite_is_complete() {
+            $crate::contract::assert_workflow_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
