@@ -81,6 +81,8 @@ pub struct Config {
     pub redis: crate::RedisConfig,
     /// Thread summaries.
     pub summary: crate::SummaryConfig,
+    /// Workflows: the runner loop and the runners.
+    pub workflows: crate::WorkflowConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -394,6 +396,7 @@ impl Default for Config {
             limits: crate::LimitsConfig::default(),
             redis: crate::RedisConfig::default(),
             summary: crate::SummaryConfig::default(),
+            workflows: crate::WorkflowConfig::default(),
         }
     }
 }
@@ -679,6 +682,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.summary.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.workflows.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if self.auth.mode.has(crate::AuthMode::Jwt) {

@@ -76,6 +76,9 @@ pub struct Services {
     /// Context assembly (system prompt, working memory, summary, recall,
     /// recent messages under a token budget).
     pub context: crate::ContextService,
+    /// Workflows, and the runner loop (run by [`Services::start_background`]
+    /// when `workflows.enabled`).
+    pub workflows: crate::WorkflowService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -89,6 +92,7 @@ pub struct Background {
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
     summaries: tokio::task::JoinHandle<()>,
+    workflows: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -120,6 +124,11 @@ impl Background {
         // job's lease brings it back if the process exits first).
         if tokio::time::timeout(WORKER_STOP_WAIT, self.summaries).await.is_err() {
             tracing::warn!("summary worker still busy: not waiting; its job stays queued");
+        }
+        // Running steps are abandoned: their leases expire and they run
+        // again (same idempotency key) on the next claim.
+        if let Some(w) = self.workflows {
+            w.abort();
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -173,8 +182,9 @@ impl Services {
         });
         let keys = self.spawn_key_uses(rx.clone());
         let summaries = self.summaries.clone().spawn(rx.clone());
+        let workflows = self.config.workflows.enabled.then(|| self.workflows.clone().spawn(rx.clone()));
         let purge = self.spawn_purge(rx);
-        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries }
+        Background { shutdown, worker, purge, sweeper, keys, peers, index: self.index.clone(), summaries, workflows }
     }
 
     /// Deletes expired idempotency records, in transactions of at most
@@ -322,6 +332,7 @@ struct Stores {
     summaries: Arc<dyn SummaryStore>,
     summary_queue: Arc<dyn SummaryQueue>,
     usage: Arc<dyn UsageStore>,
+    workflows: Arc<dyn memlayer_ports::WorkflowStore>,
 }
 
 impl Stores {
@@ -338,6 +349,7 @@ impl Stores {
             + SummaryStore
             + SummaryQueue
             + UsageStore
+            + memlayer_ports::WorkflowStore
             + 'static,
     {
         Self {
@@ -352,6 +364,7 @@ impl Stores {
             summaries: b.clone(),
             summary_queue: b.clone(),
             usage: b.clone(),
+            workflows: b.clone(),
         }
     }
 }
@@ -576,6 +589,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summaries,
         summary_queue,
         usage,
+        workflows: workflow_store,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -636,6 +650,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
+    let workflows = open_workflows(&config.workflows, workflow_store, memory.clone(), catalog.clone())?;
     Ok(Services {
         memory,
         search,
@@ -656,7 +671,32 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         context,
         working,
         summaries: summary_service,
+        workflows,
     })
+}
+
+/// The workflow service with the `http`, `openai` and in-process no-op
+/// runners of `workflows.*`.
+fn open_workflows(
+    config: &crate::WorkflowConfig,
+    store: Arc<dyn memlayer_ports::WorkflowStore>,
+    memory: MemoryService,
+    catalog: CatalogService,
+) -> Result<crate::WorkflowService, BuildError> {
+    let runner_error = |e: StoreError| crate::ConfigError::Invalid { key: "workflows", reason: e.to_string() };
+    let runners = crate::Runners {
+        http: Arc::new(crate::runners::HttpRunner::new(config.signing_secret.clone()).map_err(runner_error)?),
+        openai: Arc::new(
+            crate::runners::OpenAiRunner::new(
+                &config.openai.base_url,
+                config.openai.api_key.clone(),
+                &config.openai.model,
+            )
+            .map_err(runner_error)?,
+        ),
+        noop: Arc::new(crate::NoopRunner),
+    };
+    Ok(crate::WorkflowService::new(store, memory, runners, config.clone()).with_catalog(catalog))
 }
 
 /// The summariser `summary.summarizer` names: the local extractive one over

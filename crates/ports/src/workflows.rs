@@ -129,6 +129,12 @@ pub struct StepRun {
     /// The thread's messages so far, oldest first, as `{role, content}`
     /// chat messages (the input first).
     pub context: Vec<Value>,
+    /// The agent's model from the catalog, if the agent is there.
+    pub model: Option<String>,
+    /// The agent's system prompt from the catalog, if any.
+    pub system_prompt: Option<String>,
+    /// The model's prices per million input and output tokens, if known.
+    pub prices: Option<(f64, f64)>,
 }
 
 /// What a runner says about a step.

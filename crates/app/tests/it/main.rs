@@ -11,4 +11,5 @@ mod postgres;
 mod semantic;
 mod summary;
 mod wiring;
+mod workflows;
 mod working;
