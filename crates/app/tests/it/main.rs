@@ -8,6 +8,7 @@ mod config;
 mod context;
 mod memory;
 mod postgres;
+mod runners;
 mod semantic;
 mod summary;
 mod wiring;
