@@ -510,6 +510,7 @@ async fn internal_errors_reveal_nothing() {
     );
     let app = memlayer_api::router(memlayer_api::AppState {
         context,
+        workflows: no_workflows(&memory),
         memory,
         search,
         catalog,
@@ -632,6 +633,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
         );
         let state = memlayer_api::AppState {
             context,
+            workflows: no_workflows(&memory),
             memory,
             search,
             catalog,
@@ -836,5 +838,17 @@ fn no_working() -> memlayer_app::WorkingMemoryService {
     memlayer_app::WorkingMemoryService::new(
         Arc::new(memlayer_ports::MockWorkingMemoryStore::new()),
         Arc::new(memlayer_ports::MockThreadStore::new()),
+    )
+}
+
+/// A workflow service whose store no test reaches.
+fn no_workflows(memory: &memlayer_app::MemoryService) -> memlayer_app::WorkflowService {
+    let noop: Arc<dyn memlayer_ports::StepRunner> = Arc::new(memlayer_app::NoopRunner);
+    let runners = memlayer_app::Runners { http: noop.clone(), openai: noop.clone(), noop };
+    memlayer_app::WorkflowService::new(
+        Arc::new(memlayer_ports::MockWorkflowStore::new()),
+        memory.clone(),
+        runners,
+        memlayer_app::WorkflowConfig::default(),
     )
 }

@@ -44,4 +44,5 @@ mod summary;
 mod support;
 mod sweep;
 mod tidy;
+mod workflows;
 mod working;

@@ -39,6 +39,7 @@ mod routes;
 pub mod server;
 mod state;
 mod summary_routes;
+mod workflow_routes;
 mod working_routes;
 
 pub use router::{ApiDoc, router};

@@ -62,6 +62,7 @@ pub fn app(services: &Services) -> axum::Router {
         working: services.working.clone(),
         summaries: services.summaries.clone(),
         context: services.context.clone(),
+        workflows: services.workflows.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use memlayer_app::{
     CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
-    WorkingMemoryService,
+    WorkflowService, WorkingMemoryService,
 };
 use memlayer_ports::Database;
 
@@ -37,4 +37,6 @@ pub struct AppState {
     pub summaries: SummaryService,
     /// Context assembly.
     pub context: ContextService,
+    /// Workflows.
+    pub workflows: WorkflowService,
 }
