@@ -117,6 +117,8 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     }
     let key = json!({"scopes": ["read"], "name": "victim-key-name"});
     let key = created(send(&t.app, "POST", "/api/keys", &h, Some(&key)).await);
+    let workflow = json!({"name": "victim-workflow", "steps": [{"name": "s", "agent": "support", "input": "victim-secret-content"}]});
+    let workflow = created(send(&t.app, "POST", "/api/workflows", &h, Some(&workflow)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     BTreeMap::from([
         (("threads", "id"), thread),
@@ -131,6 +133,8 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
         (("settings", "category"), "ui".to_owned()),
         (("settings", "key"), "theme".to_owned()),
         (("keys", "id"), id(&key)),
+        (("workflows", "id"), id(&workflow)),
+        (("workflows", "step"), "s".to_owned()),
     ])
 }
 

@@ -445,6 +445,19 @@ async fn openapi_describes_every_route() {
         "GET /api/threads/{id}/summary",
         "POST /api/threads/{id}/summary",
         "GET /api/threads/{id}/summary/versions",
+        "POST /api/workflows",
+        "GET /api/workflows",
+        "GET /api/workflows/{id}",
+        "PATCH /api/workflows/{id}",
+        "DELETE /api/workflows/{id}",
+        "POST /api/workflows/{id}/steps",
+        "DELETE /api/workflows/{id}/steps/{step}",
+        "POST /api/workflows/{id}/execute",
+        "POST /api/workflows/{id}/pause",
+        "POST /api/workflows/{id}/resume",
+        "POST /api/workflows/{id}/cancel",
+        "POST /api/workflows/{id}/steps/{step}/retry",
+        "GET /api/workflows/{id}/events",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -458,7 +471,8 @@ async fn openapi_describes_every_route() {
             .replace("{message_id}", &id)
             .replace("{category}", "c")
             .replace("{key}", "k")
-            .replace("{version}", "1");
+            .replace("{version}", "1")
+            .replace("{step}", "s");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
