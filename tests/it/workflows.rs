@@ -292,3 +292,45 @@ async fn two_servers_share_execution_without_running_a_step_twice() {
     assert_eq!((calls.len(), keys.len()), (36, 36), "each step once");
     assert_eq!(holders.len(), 2, "both servers ran steps: {holders:?}");
 }
+
+/// `memlayer workflows`: create from a file, `execute --wait` runs the
+/// steps in the CLI's process and prints each transition, then the
+/// finished workflow as the API's JSON; a refused transition exits 1
+/// naming the state.
+#[test]
+fn the_cli_creates_and_runs_a_workflow_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wf.json");
+    let body = json!({"name": "cli", "steps": [
+        {"name": "a", "agent": "writer", "input": "hi"}, {"name": "b", "agent": "writer"}]});
+    std::fs::write(&file, body.to_string()).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .arg("workflows")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MEMLAYER_CONFIG")
+            .env_remove("LIBSQL_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
+            .env("MEMLAYER_WORKFLOWS__DEFAULT_RUNNER", "noop")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["create", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let out = run(&["execute", id, "--wait"]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "succeeded");
+    assert!(progress.contains("step a: ready → running"), "{progress}");
+    assert!(progress.contains("workflow: running → succeeded"), "{progress}");
+    let out = run(&["pause", id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workflow is succeeded"));
+}

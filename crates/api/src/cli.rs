@@ -158,6 +158,16 @@ pub enum Command {
     /// A thread's assembled context, as `POST /api/threads/{id}/context`
     /// returns it.
     Context(crate::cli_context::ContextArgs),
+    /// Workflows: create, list, get, execute (--wait runs and shows
+    /// progress), pause, resume, cancel, delete, events.
+    Workflows {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_workflows::WorkflowAction,
+    },
 }
 
 /// Migration actions.
@@ -282,6 +292,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
         Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
         Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
+        Command::Workflows { tenant, action } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_workflows::run(&services, tenant.as_deref(), action.clone()).await
+        }
         Command::Summary(args) => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);

@@ -66,6 +66,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The message shown to the caller (for the CLI's errors).
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after: None, quota: None }

@@ -25,6 +25,7 @@ pub mod cli_catalog;
 pub mod cli_context;
 pub mod cli_keys;
 pub mod cli_summary;
+pub mod cli_workflows;
 pub mod cli_working;
 pub mod context_routes;
 pub mod dto;

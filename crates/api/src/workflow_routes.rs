@@ -415,6 +415,17 @@ fn metadata(v: Option<Value>) -> Result<Metadata, ApiError> {
     Ok(Metadata::from_value(v.unwrap_or(Value::Null))?)
 }
 
+/// The workflow a request body describes.
+pub(crate) fn new_workflow(body: NewWorkflowDto) -> Result<NewWorkflow, ApiError> {
+    Ok(NewWorkflow {
+        resource: body.resource_id.map(ResourceId::parse).transpose()?,
+        name: body.name,
+        description: body.description.unwrap_or_default(),
+        metadata: metadata(body.metadata)?,
+        steps: steps_of(body.steps.unwrap_or_default())?,
+    })
+}
+
 /// Create a workflow (`draft`) with its steps.
 ///
 /// `depends_on` defaults to the step before; a cycle, a dependency naming
@@ -429,14 +440,7 @@ async fn create_workflow(
     Write(who): Write,
     Json(body): Json<NewWorkflowDto>,
 ) -> Result<(StatusCode, Json<WorkflowDto>), ApiError> {
-    let new = NewWorkflow {
-        resource: body.resource_id.map(ResourceId::parse).transpose()?,
-        name: body.name,
-        description: body.description.unwrap_or_default(),
-        metadata: metadata(body.metadata)?,
-        steps: steps_of(body.steps.unwrap_or_default())?,
-    };
-    let state = s.workflows.create(&who, new).await?;
+    let state = s.workflows.create(&who, new_workflow(body)?).await?;
     Ok((StatusCode::CREATED, Json((&state).into())))
 }
 
