@@ -51,7 +51,13 @@ fn workflow(i: usize, steps: usize) -> NewWorkflow {
             step
         })
         .collect();
-    NewWorkflow { resource: None, name: format!("w{i}"), description: String::new(), metadata: Metadata::default(), steps }
+    NewWorkflow {
+        resource: None,
+        name: format!("w{i}"),
+        description: String::new(),
+        metadata: Metadata::default(),
+        steps,
+    }
 }
 
 trait Store: WorkflowStore + ThreadStore + MessageStore + StateStore + Database + 'static {}
