@@ -124,6 +124,11 @@ const FORK: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "
 /// known for its model); those depend on stored data, not on the request's
 /// shape, so the document cannot state them as a schema.
 const CONTEXT: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]"#;
+/// A workflow's steps: the defaults plus 400, for the rules the document
+/// states in prose (step names unique within the workflow, `depends_on`
+/// naming its steps without a cycle, a `$ref` naming a step it depends on,
+/// a `url` only for an `http` runner, at least one step to execute).
+const WORKFLOW: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 
 fn config(model_id: &str, tool_id: &str) -> String {
     format!(
@@ -163,6 +168,10 @@ checks.positive_data_acceptance.expected-statuses = {FORK}
 [[operations]]
 include-operation-id = ["assemble_context"]
 checks.positive_data_acceptance.expected-statuses = {CONTEXT}
+
+[[operations]]
+include-operation-id = ["create_workflow", "add_steps", "execute", "pause", "resume", "cancel", "retry_step"]
+checks.positive_data_acceptance.expected-statuses = {WORKFLOW}
 "#
     )
 }

@@ -64,6 +64,15 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // A summary on demand may store a version: a retry with the key gets
     // the first answer (one without folds in only what is new, if anything).
     "/api/threads/{id}/summary",
+    // Workflows: a retried create gets the first workflow; a retried
+    // transition the first answer instead of a 409 naming the new state.
+    "/api/workflows",
+    "/api/workflows/{id}/steps",
+    "/api/workflows/{id}/execute",
+    "/api/workflows/{id}/pause",
+    "/api/workflows/{id}/resume",
+    "/api/workflows/{id}/cancel",
+    "/api/workflows/{id}/steps/{step}/retry",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST

@@ -109,6 +109,7 @@ pub struct NewStepDto {
     #[schema(minimum = 1, maximum = 3_600_000)]
     pub timeout_ms: Option<u64>,
     /// A JSON object of at most 64 KiB.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -150,16 +151,21 @@ fn steps_of(dtos: Vec<NewStepDto>) -> Result<Vec<NewStep>, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkflowDto {
-    /// 1 to 256 bytes, not blank.
-    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    /// 1 to 256 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: String,
-    /// At most 4096 bytes.
+    /// At most 4096 characters.
     #[schema(max_length = 4096)]
     pub description: Option<String>,
     /// The resource its step threads belong to.
     #[schema(min_length = 1, max_length = 256, pattern = "^[A-Za-z0-9_.:@-]{1,256}$")]
     pub resource_id: Option<String>,
     /// A JSON object of at most 64 KiB.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Its steps, in order (at most 100; more may be added while `draft`
     /// or `paused`).
@@ -180,13 +186,18 @@ pub struct AddStepsDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWorkflowDto {
-    /// 1 to 256 bytes, not blank.
-    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    /// 1 to 256 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "[^\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub name: Option<String>,
-    /// At most 4096 bytes.
+    /// At most 4096 characters.
     #[schema(max_length = 4096)]
     pub description: Option<String>,
     /// A JSON object of at most 64 KiB (replaces the old).
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -375,8 +386,8 @@ pub struct ListWorkflowsQuery {
     pub name: Option<String>,
     /// From a previous page's `next_cursor` (opaque; bound to the filters).
     pub cursor: Option<String>,
-    /// 1 to 200, default 50.
-    #[param(minimum = 1, maximum = 200)]
+    /// 1 to 1000, default 50; a page holds at most 200.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -455,11 +466,11 @@ async fn list_workflows(
 ) -> Result<Json<WorkflowListDto>, ApiError> {
     let limit = match q.limit {
         None => 50,
-        Some(n) if (1..=memlayer_ports::MAX_WORKFLOW_PAGE).contains(&n) => n,
+        Some(n) if (1..=memlayer_domain::MAX_PAGE_SIZE).contains(&n) => n,
         Some(n) => {
             return Err(ApiError::invalid(format!(
                 "limit: must be between 1 and {}, got {n}",
-                memlayer_ports::MAX_WORKFLOW_PAGE
+                memlayer_domain::MAX_PAGE_SIZE
             )));
         }
     };

@@ -252,7 +252,9 @@ impl WorkflowService {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<WorkflowPage, StoreError> {
-        let after = cursor.map(|c| WorkflowCursor::decode(c, who.tenant(), &filter)).transpose()?;
+        let limit = limit.min(memlayer_ports::MAX_WORKFLOW_PAGE);
+        let after =
+            cursor.filter(|c| !c.is_empty()).map(|c| WorkflowCursor::decode(c, who.tenant(), &filter)).transpose()?;
         let items = self.store.list_workflows(who, &filter, after, limit).await?;
         let next_cursor = (items.len() == limit as usize && limit > 0)
             .then(|| items.last().map(|w| WorkflowCursor::encode(who.tenant(), &filter, w.id)))

@@ -38,10 +38,10 @@ use crate::{AgentName, DomainError, Metadata, ResourceId, StepId, TenantId, Thre
 
 /// Most steps one workflow holds.
 pub const MAX_STEPS: usize = 100;
-/// Longest workflow name, in bytes.
-pub const MAX_WORKFLOW_NAME_BYTES: usize = 256;
-/// Longest workflow description, in bytes.
-pub const MAX_WORKFLOW_DESCRIPTION_BYTES: usize = 4_096;
+/// Longest workflow name, in characters.
+pub const MAX_WORKFLOW_NAME_CHARS: usize = 256;
+/// Longest workflow description, in characters.
+pub const MAX_WORKFLOW_DESCRIPTION_CHARS: usize = 4_096;
 /// Largest step input, serialised, in bytes.
 pub const MAX_STEP_INPUT_BYTES: usize = 256 * 1024;
 /// Most attempts a step may be given.
@@ -477,17 +477,18 @@ pub struct WorkflowPatch {
 }
 
 fn check_name(name: &str) -> Result<(), DomainError> {
-    if name.trim().is_empty() || name.len() > MAX_WORKFLOW_NAME_BYTES {
-        return Err(DomainError::new("name", format!("must be 1 to {MAX_WORKFLOW_NAME_BYTES} bytes, not blank")));
+    if name.trim().is_empty() || name.chars().count() > MAX_WORKFLOW_NAME_CHARS {
+        return Err(DomainError::new("name", format!("must be 1 to {MAX_WORKFLOW_NAME_CHARS} characters, not blank")));
     }
     Ok(())
 }
 
 fn check_description(d: &str) -> Result<(), DomainError> {
-    if d.len() > MAX_WORKFLOW_DESCRIPTION_BYTES {
+    let n = d.chars().count();
+    if n > MAX_WORKFLOW_DESCRIPTION_CHARS {
         return Err(DomainError::new(
             "description",
-            format!("is {} bytes, at most {MAX_WORKFLOW_DESCRIPTION_BYTES}", d.len()),
+            format!("is {n} characters, at most {MAX_WORKFLOW_DESCRIPTION_CHARS}"),
         ));
     }
     Ok(())
