@@ -228,6 +228,11 @@ pub async fn workflow_delete_takes_steps_events_and_threads(b: Backend) {
     let w = b.workflows.create_workflow(&t, new_workflow("w", vec![step("a"), step("b")])).await.unwrap();
     let id = w.workflow.id;
     b.workflows.apply_workflow(&t, id, WorkflowOp::Execute, at(0)).await.unwrap();
+    let r = b.workflows.delete_workflow(&t, id).await;
+    assert!(
+        matches!(&r, Err(StoreError::Conflict(m)) if m.starts_with("workflow is running")),
+        "nothing claimed yet: {r:?}"
+    );
     let s = b.workflows.claim_steps("h", at(0), at(30), 1).await.unwrap().remove(0).step;
     let thread = b.threads.create(&t, NewThread::default()).await.unwrap();
     let set = WorkflowOp::SetThread { step: s.id, holder: "h".into(), thread: thread.id };
