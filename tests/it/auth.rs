@@ -119,6 +119,8 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     let key = created(send(&t.app, "POST", "/api/keys", &h, Some(&key)).await);
     let policy = json!({"resource_id": "victim-user", "max_thread_age_secs": 86400});
     let policy = created(send(&t.app, "POST", "/api/retention/policies", &h, Some(&policy)).await);
+    let workflow = json!({"name": "victim-workflow", "steps": [{"name": "s", "agent": "support", "input": "victim-secret-content"}]});
+    let workflow = created(send(&t.app, "POST", "/api/workflows", &h, Some(&workflow)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     BTreeMap::from([
         (("threads", "id"), thread),
@@ -134,6 +136,8 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
         (("settings", "key"), "theme".to_owned()),
         (("keys", "id"), id(&key)),
         (("retention", "id"), id(&policy)),
+        (("workflows", "id"), id(&workflow)),
+        (("workflows", "step"), "s".to_owned()),
     ])
 }
 

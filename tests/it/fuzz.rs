@@ -136,6 +136,11 @@ const TRANSFER: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "429
 /// answer to an `If-Match` naming a version the document is not at (which
 /// depends on what is stored, not on the request's shape).
 const IF_MATCH: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429", "5xx"]"#;
+/// A workflow's steps: the defaults plus 400, for the rules the document
+/// states in prose (step names unique within the workflow, `depends_on`
+/// naming its steps without a cycle, a `$ref` naming a step it depends on,
+/// a `url` only for an `http` runner, at least one step to execute).
+const WORKFLOW: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]"#;
 
 fn config(model_id: &str, tool_id: &str) -> String {
     format!(
@@ -200,6 +205,10 @@ checks.positive_data_acceptance.expected-statuses = {TRANSFER}
 [[operations]]
 include-operation-id = ["import"]
 enabled = false
+
+[[operations]]
+include-operation-id = ["create_workflow", "add_steps", "execute", "pause", "resume", "cancel", "retry_step"]
+checks.positive_data_acceptance.expected-statuses = {WORKFLOW}
 "#
     )
 }

@@ -460,6 +460,19 @@ async fn openapi_describes_every_route() {
         "DELETE /api/resources/{id}",
         "GET /api/export",
         "POST /api/import",
+        "POST /api/workflows",
+        "GET /api/workflows",
+        "GET /api/workflows/{id}",
+        "PATCH /api/workflows/{id}",
+        "DELETE /api/workflows/{id}",
+        "POST /api/workflows/{id}/steps",
+        "DELETE /api/workflows/{id}/steps/{step}",
+        "POST /api/workflows/{id}/execute",
+        "POST /api/workflows/{id}/pause",
+        "POST /api/workflows/{id}/resume",
+        "POST /api/workflows/{id}/cancel",
+        "POST /api/workflows/{id}/steps/{step}/retry",
+        "GET /api/workflows/{id}/events",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -473,7 +486,8 @@ async fn openapi_describes_every_route() {
             .replace("{message_id}", &id)
             .replace("{category}", "c")
             .replace("{key}", "k")
-            .replace("{version}", "1");
+            .replace("{version}", "1")
+            .replace("{step}", "s");
         let (status, body) = t.call_with(method, &path, &[], Some("{}".into()), true).await;
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED && body["error"]["message"] != "no such route",
@@ -525,6 +539,7 @@ async fn internal_errors_reveal_nothing() {
     );
     let app = memlayer_api::router(memlayer_api::AppState {
         context,
+        workflows: no_workflows(&memory),
         memory,
         search,
         catalog,
@@ -649,6 +664,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
         );
         let state = memlayer_api::AppState {
             context,
+            workflows: no_workflows(&memory),
             memory,
             search,
             catalog,
@@ -874,5 +890,17 @@ fn no_retention() -> memlayer_app::RetentionService {
     memlayer_app::RetentionService::new(
         Arc::new(memlayer_ports::MockRetentionStore::new()),
         memlayer_app::RetentionConfig::default(),
+    )
+}
+
+/// A workflow service whose store no test reaches.
+fn no_workflows(memory: &memlayer_app::MemoryService) -> memlayer_app::WorkflowService {
+    let noop: Arc<dyn memlayer_ports::StepRunner> = Arc::new(memlayer_app::NoopRunner);
+    let runners = memlayer_app::Runners { http: noop.clone(), openai: noop.clone(), noop };
+    memlayer_app::WorkflowService::new(
+        Arc::new(memlayer_ports::MockWorkflowStore::new()),
+        memory.clone(),
+        runners,
+        memlayer_app::WorkflowConfig::default(),
     )
 }

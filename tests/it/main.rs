@@ -47,4 +47,5 @@ mod support;
 mod sweep;
 mod tidy;
 mod transfer;
+mod workflows;
 mod working;

@@ -68,6 +68,7 @@ mod threads;
 mod transfer;
 mod values;
 mod vectors;
+mod workflows;
 mod working;
 
 pub use backend::LibsqlBackend;

@@ -62,6 +62,7 @@ mod threads;
 mod tls;
 mod transfer;
 mod vectors;
+mod workflows;
 mod working;
 
 pub use backend::PgBackend;

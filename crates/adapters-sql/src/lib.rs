@@ -57,6 +57,7 @@ pub mod transfer;
 pub mod usage;
 mod value;
 pub mod vectors;
+pub mod workflows;
 pub mod working;
 
 pub use dialect::Dialect;

@@ -197,6 +197,16 @@ pub enum Command {
     /// Import an export (ids kept; importing twice changes nothing), as
     /// `POST /api/import` does.
     Import(crate::cli_transfer::ImportArgs),
+    /// Workflows: create, list, get, execute (--wait runs and shows
+    /// progress), pause, resume, cancel, delete, events.
+    Workflows {
+        /// Tenant (default: the configured default tenant).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli_workflows::WorkflowAction,
+    },
 }
 
 /// Migration actions.
@@ -321,6 +331,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Agents(action)).await,
         Command::Tools { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Tools(action)).await,
         Command::Settings { tenant, action } => catalog_command(&cli, tenant, CatalogCommand::Settings(action)).await,
+        Command::Workflows { tenant, action } => {
+            let config = load_config(&cli, None)?;
+            init_tracing(&config);
+            let services = memlayer_app::build(config).await?;
+            crate::cli_workflows::run(&services, tenant.as_deref(), action.clone()).await
+        }
         Command::Summary(args) => {
             let config = load_config(&cli, None)?;
             init_tracing(&config);

@@ -68,6 +68,15 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // the first run's receipts instead of applying the policies again.
     "/api/retention/policies",
     "/api/retention/prune",
+    // Workflows: a retried create gets the first workflow; a retried
+    // transition the first answer instead of a 409 naming the new state.
+    "/api/workflows",
+    "/api/workflows/{id}/steps",
+    "/api/workflows/{id}/execute",
+    "/api/workflows/{id}/pause",
+    "/api/workflows/{id}/resume",
+    "/api/workflows/{id}/cancel",
+    "/api/workflows/{id}/steps/{step}/retry",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST

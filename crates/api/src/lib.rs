@@ -27,6 +27,7 @@ pub mod cli_keys;
 pub mod cli_retention;
 pub mod cli_summary;
 pub mod cli_transfer;
+pub mod cli_workflows;
 pub mod cli_working;
 pub mod context_routes;
 pub mod dto;
@@ -43,6 +44,7 @@ pub mod server;
 mod state;
 mod summary_routes;
 pub mod transfer_routes;
+mod workflow_routes;
 mod working_routes;
 
 pub use router::{ApiDoc, router};

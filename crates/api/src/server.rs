@@ -64,6 +64,7 @@ pub fn app(services: &Services) -> axum::Router {
         context: services.context.clone(),
         retention: services.retention.clone(),
         transfer: services.transfer.clone(),
+        workflows: services.workflows.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use memlayer_app::{
     CatalogService, ContextService, Coordinator, KeyService, Limiter, MemoryService, SearchService, SummaryService,
-    WorkingMemoryService,
+    WorkflowService, WorkingMemoryService,
 };
 use memlayer_ports::Database;
 
@@ -41,4 +41,6 @@ pub struct AppState {
     pub retention: memlayer_app::RetentionService,
     /// Exports and imports.
     pub transfer: memlayer_app::TransferService,
+    /// Workflows.
+    pub workflows: WorkflowService,
 }

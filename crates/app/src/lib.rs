@@ -28,12 +28,14 @@ mod limits;
 mod memory;
 pub mod processors;
 mod retention;
+pub mod runners;
 mod search;
 mod summary;
 mod sweeper;
 mod transfer;
 mod wiring;
 mod worker;
+mod workflows;
 mod working;
 
 pub use auth::{AuthConfig, AuthError, AuthMode, AuthModes, Authenticator, Verifier};
@@ -72,6 +74,9 @@ pub use wiring::{
     Background, BuildError, Services, build, default_cache_dir, open_database, open_keys, probe_embedder,
 };
 pub use worker::{EmbeddingWorker, Round, WorkerSettings};
+pub use workflows::{
+    NoopRunner, OpenAiRunnerConfig, RunRound, Runners, STEP_METADATA_KEY, WorkflowConfig, WorkflowPage, WorkflowService,
+};
 pub use working::{MAX_MERGE_ATTEMPTS, WorkingDocument, WorkingMemoryService, check_agent_schema};
 
 pub use memlayer_ports::{IndexKind, StoreError};

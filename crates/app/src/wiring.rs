@@ -85,6 +85,9 @@ pub struct Services {
     pub retention: crate::RetentionService,
     /// Exports and imports of a tenant's memory, keeping ids.
     pub transfer: crate::TransferService,
+    /// Workflows, and the runner loop (run by [`Services::start_background`]
+    /// when `workflows.enabled`).
+    pub workflows: crate::WorkflowService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -100,6 +103,7 @@ pub struct Background {
     lexical: Option<Arc<dyn LexicalIndex>>,
     summaries: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    workflows: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -138,6 +142,11 @@ impl Background {
             && let Err(e) = retention.await
         {
             tracing::warn!(error = %e, "retention scheduler ended abnormally");
+        }
+        // Running steps are abandoned: their leases expire and they run
+        // again (same idempotency key) on the next claim.
+        if let Some(w) = self.workflows {
+            w.abort();
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -197,6 +206,7 @@ impl Services {
         let keys = self.spawn_key_uses(rx.clone());
         let summaries = self.summaries.clone().spawn(rx.clone());
         let retention = self.config.retention.enabled.then(|| self.retention.clone().spawn(rx.clone()));
+        let workflows = self.config.workflows.enabled.then(|| self.workflows.clone().spawn(rx.clone()));
         let purge = self.spawn_purge(rx);
         Background {
             shutdown,
@@ -209,6 +219,7 @@ impl Services {
             lexical: self.lexical.clone(),
             summaries,
             retention,
+            workflows,
         }
     }
 
@@ -359,6 +370,7 @@ struct Stores {
     usage: Arc<dyn UsageStore>,
     retention: Arc<dyn RetentionStore>,
     transfer: Arc<dyn TransferStore>,
+    workflows: Arc<dyn memlayer_ports::WorkflowStore>,
 }
 
 impl Stores {
@@ -377,6 +389,7 @@ impl Stores {
             + UsageStore
             + RetentionStore
             + TransferStore
+            + memlayer_ports::WorkflowStore
             + 'static,
     {
         Self {
@@ -393,6 +406,7 @@ impl Stores {
             usage: b.clone(),
             retention: b.clone(),
             transfer: b.clone(),
+            workflows: b.clone(),
         }
     }
 }
@@ -644,6 +658,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         usage,
         retention,
         transfer,
+        workflows: workflow_store,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -717,6 +732,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     )
     .with_worker(worker.clone())
     .with_limiter(limiter.clone());
+    let workflows = open_workflows(&config.workflows, workflow_store, memory.clone(), catalog.clone())?;
     Ok(Services {
         memory,
         search,
@@ -740,7 +756,32 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summaries: summary_service,
         retention,
         transfer,
+        workflows,
     })
+}
+
+/// The workflow service with the `http`, `openai` and in-process no-op
+/// runners of `workflows.*`.
+fn open_workflows(
+    config: &crate::WorkflowConfig,
+    store: Arc<dyn memlayer_ports::WorkflowStore>,
+    memory: MemoryService,
+    catalog: CatalogService,
+) -> Result<crate::WorkflowService, BuildError> {
+    let runner_error = |e: StoreError| crate::ConfigError::Invalid { key: "workflows", reason: e.to_string() };
+    let runners = crate::Runners {
+        http: Arc::new(crate::runners::HttpRunner::new(config.signing_secret.clone()).map_err(runner_error)?),
+        openai: Arc::new(
+            crate::runners::OpenAiRunner::new(
+                &config.openai.base_url,
+                config.openai.api_key.clone(),
+                &config.openai.model,
+            )
+            .map_err(runner_error)?,
+        ),
+        noop: Arc::new(crate::NoopRunner),
+    };
+    Ok(crate::WorkflowService::new(store, memory, runners, config.clone()).with_catalog(catalog))
 }
 
 /// The summariser `summary.summarizer` names: the local extractive one over

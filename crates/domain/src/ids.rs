@@ -84,6 +84,16 @@ uuid_id!(
     ToolId,
     "tool_id"
 );
+uuid_id!(
+    /// Identifies a workflow.
+    WorkflowId,
+    "workflow_id"
+);
+uuid_id!(
+    /// Identifies a step of a workflow.
+    StepId,
+    "step_id"
+);
 
 uuid_id!(
     /// Identifies a retention policy.

@@ -26,6 +26,7 @@ mod state;
 mod summary;
 mod thread;
 mod token;
+mod workflow;
 mod working;
 
 pub use auth::{
@@ -41,7 +42,9 @@ pub use context::{
     recallable, segment_recent,
 };
 pub use error::DomainError;
-pub use ids::{AgentId, AgentName, MessageId, ModelId, PolicyId, ResourceId, RunId, TenantId, ThreadId, ToolId};
+pub use ids::{
+    AgentId, AgentName, MessageId, ModelId, PolicyId, ResourceId, RunId, StepId, TenantId, ThreadId, ToolId, WorkflowId,
+};
 pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,
@@ -68,6 +71,11 @@ pub use thread::{
     Title, parse_model,
 };
 pub use token::{TokenCount, TokenEncoding};
+pub use workflow::{
+    Lease, MAX_STEPS, NewStep, NewWorkflow, RunnerSpec, Step, StepName, StepStatus, Transition, TransitionError,
+    Workflow, WorkflowCursor, WorkflowEvent, WorkflowFilter, WorkflowOp, WorkflowPatch, WorkflowState, WorkflowStatus,
+    backoff, resolve_refs,
+};
 pub use working::{
     WorkingContent, WorkingFormat, WorkingFormatKind, WorkingMemory, WorkingMemoryOptions, WorkingScope,
     WorkingScopeKind,

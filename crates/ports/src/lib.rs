@@ -28,6 +28,7 @@ mod tokens;
 mod transfer;
 mod usage;
 mod vectors;
+mod workflows;
 mod working;
 
 #[cfg(feature = "contract")]
@@ -55,6 +56,7 @@ pub use tokens::TokenCounter;
 pub use transfer::{Catalog, Differs, Imported, ThreadExtras, ThreadRecords, TransferStore};
 pub use usage::UsageStore;
 pub use vectors::{IndexKind, ScoredHit, SearchFilter, ThreadSelection, VectorEntry, VectorIndex, VectorSearch};
+pub use workflows::{ClaimedStep, MAX_EVENT_PAGE, MAX_WORKFLOW_PAGE, StepOutcome, StepRun, StepRunner, WorkflowStore};
 pub use working::WorkingMemoryStore;
 
 #[cfg(feature = "mocks")]
@@ -74,5 +76,6 @@ pub use {
     transfer::MockTransferStore,
     usage::MockUsageStore,
     vectors::MockVectorIndex,
+    workflows::MockWorkflowStore,
     working::MockWorkingMemoryStore,
 };

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use crate::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore, StateStore,
-    SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkflowStore, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -55,6 +55,7 @@ pub mod thread_cases;
 pub mod token_cases;
 pub mod transfer_cases;
 pub mod vector_cases;
+pub mod workflow_cases;
 pub mod working_cases;
 
 /// One backend under test: every port served by the same store.
@@ -88,6 +89,8 @@ pub struct Backend {
     pub retention: Arc<dyn RetentionStore>,
     /// Export and import port.
     pub transfer: Arc<dyn TransferStore>,
+    /// Workflow port.
+    pub workflows: Arc<dyn WorkflowStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -116,6 +119,7 @@ impl Backend {
             + UsageStore
             + RetentionStore
             + TransferStore
+            + WorkflowStore
             + 'static,
     {
         Self {
@@ -132,7 +136,8 @@ impl Backend {
             summary_queue: store.clone(),
             usage: store.clone(),
             retention: store.clone(),
-            transfer: store,
+            transfer: store.clone(),
+            workflows: store,
             guard,
         }
     }
@@ -271,6 +276,14 @@ pub fn assert_transfer_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_vector_complete(listed: &[&str]) {
     assert_complete_in(include_str!("vector_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the workflow cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_workflow_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("workflow_cases.rs"), listed);
 }
 
 fn assert_complete_in(source: &str, listed: &[&str]) {
@@ -442,6 +455,16 @@ macro_rules! contract_suite {
             transfer_import_refuses_conflicts_storing_nothing,
             transfer_catalog_and_resource_working_import,
         );
+        $crate::__workflow_expand!(
+            $factory;
+            workflow_create_get_and_list_round_trip,
+            workflow_refused_operations_store_nothing,
+            workflow_steps_run_in_order_through_claims,
+            workflow_expired_leases_are_claimed_again_and_failures_back_off,
+            workflow_concurrent_claimers_never_share_a_step,
+            workflow_delete_takes_steps_events_and_threads,
+            workflow_patch_changes_descriptive_fields_only,
+        );
     };
 }
 
@@ -460,6 +483,25 @@ macro_rules! __retention_expand {
         #[test]
         fn retention_contract_suite_is_complete() {
             $crate::contract::assert_retention_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __workflow_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::workflow_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn workflow_contract_suite_is_complete() {
+            $crate::contract::assert_workflow_complete(&[$(stringify!($case)),*]);
         }
     };
 }

@@ -1,0 +1,3 @@
+DROP TABLE workflow_events;
+DROP TABLE workflow_steps;
+DROP TABLE workflows;
