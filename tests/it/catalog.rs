@@ -206,6 +206,14 @@ async fn bad_bodies(store: Store) {
         (
             "POST",
             "/api/agents",
+            json!({"name": "a", "model_id": mid, "runner": {"kind": "http", "url": "ftp://example.com/x"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "runner",
+        ),
+        (
+            "POST",
+            "/api/agents",
             json!({"name": "a b", "model_id": mid}),
             StatusCode::BAD_REQUEST,
             "invalid_request",

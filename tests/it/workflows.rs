@@ -121,14 +121,32 @@ struct Agent {
     hang_first: Mutex<Option<String>>,
     hanging: tokio::sync::Notify,
     delay_ms: u64,
+    /// Hold the first call until a second one runs beside it (or a minute
+    /// passes): with one step at a time per server, the second call can
+    /// only come from the other server, so both servers run steps however
+    /// the claims happen to be scheduled.
+    pair_first: bool,
+    paired: tokio::sync::Notify,
+    first_taken: std::sync::atomic::AtomicBool,
 }
 
 async fn agent_hook(State(agent): State<Arc<Agent>>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
     let step = body["step_id"].as_str().unwrap_or_default().to_owned();
     let name = body["step"].as_str().unwrap_or_default().to_owned();
     agent.calls.lock().unwrap().push((name.clone(), body["idempotency_key"].as_str().unwrap_or_default().to_owned()));
-    if !agent.in_flight.lock().unwrap().insert(step.clone()) {
-        agent.overlaps.lock().unwrap().push(step.clone());
+    let concurrent = {
+        let mut in_flight = agent.in_flight.lock().unwrap();
+        if !in_flight.insert(step.clone()) {
+            agent.overlaps.lock().unwrap().push(step.clone());
+        }
+        in_flight.len()
+    };
+    if agent.pair_first {
+        if concurrent >= 2 {
+            agent.paired.notify_one();
+        } else if !agent.first_taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::time::timeout(Duration::from_secs(60), agent.paired.notified()).await;
+        }
     }
     let hang = {
         let mut h = agent.hang_first.lock().unwrap();
@@ -246,15 +264,19 @@ async fn kill_mid_step_then_restart_completes_the_workflow_on_postgres() {
     crash_on(Store::Postgres).await;
 }
 
-/// Two servers on one Postgres database share the steps of 12 workflows:
-/// both run some, no step is ever called twice at once (the agent notices
-/// an overlap), each exactly once.
+/// Two servers on one Postgres database, each running one step at a time,
+/// share the steps of 12 workflows: both run some (the agent holds the
+/// first call until the other server calls too), no step is ever called
+/// twice at once (the agent notices an overlap), each exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_execution_without_running_a_step_twice() {
     let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
-    let env = vec![("DATABASE_URL".to_owned(), db.url.clone())];
+    let env = vec![
+        ("DATABASE_URL".to_owned(), db.url.clone()),
+        ("MEMLAYER_WORKFLOWS__CONCURRENCY".to_owned(), "1".to_owned()),
+    ];
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let agent = Arc::new(Agent { delay_ms: 30, ..Agent::default() });
+    let agent = Arc::new(Agent { delay_ms: 30, pair_first: true, ..Agent::default() });
     let hook = serve_agent(agent.clone()).await;
     let http = reqwest::Client::new();
     let one = start(d1.path(), &env);

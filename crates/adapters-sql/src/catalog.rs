@@ -183,6 +183,7 @@ pub(crate) fn agent_values(a: &AgentConfig) -> Vec<SqlValue> {
         a.updated_at.into(),
         m.working_memory.as_ref().map_or(SqlValue::Null, |w| SqlValue::Json(w.to_value())),
         m.context.as_ref().map_or(SqlValue::Null, |c| SqlValue::Json(c.to_value())),
+        s.runner.as_ref().map_or(SqlValue::Null, |r| SqlValue::Json(serde_json::to_value(r).unwrap_or_default())),
     ]
 }
 
@@ -212,6 +213,11 @@ pub(crate) fn agent_row(row: &Row, tenant: &TenantId) -> Result<AgentConfig, Sto
                     .transpose()
                     .map_err(|e| crate::corrupt(AGENTS.name, "context", e))?,
             },
+            runner: r
+                .opt_json::<serde_json::Value>(11, "runner")?
+                .map(|v| memlayer_domain::RunnerSpec::from_value("runner", v))
+                .transpose()
+                .map_err(|e| crate::corrupt(AGENTS.name, "runner", e))?,
         },
         created_at: r.timestamp(7, "created_at")?,
         updated_at: r.timestamp(8, "updated_at")?,

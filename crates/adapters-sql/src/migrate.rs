@@ -79,6 +79,7 @@ macro_rules! migration {
     // Postgres only: row-level security on a caller's resource for working memory and summaries.
     (16 $(=> $drops:expr)?) => { $crate::migration!(@ 16, "resource_isolation_memory", "0016_resource_isolation_memory" $(, $drops)?) };
     (17 $(=> $drops:expr)?) => { $crate::migration!(@ 17, "retention", "0017_retention" $(, $drops)?) };
+    (18 $(=> $drops:expr)?) => { $crate::migration!(@ 18, "agent_runner", "0018_agent_runner" $(, $drops)?) };
     (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
 }
 

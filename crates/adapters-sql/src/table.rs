@@ -124,6 +124,8 @@ pub const AGENTS: Table = Table {
         col("working_memory", Kind::Json),
         // Migration 15: the agent's context options (JSON), NULL when unset.
         col("context", Kind::Json),
+        // Migration 18: the agent's workflow runner (`RunnerSpec`), NULL when unset.
+        col("runner", Kind::Json),
     ],
     entity: Some(CatalogEntity::Agents),
     link: Some((

@@ -298,6 +298,7 @@ pub async fn run(services: &Services, tenant: &TenantId, command: CatalogCommand
                         working_memory,
                         context: None,
                     },
+                    runner: None,
                 };
                 print(&AgentDto::from(c.create_agent(tenant, new).await?))
             }

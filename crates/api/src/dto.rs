@@ -914,6 +914,10 @@ pub struct AgentBodyDto {
     /// Memory options.
     #[serde(default)]
     pub memory: MemoryOptionsDto,
+    /// How its workflow steps run when a step names no runner of its own
+    /// (absent: `workflows.default_runner`).
+    #[serde(default)]
+    pub runner: Option<crate::workflow_routes::RunnerDto>,
 }
 
 impl TryFrom<AgentBodyDto> for NewAgent {
@@ -937,6 +941,7 @@ impl TryFrom<AgentBodyDto> for NewAgent {
                     .transpose()
                     .map_err(|e| DomainError::new("memory.context", format!("{}: {}", e.field, e.reason)))?,
             },
+            runner: d.runner.map(|r| r.spec("runner")).transpose()?,
         };
         new.validate()?;
         Ok(new)
@@ -958,6 +963,9 @@ pub struct AgentDto {
     pub tool_ids: Vec<String>,
     /// Memory options (unset ones are `null`).
     pub memory: MemoryOptionsDto,
+    /// Its workflow steps' runner, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<crate::workflow_routes::RunnerDto>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -980,6 +988,7 @@ impl From<AgentConfig> for AgentDto {
                 working_memory: m.working_memory.clone().map(Into::into),
                 context: m.context.as_ref().map(Into::into),
             },
+            runner: a.spec.runner.as_ref().map(Into::into),
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),
         }

@@ -24,9 +24,9 @@ use memlayer_app::{
 };
 use memlayer_domain::{
     AgentConfig, AgentId, AgentName, AgentState, ContextOptions, Embedding, MemoryOptions, MessageId, Metadata,
-    ModelConfig, ModelId, NewAgent, NewMessage, NewModel, NewTool, ResourceId, Role, Scope, Setting, SettingName,
-    Summary, TenantId, Thread, ThreadId, Timestamp, Title, TokenCount, ToolCall, ToolConfig, ToolId, WorkingContent,
-    WorkingMemory, WorkingMemoryOptions, WorkingScope,
+    ModelConfig, ModelId, NewAgent, NewMessage, NewModel, NewTool, ResourceId, Role, RunnerSpec, Scope, Setting,
+    SettingName, Summary, TenantId, Thread, ThreadId, Timestamp, Title, TokenCount, ToolCall, ToolConfig, ToolId,
+    WorkingContent, WorkingMemory, WorkingMemoryOptions, WorkingScope,
 };
 use memlayer_ports::{StoreError, VectorEntry};
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,7 @@ wire_records! {
         system_prompt: String,
         tool_ids: Vec<String>,
         memory: WireMemory,
+        #[serde(default, skip_serializing_if = "Option::is_none")] runner: Option<Value>,
         #[serde(with = "time::serde::rfc3339")] created_at: Ts,
         #[serde(with = "time::serde::rfc3339")] updated_at: Ts,
     }
@@ -356,6 +357,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Erro
                         working_memory: m.working_memory.as_ref().map(WorkingMemoryOptions::to_value),
                         context: m.context.as_ref().map(ContextOptions::to_value),
                     },
+                    runner: a.spec.runner.as_ref().and_then(|r| serde_json::to_value(r).ok()),
                     created_at: a.created_at,
                     updated_at: a.updated_at,
                 },
@@ -585,6 +587,11 @@ pub fn decode(line: &[u8], tenant: &TenantId) -> Result<Record, FieldError> {
                             .transpose()
                             .map_err(|e| bad("memory.context", e))?,
                     },
+                    runner: a
+                        .runner
+                        .map(|r| RunnerSpec::from_value("runner", r))
+                        .transpose()
+                        .map_err(|e| bad("runner", e.reason))?,
                 },
                 created_at: a.created_at,
                 updated_at: a.updated_at,

@@ -69,6 +69,16 @@ pub struct RunnerDto {
     pub url: Option<String>,
 }
 
+impl RunnerDto {
+    /// The runner it names.
+    ///
+    /// # Errors
+    /// On `field`, as [`RunnerSpec::from_value`].
+    pub fn spec(self, field: &'static str) -> Result<RunnerSpec, memlayer_domain::DomainError> {
+        RunnerSpec::from_value(field, serde_json::to_value(self).unwrap_or(Value::Null))
+    }
+}
+
 impl From<&RunnerSpec> for RunnerDto {
     fn from(r: &RunnerSpec) -> Self {
         match r {
@@ -127,10 +137,7 @@ impl NewStepDto {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        step.runner = self
-            .runner
-            .map(|r| RunnerSpec::from_value("runner", serde_json::to_value(r).unwrap_or(Value::Null)))
-            .transpose()?;
+        step.runner = self.runner.map(|r| r.spec("runner")).transpose()?;
         step.optional = self.optional.unwrap_or(false);
         step.max_attempts = self.max_attempts.unwrap_or(NewStep::DEFAULT_MAX_ATTEMPTS);
         step.timeout_ms = self.timeout_ms.unwrap_or(NewStep::DEFAULT_TIMEOUT_MS);

@@ -76,6 +76,7 @@ async fn main() {
             working_memory: None,
             context: None,
         },
+        runner: None,
     };
     let agent = service.create_agent(&t, agent).await.unwrap();
 

@@ -143,6 +143,7 @@ async fn main() {
         system_prompt: prompt,
         tool_ids: vec![],
         memory: MemoryOptions::default(),
+        runner: None,
     };
     services.catalog.create_agent(&tenant, agent).await.unwrap();
     let new_thread = || NewThread {

@@ -218,6 +218,25 @@ impl ContextMessage {
         self.tokens
     }
 
+    /// The message as a chat-completions API takes it: `role`, `content`,
+    /// and when present `name`, `tool_calls` (`{id, type: "function",
+    /// function: {name, arguments}}`, arguments as JSON text) and
+    /// `tool_call_id`.
+    #[must_use]
+    pub fn to_chat(&self) -> serde_json::Value {
+        let mut m = serde_json::json!({"role": self.role.as_str(), "content": self.content});
+        if let Some(name) = &self.name {
+            m["name"] = name.as_str().into();
+        }
+        if !self.tool_calls.is_empty() {
+            m["tool_calls"] = chat_tool_calls(&self.tool_calls);
+        }
+        if let Some(id) = &self.tool_call_id {
+            m["tool_call_id"] = id.as_str().into();
+        }
+        m
+    }
+
     /// The text counted for it.
     fn counted_text(&self) -> String {
         model_text(&self.content, &self.tool_calls)
@@ -314,6 +333,21 @@ pub struct AssembledContext {
     pub processors: Vec<ProcessorReport>,
     /// The recall query used, if recall ran.
     pub query: Option<String>,
+}
+
+/// Tool calls as a chat-completions API takes them: `{id, type:
+/// "function", function: {name, arguments}}`, the arguments as JSON text.
+pub(crate) fn chat_tool_calls(calls: &[memlayer_domain::ToolCall]) -> serde_json::Value {
+    calls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments.to_string()},
+            })
+        })
+        .collect()
 }
 
 /// Assembles contexts; see the module doc.

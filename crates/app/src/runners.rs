@@ -12,30 +12,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use memlayer_domain::{DomainError, RunnerSpec};
+use hmac::{Hmac, Mac};
+use memlayer_domain::{DomainError, RunnerSpec, ToolCall};
 use memlayer_ports::{StepOutcome, StepRun, StepRunner, StoreError};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::Secret;
 
 /// Longest reply body read, in bytes.
 const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-
-/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
-#[must_use]
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-    let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(&opad).chain_update(inner).finalize().into()
-}
 
 /// The Standard Webhooks signature header value of `body` sent with
 /// `id` and `timestamp` (seconds): `v1,` and the base64 HMAC-SHA256 of
@@ -47,9 +33,11 @@ pub fn webhook_signature(secret: &str, id: &str, timestamp: u64, body: &[u8]) ->
         .strip_prefix("whsec_")
         .and_then(|b| STANDARD.decode(b).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec());
-    let mut msg = format!("{id}.{timestamp}.").into_bytes();
-    msg.extend_from_slice(body);
-    format!("v1,{}", STANDARD.encode(hmac_sha256(&key, &msg)))
+    // HMAC accepts a key of any length, so `new_from_slice` cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 fn client() -> Result<reqwest::Client, StoreError> {
@@ -82,11 +70,15 @@ async fn read_json(response: reqwest::Response, timeout: Duration, what: &str) -
         .map_err(|e| DomainError::new("reply", format!("{what} replied with malformed JSON: {e}")).into())
 }
 
-/// POSTs the step to the URL of its `{"kind": "http", "url": …}` runner.
+/// POSTs the step to the URL of its `{"kind": "http", "url": …}` runner
+/// (the step's own, else its agent's).
 ///
 /// The body: `workflow_id`, `workflow`, `step_id`, `step`, `agent`,
-/// `input` (resolved), `thread_id`, `attempt`, `idempotency_key` and
-/// `context` (the step thread's messages as chat messages). Headers:
+/// `input` (resolved), `thread_id`, `attempt`, `idempotency_key`,
+/// `context` (chat messages: the step thread's context as the context
+/// engine assembles it, else the agent's system prompt and the newest
+/// messages), `context_assembled`, and the agent's `model` and `tools`
+/// (chat-completions `tools` entries) when the catalog has them. Headers:
 /// `Idempotency-Key`, and the Standard Webhooks `webhook-id` (the
 /// idempotency key), `webhook-timestamp` and, with a secret,
 /// `webhook-signature`. A 2xx JSON reply is the output; a JSON string is
@@ -110,12 +102,8 @@ impl HttpRunner {
 #[async_trait::async_trait]
 impl StepRunner for HttpRunner {
     async fn run(&self, run: StepRun) -> Result<StepOutcome, StoreError> {
-        let Some(RunnerSpec::Http { url }) = &run.step.runner else {
-            return Err(DomainError::new(
-                "runner",
-                "the http runner needs the step's {\"kind\": \"http\", \"url\": …}",
-            )
-            .into());
+        let RunnerSpec::Http { url } = &run.runner else {
+            return Err(DomainError::new("runner", "the http runner needs {\"kind\": \"http\", \"url\": …}").into());
         };
         let body = json!({
             "workflow_id": run.workflow.id,
@@ -128,6 +116,9 @@ impl StepRunner for HttpRunner {
             "attempt": run.step.attempts,
             "idempotency_key": run.idempotency_key,
             "context": run.context,
+            "context_assembled": run.assembled,
+            "model": run.model,
+            "tools": run.tools,
         });
         let body = serde_json::to_vec(&body).map_err(StoreError::backend)?;
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -150,15 +141,16 @@ impl StepRunner for HttpRunner {
             Value::String(s) => vec![s.clone()],
             _ => Vec::new(),
         };
-        Ok(StepOutcome { output, messages, usage: None })
+        Ok(StepOutcome { output, messages, usage: None, tool_calls: Vec::new() })
     }
 }
 
 /// Runs a step as one chat completion: the agent's model (from the
-/// catalog, else `workflows.openai.model`) and system prompt, then the step
-/// thread's messages. The output is `{"text", "tool_calls"?, "usage"}`
-/// (`usage` with `prompt_tokens`, `completion_tokens` and, when the model
-/// has prices, `cost`); the reply's text is appended to the step's thread.
+/// catalog, else `workflows.openai.model`), the step's context (system
+/// prompt first) and the agent's tools. The output is `{"text",
+/// "tool_calls"?, "model", "usage"}` (`usage` with `prompt_tokens`,
+/// `completion_tokens` and, when the model has prices, `cost`); the reply's
+/// text is appended to the step's thread with its tool calls.
 #[derive(Debug, Clone)]
 pub struct OpenAiRunner {
     client: reqwest::Client,
@@ -185,18 +177,13 @@ impl OpenAiRunner {
 #[async_trait::async_trait]
 impl StepRunner for OpenAiRunner {
     async fn run(&self, run: StepRun) -> Result<StepOutcome, StoreError> {
-        let mut messages = Vec::with_capacity(run.context.len() + 1);
-        if let Some(p) = &run.system_prompt {
-            messages.push(json!({"role": "system", "content": p}));
-        }
-        messages.extend(run.context.iter().cloned());
         let model = run.model.clone().unwrap_or_else(|| self.model.clone());
         let timeout = Duration::from_millis(run.step.timeout_ms);
         let mut request = self
             .client
             .post(format!("{}/chat/completions", self.base_url))
             .timeout(timeout)
-            .json(&json!({"model": model, "messages": messages}));
+            .json(&request_body(&model, &run));
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
         }
@@ -218,32 +205,53 @@ impl StepRunner for OpenAiRunner {
             usage["cost"] = json!(cost);
         }
         let mut output = json!({"text": text, "model": model, "usage": usage});
-        let mut thread_text = text.clone();
-        if let Some(calls) = tool_calls {
-            if thread_text.is_empty() {
-                thread_text = format!("tool calls: {calls}");
+        let calls = match tool_calls {
+            Some(calls) => {
+                let parsed = parse_tool_calls(&calls)?;
+                output["tool_calls"] = calls;
+                parsed
             }
-            output["tool_calls"] = calls;
-        }
-        Ok(StepOutcome { output, messages: vec![thread_text], usage: Some((prompt, completion)) })
+            None => Vec::new(),
+        };
+        Ok(StepOutcome { output, messages: vec![text], usage: Some((prompt, completion)), tool_calls: calls })
     }
+}
+
+/// The chat-completions request: the model, the context, and the tools
+/// when the agent has any.
+fn request_body(model: &str, run: &StepRun) -> Value {
+    let mut body = json!({"model": model, "messages": run.context});
+    if !run.tools.is_empty() {
+        body["tools"] = Value::Array(run.tools.clone());
+    }
+    body
+}
+
+/// The reply's `tool_calls` as stored calls: each needs an `id` and a
+/// `function.name`; `function.arguments` is JSON text (kept as a string
+/// when it is not JSON).
+fn parse_tool_calls(calls: &Value) -> Result<Vec<ToolCall>, StoreError> {
+    let malformed = |why: &str| DomainError::new("reply", format!("tool_calls: {why}"));
+    let list = calls.as_array().ok_or_else(|| malformed("must be an array"))?;
+    list.iter()
+        .map(|c| {
+            let id = c.get("id").and_then(Value::as_str).ok_or_else(|| malformed("a call has no id"))?;
+            let name =
+                c.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| malformed("a call has no name"))?;
+            let arguments = match c.pointer("/function/arguments") {
+                Some(Value::String(text)) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+                Some(other) => other.clone(),
+                None => Value::Object(serde_json::Map::new()),
+            };
+            Ok(ToolCall { id: id.to_owned(), name: name.to_owned(), arguments })
+        })
+        .collect::<Result<_, DomainError>>()
+        .map_err(Into::into)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        // Test case 2 of RFC 4231.
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-        // Test case 6: a key longer than the block is hashed first.
-        let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
-    }
 
     #[test]
     fn webhook_signatures_follow_standard_webhooks() {

@@ -732,7 +732,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     )
     .with_worker(worker.clone())
     .with_limiter(limiter.clone());
-    let workflows = open_workflows(&config.workflows, workflow_store, memory.clone(), catalog.clone())?;
+    let workflows = open_workflows(&config.workflows, workflow_store, memory.clone(), catalog.clone())?
+        .with_context(context.clone());
     Ok(Services {
         memory,
         search,

@@ -14,8 +14,11 @@
 //!    (the process died after appending it, before completing the step), the
 //!    step completes with that output without running again, so no output
 //!    is lost or written twice;
-//! 3. otherwise the runner runs it (the step's own `runner`, else
-//!    `workflows.default_runner`) within the step's timeout, a heartbeat
+//! 3. otherwise the runner runs it (the step's own `runner`, else its
+//!    agent's in the catalog, else `workflows.default_runner`) with the
+//!    thread's context assembled by the context engine (else the agent's
+//!    system prompt and the newest messages) and the agent's tools, within
+//!    the step's timeout, a heartbeat
 //!    extending the lease meanwhile; its messages are appended to the thread
 //!    (the last one marked as the output, carrying it), then the step is
 //!    completed;
@@ -39,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::{AppendOptions, CatalogService, MemoryService, Secret};
+use crate::{AppendOptions, CatalogService, ContextRequest, ContextService, MemoryService, Secret};
 
 /// The metadata key of a step thread's messages written by the runner
 /// loop: `{"workflow_id", "step_id", "key", "output"}` on the output message.
@@ -187,6 +190,7 @@ pub struct WorkflowService {
     store: Arc<dyn WorkflowStore>,
     memory: MemoryService,
     catalog: Option<CatalogService>,
+    context: Option<ContextService>,
     runners: Runners,
     config: WorkflowConfig,
     holder: String,
@@ -200,13 +204,31 @@ impl WorkflowService {
     pub fn new(store: Arc<dyn WorkflowStore>, memory: MemoryService, runners: Runners, config: WorkflowConfig) -> Self {
         let holder = format!("{}-{}", std::process::id(), StepId::new());
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
-        Self { store, memory, catalog: None, runners, config, holder, slots, wake: Arc::new(Notify::new()) }
+        Self {
+            store,
+            memory,
+            catalog: None,
+            context: None,
+            runners,
+            config,
+            holder,
+            slots,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Reads agents' models and system prompts from the catalog.
     #[must_use]
     pub fn with_catalog(mut self, catalog: CatalogService) -> Self {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Sends runners the step thread's context as the context engine
+    /// assembles it (under the agent's model and budget).
+    #[must_use]
+    pub fn with_context(mut self, context: ContextService) -> Self {
+        self.context = Some(context);
         self
     }
 
@@ -540,20 +562,29 @@ impl WorkflowService {
         if let Some(output) = history.last().and_then(|m| recorded_output(m, &key)) {
             return Ok(output);
         }
-        let context: Vec<Value> =
-            history.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect();
-        let (model, system_prompt, prices) = self.agent_settings(tenant, step).await;
+        let agent = self.agent_settings(tenant, step).await?;
+        let spec = self.runner_spec(step, agent.runner.as_ref())?;
+        let (context, assembled) = match self.assembled_context(tenant, thread).await {
+            Some(messages) => (messages, true),
+            None => {
+                let prompt = agent.system_prompt.iter().map(|p| json!({"role": "system", "content": p}));
+                (prompt.chain(history.iter().map(chat_message)).collect(), false)
+            }
+        };
         let run = StepRun {
             workflow: workflow.clone(),
             step: step.clone(),
             thread,
             idempotency_key: key.clone(),
+            runner: spec.clone(),
             context,
-            model,
-            system_prompt,
-            prices,
+            assembled,
+            model: agent.model,
+            system_prompt: agent.system_prompt,
+            tools: agent.tools,
+            prices: agent.prices,
         };
-        let runner = self.runner_for(step)?;
+        let runner = self.runner_for(&spec);
         let timeout = Duration::from_millis(step.timeout_ms);
         let outcome = match tokio::time::timeout(timeout, runner.run(run)).await {
             Ok(r) => r?,
@@ -568,29 +599,65 @@ impl WorkflowService {
         Ok(outcome.output)
     }
 
-    fn runner_for(&self, step: &Step) -> Result<Arc<dyn StepRunner>, StoreError> {
-        let spec = step.runner.clone().or_else(|| self.config.default_spec()).ok_or_else(|| {
-            DomainError::new("runner", "no runner: the step names none and workflows.default_runner is unset")
-        })?;
-        Ok(match spec {
+    /// The step's runner, else its agent's, else `workflows.default_runner`.
+    fn runner_spec(&self, step: &Step, agent: Option<&RunnerSpec>) -> Result<RunnerSpec, StoreError> {
+        Ok(step.runner.clone().or_else(|| agent.cloned()).or_else(|| self.config.default_spec()).ok_or_else(|| {
+            DomainError::new(
+                "runner",
+                "no runner: the step names none, its agent has none and workflows.default_runner is unset",
+            )
+        })?)
+    }
+
+    fn runner_for(&self, spec: &RunnerSpec) -> Arc<dyn StepRunner> {
+        match spec {
             RunnerSpec::Http { .. } => self.runners.http.clone(),
             RunnerSpec::Openai => self.runners.openai.clone(),
             RunnerSpec::Noop => self.runners.noop.clone(),
-        })
+        }
     }
 
-    async fn agent_settings(
-        &self,
-        tenant: &TenantId,
-        step: &Step,
-    ) -> (Option<String>, Option<String>, Option<(f64, f64)>) {
-        let Some(catalog) = &self.catalog else { return (None, None, None) };
-        let Ok(Some(agent)) = catalog.agent_by_name(tenant, &step.agent).await else { return (None, None, None) };
-        let prompt = Some(agent.spec.system_prompt.clone()).filter(|p| !p.is_empty());
-        match catalog.get_model(tenant, agent.spec.model_id).await {
-            Ok(m) => (Some(m.spec.name.clone()), prompt, Some((m.spec.input_price, m.spec.output_price))),
-            Err(_) => (None, prompt, None),
+    /// The step thread's context as the context engine assembles it, as
+    /// chat messages; `None` without a context engine or when it cannot
+    /// (no model or budget known for a free agent name): the caller falls
+    /// back to the newest messages.
+    async fn assembled_context(&self, tenant: &TenantId, thread: memlayer_domain::ThreadId) -> Option<Vec<Value>> {
+        let context = self.context.as_ref()?;
+        match context.assemble(tenant, thread, ContextRequest::default()).await {
+            Ok(c) => Some(c.messages.iter().map(crate::ContextMessage::to_chat).collect()),
+            Err(e) => {
+                tracing::debug!(%thread, error = %e, "step context not assembled; sending the newest messages");
+                None
+            }
         }
+    }
+
+    /// What the catalog says about the step's agent (nothing for a free
+    /// agent name or without a catalog).
+    ///
+    /// # Errors
+    /// A store error reading the catalog (the attempt fails and is retried).
+    async fn agent_settings(&self, tenant: &TenantId, step: &Step) -> Result<AgentSettings, StoreError> {
+        let mut settings = AgentSettings::default();
+        let Some(catalog) = &self.catalog else { return Ok(settings) };
+        let Some(agent) = catalog.agent_by_name(tenant, &step.agent).await? else { return Ok(settings) };
+        settings.system_prompt = Some(agent.spec.system_prompt.clone()).filter(|p| !p.is_empty());
+        settings.runner = agent.spec.runner.clone();
+        for id in &agent.spec.tool_ids {
+            let tool = catalog.get_tool(tenant, *id).await?;
+            settings.tools.push(json!({
+                "type": "function",
+                "function": {
+                    "name": tool.spec.name,
+                    "description": tool.spec.description,
+                    "parameters": tool.spec.parameters,
+                },
+            }));
+        }
+        let model = catalog.get_model(tenant, agent.spec.model_id).await?;
+        settings.model = Some(model.spec.name.clone());
+        settings.prices = Some((model.spec.input_price, model.spec.output_price));
+        Ok(settings)
     }
 
     async fn create_thread(&self, workflow: &Workflow, step: &Step) -> Result<memlayer_domain::ThreadId, StoreError> {
@@ -638,16 +705,42 @@ impl WorkflowService {
         let last = texts.len() - 1;
         let mut batch = Vec::with_capacity(texts.len());
         for (i, text) in texts.into_iter().enumerate() {
-            let meta = if i == last {
-                json!({STEP_METADATA_KEY: {"step_id": step.id, "key": key, "output": outcome.output}})
+            let (meta, calls) = if i == last {
+                (
+                    json!({STEP_METADATA_KEY: {"step_id": step.id, "key": key, "output": outcome.output}}),
+                    outcome.tool_calls.clone(),
+                )
             } else {
-                json!({STEP_METADATA_KEY: {"step_id": step.id, "key": key}})
+                (json!({STEP_METADATA_KEY: {"step_id": step.id, "key": key}}), Vec::new())
             };
-            batch.push(NewMessage::new(Role::Assistant, text, None, None, Vec::new(), Metadata::from_value(meta)?)?);
+            batch.push(NewMessage::new(Role::Assistant, text, None, None, calls, Metadata::from_value(meta)?)?);
         }
         self.memory.append_messages(&workflow.tenant, thread, batch, AppendOptions::default()).await?;
         Ok(())
     }
+}
+
+/// What the catalog says about a step's agent.
+#[derive(Debug, Default)]
+struct AgentSettings {
+    model: Option<String>,
+    system_prompt: Option<String>,
+    prices: Option<(f64, f64)>,
+    runner: Option<RunnerSpec>,
+    tools: Vec<Value>,
+}
+
+/// A stored message as a chat message (tool calls and the call answered
+/// kept).
+fn chat_message(m: &memlayer_domain::Message) -> Value {
+    let mut v = json!({"role": m.role.as_str(), "content": m.content});
+    if !m.tool_calls.is_empty() {
+        v["tool_calls"] = crate::context::chat_tool_calls(&m.tool_calls);
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = id.as_str().into();
+    }
+    v
 }
 
 /// The output a message records for the attempt with idempotency key `key`.
@@ -676,6 +769,7 @@ impl StepRunner for NoopRunner {
             output: json!({"ok": true, "step": run.step.name.as_str()}),
             messages: Vec::new(),
             usage: None,
+            tool_calls: Vec::new(),
         })
     }
 }

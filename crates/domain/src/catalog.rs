@@ -218,6 +218,9 @@ pub struct NewAgent {
     pub tool_ids: Vec<ToolId>,
     /// Memory defaults for its threads.
     pub memory: MemoryOptions,
+    /// How its workflow steps run when a step names no runner of its own
+    /// (else `workflows.default_runner`).
+    pub runner: Option<crate::RunnerSpec>,
 }
 
 impl NewAgent {
@@ -236,6 +239,9 @@ impl NewAgent {
             if self.tool_ids[..i].contains(t) {
                 return Err(DomainError::new("tool_ids", format!("{t} is listed twice")));
             }
+        }
+        if let Some(r) = &self.runner {
+            r.validate("runner")?;
         }
         self.memory.validate()
     }

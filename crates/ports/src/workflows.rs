@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use memlayer_domain::{
-    NewWorkflow, Reach, Step, ThreadId, Timestamp, Workflow, WorkflowEvent, WorkflowFilter, WorkflowId, WorkflowOp,
-    WorkflowPatch, WorkflowState,
+    NewWorkflow, Reach, RunnerSpec, Step, ThreadId, Timestamp, ToolCall, Workflow, WorkflowEvent, WorkflowFilter,
+    WorkflowId, WorkflowOp, WorkflowPatch, WorkflowState,
 };
 use serde_json::Value;
 
@@ -126,13 +126,27 @@ pub struct StepRun {
     /// The key to deduplicate by: the same when a step runs again after a
     /// crash ([`Step::idempotency_key`]).
     pub idempotency_key: String,
-    /// The thread's messages so far, oldest first, as `{role, content}`
-    /// chat messages (the input first).
+    /// The runner chosen: the step's own, else its agent's, else
+    /// `workflows.default_runner` (an `http` runner's URL is here).
+    pub runner: RunnerSpec,
+    /// The chat messages to send, ready for a chat-completions API
+    /// (`role`, `content`, and `name`, `tool_calls`, `tool_call_id` when
+    /// present): the step thread's context assembled by the context engine
+    /// under the agent's budget (system prompt, working memory, summary,
+    /// recall, recent messages) when it can be; else the agent's system
+    /// prompt, if any, and the thread's newest messages, oldest first.
     pub context: Vec<Value>,
+    /// Whether `context` was assembled by the context engine.
+    pub assembled: bool,
     /// The agent's model from the catalog, if the agent is there.
     pub model: Option<String>,
-    /// The agent's system prompt from the catalog, if any.
+    /// The agent's system prompt from the catalog, if any (already the
+    /// first message of `context`).
     pub system_prompt: Option<String>,
+    /// The agent's tools from the catalog, in order, as chat-completions
+    /// `tools` entries (`{"type": "function", "function": {name,
+    /// description, parameters}}`).
+    pub tools: Vec<Value>,
     /// The model's prices per million input and output tokens, if known.
     pub prices: Option<(f64, f64)>,
 }
@@ -147,6 +161,9 @@ pub struct StepOutcome {
     pub messages: Vec<String>,
     /// Tokens used, when the runner knows (`prompt`, `completion`).
     pub usage: Option<(u64, u64)>,
+    /// Tool calls the model asked for, stored on the last assistant
+    /// message.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Runs steps: an HTTP endpoint, a chat-completions model, or code in the

@@ -84,6 +84,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
             system_prompt: "secret".into(),
             tool_ids: vec![tool.id],
             memory: MemoryOptions::default(),
+            runner: None,
         };
         store.create_agent(t, agent).await.unwrap();
         let (cat, key) = (SettingName::category("ui").unwrap(), SettingName::key("theme").unwrap());

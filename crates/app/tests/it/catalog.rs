@@ -28,6 +28,7 @@ fn new_agent(name: &str, memory: MemoryOptions) -> NewAgent {
         system_prompt: "be brief".into(),
         tool_ids: vec![],
         memory,
+        runner: None,
     }
 }
 

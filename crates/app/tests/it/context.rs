@@ -121,6 +121,7 @@ impl Fixture {
             system_prompt: prompt.into(),
             tool_ids: vec![],
             memory,
+            runner: None,
         };
         self.catalog.create_agent(&tenant(), spec).await.unwrap();
     }

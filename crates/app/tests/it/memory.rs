@@ -210,6 +210,7 @@ async fn tokens_are_counted_with_the_agents_model_when_the_thread_has_none() {
         system_prompt: "help".into(),
         tool_ids: vec![],
         memory: MemoryOptions::default(),
+        runner: None,
     };
     catalog.create_agent(&tenant(), agent).await.unwrap();
     let id = ThreadId::new();

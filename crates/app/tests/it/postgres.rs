@@ -100,6 +100,7 @@ async fn the_app_runs_every_use_case_on_postgres() {
         system_prompt: "Be brief.".into(),
         tool_ids: vec![],
         memory: memory.clone(),
+        runner: None,
     };
     services.catalog.create_agent(&tenant, configured).await.unwrap();
     let direct = memlayer_ports::CatalogStore::get_model(&db.backend().await, &tenant, model.id).await;

@@ -24,6 +24,7 @@ enum Mode {
     Error,
     Malformed,
     Slow,
+    ToolCalls,
 }
 
 #[derive(Default)]
@@ -55,6 +56,13 @@ async fn answer(
             tokio::time::sleep(Duration::from_secs(30)).await;
             (StatusCode::OK, "{}").into_response()
         }
+        Mode::ToolCalls => axum::Json(json!({
+            "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"rust\"}"}}
+            ]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}
+        }))
+        .into_response(),
         Mode::Ok if parsed.get("messages").is_some() => axum::Json(json!({
             "choices": [{"message": {"role": "assistant", "content": "the summary"}}],
             "usage": {"prompt_tokens": 1000, "completion_tokens": 500}
@@ -79,7 +87,8 @@ async fn serve(mode: Mode) -> (Arc<Fake>, String) {
 fn run_for(url: &str, timeout_ms: u64) -> StepRun {
     let mut step =
         NewStep::new(StepName::parse("write").unwrap(), AgentName::parse("writer").unwrap(), json!({"q": 1}));
-    step.runner = Some(RunnerSpec::Http { url: format!("{url}/hook") });
+    let runner = RunnerSpec::Http { url: format!("{url}/hook") };
+    step.runner = Some(runner.clone());
     step.timeout_ms = timeout_ms;
     let new = NewWorkflow {
         resource: None,
@@ -95,11 +104,21 @@ fn run_for(url: &str, timeout_ms: u64) -> StepRun {
         idempotency_key: step.idempotency_key(),
         step,
         thread: ThreadId::new(),
-        context: vec![json!({"role": "user", "content": "{\"q\":1}"})],
+        runner,
+        context: vec![
+            json!({"role": "system", "content": "You write."}),
+            json!({"role": "user", "content": "{\"q\":1}"}),
+        ],
+        assembled: true,
         model: Some("gpt-test".into()),
         system_prompt: Some("You write.".into()),
+        tools: vec![lookup_tool()],
         prices: Some((2.0, 8.0)),
     }
+}
+
+fn lookup_tool() -> Value {
+    json!({"type": "function", "function": {"name": "lookup", "description": "Looks up", "parameters": {"type": "object"}}})
 }
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -145,6 +164,9 @@ async fn http_posts_the_signed_step_and_takes_the_reply_as_output() {
     assert_eq!(body["step"], json!("write"));
     assert_eq!(body["thread_id"], json!(run.thread));
     assert_eq!(body["context"], json!(run.context));
+    assert_eq!(body["context_assembled"], json!(true));
+    assert_eq!(body["tools"], json!([lookup_tool()]));
+    assert_eq!(body["model"], json!("gpt-test"));
     let h = &seen.headers[0];
     let header = |n: &str| h.get(n).unwrap().to_str().unwrap().to_owned();
     assert_eq!(header("idempotency-key"), key);
@@ -179,6 +201,8 @@ async fn openai_sends_the_agents_model_prompt_and_thread_and_records_usage() {
     assert_eq!(body["model"], json!("gpt-test"));
     assert_eq!(body["messages"][0], json!({"role": "system", "content": "You write."}));
     assert_eq!(body["messages"][1], json!({"role": "user", "content": "{\"q\":1}"}));
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2, "the system prompt is sent once");
+    assert_eq!(body["tools"], json!([lookup_tool()]), "the agent's tools");
     assert_eq!(seen.headers[0].get("authorization").unwrap(), "Bearer sk-test-secret-key");
 }
 
@@ -190,4 +214,31 @@ async fn openai_errors_malformed_replies_and_slow_answers_fail_the_attempt() {
     assert!(invalid(openai(&url).run(run_for(&url, 5_000)).await).contains("malformed JSON"));
     let (_, url) = serve(Mode::Slow).await;
     assert!(unavailable(openai(&url).run(run_for(&url, 100)).await).contains("no answer within 100 ms"));
+}
+
+#[tokio::test]
+async fn openai_tool_calls_are_kept_as_calls_and_no_tools_means_no_tools_field() {
+    let (fake, url) = serve(Mode::ToolCalls).await;
+    let out = openai(&url).run(run_for(&url, 5_000)).await.unwrap();
+    assert_eq!(out.tool_calls.len(), 1);
+    assert_eq!(out.tool_calls[0].id, "call_1");
+    assert_eq!(out.tool_calls[0].name, "lookup");
+    assert_eq!(out.tool_calls[0].arguments, json!({"q": "rust"}), "arguments parsed from their JSON text");
+    assert_eq!(out.output["tool_calls"][0]["function"]["name"], json!("lookup"));
+    let mut run = run_for(&url, 5_000);
+    run.tools.clear();
+    openai(&url).run(run).await.unwrap();
+    let seen = fake.seen.lock().unwrap();
+    assert!(seen.bodies[1].1.get("tools").is_none(), "an agent without tools sends no `tools`");
+}
+
+#[tokio::test]
+async fn the_http_runner_refuses_a_run_whose_runner_is_not_http() {
+    let (_, url) = serve(Mode::Ok).await;
+    let mut run = run_for(&url, 5_000);
+    run.runner = RunnerSpec::Openai;
+    match http().run(run).await {
+        Err(StoreError::Invalid(e)) => assert_eq!(e.field, "runner"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
 }

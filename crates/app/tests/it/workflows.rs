@@ -37,7 +37,12 @@ impl StepRunner for Scripted {
         if n < self.fail_first {
             return Err(StoreError::Unavailable(format!("scripted failure {n}")));
         }
-        Ok(StepOutcome { output: json!({"echo": run.step.run_input()}), messages: vec!["done".into()], usage: None })
+        Ok(StepOutcome {
+            output: json!({"echo": run.step.run_input()}),
+            messages: vec!["done".into()],
+            usage: None,
+            tool_calls: Vec::new(),
+        })
     }
 }
 
@@ -187,4 +192,99 @@ async fn only_runners_claim_complete_or_fail_steps() {
     assert!(
         matches!(f.service.apply(&tenant(), w.workflow.id, op).await, Err(StoreError::Invalid(e)) if e.field == "op")
     );
+}
+
+/// Keeps what each run was given.
+#[derive(Debug, Default)]
+struct Recording {
+    runs: std::sync::Mutex<Vec<StepRun>>,
+}
+
+#[async_trait::async_trait]
+impl StepRunner for Recording {
+    async fn run(&self, run: StepRun) -> Result<StepOutcome, StoreError> {
+        self.runs.lock().unwrap().push(run);
+        let call = memlayer_domain::ToolCall { id: "call_1".into(), name: "lookup".into(), arguments: json!({"q": 1}) };
+        Ok(StepOutcome {
+            output: json!({"ok": true}),
+            messages: vec!["calling".into()],
+            usage: None,
+            tool_calls: vec![call],
+        })
+    }
+}
+
+/// A step that names no runner runs with its agent's (from the catalog),
+/// gets the thread's context as the context engine assembles it (the
+/// agent's system prompt first, once) and the agent's tools, and the
+/// runner's tool calls are stored on the output message; a free agent
+/// name falls back to `workflows.default_runner` and the newest messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_runs_with_its_agents_runner_assembled_context_and_tools() {
+    use memlayer_app::{CacheSettings, CatalogService, ContextService};
+    let store = Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap());
+    let counter = Arc::new(TiktokenCounter::new());
+    let memory = MemoryService::new(store.clone(), store.clone(), store.clone(), counter.clone(), tenant(), false);
+    let catalog = CatalogService::new(store.clone(), CacheSettings::default());
+    let model = memlayer_domain::NewModel {
+        name: "gpt-4o".into(),
+        provider: "openai".into(),
+        context_window: 8_000,
+        max_output_tokens: 1_000,
+        input_price: 2.5,
+        output_price: 10.0,
+        is_default: false,
+    };
+    let model = catalog.create_model(&tenant(), model).await.unwrap();
+    let tool = memlayer_domain::NewTool {
+        name: "lookup".into(),
+        description: "Looks things up".into(),
+        parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+    };
+    let tool = catalog.create_tool(&tenant(), tool).await.unwrap();
+    let agent = memlayer_domain::NewAgent {
+        name: AgentName::parse("writer").unwrap(),
+        model_id: model.id,
+        system_prompt: "You write.".into(),
+        tool_ids: vec![tool.id],
+        memory: memlayer_domain::MemoryOptions::default(),
+        runner: Some(RunnerSpec::Http { url: "http://127.0.0.1:9/hook".into() }),
+    };
+    catalog.create_agent(&tenant(), agent).await.unwrap();
+    let context = ContextService::new(store.clone(), store.clone(), counter, catalog.clone());
+    let (http, noop) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
+    let runners = Runners { http: http.clone(), openai: Arc::new(NoopRunner), noop: noop.clone() };
+    let config = WorkflowConfig { default_runner: Some("noop".into()), ..WorkflowConfig::default() };
+    let service = WorkflowService::new(store.clone(), memory.clone(), runners, config)
+        .with_catalog(catalog)
+        .with_context(context);
+    let f = Fixture { service, store, memory };
+
+    let agents_step = NewStep::new(StepName::parse("a").unwrap(), AgentName::parse("writer").unwrap(), json!("hi"));
+    let free_step = NewStep::new(StepName::parse("b").unwrap(), AgentName::parse("nobody").unwrap(), json!("yo"));
+    let w = f.service.create(&tenant(), workflow(vec![agents_step, free_step])).await.unwrap();
+    f.service.apply(&tenant(), w.workflow.id, WorkflowOp::Execute).await.unwrap();
+    let done = finish(&f, w.workflow.id).await;
+    assert_eq!(done.workflow.status, WorkflowStatus::Succeeded);
+
+    let runs = http.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1, "the agent's http runner ran step a");
+    let run = &runs[0];
+    assert_eq!(run.runner, RunnerSpec::Http { url: "http://127.0.0.1:9/hook".into() });
+    assert!(run.assembled, "assembled by the context engine");
+    assert_eq!(run.context[0], json!({"role": "system", "content": "You write."}));
+    assert_eq!(run.context.iter().filter(|m| m["content"] == "You write.").count(), 1, "the prompt once");
+    assert_eq!(run.context.last().unwrap(), &json!({"role": "user", "content": "hi"}));
+    assert_eq!(run.tools[0]["function"]["name"], json!("lookup"));
+    assert_eq!(run.tools[0]["function"]["parameters"]["properties"]["q"]["type"], json!("string"));
+    assert_eq!((run.model.as_deref(), run.prices), (Some("gpt-4o"), Some((2.5, 10.0))));
+    let thread = done.steps[0].thread_id.unwrap();
+    let stored = f.memory.last_messages(&tenant(), thread, None).await.unwrap();
+    assert_eq!(stored.last().unwrap().tool_calls[0].name, "lookup", "tool calls kept on the output message");
+
+    let runs = noop.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1, "a free agent name: workflows.default_runner");
+    assert!(!runs[0].assembled, "no model or budget for a free agent: the newest messages");
+    assert_eq!(runs[0].context, vec![json!({"role": "user", "content": "yo"})]);
+    assert!(runs[0].tools.is_empty());
 }

@@ -62,6 +62,7 @@ impl Fixture {
             system_prompt: String::new(),
             tool_ids: Vec::new(),
             memory: MemoryOptions { working_memory: options, ..MemoryOptions::default() },
+            runner: None,
         };
         self.catalog.create_agent(&tenant(), agent).await.map(|_| ())
     }

@@ -54,6 +54,8 @@ fn agent(name: &str, model_id: ModelId, tool_ids: Vec<ToolId>) -> NewAgent {
             working_memory: None,
             context: Some(context()),
         },
+        // Kept by a round trip like every other field (migration 18).
+        runner: Some(memlayer_domain::RunnerSpec::Http { url: format!("https://agents.example/{name}") }),
     }
 }
 

@@ -230,6 +230,7 @@ pub async fn transfer_catalog_and_resource_working_import(b: Backend) {
             system_prompt: "be kind".into(),
             tool_ids: vec![tool.id],
             memory: MemoryOptions { last_n: Some(5), ..MemoryOptions::default() },
+            runner: None,
         },
         created_at: at,
         updated_at: at,

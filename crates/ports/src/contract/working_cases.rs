@@ -234,6 +234,7 @@ pub async fn working_agent_options_round_trip(b: Backend) {
         system_prompt: String::new(),
         tool_ids: Vec::new(),
         memory: MemoryOptions { last_n: Some(5), working_memory, ..MemoryOptions::default() },
+        runner: None,
     };
     let with = b.catalog.create_agent(&t, agent("with", Some(json_options.clone()))).await.unwrap();
     let without = b.catalog.create_agent(&t, agent("without", None)).await.unwrap();

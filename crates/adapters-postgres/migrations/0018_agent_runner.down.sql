@@ -1,0 +1,1 @@
+ALTER TABLE config_agents DROP COLUMN runner;
