@@ -497,7 +497,9 @@ pub async fn prune_preview<D: Transactor>(
     Ok(step)
 }
 
-/// `RetentionStore::erase_step`.
+/// `RetentionStore::erase_step`: at most `limit` of the resource's threads
+/// marked deleted; once none is left, its working memory and its workflows
+/// (with their steps and events) in the same transaction.
 ///
 /// # Errors
 /// `Invalid` for `limit` 0; a failed write.
@@ -533,6 +535,12 @@ pub async fn erase_step<D: Transactor>(
                             step.counts.working_memory += n;
                         }
                     }
+                    // The resource's workflows: their inputs and outputs are
+                    // the resource's data too. Steps and events cascade.
+                    let mut sql = Sql::new(ex.dialect());
+                    sql.push("DELETE FROM workflows WHERE tenant = ").bind(owner.as_str());
+                    sql.push(" AND resource = ").bind(resource.as_str());
+                    step.counts.workflows += ex.execute("erase resource workflows", sql).await?;
                 }
                 Ok(step)
             })

@@ -177,6 +177,8 @@ pub struct CountsDto {
     pub idempotency_records: u64,
     /// Resource working-memory documents (erasure).
     pub working_memory: u64,
+    /// The resource's workflows, with their steps and events (erasure).
+    pub workflows: u64,
 }
 
 impl From<RunCounts> for CountsDto {
@@ -187,6 +189,7 @@ impl From<RunCounts> for CountsDto {
             summaries: c.summaries,
             idempotency_records: c.idempotency_records,
             working_memory: c.working_memory,
+            workflows: c.workflows,
         }
     }
 }

@@ -217,6 +217,10 @@ pub struct RunCounts {
     pub idempotency_records: u64,
     /// Resource working-memory documents deleted (erasure).
     pub working_memory: u64,
+    /// Workflows of the resource deleted with their steps and events
+    /// (erasure; their steps' threads are the resource's threads).
+    #[serde(default)]
+    pub workflows: u64,
 }
 
 impl RunCounts {
@@ -227,6 +231,7 @@ impl RunCounts {
         self.summaries += other.summaries;
         self.idempotency_records += other.idempotency_records;
         self.working_memory += other.working_memory;
+        self.workflows += other.workflows;
     }
 }
 

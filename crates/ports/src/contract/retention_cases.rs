@@ -304,6 +304,19 @@ pub async fn retention_erase_removes_everything_of_a_resource(b: Backend) {
     b.working.put_working(&t, &WorkingScope::Thread(a), doc.clone(), 0, 5).await.unwrap();
     let r2 = WorkingScope::Resource(ResourceId::parse("r2").unwrap());
     b.working.put_working(&t, &r2, doc.clone(), 0, 5).await.unwrap();
+    let workflow = |resource: &str| memlayer_domain::NewWorkflow {
+        resource: Some(ResourceId::parse(resource).unwrap()),
+        name: format!("for {resource}"),
+        description: String::new(),
+        metadata: memlayer_domain::Metadata::default(),
+        steps: vec![memlayer_domain::NewStep::new(
+            memlayer_domain::StepName::parse("s").unwrap(),
+            memlayer_domain::AgentName::parse("bot").unwrap(),
+            serde_json::json!({"secret": resource}),
+        )],
+    };
+    let erased_wf = b.workflows.create_workflow(&t, workflow("r1")).await.unwrap().workflow.id;
+    let kept_wf = b.workflows.create_workflow(&t, workflow("r2")).await.unwrap().workflow.id;
     let first = b.retention.erase_step(&t, &r1, 1).await.unwrap();
     assert!(first.more && first.threads.len() == 1, "one thread a step: {first:?}");
     assert!(b.working.get_working(&t, &WorkingScope::Resource(r1.clone())).await.unwrap().is_some(), "not yet");
@@ -311,6 +324,9 @@ pub async fn retention_erase_removes_everything_of_a_resource(b: Backend) {
     assert!(second.more, "a full step may have more");
     let last = b.retention.erase_step(&t, &r1, 1).await.unwrap();
     assert!(!last.more && last.threads.is_empty() && last.counts.working_memory == 1, "{last:?}");
+    assert_eq!(last.counts.workflows, 1, "the resource's workflow: {last:?}");
+    assert_not_found(b.workflows.workflow(&t, erased_wf).await, "erased workflow");
+    b.workflows.workflow(&t, kept_wf).await.unwrap();
     assert_eq!(b.working.get_working(&t, &WorkingScope::Resource(r1.clone())).await.unwrap(), None);
     assert!(b.working.working_versions(&t, &WorkingScope::Resource(r1.clone()), 10).await.unwrap().is_empty());
     assert!(b.threads.resource_threads(&t, &r1).await.unwrap().is_empty());
