@@ -3,13 +3,11 @@
 //! `Idempotency-Key` retry answered with the first fork), a fork found by
 //! vector and lexical search at once, and `memlayer fork` on the command line.
 
-use std::process::Command;
-
 use axum::http::StatusCode;
 use memlayer_domain::{Credential, KeyId, Principal, ResourceId, Scope, Scopes, TenantId};
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Store, TestApp, Tokens, assert_error, model_ready};
+use crate::support::{Store, TestApp, Tokens, assert_error, model_ready};
 
 async fn messages(t: &TestApp, thread: &str) -> Vec<Value> {
     let (status, v) = t.call("GET", &format!("/api/threads/{thread}/messages?limit=100"), None).await;
@@ -173,20 +171,7 @@ async fn the_cli_forks_a_thread() {
             .unwrap();
         thread.id.to_string()
     };
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .arg("fork")
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("MEMLAYER_CONFIG")
-            .env_remove("LIBSQL_DATABASE_URL")
-            .env_remove("DATABASE_URL")
-            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| crate::support::cli(dir.path()).arg("fork").args(args).output().unwrap();
     let out = run(&[&source, "--at-seq", "2", "--title", "Plan B"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let fork: Value = serde_json::from_slice(&out.stdout).unwrap();

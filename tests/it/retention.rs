@@ -5,13 +5,11 @@
 //! resource gets 404; vector search after a prune and an erasure (with the
 //! model); the two schedulers sharing one lease; and the CLI.
 
-use std::process::Command;
-
 use axum::http::StatusCode;
 use memlayer_domain::{Credential, KeyId, Principal, ResourceId, Scope, Scopes, TenantId};
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Store, TestApp, Tokens, assert_error, model_ready};
+use crate::support::{Store, TestApp, Tokens, assert_error, model_ready};
 
 async fn append(t: &TestApp, thread: &str, texts: &[&str]) {
     let batch: Vec<Value> = texts.iter().map(|s| json!({"role": "user", "content": s})).collect();
@@ -311,19 +309,7 @@ async fn the_cli_manages_policies_prunes_and_erases() {
             .unwrap();
         thread.id.to_string()
     };
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("MEMLAYER_CONFIG")
-            .env_remove("LIBSQL_DATABASE_URL")
-            .env_remove("DATABASE_URL")
-            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| crate::support::cli(dir.path()).args(args).output().unwrap();
     let out = run(&["retention", "policies", "create", "--max-messages-per-thread", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_messages_per_thread"));

@@ -203,6 +203,22 @@ pub async fn all_messages(http: &reqwest::Client, base: &str, thread: &str) -> V
 /// The real `memlayer` binary, built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_memlayer");
 
+/// A `memlayer` CLI run over the data directory `dir`: the environment's
+/// configuration and database settings removed, embeddings off (no model
+/// needed), `RUST_LOG=warn`. The caller adds the subcommand first, then
+/// its arguments and any `env`.
+pub fn cli(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("--data-dir")
+        .arg(dir)
+        .env_remove("MEMLAYER_CONFIG")
+        .env_remove("LIBSQL_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .env("MEMLAYER_EMBEDDING__ENABLED", "false")
+        .env("RUST_LOG", "warn");
+    c
+}
+
 /// Starts `memlayer serve` on a free loopback port over `dir`, with the
 /// environment's database and configuration settings removed (and any
 /// `unset` variable: a test's own knobs are no configuration keys, and the

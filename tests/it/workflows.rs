@@ -327,17 +327,10 @@ fn the_cli_creates_and_runs_a_workflow_with_progress() {
         {"name": "a", "agent": "writer", "input": "hi"}, {"name": "b", "agent": "writer"}]});
     std::fs::write(&file, body.to_string()).unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(crate::support::BIN)
+        crate::support::cli(dir.path())
             .arg("workflows")
             .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("MEMLAYER_CONFIG")
-            .env_remove("LIBSQL_DATABASE_URL")
-            .env_remove("DATABASE_URL")
-            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
             .env("MEMLAYER_WORKFLOWS__DEFAULT_RUNNER", "noop")
-            .env("RUST_LOG", "warn")
             .output()
             .unwrap()
     };
