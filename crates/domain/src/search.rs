@@ -273,6 +273,40 @@ pub struct SearchPlan {
     pub pending: u64,
     /// Messages in scope embedded by another model, left out of vector ranking.
     pub other_model: u64,
+    /// The stages that ran, in order, each with the candidates it handed on.
+    pub stages: Vec<SearchStage>,
+}
+
+/// One stage of a search's ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchStage {
+    /// What ran.
+    pub kind: StageKind,
+    /// How many candidates it handed on (before `min_score` and `top_k`).
+    pub candidates: usize,
+}
+
+/// The kinds of search stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// Nearest neighbours of the query's embedding (cosine).
+    Vector,
+    /// BM25 (Postgres: `ts_rank`) over stemmed words.
+    Lexical,
+    /// The legs' candidates fused: the mean of their min-max normalised scores.
+    Fusion,
+}
+
+impl StageKind {
+    /// Lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Lexical => "lexical",
+            Self::Fusion => "fusion",
+        }
+    }
 }
 
 /// What a vector search must report about its scope: the two figures of
