@@ -65,7 +65,16 @@ async fn main() {
         services.memory.append_messages(&tenant, thread, batch, AppendOptions::default()).await.unwrap();
     }
     // Store the reference vectors as the worker would, then index them.
-    let jobs = services.embeddings.due_jobs(memlayer_domain::now(), N).await.unwrap();
+    // The catch-up queues the jobs in rounds of 5,000 in the background:
+    // wait until all are there.
+    let mut jobs = Vec::new();
+    for _ in 0..600 {
+        jobs = services.embeddings.due_jobs(memlayer_domain::now(), N).await.unwrap();
+        if jobs.len() == N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(jobs.len(), N);
     let mut done = Vec::with_capacity(N);
     for (i, job) in jobs.iter().enumerate() {
