@@ -79,12 +79,17 @@ async fn modes_scopes_windows_and_scores() {
     let (_, lexical) = t.call("POST", "/api/search", Some(json!({"query": "tax report", "mode": "lexical"}))).await;
     assert_eq!(first_content(&lexical), TEXTS[1], "{lexical}");
     assert_eq!(lexical["plan"]["vector_index"], "none");
+    assert_eq!(lexical["plan"]["stages"][0]["stage"], "lexical", "{lexical}");
+    assert_eq!(lexical["plan"]["stages"].as_array().unwrap().len(), 1);
 
     let (_, hybrid) = t.call("POST", "/api/search", Some(json!({"query": "kitten", "top_k": 2}))).await;
     assert_eq!(hybrid["mode"], "hybrid");
     let contents: Vec<_> =
         hybrid["hits"].as_array().unwrap().iter().map(|h| h["message"]["content"].as_str().unwrap()).collect();
     assert!(contents.iter().all(|c| c.contains("kitten")), "{hybrid}");
+    let stages: Vec<_> = hybrid["plan"]["stages"].as_array().unwrap().iter().map(|s| s["stage"].clone()).collect();
+    assert_eq!(stages, [json!("vector"), json!("lexical"), json!("fusion")], "{hybrid}");
+    assert!(hybrid["plan"]["stages"][2]["candidates"].as_u64().unwrap() >= 2, "{hybrid}");
 
     let scoped = |scope: Value| json!({"query": "kitten", "mode": "vector", "scope": scope, "top_k": 10});
     let (_, in_b) = t.call("POST", "/api/search", Some(scoped(json!({"thread_id": b})))).await;

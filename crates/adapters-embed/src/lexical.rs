@@ -18,11 +18,12 @@
 //!   directory `fsync`s (195 ms p50 for a one-entry commit on this machine,
 //!   2.6 ms in memory; docs/BENCHMARKS.md), and every lexical search waits
 //!   for the catch-up round that commits what was appended before it;
-//! - `close` writes a snapshot (every tenant's files and the position) that
-//!   the next `open` loads and at once marks as taken, so a process that
-//!   ends without `close` (a crash) leaves no snapshot and the next start
-//!   rebuilds from the store: a snapshot is never older than the deletes
-//!   the store has already forgotten;
+//! - `close` writes a snapshot (every tenant's files, the format and the
+//!   position) that the next `open` loads and at once marks as taken, so a
+//!   process that ends without `close` (a crash) leaves no snapshot and the
+//!   next start rebuilds from the store: a snapshot is never older than the
+//!   deletes the store has already forgotten; a snapshot of another format
+//!   (another analyzer) is dropped and rebuilt the same way;
 //! - searches and commits run on tokio's blocking pool, never on an async
 //!   worker; the indexing and merge threads are tantivy's own (one each per
 //!   tenant with an open writer).
@@ -44,15 +45,23 @@ use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
-use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// The analyzer's name in every index.
 const TOKENIZER: &str = "memlayer";
-/// The file holding a snapshot's position, beside the tenants'
+/// The file holding a snapshot's format and position, beside the tenants'
 /// directories; present only while the snapshot is whole and not taken.
 const SNAPSHOT_FILE: &str = "snapshot";
+/// What a snapshot's indexes hold: their schema and analyzer. A snapshot
+/// of another format (or of none: format 1, a bare position, unstemmed
+/// words) is not loaded, and the store feeds the index again, so an index
+/// never mixes words cut two ways. Raise it with every change to
+/// [`schema`] or [`analyzer`].
+const SNAPSHOT_FORMAT: u32 = 2;
 /// Tantivy's lock files, never part of a snapshot.
 const LOCK_PREFIX: &str = ".tantivy-";
 /// Memory an open writer may buffer before it writes a segment (tantivy's
@@ -90,13 +99,16 @@ fn schema() -> (Schema, Fields) {
     (b.build(), Fields { text, thread, pos, id_hi, id_lo, th_hi, th_lo })
 }
 
-/// Words as libSQL's FTS5 tables cut them (`unicode61 remove_diacritics
-/// 2`): runs of letters and digits, lowercased, accents folded.
+/// Words as libSQL's FTS5 tables cut them (`porter unicode61
+/// remove_diacritics 2`): runs of letters and digits, lowercased, accents
+/// folded, then stemmed (Snowball English, so "running" and "runs" are one
+/// word; no stop word is dropped). Queries go through the same analyzer.
 fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(256))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
         .build()
 }
 
@@ -154,9 +166,17 @@ impl TantivyLexicalIndex {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| backend("create directory", e))?;
         let marker = root.join(SNAPSHOT_FILE);
-        let position = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<i64>().ok());
+        let position = std::fs::read_to_string(&marker).ok().and_then(|s| snapshot_position(&s));
         let this = Self::new(Some(root.clone()), position.unwrap_or(0));
-        if position.is_some() {
+        if position.is_none() {
+            // No snapshot to trust (none, a crash, or another format): what
+            // is left of one would only be loaded by mistake later.
+            remove_tenant_dirs(&root)?;
+            if marker.exists() {
+                std::fs::remove_file(&marker).map_err(|e| backend("drop old snapshot", e))?;
+                sync_dir(&root)?;
+            }
+        } else {
             let mut tenants = lock(&this.inner.tenants);
             for entry in std::fs::read_dir(&root).map_err(|e| backend("read snapshot", e))? {
                 let entry = entry.map_err(|e| backend("read snapshot", e))?;
@@ -436,13 +456,40 @@ fn pos_term(f: Fields, position: i64) -> Term {
     Term::from_field_u64(f.pos, position_u64(position))
 }
 
-/// Records a snapshot's position durably: a temporary file, synced,
-/// renamed into place.
+/// The position a snapshot file records (`format <n> position <p>`), when
+/// it is of [`SNAPSHOT_FORMAT`].
+fn snapshot_position(file: &str) -> Option<i64> {
+    let mut words = file.split_whitespace();
+    match (words.next(), words.next(), words.next(), words.next(), words.next()) {
+        (Some("format"), Some(format), Some("position"), Some(position), None)
+            if format.parse::<u32>().ok() == Some(SNAPSHOT_FORMAT) =>
+        {
+            position.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Removes every tenant's snapshot directory (and any half-written one).
+fn remove_tenant_dirs(root: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(root).map_err(|e| backend("read snapshot", e))? {
+        let entry = entry.map_err(|e| backend("read snapshot", e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.starts_with("t-") || name.starts_with("n-")) && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| backend("drop old snapshot", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a snapshot's format and position durably: a temporary file,
+/// synced, renamed into place.
 fn write_position(root: &Path, position: i64) -> Result<(), StoreError> {
     use std::io::Write as _;
     let tmp = root.join(format!("{SNAPSHOT_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(|e| backend("write snapshot", e))?;
-    file.write_all(position.to_string().as_bytes()).map_err(|e| backend("write snapshot", e))?;
+    file.write_all(format!("format {SNAPSHOT_FORMAT} position {position}").as_bytes())
+        .map_err(|e| backend("write snapshot", e))?;
     file.sync_all().map_err(|e| backend("write snapshot", e))?;
     std::fs::rename(&tmp, root.join(SNAPSHOT_FILE)).map_err(|e| backend("write snapshot", e))?;
     sync_dir(root)
@@ -519,6 +566,47 @@ mod tests {
 
     fn words(q: &str) -> Vec<String> {
         memlayer_domain::query_terms(q)
+    }
+
+    #[tokio::test]
+    async fn a_word_finds_its_other_forms() {
+        let index = TantivyLexicalIndex::in_memory();
+        let a = ThreadId::new();
+        let runs = entry(1, "acme", a, "She runs to the station every morning");
+        let walked = entry(2, "acme", a, "We walked the dogs");
+        index.apply(Vec::new(), vec![runs.clone(), walked.clone()], Some(2)).await.unwrap();
+        let all = SearchFilter::all_threads(TenantId::parse("acme").unwrap());
+        for (query, found) in
+            [("running", runs.id), ("RUN", runs.id), ("stations", runs.id), ("walking dog", walked.id)]
+        {
+            let hits = index.search(&all, words(query), 10, LexicalExclusions::default()).await.unwrap();
+            assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![found], "{query}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_another_format_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        let a = ThreadId::new();
+        index.apply(Vec::new(), vec![entry(1, "acme", a, "runs")], Some(1)).await.unwrap();
+        index.close().await.unwrap();
+        drop(index);
+        let tenant_dirs = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("t-"))
+                .count()
+        };
+        assert_eq!(tenant_dirs(), 1);
+        // What the first format wrote: the position alone, its words unstemmed.
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), "1").unwrap();
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 0, "the store feeds everything again");
+        let all = SearchFilter::all_threads(TenantId::parse("acme").unwrap());
+        assert!(index.search(&all, words("runs"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert_eq!(tenant_dirs(), 0, "the old indexes are gone");
+        assert!(!dir.path().join(SNAPSHOT_FILE).exists());
     }
 
     #[tokio::test]

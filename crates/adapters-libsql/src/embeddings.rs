@@ -609,7 +609,14 @@ async fn remove_stale(conn: &Connection, lexical: Option<&Arc<dyn LexicalIndex>>
         let removals = stale.iter().map(|(rowid, _, _, tenant)| (tenant.clone(), *rowid)).collect();
         index.apply(removals, entries, None).await?;
     }
+    // Migration 20 dropped the tables that deleted messages may still be
+    // queued for; they are made again (empty) rather than fail the round.
+    let mut made: Vec<i64> = Vec::new();
     for &(rowid, table, reindex, _) in &stale {
+        if !made.contains(&table) {
+            create_table(conn, table).await?;
+            made.push(table);
+        }
         let table = lexical_table(table);
         conn.execute(&format!("DELETE FROM {table} WHERE rowid = ?1"), [rowid]).await.ctx("remove full-text entry")?;
         if reindex {
@@ -679,11 +686,6 @@ async fn index_range(conn: &Connection, from: i64, to: i64) -> Result<(), StoreE
 
 /// The tenant's full-text table, registered and created when missing.
 ///
-/// Contentless with deletes (SQLite 3.43+): the text lives once, in
-/// `messages`; FTS5 keeps only the inverted index and deletes by rowid.
-/// Tokenizer `unicode61 remove_diacritics 2`, no stemmer: memory is
-/// multilingual and full of identifiers, codes and names, which an English
-/// stemmer conflates or mangles (see migration 2).
 async fn tenant_table(conn: &Connection, tenant: &str) -> Result<String, StoreError> {
     conn.execute("INSERT OR IGNORE INTO lexical_tenants (tenant) VALUES (?1)", [tenant])
         .await
@@ -697,14 +699,30 @@ async fn tenant_table(conn: &Connection, tenant: &str) -> Result<String, StoreEr
     )
     .await?
     .ok_or_else(|| corrupt("lexical_tenants", "id", "missing after insert"))?;
+    create_table(conn, id).await?;
+    Ok(lexical_table(id))
+}
+
+/// Creates full-text table `id` of `lexical_tenants` when missing.
+///
+/// Contentless with deletes (SQLite 3.43+): the text lives once, in
+/// `messages`; FTS5 keeps only the inverted index and deletes by rowid.
+/// Tokenizer `porter unicode61 remove_diacritics 2` (migration 20): words
+/// as `unicode61` cuts them (letters and digits, lowercased, accents
+/// folded), then Porter-stemmed, so "running" finds "runs"; queries are
+/// stemmed alike, and no stop word is dropped. Stemming conflates some
+/// names and codes (an English stemmer cuts "Jones" to "jone"), which
+/// costs little against the recall it brings on REALTALK
+/// (docs/BENCHMARKS.md).
+async fn create_table(conn: &Connection, id: i64) -> Result<(), StoreError> {
     let table = lexical_table(id);
     conn.execute_batch(&format!(
         "CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(content, tools, content = '', \
-         contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2')"
+         contentless_delete = 1, tokenize = 'porter unicode61 remove_diacritics 2')"
     ))
     .await
     .ctx("create full-text table")?;
-    Ok(table)
+    Ok(())
 }
 
 /// The name of full-text table `id` of `lexical_tenants`: made of an

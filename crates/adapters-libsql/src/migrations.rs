@@ -9,18 +9,25 @@ use memlayer_adapters_sql::migrate::Migration;
 /// `memlayer_adapters_sql::migration!`). Versions are strictly increasing;
 /// never edit one that has shipped, add a new one. Versions 8 (a bound on
 /// full-text documents) and 12 (row-level security on a caller's resource)
-/// are Postgres's own.
-pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19];
+/// are Postgres's own. Versions 5 and 20 drop the per-tenant full-text
+/// tables made at run time, both ways (5 creates them, 20 changes their
+/// tokenizer).
+pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![
+    1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19,
+    20 => crate::embeddings::LEXICAL_TABLES,
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_full_text_tables_made_at_run_time_go_with_version_5() {
-        let drops: Vec<i64> = MIGRATIONS.iter().filter(|m| m.down_drops.is_some()).map(|m| m.version).collect();
-        assert_eq!(drops, [5]);
+    fn the_full_text_tables_made_at_run_time_go_with_versions_5_and_20() {
+        let drops: Vec<i64> = MIGRATIONS.iter().filter(|m| m.drops.is_some()).map(|m| m.version).collect();
+        assert_eq!(drops, [5, 20]);
         assert_eq!(MIGRATIONS[4].name, "tenant_lexical");
         assert!(MIGRATIONS[4].up.contains("lexical_tenants"));
+        let stemming = MIGRATIONS.iter().find(|m| m.version == 20).unwrap();
+        assert!(stemming.up.contains("caught_up_to = 0") && stemming.down.contains("caught_up_to = 0"));
     }
 }

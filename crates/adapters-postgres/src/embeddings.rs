@@ -226,10 +226,11 @@ impl EmbeddingEngine for PgBackend {
             return Ok(Vec::new());
         };
         // The words reach `to_tsquery` only as quoted lexemes joined by `|`:
-        // no operator of the user's is ever parsed. `ts_rank` is higher-better
-        // like the port's score; ties break by message order.
+        // no operator of the user's is ever parsed. `memlayer_text_query`
+        // stems them as the documents were (migration 20). `ts_rank` is
+        // higher-better like the port's score; ties break by message order.
         let sql = "SELECT m.id, m.thread_id, ts_rank(m.document, q)::real AS score \
-                   FROM messages m, to_tsquery('simple', $1) AS q \
+                   FROM messages m, memlayer_text_query($1) AS q \
                    WHERE m.document @@ q AND m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
                    AND m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL) \
                    ORDER BY score DESC, m.id LIMIT $4";

@@ -78,7 +78,7 @@ impl Dialect {
     /// The full-text query for a caller's plain words (libSQL: an FTS5
     /// `MATCH` string; Postgres: a `to_tsquery` input), bound as a parameter:
     /// the text's Unicode words (letters and digits, split at everything
-    /// else), lowercased and deduplicated by `memlayer_domain::query_terms`,
+    /// else), lowercased and deduplicated, stop words left out, by `memlayer_domain::query_terms`,
     /// each quoted for the engine (FTS5: a string with `"` doubled; tsquery: a
     /// lexeme with `\` and `'` escaped, though words never contain them),
     /// OR-ed so the ranking counts how many and how rare the matching words
@@ -124,17 +124,20 @@ mod tests {
     fn text_queries_quote_every_word() {
         let fts = |t: &str| Dialect::Sqlite.text_query(t);
         assert_eq!(fts("Refund kettle").as_deref(), Some("\"refund\" OR \"kettle\""));
-        assert_eq!(fts("\"foo\" OR bar*  NEAR(").as_deref(), Some("\"foo\" OR \"or\" OR \"bar\" OR \"near\""));
-        assert_eq!(fts("a:b (c) -d ^e").as_deref(), Some("\"a\" OR \"b\" OR \"c\" OR \"d\" OR \"e\""));
+        // `or` is a stop word (left out), so an operator never reaches FTS5 either way.
+        assert_eq!(fts("\"foo\" OR bar*  NEAR(").as_deref(), Some("\"foo\" OR \"bar\" OR \"near\""));
+        assert_eq!(fts("OR").as_deref(), Some("\"or\""));
+        assert_eq!(fts("x:b (c) -d ^e").as_deref(), Some("\"x\" OR \"b\" OR \"c\" OR \"d\" OR \"e\""));
         assert_eq!(fts("café naïve 東京").as_deref(), Some("\"café\" OR \"naïve\" OR \"東京\""));
         let ts = |t: &str| Dialect::Postgres.text_query(t);
         assert_eq!(ts("Refund kettle").as_deref(), Some("'refund' | 'kettle'"));
-        assert_eq!(ts("a:b (c) -d ^e !f & g").as_deref(), Some("'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'"));
-        assert_eq!(ts("\"foo\" OR bar*  NEAR(").as_deref(), Some("'foo' | 'or' | 'bar' | 'near'"));
+        assert_eq!(ts("x:b (c) -d ^e !f & g").as_deref(), Some("'x' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g'"));
+        assert_eq!(ts("\"foo\" OR bar*  NEAR(").as_deref(), Some("'foo' | 'bar' | 'near'"));
         assert_eq!(ts("café naïve 東京").as_deref(), Some("'café' | 'naïve' | '東京'"));
         assert_eq!(ts("x x X").as_deref(), Some("'x'"));
         assert_eq!(fts("x x X").as_deref(), Some("\"x\""));
-        assert_eq!(ts("' OR 1=1 --").as_deref(), Some("'or' | '1'"));
+        assert_eq!(ts("' OR 1=1 --").as_deref(), Some("'1'"));
+        assert_eq!(ts("' OR --").as_deref(), Some("'or'"));
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             let q = |t: &str| dialect.text_query(t);
             assert_eq!(q("x x X"), q("x"));

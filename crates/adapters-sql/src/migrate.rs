@@ -29,9 +29,11 @@ pub struct Migration {
     pub up: &'static str,
     /// SQL that reverts it.
     pub down: &'static str,
-    /// A query naming tables created at run time (their names are not in
-    /// `down`), dropped before `down` runs.
-    pub down_drops: Option<&'static str>,
+    /// A query naming tables created at run time (their names are in
+    /// neither script), dropped before `up` runs and before `down` runs: for
+    /// a migration that creates such tables (whose `up` finds none yet) or
+    /// changes how they are made (both ways, their maker makes them again).
+    pub drops: Option<&'static str>,
 }
 
 /// Every schema change of either backend, by version, written once: its
@@ -43,7 +45,7 @@ pub struct Migration {
 /// plan.
 ///
 /// `migration!(N)` is the [`Migration`] of version `N` in the invoking
-/// crate; `migration!(N => drops)` sets its `down_drops`.
+/// crate; `migration!(N => drops)` sets its `drops`.
 #[macro_export]
 macro_rules! migration {
     (@drops) => { ::core::option::Option::None };
@@ -54,7 +56,7 @@ macro_rules! migration {
             name: $name,
             up: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".up.sql")),
             down: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $stem, ".down.sql")),
-            down_drops: $crate::migration!(@drops $($drops)?),
+            drops: $crate::migration!(@drops $($drops)?),
         }
     };
     (1 $(=> $drops:expr)?) => { $crate::migration!(@ 1, "core_schema", "0001_core_schema" $(, $drops)?) };
@@ -81,6 +83,8 @@ macro_rules! migration {
     (17 $(=> $drops:expr)?) => { $crate::migration!(@ 17, "retention", "0017_retention" $(, $drops)?) };
     (18 $(=> $drops:expr)?) => { $crate::migration!(@ 18, "agent_runner", "0018_agent_runner" $(, $drops)?) };
     (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
+    // Stemmed full text, made again on both backends.
+    (20 $(=> $drops:expr)?) => { $crate::migration!(@ 20, "stemming", "0020_stemming" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed
@@ -267,6 +271,7 @@ async fn apply(ex: &dyn Executor, migration: &'static Migration) -> Result<Optio
     if ex.fetch_one("read migrations", done).await?.is_some() {
         return Ok(None);
     }
+    drop_tables(ex, migration).await?;
     ex.execute_batch("apply migration", migration.up).await?;
     let at = memlayer_domain::now();
     let text = rfc3339(at)?;
@@ -302,6 +307,18 @@ pub async fn migrate_up<M: Migrate>(backend: &M) -> Result<Vec<MigrationStatus>,
     Ok(done)
 }
 
+/// Drops the tables made at run time that `migration.drops` names.
+async fn drop_tables(ex: &dyn Executor, migration: &Migration) -> Result<(), StoreError> {
+    let Some(query) = migration.drops else { return Ok(()) };
+    let mut names = Sql::new(ex.dialect());
+    names.push(query);
+    for row in ex.fetch("list tables to drop", names).await? {
+        let name = Cells::new(&row, "sqlite_master").text(0, "name")?;
+        ex.execute_batch("drop table", &format!("DROP TABLE \"{}\"", name.replace('"', "\"\""))).await?;
+    }
+    Ok(())
+}
+
 /// Reverts the newest applied migration of `plan`, if any; its version.
 async fn revert_newest(
     ex: &dyn Executor,
@@ -318,14 +335,7 @@ async fn revert_newest(
             "revert migration: the database has migration {version}, which this build does not know"
         )))
     })?;
-    if let Some(query) = migration.down_drops {
-        let mut names = Sql::new(ex.dialect());
-        names.push(query);
-        for row in ex.fetch("list tables to drop", names).await? {
-            let name = Cells::new(&row, "sqlite_master").text(0, "name")?;
-            ex.execute_batch("drop table", &format!("DROP TABLE \"{}\"", name.replace('"', "\"\""))).await?;
-        }
-    }
+    drop_tables(ex, migration).await?;
     ex.execute_batch("revert migration", migration.down).await?;
     let mut record = Sql::new(ex.dialect());
     record.push("DELETE FROM _memlayer_migrations WHERE version = ").bind(version);
@@ -374,7 +384,7 @@ mod tests {
     use super::*;
 
     const fn m(version: i64, up: &'static str) -> Migration {
-        Migration { version, name: "m", up, down: "x", down_drops: None }
+        Migration { version, name: "m", up, down: "x", drops: None }
     }
 
     #[test]

@@ -616,6 +616,20 @@ pub struct PlanDto {
     pub pending: u64,
     /// Messages in scope embedded by another model only: left out of vector ranking (run `memlayer reembed`).
     pub other_model: u64,
+    /// The ranking stages that ran, in order: `vector` (cosine), `lexical`
+    /// (BM25 over stemmed words; `ts_rank` on Postgres) and, for hybrid,
+    /// `fusion` (the mean of both legs' min-max normalised scores).
+    pub stages: Vec<StageDto>,
+}
+
+/// One ranking stage of a search.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StageDto {
+    /// `vector`, `lexical` or `fusion`.
+    #[schema(example = "vector")]
+    pub stage: String,
+    /// The candidates it handed on (before `min_score` and `top_k`).
+    pub candidates: u64,
 }
 
 /// Response of `POST /api/search`.

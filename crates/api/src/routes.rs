@@ -23,7 +23,7 @@ use crate::auth::{Read, Write};
 use crate::dto::{
     AgentStateDto, AppendBody, CreateThreadDto, EmbedRequestDto, EmbedResponseDto, EmbeddingStatusDto, ForkThreadDto,
     HealthDto, HitDto, MessageBatchDto, MessageDto, MessagesDto, NewMessageDto, PageDto, PatchThreadDto, PlanDto,
-    SaveStateDto, SearchRequestDto, SearchResponseDto, ThreadDto, UsageDto,
+    SaveStateDto, SearchRequestDto, SearchResponseDto, StageDto, ThreadDto, UsageDto,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
@@ -460,7 +460,20 @@ async fn search(
     Ok(Json(SearchResponseDto {
         hits,
         mode: query.mode.into(),
-        plan: PlanDto { vector_index: p.vector_index, model: p.model, pending: p.pending, other_model: p.other_model },
+        plan: PlanDto {
+            vector_index: p.vector_index,
+            model: p.model,
+            pending: p.pending,
+            other_model: p.other_model,
+            stages: p
+                .stages
+                .iter()
+                .map(|st| StageDto {
+                    stage: st.kind.as_str().to_owned(),
+                    candidates: u64::try_from(st.candidates).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        },
         truncated: results.truncated,
     }))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use memlayer_domain::{
     Coverage, Embedding, EmbeddingCounts, MemoryOptions, MessageId, Reach, SearchHit, SearchMode, SearchPlan,
-    SearchQuery, SearchScope, Thread, ThreadId, TopK,
+    SearchQuery, SearchScope, SearchStage, StageKind, Thread, ThreadId, TopK,
 };
 use memlayer_ports::{
     Embedder, EmbedderInfo, EmbeddingStore, IndexKind, MessageStore, ScoredHit, SearchFilter, SeqRange, StoreError,
@@ -208,6 +208,7 @@ impl SearchService {
         }
         let how = Ranking { embedded: None, exclude: &HashSet::new(), coverage: true };
         let found = self.rank(who, query, &filter, k, how).await?;
+        plan.stages = found.stages;
         if let Some((strategy, model, counts)) = found.vector {
             plan.vector_index = strategy.as_str().to_owned();
             plan.model = model;
@@ -348,14 +349,22 @@ impl SearchService {
             how_vector = Some((found.strategy, model, counts));
             found.matches
         });
+        let mut stages = Vec::with_capacity(3);
+        let stage = |kind, found: &Vec<ScoredHit>| SearchStage { kind, candidates: found.len() };
+        stages.extend(vector.as_ref().map(|v| stage(StageKind::Vector, v)));
+        stages.extend(lexical.as_ref().map(|l| stage(StageKind::Lexical, l)));
         let ranked = match (vector, lexical) {
-            (Some(v), Some(l)) => fuse(&[v, l]),
+            (Some(v), Some(l)) => {
+                let fused = fuse(&[v, l]);
+                stages.push(stage(StageKind::Fusion, &fused));
+                fused
+            }
             (Some(v), None) => v,
             (None, Some(l)) => l,
             (None, None) => Vec::new(),
         };
         let ranked = ranked.into_iter().filter(|m| query.min_score.is_none_or(|min| m.score >= min)).take(k).collect();
-        Ok(Ranked { ranked, vector: how_vector })
+        Ok(Ranked { ranked, vector: how_vector, stages })
     }
 
     /// Reads the ranked hits and their neighbour windows within the
@@ -428,6 +437,8 @@ struct Ranked {
     ranked: Vec<ScoredHit>,
     /// The vector leg's strategy, model and (when read) coverage.
     vector: Option<(IndexKind, String, Option<Coverage>)>,
+    /// The stages that ran, in order.
+    stages: Vec<SearchStage>,
 }
 
 /// The query's `top_k`, else one thread's `_memory.top_k`, else the default.

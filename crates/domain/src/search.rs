@@ -273,6 +273,40 @@ pub struct SearchPlan {
     pub pending: u64,
     /// Messages in scope embedded by another model, left out of vector ranking.
     pub other_model: u64,
+    /// The stages that ran, in order, each with the candidates it handed on.
+    pub stages: Vec<SearchStage>,
+}
+
+/// One stage of a search's ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchStage {
+    /// What ran.
+    pub kind: StageKind,
+    /// How many candidates it handed on (before `min_score` and `top_k`).
+    pub candidates: usize,
+}
+
+/// The kinds of search stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// Nearest neighbours of the query's embedding (cosine).
+    Vector,
+    /// BM25 (Postgres: `ts_rank`) over stemmed words.
+    Lexical,
+    /// The legs' candidates fused: the mean of their min-max normalised scores.
+    Fusion,
+}
+
+impl StageKind {
+    /// Lowercase name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Lexical => "lexical",
+            Self::Fusion => "fusion",
+        }
+    }
 }
 
 /// What a vector search must report about its scope: the two figures of
@@ -311,24 +345,161 @@ pub const MAX_QUERY_TERMS: usize = 64;
 /// Longest stored error text of a failed embedding job, in bytes.
 pub const MAX_JOB_ERROR_BYTES: usize = 1024;
 
+/// English stop words a lexical query leaves out (the Snowball project's
+/// English list, as Postgres ships it in `english.stop`): words so common
+/// that matching them says little about a message. BM25 weighs them low but
+/// not at zero, and Postgres's `ts_rank` not at all, so a question ("what
+/// did she say about the trip") ranked long messages full of "what", "the"
+/// and "about" above the one about the trip. Messages keep them: a query of
+/// stop words only still finds its words.
+pub const STOP_WORDS: &[&str] = &[
+    "i",
+    "me",
+    "my",
+    "myself",
+    "we",
+    "our",
+    "ours",
+    "ourselves",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+    "he",
+    "him",
+    "his",
+    "himself",
+    "she",
+    "her",
+    "hers",
+    "herself",
+    "it",
+    "its",
+    "itself",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "themselves",
+    "what",
+    "which",
+    "who",
+    "whom",
+    "this",
+    "that",
+    "these",
+    "those",
+    "am",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "have",
+    "has",
+    "had",
+    "having",
+    "do",
+    "does",
+    "did",
+    "doing",
+    "a",
+    "an",
+    "the",
+    "and",
+    "but",
+    "if",
+    "or",
+    "because",
+    "as",
+    "until",
+    "while",
+    "of",
+    "at",
+    "by",
+    "for",
+    "with",
+    "about",
+    "against",
+    "between",
+    "into",
+    "through",
+    "during",
+    "before",
+    "after",
+    "above",
+    "below",
+    "to",
+    "from",
+    "up",
+    "down",
+    "in",
+    "out",
+    "on",
+    "off",
+    "over",
+    "under",
+    "again",
+    "further",
+    "then",
+    "once",
+    "here",
+    "there",
+    "when",
+    "where",
+    "why",
+    "how",
+    "all",
+    "any",
+    "both",
+    "each",
+    "few",
+    "more",
+    "most",
+    "other",
+    "some",
+    "such",
+    "no",
+    "nor",
+    "not",
+    "only",
+    "own",
+    "same",
+    "so",
+    "than",
+    "too",
+    "very",
+    "s",
+    "t",
+    "can",
+    "will",
+    "just",
+    "don",
+    "should",
+    "now",
+];
+
 /// The plain words of a lexical query, as every backend's full-text engine
 /// gets them: the text's Unicode words (letters and digits, split at
-/// everything else), lowercased, deduplicated in order of appearance, at
-/// most [`MAX_QUERY_TERMS`]. Adapters quote each for their engine, so no
+/// everything else), lowercased, deduplicated in order of appearance, less
+/// the [`STOP_WORDS`] unless nothing else is left, at most
+/// [`MAX_QUERY_TERMS`]. Adapters quote each for their engine, so no
 /// operator, column filter or prefix of the caller's ever reaches it.
 #[must_use]
 pub fn query_terms(text: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
+    let mut stop: Vec<String> = Vec::new();
     for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let word = word.to_lowercase();
-        if !terms.contains(&word) {
-            terms.push(word);
-            if terms.len() == MAX_QUERY_TERMS {
-                break;
-            }
+        let list = if STOP_WORDS.contains(&word.as_str()) { &mut stop } else { &mut terms };
+        if !list.contains(&word) && list.len() < MAX_QUERY_TERMS {
+            list.push(word);
         }
     }
-    terms
+    if terms.is_empty() { stop } else { terms }
 }
 
 /// The error text stored with a failed embedding job: at most
@@ -352,11 +523,19 @@ mod tests {
     #[test]
     fn query_terms_are_lowercased_deduplicated_words() {
         assert_eq!(query_terms("Refund, kettle! refund"), ["refund", "kettle"]);
-        assert_eq!(query_terms("a:b (c) -d ^e"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(query_terms("x:b (c) -d ^e"), ["x", "b", "c", "d", "e"]);
         assert_eq!(query_terms("café naïve 東京"), ["café", "naïve", "東京"]);
         assert!(query_terms("... --- ()").is_empty());
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
         assert_eq!(query_terms(&many).len(), MAX_QUERY_TERMS);
+    }
+
+    #[test]
+    fn query_terms_leave_out_stop_words_unless_only_they_are_left() {
+        assert_eq!(query_terms("What did Ada say about the Trip?"), ["ada", "say", "trip"]);
+        assert_eq!(query_terms("To be, or not to be"), ["to", "be", "or", "not"]);
+        assert!(STOP_WORDS.iter().all(|w| query_terms(w) == [*w]), "a stop word alone is kept");
+        assert_eq!(STOP_WORDS.len(), 127);
     }
 
     #[test]

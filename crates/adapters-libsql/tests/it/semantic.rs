@@ -618,3 +618,63 @@ async fn the_in_process_index_follows_deletes_edits_reused_rowids_and_reopens() 
     assert_eq!(ids(db.lexical_search(&whole("acme"), "closed".into(), 5).await.unwrap()), vec![later[0].id]);
     assert_eq!(db.lexical_search(&whole("acme"), "text kettle closed".into(), 10).await.unwrap().len(), 3);
 }
+
+/// Migration 20: rows indexed unstemmed before it (in a table as the
+/// catch-up before it made them) are indexed again, stemmed, and still
+/// found; a deleted message queued for removal before it stays gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stemming_migration_indexes_old_rows_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let db = open_file(&path).await;
+    let conn = raw(&path).await;
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let batch = vec![text("She runs every morning"), text("the dogs walked home"), text("a note on running shoes")];
+    let stored = db.append(&t, thread, batch).await.unwrap();
+    db.catch_up().await.unwrap();
+    let found = |q: &'static str| {
+        let db = db.clone();
+        async move {
+            let hits = db.lexical_search(&whole("acme"), q.into(), 5).await.unwrap();
+            let mut ids: Vec<MessageId> = hits.iter().map(|h| h.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<MessageId>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(found("running").await, sorted(vec![stored[0].id, stored[2].id]));
+
+    assert_eq!(db.migrate_down(1).await.unwrap()[0].version, 20);
+    assert!(fts_tables(&conn).await.is_empty(), "the stemmed tables are dropped");
+    assert_eq!(scalar(&conn, "SELECT caught_up_to FROM semantic_watermark").await, 0, "to be indexed again");
+    // What the catch-up before migration 20 made of the same rows.
+    let id = scalar(&conn, "SELECT id FROM lexical_tenants WHERE tenant = 'acme'").await;
+    conn.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE lexical_fts_{id} USING fts5(content, tools, content = '', contentless_delete = 1, \
+         tokenize = 'unicode61 remove_diacritics 2'); \
+         INSERT INTO lexical_fts_{id} (rowid, content, tools) SELECT message_rowid, content, tools FROM messages_fts_source; \
+         UPDATE semantic_watermark SET caught_up_to = (SELECT max(rowid) FROM messages);"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(found("runs").await, vec![stored[0].id], "unstemmed: the word as written");
+    assert_eq!(found("running").await, vec![stored[2].id]);
+    // Deleted while indexed: queued for removal.
+    conn.execute("DELETE FROM messages WHERE id = ?1", [stored[2].id.as_uuid().as_bytes().to_vec()]).await.unwrap();
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_stale WHERE reindex = 0").await, 1);
+
+    assert_eq!(db.migrate_up().await.unwrap()[0].version, 20);
+    db.catch_up().await.unwrap();
+    let porter = format!("SELECT count(*) FROM sqlite_master WHERE name = 'lexical_fts_{id}' AND sql LIKE '%porter%'");
+    assert_eq!(scalar(&conn, &porter).await, 1, "made again with the porter tokenizer");
+    for q in ["running", "runs", "RUN"] {
+        assert_eq!(found(q).await, vec![stored[0].id], "{q}");
+    }
+    assert_eq!(found("walking dog").await, vec![stored[1].id]);
+    assert_eq!(counts(&conn).await.0, 2, "every live message indexed once, the deleted one not");
+    fts_integrity(&conn).await;
+}

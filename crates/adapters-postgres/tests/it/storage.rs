@@ -54,6 +54,8 @@ async fn migrations_go_down_and_up_again() {
         ..Default::default()
     };
     let policy = store.create_policy(&t, policy).await.unwrap();
+    // Reverting migration 20 unstems the full text (the_stemming_migration_rebuilds_the_documents).
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![20]);
     // Reverting migration 19 drops the workflows, their steps and events.
     let wf = memlayer_domain::NewWorkflow {
         resource: None,
@@ -113,7 +115,7 @@ async fn migrations_go_down_and_up_again() {
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(
         versions(store.migrate_up().await.unwrap()),
-        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
     );
     assert!(store.list_policies(&t).await.unwrap().is_empty(), "re-applied empty");
     assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
@@ -123,8 +125,8 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     assert!(memlayer_ports::WorkflowStore::workflow(&store, &t, wf).await.is_err(), "re-applied empty");
-    let down = store.migrate_down(16).await.unwrap();
-    assert_eq!(versions(down), vec![19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(17).await.unwrap();
+    assert_eq!(versions(down), vec![20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
     assert_eq!(applied, {
@@ -134,15 +136,61 @@ async fn migrations_go_down_and_up_again() {
     });
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(17).await.unwrap();
-    assert_eq!(versions(all_down), vec![19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(18).await.unwrap();
+    assert_eq!(versions(all_down), vec![20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 17);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 18);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
+}
+
+/// Migration 20 computes every stored document again: rows written before
+/// it (unstemmed) are found by other forms of their words after it, and
+/// reverting it finds them by the words as written only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stemming_migration_rebuilds_the_documents() {
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("acme").unwrap();
+    let thread = store.create(&t, NewThread::default()).await.unwrap().id;
+    let whole = SearchFilter::all_threads(t.clone());
+    let found = |q: &'static str| {
+        let (store, whole) = (store.clone(), whole.clone());
+        async move {
+            let hits = store.lexical_search(&whole, q.into(), 5).await.unwrap();
+            hits.iter().map(|h| h.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![20]);
+    let text = |s: &str| NewMessage::text(Role::User, s).unwrap();
+    let old =
+        store.append(&t, thread, vec![text("She runs every morning"), text("the dogs walked home")]).await.unwrap();
+    // (Raw SQL: the adapter's search names migration 20's query function.)
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("SET memlayer.tenant = '*'").await.unwrap();
+    let unstemmed =
+        client.query("SELECT id FROM messages WHERE document @@ to_tsquery('simple', 'running')", &[]).await.unwrap();
+    assert!(unstemmed.is_empty(), "stored unstemmed");
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![20]);
+    assert_eq!(found("running").await, vec![old[0].id]);
+    assert_eq!(found("walking dog").await, vec![old[1].id]);
+    let new = store.append(&t, thread, vec![text("Their invoices arrived")]).await.unwrap();
+    assert_eq!(found("invoice").await, vec![new[0].id]);
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![20]);
+    let as_written = client
+        .query("SELECT id FROM messages WHERE document @@ to_tsquery('simple', 'runs | invoices')", &[])
+        .await
+        .unwrap();
+    assert_eq!(as_written.len(), 2, "documents computed again, unstemmed");
+    assert_eq!(versions(store.migrate_up().await.unwrap()), vec![20]);
+}
+
+fn versions(list: Vec<MigrationStatus>) -> Vec<i64> {
+    list.iter().map(|m| m.version).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,3 +308,46 @@ async fn a_search_within_a_thread_reads_it_once_and_defaults_to_its_top_k() {
     let q = SearchQuery::new("x", SearchScope::Thread(id), SearchMode::Lexical, None, Window::default(), None).unwrap();
     assert_eq!(search.search(&tenant(), &q).await.unwrap().hits.len(), 2);
 }
+
+#[tokio::test]
+async fn the_plan_names_the_stages_that_ran() {
+    let thread = ThreadId::new();
+    let ids: Vec<MessageId> = (0..4).map(|_| MessageId::new()).collect();
+    let hit = |i: usize, score: f32| ScoredHit { id: ids[i], thread, score };
+    let (by_vector, by_words) = (vec![hit(0, 0.9), hit(1, 0.5), hit(2, 0.1)], vec![hit(2, 7.0), hit(3, 2.0)]);
+    let mut embedder = MockEmbedder::new();
+    embedder.expect_info().returning(info);
+    embedder.expect_embed_interactive().returning(|_| Ok(vec![Embedding::new("m", vec![1.0, 0.0], 2).unwrap()]));
+    let mut index = MockVectorIndex::new();
+    index.expect_search().returning(move |_, _, _| {
+        Ok(VectorSearch { matches: by_vector.clone(), strategy: memlayer_ports::IndexKind::Exact })
+    });
+    let mut store = MockEmbeddingStore::new();
+    store.expect_coverage().returning(|_, _| Ok(Coverage::default()));
+    store.expect_lexical_search().returning(move |_, _, _| Ok(by_words.clone()));
+    let mut messages = MockMessageStore::new();
+    messages.expect_get_many().returning(move |_, got| {
+        Ok(got.into_iter().enumerate().map(|(i, m)| message(m, thread, i as i64 + 1)).collect())
+    });
+    let search = SearchService::new(
+        Arc::new(embedder),
+        Arc::new(index),
+        Arc::new(store),
+        Arc::new(messages),
+        Arc::new(MockThreadStore::new()),
+    );
+    let stages = |mode: SearchMode| {
+        let search = search.clone();
+        async move {
+            let q = SearchQuery::new("x", SearchScope::Tenant, mode, TopK::new(2).unwrap(), Window::default(), None)
+                .unwrap();
+            let results = search.search(&tenant(), &q).await.unwrap();
+            assert_eq!(results.hits.len(), 2);
+            results.plan.stages.iter().map(|s| (s.kind.as_str(), s.candidates)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(stages(SearchMode::Vector).await, [("vector", 3)]);
+    assert_eq!(stages(SearchMode::Lexical).await, [("lexical", 2)]);
+    // Hybrid: both legs, then their union fused (message 2 is in both).
+    assert_eq!(stages(SearchMode::Hybrid).await, [("vector", 3), ("lexical", 2), ("fusion", 4)]);
+}

@@ -359,6 +359,7 @@ macro_rules! contract_suite {
                 lexical_scores_ignore_other_tenants,
                 due_jobs_are_fair_across_tenants,
                 claimed_jobs_are_leased_until_done_or_expired,
+                lexical_search_finds_other_forms_of_a_word,
             ],
             sweep_cases: [
                 deleted_thread_is_missing_everywhere_at_once,
