@@ -69,6 +69,13 @@ async fn prune(t: &TestApp) {
     assert_eq!(status, StatusCode::OK, "{dry}");
     assert_eq!((&dry["items"][0]["dry_run"], &dry["items"][0]["counts"]["messages"]), (&json!(true), &json!(3)));
     assert_eq!(lexical(t, "walnut").await.len(), 5, "a dry run deletes nothing");
+    // Every run writes a receipt: the dry run's too, marked so.
+    let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+    let receipt = &runs["items"][0];
+    assert_eq!((&receipt["id"], &receipt["dry_run"]), (&dry["items"][0]["id"], &json!(true)), "{runs}");
+    assert_eq!((&receipt["counts"]["messages"], &receipt["policy_id"]), (&json!(3), &p["id"]), "{runs}");
+    assert!(receipt["message_ids"]["first"].is_string() && receipt["finished_at"].is_string(), "{receipt}");
     let (status, done) = t.call("POST", "/api/retention/prune", None).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     let receipt = &done["items"][0];
@@ -89,6 +96,14 @@ async fn prune(t: &TestApp) {
     let (status, runs) = t.call("GET", "/api/retention/runs?limit=1", None).await;
     assert_eq!(status, StatusCode::OK, "{runs}");
     assert_eq!(runs["items"][0]["id"], receipt["id"]);
+    assert_eq!(runs["items"][0]["dry_run"], json!(false));
+    // A run that deletes nothing writes one too.
+    let (status, again) = t.call("POST", "/api/retention/prune", None).await;
+    assert_eq!((status, &again["items"][0]["counts"]["messages"]), (StatusCode::OK, &json!(0)), "{again}");
+    let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
+    let listed: Vec<_> = runs["items"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(listed, vec![again["items"][0]["id"].clone(), receipt["id"].clone(), dry["items"][0]["id"].clone()]);
+    assert_eq!(runs["items"][0]["thread_ids"], Value::Null, "nothing deleted, no id range: {runs}");
     let r = t.call("GET", "/api/retention/runs?limit=0", None).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let uri = format!("/api/retention/policies/{}", p["id"].as_str().unwrap());
@@ -343,6 +358,7 @@ async fn the_cli_manages_policies_prunes_and_erases() {
     let out = run(&["retention", "runs"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs["items"][0]["counts"]["messages"], 3, "{runs}");
+    assert_eq!((&runs["items"][1]["dry_run"], &runs["items"][1]["counts"]["messages"]), (&json!(true), &json!(3)));
     let out = run(&["erase-resource", "u9"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
