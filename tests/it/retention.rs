@@ -405,3 +405,40 @@ async fn an_erasure_cut_short_is_resumed() {
     assert!(runs["items"][0]["finished_at"].is_string(), "{runs}");
     assert!(store.unfinished_erasures().await.unwrap().is_empty());
 }
+
+/// `memlayer prune`'s bar moves with every step: the messages deleted so
+/// far (a deleted thread's included) and the threads as its message; its
+/// total, `RetentionService::estimate`, is what the run then deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_bar_follows_every_step() {
+    let t = TestApp::with(|c| {
+        c.embedding.enabled = false;
+        c.retention.batch = 2;
+        c.retention.pause_ms = 0;
+    })
+    .await;
+    let long = t.thread(json!({"resource_id": "a"})).await;
+    append(&t, &long, &["one", "two", "three", "four", "five", "six", "seven"]).await;
+    for _ in 0..2 {
+        let th = t.thread(json!({"resource_id": "r"})).await;
+        append(&t, &th, &["alone"]).await;
+    }
+    let policy = |body: Value| t.call("POST", "/api/retention/policies", Some(body));
+    assert_eq!(policy(json!({"max_messages_per_thread": 1})).await.0, StatusCode::CREATED);
+    assert_eq!(policy(json!({"resource_id": "r", "max_threads_per_resource": 1})).await.0, StatusCode::CREATED);
+    let estimate = t.services.retention.estimate(None).await.unwrap();
+    assert_eq!((estimate.messages, estimate.threads), (7, 1), "{estimate:?}");
+    // Longer than the run, so the position is the steps' doing, not a
+    // finished bar's.
+    let bar = indicatif_hidden(100);
+    let runs = memlayer_api::cli_retention::prune_with(&t.services, None, false, &bar).await.unwrap();
+    let deleted: u64 = runs.iter().map(|r| r.counts.messages).sum();
+    assert_eq!((deleted, bar.position(), bar.message()), (7, 7, "1 threads".into()));
+}
+
+/// A progress bar drawn nowhere, of `len`.
+fn indicatif_hidden(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_length(len);
+    bar
+}
