@@ -80,6 +80,7 @@ macro_rules! migration {
     (16 $(=> $drops:expr)?) => { $crate::migration!(@ 16, "resource_isolation_memory", "0016_resource_isolation_memory" $(, $drops)?) };
     (17 $(=> $drops:expr)?) => { $crate::migration!(@ 17, "retention", "0017_retention" $(, $drops)?) };
     (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
+    (22 $(=> $drops:expr)?) => { $crate::migration!(@ 22, "deletion_log", "0022_deletion_log" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed
