@@ -442,3 +442,100 @@ fn indicatif_hidden(len: u64) -> indicatif::ProgressBar {
     bar.set_length(len);
     bar
 }
+
+/// What the running server at `base` finds for "walnut" in `mode`, top 3:
+/// the hits' contents.
+async fn walnut_hits(http: &reqwest::Client, base: &str, mode: &str) -> Vec<String> {
+    let body = json!({"query": "walnut", "mode": mode, "top_k": 3});
+    let r = http.post(format!("{base}/api/search")).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["hits"].as_array().unwrap().iter().map(|h| h["message"]["content"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A `memlayer prune --apply` and a `memlayer erase-resource` run by the CLI
+/// beside a running server: the server's in-process vector index and (on
+/// libSQL) its tantivy full-text index forget what the other process
+/// deleted, so a search still fills its top k with what is left. The
+/// deleted messages are the best matches of the query (the query itself,
+/// as a message), so an index that kept them would give them the first
+/// slots and return fewer hits. On libSQL a lexical search from the CLI
+/// also runs its process's catch-up, which empties the store's full-text
+/// queue before the server reads it.
+async fn cli_prune_beside_a_running_server(env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server_env = vec![("MEMLAYER_EMBEDDING__MODE", "inline"), ("MEMLAYER_RETENTION__ENABLED", "false")];
+    server_env.extend_from_slice(env);
+    let (child, base) = crate::support::spawn_server(dir.path(), &server_env, &[], std::time::Duration::from_secs(60));
+    let _server = crate::support::Server { child, base: base.clone() };
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let thread = |resource: &'static str| {
+        let post = &post;
+        async move { post("/api/threads", json!({"resource_id": resource})).await["id"].as_str().unwrap().to_owned() }
+    };
+    let (pruned, erased, kept) = (thread("pruned").await, thread("erased").await, thread("kept").await);
+    let texts =
+        |t: &[&str]| json!({"messages": t.iter().map(|s| json!({"role": "user", "content": s})).collect::<Vec<_>>()});
+    post(&format!("/api/threads/{pruned}/messages"), texts(&["walnut", "walnut", "walnut", "a last word"])).await;
+    post(&format!("/api/threads/{erased}/messages"), texts(&["walnut", "walnut"])).await;
+    let left =
+        ["we cracked a walnut by the old stone wall", "the walnut tree in the garden is tall", "walnut oil and bread"];
+    post(&format!("/api/threads/{kept}/messages"), texts(&left)).await;
+    post("/api/retention/policies", json!({"resource_id": "pruned", "max_messages_per_thread": 1})).await;
+    for mode in ["vector", "lexical"] {
+        let hits = walnut_hits(&http, &base, mode).await;
+        assert!(hits.iter().all(|h| h == "walnut"), "{mode}: the messages to delete rank first: {hits:?}");
+    }
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MEMLAYER_CONFIG")
+            .env_remove("LIBSQL_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
+            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["prune", "--apply"]);
+    run(&["erase-resource", "erased"]);
+    run(&["search", "walnut", "--mode", "lexical"]);
+    for mode in ["lexical", "vector"] {
+        let mut hits = walnut_hits(&http, &base, mode).await;
+        hits.sort();
+        let mut want = left.map(str::to_owned).to_vec();
+        want.sort();
+        assert_eq!(hits, want, "{mode}: the top 3 is what is left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_prune_beside_a_running_server_leaves_its_indexes_clean() {
+    if model_ready("a_cli_prune_beside_a_running_server_leaves_its_indexes_clean") {
+        cli_prune_beside_a_running_server(&[]).await;
+    }
+}
+
+/// The same on Postgres with the server's in-process `exact` index (the
+/// full text lives in the database there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_prune_beside_a_running_server_leaves_its_index_clean_on_postgres() {
+    if !model_ready("a_cli_prune_beside_a_running_server_leaves_its_index_clean_on_postgres") {
+        return;
+    }
+    let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
+    cli_prune_beside_a_running_server(&[("DATABASE_URL", db.url.as_str()), ("MEMLAYER_SEARCH__INDEX", "exact")]).await;
+}
