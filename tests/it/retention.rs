@@ -63,6 +63,13 @@ async fn policies(t: &TestApp) {
 async fn prune(t: &TestApp) {
     let th = t.thread(json!({"resource_id": "u2"})).await;
     append(t, &th, &["walnut one", "walnut two", "walnut three", "walnut four", "walnut five"]).await;
+    // Pinned with the PATCH shortcut: exempt, its other metadata kept.
+    let pinned = t.thread(json!({"resource_id": "u2", "metadata": {"lang": "en"}})).await;
+    append(t, &pinned, &["pecan one", "pecan two", "pecan three"]).await;
+    let (status, v) = t.call("PATCH", &format!("/api/threads/{pinned}"), Some(json!({"pinned": true}))).await;
+    assert_eq!((status, &v["metadata"]), (StatusCode::OK, &json!({"lang": "en", "pinned": true})), "{v}");
+    let r = t.call("PATCH", &format!("/api/threads/{pinned}"), Some(json!({"pinned": "yes"}))).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let (status, p) = t.call("POST", "/api/retention/policies", Some(json!({"max_messages_per_thread": 2}))).await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
     let (status, dry) = t.call("POST", "/api/retention/prune?dry_run=true", None).await;
@@ -84,6 +91,8 @@ async fn prune(t: &TestApp) {
     let (_, page) = t.call("GET", &format!("/api/threads/{th}/messages"), None).await;
     let seqs: Vec<_> = page["items"].as_array().unwrap().iter().map(|m| m["seq"].clone()).collect();
     assert_eq!(seqs, vec![json!(4), json!(5)]);
+    let (_, page) = t.call("GET", &format!("/api/threads/{pinned}/messages"), None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "the pinned thread keeps everything");
     let hits = lexical(t, "walnut").await;
     assert_eq!(hits.len(), 2, "lexical search: {hits:?}");
     let (status, ctx) = t.call("POST", &format!("/api/threads/{th}/context"), Some(json!({"budget": 4000}))).await;
@@ -91,7 +100,7 @@ async fn prune(t: &TestApp) {
     let texts: Vec<_> = ctx["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect();
     assert_eq!(texts, vec![json!("walnut four"), json!("walnut five")], "context holds only what is left");
     let (_, usage) = t.call("GET", "/api/usage", None).await;
-    assert_eq!(usage["messages"]["used"], 2, "{usage}");
+    assert_eq!(usage["messages"]["used"], 2 + 3, "{usage}");
     // The receipt is listed; paging by cursor.
     let (status, runs) = t.call("GET", "/api/retention/runs?limit=1", None).await;
     assert_eq!(status, StatusCode::OK, "{runs}");

@@ -281,9 +281,8 @@ mod tests {
         let stored = vec![entries[1].clone(), entries[2].clone(), extra.clone()];
         let mut store = MockEmbeddingStore::new();
         store.expect_scan_vectors().returning(move |_, _, _| Ok((stored.clone(), None)));
-        let index = FollowingIndex::new(Arc::new(ExactIndex::new()), Arc::new(log), Arc::new(store), "m".into())
-            .await
-            .unwrap();
+        let index =
+            FollowingIndex::new(Arc::new(ExactIndex::new()), Arc::new(log), Arc::new(store), "m".into()).await.unwrap();
         index.upsert(entries.to_vec()).await.unwrap();
         index.follow().await.unwrap();
         assert_eq!(ids(&index).await, sorted(vec![entries[1].id, entries[2].id, extra.id]));
