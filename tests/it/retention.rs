@@ -20,6 +20,13 @@ async fn append(t: &TestApp, thread: &str, texts: &[&str]) {
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
+/// The tenant's whole export (`GET /api/export`), as text.
+async fn exported(t: &TestApp) -> String {
+    let (status, body) = t.call_with("GET", "/api/export", &[], None, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_str().map_or_else(|| body.to_string(), str::to_owned)
+}
+
 async fn lexical(t: &TestApp, word: &str) -> Vec<Value> {
     let body = json!({"query": word, "mode": "lexical", "top_k": 50});
     let (status, v) = t.call("POST", "/api/search", Some(body)).await;
@@ -101,6 +108,11 @@ async fn prune(t: &TestApp) {
     assert_eq!(texts, vec![json!("walnut four"), json!("walnut five")], "context holds only what is left");
     let (_, usage) = t.call("GET", "/api/usage", None).await;
     assert_eq!(usage["messages"]["used"], 2 + 3, "{usage}");
+    let export = exported(t).await;
+    assert!(export.contains("walnut four") && export.contains("pecan three"), "{export}");
+    for gone in ["walnut one", "walnut two", "walnut three"] {
+        assert!(!export.contains(gone), "the export holds a pruned message: {gone}");
+    }
     // The receipt is listed; paging by cursor.
     let (status, runs) = t.call("GET", "/api/retention/runs?limit=1", None).await;
     assert_eq!(status, StatusCode::OK, "{runs}");
@@ -180,6 +192,15 @@ async fn erase(t: &TestApp) {
     assert_eq!(versions["items"], json!([]), "{versions}");
     let (_, wm) = t.call("GET", "/api/resources/u3/working-memory", None).await;
     assert_eq!(wm["version"], 1, "another resource keeps its document");
+    let export = exported(t).await;
+    assert!(export.contains("marmalade delta"), "{export}");
+    for gone in [a.as_str(), pinned.as_str(), "marmalade alpha", "marmalade gamma", "\"u1\""] {
+        assert!(!export.contains(gone), "the export holds something of the erased resource: {gone}");
+    }
+    let (status, narrowed) = t.call_with("GET", "/api/export?resource_id=u1", &[], None, false).await;
+    assert_eq!(status, StatusCode::OK, "{narrowed}");
+    let narrowed = narrowed.as_str().map_or_else(|| narrowed.to_string(), str::to_owned);
+    assert!(!narrowed.contains("\"thread\"") && !narrowed.contains("marmalade"), "{narrowed}");
     let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
     assert_eq!(runs["items"][0]["id"], receipt["id"], "the receipt is listed");
     // The rows go with the sweep; still nothing comes back.
@@ -230,13 +251,15 @@ async fn a_bound_caller_erases_only_its_own_resource() {
 }
 
 /// With the model: what a prune and an erasure delete is gone from vector
-/// search at once (the in-process index forgot it), not only from storage.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruned_and_erased_messages_leave_vector_search() {
-    if !model_ready("pruned_and_erased_messages_leave_vector_search") {
-        return;
-    }
-    let t = TestApp::with(|c| c.embedding.mode = memlayer_app::EmbeddingMode::Inline).await;
+/// search at once (the vector index forgot it), not only from storage, with
+/// the vector index of each kind on each backend.
+async fn vector_search_after_prune_and_erasure(store: Store, index: memlayer_app::IndexKind) {
+    let tweak = |c: &mut memlayer_app::Config| {
+        c.embedding.mode = memlayer_app::EmbeddingMode::Inline;
+        c.search.index = Some(index);
+    };
+    let Some(t) = TestApp::on(store, tweak).await else { return };
+    assert_eq!(t.services.index.kind(), index);
     let pets = t.thread(json!({"resource_id": "u1"})).await;
     let taxes = t.thread(json!({"resource_id": "u2"})).await;
     append(&t, &pets, &["I adopted a small kitten from the shelter", "we went hiking in the alps"]).await;
@@ -255,19 +278,33 @@ async fn pruned_and_erased_messages_leave_vector_search() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(vector("new pet cat").await.len(), 4);
+    assert_eq!(vector("new pet cat").await.len(), 4, "{index}");
     let (status, _) = t.call("DELETE", "/api/resources/u1", None).await;
     assert_eq!(status, StatusCode::OK);
     let hits = vector("new pet cat").await;
-    assert_eq!(hits.len(), 2, "{hits:?}");
-    assert!(hits.iter().all(|h| !h.contains("kitten")), "{hits:?}");
+    assert_eq!(hits.len(), 2, "{index}: {hits:?}");
+    assert!(hits.iter().all(|h| !h.contains("kitten")), "{index}: {hits:?}");
     // Vector index entries of pruned messages go too (checked on the index itself).
     let before = t.services.index.len().await.unwrap();
     let (status, _) = t.call("POST", "/api/retention/policies", Some(json!({"max_messages_per_thread": 1}))).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(t.call("POST", "/api/retention/prune", None).await.0, StatusCode::OK);
-    assert_eq!(t.services.index.len().await.unwrap(), before - 1, "the index forgot the pruned message");
-    assert_eq!(vector("tax report").await.len(), 1);
+    assert_eq!(t.services.index.len().await.unwrap(), before - 1, "{index}: the index forgot the pruned message");
+    assert_eq!(vector("tax report").await.len(), 1, "{index}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_and_erased_messages_leave_vector_search() {
+    if !model_ready("pruned_and_erased_messages_leave_vector_search") {
+        return;
+    }
+    use memlayer_app::IndexKind::{Exact, Hnsw, Libsql, Pgvector};
+    for index in [Hnsw, Exact, Libsql] {
+        vector_search_after_prune_and_erasure(Store::Libsql, index).await;
+    }
+    for index in [Pgvector, Exact] {
+        vector_search_after_prune_and_erasure(Store::Postgres, index).await;
+    }
 }
 
 /// Two servers' schedulers on one database: while one holds the lease the
