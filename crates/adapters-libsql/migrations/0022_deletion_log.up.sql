@@ -11,9 +11,10 @@
 -- has one writer, so numbers are committed in order. `message_rowid` is the
 -- message's position, the key of the in-process full-text index. Swept
 -- messages (of threads marked deleted) are logged too: that index removes
--- entries by position only. Entries are purged by age
--- (`deletion_log_created`); `deletion_log_horizon` keeps the newest number
--- purged, so a reader behind it knows it missed entries.
+-- entries by position only. Entries are purged by age, oldest number first
+-- (numbers follow time, so no index on the time is kept: each insert pays
+-- one index less); `deletion_log_horizon` keeps the newest number purged,
+-- so a reader behind it knows it missed entries.
 
 CREATE TABLE deletion_log (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -23,7 +24,6 @@ CREATE TABLE deletion_log (
     message_rowid INTEGER,
     created_at    INTEGER NOT NULL
 );
-CREATE INDEX deletion_log_created ON deletion_log (created_at);
 
 CREATE TABLE deletion_log_horizon (
     id      INTEGER PRIMARY KEY CHECK (id = 1),

@@ -78,7 +78,7 @@ impl DeletionLog for LibsqlBackend {
             let mut rows = conn
                 .query(
                     "DELETE FROM deletion_log WHERE seq IN \
-                     (SELECT seq FROM deletion_log WHERE created_at < ?1 ORDER BY seq LIMIT ?2) RETURNING seq",
+                     (SELECT seq FROM deletion_log ORDER BY seq LIMIT ?2) AND created_at < ?1 RETURNING seq",
                     params,
                 )
                 .await

@@ -89,7 +89,7 @@ impl DeletionLog for PgBackend {
         let stmt = tx
             .prepare_cached(
                 "WITH gone AS (DELETE FROM deletion_log WHERE seq IN (SELECT seq FROM deletion_log \
-                 WHERE created_at < $1 ORDER BY seq LIMIT $2) RETURNING seq), \
+                 ORDER BY seq LIMIT $2) AND created_at < $1 RETURNING seq), \
                  moved AS (UPDATE deletion_log_horizon SET through = greatest(through, (SELECT max(seq) FROM gone)) \
                  WHERE EXISTS (SELECT 1 FROM gone)) \
                  SELECT count(*) FROM gone",

@@ -82,8 +82,9 @@ pub trait DeletionLog: Send + Sync + std::fmt::Debug {
     /// `cursor.seq` were purged. `limit` 0 is `Invalid`.
     async fn deletions_since(&self, cursor: &DeletionCursor, limit: u32) -> Result<Deletions, StoreError>;
 
-    /// Deletes at most `limit` entries logged before `before`, every
-    /// tenant's; returns how many. Readers whose cursor they were after
-    /// are told `lost` from then on.
+    /// Deletes entries logged before `before`, every tenant's, among the
+    /// `limit` oldest (by number: an entry older than one it keeps may stay
+    /// until the next purge); returns how many. Readers whose cursor they
+    /// were after are told `lost` from then on.
     async fn purge_deletions(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }
