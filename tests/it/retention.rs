@@ -18,6 +18,13 @@ async fn append(t: &TestApp, thread: &str, texts: &[&str]) {
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
+/// The tenant's whole export (`GET /api/export`), as text.
+async fn exported(t: &TestApp) -> String {
+    let (status, body) = t.call_with("GET", "/api/export", &[], None, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_str().map_or_else(|| body.to_string(), str::to_owned)
+}
+
 async fn lexical(t: &TestApp, word: &str) -> Vec<Value> {
     let body = json!({"query": word, "mode": "lexical", "top_k": 50});
     let (status, v) = t.call("POST", "/api/search", Some(body)).await;
@@ -61,12 +68,26 @@ async fn policies(t: &TestApp) {
 async fn prune(t: &TestApp) {
     let th = t.thread(json!({"resource_id": "u2"})).await;
     append(t, &th, &["walnut one", "walnut two", "walnut three", "walnut four", "walnut five"]).await;
+    // Pinned with the PATCH shortcut: exempt, its other metadata kept.
+    let pinned = t.thread(json!({"resource_id": "u2", "metadata": {"lang": "en"}})).await;
+    append(t, &pinned, &["pecan one", "pecan two", "pecan three"]).await;
+    let (status, v) = t.call("PATCH", &format!("/api/threads/{pinned}"), Some(json!({"pinned": true}))).await;
+    assert_eq!((status, &v["metadata"]), (StatusCode::OK, &json!({"lang": "en", "pinned": true})), "{v}");
+    let r = t.call("PATCH", &format!("/api/threads/{pinned}"), Some(json!({"pinned": "yes"}))).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let (status, p) = t.call("POST", "/api/retention/policies", Some(json!({"max_messages_per_thread": 2}))).await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
     let (status, dry) = t.call("POST", "/api/retention/prune?dry_run=true", None).await;
     assert_eq!(status, StatusCode::OK, "{dry}");
     assert_eq!((&dry["items"][0]["dry_run"], &dry["items"][0]["counts"]["messages"]), (&json!(true), &json!(3)));
     assert_eq!(lexical(t, "walnut").await.len(), 5, "a dry run deletes nothing");
+    // Every run writes a receipt: the dry run's too, marked so.
+    let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+    let receipt = &runs["items"][0];
+    assert_eq!((&receipt["id"], &receipt["dry_run"]), (&dry["items"][0]["id"], &json!(true)), "{runs}");
+    assert_eq!((&receipt["counts"]["messages"], &receipt["policy_id"]), (&json!(3), &p["id"]), "{runs}");
+    assert!(receipt["message_ids"]["first"].is_string() && receipt["finished_at"].is_string(), "{receipt}");
     let (status, done) = t.call("POST", "/api/retention/prune", None).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     let receipt = &done["items"][0];
@@ -75,6 +96,8 @@ async fn prune(t: &TestApp) {
     let (_, page) = t.call("GET", &format!("/api/threads/{th}/messages"), None).await;
     let seqs: Vec<_> = page["items"].as_array().unwrap().iter().map(|m| m["seq"].clone()).collect();
     assert_eq!(seqs, vec![json!(4), json!(5)]);
+    let (_, page) = t.call("GET", &format!("/api/threads/{pinned}/messages"), None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "the pinned thread keeps everything");
     let hits = lexical(t, "walnut").await;
     assert_eq!(hits.len(), 2, "lexical search: {hits:?}");
     let (status, ctx) = t.call("POST", &format!("/api/threads/{th}/context"), Some(json!({"budget": 4000}))).await;
@@ -82,11 +105,24 @@ async fn prune(t: &TestApp) {
     let texts: Vec<_> = ctx["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect();
     assert_eq!(texts, vec![json!("walnut four"), json!("walnut five")], "context holds only what is left");
     let (_, usage) = t.call("GET", "/api/usage", None).await;
-    assert_eq!(usage["messages"]["used"], 2, "{usage}");
+    assert_eq!(usage["messages"]["used"], 2 + 3, "{usage}");
+    let export = exported(t).await;
+    assert!(export.contains("walnut four") && export.contains("pecan three"), "{export}");
+    for gone in ["walnut one", "walnut two", "walnut three"] {
+        assert!(!export.contains(gone), "the export holds a pruned message: {gone}");
+    }
     // The receipt is listed; paging by cursor.
     let (status, runs) = t.call("GET", "/api/retention/runs?limit=1", None).await;
     assert_eq!(status, StatusCode::OK, "{runs}");
     assert_eq!(runs["items"][0]["id"], receipt["id"]);
+    assert_eq!(runs["items"][0]["dry_run"], json!(false));
+    // A run that deletes nothing writes one too.
+    let (status, again) = t.call("POST", "/api/retention/prune", None).await;
+    assert_eq!((status, &again["items"][0]["counts"]["messages"]), (StatusCode::OK, &json!(0)), "{again}");
+    let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
+    let listed: Vec<_> = runs["items"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(listed, vec![again["items"][0]["id"].clone(), receipt["id"].clone(), dry["items"][0]["id"].clone()]);
+    assert_eq!(runs["items"][0]["thread_ids"], Value::Null, "nothing deleted, no id range: {runs}");
     let r = t.call("GET", "/api/retention/runs?limit=0", None).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let uri = format!("/api/retention/policies/{}", p["id"].as_str().unwrap());
@@ -154,6 +190,15 @@ async fn erase(t: &TestApp) {
     assert_eq!(versions["items"], json!([]), "{versions}");
     let (_, wm) = t.call("GET", "/api/resources/u3/working-memory", None).await;
     assert_eq!(wm["version"], 1, "another resource keeps its document");
+    let export = exported(t).await;
+    assert!(export.contains("marmalade delta"), "{export}");
+    for gone in [a.as_str(), pinned.as_str(), "marmalade alpha", "marmalade gamma", "\"u1\""] {
+        assert!(!export.contains(gone), "the export holds something of the erased resource: {gone}");
+    }
+    let (status, narrowed) = t.call_with("GET", "/api/export?resource_id=u1", &[], None, false).await;
+    assert_eq!(status, StatusCode::OK, "{narrowed}");
+    let narrowed = narrowed.as_str().map_or_else(|| narrowed.to_string(), str::to_owned);
+    assert!(!narrowed.contains("\"thread\"") && !narrowed.contains("marmalade"), "{narrowed}");
     let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
     assert_eq!(runs["items"][0]["id"], receipt["id"], "the receipt is listed");
     // The rows go with the sweep; still nothing comes back.
@@ -204,13 +249,15 @@ async fn a_bound_caller_erases_only_its_own_resource() {
 }
 
 /// With the model: what a prune and an erasure delete is gone from vector
-/// search at once (the in-process index forgot it), not only from storage.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruned_and_erased_messages_leave_vector_search() {
-    if !model_ready("pruned_and_erased_messages_leave_vector_search") {
-        return;
-    }
-    let t = TestApp::with(|c| c.embedding.mode = memlayer_app::EmbeddingMode::Inline).await;
+/// search at once (the vector index forgot it), not only from storage, with
+/// the vector index of each kind on each backend.
+async fn vector_search_after_prune_and_erasure(store: Store, index: memlayer_app::IndexKind) {
+    let tweak = |c: &mut memlayer_app::Config| {
+        c.embedding.mode = memlayer_app::EmbeddingMode::Inline;
+        c.search.index = Some(index);
+    };
+    let Some(t) = TestApp::on(store, tweak).await else { return };
+    assert_eq!(t.services.index.kind(), index);
     let pets = t.thread(json!({"resource_id": "u1"})).await;
     let taxes = t.thread(json!({"resource_id": "u2"})).await;
     append(&t, &pets, &["I adopted a small kitten from the shelter", "we went hiking in the alps"]).await;
@@ -229,19 +276,33 @@ async fn pruned_and_erased_messages_leave_vector_search() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(vector("new pet cat").await.len(), 4);
+    assert_eq!(vector("new pet cat").await.len(), 4, "{index}");
     let (status, _) = t.call("DELETE", "/api/resources/u1", None).await;
     assert_eq!(status, StatusCode::OK);
     let hits = vector("new pet cat").await;
-    assert_eq!(hits.len(), 2, "{hits:?}");
-    assert!(hits.iter().all(|h| !h.contains("kitten")), "{hits:?}");
+    assert_eq!(hits.len(), 2, "{index}: {hits:?}");
+    assert!(hits.iter().all(|h| !h.contains("kitten")), "{index}: {hits:?}");
     // Vector index entries of pruned messages go too (checked on the index itself).
     let before = t.services.index.len().await.unwrap();
     let (status, _) = t.call("POST", "/api/retention/policies", Some(json!({"max_messages_per_thread": 1}))).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(t.call("POST", "/api/retention/prune", None).await.0, StatusCode::OK);
-    assert_eq!(t.services.index.len().await.unwrap(), before - 1, "the index forgot the pruned message");
-    assert_eq!(vector("tax report").await.len(), 1);
+    assert_eq!(t.services.index.len().await.unwrap(), before - 1, "{index}: the index forgot the pruned message");
+    assert_eq!(vector("tax report").await.len(), 1, "{index}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_and_erased_messages_leave_vector_search() {
+    if !model_ready("pruned_and_erased_messages_leave_vector_search") {
+        return;
+    }
+    use memlayer_app::IndexKind::{Exact, Hnsw, Libsql, Pgvector};
+    for index in [Hnsw, Exact, Libsql] {
+        vector_search_after_prune_and_erasure(Store::Libsql, index).await;
+    }
+    for index in [Pgvector, Exact] {
+        vector_search_after_prune_and_erasure(Store::Postgres, index).await;
+    }
 }
 
 /// Two servers' schedulers on one database: while one holds the lease the
@@ -329,6 +390,7 @@ async fn the_cli_manages_policies_prunes_and_erases() {
     let out = run(&["retention", "runs"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs["items"][0]["counts"]["messages"], 3, "{runs}");
+    assert_eq!((&runs["items"][1]["dry_run"], &runs["items"][1]["counts"]["messages"]), (&json!(true), &json!(3)));
     let out = run(&["erase-resource", "u9"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -374,4 +436,138 @@ async fn an_erasure_cut_short_is_resumed() {
     let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
     assert!(runs["items"][0]["finished_at"].is_string(), "{runs}");
     assert!(store.unfinished_erasures().await.unwrap().is_empty());
+}
+
+/// `memlayer prune`'s bar moves with every step: the messages deleted so
+/// far (a deleted thread's included) and the threads as its message; its
+/// total, `RetentionService::estimate`, is what the run then deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_bar_follows_every_step() {
+    let t = TestApp::with(|c| {
+        c.embedding.enabled = false;
+        c.retention.batch = 2;
+        c.retention.pause_ms = 0;
+    })
+    .await;
+    let long = t.thread(json!({"resource_id": "a"})).await;
+    append(&t, &long, &["one", "two", "three", "four", "five", "six", "seven"]).await;
+    for _ in 0..2 {
+        let th = t.thread(json!({"resource_id": "r"})).await;
+        append(&t, &th, &["alone"]).await;
+    }
+    let policy = |body: Value| t.call("POST", "/api/retention/policies", Some(body));
+    assert_eq!(policy(json!({"max_messages_per_thread": 1})).await.0, StatusCode::CREATED);
+    assert_eq!(policy(json!({"resource_id": "r", "max_threads_per_resource": 1})).await.0, StatusCode::CREATED);
+    let estimate = t.services.retention.estimate(None).await.unwrap();
+    assert_eq!((estimate.messages, estimate.threads), (7, 1), "{estimate:?}");
+    // Longer than the run, so the position is the steps' doing, not a
+    // finished bar's.
+    let bar = indicatif_hidden(100);
+    let runs = memlayer_api::cli_retention::prune_with(&t.services, None, false, &bar).await.unwrap();
+    let deleted: u64 = runs.iter().map(|r| r.counts.messages).sum();
+    assert_eq!((deleted, bar.position(), bar.message()), (7, 7, "1 threads".into()));
+}
+
+/// A progress bar drawn nowhere, of `len`.
+fn indicatif_hidden(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_length(len);
+    bar
+}
+
+/// What the running server at `base` finds for "walnut" in `mode`, top 3:
+/// the hits' contents.
+async fn walnut_hits(http: &reqwest::Client, base: &str, mode: &str) -> Vec<String> {
+    let body = json!({"query": "walnut", "mode": mode, "top_k": 3});
+    let r = http.post(format!("{base}/api/search")).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["hits"].as_array().unwrap().iter().map(|h| h["message"]["content"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A `memlayer prune --apply` and a `memlayer erase-resource` run by the CLI
+/// beside a running server: the server's in-process vector index and (on
+/// libSQL) its tantivy full-text index forget what the other process
+/// deleted, so a search still fills its top k with what is left. The
+/// deleted messages are the best matches of the query (the query itself,
+/// as a message), so an index that kept them would give them the first
+/// slots and return fewer hits. On libSQL a lexical search from the CLI
+/// also runs its process's catch-up, which empties the store's full-text
+/// queue before the server reads it.
+async fn cli_prune_beside_a_running_server(env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server_env = vec![("MEMLAYER_EMBEDDING__MODE", "inline"), ("MEMLAYER_RETENTION__ENABLED", "false")];
+    server_env.extend_from_slice(env);
+    let (child, base) = crate::support::spawn_server(dir.path(), &server_env, &[], std::time::Duration::from_secs(60));
+    let _server = crate::support::Server { child, base: base.clone() };
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let thread = |resource: &'static str| {
+        let post = &post;
+        async move { post("/api/threads", json!({"resource_id": resource})).await["id"].as_str().unwrap().to_owned() }
+    };
+    let (pruned, erased, kept) = (thread("pruned").await, thread("erased").await, thread("kept").await);
+    let texts =
+        |t: &[&str]| json!({"messages": t.iter().map(|s| json!({"role": "user", "content": s})).collect::<Vec<_>>()});
+    post(&format!("/api/threads/{pruned}/messages"), texts(&["walnut", "walnut", "walnut", "a last word"])).await;
+    post(&format!("/api/threads/{erased}/messages"), texts(&["walnut", "walnut"])).await;
+    let left =
+        ["we cracked a walnut by the old stone wall", "the walnut tree in the garden is tall", "walnut oil and bread"];
+    post(&format!("/api/threads/{kept}/messages"), texts(&left)).await;
+    post("/api/retention/policies", json!({"resource_id": "pruned", "max_messages_per_thread": 1})).await;
+    for mode in ["vector", "lexical"] {
+        let hits = walnut_hits(&http, &base, mode).await;
+        assert!(hits.iter().all(|h| h == "walnut"), "{mode}: the messages to delete rank first: {hits:?}");
+    }
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MEMLAYER_CONFIG")
+            .env_remove("LIBSQL_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
+            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["prune", "--apply"]);
+    run(&["erase-resource", "erased"]);
+    run(&["search", "walnut", "--mode", "lexical"]);
+    for mode in ["lexical", "vector"] {
+        let mut hits = walnut_hits(&http, &base, mode).await;
+        hits.sort();
+        let mut want = left.map(str::to_owned).to_vec();
+        want.sort();
+        assert_eq!(hits, want, "{mode}: the top 3 is what is left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_prune_beside_a_running_server_leaves_its_indexes_clean() {
+    if model_ready("a_cli_prune_beside_a_running_server_leaves_its_indexes_clean") {
+        cli_prune_beside_a_running_server(&[]).await;
+    }
+}
+
+/// The same on Postgres with the server's in-process `exact` index (the
+/// full text lives in the database there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_prune_beside_a_running_server_leaves_its_index_clean_on_postgres() {
+    if !model_ready("a_cli_prune_beside_a_running_server_leaves_its_index_clean_on_postgres") {
+        return;
+    }
+    let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
+    cli_prune_beside_a_running_server(&[("DATABASE_URL", db.url.as_str()), ("MEMLAYER_SEARCH__INDEX", "exact")]).await;
 }

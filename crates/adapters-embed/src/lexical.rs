@@ -290,6 +290,28 @@ impl Inner {
         Ok(())
     }
 
+    /// Drops every tenant's index, and their snapshot directories (a later
+    /// snapshot writes only the tenants it holds), and goes back to
+    /// position 0.
+    fn clear(&self) -> Result<(), StoreError> {
+        let mut snapshotted = lock(&self.applying);
+        lock(&self.tenants).clear();
+        self.position.store(0, Ordering::SeqCst);
+        if let Some(root) = &self.root {
+            let _ = std::fs::remove_file(root.join(SNAPSHOT_FILE));
+            for entry in std::fs::read_dir(root).map_err(|e| backend("clear snapshot", e))? {
+                let entry = entry.map_err(|e| backend("clear snapshot", e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("t-") || name.starts_with("n-") {
+                    std::fs::remove_dir_all(entry.path()).map_err(|e| backend("clear snapshot", e))?;
+                }
+            }
+            sync_dir(root)?;
+        }
+        *snapshotted = false;
+        Ok(())
+    }
+
     fn apply(
         &self,
         removals: Vec<(TenantId, i64)>,
@@ -542,6 +564,11 @@ impl LexicalIndex for TantivyLexicalIndex {
             .map_err(StoreError::backend)?
     }
 
+    async fn clear(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.clear()).await.map_err(StoreError::backend)?
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.snapshot()).await.map_err(StoreError::backend)?
@@ -666,5 +693,30 @@ mod tests {
         index.apply(Vec::new(), vec![entry(2, "acme", a, "after close")], Some(2)).await.unwrap();
         drop(index);
         assert_eq!(TantivyLexicalIndex::open(dir.path()).unwrap().position(), 0);
+    }
+
+    #[tokio::test]
+    async fn clear_forgets_every_tenant_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        let (a, b) = (ThreadId::new(), ThreadId::new());
+        let entries = vec![entry(1, "acme", a, "quince jam"), entry(2, "other", b, "quince tart")];
+        index.apply(Vec::new(), entries, Some(2)).await.unwrap();
+        index.close().await.unwrap();
+        index.clear().await.unwrap();
+        assert_eq!(index.position(), 0);
+        for tenant in ["acme", "other"] {
+            let all = SearchFilter::all_threads(TenantId::parse(tenant).unwrap());
+            let hits = index.search(&all, words("quince"), 10, LexicalExclusions::default()).await.unwrap();
+            assert!(hits.is_empty(), "{tenant}: {hits:?}");
+        }
+        // Fed again: only what it is given now; a snapshot holds only that.
+        index.apply(Vec::new(), vec![entry(1, "acme", a, "quince again")], Some(1)).await.unwrap();
+        index.close().await.unwrap();
+        drop(index);
+        let index = TantivyLexicalIndex::open(dir.path()).unwrap();
+        assert_eq!(index.position(), 1);
+        let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
+        assert!(index.search(&other, words("quince"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
     }
 }

@@ -62,6 +62,9 @@ struct Inner {
     /// One catch-up at a time while an in-process index is fed: a feed
     /// never re-adds what a later stale-entry round removed.
     feeding: AsyncMutex<()>,
+    /// The newest entry of the deletion log (migration 22) the in-process
+    /// full-text index has applied; `None` before the first catch-up.
+    lexical_deletions: std::sync::Mutex<Option<i64>>,
 }
 
 /// How readers and appends reach the background catch-up task.
@@ -203,6 +206,7 @@ impl LibsqlBackend {
                 claimed: AtomicBool::new(false),
                 lexical: OnceLock::new(),
                 feeding: AsyncMutex::new(()),
+                lexical_deletions: std::sync::Mutex::new(None),
             }),
         };
         tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
@@ -250,6 +254,16 @@ impl LibsqlBackend {
 
     pub(crate) fn feeding(&self) -> &AsyncMutex<()> {
         &self.inner.feeding
+    }
+
+    /// The newest deletion-log entry the in-process full-text index has
+    /// applied (`None`: none read yet).
+    pub(crate) fn lexical_deletions(&self) -> Option<i64> {
+        *self.inner.lexical_deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_lexical_deletions(&self, seq: i64) {
+        *self.inner.lexical_deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seq);
     }
 
     /// Runs `f` on a reader connection (the writer's, for `:memory:`).

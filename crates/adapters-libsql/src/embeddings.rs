@@ -346,10 +346,12 @@ impl LibsqlBackend {
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
         let tenant = filter.tenant.as_str().to_owned();
+        let applied = self.lexical_deletions().unwrap_or(0);
         let exclude = self
             .read(move |conn| async move {
                 let mut exclude = LexicalExclusions::default();
-                let mut rows = conn.query(EXCLUSIONS, [tenant]).await.ctx("read full-text exclusions")?;
+                let params = vec![Value::Text(tenant), Value::Integer(applied)];
+                let mut rows = conn.query(EXCLUSIONS, params).await.ctx("read full-text exclusions")?;
                 while let Some(row) = rows.next().await.ctx("read full-text exclusions")? {
                     let r = cells(&row, "lexical_stale");
                     if r.int(0, "kind")? == 0 {
@@ -362,6 +364,97 @@ impl LibsqlBackend {
             })
             .await?;
         index.search(filter, fts_terms(matcher), k, exclude).await
+    }
+
+    /// Applies the deletion log (migration 22) to the in-process index from
+    /// the entry it last applied, in pages: removes each deleted message's
+    /// entry by position and adds back the entry of any message that holds
+    /// that position now (SQLite hands the newest rowids out again), so
+    /// applying an entry late or twice is harmless. Thread entries are
+    /// skipped: searches leave threads marked deleted out until the sweep
+    /// deletes their messages, which are logged one by one.
+    ///
+    /// The first round starts after the newest entry when the index is new
+    /// (the feed reads the store after it), and replays what the log holds
+    /// when the index came from a snapshot (deletions since it was written;
+    /// the log keeps a day, `memlayer_app`'s purge). When the log was purged
+    /// past the entry the index had applied, the index may hold deleted
+    /// entries: it is cleared and fed again from the start. Runs under the
+    /// feeding lock.
+    async fn follow_deletions(&self, index: &Arc<dyn LexicalIndex>) -> Result<(), StoreError> {
+        let (mut from, check_loss) = match self.lexical_deletions() {
+            Some(seq) => (seq, true),
+            None if index.position() == 0 => {
+                let newest = self.read(|conn| async move { crate::deletions::newest(&conn).await }).await?;
+                self.set_lexical_deletions(newest);
+                return Ok(());
+            }
+            None => (0, false),
+        };
+        loop {
+            let page = self
+                .read(move |conn| async move {
+                    if check_loss && crate::deletions::horizon(&conn).await? > from {
+                        return Ok(None);
+                    }
+                    let mut removals = Vec::new();
+                    let mut last = from;
+                    let mut read = 0;
+                    {
+                        let mut rows = conn
+                            .query(
+                                "SELECT seq, message_rowid, tenant FROM deletion_log WHERE seq > ?1 \
+                                 ORDER BY seq LIMIT ?2",
+                                [from, CATCH_UP_CHUNK],
+                            )
+                            .await
+                            .ctx("read deletion log")?;
+                        while let Some(row) = rows.next().await.ctx("read deletion log")? {
+                            let r = cells(&row, "deletion_log");
+                            (last, read) = (r.int(0, "seq")?, read + 1);
+                            if let Some(rowid) = r.opt_int(1, "message_rowid")? {
+                                removals.push((r.parse(2, "tenant", TenantId::parse)?, rowid));
+                            }
+                        }
+                    }
+                    let mut live = Vec::new();
+                    if !removals.is_empty() {
+                        let mut rows = conn
+                            .query(
+                                &format!(
+                                    "{LEXICAL_ENTRIES} WHERE f.message_rowid IN (SELECT message_rowid FROM \
+                                     deletion_log WHERE seq > ?1 AND seq <= ?2 AND message_rowid IS NOT NULL)"
+                                ),
+                                [from, last],
+                            )
+                            .await
+                            .ctx("read messages at deleted positions")?;
+                        while let Some(row) = rows.next().await.ctx("read messages at deleted positions")? {
+                            live.push(lexical_entry(&row)?);
+                        }
+                    }
+                    Ok(Some((removals, live, last, read >= CATCH_UP_CHUNK)))
+                })
+                .await?;
+            let Some((removals, live, last, more)) = page else {
+                tracing::warn!(
+                    applied = from,
+                    "the deletion log was purged past what the full-text index applied: rebuilding it from the store"
+                );
+                let newest = self.read(|conn| async move { crate::deletions::newest(&conn).await }).await?;
+                index.clear().await?;
+                self.set_lexical_deletions(newest);
+                return Ok(());
+            };
+            if !removals.is_empty() || !live.is_empty() {
+                index.apply(removals, live, None).await?;
+            }
+            self.set_lexical_deletions(last);
+            from = last;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// Feeds the in-process index the messages from its position (or from
@@ -439,11 +532,14 @@ fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
     })
 }
 
-/// `?1` tenant: its stale full-text entries (kind 0, by rowid) and its
-/// threads marked deleted (kind 1), which a search of the in-process index
-/// leaves out.
+/// `?1` tenant, `?2` the newest deletion-log entry the in-process index
+/// applied: its stale full-text entries and the positions of its messages
+/// deleted since (kind 0, by rowid), and its threads marked deleted (kind
+/// 1), which a search of the in-process index leaves out.
 const EXCLUSIONS: &str = "SELECT 0 AS kind, s.message_rowid, NULL FROM lexical_stale s \
      JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
+     UNION ALL SELECT 0, d.message_rowid, NULL FROM deletion_log d \
+     WHERE d.seq > ?2 AND d.tenant = ?1 AND d.message_rowid IS NOT NULL \
      UNION ALL SELECT 1, 0, t.id FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1";
 
 /// The filter's messages above the watermark without a vector: not yet
@@ -477,13 +573,17 @@ impl LibsqlBackend {
             .read(|conn| async move {
                 query_row(&conn, "read watermark", BEHIND, (), |row| {
                     let r = cells(row, "semantic_watermark");
-                    Ok((r.int(0, "behind")? != 0, r.int(1, "caught_up_to")?))
+                    Ok((r.int(0, "behind")? != 0, r.int(1, "caught_up_to")?, r.int(2, "deleted")?))
                 })
                 .await
             })
             .await?;
-        let (behind, watermark) = state.unwrap_or((false, 0));
-        let fed = self.lexical().is_none_or(|index| index.position() == watermark);
+        let (behind, watermark, deleted) = state.unwrap_or((false, 0, 0));
+        // The in-process index is fed up to the watermark and has applied
+        // the deletion log up to its newest entry.
+        let fed = self.lexical().is_none_or(|index| {
+            index.position() == watermark && self.lexical_deletions().is_some_and(|applied| applied >= deleted)
+        });
         Ok((behind || !fed, watermark))
     }
 
@@ -562,8 +662,15 @@ impl LibsqlBackend {
             // The store is caught up; a feed that fails (another process
             // holding the index, a full disk) leaves the index behind, which
             // searches wait for (bounded) and the next round retries, but
-            // must not stop the job queue.
-            if let Err(e) = self.feed_lexical(index, watermark).await {
+            // must not stop the job queue. Deletions (this process's and
+            // every other's) are applied before anything is added, so an
+            // entry added at a position handed out again is never removed
+            // by an older deletion of that position.
+            let fed = match self.follow_deletions(index).await {
+                Ok(()) => self.feed_lexical(index, watermark).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = fed {
                 tracing::warn!(error = %e, "feeding the in-process full-text index failed; retrying on the next round");
             }
         }
@@ -736,9 +843,12 @@ fn lexical_table(id: i64) -> String {
 pub(crate) const LEXICAL_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
      AND name GLOB 'lexical_fts_[0-9]*' AND sql LIKE 'CREATE VIRTUAL TABLE%'";
 
-/// Whether the catch-up has anything to do.
+/// Whether the catch-up has anything to do for the store, the watermark,
+/// and the newest deletion-log entry (what an in-process index must have
+/// applied).
 const BEHIND: &str = "SELECT caught_up_to < (SELECT coalesce(max(rowid), 0) FROM messages) \
-     OR EXISTS (SELECT 1 FROM lexical_stale) AS behind, caught_up_to FROM semantic_watermark";
+     OR EXISTS (SELECT 1 FROM lexical_stale) AS behind, caught_up_to, \
+     (SELECT coalesce(max(seq), 0) FROM deletion_log) AS deleted FROM semantic_watermark";
 
 /// The watermark and the newest message's rowid.
 const WATERMARK: &str =

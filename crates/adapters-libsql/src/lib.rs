@@ -5,7 +5,7 @@
 //! libSQL server (feature `remote`).
 //!
 //! [`LibsqlBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`] and [`Database`]; [`LibsqlVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`], [`DeletionLog`] and [`Database`]; [`LibsqlVectorIndex`]
 //! implements [`VectorIndex`] on libSQL's native DiskANN index. The
 //! application holds them behind those traits and never names a libSQL type.
 //!
@@ -32,6 +32,12 @@
 //! - a delete trigger removes a message's vectors and job in the deleting
 //!   statement, whatever the delete path, and queues its full-text entry in
 //!   `lexical_stale`, which searches leave out until the catch-up removes it;
+//! - triggers log every deleted message and every thread marked deleted in
+//!   `deletion_log` ([`DeletionLog`], migration 22), numbered in commit
+//!   order, so in-process indexes of every process on the file forget them:
+//!   the catch-up applies the log to this process's full-text index before
+//!   feeding it (its own cursor, never consuming the log), and searches
+//!   leave out what it has not applied yet;
 //! - every tenant has its own FTS5 table (`lexical_fts_<id>`, migration 5),
 //!   so BM25's statistics, and so a tenant's lexical scores, depend on that
 //!   tenant's data alone;
@@ -50,6 +56,7 @@
 mod backend;
 mod catalog;
 mod config;
+mod deletions;
 mod embeddings;
 mod error;
 mod exec;
@@ -75,8 +82,8 @@ pub use backend::LibsqlBackend;
 pub use config::{LibsqlConfig, LibsqlLocation};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex,
+    CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore,
+    ThreadStore, VectorIndex,
 };
 pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 

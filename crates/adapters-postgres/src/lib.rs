@@ -3,7 +3,7 @@
 //! Postgres database with pgvector, and a pgvector HNSW [`VectorIndex`].
 //!
 //! [`PgBackend`] implements [`ThreadStore`], [`MessageStore`],
-//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`] and [`Database`]; [`PgVectorIndex`]
+//! [`StateStore`], [`EmbeddingStore`], [`CatalogStore`], [`IdempotencyStore`], [`KeyStore`], [`DeletionLog`] and [`Database`]; [`PgVectorIndex`]
 //! implements [`VectorIndex`]. The application holds them behind those traits
 //! and never names a driver type.
 //!
@@ -30,7 +30,11 @@
 //!   embedding job in the same statement, and the full-text entry is a
 //!   generated column of the row;
 //! - deletes cascade (`ON DELETE CASCADE`) to messages, states, vectors and
-//!   jobs in the deleting statement;
+//!   jobs in the deleting statement; triggers log deleted messages of live
+//!   threads and threads marked deleted in `deletion_log` ([`DeletionLog`],
+//!   migration 22) in the deleting transaction, each entry with its
+//!   transaction's id, so a reader that remembers the transactions in
+//!   progress at its last read misses none that commit out of order;
 //! - caller input reaches SQL only as bound parameters, never as SQL text;
 //!   lexical queries reach `to_tsquery` only as quoted words;
 //! - driver errors become [`StoreError`] here (connection, pool and lock
@@ -47,6 +51,7 @@
 mod backend;
 mod catalog;
 mod config;
+mod deletions;
 mod embeddings;
 mod error;
 mod exec;
@@ -69,8 +74,8 @@ pub use backend::PgBackend;
 pub use config::{PgConfig, describe_url};
 #[cfg(doc)]
 use memlayer_ports::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
-    VectorIndex,
+    CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore,
+    ThreadStore, VectorIndex,
 };
 pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 

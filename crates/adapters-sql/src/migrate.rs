@@ -85,6 +85,7 @@ macro_rules! migration {
     (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
     // Stemmed full text, made again on both backends.
     (20 $(=> $drops:expr)?) => { $crate::migration!(@ 20, "stemming", "0020_stemming" $(, $drops)?) };
+    (22 $(=> $drops:expr)?) => { $crate::migration!(@ 22, "deletion_log", "0022_deletion_log" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -646,8 +646,14 @@ pub async fn release_lease<D: Transactor>(db: &D, name: &str, holder: &str) -> R
 /// A failed write.
 pub async fn purge_runs<D: Transactor>(db: &D, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
     let mut sql = Sql::new(db.dialect());
-    sql.push("DELETE FROM retention_runs WHERE id IN (SELECT id FROM retention_runs WHERE finished_at IS NOT NULL ");
-    sql.push("AND finished_at < ").bind(before).push(" LIMIT ").bind(i64::from(limit)).push(")");
+    let (before, limit) = (sql.arg(before), sql.arg(i64::from(limit)));
+    // Finished receipts by their end; prunes an error cut short (never
+    // finished, unlike an erasure, which is resumed) by their start.
+    sql.push(&format!(
+        "DELETE FROM retention_runs WHERE id IN (SELECT id FROM retention_runs WHERE finished_at IS NOT NULL \
+         AND finished_at < {before} LIMIT {limit}) OR id IN (SELECT id FROM retention_runs WHERE finished_at IS NULL \
+         AND kind = 'prune' AND started_at < {before} LIMIT {limit})"
+    ));
     db.write_all_tenants(Box::new(move |ex| Box::pin(ex.execute("purge retention runs", sql)))).await
 }
 

@@ -761,7 +761,8 @@ pub fn created(tenant: &TenantId, new: NewThread, at: Timestamp) -> Thread {
 
 /// `UPDATE threads SET updated_at = <at>, <patched columns> WHERE tenant = ?
 /// AND id = ? RETURNING <columns>`; a field the patch leaves out keeps its
-/// value, a field set to `None` is cleared.
+/// value, a field set to `None` is cleared; `pinned` alone sets that one
+/// metadata key in place (json_set, jsonb `||`), keeping the others.
 #[must_use]
 pub fn update_sql(
     dialect: Dialect,
@@ -789,8 +790,24 @@ pub fn update_sql(
     if let Some(model) = patch.model {
         set("model", text(model.as_deref()));
     }
-    if let Some(metadata) = patch.metadata {
-        set("metadata", SqlValue::Json(serde_json::Value::Object(metadata.into_map())));
+    match (patch.metadata, patch.pinned) {
+        (Some(metadata), pinned) => {
+            let mut map = metadata.into_map();
+            if let Some(pinned) = pinned {
+                map.insert(memlayer_domain::PINNED_KEY.to_owned(), serde_json::Value::Bool(pinned));
+            }
+            set("metadata", SqlValue::Json(serde_json::Value::Object(map)));
+        }
+        // One key changed in place, the rest kept, in the same statement.
+        (None, Some(pinned)) => match dialect {
+            Dialect::Sqlite => {
+                sql.push(", metadata = json_set(metadata, '$.pinned', json(").bind(pinned.to_string()).push("))");
+            }
+            Dialect::Postgres => {
+                sql.push(", metadata = metadata || jsonb_build_object('pinned', ").bind(pinned).push("::boolean)");
+            }
+        },
+        (None, None) => {}
     }
     sql.push(" WHERE tenant = ").bind(tenant.as_str()).push(" AND id = ").bind(id.as_uuid());
     sql.push(" AND deleted_at IS NULL");

@@ -507,11 +507,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let model = services.search.embedder_info().model;
             let queued = services.embeddings.enqueue_missing(model.clone()).await.context("scheduling messages")?;
             println!("{model}: {queued} messages scheduled (plus any already pending)");
-            let bar = indicatif::ProgressBar::new(queued);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = crate::progress::bar(Some(queued), crate::progress::MESSAGES);
             let mut done = 0u64;
             loop {
                 let round = services.worker.run_once().await.context("embedding")?;
@@ -523,10 +519,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     break;
                 }
                 done += round.embedded as u64;
-                if done > bar.length().unwrap_or(0) {
-                    bar.set_length(done);
-                }
-                bar.set_position(done);
+                crate::progress::advance_to(&bar, done);
                 if bar.is_hidden() {
                     // Not a terminal (a log, a pipe): a line per batch instead.
                     println!("{done} messages embedded");

@@ -2,13 +2,17 @@
 //! `memlayer retention policies list|get|create|update|delete`,
 //! `memlayer retention runs`, `memlayer prune --dry-run|--apply` and
 //! `memlayer erase-resource ID`, printing the HTTP API's JSON (`prune`:
-//! one line per policy, then the receipts as JSON).
+//! one line per policy, then the receipts as JSON; on a terminal a progress
+//! bar while it runs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use memlayer_app::Services;
-use memlayer_domain::{NewRetentionPolicy, PolicyId, ResourceId, RunId, TenantId};
+use memlayer_domain::{NewRetentionPolicy, PolicyId, ResourceId, RetentionRun, RunCounts, RunId, TenantId};
 
+use crate::progress;
 use crate::retention_routes::{PoliciesDto, PolicyBody, PolicyDto, RunDto, RunsDto};
 
 /// `memlayer retention …`.
@@ -146,12 +150,23 @@ pub async fn run(services: &Services, tenant: &TenantId, action: &RetentionActio
 }
 
 /// Runs `memlayer prune`: every policy of `tenant` (or of every tenant),
-/// printing one line per policy and the receipts as JSON.
+/// printing one line per policy and the receipts as JSON. On a terminal a
+/// bar shows the messages deleted (those of deleted threads included) out
+/// of what the policies selected when it started, with the threads, the
+/// rate and the time left, as `reembed`, `export` and `import` do.
 ///
 /// # Errors
 /// A store failure (what earlier steps deleted stays deleted).
 pub async fn prune(services: &Services, tenant: Option<&TenantId>, dry_run: bool) -> anyhow::Result<()> {
-    let runs = services.retention.prune(tenant, dry_run).await.context("pruning")?;
+    let bar = progress::bar(None, progress::MESSAGES_AND);
+    // The total costs a read of every rule's candidates: only for a bar
+    // that is drawn, and not for a dry run, which is that read.
+    if !dry_run && !bar.is_hidden() {
+        bar.set_length(services.retention.estimate(tenant).await.context("counting what to prune")?.messages);
+    }
+    let runs = prune_with(services, tenant, dry_run, &bar).await;
+    bar.finish_and_clear();
+    let runs = runs?;
     services.index.close().await.context("saving the vector index")?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for run in &runs {
@@ -167,6 +182,30 @@ pub async fn prune(services: &Services, tenant: Option<&TenantId>, dry_run: bool
     }
     let items: Vec<RunDto> = runs.into_iter().map(Into::into).collect();
     print(&crate::retention_routes::PruneDto { items })
+}
+
+/// Applies the policies as [`prune`] does, moving `bar` to the messages
+/// deleted so far after each step (stretching it past an estimated
+/// length), with the threads deleted as its message (the caller finishes
+/// it).
+///
+/// # Errors
+/// A store failure (what earlier steps deleted stays deleted).
+pub async fn prune_with(
+    services: &Services,
+    tenant: Option<&TenantId>,
+    dry_run: bool,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<RetentionRun>> {
+    let (messages, threads) = (AtomicU64::new(0), AtomicU64::new(0));
+    let shown = bar.clone();
+    let step = move |c: &RunCounts| {
+        let done = messages.fetch_add(c.messages, Ordering::Relaxed) + c.messages;
+        let gone = threads.fetch_add(c.threads, Ordering::Relaxed) + c.threads;
+        progress::advance_to(&shown, done);
+        shown.set_message(format!("{gone} threads"));
+    };
+    services.retention.prune_observed(tenant, dry_run, &step).await.context("pruning")
 }
 
 /// Runs `memlayer erase-resource ID`, printing the receipt.

@@ -16,6 +16,7 @@ use memlayer_domain::{ResourceId, TenantId, ThreadId};
 use memlayer_ports::StoreError;
 use std::io::{Read as _, Write as _};
 
+use crate::progress;
 use crate::transfer_routes::{encode, import_error, import_stream};
 
 /// Arguments of `memlayer export`.
@@ -56,14 +57,6 @@ fn tenant_of(services: &Services, tenant: Option<&String>) -> anyhow::Result<Ten
         Some(t) => TenantId::parse(t.clone()).context("--tenant")?,
         None => services.memory.default_tenant().clone(),
     })
-}
-
-fn bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
-    let bar = len.map_or_else(indicatif::ProgressBar::no_length, indicatif::ProgressBar::new);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// Writes records as lines to a buffered writer, counting messages for the
@@ -109,7 +102,7 @@ pub async fn export(services: &Services, args: &ExportArgs) -> anyhow::Result<Ex
     } else {
         None
     };
-    let bar = bar(total, "{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}");
+    let bar = progress::bar(total, progress::MESSAGES);
     let started = std::time::Instant::now();
     let out: Box<dyn std::io::Write + Send> = match &args.output {
         Some(path) if path.as_os_str() != "-" => {
@@ -167,7 +160,7 @@ pub async fn import(services: &Services, args: &ImportArgs) -> anyhow::Result<Ex
             Err(e) => Some((Err(e), reader)),
         }
     });
-    let bar = bar(size, "{bar:40} {bytes}/{total_bytes}, {msg}, {bytes_per_sec}, eta {eta}");
+    let bar = progress::bar(size, progress::BYTES);
     let importer = services.transfer.importer(Arc::new(tenant.clone()));
     let started = std::time::Instant::now();
     let shown = bar.clone();

@@ -208,6 +208,10 @@ pub struct PatchThreadDto {
     /// Replaces the whole metadata object (at most 64 KiB); `null` empties it.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Sets `metadata.pinned` (`true`: the thread is exempt from retention
+    /// policies), after `metadata` when both are given; alone it keeps the
+    /// other metadata keys.
+    pub pinned: Option<bool>,
 }
 
 impl TryFrom<PatchThreadDto> for ThreadPatch {
@@ -223,6 +227,7 @@ impl TryFrom<PatchThreadDto> for ThreadPatch {
                 Some(Value::Null) => Some(Metadata::default()),
                 Some(v) => Some(Metadata::from_value(v)?),
             },
+            pinned: d.pinned,
         })
     }
 }

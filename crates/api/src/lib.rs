@@ -37,6 +37,7 @@ pub mod idempotency;
 mod key_routes;
 pub mod limits;
 mod openapi;
+mod progress;
 mod retention_routes;
 mod router;
 mod routes;

@@ -7,7 +7,7 @@
 //!   has yet is allowed (the policy applies once one appears).
 //! - `POST /api/retention/prune` (`admin`, `?dry_run=true`): apply the
 //!   tenant's policies now (what `memlayer prune` does), returning a
-//!   receipt per policy.
+//!   receipt per policy; every run's receipt is stored, a dry run's too.
 //! - `GET /api/retention/runs` (`admin`): the tenant's receipts, newest
 //!   first, a page at a time (`limit`, `cursor` = a previous page's
 //!   `next_cursor`).
@@ -224,7 +224,8 @@ pub struct RunDto {
     pub dry_run: bool,
     /// RFC 3339.
     pub started_at: String,
-    /// RFC 3339; absent while an erasure is under way.
+    /// RFC 3339; absent while an erasure is under way, and for a prune an
+    /// error cut short (its counts are what its finished steps deleted).
     pub finished_at: Option<String>,
     /// Counts per kind.
     pub counts: CountsDto,
@@ -353,7 +354,8 @@ pub struct PruneQuery {
 }
 
 /// Apply the caller's tenant's policies now, in bounded transactions;
-/// returns a receipt per policy (stored when it deleted something).
+/// returns a receipt per policy, each stored (a dry run's marked
+/// `dry_run`, one that deleted nothing too).
 #[utoipa::path(post, path = "/api/retention/prune", security(("bearer" = ["admin"])), tag = "retention",
     params(PruneQuery, ("X-Tenant-Id" = Option<String>, Header, description = "Tenant")),
     responses((status = 200, body = PruneDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]

@@ -22,6 +22,7 @@ mod catalog;
 mod config;
 mod context;
 mod coordination;
+mod follower;
 mod jwt;
 mod keys;
 mod limits;

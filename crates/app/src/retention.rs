@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use memlayer_domain::{
-    IdRange, NewRetentionPolicy, PolicyId, Reach, ResourceId, RetentionPolicy, RetentionRule, RetentionRun, RunId,
-    RunKind, TenantId, now,
+    IdRange, NewRetentionPolicy, PolicyId, Reach, ResourceId, RetentionPolicy, RetentionRule, RetentionRun, RunCounts,
+    RunId, RunKind, TenantId, now,
 };
 use memlayer_ports::{IdempotencyStore, PruneStep, RetentionStore, StoreError, VectorIndex};
 use serde::{Deserialize, Serialize};
@@ -96,8 +96,8 @@ const BOOKKEEPING_ROUNDS: u32 = 100;
 /// What one scheduled run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScheduledRun {
-    /// The receipts of the policies that deleted something, and of erasures
-    /// resumed.
+    /// The receipts of every policy applied (those that deleted nothing
+    /// too), and of erasures resumed.
     pub runs: Vec<RetentionRun>,
     /// Expired idempotency records purged.
     pub idempotency_purged: u64,
@@ -261,41 +261,76 @@ impl RetentionService {
 
     /// Applies `policy` once: each rule it sets, in bounded steps until
     /// nothing is left (or, `dry_run`, what would go, deleting nothing).
-    /// A run that deleted something writes its receipt; a dry run's is
-    /// returned, not stored.
+    /// Every run writes its receipt: a dry run's (marked `dry_run`), one
+    /// that deleted nothing, and one an error cut short (left unfinished,
+    /// with what its finished steps deleted).
     ///
     /// # Errors
     /// A store error; what earlier steps deleted stays deleted (and the
     /// index has forgotten it).
     pub async fn apply(&self, policy: &RetentionPolicy, dry_run: bool) -> Result<RetentionRun, StoreError> {
+        self.apply_observed(policy, dry_run, &|_| {}).await
+    }
+
+    /// [`RetentionService::apply`], telling `progress` what each step
+    /// deleted (or, for a dry run, each rule would delete).
+    async fn apply_observed(
+        &self,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+        progress: &(dyn Fn(&RunCounts) + Send + Sync),
+    ) -> Result<RetentionRun, StoreError> {
         let at = now();
         let mut run = RetentionRun::start(policy.tenant.clone(), RunKind::Prune, at);
         run.policy_id = Some(policy.id);
         run.dry_run = dry_run;
+        let applied = self.apply_rules(policy, dry_run, at, &mut run, progress).await;
+        if applied.is_ok() {
+            run.finished_at = Some(now());
+        }
+        let saved = self.store.save_run(&run).await;
+        match (applied, saved) {
+            (Ok(()), Ok(())) => Ok(run),
+            (Ok(()), Err(e)) => Err(e),
+            (Err(e), saved) => {
+                if let Err(not_saved) = saved {
+                    tracing::warn!(run = %run.id, error = %not_saved, "the receipt of a prune cut short was not stored");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_rules(
+        &self,
+        policy: &RetentionPolicy,
+        dry_run: bool,
+        at: memlayer_domain::Timestamp,
+        run: &mut RetentionRun,
+        progress: &(dyn Fn(&RunCounts) + Send + Sync),
+    ) -> Result<(), StoreError> {
         for rule in RetentionRule::ALL {
             if policy.rules.limit(rule).is_none() {
                 continue;
             }
             if dry_run {
                 let step = self.store.prune_preview(policy, rule, at, PREVIEW_LIMIT).await?;
-                Self::record(&mut run, &step);
+                Self::record(run, &step);
+                progress(&step.counts);
                 continue;
             }
             loop {
                 let step = self.store.prune_step(policy, rule, at, self.config.batch).await?;
                 self.forget(&policy.tenant, &step).await?;
-                Self::record(&mut run, &step);
+                Self::record(run, &step);
+                progress(&step.counts);
                 if !step.more {
                     break;
                 }
                 self.between_steps().await?;
             }
         }
-        run.finished_at = Some(now());
-        if !dry_run && run.counts != memlayer_domain::RunCounts::default() {
-            self.store.save_run(&run).await?;
-        }
-        Ok(run)
+        Ok(())
     }
 
     /// Lets queued writers in between two steps, and keeps the lease if
@@ -319,15 +354,54 @@ impl RetentionService {
     /// # Errors
     /// A store error.
     pub async fn prune(&self, tenant: Option<&TenantId>, dry_run: bool) -> Result<Vec<RetentionRun>, StoreError> {
+        self.prune_observed(tenant, dry_run, &|_| {}).await
+    }
+
+    /// [`RetentionService::prune`], telling `progress` what each step
+    /// deleted (each rule's count, for a dry run) as it goes: what
+    /// `memlayer prune` shows on a terminal.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn prune_observed(
+        &self,
+        tenant: Option<&TenantId>,
+        dry_run: bool,
+        progress: &(dyn Fn(&RunCounts) + Send + Sync),
+    ) -> Result<Vec<RetentionRun>, StoreError> {
         let policies = match tenant {
             Some(t) => self.store.list_policies(t).await?,
             None => self.store.all_policies().await?,
         };
         let mut runs = Vec::with_capacity(policies.len());
         for policy in &policies {
-            runs.push(self.apply(policy, dry_run).await?);
+            runs.push(self.apply_observed(policy, dry_run, progress).await?);
         }
         Ok(runs)
+    }
+
+    /// About what [`RetentionService::prune`] would delete now, summed over
+    /// the policies of `tenant` (or of every tenant), read without writing a
+    /// receipt: the total of `memlayer prune`'s progress bar. Each rule's
+    /// count stops at 100,000, and a message two policies select is counted
+    /// twice.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn estimate(&self, tenant: Option<&TenantId>) -> Result<RunCounts, StoreError> {
+        let policies = match tenant {
+            Some(t) => self.store.list_policies(t).await?,
+            None => self.store.all_policies().await?,
+        };
+        let (at, mut total) = (now(), RunCounts::default());
+        for policy in &policies {
+            for rule in RetentionRule::ALL {
+                if policy.rules.limit(rule).is_some() {
+                    total.add(&self.store.prune_preview(policy, rule, at, PREVIEW_LIMIT).await?.counts);
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Erases everything of `resource` (its threads, pinned or not, with
@@ -405,10 +479,7 @@ impl RetentionService {
     async fn scheduled_round(&self) -> Result<ScheduledRun, StoreError> {
         let mut report = ScheduledRun { runs: self.resume_erasures().await?, ..ScheduledRun::default() };
         for policy in self.store.all_policies().await? {
-            let run = self.apply(&policy, false).await?;
-            if run.counts != memlayer_domain::RunCounts::default() {
-                report.runs.push(run);
-            }
+            report.runs.push(self.apply(&policy, false).await?);
             self.between_steps().await?;
         }
         if let Some(idempotency) = &self.idempotency {

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use memlayer_adapters_embed::{
     ExactIndex, HnswConfig, HnswIndex, MINILM_MODEL, OnnxConfig, OnnxEmbedder, TantivyLexicalIndex, TiktokenCounter,
@@ -15,7 +13,7 @@ use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig, LibsqlLocation, Libs
 use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
-    CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
+    CatalogStore, Database, DeletionLog, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
     LexicalIndex, MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore,
     ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
@@ -88,6 +86,13 @@ pub struct Services {
     /// Workflows, and the runner loop (run by [`Services::start_background`]
     /// when `workflows.enabled`).
     pub workflows: crate::WorkflowService,
+    /// The store's log of deletions, which an in-process vector index
+    /// follows (purged by [`Services::start_background`], or by
+    /// [`Services::purge_deletion_log`]).
+    pub deletions: Arc<dyn DeletionLog>,
+    /// The in-process vector index's follower of `deletions` (`hnsw`,
+    /// `exact`); `None` for an index the database keeps.
+    follower: Option<Arc<crate::follower::FollowingIndex>>,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -177,6 +182,10 @@ const PURGE_BATCH: u32 = 1_000;
 const PURGE_BATCHES_PER_ROUND: u32 = 100;
 /// Time between purge rounds of the background task.
 const PURGE_INTERVAL: Duration = Duration::from_secs(300);
+/// How long deletion log entries are kept: a running process reads the log
+/// before every search (and before its own purge), so only one that has not
+/// read it for this long misses entries, and then reconciles.
+const DELETION_LOG_KEEP: Duration = Duration::from_secs(86_400);
 
 impl Services {
     /// Starts the thread sweeper (which first resumes any sweep a crash cut
@@ -242,6 +251,31 @@ impl Services {
         Ok(total)
     }
 
+    /// Deletes the deletion log's entries older than a day, in
+    /// transactions of at most 1,000 and at most 100,000 per call; returns
+    /// how many. This process's index reads the log first, so its own purge
+    /// never makes it miss an entry; another process that has not read the
+    /// log for a day reconciles its index with the store instead. The
+    /// background task calls this with the idempotency purge.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn purge_deletion_log(&self) -> Result<u64, StoreError> {
+        if let Some(follower) = &self.follower {
+            follower.follow().await?;
+        }
+        let before = memlayer_domain::now() - DELETION_LOG_KEEP;
+        let mut total = 0;
+        for _ in 0..PURGE_BATCHES_PER_ROUND {
+            let n = self.deletions.purge_deletions(before, PURGE_BATCH).await?;
+            total += n;
+            if n < u64::from(PURGE_BATCH) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// Writes the API keys' last uses every `auth.keys.flush_interval_secs`,
     /// and once more at shutdown.
     fn spawn_key_uses(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
@@ -274,6 +308,11 @@ impl Services {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(purged = n, "expired idempotency records purged"),
                     Err(e) => tracing::warn!(error = %e, "idempotency purge: store error"),
+                }
+                match services.purge_deletion_log().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "deletion log entries purged"),
+                    Err(e) => tracing::warn!(error = %e, "deletion log purge: store error"),
                 }
                 tokio::select! {
                     () = tokio::time::sleep(PURGE_INTERVAL) => {}
@@ -371,6 +410,7 @@ struct Stores {
     retention: Arc<dyn RetentionStore>,
     transfer: Arc<dyn TransferStore>,
     workflows: Arc<dyn memlayer_ports::WorkflowStore>,
+    deletions: Arc<dyn DeletionLog>,
 }
 
 impl Stores {
@@ -390,6 +430,7 @@ impl Stores {
             + RetentionStore
             + TransferStore
             + memlayer_ports::WorkflowStore
+            + DeletionLog
             + 'static,
     {
         Self {
@@ -407,6 +448,7 @@ impl Stores {
             retention: b.clone(),
             transfer: b.clone(),
             workflows: b.clone(),
+            deletions: b.clone(),
         }
     }
 }
@@ -477,34 +519,6 @@ pub async fn open_keys(config: &Config) -> Result<crate::KeyService, BuildError>
         migrate(backend.database().as_ref()).await?;
     }
     Ok(crate::KeyService::new(backend.stores().keys, &config.auth.keys))
-}
-
-/// Brings an in-process or separate index in line with the durable vectors
-/// of `model`: adds what it lacks, removes what the store no longer has.
-async fn reconcile(store: &dyn EmbeddingStore, index: &dyn VectorIndex, model: &str) -> Result<usize, StoreError> {
-    let present: HashSet<_> = index.ids().await?.into_iter().collect();
-    let mut seen = HashSet::with_capacity(present.len());
-    let mut added = 0;
-    let mut after = None;
-    loop {
-        let (entries, next) = store.scan_vectors(model.to_owned(), after, 4_096).await?;
-        seen.extend(entries.iter().map(|e| e.id));
-        let missing: Vec<_> = entries.into_iter().filter(|e| !present.contains(&e.id)).collect();
-        added += missing.len();
-        if !missing.is_empty() {
-            index.upsert(missing).await?;
-        }
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
-    let stale: Vec<_> = present.into_iter().filter(|id| !seen.contains(id)).collect();
-    if !stale.is_empty() {
-        tracing::info!(removed = stale.len(), "vector index: removing entries no longer stored");
-        index.remove(stale).await?;
-    }
-    Ok(added)
 }
 
 /// Applies every pending migration.
@@ -659,6 +673,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         retention,
         transfer,
         workflows: workflow_store,
+        deletions,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -669,9 +684,23 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
     let (embedder, embedder_problem) = open_embedder(&config.embedding);
     let info = embedder.info();
     let index = open_index(&config, &backend, info.dim).await?;
-    let loaded = reconcile(embeddings.as_ref(), index.as_ref(), &info.model)
-        .await
-        .map_err(|source| BuildError::Database { location: database.describe(), source })?;
+    let db_error = |source| BuildError::Database { location: database.describe(), source };
+    // An index in this process follows the log of what other processes
+    // delete, from before the reconcile on.
+    let (index, follower): (Arc<dyn VectorIndex>, _) = match index.kind() {
+        IndexKind::Hnsw | IndexKind::Exact => {
+            let follower =
+                crate::follower::FollowingIndex::new(index, deletions.clone(), embeddings.clone(), info.model.clone())
+                    .await
+                    .map_err(db_error)?;
+            let follower = Arc::new(follower);
+            (follower.clone(), Some(follower))
+        }
+        // Kept by the database: a deletion reaches it in its transaction.
+        IndexKind::Libsql | IndexKind::Pgvector => (index, None),
+    };
+    let loaded =
+        crate::follower::reconcile(embeddings.as_ref(), index.as_ref(), &info.model).await.map_err(db_error)?;
     tracing::info!(index = %index.kind(), loaded, model = %info.model, "vector index ready");
 
     let worker =
@@ -758,6 +787,8 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         retention,
         transfer,
         workflows,
+        deletions,
+        follower,
     })
 }
 

@@ -283,7 +283,8 @@ pub struct RetentionRun {
     /// Started.
     pub started_at: Timestamp,
     /// Finished; `None` while an erasure is under way (or was cut short by
-    /// a crash: it is resumed).
+    /// a crash: it is resumed), and for a prune an error cut short (not
+    /// resumed: the next run applies the policy again).
     pub finished_at: Option<Timestamp>,
     /// What was deleted.
     pub counts: RunCounts,

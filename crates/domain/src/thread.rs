@@ -185,6 +185,10 @@ pub struct ThreadPatch {
     pub model: Option<Option<ModelName>>,
     /// Replaces the whole metadata object.
     pub metadata: Option<Metadata>,
+    /// Sets `metadata.pinned` ([`crate::PINNED_KEY`]) to this (a thread whose
+    /// metadata holds `"pinned": true` is exempt from retention), after `metadata` when
+    /// both are given; alone it changes that one key and keeps the rest.
+    pub pinned: Option<bool>,
 }
 
 impl ThreadPatch {
@@ -196,6 +200,7 @@ impl ThreadPatch {
             && self.agent_id.is_none()
             && self.model.is_none()
             && self.metadata.is_none()
+            && self.pinned.is_none()
     }
 }
 

@@ -69,6 +69,11 @@ pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
         exclude: LexicalExclusions,
     ) -> Result<Vec<ScoredHit>, StoreError>;
 
+    /// Forgets every entry of every tenant and goes back to position 0, so
+    /// the feeding store adds everything again: what it does when it finds
+    /// it may have missed deletions. MUST leave nothing searchable.
+    async fn clear(&self) -> Result<(), StoreError>;
+
     /// The process is shutting down: persist what is kept only in memory,
     /// promptly. The index MUST still answer every other method afterwards.
     /// The default does nothing.

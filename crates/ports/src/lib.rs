@@ -13,6 +13,7 @@
 
 mod catalog;
 mod database;
+mod deletions;
 mod embedder;
 mod embeddings;
 mod error;
@@ -36,6 +37,7 @@ pub mod contract;
 
 pub use catalog::CatalogStore;
 pub use database::{Database, DurabilitySetting, MigrationStatus};
+pub use deletions::{Deletion, DeletionCursor, DeletionLog, Deletions};
 pub use embedder::{Embedder, EmbedderInfo};
 pub use embeddings::{EmbeddingStore, PendingEmbedding};
 pub use error::StoreError;
@@ -63,6 +65,7 @@ pub use working::WorkingMemoryStore;
 pub use {
     catalog::MockCatalogStore,
     database::MockDatabase,
+    deletions::MockDeletionLog,
     embedder::MockEmbedder,
     embeddings::MockEmbeddingStore,
     idempotency::MockIdempotencyStore,

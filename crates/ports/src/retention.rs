@@ -126,6 +126,8 @@ pub trait RetentionStore: Send + Sync + std::fmt::Debug {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// Deletes at most `limit` receipts of every tenant finished before
-    /// `before`; returns how many.
+    /// `before`, and at most `limit` of prunes never finished (cut short by
+    /// an error) started before it; returns how many. An unfinished
+    /// erasure's receipt stays (it is resumed).
     async fn purge_runs(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }

@@ -678,3 +678,90 @@ async fn the_stemming_migration_indexes_old_rows_again() {
     assert_eq!(counts(&conn).await.0, 2, "every live message indexed once, the deleted one not");
     fts_integrity(&conn).await;
 }
+
+/// Deletions by another process on the same file (a `memlayer prune` beside
+/// the server) reach this process's in-process index through the deletion
+/// log, even when that process's catch-up has emptied the full-text queue
+/// (`lexical_stale`) that this process would otherwise have applied: a
+/// message deleted one by one, a thread marked deleted and then swept, and
+/// a newest message whose rowid is then handed out again to a new one. An
+/// index reopened from its snapshot replays the log it has not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_index_follows_deletions_of_another_process() {
+    use std::sync::Arc;
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_ports::LexicalIndex as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let lexical = dir.path().join("lexical");
+    let server = open_file(&path).await;
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    server.use_lexical_index(index.clone()).unwrap();
+    let cli = open_file(&path).await;
+    let acme = tenant("acme");
+    let ids = |hits: Vec<memlayer_ports::ScoredHit>| {
+        let mut ids: Vec<_> = hits.into_iter().map(|h| h.id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<MessageId>| {
+        v.sort();
+        v
+    };
+    let a = server.create(&acme, NewThread::default()).await.unwrap().id;
+    let gone = server.create(&acme, NewThread::default()).await.unwrap().id;
+    // The messages to delete are the best matches (shortest, the word twice).
+    let mine = server
+        .append(&acme, a, vec![text("walnut walnut"), text("walnut walnut"), text("a walnut on the old stone wall")])
+        .await
+        .unwrap();
+    let kept = server.append(&acme, a, vec![text("the walnut tree in the garden is tall")]).await.unwrap();
+    server.append(&acme, gone, vec![text("walnut walnut")]).await.unwrap();
+    assert_eq!(server.lexical_search(&whole("acme"), "walnut".into(), 10).await.unwrap().len(), 5);
+
+    MessageStore::delete(&cli, &acme, mine[0].id).await.unwrap();
+    MessageStore::delete(&cli, &acme, mine[1].id).await.unwrap();
+    ThreadStore::delete(&cli, &acme, gone).await.unwrap();
+    while cli.sweep_deleted(100).await.unwrap().more {}
+    // The other process's catch-up takes the queued full-text entries.
+    cli.catch_up().await.unwrap();
+    let conn = raw(&path).await;
+    assert_eq!(scalar(&conn, "SELECT count(*) FROM lexical_stale").await, 0, "the queue is empty");
+    let left = sorted(vec![mine[2].id, kept[0].id]);
+    assert_eq!(ids(server.lexical_search(&whole("acme"), "walnut".into(), 2).await.unwrap()), left, "top 2");
+
+    // The newest message left deleted by the other process; this process
+    // hands its rowid out again before it reads the log.
+    MessageStore::delete(&cli, &acme, kept[0].id).await.unwrap();
+    cli.catch_up().await.unwrap();
+    let reused = server.append(&acme, a, vec![text("walnut cake in the new slot")]).await.unwrap();
+    let rowid = |id: MessageId| {
+        let conn = &conn;
+        async move {
+            let mut rows = conn
+                .query("SELECT rowid FROM messages WHERE id = ?1", [id.as_uuid().as_bytes().to_vec()])
+                .await
+                .unwrap();
+            rows.next().await.unwrap().map(|r| r.get::<i64>(0).unwrap())
+        }
+    };
+    assert_eq!(rowid(reused[0].id).await, Some(4), "the deleted message's rowid, handed out again");
+    let left = sorted(vec![mine[2].id, reused[0].id]);
+    assert_eq!(ids(server.lexical_search(&whole("acme"), "walnut".into(), 2).await.unwrap()), left, "reused rowid");
+
+    // Closed with a snapshot; the other process deletes meanwhile. The
+    // reopened index replays the log: the deletion made while it was
+    // closed goes, and the older deletion at the reused rowid takes nothing
+    // of the message that lives there now.
+    index.close().await.unwrap();
+    drop((server, index));
+    MessageStore::delete(&cli, &acme, mine[2].id).await.unwrap();
+    cli.catch_up().await.unwrap();
+    let server = open_file(&path).await;
+    let index = Arc::new(TantivyLexicalIndex::open(&lexical).unwrap());
+    assert!(index.position() > 0, "resumes from the snapshot");
+    server.use_lexical_index(index).unwrap();
+    assert_eq!(ids(server.lexical_search(&whole("acme"), "walnut".into(), 2).await.unwrap()), vec![reused[0].id]);
+}

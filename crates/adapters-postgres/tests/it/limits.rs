@@ -96,6 +96,7 @@ async fn listings_and_patches_with_varying_filters_do_not_grow_the_statement_cac
             agent_id: (n % 4 == 1).then_some(None),
             model: (n % 5 == 1).then(|| Some("gpt".to_owned())),
             metadata: None,
+            pinned: (n % 6 == 1).then_some(true),
         };
         if !patch.is_empty() {
             store.update(&t, id, patch).await.unwrap();

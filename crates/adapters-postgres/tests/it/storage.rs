@@ -54,6 +54,10 @@ async fn migrations_go_down_and_up_again() {
         ..Default::default()
     };
     let policy = store.create_policy(&t, policy).await.unwrap();
+    // Reverting migration 22 drops the deletion log and its triggers.
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![22]);
+    let extra = store.append(&t, thread, msgs(1)).await.unwrap();
+    MessageStore::delete(&store, &t, extra[0].id).await.unwrap();
     // Reverting migration 20 unstems the full text (the_stemming_migration_rebuilds_the_documents).
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![20]);
     // Reverting migration 19 drops the workflows, their steps and events.
@@ -115,7 +119,7 @@ async fn migrations_go_down_and_up_again() {
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(
         versions(store.migrate_up().await.unwrap()),
-        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22]
     );
     assert!(store.list_policies(&t).await.unwrap().is_empty(), "re-applied empty");
     assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
@@ -125,8 +129,8 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     assert!(memlayer_ports::WorkflowStore::workflow(&store, &t, wf).await.is_err(), "re-applied empty");
-    let down = store.migrate_down(17).await.unwrap();
-    assert_eq!(versions(down), vec![20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(18).await.unwrap();
+    assert_eq!(versions(down), vec![22, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
     assert_eq!(applied, {
@@ -136,14 +140,14 @@ async fn migrations_go_down_and_up_again() {
     });
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(18).await.unwrap();
-    assert_eq!(versions(all_down), vec![20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(19).await.unwrap();
+    assert_eq!(versions(all_down), vec![22, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 18);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 19);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 
@@ -310,4 +314,41 @@ async fn concurrent_workers_share_the_queue_through_leases() {
         .map(|j| j.id)
         .collect();
     assert_eq!(back, claims[600..].iter().copied().collect(), "unfinished jobs come back after the lease");
+}
+
+/// Transactions commit in any order: a deletion numbered first but
+/// committed after a later-numbered one is still read, by a reader whose
+/// cursor already passed the later number. A cursor of numbers alone
+/// would miss it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_log_misses_no_transaction_that_commits_late() {
+    use memlayer_ports::{DeletionCursor, DeletionLog};
+    use tokio_postgres::NoTls;
+
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("acme").unwrap();
+    let thread = store.create(&t, NewThread::default()).await.unwrap().id;
+    let stored = store.append(&t, thread, msgs(2)).await.unwrap();
+    let cursor = store.deletion_cursor().await.unwrap();
+    // Transaction A deletes the first message, its entry numbered first,
+    // and stays open.
+    let (late, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    late.batch_execute("BEGIN; SELECT set_config('memlayer.tenant', 'acme', true)").await.unwrap();
+    late.execute("DELETE FROM messages WHERE id = $1", &[&stored[0].id.as_uuid()]).await.unwrap();
+    // B deletes the second and commits first.
+    MessageStore::delete(&store, &t, stored[1].id).await.unwrap();
+    let first = store.deletions_since(&cursor, 10).await.unwrap();
+    let got: Vec<_> = first.items.iter().map(|d| d.message).collect();
+    assert_eq!(got, vec![Some(stored[1].id)], "only what is committed");
+    assert!(!first.next.pending.is_empty(), "A is in progress");
+    late.batch_execute("COMMIT").await.unwrap();
+    let second = store.deletions_since(&first.next, 10).await.unwrap();
+    let got: Vec<_> = second.items.iter().map(|d| d.message).collect();
+    assert_eq!(got, vec![Some(stored[0].id)], "A's entry, numbered below the cursor");
+    let by_number = DeletionCursor { seq: first.next.seq, pending: Vec::new() };
+    assert!(store.deletions_since(&by_number, 10).await.unwrap().items.is_empty(), "numbers alone miss it");
+    let third = store.deletions_since(&second.next, 10).await.unwrap();
+    assert!(third.items.is_empty(), "read once A has ended: {third:?}");
 }

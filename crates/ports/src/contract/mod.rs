@@ -22,7 +22,8 @@
 //! keys), `working_cases.rs` (working memory), `summary_cases.rs`
 //! (summaries and their jobs), `quota_cases.rs` (storage quotas and
 //! usage), `retention_cases.rs` (retention policies, pruning, erasure,
-//! receipts, the lease) and `transfer_cases.rs` (exports and imports), with
+//! receipts, the lease), `transfer_cases.rs` (exports and imports) and
+//! `deletion_cases.rs` (the deletion log), with
 //! the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
@@ -35,12 +36,14 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore, StateStore,
-    SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkflowStore, WorkingMemoryStore,
+    CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore,
+    StateStore, SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkflowStore,
+    WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
 pub mod database_cases;
+pub mod deletion_cases;
 pub mod embedding_cases;
 pub mod idempotency_cases;
 pub mod key_cases;
@@ -91,6 +94,8 @@ pub struct Backend {
     pub transfer: Arc<dyn TransferStore>,
     /// Workflow port.
     pub workflows: Arc<dyn WorkflowStore>,
+    /// Deletion log port.
+    pub deletions: Arc<dyn DeletionLog>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -120,6 +125,7 @@ impl Backend {
             + RetentionStore
             + TransferStore
             + WorkflowStore
+            + DeletionLog
             + 'static,
     {
         Self {
@@ -137,7 +143,8 @@ impl Backend {
             usage: store.clone(),
             retention: store.clone(),
             transfer: store.clone(),
-            workflows: store,
+            workflows: store.clone(),
+            deletions: store,
             guard,
         }
     }
@@ -276,6 +283,14 @@ pub fn assert_transfer_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_vector_complete(listed: &[&str]) {
     assert_complete_in(include_str!("vector_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the deletion-log cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_deletion_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("deletion_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the workflow cases.
@@ -466,6 +481,30 @@ macro_rules! contract_suite {
             workflow_delete_takes_steps_events_and_threads,
             workflow_patch_changes_descriptive_fields_only,
         );
+        $crate::__deletion_expand!(
+            $factory;
+            deletion_log_holds_every_deleted_message_and_thread,
+            deletion_log_pages_and_tells_a_reader_behind_a_purge,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __deletion_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::deletion_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn deletion_contract_suite_is_complete() {
+            $crate::contract::assert_deletion_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 

@@ -344,7 +344,8 @@ pub async fn retention_erase_removes_everything_of_a_resource(b: Backend) {
 }
 
 /// Receipts are the tenant's, newest first, paged by id; an erasure not
-/// finished is found for resuming. The lease has one holder at a time.
+/// finished is found for resuming and never purged, a prune cut short is
+/// purged by its start. The lease has one holder at a time.
 pub async fn retention_runs_and_the_lease(b: Backend) {
     let (t, other) = (tenant("acme"), tenant("other"));
     let mut runs = Vec::new();
@@ -370,7 +371,16 @@ pub async fn retention_runs_and_the_lease(b: Backend) {
     assert_eq!(page, vec![runs[2].clone(), runs[1].clone()], "newest first");
     let rest = b.retention.list_runs(&t, Some(page[1].id), 2).await.unwrap();
     assert_eq!(rest, vec![runs[0].clone()]);
-    assert_eq!(b.retention.purge_runs(now() + time::Duration::seconds(1), 100).await.unwrap(), 4);
+    // A prune an error cut short (never finished) and an erasure under way.
+    let cut_short = RetentionRun::start(t.clone(), RunKind::Prune, now());
+    b.retention.save_run(&cut_short).await.unwrap();
+    let mut resumable = RetentionRun::start(t.clone(), RunKind::Erase, now());
+    resumable.resource_id = Some(ResourceId::parse("r2").unwrap());
+    b.retention.save_run(&resumable).await.unwrap();
+    assert_eq!(b.retention.purge_runs(now() - time::Duration::minutes(1), 100).await.unwrap(), 0, "all too recent");
+    assert_eq!(b.retention.purge_runs(now() + time::Duration::seconds(1), 100).await.unwrap(), 5);
+    assert_eq!(b.retention.list_runs(&t, None, 10).await.unwrap(), vec![resumable.clone()], "the erasure stays");
+    assert_eq!(b.retention.unfinished_erasures().await.unwrap(), vec![resumable]);
     // The lease.
     let (at, until) = (now(), now() + time::Duration::minutes(5));
     assert!(b.retention.try_lease("prune", "a", at, until).await.unwrap());

@@ -84,6 +84,22 @@ pub async fn thread_update_patches_and_bumps_updated_at(b: Backend) {
     assert_eq!(updated.created_at, created.created_at);
     assert!(updated.updated_at > created.updated_at, "updated_at moves forward");
     assert_eq!(b.threads.get(&t, created.id).await.unwrap(), updated);
+    // `pinned` alone sets that one key and keeps the others; with
+    // `metadata` it goes into the new object.
+    let pinned = b.threads.update(&t, created.id, ThreadPatch { pinned: Some(true), ..Default::default() }).await;
+    let pinned = pinned.unwrap();
+    assert_eq!(pinned.metadata.as_map().get("k"), Some(&json!([1, 2])), "kept");
+    assert_eq!(pinned.metadata.as_map().get("pinned"), Some(&json!(true)));
+    assert_eq!(pinned.title, updated.title);
+    let patch = ThreadPatch {
+        metadata: Some(Metadata::from_value(json!({"x": 1})).unwrap()),
+        pinned: Some(false),
+        ..Default::default()
+    };
+    let replaced = b.threads.update(&t, created.id, patch).await.unwrap();
+    assert_eq!(replaced.metadata.as_map().get("pinned"), Some(&json!(false)));
+    assert_eq!((replaced.metadata.as_map().get("x"), replaced.metadata.as_map().len()), (Some(&json!(1)), 2));
+    assert_eq!(b.threads.get(&t, created.id).await.unwrap(), replaced);
 }
 
 pub async fn thread_empty_patch_changes_nothing(b: Backend) {
