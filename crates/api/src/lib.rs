@@ -29,6 +29,7 @@ pub mod cli_summary;
 pub mod cli_transfer;
 pub mod cli_working;
 pub mod context_routes;
+pub mod dashboard_routes;
 pub mod dto;
 pub mod error;
 mod extract;

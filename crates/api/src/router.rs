@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> axum::Router {
     router
         .layer(middleware::from_fn_with_state(state.limiter.clone(), crate::limits::layer))
         .layer(middleware::from_fn_with_state(auth, crate::auth::layer))
+        // The dashboard's public files: outside the auth and limits layers.
+        .merge(crate::dashboard_routes::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
