@@ -10,7 +10,7 @@ use memlayer_adapters_sql::migrate::Migration;
 /// never edit one that has shipped, add a new one. Versions 8 (a bound on
 /// full-text documents) and 12 (row-level security on a caller's resource)
 /// are Postgres's own.
-pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15, 17];
+pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15, 17, 21];
 
 #[cfg(test)]
 mod tests {

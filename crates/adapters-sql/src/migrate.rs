@@ -79,6 +79,8 @@ macro_rules! migration {
     // Postgres only: row-level security on a caller's resource for working memory and summaries.
     (16 $(=> $drops:expr)?) => { $crate::migration!(@ 16, "resource_isolation_memory", "0016_resource_isolation_memory" $(, $drops)?) };
     (17 $(=> $drops:expr)?) => { $crate::migration!(@ 17, "retention", "0017_retention" $(, $drops)?) };
+    // Observability (issue 17): spans, events, links, traces, evaluations, system metric samples.
+    (21 $(=> $drops:expr)?) => { $crate::migration!(@ 21, "observability", "0021_observability" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -83,6 +83,8 @@ pub struct Config {
     pub summary: crate::SummaryConfig,
     /// The retention scheduler.
     pub retention: crate::RetentionConfig,
+    /// Observability: traces, evaluations, system metrics.
+    pub observability: crate::ObservabilityConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -414,6 +416,7 @@ impl Default for Config {
             redis: crate::RedisConfig::default(),
             summary: crate::SummaryConfig::default(),
             retention: crate::RetentionConfig::default(),
+            observability: crate::ObservabilityConfig::default(),
         }
     }
 }
@@ -702,6 +705,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.retention.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.observability.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if self.auth.mode.has(crate::AuthMode::Jwt) {

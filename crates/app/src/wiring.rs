@@ -16,8 +16,8 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    LexicalIndex, MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore,
-    ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    LexicalIndex, MessageStore, ObservabilityStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue,
+    SummaryStore, ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -85,6 +85,10 @@ pub struct Services {
     pub retention: crate::RetentionService,
     /// Exports and imports of a tenant's memory, keeping ids.
     pub transfer: crate::TransferService,
+    /// Traces, model performance, costs, evaluations and system metrics
+    /// (its sampler is run by [`Services::start_background`] when
+    /// `observability.metrics.enabled`).
+    pub observability: crate::ObservabilityService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -100,6 +104,7 @@ pub struct Background {
     lexical: Option<Arc<dyn LexicalIndex>>,
     summaries: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -138,6 +143,12 @@ impl Background {
             && let Err(e) = retention.await
         {
             tracing::warn!(error = %e, "retention scheduler ended abnormally");
+        }
+        // A sample in progress is one short write; the next start samples again.
+        if let Some(sampler) = self.sampler
+            && tokio::time::timeout(WORKER_STOP_WAIT, sampler).await.is_err()
+        {
+            tracing::warn!("system metrics sampler still busy: not waiting");
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -197,6 +208,10 @@ impl Services {
         let keys = self.spawn_key_uses(rx.clone());
         let summaries = self.summaries.clone().spawn(rx.clone());
         let retention = self.config.retention.enabled.then(|| self.retention.clone().spawn(rx.clone()));
+        let o = &self.config.observability;
+        let sampler = (o.enabled && o.metrics.enabled).then(|| {
+            self.observability.sampler(self.config.data_dir.clone(), Some(self.index.clone())).spawn(rx.clone())
+        });
         let purge = self.spawn_purge(rx);
         Background {
             shutdown,
@@ -209,6 +224,7 @@ impl Services {
             lexical: self.lexical.clone(),
             summaries,
             retention,
+            sampler,
         }
     }
 
@@ -359,6 +375,7 @@ struct Stores {
     usage: Arc<dyn UsageStore>,
     retention: Arc<dyn RetentionStore>,
     transfer: Arc<dyn TransferStore>,
+    observability: Arc<dyn ObservabilityStore>,
 }
 
 impl Stores {
@@ -377,6 +394,7 @@ impl Stores {
             + UsageStore
             + RetentionStore
             + TransferStore
+            + ObservabilityStore
             + 'static,
     {
         Self {
@@ -393,6 +411,7 @@ impl Stores {
             usage: b.clone(),
             retention: b.clone(),
             transfer: b.clone(),
+            observability: b.clone(),
         }
     }
 }
@@ -644,6 +663,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         usage,
         retention,
         transfer,
+        observability,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -704,7 +724,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
+    let observability = crate::ObservabilityService::new(observability, config.observability.clone(), limiter.clone())
+        .with_catalog(catalog.clone());
     let retention = crate::RetentionService::new(retention, config.retention.clone())
+        .with_observability(observability.store(), config.observability.clone())
         .with_index(index.clone())
         .with_sweeper(sweeper.clone())
         .with_idempotency(idempotency.clone());
@@ -740,6 +763,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         summaries: summary_service,
         retention,
         transfer,
+        observability,
     })
 }
 

@@ -22,7 +22,9 @@
 //! keys), `working_cases.rs` (working memory), `summary_cases.rs`
 //! (summaries and their jobs), `quota_cases.rs` (storage quotas and
 //! usage), `retention_cases.rs` (retention policies, pruning, erasure,
-//! receipts, the lease) and `transfer_cases.rs` (exports and imports), with
+//! receipts, the lease), `transfer_cases.rs` (exports and imports) and
+//! `observability_cases.rs` (spans, traces, model calls, evaluations,
+//! system metric samples, their retention), with
 //! the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
@@ -35,8 +37,9 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore, StateStore,
-    SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, ObservabilityStore,
+    RetentionStore, StateStore, SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex,
+    WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -45,6 +48,7 @@ pub mod embedding_cases;
 pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
+pub mod observability_cases;
 pub mod quota_cases;
 pub mod retention_cases;
 pub mod state_cases;
@@ -88,6 +92,8 @@ pub struct Backend {
     pub retention: Arc<dyn RetentionStore>,
     /// Export and import port.
     pub transfer: Arc<dyn TransferStore>,
+    /// Observability port.
+    pub observability: Arc<dyn ObservabilityStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -116,6 +122,7 @@ impl Backend {
             + UsageStore
             + RetentionStore
             + TransferStore
+            + ObservabilityStore
             + 'static,
     {
         Self {
@@ -132,7 +139,8 @@ impl Backend {
             summary_queue: store.clone(),
             usage: store.clone(),
             retention: store.clone(),
-            transfer: store,
+            transfer: store.clone(),
+            observability: store,
             guard,
         }
     }
@@ -263,6 +271,14 @@ pub fn assert_retention_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_transfer_complete(listed: &[&str]) {
     assert_complete_in(include_str!("transfer_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the observability cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_observability_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("observability_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -442,6 +458,39 @@ macro_rules! contract_suite {
             transfer_import_refuses_conflicts_storing_nothing,
             transfer_catalog_and_resource_working_import,
         );
+        $crate::__observability_expand!(
+            $factory;
+            obs_ingest_round_trips_every_field,
+            obs_ingest_is_idempotent_and_all_or_nothing,
+            obs_traces_merge_batches_as_the_domain_does,
+            obs_traces_are_tenant_scoped,
+            obs_trace_listing_filters_and_pages,
+            obs_orphans_are_kept_and_detail_is_capped,
+            obs_model_calls_and_usage,
+            obs_eval_runs_round_trip_page_and_compare,
+            obs_metrics_bucket_and_purge,
+            obs_purge_removes_whole_old_traces,
+            obs_store_gauges,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __observability_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::observability_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn observability_contract_suite_is_complete() {
+            $crate::contract::assert_observability_complete(&[$(stringify!($case)),*]);
+        }
     };
 }
 
