@@ -36,6 +36,7 @@ mod idempotency;
 mod jwt;
 mod limits;
 mod load;
+mod observability;
 mod quota;
 mod rate;
 mod reach;
