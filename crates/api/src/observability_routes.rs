@@ -287,7 +287,7 @@ pub struct SpanStatusDto {
 
 /// An instrumentation scope.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ScopeDto {
+pub struct SpanScopeDto {
     /// Its name.
     pub name: String,
     /// Its version.
@@ -367,7 +367,7 @@ pub struct SpanDto {
     #[schema(value_type = Object)]
     pub resource: Map<String, Value>,
     /// Its instrumentation scope.
-    pub scope: Option<ScopeDto>,
+    pub scope: Option<SpanScopeDto>,
     /// W3C trace state.
     pub trace_state: Option<String>,
     /// 0 for a root or an orphan, else its parent's plus one.
@@ -400,7 +400,7 @@ fn span_dto(s: StoredSpan, depth: u32, orphan: bool) -> SpanDto {
         duration_ms: ns_to_ms(s.duration_ns()),
         status: SpanStatusDto { code: s.status.code.as_str().to_owned(), message: s.status.message },
         resource: (*s.resource).clone(),
-        scope: s.scope.map(|x| ScopeDto { name: x.name.clone(), version: x.version.clone() }),
+        scope: s.scope.map(|x| SpanScopeDto { name: x.name.clone(), version: x.version.clone() }),
         trace_state: s.trace_state,
         depth,
         orphan,
@@ -1443,6 +1443,15 @@ pub(crate) fn complete_document(doc: &mut Value) {
                 body[field] = s;
             }
             body["at"] = json!({"oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]});
+        }
+        if let Some(body) = schemas.get_mut("EvalRunBody").and_then(Value::as_object_mut) {
+            body.insert(
+                "anyOf".into(),
+                json!([{"required": ["model"], "properties": {"model": {"type": "string"}}},
+                       {"required": ["agent"], "properties": {"agent": {"type": "string"}}}]),
+            );
+        }
+        if let Some(body) = schemas.get_mut("EvalRunBody").and_then(|b| b.get_mut("properties")) {
             body["metrics"] = scores.clone();
             body["examples"]["maxItems"] = json!(1000);
         }
@@ -1533,7 +1542,8 @@ fn otlp_schemas() -> Map<String, Value> {
             "kvlistValue": {"type": "object", "properties": {"values": {"type": "array",
                 "items": {"$ref": "#/components/schemas/OtlpKeyValue"}}}},
             "bytesValue": {"type": "string",
-                "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}}}),
+                "pattern": "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+                "description": "Canonical base64 (RFC 4648: padded, unused bits zero)"}}}),
     );
     m
 }

@@ -125,12 +125,46 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
             .map_err(|e| invalid_otlp(format!("the body is not a protobuf ExportTraceServiceRequest: {e}"))),
         Encoding::Json => {
-            let de = &mut serde_json::Deserializer::from_slice(body);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                invalid_otlp(format!("the body is not OTLP/JSON ExportTraceServiceRequest: at `{path}`: {}", e.inner()))
-            })
+            let bad = |path: String, e: &dyn std::fmt::Display| {
+                invalid_otlp(format!("the body is not OTLP/JSON ExportTraceServiceRequest: at `{path}`: {e}"))
+            };
+            let mut value: Value = serde_json::from_slice(body).map_err(|e| bad(".".into(), &e))?;
+            normalize(&mut value);
+            serde_path_to_error::deserialize(value).map_err(|e| bad(e.path().to_string(), e.inner()))
         }
+    }
+}
+
+/// What proto3's JSON mapping allows and `opentelemetry-proto`'s serde
+/// mapping does not: a whole number written with a fraction or exponent
+/// (`5.0`, `1e3`) for an integer field, and an omitted empty list.
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range checked")]
+                let whole = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    Some(Value::from(f as u64))
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    Some(Value::from(f as i64))
+                } else {
+                    None
+                };
+                if let Some(w) = whole {
+                    *v = w;
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if let ("arrayValue" | "kvlistValue", Value::Object(list)) = (k.as_str(), &mut *child) {
+                    list.entry("values").or_insert_with(|| Value::Array(Vec::new()));
+                }
+                normalize(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
     }
 }
 
@@ -410,6 +444,26 @@ mod tests {
             }],
         });
         assert_eq!(any_value(v(kv)), serde_json::json!({"k": -3}));
+    }
+
+    #[test]
+    fn an_empty_list_may_be_omitted_as_proto3_json_omits_it() {
+        let body = br#"{"resourceSpans": [{"resource": {"attributes": [
+            {"key": "a", "value": {"arrayValue": {}}}, {"key": "k", "value": {"kvlistValue": {}}}]}}]}"#;
+        let req = decode(Encoding::Json, body).unwrap();
+        let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+        assert_eq!(any_value(attrs[0].value.clone().unwrap()), serde_json::json!([]));
+        assert_eq!(any_value(attrs[1].value.clone().unwrap()), serde_json::json!({}));
+        let e = decode(Encoding::Json, br#"{"resourceSpans": [{"scopeSpans": 5, "x": {"arrayValue": {}}}]}"#);
+        assert!(e.unwrap_err().message().contains("resourceSpans[0].scopeSpans"));
+        let whole = br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": 2.0, "startTimeUnixNano": 1e3,
+            "droppedAttributesCount": 7.0, "attributes": [{"key": "d", "value": {"doubleValue": 2.0}}]}]}]}]}"#;
+        let span = &decode(Encoding::Json, whole).unwrap().resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!((span.kind, span.start_time_unix_nano, span.dropped_attributes_count), (2, 1000, 7));
+        assert_eq!(any_value(span.attributes[0].value.clone().unwrap()), serde_json::json!(2.0));
+        assert!(
+            decode(Encoding::Json, br#"{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": 2.5}]}]}]}"#).is_err()
+        );
     }
 
     #[test]
