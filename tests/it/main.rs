@@ -38,6 +38,7 @@ mod idempotency;
 mod jwt;
 mod limits;
 mod load;
+mod observability;
 mod quota;
 mod rate;
 mod reach;

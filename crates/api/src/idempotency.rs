@@ -68,6 +68,8 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     // the first run's receipts instead of applying the policies again.
     "/api/retention/policies",
     "/api/retention/prune",
+    // A retried evaluation run gets the first run instead of a second one.
+    "/api/observability/evaluations",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST
@@ -82,7 +84,9 @@ pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed", "/api/thread
 /// creates another key. `/api/import`: the body is streamed, never held for
 /// a fingerprint, and the import is idempotent by its records' ids (a retry
 /// imports nothing twice).
-pub const UNRECORDED_POSTS: &[&str] = &["/api/keys", "/api/import"];
+/// `/v1/traces`: OTLP ingest is idempotent by its spans' ids (a span sent
+/// again is not stored twice), and its body may be protobuf and gzipped.
+pub const UNRECORDED_POSTS: &[&str] = &["/api/keys", "/api/import", "/v1/traces"];
 
 /// Seconds a client is asked to wait before retrying a key in progress.
 const RETRY_AFTER_SECS: u64 = 1;

@@ -19,7 +19,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
     components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "catalog"), (name = "keys"), (name = "working-memory"), (name = "summaries"), (name = "context"), (name = "ops"), (name = "retention"), (name = "transfer"))
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "catalog"), (name = "keys"), (name = "working-memory"), (name = "summaries"), (name = "context"), (name = "ops"), (name = "retention"), (name = "transfer"), (name = "observability"))
 )]
 pub struct ApiDoc;
 
@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> axum::Router {
     let router = crate::context_routes::register(router);
     let router = crate::retention_routes::register(router);
     let router = crate::transfer_routes::register(router);
+    let router = crate::observability_routes::register(router);
     let (router, mut api) = crate::catalog_routes::register(router).split_for_parts();
     crate::idempotency::document(&mut api);
     let document = match serde_json::to_value(&api) {

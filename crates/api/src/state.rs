@@ -41,4 +41,6 @@ pub struct AppState {
     pub retention: memlayer_app::RetentionService,
     /// Exports and imports.
     pub transfer: memlayer_app::TransferService,
+    /// Traces, performance, costs, evaluations, system metrics.
+    pub observability: memlayer_app::ObservabilityService,
 }

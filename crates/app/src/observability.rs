@@ -317,11 +317,23 @@ impl ObservabilityService {
     }
 
     /// Costs per day, model and agent, priced by the catalog, with the
-    /// projection over the next [`PROJECTION_HORIZON_DAYS`].
+    /// projection over the next [`PROJECTION_HORIZON_DAYS`]; an empty range
+    /// is an empty report.
     ///
     /// # Errors
     /// `Invalid` for a bad range; the store's.
     pub async fn costs(&self, tenant: &TenantId, query: &CostQuery) -> Result<CostReport, StoreError> {
+        if query.from_day >= query.to_day {
+            return Ok(CostReport {
+                from_day: query.from_day,
+                to_day: query.to_day,
+                rows: Vec::new(),
+                daily: Vec::new(),
+                by_model: Vec::new(),
+                unpriced_models: Vec::new(),
+                projection: project(&[], PROJECTION_BASIS_DAYS, PROJECTION_HORIZON_DAYS),
+            });
+        }
         query.validate()?;
         let usage = self.store.daily_usage(tenant, query).await?;
         let prices = self.prices(tenant).await?;

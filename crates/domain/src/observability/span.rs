@@ -41,6 +41,12 @@ impl Default for SpanLimits {
     }
 }
 
+/// Replaces NUL (U+0000), which neither backend's text columns hold, by
+/// U+FFFD.
+pub(crate) fn no_nul(s: String) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s }
+}
+
 /// Cuts `s` to at most `max` bytes at a character boundary, appending the
 /// marker; whether it cut.
 fn clip_str(s: &mut String, max: usize) -> bool {
@@ -159,7 +165,7 @@ pub struct GenAi {
 }
 
 fn text(attrs: &Attributes, key: &str) -> Option<String> {
-    attrs.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    attrs.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|s| no_nul(s.to_owned()))
 }
 
 /// A count: a whole non-negative number, or text holding one.
@@ -276,7 +282,8 @@ impl NewSpan {
         self.status.code == StatusCode::Error || self.attributes.contains_key("error.type")
     }
 
-    /// Its resource's `service.name`.
+    /// Its resource's `service.name` (as sent: [`crate::observability::TraceSummary`]
+    /// replaces a NUL in it).
     #[must_use]
     pub fn service(&self) -> Option<&str> {
         self.resource.get("service.name").and_then(Value::as_str)
@@ -387,7 +394,8 @@ fn hex(bytes: &[u8]) -> String {
     if shown.is_empty() { "(empty)".to_owned() } else { shown }
 }
 
-fn opt(mut s: String, max: usize, truncated: &mut u32) -> Option<String> {
+fn opt(s: String, max: usize, truncated: &mut u32) -> Option<String> {
+    let mut s = no_nul(s);
     *truncated += u32::from(clip_str(&mut s, max));
     (!s.is_empty()).then_some(s)
 }
@@ -437,7 +445,7 @@ impl SpanInput {
             }
             let (attrs, t, d) = clip_attributes(e.attributes, limits);
             truncated += t;
-            let mut name = e.name;
+            let mut name = no_nul(e.name);
             truncated += u32::from(clip_str(&mut name, max));
             events.push(SpanEvent {
                 time_ns: time.unwrap_or_default(),
@@ -469,7 +477,7 @@ impl SpanInput {
                 dropped_attributes_count: l.dropped_attributes_count.saturating_add(d),
             });
         }
-        let mut name = self.name;
+        let mut name = no_nul(self.name);
         truncated += u32::from(clip_str(&mut name, max));
         let status = SpanStatus {
             code: StatusCode::from_otlp(self.status_code),
@@ -571,6 +579,17 @@ mod tests {
         assert!(e.reason.contains("2262"));
         let ok = accept(SpanInput { end_time_unix_nano: 1_700_000_000_000_000_000, ..input() }, &l).unwrap();
         assert_eq!(ok.duration_ns(), 0, "an instant span is fine");
+    }
+
+    #[test]
+    fn nul_never_reaches_a_text_column() {
+        let mut i = input();
+        i.name = "a\0b".into();
+        i.status_message = "\0".into();
+        i.attributes.push(("gen_ai.agent.name".into(), json!("x\0")));
+        let s = accept(i, &SpanLimits::default()).unwrap();
+        assert_eq!((s.name.as_str(), s.status.message.as_deref()), ("a\u{fffd}b", Some("\u{fffd}")));
+        assert_eq!(s.agent(), Some("x\u{fffd}"));
     }
 
     #[test]

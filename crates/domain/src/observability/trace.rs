@@ -88,7 +88,7 @@ impl TraceSummary {
             trace_id: head.trace_id,
             name: head.name.clone(),
             root_span_id: root.map(|r| r.span_id),
-            service: head.service().map(str::to_owned),
+            service: head.service().map(|s| super::span::no_nul(s.to_owned())),
             start_ns: earliest.start_ns,
             end_ns: spans.iter().map(|s| s.end_ns).max().unwrap_or(earliest.end_ns),
             span_count: i64::try_from(spans.len()).unwrap_or(i64::MAX),
@@ -298,15 +298,13 @@ impl TraceQuery {
         if self.min_duration_ns.is_some_and(|d| d < 0) {
             return Err(DomainError::new("min_duration_ms", "must not be negative"));
         }
-        if let Some(t) = &self.text {
-            let n = t.chars().count();
-            if n == 0 || n > MAX_TRACE_TEXT {
-                return Err(DomainError::new("q", format!("must be 1 to {MAX_TRACE_TEXT} characters")));
-            }
-        }
-        for (field, v) in [("model", &self.model), ("agent", &self.agent), ("service", &self.service)] {
-            if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 256) {
-                return Err(DomainError::new(field, "must be 1 to 256 bytes"));
+        for (field, v) in
+            [("q", &self.text), ("model", &self.model), ("agent", &self.agent), ("service", &self.service)]
+        {
+            let Some(v) = v else { continue };
+            let n = v.chars().count();
+            if n == 0 || n > MAX_TRACE_TEXT || v.contains('\0') {
+                return Err(DomainError::new(field, format!("must be 1 to {MAX_TRACE_TEXT} characters, without NUL")));
             }
         }
         Ok(())
