@@ -17,7 +17,8 @@
 //!   inline script or style, no remote origin, no framing) and a strong
 //!   `ETag` (a hash of the file) with `Cache-Control: no-cache`: browsers keep
 //!   the files and revalidate them, getting 304 until the binary changes.
-//! - A path under `/observability/` that is not a file is 404 `not_found`.
+//! - A path under `/observability/` that is not a file is 404 `not_found`;
+//!   with `observability.enabled = false` the dashboard is not served.
 
 use std::sync::OnceLock;
 
@@ -77,8 +78,13 @@ const ASSETS: &[Asset] = &[
     asset!("vendor/LICENSE.chart.js.md", "text/markdown; charset=utf-8"),
 ];
 
-/// The routes, for the router to merge outside the auth layer.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The routes, for the router to merge outside the auth layer; none when
+/// `enabled` is false (`observability.enabled = false`: the API it reads is
+/// off too, and `/observability` is the router's 404).
+pub fn routes<S: Clone + Send + Sync + 'static>(enabled: bool) -> Router<S> {
+    if !enabled {
+        return Router::new();
+    }
     Router::new()
         .route(BASE, get(index))
         .route("/observability/", get(index))

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> axum::Router {
     };
     let document = Arc::new(document.map_err(|e| e.to_string()));
     let auth = state.auth.clone();
+    let dashboard = state.observability.config().enabled;
     let mut router = router.layer(axum::Extension(document));
     if let Some(idempotency) = state.idempotency.clone() {
         router = router.layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
@@ -54,7 +55,7 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(middleware::from_fn_with_state(state.limiter.clone(), crate::limits::layer))
         .layer(middleware::from_fn_with_state(auth, crate::auth::layer))
         // The dashboard's public files: outside the auth and limits layers.
-        .merge(crate::dashboard_routes::routes())
+        .merge(crate::dashboard_routes::routes(dashboard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -38,7 +38,8 @@ export default async function costs({ main, params, signal, go }) {
   const days = data.daily.map((d) => d.day);
   const projDays = p ? p.daily.map((d) => d.day) : [];
   const labels = [...days, ...projDays];
-  const models = [...new Set(data.rows.map((r) => r.model))].sort();
+  // Priced models only: an unpriced one has no cost to draw (it is named above the chart).
+  const models = [...new Set(data.rows.filter((r) => r.cost !== null).map((r) => r.model))].sort();
   const datasets = models.map((m) => {
     const perDay = new Map();
     for (const r of data.rows) if (r.model === m) perDay.set(r.day, (perDay.get(r.day) || 0) + (r.cost || 0));

@@ -46,6 +46,8 @@ export default async function health({ main, params, signal, go }) {
   const instance = instances.includes(params.get('instance')) ? params.get('instance') : instances[0];
   const of = (name) => data.series.find((s) => s.name === name && s.instance === instance);
   const last = (s) => (s && s.points.length ? s.points[s.points.length - 1] : null);
+  // A bucket's figure: its mean (the newest bucket's is the "now" shown).
+  const value = (p) => (p.last ?? p.avg);
   const history = (s) => (s ? s.points.map((p) => [timeMs(p.start), p.avg]) : []);
   const draws = [];
 
@@ -53,11 +55,11 @@ export default async function health({ main, params, signal, go }) {
     const s = of(g.name);
     const p = last(s);
     const limit = g.limit ? last(of(g.limit)) : null;
-    const max = g.ratio ? 1 : limit ? limit.last : null;
-    const ratio = p && max ? p.last / max : null;
+    const max = g.ratio ? 1 : limit ? value(limit) : null;
+    const ratio = p && max ? value(p) / max : null;
     const c = box('gauge');
-    const text = p === null ? '—' : g.ratio ? fmtPct(p.last) : fmtBytes(p.last);
-    const sub = g.ratio ? (p ? `avg ${fmtPct(p.avg)}, max ${fmtPct(p.max)} in the last bucket` : 'no sample') : (limit ? `of ${fmtBytes(limit.last)} (${fmtPct(ratio)})` : 'no limit known');
+    const text = p === null ? '—' : g.ratio ? fmtPct(value(p)) : fmtBytes(value(p));
+    const sub = g.ratio ? (p ? `mean of the newest ${data.bucket_secs} s; max ${fmtPct(p.max)}` : 'no sample') : (limit ? `of ${fmtBytes(value(limit))} (${fmtPct(ratio)})` : 'no limit known');
     if (ratio !== null) draws.push(() => gauge(c.canvas, ratio, 1, colorFor(ratio)));
     return h('section.panel.gauge-card', { dataset: { metric: g.name } }, h('h3', null, g.title), c.wrap,
       h('div.gauge-value', null, text), h('div.dim', null, sub));
@@ -70,7 +72,7 @@ export default async function health({ main, params, signal, go }) {
     if (s && s.points.length > 1) draws.push(() => sparkline(c.canvas, history(s), '#2563eb'));
     return h('section.panel.metric-card', { dataset: { metric: card.name } },
       h('h3', null, card.title),
-      h('div.metric-value', null, p ? card.fmt(p.last) : '—'),
+      h('div.metric-value', null, p ? card.fmt(value(p)) : '—'),
       h('div.dim', null, p ? `${card.unit ? `${card.unit}; ` : ''}min ${card.fmt(minOf(s))}, max ${card.fmt(maxOf(s))}` : 'not sampled'),
       c.wrap);
   });

@@ -55,7 +55,7 @@ export default async function trace({ main, args, signal, go }) {
     const left = Math.min(100, (start / total) * 100);
     const width = Math.max(0.3, Math.min(100 - left, (s.duration_ms / total) * 100));
     const err = s.status && s.status.code === 'error';
-    const bar = h(`div.wf-bar${err ? '.error' : ''}${s.gen_ai ? '.genai' : ''}`, { style: { left: `${left}%`, width: `${width}%` }, title: `${s.name}: ${fmtMs(s.duration_ms)}` });
+    const bar = h(`div.wf-bar${err ? '.error' : ''}${s.gen_ai && s.gen_ai.model ? '.genai' : ''}`, { style: { left: `${left}%`, width: `${width}%` }, title: `${s.name}: ${fmtMs(s.duration_ms)}` });
     const events = (s.events || []).map((ev) => h('div.wf-event', {
       style: { left: `${Math.min(100, ((timeMs(ev.time) - t0) / total) * 100)}%` },
       title: `${ev.name} at +${fmtMs(timeMs(ev.time) - t0)}`,
