@@ -37,6 +37,7 @@ mod jwt;
 mod limits;
 mod load;
 mod observability;
+mod otlp_python;
 mod quota;
 mod rate;
 mod reach;
