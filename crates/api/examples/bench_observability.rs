@@ -168,7 +168,11 @@ fn trace(t: u64, now: u64) -> Vec<Span> {
             if k == 6 { "memory.recall".into() } else { "memory.append".into() },
             total - total / 10,
             total / 50,
-            vec![s("db.system", "libsql"), i("db.rows", (r % 50) as i64), s("thread.id", &format!("t-{}", r % 100_000))],
+            vec![
+                s("db.system", "libsql"),
+                i("db.rows", (r % 50) as i64),
+                s("thread.id", &format!("t-{}", r % 100_000)),
+            ],
             1,
         ));
     }
