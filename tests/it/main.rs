@@ -39,6 +39,7 @@ mod jwt;
 mod limits;
 mod load;
 mod observability;
+mod otlp_python;
 mod quota;
 mod rate;
 mod reach;

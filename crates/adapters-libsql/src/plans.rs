@@ -222,7 +222,7 @@ async fn token_count_queries_start_from_the_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observability_queries_use_indexes() {
-    use memlayer_adapters_sql::observability::{list_traces_sql, model_calls_sql, purge_traces_sql};
+    use memlayer_adapters_sql::observability::{list_traces_sql, model_calls_sql, purge_traces_sql, text_window_sql};
     use memlayer_domain::TraceId;
     use memlayer_domain::observability::{PerfQuery, StatusCode, TraceQuery, TraceSort};
 
@@ -258,6 +258,16 @@ async fn observability_queries_use_indexes() {
             println!("{q:?}\n{p}");
             check(&p, index);
         }
+    }
+    // A text search's window: the walked index alone.
+    for q in [
+        TraceQuery { text: Some("x".into()), ..base.clone() },
+        TraceQuery { text: Some("x".into()), model: Some("m".into()), ..base.clone() },
+    ] {
+        let (sql, params) = crate::exec::params(text_window_sql(Dialect::Sqlite, &t, &q)).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        check(&p, "COVERING INDEX obs_traces_");
     }
     // Model calls: the partial covering index alone, then each call's trace by key.
     let calls = PerfQuery {

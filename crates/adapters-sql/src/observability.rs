@@ -11,8 +11,9 @@
 //! - Listings are keyset on `(sort key, trace_id)` through the indexes of
 //!   migration 21 (`(tenant, start_ns, trace_id)`, `(tenant,
 //!   duration_ns, trace_id)`, and per model, agent, service and status);
-//!   the text filter is an `EXISTS` over the trace's spans (not indexed:
-//!   its cost grows with the traces it must look at to fill a page).
+//!   the text filter is an `EXISTS` over the trace's spans, not indexed,
+//!   so one page looks into at most `MAX_TEXT_SCAN_TRACES` traces (found by
+//!   the walked index alone) and continues after them by cursor.
 //! - Model calls are read through the partial covering index of the spans
 //!   with a model; usage is grouped per day in SQL.
 //! - Retention deletes whole traces whose last span ended before the
@@ -23,9 +24,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use memlayer_domain::observability::{
-    Attributes, CostQuery, EvalExample, EvalQuery, EvalRun, GenAi, MetricName, MetricPoint, MetricQuery, MetricSample,
-    MetricSeries, ModelCall, NewEvalRun, NewSpan, PerfQuery, Scope, Scores, SpanEvent, SpanId, SpanKind, SpanLink,
-    SpanStatus, StatusCode, TraceCursor, TraceDetail, TraceId, TraceQuery, TraceSummary, UsageRow,
+    Attributes, CostQuery, EvalExample, EvalQuery, EvalRun, GenAi, MAX_TEXT_SCAN_TRACES, MetricName, MetricPoint,
+    MetricQuery, MetricSample, MetricSeries, ModelCall, NewEvalRun, NewSpan, PerfQuery, Scope, Scores, SpanEvent,
+    SpanId, SpanKind, SpanLink, SpanStatus, StatusCode, TraceCursor, TraceDetail, TraceId, TraceQuery, TraceSummary,
+    UsageRow,
 };
 use memlayer_domain::{DomainError, EvalRunId, Page, TenantId, from_micros, now, to_micros};
 use memlayer_ports::{IngestReport, MAX_INGEST_SPANS, ModelCalls, StoreError, StoreGauges};
@@ -350,13 +352,29 @@ fn decode_span(row: &[SqlValue]) -> Result<NewSpan, StoreError> {
 /// index serves).
 #[must_use]
 pub fn list_traces_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql {
+    traces_sql(d, tenant, query, None, None, i64::from(query.limit) + 1)
+}
+
+/// [`list_traces_sql`] with `window` bounding the walk on its far side
+/// (inclusive: a text search's page stops at the last trace of its scan
+/// window), `select` the column list (`None`: every column of the trace)
+/// and `limit` rows.
+fn traces_sql(
+    d: Dialect,
+    tenant: &TenantId,
+    query: &TraceQuery,
+    window: Option<(i64, TraceId)>,
+    select: Option<&str>,
+    limit: i64,
+) -> Sql {
     let by_duration = query.sort.by_duration();
     let col = |name: &str, drives: bool| match d {
         Dialect::Sqlite if !drives => format!("+t.{name}"),
         _ => format!("t.{name}"),
     };
     let mut sql = Sql::new(d).dynamic();
-    sql.push(&format!("SELECT {} FROM obs_traces t WHERE t.tenant = ", OBS_TRACES.column_list(Some("t"))));
+    let columns = select.map_or_else(|| OBS_TRACES.column_list(Some("t")), str::to_owned);
+    sql.push(&format!("SELECT {columns} FROM obs_traces t WHERE t.tenant = "));
     sql.bind(tenant.as_str());
     // A cursor of this listing already implies the bound on its own key.
     let resumed = query.after.is_some();
@@ -395,8 +413,22 @@ pub fn list_traces_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql
     if let Some((k, id)) = query.after {
         sql.push(&format!(" AND ({key}, t.trace_id) {cmp} (")).bind(k).push(", ").bind(trace_uuid(id)).push(")");
     }
-    sql.push(&format!(" ORDER BY {key} {dir}, t.trace_id {dir} LIMIT ")).bind(i64::from(query.limit) + 1);
+    if let Some((k, id)) = window {
+        let far = if query.sort.descending() { ">=" } else { "<=" };
+        sql.push(&format!(" AND ({key}, t.trace_id) {far} (")).bind(k).push(", ").bind(trace_uuid(id)).push(")");
+    }
+    sql.push(&format!(" ORDER BY {key} {dir}, t.trace_id {dir} LIMIT ")).bind(limit);
     sql
+}
+
+/// The scan window of a text search's page: the sort key and id of the
+/// [`MAX_TEXT_SCAN_TRACES`]-th trace the other filters admit from the
+/// page's position, read from the walked index alone.
+#[must_use]
+pub fn text_window_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql {
+    let untexted = TraceQuery { text: None, ..query.clone() };
+    let key = if query.sort.by_duration() { "t.duration_ns" } else { "t.start_ns" };
+    traces_sql(d, tenant, &untexted, None, Some(&format!("{key}, t.trace_id")), i64::from(MAX_TEXT_SCAN_TRACES))
 }
 
 /// `ObservabilityStore::list_traces`.
@@ -409,14 +441,37 @@ pub async fn list_traces<D: Transactor>(
     query: &TraceQuery,
 ) -> Result<Page<TraceSummary, TraceCursor>, StoreError> {
     query.validate()?;
-    let sql = list_traces_sql(db.dialect(), tenant, query);
-    let rows = db.read(tenant, Box::new(move |ex| Box::pin(ex.fetch("list traces", sql)))).await?;
+    let d = db.dialect();
+    let (owner, q) = (tenant.clone(), query.clone());
+    let (rows, window) = db
+        .read(
+            tenant,
+            Box::new(move |ex| {
+                Box::pin(async move {
+                    // A text search looks into at most MAX_TEXT_SCAN_TRACES traces a page.
+                    let mut window = None;
+                    if q.text.is_some() {
+                        let keys = ex.fetch("bound a text search", text_window_sql(d, &owner, &q)).await?;
+                        if keys.len() >= MAX_TEXT_SCAN_TRACES as usize
+                            && let Some(last) = keys.last()
+                        {
+                            let c = Cells::new(last, "obs_traces");
+                            window = Some((c.int(0, "key")?, trace_id(&c, 1, "obs_traces")?));
+                        }
+                    }
+                    let sql = traces_sql(d, &owner, &q, window, None, i64::from(q.limit) + 1);
+                    Ok((ex.fetch("list traces", sql).await?, window))
+                })
+            }),
+        )
+        .await?;
     let mut items = rows.iter().map(|r| decode_trace(r)).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if items.len() > query.limit as usize {
         items.truncate(query.limit as usize);
         items.last().map(|last| query.cursor_after(last))
     } else {
-        None
+        // A page of a text search cut by its window continues after it.
+        window.map(|(key, id)| query.cursor_at(key, id))
     };
     Ok(Page { items, next_cursor })
 }

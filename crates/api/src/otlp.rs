@@ -5,7 +5,8 @@
 //!   (`Content-Type: application/x-protobuf`) or OTLP/JSON
 //!   (`application/json`: camelCase fields, hex trace and span ids, enums as
 //!   integers, 64-bit integers as strings or numbers, unknown fields
-//!   ignored), optionally `Content-Encoding: gzip`; the message types and
+//!   ignored), optionally `Content-Encoding: gzip` (or `deflate`, which the
+//!   Python exporter offers); the message types and
 //!   their JSON mapping are `opentelemetry-proto`'s;
 //! - a success is 200 with an `ExportTraceServiceResponse` in the
 //!   request's encoding, `partialSuccess` set when spans were rejected
@@ -95,13 +96,16 @@ fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiE
             }
             Ok(body)
         }
-        "gzip" => {
+        name @ ("gzip" | "deflate") => {
             let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
             let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::GzDecoder::new(&body[..])
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(|e| invalid_otlp(format!("the gzip body does not inflate: {e}")))?;
+            // HTTP's `deflate` is the zlib format (RFC 9110).
+            let read = if name == "gzip" {
+                flate2::read::GzDecoder::new(&body[..]).take(cap).read_to_end(&mut out)
+            } else {
+                flate2::read::ZlibDecoder::new(&body[..]).take(cap).read_to_end(&mut out)
+            };
+            read.map_err(|e| invalid_otlp(format!("the {name} body does not inflate: {e}")))?;
             if out.len() > limit {
                 return Err(too_large(format!(
                     "the body inflates to more than observability.max_request_bytes ({limit} bytes)"
@@ -113,7 +117,7 @@ fn inflate(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiE
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
-                "Content-Encoding `{}` is not supported: send gzip or none",
+                "Content-Encoding `{}` is not supported: send gzip, deflate or none",
                 other.chars().take(32).collect::<String>()
             ),
         )),
@@ -477,6 +481,10 @@ mod tests {
         assert_eq!(inflate(&h, body.clone(), 5000).unwrap().len(), 5000);
         assert_eq!(inflate(&h, body, 4999).unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(inflate(&h, Bytes::from_static(b"nope"), 10).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"abc").unwrap();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("deflate"));
+        assert_eq!(&inflate(&h, Bytes::from(z.finish().unwrap()), 10).unwrap()[..], b"abc");
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
         assert_eq!(inflate(&h, Bytes::new(), 10).unwrap_err().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }

@@ -51,8 +51,8 @@ pub use stats::{
     check_buckets, daily_costs, percentiles, performance, project,
 };
 pub use trace::{
-    MAX_TRACE_TEXT, StoredSpan, TraceCursor, TraceDetail, TraceQuery, TraceSort, TraceStatus, TraceSummary, TreeNode,
-    span_tree,
+    MAX_TEXT_SCAN_TRACES, MAX_TRACE_TEXT, StoredSpan, TraceCursor, TraceDetail, TraceQuery, TraceSort, TraceStatus,
+    TraceSummary, TreeNode, span_tree,
 };
 
 /// Nanoseconds in a second.

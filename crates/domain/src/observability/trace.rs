@@ -30,6 +30,11 @@ pub type StoredSpan = NewSpan;
 /// Longest text filter, in characters.
 pub const MAX_TRACE_TEXT: usize = 256;
 
+/// Most traces one page of a text search looks into (the text is not
+/// indexed): a page holds the matches among them, fewer than its limit or
+/// none, with a cursor that continues after the last trace looked at.
+pub const MAX_TEXT_SCAN_TRACES: u32 = 1_000;
+
 /// A trace, derived from its spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceSummary {
@@ -313,7 +318,13 @@ impl TraceQuery {
     /// The cursor that resumes after `last`.
     #[must_use]
     pub fn cursor_after(&self, last: &TraceSummary) -> TraceCursor {
-        TraceCursor { listing: self.listing(), key: self.sort.key(last), trace_id: last.trace_id }
+        self.cursor_at(self.sort.key(last), last.trace_id)
+    }
+
+    /// The cursor that resumes after the trace `id` whose sort key is `key`.
+    #[must_use]
+    pub fn cursor_at(&self, key: i64, id: TraceId) -> TraceCursor {
+        TraceCursor { listing: self.listing(), key, trace_id: id }
     }
 
     /// Resumes after `cursor`'s position.

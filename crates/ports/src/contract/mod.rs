@@ -465,6 +465,7 @@ macro_rules! contract_suite {
             obs_traces_merge_batches_as_the_domain_does,
             obs_traces_are_tenant_scoped,
             obs_trace_listing_filters_and_pages,
+            obs_text_search_is_bounded_and_resumable,
             obs_orphans_are_kept_and_detail_is_capped,
             obs_model_calls_and_usage,
             obs_eval_runs_round_trip_page_and_compare,

@@ -371,6 +371,40 @@ pub async fn obs_trace_listing_filters_and_pages(b: Backend) {
     assert_invalid(b.observability.list_traces(&t, &TraceQuery { limit: 0, ..query() }).await, "limit 0");
 }
 
+/// A text search looks into at most `MAX_TEXT_SCAN_TRACES` traces a page:
+/// a match past them is found by following the cursor, never skipped, and
+/// no page holds a trace twice.
+pub async fn obs_text_search_is_bounded_and_resumable(b: Backend) {
+    use memlayer_domain::observability::MAX_TEXT_SCAN_TRACES;
+    let t = tenant("acme");
+    let n = MAX_TEXT_SCAN_TRACES + 300;
+    let spans: Vec<NewSpan> = (1..=n)
+        .map(|i| {
+            let s = S::new(i, 1, None, i64::from(i) * SEC, 10);
+            // The oldest trace and one in the first window hold the needle.
+            if i == 1 || i == n - 5 { s.attr("note", json!("a needle here")).build("svc") } else { s.build("svc") }
+        })
+        .collect();
+    for chunk in spans.chunks(500) {
+        b.observability.ingest(&t, chunk.to_vec()).await.unwrap();
+    }
+    let q = TraceQuery { text: Some("needle".into()), limit: 10, ..query() };
+    let mut found = Vec::new();
+    let mut pages = 0;
+    let mut page = b.observability.list_traces(&t, &q).await.unwrap();
+    loop {
+        pages += 1;
+        found.extend(page.items.iter().map(|s| s.trace_id));
+        let Some(c) = page.next_cursor else { break };
+        page = b.observability.list_traces(&t, &q.clone().resume(&c).unwrap()).await.unwrap();
+    }
+    assert_eq!(found, [tid(n - 5), tid(1)], "newest first, the one past the first window too");
+    assert!(pages >= 2, "the first page stopped at its window");
+    // Without a text filter the listing is not windowed.
+    let all = b.observability.list_traces(&t, &TraceQuery { limit: 1000, ..query() }).await.unwrap();
+    assert_eq!(all.items.len(), 1000);
+}
+
 /// A span whose parent is not stored is kept (an orphan), and the trace
 /// detail stops at its span limit saying so.
 pub async fn obs_orphans_are_kept_and_detail_is_capped(b: Backend) {
