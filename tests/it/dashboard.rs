@@ -23,6 +23,7 @@
 //! `MEMLAYER_CHROMIUM` / `MEMLAYER_CHROMEDRIVER` name them. Missing, the
 //! browser test prints a `SKIP` line; with `CI` set it fails instead.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -137,10 +138,15 @@ struct Driver {
     _process: Killed,
 }
 
+/// chromedriver, in a process group of its own with the browsers it
+/// starts: dropped (a test that failed half way included), the whole group
+/// is killed, so no browser outlives the test.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -171,6 +177,7 @@ impl Driver {
     async fn start(chromium: &Path, chromedriver: &Path) -> Self {
         let port = free_port();
         let process = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -198,7 +205,8 @@ impl Driver {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1400,1000", "--force-device-scale-factor=1", "--hide-scrollbars",
-                         "--lang=en-US", "--no-first-run", "--disable-extensions"],
+                         "--lang=en-US", "--no-first-run", "--disable-extensions", "--disable-breakpad",
+                         "--disable-crash-reporter"],
             },
             "goog:loggingPrefs": {"browser": "ALL"},
         }}});
