@@ -121,8 +121,19 @@ async fn victim_data(t: &TestApp, key: &str) -> BTreeMap<(&'static str, &'static
     let policy = created(send(&t.app, "POST", "/api/retention/policies", &h, Some(&policy)).await);
     let workflow = json!({"name": "victim-workflow", "steps": [{"name": "s", "agent": "support", "input": "victim-secret-content"}]});
     let workflow = created(send(&t.app, "POST", "/api/workflows", &h, Some(&workflow)).await);
+    // Observability: a trace whose span says the marker, and an evaluation run.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let spans = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": trace_id,
+        "spanId": "00f067aa0ba902b7", "name": "victim-secret-content", "startTimeUnixNano": "1000",
+        "endTimeUnixNano": "2000"}]}]}]});
+    let stored = send(&t.app, "POST", "/v1/traces", &h, Some(&spans)).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    let run = json!({"model": "victim-model", "dataset": "victim-secret-content", "metrics": {"accuracy": 1}});
+    let run = created(send(&t.app, "POST", "/api/observability/evaluations", &h, Some(&run)).await);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     BTreeMap::from([
+        (("observability/traces", "id"), trace_id.to_owned()),
+        (("observability/evaluations", "id"), id(&run)),
         (("threads", "id"), thread),
         (("threads", "message_id"), id(&message)),
         (("threads", "agent_id"), "support".to_owned()),
@@ -174,7 +185,12 @@ async fn operations(t: &TestApp) -> Vec<Operation> {
 
 /// `path` with each `{param}` replaced by the other tenant's value for it.
 fn fill(path: &str, values: &BTreeMap<(&'static str, &'static str), String>) -> String {
-    let family = path.trim_start_matches("/api/").split('/').next().unwrap_or_default();
+    let mut parts = path.trim_start_matches("/api/").split('/');
+    let family = match (parts.next().unwrap_or_default(), parts.next()) {
+        // Observability's families are one level down: traces and evaluations.
+        ("observability", Some(kind)) => &path["/api/".len().."/api/observability/".len() + kind.len()],
+        (first, _) => first,
+    };
     let mut out = String::new();
     for segment in path.split('/').skip(1) {
         out.push('/');

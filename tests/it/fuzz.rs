@@ -17,9 +17,11 @@
 //! and working memory is fuzzed under the defaults), a tool's `required`
 //! naming its `properties`, and the `agent` a resource's working memory
 //! names (it must be in the catalog), the model an append counts tokens
-//! with (`count_tokens` needs one when the thread has none), and a retention policy's "at least
+//! with (`count_tokens` needs one when the thread has none), a retention policy's "at least
 //! one rule" and "`only_summarized` only with `max_messages_per_thread`"
-//! (pinned to a thread-age rule). Everything else is generated.
+//! (pinned to a thread-age rule), and an evaluation comparison's "exactly one
+//! of `ids` and `dataset`" (a 400 is allowed there). Everything else is
+//! generated, OTLP/JSON bodies of `POST /v1/traces` included.
 //!
 //! The server runs with `auth.mode = api_key`, and every request carries a
 //! key holding every scope of the `default` tenant (made with `memlayer keys
@@ -132,6 +134,11 @@ const CONTEXT: &str = r#"["2xx", "3xx", "401", "403", "404", "409", "422", "429"
 /// in prose.
 const TRANSFER: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]"#;
 
+/// An evaluation comparison: the defaults plus 400, the answer when both or
+/// neither of `ids` and `dataset` are given (a rule the document states in
+/// prose: JSON Schema cannot require exactly one of two query parameters).
+const COMPARE: &str = r#"["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]"#;
+
 /// Working-memory PATCH and restore: the keyed answers plus 412, the
 /// answer to an `If-Match` naming a version the document is not at (which
 /// depends on what is stored, not on the request's shape).
@@ -199,6 +206,14 @@ checks.positive_data_acceptance.expected-statuses = {CONTEXT}
 [[operations]]
 include-operation-id = ["export"]
 checks.positive_data_acceptance.expected-statuses = {TRANSFER}
+
+[[operations]]
+include-operation-id = ["create_evaluation"]
+checks.positive_data_acceptance.expected-statuses = {KEYED}
+
+[[operations]]
+include-operation-id = ["compare_evaluations"]
+checks.positive_data_acceptance.expected-statuses = {COMPARE}
 
 # schemathesis has no serializer for `application/x-ndjson` bodies; imports
 # are tested in tests/it/transfer.rs.

@@ -473,6 +473,17 @@ async fn openapi_describes_every_route() {
         "POST /api/workflows/{id}/cancel",
         "POST /api/workflows/{id}/steps/{step}/retry",
         "GET /api/workflows/{id}/events",
+        "POST /v1/traces",
+        "GET /api/observability/traces",
+        "GET /api/observability/traces/{id}",
+        "GET /api/observability/performance",
+        "GET /api/observability/costs",
+        "POST /api/observability/evaluations",
+        "GET /api/observability/evaluations",
+        "GET /api/observability/evaluations/compare",
+        "GET /api/observability/evaluations/{id}",
+        "GET /api/observability/evaluations/{id}/examples",
+        "GET /api/observability/metrics",
     ];
     expected.sort_unstable();
     assert_eq!(described, expected);
@@ -553,6 +564,7 @@ async fn internal_errors_reveal_nothing() {
         summaries: no_summaries(),
         retention: no_retention(),
         transfer: no_transfer(),
+        observability: no_observability(),
     });
     let call = |method: &'static str, uri: String, body: Option<&'static str>| {
         let app = app.clone();
@@ -678,6 +690,7 @@ async fn a_panicking_handler_gets_the_json_500_and_the_server_keeps_serving() {
             summaries: no_summaries(),
             retention: no_retention(),
             transfer: no_transfer(),
+            observability: no_observability(),
         };
         memlayer_api::server::with_middleware(memlayer_api::router(state), &limits(std::time::Duration::from_secs(30)))
     };
@@ -874,6 +887,15 @@ fn no_transfer() -> memlayer_app::TransferService {
         Arc::new(memlayer_ports::MockEmbeddingStore::new()),
         Arc::new(memlayer_ports::MockVectorIndex::new()),
         memlayer_app::ExportModel { model: "none".into(), dim: 1 },
+    )
+}
+
+/// An observability service whose port is never called.
+fn no_observability() -> memlayer_app::ObservabilityService {
+    memlayer_app::ObservabilityService::new(
+        Arc::new(memlayer_ports::MockObservabilityStore::new()),
+        memlayer_app::ObservabilityConfig::default(),
+        memlayer_app::Limiter::unlimited(),
     )
 }
 

@@ -16,7 +16,8 @@
 //! through one Redis. `working` holds working memory over HTTP (both
 //! backends) and the CLI; `summary` thread summaries (on demand, versions,
 //! a summariser that is down, the CLI); `retention` retention policies,
-//! prunes, erasure of a resource (both backends), the shared lease and the CLI. `tidy` checks the architecture's invariants
+//! prunes, erasure of a resource (both backends), the shared lease and the CLI. `dashboard` holds the observability dashboard's files (types, validators,
+//! policy) and drives every view in headless Chromium. `tidy` checks the architecture's invariants
 //! (dependency direction, module docs, the code map) on the workspace itself.
 //!
 //! This is the `memlayer-api` package's one integration-test binary.
@@ -27,6 +28,7 @@ mod auth;
 mod catalog;
 mod context;
 mod crash;
+mod dashboard;
 mod e2e;
 mod fork;
 mod frontends;
@@ -36,6 +38,8 @@ mod idempotency;
 mod jwt;
 mod limits;
 mod load;
+mod observability;
+mod otlp_python;
 mod quota;
 mod rate;
 mod reach;

@@ -528,18 +528,7 @@ async fn cli_prune_beside_a_running_server(env: &[(&str, &str)]) {
     }
 
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("MEMLAYER_CONFIG")
-            .env_remove("LIBSQL_DATABASE_URL")
-            .env_remove("DATABASE_URL")
-            .envs(env.iter().copied())
-            .env("MEMLAYER_EMBEDDING__ENABLED", "false")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
+        let out = crate::support::cli(dir.path()).args(args).envs(env.iter().copied()).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     run(&["prune", "--apply"]);

@@ -90,3 +90,5 @@ pub use vectors::{LibsqlVectorIndex, NativeIndexConfig};
 memlayer_adapters_sql::database!(LibsqlBackend);
 memlayer_adapters_sql::usage_store!(LibsqlBackend);
 memlayer_adapters_sql::retention_store!(LibsqlBackend);
+// Observability (issue 17, migration 21): spans, traces, evaluations, system metric samples.
+memlayer_adapters_sql::observability_store!(LibsqlBackend);

@@ -219,3 +219,76 @@ async fn token_count_queries_start_from_the_ids() {
     println!("{p}");
     assert!(p.contains("messages_id") && !p.contains("messages_thread_seq") && !p.contains("SCAN m"), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observability_queries_use_indexes() {
+    use memlayer_adapters_sql::observability::{list_traces_sql, model_calls_sql, purge_traces_sql, text_window_sql};
+    use memlayer_domain::TraceId;
+    use memlayer_domain::observability::{PerfQuery, StatusCode, TraceQuery, TraceSort};
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let t = TenantId::parse("acme").unwrap();
+    let base = TraceQuery { limit: 50, ..TraceQuery::default() };
+    let after = Some((5, TraceId::parse_hex("id", &"ab".repeat(16)).unwrap()));
+    let cases = [
+        (base.clone(), "obs_traces_start"),
+        (
+            TraceQuery { sort: TraceSort::StartAsc, from_ns: Some(1), to_ns: Some(9), ..base.clone() },
+            "obs_traces_start",
+        ),
+        (TraceQuery { min_duration_ns: Some(5), ..base.clone() }, "obs_traces_start"),
+        (TraceQuery { model: Some("m".into()), min_duration_ns: Some(5), ..base.clone() }, "obs_traces_model"),
+        (
+            TraceQuery { sort: TraceSort::DurationAsc, min_duration_ns: Some(5), from_ns: Some(1), ..base.clone() },
+            "obs_traces_duration",
+        ),
+        (TraceQuery { sort: TraceSort::DurationDesc, model: Some("m".into()), ..base.clone() }, "obs_traces_duration"),
+        (TraceQuery { sort: TraceSort::DurationDesc, ..base.clone() }, "obs_traces_duration"),
+        (TraceQuery { model: Some("gpt-4o".into()), ..base.clone() }, "obs_traces_model"),
+        (TraceQuery { agent: Some("support".into()), ..base.clone() }, "obs_traces_agent"),
+        (TraceQuery { service: Some("bot".into()), ..base.clone() }, "obs_traces_service"),
+        (TraceQuery { status: Some(StatusCode::Error), ..base.clone() }, "obs_traces_status"),
+        (TraceQuery { text: Some("needle".into()), ..base.clone() }, "obs_traces_start"),
+    ];
+    for (query, index) in cases {
+        for after in [None, after] {
+            let q = TraceQuery { after, ..query.clone() };
+            let (sql, params) = crate::exec::params(list_traces_sql(Dialect::Sqlite, &t, &q)).unwrap();
+            let p = plan(&backend, sql, params).await;
+            println!("{q:?}\n{p}");
+            check(&p, index);
+        }
+    }
+    // A text search's window: the walked index alone.
+    for q in [
+        TraceQuery { text: Some("x".into()), ..base.clone() },
+        TraceQuery { text: Some("x".into()), model: Some("m".into()), ..base.clone() },
+    ] {
+        let (sql, params) = crate::exec::params(text_window_sql(Dialect::Sqlite, &t, &q)).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        check(&p, "COVERING INDEX obs_traces_");
+    }
+    // Model calls: the partial covering index alone, then each call's trace by key.
+    let calls = PerfQuery {
+        from_ns: 0,
+        to_ns: 10,
+        bucket_ns: 1,
+        model: Some("m".into()),
+        agent: Some("a".into()),
+        operation: None,
+        max_calls: 10,
+    };
+    let (sql, params) = crate::exec::params(model_calls_sql(Dialect::Sqlite, &t, &calls)).unwrap();
+    let p = plan(&backend, sql, params).await;
+    println!("{p}");
+    check(&p, "COVERING INDEX obs_spans_calls");
+    // Retention: the oldest traces by end time, their rows by key.
+    for (table, sql) in purge_traces_sql(Dialect::Sqlite, 5, 10) {
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{table}:\n{p}");
+        check(&p, "obs_traces_end");
+        assert!(p.contains("USING PRIMARY KEY") || p.contains("autoindex"), "{table} by key:\n{p}");
+    }
+}

@@ -82,3 +82,5 @@ pub use vectors::{HnswConfig, MAX_INDEXED_DIMENSIONS, Metric, PgVectorIndex};
 memlayer_adapters_sql::database!(PgBackend);
 memlayer_adapters_sql::usage_store!(PgBackend);
 memlayer_adapters_sql::retention_store!(PgBackend);
+// Observability (issue 17, migration 21): spans, traces, evaluations, system metric samples.
+memlayer_adapters_sql::observability_store!(PgBackend);

@@ -100,6 +100,43 @@ impl Dialect {
         }))
     }
 
+    /// The smaller of two expressions (SQLite's two-argument `min`,
+    /// Postgres's `least`).
+    #[must_use]
+    pub fn least(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Sqlite => format!("min({a}, {b})"),
+            Self::Postgres => format!("least({a}, {b})"),
+        }
+    }
+
+    /// The larger of two expressions (`max` / `greatest`).
+    #[must_use]
+    pub fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Sqlite => format!("max({a}, {b})"),
+            Self::Postgres => format!("greatest({a}, {b})"),
+        }
+    }
+
+    /// `a` equals `b`, NULL equal to NULL.
+    #[must_use]
+    pub fn is_same(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Sqlite => format!("{a} IS {b}"),
+            Self::Postgres => format!("{a} IS NOT DISTINCT FROM {b}"),
+        }
+    }
+
+    /// A JSON column as its text (libSQL stores JSON as text already).
+    #[must_use]
+    pub fn json_text(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => column.to_owned(),
+            Self::Postgres => format!("{column}::text"),
+        }
+    }
+
     /// Whether every table, link tables included, carries its tenant.
     /// Postgres needs it for its row-level security policies; libSQL's link
     /// tables reach their tenant through the rows they link.
@@ -157,5 +194,9 @@ mod tests {
         assert_eq!(Dialect::Postgres.bytewise("name"), "name COLLATE \"C\"");
         assert_eq!(Dialect::Sqlite.is_distinct("id", "?3"), "id IS NOT ?3");
         assert_eq!(Dialect::Postgres.is_distinct("id", "$3"), "id IS DISTINCT FROM $3");
+        assert_eq!(Dialect::Sqlite.least("a", "b"), "min(a, b)");
+        assert_eq!(Dialect::Postgres.greatest("a", "b"), "greatest(a, b)");
+        assert_eq!(Dialect::Postgres.is_same("a", "$1"), "a IS NOT DISTINCT FROM $1");
+        assert_eq!(Dialect::Postgres.json_text("s.attributes"), "s.attributes::text");
     }
 }

@@ -17,7 +17,8 @@
 //! [`summaries`] the thread summaries and their job queue, [`retention`] the
 //! retention policies, the steps that apply them and erase a resource, their
 //! receipts and the scheduler's lease, [`transfer`] exports and imports
-//! keeping ids, and [`migrate`]
+//! keeping ids, [`observability`] spans, traces, model calls, evaluations and
+//! system metric samples, and [`migrate`]
 //! the migration runner, the `Database` port and every backend's migrations
 //! by version.
 //!
@@ -45,6 +46,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod messages;
 pub mod migrate;
+pub mod observability;
 mod op;
 pub mod retention;
 mod sql;

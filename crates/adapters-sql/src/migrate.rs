@@ -85,6 +85,8 @@ macro_rules! migration {
     (19 $(=> $drops:expr)?) => { $crate::migration!(@ 19, "workflows", "0019_workflows" $(, $drops)?) };
     // Stemmed full text, made again on both backends.
     (20 $(=> $drops:expr)?) => { $crate::migration!(@ 20, "stemming", "0020_stemming" $(, $drops)?) };
+    // Observability (issue 17): spans, events, links, traces, evaluations, system metric samples.
+    (21 $(=> $drops:expr)?) => { $crate::migration!(@ 21, "observability", "0021_observability" $(, $drops)?) };
     (22 $(=> $drops:expr)?) => { $crate::migration!(@ 22, "deletion_log", "0022_deletion_log" $(, $drops)?) };
 }
 

@@ -4,7 +4,10 @@
 //! [`Table::update`], …), so a column is named in exactly one place.
 //!
 //! Every described table has an `id` (first column) and a `tenant` (not
-//! listed: it is bound by the statements, never read back).
+//! listed: it is bound by the statements, never read back); the
+//! observability tables (migration 21) are keyed by trace and span ids or
+//! by run and index instead, and their samples ([`OBS_METRICS`]) have no
+//! tenant.
 
 use memlayer_domain::{CatalogEntity, FieldSpec};
 use memlayer_ports::StoreError;
@@ -156,6 +159,161 @@ pub const API_KEYS: Table = Table {
     link: None,
 };
 
+/// `obs_traces` (migration 21): one row per trace of a tenant, derived from
+/// its spans as they arrive (`memlayer_domain::observability::TraceSummary`;
+/// the ingest's upsert folds each batch in). Times are OTLP's nanoseconds
+/// as integers on both backends, so bucketing is the same integer
+/// arithmetic; span ids are their 8 bytes as a big-endian `i64`.
+pub const OBS_TRACES: Table = Table {
+    name: "obs_traces",
+    what: "trace",
+    columns: &[
+        fixed("trace_id", Kind::Id),
+        col("name", Kind::Text),
+        col("root_span_id", Kind::Int),
+        col("service", Kind::Text),
+        col("root_status", Kind::Text),
+        col("status", Kind::Text),
+        col("start_ns", Kind::Int),
+        col("end_ns", Kind::Int),
+        col("duration_ns", Kind::Int),
+        col("span_count", Kind::Int),
+        col("error_count", Kind::Int),
+        col("model", Kind::Text),
+        col("agent", Kind::Text),
+        col("input_tokens", Kind::Int),
+        col("output_tokens", Kind::Int),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_spans` (migration 21): a tenant's spans, keyed by trace and span
+/// id; the GenAI columns (`model` … `error`) are what the span says about
+/// a model call (`model` set only on model calls).
+pub const OBS_SPANS: Table = Table {
+    name: "obs_spans",
+    what: "span",
+    columns: &[
+        fixed("trace_id", Kind::Id),
+        fixed("span_id", Kind::Int),
+        fixed("parent_span_id", Kind::Int),
+        fixed("name", Kind::Text),
+        fixed("kind", Kind::Text),
+        fixed("start_ns", Kind::Int),
+        fixed("end_ns", Kind::Int),
+        fixed("status_code", Kind::Text),
+        fixed("status_message", Kind::Text),
+        fixed("trace_state", Kind::Text),
+        fixed("attributes", Kind::Json),
+        fixed("resource", Kind::Json),
+        fixed("scope_name", Kind::Text),
+        fixed("scope_version", Kind::Text),
+        fixed("dropped_attributes", Kind::Int),
+        fixed("dropped_events", Kind::Int),
+        fixed("dropped_links", Kind::Int),
+        fixed("truncated_attributes", Kind::Int),
+        fixed("model", Kind::Text),
+        fixed("agent", Kind::Text),
+        fixed("operation", Kind::Text),
+        fixed("input_tokens", Kind::Int),
+        fixed("output_tokens", Kind::Int),
+        fixed("ttft_ns", Kind::Int),
+        fixed("error", Kind::Bool),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_events` (migration 21): a span's events, by their index in the span.
+pub const OBS_EVENTS: Table = Table {
+    name: "obs_events",
+    what: "span event",
+    columns: &[
+        fixed("trace_id", Kind::Id),
+        fixed("span_id", Kind::Int),
+        fixed("idx", Kind::Int),
+        fixed("time_ns", Kind::Int),
+        fixed("name", Kind::Text),
+        fixed("attributes", Kind::Json),
+        fixed("dropped_attributes", Kind::Int),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_links` (migration 21): a span's links, by their index in the span.
+pub const OBS_LINKS: Table = Table {
+    name: "obs_links",
+    what: "span link",
+    columns: &[
+        fixed("trace_id", Kind::Id),
+        fixed("span_id", Kind::Int),
+        fixed("idx", Kind::Int),
+        fixed("linked_trace_id", Kind::Id),
+        fixed("linked_span_id", Kind::Int),
+        fixed("trace_state", Kind::Text),
+        fixed("attributes", Kind::Json),
+        fixed("dropped_attributes", Kind::Int),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_eval_runs` (migration 21): evaluation runs, their metrics one JSON
+/// object.
+pub const OBS_EVAL_RUNS: Table = Table {
+    name: "obs_eval_runs",
+    what: "evaluation run",
+    columns: &[
+        fixed("id", Kind::Id),
+        fixed("name", Kind::Text),
+        fixed("model", Kind::Text),
+        fixed("agent", Kind::Text),
+        fixed("dataset", Kind::Text),
+        fixed("at", Kind::Timestamp),
+        fixed("metrics", Kind::Json),
+        fixed("example_count", Kind::Int),
+        fixed("metadata", Kind::Json),
+        fixed("created_at", Kind::Timestamp),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_eval_examples` (migration 21): a run's examples, by index.
+pub const OBS_EVAL_EXAMPLES: Table = Table {
+    name: "obs_eval_examples",
+    what: "evaluation example",
+    columns: &[
+        fixed("run_id", Kind::Id),
+        fixed("idx", Kind::Int),
+        fixed("input", Kind::Json),
+        fixed("expected", Kind::Json),
+        fixed("output", Kind::Json),
+        fixed("scores", Kind::Json),
+    ],
+    entity: None,
+    link: None,
+};
+
+/// `obs_metrics` (migration 21): the server's system metric samples. The
+/// one described table without a `tenant` column: samples are the
+/// server's, not a tenant's, so only [`Table::column_list`] and
+/// [`Table::insert_rows`] without a tenant apply.
+pub const OBS_METRICS: Table = Table {
+    name: "obs_metrics",
+    what: "metric sample",
+    columns: &[
+        fixed("name", Kind::Text),
+        fixed("instance", Kind::Text),
+        fixed("at_ns", Kind::Int),
+        fixed("value", Kind::Real),
+    ],
+    entity: None,
+    link: None,
+};
+
 /// A declared field with no column: a domain declaration the description
 /// was not updated for (the tests below keep that from shipping).
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +363,27 @@ impl Table {
         debug_assert_eq!(values.len(), self.columns.len(), "{}: one value per column", self.name);
         sql.push(&format!("INSERT INTO {} (tenant, {}) VALUES (", self.name, self.column_list(None)));
         sql.bind(tenant).push(", ").bind_list(values).push(")");
+    }
+
+    /// `INSERT INTO <table> ([tenant, ]<columns>) VALUES (…), (…)`: one
+    /// row per item of `rows`, each in column order, the tenant first when
+    /// given (every described table but [`OBS_METRICS`] has one).
+    pub fn insert_rows(
+        &self,
+        sql: &mut Sql,
+        tenant: Option<&str>,
+        rows: impl IntoIterator<Item = Vec<crate::SqlValue>>,
+    ) {
+        let tenant_column = if tenant.is_some() { "tenant, " } else { "" };
+        sql.push(&format!("INSERT INTO {} ({tenant_column}{}) VALUES ", self.name, self.column_list(None)));
+        for (i, values) in rows.into_iter().enumerate() {
+            debug_assert_eq!(values.len(), self.columns.len(), "{}: one value per column", self.name);
+            sql.push(if i == 0 { "(" } else { ", (" });
+            if let Some(t) = tenant {
+                sql.bind(t).push(", ");
+            }
+            sql.bind_list(values).push(")");
+        }
     }
 
     /// `UPDATE <table> SET <mutable columns> WHERE tenant = ? AND id = ?
@@ -279,6 +458,19 @@ mod tests {
             sql.text(),
             "INSERT INTO config_tools (tenant, id, name, description, parameters, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        );
+        let mut sql = Sql::new(Dialect::Postgres);
+        OBS_METRICS.insert_rows(&mut sql, None, [vec![SqlValue::Null; 4], vec![SqlValue::Null; 4]]);
+        assert_eq!(
+            sql.text(),
+            "INSERT INTO obs_metrics (name, instance, at_ns, value) VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)"
+        );
+        let mut sql = Sql::new(Dialect::Sqlite);
+        OBS_EVENTS.insert_rows(&mut sql, Some("acme"), [vec![SqlValue::Null; 7]]);
+        assert_eq!(
+            sql.text(),
+            "INSERT INTO obs_events (tenant, trace_id, span_id, idx, time_ns, name, attributes, dropped_attributes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         );
         let mut sql = Sql::new(Dialect::Sqlite);
         MODELS.name_taken(&mut sql, "acme", "gpt", None);

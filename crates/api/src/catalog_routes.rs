@@ -397,7 +397,7 @@ fn operator_only(category: &SettingName) -> Result<(), ApiError> {
             StatusCode::FORBIDDEN,
             "forbidden",
             "settings of category `limits` are the operator's: set them with `memlayer settings set --tenant T limits \
-             <credential|tenant|embed_tokens> '{\"per_second\": N, \"burst\": M}'` or `memlayer settings set \
+             <credential|tenant|embed_tokens|ingest_spans> '{\"per_second\": N, \"burst\": M}'` or `memlayer settings set \
              --tenant T limits quota '{\"threads\": N, \"messages\": N, \"bytes\": N}'`",
         ));
     }

@@ -25,7 +25,8 @@ pub struct ErrorDetail {
     /// `idempotency_key_reused`, `unavailable`, `model_unavailable`,
     /// `timeout`, `overloaded` (shed under load; retry after `Retry-After`),
     /// `unauthenticated` (401), `insufficient_scope`, `tenant_mismatch`,
-    /// `host_not_allowed`, `forbidden`, `resource_mismatch` (403), `invalid_import` (400) and
+    /// `host_not_allowed`, `forbidden`, `resource_mismatch`, `resource_bound` (403), `invalid_otlp`
+    /// (400: an OTLP body that does not decode), `invalid_import` (400) and
     /// `import_conflict` (409) with `line`, `field` and `imported`, `rate_limited` (429, with
     /// `Retry-After` and the `RateLimit` headers), `quota_exceeded` (403, or
     /// 413 for a write larger than the quota itself; with `quota`), `internal`.

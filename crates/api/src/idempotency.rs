@@ -77,6 +77,8 @@ pub const IDEMPOTENT_POSTS: &[&str] = &[
     "/api/workflows/{id}/resume",
     "/api/workflows/{id}/cancel",
     "/api/workflows/{id}/steps/{step}/retry",
+    // A retried evaluation run gets the first run instead of a second one.
+    "/api/observability/evaluations",
 ];
 
 /// The POST routes that write nothing (a key is ignored there). Every POST
@@ -91,7 +93,9 @@ pub const READ_ONLY_POSTS: &[&str] = &["/api/search", "/api/embed", "/api/thread
 /// creates another key. `/api/import`: the body is streamed, never held for
 /// a fingerprint, and the import is idempotent by its records' ids (a retry
 /// imports nothing twice).
-pub const UNRECORDED_POSTS: &[&str] = &["/api/keys", "/api/import"];
+/// `/v1/traces`: OTLP ingest is idempotent by its spans' ids (a span sent
+/// again is not stored twice), and its body may be protobuf and gzipped.
+pub const UNRECORDED_POSTS: &[&str] = &["/api/keys", "/api/import", "/v1/traces"];
 
 /// Seconds a client is asked to wait before retrying a key in progress.
 const RETRY_AFTER_SECS: u64 = 1;

@@ -41,6 +41,7 @@ pub(crate) fn complete(doc: &mut Value) {
         }
     }
     crate::working_routes::complete_document(doc);
+    crate::observability_routes::complete_document(doc);
     if let Some(created) =
         doc.pointer_mut("/paths/~1api~1threads~1{id}~1messages/post/responses/201/content/application~1json")
     {
@@ -60,6 +61,9 @@ pub(crate) fn complete(doc: &mut Value) {
 
 /// The schema of a parameter named `name` in `location`, as the server parses it.
 fn parameter_schema(path: &str, method: &str, name: &str, location: &str) -> Option<Value> {
+    if let Some(schema) = crate::observability_routes::parameter_schema(path, name, location) {
+        return Some(schema);
+    }
     let uuid = json!({"type": "string", "format": "uuid"});
     let named = |max: usize| json!({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": max});
     Some(match (location, name) {

@@ -19,7 +19,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "memlayer", description = "Memory and persistence layer for AI agents"),
     components(schemas(ErrorBody, AppendBody, NewMessageDto, MessageBatchDto, MessagesDto)),
-    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "catalog"), (name = "keys"), (name = "working-memory"), (name = "summaries"), (name = "context"), (name = "ops"), (name = "retention"), (name = "transfer"), (name = "workflows"))
+    tags((name = "threads"), (name = "messages"), (name = "state"), (name = "search"), (name = "catalog"), (name = "keys"), (name = "working-memory"), (name = "summaries"), (name = "context"), (name = "ops"), (name = "retention"), (name = "transfer"), (name = "workflows"), (name = "observability"))
 )]
 pub struct ApiDoc;
 
@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> axum::Router {
     let router = crate::retention_routes::register(router);
     let router = crate::transfer_routes::register(router);
     let router = crate::workflow_routes::register(router);
+    let router = crate::observability_routes::register(router);
     let (router, mut api) = crate::catalog_routes::register(router).split_for_parts();
     crate::idempotency::document(&mut api);
     let document = match serde_json::to_value(&api) {
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> axum::Router {
     };
     let document = Arc::new(document.map_err(|e| e.to_string()));
     let auth = state.auth.clone();
+    let dashboard = state.observability.config().enabled;
     let mut router = router.layer(axum::Extension(document));
     if let Some(idempotency) = state.idempotency.clone() {
         router = router.layer(middleware::from_fn_with_state(idempotency, crate::idempotency::layer));
@@ -53,6 +55,8 @@ pub fn router(state: AppState) -> axum::Router {
     router
         .layer(middleware::from_fn_with_state(state.limiter.clone(), crate::limits::layer))
         .layer(middleware::from_fn_with_state(auth, crate::auth::layer))
+        // The dashboard's public files: outside the auth and limits layers.
+        .merge(crate::dashboard_routes::routes(dashboard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

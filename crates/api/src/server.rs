@@ -65,6 +65,7 @@ pub fn app(services: &Services) -> axum::Router {
         retention: services.retention.clone(),
         transfer: services.transfer.clone(),
         workflows: services.workflows.clone(),
+        observability: services.observability.clone(),
     };
     let routes = router(state);
     with_middleware(routes, &Limits::from_config(server))
@@ -248,7 +249,9 @@ pub async fn serve(services: Services, addr: SocketAddr, on_bound: impl FnOnce(S
         let _ = on_signal.await;
         background.stop().await;
     };
-    let (served, ()) = tokio::join!(serve_on(listener, app(&services), &connections, signal), stop_background);
+    let gauge = Some(services.observability.connection_gauge());
+    let serving = serve_counted(listener, app(&services), &connections, signal, gauge);
+    let (served, ()) = tokio::join!(serving, stop_background);
     served?;
     tracing::info!("memlayer stopped");
     Ok(())
@@ -312,6 +315,21 @@ pub async fn serve_on(
     settings: &Connections,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_counted(listener, app, settings, shutdown, None).await
+}
+
+/// [`serve_on`], keeping `open` at the number of connections being served
+/// (the system metrics' `memlayer.server.connections`).
+///
+/// # Errors
+/// As [`serve_on`].
+pub async fn serve_counted(
+    listener: TcpListener,
+    app: axum::Router,
+    settings: &Connections,
+    shutdown: impl Future<Output = ()>,
+    open: Option<Arc<std::sync::atomic::AtomicI64>>,
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
@@ -340,8 +358,15 @@ pub async fn serve_on(
                 };
                 let conn = serve_connection(Arc::clone(&builder), stream, app.clone(), settings.idle_timeout,
                     settings.shutdown_grace, stopping.clone());
+                let open = open.clone();
+                if let Some(open) = &open {
+                    open.fetch_add(1, Ordering::Relaxed);
+                }
                 tasks.spawn(async move {
                     conn.await;
+                    if let Some(open) = open {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    }
                     drop(slot);
                 });
             }

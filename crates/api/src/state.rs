@@ -43,4 +43,6 @@ pub struct AppState {
     pub transfer: memlayer_app::TransferService,
     /// Workflows.
     pub workflows: WorkflowService,
+    /// Traces, performance, costs, evaluations, system metrics.
+    pub observability: memlayer_app::ObservabilityService,
 }

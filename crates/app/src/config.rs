@@ -85,6 +85,8 @@ pub struct Config {
     pub retention: crate::RetentionConfig,
     /// Workflows: the runner loop and the runners.
     pub workflows: crate::WorkflowConfig,
+    /// Observability: traces, evaluations, system metrics.
+    pub observability: crate::ObservabilityConfig,
 }
 
 /// The in-process cache of catalog reads (models, agents, settings).
@@ -417,6 +419,7 @@ impl Default for Config {
             summary: crate::SummaryConfig::default(),
             retention: crate::RetentionConfig::default(),
             workflows: crate::WorkflowConfig::default(),
+            observability: crate::ObservabilityConfig::default(),
         }
     }
 }
@@ -708,6 +711,9 @@ impl Config {
             return Err(ConfigError::Invalid { key, reason });
         }
         if let Err((key, reason)) = self.workflows.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.observability.validate() {
             return Err(ConfigError::Invalid { key, reason });
         }
         if self.auth.mode.has(crate::AuthMode::Jwt) {

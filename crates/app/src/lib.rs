@@ -27,6 +27,7 @@ mod jwt;
 mod keys;
 mod limits;
 mod memory;
+mod observability;
 pub mod processors;
 mod retention;
 pub mod runners;
@@ -59,6 +60,10 @@ pub use limits::{
     parse_quota_override, validate_limits_setting,
 };
 pub use memory::{AppendOptions, MemoryService, TenantUsage};
+pub use observability::{
+    CostReport, MetricsConfig, ModelCost, ObservabilityConfig, ObservabilityService, PROJECTION_BASIS_DAYS,
+    PROJECTION_HORIZON_DAYS, PerformanceReport, Sampler, host_name,
+};
 pub use processors::{MemoryProcessor, ProcessorStats};
 pub use retention::{RetentionConfig, RetentionService, ScheduledRun};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};

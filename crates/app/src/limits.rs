@@ -5,11 +5,12 @@
 //!   share their tenant's budget only);
 //! - requests per tenant, whatever credential;
 //! - embedding work per tenant, in estimated tokens ([`embedding_cost`]):
-//!   texts embedded for `/api/embed`, search queries, appended messages.
+//!   texts embedded for `/api/embed`, search queries, appended messages;
+//! - spans ingested per tenant (`POST /v1/traces`, issue 17).
 //!
 //! A tenant's budgets can be raised or lowered by the operator in the
 //! catalog's settings (category `limits`, keys `credential`, `tenant`,
-//! `embed_tokens`, value `{"per_second": N, "burst": M}`; see
+//! `embed_tokens`, `ingest_spans`, value `{"per_second": N, "burst": M}`; see
 //! [`LIMITS_CATEGORY`]), read through the catalog's cache.
 //!
 //! Storage quotas (`limits.quota.*`: live threads, messages and their bytes
@@ -124,6 +125,8 @@ pub struct LimitsConfig {
     pub tenant: Rate,
     /// Embedding work per tenant, in estimated tokens ([`embedding_cost`]).
     pub embed_tokens: Rate,
+    /// Spans ingested per tenant (OTLP).
+    pub ingest_spans: Rate,
     /// Most budgets kept in memory (credentials and tenants seen recently);
     /// the least recently used are forgotten, which refills them.
     pub max_tracked: u64,
@@ -139,6 +142,7 @@ impl Default for LimitsConfig {
             credential: Rate { per_second: 100.0, burst: 200 },
             tenant: Rate { per_second: 500.0, burst: 1_000 },
             embed_tokens: Rate { per_second: 50_000.0, burst: 200_000 },
+            ingest_spans: Rate { per_second: 50_000.0, burst: 100_000 },
             max_tracked: 100_000,
             quota: Quota::UNLIMITED,
         }
@@ -155,6 +159,7 @@ impl LimitsConfig {
             ("limits.credential", self.credential),
             ("limits.tenant", self.tenant),
             ("limits.embed_tokens", self.embed_tokens),
+            ("limits.ingest_spans", self.ingest_spans),
         ] {
             rate.validate().map_err(|e| (key, e))?;
         }
@@ -174,11 +179,13 @@ pub enum Budget {
     Tenant,
     /// Embedding work of one tenant.
     EmbedTokens,
+    /// Spans ingested by one tenant.
+    IngestSpans,
 }
 
 impl Budget {
     /// Every budget, in declaration order (`budget as usize` indexes it).
-    pub const ALL: [Budget; 3] = [Budget::Credential, Budget::Tenant, Budget::EmbedTokens];
+    pub const ALL: [Budget; 4] = [Budget::Credential, Budget::Tenant, Budget::EmbedTokens, Budget::IngestSpans];
 
     /// The budget's name in headers, settings and errors.
     #[must_use]
@@ -187,6 +194,7 @@ impl Budget {
             Budget::Credential => "credential",
             Budget::Tenant => "tenant",
             Budget::EmbedTokens => "embed_tokens",
+            Budget::IngestSpans => "ingest_spans",
         }
     }
 }
@@ -234,6 +242,7 @@ impl std::fmt::Display for Exceeded {
             Budget::Credential => "requests of this credential",
             Budget::Tenant => "requests of this tenant",
             Budget::EmbedTokens => "embedding work of this tenant (estimated tokens)",
+            Budget::IngestSpans => "spans ingested by this tenant",
         };
         if self.too_large {
             write!(
@@ -288,7 +297,7 @@ struct Overrides {
     catalog: CatalogService,
     category: SettingName,
     /// The settings' keys, in [`Budget::ALL`] order.
-    keys: Arc<[SettingName; 3]>,
+    keys: Arc<[SettingName; 4]>,
     /// The key of the quota override ([`QUOTA_KEY`]).
     quota: SettingName,
 }
@@ -308,9 +317,9 @@ impl Limiter {
         let overrides = catalog.and_then(|catalog| {
             let category = SettingName::category(LIMITS_CATEGORY).ok()?;
             let keys = Budget::ALL.map(|b| SettingName::key(b.as_str()));
-            let [Ok(a), Ok(b), Ok(c)] = keys else { return None };
+            let [Ok(a), Ok(b), Ok(c), Ok(d)] = keys else { return None };
             let quota = SettingName::key(QUOTA_KEY).ok()?;
-            Some(Overrides { catalog, category, keys: Arc::new([a, b, c]), quota })
+            Some(Overrides { catalog, category, keys: Arc::new([a, b, c, d]), quota })
         });
         Self { enabled, config: Arc::new(config), overrides, shared: None, buckets, clock: DefaultClock::default() }
     }
@@ -381,6 +390,21 @@ impl Limiter {
             .map_err(Exceeded::into_store_error)
     }
 
+    /// Charges `spans` ingested spans to `tenant`.
+    ///
+    /// # Errors
+    /// [`StoreError::RateLimited`] when the tenant's ingest budget is spent.
+    pub async fn charge_ingest(&self, tenant: &TenantId, spans: u32) -> Result<(), StoreError> {
+        if !self.enabled || spans == 0 {
+            return Ok(());
+        }
+        let rate = self.rate(tenant, Budget::IngestSpans).await;
+        self.take(Budget::IngestSpans, tenant.to_string(), rate, spans)
+            .await
+            .map(|_| ())
+            .map_err(Exceeded::into_store_error)
+    }
+
     /// The tenant's storage quota: the configured `limits.quota`, each of
     /// its dimensions replaced by the operator's override in the catalog
     /// when one names it. Applies whether or not rate limits are enabled.
@@ -406,6 +430,7 @@ impl Limiter {
             Budget::Credential => self.config.credential,
             Budget::Tenant => self.config.tenant,
             Budget::EmbedTokens => self.config.embed_tokens,
+            Budget::IngestSpans => self.config.ingest_spans,
         };
         let Some(o) = &self.overrides else { return configured };
         match o.catalog.get_setting(tenant, &o.category, &o.keys[budget as usize]).await {
@@ -528,7 +553,7 @@ pub fn validate_limits_setting(key: &str, value: &Value) -> Result<(), DomainErr
     if !Budget::ALL.iter().any(|b| b.as_str() == key) {
         return Err(DomainError::new(
             "key",
-            format!("`{key}` is not a limit (credential, tenant, embed_tokens, {QUOTA_KEY})"),
+            format!("`{key}` is not a limit (credential, tenant, embed_tokens, ingest_spans, {QUOTA_KEY})"),
         ));
     }
     parse_override(value).map(|_| ())
@@ -621,6 +646,21 @@ mod tests {
         let err = limiter.charge_embedding(&TenantId::parse("u").unwrap(), 101).await.unwrap_err();
         let StoreError::RateLimited { message, .. } = err else { panic!() };
         assert!(message.contains("alone"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn ingested_spans_are_charged_per_tenant() {
+        let limiter = Limiter::new(
+            LimitsConfig { ingest_spans: Rate { per_second: 0.1, burst: 1_000 }, ..LimitsConfig::default() },
+            true,
+            None,
+        );
+        let t = TenantId::parse("t").unwrap();
+        limiter.charge_ingest(&t, 600).await.unwrap();
+        let err = limiter.charge_ingest(&t, 600).await.unwrap_err();
+        assert!(matches!(err, StoreError::RateLimited { limit: "ingest_spans", .. }), "{err:?}");
+        limiter.charge_ingest(&TenantId::parse("u").unwrap(), 600).await.unwrap();
+        assert!(validate_limits_setting("ingest_spans", &json!({"per_second": 10, "burst": 10})).is_ok());
     }
 
     #[test]

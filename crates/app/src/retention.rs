@@ -9,6 +9,11 @@
 //! step wait for one step at most. After each step the in-process vector
 //! index forgets what the step deleted (before the run is reported done)
 //! and the thread sweeper is woken for the threads it marked.
+//!
+//! The scheduler's bookkeeping also deletes observability's traces (with
+//! their spans, events and links) and system metric samples past their
+//! retention (issue 17, [`RetentionService::with_observability`]), in the
+//! same bounded steps.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use memlayer_domain::{
     IdRange, NewRetentionPolicy, PolicyId, Reach, ResourceId, RetentionPolicy, RetentionRule, RetentionRun, RunCounts,
     RunId, RunKind, TenantId, now,
 };
-use memlayer_ports::{IdempotencyStore, PruneStep, RetentionStore, StoreError, VectorIndex};
+use memlayer_ports::{IdempotencyStore, ObservabilityStore, PruneStep, RetentionStore, StoreError, VectorIndex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -103,6 +108,10 @@ pub struct ScheduledRun {
     pub idempotency_purged: u64,
     /// Old receipts purged.
     pub receipts_purged: u64,
+    /// Traces past `observability.retention_days` purged (with their spans).
+    pub traces_purged: u64,
+    /// System metric samples past `observability.metrics.retention_days` purged.
+    pub samples_purged: u64,
 }
 
 /// Retention policies, pruning, erasure and receipts.
@@ -112,6 +121,7 @@ pub struct RetentionService {
     index: Option<Arc<dyn VectorIndex>>,
     sweeper: Option<ThreadSweeper>,
     idempotency: Option<Arc<dyn IdempotencyStore>>,
+    observability: Option<(Arc<dyn ObservabilityStore>, crate::ObservabilityConfig)>,
     config: RetentionConfig,
     holder: String,
     /// The scheduler's shutdown signal: a run stops between steps on it.
@@ -127,6 +137,7 @@ impl RetentionService {
             index: None,
             sweeper: None,
             idempotency: None,
+            observability: None,
             config,
             holder: RunId::new().to_string(),
             stop: None,
@@ -152,6 +163,50 @@ impl RetentionService {
     pub fn with_idempotency(mut self, idempotency: Arc<dyn IdempotencyStore>) -> Self {
         self.idempotency = Some(idempotency);
         self
+    }
+
+    /// The scheduler also deletes traces and system metric samples past
+    /// `observability.retention_days` and `observability.metrics.retention_days`
+    /// from this store, in transactions of `retention.batch` with the
+    /// pause between them.
+    #[must_use]
+    pub fn with_observability(
+        mut self,
+        store: Arc<dyn ObservabilityStore>,
+        config: crate::ObservabilityConfig,
+    ) -> Self {
+        self.observability = Some((store, config));
+        self
+    }
+
+    /// Deletes the traces and samples past their retention, in bounded
+    /// transactions with the configured pause between them; returns how
+    /// many traces and samples it deleted.
+    ///
+    /// # Errors
+    /// A store error (what was deleted stays deleted).
+    pub async fn purge_observability(&self) -> Result<(u64, u64), StoreError> {
+        let Some((store, config)) = &self.observability else { return Ok((0, 0)) };
+        let now_ns = memlayer_domain::observability::time_to_ns(now());
+        let (mut traces, mut samples) = (0, 0);
+        let batch = self.config.batch;
+        loop {
+            let n = store.purge_traces(config.trace_cutoff_ns(now_ns), batch).await?;
+            traces += n;
+            if n < u64::from(batch) {
+                break;
+            }
+            self.between_steps().await?;
+        }
+        loop {
+            let n = store.purge_metrics(config.metric_cutoff_ns(now_ns), batch).await?;
+            samples += n;
+            if n < u64::from(batch) {
+                break;
+            }
+            self.between_steps().await?;
+        }
+        Ok((traces, samples))
     }
 
     /// The store (to inspect or hold the lease, as another server would).
@@ -491,6 +546,9 @@ impl RetentionService {
                 }
             }
         }
+        let (traces, samples) = self.purge_observability().await?;
+        report.traces_purged = traces;
+        report.samples_purged = samples;
         let before = now() - Duration::from_secs(self.config.receipt_days * 86_400);
         for _ in 0..BOOKKEEPING_ROUNDS {
             let n = self.store.purge_runs(before, BOOKKEEPING_BATCH).await?;
@@ -536,6 +594,8 @@ impl RetentionService {
                         runs = report.runs.len(),
                         idempotency_purged = report.idempotency_purged,
                         receipts_purged = report.receipts_purged,
+                        traces_purged = report.traces_purged,
+                        samples_purged = report.samples_purged,
                         "retention run done"
                     ),
                     Ok(None) => tracing::debug!("retention: another server holds the lease"),

@@ -14,8 +14,8 @@ use memlayer_adapters_postgres::{Metric, PgBackend, PgConfig, PgVectorIndex};
 use memlayer_domain::{Embedding, TenantId};
 use memlayer_ports::{
     CatalogStore, Database, DeletionLog, Embedder, EmbedderInfo, EmbeddingStore, IdempotencyStore, IndexKind, KeyStore,
-    LexicalIndex, MessageStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue, SummaryStore,
-    ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    LexicalIndex, MessageStore, ObservabilityStore, RetentionStore, StateStore, StoreError, Summarizer, SummaryQueue,
+    SummaryStore, ThreadStore, TokenCounter, TransferStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 use tokio::sync::watch;
 
@@ -93,6 +93,10 @@ pub struct Services {
     /// The in-process vector index's follower of `deletions` (`hnsw`,
     /// `exact`); `None` for an index the database keeps.
     follower: Option<Arc<crate::follower::FollowingIndex>>,
+    /// Traces, model performance, costs, evaluations and system metrics
+    /// (its sampler is run by [`Services::start_background`] when
+    /// `observability.metrics.enabled`).
+    pub observability: crate::ObservabilityService,
 }
 
 /// Background tasks started by [`Services::start_background`].
@@ -109,6 +113,7 @@ pub struct Background {
     summaries: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
     workflows: Option<tokio::task::JoinHandle<()>>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Longest wait in [`Background::stop`] for the embedding worker's round in
@@ -152,6 +157,12 @@ impl Background {
         // again (same idempotency key) on the next claim.
         if let Some(w) = self.workflows {
             w.abort();
+        }
+        // A sample in progress is one short write; the next start samples again.
+        if let Some(sampler) = self.sampler
+            && tokio::time::timeout(WORKER_STOP_WAIT, sampler).await.is_err()
+        {
+            tracing::warn!("system metrics sampler still busy: not waiting");
         }
         if let Err(e) = self.purge.await {
             tracing::warn!(error = %e, "idempotency purge ended abnormally");
@@ -216,6 +227,10 @@ impl Services {
         let summaries = self.summaries.clone().spawn(rx.clone());
         let retention = self.config.retention.enabled.then(|| self.retention.clone().spawn(rx.clone()));
         let workflows = self.config.workflows.enabled.then(|| self.workflows.clone().spawn(rx.clone()));
+        let o = &self.config.observability;
+        let sampler = (o.enabled && o.metrics.enabled).then(|| {
+            self.observability.sampler(self.config.data_dir.clone(), Some(self.index.clone())).spawn(rx.clone())
+        });
         let purge = self.spawn_purge(rx);
         Background {
             shutdown,
@@ -229,6 +244,7 @@ impl Services {
             summaries,
             retention,
             workflows,
+            sampler,
         }
     }
 
@@ -411,6 +427,7 @@ struct Stores {
     transfer: Arc<dyn TransferStore>,
     workflows: Arc<dyn memlayer_ports::WorkflowStore>,
     deletions: Arc<dyn DeletionLog>,
+    observability: Arc<dyn ObservabilityStore>,
 }
 
 impl Stores {
@@ -431,6 +448,7 @@ impl Stores {
             + TransferStore
             + memlayer_ports::WorkflowStore
             + DeletionLog
+            + ObservabilityStore
             + 'static,
     {
         Self {
@@ -449,6 +467,7 @@ impl Stores {
             transfer: b.clone(),
             workflows: b.clone(),
             deletions: b.clone(),
+            observability: b.clone(),
         }
     }
 }
@@ -674,6 +693,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         transfer,
         workflows: workflow_store,
         deletions,
+        observability,
     } = backend.stores();
     let keys = crate::KeyService::new(keys, &config.auth.keys);
     let cache =
@@ -748,7 +768,10 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         .with_max_response_bytes(config.memory.max_response_bytes)
         .with_limiter(limiter.clone());
     let context = context.with_search(search.clone());
+    let observability = crate::ObservabilityService::new(observability, config.observability.clone(), limiter.clone())
+        .with_catalog(catalog.clone());
     let retention = crate::RetentionService::new(retention, config.retention.clone())
+        .with_observability(observability.store(), config.observability.clone())
         .with_index(index.clone())
         .with_sweeper(sweeper.clone())
         .with_idempotency(idempotency.clone());
@@ -789,6 +812,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         workflows,
         deletions,
         follower,
+        observability,
     })
 }
 

@@ -105,6 +105,11 @@ uuid_id!(
     RunId,
     "run_id"
 );
+uuid_id!(
+    /// Identifies an evaluation run (observability).
+    EvalRunId,
+    "id"
+);
 
 macro_rules! name_id {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {

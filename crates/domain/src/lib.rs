@@ -16,6 +16,7 @@ mod context;
 mod error;
 mod ids;
 mod message;
+pub mod observability;
 mod page;
 mod query;
 mod quota;
@@ -43,12 +44,14 @@ pub use context::{
 };
 pub use error::DomainError;
 pub use ids::{
-    AgentId, AgentName, MessageId, ModelId, PolicyId, ResourceId, RunId, StepId, TenantId, ThreadId, ToolId, WorkflowId,
+    AgentId, AgentName, EvalRunId, MessageId, ModelId, PolicyId, ResourceId, RunId, StepId, TenantId, ThreadId, ToolId,
+    WorkflowId,
 };
 pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,
 };
+pub use observability::{SpanId, TraceId};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use query::{
     AGENT_FIELDS, After, CatalogEntity, CatalogRecord, FieldKind, FieldSpec, FieldValue, Filter, ListCursor, ListQuery,

@@ -21,6 +21,7 @@ mod idempotency;
 mod keys;
 mod lexical;
 mod messages;
+mod observability;
 mod retention;
 mod state;
 mod summaries;
@@ -47,6 +48,7 @@ pub use idempotency::{
 pub use keys::{KeyListing, KeyStore, SecretHash};
 pub use lexical::{LexicalEntry, LexicalExclusions, LexicalIndex};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
+pub use observability::{IngestReport, MAX_INGEST_SPANS, ModelCalls, ObservabilityStore, StoreGauges};
 pub use retention::{PruneStep, RetentionStore};
 pub use state::StateStore;
 pub use summaries::{
@@ -71,6 +73,7 @@ pub use {
     idempotency::MockIdempotencyStore,
     keys::MockKeyStore,
     messages::MockMessageStore,
+    observability::MockObservabilityStore,
     retention::MockRetentionStore,
     state::MockStateStore,
     summaries::{MockSummarizer, MockSummaryQueue, MockSummaryStore},

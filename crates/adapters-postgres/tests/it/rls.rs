@@ -32,6 +32,102 @@ async fn visible(client: &mut Client, tenant: Option<&str>, table: &str) -> Vec<
     rows.iter().map(|r| r.get(0)).collect()
 }
 
+/// A trace of two spans (one with an event and a link) and an evaluation
+/// run with an example, in `t`: a row in every observability table.
+async fn observability(store: &memlayer_adapters_postgres::PgBackend, t: &TenantId) {
+    use memlayer_domain::observability::{
+        Attributes, EventInput, LinkInput, NewEvalExample, NewEvalRun, SpanInput, SpanLimits,
+    };
+    use memlayer_ports::ObservabilityStore;
+    let resource = std::sync::Arc::new(Attributes::new());
+    let span = |id: u8, parent: Vec<u8>| {
+        SpanInput {
+            trace_id: vec![7; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent,
+            name: "secret".into(),
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            events: vec![EventInput { time_unix_nano: 1_500, name: "secret".into(), ..EventInput::default() }],
+            links: vec![LinkInput { trace_id: vec![8; 16], span_id: vec![8; 8], ..LinkInput::default() }],
+            ..SpanInput::default()
+        }
+        .accept(&resource, None, &SpanLimits::default())
+        .unwrap()
+    };
+    store.ingest(t, vec![span(1, vec![]), span(2, vec![1; 8])]).await.unwrap();
+    let run = NewEvalRun {
+        name: None,
+        model: Some("m".into()),
+        agent: None,
+        dataset: "secret".into(),
+        at: memlayer_domain::now(),
+        metrics: Default::default(),
+        examples: vec![NewEvalExample {
+            input: json!("secret"),
+            expected: None,
+            output: json!("x"),
+            scores: Default::default(),
+        }],
+        metadata: Default::default(),
+    };
+    store.create_eval_run(t, run).await.unwrap();
+}
+
+/// Observability's tables hold a bound caller off by row-level security
+/// (migration 21's restrictive policy: observability covers the whole
+/// tenant, and the API refuses such callers), and its metric samples are
+/// readable by any transaction but written only with `*` access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observability_rows_are_the_whole_tenant_s_and_samples_the_server_s() {
+    use memlayer_domain::observability::{MetricName, MetricSample};
+    use memlayer_ports::ObservabilityStore;
+
+    let Some(db) = fresh_database().await else { return };
+    let store = db.backend().await;
+    let t = TenantId::parse("tenant-a").unwrap();
+    observability(&store, &t).await;
+    let sample = MetricSample { name: MetricName::ProcessCpu, instance: "h".into(), at_ns: 5, value: 0.5 };
+    store.record_metrics(vec![sample]).await.unwrap();
+    let mut client = raw(&db).await;
+    let tables = ["obs_traces", "obs_spans", "obs_events", "obs_links", "obs_eval_runs", "obs_eval_examples"];
+    for table in tables {
+        assert!(!visible(&mut client, Some("tenant-a"), table).await.is_empty(), "{table}: the whole tenant sees it");
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT set_config('memlayer.tenant', 'tenant-a', true)", &[]).await.unwrap();
+        tx.execute("SELECT set_config('memlayer.resource', 'user-1', true)", &[]).await.unwrap();
+        let n: i64 = tx.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "{table}: a transaction bound to a resource sees nothing");
+        drop(tx);
+    }
+    for tenant in ["tenant-a", "nobody"] {
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT set_config('memlayer.tenant', $1, true)", &[&tenant]).await.unwrap();
+        let n: i64 = tx.query_one("SELECT count(*) FROM obs_metrics", &[]).await.unwrap().get(0);
+        assert_eq!(n, 1, "any transaction reads the server's samples");
+        let err = tx
+            .execute("INSERT INTO obs_metrics (name, instance, at_ns, value) VALUES ('x', 'h', 1, 1)", &[])
+            .await
+            .unwrap_err();
+        assert!(err.as_db_error().unwrap().message().contains("row-level security"), "{err:?}");
+        drop(tx);
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT set_config('memlayer.tenant', $1, true)", &[&tenant]).await.unwrap();
+        assert_eq!(tx.execute("DELETE FROM obs_metrics", &[]).await.unwrap(), 0, "nor deletes them");
+        drop(tx);
+    }
+    // Without the restrictive policies, the bound transaction would see the rows.
+    for table in tables {
+        client.batch_execute(&format!("DROP POLICY resource_isolation ON {table}")).await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT set_config('memlayer.tenant', 'tenant-a', true)", &[]).await.unwrap();
+        tx.execute("SELECT set_config('memlayer.resource', 'user-1', true)", &[]).await.unwrap();
+        let n: i64 = tx.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert!(n > 0, "{table}: the policy did the work");
+        drop(tx);
+    }
+}
+
 fn api_key(tenant: &TenantId, n: u64) -> ApiKey {
     ApiKey {
         id: KeyId::parse(format!("{n:016x}")).unwrap(),
@@ -98,6 +194,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         let summary = NewSummary { text: "secret".into(), covers_through: 2, newly_covered: 2, summarizer: "t".into() };
         store.save_summary(t, thread, summary, 0).await.unwrap();
         store.enqueue_summary(t, thread, memlayer_domain::now()).await.unwrap();
+        observability(&store, t).await;
     }
     let mut client = raw(&db).await;
     let role = client
@@ -121,6 +218,12 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "working_memory_versions",
         "thread_summaries",
         "summary_jobs",
+        "obs_traces",
+        "obs_spans",
+        "obs_events",
+        "obs_links",
+        "obs_eval_runs",
+        "obs_eval_examples",
     ] {
         let seen = visible(&mut client, Some("tenant-a"), table).await;
         assert!(!seen.is_empty(), "{table}: tenant-a sees its own rows");
@@ -385,8 +488,12 @@ async fn a_caller_bound_to_a_resource_reaches_only_its_resource() {
         .await
         .unwrap();
     let tables: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
-    assert_eq!(tables.len(), 10, "nine tables (migrations 12 and 16) and the vector index's: {tables:?}");
-    for table in tables {
+    assert_eq!(
+        tables.len(),
+        16,
+        "nine tables (migrations 12 and 16), the vector index's and six of observability (21): {tables:?}"
+    );
+    for table in tables.into_iter().filter(|t| !t.starts_with("obs_")) {
         client.batch_execute(&format!("DROP POLICY resource_isolation ON {table}")).await.unwrap();
     }
     let (seen, _) = reached("off").await;

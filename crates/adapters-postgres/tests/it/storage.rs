@@ -9,8 +9,8 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, RetentionStore, SearchFilter, StoreError, SummaryQueue, SummaryStore, ThreadStore,
-    UsageStore, VectorIndex, WorkingMemoryStore,
+    MessageStore, MigrationStatus, ObservabilityStore, RetentionStore, SearchFilter, StoreError, SummaryQueue,
+    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -58,6 +58,23 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![22]);
     let extra = store.append(&t, thread, msgs(1)).await.unwrap();
     MessageStore::delete(&store, &t, extra[0].id).await.unwrap();
+    // Reverting migration 21 drops the observability tables, with their rows.
+    let run = memlayer_domain::observability::NewEvalRun {
+        name: None,
+        model: Some("m".into()),
+        agent: None,
+        dataset: "d".into(),
+        at: now,
+        metrics: Default::default(),
+        examples: vec![],
+        metadata: Default::default(),
+    };
+    let run = ObservabilityStore::create_eval_run(&store, &t, run).await.unwrap();
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![21]);
+    assert!(
+        matches!(ObservabilityStore::get_eval_run(&store, &t, run.id).await, Err(StoreError::Backend(_))),
+        "tables gone"
+    );
     // Reverting migration 20 unstems the full text (the_stemming_migration_rebuilds_the_documents).
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![20]);
     // Reverting migration 19 drops the workflows, their steps and events.
@@ -119,7 +136,11 @@ async fn migrations_go_down_and_up_again() {
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(
         versions(store.migrate_up().await.unwrap()),
-        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22]
+        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]
+    );
+    assert!(
+        matches!(ObservabilityStore::get_eval_run(&store, &t, run.id).await, Err(StoreError::NotFound { .. })),
+        "re-applied empty"
     );
     assert!(store.list_policies(&t).await.unwrap().is_empty(), "re-applied empty");
     assert_eq!(store.get_working(&t, &user).await.unwrap(), None, "re-applied empty");
@@ -129,8 +150,8 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     assert!(memlayer_ports::WorkflowStore::workflow(&store, &t, wf).await.is_err(), "re-applied empty");
-    let down = store.migrate_down(18).await.unwrap();
-    assert_eq!(versions(down), vec![22, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(19).await.unwrap();
+    assert_eq!(versions(down), vec![22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
     assert_eq!(applied, {
@@ -140,14 +161,14 @@ async fn migrations_go_down_and_up_again() {
     });
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(19).await.unwrap();
-    assert_eq!(versions(all_down), vec![22, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(20).await.unwrap();
+    assert_eq!(versions(all_down), vec![22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 19);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 20);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

@@ -7,6 +7,7 @@ mod catalog;
 mod config;
 mod context;
 mod memory;
+mod observability;
 mod postgres;
 mod runners;
 mod semantic;

@@ -23,7 +23,9 @@
 //! (summaries and their jobs), `quota_cases.rs` (storage quotas and
 //! usage), `retention_cases.rs` (retention policies, pruning, erasure,
 //! receipts, the lease), `transfer_cases.rs` (exports and imports) and
-//! `deletion_cases.rs` (the deletion log), with
+//! `deletion_cases.rs` (the deletion log) and
+//! `observability_cases.rs` (spans, traces, model calls, evaluations,
+//! system metric samples, their retention), with
 //! the fixtures they share
 //! in `support.rs`. The macro expands one `#[tokio::test]` per case, and
 //! completeness tests that fail when a `pub async fn` case of a file is
@@ -36,9 +38,9 @@ use std::any::Any;
 use std::sync::Arc;
 
 use crate::{
-    CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, RetentionStore,
-    StateStore, SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex, WorkflowStore,
-    WorkingMemoryStore,
+    CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, ObservabilityStore,
+    RetentionStore, StateStore, SummaryQueue, SummaryStore, ThreadStore, TransferStore, UsageStore, VectorIndex,
+    WorkflowStore, WorkingMemoryStore,
 };
 
 pub mod catalog_cases;
@@ -48,6 +50,7 @@ pub mod embedding_cases;
 pub mod idempotency_cases;
 pub mod key_cases;
 pub mod message_cases;
+pub mod observability_cases;
 pub mod quota_cases;
 pub mod retention_cases;
 pub mod state_cases;
@@ -96,6 +99,8 @@ pub struct Backend {
     pub workflows: Arc<dyn WorkflowStore>,
     /// Deletion log port.
     pub deletions: Arc<dyn DeletionLog>,
+    /// Observability port.
+    pub observability: Arc<dyn ObservabilityStore>,
     /// Anything that must outlive the test (a temp dir, a server handle).
     pub guard: Arc<dyn Any + Send + Sync>,
 }
@@ -126,6 +131,7 @@ impl Backend {
             + TransferStore
             + WorkflowStore
             + DeletionLog
+            + ObservabilityStore
             + 'static,
     {
         Self {
@@ -144,7 +150,8 @@ impl Backend {
             retention: store.clone(),
             transfer: store.clone(),
             workflows: store.clone(),
-            deletions: store,
+            deletions: store.clone(),
+            observability: store,
             guard,
         }
     }
@@ -275,6 +282,14 @@ pub fn assert_retention_complete(listed: &[&str]) {
 /// On any difference, naming the cases.
 pub fn assert_transfer_complete(listed: &[&str]) {
     assert_complete_in(include_str!("transfer_cases.rs"), listed);
+}
+
+/// As [`assert_complete`] for the observability cases.
+///
+/// # Panics
+/// On any difference, naming the cases.
+pub fn assert_observability_complete(listed: &[&str]) {
+    assert_complete_in(include_str!("observability_cases.rs"), listed);
 }
 
 /// As [`assert_complete`] for the vector-index cases.
@@ -486,6 +501,21 @@ macro_rules! contract_suite {
             deletion_log_holds_every_deleted_message_and_thread,
             deletion_log_pages_and_tells_a_reader_behind_a_purge,
         );
+        $crate::__observability_expand!(
+            $factory;
+            obs_ingest_round_trips_every_field,
+            obs_ingest_is_idempotent_and_all_or_nothing,
+            obs_traces_merge_batches_as_the_domain_does,
+            obs_traces_are_tenant_scoped,
+            obs_trace_listing_filters_and_pages,
+            obs_text_search_is_bounded_and_resumable,
+            obs_orphans_are_kept_and_detail_is_capped,
+            obs_model_calls_and_usage,
+            obs_eval_runs_round_trip_page_and_compare,
+            obs_metrics_bucket_and_purge,
+            obs_purge_removes_whole_old_traces,
+            obs_store_gauges,
+        );
     };
 }
 
@@ -504,6 +534,25 @@ macro_rules! __deletion_expand {
         #[test]
         fn deletion_contract_suite_is_complete() {
             $crate::contract::assert_deletion_complete(&[$(stringify!($case)),*]);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __observability_expand {
+    ($factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(backend) = $crate::contract::UnderTest::under_test($factory().await) else { return };
+                $crate::contract::observability_cases::$case(backend).await;
+            }
+        )*
+
+        #[test]
+        fn observability_contract_suite_is_complete() {
+            $crate::contract::assert_observability_complete(&[$(stringify!($case)),*]);
         }
     };
 }
