@@ -312,11 +312,21 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let (job, answer) = group::Job::new(f);
+        let (job, mut answer) = group::Job::new(f);
         self.queue().push(Box::new(job));
-        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
-        // Every queued write's caller takes the writer after queueing, so
-        // taking the whole queue never strands a write.
+        // Every queued write's caller waits for the writer after queueing
+        // until its write is answered, so taking the whole queue never
+        // strands a write. A caller whose write ran in another caller's
+        // group has its answer before it gets the writer: it leaves the line
+        // at once instead of taking the writer for nothing, which would make
+        // the writes queued meanwhile commit in groups of one, each with its
+        // own fsync.
+        let writer = Arc::clone(&self.inner.writer).lock_owned();
+        let guard = tokio::select! {
+            biased;
+            answered = &mut answer => return Self::answered(answered),
+            guard = writer => guard,
+        };
         let writes = std::mem::take(&mut *self.queue());
         if writes.is_empty() {
             drop(guard);
@@ -335,7 +345,13 @@ impl LibsqlBackend {
                 tokio::spawn(group).await.map_err(|e| StoreError::backend(format!("write task failed: {e}")))??;
             }
         }
-        answer.await.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
+        Self::answered(answer.await)
+    }
+
+    fn answered<T>(
+        answer: Result<Result<T, StoreError>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<T, StoreError> {
+        answer.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Vec<group::Queued>> {
@@ -657,6 +673,118 @@ mod tests {
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         assert_eq!(fresh.unwrap(), 4);
         assert_eq!(stored(&backend).await, vec![1, 3, 4]);
+    }
+
+    /// A caller whose write ran in another caller's group is answered as
+    /// soon as its write is done, without waiting for the writer: otherwise
+    /// every answered caller takes the writer in turn and the writes queued
+    /// meanwhile commit in groups of one. Here the group's last write holds
+    /// the writer while the failed write's caller must already be answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answered_write_does_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = scratch_backend(&dir).await;
+        let (release, writer) = hold_writer(&backend).await;
+        let (go_on, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let spawn = |x: i64| {
+            let (backend, go_on, started) = (backend.clone(), go_on.clone(), started.clone());
+            tokio::spawn(async move {
+                backend
+                    .write(move |conn| async move {
+                        conn.execute("INSERT INTO scratch (x) VALUES (?1)", [x]).await.ctx("insert")?;
+                        match x {
+                            2 => Err(StoreError::Conflict("write 2 refuses".to_owned())),
+                            3 => {
+                                started.notify_one();
+                                go_on.notified().await;
+                                Ok(x)
+                            }
+                            _ => Ok(x),
+                        }
+                    })
+                    .await
+            })
+        };
+        // Queued one by one, so they wait for the writer in this order.
+        let mut writes = Vec::new();
+        for x in 1..=3 {
+            writes.push(spawn(x));
+            queued(&backend, usize::try_from(x).unwrap()).await;
+        }
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        started.notified().await;
+        // Write 3 holds the writer now; write 2 already failed and was undone.
+        let failed = writes.remove(1);
+        let failed = tokio::time::timeout(Duration::from_secs(30), failed).await;
+        // Let write 3 finish either way: the runtime waits for it at the end.
+        go_on.notify_one();
+        let failed = failed.expect("the failed write's caller waited for the writer");
+        assert!(matches!(failed.unwrap(), Err(StoreError::Conflict(_))));
+        for (w, x) in writes.into_iter().zip([1, 3]) {
+            assert_eq!(w.await.unwrap().unwrap(), x);
+        }
+        assert_eq!(stored(&backend).await, vec![1, 3]);
+    }
+
+    /// Appends queued behind a busy writer commit together: one that fails
+    /// (a missing thread, a quota it does not fit in) is undone alone,
+    /// including its bump of the thread's sequence and stored counts, and the
+    /// tenant's usage counts exactly what the others stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_appends_fail_alone() {
+        use memlayer_domain::{NewMessage, NewThread, Quota, QuotaKind, Role, TenantId, ThreadId, Usage};
+        use memlayer_ports::{MessageStore, ThreadStore, UsageStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        let t = TenantId::parse("acme").unwrap();
+        let (a, b) = (
+            backend.create(&t, NewThread::default()).await.unwrap().id,
+            backend.create(&t, NewThread::default()).await.unwrap().id,
+        );
+        let text = |i: usize| NewMessage::text(Role::User, format!("message {i}")).unwrap();
+        backend.append(&t, a, (0..10).map(text).collect()).await.unwrap();
+        // Room for 8 more messages: the batch of 11 never fits, the others always do.
+        let quota = Quota { messages: Some(18), ..Quota::UNLIMITED };
+        let (release, writer) = hold_writer(&backend).await;
+        let plan: Vec<(ThreadId, std::ops::Range<usize>)> =
+            vec![(a, 10..11), (ThreadId::new(), 11..12), (a, 12..23), (b, 23..24), (a, 24..25)];
+        let mut appends = Vec::new();
+        for (i, (thread, range)) in plan.into_iter().enumerate() {
+            let (db, t) = (backend.clone(), t.clone());
+            let batch = range.map(text).collect();
+            appends.push(tokio::spawn(async move { db.append_within(&t, thread, batch, &quota).await }));
+            queued(&backend, i + 1).await;
+        }
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.unwrap());
+        }
+        let seqs = |i: usize| answers[i].as_ref().unwrap().iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(0), vec![11]);
+        assert!(matches!(&answers[1], Err(StoreError::NotFound { .. })), "{:?}", answers[1]);
+        assert!(
+            matches!(&answers[2], Err(StoreError::QuotaExceeded { quota: QuotaKind::Messages, requested: 11, .. })),
+            "{:?}",
+            answers[2]
+        );
+        assert_eq!(seqs(3), vec![1]);
+        assert_eq!(seqs(4), vec![12], "the refused batch left no gap in the thread's sequence");
+        let stored_in = |thread| {
+            let backend = backend.clone();
+            let t = t.clone();
+            async move { backend.last(&t, thread, memlayer_domain::PageSize::new(100).unwrap()).await.unwrap() }
+        };
+        let in_a: Vec<i64> = stored_in(a).await.iter().map(|m| m.seq).collect();
+        assert_eq!(in_a, (1..=12).collect::<Vec<_>>());
+        assert_eq!(stored_in(b).await.len(), 1);
+        let bytes: u64 = [stored_in(a).await, stored_in(b).await].iter().flatten().map(|m| m.approx_bytes() as u64).sum();
+        assert_eq!(backend.usage(&t).await.unwrap(), Usage { threads: 2, messages: 13, bytes });
+        let next = backend.append(&t, a, vec![text(99)]).await.unwrap();
+        assert_eq!(next[0].seq, 13);
     }
 
     /// A write whose caller gave up before the write ran is not run.
