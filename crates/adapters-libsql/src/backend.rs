@@ -15,7 +15,7 @@ use memlayer_adapters_sql::migrate::DatabaseEngine;
 use memlayer_ports::{DurabilitySetting, LexicalIndex, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
-use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
+use crate::config::{LibsqlConfig, LibsqlLocation, Synchronous, redact_url};
 use crate::error::{Context as _, DriverError};
 use crate::group;
 
@@ -155,14 +155,15 @@ impl fmt::Debug for LibsqlBackend {
 impl LibsqlBackend {
     /// Opens the database (creating the file and its parent directories when
     /// missing), switches a file to WAL, sets the busy timeout and foreign
-    /// keys on every connection and `synchronous = FULL` on the local writer.
+    /// keys on every connection and `synchronous` (`FULL` unless configured
+    /// otherwise) on the local writer.
     /// Does not migrate.
     ///
     /// # Errors
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait, synchronous } = config;
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -171,8 +172,8 @@ impl LibsqlBackend {
                 writer.busy_timeout(busy_timeout).ctx("set busy timeout")?;
                 Opened { db, writer, description, shared_reader: false, blocking: false }
             }
-            LibsqlLocation::File(path) => open_local(Some(path), busy_timeout).await?,
-            LibsqlLocation::Memory => open_local(None, busy_timeout).await?,
+            LibsqlLocation::File(path) => open_local(Some(path), busy_timeout, synchronous).await?,
+            LibsqlLocation::Memory => open_local(None, busy_timeout, synchronous).await?,
         };
         let Opened { db, writer, description, shared_reader, blocking } = opened;
 
@@ -401,9 +402,9 @@ impl DatabaseEngine for LibsqlBackend {
     }
 
     /// `PRAGMA synchronous` and `journal_mode` as the writer connection
-    /// reports them (none for a remote database: its server decides): always
-    /// `FULL (2)` for a local file, set explicitly when the writer opens,
-    /// and `wal`.
+    /// reports them (none for a remote database: its server decides): for a
+    /// local file the configured `synchronous`, `FULL (2)` by default, set
+    /// explicitly when the writer opens, and `wal`.
     async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         if !self.inner.blocking {
             return Ok(Vec::new());
@@ -449,14 +450,22 @@ struct Opened {
 /// Opens a file (`Some`) or a private in-memory database (`None`) on the
 /// blocking pool: opening touches the file and may wait for another process's
 /// lock, which must not stall an async worker.
-async fn open_local(path: Option<PathBuf>, busy_timeout: Duration) -> Result<Opened, StoreError> {
+async fn open_local(
+    path: Option<PathBuf>,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+) -> Result<Opened, StoreError> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(open_local_blocking(path, busy_timeout)))
+    tokio::task::spawn_blocking(move || handle.block_on(open_local_blocking(path, busy_timeout, synchronous)))
         .await
         .map_err(|e| StoreError::backend(format!("open task failed: {e}")))?
 }
 
-async fn open_local_blocking(path: Option<PathBuf>, busy_timeout: Duration) -> Result<Opened, StoreError> {
+async fn open_local_blocking(
+    path: Option<PathBuf>,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+) -> Result<Opened, StoreError> {
     let (db, description, shared_reader) = match path {
         Some(path) => {
             create_parent(&path)?;
@@ -474,10 +483,11 @@ async fn open_local_blocking(path: Option<PathBuf>, busy_timeout: Duration) -> R
         enable_wal(&writer).await?;
     }
     writer.execute_batch("PRAGMA foreign_keys = ON;").await.ctx("enable foreign keys")?;
-    // Explicit, not the build's default: every commit is on disk before the
-    // append is acknowledged, also across power loss (NORMAL in WAL mode can
-    // lose the last commits). Only the writer commits, so only it needs it.
-    writer.execute_batch("PRAGMA synchronous = FULL;").await.ctx("set synchronous")?;
+    // Explicit, not the build's default: with FULL (the default) every
+    // commit is on disk before the append is acknowledged, also across power
+    // loss; NORMAL, when configured, can lose the last commits to a power
+    // loss (see `Synchronous`). Only the writer commits, so only it needs it.
+    writer.execute_batch(&format!("PRAGMA synchronous = {};", synchronous.as_sql())).await.ctx("set synchronous")?;
     Ok(Opened { db, writer, description, shared_reader, blocking: true })
 }
 
@@ -781,7 +791,8 @@ mod tests {
         let in_a: Vec<i64> = stored_in(a).await.iter().map(|m| m.seq).collect();
         assert_eq!(in_a, (1..=12).collect::<Vec<_>>());
         assert_eq!(stored_in(b).await.len(), 1);
-        let bytes: u64 = [stored_in(a).await, stored_in(b).await].iter().flatten().map(|m| m.approx_bytes() as u64).sum();
+        let bytes: u64 =
+            [stored_in(a).await, stored_in(b).await].iter().flatten().map(|m| m.approx_bytes() as u64).sum();
         assert_eq!(backend.usage(&t).await.unwrap(), Usage { threads: 2, messages: 13, bytes });
         let next = backend.append(&t, a, vec![text(99)]).await.unwrap();
         assert_eq!(next[0].seq, 13);

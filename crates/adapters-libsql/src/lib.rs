@@ -72,7 +72,7 @@ mod workflows;
 mod working;
 
 pub use backend::LibsqlBackend;
-pub use config::{LibsqlConfig, LibsqlLocation};
+pub use config::{LibsqlConfig, LibsqlLocation, Synchronous};
 #[cfg(doc)]
 use memlayer_ports::{
     CatalogStore, Database, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore, ThreadStore,
