@@ -29,9 +29,10 @@ use crate::group;
 /// `:memory:` every connection would be a separate database, so the writer
 /// connection serves reads too.
 ///
-/// Local databases run each operation on tokio's blocking pool: the driver is
-/// synchronous underneath, and a query or a wait for another process's lock
-/// must not stall the async workers.
+/// Local databases run each operation where blocking is allowed (in
+/// `block_in_place`, or on tokio's blocking pool on a current-thread
+/// runtime): the driver is synchronous underneath, and a query or a wait for
+/// another process's lock must not stall the async workers.
 #[derive(Clone)]
 pub struct LibsqlBackend {
     inner: Arc<Inner>,
@@ -49,7 +50,7 @@ struct Inner {
     _db: Option<libsql::Database>,
     /// How long a read waits for a free reader.
     reader_timeout: Duration,
-    /// Run operations on the blocking pool (local databases).
+    /// Run operations where blocking is allowed (local databases).
     blocking: bool,
     description: String,
     indexer: Indexer,
@@ -360,10 +361,13 @@ impl LibsqlBackend {
         self.inner.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drives `fut` to completion: on the blocking pool for local databases,
-    /// inline for remote ones (their I/O is truly asynchronous). A local
-    /// operation always runs to its end, even when the caller stops waiting,
-    /// so a transaction is never cut in half.
+    /// Drives `fut` to completion: for local databases, in
+    /// `block_in_place` on a multi-threaded runtime (the calling worker's
+    /// other tasks move to another thread while the driver blocks this one),
+    /// else on the blocking pool; inline for remote ones (their I/O is truly
+    /// asynchronous). A local operation always runs to its end, even when
+    /// the caller stops waiting (`block_in_place` finishes within one poll,
+    /// a pool task runs on its own), so a transaction is never cut in half.
     async fn run<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -373,6 +377,14 @@ impl LibsqlBackend {
             return fut.await;
         }
         let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // On the calling thread, which hands its other tasks to another
+            // worker first: no hop to a pool thread and back, which cost
+            // more than a small append or read itself (on two cores, about
+            // 40% of the CPU of a run of single appends, and 30% of a
+            // last-10 read: docs/BENCHMARKS.md, "The race against the peer").
+            return tokio::task::block_in_place(move || handle.block_on(fut));
+        }
         tokio::task::spawn_blocking(move || handle.block_on(fut))
             .await
             .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
