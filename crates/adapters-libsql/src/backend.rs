@@ -18,6 +18,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 use crate::config::{LibsqlConfig, LibsqlLocation, Synchronous, redact_url};
 use crate::error::{Context as _, DriverError};
 use crate::group;
+use crate::statements::Statements;
 
 /// A libSQL database implementing every storage port of memlayer.
 ///
@@ -42,6 +43,8 @@ struct Inner {
     writer: Arc<AsyncMutex<Connection>>,
     /// Writes waiting for the writer (group commit).
     queue: std::sync::Mutex<Vec<group::Queued>>,
+    /// The writer's prepared statements.
+    statements: Arc<Statements>,
     /// Reader connections; `None` when reads use the writer connection
     /// (`:memory:`).
     readers: Option<ReaderPool>,
@@ -196,6 +199,7 @@ impl LibsqlBackend {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(writer)),
                 queue: std::sync::Mutex::new(Vec::new()),
+                statements: Arc::new(Statements::default()),
                 readers,
                 _db: kept,
                 reader_timeout,
@@ -225,6 +229,12 @@ impl LibsqlBackend {
     /// `true` the first time it is called on this handle (and its clones).
     pub(crate) fn first_claim(&self) -> bool {
         !self.inner.claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// The writer connection's prepared statements: for use inside a write
+    /// only (see [`crate::statements`]).
+    pub(crate) fn statements(&self) -> &Arc<Statements> {
+        &self.inner.statements
     }
 
     pub(crate) fn indexer(&self) -> &Indexer {
@@ -333,8 +343,9 @@ impl LibsqlBackend {
         if writes.is_empty() {
             drop(guard);
         } else {
+            let statements = Arc::clone(&self.inner.statements);
             let group = async move {
-                group::run(&guard, writes).await;
+                group::run(&guard, &statements, writes).await;
                 drop(guard);
                 Ok(())
             };

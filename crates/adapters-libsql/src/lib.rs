@@ -63,6 +63,7 @@ mod migrations;
 mod plans;
 mod rows;
 mod state;
+mod statements;
 mod summaries;
 mod threads;
 mod transfer;
