@@ -15,9 +15,10 @@ use memlayer_adapters_sql::migrate::DatabaseEngine;
 use memlayer_ports::{DurabilitySetting, LexicalIndex, StoreError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 
-use crate::config::{LibsqlConfig, LibsqlLocation, redact_url};
+use crate::config::{LibsqlConfig, LibsqlLocation, Synchronous, redact_url};
 use crate::error::{Context as _, DriverError};
 use crate::group;
+use crate::statements::Statements;
 
 /// A libSQL database implementing every storage port of memlayer.
 ///
@@ -29,9 +30,10 @@ use crate::group;
 /// `:memory:` every connection would be a separate database, so the writer
 /// connection serves reads too.
 ///
-/// Local databases run each operation on tokio's blocking pool: the driver is
-/// synchronous underneath, and a query or a wait for another process's lock
-/// must not stall the async workers.
+/// Local databases run each operation where blocking is allowed (in
+/// `block_in_place`, or on tokio's blocking pool on a current-thread
+/// runtime): the driver is synchronous underneath, and a query or a wait for
+/// another process's lock must not stall the async workers.
 #[derive(Clone)]
 pub struct LibsqlBackend {
     inner: Arc<Inner>,
@@ -41,6 +43,8 @@ struct Inner {
     writer: Arc<AsyncMutex<Connection>>,
     /// Writes waiting for the writer (group commit).
     queue: std::sync::Mutex<Vec<group::Queued>>,
+    /// The writer's prepared statements.
+    statements: Arc<Statements>,
     /// Reader connections; `None` when reads use the writer connection
     /// (`:memory:`).
     readers: Option<ReaderPool>,
@@ -49,7 +53,7 @@ struct Inner {
     _db: Option<libsql::Database>,
     /// How long a read waits for a free reader.
     reader_timeout: Duration,
-    /// Run operations on the blocking pool (local databases).
+    /// Run operations where blocking is allowed (local databases).
     blocking: bool,
     description: String,
     indexer: Indexer,
@@ -158,14 +162,15 @@ impl fmt::Debug for LibsqlBackend {
 impl LibsqlBackend {
     /// Opens the database (creating the file and its parent directories when
     /// missing), switches a file to WAL, sets the busy timeout and foreign
-    /// keys on every connection and `synchronous = FULL` on the local writer.
+    /// keys on every connection and `synchronous` (`FULL` unless configured
+    /// otherwise) on the local writer.
     /// Does not migrate.
     ///
     /// # Errors
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait, synchronous } = config;
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -174,8 +179,8 @@ impl LibsqlBackend {
                 writer.busy_timeout(busy_timeout).ctx("set busy timeout")?;
                 Opened { db, writer, description, shared_reader: false, blocking: false }
             }
-            LibsqlLocation::File(path) => open_local(Some(path), busy_timeout).await?,
-            LibsqlLocation::Memory => open_local(None, busy_timeout).await?,
+            LibsqlLocation::File(path) => open_local(Some(path), busy_timeout, synchronous).await?,
+            LibsqlLocation::Memory => open_local(None, busy_timeout, synchronous).await?,
         };
         let Opened { db, writer, description, shared_reader, blocking } = opened;
 
@@ -197,6 +202,7 @@ impl LibsqlBackend {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(writer)),
                 queue: std::sync::Mutex::new(Vec::new()),
+                statements: Arc::new(Statements::default()),
                 readers,
                 _db: kept,
                 reader_timeout,
@@ -227,6 +233,12 @@ impl LibsqlBackend {
     /// `true` the first time it is called on this handle (and its clones).
     pub(crate) fn first_claim(&self) -> bool {
         !self.inner.claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// The writer connection's prepared statements: for use inside a write
+    /// only (see [`crate::statements`]).
+    pub(crate) fn statements(&self) -> &Arc<Statements> {
+        &self.inner.statements
     }
 
     pub(crate) fn indexer(&self) -> &Indexer {
@@ -326,17 +338,28 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let (job, answer) = group::Job::new(f);
+        let (job, mut answer) = group::Job::new(f);
         self.queue().push(Box::new(job));
-        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
-        // Every queued write's caller takes the writer after queueing, so
-        // taking the whole queue never strands a write.
+        // Every queued write's caller waits for the writer after queueing
+        // until its write is answered, so taking the whole queue never
+        // strands a write. A caller whose write ran in another caller's
+        // group has its answer before it gets the writer: it leaves the line
+        // at once instead of taking the writer for nothing, which would make
+        // the writes queued meanwhile commit in groups of one, each with its
+        // own fsync.
+        let writer = Arc::clone(&self.inner.writer).lock_owned();
+        let guard = tokio::select! {
+            biased;
+            answered = &mut answer => return Self::answered(answered),
+            guard = writer => guard,
+        };
         let writes = std::mem::take(&mut *self.queue());
         if writes.is_empty() {
             drop(guard);
         } else {
+            let statements = Arc::clone(&self.inner.statements);
             let group = async move {
-                group::run(&guard, writes).await;
+                group::run(&guard, &statements, writes).await;
                 drop(guard);
                 Ok(())
             };
@@ -349,7 +372,13 @@ impl LibsqlBackend {
                 tokio::spawn(group).await.map_err(|e| StoreError::backend(format!("write task failed: {e}")))??;
             }
         }
-        answer.await.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
+        Self::answered(answer.await)
+    }
+
+    fn answered<T>(
+        answer: Result<Result<T, StoreError>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<T, StoreError> {
+        answer.map_err(|_| StoreError::backend("the write ended without an answer (its task failed)"))?
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Vec<group::Queued>> {
@@ -357,10 +386,13 @@ impl LibsqlBackend {
         self.inner.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drives `fut` to completion: on the blocking pool for local databases,
-    /// inline for remote ones (their I/O is truly asynchronous). A local
-    /// operation always runs to its end, even when the caller stops waiting,
-    /// so a transaction is never cut in half.
+    /// Drives `fut` to completion: for local databases, in
+    /// `block_in_place` on a multi-threaded runtime (the calling worker's
+    /// other tasks move to another thread while the driver blocks this one),
+    /// else on the blocking pool; inline for remote ones (their I/O is truly
+    /// asynchronous). A local operation always runs to its end, even when
+    /// the caller stops waiting (`block_in_place` finishes within one poll,
+    /// a pool task runs on its own), so a transaction is never cut in half.
     async fn run<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -370,6 +402,14 @@ impl LibsqlBackend {
             return fut.await;
         }
         let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // On the calling thread, which hands its other tasks to another
+            // worker first: no hop to a pool thread and back, which cost
+            // more than a small append or read itself (on two cores, about
+            // 40% of the CPU of a run of single appends, and 30% of a
+            // last-10 read: docs/BENCHMARKS.md, "The race against the peer").
+            return tokio::task::block_in_place(move || handle.block_on(fut));
+        }
         tokio::task::spawn_blocking(move || handle.block_on(fut))
             .await
             .map_err(|e| StoreError::backend(format!("storage task failed: {e}")))?
@@ -399,9 +439,9 @@ impl DatabaseEngine for LibsqlBackend {
     }
 
     /// `PRAGMA synchronous` and `journal_mode` as the writer connection
-    /// reports them (none for a remote database: its server decides): always
-    /// `FULL (2)` for a local file, set explicitly when the writer opens,
-    /// and `wal`.
+    /// reports them (none for a remote database: its server decides): for a
+    /// local file the configured `synchronous`, `FULL (2)` by default, set
+    /// explicitly when the writer opens, and `wal`.
     async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         if !self.inner.blocking {
             return Ok(Vec::new());
@@ -447,14 +487,22 @@ struct Opened {
 /// Opens a file (`Some`) or a private in-memory database (`None`) on the
 /// blocking pool: opening touches the file and may wait for another process's
 /// lock, which must not stall an async worker.
-async fn open_local(path: Option<PathBuf>, busy_timeout: Duration) -> Result<Opened, StoreError> {
+async fn open_local(
+    path: Option<PathBuf>,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+) -> Result<Opened, StoreError> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(open_local_blocking(path, busy_timeout)))
+    tokio::task::spawn_blocking(move || handle.block_on(open_local_blocking(path, busy_timeout, synchronous)))
         .await
         .map_err(|e| StoreError::backend(format!("open task failed: {e}")))?
 }
 
-async fn open_local_blocking(path: Option<PathBuf>, busy_timeout: Duration) -> Result<Opened, StoreError> {
+async fn open_local_blocking(
+    path: Option<PathBuf>,
+    busy_timeout: Duration,
+    synchronous: Synchronous,
+) -> Result<Opened, StoreError> {
     let (db, description, shared_reader) = match path {
         Some(path) => {
             create_parent(&path)?;
@@ -472,10 +520,11 @@ async fn open_local_blocking(path: Option<PathBuf>, busy_timeout: Duration) -> R
         enable_wal(&writer).await?;
     }
     writer.execute_batch("PRAGMA foreign_keys = ON;").await.ctx("enable foreign keys")?;
-    // Explicit, not the build's default: every commit is on disk before the
-    // append is acknowledged, also across power loss (NORMAL in WAL mode can
-    // lose the last commits). Only the writer commits, so only it needs it.
-    writer.execute_batch("PRAGMA synchronous = FULL;").await.ctx("set synchronous")?;
+    // Explicit, not the build's default: with FULL (the default) every
+    // commit is on disk before the append is acknowledged, also across power
+    // loss; NORMAL, when configured, can lose the last commits to a power
+    // loss (see `Synchronous`). Only the writer commits, so only it needs it.
+    writer.execute_batch(&format!("PRAGMA synchronous = {};", synchronous.as_sql())).await.ctx("set synchronous")?;
     Ok(Opened { db, writer, description, shared_reader, blocking: true })
 }
 
@@ -671,6 +720,119 @@ mod tests {
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         assert_eq!(fresh.unwrap(), 4);
         assert_eq!(stored(&backend).await, vec![1, 3, 4]);
+    }
+
+    /// A caller whose write ran in another caller's group is answered as
+    /// soon as its write is done, without waiting for the writer: otherwise
+    /// every answered caller takes the writer in turn and the writes queued
+    /// meanwhile commit in groups of one. Here the group's last write holds
+    /// the writer while the failed write's caller must already be answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answered_write_does_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = scratch_backend(&dir).await;
+        let (release, writer) = hold_writer(&backend).await;
+        let (go_on, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let spawn = |x: i64| {
+            let (backend, go_on, started) = (backend.clone(), go_on.clone(), started.clone());
+            tokio::spawn(async move {
+                backend
+                    .write(move |conn| async move {
+                        conn.execute("INSERT INTO scratch (x) VALUES (?1)", [x]).await.ctx("insert")?;
+                        match x {
+                            2 => Err(StoreError::Conflict("write 2 refuses".to_owned())),
+                            3 => {
+                                started.notify_one();
+                                go_on.notified().await;
+                                Ok(x)
+                            }
+                            _ => Ok(x),
+                        }
+                    })
+                    .await
+            })
+        };
+        // Queued one by one, so they wait for the writer in this order.
+        let mut writes = Vec::new();
+        for x in 1..=3 {
+            writes.push(spawn(x));
+            queued(&backend, usize::try_from(x).unwrap()).await;
+        }
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        started.notified().await;
+        // Write 3 holds the writer now; write 2 already failed and was undone.
+        let failed = writes.remove(1);
+        let failed = tokio::time::timeout(Duration::from_secs(30), failed).await;
+        // Let write 3 finish either way: the runtime waits for it at the end.
+        go_on.notify_one();
+        let failed = failed.expect("the failed write's caller waited for the writer");
+        assert!(matches!(failed.unwrap(), Err(StoreError::Conflict(_))));
+        for (w, x) in writes.into_iter().zip([1, 3]) {
+            assert_eq!(w.await.unwrap().unwrap(), x);
+        }
+        assert_eq!(stored(&backend).await, vec![1, 3]);
+    }
+
+    /// Appends queued behind a busy writer commit together: one that fails
+    /// (a missing thread, a quota it does not fit in) is undone alone,
+    /// including its bump of the thread's sequence and stored counts, and the
+    /// tenant's usage counts exactly what the others stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_appends_fail_alone() {
+        use memlayer_domain::{NewMessage, NewThread, Quota, QuotaKind, Role, TenantId, ThreadId, Usage};
+        use memlayer_ports::{MessageStore, ThreadStore, UsageStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let backend = file_backend(&dir, 2, Duration::from_secs(30)).await;
+        let t = TenantId::parse("acme").unwrap();
+        let (a, b) = (
+            backend.create(&t, NewThread::default()).await.unwrap().id,
+            backend.create(&t, NewThread::default()).await.unwrap().id,
+        );
+        let text = |i: usize| NewMessage::text(Role::User, format!("message {i}")).unwrap();
+        backend.append(&t, a, (0..10).map(text).collect()).await.unwrap();
+        // Room for 8 more messages: the batch of 11 never fits, the others always do.
+        let quota = Quota { messages: Some(18), ..Quota::UNLIMITED };
+        let (release, writer) = hold_writer(&backend).await;
+        let plan: Vec<(ThreadId, std::ops::Range<usize>)> =
+            vec![(a, 10..11), (ThreadId::new(), 11..12), (a, 12..23), (b, 23..24), (a, 24..25)];
+        let mut appends = Vec::new();
+        for (i, (thread, range)) in plan.into_iter().enumerate() {
+            let (db, t) = (backend.clone(), t.clone());
+            let batch = range.map(text).collect();
+            appends.push(tokio::spawn(async move { db.append_within(&t, thread, batch, &quota).await }));
+            queued(&backend, i + 1).await;
+        }
+        release.notify_one();
+        writer.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for append in appends {
+            answers.push(append.await.unwrap());
+        }
+        let seqs = |i: usize| answers[i].as_ref().unwrap().iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(0), vec![11]);
+        assert!(matches!(&answers[1], Err(StoreError::NotFound { .. })), "{:?}", answers[1]);
+        assert!(
+            matches!(&answers[2], Err(StoreError::QuotaExceeded { quota: QuotaKind::Messages, requested: 11, .. })),
+            "{:?}",
+            answers[2]
+        );
+        assert_eq!(seqs(3), vec![1]);
+        assert_eq!(seqs(4), vec![12], "the refused batch left no gap in the thread's sequence");
+        let stored_in = |thread| {
+            let backend = backend.clone();
+            let t = t.clone();
+            async move { backend.last(&t, thread, memlayer_domain::PageSize::new(100).unwrap()).await.unwrap() }
+        };
+        let in_a: Vec<i64> = stored_in(a).await.iter().map(|m| m.seq).collect();
+        assert_eq!(in_a, (1..=12).collect::<Vec<_>>());
+        assert_eq!(stored_in(b).await.len(), 1);
+        let bytes: u64 =
+            [stored_in(a).await, stored_in(b).await].iter().flatten().map(|m| m.approx_bytes() as u64).sum();
+        assert_eq!(backend.usage(&t).await.unwrap(), Usage { threads: 2, messages: 13, bytes });
+        let next = backend.append(&t, a, vec![text(99)]).await.unwrap();
+        assert_eq!(next[0].seq, 13);
     }
 
     /// A write whose caller gave up before the write ran is not run.

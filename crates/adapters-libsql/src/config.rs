@@ -55,6 +55,38 @@ pub struct LibsqlConfig {
     /// the background catch-up to index what was appended before it; after
     /// that it reads what is indexed and counts the rest as pending.
     pub index_wait: Duration,
+    /// When a commit of an embedded file reaches the disk (`PRAGMA
+    /// synchronous` of the writer). Ignored for a remote server, whose own
+    /// settings decide.
+    pub synchronous: Synchronous,
+}
+
+/// `PRAGMA synchronous` of an embedded file's writer connection (the file is
+/// always in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Every commit is synced to disk before it returns, so before the write
+    /// is acknowledged: nothing acknowledged is lost, also across power loss
+    /// (the default).
+    #[default]
+    Full,
+    /// A commit only writes the WAL; it is synced at checkpoints. The
+    /// database stays consistent, and an acknowledged write survives a crash
+    /// of the process, but the last commits before a power loss or an
+    /// operating-system crash may be lost. SQLite's recommended setting for
+    /// WAL mode, and what Mastra's LibSQLStore sets.
+    Normal,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    #[must_use]
+    pub const fn as_sql(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 impl LibsqlConfig {
@@ -95,6 +127,7 @@ impl LibsqlConfig {
             readers: Self::DEFAULT_READERS,
             reader_timeout: Self::DEFAULT_READER_TIMEOUT,
             index_wait: Self::DEFAULT_INDEX_WAIT,
+            synchronous: Synchronous::Full,
         }
     }
 }

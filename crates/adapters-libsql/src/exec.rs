@@ -3,8 +3,11 @@
 //! times as microseconds, booleans as 0/1, JSON as text) and reads rows
 //! back; [`LibsqlBackend`]'s `Transactor` runs reads on a reader connection
 //! and writes in an immediate transaction on the one writer (so a tenant's
-//! writes are serial), and its `Migrate` runs each migration in such a
-//! write.
+//! writes are serial), with the writer's prepared statements
+//! ([`WriterExecutor`]), and its `Migrate` runs each migration in such a
+//! write (statements prepared afresh: migrations change the schema).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use libsql::{Connection, Value};
@@ -15,6 +18,7 @@ use memlayer_ports::StoreError;
 
 use crate::LibsqlBackend;
 use crate::error::Context as _;
+use crate::statements::Statements;
 use crate::values::json_text;
 
 /// A neutral value as libSQL stores it.
@@ -83,6 +87,51 @@ impl Executor for LibsqlExecutor {
     }
 }
 
+/// Statements on the writer connection, inside a write, prepared once and
+/// reused ([`Statements`]).
+pub(crate) struct WriterExecutor {
+    pub(crate) conn: Connection,
+    pub(crate) statements: Arc<Statements>,
+}
+
+#[async_trait]
+impl Executor for WriterExecutor {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn fetch(&self, context: &'static str, sql: Sql) -> Result<Vec<Row>, StoreError> {
+        let (text, params) = params(sql)?;
+        let stmt = self.statements.get(&self.conn, context, &text).await?;
+        let mut rows = stmt.query(params).await.ctx(context)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await.ctx(context)? {
+            out.push(values(&row)?);
+        }
+        drop(rows);
+        drop(stmt);
+        Ok(out)
+    }
+
+    async fn execute(&self, context: &'static str, sql: Sql) -> Result<u64, StoreError> {
+        let (text, params) = params(sql)?;
+        self.statements.execute(&self.conn, context, &text, params).await
+    }
+
+    async fn execute_batch(&self, context: &'static str, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).await.ctx(context)?;
+        Ok(())
+    }
+}
+
+impl LibsqlBackend {
+    /// [`LibsqlBackend::write`] with a [`WriterExecutor`].
+    async fn write_work<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
+        let statements = Arc::clone(self.statements());
+        LibsqlBackend::write(self, move |conn| async move { work(&WriterExecutor { conn, statements }).await }).await
+    }
+}
+
 #[async_trait]
 impl Transactor for LibsqlBackend {
     fn dialect(&self) -> Dialect {
@@ -96,11 +145,11 @@ impl Transactor for LibsqlBackend {
     }
 
     async fn write<T: Send + 'static>(&self, _who: &dyn Reach, work: Work<T>) -> Result<T, StoreError> {
-        LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
+        self.write_work(work).await
     }
 
     async fn write_all_tenants<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
-        LibsqlBackend::write(self, move |conn| async move { work(&LibsqlExecutor(conn)).await }).await
+        self.write_work(work).await
     }
 
     /// Every write is serial on libSQL's one writer.

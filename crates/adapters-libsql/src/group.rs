@@ -26,6 +26,7 @@ use memlayer_ports::StoreError;
 use tokio::sync::oneshot;
 
 use crate::error::{Context as _, DriverError};
+use crate::statements::Statements;
 
 /// A write waiting in the queue.
 pub(crate) type Queued = Box<dyn Pending>;
@@ -105,11 +106,13 @@ impl<T: Send> Ran for Outcome<T> {
 /// Savepoint of one write of a group; no write of this crate uses savepoints
 /// itself.
 const MEMBER: &str = "memlayer_group_member";
+const SAVEPOINT: &str = "SAVEPOINT memlayer_group_member";
+const RELEASE: &str = "RELEASE memlayer_group_member";
 
 /// Runs `group` (in queue order) as one `IMMEDIATE` transaction on `conn`
 /// and answers every caller. A group of one runs without a savepoint, as a
 /// plain transaction.
-pub(crate) async fn run(conn: &Connection, group: Vec<Queued>) {
+pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Queued>) {
     if !conn.is_autocommit() {
         // A previous operation died inside its transaction (a panic):
         // never let its half-done work join ours.
@@ -118,20 +121,20 @@ pub(crate) async fn run(conn: &Connection, group: Vec<Queued>) {
             return fail_all(group, Vec::new(), &e);
         }
     }
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").await.ctx("begin write transaction") {
+    if let Err(e) = statements.execute(conn, "begin write transaction", "BEGIN IMMEDIATE", Vec::new()).await {
         return fail_all(group, Vec::new(), &e);
     }
     let alone = group.len() == 1;
     let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(group.len());
     let mut queue = group.into_iter();
     while let Some(write) = queue.next() {
-        if !alone && let Err(e) = conn.execute_batch(&format!("SAVEPOINT {MEMBER}")).await.ctx("open savepoint") {
+        if !alone && let Err(e) = statements.execute(conn, "open savepoint", SAVEPOINT, Vec::new()).await {
             write.fail(e);
             continue;
         }
         let Some(outcome) = write.run(Connection::clone(conn)).await else {
             if !alone {
-                let _ = conn.execute_batch(&format!("RELEASE {MEMBER}")).await;
+                let _ = statements.execute(conn, "close savepoint", RELEASE, Vec::new()).await;
             }
             continue;
         };
@@ -142,15 +145,13 @@ pub(crate) async fn run(conn: &Connection, group: Vec<Queued>) {
             outcome.settle(Err(copy(&e)));
             return fail_all(queue.collect(), ran, &e);
         }
-        let closing = match (outcome.succeeded(), alone) {
-            (true, true) => None,
-            (true, false) => Some(format!("RELEASE {MEMBER}")),
-            (false, true) => Some("ROLLBACK".to_owned()),
-            (false, false) => Some(format!("ROLLBACK TO {MEMBER}; RELEASE {MEMBER}")),
-        };
-        let closed = match closing {
-            Some(sql) => conn.execute_batch(&sql).await.map(drop).ctx("close savepoint"),
-            None => Ok(()),
+        let closed = match (outcome.succeeded(), alone) {
+            (true, true) => Ok(()),
+            (true, false) => statements.execute(conn, "close savepoint", RELEASE, Vec::new()).await.map(drop),
+            (false, true) => conn.execute_batch("ROLLBACK").await.map(drop).ctx("close savepoint"),
+            (false, false) => {
+                conn.execute_batch(&format!("ROLLBACK TO {MEMBER}; {RELEASE}")).await.map(drop).ctx("close savepoint")
+            }
         };
         if let Err(e) = closed {
             outcome.settle(Err(copy(&e)));
@@ -168,7 +169,7 @@ pub(crate) async fn run(conn: &Connection, group: Vec<Queued>) {
         // A lone write failed and was rolled back: nothing to commit.
         return;
     }
-    match conn.execute_batch("COMMIT").await.ctx("commit") {
+    match statements.execute(conn, "commit", "COMMIT", Vec::new()).await {
         Ok(_) => {
             for outcome in ran {
                 outcome.settle(Ok(()));

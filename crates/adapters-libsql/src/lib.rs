@@ -70,6 +70,7 @@ mod migrations;
 mod plans;
 mod rows;
 mod state;
+mod statements;
 mod summaries;
 mod threads;
 mod transfer;
@@ -79,7 +80,7 @@ mod workflows;
 mod working;
 
 pub use backend::LibsqlBackend;
-pub use config::{LibsqlConfig, LibsqlLocation};
+pub use config::{LibsqlConfig, LibsqlLocation, Synchronous};
 #[cfg(doc)]
 use memlayer_ports::{
     CatalogStore, Database, DeletionLog, EmbeddingStore, IdempotencyStore, KeyStore, MessageStore, StateStore,

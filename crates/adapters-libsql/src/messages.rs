@@ -2,8 +2,10 @@
 //! `memlayer_adapters_sql::messages`; here how a batch is inserted on the
 //! one writer and how reads stream, decoded straight from the driver's row.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use libsql::{Connection, Value};
+use libsql::Value;
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect as _, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
 use memlayer_adapters_sql::usage;
@@ -15,9 +17,16 @@ use memlayer_ports::{StoreError, Windows};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
-use crate::exec::{self, LibsqlExecutor};
-use crate::rows::{cells, query_row};
+use crate::exec::{self, LibsqlExecutor, WriterExecutor};
+use crate::rows::cells;
 use crate::values::{json_text, opt_text, text, uuid};
+
+/// Reserves an append's sequence numbers on its thread (`?1` messages, `?2`
+/// time, `?3` tenant, `?4` thread, `?5` bytes); no row when the thread is
+/// not the tenant's or is marked deleted.
+const BUMP_SQL: &str = "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2), \
+    stored_messages = stored_messages + ?1, stored_bytes = stored_bytes + ?5 \
+    WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq";
 
 /// Parameters per message row in an insert.
 const COLUMNS_PER_ROW: usize = 15;
@@ -38,33 +47,34 @@ impl MessageEngine for LibsqlBackend {
         let mut rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
         let mut messages = batch.into_messages();
         let (owner, quota) = (who.tenant().clone(), *quota);
+        let statements = Arc::clone(self.statements());
         self.write(move |conn| async move {
-            let last = query_row(
-                &conn,
-                "bump thread sequence",
-                "UPDATE threads SET last_seq = last_seq + ?1, updated_at = max(updated_at, ?2), \
-                 stored_messages = stored_messages + ?1, stored_bytes = stored_bytes + ?5 \
-                 WHERE tenant = ?3 AND id = ?4 AND deleted_at IS NULL RETURNING last_seq",
-                vec![
-                    Value::Integer(n),
-                    Value::Integer(micros),
-                    Value::Text(owner.as_str().to_owned()),
-                    uuid(thread.as_uuid()),
-                    Value::Integer(delta.bytes),
-                ],
-                |row| cells(row, "threads").int(0, "last_seq"),
-            )
-            .await?
+            let last = {
+                let context = "bump thread sequence";
+                let stmt = statements.get(&conn, context, BUMP_SQL).await?;
+                let mut found = stmt
+                    .query(vec![
+                        Value::Integer(n),
+                        Value::Integer(micros),
+                        Value::Text(owner.as_str().to_owned()),
+                        uuid(thread.as_uuid()),
+                        Value::Integer(delta.bytes),
+                    ])
+                    .await
+                    .ctx(context)?;
+                let row = found.next().await.ctx(context)?;
+                row.as_ref().map(|row| cells(row, "threads").int(0, "last_seq")).transpose()?
+            }
             .ok_or_else(|| StoreError::not_found("thread", thread))?;
             // One writer: a charge here always settles (or is refused).
-            let conn = LibsqlExecutor(conn);
+            let conn = WriterExecutor { conn, statements };
             let _ = usage::charge(&conn, &owner, thread, delta, &quota, usage::Mode::Exclusive).await?;
             let first = last - n + 1;
             for ((seq, m), row) in (first..).zip(messages.iter_mut()).zip(rows.iter_mut()) {
                 m.seq = seq;
                 row[SEQ_PARAM] = Value::Integer(seq);
             }
-            insert(&conn.0, rows).await?;
+            insert(&conn, rows).await?;
             Ok(messages)
         })
         .await
@@ -340,25 +350,13 @@ fn insert_sql(rows: usize) -> String {
 /// Inserts rows with multi-row statements of [`CHUNK`] rows: one prepared
 /// statement reused (and reset after every use) for full chunks, one more
 /// for the remainder.
-async fn insert(conn: &Connection, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
-    let mut full = None;
+async fn insert(writer: &WriterExecutor, rows: Vec<Vec<Value>>) -> Result<(), StoreError> {
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(CHUNK).collect();
         let len = chunk.len();
         let params: Vec<Value> = chunk.into_iter().flatten().collect();
-        if len == CHUNK {
-            if full.is_none() {
-                full = Some(conn.prepare(&insert_sql(CHUNK)).await.ctx("insert messages")?);
-            }
-            if let Some(stmt) = &full {
-                let result = stmt.execute(params).await;
-                stmt.reset();
-                result.ctx("insert messages")?;
-            }
-        } else {
-            conn.execute(&insert_sql(len), params).await.ctx("insert messages")?;
-        }
+        writer.statements.execute(&writer.conn, "insert messages", &insert_sql(len), params).await?;
     }
     Ok(())
 }

@@ -319,6 +319,26 @@ pub struct DatabaseConfig {
     /// Accept a Postgres role that bypasses row-level security (a superuser
     /// or `BYPASSRLS`); otherwise opening the database refuses it.
     pub allow_rls_bypass: bool,
+    /// When an embedded libSQL file's commits reach the disk: `full` (the
+    /// default: an append is acknowledged only once synced, nothing
+    /// acknowledged is lost even to a power loss) or `normal` (opt-in,
+    /// faster single writes: commits are synced at checkpoints, so a power
+    /// loss or operating-system crash may lose the last acknowledged
+    /// writes; a crash of memlayer alone loses none). Embedded files only.
+    pub synchronous: Synchronous,
+}
+
+/// `database.synchronous`: SQLite's `PRAGMA synchronous` for an embedded
+/// libSQL file (always in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit synced before it is acknowledged (the default).
+    #[default]
+    Full,
+    /// Commits synced at checkpoints: the last ones may be lost to a power
+    /// loss (not to a crash of the process). What Mastra's LibSQLStore sets.
+    Normal,
 }
 
 /// HTTP server settings.
@@ -438,6 +458,7 @@ impl Default for DatabaseConfig {
             index_wait_ms: 2_000,
             statement_timeout_ms: 30_000,
             allow_rls_bypass: false,
+            synchronous: Synchronous::Full,
         }
     }
 }
@@ -746,6 +767,13 @@ impl Config {
             _ => {}
         }
         let embedded = matches!(self.database_target()?, DatabaseTarget::File(_) | DatabaseTarget::Memory);
+        if self.database.synchronous != Synchronous::Full && !embedded {
+            return invalid(
+                "database.synchronous",
+                "applies to an embedded libSQL file only (a remote or Postgres server keeps its own durability settings); \
+                 leave it unset",
+            );
+        }
         if self.search.lexical == Some(LexicalKind::Tantivy) && !embedded {
             return invalid(
                 "search.lexical",

@@ -45,6 +45,7 @@ pub use catalog::{CacheSettings, CatalogService};
 pub use config::{
     BackendKind, CacheConfig, Config, ConfigError, DatabaseConfig, DatabaseTarget, DistanceMetric, EmbeddingConfig,
     EmbeddingMode, LexicalKind, LogConfig, LogFormat, MemoryConfig, PgvectorConfig, SearchConfig, Secret, ServerConfig,
+    Synchronous,
 };
 pub use context::{
     AssembledContext, ContextError, ContextMessage, ContextRequest, ContextService, Dropped, ProcessorReport,

@@ -510,6 +510,10 @@ async fn open_libsql(config: &Config, location: LibsqlLocation) -> Result<Backen
         readers: db.readers,
         reader_timeout: Duration::from_millis(db.reader_timeout_ms),
         index_wait: Duration::from_millis(db.index_wait_ms),
+        synchronous: match db.synchronous {
+            crate::Synchronous::Full => memlayer_adapters_libsql::Synchronous::Full,
+            crate::Synchronous::Normal => memlayer_adapters_libsql::Synchronous::Normal,
+        },
     };
     LibsqlBackend::open(libsql)
         .await

@@ -21,6 +21,24 @@ async fn the_writer_syncs_every_commit() {
     );
 }
 
+/// `synchronous: Normal` (opt-in, `database.synchronous = "normal"`) is
+/// what the writer runs with and reports; the file stays in WAL mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_takes_the_configured_synchronous() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LibsqlConfig {
+        synchronous: memlayer_adapters_libsql::Synchronous::Normal,
+        ..LibsqlConfig::file(db_path(&dir))
+    };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    let settings: Vec<(String, String)> =
+        db.durability().await.unwrap().into_iter().map(|s| (s.name, s.value)).collect();
+    assert_eq!(
+        settings,
+        vec![("synchronous".to_owned(), "NORMAL (1)".to_owned()), ("journal_mode".to_owned(), "wal".to_owned())]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -265,3 +265,25 @@ fn storage_quotas_are_unlimited_unless_configured() {
         Ok(())
     });
 }
+
+/// `database.synchronous`: `full` unless set, `normal` on an embedded file,
+/// refused for a database whose server keeps its own durability.
+#[test]
+fn synchronous_is_full_unless_set_and_only_for_embedded_files() {
+    use memlayer_app::Synchronous;
+    figment::Jail::expect_with(|jail| {
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.database.synchronous, Synchronous::Full);
+        jail.set_env("MEMLAYER_DATABASE__SYNCHRONOUS", "normal");
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.database.synchronous, Synchronous::Normal);
+        jail.set_env("MEMLAYER_DATABASE__SYNCHRONOUS", "off");
+        let e = load(jail, None).unwrap_err().to_string();
+        assert!(e.contains("database.synchronous") && e.contains("`full`, `normal`"), "{e}");
+        jail.set_env("MEMLAYER_DATABASE__SYNCHRONOUS", "normal");
+        for url in ["postgres://app@h/mem", "libsql://db.example"] {
+            jail.set_env("MEMLAYER_DATABASE__URL", url);
+            let e = load(jail, None).unwrap_err().to_string();
+            assert!(e.contains("database.synchronous"), "{url}: {e}");
+        }
+        Ok(())
+    });
+}

@@ -368,3 +368,59 @@ pub async fn read_windows_reads_each_message_once_within_a_budget(b: Backend) {
     let whole = b.messages.read_windows(&t, extremes, usize::MAX).await.unwrap();
     assert_eq!(whole.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "extreme bounds");
 }
+
+/// Concurrent appends where some fail (a missing thread, a batch the
+/// tenant's quota has no room for) while the others commit: each caller
+/// hears its own outcome, a refused append leaves nothing behind (no
+/// message, no gap in its thread's sequence, nothing counted), and the
+/// tenant's usage counts exactly what was stored. With group commit
+/// (libSQL) such appends share one transaction; each must still be atomic
+/// on its own.
+pub async fn concurrent_appends_fail_alone(b: Backend) {
+    use memlayer_domain::{Quota, QuotaKind, Usage};
+
+    use crate::StoreError;
+
+    const ROUNDS: usize = 4;
+    const SMALL: usize = 8;
+    let t = tenant("acme");
+    let (a, c) = (thread(&b, &t).await, thread(&b, &t).await);
+    let mut stored = b.messages.append(&t, a, msgs(0..10)).await.unwrap();
+    for round in 0..ROUNDS {
+        // Room for the small appends of this round, never for the batch of
+        // `room + 1`, whatever order they run in.
+        let room = SMALL as u64;
+        let quota = Quota { messages: Some(stored.len() as u64 + room), ..Quota::UNLIMITED };
+        let mut tasks = Vec::new();
+        for i in 0..SMALL + 2 {
+            let (messages, t) = (b.messages.clone(), t.clone());
+            let base = 1_000 * (round + 1) + 10 * i;
+            let (target, batch) = match i {
+                0 => (ThreadId::new(), msgs(base..base + 1)),
+                1 => (a, msgs(base..base + room as usize + 1)),
+                _ => (if i % 2 == 0 { a } else { c }, msgs(base..base + 1)),
+            };
+            tasks.push(tokio::spawn(async move { messages.append_within(&t, target, batch, &quota).await }));
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            match (i, task.await.unwrap()) {
+                (0, Err(StoreError::NotFound { .. })) => {}
+                (1, Err(StoreError::QuotaExceeded { quota: QuotaKind::Messages, requested, .. })) => {
+                    assert_eq!(requested, room + 1);
+                }
+                (i, Ok(batch)) if i > 1 => stored.extend(batch),
+                (i, other) => panic!("round {round}, append {i}: {other:?}"),
+            }
+        }
+    }
+    for id in [a, c] {
+        let seqs = read_all(&b, &t, id, Direction::Forward, 50).await;
+        let expected = stored.iter().filter(|m| m.thread_id == id).count();
+        assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>(), "gapless, and only what was acknowledged");
+    }
+    let bytes = stored.iter().map(|m| m.approx_bytes() as u64).sum();
+    let usage = b.usage.usage(&t).await.unwrap();
+    assert_eq!(usage, Usage { threads: 2, messages: stored.len() as u64, bytes });
+    let next = b.messages.append(&t, a, vec![msg(1)]).await.unwrap();
+    assert_eq!(next[0].seq, stored.iter().filter(|m| m.thread_id == a).count() as i64 + 1);
+}

@@ -365,6 +365,7 @@ macro_rules! contract_suite {
                 messages_get_many_and_delete,
                 message_reads_stop_at_a_byte_budget,
                 read_windows_reads_each_message_once_within_a_budget,
+                concurrent_appends_fail_alone,
             ],
             state_cases: [
                 state_save_and_load_versions,
