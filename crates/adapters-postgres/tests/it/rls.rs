@@ -206,6 +206,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "threads",
         "messages",
         "agent_state",
+        "agent_state_history",
         "message_vectors",
         "embedding_jobs",
         "config_models",
