@@ -58,6 +58,8 @@ async fn migrations_go_down_and_up_again() {
     // writes it, fails) and working-memory versions' seqs; states stay.
     let agent = memlayer_domain::AgentName::parse("bot").unwrap();
     StateStore::save(&store, &t, thread, &agent, serde_json::json!({"step": 1}), 0).await.unwrap();
+    let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+    store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![25]);
     assert!(
         matches!(StateStore::save(&store, &t, thread, &agent, serde_json::json!({}), 1).await, Err(StoreError::Backend(_))),
@@ -119,9 +121,8 @@ async fn migrations_go_down_and_up_again() {
     store.enqueue_summary(&t, thread, now).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![14]);
     assert!(matches!(store.current_summary(&t, thread).await, Err(StoreError::Backend(_))), "table gone");
-    // Reverting migration 13 drops working memory, with the agents' options.
-    let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
-    store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
+    // Reverting migration 13 drops working memory (written before 25 was
+    // reverted, whose column a write needs), with the agents' options.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![13]);
     assert!(matches!(store.get_working(&t, &user).await, Err(StoreError::Backend(_))), "tables gone");
     // Reverting migration 12 drops the resource policies; 11, the storage counters.
