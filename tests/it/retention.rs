@@ -400,7 +400,8 @@ async fn the_cli_manages_policies_prunes_and_erases() {
 }
 
 /// An erasure a crash cut short (its receipt stored, some steps done) is
-/// finished by the next scheduled run, and its receipt is finished.
+/// finished by the next scheduled run, and its receipt is finished and
+/// whole: it counts the steps before the crash too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_cut_short_is_resumed() {
     let t = TestApp::with(|c| {
@@ -408,9 +409,11 @@ async fn an_erasure_cut_short_is_resumed() {
         c.retention.batch = 1;
     })
     .await;
+    let mut threads = Vec::new();
     for _ in 0..3 {
         let th = t.thread(json!({"resource_id": "u7"})).await;
         append(&t, &th, &["quince"]).await;
+        threads.push(uuid::Uuid::parse_str(&th).unwrap());
     }
     let (status, _) = t
         .call("PUT", "/api/resources/u7/working-memory", Some(json!({"content": {"a": 1}, "expected_version": 0})))
@@ -424,17 +427,27 @@ async fn an_erasure_cut_short_is_resumed() {
         memlayer_domain::RetentionRun::start(tenant.clone(), memlayer_domain::RunKind::Erase, memlayer_domain::now());
     run.resource_id = Some(resource.clone());
     store.save_run(&run).await.unwrap();
-    assert_eq!(store.erase_step(&tenant, &resource, 1).await.unwrap().threads.len(), 1);
+    assert_eq!(store.erase_step(&tenant, &resource, Some(run.id), 1).await.unwrap().threads.len(), 1);
     assert_eq!(lexical(&t, "quince").await.len(), 2, "two threads left when the process died");
     // The next start's scheduled run finishes it.
     let report = t.services.retention.run_scheduled().await.unwrap().expect("the lease is free");
     assert_eq!(report.runs.len(), 1);
-    assert_eq!((report.runs[0].id, report.runs[0].counts.threads), (run.id, 2));
+    let resumed = &report.runs[0];
+    assert_eq!(resumed.id, run.id);
+    assert_eq!(
+        (resumed.counts.threads, resumed.counts.messages, resumed.counts.working_memory),
+        (3, 3, 1),
+        "the steps before the crash count too: {resumed:?}"
+    );
+    let range = resumed.thread_ids.expect("a thread id range");
+    threads.sort();
+    assert_eq!((range.first, range.last), (threads[0], threads[2]), "the range spans the threads of both runs");
     assert!(lexical(&t, "quince").await.is_empty());
     let (_, wm) = t.call("GET", "/api/resources/u7/working-memory", None).await;
     assert_eq!(wm["version"], 0, "{wm}");
     let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
     assert!(runs["items"][0]["finished_at"].is_string(), "{runs}");
+    assert_eq!(runs["items"][0]["counts"]["threads"], 3, "the stored receipt too: {runs}");
     assert!(store.unfinished_erasures().await.unwrap().is_empty());
 }
 

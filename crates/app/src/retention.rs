@@ -462,7 +462,9 @@ impl RetentionService {
     /// Erases everything of `resource` (its threads, pinned or not, with
     /// all they hold, and its working memory), in bounded steps; the
     /// receipt is stored unfinished first (the durable mark a crash leaves
-    /// for [`RetentionService::resume_erasures`]) and finished at the end.
+    /// for [`RetentionService::resume_erasures`]), each step adds what it
+    /// deleted to it in the step's transaction, and it is finished at the
+    /// end.
     ///
     /// # Errors
     /// `NotFound` for a caller bound to another resource; a store error
@@ -484,7 +486,9 @@ impl RetentionService {
     async fn continue_erasure(&self, mut run: RetentionRun) -> Result<RetentionRun, StoreError> {
         let resource = run.resource_id.clone().ok_or_else(|| StoreError::backend("an erasure without a resource"))?;
         loop {
-            let step = self.store.erase_step(&run.tenant, &resource, self.config.batch).await?;
+            // The step adds what it deletes to the stored receipt in its
+            // own transaction; `run` keeps the same sums in memory.
+            let step = self.store.erase_step(&run.tenant, &resource, Some(run.id), self.config.batch).await?;
             self.forget(&run.tenant, &step).await?;
             Self::record(&mut run, &step);
             if !step.more {
@@ -497,9 +501,10 @@ impl RetentionService {
         Ok(run)
     }
 
-    /// Finishes the erasures a crash cut short (their receipts record only
-    /// what the finishing run deleted, added to nothing: the steps before
-    /// the crash were not recorded).
+    /// Finishes the erasures a crash cut short. Their receipts are whole:
+    /// every step stored what it deleted in the receipt in its own
+    /// transaction, so the stored receipt a resumed run starts from holds
+    /// every step that committed before the crash.
     ///
     /// # Errors
     /// A store error.
