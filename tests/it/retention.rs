@@ -399,6 +399,58 @@ async fn the_cli_manages_policies_prunes_and_erases() {
     assert!(!out.status.success(), "the erased thread is gone");
 }
 
+/// `memlayer retention policies get|update|delete`: get prints the stored
+/// policy, update replaces scope and rules (a bad rule refused naming it,
+/// nothing changed), delete removes it; an unknown id fails each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_updates_and_deletes_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| crate::support::cli(dir.path()).args(args).output().unwrap();
+    let json_of = |out: &std::process::Output| -> Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let created = json_of(&run(&["retention", "policies", "create", "--max-messages-per-thread", "5"]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let got = json_of(&run(&["retention", "policies", "get", &id]));
+    assert_eq!(got, created, "get prints the stored policy");
+
+    let updated = json_of(&run(&[
+        "retention",
+        "policies",
+        "update",
+        &id,
+        "--resource",
+        "u1",
+        "--max-thread-age-secs",
+        "60",
+    ]));
+    assert_eq!(updated["id"], json!(id));
+    assert_eq!(
+        (&updated["resource_id"], &updated["max_thread_age_secs"], &updated["max_messages_per_thread"]),
+        (&json!("u1"), &json!(60), &Value::Null),
+        "the rules are replaced, not merged: {updated}"
+    );
+    assert_eq!(json_of(&run(&["retention", "policies", "get", &id])), updated, "stored");
+
+    let out = run(&["retention", "policies", "update", &id, "--max-thread-age-secs", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_thread_age_secs"), "names the rule");
+    assert_eq!(json_of(&run(&["retention", "policies", "get", &id])), updated, "a refused update changes nothing");
+    let unknown = "0190f5c8-0000-7000-8000-000000000000";
+    let out = run(&["retention", "policies", "update", unknown, "--max-thread-age-secs", "60"]);
+    assert!(!out.status.success(), "no such policy");
+    assert!(!run(&["retention", "policies", "get", "not-an-id"]).status.success());
+
+    let out = run(&["retention", "policies", "delete", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("deleted {id}")));
+    assert!(!run(&["retention", "policies", "get", &id]).status.success(), "gone");
+    assert!(!run(&["retention", "policies", "delete", &id]).status.success(), "deleting twice fails");
+    let listed = json_of(&run(&["retention", "policies", "list"]));
+    assert_eq!(listed["items"], json!([]), "{listed}");
+}
+
 /// An erasure a crash cut short (its receipt stored, some steps done) is
 /// finished by the next scheduled run, and its receipt is finished and
 /// whole: it counts the steps before the crash too.
