@@ -415,16 +415,8 @@ async fn the_cli_gets_updates_and_deletes_a_policy() {
     let got = json_of(&run(&["retention", "policies", "get", &id]));
     assert_eq!(got, created, "get prints the stored policy");
 
-    let updated = json_of(&run(&[
-        "retention",
-        "policies",
-        "update",
-        &id,
-        "--resource",
-        "u1",
-        "--max-thread-age-secs",
-        "60",
-    ]));
+    let updated =
+        json_of(&run(&["retention", "policies", "update", &id, "--resource", "u1", "--max-thread-age-secs", "60"]));
     assert_eq!(updated["id"], json!(id));
     assert_eq!(
         (&updated["resource_id"], &updated["max_thread_age_secs"], &updated["max_messages_per_thread"]),

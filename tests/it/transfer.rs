@@ -308,7 +308,12 @@ async fn vectors_of_another_model_are_not_imported_but_embedded_again() {
     let (status, report) = import(&t, &foreign).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
-        (&report["threads_created"], &report["messages_created"], &report["vectors_stored"], &report["embeddings_queued"]),
+        (
+            &report["threads_created"],
+            &report["messages_created"],
+            &report["vectors_stored"],
+            &report["embeddings_queued"]
+        ),
         (&json!(2), &json!(5), &json!(0), &json!(5)),
         "{report}"
     );

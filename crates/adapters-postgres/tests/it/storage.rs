@@ -9,8 +9,8 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, ObservabilityStore, RetentionStore, SearchFilter, StoreError, SummaryQueue,
-    StateStore, SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    MessageStore, MigrationStatus, ObservabilityStore, RetentionStore, SearchFilter, StateStore, StoreError,
+    SummaryQueue, SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -62,7 +62,10 @@ async fn migrations_go_down_and_up_again() {
     store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![25]);
     assert!(
-        matches!(StateStore::save(&store, &t, thread, &agent, serde_json::json!({}), 1).await, Err(StoreError::Backend(_))),
+        matches!(
+            StateStore::save(&store, &t, thread, &agent, serde_json::json!({}), 1).await,
+            Err(StoreError::Backend(_))
+        ),
         "the history table is gone"
     );
     assert_eq!(StateStore::load(&store, &t, thread, &agent).await.unwrap().unwrap().version, 1, "the state stays");
