@@ -196,11 +196,11 @@ async fn agent_state_history_queries_use_its_key() {
         (state::prune_history_sql(Dialect::Sqlite, source, &agent, 10), "agent_state_history USING PRIMARY KEY"),
         (
             threads::fork_states_sql(Dialect::Sqlite, "agent_state_history", &t, source, &fork, false, at),
-            "agent_state_history AS a USING PRIMARY KEY (thread_id=?)",
+            "SEARCH m USING PRIMARY KEY (thread_id=? AND agent_id=? AND at_seq<?)",
         ),
         (
             threads::fork_working_sql(Dialect::Sqlite, "working_memory", &t, source, &fork, false, at),
-            "working_memory_versions AS w USING PRIMARY KEY",
+            "SEARCH w USING PRIMARY KEY (tenant=? AND scope_kind=? AND scope_id=?)",
         ),
     ] {
         let (sql, params) = crate::exec::params(sql).unwrap();
