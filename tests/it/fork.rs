@@ -21,12 +21,18 @@ async fn scenario(t: TestApp) {
     let batch = json!({"messages": [
         {"role": "user", "content": "where is my refund", "metadata": {"k": 1}},
         {"role": "assistant", "tool_calls": [{"id": "c1", "name": "lookup", "arguments": {"order": "A-17"}}]},
-        {"role": "tool", "tool_call_id": "c1", "tool_name": "lookup", "content": "sent monday"},
-        {"role": "assistant", "content": "after the fork point"}]});
+        {"role": "tool", "tool_call_id": "c1", "tool_name": "lookup", "content": "sent monday"}]});
     let (status, v) = t.call("POST", &format!("/api/threads/{source}/messages?count_tokens=true"), Some(batch)).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let state = json!({"state": {"step": 3}, "expected_version": 0});
-    let (status, v) = t.call("PUT", &format!("/api/threads/{source}/state/support"), Some(state)).await;
+    // A state saved after seq 3, another after seq 4: a fork at 3 takes the
+    // first, the whole thread the second.
+    let state_uri = format!("/api/threads/{source}/state/support");
+    let (status, v) = t.call("PUT", &state_uri, Some(json!({"state": {"step": 3}, "expected_version": 0}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let batch = json!({"messages": [{"role": "assistant", "content": "after the fork point"}]});
+    let (status, v) = t.call("POST", &format!("/api/threads/{source}/messages?count_tokens=true"), Some(batch)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = t.call("PUT", &state_uri, Some(json!({"state": {"step": 4}, "expected_version": 1}))).await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
     let fork_uri = format!("/api/threads/{source}/fork");
@@ -49,7 +55,7 @@ async fn scenario(t: TestApp) {
     }
     assert!(copies[0]["token_count"]["count"].as_u64().is_some_and(|n| n > 0), "token counts are copied");
     let (_, state) = t.call("GET", &format!("/api/threads/{id}/state/support"), None).await;
-    assert_eq!((&state["state"], &state["version"]), (&json!({"step": 3}), &json!(1)), "{state}");
+    assert_eq!((&state["state"], &state["version"]), (&json!({"step": 3}), &json!(1)), "as of seq 3: {state}");
     assert_eq!(originals.len(), 4, "the source keeps every message");
 
     // Default: the whole thread; a title of one's own.
@@ -58,6 +64,9 @@ async fn scenario(t: TestApp) {
         (status, &whole["message_count"], &whole["title"]),
         (StatusCode::CREATED, &json!(4), &json!("Branch B"))
     );
+    let whole_id = whole["id"].as_str().unwrap();
+    let (_, state) = t.call("GET", &format!("/api/threads/{whole_id}/state/support"), None).await;
+    assert_eq!((&state["state"], &state["version"]), (&json!({"step": 4}), &json!(1)), "the current one: {state}");
 
     // Bad input: a 400 naming the field, and no thread created.
     let (_, before) = t.call("GET", "/api/threads?limit=100", None).await;

@@ -399,8 +399,53 @@ async fn the_cli_manages_policies_prunes_and_erases() {
     assert!(!out.status.success(), "the erased thread is gone");
 }
 
+/// `memlayer retention policies get|update|delete`: get prints the stored
+/// policy, update replaces scope and rules (a bad rule refused naming it,
+/// nothing changed), delete removes it; an unknown id fails each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_updates_and_deletes_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| crate::support::cli(dir.path()).args(args).output().unwrap();
+    let json_of = |out: &std::process::Output| -> Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let created = json_of(&run(&["retention", "policies", "create", "--max-messages-per-thread", "5"]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let got = json_of(&run(&["retention", "policies", "get", &id]));
+    assert_eq!(got, created, "get prints the stored policy");
+
+    let updated =
+        json_of(&run(&["retention", "policies", "update", &id, "--resource", "u1", "--max-thread-age-secs", "60"]));
+    assert_eq!(updated["id"], json!(id));
+    assert_eq!(
+        (&updated["resource_id"], &updated["max_thread_age_secs"], &updated["max_messages_per_thread"]),
+        (&json!("u1"), &json!(60), &Value::Null),
+        "the rules are replaced, not merged: {updated}"
+    );
+    assert_eq!(json_of(&run(&["retention", "policies", "get", &id])), updated, "stored");
+
+    let out = run(&["retention", "policies", "update", &id, "--max-thread-age-secs", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_thread_age_secs"), "names the rule");
+    assert_eq!(json_of(&run(&["retention", "policies", "get", &id])), updated, "a refused update changes nothing");
+    let unknown = "0190f5c8-0000-7000-8000-000000000000";
+    let out = run(&["retention", "policies", "update", unknown, "--max-thread-age-secs", "60"]);
+    assert!(!out.status.success(), "no such policy");
+    assert!(!run(&["retention", "policies", "get", "not-an-id"]).status.success());
+
+    let out = run(&["retention", "policies", "delete", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("deleted {id}")));
+    assert!(!run(&["retention", "policies", "get", &id]).status.success(), "gone");
+    assert!(!run(&["retention", "policies", "delete", &id]).status.success(), "deleting twice fails");
+    let listed = json_of(&run(&["retention", "policies", "list"]));
+    assert_eq!(listed["items"], json!([]), "{listed}");
+}
+
 /// An erasure a crash cut short (its receipt stored, some steps done) is
-/// finished by the next scheduled run, and its receipt is finished.
+/// finished by the next scheduled run, and its receipt is finished and
+/// whole: it counts the steps before the crash too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_cut_short_is_resumed() {
     let t = TestApp::with(|c| {
@@ -408,9 +453,11 @@ async fn an_erasure_cut_short_is_resumed() {
         c.retention.batch = 1;
     })
     .await;
+    let mut threads = Vec::new();
     for _ in 0..3 {
         let th = t.thread(json!({"resource_id": "u7"})).await;
         append(&t, &th, &["quince"]).await;
+        threads.push(uuid::Uuid::parse_str(&th).unwrap());
     }
     let (status, _) = t
         .call("PUT", "/api/resources/u7/working-memory", Some(json!({"content": {"a": 1}, "expected_version": 0})))
@@ -424,17 +471,27 @@ async fn an_erasure_cut_short_is_resumed() {
         memlayer_domain::RetentionRun::start(tenant.clone(), memlayer_domain::RunKind::Erase, memlayer_domain::now());
     run.resource_id = Some(resource.clone());
     store.save_run(&run).await.unwrap();
-    assert_eq!(store.erase_step(&tenant, &resource, 1).await.unwrap().threads.len(), 1);
+    assert_eq!(store.erase_step(&tenant, &resource, Some(run.id), 1).await.unwrap().threads.len(), 1);
     assert_eq!(lexical(&t, "quince").await.len(), 2, "two threads left when the process died");
     // The next start's scheduled run finishes it.
     let report = t.services.retention.run_scheduled().await.unwrap().expect("the lease is free");
     assert_eq!(report.runs.len(), 1);
-    assert_eq!((report.runs[0].id, report.runs[0].counts.threads), (run.id, 2));
+    let resumed = &report.runs[0];
+    assert_eq!(resumed.id, run.id);
+    assert_eq!(
+        (resumed.counts.threads, resumed.counts.messages, resumed.counts.working_memory),
+        (3, 3, 1),
+        "the steps before the crash count too: {resumed:?}"
+    );
+    let range = resumed.thread_ids.expect("a thread id range");
+    threads.sort();
+    assert_eq!((range.first, range.last), (threads[0], threads[2]), "the range spans the threads of both runs");
     assert!(lexical(&t, "quince").await.is_empty());
     let (_, wm) = t.call("GET", "/api/resources/u7/working-memory", None).await;
     assert_eq!(wm["version"], 0, "{wm}");
     let (_, runs) = t.call("GET", "/api/retention/runs", None).await;
     assert!(runs["items"][0]["finished_at"].is_string(), "{runs}");
+    assert_eq!(runs["items"][0]["counts"]["threads"], 3, "the stored receipt too: {runs}");
     assert!(store.unfinished_erasures().await.unwrap().is_empty());
 }
 

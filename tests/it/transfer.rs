@@ -246,10 +246,27 @@ async fn bad_imports_name_the_line_and_store_nothing_of_their_thread() {
     // boundary (no end record): the last thread is not imported.
     let cut = &file[..file.len() - 1 - lines[n - 1].len() / 2];
     check(&import(&t, cut).await, StatusCode::BAD_REQUEST, "invalid_import", n, "json");
+    assert!(exists(&t, &first_id).await, "the block before the cut is whole");
+    assert!(!exists(&t, &second_id).await, "the last thread's block never ended: not imported");
     let t = TestApp::new().await;
     let short = join(&owned[..n - 1]);
     check(&import(&t, &short).await, StatusCode::BAD_REQUEST, "invalid_import", n, "end");
     assert!(exists(&t, &first_id).await && !exists(&t, &second_id).await, "the last thread waits for its block's end");
+
+    // One message id twice in a thread's block, with other content: 400 on
+    // the second line naming `id`, nothing of that thread imported.
+    let t = TestApp::new().await;
+    let mut twice = owned.clone();
+    let clash = twice[first_thread + 1].replace("where is my refund", "where is my money");
+    assert_ne!(clash, twice[first_thread + 1]);
+    twice.insert(first_thread + 2, clash);
+    let got = import(&t, &join(&twice)).await;
+    check(&got, StatusCode::BAD_REQUEST, "invalid_import", first_thread + 3, "id");
+    let message = got.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("line {}", first_thread + 2)), "names the first line: {}", got.1);
+    assert!(!exists(&t, &first_id).await, "nothing of the thread");
+    let (_, listed) = t.call("GET", "/api/threads", None).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "{listed}");
 
     // A record of another tenant.
     let t = TestApp::new().await;
@@ -268,6 +285,49 @@ async fn bad_imports_name_the_line_and_store_nothing_of_their_thread() {
     let got = import(&t, &join(&edited)).await;
     check(&got, StatusCode::CONFLICT, "import_conflict", line + 1, "content");
     assert_eq!(stable(&export(&t, "").await)[1..], stable(&file)[1..], "nothing changed");
+}
+
+/// A file whose vectors are of another embedding model than the store's:
+/// the messages are imported, their vectors are not, and every message is
+/// queued for the store's model instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vectors_of_another_model_are_not_imported_but_embedded_again() {
+    let source = TestApp::new().await;
+    populate(&source).await;
+    let model = source.services.search.embedder_info().model;
+    let file = export(&source, "?vectors=true").await;
+    let quoted = format!("\"{model}\"");
+    let foreign = file.replace(&quoted, "\"another-model\"");
+    let lines = stable(&foreign);
+    let vectors: Vec<&Value> = lines.iter().filter(|l| l["type"] == "vector").collect();
+    assert_eq!(vectors.len(), 2, "{foreign}");
+    assert!(vectors.iter().all(|v| v["model"] == "another-model"), "{foreign}");
+    assert_eq!(lines[0]["embedding"]["model"], "another-model", "the header names the file's model");
+
+    let t = TestApp::new().await;
+    let (status, report) = import(&t, &foreign).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            &report["threads_created"],
+            &report["messages_created"],
+            &report["vectors_stored"],
+            &report["embeddings_queued"]
+        ),
+        (&json!(2), &json!(5), &json!(0), &json!(5)),
+        "{report}"
+    );
+    let thread = lines.iter().find(|l| l["type"] == "thread" && l["resource_id"] == "u1").unwrap();
+    let id = thread["id"].as_str().unwrap();
+    let (status, progress) = t.call("GET", &format!("/api/threads/{id}/embeddings"), None).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(
+        (&progress["embedded"], &progress["pending"], &progress["other_model"]),
+        (&json!(0), &json!(4), &json!(0)),
+        "queued for the store's model, no vector of the file's kept: {progress}"
+    );
+    let exported = stable(&export(&t, "?vectors=true").await);
+    assert!(exported.iter().all(|l| l["type"] != "vector"), "no vector of another model stored");
 }
 
 /// `memlayer export` and `memlayer import` on the command line.

@@ -181,6 +181,39 @@ async fn working_memory_queries_use_indexes() {
     }
 }
 
+/// Agent state's history (migration 25): a save's upsert and trim, the
+/// sweep's delete and a fork's read as of a seq are primary-key searches,
+/// so they cost the same whatever the thread's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_state_history_queries_use_its_key() {
+    use memlayer_adapters_sql::{state, threads};
+
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let (t, agent) = (TenantId::parse("acme").unwrap(), AgentName::parse("a1").unwrap());
+    let (source, at) = (ThreadId::new(), memlayer_domain::now());
+    let fork = memlayer_adapters_sql::threads::created(&t, memlayer_domain::NewThread::default(), at);
+    for (sql, index) in [
+        (state::prune_history_sql(Dialect::Sqlite, source, &agent, 10), "agent_state_history USING PRIMARY KEY"),
+        (
+            threads::fork_states_sql(Dialect::Sqlite, "agent_state_history", &t, source, &fork, false, at),
+            "SEARCH m USING PRIMARY KEY (thread_id=? AND agent_id=? AND at_seq<?)",
+        ),
+        (
+            threads::fork_working_sql(Dialect::Sqlite, "working_memory", &t, source, &fork, false, at),
+            "SEARCH w USING PRIMARY KEY (tenant=? AND scope_kind=? AND scope_id=?)",
+        ),
+    ] {
+        let (sql, params) = crate::exec::params(sql).unwrap();
+        let p = plan(&backend, sql, params).await;
+        println!("{p}");
+        check(&p, index);
+    }
+    let thread = Value::Blob(source.as_uuid().as_bytes().to_vec());
+    let p = plan(&backend, crate::threads::SWEEP_STATE[1].to_owned(), vec![thread]).await;
+    println!("{p}");
+    check(&p, "agent_state_history USING PRIMARY KEY (thread_id=?)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summary_queries_use_indexes() {
     use memlayer_adapters_sql::summaries;

@@ -34,9 +34,12 @@ impl ThreadEngine for LibsqlBackend {
                 .ctx("sweep deleted thread's messages")?;
             let mut threads = 0;
             if messages < u64::from(max_messages) {
-                conn.execute("DELETE FROM agent_state WHERE thread_id = ?1", vec![Value::Blob(thread.clone())])
-                    .await
-                    .ctx("sweep deleted thread's state")?;
+                // Its agent states and their history (migration 25).
+                for delete in SWEEP_STATE {
+                    conn.execute(delete, vec![Value::Blob(thread.clone())])
+                        .await
+                        .ctx("sweep deleted thread's state")?;
+                }
                 // Its working memory (migration 13), through the partial
                 // `thread_id` indexes; the foreign keys refuse the thread
                 // row's delete while any is left.
@@ -61,6 +64,10 @@ impl ThreadEngine for LibsqlBackend {
 /// `messages_thread_seq`.
 pub(crate) const SWEEP_MESSAGES: &str = "DELETE FROM messages WHERE rowid IN \
      (SELECT rowid FROM messages WHERE thread_id = ?1 ORDER BY seq LIMIT ?2)";
+
+/// `?1` thread: its agent states and their history (primary-key prefixes).
+pub(crate) const SWEEP_STATE: [&str; 2] =
+    ["DELETE FROM agent_state WHERE thread_id = ?1", "DELETE FROM agent_state_history WHERE thread_id = ?1"];
 
 /// `?1` thread: its working memory, current and kept versions.
 pub(crate) const SWEEP_WORKING: [&str; 2] =

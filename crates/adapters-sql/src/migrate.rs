@@ -88,6 +88,8 @@ macro_rules! migration {
     // Observability (issue 17): spans, events, links, traces, evaluations, system metric samples.
     (21 $(=> $drops:expr)?) => { $crate::migration!(@ 21, "observability", "0021_observability" $(, $drops)?) };
     (22 $(=> $drops:expr)?) => { $crate::migration!(@ 22, "deletion_log", "0022_deletion_log" $(, $drops)?) };
+    // Agent state's history and working-memory versions' seqs: a fork as of a message (issue 14).
+    (25 $(=> $drops:expr)?) => { $crate::migration!(@ 25, "fork_as_of", "0025_fork_as_of" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -499,14 +499,18 @@ pub async fn prune_preview<D: Transactor>(
 
 /// `RetentionStore::erase_step`: at most `limit` of the resource's threads
 /// marked deleted; once none is left, its working memory and its workflows
-/// (with their steps and events) in the same transaction.
+/// (with their steps and events) in the same transaction; and, in that
+/// transaction too, what it deleted added to the receipt `run` (read and
+/// written back, so the stored receipt is whole whatever run resumes it).
 ///
 /// # Errors
-/// `Invalid` for `limit` 0; a failed write.
+/// `Invalid` for `limit` 0; `NotFound` for a `run` not stored; a failed
+/// write.
 pub async fn erase_step<D: Transactor>(
     db: &D,
     tenant: &TenantId,
     resource: &ResourceId,
+    run: Option<RunId>,
     limit: u32,
 ) -> Result<PruneStep, StoreError> {
     check_limit(limit)?;
@@ -542,11 +546,42 @@ pub async fn erase_step<D: Transactor>(
                     sql.push(" AND resource = ").bind(resource.as_str());
                     step.counts.workflows += ex.execute("erase resource workflows", sql).await?;
                 }
+                if let Some(run) = run {
+                    add_to_receipt(ex, &owner, run, &step).await?;
+                }
                 Ok(step)
             })
         }),
     )
     .await
+}
+
+/// Adds what `step` deleted to the stored receipt `run` (its counts and id
+/// ranges), in the caller's transaction: the row read (locked on
+/// Postgres) and written back.
+async fn add_to_receipt(ex: &dyn Executor, tenant: &TenantId, run: RunId, step: &PruneStep) -> Result<(), StoreError> {
+    let d = ex.dialect();
+    let mut sql = Sql::new(d);
+    sql.push("SELECT receipt FROM retention_runs WHERE tenant = ").bind(tenant.as_str());
+    sql.push(" AND id = ").bind(run.as_uuid());
+    if d == Dialect::Postgres {
+        sql.push(" FOR UPDATE");
+    }
+    let row = ex.fetch_one("read erasure receipt", sql).await?.ok_or_else(|| StoreError::not_found("run", run))?;
+    let mut receipt: Receipt = Cells::new(&row, "retention_runs").json(0, "receipt")?;
+    receipt.counts.add(&step.counts);
+    for t in &step.threads {
+        IdRange::widen(&mut receipt.thread_ids, t.as_uuid());
+    }
+    for m in &step.messages {
+        IdRange::widen(&mut receipt.message_ids, m.as_uuid());
+    }
+    let receipt = serde_json::to_value(&receipt).map_err(StoreError::backend)?;
+    let mut sql = Sql::new(d);
+    sql.push("UPDATE retention_runs SET receipt = ").bind(SqlValue::Json(receipt));
+    sql.push(" WHERE tenant = ").bind(tenant.as_str()).push(" AND id = ").bind(run.as_uuid());
+    ex.execute("save erasure progress", sql).await?;
+    Ok(())
 }
 
 fn check_limit(limit: u32) -> Result<(), StoreError> {
@@ -734,9 +769,10 @@ macro_rules! retention_store {
                 &self,
                 tenant: &::memlayer_domain::TenantId,
                 resource: &::memlayer_domain::ResourceId,
+                run: Option<::memlayer_domain::RunId>,
                 limit: u32,
             ) -> Result<::memlayer_ports::PruneStep, ::memlayer_ports::StoreError> {
-                $crate::retention::erase_step(self, tenant, resource, limit).await
+                $crate::retention::erase_step(self, tenant, resource, run, limit).await
             }
 
             async fn save_run(

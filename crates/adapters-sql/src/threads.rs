@@ -171,8 +171,14 @@ pub async fn delete<D: Transactor>(db: &D, who: &dyn Reach, id: ThreadId) -> Res
 ///    full-text entry) for every new message row, skipping those with a
 ///    vector; on Postgres the insert trigger queued a job for every copied
 ///    message, and those that got a vector lose it here, the same rule;
-/// 6. the agent states, the newest summary with `covers_through <= at_seq`
-///    and the thread's current working-memory document, each as version 1;
+/// 6. the agent states and the thread's working-memory document as of
+///    `at_seq` (forking the whole thread: the current ones; else each
+///    agent's `agent_state_history` row and the `working_memory_versions`
+///    row with the greatest seq, or version, at most `at_seq`; none when the
+///    history kept none that old), and the newest summary with
+///    `covers_through <= at_seq`, each as version 1 and entered in the
+///    fork's own history under the seq it was saved at, so a fork of the
+///    fork is as exact;
 /// 7. the copied vectors read back for the vector index (Postgres:
 ///    `vector_send`, pgvector's binary form).
 ///
@@ -234,10 +240,16 @@ pub async fn fork<D: Transactor>(
                         .push(")");
                         ex.execute("drop jobs of copied vectors", sql).await?;
                     }
-                    ex.execute("copy agent states", fork_states_sql(dialect, tenant, source, thread.id, at)).await?;
+                    // The whole thread: the current state and document;
+                    // up to an earlier seq: those as of it.
+                    let whole = thread.last_seq == source_thread.last_seq;
+                    for table in ["agent_state", "agent_state_history"] {
+                        let sql = fork_states_sql(dialect, table, tenant, source, &thread, whole, at);
+                        ex.execute("copy agent states", sql).await?;
+                    }
                     ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
                     for table in ["working_memory", "working_memory_versions"] {
-                        let sql = fork_working_sql(dialect, table, tenant, source, thread.id, at);
+                        let sql = fork_working_sql(dialect, table, tenant, source, &thread, whole, at);
                         ex.execute("copy working memory", sql).await?;
                     }
                     let rows = ex.fetch("read copied vectors", forked_vectors_sql(dialect, tenant, thread.id)).await?;
@@ -342,21 +354,58 @@ pub fn fork_vectors_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, f
     sql
 }
 
-/// Step 6 of [`fork`]: the source's agent states, as version 1.
+/// Step 6 of [`fork`]: the source's agent states into `table`
+/// (`agent_state` or `agent_state_history`, migration 25), as version 1:
+/// forking the `whole` thread, the current ones (in the history under the
+/// seq their newest history row has, or the fork's `last_seq`); else each
+/// agent's history row with the greatest `at_seq <= fork.last_seq`, an
+/// agent without one getting none.
 #[must_use]
-pub fn fork_states_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, fork: ThreadId, at: Timestamp) -> Sql {
+pub fn fork_states_sql(
+    dialect: Dialect,
+    table: &str,
+    tenant: &TenantId,
+    source: ThreadId,
+    fork: &Thread,
+    whole: bool,
+    at: Timestamp,
+) -> Sql {
+    let history = table == "agent_state_history";
     let mut sql = Sql::new(dialect);
     let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
+    let seq_column = if history { "at_seq, " } else { "" };
     sql.push(&format!(
-        "INSERT INTO agent_state ({tenant_column}thread_id, agent_id, state, version, updated_at) SELECT "
+        "INSERT INTO {table} ({tenant_column}thread_id, agent_id, {seq_column}state, version, updated_at) SELECT "
     ));
     if dialect.tenant_on_every_table() {
-        sql.push("tenant, ");
+        sql.push("a.tenant, ");
     }
-    sql.bind(fork.as_uuid()).push(", agent_id, state, 1, ").bind(at);
-    sql.push(" FROM agent_state WHERE thread_id = ").bind(source.as_uuid());
+    sql.bind(fork.id.as_uuid()).push(", a.agent_id, ");
+    if history {
+        if whole {
+            sql.push(
+                "coalesce((SELECT max(h.at_seq) FROM agent_state_history h \
+                 WHERE h.thread_id = a.thread_id AND h.agent_id = a.agent_id), ",
+            )
+            .bind(fork.last_seq)
+            .push("), ");
+        } else {
+            sql.push("a.at_seq, ");
+        }
+    }
+    sql.push("a.state, 1, ").bind(at);
+    let from = if whole { "agent_state" } else { "agent_state_history" };
+    sql.push(&format!(" FROM {from} a WHERE a.thread_id = ")).bind(source.as_uuid());
     if dialect.tenant_on_every_table() {
-        sql.push(" AND tenant = ").bind(tenant.as_str());
+        sql.push(" AND a.tenant = ").bind(tenant.as_str());
+    }
+    if !whole {
+        sql.push(
+            " AND a.at_seq = (SELECT max(m.at_seq) FROM agent_state_history m \
+             WHERE m.thread_id = a.thread_id AND m.agent_id = a.agent_id AND m.at_seq <= ",
+        )
+        .bind(fork.last_seq)
+        .push(")");
     }
     sql
 }
@@ -382,31 +431,53 @@ pub fn fork_summary_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, f
     sql
 }
 
-/// Step 6 of [`fork`]: the source's current working-memory document into
-/// `table` (`working_memory` or `working_memory_versions`), as version 1.
+/// Step 6 of [`fork`]: the source's working-memory document into `table`
+/// (`working_memory` or `working_memory_versions`), as version 1: forking
+/// the `whole` thread, the current one (kept with the seq of its version,
+/// or the fork's `last_seq`); else the newest kept version with
+/// `at_seq <= fork.last_seq`, none when no kept version is that old.
 #[must_use]
 pub fn fork_working_sql(
     dialect: Dialect,
     table: &str,
     tenant: &TenantId,
     source: ThreadId,
-    fork: ThreadId,
+    fork: &Thread,
+    whole: bool,
     at: Timestamp,
 ) -> Sql {
+    let versions = table == "working_memory_versions";
     let mut sql = Sql::new(dialect);
+    let seq_column = if versions { ", at_seq" } else { "" };
     sql.push(&format!(
-        "INSERT INTO {table} (tenant, scope_kind, scope_id, thread_id, format, content, version, updated_at) \
-         SELECT tenant, scope_kind, "
+        "INSERT INTO {table} (tenant, scope_kind, scope_id, thread_id, format, content, version, updated_at\
+         {seq_column}) SELECT w.tenant, w.scope_kind, "
     ))
-    .bind(fork.to_string())
+    .bind(fork.id.to_string())
     .push(", ")
-    .bind(fork.as_uuid())
-    .push(", format, content, 1, ")
-    .bind(at)
-    .push(" FROM working_memory WHERE tenant = ")
-    .bind(tenant.as_str())
-    .push(" AND scope_kind = 'thread' AND scope_id = ")
-    .bind(source.to_string());
+    .bind(fork.id.as_uuid())
+    .push(", w.format, w.content, 1, ")
+    .bind(at);
+    if versions {
+        if whole {
+            sql.push(
+                ", coalesce((SELECT v.at_seq FROM working_memory_versions v WHERE v.tenant = w.tenant \
+                 AND v.scope_kind = w.scope_kind AND v.scope_id = w.scope_id AND v.version = w.version), ",
+            )
+            .bind(fork.last_seq)
+            .push(")");
+        } else {
+            sql.push(", w.at_seq");
+        }
+    }
+    let from = if whole { "working_memory" } else { "working_memory_versions" };
+    sql.push(&format!(" FROM {from} w WHERE w.tenant = "))
+        .bind(tenant.as_str())
+        .push(" AND w.scope_kind = 'thread' AND w.scope_id = ")
+        .bind(source.to_string());
+    if !whole {
+        sql.push(" AND w.at_seq <= ").bind(fork.last_seq).push(" ORDER BY w.version DESC LIMIT 1");
+    }
     sql
 }
 

@@ -512,15 +512,24 @@ fn insert_messages_sql(dialect: Dialect, tenant: &TenantId, messages: &[Message]
     Ok(sql)
 }
 
-fn insert_working_sql(dialect: Dialect, table: &str, tenant: &TenantId, w: &WorkingMemory) -> Result<Sql, StoreError> {
+fn insert_working_sql(
+    dialect: Dialect,
+    table: &str,
+    tenant: &TenantId,
+    w: &WorkingMemory,
+    at_seq: Option<i64>,
+) -> Result<Sql, StoreError> {
     let thread = match &w.scope {
         WorkingScope::Thread(t) => Some(t.as_uuid()),
         WorkingScope::Resource(_) => None,
     };
     let version = i64::try_from(w.version).map_err(|e| invalid("version", e.to_string()))?;
     let mut sql = Sql::new(dialect);
+    let versions = table == "working_memory_versions";
+    let seq_column = if versions { ", at_seq" } else { "" };
     sql.push(&format!(
-        "INSERT INTO {table} (tenant, scope_kind, scope_id, version, thread_id, format, content, updated_at) VALUES ("
+        "INSERT INTO {table} (tenant, scope_kind, scope_id, version, thread_id, format, content, updated_at\
+         {seq_column}) VALUES ("
     ))
     .bind(tenant.as_str())
     .push(", ")
@@ -536,8 +545,11 @@ fn insert_working_sql(dialect: Dialect, table: &str, tenant: &TenantId, w: &Work
     .push(", ")
     .bind(crate::working::stored_text(&w.content)?)
     .push(", ")
-    .bind(w.updated_at)
-    .push(")");
+    .bind(w.updated_at);
+    if versions {
+        sql.push(", ").bind(at_seq);
+    }
+    sql.push(")");
     Ok(sql)
 }
 
@@ -564,6 +576,10 @@ async fn insert_records(ex: &dyn Executor, tenant: &TenantId, r: &ThreadRecords)
         let version = i64::try_from(s.version).map_err(|e| invalid("version", e.to_string()))?;
         sql.push(", ").bind(version).push(", ").bind(s.updated_at).push(")");
         ex.execute("import agent state", sql).await?;
+        // The file holds no history: the imported state is dated by the
+        // thread's last seq, as migration 25 dated the states it found.
+        let sql = crate::state::history_sql(d, tenant, id, &s.agent_id, s.state.clone(), version, s.updated_at);
+        ex.execute("import agent state", sql).await?;
     }
     for s in &r.summaries {
         let mut sql = Sql::new(d);
@@ -581,11 +597,15 @@ async fn insert_records(ex: &dyn Executor, tenant: &TenantId, r: &ThreadRecords)
         sql.push(", ").bind(s.created_at).push(")");
         ex.execute("import summary", sql).await?;
     }
+    // Versions dated by the thread's last seq, as migration 25 dated those
+    // it found (the file holds no seq for them).
+    let at_seq = Some(r.thread.last_seq);
     for w in &r.working {
-        ex.execute("import working memory", insert_working_sql(d, "working_memory_versions", tenant, w)?).await?;
+        let sql = insert_working_sql(d, "working_memory_versions", tenant, w, at_seq)?;
+        ex.execute("import working memory", sql).await?;
     }
     if let Some(current) = r.working.last() {
-        ex.execute("import working memory", insert_working_sql(d, "working_memory", tenant, current)?).await?;
+        ex.execute("import working memory", insert_working_sql(d, "working_memory", tenant, current, None)?).await?;
     }
     Ok(())
 }
@@ -733,11 +753,11 @@ pub async fn import_resource_working<D: Transactor>(
                     });
                 }
                 for w in &versions {
-                    ex.execute("import working memory", insert_working_sql(d, "working_memory_versions", &tenant, w)?)
-                        .await?;
+                    let sql = insert_working_sql(d, "working_memory_versions", &tenant, w, None)?;
+                    ex.execute("import working memory", sql).await?;
                 }
-                ex.execute("import working memory", insert_working_sql(d, "working_memory", &tenant, &current)?)
-                    .await?;
+                let sql = insert_working_sql(d, "working_memory", &tenant, &current, None)?;
+                ex.execute("import working memory", sql).await?;
                 Ok(Imported::Created)
             })
         }),

@@ -9,8 +9,9 @@
 //! (an insert that finds the row taken, an update whose `version = expected`
 //! no longer holds), as agent state does: of two putters that both read
 //! `expected`, the second gets `Conflict`. The same transaction appends the
-//! version to `working_memory_versions` and deletes the versions past the
-//! newest `keep` by a primary-key range.
+//! version to `working_memory_versions` (a thread's dated by the thread's
+//! `last_seq`, migration 25, what a fork as of a seq goes by) and deletes
+//! the versions past the newest `keep` by a primary-key range.
 
 use memlayer_domain::{
     AgentState, DomainError, Reach, StateVersion, TenantId, WorkingContent, WorkingFormatKind, WorkingMemory,
@@ -237,8 +238,9 @@ pub async fn put<B: Transactor>(
                     )));
                 }
                 let mut sql = Sql::new(ex.dialect());
+                let seq = thread.clone();
                 sql.push("INSERT INTO working_memory_versions (tenant, scope_kind, scope_id, version, thread_id, ")
-                    .push("format, content, updated_at) VALUES (")
+                    .push("format, content, updated_at, at_seq) VALUES (")
                     .bind(t.as_str())
                     .push(", ")
                     .bind(kind)
@@ -254,7 +256,16 @@ pub async fn put<B: Transactor>(
                     .bind(text)
                     .push(", ")
                     .bind(at)
-                    .push(")");
+                    .push(", ");
+                // A thread's version is dated by the thread's last seq (what
+                // a fork as of a seq goes by, migration 25); a resource's
+                // has none.
+                if seq == SqlValue::Null {
+                    sql.push("NULL)");
+                } else {
+                    sql.push("(SELECT last_seq FROM threads WHERE tenant = ").bind(t.as_str());
+                    sql.push(" AND id = ").bind(seq).push("))");
+                }
                 ex.execute("keep working memory version", sql).await?;
                 let oldest_kept = stored - i64::from(keep) + 1;
                 if oldest_kept > 1 {

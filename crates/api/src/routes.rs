@@ -185,9 +185,10 @@ async fn delete_thread(
 /// Fork a thread: a new thread of the same resource, agent and model holding
 /// the source's messages 1..`at_seq` (default: all) with new ids and the same
 /// sequence numbers, roles, content, tool calls, metadata and token counts,
-/// their vectors (copied, not recomputed), the thread's agent states, its
-/// newest summary covering no message past `at_seq` and its working memory
-/// (each as version 1), its metadata naming the source under
+/// their vectors (copied, not recomputed), each agent's state and the
+/// thread's working memory as of `at_seq` (the current ones for the whole
+/// thread), its newest summary covering no message past `at_seq` (each as
+/// version 1), its metadata naming the source under
 /// `forked_from` (`{"thread_id", "at_seq"}`). One transaction: on any error
 /// nothing is created. The source is untouched.
 #[utoipa::path(post, path = "/api/threads/{id}/fork", security(("bearer" = ["write"])), tag = "threads",

@@ -334,8 +334,8 @@ impl MemoryService {
     /// Forks a thread ([`ThreadStore::fork`], one transaction): a new thread
     /// of the same resource, agent and model holding the source's messages
     /// up to `fork.at_seq()` (default: all of them) with new ids, their
-    /// vectors, its agent states, its summary as of `at_seq` and its working
-    /// memory, its metadata naming the
+    /// vectors, its agent states, summary and working memory as of `at_seq`,
+    /// its metadata naming the
     /// source under [`memlayer_domain::FORKED_FROM_KEY`]. The copied vectors
     /// are added to the vector index before this returns (so the fork is
     /// found by vector search at once); copies without a vector are embedded

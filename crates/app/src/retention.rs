@@ -462,7 +462,9 @@ impl RetentionService {
     /// Erases everything of `resource` (its threads, pinned or not, with
     /// all they hold, and its working memory), in bounded steps; the
     /// receipt is stored unfinished first (the durable mark a crash leaves
-    /// for [`RetentionService::resume_erasures`]) and finished at the end.
+    /// for [`RetentionService::resume_erasures`]), each step adds what it
+    /// deleted to it in the step's transaction, and it is finished at the
+    /// end.
     ///
     /// # Errors
     /// `NotFound` for a caller bound to another resource; a store error
@@ -484,7 +486,9 @@ impl RetentionService {
     async fn continue_erasure(&self, mut run: RetentionRun) -> Result<RetentionRun, StoreError> {
         let resource = run.resource_id.clone().ok_or_else(|| StoreError::backend("an erasure without a resource"))?;
         loop {
-            let step = self.store.erase_step(&run.tenant, &resource, self.config.batch).await?;
+            // The step adds what it deletes to the stored receipt in its
+            // own transaction; `run` keeps the same sums in memory.
+            let step = self.store.erase_step(&run.tenant, &resource, Some(run.id), self.config.batch).await?;
             self.forget(&run.tenant, &step).await?;
             Self::record(&mut run, &step);
             if !step.more {
@@ -497,9 +501,10 @@ impl RetentionService {
         Ok(run)
     }
 
-    /// Finishes the erasures a crash cut short (their receipts record only
-    /// what the finishing run deleted, added to nothing: the steps before
-    /// the crash were not recorded).
+    /// Finishes the erasures a crash cut short. Their receipts are whole:
+    /// every step stored what it deleted in the receipt in its own
+    /// transaction, so the stored receipt a resumed run starts from holds
+    /// every step that committed before the crash.
     ///
     /// # Errors
     /// A store error.
@@ -563,13 +568,9 @@ impl RetentionService {
     /// The wait before the next run: `retention.interval_secs`, give or take
     /// up to a tenth (so servers started together drift apart).
     fn jittered(&self) -> Duration {
-        let interval = Duration::from_secs(self.config.interval_secs);
         let mut bytes = [0u8; 4];
         let r = if getrandom::fill(&mut bytes).is_ok() { u32::from_le_bytes(bytes) } else { u32::MAX / 2 };
-        let tenth = interval / 10;
-        // r / u32::MAX in [0, 1] scales a fifth of the interval around -tenth.
-        let offset = tenth.mul_f64(2.0 * f64::from(r) / f64::from(u32::MAX));
-        interval - tenth + offset
+        jitter(Duration::from_secs(self.config.interval_secs), r)
     }
 
     /// Runs the scheduler until `shutdown` turns true: a first run after a
@@ -604,5 +605,79 @@ impl RetentionService {
                 wait = self.jittered();
             }
         })
+    }
+}
+
+/// `interval`, give or take up to a tenth: `r` (a random number) 0 is nine
+/// tenths of it, `u32::MAX` eleven tenths, linearly between.
+fn jitter(interval: Duration, r: u32) -> Duration {
+    let tenth = interval / 10;
+    // r / u32::MAX in [0, 1] scales a fifth of the interval around -tenth.
+    let offset = tenth.mul_f64(2.0 * f64::from(r) / f64::from(u32::MAX));
+    interval - tenth + offset
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use memlayer_ports::MockRetentionStore;
+
+    use super::*;
+
+    #[test]
+    fn the_jitter_stays_within_a_tenth_of_the_interval() {
+        let interval = Duration::from_secs(3_600);
+        let (low, high) = (Duration::from_secs(3_240), Duration::from_secs(3_960));
+        assert_eq!(jitter(interval, 0), low);
+        assert_eq!(jitter(interval, u32::MAX), high);
+        let middle = jitter(interval, u32::MAX / 2);
+        assert!(middle.abs_diff(interval) < Duration::from_millis(1), "{middle:?}");
+        let mut last = Duration::ZERO;
+        for r in (0..=u32::MAX).step_by(1 << 24) {
+            let d = jitter(interval, r);
+            assert!((low..=high).contains(&d) && d >= last, "r {r}: {d:?} after {last:?}");
+            last = d;
+        }
+        let service = RetentionService::new(Arc::new(MockRetentionStore::new()), RetentionConfig::default());
+        let draws: Vec<Duration> = (0..200).map(|_| service.jittered()).collect();
+        assert!(draws.iter().all(|d| (low..=high).contains(d)), "{draws:?}");
+        assert!(draws.iter().any(|d| *d != draws[0]), "random draws differ");
+    }
+
+    /// The scheduler's first run comes a jittered tenth of the interval after
+    /// it starts, each next one a jittered interval after the last, and
+    /// shutdown ends it; on a paused clock, so no test time passes.
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_runs_on_a_jittered_interval() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut store = MockRetentionStore::new();
+        let counted = runs.clone();
+        // Another server holds the lease: each run is one call, then waits.
+        store.expect_try_lease().returning(move |_, _, _, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(false)
+        });
+        let config = RetentionConfig { interval_secs: 1_000, ..RetentionConfig::default() };
+        let (stop, shutdown) = watch::channel(false);
+        let task = RetentionService::new(Arc::new(store), config).spawn(shutdown);
+        let at = |secs| async move { tokio::time::sleep(Duration::from_secs(secs)).await };
+        let count = || runs.load(Ordering::SeqCst);
+        // First run within [90, 110] s of the start.
+        at(89).await;
+        assert_eq!(count(), 0, "not before nine tenths of a tenth");
+        at(22).await; // 111 s
+        assert_eq!(count(), 1, "once by eleven tenths of a tenth");
+        // The next one [900, 1100] s after the first: in [990, 1210] s.
+        at(878).await; // 989 s
+        assert_eq!(count(), 1, "not before nine tenths of the interval");
+        at(222).await; // 1211 s
+        assert_eq!(count(), 2, "once by eleven tenths of the interval");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        at(10_000).await;
+        assert_eq!(count(), 2, "no run after shutdown");
     }
 }

@@ -584,6 +584,22 @@ impl Importer {
             }
             Record::Message(m) => {
                 let p = self.current(line, m.thread_id)?;
+                // An id twice in one thread's block is refused on its second
+                // line, before anything of the thread is stored (an export
+                // never repeats one; the store would refuse it only without
+                // naming the line).
+                if let Some(first) = p.message_lines.get(&m.id).copied() {
+                    let what = if p.records.messages.iter().any(|kept| kept == &m) {
+                        "the same record again"
+                    } else {
+                        "with other content"
+                    };
+                    return Err(self.invalid(
+                        line,
+                        "id",
+                        format!("message {} is on line {first} already ({what}): ids are unique", m.id),
+                    ));
+                }
                 p.message_lines.insert(m.id, line);
                 p.records.messages.push(m);
                 return Ok(());

@@ -95,7 +95,20 @@ pub trait RetentionStore: Send + Sync + std::fmt::Debug {
     /// their usage and deletes `Idempotency-Key` records holding their ids;
     /// once no thread is left, deletes the resource's working memory (every
     /// version) and says `more: false`.
-    async fn erase_step(&self, tenant: &TenantId, resource: &ResourceId, limit: u32) -> Result<PruneStep, StoreError>;
+    ///
+    /// With `run`, the erasure's receipt (stored by
+    /// [`RetentionStore::save_run`]), MUST in the same transaction add what
+    /// the step deleted to that stored receipt (its counts and thread and
+    /// message id ranges), so a receipt read after a crash holds every step
+    /// that committed; MUST return `NotFound` (deleting nothing) when no
+    /// such receipt of `tenant` is stored.
+    async fn erase_step(
+        &self,
+        tenant: &TenantId,
+        resource: &ResourceId,
+        run: Option<RunId>,
+        limit: u32,
+    ) -> Result<PruneStep, StoreError>;
 
     /// Stores a receipt, or replaces the one with its id (an erasure's
     /// progress).

@@ -102,10 +102,15 @@ pub trait ThreadStore: Send + Sync + std::fmt::Debug {
     /// stay gaps), role, content, tool calls, metadata, token count and
     /// creation time; every stored vector of those messages (copied, never
     /// recomputed), a pending embedding (job) for each copied message
-    /// without a vector; the thread's agent states (version 1); the newest
-    /// summary whose `covers_through` is at most `at_seq` (version 1, its
-    /// text, coverage and summariser kept), none when there is none; and the
-    /// thread's working memory, its current document only (version 1).
+    /// without a vector; each agent's state as of `at_seq` (version 1): the
+    /// one saved last while the source's last seq was at most `at_seq`, none
+    /// when there was none or the store no longer keeps one that old (a
+    /// store keeps a bounded history); the newest summary whose
+    /// `covers_through` is at most `at_seq` (version 1, its text, coverage
+    /// and summariser kept), none when there is none; and the thread's
+    /// working-memory document as of `at_seq`, the same way (version 1, the
+    /// only version kept). Forking the whole thread (`at_seq` the source's
+    /// `last_seq`) copies the current states and document.
     ///
     /// MUST return `NotFound` as [`ThreadStore::get`] for the source; MUST
     /// return `Invalid` naming `at_seq` when it lies beyond the source's

@@ -152,3 +152,40 @@ async fn remote_without_server_is_unavailable() {
     let err = db.ping().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// Agent state's history (migration 25) keeps one row per seq, the newest
+/// `HISTORY_KEEP` seqs: saves at one seq replace each other, older seqs
+/// are dropped in the saving transaction, and a fork at a dropped seq gets
+/// no state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_state_history_keeps_the_newest_seqs() {
+    use memlayer_adapters_sql::state::HISTORY_KEEP;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let db = open_file(&path).await;
+    let conn = raw(&path).await;
+    let t = tenant("acme");
+    let id = db.create(&t, NewThread::default()).await.unwrap().id;
+    let agent = AgentName::parse("a1").unwrap();
+    let mut version = 0;
+    let seqs = i64::from(HISTORY_KEEP) + 2;
+    for seq in 1..=seqs {
+        db.append(&t, id, msgs(1)).await.unwrap();
+        for _ in 0..2 {
+            db.save(&t, id, &agent, json!({"seq": seq, "v": version}), version).await.unwrap();
+            version += 1;
+        }
+    }
+    let kept = crate::common::scalar(&conn, "SELECT count(*) FROM agent_state_history").await;
+    assert_eq!(kept, i64::from(HISTORY_KEEP), "one row per seq, the newest seqs");
+    let oldest = crate::common::scalar(&conn, "SELECT min(at_seq) FROM agent_state_history").await;
+    assert_eq!(oldest, 3, "seqs 1 and 2 dropped");
+    db.append(&t, id, msgs(1)).await.unwrap();
+    let fork = |at: i64| memlayer_domain::ForkThread::new(Some(at), None).unwrap();
+    let at_two = db.fork(&t, id, fork(2)).await.unwrap().thread.id;
+    assert_eq!(db.load(&t, at_two, &agent).await.unwrap(), None, "no longer kept");
+    let at_three = db.fork(&t, id, fork(3)).await.unwrap().thread.id;
+    let state = db.load(&t, at_three, &agent).await.unwrap().unwrap();
+    assert_eq!(state.state, json!({"seq": 3, "v": 5}), "the last save at seq 3");
+}

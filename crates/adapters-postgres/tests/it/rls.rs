@@ -206,6 +206,7 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "threads",
         "messages",
         "agent_state",
+        "agent_state_history",
         "message_vectors",
         "embedding_jobs",
         "config_models",
@@ -490,8 +491,8 @@ async fn a_caller_bound_to_a_resource_reaches_only_its_resource() {
     let tables: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
     assert_eq!(
         tables.len(),
-        16,
-        "nine tables (migrations 12 and 16), the vector index's and six of observability (21): {tables:?}"
+        17,
+        "ten tables (migrations 12, 16 and 25), the vector index's and six of observability (21): {tables:?}"
     );
     for table in tables.into_iter().filter(|t| !t.starts_with("obs_")) {
         client.batch_execute(&format!("DROP POLICY resource_isolation ON {table}")).await.unwrap();

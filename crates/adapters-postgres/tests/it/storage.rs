@@ -9,8 +9,8 @@ use memlayer_domain::{
 };
 use memlayer_ports::{
     CatalogStore, Claim, Database, EmbeddingStore, Fingerprint, IdempotencyKey, IdempotencyStore, KeyStore,
-    MessageStore, MigrationStatus, ObservabilityStore, RetentionStore, SearchFilter, StoreError, SummaryQueue,
-    SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
+    MessageStore, MigrationStatus, ObservabilityStore, RetentionStore, SearchFilter, StateStore, StoreError,
+    SummaryQueue, SummaryStore, ThreadStore, UsageStore, VectorIndex, WorkingMemoryStore,
 };
 
 fn msgs(n: usize) -> Vec<NewMessage> {
@@ -54,6 +54,21 @@ async fn migrations_go_down_and_up_again() {
         ..Default::default()
     };
     let policy = store.create_policy(&t, policy).await.unwrap();
+    // Reverting migration 25 drops the agent state history (a save, which
+    // writes it, fails) and working-memory versions' seqs; states stay.
+    let agent = memlayer_domain::AgentName::parse("bot").unwrap();
+    StateStore::save(&store, &t, thread, &agent, serde_json::json!({"step": 1}), 0).await.unwrap();
+    let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
+    store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![25]);
+    assert!(
+        matches!(
+            StateStore::save(&store, &t, thread, &agent, serde_json::json!({}), 1).await,
+            Err(StoreError::Backend(_))
+        ),
+        "the history table is gone"
+    );
+    assert_eq!(StateStore::load(&store, &t, thread, &agent).await.unwrap().unwrap().version, 1, "the state stays");
     // Reverting migration 22 drops the deletion log and its triggers.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![22]);
     let extra = store.append(&t, thread, msgs(1)).await.unwrap();
@@ -109,9 +124,8 @@ async fn migrations_go_down_and_up_again() {
     store.enqueue_summary(&t, thread, now).await.unwrap();
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![14]);
     assert!(matches!(store.current_summary(&t, thread).await, Err(StoreError::Backend(_))), "table gone");
-    // Reverting migration 13 drops working memory, with the agents' options.
-    let user = WorkingScope::Resource(ResourceId::parse("user-1").unwrap());
-    store.put_working(&t, &user, WorkingContent::Markdown("notes".into()), 0, 10).await.unwrap();
+    // Reverting migration 13 drops working memory (written before 25 was
+    // reverted, whose column a write needs), with the agents' options.
     assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![13]);
     assert!(matches!(store.get_working(&t, &user).await, Err(StoreError::Backend(_))), "tables gone");
     // Reverting migration 12 drops the resource policies; 11, the storage counters.
@@ -136,7 +150,7 @@ async fn migrations_go_down_and_up_again() {
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(
         versions(store.migrate_up().await.unwrap()),
-        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]
+        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25]
     );
     assert!(
         matches!(ObservabilityStore::get_eval_run(&store, &t, run.id).await, Err(StoreError::NotFound { .. })),
@@ -150,8 +164,8 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     assert!(memlayer_ports::WorkflowStore::workflow(&store, &t, wf).await.is_err(), "re-applied empty");
-    let down = store.migrate_down(19).await.unwrap();
-    assert_eq!(versions(down), vec![22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(20).await.unwrap();
+    assert_eq!(versions(down), vec![25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
     assert_eq!(applied, {
@@ -161,14 +175,14 @@ async fn migrations_go_down_and_up_again() {
     });
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(20).await.unwrap();
-    assert_eq!(versions(all_down), vec![22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(21).await.unwrap();
+    assert_eq!(versions(all_down), vec![25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 20);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 21);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

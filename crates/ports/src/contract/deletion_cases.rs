@@ -78,7 +78,7 @@ pub async fn deletion_log_holds_every_deleted_message_and_thread(b: Backend) {
     b.threads.delete(&other, x).await.unwrap();
     // An erasure's threads.
     let (e, _) = thread(&b, &t, "erased", 1).await;
-    let erased = b.retention.erase_step(&t, &ResourceId::parse("erased").unwrap(), 100).await.unwrap();
+    let erased = b.retention.erase_step(&t, &ResourceId::parse("erased").unwrap(), None, 100).await.unwrap();
     assert_eq!(erased.threads, vec![e]);
 
     let (items, after) = read_all(&b, &cursor).await;

@@ -350,6 +350,7 @@ macro_rules! contract_suite {
                 thread_list_rejects_foreign_cursor,
                 thread_fork_copies_up_to_at_seq_exactly,
                 thread_fork_refuses_beyond_missing_and_foreign,
+                thread_fork_dates_what_migration_25_found,
             ],
             message_cases: [
                 append_assigns_consecutive_seqs_and_bumps_thread,

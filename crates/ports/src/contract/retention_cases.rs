@@ -317,12 +317,33 @@ pub async fn retention_erase_removes_everything_of_a_resource(b: Backend) {
     };
     let erased_wf = b.workflows.create_workflow(&t, workflow("r1")).await.unwrap().workflow.id;
     let kept_wf = b.workflows.create_workflow(&t, workflow("r2")).await.unwrap().workflow.id;
-    let first = b.retention.erase_step(&t, &r1, 1).await.unwrap();
+    // Each step adds to the stored receipt; a receipt not stored is refused
+    // before anything is deleted.
+    let r2_id = ResourceId::parse("r2").unwrap();
+    assert_not_found(b.retention.erase_step(&t, &r2_id, Some(memlayer_domain::RunId::new()), 10).await, "no receipt");
+    let mut run = memlayer_domain::RetentionRun::start(t.clone(), memlayer_domain::RunKind::Erase, now());
+    run.resource_id = Some(r1.clone());
+    b.retention.save_run(&run).await.unwrap();
+    let first = b.retention.erase_step(&t, &r1, Some(run.id), 1).await.unwrap();
     assert!(first.more && first.threads.len() == 1, "one thread a step: {first:?}");
     assert!(b.working.get_working(&t, &WorkingScope::Resource(r1.clone())).await.unwrap().is_some(), "not yet");
-    let second = b.retention.erase_step(&t, &r1, 1).await.unwrap();
+    let stored = || async {
+        let runs = b.retention.unfinished_erasures().await.unwrap();
+        runs.into_iter().find(|r| r.id == run.id).expect("the receipt is stored, unfinished")
+    };
+    let after_one = stored().await;
+    assert_eq!((after_one.counts.threads, after_one.counts.messages), (1, 2), "{after_one:?}");
+    let second = b.retention.erase_step(&t, &r1, Some(run.id), 1).await.unwrap();
     assert!(second.more, "a full step may have more");
-    let last = b.retention.erase_step(&t, &r1, 1).await.unwrap();
+    let last = b.retention.erase_step(&t, &r1, Some(run.id), 1).await.unwrap();
+    let receipt = stored().await;
+    assert_eq!(
+        (receipt.counts.threads, receipt.counts.messages, receipt.counts.working_memory, receipt.counts.workflows),
+        (2, 4, 1, 1),
+        "every step's deletes in the stored receipt: {receipt:?}"
+    );
+    let range = receipt.thread_ids.expect("thread id range");
+    assert_eq!((range.first, range.last), (a.min(p).as_uuid(), a.max(p).as_uuid()));
     assert!(!last.more && last.threads.is_empty() && last.counts.working_memory == 1, "{last:?}");
     assert_eq!(last.counts.workflows, 1, "the resource's workflow: {last:?}");
     assert_not_found(b.workflows.workflow(&t, erased_wf).await, "erased workflow");
@@ -337,7 +358,7 @@ pub async fn retention_erase_removes_everything_of_a_resource(b: Backend) {
     b.threads.get(&t, keep).await.unwrap();
     assert!(b.working.get_working(&t, &r2).await.unwrap().is_some(), "another resource's document stays");
     assert_eq!(b.usage.usage(&t).await.unwrap().threads, 1);
-    let again = b.retention.erase_step(&t, &r1, 10).await.unwrap();
+    let again = b.retention.erase_step(&t, &r1, None, 10).await.unwrap();
     assert!(!again.more && again.counts == memlayer_domain::RunCounts::default(), "erasing again is a no-op");
     while b.threads.sweep_deleted(100).await.unwrap().more {}
     assert_eq!(b.threads.resource_threads(&t, &ResourceId::parse("r2").unwrap()).await.unwrap(), vec![keep]);

@@ -261,17 +261,22 @@ pub(super) async fn fork_source(b: &Backend, t: &memlayer_domain::TenantId) -> (
         NewMessage::text(Role::Assistant, "your zanzibarian refund was sent").unwrap(),
         NewMessage::text(Role::User, "after the fork point").unwrap(),
     ];
-    let stored = b.messages.append(t, source.id, batch).await.unwrap();
+    // The first state and document are saved after seq 2, the second ones
+    // after seq 6: a fork at 2..=5 takes the first ones.
+    let mut batch = batch;
+    let later = batch.split_off(2);
+    let mut stored = b.messages.append(t, source.id, batch).await.unwrap();
+    let agent = AgentName::parse("support").unwrap();
+    let scope = WorkingScope::Thread(source.id);
+    b.states.save(t, source.id, &agent, json!({"step": 1}), 0).await.unwrap();
+    b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada"})), 0, 10).await.unwrap();
+    stored.extend(b.messages.append(t, source.id, later).await.unwrap());
     b.messages.delete(t, stored[2].id).await.unwrap();
     b.embeddings
         .complete_jobs(vec![(stored[0].id, embedding("m1", 1)), (stored[1].id, embedding("m1", 2))])
         .await
         .unwrap();
-    let agent = AgentName::parse("support").unwrap();
-    b.states.save(t, source.id, &agent, json!({"step": 1}), 0).await.unwrap();
     b.states.save(t, source.id, &agent, json!({"step": 2}), 1).await.unwrap();
-    let scope = WorkingScope::Thread(source.id);
-    b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada"})), 0, 10).await.unwrap();
     b.working.put_working(t, &scope, WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1, 10).await.unwrap();
     let summary = |text: &str, through: i64| memlayer_domain::NewSummary {
         text: text.into(),
@@ -292,9 +297,10 @@ async fn all_messages(b: &Backend, t: &memlayer_domain::TenantId, id: ThreadId) 
 
 /// `ThreadStore::fork` copies messages up to `at_seq` exactly (new ids in
 /// seq order, same seqs, every field; deleted ones not), their vectors, a
-/// pending embedding for the others, agent state and working memory at
-/// version 1, names its source, leaves the source untouched, and the copies
-/// are found by lexical search.
+/// pending embedding for the others, agent state and working memory as of
+/// `at_seq` at version 1 (the current ones for the whole thread, none
+/// before the first save), names its source, leaves the source untouched,
+/// and the copies are found by lexical search.
 pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
     let t = tenant("acme");
     let (source, stored) = fork_source(&b, &t).await;
@@ -351,11 +357,15 @@ pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
 
     let agent = AgentName::parse("support").unwrap();
     let state = b.states.load(&t, forked.id, &agent).await.unwrap().unwrap();
-    assert_eq!((state.state, state.version), (json!({"step": 2}), 1));
+    assert_eq!((state.state, state.version), (json!({"step": 1}), 1), "the state as of seq 5, saved after seq 2");
     let scope = WorkingScope::Thread(forked.id);
     let working = b.working.get_working(&t, &scope).await.unwrap().unwrap();
-    assert_eq!((working.content, working.version), (WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), 1));
-    assert_eq!(b.working.working_versions(&t, &scope, 10).await.unwrap().len(), 1, "the current document only");
+    assert_eq!(
+        (working.content, working.version),
+        (WorkingContent::Json(json!({"name": "Ada"})), 1),
+        "the document as of seq 5, written after seq 2"
+    );
+    assert_eq!(b.working.working_versions(&t, &scope, 10).await.unwrap().len(), 1, "that document only");
     let summary = b.summaries.current_summary(&t, forked.id).await.unwrap().unwrap();
     assert_eq!(
         (summary.text.as_str(), summary.covers_through, summary.version),
@@ -378,8 +388,43 @@ pub async fn thread_fork_copies_up_to_at_seq_exactly(b: Backend) {
     assert_eq!((whole.thread.last_seq, whole.messages), (6, 5), "no at_seq: the whole thread");
     let newest = b.summaries.current_summary(&t, whole.thread.id).await.unwrap().unwrap();
     assert_eq!(newest.text, "up to six");
+    let current = b.states.load(&t, whole.thread.id, &agent).await.unwrap().unwrap();
+    assert_eq!((current.state, current.version), (json!({"step": 2}), 1), "the whole thread: the current state");
+    let whole_scope = WorkingScope::Thread(whole.thread.id);
+    let current = b.working.get_working(&t, &whole_scope).await.unwrap().unwrap();
+    assert_eq!(current.content, WorkingContent::Json(json!({"name": "Ada", "tz": "CET"})), "and document");
     let early = b.threads.fork(&t, source.id, ForkThread::new(Some(2), None).unwrap()).await.unwrap();
     assert!(b.summaries.current_summary(&t, early.thread.id).await.unwrap().is_none(), "no summary as of seq 2");
+    let state = b.states.load(&t, early.thread.id, &agent).await.unwrap().unwrap();
+    assert_eq!(state.state, json!({"step": 1}), "saved while the last seq was 2");
+    let first = b.threads.fork(&t, source.id, ForkThread::new(Some(1), None).unwrap()).await.unwrap();
+    assert_eq!(b.states.load(&t, first.thread.id, &agent).await.unwrap(), None, "no state as of seq 1");
+    let first_scope = WorkingScope::Thread(first.thread.id);
+    assert_eq!(b.working.get_working(&t, &first_scope).await.unwrap(), None, "no document as of seq 1");
+    // A fork's own history dates what it copied by the seq it was saved at,
+    // so a fork of the fork is as exact.
+    let again = b.threads.fork(&t, forked.id, ForkThread::new(Some(2), None).unwrap()).await.unwrap();
+    assert_eq!(b.states.load(&t, again.thread.id, &agent).await.unwrap().unwrap().state, json!({"step": 1}));
+    let again_scope = WorkingScope::Thread(again.thread.id);
+    assert!(b.working.get_working(&t, &again_scope).await.unwrap().is_some());
+    let again = b.threads.fork(&t, forked.id, ForkThread::new(Some(1), None).unwrap()).await.unwrap();
+    assert_eq!(b.states.load(&t, again.thread.id, &agent).await.unwrap(), None);
+
+    // Of several saves while the last seq stood still, the last one; a
+    // document version no longer kept is not copied.
+    let id = thread(&b, &t).await;
+    let scope = WorkingScope::Thread(id);
+    b.messages.append(&t, id, msgs(0..1)).await.unwrap();
+    b.states.save(&t, id, &agent, json!({"step": "a"}), 0).await.unwrap();
+    b.states.save(&t, id, &agent, json!({"step": "b"}), 1).await.unwrap();
+    b.working.put_working(&t, &scope, WorkingContent::Markdown("one".into()), 0, 1).await.unwrap();
+    b.messages.append(&t, id, msgs(1..2)).await.unwrap();
+    b.states.save(&t, id, &agent, json!({"step": "c"}), 2).await.unwrap();
+    b.working.put_working(&t, &scope, WorkingContent::Markdown("two".into()), 1, 1).await.unwrap();
+    let at_one = b.threads.fork(&t, id, ForkThread::new(Some(1), None).unwrap()).await.unwrap();
+    assert_eq!(b.states.load(&t, at_one.thread.id, &agent).await.unwrap().unwrap().state, json!({"step": "b"}));
+    let at_one_scope = WorkingScope::Thread(at_one.thread.id);
+    assert_eq!(b.working.get_working(&t, &at_one_scope).await.unwrap(), None, "version 1 is no longer kept");
 }
 
 /// `ThreadStore::fork` refuses an `at_seq` beyond the thread (naming it),
@@ -409,4 +454,45 @@ pub async fn thread_fork_refuses_beyond_missing_and_foreign(b: Backend) {
     assert_eq!((fork.thread.last_seq, fork.messages, fork.thread.title), (0, 0, None));
     assert!(all_messages(&b, &t, fork.thread.id).await.is_empty());
     assert_invalid(b.threads.fork(&t, empty, ForkThread::new(Some(1), None).unwrap()).await, "beyond an empty thread");
+}
+
+/// Migration 25 (agent state's history, working-memory versions' seqs)
+/// dates the states and versions it finds by their thread's `last_seq`
+/// then: a fork at that seq or later copies them, one before it none, and
+/// a save after it is dated as usual. Reverting it keeps the states and
+/// documents.
+pub async fn thread_fork_dates_what_migration_25_found(b: Backend) {
+    let t = tenant("acme");
+    let id = thread(&b, &t).await;
+    let agent = AgentName::parse("support").unwrap();
+    let scope = WorkingScope::Thread(id);
+    b.messages.append(&t, id, msgs(0..2)).await.unwrap();
+    b.states.save(&t, id, &agent, json!({"step": 1}), 0).await.unwrap();
+    b.working.put_working(&t, &scope, WorkingContent::Markdown("one".into()), 0, 10).await.unwrap();
+    b.messages.append(&t, id, msgs(2..3)).await.unwrap();
+    // Down to just below 25 (whatever came after it), then up again.
+    let mut reverted = Vec::new();
+    while !reverted.contains(&25) {
+        let step = b.database.migrate_down(1).await.unwrap();
+        assert_eq!(step.len(), 1, "migration 25 is applied: reverted {reverted:?}");
+        reverted.push(step[0].version);
+    }
+    assert_eq!(b.states.load(&t, id, &agent).await.unwrap().unwrap().state, json!({"step": 1}), "states stay");
+    assert_eq!(b.working.get_working(&t, &scope).await.unwrap().unwrap().version, 1, "documents stay");
+    let applied: Vec<i64> = b.database.migrate_up().await.unwrap().iter().map(|m| m.version).collect();
+    reverted.reverse();
+    assert_eq!(applied, reverted);
+    b.messages.append(&t, id, msgs(3..4)).await.unwrap();
+    let fork_at = |seq| ForkThread::new(Some(seq), None).unwrap();
+    let at_three = b.threads.fork(&t, id, fork_at(3)).await.unwrap().thread.id;
+    assert_eq!(b.states.load(&t, at_three, &agent).await.unwrap().unwrap().state, json!({"step": 1}));
+    let doc = b.working.get_working(&t, &WorkingScope::Thread(at_three)).await.unwrap().unwrap();
+    assert_eq!(doc.content, WorkingContent::Markdown("one".into()));
+    let at_two = b.threads.fork(&t, id, fork_at(2)).await.unwrap().thread.id;
+    assert_eq!(b.states.load(&t, at_two, &agent).await.unwrap(), None, "saved at seq 2, but dated 3: unknown");
+    assert_eq!(b.working.get_working(&t, &WorkingScope::Thread(at_two)).await.unwrap(), None);
+    b.states.save(&t, id, &agent, json!({"step": 2}), 1).await.unwrap();
+    b.messages.append(&t, id, msgs(4..5)).await.unwrap();
+    let at_four = b.threads.fork(&t, id, fork_at(4)).await.unwrap().thread.id;
+    assert_eq!(b.states.load(&t, at_four, &agent).await.unwrap().unwrap().state, json!({"step": 2}));
 }
