@@ -232,11 +232,26 @@ async fn self_tracing_drops_and_counts_spans_past_a_full_queue_and_writes_the_re
 /// writes what is queued when stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_self_tracing_layer_records_whole_traces_at_ratio_1_and_none_at_ratio_0() {
+    let dir = tempfile::tempdir().unwrap();
+    layer_records_whole_traces(services(dir.path(), LimitsConfig::default(), false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_tracing_layer_records_whole_traces_on_postgres() {
+    let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database: memlayer_app::DatabaseConfig { url: Some(db.url.clone().into()), pool_size: 2, ..Default::default() },
+        ..Config::default()
+    };
+    layer_records_whole_traces(build(config).await.unwrap()).await;
+}
+
+async fn layer_records_whole_traces(s: Services) {
     use memlayer_app::self_tracing::{SelfTraceLayer, span_queue};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::Layer as _;
-    let dir = tempfile::tempdir().unwrap();
-    let s = services(dir.path(), LimitsConfig::default(), false).await;
     for (ratio, expected) in [(0.0, 0), (1.0, 3)] {
         let (sink, queue) = span_queue(64);
         let layer = SelfTraceLayer::new(sink.clone(), ratio);
