@@ -460,10 +460,12 @@ async fn send(http: &reqwest::Client, req: reqwest::RequestBuilder) -> Value {
 async fn traced_requests(http: &reqwest::Client, base: &str) {
     let model = json!({"name": "gpt-4o", "provider": "openai", "context_window": 128_000, "max_output_tokens": 4096});
     let model = send(http, http.post(format!("{base}/api/models")).json(&model)).await;
-    send(http, http.post(format!("{base}/api/agents")).json(&json!({"name": "support", "model_id": model["id"]}))).await;
+    send(http, http.post(format!("{base}/api/agents")).json(&json!({"name": "support", "model_id": model["id"]})))
+        .await;
     let thread = send(http, http.post(format!("{base}/api/threads")).json(&json!({"agent_id": "support"}))).await;
     let thread = thread["id"].as_str().unwrap();
-    let batch = json!({"messages": [{"role": "user", "content": "refund one"}, {"role": "user", "content": "refund two"}]});
+    let batch =
+        json!({"messages": [{"role": "user", "content": "refund one"}, {"role": "user", "content": "refund two"}]});
     send(http, http.post(format!("{base}/api/threads/{thread}/messages")).json(&batch)).await;
     let search = json!({"query": "refund", "mode": "lexical", "scope": {"thread_id": thread}});
     send(http, http.post(format!("{base}/api/search")).json(&search)).await;
@@ -474,7 +476,9 @@ async fn traced_requests(http: &reqwest::Client, base: &str) {
 async fn wait_for_trace(http: &reqwest::Client, base: &str, tenant: &str, name: &str) -> Vec<Value> {
     let mut items = Vec::new();
     for _ in 0..200 {
-        let list = send(http, http.get(format!("{base}/api/observability/traces?limit=100")).header("x-tenant-id", tenant)).await;
+        let list =
+            send(http, http.get(format!("{base}/api/observability/traces?limit=100")).header("x-tenant-id", tenant))
+                .await;
         items = list["items"].as_array().unwrap().clone();
         if items.iter().any(|t| t["name"] == name) {
             break;
@@ -487,7 +491,8 @@ async fn wait_for_trace(http: &reqwest::Client, base: &str, tenant: &str, name: 
 async fn spans_of(http: &reqwest::Client, base: &str, tenant: &str, traces: &[Value], name: &str) -> Vec<Value> {
     let trace = traces.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("a trace {name} in {traces:#?}"));
     let id = trace["trace_id"].as_str().unwrap();
-    let detail = send(http, http.get(format!("{base}/api/observability/traces/{id}")).header("x-tenant-id", tenant)).await;
+    let detail =
+        send(http, http.get(format!("{base}/api/observability/traces/{id}")).header("x-tenant-id", tenant)).await;
     detail["spans"].as_array().unwrap().clone()
 }
 
@@ -562,7 +567,8 @@ async fn a_server_with_ratio_0_traces_nothing() {
     drop(server);
     let (child, base) = crate::support::spawn_server(dir.path(), &[NO_MODEL], &[], std::time::Duration::from_secs(60));
     let server = crate::support::Server { child, base };
-    let list = send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "ops")).await;
+    let list =
+        send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "ops")).await;
     assert_eq!(list["items"], json!([]), "ratio 0 writes no trace");
 }
 
@@ -606,6 +612,8 @@ async fn a_server_exports_its_own_spans_to_an_otlp_collector() {
     assert_eq!(root["resource"]["service.name"], "memlayer");
     assert_eq!(root["scope"]["name"], "memlayer");
     assert_eq!(span_named(&spans, "memory.append")["parent_span_id"], root["span_id"]);
-    let kept = send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "memlayer")).await;
+    let kept =
+        send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "memlayer"))
+            .await;
     assert_eq!(kept["items"], json!([]), "store = false: nothing in the first server's store");
 }

@@ -125,7 +125,8 @@ pub fn with_middleware(router: axum::Router, limits: &Limits) -> axum::Router {
                     // The route (not the path, which holds ids) names the
                     // span memlayer's self-tracing records (`otel.*` as
                     // `tracing-opentelemetry` reads them).
-                    let route = req.extensions().get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str);
+                    let route =
+                        req.extensions().get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str);
                     // `tenant` is recorded by the `Tenant` extractor once it has parsed the header.
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id,
                         tenant = tracing::field::Empty, http.route = route,

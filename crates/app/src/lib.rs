@@ -68,8 +68,8 @@ pub use observability::{
 };
 pub use processors::{MemoryProcessor, ProcessorStats};
 pub use retention::{RetentionConfig, RetentionService, ScheduledRun};
-pub use self_tracing::{SelfTracing, SelfTracingConfig, SelfTracingHandle};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use self_tracing::{SelfTracing, SelfTracingConfig, SelfTracingHandle};
 pub use summary::{
     OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,
     SummaryTrigger, SummaryView,

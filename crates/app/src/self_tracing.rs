@@ -141,7 +141,12 @@ impl Sampler {
             return Self { threshold: None };
         }
         let ratio = if ratio.is_nan() { 0.0 } else { ratio.max(0.0) };
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "0 ≤ ratio < 1")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "0 ≤ ratio < 1"
+        )]
         let threshold = (ratio * u64::MAX as f64) as u64;
         Self { threshold: Some(threshold) }
     }
@@ -417,12 +422,7 @@ where
             r.error = Some(name.clone());
         }
         if r.events.len() < 128 {
-            r.events.push(EventInput {
-                time_unix_nano: now_ns(),
-                name,
-                attributes,
-                dropped_attributes_count: 0,
-            });
+            r.events.push(EventInput { time_unix_nano: now_ns(), name, attributes, dropped_attributes_count: 0 });
         }
     }
 
@@ -460,7 +460,10 @@ where
 pub trait SpanExport: Send + Sync + std::fmt::Debug {
     /// Writes one batch; an error is logged by the writer and the batch is
     /// not retried (self-tracing never holds memlayer back).
-    fn export<'a>(&'a self, spans: &'a [NewSpan]) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    fn export<'a>(
+        &'a self,
+        spans: &'a [NewSpan],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// Writes spans to the observability store under one tenant.
@@ -479,7 +482,10 @@ impl StoreExport {
 }
 
 impl SpanExport for StoreExport {
-    fn export<'a>(&'a self, spans: &'a [NewSpan]) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    fn export<'a>(
+        &'a self,
+        spans: &'a [NewSpan],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             for chunk in spans.chunks(MAX_INGEST_SPANS) {
                 self.store.ingest(&self.tenant, chunk.to_vec()).await.map_err(|e| e.to_string())?;
@@ -519,7 +525,13 @@ impl SpanWriter {
     /// `batch` (waiting up to `linger` after a batch's first span for more),
     /// as made by `resource`.
     #[must_use]
-    pub fn new(queue: SpanQueue, exports: Vec<Arc<dyn SpanExport>>, batch: usize, linger: Duration, resource: Attributes) -> Self {
+    pub fn new(
+        queue: SpanQueue,
+        exports: Vec<Arc<dyn SpanExport>>,
+        batch: usize,
+        linger: Duration,
+        resource: Attributes,
+    ) -> Self {
         Self {
             queue,
             exports,
@@ -597,8 +609,11 @@ impl SpanWriter {
                     self.write(buf, &mut stats).await;
                     let dropped = self.queue.dropped.load(Ordering::Relaxed);
                     if dropped > reported {
-                        tracing::warn!(dropped = dropped - reported, total = dropped,
-                            "self-tracing: spans dropped, the queue was full (observability.self_tracing.queue)");
+                        tracing::warn!(
+                            dropped = dropped - reported,
+                            total = dropped,
+                            "self-tracing: spans dropped, the queue was full (observability.self_tracing.queue)"
+                        );
                         reported = dropped;
                     }
                 }
@@ -667,13 +682,7 @@ impl SelfTracing {
     /// When the OTLP exporter cannot be built.
     pub fn start(self, services: &crate::Services) -> Result<SelfTracingHandle, String> {
         let mut exports: Vec<Arc<dyn SpanExport>> = Vec::new();
-        let instance = services
-            .config
-            .observability
-            .metrics
-            .instance
-            .clone()
-            .unwrap_or_else(crate::host_name);
+        let instance = services.config.observability.metrics.instance.clone().unwrap_or_else(crate::host_name);
         let mut resource = Attributes::new();
         resource.insert("service.name".into(), Value::String("memlayer".into()));
         resource.insert("service.version".into(), Value::String(env!("CARGO_PKG_VERSION").into()));

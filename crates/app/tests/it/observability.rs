@@ -191,7 +191,11 @@ fn self_tenant() -> TenantId {
     TenantId::parse("memlayer").unwrap()
 }
 
-fn store_writer(s: &Services, queue: memlayer_app::self_tracing::SpanQueue, batch: usize) -> memlayer_app::self_tracing::SpanWriter {
+fn store_writer(
+    s: &Services,
+    queue: memlayer_app::self_tracing::SpanQueue,
+    batch: usize,
+) -> memlayer_app::self_tracing::SpanWriter {
     use memlayer_app::self_tracing::{SpanExport, SpanWriter, StoreExport};
     let export: Arc<dyn SpanExport> = Arc::new(StoreExport::new(s.observability.store(), self_tenant()));
     SpanWriter::new(queue, vec![export], batch, std::time::Duration::from_millis(10), Attributes::new())
@@ -250,8 +254,8 @@ async fn the_self_tracing_layer_records_whole_traces_on_postgres() {
 
 async fn layer_records_whole_traces(s: Services) {
     use memlayer_app::self_tracing::{SelfTraceLayer, span_queue};
-    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
     for (ratio, expected) in [(0.0, 0), (1.0, 3)] {
         let (sink, queue) = span_queue(64);
         let layer = SelfTraceLayer::new(sink.clone(), ratio);
@@ -301,7 +305,10 @@ fn self_tracing_settings_are_checked_naming_the_key() {
     assert!(SelfTracingConfig::default().validate().is_ok());
     assert_eq!(bad(SelfTracingConfig { ratio: 1.5, ..Default::default() }), "observability.self_tracing.ratio");
     assert_eq!(bad(SelfTracingConfig { ratio: f64::NAN, ..Default::default() }), "observability.self_tracing.ratio");
-    assert_eq!(bad(SelfTracingConfig { tenant: "has space".into(), ..Default::default() }), "observability.self_tracing.tenant");
+    assert_eq!(
+        bad(SelfTracingConfig { tenant: "has space".into(), ..Default::default() }),
+        "observability.self_tracing.tenant"
+    );
     assert_eq!(bad(SelfTracingConfig { queue: 0, ..Default::default() }), "observability.self_tracing.queue");
     assert_eq!(bad(SelfTracingConfig { batch: 10_001, ..Default::default() }), "observability.self_tracing.batch");
     let endpoint = SelfTracingConfig { otlp_endpoint: Some("ftp://collector".into()), ..Default::default() };
