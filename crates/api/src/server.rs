@@ -139,7 +139,13 @@ pub fn with_middleware(router: axum::Router, limits: &Limits) -> axum::Router {
                     if res.status().is_server_error() {
                         span.record("otel.status_code", "error");
                     }
-                    tracing::debug!(status = res.status().as_u16(), ?latency, "finished processing request");
+                    // The log line tower-http writes, as before.
+                    tower_http::trace::OnResponse::on_response(
+                        tower_http::trace::DefaultOnResponse::default(),
+                        res,
+                        latency,
+                        span,
+                    );
                 }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
