@@ -441,3 +441,179 @@ async fn a_bound_caller_is_refused_and_a_disabled_server_answers_404() {
     let (status, _, _) = post(&off, "acme", body, &[("content-type", "application/x-protobuf")]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+// ---- memlayer tracing itself (the real binary: the layer is the process's) ----
+
+const NO_MODEL: (&str, &str) = ("MEMLAYER_EMBEDDING__ENABLED", "false");
+
+async fn send(http: &reqwest::Client, req: reqwest::RequestBuilder) -> Value {
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status} {body}");
+    let _ = http;
+    body
+}
+
+/// A thread with two messages, then a lexical search of them: the requests
+/// whose traces the tests look for.
+async fn traced_requests(http: &reqwest::Client, base: &str) {
+    let model = json!({"name": "gpt-4o", "provider": "openai", "context_window": 128_000, "max_output_tokens": 4096});
+    let model = send(http, http.post(format!("{base}/api/models")).json(&model)).await;
+    send(http, http.post(format!("{base}/api/agents")).json(&json!({"name": "support", "model_id": model["id"]})))
+        .await;
+    let thread = send(http, http.post(format!("{base}/api/threads")).json(&json!({"agent_id": "support"}))).await;
+    let thread = thread["id"].as_str().unwrap();
+    let batch =
+        json!({"messages": [{"role": "user", "content": "refund one"}, {"role": "user", "content": "refund two"}]});
+    send(http, http.post(format!("{base}/api/threads/{thread}/messages")).json(&batch)).await;
+    let search = json!({"query": "refund", "mode": "lexical", "scope": {"thread_id": thread}});
+    send(http, http.post(format!("{base}/api/search")).json(&search)).await;
+}
+
+/// The traces of `tenant` on the server at `base`, polled until one is
+/// named `name` (or 20 s passed: then the last listing).
+async fn wait_for_trace(http: &reqwest::Client, base: &str, tenant: &str, name: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    for _ in 0..200 {
+        let list =
+            send(http, http.get(format!("{base}/api/observability/traces?limit=100")).header("x-tenant-id", tenant))
+                .await;
+        items = list["items"].as_array().unwrap().clone();
+        if items.iter().any(|t| t["name"] == name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    items
+}
+
+async fn spans_of(http: &reqwest::Client, base: &str, tenant: &str, traces: &[Value], name: &str) -> Vec<Value> {
+    let trace = traces.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("a trace {name} in {traces:#?}"));
+    let id = trace["trace_id"].as_str().unwrap();
+    let detail =
+        send(http, http.get(format!("{base}/api/observability/traces/{id}")).header("x-tenant-id", tenant)).await;
+    detail["spans"].as_array().unwrap().clone()
+}
+
+fn span_named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("a span {name} in {spans:#?}"))
+}
+
+/// With `observability.self_tracing.ratio = 1`, the trace of a request is
+/// in the server's own store under the configured tenant: the request's
+/// span (kind server, its route and status) with the operations it ran as
+/// children (append; search with its lexical leg and hydration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_traces_its_own_requests_into_its_observability_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        NO_MODEL,
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__ENABLED", "true"),
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__RATIO", "1.0"),
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__TENANT", "ops"),
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__LINGER_MS", "20"),
+    ];
+    let (child, base) = crate::support::spawn_server(dir.path(), &env, &[], std::time::Duration::from_secs(60));
+    let server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    traced_requests(&http, &server.base).await;
+
+    let append = "POST /api/threads/{id}/messages";
+    let traces = wait_for_trace(&http, &server.base, "ops", append).await;
+    let spans = spans_of(&http, &server.base, "ops", &traces, append).await;
+    let root = span_named(&spans, append);
+    assert_eq!((root["kind"].as_str(), root["depth"].as_u64()), (Some("server"), Some(0)), "{root:#}");
+    assert_eq!(root["attributes"]["http.route"], "/api/threads/{id}/messages");
+    assert_eq!(root["attributes"]["http.response.status_code"], 201);
+    assert_eq!(root["attributes"]["tenant"], "default", "the caller's tenant, recorded on the span");
+    assert_eq!(root["resource"]["service.name"], "memlayer");
+    let append_span = span_named(&spans, "memory.append");
+    assert_eq!(append_span["parent_span_id"], root["span_id"]);
+    assert_eq!(append_span["attributes"]["messages"], 2);
+
+    let search = "POST /api/search";
+    let traces = wait_for_trace(&http, &server.base, "ops", search).await;
+    let spans = spans_of(&http, &server.base, "ops", &traces, search).await;
+    let search_span = span_named(&spans, "search");
+    assert_eq!(search_span["parent_span_id"], span_named(&spans, search)["span_id"]);
+    for leg in ["search.lexical", "search.hydrate"] {
+        assert_eq!(span_named(&spans, leg)["parent_span_id"], search_span["span_id"], "{leg}");
+    }
+    // The caller's own tenant holds none of it.
+    let theirs = send(&http, http.get(format!("{}/api/observability/traces", server.base))).await;
+    assert_eq!(theirs["items"], json!([]));
+}
+
+/// With `ratio = 0` the same requests write no trace. The server is then
+/// stopped (its writer writes what is queued on the way out) and read
+/// back with self-tracing off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_ratio_0_traces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        NO_MODEL,
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__ENABLED", "true"),
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__RATIO", "0"),
+        ("MEMLAYER_OBSERVABILITY__SELF_TRACING__TENANT", "ops"),
+    ];
+    let (child, base) = crate::support::spawn_server(dir.path(), &env, &[], std::time::Duration::from_secs(60));
+    let mut server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    traced_requests(&http, &server.base).await;
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+    let (child, base) = crate::support::spawn_server(dir.path(), &[NO_MODEL], &[], std::time::Duration::from_secs(60));
+    let server = crate::support::Server { child, base };
+    let list =
+        send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "ops")).await;
+    assert_eq!(list["items"], json!([]), "ratio 0 writes no trace");
+}
+
+/// `observability.self_tracing.otlp_endpoint`: the spans are exported over
+/// OTLP/HTTP (protobuf, the OpenTelemetry SDK's exporter) to a collector,
+/// here a second memlayer server's own `POST /v1/traces` on loopback, with
+/// the configured headers; with `store = false` the first server keeps none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_exports_its_own_spans_to_an_otlp_collector() {
+    let collector_dir = tempfile::tempdir().unwrap();
+    let (child, collector) =
+        crate::support::spawn_server(collector_dir.path(), &[NO_MODEL], &[], std::time::Duration::from_secs(60));
+    let collector = crate::support::Server { child, base: collector };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("memlayer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[observability.self_tracing]\nenabled = true\nratio = 1.0\nstore = false\nlinger_ms = 20\n\
+             otlp_endpoint = \"{}/v1/traces\"\notlp_headers = {{ \"x-tenant-id\" = \"collected\" }}\n",
+            collector.base
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (child, base) = crate::support::spawn_server(
+        dir.path(),
+        &[NO_MODEL, ("MEMLAYER_CONFIG", config)],
+        &[],
+        std::time::Duration::from_secs(60),
+    );
+    let server = crate::support::Server { child, base };
+    let http = reqwest::Client::new();
+    traced_requests(&http, &server.base).await;
+
+    let append = "POST /api/threads/{id}/messages";
+    let traces = wait_for_trace(&http, &collector.base, "collected", append).await;
+    let spans = spans_of(&http, &collector.base, "collected", &traces, append).await;
+    let root = span_named(&spans, append);
+    assert_eq!(root["kind"], "server");
+    assert_eq!(root["resource"]["service.name"], "memlayer");
+    assert_eq!(root["scope"]["name"], "memlayer");
+    assert_eq!(span_named(&spans, "memory.append")["parent_span_id"], root["span_id"]);
+    let kept =
+        send(&http, http.get(format!("{}/api/observability/traces", server.base)).header("x-tenant-id", "memlayer"))
+            .await;
+    assert_eq!(kept["items"], json!([]), "store = false: nothing in the first server's store");
+}

@@ -256,16 +256,33 @@ fn load_config(cli: &Cli, addr: Option<SocketAddr>) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+    init_tracing_with(config, None);
+}
+
+/// Logs (`log.*`) and, with `self_tracing`, memlayer's own spans into the
+/// observability store (`observability.self_tracing.*`): one registry, each
+/// layer with its own filter, so `RUST_LOG=warn` quiets the logs without
+/// hiding the spans the self-tracing layer records.
+fn init_tracing_with(config: &Config, self_tracing: Option<&memlayer_app::SelfTracing>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     // Colours only on a terminal: piped into a file or a log collector,
     // escape codes would garble the lines.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ =
-        if config.log.format == memlayer_app::LogFormat::Json { builder.json().try_init() } else { builder.try_init() };
+    let logs = if config.log.format == memlayer_app::LogFormat::Json {
+        fmt.json().with_filter(filter).boxed()
+    } else {
+        fmt.with_filter(filter).boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs);
+    let _ = match self_tracing {
+        Some(st) => registry.with(st.layer()).try_init(),
+        None => registry.try_init(),
+    };
 }
 
 /// Runs one parsed command.
@@ -276,7 +293,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { addr } => {
             let config = load_config(&cli, *addr)?;
-            init_tracing(&config);
+            let self_tracing = memlayer_app::SelfTracing::new(&config.observability.self_tracing)
+                .filter(|_| config.observability.enabled);
+            init_tracing_with(&config, self_tracing.as_ref());
             let addr = config.server.addr;
             // Before opening anything: a public address without
             // authentication is refused, saying what to set.
@@ -286,11 +305,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     every tenant's memory; set auth.mode to api_key or jwt before exposing this server");
             }
             let services = memlayer_app::build(config).await?;
-            crate::server::serve(services, addr, |bound| {
+            let writer = self_tracing.map(|st| st.start(&services)).transpose().map_err(anyhow::Error::msg)?;
+            let served = crate::server::serve(services, addr, |bound| {
                 println!("memlayer listening on http://{bound}");
             })
             .await
-            .with_context(|| format!("serving on {addr}"))?;
+            .with_context(|| format!("serving on {addr}"));
+            if let Some(writer) = writer {
+                // What the last requests traced is written before the exit.
+                let stats = writer.stop().await;
+                tracing::debug!(?stats, "self-tracing writer stopped");
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { action } => {

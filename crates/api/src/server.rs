@@ -118,12 +118,36 @@ pub fn with_middleware(router: axum::Router, limits: &Limits) -> axum::Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| timeout_after(timeout, req, next)))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(admission, admit))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            // `tenant` is recorded by the `Tenant` extractor once it has parsed the header.
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id,
-                tenant = tracing::field::Empty)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // The route (not the path, which holds ids) names the
+                    // span memlayer's self-tracing records (`otel.*` as
+                    // `tracing-opentelemetry` reads them).
+                    let route =
+                        req.extensions().get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str);
+                    // `tenant` is recorded by the `Tenant` extractor once it has parsed the header.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id,
+                        tenant = tracing::field::Empty, http.route = route,
+                        http.response.status_code = tracing::field::Empty,
+                        otel.name = %format_args!("{} {}", req.method(), route.unwrap_or("unmatched")),
+                        otel.kind = "server", otel.status_code = tracing::field::Empty)
+                })
+                .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
+                    span.record("http.response.status_code", res.status().as_u16());
+                    if res.status().is_server_error() {
+                        span.record("otel.status_code", "error");
+                    }
+                    // The log line tower-http writes, as before.
+                    tower_http::trace::OnResponse::on_response(
+                        tower_http::trace::DefaultOnResponse::default(),
+                        res,
+                        latency,
+                        span,
+                    );
+                }),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::map_request(drop_unsafe_request_id))

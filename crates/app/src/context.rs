@@ -470,6 +470,7 @@ impl ContextService {
     /// unacceptable input; [`ContextError::BudgetUnknown`] when no budget
     /// can be found; [`ContextError::BudgetTooSmall`] when the budget cannot
     /// hold the system prompt; store errors as they come.
+    #[tracing::instrument(name = "context.assemble", skip_all, fields(thread = %thread))]
     pub async fn assemble(
         &self,
         who: &(impl Reach + 'static),

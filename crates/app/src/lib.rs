@@ -32,6 +32,7 @@ pub mod processors;
 mod retention;
 pub mod runners;
 mod search;
+pub mod self_tracing;
 mod summary;
 mod sweeper;
 mod transfer;
@@ -68,6 +69,7 @@ pub use observability::{
 pub use processors::{MemoryProcessor, ProcessorStats};
 pub use retention::{RetentionConfig, RetentionService, ScheduledRun};
 pub use search::{MAX_EMBED_BYTES, MAX_EMBED_TEXTS, SearchResults, SearchService};
+pub use self_tracing::{SelfTracing, SelfTracingConfig, SelfTracingHandle};
 pub use summary::{
     OpenAiSummaryConfig, Step, SummarizerKind, SummaryConfig, SummaryError, SummaryRound, SummaryRun, SummaryService,
     SummaryTrigger, SummaryView,

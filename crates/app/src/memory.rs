@@ -447,6 +447,7 @@ impl MemoryService {
     /// # Errors
     /// As [`MessageStore::append_within`] (`QuotaExceeded` past the quota),
     /// plus `Invalid` when counting has no model.
+    #[tracing::instrument(name = "memory.append", skip_all, fields(thread = %thread, messages = batch.len()))]
     pub async fn append_messages(
         &self,
         who: &(impl Reach + 'static),

@@ -74,6 +74,8 @@ pub struct ObservabilityConfig {
     pub max_scan_spans: u32,
     /// System metric sampling.
     pub metrics: MetricsConfig,
+    /// memlayer tracing itself (`observability.self_tracing.*`).
+    pub self_tracing: crate::SelfTracingConfig,
 }
 
 impl Default for ObservabilityConfig {
@@ -89,6 +91,7 @@ impl Default for ObservabilityConfig {
             max_trace_spans: 10_000,
             max_scan_spans: 1_000_000,
             metrics: MetricsConfig::default(),
+            self_tracing: crate::SelfTracingConfig::default(),
         }
     }
 }
@@ -117,7 +120,7 @@ impl ObservabilityConfig {
         {
             return Err(("observability.metrics.instance", "must be 1 to 128 bytes".into()));
         }
-        Ok(())
+        self.self_tracing.validate()
     }
 
     /// The limits accepted spans are cut to.

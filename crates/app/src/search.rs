@@ -199,6 +199,7 @@ impl SearchService {
     /// # Errors
     /// `NotFound` for a scope naming a missing or foreign thread;
     /// `Unavailable` when vector or hybrid search needs a missing model.
+    #[tracing::instrument(name = "search", skip_all, fields(mode = %query.mode))]
     pub async fn search(&self, who: &(impl Reach + 'static), query: &SearchQuery) -> Result<SearchResults, StoreError> {
         let (filter, thread) = self.filter(who, &query.scope).await?;
         let k = top_k(query, thread.as_ref())?;
@@ -262,6 +263,7 @@ impl SearchService {
     ///
     /// # Errors
     /// As [`search`](Self::search).
+    #[tracing::instrument(name = "search.recall", skip_all, fields(mode = %query.mode))]
     pub async fn recall(
         &self,
         who: &(impl Reach + 'static),
@@ -343,7 +345,10 @@ impl SearchService {
             }
             Ok(Some(found))
         };
-        let (vector, lexical) = tokio::try_join!(vector_leg, lexical_leg)?;
+        let (vector, lexical) = tokio::try_join!(
+            tracing::Instrument::instrument(vector_leg, tracing::info_span!("search.vector", candidates)),
+            tracing::Instrument::instrument(lexical_leg, tracing::info_span!("search.lexical", candidates)),
+        )?;
         let mut how_vector = None;
         let vector = vector.map(|(found, model, counts)| {
             how_vector = Some((found.strategy, model, counts));
@@ -373,6 +378,7 @@ impl SearchService {
     /// windows, read in one query in the hits' rank order, each message
     /// once: a neighbour that is itself a hit appears only as that hit, and
     /// one in several windows only in the best-ranked hit's window.
+    #[tracing::instrument(name = "search.hydrate", skip_all, fields(hits = ranked.len()))]
     async fn hydrate(
         &self,
         who: &(impl Reach + 'static),

@@ -537,6 +537,7 @@ impl SummaryService {
     /// decides) when the summariser fails; `Conflict` when another
     /// summariser stored a version meanwhile; `NotFound` for a missing
     /// thread.
+    #[tracing::instrument(name = "summary.step", skip_all, fields(tenant = %tenant, thread = %thread))]
     pub async fn step(&self, tenant: &TenantId, thread: ThreadId) -> Result<Step, SummaryError> {
         let current = self.store.current_summary(tenant, thread).await?;
         let (after, version) = current.as_ref().map_or((0, 0), |s| (s.covers_through, s.version));

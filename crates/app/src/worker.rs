@@ -110,12 +110,19 @@ impl EmbeddingWorker {
         if jobs.is_empty() {
             return Ok(Round::default());
         }
+        // The span begins once there is a batch: an idle poll traces nothing.
+        let span = tracing::info_span!("embed.batch", jobs = jobs.len(), embedded = tracing::field::Empty);
+        tracing::Instrument::instrument(self.embed_batch(jobs), span).await
+    }
+
+    async fn embed_batch(&self, jobs: Vec<PendingEmbedding>) -> Result<Round, StoreError> {
         let mut outcome = Outcome::default();
         embed_isolating(self.embedder.as_ref(), &jobs, &mut outcome).await;
         let mut round = Round::default();
         if !outcome.done.is_empty() {
             let entries = self.store.complete_jobs(outcome.done).await?;
             round.embedded = entries.len();
+            tracing::Span::current().record("embedded", round.embedded);
             self.index.upsert(entries).await?;
         }
         for (failed, error) in outcome.failed {

@@ -480,6 +480,8 @@ impl WorkflowService {
     }
 
     /// Runs one claimed step to its end; `true` when it completed.
+    #[tracing::instrument(name = "workflow.step", skip_all, fields(tenant = %claimed.workflow.tenant,
+        workflow = %claimed.workflow.id, step = %claimed.step.id))]
     async fn run_step(&self, claimed: ClaimedStep) -> bool {
         let ClaimedStep { workflow, step } = claimed;
         let tenant = workflow.tenant.clone();

@@ -174,3 +174,148 @@ async fn the_sampler_stores_the_process_host_and_store_figures() {
     assert_eq!(series[0].instance, sampler.instance());
     assert_eq!(series[0].points[0].samples, 2);
 }
+
+/// A finished span as the self-tracing layer queues it, numbered `n`.
+fn queued(n: u8) -> SpanInput {
+    SpanInput {
+        trace_id: vec![7; 16],
+        span_id: vec![n; 8],
+        name: format!("op {n}"),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_001_000_000,
+        ..SpanInput::default()
+    }
+}
+
+fn self_tenant() -> TenantId {
+    TenantId::parse("memlayer").unwrap()
+}
+
+fn store_writer(
+    s: &Services,
+    queue: memlayer_app::self_tracing::SpanQueue,
+    batch: usize,
+) -> memlayer_app::self_tracing::SpanWriter {
+    use memlayer_app::self_tracing::{SpanExport, SpanWriter, StoreExport};
+    let export: Arc<dyn SpanExport> = Arc::new(StoreExport::new(s.observability.store(), self_tenant()));
+    SpanWriter::new(queue, vec![export], batch, std::time::Duration::from_millis(10), Attributes::new())
+}
+
+async fn self_traces(s: &Services) -> Vec<memlayer_domain::observability::TraceSummary> {
+    let all = memlayer_domain::observability::TraceQuery { limit: 100, ..Default::default() };
+    s.observability.list_traces(&self_tenant(), &all).await.unwrap().items
+}
+
+/// The queue between the layer and the writer never makes a request wait:
+/// past its capacity a span is refused at once and counted, and what it
+/// holds is written in batches of at most `batch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_tracing_drops_and_counts_spans_past_a_full_queue_and_writes_the_rest_in_batches() {
+    use memlayer_app::self_tracing::{WriterStats, span_queue};
+    let dir = tempfile::tempdir().unwrap();
+    let s = services(dir.path(), LimitsConfig::default(), false).await;
+    let (sink, queue) = span_queue(4);
+    // No writer runs yet: the queue fills, and `offer` returns at once.
+    let offered: Vec<bool> = (1..=6).map(|n| sink.offer(queued(n))).collect();
+    assert_eq!(offered, [true, true, true, true, false, false]);
+    assert_eq!(sink.dropped(), 2);
+    let mut writer = store_writer(&s, queue, 3);
+    let mut stats = WriterStats::default();
+    assert_eq!(writer.flush(&mut stats).await, 4);
+    assert_eq!((stats.batches, stats.spans, stats.failures), (2, 4, 0), "batches of at most 3");
+    let traces = self_traces(&s).await;
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].span_count, 4, "the 4 queued spans, not the 2 dropped");
+    // Room again: the next span is taken.
+    assert!(sink.offer(queued(9)));
+    assert_eq!(sink.dropped(), 2);
+}
+
+/// The layer records a sampled trace whole (a root and its children, with
+/// their fields) and nothing of an unsampled one; the running writer
+/// writes what is queued when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_tracing_layer_records_whole_traces_at_ratio_1_and_none_at_ratio_0() {
+    let dir = tempfile::tempdir().unwrap();
+    layer_records_whole_traces(services(dir.path(), LimitsConfig::default(), false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_tracing_layer_records_whole_traces_on_postgres() {
+    let Some(db) = memlayer_adapters_postgres::testing::fresh_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database: memlayer_app::DatabaseConfig { url: Some(db.url.clone().into()), pool_size: 2, ..Default::default() },
+        ..Config::default()
+    };
+    layer_records_whole_traces(build(config).await.unwrap()).await;
+}
+
+async fn layer_records_whole_traces(s: Services) {
+    use memlayer_app::self_tracing::{SelfTraceLayer, span_queue};
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    for (ratio, expected) in [(0.0, 0), (1.0, 3)] {
+        let (sink, queue) = span_queue(64);
+        let layer = SelfTraceLayer::new(sink.clone(), ratio);
+        let subscriber = tracing_subscriber::registry().with(layer.with_filter(SelfTraceLayer::filter()));
+        tracing::subscriber::with_default(subscriber, || {
+            let root = tracing::info_span!(target: "memlayer_api::server", "request", otel.name = "POST /x",
+                otel.kind = "server", http.response.status_code = tracing::field::Empty);
+            let _in_root = root.enter();
+            {
+                let child = tracing::info_span!(target: "memlayer_app::memory", "memory.append", messages = 2_u64);
+                let _in_child = child.enter();
+                let grandchild = tracing::info_span!(target: "memlayer_app::search", "search.lexical");
+                let _in = grandchild.enter();
+                tracing::warn!(target: "memlayer_app::search", "slow leg");
+            }
+            // Not memlayer's: never recorded.
+            let _other = tracing::info_span!(target: "hyper", "connection").entered();
+            root.record("http.response.status_code", 201_u64);
+        });
+        let writer = store_writer(&s, queue, 512);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(writer.run(stopping));
+        stop.send(true).unwrap();
+        let stats = task.await.unwrap();
+        assert_eq!((stats.spans, sink.dropped()), (expected, 0), "ratio {ratio}");
+    }
+    let traces = self_traces(&s).await;
+    assert_eq!(traces.len(), 1, "only the sampled trace");
+    let detail = s.observability.trace(&self_tenant(), traces[0].trace_id).await.unwrap();
+    let by_name = |n: &str| detail.spans.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("{n} in {detail:?}"));
+    let (root, child, leaf) = (by_name("POST /x"), by_name("memory.append"), by_name("search.lexical"));
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(root.kind, memlayer_domain::observability::SpanKind::Server);
+    assert_eq!(root.attributes["http.response.status_code"], json!(201));
+    assert_eq!(child.parent_span_id, Some(root.span_id));
+    assert_eq!(child.attributes["messages"], json!(2));
+    assert_eq!(leaf.parent_span_id, Some(child.span_id));
+    assert_eq!(leaf.events.len(), 1);
+    assert_eq!(leaf.events[0].name, "slow leg");
+    assert_eq!(traces[0].name, "POST /x");
+}
+
+#[test]
+fn self_tracing_settings_are_checked_naming_the_key() {
+    use memlayer_app::SelfTracingConfig;
+    let bad = |c: SelfTracingConfig| c.validate().unwrap_err().0;
+    assert!(SelfTracingConfig::default().validate().is_ok());
+    assert_eq!(bad(SelfTracingConfig { ratio: 1.5, ..Default::default() }), "observability.self_tracing.ratio");
+    assert_eq!(bad(SelfTracingConfig { ratio: f64::NAN, ..Default::default() }), "observability.self_tracing.ratio");
+    assert_eq!(
+        bad(SelfTracingConfig { tenant: "has space".into(), ..Default::default() }),
+        "observability.self_tracing.tenant"
+    );
+    assert_eq!(bad(SelfTracingConfig { queue: 0, ..Default::default() }), "observability.self_tracing.queue");
+    assert_eq!(bad(SelfTracingConfig { batch: 10_001, ..Default::default() }), "observability.self_tracing.batch");
+    let endpoint = SelfTracingConfig { otlp_endpoint: Some("ftp://collector".into()), ..Default::default() };
+    assert_eq!(bad(endpoint), "observability.self_tracing.otlp_endpoint");
+    // The server's configuration checks them too.
+    let mut config = Config::default();
+    config.observability.self_tracing.ratio = -0.5;
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("observability.self_tracing.ratio"), "{err}");
+}
