@@ -19,8 +19,8 @@ mod exact {
 mod hnsw {
     use super::*;
 
-    /// Tiny thresholds: graphs are built in the background while the cases
-    /// run, and any filter is searched through the graph once one exists.
+    /// Any filter is searched through the graph (`exact_below` 0), which
+    /// takes every insert and removal as it comes.
     async fn fresh() -> IndexUnderTest {
         let config = HnswConfig {
             snapshot_path: None,
