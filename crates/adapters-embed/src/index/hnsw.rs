@@ -112,12 +112,19 @@ impl fmt::Debug for HnswIndex {
 /// embedding, which itself yields to requests.
 pub(crate) const REBUILD_NICE: i32 = 19;
 
-/// The process's index threads, shared by every [`HnswIndex`].
+/// The process's index threads, shared by every [`HnswIndex`], at nice
+/// [`REBUILD_NICE`] unless `MEMLAYER_INDEX_NICE` (0–19) says otherwise (for
+/// benchmarks on a machine where other niced work competes).
 fn index_threads() -> Result<&'static BackgroundPool, StoreError> {
     static POOL: OnceLock<Result<BackgroundPool, String>> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        BackgroundPool::new("memlayer-index", cores, REBUILD_NICE).map_err(|e| e.to_string())
+        let nice = std::env::var("MEMLAYER_INDEX_NICE")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|n| (0..=19).contains(n))
+            .unwrap_or(REBUILD_NICE);
+        BackgroundPool::new("memlayer-index", cores, nice).map_err(|e| e.to_string())
     })
     .as_ref()
     .map_err(|e| StoreError::backend(e.clone()))
