@@ -179,7 +179,7 @@ fn derived(a: &Args, real: &[f32], i: usize) -> Vec<f32> {
     let mut rng = Rng(mix(i as u64 ^ 0x6d65_6d6c_6179_6572));
     let row = |r: usize| &real[r * dim..(r + 1) * dim];
     let x = row(rng.next() as usize % a.real);
-    let (mut v, sigma): (Vec<f64>, f64) = if i % 2 == 0 {
+    let (mut v, sigma): (Vec<f64>, f64) = if i.is_multiple_of(2) {
         (x.iter().map(|&e| f64::from(e)).collect(), 0.5)
     } else {
         let y = row(rng.next() as usize % a.real);
@@ -233,7 +233,7 @@ impl Layout {
     }
 
     fn is_small(&self, i: usize) -> bool {
-        i % self.every == 0
+        i.is_multiple_of(self.every)
     }
 
     fn entry(&self, i: usize, v: Vec<f32>, dim: usize) -> VectorEntry {
