@@ -11,9 +11,9 @@
 //!
 //! [`ExactIndex`] and [`HnswIndex`] are the in-process
 //! [`memlayer_ports::VectorIndex`] adapters (module `index`): exact cosine
-//! search over per-(tenant, model) arenas, and `instant-distance` HNSW graphs
-//! kept current by an exact delta, tombstones, background rebuilds and an
-//! on-disk snapshot.
+//! search over per-(tenant, model) arenas, and `usearch` HNSW graphs that
+//! take inserts and removals while they are searched, with an on-disk
+//! snapshot.
 //!
 //! [`ExtractiveSummarizer`] and [`ChatSummarizer`] are the
 //! [`memlayer_ports::Summarizer`] adapters (module `summarize`): the local

@@ -210,9 +210,10 @@ pub struct SearchConfig {
     /// HNSW: searches whose filter admits at most this many vectors are done exactly (the
     /// libSQL index keeps its own, measured threshold).
     pub exact_below: usize,
-    /// HNSW: new vectors searched exactly until this many trigger a background rebuild.
+    /// Unused since the HNSW graph takes inserts (it was the delta size that
+    /// started a rebuild); still accepted so that configurations naming it load.
     pub rebuild_threshold: usize,
-    /// HNSW: candidate list size at build time.
+    /// HNSW: candidate list size while inserting.
     pub ef_construction: usize,
     /// HNSW: candidate list size at query time.
     pub ef_search: usize,
@@ -269,7 +270,7 @@ impl Default for SearchConfig {
             exact_below: 20_000,
             rebuild_threshold: 5_000,
             ef_construction: 100,
-            ef_search: 48,
+            ef_search: 64,
             max_neighbors: 32,
             pgvector: PgvectorConfig::default(),
             lexical: None,

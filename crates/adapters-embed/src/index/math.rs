@@ -129,13 +129,6 @@ impl TopK {
         }
     }
 
-    /// Adds every candidate of `other`.
-    pub(crate) fn merge(&mut self, other: Self) {
-        for Reverse(c) in other.heap {
-            self.push(c);
-        }
-    }
-
     /// The kept candidates, best first.
     pub(crate) fn into_matches(self) -> Vec<ScoredHit> {
         // `Reverse` sorts ascending as descending scores.

@@ -4,11 +4,9 @@
 //!   one by one. Vectors live in one contiguous arena per (tenant, model)
 //!   with per-thread postings, so a thread-scoped search reads only that
 //!   thread's vectors and a tenant-scoped one only that tenant's.
-//! - [`HnswIndex`] (`hnsw`): immutable `instant-distance` graphs (one per
-//!   model, over every tenant) plus an exactly searched delta of newer
-//!   vectors and tombstones for removed or replaced ones, rebuilt in the
-//!   background and persisted as a snapshot. Filters that admit few
-//!   candidates are searched exactly.
+//! - [`HnswIndex`] (`hnsw`): one `usearch` HNSW graph per model, over every
+//!   tenant, that takes inserts and removals while it is searched, persisted
+//!   as a snapshot. Filters that admit few candidates are searched exactly.
 //!
 //! Shared rules:
 //! - vectors are stored unit-length and queries normalised, so every
@@ -26,9 +24,9 @@
 //!   pool, not on a runtime worker.
 
 mod exact;
+mod graph;
 mod hnsw;
 mod math;
-mod segment;
 mod snapshot;
 mod store;
 

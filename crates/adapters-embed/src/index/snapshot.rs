@@ -1,103 +1,131 @@
-//! The on-disk image of an [`super::HnswIndex`]: built graphs, their
-//! tombstones and the not-yet-built delta, so a restart neither rebuilds nor
-//! re-embeds.
+//! The on-disk image of an [`super::HnswIndex`]: per model, the usearch
+//! graph file (vectors and links) and the tables of what each key is, so a
+//! restart neither rebuilds nor re-embeds.
 //!
-//! Layout: `MAGIC` (8 bytes), format version (u32 LE), the postcard
-//! encoding of every model's header (`Vec<ModelHeader>`), then the postcard
-//! encoding of each model's `HnswMap` in header order, then a 64-bit checksum
-//! of everything before it (u64 LE) and `END_MAGIC`. Written to a temporary
-//! file that is synced and renamed over the old one.
+//! Layout of the file at the configured path (the "manifest"): `MAGIC` (8
+//! bytes), format version (u32 LE), the postcard encoding of every model's
+//! header (`Vec<ModelHeader>`: name, dimension, its graph file's name, length
+//! and checksum, tenants and every key's id, thread and tenant), then a
+//! 64-bit checksum of everything before it (u64 LE) and `END_MAGIC`. Each
+//! model's graph is a usearch file beside it, named
+//! `<manifest>.<generation>.<n>.usearch`. A write saves the graphs under a
+//! new generation, syncs them, writes the manifest to a temporary file that
+//! is synced and renamed over the old one, then deletes the older
+//! generation's graphs: a crash leaves either snapshot whole.
 //!
-//! `ef_search`: instant-distance fixes it when building, as the first field
-//! of the serialised map (`HnswMap { hnsw: Hnsw { ef_search: usize, .. } }`,
-//! a postcard varint at the map's first byte). The writer stores that varint
-//! in a fixed three-byte form (postcard accepts non-canonical varints), so
-//! the reader can set the configured `ef_search` in place: changing it needs
-//! a restart, not a rebuild. `instant-distance` is pinned (`=0.6.1`) and a
-//! test guards this layout.
+//! Loading checks a graph file's length and checksum by streaming it (never
+//! holding the whole file), then lets usearch stream it into the index: peak
+//! memory is the index, not the index plus a copy of the file.
+//!
+//! Version 1 (instant-distance graphs in one file) is not read: it is
+//! reported as another format version, the index starts empty, and the
+//! application re-adds the stored vectors; the next snapshot replaces it.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use instant_distance::HnswMap;
-use memlayer_domain::{MessageId, TenantId, ThreadId};
+use memlayer_domain::TenantId;
 use serde::{Deserialize, Serialize};
 
-use super::segment::{Meta, Point, Segment};
+use super::graph::{Graph, GraphParams, Slot, Tables};
+use super::read as read_lock;
 
 const MAGIC: &[u8; 8] = b"MLVECIX\x01";
 const END_MAGIC: &[u8; 8] = b"MLVECEND";
-const VERSION: u32 = 1;
-/// Width of the stored `ef_search` varint: values below 2^21.
-const EF_WIDTH: usize = 3;
+/// 1: instant-distance graphs and an exact delta in one file (no longer
+/// read); 2: usearch graph files and a manifest.
+const VERSION: u32 = 2;
 
-/// One not-yet-built entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct DeltaEntry {
-    pub id: MessageId,
-    pub tenant: TenantId,
-    pub thread: ThreadId,
-    pub vector: Point,
-}
-
-/// What is written of one model.
-#[derive(Debug)]
-pub(crate) struct ModelImage {
-    pub model: String,
-    pub dim: usize,
-    pub delta: Vec<DeltaEntry>,
-    /// The graph and the pids removed from it.
-    pub segment: Option<(Arc<Segment>, Vec<u32>)>,
-}
-
-/// What is read of one model.
-#[derive(Debug)]
-pub(crate) struct LoadedModel {
-    pub model: String,
-    pub dim: usize,
-    pub delta: Vec<DeltaEntry>,
-    pub segment: Option<(Segment, Vec<u32>)>,
-}
-
-#[derive(Serialize)]
-struct ModelHeaderRef<'a> {
-    model: &'a str,
-    dim: u32,
-    delta: &'a [DeltaEntry],
-    segment: Option<SegmentHeaderRef<'a>>,
-}
-
-#[derive(Serialize)]
-struct SegmentHeaderRef<'a> {
-    tenants: &'a [TenantId],
-    meta: &'a [Meta],
-    dead: &'a [u32],
-}
-
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct ModelHeader {
     model: String,
     dim: u32,
-    delta: Vec<DeltaEntry>,
-    segment: Option<SegmentHeader>,
-}
-
-#[derive(Deserialize)]
-struct SegmentHeader {
+    file: String,
+    file_len: u64,
+    file_sum: u64,
     tenants: Vec<TenantId>,
-    meta: Vec<Meta>,
-    dead: Vec<u32>,
+    next_key: u64,
+    entries: Vec<(u64, Slot)>,
 }
 
-/// Writes `models` to `path` atomically; returns the file's size.
+/// One model loaded.
+#[derive(Debug)]
+pub(crate) struct LoadedModel {
+    pub model: String,
+    pub graph: Graph,
+}
+
+fn graph_path(manifest: &Path, generation: u64, n: usize) -> PathBuf {
+    let mut name = manifest.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(format!(".{generation}.{n}.usearch"));
+    manifest.with_file_name(name)
+}
+
+/// Writes every model's graph and the manifest; returns the bytes written.
+/// The caller keeps writers out of the graphs meanwhile (searches may go on).
 ///
 /// # Errors
-/// Any I/O or encoding failure; the old file is then left as it was.
-pub(crate) fn write(path: &Path, models: &[ModelImage]) -> io::Result<u64> {
-    let tmp = temp_path(path);
-    let result = write_to(&tmp, models);
+/// Any I/O or usearch failure; the previous snapshot is then left as it was.
+pub(crate) fn write(path: &Path, models: &[(String, Arc<Graph>)]) -> io::Result<u64> {
+    let generation =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut headers = Vec::with_capacity(models.len());
+    let mut written = Vec::new();
+    let result = (|| {
+        let mut total = 0;
+        for (n, (model, graph)) in models.iter().enumerate() {
+            let file = graph_path(path, generation, n);
+            written.push(file.clone());
+            graph.save(&file).map_err(io::Error::other)?;
+            File::open(&file)?.sync_all()?;
+            let (file_len, file_sum) = checksum_file(&file)?;
+            total += file_len;
+            let tables = read_lock(&graph.tables);
+            headers.push(ModelHeader {
+                model: model.clone(),
+                dim: graph.dim as u32,
+                file: file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+                file_len,
+                file_sum,
+                tenants: tables.tenants.clone(),
+                next_key: tables.next_key,
+                entries: tables.iter().map(|(k, s)| (k, *s)).collect(),
+            });
+        }
+        Ok::<_, io::Error>(total + write_manifest(path, &headers)?)
+    })();
+    match result {
+        Ok(total) => {
+            remove_other_generations(path, &written);
+            Ok(total)
+        }
+        Err(e) => {
+            for f in written {
+                let _ = fs::remove_file(f);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_manifest(path: &Path, headers: &[ModelHeader]) -> io::Result<u64> {
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, Hashing { inner: file, sum: Checksum::new() });
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out = postcard::to_io(headers, out).map_err(io::Error::other)?;
+        let Hashing { inner: mut file, sum } = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.write_all(&sum.finish().to_le_bytes())?;
+        file.write_all(END_MAGIC)?;
+        file.sync_all()?;
+        file.metadata().map(|m| m.len())
+    })();
     match result {
         Ok(size) => {
             fs::rename(&tmp, path)?;
@@ -116,45 +144,54 @@ pub(crate) fn write(path: &Path, models: &[ModelImage]) -> io::Result<u64> {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-fn write_to(tmp: &Path, models: &[ModelImage]) -> io::Result<u64> {
-    let file = File::create(tmp)?;
-    let mut out = BufWriter::with_capacity(1 << 20, Hashing { inner: file, sum: Checksum::new() });
-    out.write_all(MAGIC)?;
-    out.write_all(&VERSION.to_le_bytes())?;
-    let headers: Vec<ModelHeaderRef<'_>> = models
-        .iter()
-        .map(|m| ModelHeaderRef {
-            model: &m.model,
-            dim: m.dim as u32,
-            delta: &m.delta,
-            segment: m.segment.as_ref().map(|(s, dead)| SegmentHeaderRef { tenants: &s.tenants, meta: &s.meta, dead }),
-        })
-        .collect();
-    out = postcard::to_io(&headers, out).map_err(io::Error::other)?;
-    for (segment, _) in models.iter().filter_map(|m| m.segment.as_ref()) {
-        let fixed = postcard::to_io(&segment.map, FixedEf::new(&mut out)).map_err(io::Error::other)?;
-        fixed.finish()?;
+/// Deletes graph files of this manifest that `keep` does not name.
+fn remove_other_generations(path: &Path, keep: &[PathBuf]) {
+    let Some(prefix) = path.file_name().map(|f| format!("{}.", f.to_string_lossy())) else { return };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix)
+            && name.ends_with(".usearch")
+            && !keep.iter().any(|k| k.file_name() == Some(e.file_name().as_os_str()))
+        {
+            let _ = fs::remove_file(e.path());
+        }
     }
-    let Hashing { inner: mut file, sum } = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.write_all(&sum.finish().to_le_bytes())?;
-    file.write_all(END_MAGIC)?;
-    file.sync_all()?;
-    file.metadata().map(|m| m.len())
 }
 
-/// Reads a snapshot, setting every graph's `ef_search` to `ef_search`.
+/// The checksum of `bytes` (tests write snapshots by hand).
+#[cfg(test)]
+pub(crate) fn checksum_of(bytes: &[u8]) -> u64 {
+    let mut sum = Checksum::new();
+    sum.update(bytes);
+    sum.finish()
+}
+
+/// Length and checksum of a file, read in chunks.
+fn checksum_file(path: &Path) -> io::Result<(u64, u64)> {
+    let mut file = File::open(path)?;
+    let mut sum = Checksum::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, sum.finish()))
+}
+
+/// Reads a snapshot, applying `params` to every graph.
 ///
 /// # Errors
 /// A description of what is wrong (missing, truncated, corrupt, another
 /// format version, inconsistent).
-pub(crate) fn read(path: &Path, ef_search: usize) -> Result<Vec<LoadedModel>, String> {
-    let mut bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+pub(crate) fn read(path: &Path, params: GraphParams) -> Result<Vec<LoadedModel>, String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     let n = bytes.len();
     if n < MAGIC.len() + 4 + 16 || &bytes[..8] != MAGIC || &bytes[n - 8..] != END_MAGIC {
         return Err("not a vector index snapshot, or truncated".into());
@@ -170,120 +207,39 @@ pub(crate) fn read(path: &Path, ef_search: usize) -> Result<Vec<LoadedModel>, St
     if sum.finish() != u64::from_le_bytes(stored) {
         return Err("checksum mismatch".into());
     }
-    let body = &mut bytes[12..n - 16];
-    let (headers, rest) = postcard::take_from_bytes::<Vec<ModelHeader>>(body).map_err(|e| format!("headers: {e}"))?;
-    let mut at = body.len() - rest.len();
+    let headers: Vec<ModelHeader> = postcard::from_bytes(&bytes[12..n - 16]).map_err(|e| format!("headers: {e}"))?;
+    drop(bytes);
     let mut models = Vec::with_capacity(headers.len());
     for h in headers {
         let dim = h.dim as usize;
         if dim == 0 {
             return Err(format!("model {}: dimension 0", h.model));
         }
-        if let Some(e) = h.delta.iter().find(|e| e.vector.0.len() != dim) {
-            return Err(format!("model {}: delta entry {} is not of dimension {dim}", h.model, e.id));
+        if h.file.contains('/') || h.file.contains('\\') {
+            return Err(format!("model {}: graph file name {:?}", h.model, h.file));
         }
-        let segment = match h.segment {
-            None => None,
-            Some(s) => {
-                let (map, used) =
-                    take_map(&mut body[at..], ef_search).map_err(|e| format!("model {}: graph: {e}", h.model))?;
-                at += used;
-                let segment = Segment::from_parts(map, dim, ef_search, s.tenants, s.meta)
-                    .map_err(|e| format!("model {}: {e}", h.model))?;
-                if s.dead.iter().any(|&p| p as usize >= segment.len()) {
-                    return Err(format!("model {}: tombstone out of range", h.model));
-                }
-                Some((segment, s.dead))
+        let file = path.with_file_name(&h.file);
+        let (len, file_sum) = checksum_file(&file).map_err(|e| format!("model {}: graph file: {e}", h.model))?;
+        if (len, file_sum) != (h.file_len, h.file_sum) {
+            return Err(format!("model {}: graph file {} is not the one written", h.model, file.display()));
+        }
+        let mut tables = Tables::default();
+        for (key, slot) in &h.entries {
+            let tenant =
+                h.tenants.get(slot.tenant as usize).ok_or_else(|| format!("model {}: unknown tenant", h.model))?;
+            if tables.slot(*key).is_some() || *key >= h.next_key {
+                return Err(format!("model {}: key {key} repeated or out of range", h.model));
             }
-        };
-        models.push(LoadedModel { model: h.model, dim, delta: h.delta, segment });
-    }
-    if at != body.len() {
-        return Err(format!("{} unexpected bytes after the last graph", body.len() - at));
+            tables.put(*key, slot.id, tenant, slot.thread);
+        }
+        if tables.len() != h.entries.len() {
+            return Err(format!("model {}: an id appears twice", h.model));
+        }
+        tables.next_key = h.next_key;
+        let graph = Graph::load(&file, dim, params, tables).map_err(|e| format!("model {}: {e}", h.model))?;
+        models.push(LoadedModel { model: h.model, graph });
     }
     Ok(models)
-}
-
-/// Deserialises the `HnswMap` at the front of `bytes` with its `ef_search`
-/// set to `ef`; returns it and the number of bytes it took.
-fn take_map(bytes: &mut [u8], ef: usize) -> Result<(HnswMap<Point, u32>, usize), String> {
-    let width = bytes.iter().take(10).position(|b| b & 0x80 == 0).ok_or("bad ef_search varint")? + 1;
-    if ef < 1 << (7 * width) {
-        write_varint_fixed(&mut bytes[..width], ef);
-        let (map, rest) = postcard::take_from_bytes::<HnswMap<Point, u32>>(bytes).map_err(|e| e.to_string())?;
-        return Ok((map, bytes.len() - rest.len()));
-    }
-    // A canonical varint too narrow for the new value (never written by this
-    // module): re-encode into a copy.
-    let mut needed = 1;
-    while ef >= 1 << (7 * needed) {
-        needed += 1;
-    }
-    let mut patched = vec![0u8; needed];
-    write_varint_fixed(&mut patched, ef);
-    let new_width = patched.len();
-    patched.extend_from_slice(&bytes[width..]);
-    let (map, rest) = postcard::take_from_bytes::<HnswMap<Point, u32>>(&patched).map_err(|e| e.to_string())?;
-    Ok((map, patched.len() - rest.len() - new_width + width))
-}
-
-/// `value` as a little-endian base-128 varint of exactly `out.len()` bytes.
-fn write_varint_fixed(out: &mut [u8], value: usize) {
-    let last = out.len() - 1;
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = ((value >> (7 * i)) & 0x7f) as u8 | if i < last { 0x80 } else { 0 };
-    }
-}
-
-/// Passes bytes through, except the first varint, which it re-encodes in
-/// `EF_WIDTH` bytes (see the module docs).
-struct FixedEf<W: Write> {
-    inner: W,
-    prefix: Vec<u8>,
-    done: bool,
-}
-
-impl<W: Write> FixedEf<W> {
-    fn new(inner: W) -> Self {
-        Self { inner, prefix: Vec::new(), done: false }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        if self.done { Ok(()) } else { Err(io::Error::other("graph encoding ended inside its first varint")) }
-    }
-}
-
-impl<W: Write> Write for FixedEf<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.done {
-            return self.inner.write(buf);
-        }
-        for (i, &b) in buf.iter().enumerate() {
-            self.prefix.push(b);
-            if b & 0x80 == 0 {
-                let value =
-                    self.prefix.iter().enumerate().fold(0usize, |v, (k, b)| v | (usize::from(b & 0x7f) << (7 * k)));
-                if self.prefix.len() <= EF_WIDTH && value < 1 << (7 * EF_WIDTH) {
-                    let mut fixed = [0u8; EF_WIDTH];
-                    write_varint_fixed(&mut fixed, value);
-                    self.inner.write_all(&fixed)?;
-                } else {
-                    self.inner.write_all(&self.prefix)?;
-                }
-                self.done = true;
-                self.inner.write_all(&buf[i + 1..])?;
-                return Ok(buf.len());
-            }
-            if self.prefix.len() >= 10 {
-                return Err(io::Error::other("first varint longer than 10 bytes"));
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// A writer that checksums what passes through.
@@ -358,8 +314,6 @@ impl Checksum {
 
 #[cfg(test)]
 mod tests {
-    use instant_distance::{Builder, Search};
-
     use super::*;
 
     #[test]
@@ -382,44 +336,5 @@ mod tests {
         let mut short = Checksum::new();
         short.update(&data[..999]);
         assert_ne!(short.finish(), whole.finish());
-    }
-
-    /// Guards the layout assumption of the module docs: `ef_search` is the
-    /// map's first varint, and setting it changes how many results a search
-    /// returns without a rebuild.
-    #[test]
-    fn ef_search_is_the_first_varint_and_can_be_set_at_load() {
-        let points: Vec<Point> = (0..400)
-            .map(|i| {
-                let a = i as f32 * 0.37;
-                let v = [a.cos(), a.sin(), (a * 0.5).cos()];
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                Point::new(&v.map(|x| x / n))
-            })
-            .collect();
-        let values: Vec<u32> = (0..400).collect();
-        let map = Builder::default().ef_search(7).ef_construction(40).seed(1).build(points.clone(), values);
-        let mut search = Search::default();
-        assert_eq!(map.search(&points[0], &mut search).len(), 7);
-
-        let mut plain = postcard::to_stdvec(&map).unwrap();
-        assert_eq!(plain[0], 7, "ef_search leads the encoding");
-        let mut fixed = Vec::new();
-        let w = postcard::to_io(&map, FixedEf::new(&mut fixed)).unwrap();
-        w.finish().unwrap();
-        assert_eq!(&fixed[..3], &[0x87, 0x80, 0x00]);
-        assert_eq!(fixed.len(), plain.len() + 2);
-
-        let total = fixed.len();
-        let (wide, used) = take_map(&mut fixed, 300).unwrap();
-        assert_eq!(used, total);
-        assert_eq!(wide.search(&points[0], &mut search).len(), 300);
-        // A one-byte canonical varint widened through the copying path.
-        let total = plain.len();
-        let (copied, used) = take_map(&mut plain, 200).unwrap();
-        assert_eq!(used, total);
-        assert_eq!(copied.search(&points[0], &mut search).len(), 200);
-        let nearest = copied.search(&points[5], &mut search).next().unwrap();
-        assert_eq!(nearest.point, &points[5]);
     }
 }

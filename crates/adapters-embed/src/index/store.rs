@@ -2,8 +2,7 @@
 //! with per-thread postings, so a thread-scoped scan touches only that
 //! thread's vectors and a tenant-scoped one only that tenant's.
 //!
-//! [`ModelStore`] is the whole of [`super::ExactIndex`] for one model, and the
-//! delta (vectors not yet in a graph) of [`super::HnswIndex`].
+//! [`ModelStore`] is the whole of [`super::ExactIndex`] for one model.
 
 use std::collections::{HashMap, HashSet};
 
@@ -175,6 +174,7 @@ impl TenantStore {
     }
 
     /// Every live entry: id, thread, unit vector.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (MessageId, ThreadId, &[f32])> + '_ {
         self.slots
             .iter()
@@ -217,10 +217,6 @@ impl ModelStore {
         self.tenant_of.is_empty()
     }
 
-    pub(crate) fn contains(&self, id: &MessageId) -> bool {
-        self.tenant_of.contains_key(id)
-    }
-
     /// Inserts or replaces (wherever the id was, even under another tenant).
     /// `v` must be a unit vector of `dim()` elements.
     pub(crate) fn upsert(&mut self, id: MessageId, tenant: &TenantId, thread: ThreadId, v: &[f32]) {
@@ -257,11 +253,6 @@ impl ModelStore {
 
     pub(crate) fn tenant(&self, tenant: &TenantId) -> Option<&TenantStore> {
         self.tenants.get(tenant)
-    }
-
-    /// Every live entry: id, tenant, thread, unit vector.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (MessageId, &TenantId, ThreadId, &[f32])> + '_ {
-        self.tenants.iter().flat_map(|(t, s)| s.iter().map(move |(id, thread, v)| (id, t, thread, v)))
     }
 
     pub(crate) fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {

@@ -19,15 +19,17 @@ mod exact {
 mod hnsw {
     use super::*;
 
-    /// Tiny thresholds: graphs are built in the background while the cases
-    /// run, and any filter is searched through the graph once one exists.
+    /// Any filter is searched through the graph (`exact_below` 0), which
+    /// takes every insert and removal as it comes; `ef_search` 200 as in the
+    /// pgvector suite (the clustered recall case is 30 tight clusters of 100:
+    /// at 40 the graph found 0.89 of the true top 10).
     async fn fresh() -> IndexUnderTest {
         let config = HnswConfig {
             snapshot_path: None,
             rebuild_threshold: 16,
             exact_below: 0,
-            ef_construction: 32,
-            ef_search: 40,
+            ef_construction: 100,
+            ef_search: 200,
         };
         IndexUnderTest { index: Arc::new(HnswIndex::open(config).unwrap()), guard: Arc::new(()) }
     }
