@@ -885,17 +885,33 @@ async fn every_view_shows_the_seeded_figures_in_chromium_without_errors() {
     driver.screenshot(&shots, "evaluations").await;
     assert_no_errors(&driver.logs().await, "the evaluations view");
 
-    // 7. System health: the server's own samples (every second here).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // 7. System health: the server's own samples (every second here). The
+    // view draws a series' history once it spans two buckets of the range
+    // it shows (15 minutes: buckets of about 16 s), so wait until every
+    // series does, asked as the view asks, or its canvases stay empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = api(&http, &base, &key, "/api/observability/metrics?name=process.cpu.utilization").await;
-        if m["series"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["points"].as_array().is_some_and(|p| !p.is_empty())))
+        let from = (time::OffsetDateTime::now_utc() - time::Duration::minutes(15))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let m = api(&http, &base, &key, &format!("/api/observability/metrics?from={from}")).await;
+        let series = m["series"].as_array().cloned().unwrap_or_default();
+        let buckets = |name: &str| {
+            series
+                .iter()
+                .filter(|s| s["name"] == name)
+                .map(|s| s["points"].as_array().map_or(0, Vec::len))
+                .max()
+                .unwrap_or(0)
+        };
+        let names =
+            ["process.cpu.utilization", "process.memory.usage", "memlayer.database.size", "memlayer.data_dir.usage"];
+        if names.iter().all(|n| buckets(n) >= 2)
+            && series.iter().all(|s| s["points"].as_array().map_or(0, Vec::len) >= 2)
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the server samples itself: {m}");
+        assert!(Instant::now() < deadline, "the server samples itself into two buckets: {m}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let text = driver.view("/health?range=15m", "health").await;
