@@ -15,7 +15,9 @@ use crate::support::{Store, TestApp, assert_error, model_ready};
 
 /// A fake chat-completions server: 500 until `healthy` is set, then a
 /// summary naming how many messages it was sent.
-async fn chat_server(healthy: Arc<AtomicBool>) -> String {
+/// A fake OpenAI-compatible chat server whose summary names how many user
+/// messages it was given (500 while `healthy` is false).
+pub(crate) async fn chat_server(healthy: Arc<AtomicBool>) -> String {
     use axum::response::IntoResponse;
     let app = axum::Router::new().route(
         "/v1/chat/completions",
@@ -37,7 +39,8 @@ async fn chat_server(healthy: Arc<AtomicBool>) -> String {
     format!("http://{addr}/v1")
 }
 
-async fn app_with_chat(store: Store, healthy: Arc<AtomicBool>) -> Option<TestApp> {
+/// A test app whose summariser is [`chat_server`].
+pub(crate) async fn app_with_chat(store: Store, healthy: Arc<AtomicBool>) -> Option<TestApp> {
     let url = chat_server(healthy).await;
     TestApp::on(store, move |c| {
         c.embedding.enabled = false;

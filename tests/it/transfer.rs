@@ -115,8 +115,14 @@ async fn populate(t: &TestApp) {
 
 async fn round_trip() {
     let Some(pg) = TestApp::on(Store::Postgres, |_| {}).await else { return };
-    let source = TestApp::on(Store::Libsql, |_| {}).await.unwrap();
+    // A summariser (a fake chat server) so that a summary goes along too.
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let source = crate::summary::app_with_chat(Store::Libsql, healthy).await.unwrap();
     populate(&source).await;
+    let (_, threads) = source.call("GET", "/api/threads?resource_id=u1", None).await;
+    let refund = threads["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, v) = source.call("POST", &format!("/api/threads/{refund}/summary"), None).await;
+    assert_eq!((status, &v["advanced"]), (StatusCode::OK, &json!(true)), "{v}");
     let first = export(&source, "?vectors=true").await;
     let lines = stable(&first);
     let count = |kind: &str| lines.iter().filter(|l| l["type"] == kind).count();
@@ -125,7 +131,10 @@ async fn round_trip() {
         (1, 1, 1, 1, 1, 2),
         "{first}"
     );
-    assert_eq!((count("message"), count("vector"), count("agent_state"), count("working_memory")), (5, 2, 1, 2));
+    assert_eq!(
+        (count("message"), count("vector"), count("agent_state"), count("working_memory"), count("summary")),
+        (5, 2, 1, 2, 1)
+    );
     assert_eq!(lines.last().unwrap()["type"], "end");
 
     let (status, report) = import(&pg, &first).await;
