@@ -195,11 +195,11 @@ async fn agent_state_history_queries_use_its_key() {
     for (sql, index) in [
         (state::prune_history_sql(Dialect::Sqlite, source, &agent, 10), "agent_state_history USING PRIMARY KEY"),
         (
-            threads::fork_states_sql(Dialect::Sqlite, "agent_state_history", &t, source, &fork, false, at),
+            threads::fork_states_sql(Dialect::Sqlite, true, &t, source, &fork, false, at),
             "SEARCH m USING PRIMARY KEY (thread_id=? AND agent_id=? AND at_seq<?)",
         ),
         (
-            threads::fork_working_sql(Dialect::Sqlite, "working_memory", &t, source, &fork, false, at),
+            threads::fork_working_sql(Dialect::Sqlite, false, &t, source, &fork, false, at),
             "SEARCH w USING PRIMARY KEY (tenant=? AND scope_kind=? AND scope_id=?)",
         ),
     ] {

@@ -243,13 +243,13 @@ pub async fn fork<D: Transactor>(
                     // The whole thread: the current state and document;
                     // up to an earlier seq: those as of it.
                     let whole = thread.last_seq == source_thread.last_seq;
-                    for table in ["agent_state", "agent_state_history"] {
-                        let sql = fork_states_sql(dialect, table, tenant, source, &thread, whole, at);
+                    for history in [false, true] {
+                        let sql = fork_states_sql(dialect, history, tenant, source, &thread, whole, at);
                         ex.execute("copy agent states", sql).await?;
                     }
                     ex.execute("copy summary", fork_summary_sql(dialect, tenant, source, &thread)).await?;
-                    for table in ["working_memory", "working_memory_versions"] {
-                        let sql = fork_working_sql(dialect, table, tenant, source, &thread, whole, at);
+                    for versions in [false, true] {
+                        let sql = fork_working_sql(dialect, versions, tenant, source, &thread, whole, at);
                         ex.execute("copy working memory", sql).await?;
                     }
                     let rows = ex.fetch("read copied vectors", forked_vectors_sql(dialect, tenant, thread.id)).await?;
@@ -354,8 +354,8 @@ pub fn fork_vectors_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, f
     sql
 }
 
-/// Step 6 of [`fork`]: the source's agent states into `table`
-/// (`agent_state` or `agent_state_history`, migration 25), as version 1:
+/// Step 6 of [`fork`]: the source's agent states into `agent_state`, or
+/// into `agent_state_history` (migration 25) when `history`, as version 1:
 /// forking the `whole` thread, the current ones (in the history under the
 /// seq their newest history row has, or the fork's `last_seq`); else each
 /// agent's history row with the greatest `at_seq <= fork.last_seq`, an
@@ -363,14 +363,14 @@ pub fn fork_vectors_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, f
 #[must_use]
 pub fn fork_states_sql(
     dialect: Dialect,
-    table: &str,
+    history: bool,
     tenant: &TenantId,
     source: ThreadId,
     fork: &Thread,
     whole: bool,
     at: Timestamp,
 ) -> Sql {
-    let history = table == "agent_state_history";
+    let table = if history { "agent_state_history" } else { "agent_state" };
     let mut sql = Sql::new(dialect);
     let tenant_column = if dialect.tenant_on_every_table() { "tenant, " } else { "" };
     let seq_column = if history { "at_seq, " } else { "" };
@@ -431,22 +431,23 @@ pub fn fork_summary_sql(dialect: Dialect, tenant: &TenantId, source: ThreadId, f
     sql
 }
 
-/// Step 6 of [`fork`]: the source's working-memory document into `table`
-/// (`working_memory` or `working_memory_versions`), as version 1: forking
+/// Step 6 of [`fork`]: the source's working-memory document into
+/// `working_memory`, or into `working_memory_versions` when `versions`, as
+/// version 1: forking
 /// the `whole` thread, the current one (kept with the seq of its version,
 /// or the fork's `last_seq`); else the newest kept version with
 /// `at_seq <= fork.last_seq`, none when no kept version is that old.
 #[must_use]
 pub fn fork_working_sql(
     dialect: Dialect,
-    table: &str,
+    versions: bool,
     tenant: &TenantId,
     source: ThreadId,
     fork: &Thread,
     whole: bool,
     at: Timestamp,
 ) -> Sql {
-    let versions = table == "working_memory_versions";
+    let table = if versions { "working_memory_versions" } else { "working_memory" };
     let mut sql = Sql::new(dialect);
     let seq_column = if versions { ", at_seq" } else { "" };
     sql.push(&format!(
