@@ -15,15 +15,16 @@
 //! Tables are under their own lock, held by a search for its duration and
 //! by a writer only to update them (never while it inserts vectors).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, PoisonError, RwLock};
 
+use foldhash::{HashMap, HashSet};
 use memlayer_domain::{MessageId, TenantId, ThreadId};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::codes::{CODES_FROM, Codes};
 use super::math::{TopK, dot};
 use super::read;
 use super::store::Threads;
@@ -54,12 +55,34 @@ pub(crate) struct Slot {
     /// Position in `by_tenant[tenant]`.
     #[serde(skip)]
     tpos: u32,
-    /// Position in `by_thread[thread]`.
+    /// Position in `by_thread[(tenant, thread)]`.
     #[serde(skip)]
     hpos: u32,
 }
 
-/// Keys by id, tenant and thread.
+/// One entry of a thread's postings: what an exact scan of the thread needs
+/// without looking its key up in [`Tables::slots`].
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    key: u64,
+    id: MessageId,
+}
+
+/// One thread's postings and, from [`CODES_FROM`] entries on, their
+/// vectors' int8 codes in the same order (see [`super::codes`]). The codes
+/// may cover only a prefix of the entries: those added since the last
+/// [`Graph::code_threads`] (whose vectors may not be in the graph yet) are
+/// scanned from the graph.
+#[derive(Debug, Default)]
+struct Postings {
+    entries: Vec<Posting>,
+    codes: Option<Codes>,
+}
+
+/// Keys by id, tenant and thread. Hashed with `foldhash` (seeded per
+/// process, so ids a caller chooses cannot be picked to collide): a filtered
+/// graph search looks keys up once per visited node, and SipHash was a
+/// tenth of an exact scan's time.
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
     pub(crate) tenants: Vec<TenantId>,
@@ -67,7 +90,13 @@ pub(crate) struct Tables {
     slots: HashMap<u64, Slot>,
     by_id: HashMap<MessageId, u64>,
     by_tenant: Vec<Vec<u64>>,
-    by_thread: HashMap<ThreadId, Vec<u64>>,
+    /// Keyed by tenant too, so a thread id named in another tenant's filter
+    /// finds nothing, and a thread's count is its postings' length.
+    by_thread: HashMap<(u32, ThreadId), Postings>,
+    /// Threads of at least [`CODES_FROM`] entries whose codes do not cover
+    /// them all: coded by [`Graph::code_threads`] once their vectors are in
+    /// the graph.
+    uncoded: HashSet<(u32, ThreadId)>,
     pub(crate) next_key: u64,
 }
 
@@ -110,9 +139,12 @@ impl Tables {
         let in_tenant = &mut self.by_tenant[tix as usize];
         let tpos = in_tenant.len() as u32;
         in_tenant.push(key);
-        let in_thread = self.by_thread.entry(thread).or_default();
-        let hpos = in_thread.len() as u32;
-        in_thread.push(key);
+        let in_thread = self.by_thread.entry((tix, thread)).or_default();
+        let hpos = in_thread.entries.len() as u32;
+        in_thread.entries.push(Posting { key, id });
+        if in_thread.entries.len() >= CODES_FROM {
+            self.uncoded.insert((tix, thread));
+        }
         self.slots.insert(key, Slot { id, thread, tenant: tix, tpos, hpos });
         self.by_id.insert(id, key);
         self.next_key = self.next_key.max(key + 1);
@@ -129,15 +161,30 @@ impl Tables {
         {
             s.tpos = slot.tpos;
         }
-        if let Some(in_thread) = self.by_thread.get_mut(&slot.thread) {
-            in_thread.swap_remove(slot.hpos as usize);
-            if let Some(&moved) = in_thread.get(slot.hpos as usize)
-                && let Some(s) = self.slots.get_mut(&moved)
+        let thread_key = (slot.tenant, slot.thread);
+        if let Some(in_thread) = self.by_thread.get_mut(&thread_key) {
+            let hpos = slot.hpos as usize;
+            let coded_all = in_thread.codes.as_ref().is_some_and(|c| c.len() == in_thread.entries.len());
+            in_thread.entries.swap_remove(hpos);
+            if let Some(codes) = &mut in_thread.codes {
+                if coded_all {
+                    codes.swap_remove(hpos);
+                } else if hpos < codes.len() {
+                    // The entry moved into the gap has no code yet.
+                    codes.truncate(hpos);
+                    self.uncoded.insert(thread_key);
+                }
+                if in_thread.entries.len() < CODES_FROM / 2 {
+                    in_thread.codes = None;
+                }
+            }
+            if let Some(moved) = in_thread.entries.get(slot.hpos as usize)
+                && let Some(s) = self.slots.get_mut(&moved.key)
             {
                 s.hpos = slot.hpos;
             }
-            if in_thread.is_empty() {
-                self.by_thread.remove(&slot.thread);
+            if in_thread.entries.is_empty() {
+                self.by_thread.remove(&thread_key);
             }
         }
         Some(key)
@@ -146,13 +193,8 @@ impl Tables {
     /// Forgets every entry of `tenant`'s `thread`; returns their keys.
     pub(crate) fn remove_thread(&mut self, tenant: &TenantId, thread: ThreadId) -> Vec<u64> {
         let Some(tix) = self.tenant_index(tenant) else { return Vec::new() };
-        let ids: Vec<MessageId> = self
-            .by_thread
-            .get(&thread)
-            .map(|keys| {
-                keys.iter().filter_map(|k| self.slots.get(k)).filter(|s| s.tenant == tix).map(|s| s.id).collect()
-            })
-            .unwrap_or_default();
+        let ids: Vec<MessageId> =
+            self.by_thread.get(&(tix, thread)).map(|ps| ps.entries.iter().map(|p| p.id).collect()).unwrap_or_default();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
@@ -161,31 +203,42 @@ impl Tables {
         let Some(tix) = self.tenant_index(tenant) else { return 0 };
         match threads {
             Threads::All => self.by_tenant[tix as usize].len(),
-            Threads::Only(ts) => ts
-                .iter()
-                .filter_map(|t| self.by_thread.get(t))
-                .map(|keys| keys.iter().filter(|k| self.slots.get(k).is_some_and(|s| s.tenant == tix)).count())
-                .sum(),
+            Threads::Only(ts) => {
+                ts.iter().filter_map(|t| self.by_thread.get(&(tix, *t))).map(|p| p.entries.len()).sum()
+            }
         }
     }
 
-    /// Calls `f` with every key in scope.
-    pub(crate) fn for_each(&self, tenant: &TenantId, threads: Threads<'_>, mut f: impl FnMut(u64, &Slot)) {
+    /// Calls `f` with the key, id and thread of every entry in scope, and
+    /// `coded` with every thread in scope whose postings carry codes
+    /// (instead of calling `f` for its entries) unless `coded` is `None`.
+    fn for_each<'a>(
+        &'a self,
+        tenant: &TenantId,
+        threads: Threads<'_>,
+        mut f: impl FnMut(u64, MessageId, ThreadId),
+        mut coded: Option<&mut dyn FnMut(ThreadId, &'a [Posting], &'a Codes)>,
+    ) {
         let Some(tix) = self.tenant_index(tenant) else { return };
         match threads {
             Threads::All => {
                 for k in &self.by_tenant[tix as usize] {
                     if let Some(s) = self.slots.get(k) {
-                        f(*k, s);
+                        f(*k, s.id, s.thread);
                     }
                 }
             }
             Threads::Only(ts) => {
                 for t in ts {
-                    for k in self.by_thread.get(t).map_or(&[][..], Vec::as_slice) {
-                        if let Some(s) = self.slots.get(k).filter(|s| s.tenant == tix) {
-                            f(*k, s);
-                        }
+                    let Some(p) = self.by_thread.get(&(tix, *t)) else { continue };
+                    let mut rest = &p.entries[..];
+                    if let (Some(codes), Some(coded)) = (&p.codes, coded.as_deref_mut()) {
+                        let (head, tail) = p.entries.split_at(codes.len().min(p.entries.len()));
+                        coded(*t, head, codes);
+                        rest = tail;
+                    }
+                    for e in rest {
+                        f(e.key, e.id, *t);
                     }
                 }
             }
@@ -201,11 +254,19 @@ impl Tables {
         self.by_id.keys().copied()
     }
 
+    /// Entries that have their int8 code.
+    #[cfg(test)]
+    pub(crate) fn coded(&self) -> usize {
+        self.by_thread.values().filter_map(|p| p.codes.as_ref()).map(Codes::len).sum()
+    }
+
     /// Approximate heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        // Hash tables at ~7/8 load with a control byte; postings of 8 B.
+        // Hash tables at ~7/8 load with a control byte; postings of 8 B per
+        // tenant and of 24 B per thread; the large threads' codes.
         let n = self.slots.len();
-        n * (8 + size_of::<Slot>() + 1) * 8 / 7 + n * (16 + 8 + 1) * 8 / 7 + n * 16
+        let codes: usize = self.by_thread.values().filter_map(|p| p.codes.as_ref()).map(Codes::heap_bytes).sum();
+        n * (8 + size_of::<Slot>() + 1) * 8 / 7 + n * (16 + 8 + 1) * 8 / 7 + n * (8 + size_of::<Posting>()) + codes
     }
 }
 
@@ -323,6 +384,7 @@ impl Graph {
             .reserve_capacity_and_threads(graph.index.capacity().max(tables.len()).max(MIN_CAPACITY), CONTEXTS)
             .map_err(|e| e.to_string())?;
         *graph.tables.write().unwrap_or_else(PoisonError::into_inner) = tables;
+        graph.code_threads();
         Ok(graph)
     }
 
@@ -402,14 +464,91 @@ impl Graph {
     ) {
         let _grow = read(&self.grow);
         let mut buf = vec![0.0f32; self.dim];
-        tables.for_each(tenant, threads, |key, slot| {
-            if skip(&slot.id) {
-                return;
+        let mut coded: Vec<(ThreadId, &[Posting], &Codes)> = Vec::new();
+        tables.for_each(
+            tenant,
+            threads,
+            |key, id, thread| {
+                if skip(&id) {
+                    return;
+                }
+                if matches!(self.index.get(key, &mut buf[..]), Ok(n) if n > 0) {
+                    top.offer(dot(q, &buf), || (id, thread));
+                }
+            },
+            Some(&mut |thread, entries, codes| coded.push((thread, entries, codes))),
+        );
+        if coded.is_empty() {
+            return;
+        }
+        // Approximate scores and their error bounds from the codes.
+        let q_l1: f32 = q.iter().map(|x| x.abs()).sum();
+        let mut candidates: Vec<(f32, f32, u32, u32)> = Vec::new();
+        for (list, (_, entries, codes)) in coded.iter().enumerate() {
+            for (pos, e) in entries.iter().enumerate() {
+                if !skip(&e.id) {
+                    let (approx, bound) = codes.approx(q, q_l1, pos);
+                    candidates.push((approx, bound, list as u32, pos as u32));
+                }
             }
-            if matches!(self.index.get(key, &mut buf[..]), Ok(n) if n > 0) {
-                top.offer(dot(q, &buf), || (slot.id, slot.thread));
+        }
+        // Nothing scoring below `floor` can enter: the k-th best lower bound
+        // (k candidates score at least that), or the k-th exact score so far.
+        let k = top.k();
+        let mut floor = top.floor().unwrap_or(f32::NEG_INFINITY);
+        if k > 0 && candidates.len() >= k {
+            let mut lower: Vec<f32> = candidates.iter().map(|c| c.0 - c.1).collect();
+            let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            floor = floor.max(*kth);
+        }
+        let mut missing = false;
+        let mut rescore = |c: &(f32, f32, u32, u32), top: &mut TopK| {
+            let (thread, entries, _) = coded[c.2 as usize];
+            let e = entries[c.3 as usize];
+            if matches!(self.index.get(e.key, &mut buf[..]), Ok(n) if n > 0) {
+                top.offer(dot(q, &buf), || (e.id, thread));
+                true
+            } else {
+                false
             }
-        });
+        };
+        for c in candidates.iter().filter(|c| c.0 + c.1 >= floor) {
+            missing |= !rescore(c, top);
+        }
+        if missing {
+            // An entry whose vector is not in the graph yet (its insert is
+            // under way) may have set the floor: score the rest too.
+            for c in candidates.iter().filter(|c| c.0 + c.1 < floor) {
+                rescore(c, top);
+            }
+        }
+    }
+
+    /// Extends the codes of the threads of at least [`CODES_FROM`] entries
+    /// to every entry, reading the vectors back from the graph. Call once
+    /// the vectors are in (after an insert, a load); a thread with a vector
+    /// still missing keeps the codes it has and is left for the next call.
+    pub(crate) fn code_threads(&self) {
+        let _grow = read(&self.grow);
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let pending = std::mem::take(&mut tables.uncoded);
+        let mut later = Vec::new();
+        let mut buf = vec![0.0f32; self.dim];
+        for thread in pending {
+            let Some(p) = tables.by_thread.get_mut(&thread) else { continue };
+            if p.entries.len() < CODES_FROM {
+                continue;
+            }
+            let codes = p.codes.get_or_insert_with(|| Codes::new(self.dim));
+            for e in &p.entries[codes.len()..] {
+                if !matches!(self.index.get(e.key, &mut buf[..]), Ok(n) if n > 0) {
+                    later.push(thread);
+                    break;
+                }
+                codes.push(&buf);
+            }
+        }
+        tables.uncoded.extend(later);
     }
 
     /// Searches the graph for the `count` nearest keys that `admit` accepts

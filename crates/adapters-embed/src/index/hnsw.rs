@@ -437,6 +437,7 @@ impl HnswIndex {
                         tables.remove(id);
                     }
                 }
+                graph.code_threads();
                 result
             }
         };
@@ -549,6 +550,7 @@ mod tests {
 
     use super::*;
     use crate::index::ExactIndex;
+    use crate::index::math::dot;
     use crate::index::testdata::{clustered, cosine};
 
     const DIM: usize = 16;
@@ -990,5 +992,88 @@ mod tests {
         assert_eq!(reopened.len().await.unwrap(), 100);
         let got = reopened.search(&all(&t), &entries[3].embedding, 1).await.unwrap();
         assert_eq!(got.matches[0].id, entries[3].id);
+    }
+
+    /// A thread of more than `CODES_FROM` entries is scanned through its
+    /// int8 codes: the hits, their order and their scores are still those
+    /// of scoring every entry exactly, for every k, with exclusions, next
+    /// to a thread without codes, and after removals (codes moved with
+    /// their entries), more inserts (codes extended) and the thread
+    /// shrinking (codes dropped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coded_thread_scans_exactly() {
+        use crate::index::codes::CODES_FROM;
+        let index = HnswIndex::open(HnswConfig { exact_below: 1_000_000, ..graph_config() }).unwrap();
+        let t = tenant("acme");
+        let (big, small) = (ThreadId::new(), ThreadId::new());
+        let vectors = clustered(11, CODES_FROM + 900, DIM, 12);
+        let mut stored: Vec<VectorEntry> = vectors.iter().map(|v| entry(&t, big, v)).collect();
+        // Exact duplicates: ties broken by id, as the full scan breaks them.
+        for v in vectors.iter().take(40) {
+            stored.push(entry(&t, big, v));
+        }
+        stored.extend(clustered(12, 150, DIM, 5).iter().map(|v| entry(&t, small, v)));
+        index.upsert(stored.clone()).await.unwrap();
+        let coded = |index: &HnswIndex| read(&index.inner.graph("m").unwrap().tables).coded();
+        assert_eq!(coded(&index), CODES_FROM + 940, "every entry of the big thread has its code");
+
+        async fn check(index: &HnswIndex, stored: &[VectorEntry], t: &TenantId, big: ThreadId, small: ThreadId) {
+            let queries = clustered(13, 12, DIM, 12);
+            for (qi, q) in queries.iter().enumerate() {
+                for threads in [vec![big], vec![big, small]] {
+                    let filter = SearchFilter::these_threads(t.clone(), threads.clone());
+                    let exclude: HashSet<MessageId> = stored.iter().skip(qi).step_by(7).map(|e| e.id).collect();
+                    let unit = normalised(q);
+                    for k in [1, 10, 100] {
+                        for excluding in [false, true] {
+                            let mut truth: Vec<(f32, MessageId)> = stored
+                                .iter()
+                                .filter(|e| threads.contains(&e.thread) && !(excluding && exclude.contains(&e.id)))
+                                .map(|e| (dot(&unit, &normalised(e.embedding.vector())), e.id))
+                                .collect();
+                            truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                            truth.truncate(k);
+                            let got = if excluding {
+                                index.search_excluding(&filter, &emb("m", q), k, &exclude).await.unwrap()
+                            } else {
+                                index.search(&filter, &emb("m", q), k).await.unwrap()
+                            };
+                            assert_eq!(got.strategy, IndexKind::Exact);
+                            let got: Vec<(f32, MessageId)> = got.matches.iter().map(|m| (m.score, m.id)).collect();
+                            assert_eq!(
+                                got,
+                                truth,
+                                "query {qi}, threads {}, k {k}, excluding {excluding}",
+                                threads.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        check(&index, &stored, &t, big, small).await;
+
+        // Removals move the last entry's code into the gap.
+        let gone: Vec<MessageId> = stored.iter().filter(|e| e.thread == big).step_by(3).map(|e| e.id).collect();
+        index.remove(gone.clone()).await.unwrap();
+        stored.retain(|e| !gone.contains(&e.id));
+        let big_left = stored.iter().filter(|e| e.thread == big).count();
+        assert!(big_left >= CODES_FROM / 2 && coded(&index) == big_left, "codes follow the removals");
+        check(&index, &stored, &t, big, small).await;
+
+        // New entries get codes once their vectors are in the graph.
+        let more: Vec<VectorEntry> = clustered(14, 600, DIM, 12).iter().map(|v| entry(&t, big, v)).collect();
+        index.upsert(more.clone()).await.unwrap();
+        stored.extend(more);
+        assert_eq!(coded(&index), stored.iter().filter(|e| e.thread == big).count());
+        check(&index, &stored, &t, big, small).await;
+
+        // Below half the threshold the codes are dropped; the scan is the plain one.
+        let gone: Vec<MessageId> =
+            stored.iter().filter(|e| e.thread == big).skip(CODES_FROM / 4).map(|e| e.id).collect();
+        index.remove(gone.clone()).await.unwrap();
+        stored.retain(|e| !gone.contains(&e.id));
+        assert_eq!(coded(&index), 0);
+        check(&index, &stored, &t, big, small).await;
     }
 }

@@ -14,9 +14,13 @@ use memlayer_ports::ScoredHit;
 const LANES: usize = 16;
 
 /// Dot product of two slices of the same length (the shorter one's length
-/// otherwise).
+/// otherwise). Compiled three times, for AVX-512, for AVX2 with FMA and for
+/// the baseline, and chosen at run time by what the CPU has (the release
+/// build targets baseline x86-64, whose SSE2 is a quarter of AVX-512's
+/// width); the code, and so the order of every addition, is the same in all
+/// three, so the result does not depend on the CPU.
 #[must_use]
-#[inline]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -94,6 +98,11 @@ pub(crate) struct TopK {
 impl TopK {
     pub(crate) fn new(k: usize) -> Self {
         Self { k, heap: BinaryHeap::with_capacity(k.min(4096) + 1) }
+    }
+
+    /// How many it keeps.
+    pub(crate) fn k(&self) -> usize {
+        self.k
     }
 
     /// The score a candidate must beat to enter, when full.

@@ -23,6 +23,7 @@
 //!   `.await`, and a write that would wait for a lock waits on the blocking
 //!   pool, not on a runtime worker.
 
+mod codes;
 mod exact;
 mod graph;
 mod hnsw;
