@@ -90,6 +90,9 @@ pub(crate) struct Tables {
     slots: HashMap<u64, Slot>,
     by_id: HashMap<MessageId, u64>,
     by_tenant: Vec<Vec<u64>>,
+    /// Each tenant's threads with entries (indexed as `by_tenant`), so a
+    /// tenant-wide scan reads its threads' postings and codes.
+    threads_of: Vec<HashSet<ThreadId>>,
     /// Keyed by tenant too, so a thread id named in another tenant's filter
     /// finds nothing, and a thread's count is its postings' length.
     by_thread: HashMap<(u32, ThreadId), Postings>,
@@ -121,6 +124,7 @@ impl Tables {
         self.tenants.push(tenant.clone());
         self.tenant_index.insert(tenant.clone(), i);
         self.by_tenant.push(Vec::new());
+        self.threads_of.push(HashSet::default());
         i
     }
 
@@ -140,6 +144,9 @@ impl Tables {
         let tpos = in_tenant.len() as u32;
         in_tenant.push(key);
         let in_thread = self.by_thread.entry((tix, thread)).or_default();
+        if in_thread.entries.is_empty() {
+            self.threads_of[tix as usize].insert(thread);
+        }
         let hpos = in_thread.entries.len() as u32;
         in_thread.entries.push(Posting { key, id });
         if in_thread.entries.len() >= CODES_FROM {
@@ -185,6 +192,7 @@ impl Tables {
             }
             if in_thread.entries.is_empty() {
                 self.by_thread.remove(&thread_key);
+                self.threads_of[slot.tenant as usize].remove(&slot.thread);
             }
         }
         Some(key)
@@ -209,9 +217,11 @@ impl Tables {
         }
     }
 
-    /// Calls `f` with the key, id and thread of every entry in scope, and
-    /// `coded` with every thread in scope whose postings carry codes
-    /// (instead of calling `f` for its entries) unless `coded` is `None`.
+    /// Calls `f` with the key, id and thread of every entry in scope (the
+    /// tenant's threads one by one when it is the whole tenant), and
+    /// `coded` with the coded prefix of every thread in scope whose postings
+    /// carry codes (instead of calling `f` for those entries) unless `coded`
+    /// is `None`.
     fn for_each<'a>(
         &'a self,
         tenant: &TenantId,
@@ -220,27 +230,24 @@ impl Tables {
         mut coded: Option<&mut dyn FnMut(ThreadId, &'a [Posting], &'a Codes)>,
     ) {
         let Some(tix) = self.tenant_index(tenant) else { return };
-        match threads {
+        let all: Vec<ThreadId>;
+        let ts = match threads {
             Threads::All => {
-                for k in &self.by_tenant[tix as usize] {
-                    if let Some(s) = self.slots.get(k) {
-                        f(*k, s.id, s.thread);
-                    }
-                }
+                all = self.threads_of[tix as usize].iter().copied().collect();
+                &all[..]
             }
-            Threads::Only(ts) => {
-                for t in ts {
-                    let Some(p) = self.by_thread.get(&(tix, *t)) else { continue };
-                    let mut rest = &p.entries[..];
-                    if let (Some(codes), Some(coded)) = (&p.codes, coded.as_deref_mut()) {
-                        let (head, tail) = p.entries.split_at(codes.len().min(p.entries.len()));
-                        coded(*t, head, codes);
-                        rest = tail;
-                    }
-                    for e in rest {
-                        f(e.key, e.id, *t);
-                    }
-                }
+            Threads::Only(ts) => ts,
+        };
+        for t in ts {
+            let Some(p) = self.by_thread.get(&(tix, *t)) else { continue };
+            let mut rest = &p.entries[..];
+            if let (Some(codes), Some(coded)) = (&p.codes, coded.as_deref_mut()) {
+                let (head, tail) = p.entries.split_at(codes.len().min(p.entries.len()));
+                coded(*t, head, codes);
+                rest = tail;
+            }
+            for e in rest {
+                f(e.key, e.id, *t);
             }
         }
     }

@@ -1014,14 +1014,28 @@ mod tests {
         }
         stored.extend(clustered(12, 150, DIM, 5).iter().map(|v| entry(&t, small, v)));
         index.upsert(stored.clone()).await.unwrap();
+        // Another tenant's entries under the same thread ids (and near the
+        // same vectors) are never scanned, whether coded or not.
+        let theirs: Vec<VectorEntry> = clustered(11, CODES_FROM + 10, DIM, 12)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| entry(&tenant("other"), if i % 2 == 0 { big } else { small }, v))
+            .collect();
+        index.upsert(theirs).await.unwrap();
         let coded = |index: &HnswIndex| read(&index.inner.graph("m").unwrap().tables).coded();
         assert_eq!(coded(&index), CODES_FROM + 940, "every entry of the big thread has its code");
 
         async fn check(index: &HnswIndex, stored: &[VectorEntry], t: &TenantId, big: ThreadId, small: ThreadId) {
             let queries = clustered(13, 12, DIM, 12);
             for (qi, q) in queries.iter().enumerate() {
-                for threads in [vec![big], vec![big, small]] {
-                    let filter = SearchFilter::these_threads(t.clone(), threads.clone());
+                for threads in [vec![big], vec![big, small], Vec::new()] {
+                    // Empty: the whole tenant (both threads).
+                    let filter = if threads.is_empty() {
+                        SearchFilter::all_threads(t.clone())
+                    } else {
+                        SearchFilter::these_threads(t.clone(), threads.clone())
+                    };
+                    let threads = if threads.is_empty() { vec![big, small] } else { threads };
                     let exclude: HashSet<MessageId> = stored.iter().skip(qi).step_by(7).map(|e| e.id).collect();
                     let unit = normalised(q);
                     for k in [1, 10, 100] {
