@@ -260,24 +260,7 @@ impl EmbeddingEngine for LibsqlBackend {
             return Ok(Coverage::default());
         };
         self.await_indexed().await?;
-        // Pending: driven by the job queue (CROSS JOIN fixes the join order),
-        // which is small once the worker keeps up, instead of by the filter's
-        // messages. Other model: counted only when a vector of another model
-        // exists at all (two seeks on the model index), which is never the
-        // case in a store that has not changed models.
-        let sql = format!(
-            "SELECT \
-             (SELECT count(*) FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
-              CROSS JOIN threads t ON t.id = m.thread_id WHERE 1 {s}) + {UNQUEUED}, \
-             CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < ?1) \
-                    OR EXISTS (SELECT 1 FROM message_vectors WHERE model > ?1) \
-             THEN (SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
-                   AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
-                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
-             ELSE 0 END",
-            s = cond.sql,
-            UNQUEUED = unqueued(&cond.sql),
-        );
+        let sql = coverage_sql(&cond.sql);
         let mut params = vec![Value::Text(model)];
         params.extend(cond.params);
         self.read(move |conn| async move {
@@ -545,6 +528,32 @@ const EXCLUSIONS: &str = "SELECT 0 AS kind, s.message_rowid, NULL FROM lexical_s
 /// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range
 /// of rowids, empty when the catch-up has kept up.
+/// `coverage`'s statement for a filter condition from [`filter_sql`]
+/// numbered from 2 (`?1` is the model, `?2` the tenant).
+///
+/// Pending: driven by the tenant's part of the job queue (CROSS JOIN fixes
+/// the join order; `j.tenant` is a range of migration 7's
+/// `embedding_jobs_tenant_due`, '' the group of jobs queued without a
+/// tenant), which is small once the worker keeps up, instead of by the
+/// filter's messages, and never by another tenant's backlog (a bulk import
+/// elsewhere). Other model: counted only when a vector of another model
+/// exists at all (two seeks on the model index), which is never the case
+/// in a store that has not changed models.
+pub(crate) fn coverage_sql(s: &str) -> String {
+    format!(
+        "SELECT \
+         (SELECT count(*) FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
+          CROSS JOIN threads t ON t.id = m.thread_id WHERE j.tenant IN (?2, '') {s}) + {UNQUEUED}, \
+         CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < ?1) \
+                OR EXISTS (SELECT 1 FROM message_vectors WHERE model > ?1) \
+         THEN (SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
+               AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
+               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
+         ELSE 0 END",
+        UNQUEUED = unqueued(s),
+    )
+}
+
 fn unqueued(filter: &str) -> String {
     format!(
         "(SELECT count(*) FROM messages m CROSS JOIN threads t ON t.id = m.thread_id \

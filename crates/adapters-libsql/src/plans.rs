@@ -325,3 +325,20 @@ async fn observability_queries_use_indexes() {
         assert!(p.contains("USING PRIMARY KEY") || p.contains("autoindex"), "{table} by key:\n{p}");
     }
 }
+
+/// A search's pending count reads only its own tenant's part of the job
+/// queue, however long another tenant's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_count_reads_only_its_tenants_jobs() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let filter = memlayer_ports::SearchFilter::these_threads(TenantId::parse("acme").unwrap(), vec![ThreadId::new()]);
+    let cond = crate::filter_sql::filter_sql(&filter, "t.tenant", "m.thread_id", 2).unwrap();
+    let mut params = vec![Value::Text("m".into())];
+    params.extend(cond.params);
+    let p = plan(&backend, crate::embeddings::coverage_sql(&cond.sql), params).await;
+    println!("{p}");
+    assert!(
+        p.contains("embedding_jobs_tenant_due (tenant=?)") && !p.contains("SCAN j ") && !p.contains("SCAN j\""),
+        "{p}"
+    );
+}
