@@ -484,14 +484,6 @@ struct Opened {
     blocking: bool,
 }
 
-/// The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
-/// A write touching indexes keyed by random ids (OTLP trace ids, start
-/// times) dirties a page per row: with 2 MiB a batch of 512 spans spilled
-/// dirty pages to the WAL before its commit (about 13% of an OTLP ingest's
-/// CPU) and read the index pages again from the file on the next batch
-/// (another 6%). Memory is taken as pages are used, up to this.
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
-
 /// Opens a file (`Some`) or a private in-memory database (`None`) on the
 /// blocking pool: opening touches the file and may wait for another process's
 /// lock, which must not stall an async worker.
@@ -533,14 +525,6 @@ async fn open_local_blocking(
     // loss; NORMAL, when configured, can lose the last commits to a power
     // loss (see `Synchronous`). Only the writer commits, so only it needs it.
     writer.execute_batch(&format!("PRAGMA synchronous = {};", synchronous.as_sql())).await.ctx("set synchronous")?;
-    writer.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};")).await.ctx("set cache size")?;
-    // Statement and savepoint journals (every multi-row insert that may
-    // abort on a CHECK, every member of a group commit) in memory: in a
-    // temp file, copying each page a statement touched first cost a write
-    // system call per page (about 14% of an OTLP ingest's CPU). Temporary
-    // tables and sorts of the writer's statements are kept in memory too
-    // (a migration building an index over a large table sorts it in RAM).
-    writer.execute_batch("PRAGMA temp_store = MEMORY;").await.ctx("set temp store")?;
     Ok(Opened { db, writer, description, shared_reader, blocking: true })
 }
 
