@@ -7,7 +7,8 @@
 //!   ON CONFLICT DO NOTHING RETURNING` (so a span already stored is
 //!   skipped and the statement says which were new), the new spans' events
 //!   and links, then one multi-row upsert of their traces' summaries whose
-//!   `SET` spells `TraceSummary::merge` in SQL.
+//!   `SET` spells `TraceSummary::merge` in SQL. Every statement (JSON text
+//!   included) is built before the write takes the writer.
 //! - Listings are keyset on `(sort key, trace_id)` through the indexes of
 //!   migration 21 (`(tenant, start_ns, trace_id)`, `(tenant,
 //!   duration_ns, trace_id)`, and per model, agent, service and status);
@@ -35,7 +36,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::table::{OBS_EVAL_EXAMPLES, OBS_EVAL_RUNS, OBS_EVENTS, OBS_LINKS, OBS_METRICS, OBS_SPANS, OBS_TRACES};
-use crate::{Cells, Dialect, Executor, Sql, SqlValue, Transactor, corrupt};
+use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
 /// Spans per insert statement (25 columns each: within both engines'
 /// parameter limits).
@@ -70,7 +71,7 @@ fn count(n: u32) -> SqlValue {
     SqlValue::Int(i64::from(n))
 }
 
-fn span_row(s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
+fn span_row(d: Dialect, s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
     let g = s.gen_ai.as_ref();
     vec![
         trace_uuid(s.trace_id).into(),
@@ -83,7 +84,7 @@ fn span_row(s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
         s.status.code.as_str().into(),
         s.status.message.clone().into(),
         s.trace_state.clone().into(),
-        json(&s.attributes),
+        json_cell(d, &s.attributes),
         resource.clone(),
         s.scope.as_ref().map(|x| x.name.clone()).into(),
         s.scope.as_ref().map(|x| x.version.clone()).into(),
@@ -155,6 +156,12 @@ fn merge_clause(d: Dialect) -> String {
 
 /// `ObservabilityStore::ingest`.
 ///
+/// The statements are built before the write takes the writer (on libSQL,
+/// one connection every write queues for): rows, JSON text and SQL of the
+/// spans, and of the events, links and trace upserts as they are when every
+/// span is new. Inside the write only a batch whose insert skipped stored
+/// spans builds the rest again, for the spans it stored.
+///
 /// # Errors
 /// `Invalid` past [`MAX_INGEST_SPANS`]; a failed write (nothing stored).
 pub async fn ingest<D: Transactor>(db: &D, tenant: &TenantId, spans: Vec<NewSpan>) -> Result<IngestReport, StoreError> {
@@ -170,43 +177,31 @@ pub async fn ingest<D: Transactor>(db: &D, tenant: &TenantId, spans: Vec<NewSpan
     let spans: Vec<NewSpan> = spans.into_iter().filter(|s| seen.insert((s.trace_id, s.span_id))).collect();
     let dialect = db.dialect();
     let owner = tenant.clone();
+    let inserts = span_inserts(dialect, tenant.as_str(), &spans);
+    let rest = after_spans(dialect, tenant.as_str(), &spans);
     let stored = db
         .write(
             tenant,
             Box::new(move |ex| {
                 Box::pin(async move {
-                    let t = owner.as_str();
-                    // Each resource serialised once for its spans.
-                    let mut resources: HashMap<usize, SqlValue> = HashMap::new();
                     let mut new = HashSet::with_capacity(spans.len());
-                    for chunk in spans.chunks(SPAN_CHUNK) {
-                        let rows: Vec<Vec<SqlValue>> = chunk
-                            .iter()
-                            .map(|s| {
-                                let r = resources
-                                    .entry(Arc::as_ptr(&s.resource).addr())
-                                    .or_insert_with(|| json(&s.resource));
-                                span_row(s, r)
-                            })
-                            .collect();
-                        let mut sql = Sql::new(dialect).dynamic();
-                        OBS_SPANS.insert_rows(&mut sql, Some(t), rows);
-                        sql.push(" ON CONFLICT (tenant, trace_id, span_id) DO NOTHING RETURNING trace_id, span_id");
+                    for sql in inserts {
                         for row in ex.fetch("insert spans", sql).await? {
                             let c = Cells::new(&row, "obs_spans");
                             new.insert((trace_id(&c, 0, "obs_spans")?, c.int(1, "span_id")?));
                         }
                     }
-                    let stored: Vec<NewSpan> =
-                        spans.into_iter().filter(|s| new.contains(&(s.trace_id, span_key(s.span_id)))).collect();
-                    insert_events_and_links(ex, t, &stored).await?;
-                    for chunk in TraceSummary::of_batch(&stored).chunks(ROW_CHUNK) {
-                        let mut sql = Sql::new(dialect).dynamic();
-                        OBS_TRACES.insert_rows(&mut sql, Some(t), chunk.iter().map(trace_row));
-                        sql.push(&merge_clause(dialect));
-                        ex.execute("upsert traces", sql).await?;
+                    let rest = if new.len() == spans.len() {
+                        rest
+                    } else {
+                        let stored: Vec<NewSpan> =
+                            spans.into_iter().filter(|s| new.contains(&(s.trace_id, span_key(s.span_id)))).collect();
+                        after_spans(dialect, owner.as_str(), &stored)
+                    };
+                    for (context, sql) in rest {
+                        ex.execute(context, sql).await?;
                     }
-                    Ok(stored.len())
+                    Ok(new.len())
                 })
             }),
         )
@@ -214,8 +209,53 @@ pub async fn ingest<D: Transactor>(db: &D, tenant: &TenantId, spans: Vec<NewSpan
     Ok(IngestReport { stored, duplicates: total - stored })
 }
 
-async fn insert_events_and_links(ex: &dyn Executor, tenant: &str, spans: &[NewSpan]) -> Result<(), StoreError> {
-    let dialect = ex.dialect();
+/// A JSON column's value: on SQLite, which stores JSON as text, the text
+/// itself, serialised from the map without copying it first (and before a
+/// write takes the writer); on Postgres the document, bound as `jsonb`.
+fn json_cell(d: Dialect, map: &Attributes) -> SqlValue {
+    match d {
+        Dialect::Sqlite => serde_json::to_string(map).map_or_else(|_| json(map), SqlValue::Text),
+        Dialect::Postgres => json(map),
+    }
+}
+
+/// The multi-row inserts of `spans` that skip a span already stored and
+/// return the keys of those they stored.
+fn span_inserts(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<Sql> {
+    // Each resource serialised once for its spans.
+    let mut resources: HashMap<usize, SqlValue> = HashMap::new();
+    spans
+        .chunks(SPAN_CHUNK)
+        .map(|chunk| {
+            let rows = chunk.iter().map(|s| {
+                let r = resources.entry(Arc::as_ptr(&s.resource).addr()).or_insert_with(|| json_cell(d, &s.resource));
+                span_row(d, s, r)
+            });
+            let mut sql = Sql::new(d).dynamic();
+            OBS_SPANS.insert_rows(&mut sql, Some(tenant), rows);
+            sql.push(" ON CONFLICT (tenant, trace_id, span_id) DO NOTHING RETURNING trace_id, span_id");
+            sql
+        })
+        .collect()
+}
+
+/// What follows the spans' insert for `stored` (the spans it stored): their
+/// events and links, then one multi-row upsert of their traces' summaries
+/// whose `SET` spells `TraceSummary::merge` in SQL.
+fn after_spans(d: Dialect, tenant: &str, stored: &[NewSpan]) -> Vec<(&'static str, Sql)> {
+    let mut out = events_and_links(d, tenant, stored);
+    let merge = merge_clause(d);
+    for chunk in TraceSummary::of_batch(stored).chunks(ROW_CHUNK) {
+        let mut sql = Sql::new(d).dynamic();
+        OBS_TRACES.insert_rows(&mut sql, Some(tenant), chunk.iter().map(trace_row));
+        sql.push(&merge);
+        out.push(("upsert traces", sql));
+    }
+    out
+}
+
+fn events_and_links(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<(&'static str, Sql)> {
+    let mut out = Vec::new();
     let events: Vec<Vec<SqlValue>> = spans
         .iter()
         .flat_map(|s| {
@@ -226,16 +266,16 @@ async fn insert_events_and_links(ex: &dyn Executor, tenant: &str, spans: &[NewSp
                     SqlValue::Int(i64::try_from(i).unwrap_or(i64::MAX)),
                     e.time_ns.into(),
                     e.name.clone().into(),
-                    json(&e.attributes),
+                    json_cell(d, &e.attributes),
                     count(e.dropped_attributes_count),
                 ]
             })
         })
         .collect();
     for chunk in events.chunks(ROW_CHUNK) {
-        let mut sql = Sql::new(dialect).dynamic();
+        let mut sql = Sql::new(d).dynamic();
         OBS_EVENTS.insert_rows(&mut sql, Some(tenant), chunk.iter().cloned());
-        ex.execute("insert span events", sql).await?;
+        out.push(("insert span events", sql));
     }
     let links: Vec<Vec<SqlValue>> = spans
         .iter()
@@ -248,18 +288,18 @@ async fn insert_events_and_links(ex: &dyn Executor, tenant: &str, spans: &[NewSp
                     trace_uuid(l.trace_id).into(),
                     span_key(l.span_id).into(),
                     l.trace_state.clone().into(),
-                    json(&l.attributes),
+                    json_cell(d, &l.attributes),
                     count(l.dropped_attributes_count),
                 ]
             })
         })
         .collect();
     for chunk in links.chunks(ROW_CHUNK) {
-        let mut sql = Sql::new(dialect).dynamic();
+        let mut sql = Sql::new(d).dynamic();
         OBS_LINKS.insert_rows(&mut sql, Some(tenant), chunk.iter().cloned());
-        ex.execute("insert span links", sql).await?;
+        out.push(("insert span links", sql));
     }
-    Ok(())
+    out
 }
 
 fn status(
