@@ -44,9 +44,7 @@ use tantivy::Directory as _;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::indexer::IndexWriterOptions;
-use tantivy::query::{
-    Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, TermQuery, Weight as _,
-};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
