@@ -11,7 +11,8 @@
 //! Invariants:
 //! - one tantivy index per tenant (a directory named by the tenant's hex
 //!   bytes), so BM25's statistics (document count, average length, document
-//!   frequencies) are the tenant's own;
+//!   frequencies) are the tenant's own; a search of some of the tenant's
+//!   threads uses those threads' statistics alone (`ScopeStatistics`);
 //! - what the feeding store calls a position (libSQL's rowid) is the key:
 //!   an entry replaces any entry at its position, a removal names one;
 //! - the indexes live in memory: a commit on disk costs a dozen file and
@@ -40,15 +41,15 @@ use memlayer_ports::{
     LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection,
 };
 use tantivy::Directory as _;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::{MmapDirectory, RamDirectory};
 use tantivy::indexer::IndexWriterOptions;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// The analyzer's name in every index.
@@ -405,12 +406,16 @@ impl Inner {
             })
             .collect();
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        // BM25's statistics: the tenant's, unless the filter names threads
+        // that hold less than the tenant's whole index; then the collection
+        // searched is those threads, and so are the statistics.
+        let mut scope_statistics = None;
         if let ThreadSelection::These(threads) = &filter.threads {
             let thread_terms: Vec<Term> =
                 threads.iter().map(|t| Term::from_field_text(f.thread, &t.as_uuid().to_string())).collect();
             // A filter every entry passes (one thread holding the tenant's
             // whole index) is left out: the words alone can then be
-            // searched with block-max WAND.
+            // searched with block-max WAND, by the tenant's statistics.
             let max_doc: u64 = searcher.segment_readers().iter().map(|s| u64::from(s.max_doc())).sum();
             let everything = match thread_terms.as_slice() {
                 [only] => searcher.doc_freq(only).map_err(|e| backend("read statistics", e))? == max_doc,
@@ -424,7 +429,14 @@ impl Inner {
                         (Occur::Should, q)
                     })
                     .collect();
-                clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0))));
+                let scope = BooleanQuery::new(any);
+                let statistics = ScopeStatistics::of(&searcher, f, &scope, &words)?;
+                if statistics.tokens == 0 {
+                    // The scope holds no word at all: nothing can match.
+                    return Ok(Vec::new());
+                }
+                scope_statistics = Some(statistics);
+                clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(scope), 0.0))));
             }
         }
         for thread in &exclude.threads {
@@ -440,8 +452,12 @@ impl Inner {
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
             Box::new(BooleanQuery::new(clauses))
         };
-        let top =
-            searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(|e| backend("search", e))?;
+        let collector = TopDocs::with_limit(k).order_by_score();
+        let top = match &scope_statistics {
+            Some(statistics) => searcher.search_with_statistics_provider(&*query, &collector, statistics),
+            None => searcher.search(&*query, &collector),
+        }
+        .map_err(|e| backend("search", e))?;
         let mut hits = Vec::with_capacity(top.len());
         let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
         for (score, address) in top {
@@ -463,6 +479,81 @@ impl Inner {
             });
         }
         Ok(hits)
+    }
+}
+
+/// BM25's statistics of a search's scope (the threads it names) rather
+/// than of the tenant's whole index: the number of live entries in the
+/// scope, their total length, and for each query word the number of them
+/// that hold it. A word common in the tenant's other threads but rare in
+/// the ones searched then weighs as much as it tells apart there, and a
+/// length is long or short against the scope's own entries. Exclusions
+/// (stale entries, threads being deleted) are not part of the scope: they
+/// leave entries out of the results, not out of the collection.
+struct ScopeStatistics {
+    text: Field,
+    /// Live entries in the scope.
+    docs: u64,
+    /// Their lengths in words, summed: each entry's length as tantivy
+    /// stores it for BM25 (exact up to 40 words, rounded down by less than
+    /// 12% above; the same figure BM25 compares with the average), so the
+    /// sum is a little below the exact one the tenant's statistics hold
+    /// when entries are long.
+    tokens: u64,
+    /// The query's words (in the text field) and how many live entries of
+    /// the scope hold each.
+    doc_freqs: HashMap<Term, u64>,
+}
+
+impl ScopeStatistics {
+    fn of(searcher: &Searcher, f: Fields, scope: &BooleanQuery, words: &[String]) -> Result<Self, StoreError> {
+        let read = |e: tantivy::TantivyError| backend("read scope statistics", e);
+        let weight = scope.weight(EnableScoring::disabled_from_searcher(searcher)).map_err(read)?;
+        let (mut docs, mut tokens) = (0u64, 0u64);
+        for reader in searcher.segment_readers() {
+            let norms = reader.get_fieldnorms_reader(f.text).map_err(read)?;
+            let alive = reader.alive_bitset();
+            weight
+                .for_each_no_score(reader, &mut |found: &[u32]| {
+                    for &doc in found {
+                        if alive.is_none_or(|a| a.is_alive(doc)) {
+                            docs += 1;
+                            tokens += u64::from(norms.fieldnorm(doc));
+                        }
+                    }
+                })
+                .map_err(read)?;
+        }
+        let mut doc_freqs = HashMap::with_capacity(words.len());
+        for w in words {
+            let term = Term::from_field_text(f.text, w);
+            let both = BooleanQuery::new(vec![
+                (Occur::Must, Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)) as Box<dyn Query>),
+                (Occur::Must, Box::new(scope.clone()) as Box<dyn Query>),
+            ]);
+            let n = searcher.search(&both, &Count).map_err(read)?;
+            doc_freqs.insert(term, n as u64);
+        }
+        Ok(Self { text: f.text, docs, tokens, doc_freqs })
+    }
+}
+
+impl Bm25StatisticsProvider for ScopeStatistics {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        // Only the text field is scored; the filter's fields (thread,
+        // position) are weighed by tantivy but never scored.
+        Ok(if field == self.text { self.tokens } else { self.docs })
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        // Terms other than the query's words are the filter's, never
+        // scored; 0 keeps BM25's arithmetic defined (no count above the
+        // scope's).
+        Ok(self.doc_freqs.get(term).copied().unwrap_or(0))
     }
 }
 
@@ -609,6 +700,58 @@ mod tests {
             let hits = index.search(&all, words(query), 10, LexicalExclusions::default()).await.unwrap();
             assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![found], "{query}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_search_of_some_threads_weighs_words_by_those_threads() {
+        let index = TantivyLexicalIndex::in_memory();
+        let (a, b) = (ThreadId::new(), ThreadId::new());
+        let acme = TenantId::parse("acme").unwrap();
+        // "kettle" is everywhere in thread a, once in thread b; "toaster"
+        // only in thread b, where it is the common word. Every entry is
+        // three words long, so only the words' weights rank them.
+        let mut entries: Vec<LexicalEntry> =
+            (1..=20).map(|i| entry(i, "acme", a, &format!("kettle number {i}"))).collect();
+        let kettle = entry(21, "acme", b, "the kettle broke");
+        entries.push(kettle.clone());
+        let toasters: Vec<LexicalEntry> = (22..=26).map(|i| entry(i, "acme", b, "the toaster broke")).collect();
+        entries.extend(toasters.iter().cloned());
+        index.apply(Vec::new(), entries, Some(26)).await.unwrap();
+        let query = || words("kettle toaster");
+
+        // Over the tenant, "kettle" is the common word: b's toasters lead.
+        let all = SearchFilter::all_threads(acme.clone());
+        let tenant_wide = index.search(&all, query(), 30, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(tenant_wide.len(), 26, "every entry holds a word");
+        let first_five: Vec<MessageId> = tenant_wide[..5].iter().map(|h| h.id).collect();
+        assert!(toasters.iter().all(|t| first_five.contains(&t.id)), "{tenant_wide:?}");
+
+        // Within b, "kettle" is the rare word: its one entry leads, by
+        // BM25 over b's six entries alone.
+        let only_b = SearchFilter::these_threads(acme.clone(), vec![b]);
+        let hits = index.search(&only_b, query(), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.len(), 6);
+        assert_eq!(hits[0].id, kettle.id, "{hits:?}");
+        let idf = |n: f32, df: f32| (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        // One word in an entry of the average length: BM25 is its idf.
+        assert!((hits[0].score - idf(6.0, 1.0)).abs() < 1e-4, "{}", hits[0].score);
+        assert!((hits[1].score - idf(6.0, 5.0)).abs() < 1e-4, "{}", hits[1].score);
+
+        // Naming every thread is the whole tenant again: the same scores.
+        let both = SearchFilter::these_threads(acme.clone(), vec![a, b]);
+        let hits = index.search(&both, query(), 30, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.len(), tenant_wide.len());
+        for (h, t) in hits.iter().zip(&tenant_wide) {
+            assert!((h.score - t.score).abs() < 1e-4, "{h:?} against {t:?}");
+        }
+
+        // Entries removed from b leave its statistics: with one toaster
+        // left, "toaster" is as rare there as "kettle".
+        index.apply((22..=25).map(|p| (acme.clone(), p)).collect(), Vec::new(), None).await.unwrap();
+        let hits = index.search(&only_b, query(), 10, LexicalExclusions::default()).await.unwrap();
+        assert_eq!(hits.len(), 2);
+        assert!((hits[0].score - idf(2.0, 1.0)).abs() < 1e-4, "{hits:?}");
+        assert!((hits[0].score - hits[1].score).abs() < 1e-6, "{hits:?}");
     }
 
     #[tokio::test]

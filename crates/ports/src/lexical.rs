@@ -59,7 +59,8 @@ pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
 
     /// The best `k` entries admitted by `filter` and not excluded, that hold
     /// any of `terms` (plain words, tokenised like the indexed text), by
-    /// BM25 over the tenant's own entries (no other tenant's statistics),
+    /// BM25 over the tenant's own entries (no other tenant's statistics;
+    /// an index MAY narrow them to the threads `filter` names),
     /// best first, higher scores better.
     async fn search(
         &self,
