@@ -106,31 +106,17 @@ fn dot_codes(q: &[f32], code: &[i8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unit(seed: u64, dim: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..dim)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / n).collect()
-    }
+    use crate::index::testdata::clustered;
 
     #[test]
     fn the_bound_holds_for_every_pair() {
         let dim = 384;
         let mut codes = Codes::new(dim);
-        let vs: Vec<Vec<f32>> = (0..200).map(|i| unit(i, dim)).collect();
+        let vs = clustered(1, 200, dim, 7);
         for v in &vs {
             codes.push(v);
         }
-        for qi in 1000..1020 {
-            let q = unit(qi, dim);
+        for q in clustered(2, 20, dim, 7) {
             let l1: f32 = q.iter().map(|x| x.abs()).sum();
             for (i, v) in vs.iter().enumerate() {
                 let exact = super::super::math::dot(&q, v);
@@ -146,13 +132,13 @@ mod tests {
     fn swap_remove_moves_the_last_code_into_the_gap() {
         let dim = 8;
         let mut codes = Codes::new(dim);
-        let vs: Vec<Vec<f32>> = (0..4).map(|i| unit(i, dim)).collect();
+        let vs = clustered(3, 4, dim, 4);
         for v in &vs {
             codes.push(v);
         }
         codes.swap_remove(1);
         assert_eq!(codes.len(), 3);
-        let q = unit(99, dim);
+        let q = clustered(4, 1, dim, 1).remove(0);
         let l1: f32 = q.iter().map(|x| x.abs()).sum();
         let mut fresh = Codes::new(dim);
         for v in [&vs[0], &vs[3], &vs[2]] {

@@ -536,8 +536,11 @@ impl Graph {
     /// the vectors are in (after an insert, a load); a thread with a vector
     /// still missing keeps the codes it has and is left for the next call.
     pub(crate) fn code_threads(&self) {
-        let _grow = read(&self.grow);
+        // Tables first, then `grow`: the order a search takes them in (it
+        // holds the tables while it scans), so that a waiting capacity
+        // growth can never stand between the two.
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let _grow = read(&self.grow);
         let pending = std::mem::take(&mut tables.uncoded);
         let mut later = Vec::new();
         let mut buf = vec![0.0f32; self.dim];
