@@ -113,6 +113,12 @@ async fn populate(t: &TestApp) {
     t.services.embeddings.complete_jobs(done).await.unwrap();
 }
 
+/// An import report's threads and messages created, vectors stored and
+/// embeddings queued.
+fn imported(report: &Value) -> (&Value, &Value, &Value, &Value) {
+    (&report["threads_created"], &report["messages_created"], &report["vectors_stored"], &report["embeddings_queued"])
+}
+
 async fn round_trip() {
     let Some(pg) = TestApp::on(Store::Postgres, |_| {}).await else { return };
     // A summariser (a fake chat server) so that a summary goes along too.
@@ -139,16 +145,7 @@ async fn round_trip() {
 
     let (status, report) = import(&pg, &first).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(
-        (
-            &report["threads_created"],
-            &report["messages_created"],
-            &report["vectors_stored"],
-            &report["embeddings_queued"]
-        ),
-        (&json!(2), &json!(5), &json!(2), &json!(3)),
-        "{report}"
-    );
+    assert_eq!(imported(&report), (&json!(2), &json!(5), &json!(2), &json!(3)), "{report}");
     let second = export(&pg, "?vectors=true").await;
     assert_eq!(stable(&second), lines, "libSQL → Postgres keeps every record");
 
@@ -316,16 +313,7 @@ async fn vectors_of_another_model_are_not_imported_but_embedded_again() {
     let t = TestApp::new().await;
     let (status, report) = import(&t, &foreign).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(
-        (
-            &report["threads_created"],
-            &report["messages_created"],
-            &report["vectors_stored"],
-            &report["embeddings_queued"]
-        ),
-        (&json!(2), &json!(5), &json!(0), &json!(5)),
-        "{report}"
-    );
+    assert_eq!(imported(&report), (&json!(2), &json!(5), &json!(0), &json!(5)), "{report}");
     let thread = lines.iter().find(|l| l["type"] == "thread" && l["resource_id"] == "u1").unwrap();
     let id = thread["id"].as_str().unwrap();
     let (status, progress) = t.call("GET", &format!("/api/threads/{id}/embeddings"), None).await;

@@ -63,8 +63,16 @@ fn trace_id(c: &Cells<&[SqlValue]>, idx: usize, table: &'static str) -> Result<T
     TraceId::from_bytes("trace_id", u.as_bytes()).map_err(|e| corrupt(table, "trace_id", e))
 }
 
-fn json(map: &Attributes) -> SqlValue {
-    SqlValue::Json(Value::Object(map.clone()))
+/// A JSON column's value: on SQLite, which stores JSON as text, the text
+/// itself, serialised from the map without copying it first (and before a
+/// write takes the writer); on Postgres the document, bound as `jsonb`.
+fn json(d: Dialect, map: &Attributes) -> SqlValue {
+    match d {
+        Dialect::Sqlite => {
+            serde_json::to_string(map).map_or_else(|_| SqlValue::Json(Value::Object(map.clone())), SqlValue::Text)
+        }
+        Dialect::Postgres => SqlValue::Json(Value::Object(map.clone())),
+    }
 }
 
 fn count(n: u32) -> SqlValue {
@@ -84,7 +92,7 @@ fn span_row(d: Dialect, s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
         s.status.code.as_str().into(),
         s.status.message.clone().into(),
         s.trace_state.clone().into(),
-        json_cell(d, &s.attributes),
+        json(d, &s.attributes),
         resource.clone(),
         s.scope.as_ref().map(|x| x.name.clone()).into(),
         s.scope.as_ref().map(|x| x.version.clone()).into(),
@@ -209,16 +217,6 @@ pub async fn ingest<D: Transactor>(db: &D, tenant: &TenantId, spans: Vec<NewSpan
     Ok(IngestReport { stored, duplicates: total - stored })
 }
 
-/// A JSON column's value: on SQLite, which stores JSON as text, the text
-/// itself, serialised from the map without copying it first (and before a
-/// write takes the writer); on Postgres the document, bound as `jsonb`.
-fn json_cell(d: Dialect, map: &Attributes) -> SqlValue {
-    match d {
-        Dialect::Sqlite => serde_json::to_string(map).map_or_else(|_| json(map), SqlValue::Text),
-        Dialect::Postgres => json(map),
-    }
-}
-
 /// The multi-row inserts of `spans` that skip a span already stored and
 /// return the keys of those they stored.
 fn span_inserts(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<Sql> {
@@ -228,7 +226,7 @@ fn span_inserts(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<Sql> {
         .chunks(SPAN_CHUNK)
         .map(|chunk| {
             let rows = chunk.iter().map(|s| {
-                let r = resources.entry(Arc::as_ptr(&s.resource).addr()).or_insert_with(|| json_cell(d, &s.resource));
+                let r = resources.entry(Arc::as_ptr(&s.resource).addr()).or_insert_with(|| json(d, &s.resource));
                 span_row(d, s, r)
             });
             let mut sql = Sql::new(d).dynamic();
@@ -266,7 +264,7 @@ fn events_and_links(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<(&'stati
                     SqlValue::Int(i64::try_from(i).unwrap_or(i64::MAX)),
                     e.time_ns.into(),
                     e.name.clone().into(),
-                    json_cell(d, &e.attributes),
+                    json(d, &e.attributes),
                     count(e.dropped_attributes_count),
                 ]
             })
@@ -288,7 +286,7 @@ fn events_and_links(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<(&'stati
                     trace_uuid(l.trace_id).into(),
                     span_key(l.span_id).into(),
                     l.trace_state.clone().into(),
-                    json_cell(d, &l.attributes),
+                    json(d, &l.attributes),
                     count(l.dropped_attributes_count),
                 ]
             })

@@ -441,6 +441,12 @@ impl Graph {
     /// not (or not yet) hold it.
     pub(crate) fn vector(&self, key: u64, buf: &mut [f32]) -> bool {
         let _grow = read(&self.grow);
+        self.read_back(key, buf)
+    }
+
+    /// [`Self::vector`] for a caller that holds `grow` already (taking it
+    /// again could wait behind a queued capacity growth).
+    fn read_back(&self, key: u64, buf: &mut [f32]) -> bool {
         matches!(self.index.get(key, buf), Ok(n) if n > 0)
     }
 
@@ -479,7 +485,7 @@ impl Graph {
                 if skip(&id) {
                     return;
                 }
-                if matches!(self.index.get(key, &mut buf[..]), Ok(n) if n > 0) {
+                if self.read_back(key, &mut buf) {
                     top.offer(dot(q, &buf), || (id, thread));
                 }
             },
@@ -512,7 +518,7 @@ impl Graph {
         let mut rescore = |c: &(f32, f32, u32, u32), top: &mut TopK| {
             let (thread, entries, _) = coded[c.2 as usize];
             let e = entries[c.3 as usize];
-            if matches!(self.index.get(e.key, &mut buf[..]), Ok(n) if n > 0) {
+            if self.read_back(e.key, &mut buf) {
                 top.offer(dot(q, &buf), || (e.id, thread));
                 true
             } else {
@@ -551,7 +557,7 @@ impl Graph {
             }
             let codes = p.codes.get_or_insert_with(|| Codes::new(self.dim));
             for e in &p.entries[codes.len()..] {
-                if !matches!(self.index.get(e.key, &mut buf[..]), Ok(n) if n > 0) {
+                if !self.read_back(e.key, &mut buf) {
                     later.push(thread);
                     break;
                 }
@@ -582,7 +588,7 @@ impl Graph {
         for &key in &found.keys {
             // Checked again: the predicate is not the last word in usearch.
             let Some(slot) = tables.slot(key).filter(|s| admit(s)) else { continue };
-            if matches!(self.index.get(key, &mut buf[..]), Ok(n) if n > 0) {
+            if self.read_back(key, &mut buf) {
                 admitted += 1;
                 top.offer(dot(q, &buf), || (slot.id, slot.thread));
             }
