@@ -72,25 +72,52 @@ struct Inner {
 }
 
 /// How readers and appends reach the background catch-up task.
+///
+/// A catch-up *looks* at the store before each of its reads of what waits
+/// (numbered, [`Indexer::look`]) and, once everything it saw is indexed
+/// and fed, says which look that was ([`Indexer::covered`]): everything
+/// committed before that look is then searchable. A reader waits for a
+/// look numbered after its call, so a round already under way covers a
+/// reader that arrived before the round's last look, and only one that
+/// arrived later waits for the next round.
 pub(crate) struct Indexer {
     wake: Arc<Notify>,
-    /// Catch-up rounds started so far.
-    started: Arc<AtomicU64>,
-    /// Catch-up rounds finished so far (in order: one task runs them).
-    finished: watch::Receiver<u64>,
+    /// Looks taken so far.
+    looks: AtomicU64,
+    /// The newest look whose catch-up has finished.
+    covered: watch::Sender<u64>,
     /// How long a reader waits for a round.
     wait: Duration,
 }
 
 impl Indexer {
-    /// Wakes the task and waits until a round that started after this call
-    /// has finished, so everything committed before the call is indexed (or
-    /// the round failed and logged why), at most `wait`.
+    /// The number of a look about to be taken: call it before reading what
+    /// waits for the catch-up.
+    pub(crate) fn look(&self) -> u64 {
+        self.looks.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Everything committed before look `look` is indexed and fed (or the
+    /// catch-up failed and logged why: the readers then read what is
+    /// indexed, as after a timeout).
+    pub(crate) fn covered(&self, look: u64) {
+        self.covered.send_if_modified(|newest| {
+            let newer = look > *newest;
+            if newer {
+                *newest = look;
+            }
+            newer
+        });
+    }
+
+    /// Wakes the task and waits until a catch-up has covered a look taken
+    /// after this call, so everything committed before the call is indexed
+    /// (or the catch-up failed and logged why), at most `wait`.
     pub(crate) async fn wait_for_round(&self) {
-        let want = self.started.load(Ordering::SeqCst) + 1;
+        let want = self.looks.load(Ordering::SeqCst) + 1;
         self.wake.notify_one();
-        let mut finished = self.finished.clone();
-        if tokio::time::timeout(self.wait, finished.wait_for(|done| *done >= want)).await.is_err() {
+        let mut covered = self.covered.subscribe();
+        if tokio::time::timeout(self.wait, covered.wait_for(|newest| *newest >= want)).await.is_err() {
             tracing::debug!(wait = ?self.wait, "full-text catch-up still running: reading what is indexed");
         }
     }
@@ -111,17 +138,19 @@ impl Drop for Inner {
 /// right after an append the embedding worker's `claim_jobs` (woken by the
 /// append) runs the catch-up anyway. A reader therefore notices appends of
 /// other processes on the same file too.
-async fn index_in_background(inner: Weak<Inner>, wake: Arc<Notify>, started: Arc<AtomicU64>, done: watch::Sender<u64>) {
+async fn index_in_background(inner: Weak<Inner>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
         let Some(inner) = inner.upgrade() else { return };
-        let round = started.fetch_add(1, Ordering::SeqCst) + 1;
         let backend = LibsqlBackend { inner };
-        if let Err(e) = backend.catch_up().await {
+        let round = tracing::Instrument::instrument(backend.catch_up(), tracing::info_span!("lexical.round"));
+        if let Err(e) = round.await {
             tracing::warn!(error = %e, "full-text and job-queue catch-up failed; retrying on the next wake-up");
+            // The readers waiting for it read what is indexed.
+            let indexer = backend.indexer();
+            indexer.covered(indexer.looks.load(Ordering::SeqCst));
         }
         drop(backend);
-        done.send_replace(round);
     }
 }
 
@@ -195,9 +224,9 @@ impl LibsqlBackend {
                 .map_err(|e| StoreError::backend(DriverError::new("build reader pool", e.to_string())))?;
             (Some(pool), None)
         };
-        let (wake, started) = (Arc::new(Notify::new()), Arc::new(AtomicU64::new(0)));
-        let (done, finished) = watch::channel(0);
-        let indexer = Indexer { wake: wake.clone(), started: started.clone(), finished, wait: index_wait };
+        let wake = Arc::new(Notify::new());
+        let indexer =
+            Indexer { wake: wake.clone(), looks: AtomicU64::new(0), covered: watch::Sender::new(0), wait: index_wait };
         let backend = Self {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(writer)),
@@ -215,7 +244,7 @@ impl LibsqlBackend {
                 lexical_deletions: std::sync::Mutex::new(None),
             }),
         };
-        tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake, started, done));
+        tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake));
         tracing::debug!(backend = %backend.inner.description, "opened libsql backend");
         Ok(backend)
     }

@@ -259,7 +259,8 @@ impl EmbeddingEngine for LibsqlBackend {
         let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 2) else {
             return Ok(Coverage::default());
         };
-        self.await_indexed().await?;
+        // No wait for the catch-up: messages it has not reached are counted
+        // as pending all the same (`unqueued`).
         let sql = coverage_sql(&cond.sql);
         let mut params = vec![Value::Text(model)];
         params.extend(cond.params);
@@ -275,9 +276,10 @@ impl EmbeddingEngine for LibsqlBackend {
         let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
-        self.await_indexed().await?;
+        tracing::Instrument::instrument(self.await_indexed(), tracing::info_span!("lexical.catch_up")).await?;
         if let Some(index) = self.lexical() {
-            return self.match_in_index(index.clone(), filter, &matcher, k).await;
+            let matching = self.match_in_index(index.clone(), filter, &matcher, k);
+            return tracing::Instrument::instrument(matching, tracing::info_span!("lexical.match")).await;
         }
         let tenant = filter.tenant.as_str().to_owned();
         self.read(move |conn| async move {
@@ -599,10 +601,12 @@ impl LibsqlBackend {
     /// Waits until everything stored before the call is indexed and queued
     /// (and stale entries removed or re-indexed),
     /// at most the configured index wait, without taking the writer: wakes
-    /// the indexer task and waits for a catch-up round that started after
-    /// the call to finish. After the wait the reader reads what is indexed;
-    /// the counts report messages the catch-up has not reached yet as
-    /// pending (`unqueued`), so nothing is silently missing.
+    /// the indexer task and waits for a catch-up that looked at the store
+    /// after the call to finish (the round under way, when its last look
+    /// came after the call). After the wait the reader reads what is
+    /// indexed; the coverage counts, which never wait, report messages the
+    /// catch-up has not reached yet as pending (`unqueued`), so nothing is
+    /// silently missing.
     pub(crate) async fn await_indexed(&self) -> Result<(), StoreError> {
         let behind = self.index_behind().await?;
         if behind {
@@ -631,42 +635,52 @@ impl LibsqlBackend {
             Some(_) => Some(self.feeding().lock().await),
             None => None,
         };
+        let indexer = self.indexer();
+        let mut look = indexer.look();
         let (behind, watermark) = self.index_state().await?;
         if !behind {
+            indexer.covered(look);
             return Ok(());
         }
-        loop {
-            let lexical = lexical.clone();
-            let done = self
-                .write(|conn| async move {
-                    if !remove_stale(&conn, lexical.as_ref()).await? {
-                        return Ok(false);
-                    }
-                    let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
-                        let r = cells(row, "semantic_watermark");
-                        Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
+        let store = async {
+            loop {
+                let lexical = lexical.clone();
+                // Each transaction reads what waits afresh: a reader that
+                // came before this look is covered by this round.
+                look = indexer.look();
+                let done = self
+                    .write(|conn| async move {
+                        if !remove_stale(&conn, lexical.as_ref()).await? {
+                            return Ok(false);
+                        }
+                        let Some((from, newest)) = query_row(&conn, "read watermark", WATERMARK, (), |row| {
+                            let r = cells(row, "semantic_watermark");
+                            Ok((r.int(0, "caught_up_to")?, r.int(1, "max")?))
+                        })
+                        .await?
+                        else {
+                            return Ok(true);
+                        };
+                        if from >= newest {
+                            return Ok(true);
+                        }
+                        let to = newest.min(from.saturating_add(CATCH_UP_CHUNK));
+                        index_range(&conn, from, to).await?;
+                        let range = vec![Value::Integer(from), Value::Integer(to)];
+                        conn.execute(CATCH_UP_JOBS, range).await.ctx("queue embedding jobs")?;
+                        conn.execute("UPDATE semantic_watermark SET caught_up_to = ?1", [to])
+                            .await
+                            .ctx("move watermark")?;
+                        Ok(to >= newest)
                     })
-                    .await?
-                    else {
-                        return Ok(true);
-                    };
-                    if from >= newest {
-                        return Ok(true);
-                    }
-                    let to = newest.min(from.saturating_add(CATCH_UP_CHUNK));
-                    index_range(&conn, from, to).await?;
-                    let range = vec![Value::Integer(from), Value::Integer(to)];
-                    conn.execute(CATCH_UP_JOBS, range).await.ctx("queue embedding jobs")?;
-                    conn.execute("UPDATE semantic_watermark SET caught_up_to = ?1", [to])
-                        .await
-                        .ctx("move watermark")?;
-                    Ok(to >= newest)
-                })
-                .await?;
-            if done {
-                break;
+                    .await?;
+                if done {
+                    break;
+                }
             }
-        }
+            Ok::<(), StoreError>(())
+        };
+        tracing::Instrument::instrument(store, tracing::info_span!("catch_up.store")).await?;
         if let Some(index) = &lexical {
             // The store is caught up; a feed that fails (another process
             // holding the index, a full disk) leaves the index behind, which
@@ -675,14 +689,18 @@ impl LibsqlBackend {
             // every other's) are applied before anything is added, so an
             // entry added at a position handed out again is never removed
             // by an older deletion of that position.
-            let fed = match self.follow_deletions(index).await {
-                Ok(()) => self.feed_lexical(index, watermark).await,
-                Err(e) => Err(e),
+            let feeding = async {
+                match self.follow_deletions(index).await {
+                    Ok(()) => self.feed_lexical(index, watermark).await,
+                    Err(e) => Err(e),
+                }
             };
+            let fed = tracing::Instrument::instrument(feeding, tracing::info_span!("catch_up.feed")).await;
             if let Err(e) = fed {
                 tracing::warn!(error = %e, "feeding the in-process full-text index failed; retrying on the next round");
             }
         }
+        indexer.covered(look);
         Ok(())
     }
 }

@@ -324,13 +324,19 @@ impl SearchService {
             let coverage = async {
                 if how.coverage { self.store.coverage(filter, model.clone()).await.map(Some) } else { Ok(None) }
             };
-            let (q, counts) = tokio::join!(embed, coverage);
+            let (q, counts) = tokio::join!(
+                tracing::Instrument::instrument(embed, tracing::info_span!("search.embed")),
+                tracing::Instrument::instrument(coverage, tracing::info_span!("search.coverage")),
+            );
             let (q, counts) = (q?, counts?);
-            let found = if exclude.is_empty() {
-                self.index.search(filter, &q, candidates).await?
-            } else {
-                self.index.search_excluding(filter, &q, candidates, exclude).await?
+            let scan = async {
+                if exclude.is_empty() {
+                    self.index.search(filter, &q, candidates).await
+                } else {
+                    self.index.search_excluding(filter, &q, candidates, exclude).await
+                }
             };
+            let found = tracing::Instrument::instrument(scan, tracing::info_span!("search.index")).await?;
             Ok::<_, StoreError>(Some((found, model, counts)))
         };
         let lexical_leg = async {

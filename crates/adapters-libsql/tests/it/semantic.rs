@@ -779,3 +779,45 @@ async fn the_in_process_index_follows_deletions_of_another_process() {
     server.use_lexical_index(index).unwrap();
     assert_eq!(ids(server.lexical_search(&whole("acme"), "walnut".into(), 2).await.unwrap()), vec![reused[0].id]);
 }
+
+/// A search finds every message appended before it, while another writer
+/// keeps the catch-up busy (a round is nearly always under way): whether a
+/// round already under way covers the search or the next one does, the
+/// wait ends only once the search's messages are indexed. The wait is long
+/// (60 s) so that only a wrong answer, never a slow machine, fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_during_busy_catch_up_rounds_finds_what_came_before_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LibsqlConfig { index_wait: std::time::Duration::from_secs(60), ..LibsqlConfig::file(db_path(&dir)) };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    db.use_lexical_index(Arc::new(TantivyLexicalIndex::open(dir.path().join("lexical")).unwrap())).unwrap();
+    let acme = tenant("acme");
+    let busy = db.create(&acme, NewThread::default()).await.unwrap().id;
+    let probed = db.create(&acme, NewThread::default()).await.unwrap().id;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let filler = tokio::spawn({
+        let (db, acme, stop) = (db.clone(), acme.clone(), stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                db.append(&acme, busy, vec![text("filler words about nothing")]).await.unwrap();
+                // Wakes rounds the way searches do.
+                db.lexical_search(&whole("acme"), "filler".into(), 1).await.unwrap();
+            }
+        }
+    });
+    for i in 0..60 {
+        let word = format!("probe{i:03}q");
+        let stored = db.append(&acme, probed, vec![text(&word)]).await.unwrap();
+        let hits = db.lexical_search(&whole("acme"), word.clone(), 5).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![stored[0].id], "search {i} for {word}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    filler.await.unwrap();
+}
