@@ -554,8 +554,25 @@ async fn open_local_blocking(
     // loss; NORMAL, when configured, can lose the last commits to a power
     // loss (see `Synchronous`). Only the writer commits, so only it needs it.
     writer.execute_batch(&format!("PRAGMA synchronous = {};", synchronous.as_sql())).await.ctx("set synchronous")?;
+    if !shared_reader {
+        writer
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"))
+            .await
+            .ctx("set wal_autocheckpoint")?;
+    }
     Ok(Opened { db, writer, description, shared_reader, blocking: true })
 }
+
+/// WAL pages after which a commit of the writer checkpoints (SQLite's
+/// default is 1,000, 4 MiB). A checkpoint runs on the writer, inside the
+/// commit every queued write waits for, and costs two `fsync`s besides its
+/// copying (with `synchronous = FULL`); a write that dirties thousands of
+/// pages (an OTLP batch: random leaf pages of every trace and span index)
+/// crossed the default at nearly every commit. At 16,384 pages (64 MiB)
+/// checkpoints come about 16 times less often, and each copies a page
+/// rewritten by many commits once (docs/BENCHMARKS.md, "Observability").
+/// The WAL file grows to about this size and is then reused.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// The single value a reading `PRAGMA name` returns.
 async fn pragma(conn: &Connection, name: &'static str) -> Result<libsql::Value, StoreError> {
