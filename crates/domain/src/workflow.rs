@@ -260,6 +260,9 @@ impl RunnerSpec {
         {
             return Err(DomainError::new(field, "url must be an http:// or https:// URL of at most 2048 bytes"));
         }
+        if let Self::Http { url } = self {
+            crate::no_nul(field, url)?;
+        }
         Ok(())
     }
 }
@@ -331,6 +334,7 @@ impl NewStep {
         if size > MAX_STEP_INPUT_BYTES {
             return Err(DomainError::new("input", format!("is {size} bytes, at most {MAX_STEP_INPUT_BYTES}")));
         }
+        crate::no_nul_json("input", &self.input)?;
         if let Some(r) = &self.runner {
             r.validate("runner")?;
         }
@@ -480,7 +484,7 @@ fn check_name(name: &str) -> Result<(), DomainError> {
     if name.trim().is_empty() || name.chars().count() > MAX_WORKFLOW_NAME_CHARS {
         return Err(DomainError::new("name", format!("must be 1 to {MAX_WORKFLOW_NAME_CHARS} characters, not blank")));
     }
-    Ok(())
+    crate::no_nul("name", name)
 }
 
 fn check_description(d: &str) -> Result<(), DomainError> {
@@ -491,7 +495,7 @@ fn check_description(d: &str) -> Result<(), DomainError> {
             format!("is {n} characters, at most {MAX_WORKFLOW_DESCRIPTION_CHARS}"),
         ));
     }
-    Ok(())
+    crate::no_nul("description", d)
 }
 
 impl WorkflowPatch {
