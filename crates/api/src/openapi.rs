@@ -172,6 +172,7 @@ pub(crate) fn complete(doc: &mut Value) {
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
         schemas.insert("NewMessageDto".into(), new_message_schema());
         schemas.insert("ScopeDto".into(), scope_schema());
+        schemas.insert("RunnerDto".into(), crate::workflow_routes::runner_schema());
         schemas.insert(
             "AppendBody".into(),
             json!({"description": "One message object, or `{\"messages\": [...]}` (1 to 1000, appended atomically).",
