@@ -252,13 +252,15 @@ impl RunnerSpec {
     /// Checks the URL of an `http` runner.
     ///
     /// # Errors
-    /// On `field` when the URL is not `http://` or `https://`, or longer
-    /// than 2,048 bytes.
+    /// On `field` when the URL is not `http://` or `https://`, or shorter
+    /// than 10 or longer than 2,048 characters (characters, as the OpenAPI
+    /// document's `minLength` and `maxLength` count them).
     pub fn validate(&self, field: &'static str) -> Result<(), DomainError> {
         if let Self::Http { url } = self
-            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2_048 || url.len() < 10)
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || !(10..=2_048).contains(&url.chars().count()))
         {
-            return Err(DomainError::new(field, "url must be an http:// or https:// URL of at most 2048 bytes"));
+            return Err(DomainError::new(field, "url must be an http:// or https:// URL of 10 to 2048 characters"));
         }
         if let Self::Http { url } = self {
             crate::no_nul(field, url)?;
