@@ -38,6 +38,7 @@ mod idempotency;
 mod jwt;
 mod limits;
 mod load;
+mod nul;
 mod observability;
 mod otlp_python;
 mod quota;

@@ -222,7 +222,7 @@ fn message(row: &libsql::Row) -> Result<Message, StoreError> {
     };
     let metadata = serde_json::from_str::<serde_json::Value>(&r.text(8, "metadata")?)
         .map_err(|e| e.to_string())
-        .and_then(|v| Metadata::from_value(v).map_err(|e| e.to_string()))
+        .and_then(|v| Metadata::from_stored("metadata", v).map_err(|e| e.to_string()))
         .map_err(|e| corrupt("messages", "metadata", e))?;
     Ok(Message {
         id: MessageId::from_uuid(r.uuid(0, "id")?),

@@ -364,7 +364,8 @@ pub fn decode(mut row: Vec<SqlValue>) -> Result<Message, StoreError> {
             exact: c.bool(12, "token_exact")?,
         }),
     };
-    let metadata = Metadata::from_value(c.json(8, "metadata")?).map_err(|e| corrupt("messages", "metadata", e))?;
+    let metadata =
+        Metadata::from_stored("metadata", c.json(8, "metadata")?).map_err(|e| corrupt("messages", "metadata", e))?;
     Ok(Message {
         id: MessageId::from_uuid(c.uuid(0, "id")?),
         thread_id: ThreadId::from_uuid(c.uuid(1, "thread_id")?),

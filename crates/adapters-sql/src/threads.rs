@@ -653,7 +653,8 @@ pub fn decode(row: &[SqlValue], tenant: &TenantId) -> Result<Thread, StoreError>
             .map_err(|e| corrupt("threads", "agent_id", e))?,
         title: opt(3, "title")?.map(Title::parse).transpose().map_err(|e| corrupt("threads", "title", e))?,
         model: opt(4, "model")?,
-        metadata: Metadata::from_value(c.json(5, "metadata")?).map_err(|e| corrupt("threads", "metadata", e))?,
+        metadata: Metadata::from_stored("metadata", c.json(5, "metadata")?)
+            .map_err(|e| corrupt("threads", "metadata", e))?,
         last_seq: c.int(6, "last_seq")?,
         created_at: c.timestamp(7, "created_at")?,
         updated_at: c.timestamp(8, "updated_at")?,

@@ -58,7 +58,7 @@ fn decode_workflow(row: &Row) -> Result<Workflow, StoreError> {
         name: r.text(3, "name")?,
         status: r.parse(4, "status", |s: String| WorkflowStatus::parse(&s))?,
         description: body.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        metadata: Metadata::from_value(body.get("metadata").cloned().unwrap_or(Value::Null))
+        metadata: Metadata::from_stored("metadata", body.get("metadata").cloned().unwrap_or(Value::Null))
             .map_err(|e| crate::corrupt(WORKFLOWS, "body", e))?,
         created_at: r.timestamp(6, "created_at")?,
         updated_at: r.timestamp(7, "updated_at")?,

@@ -1,7 +1,8 @@
 //! What the derived OpenAPI document cannot say by itself, added once at
 //! start-up: bounds and formats of path, query and header parameters, the
 //! role-dependent rules of a message, the error responses every route can
-//! give (400, 413, 415, 500, 503). The result must let a client generated
+//! give (400, 413, 415, 500, 503), and that no request body holds the NUL
+//! character ([`forbid_nul`]). The result must let a client generated
 //! from the document work unchanged; `tests/it/fuzz.rs` holds the server to
 //! it with schemathesis.
 
@@ -12,6 +13,149 @@ use crate::dto::{new_message_schema, scope_schema};
 
 /// `TenantId`, `AgentName`, `ResourceId`, setting names: ASCII letters, digits, `- _ . : @`.
 const NAME_PATTERN: &str = "^[A-Za-z0-9._:@-]+$";
+
+/// No NUL character (U+0000) in a string: no database stores it, and the
+/// domain refuses it in whatever reaches storage (`memlayer_domain::no_nul`).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// The component of "any JSON without NUL in a string or an object key".
+const JSON_NO_NUL: &str = "JsonNoNul";
+
+/// Makes every request body say that it holds no NUL character: each
+/// string gains the pattern [`NO_NUL`] (alongside its own, through `allOf`,
+/// unless its own already admits only listed characters), and each
+/// free-form value (any JSON, an object's unlisted members, an array's
+/// items) becomes [`JSON_NO_NUL`], recursive: `pattern` for its strings,
+/// `propertyNames` for its keys, itself for members and items. The domain
+/// refuses NUL in every stored string and JSON value (`no_nul_json`), so a
+/// client generated from the document, and schemathesis'
+/// `positive_data_acceptance`, never send what is refused. Schemas shared
+/// with responses say the same of what the server answers, which holds: it
+/// stores none.
+fn forbid_nul(doc: &mut Value) {
+    let mut pending = Vec::new();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+            let Some(content) = op.pointer_mut("/requestBody/content").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (media, body) in content.iter_mut() {
+                if media.contains("json")
+                    && !media.contains("ndjson")
+                    && let Some(schema) = body.get_mut("schema")
+                {
+                    no_nul(schema, &mut pending);
+                }
+            }
+        }
+    }
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if name == JSON_NO_NUL || !done.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = schemas.get_mut(&name) {
+            no_nul(schema, &mut pending);
+        }
+    }
+    let any = format!("#/components/schemas/{JSON_NO_NUL}");
+    schemas.insert(
+        JSON_NO_NUL.into(),
+        json!({"description": "Any JSON value without the NUL character (U+0000) in a string or an object key (a \
+            400 names the field and the JSON Pointer of the first)",
+            "pattern": NO_NUL, "propertyNames": {"pattern": NO_NUL},
+            "items": {"$ref": any}, "additionalProperties": {"$ref": any}}),
+    );
+}
+
+/// [`forbid_nul`] on one schema, in place; components it names are pushed
+/// to `refs`.
+fn no_nul(schema: &mut Value, refs: &mut Vec<String>) {
+    let Some(o) = schema.as_object_mut() else { return };
+    if let Some(name) = o.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/")) {
+        refs.push(name.to_owned());
+        return;
+    }
+    for key in ["oneOf", "anyOf", "allOf", "prefixItems"] {
+        for s in o.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
+            no_nul(s, refs);
+        }
+    }
+    for s in o.get_mut("properties").and_then(Value::as_object_mut).into_iter().flat_map(|p| p.values_mut()) {
+        no_nul(s, refs);
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(s) = o.get_mut(key).filter(|s| s.is_object()) {
+            no_nul(s, refs);
+        }
+    }
+    let has = |t: &str| match o.get("type") {
+        Some(Value::String(s)) => s == t,
+        Some(Value::Array(ts)) => ts.iter().any(|x| x == t),
+        _ => false,
+    };
+    let (string, object, array) = (has("string"), has("object"), has("array"));
+    let any = json!({"$ref": format!("#/components/schemas/{JSON_NO_NUL}")});
+    let constrained = ["enum", "const", "format", "oneOf", "anyOf", "allOf", "not", "properties", "items"]
+        .iter()
+        .any(|k| o.contains_key(*k));
+    if !o.contains_key("type") && !constrained {
+        o.insert("$ref".into(), any["$ref"].clone());
+        return;
+    }
+    if string && !o.contains_key("enum") && !o.contains_key("const") && !o.contains_key("format") {
+        let pattern = o.get("pattern").and_then(Value::as_str).map(str::to_owned);
+        match pattern.as_deref() {
+            None => {
+                o.insert("pattern".into(), NO_NUL.into());
+            }
+            Some(p) if admits_only_listed(p) => {}
+            Some(_) => {
+                let all = o.entry("allOf").or_insert_with(|| json!([]));
+                if let Some(all) = all.as_array_mut() {
+                    all.push(json!({"pattern": NO_NUL}));
+                }
+            }
+        }
+    }
+    if object && o.get("additionalProperties").is_none_or(|a| *a == Value::Bool(true)) {
+        o.insert("propertyNames".into(), json!({"pattern": NO_NUL}));
+        o.insert("additionalProperties".into(), any.clone());
+    }
+    if array && !o.contains_key("items") && !o.contains_key("prefixItems") {
+        o.insert("items".into(), any);
+    }
+}
+
+/// Whether a pattern admits no NUL: [`NO_NUL`]'s own prefix, or a pattern
+/// anchored at both ends that matches only characters it lists (no negated
+/// class, no `.` outside a class, no escape).
+fn admits_only_listed(pattern: &str) -> bool {
+    if pattern.starts_with("^[^\\u0000") {
+        return true;
+    }
+    if !(pattern.starts_with('^') && pattern.ends_with('$')) {
+        return false;
+    }
+    let mut in_class = false;
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => return false,
+            '[' if !in_class => {
+                if chars.peek() == Some(&'^') {
+                    return false;
+                }
+                in_class = true;
+            }
+            ']' if in_class => in_class = false,
+            '.' if !in_class => return false,
+            _ => {}
+        }
+    }
+    true
+}
 
 /// Completes the derived document `doc` (see the module doc).
 pub(crate) fn complete(doc: &mut Value) {
@@ -28,6 +172,7 @@ pub(crate) fn complete(doc: &mut Value) {
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
         schemas.insert("NewMessageDto".into(), new_message_schema());
         schemas.insert("ScopeDto".into(), scope_schema());
+        schemas.insert("RunnerDto".into(), crate::workflow_routes::runner_schema());
         schemas.insert(
             "AppendBody".into(),
             json!({"description": "One message object, or `{\"messages\": [...]}` (1 to 1000, appended atomically).",
@@ -42,6 +187,7 @@ pub(crate) fn complete(doc: &mut Value) {
     }
     crate::working_routes::complete_document(doc);
     crate::observability_routes::complete_document(doc);
+    forbid_nul(doc);
     if let Some(created) =
         doc.pointer_mut("/paths/~1api~1threads~1{id}~1messages/post/responses/201/content/application~1json")
     {

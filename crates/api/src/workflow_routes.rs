@@ -79,6 +79,25 @@ impl RunnerDto {
     }
 }
 
+/// The document's `RunnerDto`: the derived schema lets `kind` and `url`
+/// vary apart, so `{"kind": "http"}` (no URL) or an `openai` runner with
+/// a URL would be schema-valid and still refused with a 400; one variant
+/// per kind says what the server accepts.
+pub(crate) fn runner_schema() -> Value {
+    serde_json::json!({
+        "description": "How a step runs: `{\"kind\": \"http\", \"url\": \"https://…\"}`, `{\"kind\": \"openai\"}` or \
+            `{\"kind\": \"noop\"}`.",
+        "oneOf": [
+            {"type": "object", "required": ["kind", "url"], "additionalProperties": false,
+             "properties": {"kind": {"type": "string", "const": "http"},
+                            "url": {"type": "string", "minLength": 10, "maxLength": 2048, "pattern": "^https?://",
+                                    "description": "`http://` or `https://`"}}},
+            {"type": "object", "required": ["kind"], "additionalProperties": false,
+             "properties": {"kind": {"type": "string", "enum": ["openai", "noop"]}}}
+        ]
+    })
+}
+
 impl From<&RunnerSpec> for RunnerDto {
     fn from(r: &RunnerSpec) -> Self {
         match r {

@@ -232,6 +232,7 @@ impl NewAgent {
         if self.system_prompt.len() > MAX_PROMPT_BYTES {
             return Err(DomainError::new("system_prompt", format!("must be at most {MAX_PROMPT_BYTES} bytes")));
         }
+        crate::no_nul("system_prompt", &self.system_prompt)?;
         if self.tool_ids.len() > MAX_AGENT_TOOLS {
             return Err(DomainError::new("tool_ids", format!("at most {MAX_AGENT_TOOLS} tools")));
         }
@@ -305,7 +306,9 @@ impl NewTool {
         if self.description.len() > MAX_DESCRIPTION_BYTES {
             return Err(DomainError::new("description", format!("must be at most {MAX_DESCRIPTION_BYTES} bytes")));
         }
-        validate_object_schema(&self.parameters)
+        crate::no_nul("description", &self.description)?;
+        validate_object_schema(&self.parameters)?;
+        crate::no_nul_json("parameters", &self.parameters)
     }
 }
 
@@ -421,12 +424,14 @@ impl SettingName {
     }
 }
 
-/// Validates a setting value: any JSON of at most [`MAX_CATALOG_JSON_BYTES`].
+/// Validates a setting value: any JSON of at most [`MAX_CATALOG_JSON_BYTES`],
+/// without NUL ([`crate::no_nul_json`]).
 ///
 /// # Errors
 /// [`DomainError`] on `value`.
 pub fn validate_setting_value(value: &Value) -> Result<(), DomainError> {
-    json_size("value", value)
+    json_size("value", value)?;
+    crate::no_nul_json("value", value)
 }
 
 /// A stored setting.

@@ -344,6 +344,9 @@ impl ProcessorSpec {
                 if tools.iter().any(|t| t.is_empty() || t.len() > 256) {
                     return Err(DomainError::new("processors", "tool_call_filter: tool names are 1 to 256 bytes"));
                 }
+                for t in tools {
+                    crate::no_nul("processors", t)?;
+                }
             }
             Self::RoleFilter { roles } => {
                 if let Some(e) = too_many(roles.len()) {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{DomainError, MessageId, Metadata, ThreadId, Timestamp, TokenCount};
+use crate::{DomainError, MessageId, Metadata, ThreadId, Timestamp, TokenCount, no_nul, no_nul_json};
 
 /// Most messages accepted in one append.
 pub const MAX_BATCH: usize = 1_000;
@@ -185,7 +185,10 @@ impl NewMessage {
         let mut argument_bytes = 0;
         for call in &tool_calls {
             check_short("tool_calls.id", &call.id)?;
+            no_nul("tool_calls.id", &call.id)?;
             check_short("tool_calls.name", &call.name)?;
+            no_nul("tool_calls.name", &call.name)?;
+            no_nul_json("tool_calls.arguments", &call.arguments)?;
             argument_bytes += json_len(&call.arguments);
         }
         if argument_bytes > MAX_TOOL_ARGUMENT_BYTES {
@@ -286,22 +289,6 @@ pub fn model_text(content: &str, calls: &[ToolCall]) -> String {
 fn check_short(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() || value.len() > 256 {
         return Err(DomainError::new(field, "must be 1 to 256 bytes"));
-    }
-    Ok(())
-}
-
-/// Refuses the NUL character (U+0000) in a field stored as a text column:
-/// Postgres text cannot hold it, and libSQL's driver reads text back only up
-/// to it, so a message that carried one would be refused by one backend and
-/// cut short by the other. Refused on both, before anything is stored.
-/// (Tool calls and metadata are stored as JSON, where libSQL keeps the
-/// escaped `\u0000` whole and Postgres's JSONB refuses it with a 400.)
-fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
-    if value.contains('\0') {
-        return Err(DomainError::new(
-            field,
-            "must not contain the NUL character (U+0000): neither database stores it in text",
-        ));
     }
     Ok(())
 }
@@ -448,6 +435,16 @@ mod tests {
         assert_eq!(tool("c\u{0}1", "lookup").unwrap_err().field, "tool_call_id");
         assert_eq!(tool("c1", "look\u{0}up").unwrap_err().field, "tool_name");
         assert!(tool("c1", "lookup").is_ok());
+        let call = |id: &str, name: &str, arguments: Value| {
+            let calls = vec![ToolCall { id: id.into(), name: name.into(), arguments }];
+            NewMessage::new(Role::Assistant, "", None, None, calls, Metadata::default())
+        };
+        assert_eq!(call("c\u{0}", "f", Value::Null).unwrap_err().field, "tool_calls.id");
+        assert_eq!(call("c", "f\u{0}", Value::Null).unwrap_err().field, "tool_calls.name");
+        let err = call("c", "f", serde_json::json!({"q": ["\u{0}"]})).unwrap_err();
+        assert_eq!(err.field, "tool_calls.arguments");
+        assert!(err.reason.ends_with("`/q/0`"), "{err}");
+        assert!(call("c", "f", serde_json::json!({"q": ["ok"]})).is_ok());
     }
 
     #[test]

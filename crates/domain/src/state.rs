@@ -29,7 +29,8 @@ impl AgentState {
     /// Largest accepted serialised state, in bytes.
     pub const MAX_BYTES: usize = 1024 * 1024;
 
-    /// Validates a state value: a JSON object of acceptable size.
+    /// Validates a state value: a JSON object of acceptable size, without
+    /// NUL ([`crate::no_nul_json`]).
     ///
     /// # Errors
     /// [`DomainError`] on `state`.
@@ -47,7 +48,7 @@ impl AgentState {
                 format!("is {size} bytes, at most {} are accepted", Self::MAX_BYTES),
             ));
         }
-        Ok(())
+        crate::no_nul_json("state", state)
     }
 
     /// The version a save with `expected` stores: `expected + 1`, which

@@ -18,15 +18,28 @@ impl Metadata {
     /// Largest accepted serialised size, in bytes.
     pub const MAX_BYTES: usize = 64 * 1024;
 
-    /// Validates that `value` is a JSON object of acceptable size.
+    /// Validates that `value` is a JSON object of acceptable size, with no
+    /// NUL character in any string or key ([`crate::no_nul_json`]).
     ///
     /// # Errors
-    /// [`DomainError`] on `metadata` when it is not an object or too large.
+    /// [`DomainError`] on `metadata` when it is not an object, too large or
+    /// holds a NUL.
     pub fn from_value(value: Value) -> Result<Self, DomainError> {
         Self::from_value_for("metadata", value)
     }
 
     pub(crate) fn from_value_for(field: &'static str, value: Value) -> Result<Self, DomainError> {
+        crate::no_nul_json(field, &value)?;
+        Self::from_stored(field, value)
+    }
+
+    /// Metadata read back from a store: the checks of [`from_value`](Self::from_value)
+    /// but the NUL rule, which is younger than some stored rows (libSQL kept
+    /// them), so reading them never fails on it.
+    ///
+    /// # Errors
+    /// [`DomainError`] on `field` when it is not an object or too large.
+    pub fn from_stored(field: &'static str, value: Value) -> Result<Self, DomainError> {
         match value {
             Value::Object(map) => {
                 let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -51,7 +64,7 @@ impl Metadata {
     pub fn from_json_str(s: &str) -> Result<Self, DomainError> {
         let v: Value = serde_json::from_str(s)
             .map_err(|e| DomainError::new("metadata", format!("stored value is not JSON: {e}")))?;
-        Self::from_value(v)
+        Self::from_stored("metadata", v)
     }
 
     /// The object.
@@ -106,6 +119,7 @@ impl Title {
         if trimmed.chars().count() > Self::MAX_CHARS {
             return Err(DomainError::new("title", format!("must be at most {} characters", Self::MAX_CHARS)));
         }
+        crate::no_nul("title", trimmed)?;
         Ok(Self(trimmed.to_owned()))
     }
 

@@ -252,13 +252,18 @@ impl RunnerSpec {
     /// Checks the URL of an `http` runner.
     ///
     /// # Errors
-    /// On `field` when the URL is not `http://` or `https://`, or longer
-    /// than 2,048 bytes.
+    /// On `field` when the URL is not `http://` or `https://`, or shorter
+    /// than 10 or longer than 2,048 characters (characters, as the OpenAPI
+    /// document's `minLength` and `maxLength` count them).
     pub fn validate(&self, field: &'static str) -> Result<(), DomainError> {
         if let Self::Http { url } = self
-            && (!(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2_048 || url.len() < 10)
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || !(10..=2_048).contains(&url.chars().count()))
         {
-            return Err(DomainError::new(field, "url must be an http:// or https:// URL of at most 2048 bytes"));
+            return Err(DomainError::new(field, "url must be an http:// or https:// URL of 10 to 2048 characters"));
+        }
+        if let Self::Http { url } = self {
+            crate::no_nul(field, url)?;
         }
         Ok(())
     }
@@ -331,6 +336,7 @@ impl NewStep {
         if size > MAX_STEP_INPUT_BYTES {
             return Err(DomainError::new("input", format!("is {size} bytes, at most {MAX_STEP_INPUT_BYTES}")));
         }
+        crate::no_nul_json("input", &self.input)?;
         if let Some(r) = &self.runner {
             r.validate("runner")?;
         }
@@ -480,7 +486,7 @@ fn check_name(name: &str) -> Result<(), DomainError> {
     if name.trim().is_empty() || name.chars().count() > MAX_WORKFLOW_NAME_CHARS {
         return Err(DomainError::new("name", format!("must be 1 to {MAX_WORKFLOW_NAME_CHARS} characters, not blank")));
     }
-    Ok(())
+    crate::no_nul("name", name)
 }
 
 fn check_description(d: &str) -> Result<(), DomainError> {
@@ -491,7 +497,7 @@ fn check_description(d: &str) -> Result<(), DomainError> {
             format!("is {n} characters, at most {MAX_WORKFLOW_DESCRIPTION_CHARS}"),
         ));
     }
-    Ok(())
+    crate::no_nul("description", d)
 }
 
 impl WorkflowPatch {

@@ -41,7 +41,7 @@ impl WorkingContent {
         }
     }
 
-    /// Checks the size.
+    /// Checks the size, and that it holds no NUL ([`crate::no_nul_json`]).
     ///
     /// # Errors
     /// [`DomainError`] on `content`.
@@ -53,7 +53,10 @@ impl WorkingContent {
                 format!("is {size} bytes, at most {} are accepted", Self::MAX_BYTES),
             ));
         }
-        Ok(())
+        match self {
+            Self::Json(v) => crate::no_nul_json("content", v),
+            Self::Markdown(text) => crate::no_nul("content", text),
+        }
     }
 }
 
@@ -265,12 +268,16 @@ impl WorkingMemoryOptions {
                         format!("is {size} bytes, at most {} are accepted", Self::MAX_SCHEMA_BYTES),
                     ));
                 }
+                crate::no_nul_json("memory.working_memory.schema", schema)?;
             }
-            WorkingFormat::Markdown { template: Some(template) } if template.len() > WorkingContent::MAX_BYTES => {
-                return Err(DomainError::new(
-                    "memory.working_memory.template",
-                    format!("is {} bytes, at most {} are accepted", template.len(), WorkingContent::MAX_BYTES),
-                ));
+            WorkingFormat::Markdown { template: Some(template) } => {
+                if template.len() > WorkingContent::MAX_BYTES {
+                    return Err(DomainError::new(
+                        "memory.working_memory.template",
+                        format!("is {} bytes, at most {} are accepted", template.len(), WorkingContent::MAX_BYTES),
+                    ));
+                }
+                crate::no_nul("memory.working_memory.template", template)?;
             }
             _ => {}
         }

@@ -241,10 +241,12 @@ async fn a_failing_bulk_append_stores_nothing() {
     let t = TenantId::parse("acme").unwrap();
     let thread = store.create(&t, NewThread::default()).await.unwrap().id;
     store.append(&t, thread, msgs(MAX_BATCH)).await.unwrap();
-    // Postgres JSONB cannot hold NUL (the domain refuses it in a message's
-    // text, not in its metadata): the COPY fails at the last row.
+    // Postgres JSONB cannot hold NUL: the COPY fails at the last row. (The
+    // domain refuses NUL in metadata a caller gives, `Metadata::from_value`;
+    // `from_stored` skips that rule, so the store's own refusal is tested.)
     let mut batch = msgs(MAX_BATCH - 1);
-    let metadata = memlayer_domain::Metadata::from_value(serde_json::json!({"note": "bad \u{0} byte"})).unwrap();
+    let metadata =
+        memlayer_domain::Metadata::from_stored("metadata", serde_json::json!({"note": "bad \u{0} byte"})).unwrap();
     batch.push(NewMessage::new(Role::User, "fine", None, None, Vec::new(), metadata).unwrap());
     let err = store.append(&t, thread, batch).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");

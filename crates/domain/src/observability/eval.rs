@@ -129,6 +129,11 @@ impl NewEvalRun {
         }
         for e in &self.examples {
             check_scores("examples.scores", &e.scores)?;
+            crate::no_nul_json("examples.input", &e.input)?;
+            if let Some(expected) = &e.expected {
+                crate::no_nul_json("examples.expected", expected)?;
+            }
+            crate::no_nul_json("examples.output", &e.output)?;
             if e.json_bytes() > MAX_EVAL_EXAMPLE_BYTES {
                 return Err(DomainError::new(
                     "examples",
@@ -139,7 +144,7 @@ impl NewEvalRun {
         if json_len(&Value::Object(self.metadata.clone())) > MAX_EVAL_METADATA_BYTES {
             return Err(DomainError::new("metadata", format!("at most {MAX_EVAL_METADATA_BYTES} bytes of JSON")));
         }
-        Ok(())
+        crate::no_nul_json("metadata", &Value::Object(self.metadata.clone()))
     }
 }
 

@@ -407,3 +407,13 @@ proptest! {
         prop_assert_eq!(result.is_err(), cyclic, "{:?}", result.err());
     }
 }
+
+/// A runner URL's length is counted in characters, as the OpenAPI
+/// document's `maxLength` counts it: 2,048 two-byte characters pass.
+#[test]
+fn runner_url_length_counts_characters() {
+    let url = |n: usize| RunnerSpec::Http { url: format!("https://{}", "é".repeat(n - 8)) };
+    assert!(url(2_048).validate("runner").is_ok());
+    assert!(url(2_049).validate("runner").is_err());
+    assert!(RunnerSpec::Http { url: "http://a".into() }.validate("runner").is_err(), "shorter than 10");
+}
