@@ -256,16 +256,12 @@ impl RunnerSpec {
     /// than 10 or longer than 2,048 characters (characters, as the OpenAPI
     /// document's `minLength` and `maxLength` count them).
     pub fn validate(&self, field: &'static str) -> Result<(), DomainError> {
-        if let Self::Http { url } = self
-            && (!(url.starts_with("http://") || url.starts_with("https://"))
-                || !(10..=2_048).contains(&url.chars().count()))
+        let Self::Http { url } = self else { return Ok(()) };
+        if !(url.starts_with("http://") || url.starts_with("https://")) || !(10..=2_048).contains(&url.chars().count())
         {
             return Err(DomainError::new(field, "url must be an http:// or https:// URL of 10 to 2048 characters"));
         }
-        if let Self::Http { url } = self {
-            crate::no_nul(field, url)?;
-        }
-        Ok(())
+        crate::no_nul(field, url)
     }
 }
 

@@ -141,10 +141,11 @@ impl NewEvalRun {
                 ));
             }
         }
-        if json_len(&Value::Object(self.metadata.clone())) > MAX_EVAL_METADATA_BYTES {
+        let metadata = Value::Object(self.metadata.clone());
+        if json_len(&metadata) > MAX_EVAL_METADATA_BYTES {
             return Err(DomainError::new("metadata", format!("at most {MAX_EVAL_METADATA_BYTES} bytes of JSON")));
         }
-        crate::no_nul_json("metadata", &Value::Object(self.metadata.clone()))
+        crate::no_nul_json("metadata", &metadata)
     }
 }
 
