@@ -258,3 +258,76 @@ async fn the_document_forbids_nul_in_stored_strings_and_json() {
     let title = schema("CreateThreadDto/properties/title");
     assert!(title["allOf"].as_array().is_some_and(|all| all.contains(&no_nul)), "{title}");
 }
+
+/// Every query parameter of every `GET` route the document lists, and a
+/// thread listing's `metadata.KEY` filter, answered with a 400 naming it
+/// when it holds NUL: the same on both backends (libSQL would match
+/// nothing, Postgres would refuse the text). A control without NUL shows
+/// each 400 is about the character.
+async fn check_queries(store: Store) {
+    let Some(t) = TestApp::on(store, |_| {}).await else { return };
+    let (status, doc) = t.call("GET", "/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut sent = vec![("/api/threads".to_owned(), "metadata.k".to_owned())];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(params) = item.pointer("/get/parameters").and_then(Value::as_array) else { continue };
+        let uri: String = path
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { "00000000-0000-4000-8000-000000000000" } else { segment })
+            .collect::<Vec<_>>()
+            .join("/");
+        for p in params.iter().filter(|p| p["in"] == "query") {
+            sent.push((uri.clone(), p["name"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert!(sent.len() > 30, "the document lists the query parameters: {}", sent.len());
+    for (uri, name) in &sent {
+        let (status, body) = t.call("GET", &format!("{uri}?{name}=a%00b"), None).await;
+        assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "invalid_request");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("`{name}`")) && message.contains("NUL"), "{uri}?{name}: {message}");
+        let (_, control) = t.call("GET", &format!("{uri}?{name}=ab"), None).await;
+        assert!(!control.to_string().contains("NUL"), "{uri}?{name}=ab: {control}");
+    }
+    // A NUL in the parameter's name is named as well (escaped).
+    let (status, body) = t.call("GET", "/api/threads?metadata.a%00b=1", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("metadata.a\\\\u0000b"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_a_query_parameter_is_refused_naming_it_on_libsql() {
+    check_queries(Store::Libsql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_a_query_parameter_is_refused_naming_it_on_postgres() {
+    check_queries(Store::Postgres).await;
+}
+
+/// The document says it of every query parameter that is free text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_forbids_nul_in_query_parameters() {
+    let t = TestApp::new().await;
+    let (_, doc) = t.call("GET", "/api/openapi.json", None).await;
+    let mut free = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query") {
+                let schema = &p["schema"];
+                let schemas = [schema, &schema["items"]];
+                for s in schemas.into_iter().filter(|s| s["type"] == "string" || s["type"] == json!(["string", "null"]))
+                {
+                    let listed = s.get("enum").is_some() || s.get("format").is_some();
+                    let pattern = s["pattern"].as_str().unwrap_or_default();
+                    let no_nul = pattern == "^[^\\u0000]*$"
+                        || s["allOf"].as_array().is_some_and(|all| all.contains(&json!({"pattern": "^[^\\u0000]*$"})));
+                    let only_listed = pattern.starts_with('^') && pattern.ends_with('$') && !pattern.contains('\\');
+                    assert!(listed || no_nul || only_listed, "{method} {path} ?{}: {schema}", p["name"]);
+                    free += usize::from(pattern == "^[^\\u0000]*$");
+                }
+            }
+        }
+    }
+    assert!(free > 0, "some query parameter is free text");
+}

@@ -1,8 +1,8 @@
 //! What the derived OpenAPI document cannot say by itself, added once at
 //! start-up: bounds and formats of path, query and header parameters, the
 //! role-dependent rules of a message, the error responses every route can
-//! give (400, 413, 415, 500, 503), and that no request body holds the NUL
-//! character ([`forbid_nul`]). The result must let a client generated
+//! give (400, 413, 415, 500, 503), and that no request body or query
+//! parameter holds the NUL character ([`forbid_nul`], [`no_nul`]). The result must let a client generated
 //! from the document work unchanged; `tests/it/fuzz.rs` holds the server to
 //! it with schemathesis.
 
@@ -277,6 +277,13 @@ fn complete_parameters(path: &str, method: &str, op: &mut Map<String, Value>) {
                 o.entry("description").or_insert(d);
             }
             p["schema"] = schema;
+        }
+        // The server refuses NUL in any query parameter
+        // (`server::refuse_nul_in_query`).
+        if location == "query"
+            && let Some(schema) = p.get_mut("schema")
+        {
+            no_nul(schema, &mut Vec::new());
         }
     }
 }

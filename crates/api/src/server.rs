@@ -114,6 +114,7 @@ pub fn with_middleware(router: axum::Router, limits: &Limits) -> axum::Router {
         queue_timeout: limits.queue_timeout,
     };
     router
+        .layer(middleware::from_fn(refuse_nul_in_query))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(middleware::from_fn(move |req: Request, next: Next| timeout_after(timeout, req, next)))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -186,6 +187,26 @@ async fn admit(State(admission): State<Admission>, req: Request, next: Next) -> 
     let response = next.run(req).await;
     drop(slot);
     response
+}
+
+/// A 400 naming the query parameter whose name or value holds the NUL
+/// character (U+0000), for every route: no store keeps NUL (see
+/// `memlayer_domain::no_nul`), and the backends would otherwise answer a
+/// filter holding it differently (libSQL matches nothing, Postgres refuses
+/// the text). A query that does not decode is left to the route's own
+/// parsing.
+async fn refuse_nul_in_query(req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(|q| q.contains("%00"))
+        && let Ok(axum::extract::Query(pairs)) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        && let Some((name, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        let name: String = name.replace('\0', "\\u0000").chars().take(128).collect();
+        return ApiError::invalid(format!(
+            "query parameter `{name}` must not contain the NUL character (U+0000): no database stores it"
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// 503 `overloaded` with `Retry-After`.
