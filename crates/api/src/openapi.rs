@@ -2,9 +2,9 @@
 //! start-up: bounds and formats of path, query and header parameters, the
 //! role-dependent rules of a message, the error responses every route can
 //! give (400, 413, 415, 500, 503), and that no request body or query
-//! parameter holds the NUL character ([`forbid_nul`], [`no_nul`]). The result must let a client generated
-//! from the document work unchanged; `tests/it/fuzz.rs` holds the server to
-//! it with schemathesis.
+//! parameter holds the NUL character ([`forbid_nul`], [`no_nul`]). The
+//! result must let a client generated from the document work unchanged;
+//! `tests/it/fuzz.rs` holds the server to it with schemathesis.
 
 use memlayer_domain::{CatalogEntity, MAX_PAGE_SIZE};
 use serde_json::{Map, Value, json};

@@ -564,7 +564,8 @@ impl SummaryService {
             .await
             .map_err(|error| SummaryError::Summarizer { error, retry_in: Duration::ZERO })?;
         let next = NewSummary {
-            text: memlayer_ports::cut_to_bytes(&text, Summary::MAX_BYTES).to_owned(),
+            // A summariser's NUL is kept as U+FFFD: no backend stores NUL.
+            text: memlayer_ports::cut_to_bytes(&memlayer_domain::replace_nul(text), Summary::MAX_BYTES).to_owned(),
             covers_through: last,
             newly_covered: read as u64,
             summarizer: self.summarizer.name(),

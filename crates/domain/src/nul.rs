@@ -27,6 +27,14 @@ pub fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// `s` with every NUL replaced by U+FFFD: for text memlayer keeps rather
+/// than refuses, because no caller typed it (OTLP telemetry, a
+/// summariser's answer).
+#[must_use]
+pub fn replace_nul(s: String) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s }
+}
+
 /// Refuses JSON with NUL in any string or object key, naming `field` and
 /// the JSON Pointer (RFC 6901) of the first such string, or of the member
 /// whose key holds it (a NUL in the pointer is written `\u0000`).

@@ -397,3 +397,32 @@ async fn a_deleted_thread_stops_its_job_quietly() {
     assert_eq!((round.advanced, round.failed), (0, 0), "{round:?}");
     assert!(f.summarizer.calls.lock().unwrap().is_empty());
 }
+
+/// A summariser answering with NUL, which neither backend stores whole.
+#[derive(Debug)]
+struct Nul;
+
+#[async_trait]
+impl Summarizer for Nul {
+    fn name(&self) -> String {
+        "test:nul".into()
+    }
+
+    async fn summarize(&self, _: Option<String>, _: Vec<Message>, _: u32) -> Result<String, StoreError> {
+        Ok("before\0after".into())
+    }
+}
+
+/// Its NUL is kept as U+FFFD: stored and read back whole (libSQL's reads
+/// would stop at a NUL; Postgres would refuse the text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summarisers_nul_is_stored_as_a_replacement_character() {
+    let backend = Arc::new(LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap());
+    let f = fixture_with(backend, step_of(100), Some(Arc::new(Nul))).await;
+    let id = f.thread(None).await;
+    f.append(id, 0..2).await;
+    let who = tenant();
+    f.service.summarize_now(&who, id).await.unwrap();
+    let summary = f.service.current(&who, id).await.unwrap().summary.unwrap();
+    assert_eq!(summary.text, "before\u{fffd}after");
+}

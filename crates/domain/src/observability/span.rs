@@ -41,12 +41,6 @@ impl Default for SpanLimits {
     }
 }
 
-/// Replaces NUL (U+0000), which neither backend's text columns hold, by
-/// U+FFFD.
-pub(crate) fn no_nul(s: String) -> String {
-    if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s }
-}
-
 /// Cuts `s` to at most `max` bytes at a character boundary, appending the
 /// marker; whether it cut.
 fn clip_str(s: &mut String, max: usize) -> bool {
@@ -165,7 +159,7 @@ pub struct GenAi {
 }
 
 fn text(attrs: &Attributes, key: &str) -> Option<String> {
-    attrs.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|s| no_nul(s.to_owned()))
+    attrs.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|s| crate::replace_nul(s.to_owned()))
 }
 
 /// A count: a whole non-negative number, or text holding one.
@@ -395,7 +389,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn opt(s: String, max: usize, truncated: &mut u32) -> Option<String> {
-    let mut s = no_nul(s);
+    let mut s = crate::replace_nul(s);
     *truncated += u32::from(clip_str(&mut s, max));
     (!s.is_empty()).then_some(s)
 }
@@ -445,7 +439,7 @@ impl SpanInput {
             }
             let (attrs, t, d) = clip_attributes(e.attributes, limits);
             truncated += t;
-            let mut name = no_nul(e.name);
+            let mut name = crate::replace_nul(e.name);
             truncated += u32::from(clip_str(&mut name, max));
             events.push(SpanEvent {
                 time_ns: time.unwrap_or_default(),
@@ -477,7 +471,7 @@ impl SpanInput {
                 dropped_attributes_count: l.dropped_attributes_count.saturating_add(d),
             });
         }
-        let mut name = no_nul(self.name);
+        let mut name = crate::replace_nul(self.name);
         truncated += u32::from(clip_str(&mut name, max));
         let status = SpanStatus {
             code: StatusCode::from_otlp(self.status_code),

@@ -93,7 +93,7 @@ impl TraceSummary {
             trace_id: head.trace_id,
             name: head.name.clone(),
             root_span_id: root.map(|r| r.span_id),
-            service: head.service().map(|s| super::span::no_nul(s.to_owned())),
+            service: head.service().map(|s| crate::replace_nul(s.to_owned())),
             start_ns: earliest.start_ns,
             end_ns: spans.iter().map(|s| s.end_ns).max().unwrap_or(earliest.end_ns),
             span_count: i64::try_from(spans.len()).unwrap_or(i64::MAX),
