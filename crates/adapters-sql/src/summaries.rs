@@ -364,21 +364,23 @@ pub async fn claim<B: Transactor>(
             // Fair across tenants: the due jobs numbered per tenant in due
             // order, and the batch takes every tenant's first, then second…
             // (a window over the due jobs: one per thread, so at most as
-            // many rows as threads awaiting a summary). The rows are then
-            // locked (`SKIP LOCKED` on Postgres) by the outer query, which
-            // may not hold the window itself.
+            // many rows as threads awaiting a summary). On Postgres each
+            // row is locked as the walk in that order reaches it, and one a
+            // concurrent claimer holds is skipped for the next (`LIMIT`
+            // counts the locked rows only), so a claim never comes back
+            // short while jobs it could take are due; the window itself is
+            // a subquery the lock does not cover.
             let mut sql = Sql::new(d);
             let at_p = sql.arg(at);
             let due = format!(
                 "t.deleted_at IS NULL AND j.due_at <= {at_p} AND (j.leased_until IS NULL OR j.leased_until <= {at_p})"
             );
             sql.push("SELECT ").push(JOB_COLUMNS).push(", t.tenant, t.id FROM summary_jobs j ");
-            sql.push("JOIN threads t ON t.id = j.thread_id WHERE ").push(&due);
-            sql.push(" AND j.thread_id IN (SELECT f.thread_id FROM (SELECT j.thread_id, j.due_at, ");
+            sql.push("JOIN threads t ON t.id = j.thread_id JOIN (SELECT j.thread_id, ");
             sql.push("row_number() OVER (PARTITION BY t.tenant ORDER BY j.due_at, j.thread_id) AS turn ");
             sql.push("FROM summary_jobs j JOIN threads t ON t.id = j.thread_id WHERE ").push(&due);
-            sql.push(") AS f ORDER BY f.turn, f.due_at, f.thread_id LIMIT ").bind(limit).push(")");
-            sql.push(" ORDER BY j.due_at, j.thread_id");
+            sql.push(") AS f ON f.thread_id = j.thread_id WHERE ").push(&due);
+            sql.push(" ORDER BY f.turn, j.due_at, j.thread_id LIMIT ").bind(limit);
             sql.push(match d {
                 Dialect::Sqlite => "",
                 Dialect::Postgres => " FOR UPDATE OF j SKIP LOCKED",
@@ -397,6 +399,8 @@ pub async fn claim<B: Transactor>(
                 job.leased_until = Some(lease_until);
                 jobs.push(job);
             }
+            // Handed out earliest due first, whichever tenant.
+            jobs.sort_by_key(|j| (j.due_at, j.thread));
             Ok(jobs)
         })
     }))
