@@ -201,10 +201,8 @@ async fn refuse_nul_in_query(req: Request, next: Next) -> Response {
         && let Some((name, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0'))
     {
         let name: String = name.replace('\0', "\\u0000").chars().take(128).collect();
-        return ApiError::invalid(format!(
-            "query parameter `{name}` must not contain the NUL character (U+0000): no database stores it"
-        ))
-        .into_response();
+        let refused = memlayer_domain::NUL_REFUSED;
+        return ApiError::invalid(format!("query parameter `{name}` {refused}")).into_response();
     }
     next.run(req).await
 }

@@ -52,7 +52,7 @@ pub use message::{
     MAX_BATCH, MAX_CONTENT_BYTES, MAX_TOOL_ARGUMENT_BYTES, MESSAGE_OVERHEAD_BYTES, Message, NewMessage, Role, ToolCall,
     check_batch, json_len, model_text,
 };
-pub use nul::{no_nul, no_nul_json, replace_nul};
+pub use nul::{NUL_REFUSED, no_nul, no_nul_json, replace_nul};
 pub use observability::{SpanId, TraceId};
 pub use page::{Cursor, CursorKind, Direction, MAX_PAGE_SIZE, Page, PageSize, resolve_message_cursor};
 pub use query::{

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::DomainError;
 
-const REASON: &str = "must not contain the NUL character (U+0000): no database stores it";
+/// Why a value holding NUL is refused, as every refusal words it.
+pub const NUL_REFUSED: &str = "must not contain the NUL character (U+0000): no database stores it";
 
 /// Refuses text holding NUL, naming `field`.
 ///
@@ -22,7 +23,7 @@ const REASON: &str = "must not contain the NUL character (U+0000): no database s
 /// [`DomainError`] on `field` when `value` contains U+0000.
 pub fn no_nul(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.contains('\0') {
-        return Err(DomainError::new(field, REASON));
+        return Err(DomainError::new(field, NUL_REFUSED));
     }
     Ok(())
 }
@@ -49,7 +50,7 @@ pub fn no_nul_json(field: &'static str, value: &Value) -> Result<(), DomainError
         Some(what) => {
             let pointer: String = path.iter().map(|segment| format!("/{segment}")).collect();
             let at = if pointer.is_empty() { "the value itself".to_owned() } else { format!("`{pointer}`") };
-            Err(DomainError::new(field, format!("{REASON}; found in the {what} at {at}")))
+            Err(DomainError::new(field, format!("{NUL_REFUSED}; found in the {what} at {at}")))
         }
     }
 }
@@ -114,7 +115,7 @@ mod tests {
             (Ok(()), None) => {}
             (Err(e), Some(tail)) => {
                 assert_eq!(e.field, "metadata");
-                assert!(e.reason.starts_with(REASON), "{e}");
+                assert!(e.reason.starts_with(NUL_REFUSED), "{e}");
                 assert!(e.reason.ends_with(tail), "{e} should end with {tail}");
             }
             (got, want) => panic!("{value}: got {got:?}, wanted {want:?}"),
@@ -141,6 +142,6 @@ mod tests {
     fn text_with_nul_is_refused() {
         assert!(no_nul("title", "plain \u{1} text").is_ok());
         let e = no_nul("title", "a\u{0}").unwrap_err();
-        assert_eq!((e.field, e.reason.as_str()), ("title", REASON));
+        assert_eq!((e.field, e.reason.as_str()), ("title", NUL_REFUSED));
     }
 }
