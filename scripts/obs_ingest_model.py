@@ -44,8 +44,10 @@ if lean:
     for ix in ['service','end','status']: con.execute(f'DROP INDEX obs_traces_{ix}')
     con.execute("CREATE INDEX obs_traces_errors ON obs_traces (tenant, start_ns, trace_id) WHERE status = 'error'")
     con.execute('ALTER TABLE obs_spans ADD COLUMN events TEXT')
-if variant in ('leancache', 'ckptcache'):
-    con.execute('PRAGMA cache_size=-65536')
+# The writer's page cache of the cache variants, in KiB (SQLite's own is 2 MiB).
+cache_kib = {'cache': 65536, 'ckptcache': 65536, 'leancache': 65536, 'cache16': 16384, 'cache256': 262144}
+if variant in cache_kib:
+    con.execute(f'PRAGMA cache_size=-{cache_kib[variant]}')
 if variant == 'normal':
     con.execute('PRAGMA synchronous=NORMAL')
 if variant == 'noidx':
@@ -54,14 +56,6 @@ if variant == 'fewidx':
     for ix in ['service','end']: con.execute(f'DROP INDEX obs_traces_{ix}')
 if variant == 'mmap':
     con.execute('PRAGMA mmap_size=1073741824')
-if variant == 'cachemmap':
-    con.execute('PRAGMA mmap_size=1073741824'); con.execute('PRAGMA cache_size=-65536')
-if variant == 'cache256':
-    con.execute('PRAGMA cache_size=-262144')
-if variant == 'cache16':
-    con.execute('PRAGMA cache_size=-16384')
-if variant == 'cache':
-    con.execute('PRAGMA cache_size=-65536')
 if variant == 'nocalls':
     con.execute('DROP INDEX obs_spans_calls')
 ckpt = 1000 if variant == 'main' else 16384
@@ -144,8 +138,7 @@ def bg():
     while not stop:
         c2.execute('PRAGMA wal_checkpoint(PASSIVE)').fetchall(); time.sleep(0.25)
 th = None
-import threading as _t
-cv = _t.Condition(); state = {'commits': 0, 'done_for': 0, 'log': 0, 'full': True, 'waits': 0, 'wait_s': 0.0, 'ckpts': 0}
+cv = threading.Condition(); state = {'commits': 0, 'done_for': 0, 'log': 0, 'full': True, 'waits': 0, 'wait_s': 0.0, 'ckpts': 0}
 T = 16384
 def bg2():
     c2 = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
