@@ -15,7 +15,7 @@ use memlayer_adapters_sql::migrate::Migration;
 pub(crate) const MIGRATIONS: &[Migration] = memlayer_adapters_sql::migrations![
     1, 2, 3, 4, 5 => crate::embeddings::LEXICAL_TABLES, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19,
     20 => crate::embeddings::LEXICAL_TABLES,
-    21, 22, 25,
+    21, 22, 25, 26,
 ];
 
 #[cfg(test)]

@@ -255,7 +255,9 @@ async fn token_count_queries_start_from_the_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observability_queries_use_indexes() {
-    use memlayer_adapters_sql::observability::{list_traces_sql, model_calls_sql, purge_traces_sql, text_window_sql};
+    use memlayer_adapters_sql::observability::{
+        list_traces_sql, model_calls_sql, purge_deletes_sql, purge_victims_sql, scan_window_sql,
+    };
     use memlayer_domain::TraceId;
     use memlayer_domain::observability::{PerfQuery, StatusCode, TraceQuery, TraceSort};
 
@@ -279,8 +281,14 @@ async fn observability_queries_use_indexes() {
         (TraceQuery { sort: TraceSort::DurationDesc, ..base.clone() }, "obs_traces_duration"),
         (TraceQuery { model: Some("gpt-4o".into()), ..base.clone() }, "obs_traces_model"),
         (TraceQuery { agent: Some("support".into()), ..base.clone() }, "obs_traces_agent"),
-        (TraceQuery { service: Some("bot".into()), ..base.clone() }, "obs_traces_service"),
-        (TraceQuery { status: Some(StatusCode::Error), ..base.clone() }, "obs_traces_status"),
+        (TraceQuery { service: Some("bot".into()), ..base.clone() }, "obs_traces_start"),
+        (TraceQuery { status: Some(StatusCode::Error), ..base.clone() }, "obs_traces_errors"),
+        (TraceQuery { status: Some(StatusCode::Ok), ..base.clone() }, "obs_traces_start"),
+        (TraceQuery { status: Some(StatusCode::Error), model: Some("m".into()), ..base.clone() }, "obs_traces_model"),
+        (
+            TraceQuery { status: Some(StatusCode::Error), sort: TraceSort::DurationDesc, ..base.clone() },
+            "obs_traces_duration",
+        ),
         (TraceQuery { text: Some("needle".into()), ..base.clone() }, "obs_traces_start"),
     ];
     for (query, index) in cases {
@@ -292,12 +300,14 @@ async fn observability_queries_use_indexes() {
             check(&p, index);
         }
     }
-    // A text search's window: the walked index alone.
+    // The window of a filter no index serves: the walked index alone.
     for q in [
         TraceQuery { text: Some("x".into()), ..base.clone() },
         TraceQuery { text: Some("x".into()), model: Some("m".into()), ..base.clone() },
+        TraceQuery { service: Some("bot".into()), status: Some(StatusCode::Unset), ..base.clone() },
+        TraceQuery { service: Some("bot".into()), status: Some(StatusCode::Error), ..base.clone() },
     ] {
-        let (sql, params) = crate::exec::params(text_window_sql(Dialect::Sqlite, &t, &q)).unwrap();
+        let (sql, params) = crate::exec::params(scan_window_sql(Dialect::Sqlite, &t, &q)).unwrap();
         let p = plan(&backend, sql, params).await;
         println!("{p}");
         check(&p, "COVERING INDEX obs_traces_");
@@ -316,12 +326,21 @@ async fn observability_queries_use_indexes() {
     let p = plan(&backend, sql, params).await;
     println!("{p}");
     check(&p, "COVERING INDEX obs_spans_calls");
-    // Retention: the oldest traces by end time, their rows by key.
-    for (table, sql) in purge_traces_sql(Dialect::Sqlite, 5, 10) {
+    // Retention: each tenant's traces through its start index, one index
+    // step per tenant; their rows by key.
+    let (sql, params) = crate::exec::params(purge_victims_sql(Dialect::Sqlite, 5, 10)).unwrap();
+    let p = plan(&backend, sql, params).await;
+    println!("{p}");
+    assert!(p.contains("SEARCH x USING INDEX obs_traces_start (tenant=? AND start_ns<?)"), "{p}");
+    assert!(
+        p.contains("SEARCH o USING COVERING INDEX") && p.contains("(tenant>?)") && !p.contains("TEMP B-TREE"),
+        "{p}"
+    );
+    let ids = [uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)];
+    for (table, sql) in purge_deletes_sql(Dialect::Sqlite, "acme", &ids) {
         let (sql, params) = crate::exec::params(sql).unwrap();
         let p = plan(&backend, sql, params).await;
         println!("{table}:\n{p}");
-        check(&p, "obs_traces_end");
         assert!(p.contains("USING PRIMARY KEY") || p.contains("autoindex"), "{table} by key:\n{p}");
     }
 }

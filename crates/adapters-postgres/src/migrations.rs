@@ -16,7 +16,7 @@ use memlayer_adapters_sql::migrate::Migration;
 /// size limit on a document, and libSQL has no row-level security to hold a
 /// caller's resource (the memory services hold it on both backends).
 pub(crate) const MIGRATIONS: &[Migration] =
-    memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25];
+    memlayer_adapters_sql::migrations![1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25, 26];
 
 #[cfg(test)]
 mod tests {
@@ -25,7 +25,7 @@ mod tests {
     #[test]
     fn versions_3_and_5_are_libsql_s_own_and_8_is_postgres_s() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25]);
+        assert_eq!(versions, [1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25, 26]);
         assert_eq!(MIGRATIONS[5].name, "bounded_document");
         assert!(MIGRATIONS[5].up.contains("tsvector"));
     }

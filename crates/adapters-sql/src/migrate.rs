@@ -90,6 +90,8 @@ macro_rules! migration {
     (22 $(=> $drops:expr)?) => { $crate::migration!(@ 22, "deletion_log", "0022_deletion_log" $(, $drops)?) };
     // Agent state's history and working-memory versions' seqs: a fork as of a message (issue 14).
     (25 $(=> $drops:expr)?) => { $crate::migration!(@ 25, "fork_as_of", "0025_fork_as_of" $(, $drops)?) };
+    // Observability's ingest (issue 17): span events in their span's row, fewer trace indexes.
+    (26 $(=> $drops:expr)?) => { $crate::migration!(@ 26, "lean_traces", "0026_lean_traces" $(, $drops)?) };
 }
 
 /// A plan: the [`migration!`](crate::migration!) of each version listed, in the order listed

@@ -1,25 +1,28 @@
-//! The whole `ObservabilityStore` (migration 21), written once for both
-//! engines over the tables `table.rs` describes (`obs_traces`, `obs_spans`,
-//! `obs_events`, `obs_links`, `obs_eval_runs`, `obs_eval_examples`,
+//! The whole `ObservabilityStore` (migrations 21 and 26), written once for
+//! both engines over the tables `table.rs` describes (`obs_traces`,
+//! `obs_spans`, `obs_links`, `obs_eval_runs`, `obs_eval_examples`,
 //! `obs_metrics`).
 //!
-//! - An ingest is one write transaction: the spans by multi-row `INSERT …
-//!   ON CONFLICT DO NOTHING RETURNING` (so a span already stored is
-//!   skipped and the statement says which were new), the new spans' events
-//!   and links, then one multi-row upsert of their traces' summaries whose
-//!   `SET` spells `TraceSummary::merge` in SQL. Every statement (JSON text
-//!   included) is built before the write takes the writer.
+//! - An ingest is one write transaction: the spans, each with its events as
+//!   a JSON array in its row, by multi-row `INSERT … ON CONFLICT DO NOTHING
+//!   RETURNING` (so a span already stored is skipped and the statement says
+//!   which were new), the new spans' links, then one multi-row upsert of
+//!   their traces' summaries whose `SET` spells `TraceSummary::merge` in
+//!   SQL. Every statement (JSON text included) is built before the write
+//!   takes the writer.
 //! - Listings are keyset on `(sort key, trace_id)` through the indexes of
-//!   migration 21 (`(tenant, start_ns, trace_id)`, `(tenant,
-//!   duration_ns, trace_id)`, and per model, agent, service and status);
-//!   the text filter is an `EXISTS` over the trace's spans, not indexed,
-//!   so one page looks into at most `MAX_TEXT_SCAN_TRACES` traces (found by
-//!   the walked index alone) and continues after them by cursor.
+//!   migrations 21 and 26 (`(tenant, start_ns, trace_id)`, `(tenant,
+//!   duration_ns, trace_id)`, per model and agent, and the failed traces).
+//!   The filters no index serves (the text, an `EXISTS` over the trace's
+//!   spans; the service; a status other than `error`) look into at most
+//!   `MAX_TEXT_SCAN_TRACES` traces a page (found by the walked index alone)
+//!   and continue after them by cursor.
 //! - Model calls are read through the partial covering index of the spans
 //!   with a model; usage is grouped per day in SQL.
 //! - Retention deletes whole traces whose last span ended before the
-//!   cutoff, with their spans, events and links, in one transaction per
-//!   batch, across tenants; metric samples by time.
+//!   cutoff, with their spans and links, in one transaction per batch,
+//!   across tenants (each tenant's through its start index); metric
+//!   samples by time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,16 +35,17 @@ use memlayer_domain::observability::{
 };
 use memlayer_domain::{DomainError, EvalRunId, Page, TenantId, from_micros, now, to_micros};
 use memlayer_ports::{IngestReport, MAX_INGEST_SPANS, ModelCalls, StoreError, StoreGauges};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::table::{OBS_EVAL_EXAMPLES, OBS_EVAL_RUNS, OBS_EVENTS, OBS_LINKS, OBS_METRICS, OBS_SPANS, OBS_TRACES};
+use crate::table::{OBS_EVAL_EXAMPLES, OBS_EVAL_RUNS, OBS_LINKS, OBS_METRICS, OBS_SPANS, OBS_TRACES};
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
 /// Spans per insert statement (25 columns each: within both engines'
 /// parameter limits).
 const SPAN_CHUNK: usize = 400;
-/// Events, links, traces or examples per insert statement.
+/// Links, traces or examples per insert statement.
 const ROW_CHUNK: usize = 500;
 /// Nanoseconds in a day.
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -79,6 +83,47 @@ fn count(n: u32) -> SqlValue {
     SqlValue::Int(i64::from(n))
 }
 
+/// A span event as its span's `events` array holds it (migration 26).
+#[derive(Serialize)]
+struct EventOut<'a> {
+    time_ns: i64,
+    name: &'a str,
+    attributes: &'a Attributes,
+    dropped_attributes: u32,
+}
+
+/// [`EventOut`] read back.
+#[derive(Deserialize)]
+struct EventIn {
+    time_ns: i64,
+    name: String,
+    attributes: Attributes,
+    dropped_attributes: u32,
+}
+
+/// The `events` column of `events`: `NULL` for none, else the array (text
+/// on SQLite, the document on Postgres, as [`json`]).
+fn events_json(d: Dialect, events: &[SpanEvent]) -> SqlValue {
+    if events.is_empty() {
+        return SqlValue::Null;
+    }
+    let out: Vec<EventOut<'_>> = events
+        .iter()
+        .map(|e| EventOut {
+            time_ns: e.time_ns,
+            name: &e.name,
+            attributes: &e.attributes,
+            dropped_attributes: e.dropped_attributes_count,
+        })
+        .collect();
+    let value = match d {
+        Dialect::Sqlite => serde_json::to_string(&out).map(SqlValue::Text),
+        Dialect::Postgres => serde_json::to_value(&out).map(SqlValue::Json),
+    };
+    // Maps of JSON values with string keys always serialise.
+    value.unwrap_or(SqlValue::Null)
+}
+
 fn span_row(d: Dialect, s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
     let g = s.gen_ai.as_ref();
     vec![
@@ -107,6 +152,7 @@ fn span_row(d: Dialect, s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
         g.and_then(|g| g.output_tokens).into(),
         g.and_then(|g| g.ttft_ns).into(),
         s.is_error().into(),
+        events_json(d, &s.events),
     ]
 }
 
@@ -238,10 +284,10 @@ fn span_inserts(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<Sql> {
 }
 
 /// What follows the spans' insert for `stored` (the spans it stored): their
-/// events and links, then one multi-row upsert of their traces' summaries
-/// whose `SET` spells `TraceSummary::merge` in SQL.
+/// links, then one multi-row upsert of their traces' summaries whose `SET`
+/// spells `TraceSummary::merge` in SQL.
 fn after_spans(d: Dialect, tenant: &str, stored: &[NewSpan]) -> Vec<(&'static str, Sql)> {
-    let mut out = events_and_links(d, tenant, stored);
+    let mut out = links(d, tenant, stored);
     let merge = merge_clause(d);
     for chunk in TraceSummary::of_batch(stored).chunks(ROW_CHUNK) {
         let mut sql = Sql::new(d).dynamic();
@@ -252,29 +298,8 @@ fn after_spans(d: Dialect, tenant: &str, stored: &[NewSpan]) -> Vec<(&'static st
     out
 }
 
-fn events_and_links(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<(&'static str, Sql)> {
+fn links(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<(&'static str, Sql)> {
     let mut out = Vec::new();
-    let events: Vec<Vec<SqlValue>> = spans
-        .iter()
-        .flat_map(|s| {
-            s.events.iter().enumerate().map(move |(i, e)| {
-                vec![
-                    trace_uuid(s.trace_id).into(),
-                    span_key(s.span_id).into(),
-                    SqlValue::Int(i64::try_from(i).unwrap_or(i64::MAX)),
-                    e.time_ns.into(),
-                    e.name.clone().into(),
-                    json(d, &e.attributes),
-                    count(e.dropped_attributes_count),
-                ]
-            })
-        })
-        .collect();
-    for chunk in events.chunks(ROW_CHUNK) {
-        let mut sql = Sql::new(d).dynamic();
-        OBS_EVENTS.insert_rows(&mut sql, Some(tenant), chunk.iter().cloned());
-        out.push(("insert span events", sql));
-    }
     let links: Vec<Vec<SqlValue>> = spans
         .iter()
         .flat_map(|s| {
@@ -365,7 +390,7 @@ fn decode_span(row: &[SqlValue]) -> Result<NewSpan, StoreError> {
         attributes,
         resource: Arc::new(c.json(11, "resource")?),
         scope,
-        events: Vec::new(),
+        events: decode_events(&c)?,
         links: Vec::new(),
         dropped_attributes_count: u32_of(&c, 14, "dropped_attributes")?,
         dropped_events_count: u32_of(&c, 15, "dropped_events")?,
@@ -375,19 +400,38 @@ fn decode_span(row: &[SqlValue]) -> Result<NewSpan, StoreError> {
     })
 }
 
+/// A span's events from its `events` column, earliest first (in the order
+/// sent among equal times).
+fn decode_events(c: &Cells<&[SqlValue]>) -> Result<Vec<SpanEvent>, StoreError> {
+    let stored: Option<Vec<EventIn>> = c.opt_json(25, "events")?;
+    let mut events: Vec<SpanEvent> = stored
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| SpanEvent {
+            time_ns: e.time_ns,
+            name: e.name,
+            attributes: e.attributes,
+            dropped_attributes_count: e.dropped_attributes,
+        })
+        .collect();
+    events.sort_by_key(|e| e.time_ns);
+    Ok(events)
+}
+
 /// The listing statement of `query` (validated): the tenant's traces
 /// matching its filters, in its order, after its position, one more than
 /// its limit.
 ///
-/// How it stays flat as data grows: sorted by start time, an equality
-/// filter (model, agent, service, status) walks its `(tenant, column,
-/// start_ns, trace_id)` index, otherwise `(tenant, start_ns, trace_id)`;
-/// sorted by duration, `(tenant, duration_ns, trace_id)`. Either way the
-/// walk starts at the cursor's position (a bound the cursor implies is
-/// left out, so the engine cannot prefer it) and the other filters apply
-/// as it goes. On SQLite, which plans without statistics, the filters
-/// that must not choose the index are written `+column` (an expression no
-/// index serves).
+/// How it stays flat as data grows: sorted by start time, a model or agent
+/// filter walks its `(tenant, column, start_ns, trace_id)` index, the
+/// status `error` the partial index of failed traces, otherwise `(tenant,
+/// start_ns, trace_id)`; sorted by duration, `(tenant, duration_ns,
+/// trace_id)`. Either way the walk starts at the cursor's position (a
+/// bound the cursor implies is left out, so the engine cannot prefer it)
+/// and the other filters apply as it goes. On SQLite, which plans without
+/// statistics, the filters that must not choose the index are written
+/// `+column` (an expression no index serves). The filters no index serves
+/// ([`windowed`]) are bounded by the caller ([`scan_window_sql`]).
 #[must_use]
 pub fn list_traces_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql {
     traces_sql(d, tenant, query, None, None, i64::from(query.limit) + 1)
@@ -424,16 +468,25 @@ fn traces_sql(
         sql.push(&format!(" AND {} < ", col("start_ns", !by_duration))).bind(to);
     }
     let mut equality = !by_duration;
-    for (column, v) in [
-        ("model", query.model.as_deref()),
-        ("agent", query.agent.as_deref()),
-        ("service", query.service.as_deref()),
-        ("status", query.status.map(StatusCode::as_str)),
-    ] {
+    for (column, v) in [("model", query.model.as_deref()), ("agent", query.agent.as_deref())] {
         if let Some(v) = v {
-            // The first equality filter may drive the walk (sorted by start).
+            // The first indexed equality filter may drive the walk (sorted by start).
             sql.push(&format!(" AND {} = ", col(column, std::mem::take(&mut equality)))).bind(v);
         }
+    }
+    match query.status {
+        // Written as the partial index's own condition, which a bound
+        // parameter would not let either engine match.
+        Some(StatusCode::Error) => {
+            sql.push(&format!(" AND {} = 'error'", col("status", std::mem::take(&mut equality))));
+        }
+        Some(other) => {
+            sql.push(&format!(" AND {} = ", col("status", false))).bind(other.as_str());
+        }
+        None => {}
+    }
+    if let Some(service) = &query.service {
+        sql.push(&format!(" AND {} = ", col("service", false))).bind(service.as_str());
     }
     if let Some(min) = query.min_duration_ns.filter(|_| !(by_duration && asc)) {
         sql.push(&format!(" AND {} >= ", col("duration_ns", by_duration))).bind(min);
@@ -459,14 +512,27 @@ fn traces_sql(
     sql
 }
 
-/// The scan window of a text search's page: the sort key and id of the
-/// [`MAX_TEXT_SCAN_TRACES`]-th trace the other filters admit from the
+/// Whether `query` has a filter no index serves: the text, the service, or
+/// a status other than `error`. A page of such a listing looks into at
+/// most [`MAX_TEXT_SCAN_TRACES`] traces ([`scan_window_sql`]).
+#[must_use]
+pub fn windowed(query: &TraceQuery) -> bool {
+    query.text.is_some() || query.service.is_some() || query.status.is_some_and(|s| s != StatusCode::Error)
+}
+
+/// The scan window of a [`windowed`] listing's page: the sort key and id of
+/// the [`MAX_TEXT_SCAN_TRACES`]-th trace the indexed filters admit from the
 /// page's position, read from the walked index alone.
 #[must_use]
-pub fn text_window_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql {
-    let untexted = TraceQuery { text: None, ..query.clone() };
+pub fn scan_window_sql(d: Dialect, tenant: &TenantId, query: &TraceQuery) -> Sql {
+    let indexed = TraceQuery {
+        text: None,
+        service: None,
+        status: query.status.filter(|s| *s == StatusCode::Error),
+        ..query.clone()
+    };
     let key = if query.sort.by_duration() { "t.duration_ns" } else { "t.start_ns" };
-    traces_sql(d, tenant, &untexted, None, Some(&format!("{key}, t.trace_id")), i64::from(MAX_TEXT_SCAN_TRACES))
+    traces_sql(d, tenant, &indexed, None, Some(&format!("{key}, t.trace_id")), i64::from(MAX_TEXT_SCAN_TRACES))
 }
 
 /// `ObservabilityStore::list_traces`.
@@ -486,10 +552,10 @@ pub async fn list_traces<D: Transactor>(
             tenant,
             Box::new(move |ex| {
                 Box::pin(async move {
-                    // A text search looks into at most MAX_TEXT_SCAN_TRACES traces a page.
+                    // A filter no index serves looks into at most MAX_TEXT_SCAN_TRACES traces a page.
                     let mut window = None;
-                    if q.text.is_some() {
-                        let keys = ex.fetch("bound a text search", text_window_sql(d, &owner, &q)).await?;
+                    if windowed(&q) {
+                        let keys = ex.fetch("bound an unindexed filter", scan_window_sql(d, &owner, &q)).await?;
                         if keys.len() >= MAX_TEXT_SCAN_TRACES as usize
                             && let Some(last) = keys.last()
                         {
@@ -508,7 +574,7 @@ pub async fn list_traces<D: Transactor>(
         items.truncate(query.limit as usize);
         items.last().map(|last| query.cursor_after(last))
     } else {
-        // A page of a text search cut by its window continues after it.
+        // A page cut by its scan window continues after it.
         window.map(|(key, id)| query.cursor_at(key, id))
     };
     Ok(Page { items, next_cursor })
@@ -533,28 +599,20 @@ pub async fn trace<D: Transactor>(
     spans.push(&format!("SELECT {} FROM obs_spans WHERE tenant = ", OBS_SPANS.column_list(None)));
     spans.bind(tenant.as_str()).push(" AND trace_id = ").bind(key);
     spans.push(" ORDER BY start_ns, span_id LIMIT ").bind(i64::from(max_spans) + 1);
-    let mut events = Sql::new(d);
-    events.push("SELECT span_id, idx, time_ns, name, attributes, dropped_attributes FROM obs_events WHERE tenant = ");
-    events.bind(tenant.as_str()).push(" AND trace_id = ").bind(key);
     let mut links = Sql::new(d);
     links.push("SELECT span_id, idx, linked_trace_id, linked_span_id, trace_state, attributes, dropped_attributes ");
     links.push("FROM obs_links WHERE tenant = ").bind(tenant.as_str()).push(" AND trace_id = ").bind(key);
     links.push(" ORDER BY span_id, idx");
-    let (head, spans, events, links) = db
+    let (head, spans, links) = db
         .read(
             tenant,
             Box::new(move |ex| {
                 Box::pin(async move {
                     let head = ex.fetch_one("read trace", head).await?;
                     if head.is_none() {
-                        return Ok((None, vec![], vec![], vec![]));
+                        return Ok((None, vec![], vec![]));
                     }
-                    Ok((
-                        head,
-                        ex.fetch("read trace spans", spans).await?,
-                        ex.fetch("read span events", events).await?,
-                        ex.fetch("read span links", links).await?,
-                    ))
+                    Ok((head, ex.fetch("read trace spans", spans).await?, ex.fetch("read span links", links).await?))
                 })
             }),
         )
@@ -564,25 +622,6 @@ pub async fn trace<D: Transactor>(
     let truncated = spans.len() > max_spans as usize;
     spans.truncate(max_spans as usize);
     let at: HashMap<i64, usize> = spans.iter().enumerate().map(|(i, s)| (span_key(s.span_id), i)).collect();
-    let mut with_index: Vec<(usize, i64, SpanEvent)> = Vec::with_capacity(events.len());
-    for row in &events {
-        let c = Cells::new(row, "obs_events");
-        let Some(&i) = at.get(&c.int(0, "span_id")?) else { continue };
-        with_index.push((
-            i,
-            c.int(1, "idx")?,
-            SpanEvent {
-                time_ns: c.int(2, "time_ns")?,
-                name: c.text(3, "name")?,
-                attributes: c.json(4, "attributes")?,
-                dropped_attributes_count: c.u32(5, "dropped_attributes")?,
-            },
-        ));
-    }
-    with_index.sort_by_key(|(i, idx, e)| (*i, e.time_ns, *idx));
-    for (i, _, e) in with_index {
-        spans[i].events.push(e);
-    }
     for row in &links {
         let c = Cells::new(row, "obs_links");
         let Some(&i) = at.get(&c.int(0, "span_id")?) else { continue };
@@ -1012,19 +1051,43 @@ pub async fn store_gauges<D: Transactor>(db: &D) -> Result<StoreGauges, StoreErr
     Ok(StoreGauges { database_bytes: c.opt_int(0, "database_bytes")?, embedding_queue: c.int(1, "embedding_queue")? })
 }
 
-/// The statements of a trace purge, each with the table it deletes from:
-/// events, links, spans, then the traces (each selecting the same oldest
-/// `limit` traces that ended before `before_ns`).
+/// The traces a purge deletes: at most `limit` that ended before
+/// `before_ns`, in any tenant, as `(tenant, trace_id)` rows. Each tenant's
+/// are found through its start index (a trace ends no earlier than it
+/// starts, so each started before the cutoff too), the tenants one index
+/// step each from the one before.
 #[must_use]
-pub fn purge_traces_sql(d: Dialect, before_ns: i64, limit: u32) -> Vec<(&'static str, Sql)> {
-    ["obs_events", "obs_links", "obs_spans", "obs_traces"]
+pub fn purge_victims_sql(d: Dialect, before_ns: i64, limit: u32) -> Sql {
+    let mut sql = Sql::new(d);
+    sql.push(
+        "WITH RECURSIVE tenants (tenant) AS (SELECT min(tenant) FROM obs_traces UNION ALL \
+         SELECT (SELECT min(o.tenant) FROM obs_traces o WHERE o.tenant > tenants.tenant) \
+         FROM tenants WHERE tenants.tenant IS NOT NULL) \
+         SELECT x.tenant, x.trace_id FROM tenants JOIN obs_traces x ON x.tenant = tenants.tenant \
+         WHERE x.start_ns < ",
+    );
+    let end = match d {
+        Dialect::Sqlite => "+x.end_ns",
+        Dialect::Postgres => "x.end_ns",
+    };
+    sql.bind(before_ns).push(&format!(" AND {end} < ")).bind(before_ns);
+    sql.push(" LIMIT ").bind(i64::from(limit));
+    sql
+}
+
+/// The deletes of a purge of `victims` (one tenant's trace ids), each with
+/// the table it deletes from: links, spans, then the traces, by key.
+#[must_use]
+pub fn purge_deletes_sql(d: Dialect, tenant: &str, victims: &[Uuid]) -> Vec<(&'static str, Sql)> {
+    ["obs_links", "obs_spans", "obs_traces"]
         .into_iter()
-        .map(|table| {
-            let mut sql = Sql::new(d);
-            sql.push(&format!("DELETE FROM {table} WHERE (tenant, trace_id) IN (SELECT tenant, trace_id FROM "));
-            sql.push("obs_traces WHERE end_ns < ").bind(before_ns);
-            sql.push(" ORDER BY end_ns LIMIT ").bind(i64::from(limit)).push(")");
-            (table, sql)
+        .flat_map(|table| {
+            victims.chunks(ROW_CHUNK).map(move |ids| {
+                let mut sql = Sql::new(d).dynamic();
+                sql.push(&format!("DELETE FROM {table} WHERE tenant = ")).bind(tenant);
+                sql.push(" AND trace_id IN (").bind_list(ids.iter().copied()).push(")");
+                (table, sql)
+            })
         })
         .collect()
 }
@@ -1034,14 +1097,26 @@ pub fn purge_traces_sql(d: Dialect, before_ns: i64, limit: u32) -> Vec<(&'static
 /// # Errors
 /// A failed write.
 pub async fn purge_traces<D: Transactor>(db: &D, before_ns: i64, limit: u32) -> Result<u64, StoreError> {
-    let statements = purge_traces_sql(db.dialect(), before_ns, limit);
+    let d = db.dialect();
+    let victims = purge_victims_sql(d, before_ns, limit);
     db.write_all_tenants(Box::new(move |ex| {
         Box::pin(async move {
+            let mut by_tenant: Vec<(String, Vec<Uuid>)> = Vec::new();
+            for row in ex.fetch("find traces to purge", victims).await? {
+                let c = Cells::new(&row, "obs_traces");
+                let (tenant, id) = (c.text(0, "tenant")?, c.uuid(1, "trace_id")?);
+                match by_tenant.last_mut() {
+                    Some((t, ids)) if *t == tenant => ids.push(id),
+                    _ => by_tenant.push((tenant, vec![id])),
+                }
+            }
             let mut traces = 0;
-            for (table, sql) in statements {
-                let n = ex.execute("purge traces", sql).await?;
-                if table == "obs_traces" {
-                    traces = n;
+            for (tenant, ids) in &by_tenant {
+                for (table, sql) in purge_deletes_sql(d, tenant, ids) {
+                    let n = ex.execute("purge traces", sql).await?;
+                    if table == "obs_traces" {
+                        traces += n;
+                    }
                 }
             }
             Ok(traces)

@@ -190,7 +190,8 @@ pub const OBS_TRACES: Table = Table {
 
 /// `obs_spans` (migration 21): a tenant's spans, keyed by trace and span
 /// id; the GenAI columns (`model` … `error`) are what the span says about
-/// a model call (`model` set only on model calls).
+/// a model call (`model` set only on model calls); `events` (migration 26)
+/// its events as one JSON array, `NULL` when it has none.
 pub const OBS_SPANS: Table = Table {
     name: "obs_spans",
     what: "span",
@@ -220,23 +221,7 @@ pub const OBS_SPANS: Table = Table {
         fixed("output_tokens", Kind::Int),
         fixed("ttft_ns", Kind::Int),
         fixed("error", Kind::Bool),
-    ],
-    entity: None,
-    link: None,
-};
-
-/// `obs_events` (migration 21): a span's events, by their index in the span.
-pub const OBS_EVENTS: Table = Table {
-    name: "obs_events",
-    what: "span event",
-    columns: &[
-        fixed("trace_id", Kind::Id),
-        fixed("span_id", Kind::Int),
-        fixed("idx", Kind::Int),
-        fixed("time_ns", Kind::Int),
-        fixed("name", Kind::Text),
-        fixed("attributes", Kind::Json),
-        fixed("dropped_attributes", Kind::Int),
+        fixed("events", Kind::Json),
     ],
     entity: None,
     link: None,
@@ -466,11 +451,11 @@ mod tests {
             "INSERT INTO obs_metrics (name, instance, at_ns, value) VALUES ($1, $2, $3, $4), ($5, $6, $7, $8)"
         );
         let mut sql = Sql::new(Dialect::Sqlite);
-        OBS_EVENTS.insert_rows(&mut sql, Some("acme"), [vec![SqlValue::Null; 7]]);
+        OBS_LINKS.insert_rows(&mut sql, Some("acme"), [vec![SqlValue::Null; 8]]);
         assert_eq!(
             sql.text(),
-            "INSERT INTO obs_events (tenant, trace_id, span_id, idx, time_ns, name, attributes, dropped_attributes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            "INSERT INTO obs_links (tenant, trace_id, span_id, idx, linked_trace_id, linked_span_id, trace_state, \
+             attributes, dropped_attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
         );
         let mut sql = Sql::new(Dialect::Sqlite);
         MODELS.name_taken(&mut sql, "acme", "gpt", None);

@@ -90,7 +90,7 @@ async fn observability_rows_are_the_whole_tenant_s_and_samples_the_server_s() {
     let sample = MetricSample { name: MetricName::ProcessCpu, instance: "h".into(), at_ns: 5, value: 0.5 };
     store.record_metrics(vec![sample]).await.unwrap();
     let mut client = raw(&db).await;
-    let tables = ["obs_traces", "obs_spans", "obs_events", "obs_links", "obs_eval_runs", "obs_eval_examples"];
+    let tables = ["obs_traces", "obs_spans", "obs_links", "obs_eval_runs", "obs_eval_examples"];
     for table in tables {
         assert!(!visible(&mut client, Some("tenant-a"), table).await.is_empty(), "{table}: the whole tenant sees it");
         let tx = client.transaction().await.unwrap();
@@ -221,7 +221,6 @@ async fn a_query_without_tenant_filter_sees_only_its_tenant() {
         "summary_jobs",
         "obs_traces",
         "obs_spans",
-        "obs_events",
         "obs_links",
         "obs_eval_runs",
         "obs_eval_examples",
@@ -491,8 +490,8 @@ async fn a_caller_bound_to_a_resource_reaches_only_its_resource() {
     let tables: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
     assert_eq!(
         tables.len(),
-        17,
-        "ten tables (migrations 12, 16 and 25), the vector index's and six of observability (21): {tables:?}"
+        16,
+        "ten tables (migrations 12, 16 and 25), the vector index's and five of observability (21, 26): {tables:?}"
     );
     for table in tables.into_iter().filter(|t| !t.starts_with("obs_")) {
         client.batch_execute(&format!("DROP POLICY resource_isolation ON {table}")).await.unwrap();

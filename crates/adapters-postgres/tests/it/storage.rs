@@ -54,6 +54,9 @@ async fn migrations_go_down_and_up_again() {
         ..Default::default()
     };
     let policy = store.create_policy(&t, policy).await.unwrap();
+    // Reverting migration 26 puts span events back in their own table
+    // (obs_migration_26_moves_events_both_ways checks the rows).
+    assert_eq!(versions(store.migrate_down(1).await.unwrap()), vec![26]);
     // Reverting migration 25 drops the agent state history (a save, which
     // writes it, fails) and working-memory versions' seqs; states stay.
     let agent = memlayer_domain::AgentName::parse("bot").unwrap();
@@ -150,7 +153,7 @@ async fn migrations_go_down_and_up_again() {
     assert!(matches!(store.get_setting(&t, &cat, &key).await, Err(StoreError::Backend(_))), "config tables gone");
     assert_eq!(
         versions(store.migrate_up().await.unwrap()),
-        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25]
+        vec![4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25, 26]
     );
     assert!(
         matches!(ObservabilityStore::get_eval_run(&store, &t, run.id).await, Err(StoreError::NotFound { .. })),
@@ -164,8 +167,8 @@ async fn migrations_go_down_and_up_again() {
     assert_eq!(store.get_setting(&t, &cat, &key).await.unwrap(), None, "re-applied empty");
     assert_eq!(store.claim(&t, &k, fp, now, later).await.unwrap(), Claim::New, "re-applied empty");
     assert!(memlayer_ports::WorkflowStore::workflow(&store, &t, wf).await.is_err(), "re-applied empty");
-    let down = store.migrate_down(20).await.unwrap();
-    assert_eq!(versions(down), vec![25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
+    let down = store.migrate_down(21).await.unwrap();
+    assert_eq!(versions(down), vec![26, 25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2]);
     let status = store.migration_status().await.unwrap();
     let applied: Vec<_> = status.iter().map(|m| m.applied_at.is_some()).collect();
     assert_eq!(applied, {
@@ -175,14 +178,17 @@ async fn migrations_go_down_and_up_again() {
     });
     // Messages survive reverting migration 2; re-applying it schedules them.
     let up = store.migrate_up().await.unwrap();
-    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25]);
+    assert_eq!(versions(up), vec![2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25, 26]);
     let due = store.due_jobs(memlayer_domain::now() + time::Duration::seconds(1), 100).await.unwrap();
     assert_eq!(due.len(), 4, "backfilled jobs");
-    let all_down = store.migrate_down(21).await.unwrap();
-    assert_eq!(versions(all_down), vec![25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]);
+    let all_down = store.migrate_down(22).await.unwrap();
+    assert_eq!(
+        versions(all_down),
+        vec![26, 25, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 4, 2, 1]
+    );
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied_at.is_none()));
     assert!(matches!(ThreadStore::get(&store, &t, thread).await, Err(StoreError::Backend(_))), "tables are gone");
-    assert_eq!(store.migrate_up().await.unwrap().len(), 21);
+    assert_eq!(store.migrate_up().await.unwrap().len(), 22);
     assert!(store.list(&t, &Default::default(), None, PageSize::new(10).unwrap()).await.unwrap().items.is_empty());
 }
 

@@ -30,9 +30,10 @@ pub type StoredSpan = NewSpan;
 /// Longest text filter, in characters.
 pub const MAX_TRACE_TEXT: usize = 256;
 
-/// Most traces one page of a text search looks into (the text is not
-/// indexed): a page holds the matches among them, fewer than its limit or
-/// none, with a cursor that continues after the last trace looked at.
+/// Most traces one page of a listing with a filter no index serves (the
+/// text, the service, a status other than `error`) looks into: a page holds
+/// the matches among them, fewer than its limit or none, with a cursor that
+/// continues after the last trace looked at.
 pub const MAX_TEXT_SCAN_TRACES: u32 = 1_000;
 
 /// A trace, derived from its spans.

@@ -517,6 +517,7 @@ macro_rules! contract_suite {
             obs_metrics_bucket_and_purge,
             obs_purge_removes_whole_old_traces,
             obs_store_gauges,
+            obs_migration_26_moves_events_both_ways,
         );
     };
 }

@@ -109,7 +109,7 @@ async fn summary(b: &Backend, t: &TenantId, n: u32) -> TraceSummary {
 
 /// A span reads back as it was stored: ids, nanosecond times, kind,
 /// status, attributes of every JSON type, resource, scope, events (in time
-/// order) and links, and the counters.
+/// order, as sent among equal times) and links, and the counters.
 pub async fn obs_ingest_round_trips_every_field(b: Backend) {
     let t = tenant("acme");
     let resource =
@@ -145,6 +145,7 @@ pub async fn obs_ingest_round_trips_every_field(b: Backend) {
                 dropped_attributes_count: 1,
             },
             EventInput { time_unix_nano: u64::try_from(T0 + 5).unwrap(), name: "sooner".into(), ..Default::default() },
+            EventInput { time_unix_nano: u64::try_from(T0 + 5).unwrap(), name: "as soon".into(), ..Default::default() },
         ],
         dropped_events_count: 2,
         links: vec![LinkInput {
@@ -166,7 +167,8 @@ pub async fn obs_ingest_round_trips_every_field(b: Backend) {
     assert_eq!(detail.spans.len(), 1);
     let got = &detail.spans[0];
     let mut want = sent.clone();
-    want.events.reverse(); // read back in time order
+    // Read back in time order, in the order sent among equal times.
+    want.events = vec![sent.events[1].clone(), sent.events[2].clone(), sent.events[0].clone()];
     assert_eq!(got, &want, "every field of the span");
     let s = &detail.summary;
     assert_eq!((s.start_ns, s.end_ns, s.span_count, s.error_count), (T0, T0 + 1_500_000_001, 1, 1));
@@ -371,9 +373,10 @@ pub async fn obs_trace_listing_filters_and_pages(b: Backend) {
     assert_invalid(b.observability.list_traces(&t, &TraceQuery { limit: 0, ..query() }).await, "limit 0");
 }
 
-/// A text search looks into at most `MAX_TEXT_SCAN_TRACES` traces a page:
-/// a match past them is found by following the cursor, never skipped, and
-/// no page holds a trace twice.
+/// A filter no index serves (the text, the service, a status other than
+/// `error`) looks into at most `MAX_TEXT_SCAN_TRACES` traces a page: a
+/// match past them is found by following the cursor, never skipped, and no
+/// page holds a trace twice. The status `error` is indexed: not windowed.
 pub async fn obs_text_search_is_bounded_and_resumable(b: Backend) {
     use memlayer_domain::observability::MAX_TEXT_SCAN_TRACES;
     let t = tenant("acme");
@@ -381,28 +384,42 @@ pub async fn obs_text_search_is_bounded_and_resumable(b: Backend) {
     let spans: Vec<NewSpan> = (1..=n)
         .map(|i| {
             let s = S::new(i, 1, None, i64::from(i) * SEC, 10);
-            // The oldest trace and one in the first window hold the needle.
-            if i == 1 || i == n - 5 { s.attr("note", json!("a needle here")).build("svc") } else { s.build("svc") }
+            // The oldest trace and one in the first window are the only
+            // ones with the needle, from service `rare`, and not failed.
+            if i == 1 || i == n - 5 {
+                s.attr("note", json!("a needle here")).build("rare")
+            } else {
+                s.failed().build("svc")
+            }
         })
         .collect();
     for chunk in spans.chunks(500) {
         b.observability.ingest(&t, chunk.to_vec()).await.unwrap();
     }
-    let q = TraceQuery { text: Some("needle".into()), limit: 10, ..query() };
-    let mut found = Vec::new();
-    let mut pages = 0;
-    let mut page = b.observability.list_traces(&t, &q).await.unwrap();
-    loop {
-        pages += 1;
-        found.extend(page.items.iter().map(|s| s.trace_id));
-        let Some(c) = page.next_cursor else { break };
-        page = b.observability.list_traces(&t, &q.clone().resume(&c).unwrap()).await.unwrap();
+    for q in [
+        TraceQuery { text: Some("needle".into()), limit: 10, ..query() },
+        TraceQuery { service: Some("rare".into()), limit: 10, ..query() },
+        TraceQuery { status: Some(TraceStatus::Ok), limit: 10, ..query() },
+    ] {
+        let mut found = Vec::new();
+        let mut pages = 0;
+        let mut page = b.observability.list_traces(&t, &q).await.unwrap();
+        loop {
+            pages += 1;
+            found.extend(page.items.iter().map(|s| s.trace_id));
+            let Some(c) = page.next_cursor else { break };
+            page = b.observability.list_traces(&t, &q.clone().resume(&c).unwrap()).await.unwrap();
+        }
+        assert_eq!(found, [tid(n - 5), tid(1)], "{q:?}: newest first, the one past the first window too");
+        assert!(pages >= 2, "{q:?}: the first page stopped at its window");
     }
-    assert_eq!(found, [tid(n - 5), tid(1)], "newest first, the one past the first window too");
-    assert!(pages >= 2, "the first page stopped at its window");
-    // Without a text filter the listing is not windowed.
+    // Without such a filter the listing is not windowed.
     let all = b.observability.list_traces(&t, &TraceQuery { limit: 1000, ..query() }).await.unwrap();
     assert_eq!(all.items.len(), 1000);
+    let failed = TraceQuery { status: Some(TraceStatus::Error), limit: 1000, ..query() };
+    let failed = b.observability.list_traces(&t, &failed).await.unwrap();
+    assert_eq!(failed.items.len(), 1000);
+    assert!(failed.items.iter().all(|s| s.status == StatusCode::Error));
 }
 
 /// A span whose parent is not stored is kept (an orphan), and the trace
@@ -655,3 +672,46 @@ pub async fn obs_store_gauges(b: Backend) {
 
 #[allow(dead_code, reason = "keeps the trait object in scope for the cases' signatures")]
 fn _object_safe(_: &dyn ObservabilityStore) {}
+
+/// Migration 26 moves each span's events into its row and back when
+/// reverted: a trace reads back the same (events in their order, equal
+/// times included) before, after reverting and after applying it again,
+/// and the filters whose indexes it changes still find their traces.
+pub async fn obs_migration_26_moves_events_both_ways(b: Backend) {
+    let t = tenant("acme");
+    let event = |name: &str, at: i64, k: i64| memlayer_domain::observability::SpanEvent {
+        time_ns: T0 + at,
+        name: name.into(),
+        attributes: Attributes::from_iter([("k".to_owned(), json!(k)), ("nested".to_owned(), json!({"a": [1, 2]}))]),
+        dropped_attributes_count: u32::try_from(k).unwrap(),
+    };
+    let mut root = S::new(1, 1, None, 0, 100).build("bot");
+    root.events = vec![event("first", 5, 1), event("same time", 5, 2), event("last", 50, 3)];
+    let mut child = S::new(1, 2, Some(1), 10, 10).failed().build("bot");
+    child.events = vec![event("only", 12, 4)];
+    let quiet = S::new(1, 3, Some(1), 20, 10).build("bot");
+    b.observability.ingest(&t, vec![root, child, quiet]).await.unwrap();
+    b.observability.ingest(&t, vec![S::new(2, 1, None, 5, 10).build("other")]).await.unwrap();
+    let before = b.observability.trace(&t, tid(1), 100).await.unwrap();
+    assert_eq!(before.spans.iter().map(|s| s.events.len()).collect::<Vec<_>>(), [3, 1, 0]);
+    let mut reverted = Vec::new();
+    while !reverted.contains(&26) {
+        let step = b.database.migrate_down(1).await.unwrap();
+        assert_eq!(step.len(), 1, "migration 26 is applied: reverted {reverted:?}");
+        reverted.push(step[0].version);
+    }
+    let applied: Vec<i64> = b.database.migrate_up().await.unwrap().iter().map(|m| m.version).collect();
+    reverted.reverse();
+    assert_eq!(applied, reverted);
+    let after = b.observability.trace(&t, tid(1), 100).await.unwrap();
+    assert_eq!(after, before, "the trace reads back the same");
+    let list = |q: TraceQuery| {
+        let o = Arc::clone(&b.observability);
+        let t = t.clone();
+        async move { o.list_traces(&t, &q).await.unwrap().items.iter().map(|s| s.trace_id).collect::<Vec<_>>() }
+    };
+    assert_eq!(list(TraceQuery { status: Some(TraceStatus::Error), ..query() }).await, [tid(1)]);
+    assert_eq!(list(TraceQuery { status: Some(TraceStatus::Ok), ..query() }).await, [tid(2)]);
+    assert_eq!(list(TraceQuery { service: Some("other".into()), ..query() }).await, [tid(2)]);
+    assert_eq!(b.observability.purge_traces(T0 + 1_000, 10).await.unwrap(), 2, "both ended before the cutoff");
+}
