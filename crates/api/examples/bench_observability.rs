@@ -25,8 +25,8 @@
 //!    grow?) and for the whole, with request latencies.
 //! 2. Listing: `GET /api/observability/traces?limit=50` in several shapes
 //!    (the first page, a page deep in by cursor, filtered by model, agent,
-//!    status, minimum duration, sorted by duration, a time range, a text
-//!    search), `MEMLAYER_BENCH_QUERIES` (default 200) times each, one at a
+//!    status, service, minimum duration, sorted by duration, a time range, a
+//!    text search), `MEMLAYER_BENCH_QUERIES` (default 200) times each, one at a
 //!    time, each after a warm-up; p50, p95 and p99 per shape.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a failure is a panic")]
 
@@ -351,6 +351,11 @@ async fn main() {
         ("model = gpt-4o", "/api/observability/traces?limit=50&model=gpt-4o".into()),
         ("agent = billing", "/api/observability/traces?limit=50&agent=billing".into()),
         ("status = error", "/api/observability/traces?limit=50&status=error".into()),
+        // Not indexed (each page looks into at most 1,000 traces): a common
+        // value, and one no trace has (the whole window, no match).
+        ("status = ok", "/api/observability/traces?limit=50&status=ok".into()),
+        ("service = agent-runtime", "/api/observability/traces?limit=50&service=agent-runtime".into()),
+        ("service = none-such", "/api/observability/traces?limit=50&service=none-such".into()),
         ("min_duration_ms = 7000", "/api/observability/traces?limit=50&min_duration_ms=7000".into()),
         ("longest first", "/api/observability/traces?limit=50&sort=-duration".into()),
         ("the last day", format!("/api/observability/traces?limit=50&from={from}")),

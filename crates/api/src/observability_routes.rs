@@ -179,6 +179,9 @@ pub struct TracesDto {
     /// In the listing's order.
     pub items: Vec<TraceDto>,
     /// Pass as `cursor` for the next page (with the same filters); `null` on the last.
+    /// With `q`, `service` or status `ok`/`unset` (not indexed), a page looks
+    /// into at most 1,000 traces, so one before the last may hold fewer than
+    /// `limit` traces, even none.
     pub next_cursor: Option<String>,
 }
 
@@ -195,13 +198,14 @@ pub struct TracesQuery {
     pub model: Option<String>,
     /// The trace's agent (`gen_ai.agent.name`).
     pub agent: Option<String>,
-    /// The trace's `service.name`.
+    /// The trace's `service.name` (not indexed: see `next_cursor`).
     pub service: Option<String>,
-    /// `ok`, `error` or `unset`.
+    /// `ok`, `error` or `unset` (`ok` and `unset` are not indexed: see `next_cursor`).
     pub status: Option<String>,
     /// At least this long (milliseconds, 0 to 86,400,000).
     pub min_duration_ms: Option<f64>,
-    /// A case-sensitive substring of a span's name or attributes' JSON text.
+    /// A case-sensitive substring of a span's name or attributes' JSON text
+    /// (not indexed: see `next_cursor`).
     pub q: Option<String>,
     /// `-start_time` (default), `start_time`, `-duration`, `duration`.
     pub sort: Option<String>,

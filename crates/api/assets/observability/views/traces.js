@@ -76,5 +76,10 @@ export default async function traces({ main, params, signal, go }) {
       type: 'button', id: 'next-page', disabled: !page.next_cursor,
       onclick: () => { history.cursors.push(cursor); go('traces', { ...current, cursor: page.next_cursor }); },
     }, 'Next →'));
-  fill(results, rows.length ? tbl : h('p.empty', null, 'No trace matches these filters.'), pager);
+  // A page of a filter no index serves (text, service, status ok/unset)
+  // looks into a bounded window of traces: an empty one may not be the end.
+  const empty = page.next_cursor
+    ? 'No match among the traces this page looked into; Next → looks further.'
+    : 'No trace matches these filters.';
+  fill(results, rows.length ? tbl : h('p.empty', null, empty), pager);
 }
