@@ -24,6 +24,9 @@
 # span's row instead of obs_events; obs_traces without the service, end and
 # status indexes, with a partial index of the failed traces; leancache with a
 # 64 MiB cache). The database goes to /tmp/obs3/m-VARIANT.db.
+# Since migration 26 main's schema is the lean one (its events JSON keys
+# differ: time_ns, name, attributes, dropped_attributes); the other variants
+# model the schema before it (migration 21 alone).
 import sqlite3, os, sys, json, random, time, threading, re
 variant = sys.argv[1]; n_spans = int(sys.argv[2]); group = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 frames_mode = variant == 'frames'
