@@ -42,8 +42,8 @@ use uuid::Uuid;
 use crate::table::{OBS_EVAL_EXAMPLES, OBS_EVAL_RUNS, OBS_LINKS, OBS_METRICS, OBS_SPANS, OBS_TRACES};
 use crate::{Cells, Dialect, Sql, SqlValue, Transactor, corrupt};
 
-/// Spans per insert statement (25 columns each: within both engines'
-/// parameter limits).
+/// Spans per insert statement (27 parameters each, the tenant and 26
+/// columns: within both engines' parameter limits).
 const SPAN_CHUNK: usize = 400;
 /// Links, traces or examples per insert statement.
 const ROW_CHUNK: usize = 500;
