@@ -68,15 +68,15 @@ fn trace_id(c: &Cells<&[SqlValue]>, idx: usize, table: &'static str) -> Result<T
 }
 
 /// A JSON column's value: on SQLite, which stores JSON as text, the text
-/// itself, serialised from the map without copying it first (and before a
+/// itself, serialised without building a document first (and before a
 /// write takes the writer); on Postgres the document, bound as `jsonb`.
-fn json(d: Dialect, map: &Attributes) -> SqlValue {
-    match d {
-        Dialect::Sqlite => {
-            serde_json::to_string(map).map_or_else(|_| SqlValue::Json(Value::Object(map.clone())), SqlValue::Text)
-        }
-        Dialect::Postgres => SqlValue::Json(Value::Object(map.clone())),
-    }
+fn json(d: Dialect, value: &impl Serialize) -> SqlValue {
+    let bound = match d {
+        Dialect::Sqlite => serde_json::to_string(value).map(SqlValue::Text),
+        Dialect::Postgres => serde_json::to_value(value).map(SqlValue::Json),
+    };
+    // Maps and arrays of JSON values with string keys always serialise.
+    bound.unwrap_or(SqlValue::Null)
 }
 
 fn count(n: u32) -> SqlValue {
@@ -101,8 +101,7 @@ struct EventIn {
     dropped_attributes: u32,
 }
 
-/// The `events` column of `events`: `NULL` for none, else the array (text
-/// on SQLite, the document on Postgres, as [`json`]).
+/// The `events` column of `events`: `NULL` for none, else the array.
 fn events_json(d: Dialect, events: &[SpanEvent]) -> SqlValue {
     if events.is_empty() {
         return SqlValue::Null;
@@ -116,12 +115,7 @@ fn events_json(d: Dialect, events: &[SpanEvent]) -> SqlValue {
             dropped_attributes: e.dropped_attributes_count,
         })
         .collect();
-    let value = match d {
-        Dialect::Sqlite => serde_json::to_string(&out).map(SqlValue::Text),
-        Dialect::Postgres => serde_json::to_value(&out).map(SqlValue::Json),
-    };
-    // Maps of JSON values with string keys always serialise.
-    value.unwrap_or(SqlValue::Null)
+    json(d, &out)
 }
 
 fn span_row(d: Dialect, s: &NewSpan, resource: &SqlValue) -> Vec<SqlValue> {
@@ -272,7 +266,8 @@ fn span_inserts(d: Dialect, tenant: &str, spans: &[NewSpan]) -> Vec<Sql> {
         .chunks(SPAN_CHUNK)
         .map(|chunk| {
             let rows = chunk.iter().map(|s| {
-                let r = resources.entry(Arc::as_ptr(&s.resource).addr()).or_insert_with(|| json(d, &s.resource));
+                let r =
+                    resources.entry(Arc::as_ptr(&s.resource).addr()).or_insert_with(|| json(d, s.resource.as_ref()));
                 span_row(d, s, r)
             });
             let mut sql = Sql::new(d).dynamic();
@@ -1066,11 +1061,7 @@ pub fn purge_victims_sql(d: Dialect, before_ns: i64, limit: u32) -> Sql {
          SELECT x.tenant, x.trace_id FROM tenants JOIN obs_traces x ON x.tenant = tenants.tenant \
          WHERE x.start_ns < ",
     );
-    let end = match d {
-        Dialect::Sqlite => "+x.end_ns",
-        Dialect::Postgres => "x.end_ns",
-    };
-    sql.bind(before_ns).push(&format!(" AND {end} < ")).bind(before_ns);
+    sql.bind(before_ns).push(" AND x.end_ns < ").bind(before_ns);
     sql.push(" LIMIT ").bind(i64::from(limit));
     sql
 }
