@@ -29,7 +29,7 @@
 //!   worker; the indexing and merge threads are tantivy's own (one each per
 //!   tenant with an open writer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,14 +37,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use memlayer_domain::{MessageId, TenantId, ThreadId};
-use memlayer_ports::{
-    LexicalEntry, LexicalExclusions, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection,
-};
+use memlayer_ports::{LexicalDelta, LexicalEntry, LexicalIndex, ScoredHit, SearchFilter, StoreError, ThreadSelection};
 use tantivy::Directory as _;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::directory::{MmapDirectory, RamDirectory};
+use tantivy::fieldnorm::FieldNormReader;
 use tantivy::indexer::IndexWriterOptions;
-use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, TermQuery};
+use tantivy::query::{
+    Bm25StatisticsProvider, Bm25Weight, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, TermQuery,
+};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
@@ -374,14 +375,11 @@ impl Inner {
         filter: &SearchFilter,
         terms: &[String],
         k: usize,
-        exclude: &LexicalExclusions,
+        delta: &LexicalDelta,
     ) -> Result<Vec<ScoredHit>, StoreError> {
         if k == 0 || filter.admits_nothing() {
             return Ok(Vec::new());
         }
-        let Some(t) = self.tenant(&filter.tenant, false)? else {
-            return Ok(Vec::new());
-        };
         let f = self.fields;
         let mut analyzer = analyzer();
         let mut words: Vec<String> = Vec::new();
@@ -396,7 +394,15 @@ impl Inner {
         if words.is_empty() {
             return Ok(Vec::new());
         }
+        let mut pending = Pending::of(&delta.pending, filter, f.text, &words);
+        let Some(t) = self.tenant(&filter.tenant, false)? else {
+            // Nothing of the tenant is indexed yet: only what is pending,
+            // its lengths counted as a search of some threads counts them.
+            let quantized = filter.threads.listed().is_some();
+            return pending.ranked(&pending.statistics(&NoEntries, quantized), Vec::new(), k);
+        };
         let searcher = t.reader.searcher();
+        pending.drop_fed(&searcher, f, &delta.positions)?;
         let should: Vec<(Occur, Box<dyn Query>)> = words
             .iter()
             .map(|w| {
@@ -432,18 +438,19 @@ impl Inner {
                 let scope = BooleanQuery::new(any);
                 let statistics = ScopeStatistics::of(&searcher, f, &scope, &words)?;
                 if statistics.tokens == 0 {
-                    // The scope holds no word at all: nothing can match.
-                    return Ok(Vec::new());
+                    // The scope's indexed entries hold no word at all:
+                    // only what is pending can match.
+                    return pending.ranked(&pending.statistics(&statistics, true), Vec::new(), k);
                 }
                 scope_statistics = Some(statistics);
                 clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(scope), 0.0))));
             }
         }
-        for thread in &exclude.threads {
+        for thread in &delta.threads {
             let term = Term::from_field_text(f.thread, &thread.as_uuid().to_string());
             clauses.push((Occur::MustNot, Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
         }
-        for &position in &exclude.positions {
+        for &position in &delta.positions {
             clauses.push((Occur::MustNot, Box::new(TermQuery::new(pos_term(f, position), IndexRecordOption::Basic))));
         }
         let query: Box<dyn Query> = if clauses.is_empty() {
@@ -452,33 +459,209 @@ impl Inner {
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
             Box::new(BooleanQuery::new(clauses))
         };
-        let collector = TopDocs::with_limit(k).order_by_score();
-        let top = match &scope_statistics {
-            Some(statistics) => searcher.search_with_statistics_provider(&*query, &collector, statistics),
-            None => searcher.search(&*query, &collector),
+        let base: &dyn Bm25StatisticsProvider = match &scope_statistics {
+            Some(statistics) => statistics,
+            None => &searcher,
+        };
+        let quantized = scope_statistics.is_some();
+        if pending.entries.is_empty() {
+            let top = searcher
+                .search_with_statistics_provider(&*query, &TopDocs::with_limit(k).order_by_score(), base)
+                .map_err(|e| backend("search", e))?;
+            return hits(&searcher, top);
         }
-        .map_err(|e| backend("search", e))?;
-        let mut hits = Vec::with_capacity(top.len());
-        let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
-        for (score, address) in top {
-            let [a, b, c, d] = match columns.entry(address.segment_ord) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let ff = searcher.segment_reader(address.segment_ord).fast_fields();
-                    let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
-                    e.insert([col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?])
+        // Each pending entry may replace one the index returns (its
+        // message's older text): enough are asked for that `k` remain.
+        let statistics = pending.statistics(base, quantized);
+        let collector = TopDocs::with_limit(k + pending.entries.len()).order_by_score();
+        let top = searcher
+            .search_with_statistics_provider(&*query, &collector, &statistics)
+            .map_err(|e| backend("search", e))?;
+        pending.ranked(&statistics, hits(&searcher, top)?, k)
+    }
+}
+
+/// The hits of a top-k search, with the ids its entries carry.
+fn hits(searcher: &Searcher, top: Vec<(f32, tantivy::DocAddress)>) -> Result<Vec<ScoredHit>, StoreError> {
+    let mut hits = Vec::with_capacity(top.len());
+    let mut columns: HashMap<u32, [tantivy::columnar::Column<u64>; 4]> = HashMap::new();
+    for (score, address) in top {
+        let [a, b, c, d] = match columns.entry(address.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let ff = searcher.segment_reader(address.segment_ord).fast_fields();
+                let col = |name: &str| ff.u64(name).map_err(|e| backend("read fast field", e));
+                e.insert([col("id_hi")?, col("id_lo")?, col("th_hi")?, col("th_lo")?])
+            }
+        };
+        let v = |col: &tantivy::columnar::Column<u64>| {
+            col.first(address.doc_id).ok_or_else(|| backend("read fast field", "an entry without its ids"))
+        };
+        hits.push(ScoredHit {
+            id: MessageId::from_uuid(Uuid::from_u64_pair(v(a)?, v(b)?)),
+            thread: ThreadId::from_uuid(Uuid::from_u64_pair(v(c)?, v(d)?)),
+            score,
+        });
+    }
+    Ok(hits)
+}
+
+/// A search's pending entries (`LexicalDelta::pending` admitted by its
+/// filter), cut into words by the index's analyzer: each entry's length in
+/// words and how often it holds each query word.
+struct Pending<'a> {
+    /// The query's words in the text field.
+    terms: Vec<Term>,
+    entries: Vec<(&'a LexicalEntry, u32, Vec<u32>)>,
+}
+
+impl<'a> Pending<'a> {
+    fn of(pending: &'a [LexicalEntry], filter: &SearchFilter, text: Field, words: &[String]) -> Self {
+        let mut analyzer = analyzer();
+        let entries = pending
+            .iter()
+            .filter(|e| filter.admits(&e.tenant, e.thread))
+            .map(|e| {
+                let (mut length, mut freqs) = (0u32, vec![0u32; words.len()]);
+                let mut stream = analyzer.token_stream(&e.text);
+                while let Some(token) = stream.next() {
+                    length = length.saturating_add(1);
+                    if let Some(i) = words.iter().position(|w| *w == token.text) {
+                        freqs[i] += 1;
+                    }
                 }
-            };
-            let v = |col: &tantivy::columnar::Column<u64>| {
-                col.first(address.doc_id).ok_or_else(|| backend("read fast field", "an entry without its ids"))
-            };
-            hits.push(ScoredHit {
-                id: MessageId::from_uuid(Uuid::from_u64_pair(v(a)?, v(b)?)),
-                thread: ThreadId::from_uuid(Uuid::from_u64_pair(v(c)?, v(d)?)),
-                score,
-            });
+                (e, length, freqs)
+            })
+            .collect();
+        Self { terms: words.iter().map(|w| Term::from_field_text(text, w)).collect(), entries }
+    }
+
+    /// Drops the entries `searcher` holds already (fed since the store was
+    /// read), so that none is counted twice in the statistics; an entry at a
+    /// position left out (`left_out`: an edit, a rowid handed out again)
+    /// stays, as the index's entry there is the message's older one.
+    fn drop_fed(&mut self, searcher: &Searcher, f: Fields, left_out: &[i64]) -> Result<(), StoreError> {
+        let left_out: HashSet<i64> = left_out.iter().copied().collect();
+        let asked: Vec<(Occur, Box<dyn Query>)> = self
+            .entries
+            .iter()
+            .filter(|(e, _, _)| !left_out.contains(&e.position))
+            .map(|(e, _, _)| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(pos_term(f, e.position), IndexRecordOption::Basic));
+                (Occur::Should, q)
+            })
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
         }
-        Ok(hits)
+        let read = |e: tantivy::TantivyError| backend("read fed entries", e);
+        let found = searcher.search(&BooleanQuery::new(asked), &DocSetCollector).map_err(read)?;
+        let mut fed = HashSet::with_capacity(found.len());
+        for address in found {
+            let column = searcher.segment_reader(address.segment_ord).fast_fields().u64("pos").map_err(read)?;
+            fed.extend(column.first(address.doc_id));
+        }
+        self.entries.retain(|(e, _, _)| left_out.contains(&e.position) || !fed.contains(&position_u64(e.position)));
+        Ok(())
+    }
+
+    /// `base` (the index's statistics) plus the pending entries, as if the
+    /// index held them. `quantized`: lengths count as tantivy stores them
+    /// (what [`ScopeStatistics`] sums), else exactly (what the index's
+    /// own statistics sum).
+    fn statistics<'b>(&self, base: &'b dyn Bm25StatisticsProvider, quantized: bool) -> WithPending<'b> {
+        let text = self.terms.first().map(Term::field);
+        let mut added = WithPending { base, text, docs: 0, tokens: 0, doc_freqs: HashMap::new() };
+        for (_, length, freqs) in &self.entries {
+            added.docs += 1;
+            added.tokens += u64::from(if quantized {
+                FieldNormReader::id_to_fieldnorm(FieldNormReader::fieldnorm_to_id(*length))
+            } else {
+                *length
+            });
+            for (i, &n) in freqs.iter().enumerate() {
+                if n > 0 {
+                    *added.doc_freqs.entry(self.terms[i].clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        added
+    }
+
+    /// The best `k` of `indexed` (the index's hits, scored by
+    /// `statistics`: these entries counted in) and of these entries, which
+    /// replace any hit of their message.
+    fn ranked(
+        &self,
+        statistics: &WithPending<'_>,
+        indexed: Vec<ScoredHit>,
+        k: usize,
+    ) -> Result<Vec<ScoredHit>, StoreError> {
+        let weights = self
+            .terms
+            .iter()
+            .map(|term| Bm25Weight::for_terms(statistics, std::slice::from_ref(term)))
+            .collect::<tantivy::Result<Vec<_>>>()
+            .map_err(|e| backend("read statistics", e))?;
+        let replaced: HashSet<MessageId> = self.entries.iter().map(|(e, _, _)| e.id).collect();
+        let mut all: Vec<ScoredHit> = indexed.into_iter().filter(|h| !replaced.contains(&h.id)).collect();
+        for (e, length, freqs) in &self.entries {
+            if freqs.iter().all(|&n| n == 0) {
+                continue;
+            }
+            let norm = FieldNormReader::fieldnorm_to_id(*length);
+            let score = weights.iter().zip(freqs).filter(|(_, n)| **n > 0).map(|(w, &n)| w.score(norm, n)).sum();
+            all.push(ScoredHit { id: e.id, thread: e.thread, score });
+        }
+        // Stable: equal scores keep the index's order, then the pending
+        // entries' (by position).
+        all.sort_by(|a, b| b.score.total_cmp(&a.score));
+        all.truncate(k);
+        Ok(all)
+    }
+}
+
+/// Statistics of an index plus pending entries: their count, their summed
+/// lengths, and for each query word how many of them hold it.
+struct WithPending<'a> {
+    base: &'a dyn Bm25StatisticsProvider,
+    /// The text field (`None`: no word, nothing scored).
+    text: Option<Field>,
+    docs: u64,
+    tokens: u64,
+    doc_freqs: HashMap<Term, u64>,
+}
+
+impl Bm25StatisticsProvider for WithPending<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        // Only the text field is scored (see `ScopeStatistics`).
+        let added = if Some(field) == self.text { self.tokens } else { self.docs };
+        Ok(self.base.total_num_tokens(field)? + added)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.base.total_num_docs()? + self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        Ok(self.base.doc_freq(term)? + self.doc_freqs.get(term).copied().unwrap_or(0))
+    }
+}
+
+/// The statistics of no entry: a tenant without an index yet.
+struct NoEntries;
+
+impl Bm25StatisticsProvider for NoEntries {
+    fn total_num_tokens(&self, _: Field) -> tantivy::Result<u64> {
+        Ok(0)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(0)
+    }
+
+    fn doc_freq(&self, _: &Term) -> tantivy::Result<u64> {
+        Ok(0)
     }
 }
 
@@ -646,11 +829,11 @@ impl LexicalIndex for TantivyLexicalIndex {
         filter: &SearchFilter,
         terms: Vec<String>,
         k: usize,
-        exclude: LexicalExclusions,
+        delta: LexicalDelta,
     ) -> Result<Vec<ScoredHit>, StoreError> {
         let inner = self.inner.clone();
         let filter = filter.clone();
-        tokio::task::spawn_blocking(move || inner.search(&filter, &terms, k, &exclude))
+        tokio::task::spawn_blocking(move || inner.search(&filter, &terms, k, &delta))
             .await
             .map_err(StoreError::backend)?
     }
@@ -697,7 +880,7 @@ mod tests {
         for (query, found) in
             [("running", runs.id), ("RUN", runs.id), ("stations", runs.id), ("walking dog", walked.id)]
         {
-            let hits = index.search(&all, words(query), 10, LexicalExclusions::default()).await.unwrap();
+            let hits = index.search(&all, words(query), 10, LexicalDelta::default()).await.unwrap();
             assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![found], "{query}");
         }
     }
@@ -721,7 +904,7 @@ mod tests {
 
         // Over the tenant, "kettle" is the common word: b's toasters lead.
         let all = SearchFilter::all_threads(acme.clone());
-        let tenant_wide = index.search(&all, query(), 30, LexicalExclusions::default()).await.unwrap();
+        let tenant_wide = index.search(&all, query(), 30, LexicalDelta::default()).await.unwrap();
         assert_eq!(tenant_wide.len(), 26, "every entry holds a word");
         let first_five: Vec<MessageId> = tenant_wide[..5].iter().map(|h| h.id).collect();
         assert!(toasters.iter().all(|t| first_five.contains(&t.id)), "{tenant_wide:?}");
@@ -729,7 +912,7 @@ mod tests {
         // Within b, "kettle" is the rare word: its one entry leads, by
         // BM25 over b's six entries alone.
         let only_b = SearchFilter::these_threads(acme.clone(), vec![b]);
-        let hits = index.search(&only_b, query(), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&only_b, query(), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.len(), 6);
         assert_eq!(hits[0].id, kettle.id, "{hits:?}");
         let idf = |n: f32, df: f32| (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
@@ -739,7 +922,7 @@ mod tests {
 
         // Naming every thread is the whole tenant again: the same scores.
         let both = SearchFilter::these_threads(acme.clone(), vec![a, b]);
-        let hits = index.search(&both, query(), 30, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&both, query(), 30, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.len(), tenant_wide.len());
         for (h, t) in hits.iter().zip(&tenant_wide) {
             assert!((h.score - t.score).abs() < 1e-4, "{h:?} against {t:?}");
@@ -748,10 +931,93 @@ mod tests {
         // Entries removed from b leave its statistics: with one toaster
         // left, "toaster" is as rare there as "kettle".
         index.apply((22..=25).map(|p| (acme.clone(), p)).collect(), Vec::new(), None).await.unwrap();
-        let hits = index.search(&only_b, query(), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&only_b, query(), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.len(), 2);
         assert!((hits[0].score - idf(2.0, 1.0)).abs() < 1e-4, "{hits:?}");
         assert!((hits[0].score - hits[1].score).abs() < 1e-6, "{hits:?}");
+    }
+
+    /// Entries pending (not yet applied) rank exactly as if the index held
+    /// them: the same hits, the same scores, over the tenant, over some of
+    /// its threads (lengths quantized as tantivy stores them: some entries
+    /// are longer than 40 words), and for a tenant with no index yet.
+    #[tokio::test]
+    async fn pending_entries_rank_as_if_indexed() {
+        let acme = TenantId::parse("acme").unwrap();
+        let (a, b) = (ThreadId::new(), ThreadId::new());
+        let vocabulary = ["kettle", "toaster", "garden", "station", "morning", "river", "lamp"];
+        let entries: Vec<LexicalEntry> = (1..=40)
+            .map(|i: usize| {
+                let mut text: Vec<&str> = (0..(i % 6 + 2)).map(|j| vocabulary[(i * 3 + j * 5) % 7]).collect();
+                if i.is_multiple_of(9) {
+                    text.extend(std::iter::repeat_n("filler", 45 + i));
+                }
+                let i = i64::try_from(i).unwrap();
+                entry(i, "acme", if i % 3 == 0 { b } else { a }, &text.join(" "))
+            })
+            .collect();
+        let whole = TantivyLexicalIndex::in_memory();
+        whole.apply(Vec::new(), entries.clone(), Some(40)).await.unwrap();
+        let part = TantivyLexicalIndex::in_memory();
+        part.apply(Vec::new(), entries[..30].to_vec(), Some(30)).await.unwrap();
+        let empty = TantivyLexicalIndex::in_memory();
+        // Another tenant's entry and a thread outside the scope are pending
+        // too; the filter leaves them out.
+        let mut tail = entries[30..].to_vec();
+        tail.push(entry(41, "other", a, "kettle kettle"));
+        let tail = LexicalDelta { pending: tail, ..LexicalDelta::default() };
+        let everything = LexicalDelta { pending: entries.clone(), ..LexicalDelta::default() };
+        let query = || words("kettle toaster garden");
+        for filter in [SearchFilter::all_threads(acme.clone()), SearchFilter::these_threads(acme.clone(), vec![b])] {
+            let want = whole.search(&filter, query(), 50, LexicalDelta::default()).await.unwrap();
+            assert!(want.len() > 5, "{want:?}");
+            for (got, how) in [
+                (part.search(&filter, query(), 50, tail.clone()).await.unwrap(), "a tail pending"),
+                (empty.search(&filter, query(), 50, everything.clone()).await.unwrap(), "no index"),
+            ] {
+                assert_eq!(got.len(), want.len(), "{how}: {got:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g.score - w.score).abs() < 1e-5, "{how}: {g:?} against {w:?}");
+                }
+                let score_of = |hits: &[ScoredHit], id| hits.iter().find(|h| h.id == id).map(|h| h.score);
+                for w in &want {
+                    let g = score_of(&got, w.id).unwrap_or(f32::NAN);
+                    assert!((g - w.score).abs() < 1e-5, "{how}: {:?} scored {g}, want {}", w.id, w.score);
+                }
+            }
+            // `k` cuts the one ranking.
+            let top = part.search(&filter, query(), 3, tail.clone()).await.unwrap();
+            assert_eq!(
+                top.iter().map(|h| h.score).collect::<Vec<_>>(),
+                want[..3].iter().map(|h| h.score).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// A pending entry replaces the index's entry of its message (an edit:
+    /// its old position left out), whatever the index still holds.
+    #[tokio::test]
+    async fn a_pending_entry_replaces_the_indexed_one() {
+        let acme = TenantId::parse("acme").unwrap();
+        let a = ThreadId::new();
+        let index = TantivyLexicalIndex::in_memory();
+        let old = entry(1, "acme", a, "the old kettle");
+        let other = entry(2, "acme", a, "a kettle and a walnut");
+        index.apply(Vec::new(), vec![old.clone(), other.clone()], Some(2)).await.unwrap();
+        let all = SearchFilter::all_threads(acme);
+        let edited = LexicalEntry { text: "a fresh walnut".into(), ..old.clone() };
+        let delta = LexicalDelta { positions: vec![1], pending: vec![edited], ..LexicalDelta::default() };
+        let ids = |hits: Vec<ScoredHit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(index.search(&all, words("kettle"), 10, delta.clone()).await.unwrap()), vec![other.id]);
+        let walnut = ids(index.search(&all, words("walnut"), 10, delta.clone()).await.unwrap());
+        assert_eq!(walnut.len(), 2, "{walnut:?}");
+        assert!(walnut.contains(&old.id) && walnut.contains(&other.id));
+        // An entry pending and already fed (the feed moved on while the
+        // store was read) counts once: the scores are those without it.
+        let plain = index.search(&all, words("kettle walnut"), 10, LexicalDelta::default()).await.unwrap();
+        let fed = LexicalDelta { pending: vec![other.clone()], ..LexicalDelta::default() };
+        let twice = index.search(&all, words("kettle walnut"), 10, fed).await.unwrap();
+        assert_eq!(twice, plain);
     }
 
     #[tokio::test]
@@ -774,7 +1040,7 @@ mod tests {
         let index = TantivyLexicalIndex::open(dir.path()).unwrap();
         assert_eq!(index.position(), 0, "the store feeds everything again");
         let all = SearchFilter::all_threads(TenantId::parse("acme").unwrap());
-        assert!(index.search(&all, words("runs"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert!(index.search(&all, words("runs"), 10, LexicalDelta::default()).await.unwrap().is_empty());
         assert_eq!(tenant_dirs(), 0, "the old indexes are gone");
         assert!(!dir.path().join(SNAPSHOT_FILE).exists());
     }
@@ -789,38 +1055,38 @@ mod tests {
         let e2 = entry(2, "acme", b, "a Café near the kettle shop");
         index.apply(Vec::new(), vec![e1.clone(), e2.clone()], Some(2)).await.unwrap();
         let all = SearchFilter::all_threads(acme.clone());
-        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&all, words("kettle"), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.len(), 2);
         assert!(hits.windows(2).all(|p| p[0].score >= p[1].score));
         // Accents folded, case ignored, as FTS5's unicode61 does.
-        let hits = index.search(&all, words("cafe"), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&all, words("cafe"), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.iter().map(|h| (h.id, h.thread)).collect::<Vec<_>>(), vec![(e2.id, b)]);
         let only_a = SearchFilter::these_threads(acme.clone(), vec![a]);
-        let hits = index.search(&only_a, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&only_a, words("kettle"), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
-        let exclude = LexicalExclusions { positions: vec![1], threads: Vec::new() };
+        let exclude = LexicalDelta { positions: vec![1], ..LexicalDelta::default() };
         let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
-        let exclude = LexicalExclusions { positions: Vec::new(), threads: vec![b] };
+        let exclude = LexicalDelta { threads: vec![b], ..LexicalDelta::default() };
         let hits = index.search(&all, words("kettle"), 10, exclude).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e1.id]);
         // A new entry at a position replaces the old one.
         let e3 = entry(1, "acme", a, "sunny weather");
         index.apply(Vec::new(), vec![e3.clone()], None).await.unwrap();
-        let hits = index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&all, words("kettle"), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e2.id]);
         index.apply(vec![(acme.clone(), 2)], Vec::new(), None).await.unwrap();
-        assert!(index.search(&all, words("kettle"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert!(index.search(&all, words("kettle"), 10, LexicalDelta::default()).await.unwrap().is_empty());
         // Another tenant sees nothing of acme's.
         let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
-        assert!(index.search(&other, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert!(index.search(&other, words("weather"), 10, LexicalDelta::default()).await.unwrap().is_empty());
         // The position and the entries survive a close and reopen, once.
         assert_eq!(index.position(), 2);
         index.close().await.unwrap();
         drop(index);
         let index = TantivyLexicalIndex::open(dir.path()).unwrap();
         assert_eq!(index.position(), 2);
-        let hits = index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap();
+        let hits = index.search(&all, words("weather"), 10, LexicalDelta::default()).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![e3.id]);
         // The snapshot was taken: without another close (a crash), the next
         // start rebuilds from nothing rather than trust it.
@@ -828,7 +1094,7 @@ mod tests {
         drop(index);
         let index = TantivyLexicalIndex::open(dir.path()).unwrap();
         assert_eq!(index.position(), 0);
-        assert!(index.search(&all, words("weather"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert!(index.search(&all, words("weather"), 10, LexicalDelta::default()).await.unwrap().is_empty());
         // A close after an apply snapshots again, and an apply after a close
         // takes that snapshot back.
         index.apply(Vec::new(), vec![entry(1, "acme", a, "again")], Some(1)).await.unwrap();
@@ -850,7 +1116,7 @@ mod tests {
         assert_eq!(index.position(), 0);
         for tenant in ["acme", "other"] {
             let all = SearchFilter::all_threads(TenantId::parse(tenant).unwrap());
-            let hits = index.search(&all, words("quince"), 10, LexicalExclusions::default()).await.unwrap();
+            let hits = index.search(&all, words("quince"), 10, LexicalDelta::default()).await.unwrap();
             assert!(hits.is_empty(), "{tenant}: {hits:?}");
         }
         // Fed again: only what it is given now; a snapshot holds only that.
@@ -860,6 +1126,6 @@ mod tests {
         let index = TantivyLexicalIndex::open(dir.path()).unwrap();
         assert_eq!(index.position(), 1);
         let other = SearchFilter::all_threads(TenantId::parse("other").unwrap());
-        assert!(index.search(&other, words("quince"), 10, LexicalExclusions::default()).await.unwrap().is_empty());
+        assert!(index.search(&other, words("quince"), 10, LexicalDelta::default()).await.unwrap().is_empty());
     }
 }

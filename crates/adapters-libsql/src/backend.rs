@@ -110,6 +110,12 @@ impl Indexer {
         });
     }
 
+    /// Wakes the task without waiting for it: a reader that read what the
+    /// index has not reached yet by itself.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Wakes the task and waits until a catch-up has covered a look taken
     /// after this call, so everything committed before the call is indexed
     /// (or the catch-up failed and logged why), at most `wait`.

@@ -21,13 +21,13 @@ use memlayer_adapters_sql::Cells;
 use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
 use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now, to_micros};
 use memlayer_ports::{
-    LexicalEntry, LexicalExclusions, LexicalIndex, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry,
+    LexicalDelta, LexicalEntry, LexicalIndex, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry,
 };
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec;
-use crate::filter_sql::filter_sql;
+use crate::filter_sql::{FilterSql, filter_sql};
 use crate::rows::{cells, query_row};
 use crate::values::{text, uuid};
 use crate::vectors::{decode_f32, encode_f32};
@@ -276,11 +276,11 @@ impl EmbeddingEngine for LibsqlBackend {
         let Some(cond) = filter_sql(filter, "t.tenant", "m.thread_id", 3) else {
             return Ok(Vec::new());
         };
-        tracing::Instrument::instrument(self.await_indexed(), tracing::info_span!("lexical.catch_up")).await?;
         if let Some(index) = self.lexical() {
             let matching = self.match_in_index(index.clone(), filter, &matcher, k);
             return tracing::Instrument::instrument(matching, tracing::info_span!("lexical.match")).await;
         }
+        tracing::Instrument::instrument(self.await_indexed(), tracing::info_span!("lexical.catch_up")).await?;
         let tenant = filter.tenant.as_str().to_owned();
         self.read(move |conn| async move {
             let Some(id) = query_row(
@@ -320,9 +320,16 @@ impl EmbeddingEngine for LibsqlBackend {
 }
 
 impl LibsqlBackend {
-    /// A lexical search in the in-process index: what the store knows the
-    /// index may still hold although it is gone (stale entries not yet
-    /// applied, threads marked deleted) is read first and left out.
+    /// A lexical search in the in-process index, without waiting for the
+    /// catch-up to feed it: what the store knows the index may still hold
+    /// although it is gone (stale entries, deletions not yet applied,
+    /// threads marked deleted) is left out, and the filter's messages the
+    /// index may not hold as they are now (above its position, or live at
+    /// a position left out) are read from the store and ranked with it
+    /// ([`LexicalDelta`]). Only when more than [`MAX_UNINDEXED`] wait (a
+    /// bulk import the index has not reached) does the search wait for a
+    /// round (bounded) and read again; if still more wait, it ranks the
+    /// first [`MAX_UNINDEXED`] of them with the index.
     async fn match_in_index(
         &self,
         index: Arc<dyn LexicalIndex>,
@@ -330,25 +337,65 @@ impl LibsqlBackend {
         matcher: &str,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let tenant = filter.tenant.as_str().to_owned();
+        let Some(cond) = filter_sql(filter, "t.tenant", "+m.thread_id", 5) else {
+            return Ok(Vec::new());
+        };
+        let mut delta = self.lexical_delta(&index, filter, &cond).await?;
+        if delta.1 {
+            tracing::Instrument::instrument(self.await_indexed(), tracing::info_span!("lexical.catch_up")).await?;
+            delta = self.lexical_delta(&index, filter, &cond).await?;
+        }
+        let (delta, _) = delta;
+        if !delta.pending.is_empty() {
+            // Keeps the tail short when no search waits and no embedding
+            // worker runs the catch-up.
+            self.indexer().wake();
+        }
+        index.search(filter, fts_terms(matcher), k, delta).await
+    }
+
+    /// What the in-process index does not reflect yet for `filter` (with
+    /// `cond`, its condition numbered from 5), read in one statement, so
+    /// one snapshot: the positions and threads to leave out, and up to
+    /// [`MAX_UNINDEXED`] pending entries; whether more were pending.
+    async fn lexical_delta(
+        &self,
+        index: &Arc<dyn LexicalIndex>,
+        filter: &SearchFilter,
+        cond: &FilterSql,
+    ) -> Result<(LexicalDelta, bool), StoreError> {
+        // Read before the store: an entry the feed adds meanwhile is
+        // pending and indexed both, and the pending one replaces it.
+        let position = index.position();
         let applied = self.lexical_deletions().unwrap_or(0);
-        let exclude = self
-            .read(move |conn| async move {
-                let mut exclude = LexicalExclusions::default();
-                let params = vec![Value::Text(tenant), Value::Integer(applied)];
-                let mut rows = conn.query(EXCLUSIONS, params).await.ctx("read full-text exclusions")?;
-                while let Some(row) = rows.next().await.ctx("read full-text exclusions")? {
-                    let r = cells(&row, "lexical_stale");
-                    if r.int(0, "kind")? == 0 {
-                        exclude.positions.push(r.int(1, "message_rowid")?);
-                    } else {
-                        exclude.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?));
-                    }
+        let tenant = filter.tenant.clone();
+        let sql = delta_sql(&cond.sql);
+        let mut params =
+            vec![Value::Text(tenant.as_str().to_owned()), Value::Integer(applied), Value::Integer(position)];
+        params.push(Value::Integer(MAX_UNINDEXED + 1));
+        params.extend(cond.params.iter().cloned());
+        self.read(move |conn| async move {
+            let mut delta = LexicalDelta::default();
+            let mut rows = conn.query(&sql, params).await.ctx("read full-text delta")?;
+            while let Some(row) = rows.next().await.ctx("read full-text delta")? {
+                let r = cells(&row, "messages");
+                match r.int(0, "kind")? {
+                    0 => delta.positions.push(r.int(1, "message_rowid")?),
+                    1 => delta.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?)),
+                    _ => delta.pending.push(LexicalEntry {
+                        position: r.int(1, "rowid")?,
+                        id: MessageId::from_uuid(r.uuid(3, "id")?),
+                        tenant: tenant.clone(),
+                        thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                        text: entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?),
+                    }),
                 }
-                Ok(exclude)
-            })
-            .await?;
-        index.search(filter, fts_terms(matcher), k, exclude).await
+            }
+            let more = delta.pending.len() > usize::try_from(MAX_UNINDEXED).unwrap_or(usize::MAX);
+            delta.pending.truncate(usize::try_from(MAX_UNINDEXED).unwrap_or(usize::MAX));
+            Ok((delta, more))
+        })
+        .await
     }
 
     /// Applies the deletion log (migration 22) to the in-process index from
@@ -506,26 +553,58 @@ const LEXICAL_ENTRIES: &str = "SELECT f.message_rowid, m.id, m.thread_id, t.tena
 fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
     let r = cells(row, "messages");
     let tenant = r.text(3, "tenant")?;
-    let content = r.opt_text(4, "content")?.unwrap_or_default();
-    let tools = r.opt_text(5, "tools")?.unwrap_or_default();
+    let text = entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?);
     Ok(LexicalEntry {
         position: r.int(0, "rowid")?,
         id: MessageId::from_uuid(r.uuid(1, "id")?),
         tenant: TenantId::parse(tenant).map_err(|e| corrupt("threads", "tenant", e.to_string()))?,
         thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
-        text: if tools.is_empty() { content } else { format!("{content} {tools}") },
+        text,
     })
 }
 
+/// The text a message is indexed by: its content, then its tool calls.
+fn entry_text(content: Option<String>, tools: Option<String>) -> String {
+    let (content, tools) = (content.unwrap_or_default(), tools.unwrap_or_default());
+    if tools.is_empty() { content } else { format!("{content} {tools}") }
+}
+
 /// `?1` tenant, `?2` the newest deletion-log entry the in-process index
-/// applied: its stale full-text entries and the positions of its messages
-/// deleted since (kind 0, by rowid), and its threads marked deleted (kind
-/// 1), which a search of the in-process index leaves out.
-const EXCLUSIONS: &str = "SELECT 0 AS kind, s.message_rowid, NULL FROM lexical_stale s \
+/// applied, `?3` its position, `?4` a limit; continued by a filter
+/// condition numbered from 5 and `ORDER BY f.message_rowid LIMIT ?4)`.
+/// What a search of the in-process index must correct
+/// (`LibsqlBackend::lexical_delta`):
+/// - kind 0, by rowid: the tenant's stale full-text entries and the
+///   positions of its messages deleted since;
+/// - kind 1: its threads marked deleted;
+/// - kind 2: the filter's live messages above the position or at a kind-0
+///   position (edited, or a rowid handed out again), in rowid order: rowid,
+///   thread, id, content, tools. Driven by rowid (the range, or the few
+///   positions), never by the thread's messages (`+m.thread_id` in the
+///   condition).
+const DELTA: &str = "SELECT 0 AS kind, s.message_rowid, NULL, NULL, NULL, NULL FROM lexical_stale s \
      JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
-     UNION ALL SELECT 0, d.message_rowid, NULL FROM deletion_log d \
+     UNION ALL SELECT 0, d.message_rowid, NULL, NULL, NULL, NULL FROM deletion_log d \
      WHERE d.seq > ?2 AND d.tenant = ?1 AND d.message_rowid IS NOT NULL \
-     UNION ALL SELECT 1, 0, t.id FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1";
+     UNION ALL SELECT 1, 0, t.id, NULL, NULL, NULL FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1 \
+     UNION ALL SELECT * FROM (SELECT 2, f.message_rowid, m.thread_id, m.id, f.content, f.tools \
+     FROM messages_fts_source f CROSS JOIN messages m ON m.rowid = f.message_rowid \
+     CROSS JOIN threads t ON t.id = m.thread_id \
+     WHERE f.message_rowid IN (SELECT rowid FROM messages WHERE rowid > ?3 \
+         UNION ALL SELECT s.message_rowid FROM lexical_stale s \
+             JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
+         UNION ALL SELECT d.message_rowid FROM deletion_log d WHERE d.seq > ?2 AND d.tenant = ?1)";
+
+/// [`DELTA`] for a filter condition from [`filter_sql`] numbered from 5.
+pub(crate) fn delta_sql(cond: &str) -> String {
+    format!("{DELTA} {cond} ORDER BY f.message_rowid LIMIT ?4)")
+}
+
+/// Entries a search of the in-process index ranks from the store beside
+/// the index's, without waiting for the feed: at most this many (a few
+/// milliseconds of reading and tokenising); a search that finds more
+/// waiting (a bulk import) waits for a catch-up round first.
+const MAX_UNINDEXED: i64 = 1_000;
 
 /// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range

@@ -361,3 +361,22 @@ async fn the_pending_count_reads_only_its_tenants_jobs() {
         "{p}"
     );
 }
+
+/// What a search of the in-process index reads instead of waiting for the
+/// feed starts from rowids (the range above the index's position, or the
+/// few positions left out), never from the searched thread's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_text_delta_reads_by_rowid() {
+    let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
+    let filter = memlayer_ports::SearchFilter::these_threads(TenantId::parse("acme").unwrap(), vec![ThreadId::new()]);
+    let cond = crate::filter_sql::filter_sql(&filter, "t.tenant", "+m.thread_id", 5).unwrap();
+    let mut params = vec![Value::Text("acme".into()), Value::Integer(0), Value::Integer(0), Value::Integer(10)];
+    params.extend(cond.params);
+    let p = plan(&backend, crate::embeddings::delta_sql(&cond.sql), params).await;
+    println!("{p}");
+    // (The one temporary B-tree is the view's, ordering a message's tool
+    // calls.)
+    assert!(!p.contains("SCAN m\"") && !p.contains("SCAN messages") && !p.contains("FOR ORDER BY"), "{p}");
+    assert!(p.contains("SEARCH messages USING INTEGER PRIMARY KEY (rowid>?)"), "{p}");
+    assert!(p.contains("SEARCH messages USING INTEGER PRIMARY KEY (rowid=?)"), "{p}");
+}

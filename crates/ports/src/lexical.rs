@@ -23,14 +23,19 @@ pub struct LexicalEntry {
     pub text: String,
 }
 
-/// What a search must leave out besides the filter: entries the feeding
-/// store knows are out of date but the index may still hold.
+/// What the feeding store knows and the index may not reflect yet, so a
+/// search need not wait for the feed: entries to leave out, and entries to
+/// score as if the index held them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LexicalExclusions {
+pub struct LexicalDelta {
     /// Positions of deleted or edited messages not yet removed.
     pub positions: Vec<i64>,
     /// Threads marked deleted whose entries may not be removed yet.
     pub threads: Vec<ThreadId>,
+    /// Live entries the index may not hold as they are now: stored above
+    /// its position, or at one of `positions` (an edit, or a position
+    /// handed out again). They replace any entry of the same message.
+    pub pending: Vec<LexicalEntry>,
 }
 
 /// An in-process full-text index with BM25 ranking.
@@ -57,17 +62,20 @@ pub trait LexicalIndex: Send + Sync + std::fmt::Debug {
         through: Option<i64>,
     ) -> Result<(), StoreError>;
 
-    /// The best `k` entries admitted by `filter` and not excluded, that hold
-    /// any of `terms` (plain words, tokenised like the indexed text), by
-    /// BM25 over the tenant's own entries (no other tenant's statistics;
-    /// an index MAY narrow them to the threads `filter` names),
-    /// best first, higher scores better.
+    /// The best `k` entries admitted by `filter` and not left out by
+    /// `delta`, that hold any of `terms` (plain words, tokenised like the
+    /// indexed text), by BM25 over the tenant's own entries (no other
+    /// tenant's statistics; an index MAY narrow them to the threads
+    /// `filter` names), best first, higher scores better. `delta.pending`
+    /// MUST be ranked as if added to the index: one ranking, their words
+    /// counted in the statistics, and each replaces any entry of its
+    /// message.
     async fn search(
         &self,
         filter: &SearchFilter,
         terms: Vec<String>,
         k: usize,
-        exclude: LexicalExclusions,
+        delta: LexicalDelta,
     ) -> Result<Vec<ScoredHit>, StoreError>;
 
     /// Forgets every entry of every tenant and goes back to position 0, so

@@ -46,7 +46,7 @@ pub use idempotency::{
     Claim, Fingerprint, IdempotencyKey, IdempotencyStore, StoredResponse, check_claim, check_response,
 };
 pub use keys::{KeyListing, KeyStore, SecretHash};
-pub use lexical::{LexicalEntry, LexicalExclusions, LexicalIndex};
+pub use lexical::{LexicalDelta, LexicalEntry, LexicalIndex};
 pub use messages::{ByteBudget, MessageStore, SeqRange, Windows};
 pub use observability::{IngestReport, MAX_INGEST_SPANS, ModelCalls, ObservabilityStore, StoreGauges};
 pub use retention::{PruneStep, RetentionStore};

@@ -613,6 +613,9 @@ async fn the_in_process_index_follows_deletes_edits_reused_rowids_and_reopens() 
     let again = db.append(&acme, a, vec![text("reused kettle slot")]).await.unwrap();
     assert_eq!(ids(db.lexical_search(&whole("acme"), "kettle".into(), 5).await.unwrap()), vec![again[0].id]);
 
+    // Searches no longer wait for the feed: a round feeds the index before
+    // it is closed, so the snapshot holds a position to resume from.
+    db.catch_up().await.unwrap();
     index.close().await.unwrap();
     drop((db, index));
     let db = open_file(&path).await;
@@ -769,6 +772,7 @@ async fn the_in_process_index_follows_deletions_of_another_process() {
     // reopened index replays the log: the deletion made while it was
     // closed goes, and the older deletion at the reused rowid takes nothing
     // of the message that lives there now.
+    server.catch_up().await.unwrap();
     index.close().await.unwrap();
     drop((server, index));
     MessageStore::delete(&cli, &acme, mine[2].id).await.unwrap();
@@ -820,4 +824,70 @@ async fn a_search_during_busy_catch_up_rounds_finds_what_came_before_it() {
     }
     stop.store(true, Ordering::Relaxed);
     filler.await.unwrap();
+}
+
+/// A search of the in-process index does not wait for the catch-up: with
+/// no wait allowed at all (`index_wait` 0) and no round run since, it finds
+/// what was appended, edited and deleted just before it, and ranks the
+/// appended messages exactly as it does once they are fed (the same hits,
+/// the same scores), over the tenant and over some of its threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_ranks_what_the_index_has_not_reached_without_waiting() {
+    use std::sync::Arc;
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let config = LibsqlConfig { index_wait: std::time::Duration::ZERO, ..LibsqlConfig::file(path.clone()) };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let conn = raw(&path).await;
+    let acme = tenant("acme");
+    let (a, b) = (
+        db.create(&acme, NewThread::default()).await.unwrap().id,
+        db.create(&acme, NewThread::default()).await.unwrap().id,
+    );
+    let fed = db
+        .append(&acme, a, vec![text("kettle on the stove"), text("edit me later"), text("a kettle and a toaster")])
+        .await
+        .unwrap();
+    db.catch_up().await.unwrap();
+
+    let tail = db
+        .append(&acme, b, vec![text("toaster toaster"), text("the kettle in the other thread"), text("garden")])
+        .await
+        .unwrap();
+    let ids = |hits: &[memlayer_ports::ScoredHit]| hits.iter().map(|h| h.id).collect::<Vec<_>>();
+    let searches = [
+        (whole("acme"), "kettle toaster"),
+        (SearchFilter::these_threads(acme.clone(), vec![b]), "kettle toaster garden"),
+        (SearchFilter::these_threads(acme.clone(), vec![a, b]), "toaster"),
+    ];
+    let mut before = Vec::new();
+    for (filter, query) in &searches {
+        before.push(db.lexical_search(filter, (*query).into(), 10).await.unwrap());
+    }
+    assert!(ids(&before[0]).contains(&tail[0].id) && ids(&before[0]).contains(&tail[1].id), "{:?}", before[0]);
+    assert_eq!(before[1].len(), 3, "{:?}", before[1]);
+    db.catch_up().await.unwrap();
+    for ((filter, query), before) in searches.iter().zip(&before) {
+        let after = db.lexical_search(filter, (*query).into(), 10).await.unwrap();
+        assert_eq!(ids(&after), ids(before), "{query}");
+        for (x, y) in after.iter().zip(before) {
+            assert!((x.score - y.score).abs() < 1e-4, "{query}: {x:?} fed, {y:?} pending");
+        }
+    }
+
+    // An edit behind the adapter's back and a delete, then at once a
+    // search: the new text is found, the old one and the deleted message
+    // are not.
+    conn.execute("UPDATE messages SET content = 'a walnut now' WHERE content = 'edit me later'", ()).await.unwrap();
+    MessageStore::delete(&db, &acme, fed[0].id).await.unwrap();
+    assert_eq!(ids(&db.lexical_search(&whole("acme"), "walnut".into(), 5).await.unwrap()), vec![fed[1].id]);
+    assert!(db.lexical_search(&whole("acme"), "edit later".into(), 5).await.unwrap().is_empty());
+    let stove = db.lexical_search(&whole("acme"), "stove kettle".into(), 5).await.unwrap();
+    assert!(!ids(&stove).contains(&fed[0].id), "{stove:?}");
+    assert_eq!(stove.len(), 2, "{stove:?}");
 }
