@@ -326,10 +326,10 @@ impl LibsqlBackend {
     /// threads marked deleted) is left out, and the filter's messages the
     /// index may not hold as they are now (above its position, or live at
     /// a position left out) are read from the store and ranked with it
-    /// ([`LexicalDelta`]). Only when more than [`MAX_UNINDEXED`] wait (a
-    /// bulk import the index has not reached) does the search wait for a
-    /// round (bounded) and read again; if still more wait, it ranks the
-    /// first [`MAX_UNINDEXED`] of them with the index.
+    /// ([`LexicalDelta`]). Only when more than [`MAX_UNINDEXED`] entries
+    /// or [`MAX_UNINDEXED_BYTES`] wait (a bulk import the index has not
+    /// reached) does the search wait for a round (bounded) and read again;
+    /// if still more wait, it ranks the oldest that fit with the index.
     async fn match_in_index(
         &self,
         index: Arc<dyn LexicalIndex>,
@@ -372,27 +372,36 @@ impl LibsqlBackend {
         let sql = delta_sql(&cond.sql);
         let mut params =
             vec![Value::Text(tenant.as_str().to_owned()), Value::Integer(applied), Value::Integer(position)];
-        params.push(Value::Integer(MAX_UNINDEXED + 1));
+        params.push(int(MAX_UNINDEXED + 1));
         params.extend(cond.params.iter().cloned());
         self.read(move |conn| async move {
             let mut delta = LexicalDelta::default();
+            let (mut bytes, mut more) = (0usize, false);
             let mut rows = conn.query(&sql, params).await.ctx("read full-text delta")?;
             while let Some(row) = rows.next().await.ctx("read full-text delta")? {
                 let r = cells(&row, "messages");
                 match r.int(0, "kind")? {
                     0 => delta.positions.push(r.int(1, "message_rowid")?),
                     1 => delta.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?)),
-                    _ => delta.pending.push(LexicalEntry {
-                        position: r.int(1, "rowid")?,
-                        id: MessageId::from_uuid(r.uuid(3, "id")?),
-                        tenant: tenant.clone(),
-                        thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
-                        text: entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?),
-                    }),
+                    _ => {
+                        let text = entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?);
+                        bytes = bytes.saturating_add(text.len());
+                        // The pending entries come last (kind 2), in rowid
+                        // order: stopping here keeps the oldest.
+                        if delta.pending.len() >= MAX_UNINDEXED || bytes > MAX_UNINDEXED_BYTES {
+                            more = true;
+                            break;
+                        }
+                        delta.pending.push(LexicalEntry {
+                            position: r.int(1, "rowid")?,
+                            id: MessageId::from_uuid(r.uuid(3, "id")?),
+                            tenant: tenant.clone(),
+                            thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
+                            text,
+                        });
+                    }
                 }
             }
-            let more = delta.pending.len() > usize::try_from(MAX_UNINDEXED).unwrap_or(usize::MAX);
-            delta.pending.truncate(usize::try_from(MAX_UNINDEXED).unwrap_or(usize::MAX));
             Ok((delta, more))
         })
         .await
@@ -602,9 +611,12 @@ pub(crate) fn delta_sql(cond: &str) -> String {
 
 /// Entries a search of the in-process index ranks from the store beside
 /// the index's, without waiting for the feed: at most this many (a few
-/// milliseconds of reading and tokenising); a search that finds more
-/// waiting (a bulk import) waits for a catch-up round first.
-const MAX_UNINDEXED: i64 = 1_000;
+/// milliseconds of reading and tokenising) and this many bytes of text; a
+/// search that finds more waiting (a bulk import) waits for a catch-up
+/// round first.
+const MAX_UNINDEXED: usize = 1_000;
+/// See [`MAX_UNINDEXED`].
+const MAX_UNINDEXED_BYTES: usize = 4 << 20;
 
 /// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range

@@ -891,3 +891,28 @@ async fn a_search_ranks_what_the_index_has_not_reached_without_waiting() {
     assert!(!ids(&stove).contains(&fed[0].id), "{stove:?}");
     assert_eq!(stove.len(), 2, "{stove:?}");
 }
+
+/// More messages waiting than a search ranks from the store (1,000): the
+/// search waits for the catch-up instead, and still finds the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_behind_a_bulk_import_waits_for_the_index() {
+    use std::sync::Arc;
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LibsqlConfig { index_wait: std::time::Duration::from_secs(60), ..LibsqlConfig::file(db_path(&dir)) };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let acme = tenant("acme");
+    let a = db.create(&acme, NewThread::default()).await.unwrap().id;
+    for part in 0..2 {
+        let batch: Vec<NewMessage> = (0..750).map(|i| text(&format!("imported line {part} {i}"))).collect();
+        db.append(&acme, a, batch).await.unwrap();
+    }
+    let last = db.append(&acme, a, vec![text("the zebra comes last")]).await.unwrap();
+    let hits = db.lexical_search(&whole("acme"), "zebra".into(), 5).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![last[0].id]);
+    assert_eq!(db.lexical_search(&whole("acme"), "imported".into(), 2_000).await.unwrap().len(), 1_500);
+}
