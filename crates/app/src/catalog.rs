@@ -46,8 +46,16 @@ type SettingKey = (TenantId, SettingName, SettingName);
 /// note a write generation before going to the store and cache their
 /// result only if no write finished meanwhile (writes bump the generation,
 /// then invalidate).
+///
+/// Cloning it is one reference count: a clone is taken per request (the
+/// HTTP state, the context service), and cloning the four caches one by one
+/// cost ~4% of the server's CPU under load (docs/BENCHMARKS.md).
 #[derive(Clone)]
-pub struct CatalogService {
+pub struct CatalogService(Arc<Catalog>);
+
+/// What a [`CatalogService`] shares among its clones.
+#[derive(Clone)]
+struct Catalog {
     store: Arc<dyn CatalogStore>,
     writes: Arc<AtomicU64>,
     models: Cache<(TenantId, ModelId), ModelConfig>,
@@ -60,10 +68,10 @@ pub struct CatalogService {
 impl std::fmt::Debug for CatalogService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CatalogService")
-            .field("store", &self.store)
-            .field("cached_models", &self.models.entry_count())
-            .field("cached_agents", &self.agents.entry_count())
-            .field("cached_settings", &self.settings.entry_count())
+            .field("store", &self.0.store)
+            .field("cached_models", &self.0.models.entry_count())
+            .field("cached_agents", &self.0.agents.entry_count())
+            .field("cached_settings", &self.0.settings.entry_count())
             .finish()
     }
 }
@@ -84,7 +92,7 @@ impl CatalogService {
     /// A service over `store` with caches of `cache` size and lifetime.
     #[must_use]
     pub fn new(store: Arc<dyn CatalogStore>, cache_settings: CacheSettings) -> Self {
-        Self {
+        Self(Arc::new(Catalog {
             store,
             writes: Arc::new(AtomicU64::new(0)),
             models: cache(cache_settings),
@@ -92,39 +100,39 @@ impl CatalogService {
             agents_by_name: cache(cache_settings),
             settings: cache(cache_settings),
             coordinator: None,
-        }
+        }))
     }
 
     fn generation(&self) -> u64 {
-        self.writes.load(Ordering::Acquire)
+        self.0.writes.load(Ordering::Acquire)
     }
 
     /// Whether no write finished since `generation` was read.
     fn unchanged_since(&self, generation: u64) -> bool {
-        self.writes.load(Ordering::Acquire) == generation
+        self.0.writes.load(Ordering::Acquire) == generation
     }
 
     fn wrote(&self) {
-        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.0.writes.fetch_add(1, Ordering::AcqRel);
     }
 
     async fn models_changed(&self, tenant: &TenantId) {
         self.wrote();
-        self.models.invalidate_all();
+        self.0.models.invalidate_all();
         self.announce(tenant).await;
     }
 
     async fn agents_changed(&self, tenant: &TenantId) {
         self.wrote();
-        self.agents.invalidate_all();
-        self.agents_by_name.invalidate_all();
+        self.0.agents.invalidate_all();
+        self.0.agents_by_name.invalidate_all();
         self.announce(tenant).await;
     }
 
     /// Tells the other servers (through Redis, when configured) that
     /// `tenant`'s catalog changed.
     async fn announce(&self, tenant: &TenantId) {
-        if let Some(c) = &self.coordinator {
+        if let Some(c) = &self.0.coordinator {
             c.publish_invalidation(tenant.as_str()).await;
         }
     }
@@ -133,18 +141,18 @@ impl CatalogService {
     /// may have, while the link to it was down).
     pub fn invalidate_from_peer(&self) {
         self.wrote();
-        self.models.invalidate_all();
-        self.agents.invalidate_all();
-        self.agents_by_name.invalidate_all();
-        self.settings.invalidate_all();
+        self.0.models.invalidate_all();
+        self.0.agents.invalidate_all();
+        self.0.agents_by_name.invalidate_all();
+        self.0.settings.invalidate_all();
     }
 
     /// Announces this service's writes to other servers through
     /// `coordinator`, so their caches drop what changed at once.
     #[must_use]
-    pub fn with_coordinator(mut self, coordinator: Option<crate::Coordinator>) -> Self {
-        self.coordinator = coordinator;
-        self
+    pub fn with_coordinator(self, coordinator: Option<crate::Coordinator>) -> Self {
+        // Shares the store, the caches and the write count with `self`.
+        Self(Arc::new(Catalog { coordinator, ..Catalog::clone(&self.0) }))
     }
 
     /// Creates a model; with `is_default` it becomes the tenant's only default.
@@ -153,7 +161,7 @@ impl CatalogService {
     /// As [`CatalogStore::create_model`].
     pub async fn create_model(&self, tenant: &TenantId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
-        let created = self.store.create_model(tenant, new).await;
+        let created = self.0.store.create_model(tenant, new).await;
         self.models_changed(tenant).await;
         created
     }
@@ -164,13 +172,13 @@ impl CatalogService {
     /// `NotFound` when the tenant has no such model.
     pub async fn get_model(&self, tenant: &TenantId, id: ModelId) -> Result<ModelConfig, StoreError> {
         let key = (tenant.clone(), id);
-        if let Some(hit) = self.models.get(&key).await {
+        if let Some(hit) = self.0.models.get(&key).await {
             return Ok(hit);
         }
         let generation = self.generation();
-        let model = self.store.get_model(tenant, id).await?;
+        let model = self.0.store.get_model(tenant, id).await?;
         if self.unchanged_since(generation) {
-            self.models.insert(key, model.clone()).await;
+            self.0.models.insert(key, model.clone()).await;
         }
         Ok(model)
     }
@@ -181,7 +189,7 @@ impl CatalogService {
     /// As [`CatalogStore::list_models`].
     pub async fn default_model(&self, tenant: &TenantId) -> Result<Option<ModelConfig>, StoreError> {
         let query = ListQuery::new(CatalogEntity::Models).filter("is_default", "eq", "true")?.limit(PageSize::new(1)?);
-        Ok(self.store.list_models(tenant, &query).await?.items.pop())
+        Ok(self.0.store.list_models(tenant, &query).await?.items.pop())
     }
 
     /// A page of models.
@@ -193,7 +201,7 @@ impl CatalogService {
         tenant: &TenantId,
         query: &ListQuery,
     ) -> Result<Page<ModelConfig, ListCursor>, StoreError> {
-        self.store.list_models(tenant, query).await
+        self.0.store.list_models(tenant, query).await
     }
 
     /// Replaces a model.
@@ -202,7 +210,7 @@ impl CatalogService {
     /// As [`CatalogStore::update_model`].
     pub async fn update_model(&self, tenant: &TenantId, id: ModelId, new: NewModel) -> Result<ModelConfig, StoreError> {
         new.validate()?;
-        let updated = self.store.update_model(tenant, id, new).await;
+        let updated = self.0.store.update_model(tenant, id, new).await;
         self.models_changed(tenant).await;
         updated
     }
@@ -212,7 +220,7 @@ impl CatalogService {
     /// # Errors
     /// As [`CatalogStore::delete_model`].
     pub async fn delete_model(&self, tenant: &TenantId, id: ModelId) -> Result<(), StoreError> {
-        let deleted = self.store.delete_model(tenant, id).await;
+        let deleted = self.0.store.delete_model(tenant, id).await;
         self.models_changed(tenant).await;
         deleted
     }
@@ -225,7 +233,7 @@ impl CatalogService {
     pub async fn create_agent(&self, tenant: &TenantId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         crate::working::check_agent_schema(&new.memory)?;
-        let created = self.store.create_agent(tenant, new).await;
+        let created = self.0.store.create_agent(tenant, new).await;
         self.agents_changed(tenant).await;
         created
     }
@@ -236,13 +244,13 @@ impl CatalogService {
     /// `NotFound` when the tenant has no such agent.
     pub async fn get_agent(&self, tenant: &TenantId, id: AgentId) -> Result<AgentConfig, StoreError> {
         let key = (tenant.clone(), id);
-        if let Some(hit) = self.agents.get(&key).await {
+        if let Some(hit) = self.0.agents.get(&key).await {
             return Ok(hit);
         }
         let generation = self.generation();
-        let agent = self.store.get_agent(tenant, id).await?;
+        let agent = self.0.store.get_agent(tenant, id).await?;
         if self.unchanged_since(generation) {
-            self.agents.insert(key, agent.clone()).await;
+            self.0.agents.insert(key, agent.clone()).await;
         }
         Ok(agent)
     }
@@ -254,14 +262,14 @@ impl CatalogService {
     /// As [`CatalogStore::list_agents`].
     pub async fn agent_by_name(&self, tenant: &TenantId, name: &AgentName) -> Result<Option<AgentConfig>, StoreError> {
         let key = (tenant.clone(), name.clone());
-        if let Some(hit) = self.agents_by_name.get(&key).await {
+        if let Some(hit) = self.0.agents_by_name.get(&key).await {
             return Ok(hit);
         }
         let query = ListQuery::new(CatalogEntity::Agents).filter("name", "eq", name.as_str())?.limit(PageSize::new(1)?);
         let generation = self.generation();
-        let found = self.store.list_agents(tenant, &query).await?.items.pop();
+        let found = self.0.store.list_agents(tenant, &query).await?.items.pop();
         if self.unchanged_since(generation) {
-            self.agents_by_name.insert(key, found.clone()).await;
+            self.0.agents_by_name.insert(key, found.clone()).await;
         }
         Ok(found)
     }
@@ -275,7 +283,7 @@ impl CatalogService {
         tenant: &TenantId,
         query: &ListQuery,
     ) -> Result<Page<AgentConfig, ListCursor>, StoreError> {
-        self.store.list_agents(tenant, query).await
+        self.0.store.list_agents(tenant, query).await
     }
 
     /// Replaces an agent.
@@ -285,7 +293,7 @@ impl CatalogService {
     pub async fn update_agent(&self, tenant: &TenantId, id: AgentId, new: NewAgent) -> Result<AgentConfig, StoreError> {
         new.validate()?;
         crate::working::check_agent_schema(&new.memory)?;
-        let updated = self.store.update_agent(tenant, id, new).await;
+        let updated = self.0.store.update_agent(tenant, id, new).await;
         self.agents_changed(tenant).await;
         updated
     }
@@ -295,7 +303,7 @@ impl CatalogService {
     /// # Errors
     /// As [`CatalogStore::delete_agent`].
     pub async fn delete_agent(&self, tenant: &TenantId, id: AgentId) -> Result<(), StoreError> {
-        let deleted = self.store.delete_agent(tenant, id).await;
+        let deleted = self.0.store.delete_agent(tenant, id).await;
         self.agents_changed(tenant).await;
         deleted
     }
@@ -305,7 +313,7 @@ impl CatalogService {
     /// # Errors
     /// `NotFound` when the tenant has no such agent.
     pub async fn agent_tools(&self, tenant: &TenantId, id: AgentId) -> Result<Vec<ToolConfig>, StoreError> {
-        self.store.agent_tools(tenant, id).await
+        self.0.store.agent_tools(tenant, id).await
     }
 
     /// Creates a tool.
@@ -314,7 +322,7 @@ impl CatalogService {
     /// As [`CatalogStore::create_tool`].
     pub async fn create_tool(&self, tenant: &TenantId, new: NewTool) -> Result<ToolConfig, StoreError> {
         new.validate()?;
-        self.store.create_tool(tenant, new).await
+        self.0.store.create_tool(tenant, new).await
     }
 
     /// One tool.
@@ -322,7 +330,7 @@ impl CatalogService {
     /// # Errors
     /// `NotFound` when the tenant has no such tool.
     pub async fn get_tool(&self, tenant: &TenantId, id: ToolId) -> Result<ToolConfig, StoreError> {
-        self.store.get_tool(tenant, id).await
+        self.0.store.get_tool(tenant, id).await
     }
 
     /// A page of tools.
@@ -334,7 +342,7 @@ impl CatalogService {
         tenant: &TenantId,
         query: &ListQuery,
     ) -> Result<Page<ToolConfig, ListCursor>, StoreError> {
-        self.store.list_tools(tenant, query).await
+        self.0.store.list_tools(tenant, query).await
     }
 
     /// Replaces a tool.
@@ -343,7 +351,7 @@ impl CatalogService {
     /// As [`CatalogStore::update_tool`].
     pub async fn update_tool(&self, tenant: &TenantId, id: ToolId, new: NewTool) -> Result<ToolConfig, StoreError> {
         new.validate()?;
-        self.store.update_tool(tenant, id, new).await
+        self.0.store.update_tool(tenant, id, new).await
     }
 
     /// Deletes a tool no agent lists.
@@ -351,7 +359,7 @@ impl CatalogService {
     /// # Errors
     /// As [`CatalogStore::delete_tool`].
     pub async fn delete_tool(&self, tenant: &TenantId, id: ToolId) -> Result<(), StoreError> {
-        self.store.delete_tool(tenant, id).await
+        self.0.store.delete_tool(tenant, id).await
     }
 
     /// A setting, or `None` when absent (cached, absence included).
@@ -365,13 +373,13 @@ impl CatalogService {
         key: &SettingName,
     ) -> Result<Option<Setting>, StoreError> {
         let k = (tenant.clone(), category.clone(), key.clone());
-        if let Some(hit) = self.settings.get(&k).await {
+        if let Some(hit) = self.0.settings.get(&k).await {
             return Ok(hit);
         }
         let generation = self.generation();
-        let found = self.store.get_setting(tenant, category, key).await?;
+        let found = self.0.store.get_setting(tenant, category, key).await?;
         if self.unchanged_since(generation) {
-            self.settings.insert(k, found.clone()).await;
+            self.0.settings.insert(k, found.clone()).await;
         }
         Ok(found)
     }
@@ -408,9 +416,9 @@ impl CatalogService {
         if category.as_str() == crate::LIMITS_CATEGORY {
             crate::validate_limits_setting(key.as_str(), &value)?;
         }
-        let stored = self.store.put_setting(tenant, category, key, value).await;
+        let stored = self.0.store.put_setting(tenant, category, key, value).await;
         self.wrote();
-        self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        self.0.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
         self.announce(tenant).await;
         stored
     }
@@ -425,9 +433,9 @@ impl CatalogService {
         category: &SettingName,
         key: &SettingName,
     ) -> Result<(), StoreError> {
-        let deleted = self.store.delete_setting(tenant, category, key).await;
+        let deleted = self.0.store.delete_setting(tenant, category, key).await;
         self.wrote();
-        self.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
+        self.0.settings.invalidate(&(tenant.clone(), category.clone(), key.clone())).await;
         self.announce(tenant).await;
         deleted
     }
