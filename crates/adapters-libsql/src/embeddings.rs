@@ -337,15 +337,14 @@ impl LibsqlBackend {
         matcher: &str,
         k: usize,
     ) -> Result<Vec<ScoredHit>, StoreError> {
-        let Some(cond) = filter_sql(filter, "t.tenant", "+m.thread_id", 5) else {
+        let Some(cond) = filter_sql(filter, "t.tenant", "+m.thread_id", 6) else {
             return Ok(Vec::new());
         };
-        let mut delta = self.lexical_delta(&index, filter, &cond).await?;
-        if delta.1 {
+        let (mut delta, more) = self.lexical_delta(&index, filter, &cond).await?;
+        if more {
             tracing::Instrument::instrument(self.await_indexed(), tracing::info_span!("lexical.catch_up")).await?;
-            delta = self.lexical_delta(&index, filter, &cond).await?;
+            delta = self.lexical_delta(&index, filter, &cond).await?.0;
         }
-        let (delta, _) = delta;
         if !delta.pending.is_empty() {
             // Keeps the tail short when no search waits and no embedding
             // worker runs the catch-up.
@@ -355,17 +354,18 @@ impl LibsqlBackend {
     }
 
     /// What the in-process index does not reflect yet for `filter` (with
-    /// `cond`, its condition numbered from 5), read in one statement, so
-    /// one snapshot: the positions and threads to leave out, and up to
-    /// [`MAX_UNINDEXED`] pending entries; whether more were pending.
+    /// `cond`, its condition numbered from 6), read in one statement, so
+    /// one snapshot: the positions and threads to leave out, and the oldest
+    /// pending entries within [`MAX_UNINDEXED`], [`MAX_UNINDEXED_BYTES`] and
+    /// [`UNINDEXED_WINDOW`]; whether more were pending (or may be).
     async fn lexical_delta(
         &self,
         index: &Arc<dyn LexicalIndex>,
         filter: &SearchFilter,
         cond: &FilterSql,
     ) -> Result<(LexicalDelta, bool), StoreError> {
-        // Read before the store: an entry the feed adds meanwhile is
-        // pending and indexed both, and the pending one replaces it.
+        // Read before the store: an entry the feed adds meanwhile is then
+        // pending and indexed both, and the index counts it once.
         let position = index.position();
         let applied = self.lexical_deletions().unwrap_or(0);
         let tenant = filter.tenant.clone();
@@ -373,6 +373,7 @@ impl LibsqlBackend {
         let mut params =
             vec![Value::Text(tenant.as_str().to_owned()), Value::Integer(applied), Value::Integer(position)];
         params.push(int(MAX_UNINDEXED + 1));
+        params.push(Value::Integer(position.saturating_add(UNINDEXED_WINDOW)));
         params.extend(cond.params.iter().cloned());
         self.read(move |conn| async move {
             let mut delta = LexicalDelta::default();
@@ -383,6 +384,8 @@ impl LibsqlBackend {
                 match r.int(0, "kind")? {
                     0 => delta.positions.push(r.int(1, "message_rowid")?),
                     1 => delta.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?)),
+                    // Messages above the window were not read.
+                    3 => more |= r.int(1, "rowid")? > position.saturating_add(UNINDEXED_WINDOW),
                     _ => {
                         let text = entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?);
                         bytes = bytes.saturating_add(text.len());
@@ -579,14 +582,18 @@ fn entry_text(content: Option<String>, tools: Option<String>) -> String {
 }
 
 /// `?1` tenant, `?2` the newest deletion-log entry the in-process index
-/// applied, `?3` its position, `?4` a limit; continued by a filter
-/// condition numbered from 5 and `ORDER BY f.message_rowid LIMIT ?4)`.
+/// applied, `?3` its position, `?4` a limit, `?5` the window's last rowid;
+/// continued by a filter condition numbered from 6 and
+/// `ORDER BY f.message_rowid LIMIT ?4)`.
 /// What a search of the in-process index must correct
 /// (`LibsqlBackend::lexical_delta`):
 /// - kind 0, by rowid: the tenant's stale full-text entries and the
 ///   positions of its messages deleted since;
 /// - kind 1: its threads marked deleted;
-/// - kind 2: the filter's live messages above the position or at a kind-0
+/// - kind 3: the newest rowid of all;
+/// - kind 2, last: the filter's live messages above the position (up to
+///   the window's last rowid, so a search after a bulk import never reads
+///   every rowid above the index's position) or at a kind-0
 ///   position (edited, or a rowid handed out again), in rowid order: rowid,
 ///   thread, id, content, tools. Driven by rowid (the range, or the few
 ///   positions), never by the thread's messages (`+m.thread_id` in the
@@ -596,15 +603,16 @@ const DELTA: &str = "SELECT 0 AS kind, s.message_rowid, NULL, NULL, NULL, NULL F
      UNION ALL SELECT 0, d.message_rowid, NULL, NULL, NULL, NULL FROM deletion_log d \
      WHERE d.seq > ?2 AND d.tenant = ?1 AND d.message_rowid IS NOT NULL \
      UNION ALL SELECT 1, 0, t.id, NULL, NULL, NULL FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1 \
+     UNION ALL SELECT 3, (SELECT coalesce(max(rowid), 0) FROM messages), NULL, NULL, NULL, NULL \
      UNION ALL SELECT * FROM (SELECT 2, f.message_rowid, m.thread_id, m.id, f.content, f.tools \
      FROM messages_fts_source f CROSS JOIN messages m ON m.rowid = f.message_rowid \
      CROSS JOIN threads t ON t.id = m.thread_id \
-     WHERE f.message_rowid IN (SELECT rowid FROM messages WHERE rowid > ?3 \
+     WHERE f.message_rowid IN (SELECT rowid FROM messages WHERE rowid > ?3 AND rowid <= ?5 \
          UNION ALL SELECT s.message_rowid FROM lexical_stale s \
              JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
          UNION ALL SELECT d.message_rowid FROM deletion_log d WHERE d.seq > ?2 AND d.tenant = ?1)";
 
-/// [`DELTA`] for a filter condition from [`filter_sql`] numbered from 5.
+/// [`DELTA`] for a filter condition from [`filter_sql`] numbered from 6.
 pub(crate) fn delta_sql(cond: &str) -> String {
     format!("{DELTA} {cond} ORDER BY f.message_rowid LIMIT ?4)")
 }
@@ -617,6 +625,9 @@ pub(crate) fn delta_sql(cond: &str) -> String {
 const MAX_UNINDEXED: usize = 1_000;
 /// See [`MAX_UNINDEXED`].
 const MAX_UNINDEXED_BYTES: usize = 4 << 20;
+/// Rowids (of every tenant) above the index's position that a search looks
+/// through for its pending entries; past it, it waits for a round.
+const UNINDEXED_WINDOW: i64 = 20_000;
 
 /// The filter's messages above the watermark without a vector: not yet
 /// queued by the catch-up, and pending all the same (migration 3). A range

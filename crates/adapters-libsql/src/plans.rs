@@ -369,14 +369,15 @@ async fn the_pending_count_reads_only_its_tenants_jobs() {
 async fn the_full_text_delta_reads_by_rowid() {
     let backend = LibsqlBackend::open_migrated(LibsqlConfig::memory()).await.unwrap();
     let filter = memlayer_ports::SearchFilter::these_threads(TenantId::parse("acme").unwrap(), vec![ThreadId::new()]);
-    let cond = crate::filter_sql::filter_sql(&filter, "t.tenant", "+m.thread_id", 5).unwrap();
-    let mut params = vec![Value::Text("acme".into()), Value::Integer(0), Value::Integer(0), Value::Integer(10)];
+    let cond = crate::filter_sql::filter_sql(&filter, "t.tenant", "+m.thread_id", 6).unwrap();
+    let mut params =
+        vec![Value::Text("acme".into()), Value::Integer(0), Value::Integer(0), Value::Integer(10), Value::Integer(9)];
     params.extend(cond.params);
     let p = plan(&backend, crate::embeddings::delta_sql(&cond.sql), params).await;
     println!("{p}");
     // (The one temporary B-tree is the view's, ordering a message's tool
     // calls.)
     assert!(!p.contains("SCAN m\"") && !p.contains("SCAN messages") && !p.contains("FOR ORDER BY"), "{p}");
-    assert!(p.contains("SEARCH messages USING INTEGER PRIMARY KEY (rowid>?)"), "{p}");
+    assert!(p.contains("SEARCH messages USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"), "{p}");
     assert!(p.contains("SEARCH messages USING INTEGER PRIMARY KEY (rowid=?)"), "{p}");
 }

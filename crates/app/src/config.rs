@@ -312,8 +312,9 @@ pub struct DatabaseConfig {
     /// background catch-up to index what was appended before it, in
     /// milliseconds (libSQL); after that it searches what is indexed and
     /// reports the rest as pending.
-    /// A search of the in-process (tantivy) index waits only when more
-    /// than 1,000 messages wait: fewer are ranked from the database.
+    /// A search of the in-process (tantivy) index waits only behind a bulk
+    /// import (more than 1,000 messages or 4 MiB waiting, or 20,000 of any
+    /// tenant): fewer are ranked from the database.
     pub index_wait_ms: u64,
     /// Longest one statement may run, in milliseconds, before Postgres
     /// cancels it and the call fails 503 (`SET LOCAL statement_timeout` in

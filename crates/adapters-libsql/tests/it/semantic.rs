@@ -916,3 +916,29 @@ async fn a_search_behind_a_bulk_import_waits_for_the_index() {
     assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![last[0].id]);
     assert_eq!(db.lexical_search(&whole("acme"), "imported".into(), 2_000).await.unwrap().len(), 1_500);
 }
+
+/// Another tenant's bulk import the index has not reached (more rowids
+/// above its position than a search looks through, 20,000): a search waits
+/// for the catch-up instead, and finds what its own tenant appended after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_behind_another_tenants_bulk_import_waits_for_the_index() {
+    use std::sync::Arc;
+
+    use memlayer_adapters_embed::TantivyLexicalIndex;
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LibsqlConfig { index_wait: std::time::Duration::from_secs(60), ..LibsqlConfig::file(db_path(&dir)) };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    let theirs = db.create(&other, NewThread::default()).await.unwrap().id;
+    for part in 0..21 {
+        let batch: Vec<NewMessage> = (0..1_000).map(|i| text(&format!("imported {part} {i}"))).collect();
+        db.append(&other, theirs, batch).await.unwrap();
+    }
+    let mine = db.create(&acme, NewThread::default()).await.unwrap().id;
+    let last = db.append(&acme, mine, vec![text("the zebra comes last")]).await.unwrap();
+    let hits = db.lexical_search(&whole("acme"), "zebra".into(), 5).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![last[0].id]);
+}
