@@ -470,10 +470,11 @@ impl Inner {
                 .map_err(|e| backend("search", e))?;
             return hits(&searcher, top);
         }
-        // Each pending entry may replace one the index returns (its
-        // message's older text): enough are asked for that `k` remain.
+        // The index's hits and the pending entries are different messages:
+        // an entry the index holds is dropped from the pending ones, and a
+        // message's older entry (an edit) is at a position left out.
         let statistics = pending.statistics(base, quantized);
-        let collector = TopDocs::with_limit(k + pending.entries.len()).order_by_score();
+        let collector = TopDocs::with_limit(k).order_by_score();
         let top = searcher
             .search_with_statistics_provider(&*query, &collector, &statistics)
             .map_err(|e| backend("search", e))?;
@@ -590,7 +591,7 @@ impl<'a> Pending<'a> {
 
     /// The best `k` of `indexed` (the index's hits, scored by
     /// `statistics`: these entries counted in) and of these entries, which
-    /// replace any hit of their message.
+    /// win over a hit of their message should one slip through.
     fn ranked(
         &self,
         statistics: &WithPending<'_>,
