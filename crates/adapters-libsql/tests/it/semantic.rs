@@ -826,6 +826,18 @@ async fn a_search_during_busy_catch_up_rounds_finds_what_came_before_it() {
     filler.await.unwrap();
 }
 
+/// A file database at `path` searched through an in-memory tantivy index,
+/// whose searches wait at most `wait` for the catch-up.
+async fn with_tantivy(path: &std::path::Path, wait: std::time::Duration) -> memlayer_adapters_libsql::LibsqlBackend {
+    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
+
+    let config = LibsqlConfig { index_wait: wait, ..LibsqlConfig::file(path.to_path_buf()) };
+    let db = LibsqlBackend::open_migrated(config).await.unwrap();
+    let index = memlayer_adapters_embed::TantivyLexicalIndex::in_memory();
+    db.use_lexical_index(std::sync::Arc::new(index)).unwrap();
+    db
+}
+
 /// A search of the in-process index does not wait for the catch-up: with
 /// no wait allowed at all (`index_wait` 0) and no round run since, it finds
 /// what was appended, edited and deleted just before it, and ranks the
@@ -833,16 +845,9 @@ async fn a_search_during_busy_catch_up_rounds_finds_what_came_before_it() {
 /// the same scores), over the tenant and over some of its threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_ranks_what_the_index_has_not_reached_without_waiting() {
-    use std::sync::Arc;
-
-    use memlayer_adapters_embed::TantivyLexicalIndex;
-    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let config = LibsqlConfig { index_wait: std::time::Duration::ZERO, ..LibsqlConfig::file(path.clone()) };
-    let db = LibsqlBackend::open_migrated(config).await.unwrap();
-    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let db = with_tantivy(&path, std::time::Duration::ZERO).await;
     let conn = raw(&path).await;
     let acme = tenant("acme");
     let (a, b) = (
@@ -896,15 +901,8 @@ async fn a_search_ranks_what_the_index_has_not_reached_without_waiting() {
 /// search waits for the catch-up instead, and still finds the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_behind_a_bulk_import_waits_for_the_index() {
-    use std::sync::Arc;
-
-    use memlayer_adapters_embed::TantivyLexicalIndex;
-    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-
     let dir = tempfile::tempdir().unwrap();
-    let config = LibsqlConfig { index_wait: std::time::Duration::from_secs(60), ..LibsqlConfig::file(db_path(&dir)) };
-    let db = LibsqlBackend::open_migrated(config).await.unwrap();
-    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let db = with_tantivy(&db_path(&dir), std::time::Duration::from_secs(60)).await;
     let acme = tenant("acme");
     let a = db.create(&acme, NewThread::default()).await.unwrap().id;
     for part in 0..2 {
@@ -922,15 +920,8 @@ async fn a_search_behind_a_bulk_import_waits_for_the_index() {
 /// for the catch-up instead, and finds what its own tenant appended after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_behind_another_tenants_bulk_import_waits_for_the_index() {
-    use std::sync::Arc;
-
-    use memlayer_adapters_embed::TantivyLexicalIndex;
-    use memlayer_adapters_libsql::{LibsqlBackend, LibsqlConfig};
-
     let dir = tempfile::tempdir().unwrap();
-    let config = LibsqlConfig { index_wait: std::time::Duration::from_secs(60), ..LibsqlConfig::file(db_path(&dir)) };
-    let db = LibsqlBackend::open_migrated(config).await.unwrap();
-    db.use_lexical_index(Arc::new(TantivyLexicalIndex::in_memory())).unwrap();
+    let db = with_tantivy(&db_path(&dir), std::time::Duration::from_secs(60)).await;
     let (acme, other) = (tenant("acme"), tenant("other"));
     let theirs = db.create(&other, NewThread::default()).await.unwrap().id;
     for part in 0..21 {
