@@ -511,6 +511,7 @@ fn hits(searcher: &Searcher, top: Vec<(f32, tantivy::DocAddress)>) -> Result<Vec
 /// filter), cut into words by the index's analyzer: each entry's length in
 /// words and how often it holds each query word.
 struct Pending<'a> {
+    text: Field,
     /// The query's words in the text field.
     terms: Vec<Term>,
     entries: Vec<(&'a LexicalEntry, u32, Vec<u32>)>,
@@ -534,7 +535,7 @@ impl<'a> Pending<'a> {
                 (e, length, freqs)
             })
             .collect();
-        Self { terms: words.iter().map(|w| Term::from_field_text(text, w)).collect(), entries }
+        Self { text, terms: words.iter().map(|w| Term::from_field_text(text, w)).collect(), entries }
     }
 
     /// Drops the entries `searcher` holds already (fed since the store was
@@ -571,8 +572,7 @@ impl<'a> Pending<'a> {
     /// (what [`ScopeStatistics`] sums), else exactly (what the index's
     /// own statistics sum).
     fn statistics<'b>(&self, base: &'b dyn Bm25StatisticsProvider, quantized: bool) -> WithPending<'b> {
-        let text = self.terms.first().map(Term::field);
-        let mut added = WithPending { base, text, docs: 0, tokens: 0, doc_freqs: HashMap::new() };
+        let mut added = WithPending { base, text: self.text, docs: 0, tokens: 0, doc_freqs: HashMap::new() };
         for (_, length, freqs) in &self.entries {
             added.docs += 1;
             added.tokens += u64::from(if quantized {
@@ -626,8 +626,7 @@ impl<'a> Pending<'a> {
 /// lengths, and for each query word how many of them hold it.
 struct WithPending<'a> {
     base: &'a dyn Bm25StatisticsProvider,
-    /// The text field (`None`: no word, nothing scored).
-    text: Option<Field>,
+    text: Field,
     docs: u64,
     tokens: u64,
     doc_freqs: HashMap<Term, u64>,
@@ -636,7 +635,7 @@ struct WithPending<'a> {
 impl Bm25StatisticsProvider for WithPending<'_> {
     fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
         // Only the text field is scored (see `ScopeStatistics`).
-        let added = if Some(field) == self.text { self.tokens } else { self.docs };
+        let added = if field == self.text { self.tokens } else { self.docs };
         Ok(self.base.total_num_tokens(field)? + added)
     }
 

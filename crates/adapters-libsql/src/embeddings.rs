@@ -368,12 +368,15 @@ impl LibsqlBackend {
         // pending and indexed both, and the index counts it once.
         let position = index.position();
         let applied = self.lexical_deletions().unwrap_or(0);
-        let tenant = filter.tenant.clone();
+        let window = position.saturating_add(UNINDEXED_WINDOW);
         let sql = delta_sql(&cond.sql);
-        let mut params =
-            vec![Value::Text(tenant.as_str().to_owned()), Value::Integer(applied), Value::Integer(position)];
-        params.push(int(MAX_UNINDEXED + 1));
-        params.push(Value::Integer(position.saturating_add(UNINDEXED_WINDOW)));
+        let mut params = vec![
+            Value::Text(filter.tenant.as_str().to_owned()),
+            Value::Integer(applied),
+            Value::Integer(position),
+            int(MAX_UNINDEXED + 1),
+            Value::Integer(window),
+        ];
         params.extend(cond.params.iter().cloned());
         self.read(move |conn| async move {
             let mut delta = LexicalDelta::default();
@@ -381,27 +384,21 @@ impl LibsqlBackend {
             let mut rows = conn.query(&sql, params).await.ctx("read full-text delta")?;
             while let Some(row) = rows.next().await.ctx("read full-text delta")? {
                 let r = cells(&row, "messages");
-                match r.int(0, "kind")? {
-                    0 => delta.positions.push(r.int(1, "message_rowid")?),
+                match r.int(6, "kind")? {
+                    0 => delta.positions.push(r.int(0, "message_rowid")?),
                     1 => delta.threads.push(ThreadId::from_uuid(r.uuid(2, "thread_id")?)),
                     // Messages above the window were not read.
-                    3 => more |= r.int(1, "rowid")? > position.saturating_add(UNINDEXED_WINDOW),
+                    3 => more |= r.int(0, "rowid")? > window,
                     _ => {
-                        let text = entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?);
-                        bytes = bytes.saturating_add(text.len());
+                        let entry = lexical_entry(&row)?;
+                        bytes = bytes.saturating_add(entry.text.len());
                         // The pending entries come last (kind 2), in rowid
                         // order: stopping here keeps the oldest.
                         if delta.pending.len() >= MAX_UNINDEXED || bytes > MAX_UNINDEXED_BYTES {
                             more = true;
                             break;
                         }
-                        delta.pending.push(LexicalEntry {
-                            position: r.int(1, "rowid")?,
-                            id: MessageId::from_uuid(r.uuid(3, "id")?),
-                            tenant: tenant.clone(),
-                            thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
-                            text,
-                        });
+                        delta.pending.push(entry);
                     }
                 }
             }
@@ -565,56 +562,52 @@ const LEXICAL_ENTRIES: &str = "SELECT f.message_rowid, m.id, m.thread_id, t.tena
 fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
     let r = cells(row, "messages");
     let tenant = r.text(3, "tenant")?;
-    let text = entry_text(r.opt_text(4, "content")?, r.opt_text(5, "tools")?);
+    let content = r.opt_text(4, "content")?.unwrap_or_default();
+    let tools = r.opt_text(5, "tools")?.unwrap_or_default();
     Ok(LexicalEntry {
         position: r.int(0, "rowid")?,
         id: MessageId::from_uuid(r.uuid(1, "id")?),
         tenant: TenantId::parse(tenant).map_err(|e| corrupt("threads", "tenant", e.to_string()))?,
         thread: ThreadId::from_uuid(r.uuid(2, "thread_id")?),
-        text,
+        text: if tools.is_empty() { content } else { format!("{content} {tools}") },
     })
-}
-
-/// The text a message is indexed by: its content, then its tool calls.
-fn entry_text(content: Option<String>, tools: Option<String>) -> String {
-    let (content, tools) = (content.unwrap_or_default(), tools.unwrap_or_default());
-    if tools.is_empty() { content } else { format!("{content} {tools}") }
 }
 
 /// `?1` tenant, `?2` the newest deletion-log entry the in-process index
 /// applied, `?3` its position, `?4` a limit, `?5` the window's last rowid;
-/// continued by a filter condition numbered from 6 and
-/// `ORDER BY f.message_rowid LIMIT ?4)`.
+/// completed by [`delta_sql`].
 /// What a search of the in-process index must correct
 /// (`LibsqlBackend::lexical_delta`):
+/// Rows of [`LEXICAL_ENTRIES`]' columns, then a kind:
 /// - kind 0, by rowid: the tenant's stale full-text entries and the
 ///   positions of its messages deleted since;
-/// - kind 1: its threads marked deleted;
+/// - kind 1: its threads marked deleted (the thread column);
 /// - kind 3: the newest rowid of all;
 /// - kind 2, last: the filter's live messages above the position (up to
 ///   the window's last rowid, so a search after a bulk import never reads
-///   every rowid above the index's position) or at a kind-0
-///   position (edited, or a rowid handed out again), in rowid order: rowid,
-///   thread, id, content, tools. Driven by rowid (the range, or the few
-///   positions), never by the thread's messages (`+m.thread_id` in the
-///   condition).
-const DELTA: &str = "SELECT 0 AS kind, s.message_rowid, NULL, NULL, NULL, NULL FROM lexical_stale s \
+///   every rowid above the index's position) or at a kind-0 position
+///   (edited, or a rowid handed out again), in rowid order, as full-text
+///   entries. Driven by rowid (the range, or the few positions), never by
+///   the thread's messages (`+m.thread_id` in the condition).
+const DELTA: &str = "SELECT s.message_rowid, NULL, NULL, NULL, NULL, NULL, 0 AS kind FROM lexical_stale s \
      JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
-     UNION ALL SELECT 0, d.message_rowid, NULL, NULL, NULL, NULL FROM deletion_log d \
+     UNION ALL SELECT d.message_rowid, NULL, NULL, NULL, NULL, NULL, 0 FROM deletion_log d \
      WHERE d.seq > ?2 AND d.tenant = ?1 AND d.message_rowid IS NOT NULL \
-     UNION ALL SELECT 1, 0, t.id, NULL, NULL, NULL FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1 \
-     UNION ALL SELECT 3, (SELECT coalesce(max(rowid), 0) FROM messages), NULL, NULL, NULL, NULL \
-     UNION ALL SELECT * FROM (SELECT 2, f.message_rowid, m.thread_id, m.id, f.content, f.tools \
-     FROM messages_fts_source f CROSS JOIN messages m ON m.rowid = f.message_rowid \
-     CROSS JOIN threads t ON t.id = m.thread_id \
-     WHERE f.message_rowid IN (SELECT rowid FROM messages WHERE rowid > ?3 AND rowid <= ?5 \
-         UNION ALL SELECT s.message_rowid FROM lexical_stale s \
-             JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
-         UNION ALL SELECT d.message_rowid FROM deletion_log d WHERE d.seq > ?2 AND d.tenant = ?1)";
+     UNION ALL SELECT 0, NULL, t.id, NULL, NULL, NULL, 1 FROM threads t WHERE t.deleted_at IS NOT NULL AND t.tenant = ?1 \
+     UNION ALL SELECT (SELECT coalesce(max(rowid), 0) FROM messages), NULL, NULL, NULL, NULL, NULL, 3";
+
+/// The positions kind 2 of [`DELTA`] reads.
+const PENDING_POSITIONS: &str = "f.message_rowid IN (SELECT rowid FROM messages WHERE rowid > ?3 AND rowid <= ?5 \
+     UNION ALL SELECT s.message_rowid FROM lexical_stale s \
+         JOIN lexical_tenants l ON l.id = s.tenant_id WHERE l.tenant = ?1 \
+     UNION ALL SELECT d.message_rowid FROM deletion_log d WHERE d.seq > ?2 AND d.tenant = ?1)";
 
 /// [`DELTA`] for a filter condition from [`filter_sql`] numbered from 6.
 pub(crate) fn delta_sql(cond: &str) -> String {
-    format!("{DELTA} {cond} ORDER BY f.message_rowid LIMIT ?4)")
+    format!(
+        "{DELTA} UNION ALL SELECT *, 2 FROM ({LEXICAL_ENTRIES} WHERE {PENDING_POSITIONS} {cond} \
+         ORDER BY f.message_rowid LIMIT ?4)"
+    )
 }
 
 /// Entries a search of the in-process index ranks from the store beside
