@@ -130,8 +130,9 @@ pub struct EmbeddingConfig {
     /// ONNX Runtime sessions for batch work (the embedding worker,
     /// `/api/embed`), run on low-priority threads.
     pub sessions: usize,
-    /// ONNX Runtime sessions kept for search queries, so a query never
-    /// waits behind a batch; concurrent queries share a run.
+    /// ONNX Runtime sessions kept for search queries, each on a thread of
+    /// its own, so a query never waits behind a batch; concurrent queries
+    /// share a run.
     pub interactive_sessions: usize,
     /// Intra-op threads per session.
     pub intra_threads: usize,

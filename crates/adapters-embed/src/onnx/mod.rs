@@ -20,10 +20,13 @@
 //!   `sessions` batches at a time on dedicated low-priority threads
 //!   ([`crate::background`]), so a request's work takes the CPU first and
 //!   shutdown never waits for a batch. [`Embedder::embed_interactive`]
-//!   (search queries) never queues behind a batch: it runs on tokio's
-//!   blocking pool on `interactive_sessions` sessions of its own, and
-//!   concurrent calls are gathered into one batch (whoever gets a session
-//!   runs every call waiting at that moment);
+//!   (search queries) never queues behind a batch: it joins a queue served
+//!   by `interactive_sessions` threads of its own, each with its own
+//!   session, and concurrent calls are gathered into one batch (a thread
+//!   that comes free runs every call waiting at that moment). Those threads
+//!   start a batch without any caller's task being polled, so a query never
+//!   waits for another request's work (a search busy in a database read)
+//!   to hand the lane on;
 //! - every vector returned has 384 finite dimensions and unit norm.
 
 mod batch;
@@ -32,7 +35,7 @@ mod load;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -159,7 +162,7 @@ impl OnnxEmbedder {
     pub fn new(config: OnnxConfig) -> Self {
         let started = Instant::now();
         let model = match std::panic::catch_unwind(AssertUnwindSafe(|| load::load(&config))) {
-            Ok(loaded) => loaded.and_then(|loaded| Model::new(loaded, &config).map(Arc::new)),
+            Ok(loaded) => loaded.and_then(|loaded| Model::start(loaded, &config)),
             Err(panic) => Err(format!("loading the model panicked: {}; run scripts/provision", panic_message(&panic))),
         };
         match &model {
@@ -222,7 +225,8 @@ impl Embedder for OnnxEmbedder {
                 let rows: Vec<Vec<u32>> = indices.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
                 let model = Arc::clone(&model);
                 running.spawn(async move {
-                    let vectors = model.in_batch_lane(move |m| m.infer(&m.batch, &rows)).await??;
+                    let vectors =
+                        model.in_batch_lane(move |m| m.infer(&mut *Borrowed::take(&m.batch.slots)?, &rows)).await??;
                     Ok::<_, StoreError>((indices, vectors))
                 });
             }
@@ -253,7 +257,7 @@ fn embedding(vector: Vec<f32>) -> Result<Embedding, StoreError> {
     Embedding::new(MINILM_MODEL, vector, DIM).map_err(StoreError::backend)
 }
 
-/// The sessions of one lane, and the semaphore that admits one batch per
+/// The batch lane's sessions, and the semaphore that admits one batch per
 /// session.
 struct Lane {
     slots: Mutex<Vec<Slot>>,
@@ -279,7 +283,78 @@ impl Lane {
 /// vectors go.
 struct Waiting {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, StoreError>>,
+    reply: oneshot::Sender<Vectors>,
+}
+
+/// What an interactive call gets back: one vector per text, in order.
+type Vectors = Result<Vec<Vec<f32>>, StoreError>;
+
+/// The interactive lane's queue: the calls waiting, and the signal its
+/// threads sleep on.
+struct Queries {
+    state: Mutex<Queue>,
+    ready: Condvar,
+    /// Most texts one batch takes (a single call may exceed it).
+    max_batch_size: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// Set when the model is dropped: the threads exit.
+    closed: bool,
+}
+
+impl Queries {
+    fn push(&self, call: Waiting) {
+        lock(&self.state).waiting.push(call);
+        self.ready.notify_one();
+    }
+
+    /// Blocks until calls wait, then takes the live ones for one batch,
+    /// oldest first: every call, up to `max_batch_size` texts (at least one
+    /// call). `None` once the queue is closed.
+    fn next(&self) -> Option<Vec<Waiting>> {
+        let mut queue = lock(&self.state);
+        loop {
+            if queue.closed {
+                return None;
+            }
+            queue.waiting.retain(|w| !w.reply.is_closed());
+            if !queue.waiting.is_empty() {
+                break;
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(PoisonError::into_inner);
+        }
+        let mut rows = 0;
+        let mut take = 0;
+        for w in &queue.waiting {
+            if take > 0 && rows + w.texts.len() > self.max_batch_size {
+                break;
+            }
+            rows += w.texts.len();
+            take += 1;
+        }
+        Some(queue.waiting.drain(..take).collect())
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// One thread of the interactive lane: runs the queue's batches on its own
+/// session until the model is dropped.
+fn serve_queries(model: Weak<Model>, queries: Arc<Queries>, mut slot: Slot) {
+    while let Some(calls) = queries.next() {
+        match model.upgrade() {
+            Some(model) => model.run_interactive(&mut slot, calls),
+            // Unreachable in practice (the model's drop closes the queue
+            // first), and harmless: the callers' replies are dropped.
+            None => return,
+        }
+    }
 }
 
 /// A loaded model: the tokenizer and the two lanes.
@@ -289,28 +364,47 @@ struct Model {
     /// The batch lane ([`Embedder::embed`]) and its low-priority threads.
     batch: Lane,
     threads: BackgroundPool,
-    /// The interactive lane ([`Embedder::embed_interactive`]) and the calls
-    /// waiting for one of its sessions.
-    interactive: Lane,
-    waiting: Mutex<Vec<Waiting>>,
+    /// The interactive lane's queue ([`Embedder::embed_interactive`]); its
+    /// threads own its sessions.
+    queries: Arc<Queries>,
     max_batch_tokens: usize,
     max_batch_size: usize,
 }
 
+impl Drop for Model {
+    fn drop(&mut self) {
+        self.queries.close();
+    }
+}
+
 impl Model {
-    fn new(loaded: Loaded, config: &OnnxConfig) -> Result<Self, String> {
-        let batch = Lane::new(loaded.slots);
+    /// The model, with the interactive lane's threads started (one per
+    /// interactive session, named `memlayer-query-<i>`).
+    fn start(loaded: Loaded, config: &OnnxConfig) -> Result<Arc<Self>, String> {
+        let Loaded { tokenizer, pad_id, slots, interactive } = loaded;
+        let batch = Lane::new(slots);
         let threads = BackgroundPool::new("memlayer-embed", batch.sessions, BATCH_NICE).map_err(|e| e.to_string())?;
-        Ok(Self {
-            tokenizer: loaded.tokenizer,
-            pad_id: loaded.pad_id,
+        let max_batch_size = config.max_batch_size.max(1);
+        let queries = Arc::new(Queries { state: Mutex::default(), ready: Condvar::new(), max_batch_size });
+        let model = Arc::new(Self {
+            tokenizer,
+            pad_id,
             batch,
             threads,
-            interactive: Lane::new(loaded.interactive),
-            waiting: Mutex::new(Vec::new()),
+            queries: Arc::clone(&queries),
             max_batch_tokens: config.max_batch_tokens.max(1),
-            max_batch_size: config.max_batch_size.max(1),
-        })
+            max_batch_size,
+        });
+        for (i, slot) in interactive.into_iter().enumerate() {
+            let (model, queries) = (Arc::downgrade(&model), Arc::clone(&queries));
+            // On failure `model` drops here, which closes the queue and
+            // stops the threads already started.
+            std::thread::Builder::new()
+                .name(format!("memlayer-query-{i}"))
+                .spawn(move || serve_queries(model, queries, slot))
+                .map_err(|e| format!("starting the query embedding threads: {e}"))?;
+        }
+        Ok(model)
     }
 
     /// Runs `work` on the batch lane's low-priority threads once one of its
@@ -329,64 +423,24 @@ impl Model {
             .await
     }
 
-    /// Embeds `texts` on the interactive lane. The call joins the waiting
-    /// list; whoever gets a free session takes every live waiting call (up to
-    /// `max_batch_size` texts, at least one call) and runs them as one batch
-    /// on the blocking pool, replying to each. A call whose texts another
-    /// call took simply waits for its reply. The batch runs in a task of its
-    /// own, so a caller that gives up (a request timeout) never strands the
-    /// others.
-    async fn interactive(self: &Arc<Self>, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StoreError> {
-        let (reply, mut answer) = oneshot::channel();
-        lock(&self.waiting).push(Waiting { texts, reply });
-        loop {
-            tokio::select! {
-                biased;
-                answer = &mut answer => {
-                    return answer.map_err(|_| StoreError::backend("an interactive embedding batch was lost"))?;
-                }
-                permit = self.interactive.permit() => {
-                    let permit = permit?;
-                    let calls = self.take_waiting();
-                    if calls.is_empty() {
-                        // Another call took ours: its batch replies.
-                        drop(permit);
-                        return (&mut answer).await
-                            .map_err(|_| StoreError::backend("an interactive embedding batch was lost"))?;
-                    }
-                    let model = Arc::clone(self);
-                    tokio::task::spawn_blocking(move || {
-                        let _permit = permit;
-                        model.run_interactive(calls);
-                    });
-                }
-            }
-        }
-    }
-
-    /// The live waiting calls for one batch, oldest first.
-    fn take_waiting(&self) -> Vec<Waiting> {
-        let mut waiting = lock(&self.waiting);
-        waiting.retain(|w| !w.reply.is_closed());
-        let mut rows = 0;
-        let mut take = 0;
-        for w in waiting.iter() {
-            if take > 0 && rows + w.texts.len() > self.max_batch_size {
-                break;
-            }
-            rows += w.texts.len();
-            take += 1;
-        }
-        waiting.drain(..take).collect()
+    /// Embeds `texts` on the interactive lane: the call joins the queue,
+    /// and the first of the lane's threads to be free runs it with every
+    /// other call waiting then (up to `max_batch_size` texts) as one batch.
+    /// A caller that gives up (a request timeout) only drops its reply; the
+    /// batch goes on for the others.
+    async fn interactive(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queries.push(Waiting { texts, reply });
+        answer.await.map_err(|_| StoreError::backend("an interactive embedding batch was lost"))?
     }
 
     /// Tokenises and embeds the calls' texts together (in token-capped
-    /// batches) and replies to each call.
-    fn run_interactive(&self, calls: Vec<Waiting>) {
+    /// batches) on `slot` and replies to each call.
+    fn run_interactive(&self, slot: &mut Slot, calls: Vec<Waiting>) {
         let (texts, replies): (Vec<Vec<String>>, Vec<_>) = calls.into_iter().map(|w| (w.texts, w.reply)).unzip();
         let sizes: Vec<usize> = texts.iter().map(Vec::len).collect();
         let all: Vec<String> = texts.into_iter().flatten().collect();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.embed_now(&all)))
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.embed_now(slot, &all)))
             .unwrap_or_else(|panic| Err(StoreError::backend(format!("embedding panicked: {}", panic_message(&panic)))));
         match result {
             Ok(mut vectors) => {
@@ -404,8 +458,8 @@ impl Model {
         }
     }
 
-    /// Every text through the interactive lane's session, on this thread.
-    fn embed_now(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StoreError> {
+    /// Every text through `slot`, on this thread.
+    fn embed_now(&self, slot: &mut Slot, texts: &[String]) -> Result<Vec<Vec<f32>>, StoreError> {
         // One by one on this thread: `encode_batch_fast` would hand the
         // texts to rayon's global pool, which is nobody's to promise free.
         let mut ids = texts
@@ -417,7 +471,7 @@ impl Model {
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for indices in batch::plan(&lengths, self.max_batch_tokens, self.max_batch_size) {
             let rows: Vec<Vec<u32>> = indices.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
-            for (i, v) in indices.into_iter().zip(self.infer(&self.interactive, &rows)?) {
+            for (i, v) in indices.into_iter().zip(self.infer(slot, &rows)?) {
                 vectors[i] = v;
             }
         }
@@ -434,15 +488,12 @@ impl Model {
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// One batch through a free session of `lane`: one vector per row, in
-    /// row order.
-    fn infer(&self, lane: &Lane, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, StoreError> {
+    /// One batch through `slot`: one vector per row, in row order.
+    fn infer(&self, slot: &mut Slot, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, StoreError> {
         let padded = batch::pad(rows, self.pad_id);
-        let mut slot = Borrowed::take(&lane.slots)?;
-        let Slot { session, options } = &mut *slot;
+        let Slot { session, options } = slot;
         let vectors =
             run(session, options, &padded).map_err(|e| StoreError::backend(format!("onnx inference failed: {e}")))?;
-        drop(slot);
         for v in &vectors {
             let norm = v.iter().map(|x| x * x).sum::<f32>();
             if !norm.is_finite() || (norm - 1.0).abs() > NORM_TOLERANCE {
@@ -541,6 +592,56 @@ mod tests {
                 None
             }
         }
+    }
+
+    fn call(texts: usize) -> (Waiting, oneshot::Receiver<Vectors>) {
+        let (reply, answer) = oneshot::channel();
+        (Waiting { texts: vec!["text".to_owned(); texts], reply }, answer)
+    }
+
+    /// A batch takes the live calls waiting, oldest first, up to
+    /// `max_batch_size` texts (a larger call alone); a closed queue ends the
+    /// lane's threads.
+    #[test]
+    fn a_batch_takes_the_live_calls_waiting() {
+        let queries = Queries { state: Mutex::default(), ready: Condvar::new(), max_batch_size: 4 };
+        let (a, _a) = call(1);
+        let (gone, dropped) = call(1);
+        drop(dropped);
+        let (b, _b) = call(2);
+        let (c, _c) = call(2);
+        let (big, _big) = call(9);
+        for w in [a, gone, b, c, big] {
+            queries.push(w);
+        }
+        let sizes = |batch: Vec<Waiting>| batch.iter().map(|w| w.texts.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(queries.next().unwrap()), [1, 2], "the caller that gave up is skipped");
+        assert_eq!(sizes(queries.next().unwrap()), [2]);
+        assert_eq!(sizes(queries.next().unwrap()), [9]);
+        let (late, _late) = call(1);
+        queries.push(late);
+        queries.close();
+        assert!(queries.next().is_none());
+    }
+
+    /// A query is embedded by the lane's own threads: its batch runs
+    /// without the caller's task (or any task) being polled again, so a
+    /// search busy elsewhere never holds the lane up for the queries behind
+    /// it.
+    #[test]
+    fn the_query_lane_runs_without_its_caller_being_polled() {
+        let Some(embedder) = provisioned() else { return };
+        let model = embedder.model().unwrap();
+        let (waiting, answer) = call(1);
+        model.queries.push(waiting);
+        // No runtime here: a thread just waits for the reply.
+        let (done, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(answer.blocking_recv()));
+        // A hang guard, not a timing bound.
+        let vectors = got.recv_timeout(std::time::Duration::from_secs(60)).expect("no thread ran the query");
+        let vectors = vectors.unwrap().unwrap();
+        assert_eq!(vectors.len(), 1);
+        assert_eq!(vectors[0].len(), DIM);
     }
 
     /// With every batch session taken (a backlog being embedded), a query
