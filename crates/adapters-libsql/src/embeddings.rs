@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use libsql::{Connection, Value};
 use memlayer_adapters_sql::Cells;
 use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now, to_micros};
+use memlayer_domain::{
+    COVERAGE_COUNT_LIMIT, Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now,
+    to_micros,
+};
 use memlayer_ports::{
     LexicalDelta, LexicalEntry, LexicalIndex, PendingEmbedding, ScoredHit, SearchFilter, StoreError, VectorEntry,
 };
@@ -635,27 +638,38 @@ const UNINDEXED_WINDOW: i64 = 20_000;
 /// filter's messages, and never by another tenant's backlog (a bulk import
 /// elsewhere). Other model: counted only when a vector of another model
 /// exists at all (two seeks on the model index), which is never the case
-/// in a store that has not changed models.
+/// in a store that has not changed models. Each count stops at
+/// [`COVERAGE_COUNT_LIMIT`] rows (`LIMIT` inside the count), so a search's
+/// cost stays bounded behind any backlog.
 pub(crate) fn coverage_sql(s: &str) -> String {
     format!(
         "SELECT \
-         (SELECT count(*) FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
-          CROSS JOIN threads t ON t.id = m.thread_id WHERE j.tenant IN (?2, '') {s}) + {UNQUEUED}, \
+         min((SELECT count(*) FROM (SELECT 1 FROM embedding_jobs j CROSS JOIN messages m ON m.rowid = j.message_rowid \
+              CROSS JOIN threads t ON t.id = m.thread_id WHERE j.tenant IN (?2, '') {s} LIMIT {LIMIT})) \
+             + (SELECT count(*) FROM ({UNQUEUED} LIMIT {LIMIT})), {LIMIT}), \
          CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < ?1) \
                 OR EXISTS (SELECT 1 FROM message_vectors WHERE model > ?1) \
-         THEN (SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
+         THEN (SELECT count(*) FROM (SELECT 1 FROM messages m JOIN threads t ON t.id = m.thread_id WHERE 1 {s} \
                AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model <> ?1) \
-               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1)) \
+               AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid AND v.model = ?1) \
+               LIMIT {LIMIT})) \
          ELSE 0 END",
-        UNQUEUED = unqueued(s),
+        UNQUEUED = unqueued_rows(s),
+        LIMIT = COVERAGE_COUNT_LIMIT,
     )
 }
 
+/// Messages above the catch-up's watermark without a vector (no job yet).
 fn unqueued(filter: &str) -> String {
+    format!("(SELECT count(*) FROM ({}))", unqueued_rows(filter))
+}
+
+/// The rows [`unqueued`] counts.
+fn unqueued_rows(filter: &str) -> String {
     format!(
-        "(SELECT count(*) FROM messages m CROSS JOIN threads t ON t.id = m.thread_id \
+        "SELECT 1 FROM messages m CROSS JOIN threads t ON t.id = m.thread_id \
          WHERE m.rowid > (SELECT caught_up_to FROM semantic_watermark) {filter} \
-         AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid))"
+         AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_rowid = m.rowid)"
     )
 }
 

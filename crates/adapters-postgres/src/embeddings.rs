@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use memlayer_adapters_sql::Cells;
 use memlayer_adapters_sql::embeddings::{self, Due, EmbeddingEngine};
-use memlayer_domain::{Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now};
+use memlayer_domain::{
+    COVERAGE_COUNT_LIMIT, Coverage, Embedding, EmbeddingCounts, MessageId, TenantId, ThreadId, Timestamp, now,
+};
 use memlayer_ports::{PendingEmbedding, ScoredHit, SearchFilter, StoreError, ThreadSelection, VectorEntry};
 use pgvector::Vector;
 
@@ -199,19 +201,23 @@ impl EmbeddingEngine for PgBackend {
         // keeps up, instead of by the filter's messages. Other model: counted
         // only when a vector of another model exists at all (two seeks on
         // the (model, position) index), which is never the case in a store
-        // that has not changed models.
+        // that has not changed models. Each count stops at
+        // `COVERAGE_COUNT_LIMIT` rows, so a search's cost stays bounded
+        // behind any backlog.
         let cond = "m.tenant = $2 AND ($3::uuid[] IS NULL OR m.thread_id = ANY($3)) \
                      AND m.thread_id NOT IN (SELECT id FROM threads WHERE deleted_at IS NOT NULL)";
         let sql = format!(
             "SELECT \
-             (SELECT count(*) FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
-              WHERE j.tenant = $2 AND {cond}) AS pending, \
+             (SELECT count(*) FROM (SELECT 1 FROM embedding_jobs j JOIN messages m ON m.id = j.message_id \
+              WHERE j.tenant = $2 AND {cond} LIMIT {LIMIT}) p) AS pending, \
              CASE WHEN EXISTS (SELECT 1 FROM message_vectors WHERE model < $1) \
                     OR EXISTS (SELECT 1 FROM message_vectors WHERE model > $1) \
-             THEN (SELECT count(*) FROM messages m WHERE {cond} \
+             THEN (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {cond} \
                    AND EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model <> $1) \
-                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1)) \
-             ELSE 0 END AS other"
+                   AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = $1) \
+                   LIMIT {LIMIT}) o) \
+             ELSE 0 END AS other",
+            LIMIT = COVERAGE_COUNT_LIMIT,
         );
         let mut client = self.client().await?;
         let tx = begin(&mut client, Access::Of(filter)).await?;

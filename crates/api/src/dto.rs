@@ -617,10 +617,12 @@ pub struct PlanDto {
     pub vector_index: String,
     /// The embedding model compared (empty for lexical).
     pub model: String,
-    /// Messages in scope not embedded yet (not findable by vector yet).
+    /// Messages in scope not embedded yet (not findable by vector yet), counted up to 1,000: 1,000 means at least that many (`counts_capped`; the exact figure: `GET /api/threads/{id}/embeddings`).
     pub pending: u64,
-    /// Messages in scope embedded by another model only: left out of vector ranking (run `memlayer reembed`).
+    /// Messages in scope embedded by another model only: left out of vector ranking (run `memlayer reembed`); counted up to 1,000 like `pending`.
     pub other_model: u64,
+    /// `true` when `pending` or `other_model` reached 1,000 and counting stopped there, so a search's cost stays bounded behind any embedding backlog.
+    pub counts_capped: bool,
     /// The ranking stages that ran, in order: `vector` (cosine), `lexical`
     /// (BM25 over stemmed words; `ts_rank` on Postgres) and, for hybrid,
     /// `fusion` (the mean of both legs' min-max normalised scores).

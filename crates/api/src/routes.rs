@@ -458,6 +458,7 @@ async fn search(
         })
         .collect();
     let p = results.plan;
+    let counts_capped = p.counts_capped();
     Ok(Json(SearchResponseDto {
         hits,
         mode: query.mode.into(),
@@ -466,6 +467,7 @@ async fn search(
             model: p.model,
             pending: p.pending,
             other_model: p.other_model,
+            counts_capped,
             stages: p
                 .stages
                 .iter()

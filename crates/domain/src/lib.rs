@@ -65,9 +65,9 @@ pub use retention::{
     RetentionRules, RetentionRun, RunCounts, RunKind,
 };
 pub use search::{
-    Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_JOB_ERROR_BYTES, MAX_QUERY_CHARS, MAX_QUERY_TERMS,
-    MAX_TOP_K, MAX_WINDOW, STOP_WORDS, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope, SearchStage,
-    StageKind, TopK, Window, job_error, query_terms,
+    COVERAGE_COUNT_LIMIT, Coverage, Embedding, EmbeddingCounts, MAX_DIMENSIONS, MAX_JOB_ERROR_BYTES, MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS, MAX_TOP_K, MAX_WINDOW, STOP_WORDS, SearchHit, SearchMode, SearchPlan, SearchQuery, SearchScope,
+    SearchStage, StageKind, TopK, Window, job_error, query_terms,
 };
 pub use state::{AgentState, StateVersion};
 pub use summary::{NewSummary, Summary};

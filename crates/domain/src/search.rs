@@ -269,12 +269,24 @@ pub struct SearchPlan {
     pub vector_index: String,
     /// The embedding model of the query and of every vector compared.
     pub model: String,
-    /// Messages in scope still waiting for an embedding (not searchable by vector yet).
+    /// Messages in scope still waiting for an embedding (not searchable by
+    /// vector yet), at most [`COVERAGE_COUNT_LIMIT`] (at least that many when
+    /// equal to it).
     pub pending: u64,
-    /// Messages in scope embedded by another model, left out of vector ranking.
+    /// Messages in scope embedded by another model, left out of vector
+    /// ranking, at most [`COVERAGE_COUNT_LIMIT`] likewise.
     pub other_model: u64,
     /// The stages that ran, in order, each with the candidates it handed on.
     pub stages: Vec<SearchStage>,
+}
+
+impl SearchPlan {
+    /// Whether `pending` or `other_model` reached [`COVERAGE_COUNT_LIMIT`]
+    /// and stopped there.
+    #[must_use]
+    pub const fn counts_capped(&self) -> bool {
+        Coverage { pending: self.pending, other_model: self.other_model }.capped()
+    }
 }
 
 /// One stage of a search's ranking.
@@ -309,20 +321,39 @@ impl StageKind {
     }
 }
 
+/// Where each count of a [`Coverage`] stops: a search counts the messages
+/// its ranking could not see up to this many, so its cost stays bounded
+/// however long the embedding backlog (a bulk import, or a worker that
+/// yields to a busy server). A count at the limit means at least that many;
+/// [`EmbeddingCounts`] has the exact figures.
+pub const COVERAGE_COUNT_LIMIT: u64 = 1_000;
+
 /// What a vector search must report about its scope: the two figures of
-/// [`EmbeddingCounts`] that say what the ranking could not see. Cheaper to
-/// compute than the full counts, since it runs on every search.
+/// [`EmbeddingCounts`] that say what the ranking could not see, each at
+/// most [`COVERAGE_COUNT_LIMIT`]. Cheaper to compute than the full counts,
+/// since it runs on every search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Coverage {
-    /// Messages waiting for their first embedding or a retry.
+    /// Messages waiting for their first embedding or a retry (at most
+    /// [`COVERAGE_COUNT_LIMIT`]: at least that many when equal to it).
     pub pending: u64,
-    /// Messages with a vector of another model only.
+    /// Messages with a vector of another model only (at most
+    /// [`COVERAGE_COUNT_LIMIT`], likewise).
     pub other_model: u64,
 }
 
+impl Coverage {
+    /// Whether a count reached [`COVERAGE_COUNT_LIMIT`] and stopped there.
+    #[must_use]
+    pub const fn capped(&self) -> bool {
+        self.pending >= COVERAGE_COUNT_LIMIT || self.other_model >= COVERAGE_COUNT_LIMIT
+    }
+}
+
 impl From<EmbeddingCounts> for Coverage {
+    /// The counts, each cut at [`COVERAGE_COUNT_LIMIT`].
     fn from(c: EmbeddingCounts) -> Self {
-        Self { pending: c.pending, other_model: c.other_model }
+        Self { pending: c.pending.min(COVERAGE_COUNT_LIMIT), other_model: c.other_model.min(COVERAGE_COUNT_LIMIT) }
     }
 }
 

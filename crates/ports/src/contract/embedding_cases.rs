@@ -165,6 +165,36 @@ pub async fn coverage_counts_pending_and_other_model_per_scope(b: Backend) {
     assert_eq!(progress(&b, &none, "m1").await, memlayer_domain::EmbeddingCounts::default());
 }
 
+/// A search's coverage counts stop at `COVERAGE_COUNT_LIMIT`, so a search
+/// costs no more behind a long embedding backlog; the progress counts stay
+/// exact.
+pub async fn coverage_counts_stop_at_the_limit(b: Backend) {
+    use memlayer_domain::{COVERAGE_COUNT_LIMIT as LIMIT, Coverage};
+    let t = tenant("acme");
+    let (big, small) = (thread(&b, &t).await, thread(&b, &t).await);
+    let n = usize::try_from(LIMIT).unwrap() + 5;
+    let mut stored = b.messages.append(&t, big, msgs(0..1000)).await.unwrap();
+    stored.extend(b.messages.append(&t, big, msgs(1000..n)).await.unwrap());
+    b.messages.append(&t, small, msgs(0..3)).await.unwrap();
+    let only = |id| crate::SearchFilter::these_threads(t.clone(), vec![id]);
+    for (filter, exact) in [(only(big), n), (whole_tenant(&t), n + 3)] {
+        let counts = b.embeddings.embedding_counts(&filter, "m1".into()).await.unwrap();
+        assert_eq!(counts.pending, exact as u64, "the progress counts are exact for {filter:?}");
+        let coverage = b.embeddings.coverage(&filter, "m1".into()).await.unwrap();
+        assert_eq!(coverage, Coverage { pending: LIMIT, other_model: 0 }, "{filter:?}");
+        assert!(coverage.capped());
+    }
+    let below = b.embeddings.coverage(&only(small), "m1".into()).await.unwrap();
+    assert_eq!((below.pending, below.capped()), (3, false), "exact below the limit");
+    // Embedded by another model only: counted up to the limit as well.
+    let done = stored.iter().enumerate().map(|(i, m)| (m.id, embedding("m0", i))).collect();
+    b.embeddings.complete_jobs(done).await.unwrap();
+    let counts = b.embeddings.embedding_counts(&only(big), "m1".into()).await.unwrap();
+    assert_eq!((counts.pending, counts.other_model), (0, n as u64));
+    let coverage = b.embeddings.coverage(&only(big), "m1".into()).await.unwrap();
+    assert_eq!(coverage, Coverage { pending: 0, other_model: LIMIT });
+}
+
 pub async fn enqueue_missing_is_idempotent_per_model(b: Backend) {
     let t = tenant("acme");
     let id = thread(&b, &t).await;

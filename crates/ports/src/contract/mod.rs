@@ -383,6 +383,7 @@ macro_rules! contract_suite {
                 deleted_messages_lose_vectors_and_jobs,
                 failed_jobs_back_off,
                 coverage_counts_pending_and_other_model_per_scope,
+                coverage_counts_stop_at_the_limit,
                 enqueue_missing_is_idempotent_per_model,
                 lexical_search_ranks_and_escapes,
                 resource_threads_are_tenant_scoped,
