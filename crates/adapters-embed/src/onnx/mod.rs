@@ -396,12 +396,12 @@ impl Model {
             max_batch_size,
         });
         for (i, slot) in interactive.into_iter().enumerate() {
-            let (model, queries) = (Arc::downgrade(&model), Arc::clone(&queries));
+            let (weak, queries) = (Arc::downgrade(&model), Arc::clone(&queries));
             // On failure `model` drops here, which closes the queue and
             // stops the threads already started.
             std::thread::Builder::new()
                 .name(format!("memlayer-query-{i}"))
-                .spawn(move || serve_queries(model, queries, slot))
+                .spawn(move || serve_queries(weak, queries, slot))
                 .map_err(|e| format!("starting the query embedding threads: {e}"))?;
         }
         Ok(model)
