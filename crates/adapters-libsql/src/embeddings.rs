@@ -576,11 +576,10 @@ fn lexical_entry(row: &libsql::Row) -> Result<LexicalEntry, StoreError> {
     })
 }
 
-/// `?1` tenant, `?2` the newest deletion-log entry the in-process index
-/// applied, `?3` its position, `?4` a limit, `?5` the window's last rowid;
-/// completed by [`delta_sql`].
 /// What a search of the in-process index must correct
-/// (`LibsqlBackend::lexical_delta`):
+/// (`LibsqlBackend::lexical_delta`), completed by [`delta_sql`]. Parameters:
+/// `?1` tenant, `?2` the newest deletion-log entry the in-process index
+/// applied, `?3` its position, `?4` a limit, `?5` the window's last rowid.
 /// Rows of [`LEXICAL_ENTRIES`]' columns, then a kind:
 /// - kind 0, by rowid: the tenant's stale full-text entries and the
 ///   positions of its messages deleted since;

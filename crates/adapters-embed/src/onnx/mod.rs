@@ -291,11 +291,10 @@ type Vectors = Result<Vec<Vec<f32>>, StoreError>;
 
 /// The interactive lane's queue: the calls waiting, and the signal its
 /// threads sleep on.
+#[derive(Default)]
 struct Queries {
     state: Mutex<Queue>,
     ready: Condvar,
-    /// Most texts one batch takes (a single call may exceed it).
-    max_batch_size: usize,
 }
 
 #[derive(Default)]
@@ -313,8 +312,8 @@ impl Queries {
 
     /// Blocks until calls wait, then takes the live ones for one batch,
     /// oldest first: every call, up to `max_batch_size` texts (at least one
-    /// call). `None` once the queue is closed.
-    fn next(&self) -> Option<Vec<Waiting>> {
+    /// call, which may exceed it). `None` once the queue is closed.
+    fn next(&self, max_batch_size: usize) -> Option<Vec<Waiting>> {
         let mut queue = lock(&self.state);
         loop {
             if queue.closed {
@@ -329,7 +328,7 @@ impl Queries {
         let mut rows = 0;
         let mut take = 0;
         for w in &queue.waiting {
-            if take > 0 && rows + w.texts.len() > self.max_batch_size {
+            if take > 0 && rows + w.texts.len() > max_batch_size {
                 break;
             }
             rows += w.texts.len();
@@ -346,8 +345,8 @@ impl Queries {
 
 /// One thread of the interactive lane: runs the queue's batches on its own
 /// session until the model is dropped.
-fn serve_queries(model: Weak<Model>, queries: Arc<Queries>, mut slot: Slot) {
-    while let Some(calls) = queries.next() {
+fn serve_queries(model: Weak<Model>, queries: Arc<Queries>, mut slot: Slot, max_batch_size: usize) {
+    while let Some(calls) = queries.next(max_batch_size) {
         match model.upgrade() {
             Some(model) => model.run_interactive(&mut slot, calls),
             // Unreachable in practice (the model's drop closes the queue
@@ -384,8 +383,7 @@ impl Model {
         let Loaded { tokenizer, pad_id, slots, interactive } = loaded;
         let batch = Lane::new(slots);
         let threads = BackgroundPool::new("memlayer-embed", batch.sessions, BATCH_NICE).map_err(|e| e.to_string())?;
-        let max_batch_size = config.max_batch_size.max(1);
-        let queries = Arc::new(Queries { state: Mutex::default(), ready: Condvar::new(), max_batch_size });
+        let queries = Arc::new(Queries::default());
         let model = Arc::new(Self {
             tokenizer,
             pad_id,
@@ -393,15 +391,15 @@ impl Model {
             threads,
             queries: Arc::clone(&queries),
             max_batch_tokens: config.max_batch_tokens.max(1),
-            max_batch_size,
+            max_batch_size: config.max_batch_size.max(1),
         });
         for (i, slot) in interactive.into_iter().enumerate() {
-            let (weak, queries) = (Arc::downgrade(&model), Arc::clone(&queries));
+            let (weak, queries, max_batch_size) = (Arc::downgrade(&model), Arc::clone(&queries), model.max_batch_size);
             // On failure `model` drops here, which closes the queue and
             // stops the threads already started.
             std::thread::Builder::new()
                 .name(format!("memlayer-query-{i}"))
-                .spawn(move || serve_queries(weak, queries, slot))
+                .spawn(move || serve_queries(weak, queries, slot, max_batch_size))
                 .map_err(|e| format!("starting the query embedding threads: {e}"))?;
         }
         Ok(model)
@@ -604,7 +602,7 @@ mod tests {
     /// lane's threads.
     #[test]
     fn a_batch_takes_the_live_calls_waiting() {
-        let queries = Queries { state: Mutex::default(), ready: Condvar::new(), max_batch_size: 4 };
+        let queries = Queries::default();
         let (a, _a) = call(1);
         let (gone, dropped) = call(1);
         drop(dropped);
@@ -615,13 +613,13 @@ mod tests {
             queries.push(w);
         }
         let sizes = |batch: Vec<Waiting>| batch.iter().map(|w| w.texts.len()).collect::<Vec<_>>();
-        assert_eq!(sizes(queries.next().unwrap()), [1, 2], "the caller that gave up is skipped");
-        assert_eq!(sizes(queries.next().unwrap()), [2]);
-        assert_eq!(sizes(queries.next().unwrap()), [9]);
+        assert_eq!(sizes(queries.next(4).unwrap()), [1, 2], "the caller that gave up is skipped");
+        assert_eq!(sizes(queries.next(4).unwrap()), [2]);
+        assert_eq!(sizes(queries.next(4).unwrap()), [9]);
         let (late, _late) = call(1);
         queries.push(late);
         queries.close();
-        assert!(queries.next().is_none());
+        assert!(queries.next(4).is_none());
     }
 
     /// A query is embedded by the lane's own threads: its batch runs
