@@ -18,6 +18,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify, watch};
 use crate::config::{LibsqlConfig, LibsqlLocation, Synchronous, redact_url};
 use crate::error::{Context as _, DriverError};
 use crate::group;
+use crate::journal::{self, Deferral};
 use crate::statements::Statements;
 
 /// A libSQL database implementing every storage port of memlayer.
@@ -69,6 +70,8 @@ struct Inner {
     /// The newest entry of the deletion log (migration 22) the in-process
     /// full-text index has applied; `None` before the first catch-up.
     lexical_deletions: std::sync::Mutex<Option<i64>>,
+    /// Deferred commits, when a commit delay is configured ([`crate::journal`]).
+    deferral: Option<Arc<Deferral>>,
 }
 
 /// How readers and appends reach the background catch-up task.
@@ -133,6 +136,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Lets the indexer task see that the backend is gone and end.
         self.indexer.wake.notify_one();
+        if let Some(d) = &self.deferral {
+            d.wake.notify_one();
+        }
     }
 }
 
@@ -157,6 +163,20 @@ async fn index_in_background(inner: Weak<Inner>, wake: Arc<Notify>) {
             indexer.covered(indexer.looks.load(Ordering::SeqCst));
         }
         drop(backend);
+    }
+}
+
+/// Commits deferred appends `delay` after the first of them, until the
+/// backend is dropped (held weakly).
+async fn commit_in_background(inner: Weak<Inner>, wake: Arc<Notify>, delay: Duration) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(delay).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let backend = LibsqlBackend { inner };
+        if let Err(e) = backend.commit_deferred().await {
+            tracing::warn!(error = %e, "committing deferred appends failed; they are applied again from the journal");
+        }
     }
 }
 
@@ -205,7 +225,26 @@ impl LibsqlBackend {
     /// `Invalid` for a remote URL when built without feature `remote`;
     /// `Unavailable` when the database is locked; `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
-        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait, synchronous } = config;
+        let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait, synchronous, commit_delay } =
+            config;
+        let deferral = match (&location, commit_delay.is_zero()) {
+            (_, true) => None,
+            (LibsqlLocation::File(path), false) if synchronous == Synchronous::Normal => {
+                Some(Arc::new(Deferral::open(path, commit_delay)?))
+            }
+            _ => {
+                return Err(StoreError::Invalid(memlayer_domain::DomainError::new(
+                    "commit_delay",
+                    "deferred commits need an embedded file with synchronous = NORMAL",
+                )));
+            }
+        };
+        // Appends acknowledged under a commit delay by a process that died
+        // are applied again even when this one runs without a delay.
+        let leftover = match (&location, &deferral) {
+            (LibsqlLocation::File(path), None) => journal::leftover(path)?,
+            _ => None,
+        };
         let opened = match location {
             LibsqlLocation::Remote { url, auth_token } => {
                 let description = format!("libsql remote {}", redact_url(&url));
@@ -248,9 +287,19 @@ impl LibsqlBackend {
                 lexical: OnceLock::new(),
                 feeding: AsyncMutex::new(()),
                 lexical_deletions: std::sync::Mutex::new(None),
+                deferral,
             }),
         };
         tokio::spawn(index_in_background(Arc::downgrade(&backend.inner), wake));
+        if let Some(d) = &backend.inner.deferral {
+            tokio::spawn(commit_in_background(Arc::downgrade(&backend.inner), Arc::clone(&d.wake), d.delay));
+            // Appends a process acknowledged and did not commit before it
+            // died, before anything else (migrations included) writes.
+            backend.commit_deferred().await?;
+        }
+        if let Some(d) = leftover {
+            backend.apply_leftover(d).await?;
+        }
         tracing::debug!(backend = %backend.inner.description, "opened libsql backend");
         Ok(backend)
     }
@@ -313,6 +362,43 @@ impl LibsqlBackend {
         *self.inner.lexical_deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seq);
     }
 
+    /// Commits the appends acknowledged and not yet committed (with a
+    /// commit delay; nothing to do otherwise): after it returns, a read
+    /// sees every append acknowledged before the call. The server calls it
+    /// at shutdown; a process that dies without it loses nothing (its
+    /// appends are applied again from the journal at the next open).
+    ///
+    /// # Errors
+    /// The commit failing (the appends stay in the journal).
+    pub async fn commit_deferred(&self) -> Result<(), StoreError> {
+        let Some(d) = &self.inner.deferral else { return Ok(()) };
+        if !d.is_open() && !d.is_lost() {
+            return Ok(());
+        }
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let (statements, d) = (Arc::clone(&self.inner.statements), Arc::clone(d));
+        self.run(async move {
+            let committed = group::commit_deferred(&guard, &statements, &d).await;
+            drop(guard);
+            committed
+        })
+        .await
+    }
+
+    /// Applies the appends of a journal left by a process that died, and
+    /// removes it.
+    async fn apply_leftover(&self, d: Deferral) -> Result<(), StoreError> {
+        let guard = Arc::clone(&self.inner.writer).lock_owned().await;
+        let statements = Arc::clone(&self.inner.statements);
+        self.run(async move {
+            let committed = group::commit_deferred(&guard, &statements, &d).await;
+            drop(guard);
+            committed?;
+            d.remove()
+        })
+        .await
+    }
+
     /// Runs `f` on a reader connection (the writer's, for `:memory:`).
     pub(crate) async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
@@ -320,6 +406,8 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        // Every acknowledged append is visible to a read.
+        self.commit_deferred().await?;
         let Some(readers) = &self.inner.readers else {
             let guard = Arc::clone(&self.inner.writer).lock_owned().await;
             return self
@@ -373,7 +461,38 @@ impl LibsqlBackend {
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let (job, mut answer) = group::Job::new(f);
+        self.enqueue(group::Job::new(f, None)).await
+    }
+
+    /// [`LibsqlBackend::write`] of an append whose `record` lets the journal
+    /// apply it again: with a commit delay it is acknowledged once in the
+    /// journal, before its commit ([`crate::journal`]). Without one, or for
+    /// a record above [`journal::MAX_RECORD_BYTES`], as `write`.
+    pub(crate) async fn write_journaled<T, F, Fut>(&self, record: Option<Vec<u8>>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let record = record.filter(|r| self.journaling() && r.len() <= journal::MAX_RECORD_BYTES);
+        self.enqueue(group::Job::new(f, record)).await
+    }
+
+    /// Whether appends are journaled (a commit delay is configured): the
+    /// record for [`LibsqlBackend::write_journaled`] is worth making.
+    pub(crate) fn journaling(&self) -> bool {
+        self.inner.deferral.is_some()
+    }
+
+    async fn enqueue<T, F, Fut>(
+        &self,
+        (job, mut answer): (group::Job<F, T>, tokio::sync::oneshot::Receiver<Result<T, StoreError>>),
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         self.queue().push(Box::new(job));
         // Every queued write's caller waits for the writer after queueing
         // until its write is answered, so taking the whole queue never
@@ -393,8 +512,9 @@ impl LibsqlBackend {
             drop(guard);
         } else {
             let statements = Arc::clone(&self.inner.statements);
+            let deferral = self.inner.deferral.clone();
             let group = async move {
-                group::run(&guard, &statements, writes).await;
+                group::run(&guard, &statements, writes, deferral.as_deref()).await;
                 drop(guard);
                 Ok(())
             };
@@ -476,11 +596,16 @@ impl DatabaseEngine for LibsqlBackend {
     /// `PRAGMA synchronous` and `journal_mode` as the writer connection
     /// reports them (none for a remote database: its server decides): for a
     /// local file the configured `synchronous`, `FULL (2)` by default, set
-    /// explicitly when the writer opens, and `wal`.
+    /// explicitly when the writer opens, and `wal`; with deferred commits,
+    /// `commit_delay` too.
     async fn durability(&self) -> Result<Vec<DurabilitySetting>, StoreError> {
         if !self.inner.blocking {
             return Ok(Vec::new());
         }
+        let delay = self.inner.deferral.as_ref().map(|d| DurabilitySetting {
+            name: "commit_delay".to_owned(),
+            value: format!("{} ms (append journal)", d.delay.as_millis()),
+        });
         let guard = Arc::clone(&self.inner.writer).lock_owned().await;
         self.run(async move {
             let synchronous = match pragma(&guard, "synchronous").await? {
@@ -501,10 +626,12 @@ impl DatabaseEngine for LibsqlBackend {
                 other => format!("{other:?}"),
             };
             drop(guard);
-            Ok(vec![
+            let mut settings = vec![
                 DurabilitySetting { name: "synchronous".to_owned(), value: synchronous },
                 DurabilitySetting { name: "journal_mode".to_owned(), value: journal },
-            ])
+            ];
+            settings.extend(delay);
+            Ok(settings)
         })
         .await
     }

@@ -10,6 +10,11 @@
 //! A write is acknowledged only once the transaction holding it is durable,
 //! exactly as when each write had its own transaction.
 //!
+//! With a commit delay ([`crate::journal`]), a group made only of journaled
+//! appends is not committed: it stays in the writer's open transaction, and
+//! its writes are answered once their records are in the journal. Any
+//! other group commits the open transaction with its own writes.
+//!
 //! Invariants:
 //! - a write runs at most once, and its caller hears `Ok` only after the
 //!   commit that holds it succeeded;
@@ -20,12 +25,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use libsql::Connection;
 use memlayer_ports::StoreError;
 use tokio::sync::oneshot;
 
 use crate::error::{Context as _, DriverError};
+use crate::journal::Deferral;
 use crate::statements::Statements;
 
 /// A write waiting in the queue.
@@ -40,6 +47,9 @@ pub(crate) trait Pending: Send {
     fn run(self: Box<Self>, conn: Connection) -> Running;
     /// Answers the caller with `e` without running the write.
     fn fail(self: Box<Self>, e: StoreError);
+    /// Whether it carries a journal record (it may be answered before the
+    /// commit when commits are deferred).
+    fn journaled(&self) -> bool;
 }
 
 /// A write that ran, waiting to hear how its transaction ended.
@@ -48,19 +58,23 @@ pub(crate) trait Ran: Send {
     /// Answers the caller: its own error when the write failed, else
     /// its value when `committed` is `Ok`, else the commit's error.
     fn settle(self: Box<Self>, committed: Result<(), StoreError>);
+    /// Its journal record, if it has one (taken once).
+    fn take_record(&mut self) -> Option<Vec<u8>>;
 }
 
 /// A write closure and the channel its answer goes back through.
 pub(crate) struct Job<F, T> {
     f: F,
     answer: oneshot::Sender<Result<T, StoreError>>,
+    record: Option<Vec<u8>>,
 }
 
 impl<F, T> Job<F, T> {
-    /// The job and the receiver its caller waits on.
-    pub(crate) fn new(f: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+    /// The job (with its journal record, if any) and the receiver its
+    /// caller waits on.
+    pub(crate) fn new(f: F, record: Option<Vec<u8>>) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
         let (answer, rx) = oneshot::channel();
-        (Self { f, answer }, rx)
+        (Self { f, answer, record }, rx)
     }
 }
 
@@ -71,24 +85,29 @@ where
     Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: Connection) -> Running {
-        let Job { f, answer } = *self;
+        let Job { f, answer, record } = *self;
         Box::pin(async move {
             if answer.is_closed() {
                 return None;
             }
             let result = f(conn).await;
-            Some(Box::new(Outcome { result, answer }) as Box<dyn Ran>)
+            Some(Box::new(Outcome { result, answer, record }) as Box<dyn Ran>)
         })
     }
 
     fn fail(self: Box<Self>, e: StoreError) {
         let _ = self.answer.send(Err(e));
     }
+
+    fn journaled(&self) -> bool {
+        self.record.is_some()
+    }
 }
 
 struct Outcome<T> {
     result: Result<T, StoreError>,
     answer: oneshot::Sender<Result<T, StoreError>>,
+    record: Option<Vec<u8>>,
 }
 
 impl<T: Send> Ran for Outcome<T> {
@@ -97,9 +116,13 @@ impl<T: Send> Ran for Outcome<T> {
     }
 
     fn settle(self: Box<Self>, committed: Result<(), StoreError>) {
-        let Outcome { result, answer } = *self;
+        let Outcome { result, answer, .. } = *self;
         // The caller may have stopped waiting; the outcome stands either way.
         let _ = answer.send(result.and_then(|value| committed.map(|()| value)));
+    }
+
+    fn take_record(&mut self) -> Option<Vec<u8>> {
+        self.record.take()
     }
 }
 
@@ -111,9 +134,20 @@ const RELEASE: &str = "RELEASE memlayer_group_member";
 
 /// Runs `group` (in queue order) as one `IMMEDIATE` transaction on `conn`
 /// and answers every caller. A group of one runs without a savepoint, as a
-/// plain transaction.
-pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Queued>) {
-    if !conn.is_autocommit() {
+/// plain transaction, unless commits are deferred.
+///
+/// With `deferral`: the group joins the open transaction if there is one
+/// (applying the journal first when the last one was lost); a group of
+/// journaled appends only leaves it open, answered once their records are
+/// written; any other group commits it, and then empties the journal.
+pub(crate) async fn run(
+    conn: &Connection,
+    statements: &Arc<Statements>,
+    group: Vec<Queued>,
+    deferral: Option<&Deferral>,
+) {
+    let open = deferral.is_some_and(Deferral::is_open);
+    if !open && !conn.is_autocommit() {
         // A previous operation died inside its transaction (a panic):
         // never let its half-done work join ours.
         tracing::warn!("writer connection was left inside a transaction; rolling it back");
@@ -121,10 +155,20 @@ pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Q
             return fail_all(group, Vec::new(), &e);
         }
     }
-    if let Err(e) = statements.execute(conn, "begin write transaction", "BEGIN IMMEDIATE", Vec::new()).await {
-        return fail_all(group, Vec::new(), &e);
+    if !open {
+        if let Err(e) = statements.execute(conn, "begin write transaction", "BEGIN IMMEDIATE", Vec::new()).await {
+            return fail_all(group, Vec::new(), &e);
+        }
+        if let Some(d) = deferral
+            && d.is_lost()
+            && let Err(e) = reapply(conn, statements, d).await
+        {
+            let _ = conn.execute_batch("ROLLBACK").await;
+            return fail_all(group, Vec::new(), &e);
+        }
     }
-    let alone = group.len() == 1;
+    let keep_open = deferral.is_some() && !group.is_empty() && group.iter().all(|w| w.journaled());
+    let alone = group.len() == 1 && deferral.is_none();
     let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(group.len());
     let mut queue = group.into_iter();
     while let Some(write) = queue.next() {
@@ -140,9 +184,10 @@ pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Q
         };
         if conn.is_autocommit() {
             // The database ended the transaction itself: nothing of the
-            // group is stored.
+            // group is stored (nor what the open transaction held).
             let e = StoreError::Unavailable("the database rolled the write transaction back; retry".to_owned());
             outcome.settle(Err(copy(&e)));
+            deferral.inspect(|d| d.lose());
             return fail_all(queue.collect(), ran, &e);
         }
         let closed = match (outcome.succeeded(), alone) {
@@ -156,6 +201,7 @@ pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Q
         if let Err(e) = closed {
             outcome.settle(Err(copy(&e)));
             let _ = conn.execute_batch("ROLLBACK").await;
+            deferral.inspect(|d| d.lose());
             return fail_all(queue.collect(), ran, &e);
         }
         if outcome.succeeded() {
@@ -169,19 +215,108 @@ pub(crate) async fn run(conn: &Connection, statements: &Statements, group: Vec<Q
         // A lone write failed and was rolled back: nothing to commit.
         return;
     }
-    match statements.execute(conn, "commit", "COMMIT", Vec::new()).await {
-        Ok(_) => {
+    if keep_open && let Some(d) = deferral {
+        let records: Vec<Vec<u8>> = ran.iter_mut().filter_map(|outcome| outcome.take_record()).collect();
+        // With nothing acknowledged waiting, nothing is deferred: the
+        // (empty) transaction commits below.
+        if d.is_open() || !records.is_empty() {
+            match d.append(&records) {
+                Ok(()) => {
+                    if !d.is_open() {
+                        d.set_open(true);
+                        d.wake.notify_one();
+                    }
+                    for outcome in ran {
+                        outcome.settle(Ok(()));
+                    }
+                    return;
+                }
+                // Not journaled: committed now instead, as without a delay.
+                Err(e) => tracing::warn!(error = %e, "writing the append journal failed; committing at once"),
+            }
+        }
+    }
+    let committed = commit(conn, statements, deferral).await;
+    match committed {
+        Ok(()) => {
             for outcome in ran {
                 outcome.settle(Ok(()));
             }
+        }
+        Err(e) => fail_all(Vec::new(), ran, &e),
+    }
+}
+
+/// Commits the appends `d` holds uncommitted, applying its journal again
+/// first when their transaction was lost, on the writer `conn` (held by the
+/// caller until this returns).
+///
+/// # Errors
+/// `Unavailable` when they are not committed (they stay in the journal).
+pub(crate) async fn commit_deferred(
+    conn: &Connection,
+    statements: &Arc<Statements>,
+    d: &Deferral,
+) -> Result<(), StoreError> {
+    if !d.is_open() && !d.is_lost() {
+        return Ok(());
+    }
+    // An empty group: joins the open transaction (or begins one and applies
+    // the journal again), and commits.
+    run(conn, statements, Vec::new(), Some(d)).await;
+    if d.is_open() || d.is_lost() {
+        return Err(StoreError::Unavailable(
+            "appends acknowledged under a commit delay could not be committed; retry".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Commits the open transaction on `conn` and, with `deferral`, empties
+/// the journal; on failure rolls it back (what it acknowledged is applied
+/// again from the journal before the next write).
+pub(crate) async fn commit(
+    conn: &Connection,
+    statements: &Statements,
+    deferral: Option<&Deferral>,
+) -> Result<(), StoreError> {
+    match statements.execute(conn, "commit", "COMMIT", Vec::new()).await {
+        Ok(_) => {
+            if let Some(d) = deferral {
+                d.set_open(false);
+                if let Err(e) = d.clear() {
+                    // Its records would be applied again at the next write;
+                    // those already stored are skipped.
+                    tracing::warn!(error = %e, "emptying the append journal failed");
+                    d.set_open(true);
+                    d.lose();
+                }
+            }
+            Ok(())
         }
         Err(e) => {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK").await;
             }
-            fail_all(Vec::new(), ran, &e);
+            deferral.inspect(|d| d.lose());
+            Err(e)
         }
     }
+}
+
+/// Applies the journal's appends again inside the transaction just begun
+/// (the one that held them was lost).
+async fn reapply(conn: &Connection, statements: &Arc<Statements>, d: &Deferral) -> Result<(), StoreError> {
+    let records = d.records()?;
+    crate::messages::replay(conn, statements, &records).await?;
+    d.recovered();
+    if !records.is_empty() {
+        // They wait in this transaction now, acknowledged: the journal
+        // keeps them until it commits.
+        d.set_open(true);
+        d.wake.notify_one();
+    }
+    Ok(())
 }
 
 /// Answers every write of a group that will not be stored.

@@ -63,6 +63,7 @@ mod exec;
 mod filter_sql;
 mod group;
 mod idempotency;
+mod journal;
 mod keys;
 mod messages;
 mod migrations;

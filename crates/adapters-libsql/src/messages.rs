@@ -8,17 +8,19 @@ use async_trait::async_trait;
 use libsql::Value;
 use memlayer_adapters_sql::Dialect;
 use memlayer_adapters_sql::messages::{self, Batch, Collect as _, MESSAGE_COLUMNS, MessageEngine, PageCut, WindowCut};
-use memlayer_adapters_sql::usage;
+use memlayer_adapters_sql::usage::{self, Delta};
 use memlayer_domain::{
-    Direction, Message, MessageId, Metadata, Page, PageSize, Quota, Reach, Role, ThreadId, TokenCount, ToolCall,
-    from_micros, to_micros,
+    Direction, Message, MessageId, Metadata, Page, PageSize, Quota, Reach, Role, TenantId, ThreadId, TokenCount,
+    ToolCall, from_micros, to_micros,
 };
 use memlayer_ports::{StoreError, Windows};
 
 use crate::LibsqlBackend;
 use crate::error::{Context as _, corrupt};
 use crate::exec::{self, LibsqlExecutor, WriterExecutor};
+use crate::journal;
 use crate::rows::cells;
+use crate::statements::Statements;
 use crate::values::{json_text, opt_text, text, uuid};
 
 /// Reserves an append's sequence numbers on its thread (`?1` messages, `?2`
@@ -38,43 +40,22 @@ memlayer_adapters_sql::message_store!(LibsqlBackend);
 #[async_trait]
 impl MessageEngine for LibsqlBackend {
     async fn insert_batch(&self, who: &dyn Reach, batch: Batch, quota: &Quota) -> Result<Vec<Message>, StoreError> {
-        let n = i64::try_from(batch.messages().len()).map_err(|e| StoreError::backend(e.to_string()))?;
         let micros = to_micros(batch.at());
         let thread = batch.thread();
         let delta = batch.delta();
         // Everything but the sequence numbers is prepared before taking the
         // writer, to keep the write transaction short.
-        let mut rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
+        let rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>()?;
         let mut messages = batch.into_messages();
-        let (owner, quota) = (who.tenant().clone(), *quota);
+        let append = Append { owner: who.tenant().clone(), thread, micros, delta };
+        let record = self.journaling().then(|| append.record(&rows));
+        let quota = *quota;
         let statements = Arc::clone(self.statements());
-        self.write(move |conn| async move {
-            let last = {
-                let context = "bump thread sequence";
-                let stmt = statements.get(&conn, context, BUMP_SQL).await?;
-                let mut found = stmt
-                    .query(vec![
-                        Value::Integer(n),
-                        Value::Integer(micros),
-                        Value::Text(owner.as_str().to_owned()),
-                        uuid(thread.as_uuid()),
-                        Value::Integer(delta.bytes),
-                    ])
-                    .await
-                    .ctx(context)?;
-                let row = found.next().await.ctx(context)?;
-                row.as_ref().map(|row| cells(row, "threads").int(0, "last_seq")).transpose()?
-            }
-            .ok_or_else(|| StoreError::not_found("thread", thread))?;
-            // One writer: a charge here always settles (or is refused).
-            let conn = WriterExecutor { conn, statements };
-            let _ = usage::charge(&conn, &owner, thread, delta, &quota, usage::Mode::Exclusive).await?;
-            let first = last - n + 1;
-            for ((seq, m), row) in (first..).zip(messages.iter_mut()).zip(rows.iter_mut()) {
+        self.write_journaled(record, move |conn| async move {
+            let first = append.apply(conn, statements, &quota, rows).await?;
+            for (seq, m) in (first..).zip(messages.iter_mut()) {
                 m.seq = seq;
-                row[SEQ_PARAM] = Value::Integer(seq);
             }
-            insert(&conn, rows).await?;
             Ok(messages)
         })
         .await
@@ -169,6 +150,147 @@ impl MessageEngine for LibsqlBackend {
         })
         .await
     }
+}
+
+/// An append's rows and what the write needs besides them: all of an
+/// append's journal record ([`crate::journal`]).
+struct Append {
+    owner: TenantId,
+    thread: ThreadId,
+    micros: i64,
+    delta: Delta,
+}
+
+/// Values of a record before its rows.
+const RECORD_HEAD: usize = 6;
+
+impl Append {
+    /// Reserves the rows' sequence numbers on the thread (written into
+    /// `rows`), charges the tenant and inserts them; returns the first
+    /// number. Inside the writer's transaction.
+    async fn apply(
+        &self,
+        conn: libsql::Connection,
+        statements: Arc<Statements>,
+        quota: &Quota,
+        mut rows: Vec<Vec<Value>>,
+    ) -> Result<i64, StoreError> {
+        let n = i64::try_from(rows.len()).map_err(|e| StoreError::backend(e.to_string()))?;
+        let last = {
+            let context = "bump thread sequence";
+            let stmt = statements.get(&conn, context, BUMP_SQL).await?;
+            let mut found = stmt
+                .query(vec![
+                    Value::Integer(n),
+                    Value::Integer(self.micros),
+                    Value::Text(self.owner.as_str().to_owned()),
+                    uuid(self.thread.as_uuid()),
+                    Value::Integer(self.delta.bytes),
+                ])
+                .await
+                .ctx(context)?;
+            let row = found.next().await.ctx(context)?;
+            row.as_ref().map(|row| cells(row, "threads").int(0, "last_seq")).transpose()?
+        }
+        .ok_or_else(|| StoreError::not_found("thread", self.thread))?;
+        // One writer: a charge here always settles (or is refused).
+        let conn = WriterExecutor { conn, statements };
+        let _ = usage::charge(&conn, &self.owner, self.thread, self.delta, quota, usage::Mode::Exclusive).await?;
+        let first = last - n + 1;
+        for (seq, row) in (first..).zip(rows.iter_mut()) {
+            row[SEQ_PARAM] = Value::Integer(seq);
+        }
+        insert(&conn, rows).await?;
+        Ok(first)
+    }
+
+    /// The journal record of this append of `rows`.
+    fn record(&self, rows: &[Vec<Value>]) -> Vec<u8> {
+        let head = [
+            text(self.owner.as_str()),
+            uuid(self.thread.as_uuid()),
+            Value::Integer(self.micros),
+            Value::Integer(self.delta.threads),
+            Value::Integer(self.delta.messages),
+            Value::Integer(self.delta.bytes),
+        ];
+        let mut out = Vec::with_capacity(256 + rows.iter().flatten().map(value_len).sum::<usize>());
+        journal::encode(&head, &mut out);
+        for row in rows {
+            journal::encode(row, &mut out);
+        }
+        out
+    }
+
+    /// The append and its rows a record holds.
+    fn from_record(record: &[u8]) -> Result<(Self, Vec<Vec<Value>>), StoreError> {
+        let bad = || StoreError::backend("an append journal record is malformed");
+        let mut values = journal::decode(record)?;
+        if values.len() < RECORD_HEAD || !(values.len() - RECORD_HEAD).is_multiple_of(COLUMNS_PER_ROW) {
+            return Err(bad());
+        }
+        let rows: Vec<Vec<Value>> =
+            values.split_off(RECORD_HEAD).chunks(COLUMNS_PER_ROW).map(<[Value]>::to_vec).collect();
+        let int = |v: &Value| if let Value::Integer(i) = v { Ok(*i) } else { Err(bad()) };
+        let owner = match &values[0] {
+            Value::Text(t) => TenantId::parse(t).map_err(|_| bad())?,
+            _ => return Err(bad()),
+        };
+        let thread = match &values[1] {
+            Value::Blob(b) => ThreadId::from_uuid(uuid::Uuid::from_slice(b).map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        let delta = Delta { threads: int(&values[3])?, messages: int(&values[4])?, bytes: int(&values[5])? };
+        Ok((Self { owner, thread, micros: int(&values[2])?, delta }, rows))
+    }
+}
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Text(t) => t.len() + 5,
+        Value::Blob(b) => b.len() + 5,
+        _ => 9,
+    }
+}
+
+/// Applies the journal's `records` (appends acknowledged in a transaction
+/// that was lost) in order, inside the writer's transaction; one whose
+/// first message is stored already was committed and is skipped, and one
+/// whose thread is gone (deleted by another process meanwhile) too.
+pub(crate) async fn replay(
+    conn: &libsql::Connection,
+    statements: &Arc<Statements>,
+    records: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    let (mut applied, mut skipped) = (0_usize, 0_usize);
+    for record in records {
+        let (append, rows) = Append::from_record(record)?;
+        let Some(first) = rows.first().and_then(|r| r.first()).cloned() else { continue };
+        let mut stored = conn.query("SELECT 1 FROM messages WHERE id = ?1", vec![first]).await.ctx("replay append")?;
+        let exists = stored.next().await.ctx("replay append")?.is_some();
+        drop(stored);
+        if exists {
+            skipped += 1;
+            continue;
+        }
+        conn.execute_batch("SAVEPOINT memlayer_replay").await.ctx("replay append")?;
+        match append.apply(conn.clone(), Arc::clone(statements), &Quota::UNLIMITED, rows).await {
+            Ok(_) => {
+                conn.execute_batch("RELEASE memlayer_replay").await.ctx("replay append")?;
+                applied += 1;
+            }
+            Err(StoreError::NotFound { .. }) => {
+                conn.execute_batch("ROLLBACK TO memlayer_replay; RELEASE memlayer_replay")
+                    .await
+                    .ctx("replay append")?;
+                tracing::warn!(thread = %append.thread, "a journaled append's thread is gone; its messages are dropped");
+                skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::info!(applied, skipped, "applied the append journal again");
+    Ok(())
 }
 
 /// Windows per query of `read_windows`: 3 parameters each, well below

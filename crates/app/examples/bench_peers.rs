@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p memlayer-app --example bench_peers -- \
-//!     --dir DIR --texts FILE --vectors FILE [--synchronous full|normal] [--key value ...]
+//!     --dir DIR --texts FILE --vectors FILE [--synchronous full|normal|deferred] [--key value ...]
 //! ```
 //!
 //! The message lines go through `MemoryService` (every check an append
@@ -99,6 +99,9 @@ fn median(mut v: Vec<Duration>) -> f64 {
     v[v.len() / 2].as_secs_f64() * 1e6
 }
 
+/// `database.commit_delay_ms` of `--synchronous deferred`.
+const DEFERRED_COMMIT_DELAY_MS: u64 = 10;
+
 async fn open(p: &Params, sub: &str) -> Services {
     let data_dir = p.dir.join(sub);
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -107,7 +110,12 @@ async fn open(p: &Params, sub: &str) -> Services {
     config.database.synchronous = match p.synchronous.as_str() {
         "full" => Synchronous::Full,
         "normal" => Synchronous::Normal,
-        other => panic!("--synchronous {other}: full or normal"),
+        // NORMAL's promise with deferred commits (`database.commit_delay_ms`).
+        "deferred" => {
+            config.database.commit_delay_ms = DEFERRED_COMMIT_DELAY_MS;
+            Synchronous::Normal
+        }
+        other => panic!("--synchronous {other}: full, normal or deferred"),
     };
     build(config).await.unwrap()
 }
@@ -265,7 +273,11 @@ async fn main() {
     let vector = vectors(&p, &texts).await;
     let result = json!({
         "side": format!("memlayer-{}", p.synchronous),
-        "label": format!("memlayer (embedded, synchronous={})", p.synchronous.to_uppercase()),
+        "label": if p.synchronous == "deferred" {
+            format!("memlayer (embedded, synchronous=NORMAL, commit_delay_ms={DEFERRED_COMMIT_DELAY_MS})")
+        } else {
+            format!("memlayer (embedded, synchronous={})", p.synchronous.to_uppercase())
+        },
         "versions": { "memlayer": env!("CARGO_PKG_VERSION") },
         "settings": durability.iter().map(|d| format!("{}={}", d.name, d.value)).collect::<Vec<_>>().join(", "),
         "params": p.json(),

@@ -331,6 +331,16 @@ pub struct DatabaseConfig {
     /// loss or operating-system crash may lose the last acknowledged
     /// writes; a crash of memlayer alone loses none). Embedded files only.
     pub synchronous: Synchronous,
+    /// Deferred commits of an embedded libSQL file, in milliseconds (0, the
+    /// default: every write commits before it is acknowledged). Above 0,
+    /// an append is acknowledged once written to the append journal beside
+    /// the file, and appends are committed together at most this long
+    /// later, or before any read or other write: the same promise as
+    /// `synchronous = "normal"`, which it needs (a crash of memlayer loses
+    /// nothing: the journal is applied again at the next start; a power
+    /// loss may lose the last appends), for much faster appends one call at
+    /// a time. At most 1,000.
+    pub commit_delay_ms: u64,
 }
 
 /// `database.synchronous`: SQLite's `PRAGMA synchronous` for an embedded
@@ -464,6 +474,7 @@ impl Default for DatabaseConfig {
             statement_timeout_ms: 30_000,
             allow_rls_bypass: false,
             synchronous: Synchronous::Full,
+            commit_delay_ms: 0,
         }
     }
 }
@@ -778,6 +789,24 @@ impl Config {
                 "applies to an embedded libSQL file only (a remote or Postgres server keeps its own durability settings); \
                  leave it unset",
             );
+        }
+        if self.database.commit_delay_ms > 0 {
+            if !matches!(self.database_target()?, DatabaseTarget::File(_)) {
+                return invalid(
+                    "database.commit_delay_ms",
+                    "deferred commits apply to an embedded libSQL file only; leave it 0",
+                );
+            }
+            if self.database.synchronous != Synchronous::Normal {
+                return invalid(
+                    "database.commit_delay_ms",
+                    "deferred commits keep the promise of `database.synchronous = \"normal\"` and need it set: \
+                     with `full`, every acknowledged append must be synced first",
+                );
+            }
+            if self.database.commit_delay_ms > 1_000 {
+                return invalid("database.commit_delay_ms", "must be at most 1000");
+            }
         }
         if self.search.lexical == Some(LexicalKind::Tantivy) && !embedded {
             return invalid(

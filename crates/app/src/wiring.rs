@@ -93,6 +93,9 @@ pub struct Services {
     /// The in-process vector index's follower of `deletions` (`hnsw`,
     /// `exact`); `None` for an index the database keeps.
     follower: Option<Arc<crate::follower::FollowingIndex>>,
+    /// The libSQL backend, whose deferred appends (`database.commit_delay_ms`)
+    /// [`Background::stop`] commits.
+    libsql: Option<Arc<memlayer_adapters_libsql::LibsqlBackend>>,
     /// Traces, model performance, costs, evaluations and system metrics
     /// (its sampler is run by [`Services::start_background`] when
     /// `observability.metrics.enabled`).
@@ -110,6 +113,7 @@ pub struct Background {
     peers: Option<tokio::task::JoinHandle<()>>,
     index: Arc<dyn VectorIndex>,
     lexical: Option<Arc<dyn LexicalIndex>>,
+    libsql: Option<Arc<memlayer_adapters_libsql::LibsqlBackend>>,
     summaries: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
     workflows: Option<tokio::task::JoinHandle<()>>,
@@ -176,6 +180,13 @@ impl Background {
         if let Err(e) = self.keys.await {
             tracing::warn!(error = %e, "API key last-use writer ended abnormally");
         }
+        // Appends acknowledged under a commit delay; left uncommitted, they
+        // would be applied again from the journal at the next start.
+        if let Some(libsql) = &self.libsql
+            && let Err(e) = libsql.commit_deferred().await
+        {
+            tracing::warn!(error = %e, "committing deferred appends failed; the next start applies them again");
+        }
         if let Err(e) = self.index.close().await {
             tracing::warn!(error = %e, "closing the vector index failed; it is rebuilt from the store at start");
         }
@@ -241,6 +252,7 @@ impl Services {
             peers,
             index: self.index.clone(),
             lexical: self.lexical.clone(),
+            libsql: self.libsql.clone(),
             summaries,
             retention,
             workflows,
@@ -514,6 +526,7 @@ async fn open_libsql(config: &Config, location: LibsqlLocation) -> Result<Backen
             crate::Synchronous::Full => memlayer_adapters_libsql::Synchronous::Full,
             crate::Synchronous::Normal => memlayer_adapters_libsql::Synchronous::Normal,
         },
+        commit_delay: Duration::from_millis(db.commit_delay_ms),
     };
     LibsqlBackend::open(libsql)
         .await
@@ -677,6 +690,10 @@ fn worker_settings(e: &EmbeddingConfig) -> WorkerSettings {
 pub async fn build(config: Config) -> Result<Services, BuildError> {
     let backend = open_backend(&config).await?;
     let database = backend.database();
+    let libsql = match &backend {
+        Backend::Libsql(b) => Some(b.clone()),
+        Backend::Postgres(_) => None,
+    };
     if config.database.auto_migrate {
         migrate(database.as_ref()).await?;
     }
@@ -816,6 +833,7 @@ pub async fn build(config: Config) -> Result<Services, BuildError> {
         workflows,
         deletions,
         follower,
+        libsql,
         observability,
     })
 }

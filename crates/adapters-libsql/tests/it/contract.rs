@@ -26,6 +26,30 @@ mod memory {
     memlayer_ports::contract_suite!(fresh);
 }
 
+/// The same suite with deferred commits (`commit_delay`): appends are
+/// acknowledged from the append journal and committed before any read or
+/// other write, so every case holds unchanged.
+mod deferred {
+    use std::time::Duration;
+
+    use memlayer_adapters_libsql::Synchronous;
+
+    use super::*;
+
+    async fn fresh() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LibsqlConfig {
+            synchronous: Synchronous::Normal,
+            commit_delay: Duration::from_millis(5),
+            ..LibsqlConfig::file(dir.path().join("memlayer.db"))
+        };
+        let store = LibsqlBackend::open_migrated(config).await.unwrap();
+        Backend::from_one(Arc::new(store), Arc::new(dir))
+    }
+
+    memlayer_ports::contract_suite!(fresh);
+}
+
 /// The same suite with lexical search served by the in-process tantivy
 /// index (`search.lexical = "tantivy"`), fed by the catch-up: every lexical,
 /// sweep and fork case holds with its assertions unchanged.

@@ -7,6 +7,7 @@
 mod atomicity;
 mod common;
 mod contract;
+mod deferred;
 mod migrations;
 mod native_index;
 mod semantic;

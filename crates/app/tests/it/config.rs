@@ -287,3 +287,27 @@ fn synchronous_is_full_unless_set_and_only_for_embedded_files() {
         Ok(())
     });
 }
+
+/// `database.commit_delay_ms`: 0 unless set; above 0 only on an embedded
+/// file with `synchronous = "normal"`, and at most 1,000.
+#[test]
+fn commit_delay_needs_an_embedded_file_with_normal() {
+    figment::Jail::expect_with(|jail| {
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.database.commit_delay_ms, 0);
+        jail.set_env("MEMLAYER_DATABASE__COMMIT_DELAY_MS", "10");
+        let e = load(jail, None).unwrap_err().to_string();
+        assert!(e.contains("database.commit_delay_ms") && e.contains("normal"), "{e}");
+        jail.set_env("MEMLAYER_DATABASE__SYNCHRONOUS", "normal");
+        assert_eq!(load(jail, None).map_err(|e| e.to_string())?.database.commit_delay_ms, 10);
+        jail.set_env("MEMLAYER_DATABASE__COMMIT_DELAY_MS", "1001");
+        let e = load(jail, None).unwrap_err().to_string();
+        assert!(e.contains("database.commit_delay_ms") && e.contains("1000"), "{e}");
+        jail.set_env("MEMLAYER_DATABASE__COMMIT_DELAY_MS", "10");
+        for url in [":memory:", "postgres://app@h/mem", "libsql://db.example"] {
+            jail.set_env("MEMLAYER_DATABASE__URL", url);
+            let e = load(jail, None).unwrap_err().to_string();
+            assert!(e.contains("database.commit_delay_ms") || e.contains("database.synchronous"), "{url}: {e}");
+        }
+        Ok(())
+    });
+}
