@@ -830,6 +830,62 @@ mod tests {
         backend
     }
 
+    /// A write that dies part-way (a panic) while deferred appends wait: none
+    /// of its work is ever committed, and the appends acknowledged before it
+    /// are kept (applied again from the journal).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_dying_part_way_under_a_commit_delay_commits_nothing_of_it() {
+        use memlayer_domain::{NewMessage, NewThread, PageSize, Role, TenantId};
+        use memlayer_ports::{MessageStore, ThreadStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = LibsqlConfig {
+            synchronous: Synchronous::Normal,
+            commit_delay: Duration::from_secs(600),
+            ..LibsqlConfig::file(dir.path().join("db"))
+        };
+        let backend = LibsqlBackend::open_migrated(config).await.unwrap();
+        backend
+            .write(|conn| async move {
+                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let thread = backend.create(&t, NewThread::default()).await.unwrap().id;
+        let text = |s: &str| vec![NewMessage::text(Role::User, s).unwrap()];
+        let before = backend.append(&t, thread, text("before")).await.unwrap();
+
+        let dying = backend.clone();
+        let died = tokio::spawn(async move {
+            dying
+                .write(|conn| async move {
+                    conn.execute("INSERT INTO scratch VALUES (1)", ()).await.ctx("insert")?;
+                    std::hint::black_box(None::<()>).unwrap();
+                    Ok(())
+                })
+                .await
+        })
+        .await;
+        assert!(died.unwrap_err().is_panic());
+
+        let after = backend.append(&t, thread, text("after")).await.unwrap();
+        let stored = backend.last(&t, thread, PageSize::new(10).unwrap()).await.unwrap();
+        let got: Vec<_> = stored.iter().map(|m| (m.id, m.seq)).collect();
+        let want: Vec<_> = before.iter().chain(&after).map(|m| (m.id, m.seq)).collect();
+        assert_eq!(got, want, "the appends acknowledged around the dead write, as acknowledged");
+        let scratch = backend
+            .read(|conn| async move {
+                let mut rows = conn.query("SELECT count(*) FROM scratch", ()).await.ctx("count")?;
+                let row = rows.next().await.ctx("count")?.ok_or_else(|| StoreError::backend("no row"))?;
+                row.get::<i64>(0).ctx("count")
+            })
+            .await
+            .unwrap();
+        assert_eq!(scratch, 0, "nothing of the dead write is committed");
+    }
+
     /// Waits until `n` writes wait in the queue (at most 30 s).
     async fn queued(backend: &LibsqlBackend, n: usize) {
         let wait = async {

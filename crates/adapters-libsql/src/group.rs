@@ -146,6 +146,22 @@ pub(crate) async fn run(
     group: Vec<Queued>,
     deferral: Option<&Deferral>,
 ) {
+    let running = deferral.map(Deferral::start);
+    if let Some((_, true)) = running
+        && let Some(d) = deferral
+    {
+        // The last group panicked part-way: what the open transaction holds
+        // may be half done. Undone; the journal's appends are applied again.
+        d.lose();
+        tracing::warn!(
+            "a write on the writer connection died part-way; rolling back and applying the append journal again"
+        );
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK").await.ctx("roll back abandoned transaction")
+        {
+            return fail_all(group, Vec::new(), &e);
+        }
+    }
     let open = deferral.is_some_and(Deferral::is_open);
     if !open && !conn.is_autocommit() {
         // A previous operation died inside its transaction (a panic):

@@ -26,7 +26,10 @@
 //!   rolls it back by itself), its appends are applied again from the
 //!   journal, in order, before any other write: at open, or at the next
 //!   write. An append whose first message is stored already (committed
-//!   before the journal was emptied) is skipped.
+//!   before the journal was emptied) is skipped;
+//! - a write that died part-way (a panic) is never committed: the next
+//!   group rolls the open transaction back, and its appends are applied
+//!   again from the journal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
@@ -55,6 +58,10 @@ pub(crate) struct Deferral {
     /// journal must be applied again before the next write. Changed only
     /// while holding the writer.
     lost: AtomicBool,
+    /// A group is running on the writer; still set when the next one
+    /// starts, the last one panicked part-way, and its half-done work must
+    /// not be committed ([`Deferral::start`]).
+    running: AtomicBool,
     /// Wakes the task that commits `delay` after the first deferred append
     /// (its own handle: the task must not keep the journal open).
     pub(crate) wake: Arc<Notify>,
@@ -92,6 +99,7 @@ impl Deferral {
             open: AtomicBool::new(false),
             // Records left by a process that died are applied at open.
             lost: AtomicBool::new(len > 0),
+            running: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
             journal: Mutex::new(Journal { path, file, len }),
         })
@@ -116,6 +124,13 @@ impl Deferral {
             self.set_open(false);
             self.lost.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Marks a group running until the guard drops (not while unwinding
+    /// from a panic); `true` when the last group never finished.
+    pub(crate) fn start(&self) -> (Running<'_>, bool) {
+        let died = self.running.swap(true, Ordering::SeqCst);
+        (Running(self), died)
     }
 
     pub(crate) fn recovered(&self) {
@@ -191,6 +206,17 @@ pub(crate) fn leftover(db: &Path) -> Result<Option<Deferral>, StoreError> {
         Ok(d) => Ok(Some(d)),
         Err(StoreError::Unavailable(_)) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A group running on the writer ([`Deferral::start`]).
+pub(crate) struct Running<'a>(&'a Deferral);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.0.running.store(false, Ordering::SeqCst);
+        }
     }
 }
 
