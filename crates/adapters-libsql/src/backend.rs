@@ -820,6 +820,11 @@ mod tests {
     /// A file backend with an empty table `scratch (x INTEGER PRIMARY KEY)`.
     async fn scratch_backend(dir: &tempfile::TempDir) -> LibsqlBackend {
         let backend = file_backend(dir, 2, Duration::from_secs(30)).await;
+        create_scratch(&backend).await;
+        backend
+    }
+
+    async fn create_scratch(backend: &LibsqlBackend) {
         backend
             .write(|conn| async move {
                 conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
@@ -827,7 +832,6 @@ mod tests {
             })
             .await
             .unwrap();
-        backend
     }
 
     /// A write that dies part-way (a panic) while deferred appends wait: none
@@ -845,13 +849,7 @@ mod tests {
             ..LibsqlConfig::file(dir.path().join("db"))
         };
         let backend = LibsqlBackend::open_migrated(config).await.unwrap();
-        backend
-            .write(|conn| async move {
-                conn.execute("CREATE TABLE scratch (x INTEGER PRIMARY KEY)", ()).await.ctx("create")?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+        create_scratch(&backend).await;
         let t = TenantId::parse("acme").unwrap();
         let thread = backend.create(&t, NewThread::default()).await.unwrap().id;
         let text = |s: &str| vec![NewMessage::text(Role::User, s).unwrap()];

@@ -35,6 +35,15 @@ async fn committed(path: &Path) -> i64 {
     scalar(&raw(path).await, "SELECT count(*) FROM messages").await
 }
 
+/// A backend on `path` with a commit delay of `delay`, and a thread of
+/// tenant `acme`.
+async fn with_thread(path: &Path, delay: Duration) -> (LibsqlBackend, TenantId, ThreadId) {
+    let db = LibsqlBackend::open_migrated(deferred(path, delay)).await.unwrap();
+    let t = tenant("acme");
+    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    (db, t, thread)
+}
+
 async fn all(db: &LibsqlBackend, t: &TenantId, thread: ThreadId) -> Vec<Message> {
     db.last(t, thread, PageSize::new(1000).unwrap()).await.unwrap()
 }
@@ -111,9 +120,7 @@ async fn a_journal_left_behind_is_applied_without_a_delay() {
 async fn a_read_sees_every_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let db = LibsqlBackend::open_migrated(deferred(&path, NEVER)).await.unwrap();
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let (db, t, thread) = with_thread(&path, NEVER).await;
     for i in 1..=3 {
         db.append(&t, thread, msgs(1)).await.unwrap();
         assert_eq!(all(&db, &t, thread).await.len(), i);
@@ -127,9 +134,7 @@ async fn a_read_sees_every_acknowledged_append() {
 async fn another_write_commits_the_deferred_appends() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let db = LibsqlBackend::open_migrated(deferred(&path, NEVER)).await.unwrap();
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let (db, t, thread) = with_thread(&path, NEVER).await;
     db.append(&t, thread, msgs(2)).await.unwrap();
     assert_eq!(committed(&path).await, 0);
     db.create(&t, NewThread::default()).await.unwrap();
@@ -143,9 +148,7 @@ async fn another_write_commits_the_deferred_appends() {
 async fn appends_are_committed_within_the_delay() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let db = LibsqlBackend::open_migrated(deferred(&path, Duration::from_millis(20))).await.unwrap();
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let (db, t, thread) = with_thread(&path, Duration::from_millis(20)).await;
     db.append(&t, thread, msgs(3)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while committed(&path).await < 3 {
@@ -161,9 +164,7 @@ async fn appends_are_committed_within_the_delay() {
 async fn records_of_committed_appends_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let db = LibsqlBackend::open_migrated(deferred(&path, NEVER)).await.unwrap();
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let (db, t, thread) = with_thread(&path, NEVER).await;
     let first = db.append(&t, thread, msgs(3)).await.unwrap();
     let kept = std::fs::read(journal(&path)).unwrap();
     db.commit_deferred().await.unwrap();
@@ -212,9 +213,7 @@ async fn an_append_to_a_thread_deleted_meanwhile_is_dropped() {
 async fn concurrent_appends_are_applied_again_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let db = LibsqlBackend::open_migrated(deferred(&path, NEVER)).await.unwrap();
-    let t = tenant("acme");
-    let thread = db.create(&t, NewThread::default()).await.unwrap().id;
+    let (db, t, thread) = with_thread(&path, NEVER).await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (db, t) = (db.clone(), t.clone());
