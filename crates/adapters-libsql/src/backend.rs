@@ -29,7 +29,9 @@ use crate::statements::Statements;
 /// beside the writer), at most `readers` of them: a read waits for a free
 /// one at most `reader_timeout`, then fails with `Unavailable`. For
 /// `:memory:` every connection would be a separate database, so the writer
-/// connection serves reads too.
+/// connection serves reads too. With a commit delay
+/// (`LibsqlConfig::commit_delay`), appends are answered from the append
+/// journal and committed together, before any read ([`crate::journal`]).
 ///
 /// Local databases run each operation where blocking is allowed (in
 /// `block_in_place`, or on tokio's blocking pool on a current-thread
@@ -218,12 +220,15 @@ impl LibsqlBackend {
     /// Opens the database (creating the file and its parent directories when
     /// missing), switches a file to WAL, sets the busy timeout and foreign
     /// keys on every connection and `synchronous` (`FULL` unless configured
-    /// otherwise) on the local writer.
+    /// otherwise) on the local writer; applies again the appends of an
+    /// append journal a process left behind (before any migration).
     /// Does not migrate.
     ///
     /// # Errors
-    /// `Invalid` for a remote URL when built without feature `remote`;
-    /// `Unavailable` when the database is locked; `Backend` otherwise.
+    /// `Invalid` for a remote URL when built without feature `remote`, or a
+    /// commit delay without an embedded file at `synchronous = Normal`;
+    /// `Unavailable` when the database is locked, or its append journal is
+    /// held by another process (with a commit delay); `Backend` otherwise.
     pub async fn open(config: LibsqlConfig) -> Result<Self, StoreError> {
         let LibsqlConfig { location, busy_timeout, readers, reader_timeout, index_wait, synchronous, commit_delay } =
             config;
