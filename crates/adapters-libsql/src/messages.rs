@@ -162,7 +162,13 @@ struct Append {
 }
 
 /// Values of a record before its rows.
-const RECORD_HEAD: usize = 6;
+const RECORD_HEAD: usize = 7;
+
+/// The record layout, first in every record: the format version, then tenant,
+/// thread, time, the usage delta (threads, messages, bytes), then the rows of
+/// `INSERT_COLUMNS`. A new column, or any other change, takes a new number,
+/// and a record of another number is refused with a message that says so.
+const RECORD_FORMAT: i64 = 1;
 
 impl Append {
     /// Reserves the rows' sequence numbers on the thread (written into
@@ -207,6 +213,7 @@ impl Append {
     /// The journal record of this append of `rows`.
     fn record(&self, rows: &[Vec<Value>]) -> Vec<u8> {
         let head = [
+            Value::Integer(RECORD_FORMAT),
             text(self.owner.as_str()),
             uuid(self.thread.as_uuid()),
             Value::Integer(self.micros),
@@ -226,22 +233,33 @@ impl Append {
     fn from_record(record: &[u8]) -> Result<(Self, Vec<Vec<Value>>), StoreError> {
         let bad = || StoreError::backend("an append journal record is malformed");
         let mut values = journal::decode(record)?;
+        match values.first() {
+            Some(Value::Integer(RECORD_FORMAT)) => {}
+            Some(Value::Integer(other)) => {
+                return Err(StoreError::backend(format!(
+                    "the append journal holds records of format {other}, written by another memlayer version \
+                     (this one reads format {RECORD_FORMAT}): start that version on the file once, which applies \
+                     them, then this one"
+                )));
+            }
+            _ => return Err(bad()),
+        }
         if values.len() < RECORD_HEAD || !(values.len() - RECORD_HEAD).is_multiple_of(COLUMNS_PER_ROW) {
             return Err(bad());
         }
         let rows: Vec<Vec<Value>> =
             values.split_off(RECORD_HEAD).chunks(COLUMNS_PER_ROW).map(<[Value]>::to_vec).collect();
         let int = |v: &Value| if let Value::Integer(i) = v { Ok(*i) } else { Err(bad()) };
-        let owner = match &values[0] {
+        let owner = match &values[1] {
             Value::Text(t) => TenantId::parse(t).map_err(|_| bad())?,
             _ => return Err(bad()),
         };
-        let thread = match &values[1] {
+        let thread = match &values[2] {
             Value::Blob(b) => ThreadId::from_uuid(uuid::Uuid::from_slice(b).map_err(|_| bad())?),
             _ => return Err(bad()),
         };
-        let delta = Delta { threads: int(&values[3])?, messages: int(&values[4])?, bytes: int(&values[5])? };
-        Ok((Self { owner, thread, micros: int(&values[2])?, delta }, rows))
+        let delta = Delta { threads: int(&values[4])?, messages: int(&values[5])?, bytes: int(&values[6])? };
+        Ok((Self { owner, thread, micros: int(&values[3])?, delta }, rows))
     }
 }
 
@@ -481,4 +499,43 @@ async fn insert(writer: &WriterExecutor, rows: Vec<Vec<Value>>) -> Result<(), St
         writer.statements.execute(&writer.conn, "insert messages", &insert_sql(len), params).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
+    use memlayer_domain::{NewMessage, Timestamp};
+
+    use super::*;
+
+    fn append_of(rows: usize) -> (Append, Vec<Vec<Value>>) {
+        let thread = ThreadId::new();
+        let news = (0..rows).map(|i| NewMessage::text(Role::User, format!("m{i}")).unwrap()).collect();
+        let batch = Batch::new(thread, news, Timestamp::now_utc()).unwrap();
+        let micros = to_micros(batch.at());
+        let rows = batch.messages().iter().map(|m| row_params(m, micros)).collect::<Result<Vec<_>, _>>().unwrap();
+        let append = Append { owner: TenantId::parse("acme").unwrap(), thread, micros, delta: batch.delta() };
+        (append, rows)
+    }
+
+    #[test]
+    fn a_journal_record_round_trips() {
+        let (append, rows) = append_of(3);
+        let (back, back_rows) = Append::from_record(&append.record(&rows)).unwrap();
+        assert_eq!((back.owner, back.thread, back.micros), (append.owner.clone(), append.thread, append.micros));
+        assert_eq!(back.delta, append.delta);
+        assert_eq!(back_rows, rows);
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused_saying_why() {
+        let (append, rows) = append_of(1);
+        let mut values = journal::decode(&append.record(&rows)).unwrap();
+        values[0] = Value::Integer(RECORD_FORMAT + 1);
+        let mut other = Vec::new();
+        journal::encode(&values, &mut other);
+        let e = Append::from_record(&other).err().unwrap().to_string();
+        assert!(e.contains("another memlayer version"), "{e}");
+    }
 }
