@@ -471,15 +471,16 @@ impl LibsqlBackend {
 
     /// [`LibsqlBackend::write`] of an append whose `record` lets the journal
     /// apply it again: with a commit delay it is acknowledged once in the
-    /// journal, before its commit ([`crate::journal`]). Without one, or for
-    /// a record above [`journal::MAX_RECORD_BYTES`], as `write`.
+    /// journal, before its commit ([`crate::journal`]). Without a record
+    /// (make one only when [`LibsqlBackend::journaling`]), or with one above
+    /// [`journal::MAX_RECORD_BYTES`], as `write`.
     pub(crate) async fn write_journaled<T, F, Fut>(&self, record: Option<Vec<u8>>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let record = record.filter(|r| self.journaling() && r.len() <= journal::MAX_RECORD_BYTES);
+        let record = record.filter(|r| r.len() <= journal::MAX_RECORD_BYTES);
         self.enqueue(group::Job::new(f, record)).await
     }
 

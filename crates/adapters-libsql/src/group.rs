@@ -147,20 +147,11 @@ pub(crate) async fn run(
     deferral: Option<&Deferral>,
 ) {
     let running = deferral.map(Deferral::start);
-    if let Some((_, true)) = running
-        && let Some(d) = deferral
-    {
-        // The last group panicked part-way: what the open transaction holds
-        // may be half done. Undone; the journal's appends are applied again.
+    if let (Some(d), Some((_, true))) = (deferral, &running) {
+        // The last group died part-way (a panic): the open transaction may
+        // hold half-done work. Lost: rolled back below, and the journal's
+        // appends applied again.
         d.lose();
-        tracing::warn!(
-            "a write on the writer connection died part-way; rolling back and applying the append journal again"
-        );
-        if !conn.is_autocommit()
-            && let Err(e) = conn.execute_batch("ROLLBACK").await.ctx("roll back abandoned transaction")
-        {
-            return fail_all(group, Vec::new(), &e);
-        }
     }
     let open = deferral.is_some_and(Deferral::is_open);
     if !open && !conn.is_autocommit() {
@@ -301,11 +292,9 @@ pub(crate) async fn commit(
             if let Some(d) = deferral {
                 d.set_open(false);
                 if let Err(e) = d.clear() {
-                    // Its records would be applied again at the next write;
-                    // those already stored are skipped.
+                    // Its records are applied again at the next write; those
+                    // stored already (all of them) are skipped.
                     tracing::warn!(error = %e, "emptying the append journal failed");
-                    d.set_open(true);
-                    d.lose();
                 }
             }
             Ok(())
@@ -325,7 +314,6 @@ pub(crate) async fn commit(
 async fn reapply(conn: &Connection, statements: &Arc<Statements>, d: &Deferral) -> Result<(), StoreError> {
     let records = d.records()?;
     crate::messages::replay(conn, statements, &records).await?;
-    d.recovered();
     if !records.is_empty() {
         // They wait in this transaction now, acknowledged: the journal
         // keeps them until it commits.

@@ -32,7 +32,7 @@
 //!   again from the journal.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,12 +52,10 @@ pub(crate) const MAX_RECORD_BYTES: usize = 8 << 20;
 pub(crate) struct Deferral {
     pub(crate) delay: Duration,
     /// Acknowledged appends wait in the writer's open transaction. Changed
-    /// only while holding the writer.
+    /// only while holding the writer. Records in the journal while it is
+    /// not set are lost from the database: applied again before the next
+    /// write ([`Deferral::is_lost`]).
     open: AtomicBool,
-    /// The open transaction was lost with acknowledged appends in it: the
-    /// journal must be applied again before the next write. Changed only
-    /// while holding the writer.
-    lost: AtomicBool,
     /// A group is running on the writer; still set when the next one
     /// starts, the last one panicked part-way, and its half-done work must
     /// not be committed ([`Deferral::start`]).
@@ -96,9 +94,8 @@ impl Deferral {
         let len = file.metadata().map_err(|e| io("read", &path, &e))?.len();
         Ok(Self {
             delay,
+            // Records left by a process that died are lost: applied at open.
             open: AtomicBool::new(false),
-            // Records left by a process that died are applied at open.
-            lost: AtomicBool::new(len > 0),
             running: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
             journal: Mutex::new(Journal { path, file, len }),
@@ -113,17 +110,18 @@ impl Deferral {
         self.open.store(open, Ordering::SeqCst);
     }
 
+    /// The journal holds records no open transaction holds (its
+    /// transaction was lost, or a process died, or the journal could not be
+    /// emptied after a commit): they are applied again before the next
+    /// write, skipping those stored already.
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        !self.is_open() && self.journal().len > 0
     }
 
     /// The open transaction ended without its commit: what it acknowledged
     /// is applied again from the journal before the next write.
     pub(crate) fn lose(&self) {
-        if self.is_open() {
-            self.set_open(false);
-            self.lost.store(true, Ordering::SeqCst);
-        }
+        self.set_open(false);
     }
 
     /// Marks a group running until the guard drops (not while unwinding
@@ -131,10 +129,6 @@ impl Deferral {
     pub(crate) fn start(&self) -> (Running<'_>, bool) {
         let died = self.running.swap(true, Ordering::SeqCst);
         (Running(self), died)
-    }
-
-    pub(crate) fn recovered(&self) {
-        self.lost.store(false, Ordering::SeqCst);
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
@@ -182,12 +176,19 @@ impl Deferral {
 
     /// The records in the journal, oldest first, up to the first that is
     /// torn or fails its checksum (an append interrupted mid-write was never
-    /// acknowledged).
+    /// acknowledged); what follows it is cut off, so records appended later
+    /// stay readable.
     pub(crate) fn records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let j = self.journal();
+        let mut j = self.journal();
+        let Journal { path, file, len } = &mut *j;
         let mut bytes = Vec::new();
-        File::open(&j.path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", &j.path, &e))?;
-        Ok(frames(&bytes))
+        file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut bytes)).map_err(|e| io("read", path, &e))?;
+        let (records, valid) = frames(&bytes);
+        if valid < bytes.len() {
+            file.set_len(valid as u64).map_err(|e| io("cut the torn end of", path, &e))?;
+        }
+        *len = valid as u64;
+        Ok(records)
     }
 }
 
@@ -228,8 +229,10 @@ pub(crate) fn journal_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+/// The whole records at the start of `bytes`, and their length in bytes.
+fn frames(mut bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
     let mut out = Vec::new();
+    let mut valid = 0;
     while bytes.len() >= 8 {
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let sum = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -239,8 +242,9 @@ fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
         }
         out.push(body.to_vec());
         bytes = &bytes[8 + len..];
+        valid += 8 + len;
     }
-    out
+    (out, valid)
 }
 
 fn io(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
@@ -281,30 +285,38 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
 
 /// The values [`encode`] wrote.
 pub(crate) fn decode(mut b: &[u8]) -> Result<Vec<Value>, StoreError> {
-    let bad = || StoreError::backend(DriverError::new("append journal", "a record does not decode"));
-    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, StoreError> {
-        let (head, rest) = b.split_at_checked(n).ok_or_else(bad)?;
-        *b = rest;
-        Ok(head.to_vec())
-    };
     let mut out = Vec::new();
     while let Some((&tag, rest)) = b.split_first() {
         b = rest;
-        let eight = |v: Vec<u8>| -> [u8; 8] { v.try_into().unwrap_or([0; 8]) };
         out.push(match tag {
             0 => Value::Null,
-            1 => Value::Integer(i64::from_le_bytes(eight(take(&mut b, 8)?))),
-            2 => Value::Real(f64::from_le_bytes(eight(take(&mut b, 8)?))),
+            1 => Value::Integer(i64::from_le_bytes(fixed(&mut b)?)),
+            2 => Value::Real(f64::from_le_bytes(fixed(&mut b)?)),
             3 | 4 => {
-                let len = take(&mut b, 4)?;
-                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let body = take(&mut b, len)?;
-                if tag == 3 { Value::Text(String::from_utf8(body).map_err(|_| bad())?) } else { Value::Blob(body) }
+                let len = u32::from_le_bytes(fixed(&mut b)?) as usize;
+                let (body, rest) = b.split_at_checked(len).ok_or_else(undecodable)?;
+                b = rest;
+                if tag == 3 {
+                    Value::Text(String::from_utf8(body.to_vec()).map_err(|_| undecodable())?)
+                } else {
+                    Value::Blob(body.to_vec())
+                }
             }
-            _ => return Err(bad()),
+            _ => return Err(undecodable()),
         });
     }
     Ok(out)
+}
+
+/// The next `N` bytes of `b`.
+fn fixed<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], StoreError> {
+    let (head, rest) = b.split_first_chunk::<N>().ok_or_else(undecodable)?;
+    *b = rest;
+    Ok(*head)
+}
+
+fn undecodable() -> StoreError {
+    StoreError::backend(DriverError::new("append journal", "a record does not decode"))
 }
 
 #[cfg(test)]
@@ -342,6 +354,9 @@ mod tests {
         let original = std::fs::read(&path).unwrap();
         std::fs::write(&path, &original[..original.len() - 2]).unwrap();
         assert_eq!(d.records().unwrap().len(), 2, "a torn last record is left out");
+        d.append(&[b"four".to_vec()]).unwrap();
+        let after = d.records().unwrap();
+        assert_eq!(after, vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec()], "the torn end was cut off");
         let mut bytes = original.clone();
         let second = 8 + 3 + 8; // the second record's body starts here
         bytes[second] ^= 1;
